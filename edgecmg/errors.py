@@ -1,0 +1,45 @@
+"""Exception hierarchy: every error edgecmg raises on purpose derives from EdgeCMGError.
+
+Messages say what was wrong (naming the file or value) and what to do about it.
+"""
+from __future__ import annotations
+
+
+class EdgeCMGError(Exception):
+    """Base class of all edgecmg errors."""
+
+
+class ConfigError(EdgeCMGError, ValueError):
+    """A configuration value or argument is invalid."""
+
+
+class DataError(EdgeCMGError, ValueError):
+    """Input data (an image, a folder, a tensor) is missing or unusable."""
+
+
+class ArtifactError(EdgeCMGError):
+    """A model file is truncated, corrupted, tampered with or from a newer format."""
+
+
+class BackendUnavailableError(EdgeCMGError, ImportError):
+    """An optional backend cannot be used here; the message carries the install hint."""
+
+    def __init__(self, backend: str, reason: str, install_hint: str = "") -> None:
+        self.backend = backend
+        self.install_hint = install_hint
+        message = f"backend {backend!r} is unavailable: {reason}"
+        if install_hint:
+            message += f" (install hint: {install_hint})"
+        super().__init__(message)
+
+
+class EngineBuildError(EdgeCMGError):
+    """TensorRT could not build an engine from the given model."""
+
+
+class EngineIncompatibleError(EdgeCMGError):
+    """A serialized engine was built for another GPU or TensorRT version."""
+
+
+class StreamError(EdgeCMGError):
+    """A frame source cannot be opened or failed beyond recovery."""

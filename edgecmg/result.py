@@ -1,0 +1,83 @@
+"""Per-frame result type.
+
+The array fields carry the names of the exported graph's outputs (``score``, ``anomaly_map``,
+``kept_mask``), so one contract runs from the torch model through ONNX to a TensorRT engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Output names of every exported graph and engine, in order.
+OUTPUT_NAMES = ("score", "anomaly_map", "kept_mask")
+INPUT_NAME = "image"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Per-stage wall time of one frame, in milliseconds."""
+
+    capture_wait: float = 0.0
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.capture_wait + self.preprocess + self.inference + self.postprocess
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "capture_wait_ms": round(self.capture_wait, 3),
+            "preprocess_ms": round(self.preprocess, 3),
+            "inference_ms": round(self.inference, 3),
+            "postprocess_ms": round(self.postprocess, 3),
+            "total_ms": round(self.total, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a detector says about one frame.
+
+    score: image-level anomaly score (higher = more anomalous).
+    is_anomaly: ``score >= threshold``.
+    anomaly_map: float32 [H, W] at the input frame's resolution.
+    kept_mask: bool [g, g], the CMER grid cells that gate the image score (all True when CMER is off).
+    """
+
+    score: float
+    threshold: float
+    anomaly_map: np.ndarray
+    kept_mask: np.ndarray
+    timings: Timings = field(default_factory=Timings)
+    frame_index: int = 0
+    timestamp: float = 0.0
+    source: str = ""
+
+    @property
+    def is_anomaly(self) -> bool:
+        return bool(self.score >= self.threshold)
+
+    def overlay(self, frame: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+        """Heat map blended over ``frame`` (uint8 HxWx3 RGB or HxW gray); returns uint8 RGB."""
+        from edgecmg.visualize import overlay_heatmap
+
+        return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
+                               label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the map itself is left out; save it with ``overlay`` or numpy)."""
+        return {
+            "frame_index": self.frame_index,
+            "timestamp": self.timestamp,
+            "source": self.source,
+            "score": round(float(self.score), 6),
+            "threshold": round(float(self.threshold), 6),
+            "is_anomaly": self.is_anomaly,
+            "kept_mask": self.kept_mask.astype(int).tolist(),
+            "map_max": round(float(self.anomaly_map.max()), 6) if self.anomaly_map.size else None,
+            **self.timings.to_dict(),
+        }
