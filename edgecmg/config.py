@@ -81,13 +81,38 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """How frames flow from a source to the detector."""
+    """How frames flow from a source to the detector.
+
+    policy: ``"latest"`` keeps the consumer on fresh frames (when the queue is full the oldest
+        queued frame is dropped and counted); ``"all"`` applies back-pressure and loses nothing.
+    batch: frames handed to the detector at once. With a live source and ``"latest"`` a batch is
+        not waited for: the consumer takes what is queued (1..batch frames).
+    max_queue: frames buffered between capture and inference; with ``"latest"`` it bounds how
+        stale a frame can be (``max_queue == batch`` gives the freshest frames).
+    reconnect_attempts / reconnect_backoff_s: a live source (camera, network, GStreamer) that fails
+        mid-stream is reopened up to this many times, waiting ``backoff * 2**k`` seconds (k = 0,
+        1, ...) before each try; 0 attempts = fail at the first error.
+    capture_size: (width, height) requested from cameras and ``csi://`` sensors; ``None`` keeps
+        the device default (``csi://`` uses 1280x720).
+    capture_fps: frame rate requested from cameras / ``csi://``; also the pace of a non-video
+        source when ``realtime`` is set. ``None`` = device default (30 for ``csi://``).
+    timeout_s: open and read timeout of network streams, so a dead camera errors (and is
+        reconnected) instead of hanging the capture thread.
+    loop: restart video files, image folders and re-iterable sequences at their end (benchmarks).
+    realtime: pace non-live sources (files, folders, sequences) at their frame rate so they
+        behave like a camera, e.g. to see what ``"latest"`` drops at a given inference speed.
+    """
 
     policy: str = "latest"
     batch: int = 1
     max_queue: int = 4
     reconnect_attempts: int = 5
     reconnect_backoff_s: float = 0.5
+    capture_size: Optional[tuple[int, int]] = None
+    capture_fps: Optional[float] = None
+    timeout_s: float = 10.0
+    loop: bool = False
+    realtime: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -97,3 +122,14 @@ class StreamConfig:
             raise ConfigError(f"batch={self.batch} must be >= 1")
         if self.max_queue < 1:
             raise ConfigError(f"max_queue={self.max_queue} must be >= 1")
+        if self.reconnect_attempts < 0:
+            raise ConfigError(f"reconnect_attempts={self.reconnect_attempts} must be >= 0 (0 = never reconnect)")
+        if not self.reconnect_backoff_s >= 0:
+            raise ConfigError(f"reconnect_backoff_s={self.reconnect_backoff_s} must be >= 0 seconds")
+        if self.capture_size is not None:
+            if len(self.capture_size) != 2 or min(self.capture_size) < 1:
+                raise ConfigError(f"capture_size={self.capture_size} must be (width, height), both >= 1")
+        if self.capture_fps is not None and not self.capture_fps > 0:
+            raise ConfigError(f"capture_fps={self.capture_fps} must be > 0 (or None for the device default)")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s={self.timeout_s} must be > 0 seconds")

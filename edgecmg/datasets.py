@@ -1,0 +1,350 @@
+"""Datasets: the MVTec AD folder layout, and the real elpv solar-cell images as a demo set.
+
+MVTec layout (one category per root)::
+
+    root/train/good/*.png                       normal training images
+    root/test/good/*.png                        normal test images
+    root/test/<defect type>/*.png               defective test images
+    root/ground_truth/<defect type>/<name>_mask.png   optional pixel masks
+
+A defect image without a mask file gets ``mask_path=None``; metrics then leave it out of the
+pixel-level scores (see :func:`edgecmg.metrics.evaluate`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from edgecmg.errors import ConfigError, DataError
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask
+
+__all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
+
+_log = logging.getLogger("edgecmg")
+
+PathLike = Union[str, Path]
+GOOD = "good"
+_LAYOUT_HINT = (
+    "expected the MVTec layout train/good, test/<type>, ground_truth/<type>/<name>_mask.png"
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    path: the image file.
+    label: 0 = good, 1 = defect.
+    defect_type: ``"good"`` or the defect folder name.
+    mask_path: pixel mask of a defect image, or ``None`` (good images, or mask not available).
+    """
+
+    path: Path
+    label: int
+    defect_type: str
+    mask_path: Optional[Path] = None
+
+
+def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
+    """Ground-truth mask of ``sample`` as ``bool [H, W]``.
+
+    Good samples get an all-False mask of ``shape``; a defect sample without a mask gets
+    ``None`` (unknown), which :func:`edgecmg.metrics.evaluate` leaves out of pixel metrics.
+
+    Raises:
+        DataError: the mask file is unreadable, or its size differs from ``shape``.
+    """
+    if sample.mask_path is None:
+        return np.zeros(shape, dtype=bool) if sample.label == 0 else None
+    mask = read_mask(sample.mask_path)
+    if mask.shape != tuple(shape):
+        raise DataError(
+            f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {sample.path} is "
+            f"{shape[1]}x{shape[0]} (WxH); masks must have the size of their image"
+        )
+    return mask
+
+
+def _find_mask(gt_dir: Path, stem: str) -> Optional[Path]:
+    """``<stem>_mask.png`` first (MVTec), then ``<stem>_mask.<ext>``, then ``<stem>.<ext>``."""
+    first = gt_dir / f"{stem}_mask.png"
+    if first.is_file():
+        return first
+    for base in (f"{stem}_mask", stem):
+        for ext in sorted(IMAGE_EXTENSIONS):
+            cand = gt_dir / f"{base}{ext}"
+            if cand.is_file():
+                return cand
+    return None
+
+
+class MVTecDataset:
+    """One category in the MVTec AD layout (see the module docstring).
+
+    The root is checked on construction; ``train_samples`` / ``test_samples`` check their own
+    part, so a test-only folder can still be evaluated.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DataError(f"dataset folder not found: {self.root}; check the path")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is a file, not a dataset folder; {_LAYOUT_HINT}")
+        if not (self.root / "train").is_dir() and not (self.root / "test").is_dir():
+            subdirs = sorted(d.name for d in self.root.iterdir() if d.is_dir() and (d / "train").is_dir())
+            hint = ""
+            if subdirs:
+                hint = (
+                    f"; {self.root} looks like a folder of categories ({', '.join(subdirs[:5])}), "
+                    "pass one category folder"
+                )
+            raise DataError(f"no train/ or test/ folder under {self.root}: {_LAYOUT_HINT}{hint}")
+
+    def __repr__(self) -> str:
+        return f"MVTecDataset({str(self.root)!r})"
+
+    def train_samples(self) -> list[Sample]:
+        """Normal training images, ``root/train/good/*``, sorted by name."""
+        good = self.root / "train" / GOOD
+        if not good.is_dir():
+            raise DataError(f"no train/good folder under {self.root}: {_LAYOUT_HINT}")
+        try:
+            paths = list_images(good)
+        except DataError as exc:
+            raise DataError(f"no training images in {good}: {_LAYOUT_HINT}") from exc
+        return [Sample(p, 0, GOOD, None) for p in paths]
+
+    def defect_types(self) -> list[str]:
+        """Sub-folder names of ``test/`` other than ``good``, sorted."""
+        return [t for t in self._test_types() if t != GOOD]
+
+    def _test_types(self) -> list[str]:
+        test = self.root / "test"
+        if not test.is_dir():
+            raise DataError(f"no test folder under {self.root}: {_LAYOUT_HINT}")
+        return sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+    def test_samples(self) -> list[Sample]:
+        """Test images of every ``test/<type>`` folder: ``good`` -> label 0, others -> label 1.
+
+        Sorted by type, then name. Masks are looked up as
+        ``ground_truth/<type>/<name>_mask.png`` (also ``<name>_mask.<ext>`` and ``<name>.<ext>``);
+        missing masks give ``mask_path=None``. Empty type folders are skipped with a warning.
+        """
+        types = self._test_types()
+        if not types:
+            raise DataError(f"test folder {self.root / 'test'} has no sub-folders: {_LAYOUT_HINT}")
+        samples: list[Sample] = []
+        missing_masks = 0
+        for dtype in types:
+            folder = self.root / "test" / dtype
+            try:
+                paths = list_images(folder)
+            except DataError:
+                _log.warning("test folder %s has no images; skipped", folder)
+                continue
+            label = 0 if dtype == GOOD else 1
+            gt_dir = self.root / "ground_truth" / dtype
+            for p in paths:
+                mask = None
+                if label == 1:
+                    mask = _find_mask(gt_dir, p.stem) if gt_dir.is_dir() else None
+                    missing_masks += mask is None
+                samples.append(Sample(p, label, dtype, mask))
+        if not samples:
+            raise DataError(f"no test images under {self.root / 'test'}: {_LAYOUT_HINT}")
+        if missing_masks:
+            _log.info("%d defect test image(s) under %s have no mask; pixel metrics skip them", missing_masks, self.root)
+        return samples
+
+
+# --------------------------------------------------------------------------------------------
+# elpv
+# --------------------------------------------------------------------------------------------
+_ELPV_TYPES = ("mono", "poly", "any")
+
+
+def _elpv_data_dir() -> Path:
+    try:
+        import elpv_dataset  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise DataError(
+            "the elpv demo data needs the PyPI package 'elpv-dataset'; install it with "
+            "pip install 'edgecmg[demo]' (or pip install elpv-dataset)"
+        ) from exc
+    data = Path(elpv_dataset.__file__).resolve().parent / "data"
+    if not (data / "labels.csv").is_file():
+        raise DataError(f"elpv-dataset is installed but {data / 'labels.csv'} is missing; reinstall elpv-dataset")
+    return data
+
+
+def elpv_dataset(
+    cell_type: str = "mono",
+    seed: int = 0,
+    train_fraction: float = 0.5,
+) -> tuple[list[Sample], list[Sample]]:
+    """Real electroluminescence solar-cell images (elpv, Buerhop-Lutz et al. / Deitsch et al.).
+
+    Built from the installed PyPI package ``elpv-dataset`` (``elpv_dataset/data/labels.csv``:
+    path, defect probability in {0, 1/3, 2/3, 1}, type mono/poly; 300x300 8-bit gray PNGs).
+    Normal = probability 0, defect = probability 1; the uncertain 1/3 and 2/3 cells are
+    dropped. A seeded random ``train_fraction`` of the normal cells is the training set; the
+    remaining normal cells and all defect cells are the test set (``defect_type`` "good" /
+    "defect"). No pixel masks.
+
+    Counts (elpv-dataset 1.0.0.post1, 2,624 cells):
+
+    ============  ======  ======  =======  =========================  =====================
+    cell_type     normal  defect  dropped  train (0.5)                test (0.5)
+    ============  ======  ======  =======  =========================  =====================
+    ``"mono"``    588     313     173      294 normal                 294 normal + 313 defect
+    ``"poly"``    920     402     228      460 normal                 460 normal + 402 defect
+    ``"any"``     1508    715     401      754 normal                 754 normal + 715 defect
+    ============  ======  ======  =======  =========================  =====================
+
+    Raises:
+        ConfigError: bad ``cell_type`` or ``train_fraction``.
+        DataError: the package is not installed or its files are missing.
+    """
+    if cell_type not in _ELPV_TYPES:
+        raise ConfigError(f"cell_type={cell_type!r} must be one of {', '.join(_ELPV_TYPES)}")
+    if not 0.0 < float(train_fraction) < 1.0:
+        raise ConfigError(f"train_fraction={train_fraction} must be strictly between 0 and 1 (e.g. 0.5)")
+    data = _elpv_data_dir()
+    normal: list[Path] = []
+    defect: list[Path] = []
+    labels_csv = data / "labels.csv"
+    for lineno, line in enumerate(labels_csv.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise DataError(f"{labels_csv}:{lineno}: expected 'path probability type', got {line!r}; reinstall elpv-dataset")
+        rel, prob_text, kind = parts
+        if cell_type != "any" and kind != cell_type:
+            continue
+        prob = float(prob_text)
+        if abs(prob) < 1e-6:
+            normal.append(data / rel)
+        elif abs(prob - 1.0) < 1e-6:
+            defect.append(data / rel)
+    if not normal or not defect:
+        raise DataError(f"{labels_csv} lists no usable {cell_type} cells; reinstall elpv-dataset")
+    n_train = int(round(float(train_fraction) * len(normal)))
+    if not 1 <= n_train < len(normal):
+        raise ConfigError(
+            f"train_fraction={train_fraction} leaves {n_train} of {len(normal)} normal cells for training; "
+            "choose a fraction that keeps some for both training and test"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(normal))
+    train_idx = set(order[:n_train].tolist())
+    train = [Sample(p, 0, GOOD, None) for i, p in enumerate(normal) if i in train_idx]
+    test = [Sample(p, 0, GOOD, None) for i, p in enumerate(normal) if i not in train_idx]
+    test += [Sample(p, 1, "defect", None) for p in defect]
+    return train, test
+
+
+# --------------------------------------------------------------------------------------------
+# writing a layout
+# --------------------------------------------------------------------------------------------
+_MARKER = ".edgecmg_materialized"
+
+
+def _link_or_copy(src: Path, dst: Path) -> str:
+    try:
+        os.symlink(src.resolve(), dst)
+        return "link"
+    except (OSError, NotImplementedError):
+        shutil.copy2(src, dst)
+        return "copy"
+
+
+def _unique_name(folder_names: set[str], name: str) -> str:
+    if name not in folder_names:
+        return name
+    stem, suffix = os.path.splitext(name)
+    i = 1
+    while f"{stem}_{i}{suffix}" in folder_names:
+        i += 1
+    return f"{stem}_{i}{suffix}"
+
+
+def materialize_mvtec(
+    train: Sequence[Sample],
+    test: Sequence[Sample],
+    out_dir: PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``train`` / ``test`` samples as an MVTec layout of symlinks (copies where links fail).
+
+    Good samples go to ``train/good`` or ``test/good``, defects to ``test/<defect_type>`` and
+    their masks to ``ground_truth/<defect_type>/<name>_mask<ext>``; clashing names get a
+    ``_1``, ``_2`` suffix. The result can be passed to ``MVTecDataset`` and the CLI
+    (``edgecmg fit DIR``, ``edgecmg eval DIR``).
+
+    ``out_dir`` must be missing or empty, or (with ``overwrite=True``) a folder written by an
+    earlier call, whose train/test/ground_truth folders are then replaced.
+
+    Raises:
+        DataError: ``out_dir`` holds other files, a sample file is missing, or no training sample.
+    """
+    out = Path(out_dir)
+    if not train:
+        raise DataError("materialize_mvtec needs at least one training sample")
+    if any(s.label != 0 for s in train):
+        raise DataError("training samples must all be good (label 0); move defective samples to the test list")
+    if out.exists():
+        if not out.is_dir():
+            raise DataError(f"{out} is a file; pass a folder path for the MVTec layout")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise DataError(f"{out} is not empty; pass an empty folder, or overwrite=True to rebuild an earlier one")
+            if not (out / _MARKER).is_file():
+                raise DataError(
+                    f"{out} is not empty and was not written by materialize_mvtec; refusing to overwrite it, "
+                    "pass an empty folder"
+                )
+            for part in ("train", "test", "ground_truth"):
+                target = out / part
+                if target.is_symlink() or target.is_file():
+                    target.unlink()
+                elif target.is_dir():
+                    shutil.rmtree(target)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("MVTec layout written by edgecmg.datasets.materialize_mvtec\n")
+
+    used: dict[Path, set[str]] = {}
+    modes = {"link": 0, "copy": 0}
+
+    def place(src: Path, folder: Path, name: str) -> str:
+        if not src.is_file():
+            raise DataError(f"sample file not found: {src}; the source dataset changed, rebuild the sample lists")
+        folder.mkdir(parents=True, exist_ok=True)
+        names = used.setdefault(folder, set())
+        name = _unique_name(names, name)
+        names.add(name)
+        modes[_link_or_copy(src, folder / name)] += 1
+        return name
+
+    for s in train:
+        place(s.path, out / "train" / GOOD, s.path.name)
+    for s in test:
+        dtype = GOOD if s.label == 0 else (s.defect_type if s.defect_type != GOOD else "defect")
+        name = place(s.path, out / "test" / dtype, s.path.name)
+        if s.mask_path is not None and s.label == 1:
+            stem = os.path.splitext(name)[0]
+            place(s.mask_path, out / "ground_truth" / dtype, f"{stem}_mask{s.mask_path.suffix.lower()}")
+    _log.info(
+        "wrote MVTec layout to %s: %d train, %d test (%d links, %d copies)",
+        out, len(train), len(test), modes["link"], modes["copy"],
+    )
+    return out

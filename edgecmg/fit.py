@@ -1,0 +1,211 @@
+"""fit(): good images in, a fitted CMGModel out (no Detector method: a free function by design)."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from edgecmg import __version__, ops
+from edgecmg.config import ModelConfig
+from edgecmg.errors import ConfigError, DataError
+from edgecmg.imageio import load_images
+from edgecmg.model import bank as bank_ops
+from edgecmg.model import cmer, cmle
+from edgecmg.model.backbone import BACKBONE_ID, FEATURE_CHANNELS, MEAN, STD, load_pretrained
+from edgecmg.model.detector import CMGModel, Geometry
+
+log = logging.getLogger("edgecmg")
+
+# Share of the training images held out of the bank to set the threshold on unseen normal data.
+HOLDOUT_FRACTION = 0.1
+MIN_TRAIN_IMAGES = 8
+
+
+def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) -> tuple[int, int]:
+    """Keep the parts' aspect ratio: area close to max_side**2, both sides multiples of 32."""
+    if config.input_size is not None:
+        return config.input_size
+    aspect = float(np.median([h / w for h, w in shapes]))
+    area = config.max_side ** 2
+    height = math.sqrt(area * aspect)
+    width = height / aspect
+    return max(64, int(round(height / 32)) * 32), max(64, int(round(width / 32)) * 32)
+
+
+def read_captions(folder: Path) -> dict[str, str]:
+    """Optional per-image captions from ``captions.csv`` (columns: file,text) beside the images."""
+    path = folder / "captions.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"file", "text"} <= set(rows[0]):
+        raise DataError(f"{path} must have the header 'file,text'")
+    return {row["file"]: row["text"] for row in rows}
+
+
+class _Collected:
+    """Per-image quantities gathered in one pass over the training set."""
+
+    def __init__(self) -> None:
+        self.patches: list[torch.Tensor] = []
+        self.image_features: list[torch.Tensor] = []
+        self.probabilities: list[torch.Tensor] = []
+        self.gains: list[torch.Tensor] = []
+
+
+@torch.no_grad()
+def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: bool) -> _Collected:
+    out = _Collected()
+    size = model.geometry.input_size
+    for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=not show):
+        batch = torch.stack([_to_tensor(f, size) for f in frames[start:start + batch_size]])
+        x = model.preprocess(batch)
+        backbone_out = model.backbone(x)
+        patches = model.patch_features(backbone_out.features)
+        out.patches.append(patches.half())
+        out.image_features.append(patches.mean(dim=1))
+        out.probabilities.append(model.matcher.class_probabilities(backbone_out.head))
+        scores = model.match_scores(x, backbone_out.head)
+        out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
+    return out
+
+
+def _to_tensor(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 RGB frame -> [H, W, 3] uint8 tensor at the model size (cv2 INTER_AREA avoids aliasing)."""
+    import cv2
+
+    if frame.shape[:2] != size:
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(frame))
+
+
+def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
+        captions: Optional[dict[str, str]] = None, progress: bool = True) -> tuple[CMGModel, dict]:
+    """Fit a CMG detector on normal images.
+
+    images: paths (unreadable files are skipped and reported) or uint8 RGB arrays.
+    captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text.
+    Returns the model (eval mode) and its metadata (what the artifact stores besides tensors).
+    """
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    frames, names = _load(images)
+    if len(frames) < MIN_TRAIN_IMAGES:
+        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
+    size = choose_input_size([f.shape[:2] for f in frames], config)
+    geometry = Geometry(size, config.grid)
+    cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
+
+    backbone, backbone_hash = load_pretrained()
+    feature_dim = config.cmle_dim if config.cmle else FEATURE_CHANNELS
+    model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
+                     use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma)
+    model.eval()
+
+    from edgecmg.model import text as text_model
+
+    class_embeddings = text_model.imagenet_class_embeddings()
+    prompt_embedding = text_model.encode_texts([config.prompt])[0]
+    model.matcher.class_text_sim.copy_(model.matcher.text_similarity(class_embeddings, prompt_embedding))
+
+    collected = _collect(model, frames, config.batch_size, progress)
+    n = len(frames)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
+    n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
+    holdout, bank_images = order[:n_holdout], order[n_holdout:]
+
+    patches = torch.cat(collected.patches)                 # [N, P, 232] fp16
+    image_features = torch.cat(collected.image_features)   # [N, 232]
+    probabilities = torch.cat(collected.probabilities)     # [N, 1000]
+    gains = torch.cat(collected.gains)                     # [N, K]
+
+    if config.cmle:
+        text = _text_embeddings(names, captions, probabilities, class_embeddings)
+        weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
+        mean, projection = cmle.fit_projection(image_features[bank_images], weights, config.cmle_dim)
+        model.proj_mean.copy_(mean)
+        model.projection.copy_(projection)
+    else:
+        model.projection.copy_(torch.eye(FEATURE_CHANNELS))
+
+    bank_patches = model.project(patches[bank_images].flatten(0, 1).float())
+    bank_size = min(config.max_bank_size, max(1, int(len(bank_patches) * config.coreset_ratio)))
+    with tqdm(total=bank_size, desc="coreset", unit="pt", disable=not progress) as bar:
+        chosen = bank_ops.greedy_coreset(bank_patches, bank_size, seed=config.seed, progress=bar.update)
+    memory_bank = bank_patches[chosen].half()
+    model.memory_bank = memory_bank
+    model.bank_sq_norms = ops.bank_sq_norms(memory_bank)
+
+    margin = cmer.fit_margin(gains, config.cmer_quantile) if config.cmer else 0.0
+    model.cmer_margin.fill_(margin)
+
+    holdout_scores = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
+    threshold = float(np.quantile(holdout_scores, config.threshold_quantile))
+    model.threshold.fill_(threshold)
+
+    metadata = {
+        "backbone": {"id": BACKBONE_ID, "sha256": backbone_hash},
+        "input_size": list(size),
+        "normalization": {"mean": list(MEAN), "std": list(STD), "layout": "uint8 RGB HWC"},
+        "grid": config.grid,
+        "prompt": config.prompt,
+        "threshold": threshold,
+        "cmer_margin": margin,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "training": {
+            "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
+            "bank_size": int(bank_size), "feature_dim": int(feature_dim),
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+        "created": {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecmg": __version__,
+                    "torch": torch.__version__, "python": platform.python_version(), "host": platform.node()},
+    }
+    log.info("fitted on %d images in %.1f s (bank %d x %d)", n, metadata["training"]["seconds"],
+             bank_size, feature_dim)
+    return model.eval(), metadata
+
+
+def _load(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    if len(images) == 0:
+        raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
+    if isinstance(images[0], np.ndarray):
+        return list(images), [f"array{i}" for i in range(len(images))]
+    frames, ok, skipped = load_images([Path(p) for p in images])
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    return frames, [p.name for p in ok]
+
+
+def _text_embeddings(names: list[str], captions: Optional[dict[str, str]], probabilities: torch.Tensor,
+                     class_embeddings: torch.Tensor) -> torch.Tensor:
+    """Per-image text: the caption where there is one, else the pseudo-text sum_c p_ic e_c."""
+    pseudo = probabilities @ class_embeddings
+    if not captions:
+        return pseudo
+    from edgecmg.model import text as text_model
+
+    have = [i for i, name in enumerate(names) if name in captions]
+    if have:
+        pseudo[have] = text_model.encode_texts([captions[names[i]] for i in have])
+    return pseudo
+
+
+@torch.no_grad()
+def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int) -> np.ndarray:
+    scores = []
+    for start in range(0, len(frames), batch_size):
+        batch = torch.stack([_to_tensor(f, model.geometry.input_size) for f in frames[start:start + batch_size]])
+        scores.append(model(batch).score)
+    return torch.cat(scores).numpy()
+
+

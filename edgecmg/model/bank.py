@@ -1,0 +1,60 @@
+"""Memory bank: greedy k-center coreset of normal patch features, kNN scoring, map smoothing."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from edgecmg.errors import ConfigError
+
+
+def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 64, seed: int = 0,
+                   progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Indices [size] of a greedy k-center coreset (Sener and Savarese 2018; PatchCore).
+
+    Each step adds the point farthest from the chosen set, so the bank covers the feature space with
+    the smallest worst-case gap. Distances are computed in a random Gaussian projection to
+    ``projection_dim`` dims (Johnson-Lindenstrauss) to keep the O(N * size) loop cheap.
+    """
+    n = features.shape[0]
+    if n == 0:
+        raise ConfigError("no training patch features to build a memory bank from")
+    if size >= n:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed)
+    x = features.float()
+    if x.shape[1] > projection_dim:
+        proj = torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
+        x = x @ proj
+    x_sq = (x * x).sum(dim=1)
+    start = int(torch.randint(n, (1,), generator=generator))
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = start
+    min_dist = (x_sq - 2 * x @ x[start] + x_sq[start]).clamp_min_(0)
+    for i in range(1, size):
+        nxt = int(torch.argmax(min_dist))
+        chosen[i] = nxt
+        dist = (x_sq - 2 * x @ x[nxt] + x_sq[nxt]).clamp_min_(0)
+        torch.minimum(min_dist, dist, out=min_dist)
+        if progress is not None and i % 256 == 0:
+            progress(256)
+    return chosen
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps, radius 4 sigma (PatchCore smooths its maps with sigma = 4)."""
+    radius = max(1, int(math.ceil(4 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def smooth(maps: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of [B, 1, H, W] with replicate padding (plain convs: exports cleanly)."""
+    r = taps.numel() // 2
+    x = F.pad(maps, (r, r, 0, 0), mode="replicate")
+    x = F.conv2d(x, taps.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, r, r), mode="replicate")
+    return F.conv2d(x, taps.view(1, 1, -1, 1))

@@ -1,0 +1,133 @@
+"""CMGModel: the whole detector as one pure-torch module (the graph that gets exported).
+
+uint8 frame [B, H0, W0, 3] -> resize + normalise -> EfficientNet-Lite0 -> multi-scale patch features
+-> CMLE projection -> kNN against the memory bank -> smoothed anomaly map; in parallel the head map
+feeds CMER, whose kept cells gate the image score. Outputs follow ``edgecmg.result.OUTPUT_NAMES``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecmg import ops
+from edgecmg.model import bank as bank_ops
+from edgecmg.model import cmer
+from edgecmg.model.backbone import FEATURE_CHANNELS, EfficientNetLite0
+from edgecmg.model.matcher import ZeroShotMatcher
+
+
+class DetectorOutput(NamedTuple):
+    score: torch.Tensor        # [B] float32
+    anomaly_map: torch.Tensor  # [B, H, W] float32 at the model's input size
+    kept_mask: torch.Tensor    # [B, g, g] bool
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes fixed at fit time."""
+
+    input_size: tuple[int, int]
+    grid: int
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return self.input_size[0] // 8, self.input_size[1] // 8
+
+    @property
+    def head_size(self) -> tuple[int, int]:
+        return self.input_size[0] // 32, self.input_size[1] // 32
+
+
+class CMGModel(nn.Module):
+    """A fitted CMG anomaly detector. Build it with ``edgecmg.fit.fit`` or ``edgecmg.artifact.load``."""
+
+    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
+                 bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float) -> None:
+        super().__init__()
+        self.backbone = backbone.eval()
+        self.geometry = geometry
+        self.use_cmer = use_cmer
+        self.use_cmle = use_cmle
+        self.knn_k = knn_k
+        self.matcher = ZeroShotMatcher(backbone._fc, torch.zeros(backbone._fc.out_features))
+        hh, hw = geometry.head_size
+        grid = geometry.grid
+        self.register_buffer("variant_masks", torch.cat(
+            [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, grid)]))
+        # Cell of each output pixel, through the head map so pixel and head cells agree.
+        head_cells = cmer.cell_index(hh, hw, grid).view(hh, hw)
+        pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
+        self.register_buffer("pixel_cells", pixel_cells)
+        self.register_buffer("cmer_margin", torch.tensor(0.0))
+        self.register_buffer("proj_mean", torch.zeros(FEATURE_CHANNELS))
+        self.register_buffer("projection", torch.eye(FEATURE_CHANNELS, feature_dim))
+        self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))
+        self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+        self.register_buffer("smoothing_taps", bank_ops.gaussian_kernel1d(smoothing_sigma))
+
+    # --- stages -------------------------------------------------------------------------------
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (or 0..255 float) [B, H0, W0, 3] RGB -> normalised [B, 3, H, W]."""
+        x = frames.permute(0, 3, 1, 2).float()
+        if tuple(x.shape[-2:]) != self.geometry.input_size:
+            x = F.interpolate(x, size=self.geometry.input_size, mode="bilinear", align_corners=False)
+        return self.backbone.normalize(x)
+
+    def patch_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Stride-8 and stride-16 maps -> locally aggregated patch features [B, P, 232] (P = H/8 * W/8)."""
+        s8 = features[0]
+        size = s8.shape[-2:]
+        upsampled = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
+        x = torch.cat([s8, *upsampled], dim=1)
+        # 3x3 neighbourhood average: a patch sees its surroundings (PatchCore's local aggregation).
+        x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        return x.flatten(2).transpose(1, 2)
+
+    def project(self, patches: torch.Tensor) -> torch.Tensor:
+        """CMLE's linear map (identity-sized crop when CMLE is off): [B, P, 232] -> [B, P, d]."""
+        return (patches - self.proj_mean) @ self.projection
+
+    def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected patch features [B, P, d], raw head map, normalised input."""
+        x = self.preprocess(frames)
+        out = self.backbone(x)
+        return self.project(self.patch_features(out.features)), out.head, x
+
+    def match_scores(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + K]: text match of the full image, then of each drop-one-cell variant."""
+        return self.matcher.score_variants(images, head, self.variant_masks)
+
+    def anomaly_maps(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """kNN distance per patch -> upsampled, smoothed map [B, H, W]."""
+        b = embeddings.shape[0]
+        distances, _ = ops.knn(embeddings, self.memory_bank, k=self.knn_k, bank_sq_norms=self.bank_sq_norms)
+        patch_scores = distances.clamp_min(0).sqrt().mean(dim=-1)  # [B, P]
+        ph, pw = self.geometry.patch_size
+        maps = patch_scores.view(b, 1, ph, pw)
+        maps = F.interpolate(maps, size=self.geometry.input_size, mode="bilinear", align_corners=False)
+        return bank_ops.smooth(maps, self.smoothing_taps)[:, 0]
+
+    def kept_cells(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """CMER decision [B, K] bool (all True when CMER is off)."""
+        k = self.geometry.grid ** 2
+        if not self.use_cmer:
+            return torch.ones(images.shape[0], k, dtype=torch.bool, device=images.device)
+        scores = self.match_scores(images, head)
+        gain = cmer.match_gain(scores[:, 0], scores[:, 1:])
+        return cmer.kept_cells(gain, self.cmer_margin)
+
+    def forward(self, frames: torch.Tensor) -> DetectorOutput:
+        embeddings, head, images = self.embed(frames)
+        maps = self.anomaly_maps(embeddings)
+        kept = self.kept_cells(images, head)
+        # The map keeps every value (a defect is never hidden from it); only the image score is gated.
+        # Maps are >= 0, so multiplying by the 0/1 mask is a masked max that exports cleanly.
+        pixel_keep = cmer.expand_cells(kept, self.pixel_cells).to(maps.dtype)
+        score = (maps.flatten(1) * pixel_keep).amax(dim=1)
+        g = self.geometry.grid
+        return DetectorOutput(score, maps, kept.view(-1, g, g))

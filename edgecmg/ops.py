@@ -1,0 +1,227 @@
+"""The one place that decides which implementation of a hot op runs: Triton kernel or torch reference.
+
+Everything else in edgecmg calls ``edgecmg.ops.knn`` / ``edgecmg.ops.masked_similarity`` and never
+imports a kernel directly. Selection, in order:
+
+1. ``backend="torch"`` or ``backend="triton"`` passed by the caller;
+2. with ``backend="auto"``, the environment variable ``EDGECMG_KERNELS=torch|triton`` (a deployment
+   switch, e.g. to rule the kernels out while chasing a numerical difference);
+3. otherwise Triton for CUDA tensors when ``import triton`` works, the torch reference for the rest.
+
+Triton on CPU tensors runs only under ``TRITON_INTERPRET=1`` (the CI path: slow, for correctness).
+This module also validates inputs at the public boundary (shapes, dtypes, empty bank, NaN/Inf), so the
+implementations can assume well-formed tensors.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
+from edgecmg.kernels import _common
+from edgecmg.kernels.knn import MAX_K, bank_sq_norms_reference, knn_reference, knn_triton
+from edgecmg.kernels.masked_similarity import MODES, masked_similarity_reference, masked_similarity_triton
+
+__all__ = ["BACKENDS", "ENV_VAR", "bank_sq_norms", "knn", "masked_similarity", "resolve_backend"]
+
+BACKENDS = ("auto", "triton", "torch")
+ENV_VAR = "EDGECMG_KERNELS"
+_BANK_DTYPES = (torch.float32, torch.float16)
+_QUERY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Return "triton" or "torch" for tensors on ``device`` (rules in the module docstring).
+
+    Raises ConfigError for an unknown name, BackendUnavailableError when Triton was asked for
+    (argument or environment) but cannot run here.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: choose one of {BACKENDS}")
+    source = "argument backend"
+    if backend == "auto":
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env in ("", "auto"):
+            use_triton = device.type == "cuda" and _common.triton_available()
+            return "triton" if use_triton else "torch"
+        if env not in ("torch", "triton"):
+            raise ConfigError(f"{ENV_VAR}={env!r}: set it to 'torch', 'triton' or 'auto' (or unset it)")
+        backend, source = env, f"{ENV_VAR}"
+    if backend == "triton":
+        _common.require_triton()
+        if device.type != "cuda" and not _common.interpret_mode():
+            raise BackendUnavailableError(
+                "triton",
+                f"{source} asks for the Triton kernels but the tensors are on {device.type}; they need a "
+                "CUDA device, or TRITON_INTERPRET=1 for Triton's (slow) CPU interpreter",
+                "move the tensors to a CUDA device or use backend='torch'",
+            )
+    return backend
+
+
+def _check_tensor(name: str, x, dims: tuple[int, ...]) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise DataError(f"{name} must be {want}, got shape {tuple(x.shape)}")
+
+
+def _check_finite(name: str, x: torch.Tensor, what_to_do: str) -> None:
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"{name} contains {bad} NaN/Inf value(s); {what_to_do}")
+
+
+def _checked_norms(bank: torch.Tensor) -> torch.Tensor:
+    norms = bank_sq_norms_reference(bank)
+    _check_finite("bank", norms, "the memory bank is corrupt (or overflows fp32 norms): rebuild it")
+    return norms
+
+
+def bank_sq_norms(bank: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm of every bank row, float32 [m]: compute once per bank, pass to ``knn``.
+
+    Also the bank's validity check: a NaN or Inf anywhere in a row makes its norm non-finite, which is
+    refused here, so a caller passing precomputed norms to ``knn`` has already checked the bank.
+    """
+    _check_tensor("bank", bank, (2,))
+    if bank.dtype not in _BANK_DTYPES:
+        raise DataError(f"bank dtype {bank.dtype} unsupported: store the memory bank as float32 or float16")
+    return _checked_norms(bank)
+
+
+def knn(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int = 1,
+    *,
+    bank_sq_norms: Optional[torch.Tensor] = None,
+    out: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest bank rows of every query by squared L2 distance (faiss convention).
+
+    queries [n, d] or [b, n, d] (several frames at once), float32/float16/bfloat16; bank [m, d]
+    float32 or float16 on the same device; k in 1..16. Returns (D float32, I int64), each
+    queries.shape[:-1] + (k,): D[..., r] = ||q - bank[I[..., r]]||^2 clamped at 0, ascending, ties to
+    the lower index; if m < k the missing entries are (inf, -1). An fp16 bank also rounds the queries
+    to fp16 before the product (fp32 accumulation).
+
+    bank_sq_norms: float32 [m] from ``edgecmg.ops.bank_sq_norms(bank)``, computed once per bank
+        (passing them also skips re-checking the bank for NaN, which that function did).
+    out: optional preallocated (D, I) with the output shape, float32 / int64, contiguous, on the
+        queries' device; filled and returned.
+    backend: "auto", "triton" or "torch"; see ``resolve_backend``.
+    Formula, algorithm and references: ``edgecmg.kernels.knn``.
+    """
+    _check_tensor("queries", queries, (2, 3))
+    _check_tensor("bank", bank, (2,))
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ConfigError(f"k={k!r} must be an integer in 1..{MAX_K}")
+    if bank.shape[0] == 0:
+        raise DataError("bank is empty (0 rows): fit the detector on good images before scoring")
+    if bank.dtype not in _BANK_DTYPES:
+        raise DataError(f"bank dtype {bank.dtype} unsupported: store the memory bank as float32 or float16")
+    if queries.dtype not in _QUERY_DTYPES:
+        raise DataError(f"queries dtype {queries.dtype} unsupported: use float32, float16 or bfloat16")
+    if queries.shape[-1] != bank.shape[1]:
+        raise DataError(f"feature dims differ: queries {tuple(queries.shape)} vs bank {tuple(bank.shape)}; "
+                        "the bank must come from the same backbone and projection as the queries")
+    if bank.shape[1] == 0:
+        raise DataError("features have 0 dimensions")
+    if queries.device != bank.device:
+        raise DataError(f"queries on {queries.device} but bank on {bank.device}: move both to one device")
+    _check_finite("queries", queries, "check the frame and the feature extractor (fp16 overflow?)")
+    if bank_sq_norms is None:
+        bank_sq_norms = _checked_norms(bank)
+    else:
+        if not isinstance(bank_sq_norms, torch.Tensor) or tuple(bank_sq_norms.shape) != (bank.shape[0],):
+            raise DataError(f"bank_sq_norms must be a tensor of shape ({bank.shape[0]},) from "
+                            "edgecmg.ops.bank_sq_norms(bank)")
+        if bank_sq_norms.device != bank.device:
+            raise DataError(f"bank_sq_norms on {bank_sq_norms.device} but bank on {bank.device}")
+    out_shape = tuple(queries.shape[:-1]) + (k,)
+    if out is not None:
+        _check_out(out, out_shape, queries.device)
+
+    impl = resolve_backend(backend, queries.device)
+    if impl == "triton":
+        return knn_triton(queries, bank, k, bank_sq_norms=bank_sq_norms, out=out)
+    dist, idx = knn_reference(queries, bank, k, bank_sq_norms=bank_sq_norms)
+    if out is None:
+        return dist, idx
+    out[0].copy_(dist)
+    out[1].copy_(idx)
+    return out
+
+
+def _check_out(out, shape: tuple[int, ...], device: torch.device) -> None:
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise DataError("out must be a (distances, indices) pair of tensors")
+    for t, dtype, name in ((out[0], torch.float32, "distances"), (out[1], torch.int64, "indices")):
+        if tuple(t.shape) != shape or t.dtype != dtype or t.device != device or not t.is_contiguous():
+            raise DataError(f"out {name} must be a contiguous {dtype} tensor of shape {shape} on {device}; "
+                            f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+
+
+def masked_similarity(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    text: torch.Tensor,
+    *,
+    mode: str = "expectation",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Score every masked variant of every image against the text vector; [b, K] float32.
+
+    features [b, p, c] patch features; masks [K, p] float or bool (1 = keep; soft weights allowed,
+    each mask must keep something); weight [c, C], bias [C] the head; text [C]. mode "expectation":
+    sum_j softmax(W^T x + bias)_j * text_j; mode "cosine": cos(W^T x, text), bias unused; x is the
+    masked mean of the patch features. Formula and references: ``edgecmg.kernels.masked_similarity``.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r}: choose one of {MODES}")
+    _check_tensor("features", features, (3,))
+    _check_tensor("masks", masks, (2,))
+    _check_tensor("weight", weight, (2,))
+    _check_tensor("bias", bias, (1,))
+    _check_tensor("text", text, (1,))
+    b, p, c = features.shape
+    if masks.shape[1] != p:
+        raise DataError(f"masks {tuple(masks.shape)} must have one entry per patch ({p}) of features "
+                        f"{tuple(features.shape)}")
+    if weight.shape[0] != c:
+        raise DataError(f"weight {tuple(weight.shape)} must have {c} rows, the feature width of features")
+    C = weight.shape[1]
+    if tuple(bias.shape) != (C,) or tuple(text.shape) != (C,):
+        raise DataError(f"bias {tuple(bias.shape)} and text {tuple(text.shape)} must both be ({C},), one entry "
+                        "per column of weight")
+    if min(b, p, c, C, masks.shape[0]) == 0:
+        raise DataError(f"empty input: features {tuple(features.shape)}, masks {tuple(masks.shape)}, "
+                        f"weight {tuple(weight.shape)}")
+    for name, t in (("features", features), ("masks", masks), ("weight", weight), ("bias", bias), ("text", text)):
+        if t.device != features.device:
+            raise DataError(f"{name} on {t.device} but features on {features.device}: move all to one device")
+        if t is not masks and not t.is_floating_point():
+            raise DataError(f"{name} must be floating point, got {t.dtype}")
+    if masks.dtype != torch.bool and not masks.is_floating_point():
+        raise DataError(f"masks must be bool or floating point, got {masks.dtype}")
+    for name, t in (("features", features), ("weight", weight), ("bias", bias), ("text", text)):
+        _check_finite(name, t, "check the inputs")
+    if masks.dtype != torch.bool:
+        _check_finite("masks", masks, "masks are keep-weights in [0, 1]")
+        if bool((masks < 0).any()):
+            raise DataError("masks contain negative weights; use 1 = keep, 0 = drop")
+    empty = (masks.to(torch.float32).sum(dim=1) <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise DataError(f"mask(s) {empty[:8]} keep no patch: every variant must keep at least one patch")
+
+    impl = resolve_backend(backend, features.device)
+    if impl == "triton":
+        return masked_similarity_triton(features, masks, weight, bias, text, mode=mode)
+    return masked_similarity_reference(features, masks, weight, bias, text, mode=mode)

@@ -1,0 +1,538 @@
+"""The streaming pipeline: a capture thread feeding batches to a (model-agnostic) consumer.
+
+::
+
+    source.read() -> preprocess() ->  bounded queue  -> batches of <= config.batch -> infer_batch()
+    \\_________ capture thread ________/              \\________ consumer (caller's thread) ________/
+
+Capture and pre-processing overlap inference. The queue's policy decides what happens when
+inference is slower than the camera: ``"latest"`` drops the oldest queued frame (counted), so the
+consumer stays on fresh frames; ``"all"`` blocks capture (back-pressure) and loses nothing.
+
+Shutdown is deterministic however the consumer stops (end of stream, ``break``, an exception,
+Ctrl-C, closing the generator, or dropping the pipeline): the capture thread is stopped and
+joined, and the source closed. The capture thread holds no reference to the pipeline object, so
+garbage collection of an abandoned pipeline triggers the same shutdown (``weakref.finalize``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from edgecmg.config import StreamConfig
+from edgecmg.errors import ConfigError, StreamError
+from edgecmg.result import Result
+from edgecmg.stream.report import LatencyStats
+from edgecmg.stream.sources import Frame, FrameSource, Opener, open_source
+
+__all__ = ["StreamPipeline", "StreamItem", "StreamStats", "StreamRun"]
+
+_log = logging.getLogger("edgecmg")
+
+# Blocking waits are cut into slices this long so Ctrl-C reaches the main thread promptly and a
+# stop request is noticed even if a notify is missed.
+_WAIT_SLICE_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """A frame as the consumer receives it.
+
+    preprocessed: what ``preprocess(frame.image)`` returned in the capture thread (None without).
+    capture_wait_ms: how long the consumer waited for this frame (0 when it was already queued);
+        large values mean inference is starved by capture.
+    preprocess_ms: time ``preprocess`` took for this frame.
+    age_ms: how old the frame was when handed to the consumer (queueing delay).
+    captured_perf_s: ``time.perf_counter()`` at capture, for latency arithmetic.
+    """
+
+    frame: Frame
+    preprocessed: Any
+    capture_wait_ms: float
+    preprocess_ms: float
+    age_ms: float
+    captured_perf_s: float
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.frame.image
+
+
+@dataclass(slots=True)
+class _Queued:
+    frame: Frame
+    preprocessed: Any
+    preprocess_ms: float
+    captured_perf_s: float
+
+
+_END = object()  # the producer finished (end of stream, error or stop)
+_EMPTY = object()  # non-blocking get found nothing
+
+
+class _FrameQueue:
+    """Bounded FIFO whose put either drops the oldest item or blocks, and that can be stopped.
+
+    Written on a Condition rather than queue.Queue because "drop the oldest and insert" must be
+    one atomic step, and both sides must be wakeable for shutdown.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[_Queued] = deque()
+        self._max = maxsize
+        self._cond = threading.Condition()
+        self._ended = False
+        self._stopped = False
+
+    def put(self, item: _Queued, *, drop_oldest: bool) -> Optional[int]:
+        """Insert; returns the number of frames dropped, or None if the queue was stopped."""
+        with self._cond:
+            dropped = 0
+            if drop_oldest:
+                while len(self._items) >= self._max:
+                    self._items.popleft()
+                    dropped += 1
+            else:
+                while len(self._items) >= self._max and not self._stopped:
+                    self._cond.wait(_WAIT_SLICE_S)
+            if self._stopped:
+                return None
+            self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
+    def get(self, *, block: bool) -> Any:
+        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking."""
+        with self._cond:
+            while True:
+                if self._items:
+                    item = self._items.popleft()
+                    self._cond.notify_all()  # a producer may be waiting for room
+                    return item
+                if self._ended or self._stopped:
+                    return _END
+                if not block:
+                    return _EMPTY
+                self._cond.wait(_WAIT_SLICE_S)
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Wake everyone and discard queued frames (the consumer is gone)."""
+        with self._cond:
+            self._stopped = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class StreamStats:
+    """Counters and latency statistics of one pipeline, all in bounded memory.
+
+    frames_captured: frames the capture thread read from the source.
+    frames_dropped: frames discarded by the ``"latest"`` policy because the queue was full.
+    frames_yielded: frames handed to the consumer.
+    reconnects / corrupt_skipped: from the source.
+    fps: frames yielded per second since the pipeline started; ``recent_fps`` over the last
+        ~120 frames (what a live display wants).
+    capture_wait_ms / preprocess_ms / age_ms: per frame. inference_ms: per batch, and
+    latency_ms: capture -> result per frame; both filled by :meth:`StreamPipeline.run` only.
+    """
+
+    def __init__(self, source: FrameSource, window: int = 10_000) -> None:
+        self._source = source
+        self.frames_captured = 0
+        self.frames_dropped = 0
+        self.frames_yielded = 0
+        self.capture_wait_ms = LatencyStats(window)
+        self.preprocess_ms = LatencyStats(window)
+        self.age_ms = LatencyStats(window)
+        self.inference_ms = LatencyStats(window)
+        self.latency_ms = LatencyStats(window)
+        self._yield_times: deque[float] = deque(maxlen=120)
+        self._t_start: Optional[float] = None
+        self._t_end: Optional[float] = None
+
+    @property
+    def reconnects(self) -> int:
+        return self._source.reconnects
+
+    @property
+    def corrupt_skipped(self) -> int:
+        return self._source.corrupt_skipped
+
+    @property
+    def elapsed_s(self) -> float:
+        if self._t_start is None:
+            return 0.0
+        end = self._t_end if self._t_end is not None else time.perf_counter()
+        return end - self._t_start
+
+    @property
+    def fps(self) -> float:
+        elapsed = self.elapsed_s
+        return self.frames_yielded / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def recent_fps(self) -> float:
+        times = self._yield_times
+        if len(times) >= 2 and times[-1] > times[0]:
+            return (len(times) - 1) / (times[-1] - times[0])
+        return self.fps
+
+    def _started(self) -> None:
+        self._t_start = time.perf_counter()
+
+    def _finished(self) -> None:
+        if self._t_start is not None and self._t_end is None:
+            self._t_end = time.perf_counter()
+
+    def _yielded(self, n: int) -> None:
+        self.frames_yielded += n
+        now = time.perf_counter()
+        for _ in range(n):
+            self._yield_times.append(now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready snapshot (for the stream report and logs)."""
+        out: dict[str, Any] = {
+            "source": self._source.name,
+            "frames_captured": self.frames_captured,
+            "frames_dropped": self.frames_dropped,
+            "frames_yielded": self.frames_yielded,
+            "reconnects": self.reconnects,
+            "corrupt_skipped": self.corrupt_skipped,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "fps": round(self.fps, 3),
+        }
+        for name in ("latency_ms", "inference_ms", "capture_wait_ms", "preprocess_ms", "age_ms"):
+            stats: LatencyStats = getattr(self, name)
+            if stats.count:
+                s = stats.summary()
+                out[name] = {k: s[k] for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")}
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamStats(captured={self.frames_captured}, dropped={self.frames_dropped}, "
+            f"yielded={self.frames_yielded}, reconnects={self.reconnects}, "
+            f"corrupt={self.corrupt_skipped}, fps={self.fps:.1f})"
+        )
+
+
+class _CaptureState:
+    """Everything the capture thread touches; deliberately no reference to the pipeline."""
+
+    def __init__(self, source: FrameSource, config: StreamConfig, preprocess: Optional[Callable[[np.ndarray], Any]],
+                 stats: StreamStats) -> None:
+        self.source = source
+        self.queue = _FrameQueue(config.max_queue)
+        self.drop_oldest = config.policy == "latest"
+        self.preprocess = preprocess
+        self.stats = stats
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.thread: Optional[threading.Thread] = None
+
+
+def _capture_loop(st: _CaptureState) -> None:
+    try:
+        while not st.stop.is_set():
+            frame = st.source.read()
+            if frame is None:
+                break
+            t_cap = time.perf_counter()
+            st.stats.frames_captured += 1
+            pre, pre_ms = None, 0.0
+            if st.preprocess is not None:
+                pre = st.preprocess(frame.image)
+                pre_ms = (time.perf_counter() - t_cap) * 1000.0
+            dropped = st.queue.put(_Queued(frame, pre, pre_ms, t_cap), drop_oldest=st.drop_oldest)
+            if dropped is None:
+                break
+            if dropped:
+                st.stats.frames_dropped += dropped
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        st.error = exc
+    finally:
+        try:
+            st.source.close()
+        except Exception as exc:
+            _log.warning("%s: error while closing the source: %s", st.source.name, exc)
+        # After close, so a consumer that sees the end also sees a closed source.
+        st.queue.end()
+
+
+def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
+    st.stop.set()
+    st.queue.stop()  # wakes a producer blocked on a full queue
+    st.source.close()  # wakes a reconnect back-off; thread-safe while a read is running
+    thread = st.thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(join_timeout_s)
+        if thread.is_alive():
+            _log.warning(
+                "%s: capture thread still blocked in the source after %.1fs; it is a daemon thread and "
+                "will exit (releasing the device) when the read returns",
+                st.source.name, join_timeout_s,
+            )
+    st.stats._finished()
+
+
+class StreamPipeline:
+    """Capture thread + bounded queue + batching, around any :class:`FrameSource`.
+
+    Iterate it for batches (``list[StreamItem]``), or call :meth:`run` with an inference callable
+    for per-frame results. Use it as a context manager (or iterate it to the end) so shutdown is
+    deterministic; ``break``, exceptions, Ctrl-C and garbage collection also stop it cleanly.
+    A pipeline is consumed once, by one consumer.
+
+    Args:
+        source: anything :func:`~edgecmg.stream.sources.open_source` accepts; the pipeline owns
+            the opened source and closes it.
+        config: queue policy, batch size, queue length, reconnect settings.
+        preprocess: optional ``f(image: np.ndarray) -> Any`` run in the capture thread for every
+            frame (e.g. resize + normalise to the model's input), so it overlaps inference; its
+            output travels with the frame as ``StreamItem.preprocessed``. Exceptions it raises
+            stop the stream and are re-raised in the consumer.
+        opener, live: passed to ``open_source``.
+        join_timeout_s: how long close() waits for the capture thread.
+        stats_window: samples kept for the latency quantiles.
+
+    Example::
+
+        with StreamPipeline("rtsp://cam/stream", StreamConfig(batch=4)) as pipe:
+            for result in pipe.run(lambda frames, pre: detector.predict_batch([f.image for f in frames])):
+                ...
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        config: Optional[StreamConfig] = None,
+        *,
+        preprocess: Optional[Callable[[np.ndarray], Any]] = None,
+        opener: Optional[Opener] = None,
+        live: Optional[bool] = None,
+        join_timeout_s: float = 5.0,
+        stats_window: int = 10_000,
+    ) -> None:
+        self.config = config if config is not None else StreamConfig()
+        if not isinstance(self.config, StreamConfig):
+            raise ConfigError(f"config must be a StreamConfig, got {type(self.config).__name__}")
+        if preprocess is not None and not callable(preprocess):
+            raise ConfigError(f"preprocess must be callable (image -> anything), got {type(preprocess).__name__}")
+        self.source = open_source(source, self.config, opener=opener, live=live)
+        try:
+            self.stats = StreamStats(self.source, stats_window)
+        except BaseException:
+            self.source.close()
+            raise
+        self._preprocess_set = preprocess is not None
+        self._state = _CaptureState(self.source, self.config, preprocess, self.stats)
+        self._consumed = False
+        self._finalizer = weakref.finalize(self, _shutdown, self._state, join_timeout_s)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    @property
+    def running(self) -> bool:
+        thread = self._state.thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> "StreamPipeline":
+        """Start the capture thread (idempotent); iteration and ``with`` call it for you."""
+        if self.closed:
+            raise StreamError(f"the pipeline over {self.source.name} is closed; create a new StreamPipeline")
+        if self._state.thread is None:
+            thread = threading.Thread(
+                target=_capture_loop, args=(self._state,), name=f"edgecmg-capture[{self.source.name}]", daemon=True
+            )
+            self._state.thread = thread
+            self.stats._started()
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop and join the capture thread and close the source (idempotent)."""
+        self._finalizer()
+
+    def __enter__(self) -> "StreamPipeline":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- consuming ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[list[StreamItem]]:
+        return self.batches()
+
+    def batches(self) -> Iterator[list[StreamItem]]:
+        """Batches of 1..config.batch frames in capture order.
+
+        A batch is filled up to ``config.batch`` unless the stream ends, except for a live source
+        under ``"latest"``: there the consumer waits only for the first frame and takes whatever
+        else is already queued, because waiting for a full batch would add latency for nothing.
+        """
+        if self._consumed:
+            raise StreamError("this StreamPipeline was already consumed; create a new one per run")
+        self._consumed = True
+        self.start()
+        return self._batch_gen()
+
+    def _batch_gen(self) -> Iterator[list[StreamItem]]:
+        st = self._state
+        size = self.config.batch
+        greedy = self.source.is_live and self.config.policy == "latest"
+        stats = self.stats
+        try:
+            ended = False
+            while not ended:
+                batch: list[StreamItem] = []
+                while len(batch) < size:
+                    t0 = time.perf_counter()
+                    got = st.queue.get(block=not (greedy and batch))
+                    if got is _EMPTY:
+                        break
+                    if got is _END:
+                        ended = True
+                        break
+                    now = time.perf_counter()
+                    item = StreamItem(
+                        frame=got.frame,
+                        preprocessed=got.preprocessed,
+                        capture_wait_ms=(now - t0) * 1000.0,
+                        preprocess_ms=got.preprocess_ms,
+                        age_ms=(now - got.captured_perf_s) * 1000.0,
+                        captured_perf_s=got.captured_perf_s,
+                    )
+                    stats.capture_wait_ms.add(item.capture_wait_ms)
+                    stats.age_ms.add(item.age_ms)
+                    if self._preprocess_set:
+                        stats.preprocess_ms.add(item.preprocess_ms)
+                    batch.append(item)
+                if batch:
+                    stats._yielded(len(batch))
+                    yield batch
+            if st.error is not None:
+                # Re-raise the capture thread's own exception (its traceback included).
+                raise st.error
+        finally:
+            self.close()
+
+    def run(self, infer_batch: Callable[[list[Frame], list[Any]], Sequence[Any]]) -> "StreamRun":
+        """Run ``infer_batch(frames, preprocessed)`` per batch and yield its outputs one by one.
+
+        ``infer_batch`` gets the batch's :class:`Frame` objects and their preprocessed payloads
+        (None without ``preprocess``) and must return one output per frame, in order. Outputs
+        that are :class:`~edgecmg.result.Result` are stamped with the frame's index, timestamp and
+        source and with the stream timings (``capture_wait``, ``preprocess`` when the pipeline
+        ran it, ``inference`` = the batch time shared per frame unless already set). Per-frame
+        latency capture -> result is recorded in ``stats.latency_ms``.
+
+        Returns a :class:`StreamRun`: an iterator of outputs that also exposes ``stats`` and
+        ``close()`` and works as a context manager, so a wrapper such as ``Detector.stream()``
+        can return it directly.
+        """
+        if not callable(infer_batch):
+            raise ConfigError(f"infer_batch must be callable (frames, preprocessed) -> outputs, got {infer_batch!r}")
+        batches = self.batches()
+        return StreamRun(self, self._run_gen(batches, infer_batch))
+
+    def _run_gen(self, batches: Iterator[list[StreamItem]], infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
+        stats = self.stats
+        try:
+            for batch in batches:
+                frames = [it.frame for it in batch]
+                t0 = time.perf_counter()
+                outputs = infer_batch(frames, [it.preprocessed for it in batch])
+                outputs = list(outputs) if outputs is not None else []
+                t1 = time.perf_counter()
+                if len(outputs) != len(batch):
+                    raise StreamError(
+                        f"infer_batch returned {len(outputs)} output(s) for a batch of {len(batch)} frame(s); "
+                        "it must return exactly one per frame, in order"
+                    )
+                batch_ms = (t1 - t0) * 1000.0
+                stats.inference_ms.add(batch_ms)
+                per_frame_ms = batch_ms / len(batch)
+                for item in batch:
+                    stats.latency_ms.add((t1 - item.captured_perf_s) * 1000.0)
+                for item, out in zip(batch, outputs):
+                    yield self._stamp(out, item, per_frame_ms)
+        finally:
+            # Close the batch generator now (not whenever it is collected): this stops capture.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+            self.close()
+
+    def _stamp(self, out: Any, item: StreamItem, per_frame_ms: float) -> Any:
+        if not isinstance(out, Result):
+            return out
+        t = out.timings
+        timings = replace(
+            t,
+            capture_wait=item.capture_wait_ms,
+            preprocess=item.preprocess_ms if self._preprocess_set else t.preprocess,
+            inference=t.inference if t.inference > 0 else per_frame_ms,
+        )
+        return replace(
+            out, timings=timings, frame_index=item.frame.index, timestamp=item.frame.timestamp, source=item.frame.source
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("running" if self.running else "ready")
+        cfg = self.config
+        return f"StreamPipeline({self.source.name!r}, policy={cfg.policy!r}, batch={cfg.batch}, {state})"
+
+
+class StreamRun:
+    """The iterator :meth:`StreamPipeline.run` returns: outputs one by one, plus ``stats``.
+
+    Closing it (``close()``, leaving a ``with`` block, ``break`` out of a loop over it, or
+    dropping it) shuts the pipeline down.
+    """
+
+    def __init__(self, pipeline: StreamPipeline, gen: Iterator[Any]) -> None:
+        self.pipeline = pipeline
+        self._gen = gen
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.pipeline.stats
+
+    def __iter__(self) -> "StreamRun":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+        self.pipeline.close()
+
+    def __enter__(self) -> "StreamRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StreamRun({self.pipeline!r})"

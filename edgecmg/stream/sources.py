@@ -1,0 +1,867 @@
+"""Frame sources: one small interface over everything a detector can watch.
+
+``open_source`` turns what a user types (a camera index, a video file, an image folder or glob,
+an ``rtsp://`` / ``http(s)://`` URL, a GStreamer pipeline, ``csi://N`` on a Jetson) or what a
+program holds (any iterable of numpy frames) into a :class:`FrameSource`. Every source hands out
+:class:`Frame` objects whose image is ``uint8`` ``[H, W, 3]`` **RGB**, the SDK-wide convention;
+OpenCV's BGR never leaks past this module.
+
+Live sources (cameras, network streams, GStreamer, CSI) are reopened with exponential back-off
+when they fail mid-stream; files simply end. Video-capture objects are created through an
+``opener`` callable (default: ``cv2.VideoCapture`` with the right backend), which is also the
+seam tests use to inject captures that fail on purpose.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Union
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import numpy as np
+
+from edgecmg.config import StreamConfig
+from edgecmg.errors import ConfigError, DataError, StreamError
+
+__all__ = [
+    "Frame",
+    "FrameSource",
+    "CaptureSource",
+    "ImageFilesSource",
+    "IterableSource",
+    "VideoCaptureLike",
+    "Opener",
+    "open_source",
+    "csi_pipeline",
+    "to_rgb_uint8",
+    "NETWORK_SCHEMES",
+]
+
+_log = logging.getLogger("edgecmg")
+
+#: URL schemes opened through FFmpeg as live network streams.
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+
+# Back-off doubles per attempt; past this it stops growing so a long outage is still polled
+# (unless the user's own base delay is longer, which we respect).
+_MAX_BACKOFF_S = 30.0
+
+# csi:// sensors default to a mode every Jetson CSI camera module supports.
+_CSI_DEFAULT_SIZE = (1280, 720)
+_CSI_DEFAULT_FPS = 30.0
+_CSI_QUERY_KEYS = ("width", "height", "fps", "flip")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured frame.
+
+    image: ``uint8`` ``[H, W, 3]`` RGB.
+    index: 0, 1, 2, ... per source, monotonic across reconnects and loops.
+    timestamp: ``time.time()`` when the frame was captured (wall clock, for logs and results).
+    source: the source's display name (credentials masked).
+    """
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+    source: str
+
+
+class VideoCaptureLike(Protocol):
+    """The part of ``cv2.VideoCapture`` a :class:`CaptureSource` uses (``set``/``get`` optional)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's spelling)
+
+    def read(self) -> tuple[bool, Optional[np.ndarray]]: ...
+
+    def release(self) -> None: ...
+
+
+#: Makes a capture object from a target: an int camera index, a path, a URL or a pipeline string.
+Opener = Callable[[Union[int, str]], VideoCaptureLike]
+
+
+# --------------------------------------------------------------------------------------------
+# pixel normalisation
+# --------------------------------------------------------------------------------------------
+def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.ndarray:
+    """Normalise one frame to contiguous ``uint8`` ``[H, W, 3]`` RGB.
+
+    Accepted: ``[H, W]`` / ``[H, W, 1]`` gray (replicated), ``[H, W, 3]`` colour, ``[H, W, 4]``
+    colour + alpha (alpha dropped: stream frames are opaque, and compositing would cost time per
+    frame). Dtypes: ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other integers that
+    hold 0..255; floats in [0, 1].
+
+    Args:
+        bgr: the channels are in OpenCV's BGR(A) order and are swapped to RGB.
+        copy: always return a new array, even when no conversion was needed (sources set it so
+            a producer that reuses one buffer cannot overwrite frames still queued).
+
+    Raises:
+        DataError: the array is not an image (wrong shape, empty, non-numeric, out-of-range).
+    """
+    arr = np.asarray(image)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise DataError(
+            f"a frame of shape {arr.shape} is not an image: expected HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"a frame of shape {arr.shape} has no pixels")
+
+    if arr.dtype == np.uint16:
+        # Rounded integer rescale; exact at both ends (0 -> 0, 65535 -> 255).
+        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * np.uint8(255)
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"a float frame must hold finite values in [0, 1], got [{lo:g}, {hi:g}]; "
+                "divide by 255 or convert it to uint8 first"
+            )
+        arr = np.rint(arr * 255.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:  # other integer types (int32 from some SDKs, int64 from np.arange, ...)
+        lo, hi = int(np.min(arr)), int(np.max(arr))
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"an integer frame of dtype {arr.dtype} holds [{lo}, {hi}]; expected 0..255 (or pass uint16 "
+                "for 16-bit images)"
+            )
+        arr = arr.astype(np.uint8)
+
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, 2::-1] if bgr else arr[:, :, :3]  # alpha dropped
+    elif bgr:
+        arr = arr[:, :, ::-1]
+    out = np.ascontiguousarray(arr)
+    if copy and np.may_share_memory(out, image):
+        out = out.copy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the interface
+# --------------------------------------------------------------------------------------------
+class FrameSource(ABC):
+    """Where frames come from. Subclasses implement ``_next_image`` and ``_release``.
+
+    ``read()`` returns the next :class:`Frame`, or ``None`` at the end of the stream (or once
+    closed). ``close()`` may be called from any thread, also while another thread is blocked in
+    ``read()`` (e.g. sleeping in a reconnect back-off): the read then returns ``None`` promptly
+    and the underlying device is released by whichever thread finishes last with it, so OpenCV
+    never sees a capture released under a running ``read``.
+
+    Counters: ``frames_read``, ``corrupt_skipped`` (unreadable images / missing frames skipped),
+    ``reconnects`` (successful reopenings of a live source).
+    """
+
+    def __init__(self, name: str, *, is_live: bool, config: StreamConfig) -> None:
+        self.name = name
+        self.is_live = bool(is_live)
+        self.config = config
+        self.frames_read = 0
+        self.corrupt_skipped = 0
+        self.reconnects = 0
+        self._closed = threading.Event()
+        self._io_lock = threading.Lock()
+        self._released = False
+        # Real-time pacing of non-live sources (StreamConfig.realtime); None = as fast as possible.
+        self._pace_fps: Optional[float] = None
+        self._pace_next: Optional[float] = None
+
+    # ---- subclass hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _next_image(self) -> Optional[np.ndarray]:
+        """Next RGB uint8 image, or None at the end. Called with the I/O lock held."""
+
+    def _release(self) -> None:
+        """Free the device or file handles. Called once, with the I/O lock held."""
+
+    # ---- public ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def read(self) -> Optional[Frame]:
+        """Next frame, or ``None`` at the end of the stream or after ``close()``.
+
+        Raises:
+            StreamError: the source failed beyond recovery (e.g. reconnects exhausted).
+        """
+        with self._io_lock:
+            frame = self._read_locked()
+        if self._closed.is_set():
+            # close() may have run while we held the lock and could not release; do it now.
+            self._release_if_idle()
+        return frame
+
+    def close(self) -> None:
+        """Stop the source and release the device; idempotent and safe from any thread."""
+        self._closed.set()
+        self._release_if_idle()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "frames_read": self.frames_read,
+            "corrupt_skipped": self.corrupt_skipped,
+            "reconnects": self.reconnects,
+        }
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Frames until the end of the stream (synchronous; StreamPipeline adds a capture thread)."""
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"{type(self).__name__}({self.name!r}, live={self.is_live}, {state}, frames_read={self.frames_read})"
+
+    # ---- internals ------------------------------------------------------------------------
+    def _read_locked(self) -> Optional[Frame]:
+        if self._closed.is_set():
+            self._release_once()
+            return None
+        image = self._next_image()
+        if image is None or self._closed.is_set():
+            return None
+        if self._pace_fps and not self._pace():
+            return None
+        frame = Frame(image=image, index=self.frames_read, timestamp=time.time(), source=self.name)
+        self.frames_read += 1
+        return frame
+
+    def _pace(self) -> bool:
+        """Sleep until this frame's slot at ``_pace_fps``; False if closed meanwhile."""
+        period = 1.0 / self._pace_fps
+        now = time.perf_counter()
+        if self._pace_next is None or self._pace_next < now - period:
+            # First frame, or the consumer stalled (back-pressure): resynchronise instead of
+            # releasing a burst of catch-up frames, which no real camera would do.
+            self._pace_next = now
+        delay = self._pace_next - now
+        self._pace_next += period
+        return not (delay > 0 and self._closed.wait(delay))
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep that close() interrupts; True if still open afterwards."""
+        return not self._closed.wait(seconds)
+
+    def _release_if_idle(self) -> None:
+        if self._io_lock.acquire(blocking=False):
+            try:
+                self._release_once()
+            finally:
+                self._io_lock.release()
+        # else: another thread is inside read(); it releases on its way out (see read()).
+
+    def _release_once(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            self._release()
+        except Exception as exc:  # a failing release must not mask the reason we are closing
+            _log.warning("%s: error while releasing the source: %s", self.name, exc)
+
+
+# --------------------------------------------------------------------------------------------
+# OpenCV captures: cameras, files, network, GStreamer, CSI
+# --------------------------------------------------------------------------------------------
+class CaptureSource(FrameSource):
+    """Frames from a ``cv2.VideoCapture``-like object made by ``opener(target)``.
+
+    kind: ``"camera"``, ``"file"``, ``"network"``, ``"gstreamer"`` or ``"csi"`` (for messages and
+    defaults). The first frame is read at open time so a device that opens but delivers nothing
+    fails here, with a message, rather than later in a background thread. For files that frame is
+    kept; for live sources it is discarded because it would be stale by the time it is consumed.
+    """
+
+    def __init__(
+        self,
+        target: Union[int, str],
+        *,
+        name: str,
+        kind: str,
+        is_live: bool,
+        config: StreamConfig,
+        opener: Opener,
+        open_hint: str = "",
+    ) -> None:
+        super().__init__(name, is_live=is_live, config=config)
+        self.kind = kind
+        self._target = target
+        self._opener = opener
+        self._cap: Optional[VideoCaptureLike] = None
+        self._pending: Optional[np.ndarray] = None
+        self._outage_attempts = 0  # reconnect attempts since the last good frame
+        self._frames_since_open = 0
+        self._open_first(open_hint)
+
+    # ---- opening --------------------------------------------------------------------------
+    def _try_open(self) -> tuple[Optional[VideoCaptureLike], str]:
+        """(capture, "") when opened, else (None, why); never raises."""
+        try:
+            cap = self._opener(self._target)
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        if cap is None:
+            return None, "the opener returned None"
+        try:
+            opened = bool(cap.isOpened())
+        except Exception as exc:
+            opened, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = "the capture backend could not open it"
+        if not opened:
+            _safe_release(cap)
+            return None, why
+        return cap, ""
+
+    def _open_first(self, hint: str) -> None:
+        cap, why = self._try_open()
+        if cap is None:
+            raise StreamError(f"cannot open {self.kind} source {self.name}: {why}. {hint}".rstrip())
+        self._cap = cap
+        ok, raw, why = self._grab()
+        if not ok:
+            self._release_cap()
+            if self.kind == "file":
+                raise StreamError(
+                    f"{self.name} opened but holds no decodable video frame ({why}); the file is empty, "
+                    "truncated or in a codec this OpenCV build lacks; re-encode it "
+                    "(e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)"
+                )
+            raise StreamError(f"{self.kind} source {self.name} opened but delivered no frame ({why}). {hint}".rstrip())
+        self._frames_since_open = 1
+        if not self.is_live:
+            self._pending = self._convert(raw)
+            if self.config.realtime:
+                self._pace_fps = self._native_fps() or self.config.capture_fps or 30.0
+
+    def _native_fps(self) -> Optional[float]:
+        get = getattr(self._cap, "get", None)
+        if get is None:
+            return None
+        try:
+            import cv2
+
+            fps = float(get(cv2.CAP_PROP_FPS))
+        except Exception:
+            return None
+        return fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else None
+
+    # ---- reading --------------------------------------------------------------------------
+    def _grab(self) -> tuple[bool, Optional[np.ndarray], str]:
+        cap = self._cap
+        if cap is None:
+            return False, None, "the capture is closed"
+        try:
+            ok, raw = cap.read()
+        except Exception as exc:  # OpenCV and fake captures alike
+            return False, None, f"read() raised {type(exc).__name__}: {exc}"
+        if not ok or raw is None or getattr(raw, "size", 0) == 0:
+            return False, None, "read() returned no frame"
+        return True, raw, ""
+
+    def _convert(self, raw: np.ndarray) -> np.ndarray:
+        try:
+            return to_rgb_uint8(raw, bgr=True)
+        except DataError as exc:
+            raise StreamError(f"{self.name} delivered an unusable frame: {exc}") from exc
+
+    def _next_image(self) -> Optional[np.ndarray]:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return image
+        while not self._closed.is_set():
+            ok, raw, why = self._grab()
+            if ok:
+                self._outage_attempts = 0
+                self._frames_since_open += 1
+                return self._convert(raw)
+            if self.is_live:
+                if not self._reconnect(why):
+                    return None  # closed during the back-off
+                continue
+            if why.startswith("read() raised"):
+                raise StreamError(f"{self.name}: decoding failed after {self.frames_read} frames: {why}")
+            if self.config.loop and self._frames_since_open > 0:
+                # Reopen rather than seek: CAP_PROP_POS_FRAMES is unreliable for many codecs.
+                self._release_cap()
+                cap, why = self._try_open()
+                if cap is None:
+                    raise StreamError(f"{self.name}: could not reopen the file to loop it: {why}")
+                self._cap = cap
+                self._frames_since_open = 0
+                continue
+            return None
+        return None
+
+    def _reconnect(self, reason: str) -> bool:
+        """Reopen a failed live source with exponential back-off. False if closed meanwhile.
+
+        The attempt budget covers one outage: it is reset only by a good frame, so a device that
+        reopens but never delivers still ends in StreamError instead of looping forever.
+        """
+        attempts = self.config.reconnect_attempts
+        base = self.config.reconnect_backoff_s
+        self._release_cap()
+        if self._outage_attempts == 0:
+            _log.warning(
+                "%s: stream failed after %d frames (%s); reconnecting (up to %d attempts)",
+                self.name, self.frames_read, reason, attempts,
+            )
+        waited = 0.0
+        while self._outage_attempts < attempts:
+            delay = min(base * (2 ** self._outage_attempts), max(_MAX_BACKOFF_S, base))
+            self._outage_attempts += 1
+            if not self._wait(delay):
+                return False
+            waited += delay
+            cap, why = self._try_open()
+            if cap is not None:
+                self._cap = cap
+                self._frames_since_open = 0
+                self.reconnects += 1
+                _log.warning(
+                    "%s: reconnected on attempt %d/%d (%d reconnect(s) in total)",
+                    self.name, self._outage_attempts, attempts, self.reconnects,
+                )
+                return True
+            _log.warning("%s: reconnect attempt %d/%d failed: %s", self.name, self._outage_attempts, attempts, why)
+        raise StreamError(
+            f"{self.kind} source {self.name} failed ({reason}) and could not be reopened after "
+            f"{attempts} attempt(s) over {waited:.1f}s of back-off; check the camera, cable or network, "
+            "or raise StreamConfig.reconnect_attempts / reconnect_backoff_s"
+        )
+
+    def _release_cap(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            _safe_release(cap)
+
+    def _release(self) -> None:
+        self._pending = None
+        self._release_cap()
+
+
+def _safe_release(cap: Any) -> None:
+    try:
+        cap.release()
+    except Exception as exc:
+        _log.debug("ignoring error from capture.release(): %s", exc)
+
+
+# --------------------------------------------------------------------------------------------
+# image folders / globs
+# --------------------------------------------------------------------------------------------
+class ImageFilesSource(FrameSource):
+    """Frames from a list of image files, in order. Unreadable files are skipped and counted.
+
+    If *every* file fails to decode the stream ends with a StreamError, because a folder of
+    nothing but corrupt files is a mistake worth stopping for.
+    """
+
+    def __init__(self, paths: list[Path], *, name: str, config: StreamConfig, is_live: bool = False) -> None:
+        super().__init__(name, is_live=is_live, config=config)
+        if not paths:
+            raise StreamError(f"{name}: no image files to read")
+        self._paths = list(paths)
+        self._pos = 0
+        self._good_this_pass = 0
+        if config.realtime and not is_live:
+            self._pace_fps = config.capture_fps or 30.0
+
+    def _next_image(self) -> Optional[np.ndarray]:
+        from edgecmg.imageio import read_image
+
+        while not self._closed.is_set():
+            if self._pos >= len(self._paths):
+                if self.config.loop and self._good_this_pass:
+                    self._pos, self._good_this_pass = 0, 0
+                    continue
+                if self.frames_read == 0 and self.corrupt_skipped:
+                    raise StreamError(
+                        f"{self.name}: none of the {len(self._paths)} image(s) could be decoded; "
+                        "check the files (see the warnings above for each one)"
+                    )
+                return None
+            path = self._paths[self._pos]
+            self._pos += 1
+            try:
+                image = read_image(path)
+            except (DataError, OSError, ValueError) as exc:
+                self.corrupt_skipped += 1
+                _log.warning("%s: skipping unreadable image %s: %s", self.name, path, exc)
+                continue
+            self._good_this_pass += 1
+            return image
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# in-memory frames
+# --------------------------------------------------------------------------------------------
+class IterableSource(FrameSource):
+    """Frames from any iterable of arrays (list, generator, camera-SDK iterator, N×H×W×C array).
+
+    Items are normalised with :func:`to_rgb_uint8` and copied (producers may reuse one buffer).
+    ``None`` items mean "no frame this time" (SDK timeouts): skipped and counted as corrupt.
+    """
+
+    def __init__(self, frames: Iterable[Any], *, name: str, is_live: bool, config: StreamConfig) -> None:
+        super().__init__(name, is_live=is_live, config=config)
+        self._iterable = frames
+        try:
+            self._it = iter(frames)
+        except TypeError as exc:
+            raise StreamError(f"{name}: the object is not iterable: {exc}") from exc
+        if config.loop and self._it is frames:
+            raise ConfigError(
+                f"{name}: StreamConfig.loop needs a re-iterable sequence (a list or array), not a one-shot "
+                "iterator or generator; pass list(frames) or turn loop off"
+            )
+        self._items_this_pass = 0
+        if config.realtime and not is_live:
+            self._pace_fps = config.capture_fps or 30.0
+
+    def _next_image(self) -> Optional[np.ndarray]:
+        while not self._closed.is_set():
+            try:
+                item = next(self._it)
+            except StopIteration:
+                if self.config.loop and self._items_this_pass:
+                    self._it, self._items_this_pass = iter(self._iterable), 0
+                    continue
+                return None
+            except Exception as exc:
+                raise StreamError(
+                    f"{self.name}: the frame iterator raised {type(exc).__name__} after {self.frames_read} "
+                    f"frames: {exc}"
+                ) from exc
+            position = self._items_this_pass
+            self._items_this_pass += 1
+            if item is None:
+                self.corrupt_skipped += 1
+                _log.debug("%s: item %d is None; skipped", self.name, position)
+                continue
+            try:
+                return to_rgb_uint8(item, copy=True)
+            except DataError as exc:
+                raise StreamError(f"{self.name}: item {position} is not a usable frame: {exc}") from exc
+        return None
+
+    def _release(self) -> None:
+        # Drop our references; the iterator belongs to the caller, so we do not close() it.
+        self._it = iter(())
+        self._iterable = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Jetson CSI
+# --------------------------------------------------------------------------------------------
+def csi_pipeline(
+    sensor_id: int = 0,
+    width: int = _CSI_DEFAULT_SIZE[0],
+    height: int = _CSI_DEFAULT_SIZE[1],
+    fps: float = _CSI_DEFAULT_FPS,
+    flip_method: int = 0,
+    output_size: Optional[tuple[int, int]] = None,
+) -> str:
+    """GStreamer pipeline string for a Jetson CSI camera (``nvarguscamerasrc``), for OpenCV.
+
+    The sensor delivers NV12 into NVMM (GPU) memory; ``nvvidconv`` (hardware) flips/scales and
+    converts to BGRx in system memory; ``videoconvert`` drops the padding byte to the BGR that
+    ``appsink`` hands OpenCV. ``drop=1 max-buffers=1`` keep only the newest frame in appsink:
+    ``drop`` alone does nothing while ``max-buffers`` is unlimited (its default), and a slow
+    consumer would otherwise see ever older frames.
+
+    Args:
+        sensor_id: CSI port (``sensor-id`` of nvarguscamerasrc).
+        width, height, fps: sensor mode to request (must be one the sensor offers).
+        flip_method: nvvidconv flip-method, 0..7 (0 none, 2 rotate 180, ...).
+        output_size: (width, height) after nvvidconv scaling; default = sensor size.
+    """
+    if isinstance(sensor_id, bool) or not isinstance(sensor_id, (int, np.integer)) or sensor_id < 0:
+        raise ConfigError(f"CSI sensor_id={sensor_id!r} must be an integer >= 0")
+    if int(width) < 1 or int(height) < 1:
+        raise ConfigError(f"CSI size {width}x{height} must be positive")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"CSI fps={fps!r} must be a positive number")
+    if flip_method not in range(8):
+        raise ConfigError(f"CSI flip_method={flip_method!r} must be 0..7 (see nvvidconv flip-method)")
+    out_w, out_h = output_size if output_size is not None else (width, height)
+    if int(out_w) < 1 or int(out_h) < 1:
+        raise ConfigError(f"CSI output_size {output_size} must be positive")
+    rate = _framerate_fraction(float(fps))
+    return (
+        f"nvarguscamerasrc sensor-id={int(sensor_id)} ! "
+        f"video/x-raw(memory:NVMM), width=(int){int(width)}, height=(int){int(height)}, "
+        f"format=(string)NV12, framerate=(fraction){rate.numerator}/{rate.denominator} ! "
+        f"nvvidconv flip-method={int(flip_method)} ! "
+        f"video/x-raw, width=(int){int(out_w)}, height=(int){int(out_h)}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! "
+        "appsink drop=1 max-buffers=1"
+    )
+
+
+def _framerate_fraction(fps: float) -> Fraction:
+    """fps as GStreamer's fraction; NTSC-style rates (29.97, 59.94) become k*1000/1001 exactly,
+    which is what sensor drivers advertise (2997/100 would not match their caps)."""
+    if float(fps).is_integer():
+        return Fraction(int(fps), 1)
+    k = round(fps * 1.001)
+    if abs(k * 1000 / 1001 - fps) < 0.005:
+        return Fraction(k * 1000, 1001)
+    return Fraction(fps).limit_denominator(1000)
+
+
+def _parse_csi(text: str, config: StreamConfig) -> str:
+    """``csi://N[?width=W&height=H&fps=F&flip=K]`` -> pipeline string (query overrides config)."""
+    parts = urlsplit(text)
+    sensor = (parts.netloc or parts.path.lstrip("/")).strip()
+    if not sensor.isdigit():
+        raise StreamError(f"{text!r}: expected csi://N with N the sensor id (e.g. csi://0)")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(query) - set(_CSI_QUERY_KEYS))
+    if unknown:
+        raise StreamError(f"{text!r}: unknown option(s) {unknown}; allowed: {', '.join(_CSI_QUERY_KEYS)}")
+    width, height = config.capture_size or _CSI_DEFAULT_SIZE
+    fps = config.capture_fps or _CSI_DEFAULT_FPS
+    flip = 0
+    try:
+        width = int(query.get("width", width))
+        height = int(query.get("height", height))
+        fps = float(query.get("fps", fps))
+        flip = int(query.get("flip", flip))
+        return csi_pipeline(int(sensor), width, height, fps, flip)
+    except (ValueError, ConfigError) as exc:
+        raise StreamError(f"{text!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+# --------------------------------------------------------------------------------------------
+def _mask_url(url: str) -> str:
+    """The URL with any password replaced, so names and logs never leak camera credentials."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _default_opener(kind: str, config: StreamConfig) -> Opener:
+    """cv2.VideoCapture with the backend and properties each kind of source needs."""
+
+    def open_capture(target: Union[int, str]) -> VideoCaptureLike:
+        import cv2
+
+        if kind == "camera":
+            cap = cv2.VideoCapture(int(target))
+            if cap.isOpened():
+                if config.policy == "latest":
+                    # Drivers queue several frames by default; one keeps what we read current.
+                    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+                if config.capture_size is not None:
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.capture_size[0])
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.capture_size[1])
+                if config.capture_fps is not None:
+                    cap.set(cv2.CAP_PROP_FPS, config.capture_fps)
+            return cap
+        if kind == "network":
+            # Bounded open/read so a dead camera raises (and is reconnected) instead of hanging.
+            ms = int(config.timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
+        if kind in ("gstreamer", "csi"):
+            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER)
+        return cv2.VideoCapture(str(target))
+
+    return open_capture
+
+
+def _gstreamer_hint(custom_opener: bool) -> str:
+    if not custom_opener:
+        try:
+            import cv2
+
+            if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+                return (
+                    "This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); "
+                    "on Jetson use the OpenCV that ships with JetPack (python3-opencv), or build OpenCV "
+                    "with -DWITH_GSTREAMER=ON."
+                )
+        except Exception:
+            pass
+    return "Check the pipeline with gst-launch-1.0 (replace appsink by fakesink) and that it ends in appsink."
+
+
+def open_source(
+    source: Any,
+    config: Optional[StreamConfig] = None,
+    *,
+    opener: Optional[Opener] = None,
+    live: Optional[bool] = None,
+) -> FrameSource:
+    """Open anything frames can come from.
+
+    Args:
+        source: an int camera index (or a string of digits); a video file path; an image folder,
+            single image or glob (``"parts/*.png"``); an ``rtsp://``, ``rtsps://``, ``rtmp://``,
+            ``http(s)://``, ``udp://``, ``tcp://`` or ``srt://`` URL; a GStreamer pipeline string
+            (contains ``!``, must end in ``appsink``); ``csi://N`` for Jetson CSI sensor N
+            (options ``?width=&height=&fps=&flip=``); any iterable of numpy frames (RGB); or an
+            already open :class:`FrameSource` (returned unchanged).
+        config: stream settings (reconnects, loop, realtime, capture size/fps, timeouts).
+        opener: makes a ``cv2.VideoCapture``-like object from the target (int index, path, URL
+            or pipeline string) for capture-based sources; default: OpenCV with the right backend.
+        live: override whether the source counts as live (reconnected on failure, batches not
+            waited for). Default: cameras, URLs, GStreamer and CSI are live; files and iterables not.
+
+    A live source must open (and deliver a first frame) on the first try, so a wrong URL or
+    camera index fails fast here; reconnects with back-off cover failures after that.
+
+    Raises:
+        StreamError: the source cannot be opened (message names it and says what to check).
+        ConfigError: an invalid combination of options (e.g. loop over a one-shot generator).
+    """
+    config = config if config is not None else StreamConfig()
+    if not isinstance(config, StreamConfig):
+        raise ConfigError(f"config must be a StreamConfig, got {type(config).__name__}")
+    if isinstance(source, FrameSource):
+        return source
+    if isinstance(source, (bool, np.bool_)):
+        raise StreamError(f"source={source!r} is a bool; pass a camera index such as 0, a path or a URL")
+    if isinstance(source, (int, np.integer)):
+        return _open_camera(int(source), config, opener, live)
+    if isinstance(source, (str, os.PathLike)):
+        return _open_text(os.fspath(source), config, opener, live)
+    if isinstance(source, (bytes, bytearray)):
+        raise StreamError("source is bytes; pass a path as str, or decode the image to a numpy array first")
+    if isinstance(source, np.ndarray) and source.ndim != 4:
+        raise StreamError(
+            f"a single numpy array of shape {source.shape} is ambiguous as a source; pass [frame] for one "
+            "frame, or an N x H x W x C array / a list of frames for a sequence"
+        )
+    if hasattr(source, "__iter__") or hasattr(source, "__next__"):
+        name = f"frames:{type(source).__name__}"
+        return IterableSource(source, name=name, is_live=bool(live), config=config)
+    raise StreamError(
+        f"cannot make a frame source from a {type(source).__name__}; pass a camera index, a video file, an "
+        "image folder or glob, an rtsp/http URL, a GStreamer pipeline, csi://N, or an iterable of numpy frames"
+    )
+
+
+def _open_camera(index: int, config: StreamConfig, opener: Optional[Opener], live: Optional[bool]) -> FrameSource:
+    if index < 0:
+        raise StreamError(f"camera index {index} must be >= 0")
+    return CaptureSource(
+        index,
+        name=f"camera:{index}",
+        kind="camera",
+        is_live=True if live is None else live,
+        config=config,
+        opener=opener or _default_opener("camera", config),
+        open_hint=(
+            f"Check the camera is plugged in, that /dev/video{index} exists and that no other program holds it "
+            f"(a Jetson CSI sensor is opened with 'csi://{index}')."
+        ),
+    )
+
+
+def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: Optional[bool]) -> FrameSource:
+    s = text.strip()
+    if not s:
+        raise StreamError("source is an empty string; pass a camera index, a path, a URL or a pipeline")
+    is_live = True if live is None else live
+    scheme = urlsplit(s).scheme.lower() if "://" in s else ""
+
+    if scheme == "csi":
+        pipeline = _parse_csi(s, config)
+        return CaptureSource(
+            pipeline, name=s, kind="csi", is_live=is_live, config=config,
+            opener=opener or _default_opener("csi", config),
+            open_hint=(
+                "Check the sensor is connected to that CSI port (ls /dev/video*), that nvargus-daemon runs "
+                "(sudo systemctl restart nvargus-daemon) and that the size/fps is a mode of the sensor. "
+                + _gstreamer_hint(opener is not None)
+            ),
+        )
+    if scheme == "file":
+        s = urlsplit(s).path
+        scheme = ""
+    elif scheme in NETWORK_SCHEMES and not any(c.isspace() for c in s):
+        return CaptureSource(
+            s, name=_mask_url(s), kind="network", is_live=is_live, config=config,
+            opener=opener or _default_opener("network", config),
+            open_hint=(
+                f"Check the URL, the credentials and that the camera is reachable (open/read timeout "
+                f"{config.timeout_s:g}s); try it with ffplay."
+            ),
+        )
+    if "!" in s:
+        first = s.split("!", 1)[0].strip().split(" ", 1)[0] or "pipeline"
+        return CaptureSource(
+            s, name=f"gstreamer:{first}", kind="gstreamer", is_live=is_live, config=config,
+            opener=opener or _default_opener("gstreamer", config),
+            open_hint=_gstreamer_hint(opener is not None),
+        )
+    if scheme:
+        raise StreamError(
+            f"unsupported URL scheme {scheme!r} in {_mask_url(s)!r}; supported: {', '.join(NETWORK_SCHEMES)}, csi, file"
+        )
+
+    path = Path(s).expanduser()
+    if s.isdigit() and not path.exists():
+        return _open_camera(int(s), config, opener, live)
+    from edgecmg.imageio import IMAGE_EXTENSIONS, list_images
+
+    if (("*" in s or "?" in s or "[" in s) and not path.exists()) or path.is_dir():
+        try:
+            paths = list_images(s)
+        except DataError as exc:
+            raise StreamError(str(exc)) from exc
+        return ImageFilesSource(paths, name=s, config=config, is_live=bool(live))
+    if not path.exists():
+        raise StreamError(
+            f"no such file or folder: {path}; pass a video file, an image folder or glob, a camera index, "
+            "a URL or a GStreamer pipeline"
+        )
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageFilesSource([path], name=str(path), config=config, is_live=bool(live))
+    return CaptureSource(
+        str(path), name=str(path), kind="file", is_live=bool(live), config=config,
+        opener=opener or _default_opener("file", config),
+        open_hint=(
+            f"{path} is not a video OpenCV can decode: a text file, a truncated download or an unsupported "
+            "container gives this error; check it plays (ffplay) or re-encode it to H.264 .mp4 / MJPG .avi."
+        ),
+    )

@@ -1,0 +1,309 @@
+"""StreamPipeline: policies, batching, preprocess overlap, reconnects, errors, clean shutdown."""
+from __future__ import annotations
+
+import gc
+import itertools
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from edgecmg.config import StreamConfig
+from edgecmg.errors import ConfigError, StreamError
+from edgecmg.result import Result, Timings
+from edgecmg.stream import StreamPipeline
+
+
+def tiny_frames(n, size=4):
+    return [np.full((size, size, 3), i % 256, np.uint8) for i in range(n)]
+
+
+def endless_frames(delay_s=0.0):
+    for i in itertools.count():
+        if delay_s:
+            time.sleep(delay_s)
+        yield np.full((4, 4, 3), i % 256, np.uint8)
+
+
+# ---------------------------------------------------------------------------- policies
+def test_policy_all_delivers_every_frame_once_in_order(video_file):
+    path = video_file(n=23, fourcc="mp4v", ext=".mp4")
+    cfg = StreamConfig(policy="all", batch=4, max_queue=2)
+    seen, sizes = [], []
+    with StreamPipeline(path, cfg) as pipe:
+        for batch in pipe:
+            sizes.append(len(batch))
+            seen.extend(item.frame.index for item in batch)
+            time.sleep(0.002)  # slower than capture: back-pressure, not loss
+    assert seen == list(range(23))
+    assert sizes == [4, 4, 4, 4, 4, 3]  # full batches for a file, the remainder at the end
+    s = pipe.stats
+    assert (s.frames_captured, s.frames_dropped, s.frames_yielded) == (23, 0, 23)
+    assert pipe.source.closed and not pipe.running
+
+
+def test_policy_latest_with_a_slow_consumer_drops_and_counts(helpers):
+    cfg = StreamConfig(policy="latest", batch=1, max_queue=2)
+    seen = []
+    with StreamPipeline(tiny_frames(300), cfg) as pipe:
+        for batch in pipe:
+            seen.extend(item.frame.index for item in batch)
+            time.sleep(0.003)
+    s = pipe.stats
+    assert s.frames_dropped > 0
+    assert all(a < b for a, b in zip(seen, seen[1:])), "frames must stay in capture order"
+    assert s.frames_captured == 300
+    assert s.frames_yielded == len(seen) == s.frames_captured - s.frames_dropped
+    assert seen[-1] == 299  # the newest frame is never the one dropped
+
+
+def test_live_latest_takes_what_is_queued_instead_of_waiting_for_a_full_batch():
+    cfg = StreamConfig(policy="latest", batch=8, max_queue=8)
+    sizes = []
+    with StreamPipeline(endless_frames(delay_s=0.01), cfg, live=True) as pipe:
+        for batch in pipe:
+            sizes.append(len(batch))
+            if len(sizes) == 6:
+                break
+    assert all(1 <= n <= 8 for n in sizes)
+    assert min(sizes) < 8  # a 10 ms camera never fills 8 frames between immediate takes
+    # The wait for a batch is about one frame period, never eight of them.
+    assert pipe.stats.capture_wait_ms.max < 60
+
+
+def test_live_policy_all_fills_batches():
+    cfg = StreamConfig(policy="all", batch=3, max_queue=4)
+    sizes = []
+    with StreamPipeline(endless_frames(delay_s=0.002), cfg, live=True) as pipe:
+        for batch in pipe:
+            sizes.append(len(batch))
+            if len(sizes) == 4:
+                break
+    assert sizes == [3, 3, 3, 3]
+
+
+# ---------------------------------------------------------------------------- preprocess and run()
+def test_preprocess_runs_in_the_capture_thread_and_travels_with_the_frame():
+    threads = set()
+
+    def prep(image):
+        threads.add(threading.current_thread().name)
+        return float(image.mean()) * 2
+
+    with StreamPipeline(tiny_frames(10), StreamConfig(policy="all", batch=3), preprocess=prep) as pipe:
+        items = [item for batch in pipe for item in batch]
+    assert [it.preprocessed for it in items] == [2.0 * i for i in range(10)]
+    assert threads and all(name.startswith("edgecmg-capture") for name in threads)
+    assert all(it.preprocess_ms >= 0 and it.capture_wait_ms >= 0 and it.age_ms >= 0 for it in items)
+    assert pipe.stats.preprocess_ms.count == 10 and pipe.stats.capture_wait_ms.count == 10
+
+
+def test_run_calls_infer_batch_and_stamps_results():
+    calls = []
+
+    def infer(frames, pre):
+        calls.append(([f.index for f in frames], pre))
+        return [
+            Result(score=float(f.image[0, 0, 0]), threshold=5.0, anomaly_map=np.zeros((2, 2), np.float32),
+                   kept_mask=np.ones((2, 2), bool), timings=Timings(postprocess=0.5))
+            for f in frames
+        ]
+
+    cfg = StreamConfig(policy="all", batch=4)
+    pipe = StreamPipeline(tiny_frames(10), cfg, preprocess=lambda im: im.shape)
+    results = list(pipe.run(infer))
+    assert [c[0] for c in calls] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert calls[0][1] == [(4, 4, 3)] * 4
+    assert [r.frame_index for r in results] == list(range(10))
+    assert [r.score for r in results] == [float(i) for i in range(10)]
+    assert all(r.source == "frames:list" and r.timestamp > 0 for r in results)
+    assert all(r.timings.inference > 0 and r.timings.postprocess == 0.5 for r in results)
+    assert results[6].is_anomaly and not results[4].is_anomaly
+    assert pipe.stats.latency_ms.count == 10 and pipe.stats.inference_ms.count == 3
+    assert pipe.closed and pipe.source.closed
+
+
+def test_run_passes_non_result_outputs_through_and_checks_the_count():
+    pipe = StreamPipeline(tiny_frames(5), StreamConfig(policy="all", batch=2))
+    assert list(pipe.run(lambda frames, pre: [f.index * 10 for f in frames])) == [0, 10, 20, 30, 40]
+    pipe = StreamPipeline(tiny_frames(5), StreamConfig(policy="all", batch=2))
+    with pytest.raises(StreamError, match="returned 1 output.*batch of 2"):
+        list(pipe.run(lambda frames, pre: [0]))
+    with pytest.raises(ConfigError, match="callable"):
+        StreamPipeline(tiny_frames(1)).run("not callable")
+
+
+def test_a_pipeline_is_consumed_once_and_validates_arguments():
+    pipe = StreamPipeline(tiny_frames(2))
+    list(pipe)
+    with pytest.raises(StreamError, match="already consumed"):
+        list(pipe)
+    with pytest.raises(ConfigError, match="preprocess"):
+        StreamPipeline(tiny_frames(2), preprocess=3)
+    with pytest.raises(ConfigError, match="StreamConfig"):
+        StreamPipeline(tiny_frames(2), config={"batch": 2})
+
+
+# ---------------------------------------------------------------------------- errors and reconnects
+def test_capture_errors_are_reraised_in_the_consumer_after_queued_frames():
+    def prep(image):
+        if image[0, 0, 0] == 3:
+            raise ValueError("bad frame in preprocess")
+        return None
+
+    seen = []
+    pipe = StreamPipeline(tiny_frames(10), StreamConfig(policy="all", max_queue=16), preprocess=prep)
+    with pytest.raises(ValueError, match="bad frame in preprocess"):
+        for batch in pipe:
+            seen.extend(it.frame.index for it in batch)
+    assert seen == [0, 1, 2]
+    assert pipe.source.closed and pipe.closed
+
+
+def test_source_that_fails_mid_stream_recovers_in_the_pipeline(scripted_opener, fake_capture, helpers):
+    opener = scripted_opener([fake_capture(range(0, 6)), fake_capture(range(6, 12))])
+    cfg = StreamConfig(policy="all", batch=2, reconnect_attempts=2, reconnect_backoff_s=0.005)
+    ids = []
+    with StreamPipeline("rtsp://cam/live", cfg, opener=opener) as pipe:
+        for batch in pipe:
+            ids.extend(helpers.frame_id(it.image) for it in batch)
+            if ids[-1] == 11:
+                break
+    assert ids == list(range(1, 12))  # id 0 was the discarded open-time probe
+    assert pipe.stats.reconnects == 1 and pipe.stats.frames_dropped == 0
+
+
+def test_reconnect_exhaustion_raises_stream_error_in_the_consumer(scripted_opener, fake_capture):
+    opener = scripted_opener([fake_capture(range(0, 4))])
+    cfg = StreamConfig(policy="all", reconnect_attempts=2, reconnect_backoff_s=0.005)
+    received = 0
+    with pytest.raises(StreamError, match="could not be reopened after 2 attempt"):
+        with StreamPipeline(0, cfg, opener=opener) as pipe:
+            for batch in pipe:
+                received += len(batch)
+    assert received == 3
+    assert pipe.source.closed
+
+
+# ---------------------------------------------------------------------------- shutdown
+def test_break_in_the_middle_stops_the_thread_and_closes_the_source(helpers):
+    pipe = StreamPipeline(endless_frames(), StreamConfig(policy="latest", max_queue=2), live=True)
+    for n, _ in enumerate(pipe):
+        if n == 5:
+            break
+    # No `with`: breaking out of the for loop closes the generator, which shuts down.
+    assert pipe.closed and pipe.source.closed
+    assert helpers.capture_threads() == []
+
+
+def test_exception_in_the_consumer_shuts_down(helpers):
+    with pytest.raises(RuntimeError, match="consumer bug"):
+        with StreamPipeline(endless_frames(), live=True) as pipe:
+            for _ in pipe:
+                raise RuntimeError("consumer bug")
+    assert pipe.source.closed and helpers.capture_threads() == []
+
+
+def test_keyboard_interrupt_in_the_consumer_shuts_down(helpers):
+    with pytest.raises(KeyboardInterrupt):
+        for _ in StreamPipeline(endless_frames(), live=True):
+            raise KeyboardInterrupt
+    assert helpers.capture_threads() == []
+
+
+def test_closing_the_run_generator_shuts_down(helpers):
+    pipe = StreamPipeline(endless_frames(), StreamConfig(policy="all", max_queue=1), live=True)
+    gen = pipe.run(lambda frames, pre: [f.index for f in frames])
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    assert pipe.closed and helpers.capture_threads() == []
+
+
+def test_garbage_collection_of_an_abandoned_pipeline_shuts_down(helpers):
+    src_holder = []
+
+    def start_and_forget():
+        pipe = StreamPipeline(endless_frames(), StreamConfig(policy="all", max_queue=2), live=True).start()
+        src_holder.append(pipe.source)
+        time.sleep(0.02)
+        assert helpers.capture_threads()
+
+    start_and_forget()
+    gc.collect()
+    assert src_holder[0].closed
+    assert helpers.capture_threads() == []
+
+
+def test_close_unblocks_a_producer_held_by_back_pressure(helpers):
+    pipe = StreamPipeline(endless_frames(), StreamConfig(policy="all", max_queue=1), live=True).start()
+    time.sleep(0.05)  # the capture thread is now blocked on the full queue
+    t0 = time.perf_counter()
+    pipe.close()
+    assert time.perf_counter() - t0 < 1.0 and helpers.capture_threads() == []
+
+
+def test_close_during_a_reconnect_back_off_is_prompt(scripted_opener, fake_capture, helpers):
+    opener = scripted_opener([fake_capture([0, 1])])
+    cfg = StreamConfig(reconnect_attempts=5, reconnect_backoff_s=30.0)
+    pipe = StreamPipeline(0, cfg, opener=opener)
+    with pipe:
+        next(iter(pipe))
+        time.sleep(0.05)  # capture thread is in the 30 s back-off now
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 2.0
+    assert helpers.capture_threads() == [] and pipe.source.closed
+
+
+def test_enter_and_exit_without_iterating():
+    with StreamPipeline(endless_frames(), live=True) as pipe:
+        assert pipe.running
+    assert not pipe.running and pipe.closed
+    with pytest.raises(StreamError, match="closed"):
+        pipe.start()
+
+
+# ---------------------------------------------------------------------------- stats and memory
+def test_stats_snapshot_and_memory_stays_flat():
+    cfg = StreamConfig(policy="all", batch=4, max_queue=4)
+    pipe = StreamPipeline(endless_frames(), cfg, live=True, stats_window=64)
+    tracemalloc.start()
+    try:
+        mark = None
+        for n, result in enumerate(pipe.run(lambda frames, pre: [f.index for f in frames])):
+            if n == 1000:
+                gc.collect()
+                mark = tracemalloc.get_traced_memory()[0]
+            if n == 4000:
+                gc.collect()
+                growth = tracemalloc.get_traced_memory()[0] - mark
+                break
+    finally:
+        tracemalloc.stop()
+    assert growth < 150_000, f"memory grew by {growth} bytes over 3000 frames"
+    s = pipe.stats
+    assert s.latency_ms.count == s.frames_yielded >= 4000 and len(s.latency_ms.samples()) == 64
+    snap = s.to_dict()
+    for key in ("frames_captured", "frames_dropped", "frames_yielded", "reconnects", "corrupt_skipped", "fps"):
+        assert key in snap
+    assert snap["fps"] > 0 and set(snap["latency_ms"]) >= {"p50_ms", "p99_ms"}
+    assert s.recent_fps > 0
+
+
+def test_run_handle_exposes_stats_and_shuts_down_when_dropped(helpers):
+    with StreamPipeline(endless_frames(), StreamConfig(policy="all"), live=True).run(
+        lambda frames, pre: [f.index for f in frames]
+    ) as results:
+        assert [next(results) for _ in range(4)] == [0, 1, 2, 3]
+        assert results.stats.frames_yielded == 4 and results.stats.latency_ms.count == 4
+    assert results.pipeline.closed and helpers.capture_threads() == []
+
+    def iterate_and_drop():
+        results = StreamPipeline(endless_frames(), live=True).run(lambda frames, pre: frames)
+        next(results)
+        return results.pipeline.source
+
+    source = iterate_and_drop()
+    gc.collect()
+    assert source.closed and helpers.capture_threads() == []

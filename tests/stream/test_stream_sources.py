@@ -1,0 +1,396 @@
+"""Frame sources: real video files and image folders, normalisation, CSI, reconnects."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgecmg.config import StreamConfig
+from edgecmg.errors import ConfigError, StreamError
+from edgecmg.stream import (
+    CaptureSource,
+    Frame,
+    ImageFilesSource,
+    IterableSource,
+    csi_pipeline,
+    open_source,
+    to_rgb_uint8,
+)
+
+
+# ---------------------------------------------------------------------------- video files
+@pytest.mark.parametrize("fourcc,ext", [("mp4v", ".mp4"), ("MJPG", ".avi")])
+def test_video_file_reads_every_frame_as_rgb(video_file, fourcc, ext):
+    path = video_file(n=15, fourcc=fourcc, ext=ext)
+    with open_source(path) as src:
+        assert isinstance(src, CaptureSource) and not src.is_live
+        assert src.name == str(path)
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(15))
+    assert src.frames_read == 15 and src.corrupt_skipped == 0 and src.reconnects == 0
+    img = frames[0].image
+    assert img.dtype == np.uint8 and img.shape == (48, 64, 3) and img.flags["C_CONTIGUOUS"]
+    # Written as BGR with blue=200, red=30: after BGR->RGB, channel 0 is red, channel 2 blue.
+    assert abs(int(np.median(img[20:, 40:, 0])) - 30) < 25
+    assert abs(int(np.median(img[20:, 40:, 2])) - 200) < 25
+    stamps = [f.timestamp for f in frames]
+    assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 60
+    assert all(f.source == str(path) for f in frames)
+    assert src.closed and src.read() is None
+
+
+def test_text_file_renamed_mp4_is_a_stream_error_naming_it(tmp_path):
+    bogus = tmp_path / "not_a_video.mp4"
+    bogus.write_text("hello, I am a text file\n" * 20)
+    with pytest.raises(StreamError, match="not_a_video.mp4"):
+        open_source(bogus)
+
+
+def test_empty_video_file_is_a_stream_error(tmp_path):
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(StreamError, match="empty.avi"):
+        open_source(str(empty))
+
+
+def test_missing_path_is_a_stream_error(tmp_path):
+    with pytest.raises(StreamError, match="no such file or folder"):
+        open_source(tmp_path / "nope.mp4")
+
+
+def test_video_loop_restarts_the_file(video_file):
+    path = video_file(n=5, fourcc="MJPG", ext=".avi")
+    src = open_source(path, StreamConfig(loop=True))
+    try:
+        indices = [src.read().index for _ in range(12)]
+    finally:
+        src.close()
+    assert indices == list(range(12))
+
+
+def test_file_url_is_a_path(video_file):
+    path = video_file(n=3, fourcc="MJPG", ext=".avi")
+    with open_source("file://" + str(path)) as src:
+        assert len(list(src)) == 3
+
+
+# ---------------------------------------------------------------------------- image folders
+def test_image_folder_skips_and_counts_the_corrupt_file(image_folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        with open_source(image_folder) as src:
+            assert isinstance(src, ImageFilesSource) and not src.is_live
+            frames = list(src)
+    assert len(frames) == 6  # 4 colour + gray + 16-bit; the corrupt file and notes.txt are not frames
+    assert src.corrupt_skipped == 1
+    assert [f.index for f in frames] == list(range(6))
+    assert any("img_06_corrupt.png" in r.getMessage() for r in caplog.records)
+    for f in frames:
+        assert f.image.dtype == np.uint8 and f.image.shape == (48, 64, 3)
+    gray, sixteen = frames[4].image, frames[5].image
+    assert (gray == 128).all()
+    assert (sixteen == 255).all()
+    assert abs(int(frames[0].image[10, 10, 2]) - 200) <= 2  # blue stays blue (RGB order)
+
+
+def test_image_glob_and_single_image(image_folder):
+    with open_source(str(image_folder / "*.jpg")) as src:
+        assert len(list(src)) == 2
+    with open_source(image_folder / "img_00.png") as src:
+        assert len(list(src)) == 1
+
+
+def test_folder_of_only_corrupt_images_fails_at_the_end(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"garbage")
+    (folder / "b.jpg").write_bytes(b"more garbage")
+    src = open_source(folder)
+    with pytest.raises(StreamError, match="none of the 2 image"):
+        src.read()
+    src.close()
+
+
+def test_empty_folder_and_unmatched_glob_fail_at_open(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StreamError, match="no image files"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(StreamError, match="no image files match"):
+        open_source(str(tmp_path / "*.png"))
+
+
+def test_image_folder_loop_and_realtime(image_folder):
+    src = open_source(image_folder, StreamConfig(loop=True, realtime=True, capture_fps=100.0))
+    t0 = time.perf_counter()
+    try:
+        frames = [src.read() for _ in range(13)]
+    finally:
+        src.close()
+    elapsed = time.perf_counter() - t0
+    assert [f.index for f in frames] == list(range(13))
+    assert elapsed >= 0.10  # 13 frames paced at 100 fps: at least 12 periods of 10 ms
+    assert src.corrupt_skipped >= 2  # counted again on the second pass
+
+
+# ---------------------------------------------------------------------------- iterables
+@pytest.mark.parametrize(
+    "frame,expected",
+    [
+        (np.full((4, 5), 7, np.uint8), 7),
+        (np.full((4, 5, 1), 9, np.uint8), 9),
+        (np.full((4, 5, 3), 65535, np.uint16), 255),
+        (np.full((4, 5, 3), 257 * 10, np.uint16), 10),
+        (np.full((4, 5, 4), 50, np.uint8), 50),
+        (np.full((4, 5, 3), 1.0, np.float32), 255),
+        (np.full((4, 5), True), 255),
+        (np.full((4, 5, 3), 12, np.int64), 12),
+    ],
+)
+def test_iterable_frames_are_normalised_to_uint8_rgb(frame, expected):
+    with open_source([frame]) as src:
+        (f,) = list(src)
+    assert f.image.dtype == np.uint8 and f.image.shape == (4, 5, 3)
+    assert (f.image == expected).all()
+
+
+def test_rgba_keeps_colour_order_and_bgr_is_swapped():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 10
+    assert (to_rgb_uint8(rgba)[..., 0] == 255).all()
+    bgr = np.zeros((2, 2, 3), np.uint8)
+    bgr[..., 0] = 200
+    assert (to_rgb_uint8(bgr, bgr=True)[..., 2] == 200).all()
+
+
+def test_iterable_frames_are_copied_so_a_reused_buffer_is_safe():
+    buf = np.zeros((3, 3, 3), np.uint8)
+
+    def producer():
+        for i in range(3):
+            buf[:] = i
+            yield buf
+
+    frames = list(open_source(producer()))
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((4, 5, 2), np.uint8), "not an image"),
+        (np.full((4, 5, 3), 2.0, np.float32), r"\[0, 1\]"),
+        (np.full((4, 5, 3), 300, np.int32), "0..255"),
+        ("a string", "numeric"),
+    ],
+)
+def test_bad_item_in_an_iterable_is_a_stream_error_naming_it(bad, match):
+    src = open_source([np.zeros((4, 4, 3), np.uint8), bad])
+    assert src.read().index == 0
+    with pytest.raises(StreamError, match=f"item 1 .*{match}"):
+        src.read()
+    src.close()
+
+
+def test_none_items_are_skipped_and_counted():
+    src = open_source([np.zeros((2, 2, 3), np.uint8), None, np.ones((2, 2, 3), np.uint8)])
+    frames = list(src)
+    assert len(frames) == 2 and src.corrupt_skipped == 1
+
+
+def test_iterator_that_raises_is_a_stream_error():
+    def broken():
+        yield np.zeros((2, 2, 3), np.uint8)
+        raise OSError("camera SDK lost the device")
+
+    src = open_source(broken())
+    src.read()
+    with pytest.raises(StreamError, match="raised OSError.*lost the device"):
+        src.read()
+
+
+def test_iterable_live_flag_and_loop_rules():
+    frames = [np.zeros((2, 2, 3), np.uint8)] * 2
+    assert open_source(frames).is_live is False
+    assert open_source(frames, live=True).is_live is True
+    src = open_source(frames, StreamConfig(loop=True))
+    assert [src.read().index for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="re-iterable"):
+        open_source(iter(frames), StreamConfig(loop=True))
+
+
+def test_four_dimensional_array_is_a_sequence_but_a_single_frame_is_ambiguous():
+    stack = np.zeros((3, 4, 4, 3), np.uint8)
+    assert len(list(open_source(stack))) == 3
+    with pytest.raises(StreamError, match="ambiguous"):
+        open_source(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("bad", [True, 3.5, object(), b"/dev/video0", ""])
+def test_unusable_source_values_are_rejected(bad):
+    with pytest.raises(StreamError):
+        open_source(bad)
+
+
+def test_unsupported_url_scheme(tmp_path):
+    with pytest.raises(StreamError, match="unsupported URL scheme 'ftp'"):
+        open_source("ftp://example.com/video.mp4")
+
+
+# ---------------------------------------------------------------------------- cameras, URLs, GStreamer, CSI
+def test_camera_index_and_digit_string_use_the_opener(scripted_opener, fake_capture):
+    opener = scripted_opener([fake_capture([1, 2]), fake_capture([1, 2])])
+    src = open_source(2, opener=opener)
+    assert src.is_live and src.name == "camera:2"
+    src.close()
+    src = open_source("2", opener=opener)
+    src.close()
+    assert opener.targets == [2, 2]
+    assert opener.made[0].released and opener.made[1].released
+
+
+def test_missing_camera_names_the_device():
+    with pytest.raises(StreamError, match="/dev/video7"):
+        open_source(7, StreamConfig(reconnect_attempts=0))
+
+
+def test_camera_that_opens_but_delivers_nothing(scripted_opener, fake_capture):
+    with pytest.raises(StreamError, match="delivered no frame"):
+        open_source(0, opener=scripted_opener([fake_capture([])]))
+
+
+def test_network_url_name_masks_the_password(scripted_opener, fake_capture):
+    opener = scripted_opener([fake_capture([0, 1])])
+    src = open_source("rtsp://admin:s3cret@10.0.0.5:554/stream1", opener=opener)
+    assert src.is_live
+    assert "s3cret" not in src.name and "admin:***@10.0.0.5:554" in src.name
+    assert opener.targets == ["rtsp://admin:s3cret@10.0.0.5:554/stream1"]  # the real URL is used
+    src.close()
+
+
+def test_gstreamer_pipeline_string_without_gstreamer_support_explains():
+    with pytest.raises(StreamError, match="GStreamer"):
+        open_source("videotestsrc num-buffers=5 ! videoconvert ! appsink")
+
+
+def test_gstreamer_pipeline_is_live_through_the_opener(scripted_opener, fake_capture):
+    pipe = "rtspsrc location=rtsp://cam/x latency=0 ! decodebin ! videoconvert ! appsink"
+    opener = scripted_opener([fake_capture([0, 1])])
+    src = open_source(pipe, opener=opener)
+    assert src.is_live and src.name == "gstreamer:rtspsrc" and opener.targets == [pipe]
+    src.close()
+
+
+def test_csi_pipeline_string():
+    s = csi_pipeline(1, 1920, 1080, 30, flip_method=2)
+    assert s.startswith("nvarguscamerasrc sensor-id=1 ! ")
+    assert "video/x-raw(memory:NVMM), width=(int)1920, height=(int)1080, format=(string)NV12" in s
+    assert "framerate=(fraction)30/1" in s
+    assert "nvvidconv flip-method=2 ! video/x-raw, width=(int)1920, height=(int)1080, format=(string)BGRx" in s
+    assert "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1" in s
+    assert s.index("NV12") < s.index("nvvidconv") < s.index("BGRx") < s.index("videoconvert") < s.index("appsink")
+    assert "framerate=(fraction)30000/1001" in csi_pipeline(0, fps=29.97)
+    assert "width=(int)640, height=(int)360, format=(string)BGRx" in csi_pipeline(0, output_size=(640, 360))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(sensor_id=-1), dict(sensor_id="0"), dict(width=0), dict(fps=0), dict(flip_method=9)]
+)
+def test_csi_pipeline_rejects_bad_values(kwargs):
+    with pytest.raises(ConfigError):
+        csi_pipeline(**kwargs)
+
+
+def test_csi_url_builds_the_pipeline_for_the_opener(scripted_opener, fake_capture):
+    opener = scripted_opener([fake_capture([0, 1]), fake_capture([0, 1])])
+    src = open_source("csi://1?width=1920&height=1080&fps=60&flip=2", opener=opener)
+    assert src.is_live and src.name.startswith("csi://1")
+    src.close()
+    assert opener.targets[0] == csi_pipeline(1, 1920, 1080, 60, 2)
+    open_source("csi://0", StreamConfig(capture_size=(640, 480), capture_fps=15), opener=opener).close()
+    assert opener.targets[1] == csi_pipeline(0, 640, 480, 15)
+    with pytest.raises(StreamError, match="sensor id"):
+        open_source("csi://left", opener=opener)
+    with pytest.raises(StreamError, match="unknown option"):
+        open_source("csi://0?exposure=3", opener=opener)
+
+
+# ---------------------------------------------------------------------------- reconnects
+def test_live_source_recovers_after_a_failure(scripted_opener, fake_capture, helpers, caplog):
+    # cap 1 plays ids 0..4 then fails; the first reopen fails; the second plays 5..9 then ends
+    # the stream by raising (like a dropped TCP connection); the budget then runs out.
+    opener = scripted_opener([
+        fake_capture(range(0, 5)),
+        fake_capture(opened=False),
+        fake_capture(range(5, 10), end="raise"),
+    ])
+    cfg = StreamConfig(reconnect_attempts=3, reconnect_backoff_s=0.005)
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        src = open_source("rtsp://cam/live", cfg, opener=opener)
+        got = []
+        with pytest.raises(StreamError, match=r"could not be reopened after 3 attempt"):
+            while True:
+                got.append(src.read())
+    # The probe frame (id 0) of a live source is discarded; everything else arrives once, in order.
+    assert [helpers.frame_id(f.image) for f in got] == list(range(1, 10))
+    assert [f.index for f in got] == list(range(9))
+    assert src.reconnects == 1
+    # 1 initial open + 2 tries to recover the first outage + 3 failed tries for the second.
+    assert len(opener.targets) == 6
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "reconnecting" in messages and "reconnected on attempt 2/3" in messages
+    assert "simulated network error" in str(caplog.text) or "raised RuntimeError" in messages
+    assert all(c.released for c in opener.made)
+    src.close()
+
+
+def test_reconnect_back_off_is_exponential(scripted_opener, fake_capture):
+    opener = scripted_opener([fake_capture([0, 1])])
+    src = open_source(0, StreamConfig(reconnect_attempts=3, reconnect_backoff_s=0.02), opener=opener)
+    src.read()
+    t0 = time.perf_counter()
+    with pytest.raises(StreamError):
+        src.read()
+    assert time.perf_counter() - t0 >= 0.02 + 0.04 + 0.08 - 0.005
+    src.close()
+
+
+def test_zero_reconnect_attempts_fail_at_the_first_error(scripted_opener, fake_capture):
+    src = open_source(0, StreamConfig(reconnect_attempts=0), opener=scripted_opener([fake_capture([0])]))
+    with pytest.raises(StreamError, match="after 0 attempt"):
+        src.read()
+
+
+def test_close_interrupts_a_reconnect_back_off(scripted_opener, fake_capture):
+    src = open_source(0, StreamConfig(reconnect_attempts=3, reconnect_backoff_s=30.0),
+                      opener=scripted_opener([fake_capture([0])]))
+    result = {}
+
+    def reader():
+        result["frame"] = src.read()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.1)  # the reader is now sleeping in the 30 s back-off
+    t0 = time.perf_counter()
+    src.close()
+    t.join(5)
+    assert not t.is_alive() and time.perf_counter() - t0 < 2.0
+    assert result["frame"] is None and src.closed
+
+
+def test_file_source_is_not_reconnected_and_a_raising_read_is_an_error(scripted_opener, fake_capture, video_file):
+    path = video_file(n=2, fourcc="MJPG", ext=".avi")
+    src = open_source(path, opener=scripted_opener([fake_capture([0, 1, 2], end="raise")]))
+    assert [helpers_id for helpers_id in (src.read().index, src.read().index, src.read().index)] == [0, 1, 2]
+    with pytest.raises(StreamError, match="decoding failed after 3 frames"):
+        src.read()
+    src.close()
+
+
+def test_frame_is_a_frozen_record():
+    f = Frame(np.zeros((1, 1, 3), np.uint8), 0, 1.0, "x")
+    with pytest.raises(Exception):
+        f.index = 2  # type: ignore[misc]
+    assert isinstance(open_source([f.image]), IterableSource)

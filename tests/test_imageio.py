@@ -1,0 +1,199 @@
+"""Image reading: every pixel layout to uint8 RGB, masks to bool, folders, and bad files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecmg.errors import DataError
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, load_images, read_image, read_mask
+
+KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
+
+
+def _rgb(h=6, w=5, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _save(path: Path, arr: np.ndarray, mode=None) -> Path:
+    (Image.fromarray(arr, mode) if mode else Image.fromarray(arr)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif"])
+def test_rgb_channel_order_is_rgb(tmp_path, ext):
+    rgb = _rgb()
+    out = read_image(_save(tmp_path / f"a{ext}", rgb))
+    assert out.dtype == np.uint8 and out.shape == (6, 5, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    gray = _rgb()[:, :, 0]
+    out = read_image(_save(tmp_path / "g.png", gray))
+    assert out.shape == (6, 5, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, :, c], gray)
+
+
+def test_rgba_is_composited_onto_black(tmp_path):
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = [[255, 0], [128, 255]]
+    out = read_image(_save(tmp_path / "a.png", rgba))
+    assert out.shape == (2, 2, 3)
+    np.testing.assert_array_equal(out[0, 0], (200, 100, 50))
+    np.testing.assert_array_equal(out[0, 1], (0, 0, 0))
+    np.testing.assert_allclose(out[1, 0], np.array((200, 100, 50)) * 128 / 255, atol=1)
+
+
+def test_sixteen_bit_png_and_tiff_scale_by_dtype_max(tmp_path):
+    arr = np.array([[0, 257, 65535], [32768, 1000, 65280]], dtype=np.uint16)
+    png = tmp_path / "d.png"
+    Image.fromarray(arr).save(png)
+    tif = tmp_path / "d.tif"
+    cv2.imwrite(str(tif), arr)
+    expected = np.rint(arr / 257.0).astype(np.uint8)
+    for p in (png, tif):
+        out = read_image(p)
+        assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+        np.testing.assert_array_equal(out[:, :, 0], expected)
+
+
+def test_sixteen_bit_colour_tiff(tmp_path):
+    rgb16 = (_rgb().astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "c.tif"), rgb16[:, :, ::-1].copy())  # OpenCV writes BGR
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), _rgb())
+
+
+def test_palette_image_uses_its_palette(tmp_path):
+    idx = np.array([[0, 1], [2, 1]], np.uint8)
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (253 * 3))
+    im.save(tmp_path / "p.png")
+    out = read_image(tmp_path / "p.png")
+    np.testing.assert_array_equal(out[0, 0], (255, 0, 0))
+    np.testing.assert_array_equal(out[0, 1], (0, 255, 0))
+    np.testing.assert_array_equal(out[1, 0], (0, 0, 255))
+
+
+def test_unicode_path(tmp_path):
+    folder = tmp_path / "données_画像"
+    folder.mkdir()
+    rgb = _rgb()
+    p = folder / "pièce ü.png"
+    Image.fromarray(rgb).save(p)
+    np.testing.assert_array_equal(read_image(p), rgb)
+    assert list_images(folder) == [p]
+
+
+def test_pillow_fallback_when_opencv_cannot_decode(tmp_path, monkeypatch):
+    rgb = _rgb()
+    idx = np.array([[0, 1], [1, 0]], np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    pal = Image.fromarray(idx, "P")
+    pal.putpalette([10, 20, 30, 40, 50, 60] + [0] * (254 * 3))
+    pal.save(tmp_path / "p.gif")
+    Image.fromarray(np.array([[0, 65535]], np.uint16)).save(tmp_path / "d.png")
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: None)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
+    np.testing.assert_array_equal(read_image(tmp_path / "p.gif")[0, 1], (40, 50, 60))
+    np.testing.assert_array_equal(read_image(tmp_path / "d.png")[0, :, 0], (0, 255))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda d: d / "missing.png", "not found"),
+        (lambda d: d, "is a folder"),
+        (lambda d: _write(d / "empty.png", b""), "empty"),
+        (lambda d: _write(d / "junk.png", b"this is not a png at all"), "corrupt"),
+    ],
+)
+def test_bad_files_raise_data_error_naming_the_file(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(DataError, match=match) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_png_is_a_data_error(tmp_path):
+    full = _save(tmp_path / "full.png", _rgb(64, 64)).read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match="cut.png"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_read_mask(tmp_path):
+    m = np.zeros((4, 5), np.uint8)
+    m[1, 2] = 255
+    m[3, 0] = 1
+    out = read_mask(_save(tmp_path / "m.png", m))
+    assert out.dtype == bool and out.shape == (4, 5)
+    np.testing.assert_array_equal(out, m != 0)
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque alpha must not make every pixel a defect
+    rgba[2, 2, 0] = 255
+    out = read_mask(_save(tmp_path / "m4.png", rgba))
+    assert out.sum() == 1 and out[2, 2]
+    with pytest.raises(DataError, match="not found"):
+        read_mask(tmp_path / "nope.png")
+
+
+def test_list_images_folder_glob_and_file(tmp_path):
+    names = ["b.png", "a.JPG", "c.tiff", "notes.txt", ".hidden.png"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.png").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png", "c.tiff"]
+    assert [p.name for p in list_images(str(tmp_path / "*.png"))] == ["b.png"]
+    assert [p.name for p in list_images(str(tmp_path / "**" / "*.png"))] == ["b.png", "d.png"]
+    assert list_images(tmp_path / "b.png") == [tmp_path / "b.png"]
+    assert ".png" in IMAGE_EXTENSIONS and ".jpg" in IMAGE_EXTENSIONS
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        list_images(tmp_path / "nope")
+    with pytest.raises(DataError, match="no image files in"):
+        list_images(tmp_path)
+    with pytest.raises(DataError, match="match the pattern"):
+        list_images(str(tmp_path / "*.png"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="image extension"):
+        list_images(tmp_path / "notes.txt")
+
+
+def test_load_images_skips_and_reports(tmp_path, caplog):
+    good = [_save(tmp_path / f"{i}.png", _rgb(seed=i)) for i in range(3)]
+    bad = tmp_path / "1b.png"
+    bad.write_bytes(b"garbage")
+    calls = []
+    paths = [good[0], bad, good[1], tmp_path / "gone.png", good[2]]
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        images, ok, skipped = load_images(paths, on_error=lambda p, why: calls.append(p))
+    assert ok == good and len(images) == 3
+    np.testing.assert_array_equal(images[1], _rgb(seed=1))
+    assert [p for p, _ in skipped] == [bad, tmp_path / "gone.png"] == calls
+    assert "1b.png" in caplog.text and "2 of 5" in caplog.text
+    # a folder is expanded with list_images
+    images, ok, skipped = load_images(tmp_path)
+    assert len(ok) == 3 and [p for p, _ in skipped] == [bad]
+
+
+@pytest.mark.skipif(not KOLEKTOR.is_dir(), reason=f"KolektorSDD not found at {KOLEKTOR}")
+def test_real_kolektor_image_and_mask():
+    img = read_image(KOLEKTOR / "test" / "defect" / "kos01_Part5.jpg")
+    mask = read_mask(KOLEKTOR / "ground_truth" / "defect" / "kos01_Part5_mask.png")
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert mask.shape == img.shape[:2] and mask.dtype == bool and 0 < mask.sum() < mask.size

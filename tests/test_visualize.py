@@ -1,0 +1,103 @@
+"""Heat-map overlay and PNG writing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecmg.errors import ConfigError, DataError
+from edgecmg.imageio import read_image
+from edgecmg.visualize import overlay_heatmap, save_png
+
+
+def _frame(h=48, w=64):
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_shape_dtype_and_input_untouched():
+    frame = _frame()
+    before = frame.copy()
+    out = overlay_heatmap(frame, np.zeros((48, 64), np.float32), threshold=1.0)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(frame, before)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (48, 64, 1)])
+def test_gray_frame(shape):
+    gray = np.full(shape, 100, np.uint8)
+    out = overlay_heatmap(gray, np.ones((48, 64)), threshold=1.0)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("map_shape", [(12, 16), (100, 30), (1, 48, 64)])
+def test_map_size_mismatch_is_resized(map_shape):
+    out = overlay_heatmap(_frame(), np.random.default_rng(1).random(map_shape), threshold=0.5)
+    assert out.shape == (48, 64, 3)
+
+
+def test_colour_scale_is_anchored_at_the_threshold():
+    black = np.zeros((20, 30, 3), np.uint8)
+    m = np.zeros((20, 30), np.float32)
+    m[:, 10:20] = 1.0  # exactly the threshold -> middle of JET (green-ish)
+    m[:, 20:] = 5.0  # >= 2x threshold -> red end
+    out = overlay_heatmap(black, m, threshold=1.0, alpha=1.0, contour=False)
+    low, mid, high = out[10, 5].astype(int), out[10, 15].astype(int), out[10, 25].astype(int)
+    assert low[2] > low[0] and low[2] > low[1]  # blue
+    assert mid[1] > mid[0] and mid[1] > mid[2]  # green
+    assert high[0] > high[1] and high[0] > high[2]  # red, i.e. RGB not BGR
+    # the same map value gives the same colour whatever the rest of the frame holds
+    out2 = overlay_heatmap(black, np.where(m == 5.0, 50.0, m), threshold=1.0, alpha=1.0, contour=False)
+    np.testing.assert_array_equal(out2[10, 15], out[10, 15])
+
+
+def test_alpha_zero_keeps_the_frame_and_contour_marks_the_region():
+    frame = np.full((40, 40, 3), 30, np.uint8)
+    m = np.zeros((40, 40), np.float32)
+    m[10:30, 10:30] = 2.0
+    np.testing.assert_array_equal(overlay_heatmap(frame, m, 1.0, alpha=0.0, contour=False), frame)
+    with_contour = overlay_heatmap(frame, m, 1.0, alpha=0.0, contour=True)
+    assert (with_contour[10, 10:30] == 255).all()  # white outline on the region border
+    assert (with_contour[20, 20] == 30).all()  # inside untouched
+
+
+def test_label_is_drawn_in_the_corner():
+    frame = np.full((60, 160, 3), 120, np.uint8)
+    m = np.zeros((60, 160), np.float32)
+    plain = overlay_heatmap(frame, m, 1.0, alpha=0.0)
+    labelled = overlay_heatmap(frame, m, 1.0, alpha=0.0, label="score 0.73 ✓")
+    diff = np.any(plain != labelled, axis=2)
+    assert diff[:30, :80].any() and not diff[40:, 100:].any()
+
+
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        ({"threshold": 0.0}, ConfigError, "threshold"),
+        ({"threshold": float("nan")}, ConfigError, "threshold"),
+        ({"threshold": 1.0, "alpha": 1.5}, ConfigError, "alpha"),
+        ({"threshold": 1.0, "frame": np.zeros((4, 4, 3), np.float32)}, DataError, "uint8"),
+        ({"threshold": 1.0, "frame": np.zeros((4, 4, 5), np.uint8)}, DataError, "shape"),
+        ({"threshold": 1.0, "anomaly_map": np.zeros((2, 4, 4))}, DataError, "2-D"),
+    ],
+)
+def test_overlay_errors(kwargs, err, match):
+    args = {"frame": np.zeros((4, 4, 3), np.uint8), "anomaly_map": np.zeros((4, 4))}
+    args.update(kwargs)
+    with pytest.raises(err, match=match):
+        overlay_heatmap(**args)
+
+
+def test_nan_in_map_does_not_crash():
+    m = np.full((8, 8), np.nan, np.float32)
+    assert overlay_heatmap(np.zeros((8, 8, 3), np.uint8), m, 1.0).shape == (8, 8, 3)
+
+
+def test_save_png_roundtrip(tmp_path):
+    rgb = _frame(9, 7)
+    p = save_png(tmp_path / "new" / "dir" / "vis ü.png", rgb)
+    np.testing.assert_array_equal(read_image(p), rgb)
+    gray = rgb[:, :, 0]
+    np.testing.assert_array_equal(read_image(save_png(tmp_path / "g.png", gray))[:, :, 1], gray)
+    with pytest.raises(DataError, match="uint8"):
+        save_png(tmp_path / "f.png", rgb.astype(np.float32))
+    with pytest.raises(DataError, match="shape"):
+        save_png(tmp_path / "f.png", np.zeros((2, 2, 5), np.uint8))
