@@ -38,7 +38,7 @@ SUFFIX = ".edgecmg"
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:
     """Everything fitted: all state except the pretrained backbone (shared with the matcher's head)."""
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-            if not k.startswith(("backbone.", "matcher.classifier."))}
+            if not k.startswith(("featurizer.backbone.", "featurizer.matcher.classifier."))}
 
 
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
@@ -48,9 +48,9 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION
     header["model"] = {
-        "use_cmer": model.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.knn_k,
-        "feature_dim": int(model.memory_bank.shape[1]), "bank_size": int(model.memory_bank.shape[0]),
-        "smoothing_taps": int(model.smoothing_taps.numel()),
+        "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
+        "feature_dim": int(model.scorer.memory_bank.shape[1]),
+        "bank_size": int(model.scorer.memory_bank.shape[0]),
     }
     header["payload"] = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -119,9 +119,10 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None) -> tupl
     expected = _tensors_of(model)
     if set(tensors) != set(expected):
         raise ArtifactError(f"{path}: tensor set {sorted(tensors)} does not match the model {sorted(expected)}")
-    model.smoothing_taps = tensors["smoothing_taps"]
+    taps = "scorer.smoothing_taps"
+    model.scorer.smoothing_taps = tensors[taps]
     for name, tensor in tensors.items():
-        if name != "smoothing_taps" and tensor.shape != expected[name].shape:
+        if name != taps and tensor.shape != expected[name].shape:
             raise ArtifactError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, "
                                 f"expected {tuple(expected[name].shape)}")
     model.load_state_dict({**model.state_dict(), **tensors}, strict=True)

@@ -21,7 +21,7 @@ class ModelConfig:
 
     prompt: str = "a photo of a flawless industrial part"
     input_size: Optional[tuple[int, int]] = None
-    max_side: int = 320
+    max_side: int = 256
     cmer: bool = True
     grid: int = 2
     cmer_quantile: float = 0.99
@@ -29,7 +29,7 @@ class ModelConfig:
     cmle_dim: int = 96
     cmle_neighbors: int = 10
     coreset_ratio: float = 0.1
-    max_bank_size: int = 16384
+    max_bank_size: int = 10000
     knn_k: int = 1
     smoothing_sigma: float = 4.0
     threshold_quantile: float = 0.99
@@ -61,22 +61,82 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """How a fitted model is written to ONNX."""
+    """How a fitted model is written to ONNX.
+
+    opset: ONNX opset of the default domain (17..20: what TensorRT 10/11 parse and torch exports).
+    with_scoring: ``True`` puts the whole detector in one graph (memory-bank distances as chunked
+        matmuls, smoothing, CMER gating; outputs ``score``, ``anomaly_map``, ``kept_mask``);
+        ``False`` stops after the featurizer (outputs ``embeddings``, ``match_scores``) and the
+        bank scoring runs on the host, from tensors stored in the file's metadata.
+    dynamic_batch: batch axis symbolic (``True``) or fixed to ``batch``.
+    batch: the fixed batch size when ``dynamic_batch`` is ``False``.
+    max_batch: the largest batch the graph must serve; sizes the distance chunks so that no tensor
+        exceeds ``max_chunk_elements`` (and never 2**31 elements) at that batch.
+    max_chunk_elements: elements of the largest [batch, patches, bank rows] distance block.
+    """
 
     opset: int = 17
     with_scoring: bool = False
     dynamic_batch: bool = True
+    batch: int = 1
+    max_batch: int = 16
+    max_chunk_elements: int = 1 << 26
+
+    def __post_init__(self) -> None:
+        if not 17 <= self.opset <= 20:
+            raise ConfigError(f"opset={self.opset}: choose 17..20 (TensorRT 10/11 and torch's exporter cover these)")
+        if self.batch < 1 or self.max_batch < 1:
+            raise ConfigError(f"batch={self.batch} and max_batch={self.max_batch} must be >= 1")
+        if not self.dynamic_batch and self.batch > self.max_batch:
+            raise ConfigError(f"batch={self.batch} exceeds max_batch={self.max_batch}; raise max_batch")
+        if not 1 << 16 <= self.max_chunk_elements < 1 << 31:
+            raise ConfigError(f"max_chunk_elements={self.max_chunk_elements} must be in [2**16, 2**31)")
+
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How a TensorRT engine is built."""
+    """How a TensorRT engine is built.
+
+    precision: ``"fp32"``; ``"fp16"`` (TensorRT 10: the FP16 builder flag on a weakly typed
+        network; TensorRT 11, which has no such flag: the ONNX is cast to float16 and built
+        strongly typed); ``"int8"`` needs an ONNX with Q/DQ nodes (``edgecmg calibrate``) and is
+        built strongly typed (no implicit calibration: TensorRT 11 removed it).
+    timing_cache: file of TensorRT's timing cache, read when present and written after the build.
+    workspace_mib: builder workspace memory pool limit.
+    dla_core: run on this DLA core (Jetson Orin: 0 or 1) with GPU fallback; DLA needs fp16 or int8.
+    min_batch / opt_batch / max_batch: the optimisation profile of the dynamic batch axis.
+    """
 
     precision: str = "fp16"
     timing_cache: Optional[str] = None
     workspace_mib: int = 1024
     dla_core: Optional[int] = None
     max_batch: int = 8
+    min_batch: int = 1
+    opt_batch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in ENGINE_PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: choose one of {', '.join(ENGINE_PRECISIONS)}")
+        if self.workspace_mib < 16:
+            raise ConfigError(f"workspace_mib={self.workspace_mib} is too small; use at least 16 (default 1024)")
+        if self.dla_core is not None:
+            if self.dla_core < 0:
+                raise ConfigError(f"dla_core={self.dla_core} must be >= 0 (Jetson Orin has DLA cores 0 and 1)")
+            if self.precision == "fp32":
+                raise ConfigError("DLA runs fp16 or int8 only: use --precision fp16 or int8 with --dla")
+        if not 1 <= self.min_batch <= self.max_batch:
+            raise ConfigError(f"batch range min_batch={self.min_batch}..max_batch={self.max_batch} is empty")
+        if self.opt_batch is not None and not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"opt_batch={self.opt_batch} must lie in {self.min_batch}..{self.max_batch}")
+
+    @property
+    def profile_batches(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch of the optimisation profile; opt defaults to min (streams run batch 1)."""
+        return self.min_batch, self.opt_batch or self.min_batch, self.max_batch
 
 
 @dataclass(frozen=True)

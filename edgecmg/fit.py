@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgecmg import __version__, ops
+from edgecmg import __version__
 from edgecmg.config import ModelConfig
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import load_images
@@ -69,13 +69,14 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
     size = model.geometry.input_size
     for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=not show):
         batch = torch.stack([_to_tensor(f, size) for f in frames[start:start + batch_size]])
-        x = model.preprocess(batch)
-        backbone_out = model.backbone(x)
-        patches = model.patch_features(backbone_out.features)
+        featurizer = model.featurizer
+        x = featurizer.preprocess(batch)
+        backbone_out = featurizer.backbone(x)
+        patches = featurizer.patch_features(backbone_out.features)
         out.patches.append(patches.half())
         out.image_features.append(patches.mean(dim=1))
-        out.probabilities.append(model.matcher.class_probabilities(backbone_out.head))
-        scores = model.match_scores(x, backbone_out.head)
+        out.probabilities.append(featurizer.matcher.class_probabilities(backbone_out.head))
+        scores = featurizer.match_scores(x, backbone_out.head)
         out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
     return out
 
@@ -116,7 +117,8 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
 
     class_embeddings = text_model.imagenet_class_embeddings()
     prompt_embedding = text_model.encode_texts([config.prompt])[0]
-    model.matcher.class_text_sim.copy_(model.matcher.text_similarity(class_embeddings, prompt_embedding))
+    matcher = model.featurizer.matcher
+    matcher.class_text_sim.copy_(matcher.text_similarity(class_embeddings, prompt_embedding))
 
     collected = _collect(model, frames, config.batch_size, progress)
     n = len(frames)
@@ -133,25 +135,23 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         text = _text_embeddings(names, captions, probabilities, class_embeddings)
         weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
         mean, projection = cmle.fit_projection(image_features[bank_images], weights, config.cmle_dim)
-        model.proj_mean.copy_(mean)
-        model.projection.copy_(projection)
+        model.featurizer.proj_mean.copy_(mean)
+        model.featurizer.projection.copy_(projection)
     else:
-        model.projection.copy_(torch.eye(FEATURE_CHANNELS))
+        model.featurizer.projection.copy_(torch.eye(FEATURE_CHANNELS))
 
-    bank_patches = model.project(patches[bank_images].flatten(0, 1).float())
+    bank_patches = model.featurizer.project(patches[bank_images].flatten(0, 1).float())
     bank_size = min(config.max_bank_size, max(1, int(len(bank_patches) * config.coreset_ratio)))
     with tqdm(total=bank_size, desc="coreset", unit="pt", disable=not progress) as bar:
         chosen = bank_ops.greedy_coreset(bank_patches, bank_size, seed=config.seed, progress=bar.update)
-    memory_bank = bank_patches[chosen].half()
-    model.memory_bank = memory_bank
-    model.bank_sq_norms = ops.bank_sq_norms(memory_bank)
+    model.scorer.set_bank(bank_patches[chosen])
 
     margin = cmer.fit_margin(gains, config.cmer_quantile) if config.cmer else 0.0
-    model.cmer_margin.fill_(margin)
+    model.scorer.cmer_margin.fill_(margin)
 
     holdout_scores = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
     threshold = float(np.quantile(holdout_scores, config.threshold_quantile))
-    model.threshold.fill_(threshold)
+    model.scorer.threshold.fill_(threshold)
 
     metadata = {
         "backbone": {"id": BACKBONE_ID, "sha256": backbone_hash},

@@ -69,15 +69,36 @@ def _check_tensor(name: str, x, dims: tuple[int, ...]) -> None:
         raise DataError(f"{name} must be {want}, got shape {tuple(x.shape)}")
 
 
-def _check_finite(name: str, x: torch.Tensor, what_to_do: str) -> None:
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise DataError(f"{name} contains {bad} NaN/Inf value(s); {what_to_do}")
+def _finite_flag(x: torch.Tensor) -> torch.Tensor:
+    """0-dim bool on x's device, True when every element is finite (no host sync).
+
+    A NaN/Inf anywhere makes the fp32 sum non-finite, so a finite sum proves all elements finite: one
+    reduction, cheaper than isfinite().all() (a bool temporary plus a second pass). A finite tensor
+    whose sum overflows reads as bad here; ``_raise_non_finite`` then finds nothing and lets it pass.
+    """
+    if x.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=x.device)
+    return torch.isfinite(x.sum(dtype=torch.float32))
+
+
+def _all_true(flags: list[torch.Tensor]) -> bool:
+    """One host sync for all the checks of a call (each sync costs tens of microseconds on a GPU)."""
+    return bool(torch.stack(flags).all())
+
+
+def _raise_non_finite(name: str, x: torch.Tensor, what_to_do: str, unit: str = "value(s)") -> None:
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise DataError(f"{name} contains NaN/Inf: {bad} {unit}; {what_to_do}")
+
+
+_BANK_ADVICE = "the memory bank is corrupt (or its norms overflow fp32): rebuild it"
 
 
 def _checked_norms(bank: torch.Tensor) -> torch.Tensor:
     norms = bank_sq_norms_reference(bank)
-    _check_finite("bank", norms, "the memory bank is corrupt (or overflows fp32 norms): rebuild it")
+    if not _all_true([_finite_flag(norms)]):
+        _raise_non_finite("bank", norms, _BANK_ADVICE, "row(s)")
     return norms
 
 
@@ -134,15 +155,22 @@ def knn(
         raise DataError("features have 0 dimensions")
     if queries.device != bank.device:
         raise DataError(f"queries on {queries.device} but bank on {bank.device}: move both to one device")
-    _check_finite("queries", queries, "check the frame and the feature extractor (fp16 overflow?)")
-    if bank_sq_norms is None:
-        bank_sq_norms = _checked_norms(bank)
+    flags = [_finite_flag(queries)]
+    computed = bank_sq_norms is None
+    if computed:
+        # A NaN/Inf anywhere in a bank row makes its norm non-finite: checking m norms checks the bank.
+        bank_sq_norms = bank_sq_norms_reference(bank)
+        flags.append(_finite_flag(bank_sq_norms))
     else:
         if not isinstance(bank_sq_norms, torch.Tensor) or tuple(bank_sq_norms.shape) != (bank.shape[0],):
             raise DataError(f"bank_sq_norms must be a tensor of shape ({bank.shape[0]},) from "
                             "edgecmg.ops.bank_sq_norms(bank)")
         if bank_sq_norms.device != bank.device:
             raise DataError(f"bank_sq_norms on {bank_sq_norms.device} but bank on {bank.device}")
+    if not _all_true(flags):
+        _raise_non_finite("queries", queries, "check the frame and the feature extractor (fp16 overflow?)")
+        if computed:
+            _raise_non_finite("bank", bank_sq_norms, _BANK_ADVICE, "row(s)")
     out_shape = tuple(queries.shape[:-1]) + (k,)
     if out is not None:
         _check_out(out, out_shape, queries.device)
@@ -211,15 +239,20 @@ def masked_similarity(
             raise DataError(f"{name} must be floating point, got {t.dtype}")
     if masks.dtype != torch.bool and not masks.is_floating_point():
         raise DataError(f"masks must be bool or floating point, got {masks.dtype}")
-    for name, t in (("features", features), ("weight", weight), ("bias", bias), ("text", text)):
-        _check_finite(name, t, "check the inputs")
+    checked = [("features", features), ("weight", weight), ("bias", bias), ("text", text)]
     if masks.dtype != torch.bool:
-        _check_finite("masks", masks, "masks are keep-weights in [0, 1]")
-        if bool((masks < 0).any()):
+        checked.append(("masks", masks))
+    mask_w = masks.to(torch.float32)
+    flags = [_finite_flag(t) for _, t in checked]
+    flags += [(mask_w >= 0).all(), (mask_w.sum(dim=1) > 0).all()]
+    if not _all_true(flags):  # the slow path only finds out which check failed, for the message
+        for name, t in checked:
+            _raise_non_finite(name, t, "masks are keep-weights in [0, 1]" if name == "masks" else "check the inputs")
+        if bool((mask_w < 0).any()):
             raise DataError("masks contain negative weights; use 1 = keep, 0 = drop")
-    empty = (masks.to(torch.float32).sum(dim=1) <= 0).nonzero().flatten().tolist()
-    if empty:
-        raise DataError(f"mask(s) {empty[:8]} keep no patch: every variant must keep at least one patch")
+        empty = (mask_w.sum(dim=1) <= 0).nonzero().flatten().tolist()
+        if empty:
+            raise DataError(f"mask(s) {empty[:8]} keep no patch: every variant must keep at least one patch")
 
     impl = resolve_backend(backend, features.device)
     if impl == "triton":

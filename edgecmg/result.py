@@ -6,7 +6,7 @@ The array fields carry the names of the exported graph's outputs (``score``, ``a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -56,14 +56,21 @@ class Result:
     frame_index: int = 0
     timestamp: float = 0.0
     source: str = ""
+    #: the frame that was judged (a reference, not a copy), so streams can draw overlays
+    frame: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def is_anomaly(self) -> bool:
         return bool(self.score >= self.threshold)
 
-    def overlay(self, frame: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-        """Heat map blended over ``frame`` (uint8 HxWx3 RGB or HxW gray); returns uint8 RGB."""
+    def overlay(self, frame: Optional[np.ndarray] = None, alpha: float = 0.45) -> np.ndarray:
+        """Heat map blended over ``frame`` (default: the judged frame); returns uint8 RGB."""
         from edgecmg.visualize import overlay_heatmap
+
+        if frame is None:
+            frame = self.frame
+        if frame is None:
+            raise ValueError("this result carries no frame: pass the frame to overlay()")
 
         return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
                                label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}")

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from edgecmg.errors import ConfigError
 
 
-def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 64, seed: int = 0,
-                   progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 32, max_pool: int = 65536,
+                   seed: int = 0, progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Indices [size] of a greedy k-center coreset (Sener and Savarese 2018; PatchCore).
 
     Each step adds the point farthest from the chosen set, so the bank covers the feature space with
-    the smallest worst-case gap. Distances are computed in a random Gaussian projection to
-    ``projection_dim`` dims (Johnson-Lindenstrauss) to keep the O(N * size) loop cheap.
+    the smallest worst-case gap. The loop is O(pool * size), so two approximations keep fitting on a
+    2-core CPU within minutes: distances are computed in a random Gaussian projection to
+    ``projection_dim`` dims (Johnson-Lindenstrauss), and the candidates are a seeded random pool of
+    at most ``max_pool`` patches (neighbouring patches of normal images are highly redundant).
     """
     n = features.shape[0]
     if n == 0:
@@ -24,7 +26,9 @@ def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 6
     if size >= n:
         return torch.arange(n)
     generator = torch.Generator().manual_seed(seed)
-    x = features.float()
+    pool = torch.randperm(n, generator=generator)[:max(max_pool, size)].sort().values if n > max_pool else None
+    x = features.float() if pool is None else features[pool].float()
+    n = x.shape[0]
     if x.shape[1] > projection_dim:
         proj = torch.randn(x.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
         x = x @ proj
@@ -40,7 +44,7 @@ def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 6
         torch.minimum(min_dist, dist, out=min_dist)
         if progress is not None and i % 256 == 0:
             progress(256)
-    return chosen
+    return chosen if pool is None else pool[chosen]
 
 
 def gaussian_kernel1d(sigma: float) -> torch.Tensor:

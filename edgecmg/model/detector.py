@@ -42,35 +42,23 @@ class Geometry:
         return self.input_size[0] // 32, self.input_size[1] // 32
 
 
-class CMGModel(nn.Module):
-    """A fitted CMG anomaly detector. Build it with ``edgecmg.fit.fit`` or ``edgecmg.artifact.load``."""
+class Featurizer(nn.Module):
+    """Frame -> (projected patch embeddings [B, P, d], text-match scores [B, 1 + K]).
 
-    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
-                 bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float) -> None:
+    Everything that needs the backbone; what the featurizer-only ONNX graph holds.
+    """
+
+    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, feature_dim: int) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         self.geometry = geometry
-        self.use_cmer = use_cmer
-        self.use_cmle = use_cmle
-        self.knn_k = knn_k
         self.matcher = ZeroShotMatcher(backbone._fc, torch.zeros(backbone._fc.out_features))
         hh, hw = geometry.head_size
-        grid = geometry.grid
         self.register_buffer("variant_masks", torch.cat(
-            [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, grid)]))
-        # Cell of each output pixel, through the head map so pixel and head cells agree.
-        head_cells = cmer.cell_index(hh, hw, grid).view(hh, hw)
-        pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
-        self.register_buffer("pixel_cells", pixel_cells)
-        self.register_buffer("cmer_margin", torch.tensor(0.0))
+            [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, geometry.grid)]))
         self.register_buffer("proj_mean", torch.zeros(FEATURE_CHANNELS))
         self.register_buffer("projection", torch.eye(FEATURE_CHANNELS, feature_dim))
-        self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))
-        self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
-        self.register_buffer("threshold", torch.tensor(float("inf")))
-        self.register_buffer("smoothing_taps", bank_ops.gaussian_kernel1d(smoothing_sigma))
 
-    # --- stages -------------------------------------------------------------------------------
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) [B, H0, W0, 3] RGB -> normalised [B, 3, H, W]."""
         x = frames.permute(0, 3, 1, 2).float()
@@ -89,18 +77,45 @@ class CMGModel(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
     def project(self, patches: torch.Tensor) -> torch.Tensor:
-        """CMLE's linear map (identity-sized crop when CMLE is off): [B, P, 232] -> [B, P, d]."""
+        """CMLE's linear map (identity when CMLE is off): [B, P, 232] -> [B, P, d]."""
         return (patches - self.proj_mean) @ self.projection
-
-    def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected patch features [B, P, d], raw head map, normalised input."""
-        x = self.preprocess(frames)
-        out = self.backbone(x)
-        return self.project(self.patch_features(out.features)), out.head, x
 
     def match_scores(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         """[B, 1 + K]: text match of the full image, then of each drop-one-cell variant."""
         return self.matcher.score_variants(images, head, self.variant_masks)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.preprocess(frames)
+        out = self.backbone(x)
+        return self.project(self.patch_features(out.features)), self.match_scores(x, out.head)
+
+
+class BankScorer(nn.Module):
+    """(embeddings, match scores) -> DetectorOutput: kNN against the bank, smoothing, CMER gating.
+
+    Runs inside the full ONNX graph, or on the host after a featurizer-only graph or engine.
+    """
+
+    def __init__(self, geometry: Geometry, *, feature_dim: int, bank_size: int, use_cmer: bool,
+                 knn_k: int, smoothing_sigma: float) -> None:
+        super().__init__()
+        self.geometry = geometry
+        self.use_cmer = use_cmer
+        self.knn_k = knn_k
+        hh, hw = geometry.head_size
+        # Cell of each output pixel, through the head map so pixel and head cells agree.
+        head_cells = cmer.cell_index(hh, hw, geometry.grid).view(hh, hw)
+        pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
+        self.register_buffer("pixel_cells", pixel_cells)
+        self.register_buffer("cmer_margin", torch.tensor(0.0))
+        self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))
+        self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+        self.register_buffer("smoothing_taps", bank_ops.gaussian_kernel1d(smoothing_sigma))
+
+    def set_bank(self, memory_bank: torch.Tensor) -> None:
+        self.memory_bank = memory_bank.half()
+        self.bank_sq_norms = ops.bank_sq_norms(self.memory_bank)
 
     def anomaly_maps(self, embeddings: torch.Tensor) -> torch.Tensor:
         """kNN distance per patch -> upsampled, smoothed map [B, H, W]."""
@@ -112,22 +127,43 @@ class CMGModel(nn.Module):
         maps = F.interpolate(maps, size=self.geometry.input_size, mode="bilinear", align_corners=False)
         return bank_ops.smooth(maps, self.smoothing_taps)[:, 0]
 
-    def kept_cells(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    def kept_cells(self, match_scores: torch.Tensor) -> torch.Tensor:
         """CMER decision [B, K] bool (all True when CMER is off)."""
-        k = self.geometry.grid ** 2
         if not self.use_cmer:
-            return torch.ones(images.shape[0], k, dtype=torch.bool, device=images.device)
-        scores = self.match_scores(images, head)
-        gain = cmer.match_gain(scores[:, 0], scores[:, 1:])
+            return torch.ones(match_scores.shape[0], self.geometry.grid ** 2, dtype=torch.bool,
+                              device=match_scores.device)
+        gain = cmer.match_gain(match_scores[:, 0], match_scores[:, 1:])
         return cmer.kept_cells(gain, self.cmer_margin)
 
-    def forward(self, frames: torch.Tensor) -> DetectorOutput:
-        embeddings, head, images = self.embed(frames)
+    def forward(self, embeddings: torch.Tensor, match_scores: torch.Tensor) -> DetectorOutput:
         maps = self.anomaly_maps(embeddings)
-        kept = self.kept_cells(images, head)
+        kept = self.kept_cells(match_scores)
         # The map keeps every value (a defect is never hidden from it); only the image score is gated.
         # Maps are >= 0, so multiplying by the 0/1 mask is a masked max that exports cleanly.
         pixel_keep = cmer.expand_cells(kept, self.pixel_cells).to(maps.dtype)
         score = (maps.flatten(1) * pixel_keep).amax(dim=1)
         g = self.geometry.grid
         return DetectorOutput(score, maps, kept.view(-1, g, g))
+
+
+class CMGModel(nn.Module):
+    """A fitted CMG anomaly detector = Featurizer + BankScorer.
+
+    Build it with ``edgecmg.fit.fit`` or ``edgecmg.artifact.load``.
+    """
+
+    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
+                 bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float) -> None:
+        super().__init__()
+        self.geometry = geometry
+        self.use_cmle = use_cmle
+        self.featurizer = Featurizer(backbone, geometry, feature_dim)
+        self.scorer = BankScorer(geometry, feature_dim=feature_dim, bank_size=bank_size, use_cmer=use_cmer,
+                                 knn_k=knn_k, smoothing_sigma=smoothing_sigma)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.scorer.threshold)
+
+    def forward(self, frames: torch.Tensor) -> DetectorOutput:
+        return self.scorer(*self.featurizer(frames))

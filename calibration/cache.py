@@ -1,0 +1,68 @@
+"""The calibration cache: activation ranges of a calibration run, reusable across quantisations.
+
+A JSON file (``M.int8.calib.json`` beside the output by default)::
+
+    {"format": "edgecmg-calibration-cache", "version": 1,
+     "key": {"method", "samples", "symmetric", "artifact_sha256", "input_size", "data", "images"},
+     "ranges": {tensor name: [low, high]}}
+
+It is reused when its key matches the current run (same method, sample count, histogram symmetry,
+model file and data files) and it holds a range for every tensor to quantise; otherwise the ranges
+are computed again and the file is rewritten. Ranges are plain floats: any Q/DQ tool can use them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+log = logging.getLogger("edgecmg")
+
+CACHE_FORMAT = "edgecmg-calibration-cache"
+CACHE_VERSION = 1
+
+
+@dataclass
+class CalibrationCache:
+    key: dict[str, Any]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": self.key,
+                   "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(self.ranges.items())}}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Optional["CalibrationCache"]:
+        """The cache at ``path``, or None when absent or unreadable (logged)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != CACHE_FORMAT or int(data.get("version", 0)) > CACHE_VERSION:
+                log.warning("%s is not an edgecmg calibration cache (or a newer one); recalibrating", path)
+                return None
+            ranges = {str(k): (float(v[0]), float(v[1])) for k, v in data["ranges"].items()}
+            return cls(dict(data["key"]), ranges)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("calibration cache %s is unreadable (%s); recalibrating", path, exc)
+            return None
+
+    def mismatch(self, key: dict[str, Any], tensors: Iterable[str]) -> Optional[str]:
+        """Why this cache cannot serve a run with ``key`` needing ``tensors``; None when it can."""
+        for name in sorted(set(key) | set(self.key)):
+            if self.key.get(name) != key.get(name):
+                return f"{name} differs (cache {self.key.get(name)!r}, now {key.get(name)!r})"
+        missing = [t for t in tensors if t not in self.ranges]
+        if missing:
+            return f"{len(missing)} tensor range(s) missing (e.g. {missing[:3]})"
+        return None

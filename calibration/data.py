@@ -1,0 +1,106 @@
+"""Calibration images: a deterministic subset of a folder, read and resized like fit() does."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edgecmg.errors import DataError
+from edgecmg.imageio import list_images, read_image
+from edgecmg.result import INPUT_NAME
+
+log = logging.getLogger("edgecmg")
+
+
+def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Path]:
+    """Up to ``samples`` image files of ``data_dir`` (its images, else those of its sub-folders),
+    a seeded random subset in sorted order, so the same folder always gives the same images."""
+    if samples < 1:
+        raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
+    folder = Path(data_dir)
+    try:
+        paths = list_images(folder)
+    except DataError:
+        if not folder.is_dir():
+            raise
+        paths = list_images(str(folder / "**" / "*"))  # MVTec-style roots: images live in sub-folders
+    if len(paths) > samples:
+        rng = np.random.default_rng(seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), samples, replace=False))]
+    return paths
+
+
+def fingerprint(paths: Sequence[Path]) -> str:
+    """SHA-256 over the name, size and modification time of each file: changes when the data does."""
+    digest = hashlib.sha256()
+    for p in paths:
+        stat = p.stat()
+        digest.update(f"{p.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB [H, W, 3] at the model's input size (cv2 INTER_AREA, as fit() resizes)."""
+    import cv2
+
+    frame = read_image(path)
+    if frame.shape[:2] != tuple(size):
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame)
+
+
+class ImageFolderReader:
+    """ONNX Runtime calibration data reader over image files: one uint8 frame per ``get_next``.
+
+    Implements the ``CalibrationDataReader`` protocol (``get_next`` returns ``{input: batch}`` or
+    ``None`` at the end); unreadable files are skipped with a warning; a tqdm bar counts images.
+    """
+
+    def __init__(self, paths: Sequence[Path], input_size: tuple[int, int], *, input_name: str = INPUT_NAME,
+                 progress: bool = True, desc: str = "calibration") -> None:
+        self.paths = list(paths)
+        self.input_size = tuple(input_size)
+        self.input_name = input_name
+        self.progress = progress
+        self.desc = desc
+        self.used = 0
+        self._bar = None
+        self._index = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def rewind(self) -> None:
+        self._index = 0
+        self.used = 0
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        from tqdm.auto import tqdm
+
+        if self._bar is None and self._index == 0:
+            self._bar = tqdm(total=len(self.paths), desc=self.desc, unit="img", disable=not self.progress)
+        while self._index < len(self.paths):
+            path = self.paths[self._index]
+            self._index += 1
+            if self._bar is not None:
+                self._bar.update(1)
+            try:
+                frame = load_frame(path, self.input_size)
+            except DataError as exc:
+                log.warning("calibration: skipped %s: %s", path, exc)
+                continue
+            self.used += 1
+            return {self.input_name: frame[None]}
+        self._close()
+        if self.used == 0:
+            raise DataError(f"none of the {len(self.paths)} calibration images could be read")
+        return None

@@ -1,0 +1,245 @@
+"""Post-training INT8: calibrate activation ranges on images, write a Q/DQ ONNX model.
+
+What is quantised: the backbone only, i.e. every node that lies between two convolutions of the
+featurizer graph (the Convs, and the Clip/Add between them). Pre-processing, the feature taps
+(resize, concat, pooling, CMLE projection), the matching head (masked pooling, ImageNet head,
+softmax, text similarity) and the scoring head (bank distances, smoothing, CMER gating) stay in
+floating point: the scoring head is appended after quantisation, so it is float by construction.
+Weights are per-channel, activations per-tensor.
+
+Profiles (what the Q/DQ nodes look like):
+
+- ``"tensorrt"`` (default): symmetric int8 activations and weights (zero point 0), float bias, no
+  Q/DQ on convolution outputs (TensorRT fuses conv + activation + residual around Q/DQ placed on
+  inputs). Passes ``edgecmg.engine.check_onnx_for_tensorrt``; build it with ``--precision int8``.
+- ``"cpu"``: what ONNX Runtime's CPU kernels fuse into QLinearConv/QLinearAdd: uint8 asymmetric
+  activations (ReLU6 folds into the quantisation range), int8 weights, int32 bias. Fastest on ONNX
+  Runtime CPU; not TensorRT-buildable (TensorRT needs zero points of 0 and float bias).
+
+Ranges come from ONNX Runtime's calibrators (minmax, percentile, entropy), are cached as JSON
+(``calibration/cache.py``) and fed to ONNX Runtime's QDQ quantiser.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecmg import __version__
+from edgecmg.config import ExportConfig
+from edgecmg.errors import BackendUnavailableError, ConfigError
+
+from .cache import CalibrationCache
+from .data import ImageFolderReader, fingerprint, select_images
+
+log = logging.getLogger("edgecmg")
+
+METHODS = ("entropy", "percentile", "minmax")
+PROFILES = ("tensorrt", "cpu")
+_ORT_HINT = "pip install 'edgecmg[onnx]'  (onnxruntime ships the calibrators and the QDQ quantiser)"
+# Op types quantised inside the backbone region, per profile.
+_OP_TYPES = {"tensorrt": ("Conv", "Add"), "cpu": ("Conv", "Add", "Clip")}
+
+
+def _ort_quantization():
+    try:
+        from onnxruntime import quantization
+    except ImportError as exc:
+        raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime.quantization ({exc})",
+                                      _ORT_HINT) from exc
+    return quantization
+
+
+def backbone_region(model) -> list[str]:
+    """Names of the nodes between convolutions: Conv nodes, and nodes that are both descendants and
+    ancestors of a Conv. Pre-processing (before the first conv) and everything after the last conv
+    of each path (feature taps, projection, matching head) fall outside."""
+    graph = model.graph
+    producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    children: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
+    parents: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            if name in producers:
+                parents[i].append(producers[name])
+                children[producers[name]].append(i)
+    convs = [i for i, n in enumerate(graph.node) if n.op_type == "Conv"]
+
+    def reach(starts: list[int], edges: dict[int, list[int]]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(starts)
+        while stack:
+            i = stack.pop()
+            for j in edges[i]:
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        return seen
+
+    below = reach(convs, children)   # strict descendants of some conv
+    above = reach(convs, parents)    # strict ancestors of some conv
+    region = set(convs) | (below & above)
+    unnamed = [i for i in region if not graph.node[i].name]
+    for i in unnamed:  # the quantiser selects by name
+        graph.node[i].name = f"node_{i}_{graph.node[i].op_type}"
+    return [graph.node[i].name for i in sorted(region)]
+
+
+def _tensors_to_calibrate(model, region: set[str], op_types: tuple[str, ...]) -> list[str]:
+    """Float activations read or written by the region's quantisable nodes (what needs a range)."""
+    initializers = {i.name for i in model.graph.initializer}
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.name in region and node.op_type in op_types:
+            for n in (*node.input, *node.output):
+                if n and n not in initializers and n not in names:
+                    names.append(n)
+    return names
+
+
+def _quant_options(profile: str) -> dict[str, Any]:
+    if profile == "tensorrt":
+        return {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                "OpTypesToExcludeOutputQuantization": ["Conv"],
+                # the weight-scale widening only protects int32 biases, which this profile has none of
+                "QDQDisableWeightAdjustForInt32Bias": True}
+    return {"WeightSymmetric": True}
+
+
+def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_types: tuple[str, ...], *,
+                   symmetric: bool, work_dir: Path) -> dict[str, tuple[float, float]]:
+    """Run ONNX Runtime's calibrator of ``method`` over ``reader``: {tensor: (low, high)}."""
+    q = _ort_quantization()
+    cal_method = {"entropy": q.CalibrationMethod.Entropy, "percentile": q.CalibrationMethod.Percentile,
+                  "minmax": q.CalibrationMethod.MinMax}[method]
+    options: dict[str, Any] = {"symmetric": symmetric}
+    calibrator = q.create_calibrator(Path(fp32_path), list(op_types),
+                                     augmented_model_path=str(work_dir / "augmented.onnx"),
+                                     calibrate_method=cal_method, extra_options=options)
+    calibrator.collect_data(reader)
+    data = calibrator.compute_data()
+    ranges = {}
+    for name, td in data.data.items():
+        lo, hi = (td.range_value if hasattr(td, "range_value") else (td.lowest, td.highest))
+        ranges[name] = (float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0]))
+    return ranges
+
+
+def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[str], profile: str, *,
+                   reduce_range: bool = False):
+    """Insert Q/DQ nodes into ``model`` (a ModelProto) for ``region``: returns the quantised ModelProto."""
+    import onnx
+
+    q = _ort_quantization()
+    model = onnx.shape_inference.infer_shapes(model)
+    tensors = q.TensorsData(q.CalibrationMethod.MinMax,
+                            {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
+    activation = q.QuantType.QInt8 if profile == "tensorrt" else q.QuantType.QUInt8
+    kwargs = dict(model=model, per_channel=True, reduce_range=reduce_range, weight_qType=q.QuantType.QInt8,
+                  activation_qType=activation, tensors_range=tensors, nodes_to_quantize=list(region),
+                  nodes_to_exclude=[], op_types_to_quantize=list(_OP_TYPES[profile]),
+                  extra_options=_quant_options(profile))
+    params = inspect.signature(q.QDQQuantizer.__init__).parameters
+    if "mode" in params:  # onnxruntime < 1.18
+        kwargs.update(mode=q.QuantizationMode.QLinearOps, static=True)
+    quantizer = q.QDQQuantizer(**kwargs)
+    quantizer.quantize_model()
+    quantizer.model.topological_sort()
+    return quantizer.model.model
+
+
+def default_cache_path(out_path: str | Path) -> Path:
+    out = Path(out_path)
+    return out.with_name(out.stem + ".calib.json")
+
+
+def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | Path, method: str = "entropy",
+              samples: int = 64, *, profile: str = "tensorrt", with_scoring: bool = False,
+              cache_path: Optional[str | Path] = None, reuse_cache: bool = True, opset: int = 17,
+              max_batch: int = 16, reduce_range: bool = False, seed: int = 0, progress: bool = True) -> Path:
+    """``edgecmg calibrate M.edgecmg --data DIR --method entropy|percentile|minmax --samples N -o M.int8.onnx``.
+
+    Writes a Q/DQ ONNX model of the artifact: the featurizer graph (default; the file carries the
+    scorer for host scoring, like an FP32 export) or, with ``with_scoring``, the full detector with
+    the scoring head in float. The ranges go to ``cache_path`` (default ``<out>.calib.json``) and
+    are reused by later runs with the same model, data, method and sample count. Returns ``out_path``.
+    """
+    import onnx
+
+    from edgecmg import artifact
+    from edgecmg.engine import check_onnx_for_tensorrt
+    from edgecmg.export import (
+        GRAPH_FEATURIZER, GRAPH_FULL, HEADER_KEY, _save_atomic, append_scorer, export_model,
+        export_scorer_graph, file_sha256, read_onnx_header, set_metadata_props,
+    )
+    from edgecmg.result import OUTPUT_NAMES
+
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r}: choose 'tensorrt' (TensorRT-buildable Q/DQ) or 'cpu' "
+                          "(fastest on ONNX Runtime CPU)")
+    out_path = Path(out_path)
+    cache_path = Path(cache_path) if cache_path is not None else default_cache_path(out_path)
+    model, header = artifact.load(artifact_path)
+    sha = file_sha256(artifact_path)
+    images = select_images(data_dir, samples, seed)
+    symmetric = profile == "tensorrt"
+    key = {"method": method, "samples": int(samples), "symmetric": symmetric, "artifact_sha256": sha,
+           "input_size": list(model.geometry.input_size), "data": fingerprint(images),
+           "images": len(images), "seed": int(seed)}
+    export_config = ExportConfig(opset=opset, with_scoring=False, max_batch=max_batch)
+
+    with tempfile.TemporaryDirectory(prefix="edgecmg-calibrate-") as tmp:
+        work = Path(tmp)
+        fp32_path = export_model(model, header, work / "fp32.onnx", export_config, source_sha256=sha)
+        fp32 = onnx.load(str(fp32_path))
+        region = backbone_region(fp32)
+        onnx.save(fp32, str(fp32_path))  # node names may have been filled in
+        op_types = _OP_TYPES[profile]
+        needed = _tensors_to_calibrate(fp32, set(region), op_types)
+
+        cache = CalibrationCache.load(cache_path) if reuse_cache else None
+        reason = cache.mismatch(key, needed) if cache is not None else "no cache"
+        if cache is not None and reason is None:
+            log.info("calibration: reusing the ranges of %s", cache_path)
+            ranges = cache.ranges
+        else:
+            if cache is not None:
+                log.info("calibration: not reusing %s: %s", cache_path, reason)
+            reader = ImageFolderReader(images, model.geometry.input_size, progress=progress,
+                                       desc=f"calibration ({method})")
+            ranges = compute_ranges(fp32_path, reader, method, op_types, symmetric=symmetric, work_dir=work)
+            CalibrationCache(key, ranges).save(cache_path)
+
+        quantized = quantize_graph(fp32, ranges, region, profile, reduce_range=reduce_range)
+        onnx_header = read_onnx_header(fp32)
+        onnx_header["export"]["precision"] = "int8"
+        onnx_header["quantization"] = {
+            "method": method, "samples": len(images), "profile": profile, "weights": "int8 per-channel symmetric",
+            "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor asymmetric",
+            "bias": "float" if profile == "tensorrt" else "int32", "reduce_range": reduce_range,
+            "quantized_nodes": len(region), "cache": cache_path.name, "edgecmg": __version__,
+            "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
+        }
+        if with_scoring:
+            onnx_header["export"]["graph"] = GRAPH_FULL
+            onnx_header["export"]["outputs"] = list(OUTPUT_NAMES)
+            scorer = onnx.load(str(export_scorer_graph(model, work / "scorer.onnx", export_config)))
+            quantized = append_scorer(quantized, scorer)
+        else:
+            onnx_header["export"]["graph"] = GRAPH_FEATURIZER
+        set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})
+        quantized.doc_string = f"edgecmg INT8 ({profile} profile, {method} calibration on {len(images)} images)"
+        onnx.checker.check_model(quantized)
+        if profile == "tensorrt":
+            for problem in check_onnx_for_tensorrt(quantized, max_batch=max_batch):
+                log.warning("%s: %s", out_path, problem)
+        _save_atomic(quantized, out_path)
+    log.info("wrote INT8 %s (%s profile, %s ranges, %d images)", out_path, profile, method, len(images))
+    return out_path

@@ -1,0 +1,233 @@
+"""The ``edgecmg`` command line: fit, predict, eval, export, calibrate, build, stream, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from edgecmg import __version__
+from edgecmg.errors import EdgeCMGError
+
+log = logging.getLogger("edgecmg")
+
+
+def _train_images(data: Path) -> list[Path]:
+    """DATA is an MVTec root (train/good is used) or a plain folder / glob of good images."""
+    from edgecmg.imageio import list_images
+
+    good = data / "train" / "good"
+    return list_images(good if good.is_dir() else data)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgecmg import artifact
+    from edgecmg.config import ModelConfig
+    from edgecmg.fit import fit, read_captions
+
+    images = _train_images(Path(args.data))
+    config = ModelConfig(
+        prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
+        max_side=args.max_side, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,
+        cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
+    path = artifact.save(model, metadata, args.output)
+    print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
+          f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
+          f"{metadata['training']['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from edgecmg.detector import Detector
+    from edgecmg.imageio import list_images, read_image
+    from edgecmg.visualize import save_png
+
+    paths: list[Path] = []
+    for item in args.images:
+        paths.extend(list_images(item))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+    failures = 0
+    with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
+        for path in tqdm(paths, desc="predict", unit="img", disable=args.quiet):
+            try:
+                frame = read_image(path)
+            except EdgeCMGError as exc:
+                log.warning("skipped %s", exc)
+                failures += 1
+                continue
+            result = detector.predict(frame)
+            overlay_path = save_png(out / f"{path.stem}_overlay.png", result.overlay(frame))
+            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict()}
+            jsonl.write(json.dumps(record) + "\n")
+    print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector
+
+    detector = Detector.load(args.model, backend=args.backend)
+    metrics = evaluate_detector(detector, MVTecDataset(args.data).test_samples(), progress=not args.quiet)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "latency_ms_mean", "latency_ms_p99"):
+            value = metrics.get(key)
+            print(f"{key:>16}: {'n/a' if value is None else f'{value:.4f}'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgecmg.config import ExportConfig
+    from edgecmg.export import export_onnx
+
+    if args.format != "onnx":
+        raise EdgeCMGError(f"--format {args.format}: only onnx is exported directly; build engines with `edgecmg build`")
+    path = export_onnx(args.model, args.output, ExportConfig(opset=args.opset, with_scoring=args.with_scoring))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edgecmg.calibration import calibrate
+
+    path = calibrate(args.model, args.data, args.output, method=args.method, samples=args.samples)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine
+
+    config = EngineConfig(precision=args.precision, timing_cache=args.timing_cache, dla_core=args.dla,
+                          max_batch=args.max_batch)
+    path = build_engine(args.model, config, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from edgecmg.commands.stream import run_stream
+
+    return run_stream(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgecmg.commands.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="fit a detector on good images")
+    p.add_argument("data", help="MVTec root (uses train/good) or a folder of good images")
+    p.add_argument("--prompt", required=True, help="text describing the normal part")
+    p.add_argument("-o", "--output", required=True, help="output model file (*.edgecmg)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: from the images' aspect")
+    p.add_argument("--max-side", type=int, default=256, help="with automatic input size: sqrt of the pixel budget")
+    p.add_argument("--grid", type=int, default=2, help="CMER grid (g x g cells)")
+    p.add_argument("--no-cmer", action="store_true", help="ablation: no language-guided masking")
+    p.add_argument("--no-cmle", action="store_true", help="ablation: no language-guided latent space")
+    p.add_argument("--cmle-dim", type=int, default=96)
+    p.add_argument("--bank-size", type=int, default=10000, help="memory bank size cap")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="judge images; writes overlays (PNG) and results.jsonl")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="image files, folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threshold", type=float, help="override the fitted threshold")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("eval", help="image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export to ONNX")
+    p.add_argument("model")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--with-scoring", action="store_true", help="the whole detector in one graph")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="INT8 Q/DQ ONNX from calibration images")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
+    p.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax"])
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("build", help="build a TensorRT engine from ONNX")
+    p.add_argument("model")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--timing-cache", help="timing cache file (read and updated)")
+    p.add_argument("--dla", type=int, help="DLA core on Jetson Orin (GPU fallback on)")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("stream", help="run a detector on a camera, video, folder or URL")
+    p.add_argument("source", help="camera index, video file, folder/glob, rtsp://, csi://N, GStreamer pipeline")
+    p.add_argument("-m", "--model", required=True)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--policy", default="latest", choices=["latest", "all"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--save", help="write the overlay video here (mp4)")
+    p.add_argument("--jsonl", help="write one JSON line per frame here")
+    p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("bench", help="per-frame latency of every available backend, side by side")
+    p.add_argument("model")
+    p.add_argument("--backends", nargs="+", help="default: every backend available here")
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--out", default="bench", help="folder for JSON, CSV, markdown and the PNG plot")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EdgeCMGError as exc:
+        print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgecmg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

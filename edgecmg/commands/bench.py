@@ -1,0 +1,115 @@
+"""``edgecmg bench``: per-frame latency of every available backend, side by side in one run."""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecmg.errors import BackendUnavailableError, EdgeCMGError
+
+log = logging.getLogger("edgecmg")
+
+
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM) of this process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _frames(args: argparse.Namespace, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+    if args.images:
+        from edgecmg.imageio import list_images, load_images
+
+        frames, _, _ = load_images(list_images(args.images)[: max(1, args.frames)])
+        return frames, f"{len(frames)} images from {args.images}"
+    rng = np.random.default_rng(0)
+    # Latency does not depend on content (dense kNN, fixed shapes): seeded noise frames will do.
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(8)], "seeded random frames"
+
+
+def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frames: int, warmup: int,
+                  batch: int) -> tuple[dict, list[float]]:
+    """Latency (ms per frame) of one backend; returns the summary row and the raw samples."""
+    import torch
+
+    from edgecmg.detector import Detector
+    from edgecmg.stream.report import LatencyStats
+
+    gc.collect()
+    _reset_peak_rss()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    detector = Detector.load(model, backend=backend)
+    batches = [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(warmup + n_frames // batch)]
+    stats = LatencyStats()
+    started = None
+    for i, group in enumerate(batches):
+        if i == warmup:
+            started = time.perf_counter()
+        t0 = time.perf_counter()
+        detector.predict_batch(group)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        if i >= warmup:
+            for _ in group:
+                stats.add(elapsed / batch)
+    wall = time.perf_counter() - started
+    measured = (len(batches) - warmup) * batch
+    row = {
+        "backend": backend, "device": detector.runner.device, "precision": detector.metadata.get("precision", "fp32"),
+        "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
+        "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": _peak_rss_mib(),
+        "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+    }
+    detector.close()
+    return row, list(stats.samples)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from edgecmg.runtime.registry import backends_for
+    from edgecmg.stream.report import environment_info, plot_latency, write_report
+
+    from edgecmg.artifact import read_header
+
+    backends = args.backends or backends_for(args.model)
+    header_size = None
+    if str(args.model).endswith(".edgecmg"):
+        header_size = tuple(read_header(args.model)[0]["input_size"])
+    frames, frames_note = _frames(args, header_size or (256, 256))
+    rows, samples = [], {}
+    for backend in backends:
+        try:
+            row, latencies = bench_backend(args.model, backend, frames, n_frames=args.frames, warmup=args.warmup,
+                                           batch=args.batch)
+        except BackendUnavailableError as exc:
+            log.warning("skipping %s: %s", backend, exc)
+            continue
+        rows.append(row)
+        samples[backend] = latencies
+        print(f"{backend:>12}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
+    if not rows:
+        raise EdgeCMGError(f"no backend could run {args.model}; tried {backends}")
+    out = Path(args.out)
+    environment = environment_info()
+    environment.update({"model": str(args.model), "inputs": frames_note})
+    table = write_report(rows, out, "bench", environment=environment)
+    plot_latency(samples, out / "bench_latency.png", title=f"edgecmg bench: {Path(args.model).name}")
+    print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
+          "bench.md, bench_latency.png")
+    return 0

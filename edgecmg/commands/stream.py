@@ -1,0 +1,55 @@
+"""``edgecmg stream``: a detector on a live source, with overlay video, JSON lines and a status line."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+
+from edgecmg.config import StreamConfig
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from edgecmg.detector import Detector
+    from edgecmg.stream.report import LiveStatusLine, write_report
+
+    source = int(args.source) if args.source.isdigit() else args.source
+    detector = Detector.load(args.model, backend=args.backend)
+    writer = None
+    jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
+    status = LiveStatusLine()
+    config = StreamConfig(policy=args.policy, batch=args.batch)
+    anomalies = 0
+    run = detector.stream(source, config=config)
+    try:
+        with run:
+            for count, result in enumerate(run, start=1):
+                anomalies += result.is_anomaly
+                if jsonl:
+                    jsonl.write(json.dumps(result.to_dict()) + "\n")
+                if args.save or args.show:
+                    overlay = result.overlay()
+                    if args.save:
+                        if writer is None:
+                            h, w = overlay.shape[:2]
+                            writer = cv2.VideoWriter(args.save, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+                        writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                    if args.show:
+                        cv2.imshow("edgecmg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                        if cv2.waitKey(1) & 0xFF == ord("q"):
+                            break
+                status.update_from(run.stats)
+                if args.max_frames and count >= args.max_frames:
+                    break
+    finally:
+        status.close()
+        if writer is not None:
+            writer.release()
+        if jsonl:
+            jsonl.close()
+        detector.close()
+    stats = run.stats.to_dict()
+    stats["anomalies"] = anomalies
+    print(write_report([stats], Path(args.jsonl or "stream").parent if args.jsonl else Path("."), "stream_summary"))
+    return 0

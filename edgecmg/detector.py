@@ -1,0 +1,141 @@
+"""Detector: the thin façade users hold. It wraps a runner (torch, ONNX Runtime or TensorRT), the
+bank scoring for featurizer-only graphs, and a frame source for streams.
+
+    det = Detector.load("part.edgecmg")            # or part.onnx / part.engine
+    result = det.predict(frame)                     # uint8 HxWx3 RGB
+    for result in det.stream("line3.mp4"): ...
+
+Fitting, exporting and calibrating are free functions (edgecmg.fit, edgecmg.export,
+edgecmg.calibration), not Detector methods.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from edgecmg.config import StreamConfig
+from edgecmg.errors import DataError
+from edgecmg.result import Result, Timings
+from edgecmg.runtime.base import Runner
+
+
+class Detector:
+    """Anomaly detector behind one of the runtime backends."""
+
+    def __init__(self, runner: Runner, *, threshold: Optional[float] = None, scorer: Optional[Any] = None) -> None:
+        self.runner = runner.activate()
+        self.metadata = runner.metadata
+        self.input_size = tuple(self.metadata["input_size"])
+        self.threshold = float(self.metadata["threshold"] if threshold is None else threshold)
+        # Host-side BankScorer for runners whose graph stops after the featurizer.
+        self._scorer = scorer
+        if runner.produces_features and scorer is None:
+            raise DataError(f"{runner.path}: featurizer-only model without its memory bank; re-export it")
+
+    # --- construction --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", *, device: Optional[str] = None,
+             threshold: Optional[float] = None) -> "Detector":
+        """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
+
+        backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
+        threshold: overrides the threshold stored at fit time.
+        """
+        from edgecmg.runtime.registry import load_host_scorer, make_runner
+
+        runner = make_runner(str(path), backend=backend, device=device)
+        scorer = load_host_scorer(runner) if runner.produces_features else None
+        return cls(runner, threshold=threshold, scorer=scorer)
+
+    @classmethod
+    def from_model(cls, model: Any, metadata: dict, *, device: str = "cpu") -> "Detector":
+        """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner."""
+        from edgecmg.runtime.torch_runner import TorchRunner
+
+        return cls(TorchRunner("<memory>", metadata, device=device, model=model))
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- inference -----------------------------------------------------------------------------
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 RGB frame of any size -> uint8 [H, W, 3] at the model's input size.
+
+        Resizing with INTER_AREA on the host is both cheaper and alias-free compared with resizing
+        inside the graph; fit() uses the same function, so training and inference see the same pixels.
+        """
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            shape = getattr(frame, "shape", None)
+            raise DataError(f"frame must be a uint8 HxWx3 RGB array, got {type(frame).__name__} {shape}; "
+                            "read files with edgecmg.imageio.read_image")
+        h, w = self.input_size
+        if frame.shape[:2] != (h, w):
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(frame)
+
+    def predict(self, frame: np.ndarray) -> Result:
+        """Judge one uint8 HxWx3 RGB frame."""
+        return self.predict_batch([frame])[0]
+
+    def predict_batch(self, frames: Sequence[np.ndarray], *, prepared: Optional[Sequence[np.ndarray]] = None,
+                      preprocess_ms: float = 0.0) -> list[Result]:
+        """Judge several frames in one inference call (same order back)."""
+        if len(frames) == 0:
+            return []
+        t0 = time.perf_counter()
+        batch = np.stack(prepared if prepared is not None else [self.prepare(f) for f in frames])
+        t1 = time.perf_counter()
+        outputs = self.runner.infer(batch)
+        if self._scorer is not None:
+            with torch.inference_mode():
+                scored = self._scorer(torch.from_numpy(outputs["embeddings"]),
+                                      torch.from_numpy(outputs["match_scores"]))
+            outputs = {name: value.numpy() for name, value in scored._asdict().items()}
+        t2 = time.perf_counter()
+        results = []
+        for i, frame in enumerate(frames):
+            anomaly_map = outputs["anomaly_map"][i].astype(np.float32, copy=False)
+            if anomaly_map.shape != frame.shape[:2]:
+                anomaly_map = cv2.resize(anomaly_map, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+            results.append((float(outputs["score"][i]), anomaly_map, outputs["kept_mask"][i].astype(bool)))
+        t3 = time.perf_counter()
+        n = len(frames)
+        timings = Timings(preprocess=(preprocess_ms + (t1 - t0) * 1e3) / n, inference=(t2 - t1) * 1e3 / n,
+                          postprocess=(t3 - t2) * 1e3 / n)
+        now = time.time()
+        return [Result(score=s, threshold=self.threshold, anomaly_map=m, kept_mask=k, timings=timings,
+                       frame_index=i, timestamp=now, frame=frame)
+                for i, ((s, m, k), frame) in enumerate(zip(results, frames))]
+
+    # --- streams -------------------------------------------------------------------------------
+    def stream(self, source: Any, *, policy: str = "latest", batch: int = 1, max_queue: int = 4,
+               config: Optional[StreamConfig] = None, **source_options: Any):
+        """Judge frames from a camera index, video file, image folder or glob, rtsp/http URL, GStreamer
+        pipeline, ``csi://N`` or any iterable of frames. A generator of Results that is also a context
+        manager; breaking out of the loop stops the capture thread and releases the source.
+
+        policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
+        "all" applies back-pressure and loses none.
+        """
+        from edgecmg.stream import StreamPipeline
+
+        if config is None:
+            config = StreamConfig(policy=policy, batch=batch, max_queue=max_queue)
+        pipeline = StreamPipeline(source, config, preprocess=self.prepare, **source_options)
+        return pipeline.run(lambda frames, prepared: self.predict_batch(
+            [f.image for f in frames], prepared=prepared))

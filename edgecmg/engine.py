@@ -1,0 +1,832 @@
+"""TensorRT engines: build from ONNX, the ``.engine`` file format, compatibility checks, and the
+ONNX-side preparation (float16 cast pass, TensorRT-friendliness checks) that needs no TensorRT.
+
+Engine file (little endian)::
+
+    magic       8 bytes  b"EDGECMGE"
+    version     uint32   engine file format version
+    header_len  uint64   length of the JSON header
+    header      JSON     TensorRT version, GPU name and compute capability, precision, input shapes,
+                         artifact SHA-256, edgecmg version, the model header (threshold, ...), and
+                         the length and SHA-256 of the two payloads that follow
+    scorer      bytes    safetensors of the BankScorer (featurizer engines; empty for full graphs)
+    engine      bytes    TensorRT's serialized engine
+
+so ``Detector.load("M.engine")`` needs nothing else: host scoring comes from the scorer payload
+(``load_scorer_from_engine``). TensorRT engines run only on the TensorRT version and GPU
+architecture they were built for: ``check_engine_compatible`` says which and how to rebuild.
+
+TensorRT 10 and 11: both take explicit-batch networks (the EXPLICIT_BATCH flag is deprecated in 10
+and gone in 11); INT8 is explicit only (Q/DQ nodes from ``edgecmg calibrate``, built strongly
+typed: TensorRT 10.1 deprecated and 11 removed implicit calibration and the INT8 flag); FP16 is
+the builder flag on 10.x and, where the flag no longer exists (11.x), a float16 copy of the ONNX
+(``convert_to_fp16``) built strongly typed. Capabilities are detected on the imported module,
+not inferred from version numbers.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from edgecmg import __version__
+from edgecmg.config import EngineConfig
+from edgecmg.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    ConfigError,
+    EngineBuildError,
+    EngineIncompatibleError,
+)
+from edgecmg.result import INPUT_NAME
+
+log = logging.getLogger("edgecmg")
+
+ENGINE_MAGIC = b"EDGECMGE"
+ENGINE_FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sIQ")
+ENGINE_SUFFIXES = (".engine", ".plan")
+TENSORRT_INSTALL_HINT = (
+    "TensorRT is not on PyPI for these platforms: on a Jetson it ships with JetPack 6 "
+    "(sudo apt install nvidia-jetpack, then use the system python3-libnvinfer); on a desktop GPU "
+    "install NVIDIA's TensorRT 10/11 Python wheel from NVIDIA's index or its tar/deb packages")
+MAX_TENSOR_VOLUME = (1 << 31) - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# tensorrt import and platform
+# --------------------------------------------------------------------------------------------------
+def import_tensorrt():
+    """``import tensorrt`` or BackendUnavailableError with the JetPack / NVIDIA install hint."""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # ImportError, or a broken install (missing libnvinfer) raising OSError
+        raise BackendUnavailableError("tensorrt", f"cannot import tensorrt ({type(exc).__name__}: {exc})",
+                                      TENSORRT_INSTALL_HINT) from exc
+    return trt
+
+
+def tensorrt_available() -> bool:
+    try:
+        import_tensorrt()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where an engine is built or run: what decides whether an engine can be deserialized."""
+
+    tensorrt: str
+    gpu_name: str
+    compute_capability: str
+
+    def describe(self) -> str:
+        return f"TensorRT {self.tensorrt} on {self.gpu_name} (compute capability {self.compute_capability})"
+
+
+def gpu_info(device: int = 0) -> tuple[str, str]:
+    """(GPU name, "major.minor" compute capability) through torch or cuda-python; ("unknown", "?")."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            return torch.cuda.get_device_name(device), f"{major}.{minor}"
+    except Exception:  # noqa: BLE001 - a broken torch CUDA install must not stop the build
+        pass
+    cudart = _cuda_python_runtime()
+    if cudart is not None:
+        err, props = cudart.cudaGetDeviceProperties(device)
+        if int(err) == 0:
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+    return "unknown", "?"
+
+
+def _cuda_python_runtime():
+    """cuda-python's runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    return cudart
+
+
+def current_platform(trt=None, device: int = 0) -> Platform:
+    trt = trt or import_tensorrt()
+    name, cc = gpu_info(device)
+    return Platform(str(trt.__version__), name, cc)
+
+
+def _version_key(version: str) -> tuple[str, ...]:
+    """major.minor.patch: builds of one release share engines; other releases do not."""
+    return tuple(str(version).split(".")[:3])
+
+
+# --------------------------------------------------------------------------------------------------
+# engine file
+# --------------------------------------------------------------------------------------------------
+def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, scorer: bytes = b"") -> Path:
+    """Write header + scorer payload + serialized engine atomically; fills the payload entries."""
+    path = Path(path)
+    header = dict(header)
+    header["format"] = "edgecmg-engine"
+    header["format_version"] = ENGINE_FORMAT_VERSION
+    header["scorer"] = {"bytes": len(scorer), "sha256": hashlib.sha256(scorer).hexdigest()}
+    header["engine"] = {"bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(_PREFIX.pack(ENGINE_MAGIC, ENGINE_FORMAT_VERSION, len(header_bytes)))
+        handle.write(header_bytes)
+        handle.write(scorer)
+        handle.write(engine)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _read_prefix(handle, path: Path) -> dict[str, Any]:
+    prefix = handle.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+        raise ArtifactError(f"{path}: truncated ({len(prefix)} bytes): not an edgecmg engine file")
+    magic, version, header_len = _PREFIX.unpack(prefix)
+    if magic != ENGINE_MAGIC:
+        raise ArtifactError(f"{path}: not an edgecmg engine file (bad magic {magic!r}); a bare TensorRT plan "
+                            "lacks the model header: build it with `edgecmg build M.onnx -o M.engine`")
+    if version > ENGINE_FORMAT_VERSION:
+        raise ArtifactError(f"{path}: engine file format {version} is newer than this edgecmg understands "
+                            f"({ENGINE_FORMAT_VERSION}); upgrade edgecmg")
+    header_bytes = handle.read(header_len)
+    if len(header_bytes) != header_len:
+        raise ArtifactError(f"{path}: truncated inside the header; copy the engine again")
+    try:
+        return json.loads(header_bytes)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: engine header is not valid JSON ({exc})") from exc
+
+
+def read_engine_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of an engine file (reads only the header, not the engine)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such engine file")
+    with open(path, "rb") as handle:
+        return _read_prefix(handle, path)
+
+
+def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
+    """(header, scorer payload, serialized engine), checksums verified."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such engine file")
+    with open(path, "rb") as handle:
+        header = _read_prefix(handle, path)
+        parts = []
+        for key in ("scorer", "engine"):
+            entry = header.get(key) or {}
+            data = handle.read(int(entry.get("bytes", -1))) if entry.get("bytes", -1) >= 0 else b""
+            if len(data) != entry.get("bytes"):
+                raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {entry.get('bytes')} bytes); "
+                                    "copy the engine again")
+            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+                raise ArtifactError(f"{path}: {key} payload checksum mismatch: the file is corrupted")
+            parts.append(data)
+        if handle.read(1):
+            raise ArtifactError(f"{path}: trailing bytes after the engine: the file is corrupted")
+    return header, parts[0], parts[1]
+
+
+def load_scorer_from_engine(path: str | Path):
+    """(BankScorer, model header) of a featurizer engine, for host-side scoring."""
+    from edgecmg.export import scorer_from_bytes
+
+    header, scorer, _ = read_engine_file(path)
+    if not scorer:
+        raise ArtifactError(f"{path}: engine of a {header.get('graph', '?')} graph carries no scorer "
+                            "(full graphs score inside the engine)")
+    model_header = header.get("model") or {}
+    return scorer_from_bytes(model_header, scorer, str(path)), model_header
+
+
+def rebuild_command(header: dict[str, Any], engine_path: str | Path) -> str:
+    source = header.get("source_onnx") or "M.onnx"
+    cmd = f"edgecmg build {source} --precision {header.get('precision', 'fp16')}"
+    if header.get("dla_core") is not None:
+        cmd += f" --dla {header['dla_core']}"
+    return cmd + f" -o {engine_path}"
+
+
+def check_engine_compatible(header: dict[str, Any], current: Optional[Platform] = None, *,
+                            path: str | Path = "engine") -> None:
+    """Raise EngineIncompatibleError when the engine was built for another TensorRT or GPU.
+
+    ``current``: the running platform (default: detected; inject one to test). A different GPU model
+    of the same compute capability only warns (TensorRT deserializes it, tuned for the other model).
+    """
+    current = current or current_platform()
+    built_gpu = header.get("gpu") or {}
+    built = Platform(str(header.get("tensorrt", "?")), str(built_gpu.get("name", "?")),
+                     str(built_gpu.get("compute_capability", "?")))
+    reasons = []
+    if _version_key(built.tensorrt) != _version_key(current.tensorrt):
+        reasons.append(f"TensorRT {built.tensorrt} built it, this machine has TensorRT {current.tensorrt}")
+    if "?" not in (built.compute_capability, current.compute_capability) and \
+            built.compute_capability != current.compute_capability:
+        reasons.append(f"it was built for {built.gpu_name} (compute capability {built.compute_capability}), "
+                       f"this GPU is {current.gpu_name} (compute capability {current.compute_capability})")
+    if reasons:
+        raise EngineIncompatibleError(
+            f"{path}: cannot run this engine here: {'; '.join(reasons)}. TensorRT engines run only on the "
+            f"TensorRT version and GPU architecture they were built with. Rebuild it on this machine: "
+            f"{rebuild_command(header, path)}")
+    if built.gpu_name != current.gpu_name and "unknown" not in (built.gpu_name, current.gpu_name):
+        log.warning("%s: built on %s, running on %s (same compute capability %s): it works, but rebuild it "
+                    "here for the best kernels: %s", path, built.gpu_name, current.gpu_name,
+                    current.compute_capability, rebuild_command(header, path))
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX helpers (no TensorRT needed)
+# --------------------------------------------------------------------------------------------------
+def _onnx():
+    from edgecmg.export import _onnx as load
+
+    return load()
+
+
+def _as_model(model_or_path):
+    from edgecmg.export import _load_proto
+
+    return _load_proto(model_or_path)
+
+
+def is_quantized(model_or_path) -> bool:
+    """True when the graph holds QuantizeLinear/DequantizeLinear nodes (explicit quantisation)."""
+    model = _as_model(model_or_path)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+# Operators of the default ONNX domain that TensorRT 10/11's ONNX parser imports at opsets 17..20
+# (written from the onnx-tensorrt operator support matrix; restrictions checked separately below).
+TENSORRT_OPS = frozenset("""
+Abs Acos Acosh Add AffineGrid And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
+BlackmanWindow Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh
+CumSum DeformConv DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike
+Flatten Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+Greater GreaterOrEqual GridSample GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish
+Hardmax Identity If InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log
+LogSoftmax Loop LpNormalization LpPool LRN LSTM MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish
+Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear
+RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2
+ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
+Reshape Resize ReverseSequence RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu
+Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
+Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+""".split())
+TENSORRT_OPSETS = (17, 20)
+# Ops TensorRT runs as INT8 kernels: with Q/DQ, their data and weight inputs must come from DQ.
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_QUANT_TYPES = ("INT8", "FLOAT8E4M3FN", "INT4")
+_RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
+_CONSTANT_INPUTS = {"TopK": (1,), "Conv": (1,), "ConvTranspose": (1,)}
+
+
+def _attr(node, name: str, default=None):
+    onnx = _onnx()
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _with_batch(model, batch: int):
+    """A copy whose dynamic leading input dims are ``batch`` and whose shapes are re-inferred."""
+    onnx = _onnx()
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for inp in m.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    del m.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the check
+        log.warning("shape inference failed (%s); tensor volumes unchecked", exc)
+        return m
+
+
+def tensor_types(model) -> dict[str, Any]:
+    """name -> TypeProto.tensor_type of every typed value (inputs, outputs, value_info, initializers)."""
+    onnx = _onnx()
+    types = {}
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type
+    for init in model.graph.initializer:
+        t = onnx.TypeProto.Tensor()
+        t.elem_type = init.data_type
+        for d in init.dims:
+            t.shape.dim.add().dim_value = d
+        types[init.name] = t
+    return types
+
+
+def _constant_values(model) -> dict[str, Any]:
+    """name -> numpy array of initializers and Constant-node outputs."""
+    onnx = _onnx()
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = _attr(node, "value")
+            if value is not None:
+                values[node.output[0]] = onnx.numpy_helper.to_array(value)
+    return values
+
+
+def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes: bool = False) -> list[str]:
+    """Problems that would stop (or silently degrade) a TensorRT 10/11 build of this ONNX graph.
+
+    Checks, with no TensorRT needed:
+    - default-domain opset in 17..20 and no other domains (com.microsoft contrib ops, ...);
+    - every operator in TensorRT's supported set, plus the restrictions that matter here (constant
+      conv weights and TopK k, Resize modes, 2-D/3-D pooling, no float64, uint8 only as graph I/O
+      going through Cast);
+    - tensor volumes with shape inference at batch = ``max_batch``: none may reach 2**31 elements
+      (``strict_shapes`` also reports tensors whose shape could not be inferred);
+    - Q/DQ: every QuantizeLinear feeds only DequantizeLinear; zero points are 0 (TensorRT is
+      symmetric) and quantised types int8/fp8/int4 (no int32 bias, no uint8); activation scales
+      per-tensor; every quantised Conv/ConvTranspose/Gemm/MatMul takes all its data and weight
+      inputs from DequantizeLinear.
+    Returns a list of human-readable problems, empty when the graph looks TensorRT-friendly.
+    """
+    onnx = _onnx()
+    model = _as_model(model_or_path)
+    problems: list[str] = []
+    graph = model.graph
+
+    # opsets
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            if not TENSORRT_OPSETS[0] <= o.version <= TENSORRT_OPSETS[1]:
+                problems.append(f"opset {o.version}: TensorRT 10/11 support is verified for opsets "
+                                f"{TENSORRT_OPSETS[0]}..{TENSORRT_OPSETS[1]}; export with --opset 17")
+        elif any(n.domain == o.domain for n in graph.node):
+            problems.append(f"operator domain '{o.domain}' (e.g. ONNX Runtime contrib ops) is not parsed by TensorRT")
+
+    inferred = _with_batch(model, max_batch)
+    types = tensor_types(inferred)
+    constants = _constant_values(model)
+    initializers = {i.name for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    elem_name = onnx.TensorProto.DataType.Name
+
+    # operators and their restrictions
+    for node in graph.node:
+        label = f"{node.op_type} node '{node.name or node.output[0]}'"
+        if node.domain not in ("", "ai.onnx"):
+            continue  # reported with its domain above
+        if node.op_type not in TENSORRT_OPS:
+            problems.append(f"{label}: operator {node.op_type} is not supported by TensorRT's ONNX parser")
+            continue
+        for idx in _CONSTANT_INPUTS.get(node.op_type, ()):
+            if idx < len(node.input) and node.input[idx]:
+                src = node.input[idx]
+                prod = producers.get(src)
+                from_dq = prod is not None and prod.op_type == "DequantizeLinear" and prod.input[0] in constants
+                if src not in constants and not from_dq:
+                    problems.append(f"{label}: input {idx} ('{src}') must be a constant for TensorRT")
+        if node.op_type == "Resize":
+            mode = _attr(node, "mode", b"nearest")
+            coord = _attr(node, "coordinate_transformation_mode", b"half_pixel")
+            mode, coord = (v.decode() if isinstance(v, bytes) else v for v in (mode, coord))
+            if mode not in ("nearest", "linear", "cubic"):
+                problems.append(f"{label}: Resize mode '{mode}' is not supported by TensorRT")
+            if coord not in _RESIZE_COORDS:
+                problems.append(f"{label}: Resize coordinate_transformation_mode '{coord}' is not supported by TensorRT")
+        if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
+            kernel = _attr(node, "kernel_shape", [])
+            if len(kernel) not in (2, 3):
+                problems.append(f"{label}: TensorRT pools in 2-D or 3-D only (kernel {list(kernel)})")
+
+    # types and volumes
+    unknown = []
+    for name, ttype in types.items():
+        elem = ttype.elem_type
+        if elem == onnx.TensorProto.DOUBLE:
+            problems.append(f"tensor '{name}' is float64: TensorRT has no double kernels; export float32")
+        if elem == onnx.TensorProto.UINT8 and name not in initializers:
+            bad = [n.op_type for n in consumers.get(name, []) if n.op_type not in ("Cast", "DequantizeLinear")]
+            if bad:  # uint8 Q/DQ tensors are reported with the Q/DQ checks below
+                problems.append(f"uint8 tensor '{name}' feeds {bad}: TensorRT takes uint8 only as network I/O "
+                                "going through a Cast; cast it to float first")
+        if name in initializers:
+            continue
+        dims = ttype.shape.dim if ttype.HasField("shape") else None
+        if dims is None or any(not d.HasField("dim_value") for d in dims):
+            unknown.append(name)
+            continue
+        volume = 1
+        for d in dims:
+            volume *= d.dim_value
+        if volume > MAX_TENSOR_VOLUME:
+            problems.append(f"tensor '{name}' has {volume} elements at batch {max_batch} "
+                            f"(shape {[d.dim_value for d in dims]}): TensorRT's limit is 2**31 - 1; "
+                            "lower the max batch or chunk it")
+    if unknown:
+        msg = (f"{len(unknown)} tensor(s) have shapes that inference could not resolve at batch {max_batch}, "
+               f"their volume is unchecked (e.g. {unknown[:3]})")
+        if strict_shapes:
+            problems.append(msg)
+        else:
+            log.info(msg)
+
+    # Q/DQ structure
+    for node in graph.node:
+        label = f"{node.op_type} node '{node.name or node.output[0]}'"
+        if node.op_type == "QuantizeLinear":
+            outs = consumers.get(node.output[0], [])
+            if not outs or any(c.op_type != "DequantizeLinear" for c in outs):
+                problems.append(f"{label}: its output must feed DequantizeLinear only (a Q/DQ pair), "
+                                f"feeds {[c.op_type for c in outs] or 'nothing'}")
+            scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if scale is None:
+                problems.append(f"{label}: scale must be a constant")
+            elif node.input[0] not in constants and scale.size != 1:
+                problems.append(f"{label}: activation scale is per-channel ({scale.size} values); TensorRT "
+                                "quantises activations per tensor")
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zp_name = node.input[2] if len(node.input) > 2 else ""
+            qtype = None
+            if zp_name:
+                zp = constants.get(zp_name)
+                if zp is None:
+                    problems.append(f"{label}: zero point must be a constant")
+                elif zp.any():
+                    problems.append(f"{label}: zero point is not 0; TensorRT quantises symmetrically "
+                                    "(calibrate with the 'tensorrt' profile)")
+                qtype = types.get(zp_name).elem_type if zp_name in types else None
+            if node.op_type == "DequantizeLinear" and node.input[0] in types:
+                qtype = types[node.input[0]].elem_type
+            if qtype is not None and elem_name(qtype) not in _QUANT_TYPES:
+                problems.append(f"{label}: quantised type {elem_name(qtype)}; TensorRT accepts "
+                                f"{'/'.join(t.lower() for t in _QUANT_TYPES)} only (no int32 bias, no uint8)")
+        if node.op_type in QUANTIZABLE_OPS:
+            data_inputs = [n for n in node.input[:2] if n]
+            from_dq = [producers.get(n) is not None and producers[n].op_type == "DequantizeLinear"
+                       for n in data_inputs]
+            if any(from_dq) and not all(from_dq):
+                missing = [n for n, ok in zip(data_inputs, from_dq) if not ok]
+                problems.append(f"{label}: quantised op without a Q/DQ pair on input(s) {missing}; TensorRT "
+                                "needs DequantizeLinear on every data and weight input of an INT8 op")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# float16 cast pass (TensorRT 11: FP16 through the network's types, not a builder flag)
+# --------------------------------------------------------------------------------------------------
+# Inputs that must stay float32 whatever the node's precision: (op, input index).
+_FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
+# Ops kept in float32 by default: quantisation nodes (their scales define their output type).
+DEFAULT_FP32_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP32_OPS,
+                    keep_fp32_prefixes: Iterable[str] = (), keep_fp32_nodes: Iterable[str] = ()):
+    """Float16 copy of an ONNX model: float initializers, constants and activations become float16,
+    with Cast nodes where float32 and float16 parts meet. Graph inputs and outputs keep their types
+    (Cast after float inputs, before float outputs), so callers see the same interface.
+
+    Nodes whose op type is in ``keep_fp32_ops``, whose name starts with one of ``keep_fp32_prefixes``
+    (e.g. ``"scorer/"``: the norm-expanded distances lose too much in float16) or whose name is in
+    ``keep_fp32_nodes`` stay float32. Resize roi/scales inputs stay float32 (the ONNX spec).
+    Subgraphs (If/Loop bodies) are not converted.
+    """
+    onnx = _onnx()
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    src = _as_model(model_or_path)
+    model = onnx.ModelProto()
+    model.CopyFrom(src)
+    graph = model.graph
+    keep_ops, keep_prefixes, keep_nodes = set(keep_fp32_ops), tuple(keep_fp32_prefixes), set(keep_fp32_nodes)
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+
+    # Constant nodes with a tensor value -> initializers, so every constant is handled alike.
+    nodes = []
+    for node in graph.node:
+        value = _attr(node, "value") if node.op_type == "Constant" else None
+        if value is not None:
+            init = onnx.TensorProto()
+            init.CopyFrom(value)
+            init.name = node.output[0]
+            graph.initializer.append(init)
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+    del graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem = {name: t.elem_type for name, t in tensor_types(inferred).items()}
+    inits = {i.name: i for i in graph.initializer}
+    used_names = {n for node in graph.node for n in (*node.input, *node.output)} | set(inits) | \
+        {v.name for v in (*graph.input, *graph.output)}
+
+    def fresh(base: str) -> str:
+        name, i = base, 0
+        while name in used_names:
+            i += 1
+            name = f"{base}_{i}"
+        used_names.add(name)
+        return name
+
+    precision: dict[str, int] = {v.name: FLOAT for v in graph.input if elem.get(v.name) == FLOAT}
+    half_inits: dict[str, str] = {}
+    casts: dict[tuple[str, int], str] = {}
+    new_nodes = []
+
+    def provide(name: str, want: int) -> str:
+        """Name of ``name`` in precision ``want`` (an fp16 initializer copy or a Cast)."""
+        if name in inits and inits[name].data_type == FLOAT:
+            if want == FLOAT:
+                return name
+            if name not in half_inits:
+                half = numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16),
+                                               fresh(name + "_fp16"))
+                graph.initializer.append(half)
+                half_inits[name] = half.name
+            return half_inits[name]
+        have = precision.get(name)
+        if have is None or have == want:
+            return name
+        key = (name, want)
+        if key not in casts:
+            out = fresh(f"{name}_to_{'fp16' if want == HALF else 'fp32'}")
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=want, name=fresh(f"cast_{out}")))
+            casts[key] = out
+        return casts[key]
+
+    for node in graph.node:
+        fp32_node = (node.op_type in keep_ops or node.name in keep_nodes
+                     or (keep_prefixes and node.name.startswith(keep_prefixes)))
+        want_default = FLOAT if fp32_node else HALF
+        for i, name in enumerate(node.input):
+            if not name or elem.get(name) != FLOAT:
+                continue
+            want = FLOAT if (node.op_type, i) in _FP32_ONLY_INPUTS else want_default
+            node.input[i] = provide(name, want)
+        if not fp32_node:
+            if node.op_type == "Cast" and _attr(node, "to") == FLOAT:
+                for a in node.attribute:
+                    if a.name == "to":
+                        a.i = HALF
+            if node.op_type == "ConstantOfShape":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == FLOAT:
+                        a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+        for out in node.output:
+            if out and elem.get(out) == FLOAT:
+                precision[out] = FLOAT if fp32_node else HALF
+        new_nodes.append(node)
+
+    # Graph outputs keep float32: rename the fp16 producer's tensor and Cast back under the old name.
+    renames = {}
+    for out in graph.output:
+        if precision.get(out.name) == HALF:
+            renames[out.name] = fresh(out.name + "_fp16")
+    if renames:
+        for node in new_nodes:
+            node.input[:] = [renames.get(n, n) for n in node.input]
+            node.output[:] = [renames.get(n, n) for n in node.output]
+        for old, new in renames.items():
+            new_nodes.append(helper.make_node("Cast", [new], [old], to=FLOAT, name=fresh(f"cast_{old}_to_fp32")))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    # Drop float32 initializers nobody reads any more.
+    read = {n for node in graph.node for n in node.input}
+    keep = [i for i in graph.initializer if i.name in read or i.name in {o.name for o in graph.output}]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# build
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Capabilities:
+    major: int
+    fp16_flag: bool
+    int8_flag: bool
+    strongly_typed_flag: bool
+    explicit_batch_flag: bool
+
+
+def _capabilities(trt) -> _Capabilities:
+    try:
+        major = int(str(trt.__version__).split(".")[0])
+    except ValueError:
+        major = 10
+    flags = trt.NetworkDefinitionCreationFlag
+    return _Capabilities(
+        major=major,
+        fp16_flag=hasattr(trt.BuilderFlag, "FP16"),
+        int8_flag=hasattr(trt.BuilderFlag, "INT8"),
+        strongly_typed_flag=hasattr(flags, "STRONGLY_TYPED"),
+        explicit_batch_flag=hasattr(flags, "EXPLICIT_BATCH"),
+    )
+
+
+class _LogBridge:
+    """Route TensorRT's log to the ``edgecmg`` logger (an ILogger subclass, made lazily)."""
+
+    @staticmethod
+    def make(trt):
+        class Bridge(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT callback
+                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                    log.error("TensorRT: %s", msg)
+                elif severity == trt.ILogger.Severity.WARNING:
+                    log.warning("TensorRT: %s", msg)
+                else:
+                    log.debug("TensorRT: %s", msg)
+
+        try:
+            return Bridge()
+        except Exception:  # noqa: BLE001 - fall back to TensorRT's own stderr logger
+            return trt.Logger(trt.Logger.WARNING)
+
+
+def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bool, fp16_flag: bool,
+               int8_flag: bool = False, source: str = "model.onnx", trt=None) -> tuple[bytes, dict[str, Any]]:
+    """Parse ONNX bytes and build a serialized TensorRT engine. Returns (plan, {input: shapes})."""
+    trt = trt or import_tensorrt()
+    caps = _capabilities(trt)
+    logger = _LogBridge.make(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if strongly_typed:
+        if not caps.strongly_typed_flag:
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
+                                   "needs TensorRT >= 10 (JetPack 6)")
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if caps.major < 10 and caps.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(network_bytes, source):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {source}: " + "; ".join(errors[:5]))
+
+    bconfig = builder.create_builder_config()
+    bconfig.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_mib) << 20)
+    if fp16_flag:
+        bconfig.set_flag(trt.BuilderFlag.FP16)
+    if int8_flag:
+        bconfig.set_flag(trt.BuilderFlag.INT8)
+
+    profile = builder.create_optimization_profile()
+    shapes: dict[str, Any] = {}
+    lo, opt, hi = config.profile_batches
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+        if any(d < 0 for d in dims[1:]):
+            raise EngineBuildError(f"input '{tensor.name}' has dynamic dims {dims} besides the batch; export "
+                                   "with a fixed input size")
+        if dims and dims[0] < 0:
+            mins, opts, maxs = ([b, *dims[1:]] for b in (lo, opt, hi))
+        else:
+            mins = opts = maxs = dims
+        profile.set_shape(tensor.name, mins, opts, maxs)
+        shapes[tensor.name] = {"min": mins, "opt": opts, "max": maxs, "dtype": str(tensor.dtype).split(".")[-1].lower()}
+    bconfig.add_optimization_profile(profile)
+
+    if config.dla_core is not None:
+        available = int(getattr(builder, "num_DLA_cores", 0))
+        if config.dla_core >= available:
+            raise EngineBuildError(f"DLA core {config.dla_core} requested but this device has {available} DLA "
+                                   "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano)")
+        bconfig.default_device_type = trt.DeviceType.DLA
+        bconfig.DLA_core = int(config.dla_core)
+        bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    cache_path = Path(config.timing_cache) if config.timing_cache else None
+    if cache_path is not None:
+        data = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = bconfig.create_timing_cache(data)
+        if not bconfig.set_timing_cache(cache, ignore_mismatch=False):
+            log.warning("timing cache %s does not match this GPU/TensorRT; building without it", cache_path)
+            bconfig.set_timing_cache(bconfig.create_timing_cache(b""), ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, bconfig)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT could not build an engine from {source} (precision {config.precision}); "
+                               "the TensorRT errors are in the log above")
+    plan = bytes(memoryview(serialized))
+    if cache_path is not None:
+        cache_bytes = bytes(memoryview(bconfig.get_timing_cache().serialize()))
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(cache_path.name + ".tmp")
+        tmp.write_bytes(cache_bytes)
+        os.replace(tmp, cache_path)
+    return plan, shapes
+
+
+def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
+                 out_path: Optional[str | Path] = None) -> Path:
+    """``edgecmg build M.onnx --precision fp32|fp16|int8 [--timing-cache F] [--dla N] -o M.engine``.
+
+    The ONNX must be an edgecmg export (``edgecmg export`` / ``edgecmg calibrate``); the engine file
+    gets its header, and the scorer for featurizer graphs, so it is self-sufficient.
+    """
+    from edgecmg.export import SCORER_KEY, SCORER_PREFIX, file_sha256, metadata_props, read_onnx_header
+
+    onnx_path = Path(onnx_path)
+    out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
+    if out_path.suffix not in ENGINE_SUFFIXES:
+        raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
+    model = _as_model(onnx_path)
+    model_header = read_onnx_header(model)
+    props = metadata_props(model)
+    quantized = is_quantized(model)
+    if config.precision == "int8" and not quantized:
+        raise EngineBuildError(
+            f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: INT8 needs explicit quantisation "
+            "(TensorRT 10.1 deprecated and 11 removed implicit calibration). Make one with "
+            f"`edgecmg calibrate M.edgecmg --data DIR -o M.int8.onnx`, then build that file")
+    if quantized and config.precision != "int8":
+        raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with --precision int8")
+    problems = check_onnx_for_tensorrt(model, max_batch=config.max_batch)
+    for p in problems:
+        log.warning("%s: %s", onnx_path, p)
+
+    trt = import_tensorrt()
+    caps = _capabilities(trt)
+    fp16_cast = config.precision == "fp16" and not caps.fp16_flag
+    strongly = quantized or fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)
+    if fp16_cast:
+        model = convert_to_fp16(model, keep_fp32_prefixes=(SCORER_PREFIX,))
+    network_bytes = model.SerializeToString()
+    started = time.perf_counter()
+    try:
+        plan, shapes = build_plan(
+            network_bytes, config, strongly_typed=strongly,
+            fp16_flag=config.precision == "fp16" and caps.fp16_flag and not strongly,
+            int8_flag=quantized and not strongly and caps.int8_flag,
+            source=str(onnx_path), trt=trt)
+    except EngineBuildError as exc:
+        if problems:
+            raise EngineBuildError(f"{exc}. The graph check found: " + "; ".join(problems[:5])) from exc
+        raise
+    platform = current_platform(trt)
+    export_info = model_header.get("export", {})
+    header = {
+        "tensorrt": platform.tensorrt,
+        "gpu": {"name": platform.gpu_name, "compute_capability": platform.compute_capability},
+        "precision": config.precision,
+        "strongly_typed": bool(strongly),
+        "fp16_cast_pass": bool(fp16_cast),
+        "dla_core": config.dla_core,
+        "inputs": shapes,
+        "outputs": export_info.get("outputs"),
+        "graph": export_info.get("graph"),
+        "artifact_sha256": export_info.get("artifact_sha256"),
+        "onnx_sha256": file_sha256(onnx_path),
+        "source_onnx": str(onnx_path),
+        "edgecmg": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "model": model_header,
+    }
+    scorer = base64.b64decode(props[SCORER_KEY]) if SCORER_KEY in props else b""
+    write_engine_file(out_path, header, plan, scorer)
+    log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
+             platform.describe())
+    return out_path

@@ -1,0 +1,504 @@
+"""Export a fitted model to ONNX: the featurizer alone, or the whole detector in one graph.
+
+Graph contract (``edgecmg.result``, ``edgecmg.runtime.base``):
+
+- input ``image``: uint8 [B, H, W, 3] RGB at the model's input size (H, W fixed, batch dynamic).
+  Pre-processing (layout, cast, normalisation) is inside the graph, so an exported model and the
+  torch model see the same numbers and cannot drift apart.
+- featurizer graph: outputs ``embeddings`` [B, P, d] and ``match_scores`` [B, 1 + K]; the bank
+  scoring (``BankScorer``) runs on the host from tensors stored in the file (see below).
+- full graph (``ExportConfig.with_scoring``): outputs ``score`` [B], ``anomaly_map`` [B, H, W] and
+  ``kept_mask`` [B, g, g] bool. The full graph is the featurizer graph with the scorer graph
+  appended (scorer node and tensor names start with ``scorer/``), so INT8 calibration can
+  quantise the featurizer and keep the scoring head in floating point by construction.
+
+Memory-bank distances are exported in matmul form, ``||q||^2 + ||m||^2 - 2 q.m``, one MatMul per
+bank chunk followed by ReduceMin (k = 1) or TopK, never cdist. Chunks are sized so that the
+largest [B, P, chunk] block at ``ExportConfig.max_batch`` holds at most ``max_chunk_elements``
+(< 2**31) elements: TensorRT refuses tensors of 2**31 elements or more.
+
+Self-sufficient files: the ONNX ``metadata_props`` carry
+
+- ``edgecmg.header``: JSON, the artifact header (input size, grid, threshold, model spec, ...)
+  plus an ``export`` section (graph kind, opset, batch range, artifact SHA-256, edgecmg version);
+- ``edgecmg.scorer`` (featurizer graphs only): base64 of the safetensors of the BankScorer state,
+  so ``load_scorer_from_onnx`` rebuilds host scoring from the ONNX file alone.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgecmg import __version__
+from edgecmg.config import ExportConfig
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.model import bank as bank_ops
+from edgecmg.model.detector import BankScorer, CMGModel, Geometry
+from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
+
+log = logging.getLogger("edgecmg")
+
+FEATURIZER_OUTPUTS = ("embeddings", "match_scores")  # same names as edgecmg.runtime.base
+HEADER_KEY = "edgecmg.header"
+SCORER_KEY = "edgecmg.scorer"
+GRAPH_FEATURIZER = "featurizer"
+GRAPH_FULL = "full"
+SCORER_PREFIX = "scorer/"
+# TensorRT's limit: no tensor may hold 2**31 elements or more.
+MAX_TENSOR_VOLUME = (1 << 31) - 1
+ONNX_INSTALL_HINT = "pip install 'edgecmg[onnx]'  (onnx and onnxruntime)"
+
+
+# --------------------------------------------------------------------------------------------------
+# export-time scoring: the BankScorer in an exportable form
+# --------------------------------------------------------------------------------------------------
+def bank_chunk_rows(bank_size: int, patches: int, max_batch: int, max_chunk_elements: int) -> int:
+    """Bank rows per distance chunk so that max_batch * patches * rows <= max_chunk_elements."""
+    rows = max_chunk_elements // max(1, max_batch * patches)
+    if rows < 1:
+        raise ConfigError(
+            f"one [max_batch={max_batch}, patches={patches}] query block already exceeds "
+            f"max_chunk_elements={max_chunk_elements}; lower max_batch or raise max_chunk_elements")
+    return max(1, min(bank_size, rows))
+
+
+class BankDistances(nn.Module):
+    """Squared L2 distances of every patch embedding to its k nearest bank rows, matmul form.
+
+    embeddings [B, P, d] -> [B, P, k] float32, ascending, clamped at 0: the same numbers as
+    ``edgecmg.ops.knn(..., k)[0]`` (an fp16 bank also rounds the queries to fp16, as the reference
+    does). The bank is stored as float32 [d, rows] chunks (one initializer each, no Slice);
+    per chunk: MatMul, Add of the row norms, then ReduceMin (k = 1) or TopK; the chunk minima are
+    merged the same way. No tensor exceeds [B, P, chunk_rows].
+    """
+
+    def __init__(self, memory_bank: torch.Tensor, bank_sq_norms: torch.Tensor, k: int, chunk_rows: int) -> None:
+        super().__init__()
+        self.k = int(k)
+        self.round_queries_fp16 = memory_bank.dtype == torch.float16
+        self.bank_rows = int(memory_bank.shape[0])
+        self.chunks = 0
+        for start in range(0, self.bank_rows, chunk_rows):
+            block = memory_bank[start:start + chunk_rows].float()
+            self.register_buffer(f"bank_t{self.chunks}", block.t().contiguous())
+            self.register_buffer(f"bank_norms{self.chunks}", bank_sq_norms[start:start + chunk_rows].float().clone())
+            self.chunks += 1
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        q = embeddings.float()
+        if self.round_queries_fp16:
+            q = q.half().float()
+        q_norm = (q * q).sum(dim=-1, keepdim=True)
+        kk = min(self.k, self.bank_rows)
+        best: list[torch.Tensor] = []
+        for i in range(self.chunks):
+            bank_t = getattr(self, f"bank_t{i}")
+            key = torch.matmul(q, bank_t) * -2.0 + getattr(self, f"bank_norms{i}")
+            best.append(self._smallest(key, min(kk, bank_t.shape[1])))
+        merged = best[0] if len(best) == 1 else self._smallest(torch.cat(best, dim=-1), kk)
+        dist = torch.clamp(merged + q_norm, min=0.0)
+        if kk < self.k:  # fewer bank rows than k: the reference pads with +inf
+            pad = torch.full_like(dist[..., :1], float("inf")).expand(*dist.shape[:-1], self.k - kk)
+            dist = torch.cat([dist, pad], dim=-1)
+        return dist
+
+    @staticmethod
+    def _smallest(key: torch.Tensor, k: int) -> torch.Tensor:
+        if k == 1:
+            return key.amin(dim=-1, keepdim=True)
+        return torch.topk(key, k, dim=-1, largest=False, sorted=True).values
+
+
+class ExportScorer(nn.Module):
+    """BankScorer in exportable form: (embeddings, match_scores) -> (score, anomaly_map, kept_mask).
+
+    Same maths as ``BankScorer.forward``; only the kNN is rewritten (``BankDistances``) and the
+    CMER gate is gathered as float (the map is >= 0, so multiplying by the 0/1 mask is the masked max).
+    """
+
+    def __init__(self, scorer: BankScorer, *, max_batch: int, max_chunk_elements: int) -> None:
+        super().__init__()
+        self.scorer = scorer
+        geometry = scorer.geometry
+        ph, pw = geometry.patch_size
+        rows = bank_chunk_rows(int(scorer.memory_bank.shape[0]), ph * pw, max_batch, max_chunk_elements)
+        self.distances = BankDistances(scorer.memory_bank, scorer.bank_sq_norms, scorer.knn_k, rows)
+
+    def forward(self, embeddings: torch.Tensor, match_scores: torch.Tensor):
+        geometry = self.scorer.geometry
+        ph, pw = geometry.patch_size
+        patch_scores = self.distances(embeddings).sqrt().mean(dim=-1)  # [B, P]
+        maps = patch_scores.reshape(-1, 1, ph, pw)
+        maps = F.interpolate(maps, size=geometry.input_size, mode="bilinear", align_corners=False)
+        maps = bank_ops.smooth(maps, self.scorer.smoothing_taps)[:, 0]
+        kept = self.scorer.kept_cells(match_scores)
+        pixel_keep = kept.to(maps.dtype)[:, self.scorer.pixel_cells]
+        score = (maps.flatten(1) * pixel_keep).amax(dim=1)
+        g = geometry.grid
+        return score, maps, kept.reshape(-1, g, g)
+
+
+# --------------------------------------------------------------------------------------------------
+# scorer state <-> bytes (shared with the engine file)
+# --------------------------------------------------------------------------------------------------
+def scorer_state_bytes(scorer: BankScorer) -> bytes:
+    """The BankScorer's tensors as safetensors bytes."""
+    from safetensors.torch import save as save_safetensors
+
+    return save_safetensors({k: v.detach().contiguous().cpu() for k, v in scorer.state_dict().items()})
+
+
+def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "model file") -> BankScorer:
+    """Rebuild a BankScorer (eval mode, CPU) from an artifact header and ``scorer_state_bytes``."""
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        spec = header["model"]
+        geometry = Geometry(tuple(header["input_size"]), int(header["grid"]))
+        tensors = load_safetensors(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{origin}: cannot rebuild the bank scorer ({type(exc).__name__}: {exc}); "
+                            "export the model again") from exc
+    scorer = BankScorer(geometry, feature_dim=int(spec["feature_dim"]), bank_size=int(spec["bank_size"]),
+                        use_cmer=bool(spec["use_cmer"]), knn_k=int(spec["knn_k"]), smoothing_sigma=1.0)
+    expected = scorer.state_dict()
+    if set(tensors) != set(expected):
+        raise ArtifactError(f"{origin}: scorer tensors {sorted(tensors)} do not match {sorted(expected)}")
+    scorer.smoothing_taps = tensors["smoothing_taps"]
+    for name, tensor in tensors.items():
+        if name != "smoothing_taps" and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ArtifactError(f"{origin}: scorer tensor {name} has shape {tuple(tensor.shape)}, "
+                                f"expected {tuple(expected[name].shape)}")
+    scorer.load_state_dict(tensors, strict=True)
+    return scorer.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX metadata
+# --------------------------------------------------------------------------------------------------
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BackendUnavailableError("onnx", f"cannot import onnx ({exc})", ONNX_INSTALL_HINT) from exc
+    return onnx
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_proto(model_or_path):
+    onnx = _onnx()
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such ONNX file")
+        try:
+            return onnx.load(str(path))
+        except Exception as exc:  # DecodeError and friends
+            raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    return model_or_path
+
+
+def metadata_props(model_or_path) -> dict[str, str]:
+    """All metadata_props of an ONNX model (path or ModelProto) as a dict."""
+    proto = _load_proto(model_or_path)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def set_metadata_props(model, props: dict[str, str]) -> None:
+    """Set (add or replace) metadata_props entries of a ModelProto in place."""
+    current = {p.key: p.value for p in model.metadata_props}
+    current.update(props)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_onnx_header(model_or_path) -> dict[str, Any]:
+    """The edgecmg header of an exported ONNX model; ArtifactError when the file has none."""
+    props = metadata_props(model_or_path)
+    origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
+    if HEADER_KEY not in props:
+        raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
+                            "(export it with `edgecmg export M.edgecmg --format onnx`)")
+    try:
+        return json.loads(props[HEADER_KEY])
+    except ValueError as exc:
+        raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({exc})") from exc
+
+
+def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
+    """(BankScorer, header) from a featurizer-only ONNX export, for host-side scoring.
+
+    Raises ArtifactError when the file has no edgecmg metadata or no scorer (a full graph scores
+    inside the graph and needs none).
+    """
+    proto = _load_proto(model_or_path)
+    origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
+    header = read_onnx_header(proto)
+    props = {p.key: p.value for p in proto.metadata_props}
+    if SCORER_KEY not in props:
+        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind "
+                            f"{header.get('export', {}).get('graph', '?')}): a full graph scores inside "
+                            "the graph; featurizer-only exports carry the scorer")
+    payload = base64.b64decode(props[SCORER_KEY].encode("ascii"))
+    expected = header.get("export", {}).get("scorer_sha256")
+    if expected and hashlib.sha256(payload).hexdigest() != expected:
+        raise ArtifactError(f"{origin}: scorer payload checksum mismatch; export the model again")
+    return scorer_from_bytes(header, payload, origin), header
+
+
+# --------------------------------------------------------------------------------------------------
+# torch -> ONNX
+# --------------------------------------------------------------------------------------------------
+def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
+                  dynamic_axes: Optional[dict], opset: int) -> None:
+    """torch.onnx.export through the TorchScript tracer (deterministic names, constant folding)."""
+    kwargs = dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                  opset_version=opset, do_constant_folding=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        with torch.no_grad():
+            try:
+                torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
+            except TypeError as exc:  # torch < 2.5 has no `dynamo` argument
+                if "dynamo" not in str(exc):
+                    raise
+                torch.onnx.export(module, args, str(path), **kwargs)
+
+
+def _export_featurizer(model: CMGModel, path: Path, config: ExportConfig) -> None:
+    h, w = model.geometry.input_size
+    batch = 2 if config.dynamic_batch else config.batch  # trace at 2 so nothing specialises to 1
+    frames = torch.zeros(batch, h, w, 3, dtype=torch.uint8)
+    axes = None
+    if config.dynamic_batch:
+        axes = {name: {0: "batch"} for name in (INPUT_NAME, *FEATURIZER_OUTPUTS)}
+    _torch_export(model.featurizer, (frames,), path, [INPUT_NAME], list(FEATURIZER_OUTPUTS), axes, config.opset)
+
+
+def export_scorer_graph(model: CMGModel, path: str | Path, config: ExportConfig = ExportConfig()) -> Path:
+    """The scoring head alone as ONNX: (embeddings, match_scores) -> (score, anomaly_map, kept_mask)."""
+    path = Path(path)
+    scorer = ExportScorer(model.scorer, max_batch=config.max_batch if config.dynamic_batch else config.batch,
+                          max_chunk_elements=config.max_chunk_elements).eval()
+    ph, pw = model.geometry.patch_size
+    batch = 2 if config.dynamic_batch else config.batch
+    embeddings = torch.zeros(batch, ph * pw, int(model.scorer.memory_bank.shape[1]))
+    matches = torch.zeros(batch, 1 + model.geometry.grid ** 2)
+    axes = None
+    if config.dynamic_batch:
+        axes = {name: {0: "batch"} for name in (*FEATURIZER_OUTPUTS, *OUTPUT_NAMES)}
+    _torch_export(scorer, (embeddings, matches), path, list(FEATURIZER_OUTPUTS), list(OUTPUT_NAMES), axes,
+                  config.opset)
+    return path
+
+
+def append_scorer(featurizer, scorer):
+    """Featurizer ModelProto + scorer ModelProto -> one full-detector ModelProto.
+
+    The scorer's internal names get the ``scorer/`` prefix; its inputs are wired to the featurizer
+    outputs of the same names; the result's outputs are the scorer's. Metadata props are the
+    featurizer's (minus the scorer payload, which the full graph does not need).
+    """
+    onnx = _onnx()
+    merged = onnx.ModelProto()
+    merged.CopyFrom(featurizer)
+    graph = merged.graph
+    keep = set(FEATURIZER_OUTPUTS) | set(OUTPUT_NAMES)
+
+    def rename(name: str) -> str:
+        return name if (not name or name in keep) else SCORER_PREFIX + name
+
+    s_graph = scorer.graph
+    for init in s_graph.initializer:
+        new = graph.initializer.add()
+        new.CopyFrom(init)
+        new.name = rename(init.name)
+    for node in s_graph.node:
+        new = graph.node.add()
+        new.CopyFrom(node)
+        new.name = SCORER_PREFIX + (node.name or node.op_type)
+        new.input[:] = [rename(n) for n in node.input]
+        new.output[:] = [rename(n) for n in node.output]
+    for vi in s_graph.value_info:
+        new = graph.value_info.add()
+        new.CopyFrom(vi)
+        new.name = rename(vi.name)
+    outputs = [onnx.ValueInfoProto() for _ in s_graph.output]
+    for out, src in zip(outputs, s_graph.output):
+        out.CopyFrom(src)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    # Opsets: the union, the default domain at the featurizer's version.
+    have = {o.domain for o in merged.opset_import}
+    for o in scorer.opset_import:
+        if o.domain not in have:
+            merged.opset_import.add().CopyFrom(o)
+    props = [p for p in merged.metadata_props if p.key != SCORER_KEY]
+    del merged.metadata_props[:]
+    merged.metadata_props.extend(props)
+    return merged
+
+
+def cast_uint8_inputs_first(model) -> int:
+    """Make every uint8 graph input feed Cast nodes only (in place); returns the casts added.
+
+    torch traces ``frames.permute(...).float()`` as Transpose(uint8) -> Cast; TensorRT handles
+    uint8 only as network I/O going through a Cast, so the uint8 tensor is cast to float first and
+    the Transpose moves onto float data (the later Cast to float becomes a no-op). Same numbers.
+    """
+    onnx = _onnx()
+    added = 0
+    uint8_inputs = [v.name for v in model.graph.input
+                    if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8]
+    for name in uint8_inputs:
+        users = [n for n in model.graph.node if name in n.input and n.op_type != "Cast"]
+        if not users:
+            continue
+        cast_out = f"{name}_as_float"
+        cast = onnx.helper.make_node("Cast", [name], [cast_out], to=onnx.TensorProto.FLOAT, name=f"/{name}_to_float")
+        for node in users:
+            node.input[:] = [cast_out if n == name else n for n in node.input]
+        model.graph.node.insert(0, cast)
+        added += 1
+    if added:  # types of tensors downstream changed: let consumers re-infer them
+        del model.graph.value_info[:]
+    return added
+
+
+def _export_header(header: dict[str, Any], config: ExportConfig, graph: str, source_sha256: Optional[str],
+                   scorer_sha256: Optional[str]) -> dict[str, Any]:
+    out = dict(header)
+    out["export"] = {
+        "graph": graph,
+        "opset": config.opset,
+        "input": INPUT_NAME,
+        "outputs": list(OUTPUT_NAMES if graph == GRAPH_FULL else FEATURIZER_OUTPUTS),
+        "dynamic_batch": config.dynamic_batch,
+        "batch": None if config.dynamic_batch else config.batch,
+        "max_batch": config.max_batch if config.dynamic_batch else config.batch,
+        "max_chunk_elements": config.max_chunk_elements,
+        "artifact_sha256": source_sha256,
+        "scorer_sha256": scorer_sha256,
+        "precision": "fp32",
+        "edgecmg": __version__,
+        "torch": torch.__version__,
+    }
+    return out
+
+
+def _save_atomic(model, path: Path) -> None:
+    onnx = _onnx()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
+                 config: ExportConfig = ExportConfig(), *, source_sha256: Optional[str] = None) -> Path:
+    """Export an in-memory fitted model (``header``: the artifact header or fit metadata)."""
+    onnx = _onnx()
+    out_path = Path(out_path)
+    model = model.eval()
+    if "model" not in header:  # fit() metadata: add the spec the artifact header would carry
+        header = dict(header)
+        header["model"] = {
+            "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
+            "feature_dim": int(model.scorer.memory_bank.shape[1]),
+            "bank_size": int(model.scorer.memory_bank.shape[0]),
+        }
+    with tempfile.TemporaryDirectory(prefix="edgecmg-export-") as tmp:
+        feat_path = Path(tmp) / "featurizer.onnx"
+        _export_featurizer(model, feat_path, config)
+        proto = onnx.load(str(feat_path))
+        cast_uint8_inputs_first(proto)
+        scorer_payload = scorer_state_bytes(model.scorer)
+        scorer_sha = hashlib.sha256(scorer_payload).hexdigest()
+        graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
+        props = {HEADER_KEY: json.dumps(_export_header(header, config, graph, source_sha256, scorer_sha),
+                                        sort_keys=True)}
+        if not config.with_scoring:
+            props[SCORER_KEY] = base64.b64encode(scorer_payload).decode("ascii")
+        set_metadata_props(proto, props)
+        if config.with_scoring:
+            scorer_path = export_scorer_graph(model, Path(tmp) / "scorer.onnx", config)
+            proto = append_scorer(proto, onnx.load(str(scorer_path)))
+    proto.producer_name = "edgecmg"
+    proto.producer_version = __version__
+    proto.doc_string = (f"edgecmg {graph} graph: uint8 RGB [B, H, W, 3] '{INPUT_NAME}' -> "
+                        f"{', '.join(o.name for o in proto.graph.output)}")
+    onnx.checker.check_model(proto)
+    _save_atomic(proto, out_path)
+    log.info("exported %s graph to %s", graph, out_path)
+    return out_path
+
+
+def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> Path:
+    """``edgecmg export M.edgecmg --format onnx [--with-scoring] -o M.onnx``: returns ``out_path``."""
+    from edgecmg import artifact
+
+    model, header = artifact.load(artifact_path)
+    return export_model(model, header, out_path, config, source_sha256=file_sha256(artifact_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# cached on-the-fly export (the registry's .edgecmg -> onnxruntime path)
+# --------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``."""
+    if os.environ.get("EDGECMG_CACHE_DIR"):
+        return Path(os.environ["EDGECMG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgecmg"
+
+
+def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig(),
+                directory: Optional[str | Path] = None) -> Path:
+    """The ONNX export of ``artifact_path``, exported once and kept in the cache directory.
+
+    Keyed by the artifact's SHA-256, the export settings and the edgecmg version, so an edited
+    or refitted artifact, or a new edgecmg, exports afresh.
+    """
+    sha = file_sha256(artifact_path)
+    key = hashlib.sha256(json.dumps([sha, config.opset, config.with_scoring, config.dynamic_batch, config.batch,
+                                     config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
+    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
+    path = folder / f"{Path(artifact_path).stem}-{sha[:12]}-{graph}-{key[:12]}.onnx"
+    if path.is_file():
+        try:
+            if read_onnx_header(path).get("export", {}).get("artifact_sha256") == sha:
+                return path
+        except ArtifactError:
+            pass
+        log.warning("cached export %s is unreadable or stale; exporting again", path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    from edgecmg import artifact
+
+    model, header = artifact.load(artifact_path)
+    return export_model(model, header, path, config, source_sha256=sha)

@@ -1,0 +1,36 @@
+import torch
+
+from edgecmg.model import bank
+
+
+def test_greedy_coreset_picks_one_point_per_cluster():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0], [10, 0], [0, 10], [10, 10]])
+    points = (centers[:, None] + 0.1 * torch.randn(4, 50, 2, generator=g)).reshape(-1, 2)
+    chosen = bank.greedy_coreset(points, 4, projection_dim=64)
+    clusters = {int(i) // 50 for i in chosen}
+    assert clusters == {0, 1, 2, 3}
+
+
+def test_coreset_covers_better_than_random():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3000, 16, generator=g) * torch.linspace(0.1, 3, 16)
+    chosen = bank.greedy_coreset(x, 100, projection_dim=16)
+    rand = torch.randperm(3000, generator=g)[:100]
+    cover = lambda idx: torch.cdist(x, x[idx]).min(1).values.max()  # noqa: E731
+    assert cover(chosen) < cover(rand)
+
+
+def test_coreset_pool_returns_indices_into_the_full_set():
+    x = torch.randn(5000, 8)
+    chosen = bank.greedy_coreset(x, 50, max_pool=1000)
+    assert chosen.max() < 5000 and len(set(chosen.tolist())) == 50
+
+
+def test_smoothing_preserves_mass_and_shape():
+    taps = bank.gaussian_kernel1d(4.0)
+    assert abs(float(taps.sum()) - 1) < 1e-6
+    maps = torch.zeros(1, 1, 64, 40)
+    maps[0, 0, 32, 20] = 1
+    out = bank.smooth(maps, taps)
+    assert out.shape == maps.shape and abs(float(out.sum()) - 1) < 1e-4 and out.argmax() == maps.argmax()

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from edgecmg.errors import ConfigError
+from edgecmg.model import cmer
+
+
+@pytest.mark.parametrize("h,w,g", [(8, 8, 2), (8, 3, 2), (10, 4, 4), (5, 7, 3), (8, 8, 8)])
+def test_drop_one_masks_cover_every_position_once(h, w, g):
+    masks = cmer.drop_one_masks(h, w, g)
+    assert masks.shape == (g * g, h * w)
+    dropped = 1 - masks
+    # each position is dropped by exactly one variant, and every cell is non-empty
+    assert torch.equal(dropped.sum(0), torch.ones(h * w))
+    assert (dropped.sum(1) > 0).all()
+
+
+def test_grid_finer_than_map_is_refused():
+    with pytest.raises(ConfigError, match="finer than the 8x3"):
+        cmer.cell_index(8, 3, 4)
+
+
+def test_cells_are_kept_unless_removal_raises_match_beyond_margin():
+    gain = torch.tensor([[0.20, -0.1, 0.01, 0.00],   # cell 0 irrelevant
+                         [0.01, 0.02, 0.00, -0.01],  # full texture: every cell matters
+                         [0.50, 0.40, 0.60, 0.45]])  # all above margin: keep the most relevant one
+    kept = cmer.kept_cells(gain, margin=0.05)
+    assert kept.tolist() == [[False, True, True, True], [True, True, True, True], [False, True, False, False]]
+
+
+def test_margin_is_a_quantile_of_training_gains_never_negative():
+    gains = torch.linspace(-1, 1, 101)
+    assert cmer.fit_margin(gains, 0.99) == pytest.approx(0.98, abs=1e-6)
+    assert cmer.fit_margin(torch.full((10,), -0.3), 0.99) == 0.0
+
+
+def test_cmer_on_real_model_keeps_at_least_one_cell(small_fit, kolektor_root):
+    from edgecmg.imageio import read_image
+    from edgecmg.detector import Detector
+
+    model, metadata = small_fit
+    det = Detector.from_model(model, metadata)
+    frame = read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0])
+    result = det.predict(frame)
+    assert result.kept_mask.shape == (2, 2) and result.kept_mask.any()
+    # the map is never gated: it has the frame's size and positive values everywhere
+    assert result.anomaly_map.shape == frame.shape[:2] and (result.anomaly_map > 0).all()

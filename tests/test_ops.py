@@ -1,0 +1,333 @@
+"""edgecmg.ops: backend selection, input validation, and the references' traceability."""
+from __future__ import annotations
+
+import os
+
+# Triton fixes its interpreter mode when first imported (see kernels/_common.py); the Triton-backend
+# tests below run on CPU tensors, so ask for the interpreter before anything imports Triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import edgecmg.ops as ops  # noqa: E402
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, EdgeCMGError  # noqa: E402
+from edgecmg.kernels import _common  # noqa: E402
+from edgecmg.kernels.knn import knn_reference  # noqa: E402
+from edgecmg.kernels.masked_similarity import masked_similarity_reference  # noqa: E402
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")  # only used as a device *description*; nothing is allocated on it
+
+
+def _needs_interpreter():
+    if not (_common.triton_available() and _common.interpret_mode()):
+        pytest.skip("needs triton in interpreter mode (TRITON_INTERPRET=1 before triton is imported)")
+
+
+@pytest.fixture(autouse=True)
+def _no_env_override(monkeypatch):
+    monkeypatch.delenv(ops.ENV_VAR, raising=False)
+
+
+def _knn_data(n=30, m=70, d=12, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(m, d, generator=g).to(dtype)
+
+
+def _ms_data(b=2, K=4, p=9, c=16, C=21, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(K, p, generator=g) > 0.5
+    masks[:, 0] = True
+    return (torch.randn(b, p, c, generator=g), masks, torch.randn(c, C, generator=g) / 4,
+            torch.randn(C, generator=g), torch.rand(C, generator=g))
+
+
+# ------------------------------------------------------------------------------- backend selection
+def test_auto_picks_torch_on_cpu_and_triton_on_cuda(monkeypatch):
+    assert ops.resolve_backend("auto", CPU) == "torch"
+    monkeypatch.setattr(_common, "triton_available", lambda: True)
+    assert ops.resolve_backend("auto", CUDA) == "triton"
+    monkeypatch.setattr(_common, "triton_available", lambda: False)
+    assert ops.resolve_backend("auto", CUDA) == "torch"
+
+
+def test_env_override(monkeypatch):
+    monkeypatch.setattr(_common, "triton_available", lambda: True)
+    monkeypatch.setenv(ops.ENV_VAR, "torch")
+    assert ops.resolve_backend("auto", CUDA) == "torch"
+    # the explicit argument beats the environment
+    assert ops.resolve_backend("torch", CUDA) == "torch"
+    monkeypatch.setenv(ops.ENV_VAR, "Auto")
+    assert ops.resolve_backend("auto", CPU) == "torch"
+    monkeypatch.setenv(ops.ENV_VAR, "cuda")
+    with pytest.raises(ConfigError, match=ops.ENV_VAR):
+        ops.resolve_backend("auto", CPU)
+
+
+def test_unknown_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="backend"):
+        ops.resolve_backend("faiss", CPU)
+    with pytest.raises(ConfigError):
+        ops.knn(*_knn_data(), backend="cuda")
+
+
+def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
+    if not _common.triton_available():
+        pytest.skip("triton is not installed")
+    monkeypatch.setattr(_common, "interpret_mode", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="CUDA") as info:
+        ops.resolve_backend("triton", CPU)
+    assert info.value.backend == "triton" and info.value.install_hint
+    monkeypatch.setenv(ops.ENV_VAR, "triton")
+    with pytest.raises(BackendUnavailableError, match=ops.ENV_VAR):
+        ops.knn(*_knn_data())
+
+
+def test_missing_triton_is_unavailable_with_install_hint(monkeypatch):
+    def no_triton():
+        raise BackendUnavailableError("triton", "cannot import triton (ImportError)", _common.TRITON_INSTALL_HINT)
+
+    monkeypatch.setattr(_common, "require_triton", no_triton)
+    with pytest.raises(BackendUnavailableError, match="edgecmg\\[triton\\]"):
+        ops.resolve_backend("triton", CUDA)
+    assert isinstance(BackendUnavailableError("x", "y"), EdgeCMGError)
+
+
+def test_env_selects_the_implementation(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ops, "knn_triton", lambda *a, **kw: calls.append("triton") or knn_reference(*a[:3]))
+    monkeypatch.setattr(_common, "interpret_mode", lambda: True)
+    monkeypatch.setattr(_common, "require_triton", lambda: None)
+    ops.knn(*_knn_data())
+    assert calls == []  # auto on CPU: the reference
+    monkeypatch.setenv(ops.ENV_VAR, "triton")
+    ops.knn(*_knn_data())
+    assert calls == ["triton"]
+    monkeypatch.setenv(ops.ENV_VAR, "torch")
+    ops.knn(*_knn_data(), backend="triton")  # the argument wins
+    assert calls == ["triton", "triton"]
+
+
+# ------------------------------------------------------------------------------- knn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_knn_matches_reference_batched(dtype):
+    q, bank = _knn_data(dtype=dtype)
+    qb = torch.stack([q, q.flip(0)])
+    dist, idx = ops.knn(qb, bank, k=3)
+    assert dist.shape == (2, 30, 3) and idx.dtype == torch.int64 and dist.dtype == torch.float32
+    ref_d, ref_i = knn_reference(q, bank, 3)
+    torch.testing.assert_close(dist[0], ref_d)
+    assert torch.equal(idx[0], ref_i)
+    assert (dist >= 0).all()
+
+
+def test_knn_precomputed_norms_and_out():
+    q, bank = _knn_data()
+    norms = ops.bank_sq_norms(bank)
+    out = (torch.empty(30, 2), torch.empty(30, 2, dtype=torch.int64))
+    res = ops.knn(q, bank, 2, bank_sq_norms=norms, out=out)
+    assert res[0] is out[0] and res[1] is out[1]
+    ref_d, ref_i = knn_reference(q, bank, 2)
+    torch.testing.assert_close(out[0], ref_d)
+    assert torch.equal(out[1], ref_i)
+
+
+def test_knn_under_no_grad_and_with_grad_inputs():
+    q, bank = _knn_data()
+    with torch.no_grad():
+        d1, i1 = ops.knn(q, bank)
+    d2, i2 = ops.knn(q.requires_grad_(), bank)
+    torch.testing.assert_close(d1, d2.detach())
+    assert torch.equal(i1, i2)
+
+
+def test_bank_sq_norms():
+    _, bank = _knn_data(dtype=torch.float16)
+    norms = ops.bank_sq_norms(bank)
+    assert norms.dtype == torch.float32 and norms.shape == (70,)
+    torch.testing.assert_close(norms, bank.float().pow(2).sum(1))
+    bad = bank.clone()
+    bad[5, 3] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        ops.bank_sq_norms(bad)
+
+
+def test_knn_refuses_empty_bank():
+    q, _ = _knn_data()
+    with pytest.raises(DataError, match="empty"):
+        ops.knn(q, torch.empty(0, 12))
+
+
+@pytest.mark.parametrize("where", ["queries", "bank"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_knn_refuses_non_finite(where, value):
+    q, bank = _knn_data()
+    (q if where == "queries" else bank)[3, 4] = value
+    with pytest.raises(DataError, match=f"{where} contains NaN/Inf: 1 "):
+        ops.knn(q, bank)
+
+
+@pytest.mark.parametrize("k", [0, 17, True, 2.0, -1])
+def test_knn_refuses_bad_k(k):
+    with pytest.raises(ConfigError, match="k="):
+        ops.knn(*_knn_data(), k=k)
+
+
+def test_knn_refuses_bad_shapes_and_dtypes():
+    q, bank = _knn_data()
+    with pytest.raises(DataError, match="feature dims differ"):
+        ops.knn(q[:, :5], bank)
+    with pytest.raises(DataError, match="2-D or 3-D"):
+        ops.knn(q[0], bank)
+    with pytest.raises(DataError, match="bank dtype"):
+        ops.knn(q, bank.to(torch.float64))
+    with pytest.raises(DataError, match="queries dtype"):
+        ops.knn(q.long(), bank)
+    with pytest.raises(DataError, match="torch.Tensor"):
+        ops.knn(q.numpy(), bank)
+    with pytest.raises(DataError, match="bank_sq_norms"):
+        ops.knn(q, bank, bank_sq_norms=torch.ones(3))
+    with pytest.raises(DataError, match="out distances"):
+        ops.knn(q, bank, 2, out=(torch.empty(30, 3), torch.empty(30, 2, dtype=torch.int64)))
+    with pytest.raises(DataError, match="out indices"):
+        ops.knn(q, bank, 2, out=(torch.empty(30, 2), torch.empty(30, 2, dtype=torch.int32)))
+
+
+def test_knn_triton_backend_through_ops():
+    _needs_interpreter()
+    q, bank = _knn_data(n=20, m=45, d=10, dtype=torch.float16)
+    qb = torch.stack([q, q + 1])
+    d_t, i_t = ops.knn(qb, bank, 4, backend="triton")
+    d_r, i_r = ops.knn(qb, bank, 4, backend="torch")
+    torch.testing.assert_close(d_t, d_r, atol=1e-3, rtol=1e-5)
+    assert (i_t == i_r).float().mean() > 0.95  # identical up to near-ties
+
+
+# ------------------------------------------------------------------------------- masked_similarity
+@pytest.mark.parametrize("mode", ["expectation", "cosine"])
+def test_masked_similarity_matches_reference(mode):
+    args = _ms_data()
+    with torch.no_grad():
+        got = ops.masked_similarity(*args, mode=mode)
+    assert got.shape == (2, 4) and got.dtype == torch.float32
+    torch.testing.assert_close(got, masked_similarity_reference(*args, mode=mode))
+
+
+def test_masked_similarity_triton_backend_through_ops():
+    _needs_interpreter()
+    args = _ms_data()
+    for mode in ("expectation", "cosine"):
+        got = ops.masked_similarity(*args, mode=mode, backend="triton")
+        torch.testing.assert_close(got, ops.masked_similarity(*args, mode=mode, backend="torch"),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_masked_similarity_validation():
+    feats, masks, weight, bias, text = _ms_data()
+    with pytest.raises(ConfigError, match="mode"):
+        ops.masked_similarity(feats, masks, weight, bias, text, mode="softmax")
+    empty = masks.clone()
+    empty[2] = False
+    with pytest.raises(DataError, match=r"mask\(s\) \[2\] keep no patch"):
+        ops.masked_similarity(feats, empty, weight, bias, text)
+    with pytest.raises(DataError, match="one entry per patch"):
+        ops.masked_similarity(feats, masks[:, :5], weight, bias, text)
+    with pytest.raises(DataError, match="rows"):
+        ops.masked_similarity(feats, masks, weight[:5], bias, text)
+    with pytest.raises(DataError, match="bias"):
+        ops.masked_similarity(feats, masks, weight, bias[:3], text)
+    with pytest.raises(DataError, match="negative"):
+        ops.masked_similarity(feats, masks.float() - 0.5, weight, bias, text)
+    nan_feats = feats.clone()
+    nan_feats[0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="features contains NaN/Inf: 1 value"):
+        ops.masked_similarity(nan_feats, masks, weight, bias, text)
+    with pytest.raises(DataError, match="floating point"):
+        ops.masked_similarity(feats.long(), masks, weight, bias, text)
+    with pytest.raises(DataError, match="bool or floating"):
+        ops.masked_similarity(feats, masks.long(), weight, bias, text)
+
+
+# ------------------------------------------------------------------------------- traceability
+class _KnnScorer(torch.nn.Module):
+    """What the exporter does: the bank and its norms become constants of the graph."""
+
+    def __init__(self, bank, k):
+        super().__init__()
+        self.register_buffer("bank", bank)
+        self.register_buffer("norms", ops.bank_sq_norms(bank))
+        self.k = k
+
+    def forward(self, queries):
+        return knn_reference(queries, self.bank, self.k, bank_sq_norms=self.norms, chunk_elements=30 * 25)
+
+
+class _MaskedSim(torch.nn.Module):
+    def __init__(self, masks, weight, bias, text, mode):
+        super().__init__()
+        for name, t in (("masks", masks), ("weight", weight), ("bias", bias), ("text", text)):
+            self.register_buffer(name, t)
+        self.mode = mode
+
+    def forward(self, features):
+        return masked_similarity_reference(features, self.masks, self.weight, self.bias, self.text, mode=self.mode)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_knn_reference_is_torch_exportable(k):
+    q, bank = _knn_data()
+    ep = torch.export.export(_KnnScorer(bank, k), (q,), strict=False)
+    d, i = ep.module()(q)
+    ref_d, ref_i = knn_reference(q, bank, k)
+    torch.testing.assert_close(d, ref_d)
+    assert torch.equal(i, ref_i)
+
+
+# The legacy exporter warns that Python ints computed from shapes (bank rows, chunk sizes) become
+# constants of the graph: intended, the bank is a constant of the exported model.
+_EXPORT_WARNINGS = [pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+                    pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@_EXPORT_WARNINGS[0]
+@_EXPORT_WARNINGS[1]
+def test_knn_reference_exports_to_onnx(tmp_path, k):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    q, bank = _knn_data()
+    path = tmp_path / "knn.onnx"
+    # several bank chunks (chunk_elements above) so the running top-k merge is in the graph too
+    torch.onnx.export(_KnnScorer(bank, k), (q,), str(path), input_names=["queries"],
+                      output_names=["distances", "indices"], dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    d, i = sess.run(None, {"queries": q.numpy()})
+    ref_d, ref_i = knn_reference(q, bank, k)
+    torch.testing.assert_close(torch.from_numpy(d), ref_d, atol=1e-4, rtol=1e-5)
+    assert (torch.from_numpy(i) == ref_i).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("mode", ["expectation", "cosine"])
+@_EXPORT_WARNINGS[0]
+@_EXPORT_WARNINGS[1]
+def test_masked_similarity_reference_exports_to_onnx(tmp_path, mode):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    feats, masks, weight, bias, text = _ms_data()
+    path = tmp_path / "ms.onnx"
+    torch.onnx.export(_MaskedSim(masks, weight, bias, text, mode), (feats,), str(path), input_names=["features"],
+                      output_names=["scores"], dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {"features": feats.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), masked_similarity_reference(feats, masks, weight, bias, text,
+                                                                                  mode=mode), atol=1e-5, rtol=1e-5)
+
+
+def test_knn_no_queries():
+    _, bank = _knn_data()
+    d, i = ops.knn(torch.empty(0, 12), bank, 3)
+    assert d.shape == (0, 3) and i.shape == (0, 3)
+    d, i = ops.knn(torch.empty(2, 0, 12), bank, 3)
+    assert d.shape == (2, 0, 3)
