@@ -47,6 +47,10 @@ PEAKS = {
 }
 
 
+FRAME_QUERIES = 1024  # patches of one 256x256 frame at stride 8
+MS_SHAPE = (8, 64, 64, 1280, 1000)  # masked_similarity: b, K, p, c, C
+
+
 def device_peaks(name: str):
     for key, val in PEAKS.items():
         if key.lower() in name.lower():
@@ -181,15 +185,14 @@ def knn_rows(device: str, shapes, min_time: float, peaks, variants: set[str]) ->
     rows: list[Row] = []
     g = torch.Generator(device=device).manual_seed(0)
     for frames, m, d, k, dtype in shapes:
-        n = 1024 * frames
-        q = torch.randn(frames, 1024, d, device=device, generator=g)
+        n = FRAME_QUERIES * frames
+        q = torch.randn(frames, FRAME_QUERIES, d, device=device, generator=g)
         bank = torch.randn(m, d, device=device, generator=g).to(dtype)
         norms = ops.bank_sq_norms(bank)
         flops = 2.0 * n * m * d
         nbytes = m * d * bank.element_size() + 4 * m + 4 * n * d + 12 * n * k
-        shape = f"b={frames} n={n} m={m // 1000}k d={d} k={k} {str(dtype).replace('torch.', '')}"
-        if m >= 1_000_000:
-            shape = shape.replace(f"m={m // 1000}k", f"m={m / 1e6:g}M")
+        m_txt = f"{m / 1e6:g}M" if m >= 1_000_000 else (f"{m // 1000}k" if m >= 1000 else str(m))
+        shape = f"b={frames} n={n} m={m_txt} d={d} k={k} {str(dtype).replace('torch.', '')}"
         qf = q.reshape(n, d)
         cands: list[tuple[str, Callable]] = []
         if "triton" in variants:
@@ -238,7 +241,7 @@ def masked_similarity_rows(device: str, min_time: float, variants: set[str], dty
     from edgecmg import ops
     from edgecmg.kernels.masked_similarity import masked_similarity_reference, masked_similarity_triton
 
-    b, K, p, c, C = 8, 64, 64, 1280, 1000
+    b, K, p, c, C = MS_SHAPE
     g = torch.Generator(device=device).manual_seed(0)
     feats = torch.randn(b, p, c, device=device, generator=g)
     masks = torch.rand(K, p, device=device, generator=g) > 0.5
@@ -327,7 +330,7 @@ def targets_summary(rows: list[Row]) -> str:
                        f"({'met' if kern.roof >= 0.6 else 'NOT met'})")
     for r in rows:
         if r.op.startswith("masked_similarity") and r.variant == "triton kernel":
-            out.append(f"- {r.op} b=8 K=64 p=64 c=1280 C=1000 under 0.2 ms: {r.ms:.3f} ms "
+            out.append(f"- {r.op} {r.shape} under 0.2 ms: {r.ms:.3f} ms "
                        f"({'met' if r.ms < 0.2 else 'NOT met'})")
     return "\n".join(out)
 
@@ -372,6 +375,9 @@ def main(argv=None) -> int:
         name = f"{cpu_name()} ({torch.get_num_threads()} torch threads)"
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         peaks, peak_txt = None, f"not tabulated for CPUs (roof column n/a); 1-min load average at start {load:.1f}"
+        if load > (os.cpu_count() or 1):
+            peak_txt += (f" on {os.cpu_count()} cores: the machine was shared with other jobs, so these "
+                         "figures are pessimistic")
         min_time = 0.5 if args.min_time is None else args.min_time
         variants.discard("triton")
         variants.discard("faiss")
@@ -382,7 +388,7 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; command: "
         f"`python benchmarks/bench_kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "knn: n = 1,024 patch queries per 256x256 frame, b frames in one call; bank rows random normal. "
-        "TFLOP/s counts 2nmd; GB/s counts bank + norms + queries + outputs once; "
+        "FLOP/s counts 2nmd; GB/s counts bank + norms + queries + outputs once; "
         "roof = roofline time / measured time.",
     ]
     with torch.no_grad():

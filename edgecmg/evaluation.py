@@ -5,6 +5,7 @@ import logging
 import time
 from typing import Sequence
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -24,6 +25,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     """
     labels, scores, masks, maps, latencies, skipped = [], [], [], [], [], []
     has_masks = any(s.mask_path is not None for s in samples)
+    size = (detector.input_size[1], detector.input_size[0])  # cv2 wants (width, height)
     for sample in tqdm(samples, desc="eval", unit="img", disable=not progress):
         try:
             frame = read_image(sample.path)
@@ -37,8 +39,10 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         labels.append(sample.label)
         scores.append(result.score)
         if has_masks:
-            masks.append(sample_mask(sample, frame.shape[:2]))
-            maps.append(result.anomaly_map)
+            # Parts differ slightly in size; pixel metrics are taken at the model's input size.
+            mask = sample_mask(sample, frame.shape[:2])
+            masks.append(None if mask is None else cv2.resize(mask.astype(np.uint8), size, cv2.INTER_NEAREST) > 0)
+            maps.append(cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR))
     metrics = evaluate(labels, scores, masks if has_masks else None, maps if has_masks else None)
     latency = np.asarray(latencies)
     metrics.update({

@@ -44,8 +44,13 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         env = os.environ.get(ENV_VAR, "").strip().lower()
         if env in ("", "auto"):
-            use_triton = device.type == "cuda" and _common.triton_available()
-            return "triton" if use_triton else "torch"
+            if device.type != "cuda" or not _common.triton_available():
+                return "torch"
+            try:  # installed but broken (e.g. no matching CUDA toolkit): auto falls back, quietly
+                _common.require_triton()
+            except BackendUnavailableError:
+                return "torch"
+            return "triton"
         if env not in ("torch", "triton"):
             raise ConfigError(f"{ENV_VAR}={env!r}: set it to 'torch', 'triton' or 'auto' (or unset it)")
         backend, source = env, f"{ENV_VAR}"
@@ -55,7 +60,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             raise BackendUnavailableError(
                 "triton",
                 f"{source} asks for the Triton kernels but the tensors are on {device.type}; they need a "
-                "CUDA device, or TRITON_INTERPRET=1 for Triton's (slow) CPU interpreter",
+                "CUDA device, or Triton's (slow) CPU interpreter: TRITON_INTERPRET=1 set before triton is "
+                "first imported",
                 "move the tensors to a CUDA device or use backend='torch'",
             )
     return backend

@@ -175,8 +175,11 @@ def _masked_similarity_merge_kernel(
         score = tl.sum(a_s, axis=1) / tl.maximum(denom, _K_COS_EPS)
     else:
         m_s = tl.load(ptr, mask=valid, other=float("-inf"))
-        scale = tl.exp(m_s - tl.max(m_s, axis=1)[:, None])  # padded splits: exp(-inf) = 0
-        score = tl.sum(scale * a_s, axis=1) / tl.sum(scale * l_s, axis=1)
+        # Padded splits give exp(-inf) = 0; the floor keeps rows past R (all padding) free of inf - inf.
+        m_max = tl.maximum(tl.max(m_s, axis=1), -3.0e38)
+        scale = tl.exp(m_s - m_max[:, None])
+        denom = tl.where(r_mask, tl.sum(scale * l_s, axis=1), 1.0)
+        score = tl.sum(scale * a_s, axis=1) / denom
     tl.store(out_ptr + rows, score, mask=r_mask)
 
 
@@ -186,7 +189,7 @@ _MERGE_BLOCK_R = 64
 
 def _ms_configs(wide: bool):
     """Candidate configs; ``wide`` for fp32 heads, whose three-pass TF32 product needs about twice
-    the registers (these lists are the ones that built without spills for sm_90)."""
+    the registers (both lists picked from sm_90 builds that did not spill)."""
     import triton
 
     cfg = triton.Config

@@ -48,13 +48,24 @@ def _ms_data(b=2, K=4, p=9, c=16, C=21, seed=0):
 def test_auto_picks_torch_on_cpu_and_triton_on_cuda(monkeypatch):
     assert ops.resolve_backend("auto", CPU) == "torch"
     monkeypatch.setattr(_common, "triton_available", lambda: True)
+    monkeypatch.setattr(_common, "require_triton", lambda: None)
     assert ops.resolve_backend("auto", CUDA) == "triton"
     monkeypatch.setattr(_common, "triton_available", lambda: False)
     assert ops.resolve_backend("auto", CUDA) == "torch"
 
 
+def test_auto_falls_back_when_triton_is_broken(monkeypatch):
+    def broken():
+        raise BackendUnavailableError("triton", "cannot import triton (RuntimeError)", _common.TRITON_INSTALL_HINT)
+
+    monkeypatch.setattr(_common, "triton_available", lambda: True)
+    monkeypatch.setattr(_common, "require_triton", broken)
+    assert ops.resolve_backend("auto", CUDA) == "torch"
+
+
 def test_env_override(monkeypatch):
     monkeypatch.setattr(_common, "triton_available", lambda: True)
+    monkeypatch.setattr(_common, "require_triton", lambda: None)
     monkeypatch.setenv(ops.ENV_VAR, "torch")
     assert ops.resolve_backend("auto", CUDA) == "torch"
     # the explicit argument beats the environment

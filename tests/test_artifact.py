@@ -1,0 +1,98 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from edgecmg import artifact
+from edgecmg.errors import ArtifactError
+
+
+def test_round_trip_gives_identical_outputs(small_fit, small_artifact):
+    model, metadata = small_fit
+    loaded, header = artifact.load(small_artifact)
+    assert header["threshold"] == pytest.approx(metadata["threshold"])
+    assert header["backbone"]["sha256"] == metadata["backbone"]["sha256"]
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 256, 96, 3), dtype=np.uint8))
+    with torch.no_grad():
+        a, b = model(frames), loaded(frames)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def _rewrite(src, dst, mutate):
+    data = bytearray(src.read_bytes())
+    mutate(data)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _header_span(data):
+    _, _, header_len, _ = struct.unpack_from("<8sIQ32s", data)
+    start = struct.calcsize("<8sIQ32s")
+    return start, start + header_len
+
+
+def test_truncated_file_is_refused(small_artifact, tmp_path):
+    bad = _rewrite(small_artifact, tmp_path / "t.edgecmg", lambda d: d.__delitem__(slice(len(d) - 100, None)))
+    with pytest.raises(ArtifactError, match="truncated payload"):
+        artifact.load(bad)
+    tiny = tmp_path / "tiny.edgecmg"
+    tiny.write_bytes(b"EDGE")
+    with pytest.raises(ArtifactError, match="truncated"):
+        artifact.load(tiny)
+
+
+def test_corrupted_payload_is_refused(small_artifact, tmp_path):
+    def flip(d):
+        d[-10] ^= 0xFF
+
+    with pytest.raises(ArtifactError, match="payload checksum mismatch"):
+        artifact.load(_rewrite(small_artifact, tmp_path / "c.edgecmg", flip))
+
+
+def test_edited_header_is_refused(small_artifact, tmp_path):
+    def tamper(d):
+        start, end = _header_span(d)
+        text = bytes(d[start:end]).decode()
+        header = json.loads(text)
+        header["threshold"] = header["threshold"] * 10
+        new = json.dumps(header, sort_keys=True).encode()[: end - start].ljust(end - start)
+        d[start:end] = new
+
+    with pytest.raises(ArtifactError, match="header checksum mismatch"):
+        artifact.load(_rewrite(small_artifact, tmp_path / "h.edgecmg", tamper))
+
+
+def test_newer_format_and_foreign_files_are_refused(small_artifact, tmp_path):
+    def bump(d):
+        struct.pack_into("<I", d, 8, artifact.FORMAT_VERSION + 1)
+
+    with pytest.raises(ArtifactError, match="newer than this edgecmg"):
+        artifact.load(_rewrite(small_artifact, tmp_path / "v.edgecmg", bump))
+    foreign = tmp_path / "model.pth"
+    foreign.write_bytes(b"\x80\x04PICKLE" + b"\0" * 100)
+    with pytest.raises(ArtifactError, match="bad magic"):
+        artifact.load(foreign)
+    with pytest.raises(ArtifactError, match="no such model file"):
+        artifact.load(tmp_path / "missing.edgecmg")
+
+
+def test_other_backbone_weights_are_refused(small_fit, tmp_path):
+    model, metadata = small_fit
+    meta = {**metadata, "backbone": {**metadata["backbone"], "sha256": "0" * 64}}
+    path = artifact.save(model, meta, tmp_path / "other.edgecmg")
+    with pytest.raises(ArtifactError, match="install the version the model was fitted with"):
+        artifact.load(path)
+
+
+def test_no_pickle_on_the_load_path(small_artifact, monkeypatch):
+    import pickle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading an artifact")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    artifact.read_header(small_artifact)

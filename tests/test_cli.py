@@ -1,0 +1,49 @@
+import json
+import os
+
+import pytest
+
+from edgecmg.cli import main
+
+
+@pytest.fixture(scope="module")
+def mvtec_subset(kolektor_root, tmp_path_factory):
+    """A small MVTec-layout folder of symlinks to real KolektorSDD images, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("kolektor_small")
+    for split, kind, count in (("train", "good", 12), ("test", "good", 5), ("test", "defect", 5)):
+        folder = root / split / kind
+        folder.mkdir(parents=True)
+        for path in sorted((kolektor_root / split / kind).iterdir())[:count]:
+            os.symlink(path, folder / path.name)
+            if kind == "defect":
+                gt = root / "ground_truth" / "defect"
+                gt.mkdir(parents=True, exist_ok=True)
+                mask = kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png"
+                os.symlink(mask, gt / mask.name)
+    (root / "train" / "good" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_fit_eval_predict(mvtec_subset, tmp_path, capsys):
+    model = tmp_path / "m.edgecmg"
+    assert main(["-q", "fit", str(mvtec_subset), "--prompt", "a photo of a metal commutator", "-o", str(model),
+                 "--input-size", "256", "96", "--bank-size", "1000", "--cmle-dim", "16"]) == 0
+    assert model.is_file()
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", str(model), str(mvtec_subset / "test" / "defect"), "--out", str(out),
+                 "--backend", "torch"]) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and all(json.loads(line)["overlay"].endswith(".png") for line in lines)
+
+
+def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact):
+    capsys.readouterr()
+    kolektor_like = mvtec_subset
+    assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--json", "--backend", "torch"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["-q", "eval", str(tmp_path / "missing.edgecmg"), str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from edgecmg.detector import Detector
+from edgecmg.errors import DataError
+from edgecmg.imageio import read_image
+
+
+@pytest.fixture(scope="module")
+def detector(small_artifact):
+    det = Detector.load(small_artifact, backend="torch")
+    yield det
+    det.close()
+
+
+def test_defects_score_higher_than_good_parts(detector, kolektor_root):
+    good = [read_image(p) for p in sorted((kolektor_root / "test" / "good").iterdir())[:6]]
+    bad = [read_image(p) for p in sorted((kolektor_root / "test" / "defect").iterdir())[:6]]
+    good_scores = [r.score for r in detector.predict_batch(good)]
+    bad_scores = [r.score for r in detector.predict_batch(bad)]
+    assert np.mean(bad_scores) > np.mean(good_scores)
+
+
+def test_result_schema(detector, kolektor_root):
+    frame = read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0])
+    result = detector.predict(frame)
+    assert result.anomaly_map.shape == frame.shape[:2] and result.anomaly_map.dtype == np.float32
+    assert result.threshold == pytest.approx(detector.threshold)
+    record = result.to_dict()
+    for key in ("score", "is_anomaly", "threshold", "kept_mask", "frame_index", "timestamp",
+                "capture_wait_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"):
+        assert key in record
+    assert result.timings.inference > 0
+    overlay = result.overlay()
+    assert overlay.shape == frame.shape and overlay.dtype == np.uint8
+
+
+def test_threshold_override(small_artifact):
+    det = Detector.load(small_artifact, backend="torch", threshold=0.0)
+    frame = np.zeros((256, 96, 3), np.uint8)
+    assert det.predict(frame).is_anomaly
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), "frame.png"])
+def test_bad_frames_get_clear_errors(detector, bad):
+    with pytest.raises(DataError, match="uint8 HxWx3 RGB"):
+        detector.predict(bad)
+
+
+def test_stream_over_a_real_video_file_loses_no_frame(detector, kolektor_root, tmp_path):
+    import cv2
+
+    video = tmp_path / "line.avi"
+    frames = [read_image(p) for p in sorted((kolektor_root / "test" / "good").iterdir())[:12]]
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(cv2.resize(f, (w, h)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    with detector.stream(str(video), policy="all", batch=4) as run:
+        results = list(run)
+    assert [r.frame_index for r in results] == list(range(12))
+    assert run.stats.frames_dropped == 0
