@@ -13,8 +13,8 @@ Profiles (what the Q/DQ nodes look like):
   Q/DQ on convolution outputs (TensorRT fuses conv + activation + residual around Q/DQ placed on
   inputs). Passes ``edgecmg.engine.check_onnx_for_tensorrt``; build it with ``--precision int8``.
 - ``"cpu"``: what ONNX Runtime's CPU kernels fuse into QLinearConv/QLinearAdd: uint8 asymmetric
-  activations (ReLU6 folds into the quantisation range), int8 weights, int32 bias. Fastest on ONNX
-  Runtime CPU; not TensorRT-buildable (TensorRT needs zero points of 0 and float bias).
+  activations (ReLU6 folds into the quantisation range), int8 weights, Q/DQ on conv outputs. Fastest
+  on ONNX Runtime CPU; not TensorRT-buildable (TensorRT needs zero points of 0).
 
 Ranges come from ONNX Runtime's calibrators (minmax, percentile, entropy), are cached as JSON
 (``calibration/cache.py``) and fed to ONNX Runtime's QDQ quantiser.
@@ -108,7 +108,9 @@ def _quant_options(profile: str) -> dict[str, Any]:
                 "OpTypesToExcludeOutputQuantization": ["Conv"],
                 # the weight-scale widening only protects int32 biases, which this profile has none of
                 "QDQDisableWeightAdjustForInt32Bias": True}
-    return {"WeightSymmetric": True}
+    # Float bias here too: ONNX Runtime folds it into QLinearConv itself, and an int32 bias would
+    # make the quantiser widen weight scales wherever the bias is large (costly for accuracy).
+    return {"WeightSymmetric": True, "QuantizeBias": False}
 
 
 def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_types: tuple[str, ...], *,
@@ -223,7 +225,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
         onnx_header["quantization"] = {
             "method": method, "samples": len(images), "profile": profile, "weights": "int8 per-channel symmetric",
             "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor asymmetric",
-            "bias": "float" if profile == "tensorrt" else "int32", "reduce_range": reduce_range,
+            "bias": "float", "reduce_range": reduce_range,
             "quantized_nodes": len(region), "cache": cache_path.name, "edgecmg": __version__,
             "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
         }

@@ -49,7 +49,7 @@ class Detector:
         from edgecmg.runtime.registry import load_host_scorer, make_runner
 
         runner = make_runner(str(path), backend=backend, device=device)
-        scorer = load_host_scorer(runner) if runner.produces_features else None
+        scorer = load_host_scorer(path)[0] if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer)
 
     @classmethod

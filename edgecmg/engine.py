@@ -725,7 +725,8 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
         else:
             mins = opts = maxs = dims
         profile.set_shape(tensor.name, mins, opts, maxs)
-        shapes[tensor.name] = {"min": mins, "opt": opts, "max": maxs, "dtype": str(tensor.dtype).split(".")[-1].lower()}
+        dtype = getattr(tensor.dtype, "name", None) or str(tensor.dtype).split(".")[-1]
+        shapes[tensor.name] = {"min": mins, "opt": opts, "max": maxs, "dtype": str(dtype).lower()}
     bconfig.add_optimization_profile(profile)
 
     if config.dla_core is not None:

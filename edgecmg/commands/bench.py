@@ -82,12 +82,12 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from edgecmg.runtime.registry import backends_for
+    from edgecmg.runtime.registry import runner_choices
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
     from edgecmg.artifact import read_header
 
-    backends = args.backends or backends_for(args.model)
+    backends = args.backends or list(dict.fromkeys(b for b, _ in runner_choices(args.model)))
     header_size = None
     if str(args.model).endswith(".edgecmg"):
         header_size = tuple(read_header(args.model)[0]["input_size"])

@@ -1,89 +1,229 @@
-"""Runner registry: maps a model file to the runner that executes it.
+"""Runner registry: which runner executes which model file, and what ``backend="auto"`` picks.
 
-backend names: "torch", "onnxruntime", "tensorrt"; "auto" picks the fastest one available here.
+One table, ``SPECS``, fastest first. Each row: backend name, device kind, the file suffixes it
+runs, an availability probe and a factory. ``make_runner`` keeps the rows that fit the file, the
+requested backend and device, and takes the first available one:
+
+=============  ======  ==========================  ==========================================
+backend        device  files                       runner
+=============  ======  ==========================  ==========================================
+tensorrt       cuda    .engine, .plan              TensorRTRunner (TensorRT Python API)
+tensorrt       cuda    .onnx                       OnnxRunner, TensorRT execution provider
+onnxruntime    cuda    .onnx, .edgecmg (exported)  OnnxRunner, CUDA execution provider
+torch          cuda    .edgecmg                    TorchRunner
+onnxruntime    cpu     .onnx, .edgecmg (exported)  OnnxRunner, CPU execution provider
+torch          cpu     .edgecmg                    TorchRunner
+=============  ======  ==========================  ==========================================
+
+An ``.edgecmg`` artifact run with onnxruntime is exported once (featurizer graph) into the cache
+directory keyed by the artifact's SHA-256 (``edgecmg.export.cached_onnx``), so
+``edgecmg bench M.edgecmg --backends torch onnxruntime`` compares both on the same model. Engines
+are never built implicitly (minutes of TensorRT tuning): ``edgecmg build`` makes them.
 """
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from edgecmg.errors import BackendUnavailableError, ConfigError
+from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_available
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
+from edgecmg.runtime.onnx_runner import ORT_INSTALL_HINT, OnnxRunner, available_providers
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-# Which backends can execute each kind of file, fastest first.
-_BY_SUFFIX = {
-    ".edgecmg": ("torch",),
-    ".onnx": ("tensorrt", "onnxruntime"),
-    ".engine": ("tensorrt",),
-    ".plan": ("tensorrt",),
+ARTIFACT_SUFFIX = ".edgecmg"
+ONNX_SUFFIX = ".onnx"
+KNOWN_SUFFIXES = (ARTIFACT_SUFFIX, ONNX_SUFFIX, *ENGINE_SUFFIXES)
+_HINTS = {
+    "torch": "install the CUDA build of torch for GPU inference",
+    "onnxruntime": ORT_INSTALL_HINT,
+    "tensorrt": TENSORRT_INSTALL_HINT,
 }
 
 
-def _importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+def _torch_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken CUDA install means "not available"
+        return False
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _ort_provider(provider: str, *, needs_export: bool = False) -> Callable[[], bool]:
+    def probe() -> bool:
+        if needs_export and not _has_module("onnx"):
+            return False
+        return provider in available_providers()
+
+    return probe
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    backend: str
+    device: str  # "cuda" or "cpu"
+    suffixes: tuple[str, ...]
+    available: Callable[[], bool]
+    create: Callable[..., Runner]
+    what: str = ""
+    hint: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.device}"
+
+
+def _device_for(spec: RunnerSpec, device: Optional[str]) -> str:
+    return device if device is not None else spec.device
+
+
+def _torch_runner(path: Path, device: str, **_: Any) -> Runner:
+    from edgecmg import artifact
+    from edgecmg.runtime.torch_runner import TorchRunner
+
+    header, _payload = artifact.read_header(path)
+    return TorchRunner(str(path), header, device)
+
+
+def _onnx_runner(provider: str) -> Callable[..., Runner]:
+    def create(path: Path, device: str, *, threads: Optional[int] = None, export_config=None, **_: Any) -> Runner:
+        if path.suffix == ARTIFACT_SUFFIX:
+            from edgecmg.config import ExportConfig
+            from edgecmg.export import cached_onnx
+
+            path = cached_onnx(path, export_config or ExportConfig())
+        return OnnxRunner(path, None, device, provider=provider, threads=threads)
+
+    return create
+
+
+def _tensorrt_runner(path: Path, device: str, **_: Any) -> Runner:
+    from edgecmg.runtime.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(path, None, device)
+
+
+SPECS: tuple[RunnerSpec, ...] = (
+    RunnerSpec("tensorrt", "cuda", ENGINE_SUFFIXES, lambda: tensorrt_available() and _torch_or_cudart(),
+               _tensorrt_runner, "TensorRT engine"),
+    RunnerSpec("tensorrt", "cuda", (ONNX_SUFFIX,), _ort_provider("tensorrt"), _onnx_runner("tensorrt"),
+               "ONNX Runtime's TensorRT execution provider", "pip install onnxruntime-gpu, with TensorRT's "
+               "libraries on the library path (JetPack provides them)"),
+    RunnerSpec("onnxruntime", "cuda", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cuda", needs_export=True),
+               _onnx_runner("cuda"), "ONNX Runtime, CUDA execution provider"),
+    RunnerSpec("torch", "cuda", (ARTIFACT_SUFFIX,), _torch_cuda, _torch_runner, "torch on CUDA"),
+    RunnerSpec("onnxruntime", "cpu", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cpu", needs_export=True),
+               _onnx_runner("cpu"), "ONNX Runtime, CPU execution provider"),
+    RunnerSpec("torch", "cpu", (ARTIFACT_SUFFIX,), lambda: True, _torch_runner, "torch on CPU"),
+)
+
+
+def _torch_or_cudart() -> bool:
+    return _torch_cuda() or _has_module("cuda")
+
+
+def _device_kind(device: Optional[str]) -> Optional[str]:
+    if device is None:
+        return None
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        return "cuda"
+    raise ConfigError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)")
+
+
+def _check_file(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in KNOWN_SUFFIXES:
+        raise DataError(f"{path}: unknown model file type {suffix!r}; edgecmg runs .edgecmg artifacts, .onnx "
+                        f"exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines")
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    return suffix
+
+
+def candidate_specs(path: str | Path, backend: str = "auto", device: Optional[str] = None) -> list[RunnerSpec]:
+    """Rows of ``SPECS`` that could run ``path`` for this backend/device, fastest first (availability
+    not checked)."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: choose 'auto' or one of {', '.join(BACKENDS)}")
+    suffix = Path(path).suffix.lower()
+    kind = _device_kind(device)
+    return [s for s in SPECS if suffix in s.suffixes and (backend == "auto" or s.backend == backend)
+            and (kind is None or s.device == kind)]
+
+
+def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] = None, *,
+                threads: Optional[int] = None, export_config=None) -> Runner:
+    """The runner for a model file (not yet active: use ``with runner:``).
+
+    backend: "auto" (fastest available, see the module table), "torch", "onnxruntime" or "tensorrt".
+    device: None (the backend's best), "cpu", "cuda" or "cuda:N".
+    threads: ONNX Runtime intra-op threads. export_config: how an .edgecmg is exported for onnxruntime.
+    """
+    path = Path(path)
+    suffix = _check_file(path)
+    specs = candidate_specs(path, backend, device)
+    if not specs:
+        runs = {b: sorted({x for s in SPECS if s.backend == b for x in s.suffixes}) for b in BACKENDS}
+        if backend != "auto" and suffix not in runs[backend]:
+            raise ConfigError(f"backend {backend!r} cannot run {suffix} files (it runs {', '.join(runs[backend])}); "
+                              + _conversion_hint(suffix, backend))
+        raise ConfigError(f"no {backend} runner for {suffix} files on device {device!r}; "
+                          f"{suffix} files run on: {', '.join(s.name for s in SPECS if suffix in s.suffixes)}")
+    for spec in specs:
+        if spec.available():
+            return spec.create(path, _device_for(spec, device), threads=threads, export_config=export_config)
+    first = specs[0]
+    wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
+    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",
+                                  first.hint or _HINTS[first.backend])
+
+
+def _conversion_hint(suffix: str, backend: str) -> str:
+    if backend == "tensorrt" and suffix == ARTIFACT_SUFFIX:
+        return "export and build first: edgecmg export M.edgecmg --format onnx -o M.onnx; edgecmg build M.onnx -o M.engine"
+    if backend == "torch":
+        return "torch runs the .edgecmg artifact the file was made from"
+    if suffix in ENGINE_SUFFIXES:
+        return "engines run only on tensorrt; use the .onnx it was built from for onnxruntime"
+    return "convert the file first (edgecmg export / edgecmg build)"
 
 
 def available_backends() -> list[str]:
-    """Backends whose libraries import on this machine."""
-    found = ["torch"]
-    if _importable("onnxruntime"):
-        found.append("onnxruntime")
-    if _importable("tensorrt"):
-        found.append("tensorrt")
-    return found
+    """Backend names usable on this machine for some file type (torch always)."""
+    return [b for b in BACKENDS if any(s.backend == b and s.available() for s in SPECS)]
 
 
-def backends_for(path: str) -> list[str]:
-    """Backends that can run ``path`` here, fastest first."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in _BY_SUFFIX:
-        raise ConfigError(f"{path}: unknown model file type {suffix!r}; expected .edgecmg, .onnx or .engine")
-    available = available_backends()
-    return [b for b in _BY_SUFFIX[suffix] if b in available]
+def runner_choices(path: str | Path) -> list[tuple[str, str]]:
+    """(backend, device) pairs that can run ``path`` here, fastest first (the conformance tests'
+    parametrisation and what ``auto`` chooses from)."""
+    return [(s.backend, s.device) for s in candidate_specs(path) if s.available()]
 
 
-def _default_device() -> str:
-    import torch
+def load_host_scorer(path: str | Path):
+    """(BankScorer, header) for host-side scoring of a featurizer-only model file of any kind."""
+    path = Path(path)
+    suffix = _check_file(path)
+    if suffix == ONNX_SUFFIX:
+        from edgecmg.export import load_scorer_from_onnx
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return load_scorer_from_onnx(path)
+    if suffix in ENGINE_SUFFIXES:
+        from edgecmg.engine import load_scorer_from_engine
 
+        return load_scorer_from_engine(path)
+    from edgecmg import artifact
 
-def make_runner(path: str, backend: str = "auto", device: Optional[str] = None) -> Runner:
-    """The runner for ``path`` (not yet active)."""
-    if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"backend={backend!r}: choose one of auto, {', '.join(BACKENDS)}")
-    suffix = Path(path).suffix.lower()
-    if suffix not in _BY_SUFFIX:
-        raise ConfigError(f"{path}: unknown model file type {suffix!r}; expected .edgecmg, .onnx or .engine")
-    candidates = backends_for(path)
-    if backend == "auto":
-        if not candidates:
-            raise BackendUnavailableError(_BY_SUFFIX[suffix][0], f"nothing here can run {path}",
-                                          "pip install 'edgecmg[onnx]'")
-        backend = candidates[0]
-    elif backend not in _BY_SUFFIX[suffix]:
-        raise ConfigError(f"{path}: backend {backend!r} cannot run {suffix} files; use one of {_BY_SUFFIX[suffix]}")
-    device = device or _default_device()
-    if backend == "torch":
-        from edgecmg import artifact
-        from edgecmg.runtime.torch_runner import TorchRunner
-
-        header, _ = artifact.read_header(path)
-        return TorchRunner(path, header, device=device)
-    if backend == "onnxruntime":
-        from edgecmg.runtime.onnx_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, device=device)
-    from edgecmg.runtime.tensorrt_runner import TensorRTRunner
-
-    return TensorRTRunner(path, device=device)
-
-
-def load_host_scorer(runner: Runner) -> Any:
-    """The BankScorer a featurizer-only runner needs, rebuilt from the file it runs."""
-    loader = getattr(runner, "load_scorer", None)
-    if loader is None:
-        raise ConfigError(f"{runner.backend} runner for {runner.path} cannot provide its memory bank")
-    return loader()
+    model, header = artifact.load(path)
+    return model.scorer, header

@@ -1,0 +1,159 @@
+"""ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
+from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner
+
+ORT_INSTALL_HINT = "pip install 'edgecmg[onnx]' (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime ({exc})", ORT_INSTALL_HINT) from exc
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Short names ("cpu", "cuda", "tensorrt") of the execution providers this onnxruntime has."""
+    try:
+        ort = import_onnxruntime()
+    except BackendUnavailableError:
+        return []
+    have = set(ort.get_available_providers())
+    return [short for short, name in PROVIDERS.items() if name in have]
+
+
+def _device_index(device: str) -> int:
+    if ":" in device:
+        try:
+            return int(device.split(":", 1)[1])
+        except ValueError as exc:
+            raise ConfigError(f"device {device!r}: use 'cuda' or 'cuda:N'") from exc
+    return 0
+
+
+class OnnxRunner(Runner):
+    """Runs an edgecmg ONNX export (featurizer or full graph) with ONNX Runtime.
+
+    provider: "cpu", "cuda" or "tensorrt" (TensorRT execution provider, CUDA and CPU fallback; engines
+        cached under ``trt_cache_dir``); default from ``device`` ("cpu" or "cuda[:N]").
+    threads: intra-op threads (None: ONNX Runtime's default, all cores).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, metadata: Optional[dict[str, Any]] = None, device: str = "cpu", *,
+                 provider: Optional[str] = None, threads: Optional[int] = None, fp16: bool = False,
+                 trt_cache_dir: Optional[str | Path] = None) -> None:
+        if metadata is None:
+            from edgecmg.export import read_onnx_header
+
+            metadata = read_onnx_header(path)
+        provider = provider or ("cuda" if str(device).startswith("cuda") else "cpu")
+        if provider not in PROVIDERS:
+            raise ConfigError(f"provider={provider!r}: choose one of {', '.join(PROVIDERS)}")
+        if provider != "cpu" and not str(device).startswith("cuda"):
+            device = "cuda"
+        super().__init__(str(path), metadata, device)
+        self.provider = provider
+        self.threads = threads
+        self.fp16 = fp16
+        self.trt_cache_dir = trt_cache_dir
+        self._session = None
+        self._input_name = "image"
+        self._input_hw: Optional[tuple[int, int]] = None
+        self._outputs: list[str] = []
+        self._scorer = None
+
+    @property
+    def label(self) -> str:
+        return f"onnxruntime|{self.provider}"
+
+    def _providers(self) -> list:
+        index = _device_index(self.device)
+        if self.provider == "cpu":
+            return ["CPUExecutionProvider"]
+        cuda = ("CUDAExecutionProvider", {"device_id": index})
+        if self.provider == "cuda":
+            return [cuda, "CPUExecutionProvider"]
+        from edgecmg.export import cache_dir
+
+        folder = Path(self.trt_cache_dir) if self.trt_cache_dir else cache_dir() / "ort-tensorrt"
+        folder.mkdir(parents=True, exist_ok=True)
+        options = {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
+                   "trt_timing_cache_enable": True, "trt_fp16_enable": bool(self.fp16)}
+        return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
+
+    def _activate(self) -> None:
+        ort = import_onnxruntime()
+        wanted = PROVIDERS[self.provider]
+        if wanted not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                "onnxruntime", f"this onnxruntime has no {wanted} (it has {ort.get_available_providers()})",
+                ORT_INSTALL_HINT)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(self.path, options, providers=self._providers())
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise BackendUnavailableError("onnxruntime", f"cannot open {self.path} with {wanted}: {exc}",
+                                          ORT_INSTALL_HINT) from exc
+        active = self._session.get_providers()
+        if not active or active[0] != wanted:
+            self._session = None
+            raise BackendUnavailableError(
+                "onnxruntime", f"{wanted} could not be initialised (session fell back to {active}); check the "
+                "CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs", ORT_INSTALL_HINT)
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        dims = list(inp.shape)
+        if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:3]):
+            self._input_hw = (int(dims[1]), int(dims[2]))
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        if self._input_hw is not None and tuple(frames.shape[1:3]) != self._input_hw:
+            raise DataError(f"frames are {frames.shape[1]}x{frames.shape[2]} but {Path(self.path).name} takes "
+                            f"{self._input_hw[0]}x{self._input_hw[1]} (H x W): resize them to the model's input "
+                            "size first (the Detector does this)")
+        values = self._session.run(None, {self._input_name: np.ascontiguousarray(frames)})
+        return dict(zip(self._outputs, values))
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    @property
+    def produces_features(self) -> bool:
+        outputs = self._outputs or list(self.metadata.get("export", {}).get("outputs", []))
+        return tuple(outputs) == FEATURIZER_OUTPUTS
+
+    def host_scorer(self):
+        """The BankScorer that turns this featurizer graph's outputs into results (cached)."""
+        if self._scorer is None:
+            from edgecmg.export import load_scorer_from_onnx
+
+            self._scorer, _ = load_scorer_from_onnx(self.path)
+        return self._scorer
+
+
+def default_threads() -> Optional[int]:
+    """``EDGECMG_ORT_THREADS`` when set (benchmarks pin it), else None (ONNX Runtime decides)."""
+    value = os.environ.get("EDGECMG_ORT_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
