@@ -9,9 +9,19 @@ calibration). See ``calibration/quantize.py`` for what is quantised and the two 
 """
 from .cache import CalibrationCache
 from .data import ImageFolderReader, select_images
-from .quantize import METHODS, PROFILES, backbone_region, calibrate, compute_ranges, default_cache_path, quantize_graph
+from .quantize import (
+    DEFAULT_FLOAT_CONVS,
+    METHODS,
+    PROFILES,
+    backbone_region,
+    calibrate,
+    compute_ranges,
+    default_cache_path,
+    quantize_graph,
+)
 
 __all__ = [
+    "DEFAULT_FLOAT_CONVS",
     "METHODS",
     "PROFILES",
     "CalibrationCache",

@@ -5,6 +5,8 @@ featurizer graph (the Convs, and the Clip/Add between them). Pre-processing, the
 (resize, concat, pooling, CMLE projection), the matching head (masked pooling, ImageNet head,
 softmax, text similarity) and the scoring head (bank distances, smoothing, CMER gating) stay in
 floating point: the scoring head is appended after quantisation, so it is float by construction.
+The stem and the first two blocks (``float_convs=6``) stay float too: the CMLE projection whitens
+the features, which amplifies their quantisation noise (measured in benchmarks/results/int8.md).
 Weights are per-channel, activations per-tensor.
 
 Profiles (what the Q/DQ nodes look like):
@@ -21,7 +23,9 @@ Ranges come from ONNX Runtime's calibrators (minmax, percentile, entropy), are c
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
 import logging
 import tempfile
@@ -44,6 +48,8 @@ PROFILES = ("tensorrt", "cpu")
 _ORT_HINT = "pip install 'edgecmg[onnx]'  (onnxruntime ships the calibrators and the QDQ quantiser)"
 # Op types quantised inside the backbone region, per profile.
 _OP_TYPES = {"tensorrt": ("Conv", "Add"), "cpu": ("Conv", "Add", "Clip")}
+# Convolutions kept in float by default: EfficientNet-Lite0's stem and first two blocks.
+DEFAULT_FLOAT_CONVS = 6
 
 
 def _ort_quantization():
@@ -55,10 +61,11 @@ def _ort_quantization():
     return quantization
 
 
-def backbone_region(model) -> list[str]:
-    """Names of the nodes between convolutions: Conv nodes, and nodes that are both descendants and
-    ancestors of a Conv. Pre-processing (before the first conv) and everything after the last conv
-    of each path (feature taps, projection, matching head) fall outside."""
+def backbone_region(model, float_convs: int = 0) -> list[str]:
+    """Names of the nodes to quantise: the Conv nodes, and the nodes that are both descendants and
+    ancestors of a Conv, so pre-processing (before the first conv) and everything after the last
+    conv of each path (feature taps, projection, matching head) fall outside. The first
+    ``float_convs`` convolutions (graph order) stay float, with the nodes that only they feed."""
     graph = model.graph
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
     children: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
@@ -69,6 +76,7 @@ def backbone_region(model) -> list[str]:
                 parents[i].append(producers[name])
                 children[producers[name]].append(i)
     convs = [i for i, n in enumerate(graph.node) if n.op_type == "Conv"]
+    quantised = convs[float_convs:]
 
     def reach(starts: list[int], edges: dict[int, list[int]]) -> set[int]:
         seen: set[int] = set()
@@ -81,12 +89,12 @@ def backbone_region(model) -> list[str]:
                     stack.append(j)
         return seen
 
-    below = reach(convs, children)   # strict descendants of some conv
-    above = reach(convs, parents)    # strict ancestors of some conv
-    region = set(convs) | (below & above)
-    unnamed = [i for i in region if not graph.node[i].name]
-    for i in unnamed:  # the quantiser selects by name
-        graph.node[i].name = f"node_{i}_{graph.node[i].op_type}"
+    below = reach(quantised, children)  # strict descendants of a quantised conv
+    above = reach(convs, parents)       # strict ancestors of some conv
+    region = set(quantised) | (below & above)
+    for i in region:  # the quantiser selects nodes by name
+        if not graph.node[i].name:
+            graph.node[i].name = f"node_{i}_{graph.node[i].op_type}"
     return [graph.node[i].name for i in sorted(region)]
 
 
@@ -123,8 +131,12 @@ def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_t
     calibrator = q.create_calibrator(Path(fp32_path), list(op_types),
                                      augmented_model_path=str(work_dir / "augmented.onnx"),
                                      calibrate_method=cal_method, extra_options=options)
-    calibrator.collect_data(reader)
-    data = calibrator.compute_data()
+    chatter = io.StringIO()  # ONNX Runtime's histogram calibrators print their progress
+    with contextlib.redirect_stdout(chatter):
+        calibrator.collect_data(reader)
+        data = calibrator.compute_data()
+    if chatter.getvalue().strip():
+        log.debug("onnxruntime calibrator: %s", chatter.getvalue().strip())
     ranges = {}
     for name, td in data.data.items():
         lo, hi = (td.range_value if hasattr(td, "range_value") else (td.lowest, td.highest))
@@ -133,8 +145,14 @@ def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_t
 
 
 def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[str], profile: str, *,
-                   reduce_range: bool = False):
-    """Insert Q/DQ nodes into ``model`` (a ModelProto) for ``region``: returns the quantised ModelProto."""
+                   reduce_range: Optional[bool] = None):
+    """Insert Q/DQ nodes into ``model`` (a ModelProto) for ``region``: returns the quantised ModelProto.
+
+    reduce_range: 7-bit weights; default True for the cpu profile (x86 CPUs without VNNI saturate
+    the 16-bit pair sums of uint8 x int8 products otherwise), False for tensorrt.
+    """
+    if reduce_range is None:
+        reduce_range = profile == "cpu"
     import onnx
 
     q = _ort_quantization()
@@ -163,13 +181,19 @@ def default_cache_path(out_path: str | Path) -> Path:
 def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | Path, method: str = "entropy",
               samples: int = 64, *, profile: str = "tensorrt", with_scoring: bool = False,
               cache_path: Optional[str | Path] = None, reuse_cache: bool = True, opset: int = 17,
-              max_batch: int = 16, reduce_range: bool = False, seed: int = 0, progress: bool = True) -> Path:
+              max_batch: int = 16, float_convs: int = DEFAULT_FLOAT_CONVS, reduce_range: Optional[bool] = None,
+              seed: int = 0, progress: bool = True) -> Path:
     """``edgecmg calibrate M.edgecmg --data DIR --method entropy|percentile|minmax --samples N -o M.int8.onnx``.
 
     Writes a Q/DQ ONNX model of the artifact: the featurizer graph (default; the file carries the
     scorer for host scoring, like an FP32 export) or, with ``with_scoring``, the full detector with
     the scoring head in float. The ranges go to ``cache_path`` (default ``<out>.calib.json``) and
-    are reused by later runs with the same model, data, method and sample count. Returns ``out_path``.
+    are reused by later runs with the same model, data, method and sample count.
+
+    float_convs: the first convolutions kept in float (default 6: the stem and the first two
+        blocks, the full-resolution layers whose quantisation noise the CMLE-whitened embedding
+        amplifies most; measured, see benchmarks/results/int8.md). reduce_range: see
+        ``quantize_graph``. Returns ``out_path``.
     """
     import onnx
 
@@ -201,7 +225,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
         work = Path(tmp)
         fp32_path = export_model(model, header, work / "fp32.onnx", export_config, source_sha256=sha)
         fp32 = onnx.load(str(fp32_path))
-        region = backbone_region(fp32)
+        region = backbone_region(fp32, float_convs)
         onnx.save(fp32, str(fp32_path))  # node names may have been filled in
         op_types = _OP_TYPES[profile]
         needed = _tensors_to_calibrate(fp32, set(region), op_types)
@@ -225,7 +249,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
         onnx_header["quantization"] = {
             "method": method, "samples": len(images), "profile": profile, "weights": "int8 per-channel symmetric",
             "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor asymmetric",
-            "bias": "float", "reduce_range": reduce_range,
+            "bias": "float", "reduce_range": profile == "cpu" if reduce_range is None else reduce_range,
+            "float_convs": float_convs,
             "quantized_nodes": len(region), "cache": cache_path.name, "edgecmg": __version__,
             "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
         }

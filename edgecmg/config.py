@@ -5,7 +5,7 @@ The CLI turns flags into these; no config dicts are threaded through layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from edgecmg.errors import ConfigError
 
@@ -93,8 +93,6 @@ class ExportConfig:
             raise ConfigError(f"max_chunk_elements={self.max_chunk_elements} must be in [2**16, 2**31)")
 
 
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -110,6 +108,8 @@ class EngineConfig:
     min_batch / opt_batch / max_batch: the optimisation profile of the dynamic batch axis.
     """
 
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+
     precision: str = "fp16"
     timing_cache: Optional[str] = None
     workspace_mib: int = 1024
@@ -119,8 +119,8 @@ class EngineConfig:
     opt_batch: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ENGINE_PRECISIONS:
-            raise ConfigError(f"precision={self.precision!r}: choose one of {', '.join(ENGINE_PRECISIONS)}")
+        if self.precision not in self.PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}: choose one of {', '.join(self.PRECISIONS)}")
         if self.workspace_mib < 16:
             raise ConfigError(f"workspace_mib={self.workspace_mib} is too small; use at least 16 (default 1024)")
         if self.dla_core is not None:

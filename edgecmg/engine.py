@@ -422,7 +422,8 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
             if mode not in ("nearest", "linear", "cubic"):
                 problems.append(f"{label}: Resize mode '{mode}' is not supported by TensorRT")
             if coord not in _RESIZE_COORDS:
-                problems.append(f"{label}: Resize coordinate_transformation_mode '{coord}' is not supported by TensorRT")
+                problems.append(f"{label}: Resize coordinate_transformation_mode '{coord}' is not supported "
+                                "by TensorRT")
         if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
             kernel = _attr(node, "kernel_shape", [])
             if len(kernel) not in (2, 3):
@@ -683,9 +684,32 @@ class _LogBridge:
             return trt.Logger(trt.Logger.WARNING)
 
 
+def pin_fp32_layers(network, trt, prefixes: tuple[str, ...]) -> int:
+    """Ask for float32 on the layers parsed from nodes named ``prefixes*`` (weakly typed FP16 builds:
+    the bank distances expand ||q||^2 + ||m||^2 - 2 q.m, which float16 cannot resolve). Returns
+    the number of layers constrained; the caller sets PREFER_PRECISION_CONSTRAINTS."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not str(layer.name).startswith(prefixes):
+            continue
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(o.dtype != trt.DataType.FLOAT for o in outputs):
+            continue  # shape/index/bool layers keep their types
+        layer.precision = trt.DataType.FLOAT
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.DataType.FLOAT)
+        pinned += 1
+    return pinned
+
+
 def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bool, fp16_flag: bool,
-               int8_flag: bool = False, source: str = "model.onnx", trt=None) -> tuple[bytes, dict[str, Any]]:
-    """Parse ONNX bytes and build a serialized TensorRT engine. Returns (plan, {input: shapes})."""
+               int8_flag: bool = False, source: str = "model.onnx", trt=None,
+               fp32_prefixes: tuple[str, ...] = ()) -> tuple[bytes, dict[str, Any]]:
+    """Parse ONNX bytes and build a serialized TensorRT engine. Returns (plan, {input: shapes}).
+
+    fp32_prefixes: with the FP16 builder flag, layers from nodes named so are kept in float32.
+    """
     trt = trt or import_tensorrt()
     caps = _capabilities(trt)
     logger = _LogBridge.make(trt)
@@ -708,6 +732,8 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     bconfig.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_mib) << 20)
     if fp16_flag:
         bconfig.set_flag(trt.BuilderFlag.FP16)
+        if fp32_prefixes and pin_fp32_layers(network, trt, fp32_prefixes):
+            bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     if int8_flag:
         bconfig.set_flag(trt.BuilderFlag.INT8)
 
@@ -801,7 +827,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
             network_bytes, config, strongly_typed=strongly,
             fp16_flag=config.precision == "fp16" and caps.fp16_flag and not strongly,
             int8_flag=quantized and not strongly and caps.int8_flag,
-            source=str(onnx_path), trt=trt)
+            source=str(onnx_path), trt=trt, fp32_prefixes=(SCORER_PREFIX,))
     except EngineBuildError as exc:
         if problems:
             raise EngineBuildError(f"{exc}. The graph check found: " + "; ".join(problems[:5])) from exc

@@ -79,9 +79,12 @@ class BankDistances(nn.Module):
 
     embeddings [B, P, d] -> [B, P, k] float32, ascending, clamped at 0: the same numbers as
     ``edgecmg.ops.knn(..., k)[0]`` (an fp16 bank also rounds the queries to fp16, as the reference
-    does). The bank is stored as float32 [d, rows] chunks (one initializer each, no Slice);
-    per chunk: MatMul, Add of the row norms, then ReduceMin (k = 1) or TopK; the chunk minima are
-    merged the same way. No tensor exceeds [B, P, chunk_rows].
+    does). Per bank chunk, one MatMul gives ``||m||^2 - 2 q.m`` directly: the queries get a
+    constant 1 appended and the chunk is stored as [d + 1, rows] = [-2 m^T; ||m||^2] (exact:
+    scaling by -2 is exact in binary floating point), so no separate pass over the [B * P, rows]
+    block adds the norms. Then ReduceMin (k = 1) or TopK per chunk, merged the same way. No tensor
+    exceeds [B * P, chunk_rows]; every chunk is its own initializer (no Slice); all shapes are
+    static but the batch.
     """
 
     def __init__(self, memory_bank: torch.Tensor, bank_sq_norms: torch.Tensor, k: int, chunk_rows: int) -> None:
@@ -89,30 +92,33 @@ class BankDistances(nn.Module):
         self.k = int(k)
         self.round_queries_fp16 = memory_bank.dtype == torch.float16
         self.bank_rows = int(memory_bank.shape[0])
+        self.dim = int(memory_bank.shape[1])
         self.chunks = 0
         for start in range(0, self.bank_rows, chunk_rows):
             block = memory_bank[start:start + chunk_rows].float()
-            self.register_buffer(f"bank_t{self.chunks}", block.t().contiguous())
-            self.register_buffer(f"bank_norms{self.chunks}", bank_sq_norms[start:start + chunk_rows].float().clone())
+            norms = bank_sq_norms[start:start + chunk_rows].float()
+            self.register_buffer(f"bank_t{self.chunks}", torch.cat([block.t() * -2.0, norms[None]]).contiguous())
             self.chunks += 1
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        q = embeddings.float()
+        patches = embeddings.shape[1]
+        q = embeddings.float().reshape(-1, self.dim)
         if self.round_queries_fp16:
             q = q.half().float()
         q_norm = (q * q).sum(dim=-1, keepdim=True)
+        q1 = torch.cat([q, q[:, :1] * 0.0 + 1.0], dim=1)  # [B*P, d + 1], static shapes (a Pad would not be)
         kk = min(self.k, self.bank_rows)
         best: list[torch.Tensor] = []
         for i in range(self.chunks):
             bank_t = getattr(self, f"bank_t{i}")
-            key = torch.matmul(q, bank_t) * -2.0 + getattr(self, f"bank_norms{i}")
+            key = torch.matmul(q1, bank_t)  # ||m||^2 - 2 q.m, [B*P, rows]
             best.append(self._smallest(key, min(kk, bank_t.shape[1])))
         merged = best[0] if len(best) == 1 else self._smallest(torch.cat(best, dim=-1), kk)
         dist = torch.clamp(merged + q_norm, min=0.0)
         if kk < self.k:  # fewer bank rows than k: the reference pads with +inf
-            pad = torch.full_like(dist[..., :1], float("inf")).expand(*dist.shape[:-1], self.k - kk)
+            pad = torch.full_like(dist[:, :1], float("inf")).expand(dist.shape[0], self.k - kk)
             dist = torch.cat([dist, pad], dim=-1)
-        return dist
+        return dist.reshape(-1, int(patches), self.k)
 
     @staticmethod
     def _smallest(key: torch.Tensor, k: int) -> torch.Tensor:

@@ -192,7 +192,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
 
 def _conversion_hint(suffix: str, backend: str) -> str:
     if backend == "tensorrt" and suffix == ARTIFACT_SUFFIX:
-        return "export and build first: edgecmg export M.edgecmg --format onnx -o M.onnx; edgecmg build M.onnx -o M.engine"
+        return ("export and build first: edgecmg export M.edgecmg --format onnx -o M.onnx; "
+                "edgecmg build M.onnx -o M.engine")
     if backend == "torch":
         return "torch runs the .edgecmg artifact the file was made from"
     if suffix in ENGINE_SUFFIXES:

@@ -195,7 +195,8 @@ class TensorRTRunner(Runner):
 
     @property
     def label(self) -> str:
-        return f"tensorrt|{self.device}" + (f"|dla{self.header['dla_core']}" if self.header.get("dla_core") is not None else "")
+        dla = self.header.get("dla_core")
+        return f"tensorrt|{self.device}" + (f"|dla{dla}" if dla is not None else "")
 
     def _activate(self) -> None:
         trt = import_tensorrt()

@@ -1,0 +1,170 @@
+"""INT8 calibration: Q/DQ structure, TensorRT-friendliness, float heads, cache reuse, INT8 parity."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+import edgecmg_testmodels as models
+from edgecmg.calibration import (
+    CalibrationCache,
+    ImageFolderReader,
+    backbone_region,
+    calibrate,
+    default_cache_path,
+    select_images,
+)
+from edgecmg.engine import check_onnx_for_tensorrt, is_quantized
+from edgecmg.errors import ConfigError, DataError
+from edgecmg.export import SCORER_PREFIX, load_scorer_from_onnx, read_onnx_header
+from edgecmg.metrics import auroc
+from edgecmg.runtime import make_runner
+
+pytest.importorskip("onnxruntime")
+SAMPLES = 8
+
+
+@pytest.fixture(scope="session")
+def train_dir():
+    return models.kolektor() / "train" / "good"
+
+
+@pytest.fixture(scope="session")
+def int8_featurizer(tmp_path_factory, artifact_path, train_dir):
+    out = tmp_path_factory.mktemp("int8") / "m.int8.onnx"
+    return calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, progress=False)
+
+
+def _consumers(model):
+    out = {}
+    for node in model.graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def test_int8_featurizer_is_qdq_and_tensorrt_friendly(int8_featurizer, featurizer_onnx):
+    model = onnx.load(str(int8_featurizer))
+    assert is_quantized(model)
+    assert check_onnx_for_tensorrt(model, max_batch=16) == []
+    header = read_onnx_header(model)
+    assert header["export"]["precision"] == "int8" and header["quantization"]["profile"] == "tensorrt"
+    assert header["quantization"]["samples"] == SAMPLES
+    load_scorer_from_onnx(int8_featurizer)  # still self-sufficient for host scoring
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weight_dq = [producers[n.input[1]] for n in model.graph.node if n.op_type == "Conv" and n.input[1] in producers]
+    assert weight_dq, "no quantised convolution"
+    for dq in weight_dq:  # per-channel weights
+        assert inits[dq.input[1]].size == inits[dq.input[0]].shape[0] > 1
+    for q in (n for n in model.graph.node if n.op_type == "QuantizeLinear"):  # per-tensor activations
+        assert inits[q.input[1]].size == 1
+
+
+def test_matching_and_feature_heads_stay_float(int8_featurizer):
+    model = onnx.load(str(int8_featurizer))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers = _consumers(model)
+    for node in model.graph.node:  # projection, matching head and feature taps compute in float
+        if node.op_type in ("MatMul", "Softmax", "Resize", "AveragePool", "Concat", "ReduceSum"):
+            assert not any(c.op_type == "QuantizeLinear" for o in node.output for c in consumers.get(o, [])), node.name
+        if node.op_type == "MatMul":
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input[1:])
+    # the first convolutions (stem and first blocks) stay float by default
+    first_conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert producers[first_conv.input[0]].op_type != "DequantizeLinear"
+
+
+def test_int8_parity_with_looser_tolerance(int8_featurizer, frames_and_labels, torch_reference):
+    frames, labels = frames_and_labels
+    with make_runner(int8_featurizer, "onnxruntime", "cpu") as runner:
+        out = runner.infer(frames)
+    got = models.score_features(runner.host_scorer(), out)
+    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=0.15)
+    assert abs(auroc(labels, got["score"]) - auroc(labels, torch_reference["score"])) <= 0.1
+
+
+def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_dir, tmp_path, monkeypatch):
+    import edgecmg.calibration.quantize as qmod
+
+    cache = default_cache_path(int8_featurizer)
+    assert cache.is_file() and CalibrationCache.load(cache).key["method"] == "minmax"
+    out = tmp_path / "again.int8.onnx"
+    shutil.copy(cache, default_cache_path(out))
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("ranges should have come from the cache")
+
+    monkeypatch.setattr(qmod, "compute_ranges", no_calibration)
+    calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, progress=False)
+    assert onnx.load(str(out)).graph.node  # written from cached ranges
+    with pytest.raises(AssertionError, match="from the cache"):  # other sample count: recalibrates
+        calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES + 1, progress=False)
+
+
+def test_cache_mismatch_reasons():
+    cache = CalibrationCache({"method": "entropy", "samples": 8}, {"a": (0.0, 1.0)})
+    assert cache.mismatch({"method": "entropy", "samples": 8}, ["a"]) is None
+    assert "method" in cache.mismatch({"method": "minmax", "samples": 8}, ["a"])
+    assert "missing" in cache.mismatch({"method": "entropy", "samples": 8}, ["a", "b"])
+
+
+def test_full_graph_int8_keeps_scoring_in_float(artifact_path, train_dir, tmp_path, frames_and_labels,
+                                                torch_reference):
+    out = calibrate(artifact_path, train_dir, tmp_path / "full.int8.onnx", method="percentile",
+                    samples=SAMPLES, with_scoring=True, progress=False)
+    model = onnx.load(str(out))
+    assert [o.name for o in model.graph.output] == ["score", "anomaly_map", "kept_mask"]
+    scorer_nodes = [n for n in model.graph.node if n.name.startswith(SCORER_PREFIX)]
+    assert scorer_nodes and not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in scorer_nodes)
+    assert check_onnx_for_tensorrt(model) == []
+    frames, _ = frames_and_labels
+    with make_runner(out, "onnxruntime", "cpu") as runner:
+        got = runner.infer(frames)
+    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=0.15)
+
+
+def test_cpu_profile_is_onnxruntime_shaped(artifact_path, train_dir, tmp_path):
+    out = calibrate(artifact_path, train_dir, tmp_path / "cpu.int8.onnx", method="minmax", samples=SAMPLES,
+                    profile="cpu", progress=False)
+    model = onnx.load(str(out))
+    zero_points = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_zero_point")]
+    assert any(z.dtype == np.uint8 for z in zero_points)
+    assert any("zero point is not 0" in p or "UINT8" in p for p in check_onnx_for_tensorrt(model))
+
+
+def test_backbone_region(featurizer_onnx):
+    model = onnx.load(str(featurizer_onnx))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    region = backbone_region(model)
+    assert set(convs) <= set(region)
+    kinds = {n.op_type for n in model.graph.node if n.name in region}
+    assert kinds <= {"Conv", "Clip", "Add"}
+    assert set(backbone_region(model, 6)) == set(region) - set(convs[:6]) - {
+        n.name for n in model.graph.node if n.op_type == "Clip" and n.name not in backbone_region(model, 6)}
+    assert not set(convs[:6]) & set(backbone_region(model, 6))
+
+
+def test_reader_selection_and_skips(tmp_path, train_dir):
+    images = sorted(train_dir.iterdir())[:5]
+    for p in images:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    chosen = select_images(tmp_path, 4, seed=1)
+    assert len(chosen) == 4 and chosen == select_images(tmp_path, 4, seed=1) and chosen == sorted(chosen)
+    reader = ImageFolderReader(select_images(tmp_path, 10), (64, 32), progress=False)
+    batches = []
+    while (item := reader.get_next()) is not None:
+        batches.append(item["image"])
+    assert len(batches) == 5 and all(b.shape == (1, 64, 32, 3) and b.dtype == np.uint8 for b in batches)
+    with pytest.raises(DataError):
+        select_images(tmp_path / "nope", 4)
+
+
+def test_argument_checks(artifact_path, train_dir, tmp_path):
+    with pytest.raises(ConfigError, match="method"):
+        calibrate(artifact_path, train_dir, tmp_path / "x.onnx", method="kl")
+    with pytest.raises(ConfigError, match="profile"):
+        calibrate(artifact_path, train_dir, tmp_path / "x.onnx", profile="gpu")

@@ -1,0 +1,265 @@
+"""TensorRT side without TensorRT: engine file format, compatibility errors, the float16 cast pass,
+the TensorRT-friendliness checks, and build_engine's API use through a fake ``tensorrt`` module."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgecmg import __version__
+from edgecmg.config import EngineConfig
+from edgecmg.engine import (
+    Platform,
+    build_engine,
+    check_engine_compatible,
+    check_onnx_for_tensorrt,
+    convert_to_fp16,
+    load_scorer_from_engine,
+    read_engine_file,
+    read_engine_header,
+    write_engine_file,
+)
+from edgecmg.errors import (
+    ArtifactError,
+    BackendUnavailableError,
+    ConfigError,
+    EngineBuildError,
+    EngineIncompatibleError,
+)
+from edgecmg.export import SCORER_PREFIX, read_onnx_header
+
+ort = pytest.importorskip("onnxruntime")
+HEADER = {"tensorrt": "10.3.0.26", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "precision": "int8",
+          "inputs": {"image": {"min": [1, 256, 96, 3], "opt": [1, 256, 96, 3], "max": [8, 256, 96, 3]}},
+          "artifact_sha256": "ab" * 32, "edgecmg": __version__, "source_onnx": "M.int8.onnx", "dla_core": None}
+
+
+# --- engine file -----------------------------------------------------------------------------------
+def test_engine_file_round_trip(tmp_path):
+    path = write_engine_file(tmp_path / "m.engine", HEADER, b"\x01plan" * 100, b"scorer-bytes")
+    header, scorer, plan = read_engine_file(path)
+    assert plan == b"\x01plan" * 100 and scorer == b"scorer-bytes"
+    for key, value in HEADER.items():
+        assert header[key] == value
+    assert read_engine_header(path)["engine"]["bytes"] == 500
+    data = path.read_bytes()
+    assert data[:8] == b"EDGECMGE"
+    (tmp_path / "cut.engine").write_bytes(data[:-3])
+    with pytest.raises(ArtifactError, match="truncated engine"):
+        read_engine_file(tmp_path / "cut.engine")
+    flipped = bytearray(data)
+    flipped[-1] ^= 0xFF
+    (tmp_path / "bad.engine").write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="checksum"):
+        read_engine_file(tmp_path / "bad.engine")
+    (tmp_path / "plan.engine").write_bytes(b"raw tensorrt plan, long enough to hold a prefix")
+    with pytest.raises(ArtifactError, match="bad magic"):
+        read_engine_header(tmp_path / "plan.engine")
+
+
+def test_compatible_platform_passes():
+    check_engine_compatible(HEADER, Platform("10.3.0.30", "Orin", "8.7"))  # same release, other build
+
+
+@pytest.mark.parametrize("current,expected", [
+    (Platform("10.7.0.23", "Orin", "8.7"), r"TensorRT 10\.3\.0\.26 built it, this machine has TensorRT 10\.7\.0\.23"),
+    (Platform("10.3.0.26", "NVIDIA GeForce RTX 4090", "8.9"),
+     r"built for Orin \(compute capability 8\.7\), this GPU is NVIDIA GeForce RTX 4090 \(compute capability 8\.9\)"),
+])
+def test_incompatible_engine_error_says_which_and_how_to_rebuild(current, expected):
+    with pytest.raises(EngineIncompatibleError, match=expected) as info:
+        check_engine_compatible(HEADER, current, path="M.engine")
+    assert "edgecmg build M.int8.onnx --precision int8 -o M.engine" in str(info.value)
+
+
+def test_same_architecture_other_gpu_only_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        check_engine_compatible(HEADER, Platform("10.3.0.26", "Jetson AGX Orin", "8.7"))
+    assert "rebuild" in caplog.text
+
+
+# --- float16 cast pass -----------------------------------------------------------------------------
+def _run(model_or_path, frames):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    data = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": frames})))
+
+
+def test_fp16_cast_pass_on_a_real_export(full_onnx, frames_and_labels):
+    frames, _ = frames_and_labels
+    half = convert_to_fp16(full_onnx, keep_fp32_prefixes=(SCORER_PREFIX,))  # runs onnx.checker itself
+    onnx.checker.check_model(half)
+    src = onnx.load(str(full_onnx))
+    assert [(v.name, v.type.tensor_type.elem_type) for v in half.graph.input] == \
+        [(v.name, v.type.tensor_type.elem_type) for v in src.graph.input]
+    assert [(v.name, v.type.tensor_type.elem_type) for v in half.graph.output] == \
+        [(v.name, v.type.tensor_type.elem_type) for v in src.graph.output]
+    conv_weights = {n.input[1] for n in half.graph.node if n.op_type == "Conv" and not n.name.startswith(SCORER_PREFIX)}
+    types = {i.name: i.data_type for i in half.graph.initializer}
+    assert conv_weights and all(types[w] == TensorProto.FLOAT16 for w in conv_weights)
+    scorer_mm = [n for n in half.graph.node if n.name.startswith(SCORER_PREFIX) and n.op_type in ("MatMul", "Gemm")]
+    assert scorer_mm
+    assert all(types.get(n.input[1]) == TensorProto.FLOAT for n in scorer_mm)
+    assert check_onnx_for_tensorrt(half) == []
+    ref, got = _run(full_onnx, frames), _run(half, frames)
+    np.testing.assert_allclose(got["score"], ref["score"], rtol=2e-2)
+    assert np.mean(got["kept_mask"] == ref["kept_mask"]) >= 0.9
+
+
+def test_fp16_cast_pass_featurizer(featurizer_onnx, frames_and_labels):
+    frames, _ = frames_and_labels
+    ref, got = _run(featurizer_onnx, frames[:2]), _run(convert_to_fp16(featurizer_onnx), frames[:2])
+    rel = np.linalg.norm(got["embeddings"] - ref["embeddings"]) / np.linalg.norm(ref["embeddings"])
+    assert rel < 0.05 and got["embeddings"].dtype == np.float32
+    np.testing.assert_allclose(got["match_scores"], ref["match_scores"], atol=1e-2)
+
+
+# --- TensorRT-friendliness checks --------------------------------------------------------------------
+def _model(nodes, inputs, outputs, inits=(), opset=17, domains=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    return helper.make_model(graph, opset_imports=imports)
+
+
+def _vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def test_checker_flags_unsupported_ops_opsets_and_domains():
+    m = _model([helper.make_node("Det", ["x"], ["y"])], [_vi("x", TensorProto.FLOAT, [2, 2])],
+               [_vi("y", TensorProto.FLOAT, [])], opset=13)
+    problems = " | ".join(check_onnx_for_tensorrt(m))
+    assert "opset 13" in problems and "Det is not supported" in problems
+    m = _model([helper.make_node("QLinearConvX", ["x"], ["y"], domain="com.microsoft")],
+               [_vi("x", TensorProto.FLOAT, [1])], [_vi("y", TensorProto.FLOAT, [1])], domains=["com.microsoft"])
+    assert any("com.microsoft" in p for p in check_onnx_for_tensorrt(m))
+
+
+def test_checker_flags_huge_tensors_at_max_batch():
+    shape = numpy_helper.from_array(np.array([1, 1 << 16, 1 << 13], np.int64), "shape")
+    m = _model([helper.make_node("Expand", ["x", "shape"], ["y"])],
+               [_vi("x", TensorProto.FLOAT, ["batch", 1, 1])], [_vi("y", TensorProto.FLOAT, None)], [shape])
+    assert check_onnx_for_tensorrt(m, max_batch=2) == []
+    problems = check_onnx_for_tensorrt(m, max_batch=8)  # 8 * 2**29 elements
+    assert any("2**31" in p for p in problems)
+
+
+def _qdq_conv(zero_point=0, weight_dq=True, act_q_to=TensorProto.INT8, bias_int32=False, q_feeds_relu=False):
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.int8), "w_q")
+    wf = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w_f")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    wscale = numpy_helper.from_array(np.full(4, 0.01, np.float32), "ws")
+    zp = helper.make_tensor("zp", act_q_to, [], [zero_point])
+    wzp = numpy_helper.from_array(np.zeros(4, np.int8), "wzp")
+    inits = [w, wf, scale, wscale, zp, wzp]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "ws", "wzp"], ["wd"], axis=0)]
+    conv_in = ["xd", "wd" if weight_dq else "w_f"]
+    if bias_int32:
+        inits += [numpy_helper.from_array(np.zeros(4, np.int32), "b_q"),
+                  numpy_helper.from_array(np.full(4, 1e-3, np.float32), "bs")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b_q", "bs"], ["bd"], axis=0))
+        conv_in.append("bd")
+    nodes.append(helper.make_node("Conv", conv_in, ["y"]))
+    if q_feeds_relu:
+        nodes.append(helper.make_node("Relu", ["xq"], ["r"]))
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 4, 4])], [_vi("y", TensorProto.FLOAT, None)], inits)
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({}, None),
+    ({"zero_point": 3}, "zero point is not 0"),
+    ({"weight_dq": False}, "without a Q/DQ pair"),
+    ({"act_q_to": TensorProto.UINT8}, "quantised type UINT8"),
+    ({"bias_int32": True}, "quantised type INT32"),
+    ({"q_feeds_relu": True}, "must feed DequantizeLinear only"),
+])
+def test_checker_qdq_rules(kwargs, expected):
+    problems = check_onnx_for_tensorrt(_qdq_conv(**kwargs))
+    if expected is None:
+        assert problems == []
+    else:
+        assert any(expected in p for p in problems), problems
+
+
+def test_checker_flags_uint8_inside_the_graph():
+    m = _model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                helper.make_node("Cast", ["t"], ["y"], to=TensorProto.FLOAT)],
+               [_vi("x", TensorProto.UINT8, [1, 4, 4, 3])], [_vi("y", TensorProto.FLOAT, None)])
+    assert any("uint8 tensor 'x' feeds ['Transpose']" in p for p in check_onnx_for_tensorrt(m))
+
+
+# --- build_engine through the fake tensorrt ---------------------------------------------------------------
+def test_build_without_tensorrt_gives_the_install_hint(featurizer_onnx, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailableError, match="JetPack"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize("flavour,precision,strongly,flags,cast_pass", [
+    ("10", "fp32", False, [], False),
+    ("10", "fp16", False, ["FP16"], False),
+    ("11", "fp16", True, [], True),
+    ("11", "fp32", True, [], False),
+])
+def test_build_engine_precision_paths(fake_tensorrt, featurizer_onnx, artifact_path, tmp_path,
+                                      flavour, precision, strongly, flags, cast_pass):
+    kwargs = {} if flavour == "10" else dict(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    trt = fake_tensorrt(**kwargs)
+    cache = tmp_path / "timing.cache"
+    out = build_engine(featurizer_onnx, EngineConfig(precision=precision, timing_cache=str(cache), max_batch=4),
+                       tmp_path / "m.engine")
+    record = trt.builds[-1]
+    assert record["strongly_typed"] is strongly and record["builder_flags"] == flags
+    assert record["profile"]["image"][0][0] == 1 and record["profile"]["image"][2][0] == 4
+    assert record["workspace"] == 1024 << 20
+    assert cache.read_bytes().startswith(b"fake-timing-cache")
+    header = read_engine_header(out)
+    onnx_header = read_onnx_header(featurizer_onnx)
+    assert header["precision"] == precision and header["fp16_cast_pass"] is cast_pass
+    assert header["tensorrt"] == trt.__version__ and header["edgecmg"] == __version__
+    assert header["artifact_sha256"] == onnx_header["export"]["artifact_sha256"]
+    assert header["inputs"]["image"]["max"][0] == 4 and header["inputs"]["image"]["dtype"] == "uint8"
+    assert {"name", "compute_capability"} <= set(header["gpu"])
+    scorer, model_header = load_scorer_from_engine(out)
+    assert model_header["threshold"] == onnx_header["threshold"]
+    # a second build reads the timing cache written by the first
+    build_engine(featurizer_onnx, EngineConfig(precision=precision, timing_cache=str(cache)), tmp_path / "n.engine")
+    assert trt.builds[-1]["timing_cache_in"].startswith("fake-timing-cache")
+
+
+def test_fp16_flag_build_keeps_the_scoring_head_in_fp32(fake_tensorrt, full_onnx, tmp_path):
+    trt = fake_tensorrt()
+    build_engine(full_onnx, EngineConfig(precision="fp16"), tmp_path / "m.engine")
+    record = trt.builds[-1]
+    assert "FP16" in record["builder_flags"] and "PREFER_PRECISION_CONSTRAINTS" in record["builder_flags"]
+    pinned = record["fp32_layers"]
+    assert pinned and all(name.startswith(SCORER_PREFIX) for name in pinned)
+
+
+def test_build_int8_rules(fake_tensorrt, featurizer_onnx, tmp_path):
+    fake_tensorrt()
+    with pytest.raises(EngineBuildError, match="edgecmg calibrate"):
+        build_engine(featurizer_onnx, EngineConfig(precision="int8"), tmp_path / "m.engine")
+    with pytest.raises(ConfigError, match="must end in"):
+        build_engine(featurizer_onnx, EngineConfig(), tmp_path / "m.trt")
+
+
+def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
+    trt = fake_tensorrt(dla_cores=2)
+    build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "m.engine")
+    record = trt.builds[-1]
+    assert record["device"] == "DLA" and record["dla_core"] == 1 and "GPU_FALLBACK" in record["builder_flags"]
+    assert read_engine_header(tmp_path / "m.engine")["dla_core"] == 1
+    fake_tensorrt(dla_cores=0)
+    with pytest.raises(EngineBuildError, match="DLA core 1 requested but this device has 0"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "n.engine")
+    with pytest.raises(ConfigError, match="DLA runs fp16 or int8"):
+        EngineConfig(precision="fp32", dla_core=0)

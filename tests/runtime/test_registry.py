@@ -1,0 +1,70 @@
+"""The runner registry: file kinds, backend names, auto selection, errors."""
+from __future__ import annotations
+
+import pytest
+
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
+from edgecmg.runtime import BACKENDS, available_backends, load_host_scorer, make_runner, runner_choices
+from edgecmg.runtime.onnx_runner import OnnxRunner
+from edgecmg.runtime.registry import SPECS, candidate_specs
+from edgecmg.runtime.torch_runner import TorchRunner
+
+
+def test_backend_names_and_table():
+    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert {s.backend for s in SPECS} == set(BACKENDS)
+    assert "torch" in available_backends() and "onnxruntime" in available_backends()
+    # fastest first: every GPU row precedes every CPU row
+    devices = [s.device for s in SPECS]
+    assert devices == sorted(devices, key=lambda d: d != "cuda")
+
+
+def test_auto_picks_the_fastest_available(artifact_path, featurizer_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path))
+    expected = runner_choices(artifact_path)[0]
+    runner = make_runner(artifact_path)
+    assert (runner.backend, runner.device.split(":")[0]) == expected
+    assert isinstance(make_runner(featurizer_onnx), OnnxRunner)
+    assert isinstance(make_runner(artifact_path, "torch", "cpu"), TorchRunner)
+
+
+def test_edgecmg_with_onnxruntime_exports_once_into_the_cache(artifact_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path))
+    first = make_runner(artifact_path, "onnxruntime", "cpu")
+    second = make_runner(artifact_path, "onnxruntime", "cpu")
+    assert first.path == second.path and str(tmp_path) in first.path
+    assert first.produces_features
+
+
+def test_errors_name_the_problem(artifact_path, featurizer_onnx, tmp_path):
+    with pytest.raises(ConfigError, match="backend='gpu'"):
+        make_runner(artifact_path, "gpu")
+    with pytest.raises(ConfigError, match="cannot run .onnx"):
+        make_runner(featurizer_onnx, "torch")
+    with pytest.raises(ConfigError, match="export and build"):
+        make_runner(artifact_path, "tensorrt")
+    with pytest.raises(ConfigError, match="device"):
+        make_runner(artifact_path, "torch", "tpu")
+    (tmp_path / "m.pt").write_bytes(b"x")
+    with pytest.raises(DataError, match="unknown model file type"):
+        make_runner(tmp_path / "m.pt")
+    with pytest.raises(DataError, match="no such model file"):
+        make_runner(tmp_path / "missing.onnx")
+
+
+def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
+    import edgecmg.runtime.registry as registry
+
+    monkeypatch.setattr(registry, "available_providers", lambda: [])
+    with pytest.raises(BackendUnavailableError, match="install hint"):
+        make_runner(featurizer_onnx, "onnxruntime", "cpu")
+    specs = candidate_specs(featurizer_onnx, "tensorrt")
+    assert [s.device for s in specs] == ["cuda"]
+
+
+def test_host_scorer_from_every_file_kind(artifact_path, featurizer_onnx, model_and_header):
+    model, _ = model_and_header
+    for path in (artifact_path, featurizer_onnx):
+        scorer, header = load_host_scorer(path)
+        assert scorer.memory_bank.shape == model.scorer.memory_bank.shape
+        assert header["threshold"] == pytest.approx(float(model.scorer.threshold))

@@ -1,0 +1,101 @@
+"""Every runner available here honours the Runner contract and agrees with the torch model.
+
+Parametrised over the registry: (backend, device) pairs of ``runner_choices`` for each model file
+kind, plus the TensorRT runner driven through a fake ``tensorrt`` module on host memory (the real
+TensorRT variant runs where ``tensorrt`` imports and a GPU exists; skipped otherwise).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgecmg_testmodels as models
+from edgecmg.config import EngineConfig
+from edgecmg.errors import DataError, EdgeCMGError
+from edgecmg.metrics import auroc
+from edgecmg.result import OUTPUT_NAMES
+from edgecmg.runtime import FEATURIZER_OUTPUTS, Runner, make_runner, runner_choices
+from edgecmg.runtime.registry import SPECS
+
+
+def _cases():
+    kinds = ("artifact", "featurizer_onnx", "full_onnx")
+    suffix = {"artifact": ".edgecmg", "featurizer_onnx": ".onnx", "full_onnx": ".onnx"}
+    cases = []
+    for kind in kinds:
+        for spec in SPECS:
+            if suffix[kind] in spec.suffixes:
+                reason = f"{spec.name} ({spec.what}) not available here"
+                marks = [] if spec.available() else [pytest.mark.skip(reason=reason)]
+                cases.append(pytest.param(kind, spec.backend, spec.device, id=f"{kind}-{spec.name}", marks=marks))
+    cases.append(pytest.param("fake_engine", "tensorrt", "cuda", id="fake_engine-tensorrt(fake, host memory)"))
+    return cases
+
+
+@pytest.fixture
+def runner_for(request, artifact_path, featurizer_onnx, full_onnx, fake_tensorrt, tmp_path, monkeypatch):
+    def make(kind: str, backend: str, device: str) -> Runner:
+        if kind == "fake_engine":
+            import fake_tensorrt as fake
+
+            from edgecmg.engine import build_engine
+            from edgecmg.runtime.tensorrt_runner import TensorRTRunner
+
+            fake_tensorrt()
+            engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", max_batch=4), tmp_path / "m.engine")
+            return TensorRTRunner(engine, device="cuda:0", memory=fake.HostMemory)
+        monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+        path = {"artifact": artifact_path, "featurizer_onnx": featurizer_onnx, "full_onnx": full_onnx}[kind]
+        return make_runner(path, backend, device)
+
+    return make
+
+
+def _scores(runner: Runner, outputs: dict) -> dict:
+    if runner.produces_features:
+        return models.score_features(runner.host_scorer(), outputs)
+    return outputs
+
+
+@pytest.mark.parametrize("kind,backend,device", _cases())
+def test_runner_contract_and_parity(runner_for, kind, backend, device, frames_and_labels, torch_reference):
+    frames, labels = frames_and_labels
+    runner = runner_for(kind, backend, device)
+    assert isinstance(runner, Runner)
+    # "tensorrt" on an .onnx file is ONNX Runtime's TensorRT execution provider
+    assert runner.backend == backend or (backend == "tensorrt" and runner.backend == "onnxruntime")
+    assert "threshold" in runner.metadata and "input_size" in runner.metadata
+    with pytest.raises(EdgeCMGError, match="not active"):
+        runner.infer(frames[:1])
+    with runner as active:
+        assert active is runner and runner.active
+        for bad, what in ((frames[:1].astype(np.float32), "uint8"), (frames[0], "B, H, W, 3"),
+                          (frames[:0], "empty"), (list(frames[:1]), "numpy")):
+            with pytest.raises(DataError, match=what):
+                runner.infer(bad)
+        single = runner.infer(frames[:1])
+        batch = runner.infer(frames)
+    assert not runner.active
+    expected = FEATURIZER_OUTPUTS if runner.produces_features else OUTPUT_NAMES
+    assert tuple(batch) == tuple(expected)
+    assert len(next(iter(single.values()))) == 1 and len(next(iter(batch.values()))) == len(frames)
+    got = _scores(runner, batch)
+    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=1e-4)
+    np.testing.assert_array_equal(got["kept_mask"], torch_reference["kept_mask"])
+    assert got["anomaly_map"].shape == torch_reference["anomaly_map"].shape
+    assert auroc(labels, got["score"]) == auroc(labels, torch_reference["score"])
+    runner.deactivate()  # idempotent
+
+
+@pytest.mark.parametrize("kind,backend,device", [c for c in _cases() if "onnx" in c.id or "engine" in c.id])
+def test_exported_runners_refuse_other_frame_sizes(runner_for, kind, backend, device, frames_and_labels):
+    frames, _ = frames_and_labels
+    runner = runner_for(kind, backend, device)
+    with runner:
+        with pytest.raises(DataError, match="resize them"):
+            runner.infer(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_every_file_kind_has_a_runner_here(artifact_path, featurizer_onnx):
+    assert ("torch", "cpu") in runner_choices(artifact_path)
+    assert ("onnxruntime", "cpu") in runner_choices(featurizer_onnx)

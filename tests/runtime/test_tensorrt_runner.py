@@ -1,0 +1,105 @@
+"""The TensorRT runner: the real one where TensorRT and a GPU exist, its control flow everywhere
+else through the fake ``tensorrt`` module (tests/runtime/fake_tensorrt.py) on host memory."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+import fake_tensorrt as fake
+from edgecmg.config import EngineConfig
+from edgecmg.engine import build_engine, read_engine_file, write_engine_file
+from edgecmg.errors import ArtifactError, BackendUnavailableError, DataError, EngineIncompatibleError
+from edgecmg.runtime.tensorrt_runner import TensorRTRunner
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and _tensorrt_importable()
+needs_tensorrt = pytest.mark.skipif(
+    not HAVE_TRT, reason="tensorrt cannot be imported: it is not on the package registries these machines reach "
+    "(it ships with JetPack on a Jetson, or NVIDIA's own wheels on a desktop GPU)")
+
+
+@pytest.fixture
+def fake_engine(fake_tensorrt, featurizer_onnx, tmp_path):
+    fake_tensorrt()
+    return build_engine(featurizer_onnx, EngineConfig(precision="fp32", max_batch=2), tmp_path / "m.engine")
+
+
+def test_batches_above_the_profile_are_split(fake_engine, frames_and_labels, torch_reference):
+    frames, _ = frames_and_labels
+    runner = TensorRTRunner(fake_engine, memory=fake.HostMemory)
+    with runner:
+        out = runner.infer(frames[:5])  # max_batch 2 -> 3 executions
+    assert out["embeddings"].shape[0] == 5 and runner.produces_features
+    import edgecmg_testmodels as models
+
+    got = models.score_features(runner.host_scorer(), out)
+    np.testing.assert_allclose(got["score"], torch_reference["score"][:5], rtol=1e-4)
+    assert runner.metadata["engine"]["precision"] == "fp32"
+
+
+def test_engine_from_another_tensorrt_is_refused_on_activate(fake_engine, fake_tensorrt):
+    fake_tensorrt(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    runner = TensorRTRunner(fake_engine, memory=fake.HostMemory)
+    with pytest.raises(EngineIncompatibleError, match=r"TensorRT 10\.3\.0\.26 built it.*11\.0\.0\.1.*edgecmg build"):
+        runner.activate()
+    assert not runner.active
+
+
+def test_corrupt_plan_is_an_incompatibility(fake_engine, tmp_path):
+    header, scorer, plan = read_engine_file(fake_engine)
+    broken = write_engine_file(tmp_path / "broken.engine", header, b"garbage" + plan, scorer)
+    with pytest.raises(EngineIncompatibleError, match="could not deserialize"):
+        TensorRTRunner(broken, memory=fake.HostMemory).activate()
+
+
+def test_missing_tensorrt_gives_the_jetpack_hint(fake_engine, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    runner = TensorRTRunner(fake_engine, memory=fake.HostMemory)
+    with pytest.raises(BackendUnavailableError, match="JetPack"):
+        runner.activate()
+
+
+def test_runner_input_checks(fake_engine, tmp_path):
+    with pytest.raises(DataError, match="CUDA device"):
+        TensorRTRunner(fake_engine, device="cpu")
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(DataError, match="engine files"):
+        TensorRTRunner(tmp_path / "x.onnx")
+    (tmp_path / "bare.engine").write_bytes(b"\x00" * 64)
+    with pytest.raises(ArtifactError, match="not an edgecmg engine"):
+        TensorRTRunner(tmp_path / "bare.engine")
+
+
+@needs_tensorrt
+@pytest.mark.gpu
+def test_real_tensorrt_engine_matches_torch(featurizer_onnx, frames_and_labels, torch_reference, tmp_path):
+    import edgecmg_testmodels as models
+
+    frames, _ = frames_and_labels
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", max_batch=4), tmp_path / "m.engine")
+    with TensorRTRunner(engine) as runner:
+        out = runner.infer(frames)
+    got = models.score_features(runner.host_scorer(), out)
+    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=1e-3)
+
+
+@needs_tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16"])
+def test_real_tensorrt_fp16_full_graph(full_onnx, frames_and_labels, torch_reference, tmp_path, precision):
+    frames, _ = frames_and_labels
+    engine = build_engine(full_onnx, EngineConfig(precision=precision, max_batch=4), tmp_path / "m.engine")
+    with TensorRTRunner(engine) as runner:
+        out = runner.infer(frames)
+    np.testing.assert_allclose(out["score"], torch_reference["score"], rtol=2e-2)
