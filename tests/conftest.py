@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,3 +40,53 @@ def small_artifact(small_fit, tmp_path_factory) -> Path:
 
     model, metadata = small_fit
     return artifact.save(model, metadata, tmp_path_factory.mktemp("model") / "commutator.edgecmg")
+
+
+# --- exported-model fixtures for tests/runtime, tests/export and tests/calibration ---------------
+# One copy here instead of one conftest per folder; the model builders live in tests/runtime.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
+
+import edgecmg_testmodels as models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def artifact_path(tmp_path_factory) -> Path:
+    return models.fitted_artifact(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def model_and_header(tmp_path_factory):
+    return models.loaded_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def featurizer_onnx(tmp_path_factory) -> Path:
+    return models.exported_onnx(tmp_path_factory, with_scoring=False)
+
+
+@pytest.fixture(scope="session")
+def full_onnx(tmp_path_factory) -> Path:
+    return models.exported_onnx(tmp_path_factory, with_scoring=True)
+
+
+@pytest.fixture(scope="session")
+def frames_and_labels():
+    return models.eval_frames()
+
+
+@pytest.fixture(scope="session")
+def torch_reference(tmp_path_factory, frames_and_labels):
+    return models.torch_outputs(tmp_path_factory, frames_and_labels[0])
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """Install a fake ``tensorrt`` module (TensorRT 10 flavour by default); returns its factory."""
+    import fake_tensorrt as fake
+
+    def install(**kwargs):
+        module = fake.make(**kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", module)
+        return module
+
+    return install
