@@ -95,6 +95,7 @@ def load_test(samples, size, with_masks):
     import cv2
 
     from edgecmg.datasets import sample_mask
+    from edgecmg.evaluation import resize_mask
     from edgecmg.imageio import read_image
 
     h, w = size
@@ -105,8 +106,7 @@ def load_test(samples, size, with_masks):
         frames.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
         if with_masks:
             mask = sample_mask(s, image.shape[:2])
-            masks.append(None if mask is None else cv2.resize(mask.astype(np.uint8), (w, h),
-                                                               interpolation=cv2.INTER_NEAREST) > 0)
+            masks.append(None if mask is None else resize_mask(mask, (w, h)))
     return raw, np.stack(frames), [s.label for s in samples], (masks if with_masks else None)
 
 

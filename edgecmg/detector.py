@@ -46,10 +46,10 @@ class Detector:
         backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
         threshold: overrides the threshold stored at fit time.
         """
-        from edgecmg.runtime.registry import load_host_scorer, make_runner
+        from edgecmg.runtime.registry import make_runner
 
         runner = make_runner(str(path), backend=backend, device=device)
-        scorer = load_host_scorer(path)[0] if runner.produces_features else None
+        scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer)
 
     @classmethod

@@ -12,13 +12,24 @@ model's BankScorer. ``metadata`` is the artifact header (threshold, input size, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
-from edgecmg.errors import DataError, EdgeCMGError
+from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 
 FEATURIZER_OUTPUTS = ("embeddings", "match_scores")
+
+
+def device_index(device: str) -> int:
+    """The N of "cuda:N" (0 for "cuda")."""
+    if ":" in device:
+        try:
+            return int(device.split(":", 1)[1])
+        except ValueError as exc:
+            raise ConfigError(f"device {device!r}: use 'cuda' or 'cuda:N'") from exc
+    return 0
 
 
 class Runner(ABC):
@@ -32,6 +43,7 @@ class Runner(ABC):
         self.metadata = metadata
         self.device = device
         self.active = False
+        self._scorer = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -71,10 +83,26 @@ class Runner(ABC):
         if frames.shape[0] == 0:
             raise DataError("frames is an empty batch")
 
+    def check_input_size(self, frames: np.ndarray, input_hw: Optional[tuple[int, int]]) -> None:
+        """Refuse frames that are not at the graph's fixed input size (None: any size)."""
+        if input_hw is not None and tuple(frames.shape[1:3]) != tuple(input_hw):
+            raise DataError(f"frames are {frames.shape[1]}x{frames.shape[2]} but {Path(self.path).name} takes "
+                            f"{input_hw[0]}x{input_hw[1]} (H x W): resize them to the model's input "
+                            "size first (the Detector does this)")
+
     @property
     def produces_features(self) -> bool:
         """True when this runner's graph stops after the featurizer (host-side scoring needed)."""
         return False
+
+    def host_scorer(self):
+        """The BankScorer that turns this featurizer graph's outputs into results (loaded once, from
+        the file this runner executes)."""
+        if self._scorer is None:
+            from edgecmg.runtime.registry import load_host_scorer
+
+            self._scorer = load_host_scorer(self.path)[0]
+        return self._scorer
 
     @abstractmethod
     def _activate(self) -> None: ...

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
-from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner
+from edgecmg.errors import BackendUnavailableError, ConfigError
+from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index
 
 ORT_INSTALL_HINT = "pip install 'edgecmg[onnx]' (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
 PROVIDERS = {
@@ -34,15 +34,6 @@ def available_providers() -> list[str]:
         return []
     have = set(ort.get_available_providers())
     return [short for short, name in PROVIDERS.items() if name in have]
-
-
-def _device_index(device: str) -> int:
-    if ":" in device:
-        try:
-            return int(device.split(":", 1)[1])
-        except ValueError as exc:
-            raise ConfigError(f"device {device!r}: use 'cuda' or 'cuda:N'") from exc
-    return 0
 
 
 class OnnxRunner(Runner):
@@ -80,14 +71,13 @@ class OnnxRunner(Runner):
         self._input_name = "image"
         self._input_hw: Optional[tuple[int, int]] = None
         self._outputs: list[str] = []
-        self._scorer = None
 
     @property
     def label(self) -> str:
         return f"onnxruntime|{self.provider}"
 
     def _providers(self) -> list:
-        index = _device_index(self.device)
+        index = device_index(self.device)
         if self.provider == "cpu":
             return ["CPUExecutionProvider"]
         cuda = ("CUDAExecutionProvider", {"device_id": index})
@@ -136,10 +126,7 @@ class OnnxRunner(Runner):
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        if self._input_hw is not None and tuple(frames.shape[1:3]) != self._input_hw:
-            raise DataError(f"frames are {frames.shape[1]}x{frames.shape[2]} but {Path(self.path).name} takes "
-                            f"{self._input_hw[0]}x{self._input_hw[1]} (H x W): resize them to the model's input "
-                            "size first (the Detector does this)")
+        self.check_input_size(frames, self._input_hw)
         values = self._session.run(None, {self._input_name: np.ascontiguousarray(frames)})
         return dict(zip(self._outputs, values))
 
@@ -150,14 +137,6 @@ class OnnxRunner(Runner):
     def produces_features(self) -> bool:
         outputs = self._outputs or list(self.metadata.get("export", {}).get("outputs", []))
         return tuple(outputs) == FEATURIZER_OUTPUTS
-
-    def host_scorer(self):
-        """The BankScorer that turns this featurizer graph's outputs into results (cached)."""
-        if self._scorer is None:
-            from edgecmg.export import load_scorer_from_onnx
-
-            self._scorer, _ = load_scorer_from_onnx(self.path)
-        return self._scorer
 
 
 def default_threads() -> Optional[int]:

@@ -25,14 +25,10 @@ from edgecmg.engine import (
     rebuild_command,
 )
 from edgecmg.errors import BackendUnavailableError, DataError, EdgeCMGError, EngineIncompatibleError
-from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner
+from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index
 
 _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
               "BOOL": np.bool_, "UINT8": np.uint8}
-
-
-def _device_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
 def _np_dtype(trt, dtype) -> np.dtype:
@@ -103,7 +99,7 @@ class CudaPythonMemory:
         if self.cudart is None:
             raise BackendUnavailableError("tensorrt", "neither torch with CUDA nor cuda-python is installed",
                                           "pip install cuda-python (or the CUDA build of torch)")
-        self._check(self.cudart.cudaSetDevice(_device_index(device)), "cudaSetDevice")
+        self._check(self.cudart.cudaSetDevice(device_index(device)), "cudaSetDevice")
         self.stream = self._check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._live: list[int] = []
 
@@ -190,8 +186,6 @@ class TensorRTRunner(Runner):
         self._dtypes: dict[str, np.dtype] = {}
         self._max_batch = 1
         self._input_hw: Optional[tuple[int, int]] = None
-        self._scorer_payload = b""
-        self._scorer = None
 
     @property
     def label(self) -> str:
@@ -200,9 +194,9 @@ class TensorRTRunner(Runner):
 
     def _activate(self) -> None:
         trt = import_tensorrt()
-        header, scorer, plan = read_engine_file(self.path)
+        header, _scorer, plan = read_engine_file(self.path)
         if self._check_platform:
-            check_engine_compatible(header, current_platform(trt, _device_index(self.device)), path=self.path)
+            check_engine_compatible(header, current_platform(trt, device_index(self.device)), path=self.path)
         self._memory = self._memory_factory(self.device)
         from edgecmg.engine import _LogBridge
 
@@ -228,7 +222,6 @@ class TensorRTRunner(Runner):
         max_shape = shapes.get("max") or list(self._engine.get_tensor_profile_shape(self._inputs[0], 0)[2])
         self._max_batch = max(1, int(max_shape[0]))
         self._input_hw = (int(max_shape[1]), int(max_shape[2]))
-        self._scorer_payload = scorer
 
     def _run_batch(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         name = self._inputs[0]
@@ -251,10 +244,7 @@ class TensorRTRunner(Runner):
         return result
 
     def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        if tuple(frames.shape[1:3]) != self._input_hw:
-            raise DataError(f"frames are {frames.shape[1]}x{frames.shape[2]} but {Path(self.path).name} takes "
-                            f"{self._input_hw[0]}x{self._input_hw[1]} (H x W): resize them to the model's input "
-                            "size first (the Detector does this)")
+        self.check_input_size(frames, self._input_hw)
         parts = [self._run_batch(frames[i:i + self._max_batch]) for i in range(0, len(frames), self._max_batch)]
         if len(parts) == 1:
             return parts[0]
@@ -269,11 +259,3 @@ class TensorRTRunner(Runner):
     @property
     def produces_features(self) -> bool:
         return tuple(self.header.get("outputs") or ()) == FEATURIZER_OUTPUTS
-
-    def host_scorer(self):
-        """The BankScorer of a featurizer engine (from the engine file's scorer payload; cached)."""
-        if self._scorer is None:
-            from edgecmg.engine import load_scorer_from_engine
-
-            self._scorer, _ = load_scorer_from_engine(self.path)
-        return self._scorer
