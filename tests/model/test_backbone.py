@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgecmg.errors import ArtifactError
+from edgecmg.errors import ArtifactError, ConfigError
 from edgecmg.model.backbone import EfficientNetLite0, load_pretrained, load_state_dict_checked
+from edgecmg.model.layouts import BLOCKS, FEATURE_LAYOUTS, feature_layout
 from edgecmg.model.text import imagenet_class_names
 
 
@@ -33,9 +34,28 @@ def test_pretrained_weights_classify_real_photos(backbone):
 def test_feature_shapes(backbone):
     model, _ = backbone
     with torch.no_grad():
-        out = model(torch.zeros(2, 3, 256, 96))
-    assert [tuple(f.shape) for f in out.features] == [(2, 40, 32, 12), (2, 80, 16, 6), (2, 112, 16, 6)]
+        out = model(torch.zeros(2, 3, 256, 96), (4, 7, 10, 14))
+    assert [tuple(f.shape) for f in out.features] == [
+        (2, 40, 32, 12), (2, 80, 16, 6), (2, 112, 16, 6), (2, 192, 8, 3)]
     assert tuple(out.head.shape) == (2, 1280, 8, 3)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_LAYOUTS))
+def test_layout_table_matches_the_network(backbone, name):
+    """Each layout's blocks exist, its channel count is what the network returns, and no block is
+    coarser than stride 32 (the head's stride, which input sizes are multiples of)."""
+    model, _ = backbone
+    layout = FEATURE_LAYOUTS[name]
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 128, 64), layout.blocks)
+    assert sum(f.shape[1] for f in out.features) == layout.channels
+    for f, block in zip(out.features, layout.blocks):
+        assert 128 // f.shape[-2] == BLOCKS[block][1] <= 32
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ConfigError, match="s16"):
+        feature_layout("s4")
 
 
 def test_state_dict_check_names_the_problem():
