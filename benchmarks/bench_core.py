@@ -1,5 +1,6 @@
 """Core figures of the README: accuracy ablation (baseline, +CMER, +CMLE, CMG) on KolektorSDD and elpv
-mono, fit time, and per-image latency of the torch path on this CPU.
+mono, the baseline on the finer "s8" feature layout, fit time, and per-image latency of the torch
+path on this CPU.
 
     python benchmarks/bench_core.py --out benchmarks/results/core.md
 
@@ -23,6 +24,7 @@ from edgecmg.datasets import MVTecDataset, elpv_dataset
 from edgecmg.detector import Detector
 from edgecmg.evaluation import evaluate_detector
 from edgecmg.fit import fit
+from edgecmg.model.layouts import DEFAULT_LAYOUT
 from edgecmg.stream.report import environment_info
 
 KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
@@ -31,7 +33,7 @@ KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kol
 def datasets():
     kolektor = MVTecDataset(KOLEKTOR)
     yield ("KolektorSDD", [s.path for s in kolektor.train_samples()], kolektor.test_samples(),
-           ModelConfig(prompt="a photo of a metal commutator", max_side=320))
+           ModelConfig(prompt="a photo of a metal commutator", max_side=512))
     train, test = elpv_dataset("mono", seed=0)
     yield ("elpv mono", [s.path for s in train], test,
            ModelConfig(prompt="an electroluminescence image of a monocrystalline solar cell", input_size=(256, 256)))
@@ -47,20 +49,26 @@ def main() -> int:
     args = parser.parse_args()
     rows, records = [], []
     for name, train, test, base_config in datasets():
-        for use_cmle in (False, True):
-            config = replace(base_config, cmle=use_cmle, cmer=True)
+        # (features, CMLE, CMER settings evaluated on that fit): the four ablation rows on the
+        # default layout, then the baseline on the finer "s8" layout at the same input size.
+        fits = [("s16", False, (False, True)), ("s16", True, (False, True)), ("s8", False, (False,))]
+        for features, use_cmle, cmer_settings in fits:
+            config = replace(base_config, features=features, cmle=use_cmle, cmer=True)
             started = time.perf_counter()
             model, metadata = fit(train, config, progress=False)
             fit_s = time.perf_counter() - started
-            for use_cmer in (False, True):
+            for use_cmer in cmer_settings:
                 model.scorer.use_cmer = use_cmer
                 detector = Detector.from_model(model, metadata)
                 metrics = evaluate_detector(detector, test, progress=False)
                 label = {(False, False): "baseline", (True, False): "+CMER", (False, True): "+CMLE",
                          (True, True): "CMG (CMER + CMLE)"}[(use_cmer, use_cmle)]
-                record = {"dataset": name, "variant": label, "fit_s": fit_s, "train_images": len(train),
-                          "input_size": metadata["input_size"], **{k: metrics[k] for k in (
-                              "image_auroc", "pixel_auroc", "aupro", "f1_max", "latency_ms_p50", "latency_ms_mean")}}
+                if features != DEFAULT_LAYOUT:
+                    label += f", {features} features"
+                record = {"dataset": name, "variant": label, "features": features, "fit_s": fit_s,
+                          "train_images": len(train), "input_size": metadata["input_size"],
+                          **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max",
+                                                     "latency_ms_p50", "latency_ms_mean")}}
                 records.append(record)
                 rows.append(f"| {name} | {label} | {fmt(record['image_auroc'])} | {fmt(record['pixel_auroc'])} | "
                             f"{fmt(record['aupro'])} | {fmt(record['f1_max'])} | "
@@ -76,7 +84,7 @@ def main() -> int:
 def write_table(out: Path, rows: list[str], records: list[dict]) -> None:
     env = environment_info()
     table = "\n".join([
-        f"Measured by `benchmarks/bench_core.py` on {env.get('device')} ({env.get('cpu_count', '?')} cores), "
+        f"Measured by `benchmarks/bench_core.py` on {env.get('device')} ({env.get('cpu_cores', '?')} cores), "
         f"torch {torch.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}. "
         "Latency: torch backend, batch 1, end to end (resize, network, kNN, map, CMER).",
         "",

@@ -117,8 +117,6 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int) -> dict:
     """Metrics of one model file, cached beside it (keyed by the file's SHA-256 and the test set size)."""
     import json
 
-    import torch
-
     from edgecmg.export import file_sha256
 
     key = {"sha256": file_sha256(path), "frames": len(frames), "masks": masks is not None}
@@ -128,21 +126,15 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int) -> dict:
         if saved.get("key") == key:
             return saved["metrics"]
 
+    from edgecmg.detector import Detector
     from edgecmg.metrics import evaluate
-    from edgecmg.runtime.onnx_runner import OnnxRunner
 
-    runner = OnnxRunner(path, threads=threads)
     scores, maps = [], []
-    with runner:
-        scorer = runner.host_scorer() if runner.produces_features else None
+    with Detector.load(path, backend="onnxruntime", threads=threads) as detector:
         for i in range(0, len(frames), 8):
-            out = runner.infer(frames[i:i + 8])
-            if scorer is not None:
-                with torch.no_grad():
-                    res = scorer(torch.from_numpy(out["embeddings"]), torch.from_numpy(out["match_scores"]))
-                out = {"score": res.score.numpy(), "anomaly_map": res.anomaly_map.numpy()}
-            scores.extend(out["score"].tolist())
-            maps.extend(list(out["anomaly_map"]))
+            for result in detector.predict_batch(list(frames[i:i + 8])):
+                scores.append(result.score)
+                maps.append(result.anomaly_map)
     metrics = evaluate(labels, scores, masks, maps) if masks is not None else evaluate(labels, scores)
     cache.write_text(json.dumps({"key": key, "metrics": metrics}))
     return metrics

@@ -27,7 +27,7 @@ class ModelConfig:
     features: str = "s16"
     cmer: bool = True
     grid: int = 2
-    cmer_quantile: float = 0.99
+    cmer_quantile: float = 1.0
     cmle: bool = True
     cmle_dim: int = 96
     cmle_neighbors: int = 10
@@ -51,6 +51,8 @@ class ModelConfig:
         feature_layout(self.features)
         if not 1 <= self.grid <= 8:
             raise ConfigError(f"grid={self.grid} must be between 1 and 8")
+        if not 0.0 < self.cmer_quantile <= 1.0:
+            raise ConfigError(f"cmer_quantile={self.cmer_quantile} must be in (0, 1] (1 = a cell's largest gain on normal images)")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ConfigError(f"coreset_ratio={self.coreset_ratio} must be in (0, 1]")
         if not 1 <= self.knn_k <= 16:

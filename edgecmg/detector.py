@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edgecmg.config import StreamConfig
-from edgecmg.errors import DataError
+from edgecmg.errors import ConfigError, DataError
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
 
@@ -40,15 +40,19 @@ class Detector:
     # --- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", *, device: Optional[str] = None,
-             threshold: Optional[float] = None) -> "Detector":
+             threshold: Optional[float] = None, threads: Optional[int] = None) -> "Detector":
         """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
 
         backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
         threshold: overrides the threshold stored at fit time.
+        threads: ONNX Runtime intra-op threads (default: its own choice); the torch backend follows
+            ``torch.set_num_threads``.
         """
         from edgecmg.runtime.registry import make_runner
 
-        runner = make_runner(str(path), backend=backend, device=device)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads} must be >= 1 (or None for the backend's default)")
+        runner = make_runner(str(path), backend=backend, device=device, threads=threads)
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer)
 

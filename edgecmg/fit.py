@@ -147,8 +147,8 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         chosen = bank_ops.greedy_coreset(bank_patches, bank_size, seed=config.seed, progress=bar.update)
     model.scorer.set_bank(bank_patches[chosen])
 
-    margin = cmer.fit_margin(gains, config.cmer_quantile) if config.cmer else 0.0
-    model.scorer.cmer_margin.fill_(margin)
+    margins = cmer.fit_margin(gains, config.cmer_quantile) if config.cmer else torch.zeros(gains.shape[1])
+    model.scorer.cmer_margin.copy_(margins)
 
     holdout_scores = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
     threshold = float(np.quantile(holdout_scores, config.threshold_quantile))
@@ -162,7 +162,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         "grid": config.grid,
         "prompt": config.prompt,
         "threshold": threshold,
-        "cmer_margin": margin,
+        "cmer_margin": [round(float(m), 6) for m in margins],
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "training": {
             "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),

@@ -127,7 +127,7 @@ class BankScorer(nn.Module):
         head_cells = cmer.cell_index(hh, hw, geometry.grid).view(hh, hw)
         pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
         self.register_buffer("pixel_cells", pixel_cells)
-        self.register_buffer("cmer_margin", torch.tensor(0.0))
+        self.register_buffer("cmer_margin", torch.zeros(geometry.grid ** 2))  # one margin per cell
         self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))
         self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
         self.register_buffer("threshold", torch.tensor(float("inf")))

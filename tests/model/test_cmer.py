@@ -28,10 +28,24 @@ def test_cells_are_kept_unless_removal_raises_match_beyond_margin():
     assert kept.tolist() == [[False, True, True, True], [True, True, True, True], [False, True, False, False]]
 
 
-def test_margin_is_a_quantile_of_training_gains_never_negative():
-    gains = torch.linspace(-1, 1, 101)
-    assert cmer.fit_margin(gains, 0.99) == pytest.approx(0.98, abs=1e-6)
-    assert cmer.fit_margin(torch.full((10,), -0.3), 0.99) == 0.0
+def test_per_cell_margins_broadcast():
+    gain = torch.tensor([[0.20, 0.20], [0.05, 0.40]])
+    kept = cmer.kept_cells(gain, torch.tensor([0.30, 0.10]))
+    assert kept.tolist() == [[True, False], [True, False]]
+
+
+def test_margin_is_a_per_cell_quantile_of_training_gains_never_negative():
+    # cell 0 spreads over -1..1, cell 1 always lowers the match, cell 2 always raises it by 0.3
+    gains = torch.stack([torch.linspace(-1, 1, 101), torch.full((101,), -0.3), torch.full((101,), 0.3)], dim=1)
+    margins = cmer.fit_margin(gains, 0.99)
+    assert margins.tolist() == pytest.approx([0.98, 0.0, 0.3], abs=1e-6)
+    assert cmer.fit_margin(gains, 1.0)[0] == pytest.approx(1.0)
+    # a cell that raises the match on every normal image is not dropped for doing so on a test image
+    assert cmer.kept_cells(torch.tensor([[0.0, 0.0, 0.3]]), margins).all()
+    with pytest.raises(ConfigError, match="quantile"):
+        cmer.fit_margin(gains, 0.0)
+    with pytest.raises(ConfigError, match="gains"):
+        cmer.fit_margin(torch.zeros(0, 4), 0.99)
 
 
 def test_cmer_on_real_model_keeps_at_least_one_cell(small_fit, kolektor_root):
