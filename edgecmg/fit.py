@@ -109,7 +109,16 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
 
     backbone, backbone_hash = load_pretrained()
     channels = geometry.layout.channels
-    feature_dim = min(config.cmle_dim, channels) if config.cmle else channels
+    n = len(frames)
+    n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
+    feature_dim = channels
+    if config.cmle:
+        # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
+        feature_dim = min(config.cmle_dim, channels, n - n_holdout - 1)
+        if feature_dim < config.cmle_dim:
+            log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
+                        "number of bank images - 1 (%d); fit on more images for the full size",
+                        config.cmle_dim, feature_dim, channels, n - n_holdout - 1)
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
                      use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma)
     model.eval()
@@ -122,9 +131,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     matcher.class_text_sim.copy_(matcher.text_similarity(class_embeddings, prompt_embedding))
 
     collected = _collect(model, frames, config.batch_size, progress)
-    n = len(frames)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
-    n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
     holdout, bank_images = order[:n_holdout], order[n_holdout:]
 
     patches = torch.cat(collected.patches)                 # [N, P, C] fp16

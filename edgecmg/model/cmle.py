@@ -9,6 +9,14 @@
    the generalised eigenproblem X^T M X p = lambda (X^T X + eps I) p, smallest eigenvalues first.
    Semantically similar images then lie close in the vision latent space. The map is linear, so it
    applies unchanged to patch features (the image feature is their mean).
+
+With more channels than training images (304 vs ~235 on KolektorSDD), X^T X is singular: outside
+the span of the image features both sides vanish, the ratio is 0 / eps, and the smallest
+eigenvalues pick exactly those directions, which carry patch-level noise amplified by
+1 / sqrt(eps). So the problem is solved inside the leading principal subspace of the image features
+(as Neighborhood Preserving Embedding does). Measured with 96 output dims (image AUROC, no
+projection / full space / principal subspace of 128): KolektorSDD 0.909 / 0.901 / 0.913, elpv mono
+0.954 / 0.949 / 0.952.
 """
 from __future__ import annotations
 
@@ -45,22 +53,33 @@ def reconstruction_error(features: torch.Tensor, weights: torch.Tensor) -> float
     return float(((z - weights.double() @ z) ** 2).sum(dim=1).mean())
 
 
-def fit_projection(features: torch.Tensor, weights: torch.Tensor, dim: int,
-                   eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve the whitened generalised eigenproblem; returns (mean [D], projection [D, dim])."""
+def fit_projection(features: torch.Tensor, weights: torch.Tensor, dim: int, *, subspace: int | None = None,
+                   eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve the whitened generalised eigenproblem; returns (mean [D], projection [D, dim]) with
+    P^T (X^T X + eps I) P = I.
+
+    subspace: principal components of the image features the problem is solved in (default
+        ``4 * dim / 3``, capped by D and N - 1, at least ``dim``).
+    """
     x = features.double()
     mean = x.mean(dim=0)
     xc = (x - mean).numpy()
     n, d = xc.shape
-    dim = min(dim, d)
+    dim = min(dim, d, n - 1)
+    rank = subspace or (4 * dim) // 3
+    rank = max(dim, min(rank, d, n - 1))
+    _, singular, vt = np.linalg.svd(xc, full_matrices=False)
+    basis = vt[:rank].T                                   # [D, r] principal directions
     i_minus_w = np.eye(n) - weights.double().numpy()
     m = i_minus_w.T @ i_minus_w
-    a = xc.T @ m @ xc
-    b = xc.T @ xc
-    b += np.eye(d) * eps * np.trace(b) / d
+    xb = xc @ basis                                       # [N, r]
+    a = xb.T @ m @ xb
     a = (a + a.T) / 2
+    b = np.diag(singular[:rank] ** 2)                     # basis^T X^T X basis
+    b += np.eye(rank) * eps * np.trace(b) / rank
     _, vectors = scipy.linalg.eigh(a, b, subset_by_index=[0, dim - 1])
-    return mean.float(), torch.from_numpy(vectors).float()
+    projection = basis @ vectors                          # [D, dim]
+    return mean.float(), torch.from_numpy(np.ascontiguousarray(projection)).float()
 
 
 def pca_projection(features: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

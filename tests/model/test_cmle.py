@@ -28,7 +28,8 @@ def test_lle_weights_rows_sum_to_one_over_k_neighbours():
 def test_projection_preserves_language_weights_better_than_pca():
     vision, text = _constructed_case()
     w = cmle.lle_weights(text, neighbors=8)
-    mean, proj = cmle.fit_projection(vision, w, dim=2)
+    # the whole 5-D space: the shared manifold is the low-variance part, outside a small PCA subspace
+    mean, proj = cmle.fit_projection(vision, w, dim=2, subspace=5)
     pmean, pproj = cmle.pca_projection(vision, dim=2)
     z_cmle = (vision - mean) @ proj
     z_pca = (vision - pmean) @ pproj
@@ -39,6 +40,19 @@ def test_projection_preserves_language_weights_better_than_pca():
 def test_projection_satisfies_whitening_constraint():
     vision, text = _constructed_case()
     w = cmle.lle_weights(text, neighbors=8)
-    mean, proj = cmle.fit_projection(vision, w, dim=3, eps=0.0)
+    mean, proj = cmle.fit_projection(vision, w, dim=3, subspace=5, eps=0.0)
     z = (vision - mean) @ proj
     assert torch.allclose(z.T @ z, torch.eye(3), atol=1e-3)
+
+
+def test_more_channels_than_images_stays_in_the_images_span():
+    """304 channels, 40 images: the chosen directions lie in the span of the centred image features
+    (outside it the whitened problem is degenerate, 0 / eps)."""
+    g = torch.Generator().manual_seed(1)
+    vision = torch.randn(40, 304, generator=g)
+    text = torch.randn(40, 16, generator=g)
+    mean, proj = cmle.fit_projection(vision, cmle.lle_weights(text, neighbors=5), dim=24)
+    assert proj.shape == (304, 24) and torch.isfinite(proj).all()
+    centred = (vision - mean).double()
+    coeffs = torch.linalg.lstsq(centred.T, proj.double()).solution       # proj = X^T c
+    assert torch.allclose(centred.T @ coeffs, proj.double(), atol=1e-6)
