@@ -209,11 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("bench", help="per-frame latency of every available backend, side by side")
-    p.add_argument("model")
+    p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")
     p.add_argument("--backends", nargs="+", help="default: every backend available here")
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--images", help="time on these images (folder or glob; default: seeded random frames at the "
+                                    "model size, since latency does not depend on content)")
     p.add_argument("--out", default="bench", help="folder for JSON, CSV, markdown and the PNG plot")
     p.set_defaults(func=cmd_bench)
     return parser

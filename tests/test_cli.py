@@ -47,3 +47,19 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["-q", "eval", str(tmp_path / "missing.edgecmg"), str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench"
+    assert main(["-q", "bench", str(small_artifact), str(featurizer_onnx), "--backends", "torch", "onnxruntime",
+                 "--frames", "4", "--warmup", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    pairs = {(row["model"], row["backend"]) for row in report["rows"]}
+    # the artifact runs on both backends; the ONNX file only on ONNX Runtime (torch cannot run it)
+    assert pairs == {(small_artifact.name, "torch"), (small_artifact.name, "onnxruntime"),
+                     (featurizer_onnx.name, "onnxruntime")}
+    assert all(row["frames"] == 4 and row["p50_ms"] > 0 for row in report["rows"])
+    assert report["environment"]["models"] == [str(small_artifact), str(featurizer_onnx)]
+    for name in ("bench.csv", "bench.md", "bench_latency.png"):
+        assert (out / name).stat().st_size > 0

@@ -78,38 +78,53 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
     detector.close()
-    return row, list(stats.samples)
+    return row, stats.samples().tolist()
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Every (model file, backend) pair in one run: e.g. ``part.edgecmg part.int8.onnx`` puts torch,
+    ONNX Runtime FP32 and ONNX Runtime INT8 side by side."""
     from edgecmg.runtime.registry import runner_choices
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
     from edgecmg.artifact import read_header
 
-    backends = args.backends or list(dict.fromkeys(b for b, _ in runner_choices(args.model)))
+    models = args.model if isinstance(args.model, list) else [args.model]
     header_size = None
-    if str(args.model).endswith(".edgecmg"):
-        header_size = tuple(read_header(args.model)[0]["input_size"])
+    for model in models:
+        if str(model).endswith(".edgecmg"):
+            header_size = tuple(read_header(model)[0]["input_size"])
+            break
     frames, frames_note = _frames(args, header_size or (256, 256))
     rows, samples = [], {}
-    for backend in backends:
-        try:
-            row, latencies = bench_backend(args.model, backend, frames, n_frames=args.frames, warmup=args.warmup,
-                                           batch=args.batch)
-        except BackendUnavailableError as exc:
-            log.warning("skipping %s: %s", backend, exc)
-            continue
-        rows.append(row)
-        samples[backend] = latencies
-        print(f"{backend:>12}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
+    for model in models:
+        here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
+        backends = here
+        if args.backends:
+            # With several files, a requested backend that cannot run one of them (torch on an .onnx)
+            # is skipped for that file only; with one file, asking for it is an error from make_runner.
+            backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
+            for missing in [b for b in args.backends if b not in backends]:
+                log.warning("skipping %s on %s: it cannot run this file here", missing, model)
+        for backend in backends:
+            try:
+                row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
+                                               batch=args.batch)
+            except BackendUnavailableError as exc:
+                log.warning("skipping %s on %s: %s", backend, model, exc)
+                continue
+            label = backend if len(models) == 1 else f"{Path(model).name} / {backend}"
+            rows.append({"model": Path(model).name, **row})
+            samples[label] = latencies
+            print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
     if not rows:
-        raise EdgeCMGError(f"no backend could run {args.model}; tried {backends}")
+        raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
     out = Path(args.out)
     environment = environment_info()
-    environment.update({"model": str(args.model), "inputs": frames_note})
+    environment.update({"models": [str(m) for m in models], "inputs": frames_note})
     table = write_report(rows, out, "bench", environment=environment)
-    plot_latency(samples, out / "bench_latency.png", title=f"edgecmg bench: {Path(args.model).name}")
+    title = "edgecmg bench: " + ", ".join(Path(m).name for m in models)
+    plot_latency(samples, out / "bench_latency.png", title=title)
     print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
           "bench.md, bench_latency.png")
     return 0
