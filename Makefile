@@ -39,7 +39,7 @@ bench-stream: $(VENV)/.installed
 	$(PY) benchmarks/bench_stream.py --out benchmarks/results/stream.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info .pytest_cache
 
 # Peer comparison with anomalib's PatchCore (slow; not part of `make test`), in an environment of its own:
 # anomalib needs torchvision, which needs torch 2.14.1, while .venv has torch 2.13.0. pyproject.toml asks

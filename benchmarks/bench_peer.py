@@ -18,7 +18,8 @@ What is measured, and why this way:
   grows with them and the nearest-neighbour search is a large part of PatchCore's latency.
 - Timed per frame, batch 1, after a warm-up, on full-size test frames: each framework's own
   pre-processing (resize, normalisation) is inside the timed region, as in deployment.
-  Frames are read from disk outside the timed region.
+  Frames are read from disk outside the timed region. The rows are timed in interleaved rounds
+  so that background load on a shared machine falls on all of them alike.
 - Every fit and every measurement runs in a fresh process, so a peak RSS belongs to one framework
   and one backend alone (freed memory is rarely returned to the OS, so a shared process would
   charge one framework with what the other left behind). Same interpreter, same environment.
@@ -46,6 +47,13 @@ PATCHCORE_LAYERS = ("layer2", "layer3")
 PATCHCORE_BACKBONE = "wide_resnet50_2"
 CORESET_RATIO = 0.1  # anomalib's default coreset_sampling_ratio
 TARGET_SPEEDUP = 10.0
+# anomalib's k-center-greedy allocates a [patches, ~250] float temporary per selected patch (20 MB for
+# 20 images). Below glibc's dynamic mmap ceiling (32 MB) such blocks come from the heap, which then
+# grew without bound (21 GB, killed by the OOM killer, with 20 images). A fixed 1 MiB threshold serves
+# them with mmap and returns them at once (peak 1.4 GB). Set for the PatchCore fit only; timing runs
+# with the default allocator for both frameworks.
+CORESET_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+BUSY_CORES = 0.25  # background load (cores) above which the report warns that the figures are not clean
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,11 +131,58 @@ def time_frames(predict, frame_paths: list[Path], warmup: int) -> list[float]:
     return samples
 
 
-def run_isolated(function, *args):
-    """``function(*args)`` in a freshly spawned interpreter (see the module docstring: a clean RSS)."""
+class BackgroundLoad:
+    """How many cores other processes kept busy while this one and its children were measuring.
+
+    On a shared machine a 2-thread torch process whose second core is taken stalls at every
+    parallel region; small-kernel networks suffer far more than large ones, so a latency measured
+    under load is not comparable and the report says so. Linux only (/proc/stat); None elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self.other_s = 0.0
+        self.wall_s = 0.0
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float] | None:
+        import resource
+
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq ...: busy = all but idle and iowait
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        ours = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+        return busy, ours, time.perf_counter()
+
+    def measure(self, function, *args):
+        before = self._snapshot()
+        result = function(*args)
+        after = self._snapshot()
+        if before and after:
+            self.other_s += max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+            self.wall_s += after[2] - before[2]
+        return result
+
+    @property
+    def cores(self) -> float | None:
+        return self.other_s / self.wall_s if self.wall_s > 0 else None
+
+
+def run_isolated(function, *args, env: dict[str, str] | None = None):
+    """``function(*args)`` in a freshly spawned interpreter (see the module docstring: a clean RSS),
+    with ``env`` added to the environment it starts with."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    saved = dict(os.environ)
+    os.environ.update(env or {})  # a spawned interpreter copies os.environ when it starts
+    try:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(function, *args).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,22 +280,12 @@ def fit_edgecmg(train_paths: list[Path], artifact_path: Path, onnx_path: Path, t
             "onnx": exported, "onnx_note": export_note}
 
 
-def open_detector(model_path: Path, backend: str, threads: int):
-    """A Detector on the CPU. ONNX Runtime gets its intra-op thread count through the runner
-    registry (Detector.load has no threads argument), so both backends use the same core count."""
+def measure_edgecmg(model_path: Path, backend: str, threads: int, frame_paths: list[Path], warmup: int) -> dict:
     from edgecmg.detector import Detector
 
-    if backend == "torch":
-        return Detector.load(model_path, backend="torch", device="cpu")
-    from edgecmg.runtime.registry import make_runner
-
-    runner = make_runner(str(model_path), backend=backend, device="cpu", threads=threads)
-    return Detector(runner, scorer=runner.host_scorer() if runner.produces_features else None)
-
-
-def measure_edgecmg(model_path: Path, backend: str, threads: int, frame_paths: list[Path], warmup: int) -> dict:
-    limit_threads(threads)  # also the host-side bank scoring of the ONNX featurizer graph
-    detector = open_detector(model_path, backend, threads)
+    limit_threads(threads)  # the torch backend, and the host-side bank scoring after the ONNX featurizer
+    # threads= sets ONNX Runtime's intra-op threads (its default would be every core of the machine).
+    detector = Detector.load(model_path, backend=backend, device="cpu", threads=threads)
     samples = time_frames(lambda frame: detector.predict(frame).score, frame_paths, warmup)
     detector.close()
     return {"samples_ms": samples, "peak_rss_mib": peak_rss_mib()}
@@ -260,7 +305,8 @@ def make_row(framework: str, backend: str, backbone: str, fitted: dict, measured
     return {"framework": framework, "backend": backend, "backbone": backbone,
             "input": f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}", "train_images": fitted["train_images"],
             "bank": f"{fitted['bank_rows']} x {fitted['bank_dim']}", "fit_s": fitted["fit_s"],
-            "peak_rss_mib": measured["peak_rss_mib"], **summarise(measured["samples_ms"]),
+            "peak_rss_mib": measured["peak_rss_mib"], "background_cores": measured.get("background_cores"),
+            **summarise(measured["samples_ms"]),
             "samples_ms": measured["samples_ms"]}
 
 
@@ -282,22 +328,24 @@ def render_markdown(rows: list[dict], settings: dict, env: dict) -> str:
         f">= {TARGET_SPEEDUP:.0f}x: **{'met' if best['speedup_p50'] >= TARGET_SPEEDUP else 'not met'}**.")
     lines = [
         f"Measured by `benchmarks/bench_peer.py` on {env.get('cpu')} ({env.get('cpu_cores')} cores, "
-        f"{settings['threads']} threads), torch {versions['torch']}, anomalib {versions['anomalib']}, "
+        f"{settings['threads']} threads), torch {env.get('torch')}, anomalib {versions['anomalib']}, "
+        f"edgecmg {versions['edgecmg']} ({settings['edgecmg_revision']}), "
         f"onnxruntime {versions['onnxruntime'] or 'absent'}, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}. Load average {settings['load_before']} before, "
         f"{settings['load_after']} after (a shared machine: other work adds noise to both sides).",
         "",
         f"KolektorSDD, {settings['train_images']} training images (evenly spaced over train/good) for both "
-        f"frameworks; {settings['frames']} timed frames (after {settings['warmup']} warm-up), batch 1, full-size "
-        "test images, resize and normalisation inside the timed region. Peak RSS: the whole measuring "
-        "process (interpreter, imports, model, inference), one fresh process per row.",
+        f"frameworks; {settings['frames']} timed frames per row ({settings['rounds']} interleaved rounds, each a "
+        f"fresh process warmed up on {settings['warmup']} frames first), batch 1, full-size test images, resize and "
+        "normalisation inside the timed region. Peak RSS: the whole measuring process (interpreter, imports, "
+        "model, inference), largest over the row's rounds.",
         "",
         "| framework | backbone | input | train images | memory bank | latency p50 (ms) | p90 (ms) "
         "| mean (ms) | peak RSS (MiB) | speed-up vs anomalib (p50) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        name = row["framework"] if row["framework"] == "anomalib PatchCore" else f"{row['framework']} ({row['backend']})"
+        name = row["framework"] if row is rows[0] else f"{row['framework']} ({row['backend']})"
         rss = "n/a" if row["peak_rss_mib"] is None else f"{row['peak_rss_mib']:.0f}"
         lines.append(f"| {name} | {row['backbone']} | {row['input']} | {row['train_images']} | {row['bank']} | "
                      f"{row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {row['mean_ms']:.1f} | {rss} | "
@@ -305,6 +353,8 @@ def render_markdown(rows: list[dict], settings: dict, env: dict) -> str:
     lines += [
         "",
         verdict,
+        "",
+        background_note(rows, settings["threads"]),
         "",
         "anomalib's backbone is randomly initialised (pretrained weights cannot be downloaded on this "
         "machine): its latency and memory are those of the real model, its scores are not, so no accuracy "
@@ -314,6 +364,19 @@ def render_markdown(rows: list[dict], settings: dict, env: dict) -> str:
         *([f"edgecmg ONNX export skipped: {settings['onnx_note']}"] if settings.get("onnx_note") else []),
     ]
     return "\n".join(lines) + "\n"
+
+
+def background_note(rows: list[dict], threads: int) -> str:
+    loads = [row["background_cores"] for row in rows]
+    if any(load is None for load in loads):
+        return "Background load while timing: not measured (no /proc/stat)."
+    text = ("Background load while timing (cores kept busy by other processes, mean over each row's rounds): "
+            + ", ".join(f"{row['framework']} {row['backend']} {row['background_cores']:.2f}" for row in rows) + ".")
+    if max(loads) > BUSY_CORES:
+        text += (f" **The machine was busy**: with {threads} threads, every parallel region waits for a "
+                 "descheduled thread, which slows networks of many small kernels (edgecmg) far more than "
+                 "networks of few large ones (PatchCore); rerun on an idle machine before quoting these figures.")
+    return text
 
 
 def write_report(out: Path, rows: list[dict], settings: dict) -> None:
@@ -334,8 +397,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=KOLEKTOR, help="KolektorSDD in MVTec layout")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peer.md"))
     # 20 by default: anomalib's k-center-greedy coreset costs O(images^2) (one pass over all patches per
-    # selected patch), about 2 min for 20 images on 2 cores and 10 min for 50. A smaller bank makes
-    # PatchCore faster, so the default can only understate the speed-up.
+    # selected patch): 39 s for 20 images on an idle 2-core machine, 8 minutes for 50 on a busy one.
+    # A smaller bank makes PatchCore faster, so the default can only understate the speed-up.
     parser.add_argument("--train-images", type=int, default=20,
                         help="training images for both frameworks (PatchCore's bank: 1024 patches each x 0.1)")
     parser.add_argument("--frames", type=int, default=100, help="timed frames per row")
@@ -365,6 +428,20 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def edgecmg_revision() -> str:
+    """The commit of the edgecmg that is measured, '+dirty' with uncommitted changes ('unknown' outside
+    a git checkout). The figures belong to that code, so the report names it."""
+    import subprocess
+
+    import edgecmg
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=Path(edgecmg.__file__).parent,
+                              capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def load_average() -> str:
     try:
         return " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -384,14 +461,18 @@ def measure_interleaved(jobs: list[tuple], frames: list[Path], warmup: int, roun
     drift over all rows alike instead of charging it to whichever row happened to run during a burst.
     Each chunk runs in a fresh process that first warms up on its chunk's first ``warmup`` frames."""
     merged = {name: {"samples_ms": [], "peak_rss_mib": None} for name, _, _ in jobs}
+    background = {name: BackgroundLoad() for name, _, _ in jobs}
     chunks = split_rounds(frames, rounds)
     for r, chunk in enumerate(chunks, 1):
         for name, function, fargs in jobs:
-            result = step(f"round {r}/{len(chunks)}: timing {name} on {len(chunk)} frames", function, *fargs,
-                          chunk[:warmup] + chunk, warmup)
+            warmup_frames = [chunk[i % len(chunk)] for i in range(warmup)]
+            result = background[name].measure(step, f"round {r}/{len(chunks)}: timing {name} on {len(chunk)} frames",
+                                              function, *fargs, warmup_frames + chunk, warmup)
             merged[name]["samples_ms"] += result["samples_ms"]
             peaks = [x for x in (merged[name]["peak_rss_mib"], result["peak_rss_mib"]) if x is not None]
             merged[name]["peak_rss_mib"] = max(peaks, default=None)
+    for name, load in background.items():
+        merged[name]["background_cores"] = load.cores
     return merged
 
 
@@ -402,18 +483,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
     frames = [tests[i % len(tests)] for i in range(args.frames)]
     settings = {"data": str(args.data), "train_images": len(train), "frames": args.frames, "warmup": args.warmup,
                 "rounds": args.rounds, "threads": args.threads, "coreset_ratio": CORESET_RATIO,
-                "load_before": load_average(),
+                "load_before": load_average(), "edgecmg_revision": edgecmg_revision(),
                 "versions": {name: package_version(name) for name in
                              ("torch", "torchvision", "anomalib", "edgecmg", "onnxruntime")},
                 "train_files": [p.name for p in train]}
     started = time.perf_counter()
 
-    def step(message: str, function, *fargs):
+    def step(message: str, function, *fargs, env: dict[str, str] | None = None):
         print(f"[{time.perf_counter() - started:5.0f} s] {message}", flush=True)
-        return run_isolated(function, *fargs)
+        return run_isolated(function, *fargs, env=env)
 
     patchcore_fit = step(f"anomalib PatchCore: fitting on {len(train)} images", fit_patchcore, train,
-                         work / "patchcore.pt", args.threads)
+                         work / "patchcore.pt", args.threads, env=CORESET_MALLOC_ENV)
     edgecmg_fit = step(f"edgecmg: fitting on {len(train)} images and exporting ONNX", fit_edgecmg, train,
                        work / "peer.edgecmg", work / "peer.onnx", args.threads)
     jobs = [("anomalib PatchCore", measure_patchcore, (work / "patchcore.pt",)),
@@ -441,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_dataset(args.data)
     check_environment()
+    # Progress bars (anomalib's coreset selection, model loading) would drown the step log; the
+    # measuring processes inherit this.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         run(args, args.work)
