@@ -102,6 +102,28 @@ class EfficientNetLite0(nn.Module):
         head = self.act(self._bn1(self._conv_head(x)))
         return BackboneOutput(features, head)
 
+    @torch.no_grad()
+    def fold_batchnorm(self) -> "EfficientNetLite0":
+        """Fold every BatchNorm into the convolution before it (inference only; eval statistics).
+
+        The network is never trained here, and on a 2-core CPU the 49 separate BatchNorm passes
+        cost about a fifth of the forward time. The folded network computes the same function up to
+        float rounding; its convolutions gain a bias, the BatchNorms become identities.
+        """
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.has_expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for owner, conv_name, bn_name in pairs:
+            bn = getattr(owner, bn_name)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name).eval(), bn.eval()))
+                setattr(owner, bn_name, nn.Identity())
+        return self.eval()
+
     def classify(self, head: torch.Tensor) -> torch.Tensor:
         """ImageNet logits from the head map (global average pool + classifier)."""
         return self._fc(head.mean(dim=(2, 3)))
@@ -139,8 +161,9 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], or
     model.load_state_dict(state, strict=True)
 
 
-def load_pretrained() -> tuple[EfficientNetLite0, str]:
-    """The ImageNet-pretrained network in eval mode, and the SHA-256 of its weights file."""
+def load_pretrained(*, fold_batchnorm: bool = True) -> tuple[EfficientNetLite0, str]:
+    """The ImageNet-pretrained network in eval mode (BatchNorm folded into the convolutions unless
+    ``fold_batchnorm=False``), and the SHA-256 of its weights file."""
     path = weights_path()
     model = EfficientNetLite0()
     # weights_only: the file is a pickle; refuse anything but tensors.
@@ -153,4 +176,5 @@ def load_pretrained() -> tuple[EfficientNetLite0, str]:
     full = model.state_dict()
     full.update(state)
     load_state_dict_checked(model, full, str(path))
-    return model.eval(), file_sha256(path)
+    model.eval()
+    return (model.fold_batchnorm() if fold_batchnorm else model), file_sha256(path)

@@ -65,3 +65,19 @@ def test_state_dict_check_names_the_problem():
     state["_conv_stem.weight"] = torch.zeros(1)
     with pytest.raises(ArtifactError, match="missing.*_fc.bias.*wrong shape.*_conv_stem.weight"):
         load_state_dict_checked(model, state, "weights.pth")
+
+
+def test_folded_batchnorm_computes_the_same_function():
+    """load_pretrained folds BatchNorm into the convolutions; a real photo gives the same features,
+    head and logits as the unfolded network, within float rounding."""
+    skimage_data = pytest.importorskip("skimage.data")
+    plain, _ = load_pretrained(fold_batchnorm=False)
+    folded, _ = load_pretrained()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.from_numpy(cv2.resize(skimage_data.coffee(), (192, 256), interpolation=cv2.INTER_AREA))
+    x = plain.normalize(x.permute(2, 0, 1)[None])
+    with torch.no_grad():
+        a, b = plain(x, (4, 10, 14)), folded(x, (4, 10, 14))
+    for fa, fb in zip([*a.features, a.head], [*b.features, b.head]):
+        assert torch.allclose(fa, fb, rtol=1e-4, atol=1e-4 * float(fa.abs().max()))
+    assert torch.allclose(plain.classify(a.head), folded.classify(b.head), atol=1e-3)
