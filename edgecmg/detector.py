@@ -67,6 +67,15 @@ class Detector:
     def backend(self) -> str:
         return self.runner.backend
 
+    @property
+    def precision(self) -> str:
+        """"fp32", "fp16" or "int8": how the model file was built (engine) or exported (ONNX)."""
+        md = self.metadata
+        for section in (md.get("engine"), md.get("export"), md):
+            if isinstance(section, dict) and section.get("precision"):
+                return str(section["precision"])
+        return "fp32"
+
     def close(self) -> None:
         self.runner.deactivate()
 

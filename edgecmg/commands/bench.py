@@ -72,7 +72,7 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
     wall = time.perf_counter() - started
     measured = (len(batches) - warmup) * batch
     row = {
-        "backend": backend, "device": detector.runner.device, "precision": detector.metadata.get("precision", "fp32"),
+        "backend": backend, "device": detector.runner.device, "precision": detector.precision,
         "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
         "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": _peak_rss_mib(),
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,

@@ -172,3 +172,12 @@ def test_argument_checks(artifact_path, train_dir, tmp_path):
         calibrate(artifact_path, train_dir, tmp_path / "x.onnx", method="kl")
     with pytest.raises(ConfigError, match="profile"):
         calibrate(artifact_path, train_dir, tmp_path / "x.onnx", profile="gpu")
+
+
+def test_detector_reports_the_precision_of_the_file(int8_featurizer, featurizer_onnx):
+    from edgecmg.detector import Detector
+
+    with Detector.load(int8_featurizer, backend="onnxruntime") as det:
+        assert det.precision == "int8"
+    with Detector.load(featurizer_onnx, backend="onnxruntime") as det:
+        assert det.precision == "fp32"
