@@ -113,7 +113,8 @@ def run_bench(args: argparse.Namespace) -> int:
             except BackendUnavailableError as exc:
                 log.warning("skipping %s on %s: %s", backend, model, exc)
                 continue
-            label = backend if len(models) == 1 else f"{Path(model).name} / {backend}"
+            # Short plot labels: the backend and what kind of file it ran (".int8.onnx", ".edgecmg").
+            label = backend if len(models) == 1 else f"{backend} {''.join(Path(model).suffixes[-2:])}"
             rows.append({"model": Path(model).name, **row})
             samples[label] = latencies
             print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
@@ -123,7 +124,7 @@ def run_bench(args: argparse.Namespace) -> int:
     environment = environment_info()
     environment.update({"models": [str(m) for m in models], "inputs": frames_note})
     table = write_report(rows, out, "bench", environment=environment)
-    title = "edgecmg bench: " + ", ".join(Path(m).name for m in models)
+    title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
     plot_latency(samples, out / "bench_latency.png", title=title)
     print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
           "bench.md, bench_latency.png")
