@@ -77,6 +77,9 @@ def dataset(name: str, work: Path, small_bank: int):
     raise SystemExit(f"unknown dataset {name!r}")
 
 
+HAND_WRITTEN = "## Reading the tables (hand-written"
+
+
 def fitted(name: str, train, config, work: Path) -> Path:
     from edgecmg import artifact
     from edgecmg.fit import fit
@@ -310,6 +313,12 @@ def main(argv=None) -> int:
     ]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the hand-written reading of the tables that follows the generated part.
+    if args.out.is_file():
+        previous = args.out.read_text(encoding="utf-8")
+        marker = previous.find(HAND_WRITTEN)
+        if marker >= 0:
+            text = text.rstrip() + "\n" + previous[marker:]
     args.out.write_text(text, encoding="utf-8")
     print(text)
     return 0
