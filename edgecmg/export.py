@@ -38,14 +38,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgecmg import __version__
 from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
-from edgecmg.model import bank as bank_ops
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
@@ -131,8 +129,8 @@ class BankDistances(nn.Module):
 class ExportScorer(nn.Module):
     """BankScorer in exportable form: (embeddings, match_scores) -> (score, anomaly_map, kept_mask).
 
-    Same maths as ``BankScorer.forward``; only the kNN is rewritten (``BankDistances``) and the
-    CMER gate is gathered as float (the map is >= 0, so multiplying by the 0/1 mask is the masked max).
+    Same maths as ``BankScorer.forward`` (its map and score steps are reused); only the kNN is
+    rewritten (``BankDistances``).
     """
 
     def __init__(self, scorer: BankScorer, *, max_batch: int, max_chunk_elements: int) -> None:
@@ -144,17 +142,10 @@ class ExportScorer(nn.Module):
         self.distances = BankDistances(scorer.memory_bank, scorer.bank_sq_norms, scorer.knn_k, rows)
 
     def forward(self, embeddings: torch.Tensor, match_scores: torch.Tensor):
-        geometry = self.scorer.geometry
-        ph, pw = geometry.patch_size
-        patch_scores = self.distances(embeddings).sqrt().mean(dim=-1)  # [B, P]
-        maps = patch_scores.reshape(-1, 1, ph, pw)
-        maps = F.interpolate(maps, size=geometry.input_size, mode="bilinear", align_corners=False)
-        maps = bank_ops.smooth(maps, self.scorer.smoothing_taps)[:, 0]
+        maps = self.scorer.maps_from_patch_scores(self.distances(embeddings).sqrt().mean(dim=-1))
         kept = self.scorer.kept_cells(match_scores)
-        pixel_keep = kept.to(maps.dtype)[:, self.scorer.pixel_cells]
-        score = (maps.flatten(1) * pixel_keep).amax(dim=1)
-        g = geometry.grid
-        return score, maps, kept.reshape(-1, g, g)
+        g = self.scorer.geometry.grid
+        return self.scorer.image_score(maps, kept), maps, kept.reshape(-1, g, g)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -139,11 +139,13 @@ class BankScorer(nn.Module):
 
     def anomaly_maps(self, embeddings: torch.Tensor) -> torch.Tensor:
         """kNN distance per patch -> upsampled, smoothed map [B, H, W]."""
-        b = embeddings.shape[0]
         distances, _ = ops.knn(embeddings, self.memory_bank, k=self.knn_k, bank_sq_norms=self.bank_sq_norms)
-        patch_scores = distances.clamp_min(0).sqrt().mean(dim=-1)  # [B, P]
+        return self.maps_from_patch_scores(distances.clamp_min(0).sqrt().mean(dim=-1))
+
+    def maps_from_patch_scores(self, patch_scores: torch.Tensor) -> torch.Tensor:
+        """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W]."""
         ph, pw = self.geometry.patch_size
-        maps = patch_scores.view(b, 1, ph, pw)
+        maps = patch_scores.reshape(-1, 1, ph, pw)
         maps = F.interpolate(maps, size=self.geometry.input_size, mode="bilinear", align_corners=False)
         return bank_ops.smooth(maps, self.smoothing_taps)[:, 0]
 
@@ -158,12 +160,20 @@ class BankScorer(nn.Module):
     def forward(self, embeddings: torch.Tensor, match_scores: torch.Tensor) -> DetectorOutput:
         maps = self.anomaly_maps(embeddings)
         kept = self.kept_cells(match_scores)
+        g = self.geometry.grid
+        return DetectorOutput(self.image_score(maps, kept), maps, kept.view(-1, g, g))
+
+    def image_score(self, maps: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """[B] image scores from the maps [B, H, W] and CMER's kept cells [B, K]."""
         # The map keeps every value (a defect is never hidden from it); only the image score is gated.
         # Maps are >= 0, so multiplying by the 0/1 mask is a masked max that exports cleanly.
         pixel_keep = cmer.expand_cells(kept, self.pixel_cells).to(maps.dtype)
-        score = (maps.flatten(1) * pixel_keep).amax(dim=1)
-        g = self.geometry.grid
-        return DetectorOutput(score, maps, kept.view(-1, g, g))
+        gated = (maps.flatten(1) * pixel_keep).amax(dim=1)
+        ungated = maps.flatten(1).amax(dim=1)
+        # CMER may lower a score, but never turns an alarm into a miss: where the ungated score is
+        # above the stored threshold it stands. (With the zero-shot matcher a defect can make its own
+        # cell look irrelevant to the prompt; on KolektorSDD this rule halves what gating costs.)
+        return torch.where(ungated > self.threshold, ungated, gated)
 
 
 class CMGModel(nn.Module):

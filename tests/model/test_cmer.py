@@ -59,3 +59,24 @@ def test_cmer_on_real_model_keeps_at_least_one_cell(small_fit, kolektor_root):
     assert result.kept_mask.shape == (2, 2) and result.kept_mask.any()
     # the map is never gated: it has the frame's size and positive values everywhere
     assert result.anomaly_map.shape == frame.shape[:2] and (result.anomaly_map > 0).all()
+
+
+def test_gating_lowers_scores_but_never_hides_an_alarm():
+    """A dropped cell leaves the image score only while the frame is below the threshold."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    geometry = Geometry((64, 64), 2, "s16")               # 4 x 4 patches, 2 x 2 head map, 2 x 2 grid
+    scorer = BankScorer(geometry, feature_dim=2, bank_size=1, use_cmer=True, knn_k=1, smoothing_sigma=0.5)
+    scorer.set_bank(torch.zeros(1, 2))
+    patches = torch.zeros(1, 16, 2)
+    patches[0, 0] = torch.tensor([3.0, 4.0])              # distance 5 in the top-left cell, 0 elsewhere
+    scorer.cmer_margin.fill_(0.1)
+    matches = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.5]])  # dropping cell 0 raises the match by 0.4: dropped
+    ungated = scorer.anomaly_maps(patches).amax()
+    with torch.no_grad():
+        scorer.threshold.fill_(float(ungated) * 2)          # below threshold: the gate applies
+        out = scorer(patches, matches)
+        assert out.kept_mask[0].tolist() == [[False, True], [True, True]]
+        assert float(out.score[0]) < float(ungated)
+        scorer.threshold.fill_(float(ungated) / 2)          # an alarm: the ungated score stands
+        assert float(scorer(patches, matches).score[0]) == pytest.approx(float(ungated))
