@@ -13,6 +13,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fill_block(text: str, name: str, content: str) -> tuple[str, bool]:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` (possibly nothing)."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    new_text, count = pattern.subn(lambda m: m.group(1) + content.strip() + "\n" + m.group(2), text, count=1)
+    return new_text, count == 1
+
+
 def main() -> int:
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -22,9 +29,8 @@ def main() -> int:
         if not result.is_file():
             print(f"no {result.relative_to(ROOT)} yet; leaving the {name} block as it is")
             continue
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + result.read_text().strip() + m.group(2), text)
-        print(f"README: {name} <- {result.relative_to(ROOT)}")
+        text, replaced = fill_block(text, name, result.read_text())
+        print(f"README: {name} <- {result.relative_to(ROOT)}" if replaced else f"README: no {name} block end marker")
     readme.write_text(text)
     return 0
 
