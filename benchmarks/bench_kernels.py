@@ -337,7 +337,8 @@ def targets_summary(rows: list[Row]) -> str:
 
 def render(rows: list[Row], title: str, header_lines: list[str], giga: bool = False) -> str:
     """Markdown table; ``giga`` reports GFLOP/s instead of TFLOP/s (CPU figures)."""
-    out = [f"## {title}", ""] + header_lines + [""]
+    # "####": the table sits under the README's "### Kernels" section.
+    out = [f"#### {title}", ""] + header_lines + [""]
     out.append(f"| op | shape | variant | ms | {'GFLOP/s' if giga else 'TFLOP/s'} | GB/s | roof | note |")
     out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
