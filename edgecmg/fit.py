@@ -114,11 +114,12 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     feature_dim = channels
     if config.cmle:
         # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
-        feature_dim = min(config.cmle_dim, channels, n - n_holdout - 1)
+        span = n - n_holdout - 1
+        feature_dim = min(config.cmle_dim, channels, span)
         if feature_dim < config.cmle_dim:
             log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
                         "number of bank images - 1 (%d); fit on more images for the full size",
-                        config.cmle_dim, feature_dim, channels, n - n_holdout - 1)
+                        config.cmle_dim, feature_dim, channels, span)
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
                      use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma)
     model.eval()

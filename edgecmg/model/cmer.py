@@ -6,12 +6,15 @@ the matcher scores every variant against the prompt in one batched call. A cell 
 discarded from image-level scoring; never all cells are discarded.
 
 The margin is set per cell on the training images: a quantile (default: the maximum) of the gains
-that cell showed on normal data. A single pooled margin does not work: with the zero-shot matcher,
-some cells of a part raise the match when removed on almost every normal image (on KolektorSDD the
-right half of the commutator does in 94-100% of them), so a pooled quantile drops those cells on
-test images routinely and hides the defects in them (0.014 image AUROC lost). Per cell, a cell goes
-only when it looks more irrelevant to the prompt than it ever did on a normal part, e.g. a hand or
-a fixture in view; on a full-frame texture nothing is dropped.
+that cell showed on normal data. With the zero-shot matcher some cells of a part raise the match
+when removed on almost every normal image (on KolektorSDD the right half of the commutator does in
+94-100% of them), so a single pooled quantile would drop those cells routinely. Per cell, a cell
+goes only when it looks more irrelevant to the prompt than it ever did on a normal part.
+
+Measured limit (benchmarks/results/core.md): this does not make the gate harmless. A defect can
+itself make its cell look irrelevant (9.6% of defective KolektorSDD test images lose a cell, 3.4% of
+good ones), so gating still cost image AUROC (0.899 -> 0.870); the scorer therefore keeps the
+ungated score above the stored threshold (``BankScorer.image_score``), which brought it to 0.886.
 """
 from __future__ import annotations
 
