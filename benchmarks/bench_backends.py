@@ -28,16 +28,22 @@ REPO = Path(__file__).resolve().parents[1]
 KOLEKTOR = REPO.parent / "shared" / "data" / "kolektorsdd"
 
 
-def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
-    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once and reused."""
+def fit_kolektor(path: Path, input_size: tuple[int, int]) -> Path:
+    """Fit the benchmark model on the KolektorSDD training images and save it to ``path``
+    (also used by bench_stream.py)."""
     if not (KOLEKTOR / "train" / "good").is_dir():
         raise SystemExit(f"KolektorSDD not found at {KOLEKTOR}: put ../shared/data beside the repo")
+    train = [s.path for s in MVTecDataset(KOLEKTOR).train_samples()]
+    fitted, metadata = fit(train, ModelConfig(prompt="a photo of a metal commutator", input_size=input_size))
+    return artifact.save(fitted, metadata, path)
+
+
+def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
+    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once and reused."""
     work.mkdir(parents=True, exist_ok=True)
     model = work / f"kolektor_{input_size[0]}x{input_size[1]}.edgecmg"
     if not model.is_file():
-        train = [s.path for s in MVTecDataset(KOLEKTOR).train_samples()]
-        fitted, metadata = fit(train, ModelConfig(prompt="a photo of a metal commutator", input_size=input_size))
-        artifact.save(fitted, metadata, model)
+        fit_kolektor(model, input_size)
     fp32 = model.with_suffix(".onnx")
     if not fp32.is_file():
         export_onnx(model, fp32, ExportConfig(with_scoring=True))

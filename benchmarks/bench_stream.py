@@ -31,15 +31,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgecmg import artifact
-from edgecmg.config import ModelConfig
+from bench_backends import KOLEKTOR, fit_kolektor  # the same benchmark model (benchmarks/ is on sys.path)
 from edgecmg.datasets import MVTecDataset
 from edgecmg.detector import Detector
-from edgecmg.fit import fit
 from edgecmg.imageio import read_image
 from edgecmg.stream.report import environment_info
-
-KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
 
 
 def write_video(path: Path, images: list[np.ndarray], n_frames: int, size: tuple[int, int], fps: float = 30.0) -> Path:
@@ -115,14 +111,6 @@ def run_stream(det: Detector, video: Path, max_queue: int) -> dict:
             "latency_ms": stats.get("latency_ms"), "capture_wait_ms": stats.get("capture_wait_ms")}
 
 
-def fitted_model(path: Path, input_size: tuple[int, int]) -> Path:
-    if not (KOLEKTOR / "train" / "good").is_dir():
-        raise SystemExit(f"KolektorSDD not found at {KOLEKTOR}: put ../shared/data beside the repo or pass --model")
-    train = [s.path for s in MVTecDataset(KOLEKTOR).train_samples()]
-    model, metadata = fit(train, ModelConfig(prompt="a photo of a metal commutator", input_size=input_size))
-    return artifact.save(model, metadata, path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="fitted model (*.edgecmg / *.onnx); default: fit one on KolektorSDD")
@@ -139,7 +127,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="edgecmg-bench-stream-") as tmp:
         tmp = Path(tmp)
-        model_path = Path(args.model) if args.model else fitted_model(tmp / "kolektor.edgecmg", tuple(args.input_size))
+        model_path = Path(args.model) if args.model else fit_kolektor(tmp / "kolektor.edgecmg", tuple(args.input_size))
         test_images = [read_image(s.path) for s in MVTecDataset(KOLEKTOR).test_samples()]
         video = write_video(tmp / "line.avi", test_images, args.frames, tuple(args.video_size))
         frames = decode_all(video)
