@@ -11,10 +11,11 @@ when removed on almost every normal image (on KolektorSDD the right half of the 
 94-100% of them), so a single pooled quantile would drop those cells routinely. Per cell, a cell
 goes only when it looks more irrelevant to the prompt than it ever did on a normal part.
 
-Measured limit (benchmarks/results/core.md): this does not make the gate harmless. A defect can
-itself make its cell look irrelevant (9.6% of defective KolektorSDD test images lose a cell, 3.4% of
-good ones), so gating still cost image AUROC (0.899 -> 0.870); the scorer therefore keeps the
-ungated score above the stored threshold (``BankScorer.image_score``), which brought it to 0.886.
+Measured limit: this does not make the gate harmless. A defect can itself make its cell look
+irrelevant (in an experiment outside the repo, 9.6% of defective KolektorSDD test images lost a
+cell, 3.4% of good ones), so gating still cost image AUROC (bench_core.py: 0.899 -> 0.870); the
+scorer therefore keeps the ungated score above the stored threshold (``BankScorer.image_score``),
+which brought it to 0.886 (benchmarks/results/core.md).
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ With more channels than training images (304 vs ~235 on KolektorSDD), X^T X is s
 the span of the image features both sides vanish, the ratio is 0 / eps, and the smallest
 eigenvalues pick exactly those directions, which carry patch-level noise amplified by
 1 / sqrt(eps). So the problem is solved inside the leading principal subspace of the image features
-(as Neighborhood Preserving Embedding does). Measured with 96 output dims (image AUROC, no
-projection / full space / principal subspace of 128): KolektorSDD 0.909 / 0.901 / 0.913, elpv mono
+(as Neighborhood Preserving Embedding does). Measured in a feature-cache experiment outside the
+repo (session 3), 96 output dims, image AUROC, no projection / full space / principal subspace of 128: KolektorSDD 0.909 / 0.901 / 0.913, elpv mono
 0.954 / 0.949 / 0.952.
 """
 from __future__ import annotations
