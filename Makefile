@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CLIP_VENV ?= .venv-clip
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
@@ -16,8 +17,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+# open_clip needs torchvision, which cannot sit beside torch 2.13.0 (see tests/requirements-clip.txt).
+$(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
+	$(PYTHON) -m venv $(CLIP_VENV)
+	$(CLIP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIP_VENV)/bin/python -m pip install --quiet -r tests/requirements-clip.txt
+	$(CLIP_VENV)/bin/python -m pip install --quiet -c tests/requirements-clip.txt -e ".[test,clip]"
+	touch $@
+
+# The whole suite in .venv, then the optional CLIP matcher in an environment of its own (below).
+test: $(VENV)/.installed $(CLIP_VENV)/.installed
 	$(PY) -m pytest -q -ra
+	$(CLIP_VENV)/bin/python -m pytest -q -ra tests/model/test_clip_matcher.py
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo_elpv.py
@@ -39,7 +50,7 @@ bench-stream: $(VENV)/.installed
 	$(PY) benchmarks/bench_stream.py --out benchmarks/results/stream.md
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) build *.egg-info .pytest_cache
 
 # Peer comparison with anomalib's PatchCore (slow; not part of `make test`), in an environment of its own:
 # anomalib needs torchvision, which needs torch 2.14.1, while .venv has torch 2.13.0. pyproject.toml asks

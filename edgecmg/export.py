@@ -268,6 +268,22 @@ def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 # torch -> ONNX
 # --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _attention_fastpath_off():
+    """nn.MultiheadAttention's inference fast path is one fused op with no ONNX symbolic; a CLIP
+    matcher's transformer exports through the plain ops instead."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    was_enabled = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was_enabled)
+
+
 def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                   dynamic_axes: Optional[dict], opset: int) -> None:
     """torch.onnx.export through the TorchScript tracer (deterministic names, constant folding)."""
@@ -278,7 +294,7 @@ def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-        with torch.no_grad():
+        with torch.no_grad(), _attention_fastpath_off():
             try:
                 torch.onnx.export(module, args, str(path), dynamo=False, **kwargs)
             except TypeError as exc:  # torch < 2.5 has no `dynamo` argument

@@ -22,6 +22,7 @@ from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
+from edgecmg.model.matcher import build_matcher
 
 log = logging.getLogger("edgecmg")
 
@@ -59,7 +60,7 @@ class _Collected:
     def __init__(self) -> None:
         self.patches: list[torch.Tensor] = []
         self.image_features: list[torch.Tensor] = []
-        self.probabilities: list[torch.Tensor] = []
+        self.text_space: list[torch.Tensor] = []  # each image as a point of the matcher's text space
         self.gains: list[torch.Tensor] = []
 
 
@@ -75,7 +76,7 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
         patches = featurizer.patch_features(backbone_out.features)
         out.patches.append(patches.half())
         out.image_features.append(patches.mean(dim=1))
-        out.probabilities.append(featurizer.matcher.class_probabilities(backbone_out.head))
+        out.text_space.append(featurizer.matcher.image_embedding(x, backbone_out.head))
         scores = featurizer.match_scores(x, backbone_out.head)
         out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
     return out
@@ -120,16 +121,12 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
             log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
                         "number of bank images - 1 (%d); fit on more images for the full size",
                         config.cmle_dim, feature_dim, channels, span)
+    matcher = build_matcher(_matcher_spec(config), backbone._fc, clip_weights=config.clip_weights, verify=False)
+    matcher.set_prompt(config.prompt)  # the text side is encoded once, here
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
-                     use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma)
+                     use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma,
+                     matcher=matcher)
     model.eval()
-
-    from edgecmg.model import text as text_model
-
-    class_embeddings = text_model.imagenet_class_embeddings()
-    prompt_embedding = text_model.encode_texts([config.prompt])[0]
-    matcher = model.featurizer.matcher
-    matcher.class_text_sim.copy_(matcher.text_similarity(class_embeddings, prompt_embedding))
 
     collected = _collect(model, frames, config.batch_size, progress)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
@@ -137,11 +134,11 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
 
     patches = torch.cat(collected.patches)                 # [N, P, C] fp16
     image_features = torch.cat(collected.image_features)   # [N, C]
-    probabilities = torch.cat(collected.probabilities)     # [N, 1000]
+    text_space = torch.cat(collected.text_space)           # [N, D]
     gains = torch.cat(collected.gains)                     # [N, K]
 
     if config.cmle:
-        text = _text_embeddings(names, captions, probabilities, class_embeddings)
+        text = _text_embeddings(names, captions, text_space, matcher)
         weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
         mean, projection = cmle.fit_projection(image_features[bank_images], weights, config.cmle_dim)
         model.featurizer.proj_mean.copy_(mean)
@@ -196,17 +193,21 @@ def _load(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], 
     return frames, [p.name for p in ok]
 
 
-def _text_embeddings(names: list[str], captions: Optional[dict[str, str]], probabilities: torch.Tensor,
-                     class_embeddings: torch.Tensor) -> torch.Tensor:
-    """Per-image text: the caption where there is one, else the pseudo-text sum_c p_ic e_c."""
-    pseudo = probabilities @ class_embeddings
+def _matcher_spec(config: ModelConfig) -> dict:
+    if config.matcher == "clip":
+        return {"kind": "clip", "arch": config.clip_arch, "weights": config.clip_weights}
+    return {"kind": "zeroshot"}
+
+
+def _text_embeddings(names: list[str], captions: Optional[dict[str, str]], pseudo: torch.Tensor,
+                     matcher) -> torch.Tensor:
+    """Per-image text: the caption where there is one, else the matcher's pseudo-text of the image."""
     if not captions:
         return pseudo
-    from edgecmg.model import text as text_model
-
+    pseudo = pseudo.clone()
     have = [i for i, name in enumerate(names) if name in captions]
     if have:
-        pseudo[have] = text_model.encode_texts([captions[names[i]] for i in have])
+        pseudo[have] = matcher.encode_texts([captions[names[i]] for i in have]).to(pseudo.dtype)
     return pseudo
 
 

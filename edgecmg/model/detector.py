@@ -60,11 +60,14 @@ class Featurizer(nn.Module):
     Everything that needs the backbone; what the featurizer-only ONNX graph holds.
     """
 
-    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, feature_dim: int) -> None:
+    def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, feature_dim: int,
+                 matcher: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         self.geometry = geometry
-        self.matcher = ZeroShotMatcher(backbone._fc, torch.zeros(backbone._fc.out_features))
+        # Default: the offline zero-shot matcher on the backbone's own ImageNet head.
+        self.matcher = matcher if matcher is not None else ZeroShotMatcher(
+            backbone._fc, torch.zeros(backbone._fc.out_features))
         hh, hw = geometry.head_size
         self.register_buffer("variant_masks", torch.cat(
             [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, geometry.grid)]))
@@ -183,11 +186,12 @@ class CMGModel(nn.Module):
     """
 
     def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
-                 bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float) -> None:
+                 bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float,
+                 matcher: nn.Module | None = None) -> None:
         super().__init__()
         self.geometry = geometry
         self.use_cmle = use_cmle
-        self.featurizer = Featurizer(backbone, geometry, feature_dim)
+        self.featurizer = Featurizer(backbone, geometry, feature_dim, matcher)
         self.scorer = BankScorer(geometry, feature_dim=feature_dim, bank_size=bank_size, use_cmer=use_cmer,
                                  knn_k=knn_k, smoothing_sigma=smoothing_sigma)
 

@@ -1,28 +1,46 @@
 """Vision-language matchers: how well does each masked view of an image match the prompt?
 
-Interface: ``score_variants(images, head, masks) -> [B, K]`` where ``images`` is the normalised
-network input [B, 3, H, W], ``head`` the backbone's head map [B, 1280, h, w], and ``masks`` [K, h*w]
-(1 = keep) over the head map's positions. One batched call scores all K variants of all B images.
+Every matcher offers the same four calls:
+- ``score_variants(images, head, masks) -> [B, K]``: ``images`` is the normalised network input
+  [B, 3, H, W], ``head`` the backbone's head map [B, 1280, h, w], ``masks`` [K, h*w] (1 = keep) over
+  the head map's positions. One batched call scores all K variants of all B images (CMER).
+- ``image_embedding(images, head) -> [B, D]``: the whole image as a point of the text space (CMLE's
+  pseudo-text when an image has no caption).
+- ``encode_texts(texts) -> [N, D]``: captions into the same text space (fit time only).
+- ``spec() -> dict``: what the artifact header records so that a loader can rebuild the matcher.
 
 - ZeroShotMatcher (default, offline): score(x, text) = sum_c p(c | x) * cos(e_c, e_text), with p from
   the backbone's own ImageNet head applied to the masked, pooled head map and e from MiniLM. The
   text side is precomputed at fit time into one vector ``class_text_sim`` [1000].
-- ClipMatcher: an open_clip model from a local weights file; masks are applied in pixel space.
+- ClipMatcher: an open_clip model read from a local safetensors file; masks are applied to the
+  pixels. The artifact stores the prompt's vector and the weights file's path and SHA-256, never
+  the CLIP weights.
 """
 from __future__ import annotations
 
-from typing import Protocol
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgecmg import ops
-from edgecmg.errors import BackendUnavailableError, ConfigError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+
+CLIP_INSTALL_HINT = "pip install 'edgecmg[clip]' (open_clip_torch; it needs torchvision)"
 
 
 class Matcher(Protocol):
     def score_variants(self, images: torch.Tensor, head: torch.Tensor, masks: torch.Tensor) -> torch.Tensor: ...
+
+    def image_embedding(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
+
+    def spec(self) -> dict[str, Any]: ...
 
 
 class ZeroShotMatcher(nn.Module):
@@ -32,11 +50,21 @@ class ZeroShotMatcher(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.register_buffer("class_text_sim", class_text_sim.float().clone())
+        # e_c [1000, 384], needed at fit time only: not persistent, never in an artifact.
+        self.register_buffer("class_embeddings", torch.empty(0), persistent=False)
 
     @staticmethod
     def text_similarity(class_embeddings: torch.Tensor, prompt_embedding: torch.Tensor) -> torch.Tensor:
         """cos(e_c, e_text) for every class: [C]."""
         return F.normalize(class_embeddings, dim=-1) @ F.normalize(prompt_embedding.flatten(), dim=0)
+
+    def set_prompt(self, prompt: str) -> None:
+        """Encode the ImageNet class names and the prompt with MiniLM (fit time)."""
+        from edgecmg.model import text as text_model
+
+        self.class_embeddings = text_model.imagenet_class_embeddings()
+        prompt_embedding = text_model.encode_texts([prompt])[0]
+        self.class_text_sim.copy_(self.text_similarity(self.class_embeddings, prompt_embedding))
 
     def score_variants(self, images: torch.Tensor, head: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         features = head.flatten(2).transpose(1, 2)  # [B, p, 1280]
@@ -47,54 +75,148 @@ class ZeroShotMatcher(nn.Module):
         """p(c | image) for the unmasked image: [B, 1000]."""
         return self.classifier(head.mean(dim=(2, 3))).softmax(dim=-1)
 
+    def image_embedding(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """Pseudo-text t = sum_c p(c | image) e_c: [B, 384]."""
+        if self.class_embeddings.numel() == 0:
+            raise ConfigError("the zero-shot matcher has no class embeddings: call set_prompt() first (fit time)")
+        return self.class_probabilities(head) @ self.class_embeddings
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        from edgecmg.model import text as text_model
+
+        return text_model.encode_texts(texts)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "zeroshot"}
+
+
+def _import_open_clip():
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise BackendUnavailableError("clip", f"cannot import open_clip ({exc})", CLIP_INSTALL_HINT) from exc
+    return open_clip
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 class ClipMatcher(nn.Module):
-    """An open_clip model loaded from a local weights path; masking happens on the pixels.
+    """An open_clip CLIP model from a local safetensors weights file; masking happens on the pixels.
 
-    ``model`` is anything with ``encode_image`` / ``encode_text`` (open_clip's CLIP); ``text_features``
-    is the encoded prompt. Image normalisation for CLIP is applied here from the uint8-range input.
+    ``model`` is anything with ``encode_image`` / ``encode_text`` (open_clip's CLIP). The backbone's
+    normalised input is mapped back to pixels and re-normalised with CLIP's statistics here.
     """
 
     CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
     CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-    def __init__(self, model: nn.Module, text_features: torch.Tensor, image_size: int, backbone_mean: float,
-                 backbone_std: float) -> None:
+    def __init__(self, model: nn.Module, image_size: int, *, arch: str = "", weights: str = "",
+                 weights_sha256: str = "", backbone_mean: float = 127.0, backbone_std: float = 128.0,
+                 tokenizer=None) -> None:
         super().__init__()
         self.model = model.eval()
         self.image_size = image_size
+        self.arch, self.weights, self.weights_sha256 = arch, weights, weights_sha256
         self.backbone_mean, self.backbone_std = backbone_mean, backbone_std
-        self.register_buffer("text_features", F.normalize(text_features.float().flatten(), dim=0))
+        self.tokenizer = tokenizer
+        embed_dim = int(getattr(model, "text_projection").shape[-1]) if hasattr(model, "text_projection") else 0
+        self.register_buffer("text_features", torch.zeros(embed_dim))
         self.register_buffer("mean", torch.tensor(self.CLIP_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.CLIP_STD).view(1, 3, 1, 1))
 
     @classmethod
-    def from_pretrained(cls, arch: str, weights: str, prompt: str, *, backbone_mean: float = 127.0,
-                        backbone_std: float = 128.0) -> "ClipMatcher":
+    def load(cls, arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None,
+             backbone_mean: float = 127.0, backbone_std: float = 128.0) -> "ClipMatcher":
+        """Build open_clip's ``arch`` and fill it from ``weights`` (a .safetensors state dict; no pickle).
+
+        ``expected_sha256`` (from an artifact header) refuses a different weights file.
+        """
+        open_clip = _import_open_clip()
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"CLIP weights {path}: no such file; pass the local .safetensors file of the "
+                              f"{arch} model the detector was fitted with")
+        if path.suffix != ".safetensors":
+            raise ConfigError(f"CLIP weights {path}: only .safetensors files are read (no pickle); convert "
+                              "the checkpoint once with safetensors.torch.save_file(model.state_dict(), ...)")
+        sha = file_sha256(path)
+        if expected_sha256 is not None and sha != expected_sha256:
+            raise ArtifactError(f"CLIP weights {path} have SHA-256 {sha[:12]}, the model was fitted with "
+                                f"{expected_sha256[:12]}; point clip_weights at the file used at fit time")
+        if arch not in open_clip.list_models():
+            raise ConfigError(f"CLIP arch {arch!r} is not an open_clip model name (e.g. 'ViT-B-32')")
+        from safetensors.torch import load_file
+
+        # open_clip warns that a model built without `pretrained` is random: the weights come next.
+        logging.disable(logging.WARNING)
         try:
-            import open_clip
-        except ImportError as exc:
-            raise BackendUnavailableError("clip", "open_clip is not installed", "pip install 'edgecmg[clip]'") from exc
-        model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=weights or None)
-        tokenizer = open_clip.get_tokenizer(arch)
-        with torch.no_grad():
-            text = model.encode_text(tokenizer([prompt]))
+            model = open_clip.create_model(arch, pretrained=None)
+        finally:
+            logging.disable(logging.NOTSET)
+        try:
+            model.load_state_dict(load_file(str(path)), strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(f"CLIP weights {path} do not fit open_clip {arch!r}: {str(exc)[:300]}") from exc
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else int(size)
-        return cls(model, text[0], size, backbone_mean, backbone_std)
+        return cls(model, size, arch=arch, weights=str(path.resolve()), weights_sha256=sha,
+                   backbone_mean=backbone_mean, backbone_std=backbone_std, tokenizer=open_clip.get_tokenizer(arch))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "clip", "arch": self.arch, "weights": self.weights, "sha256": self.weights_sha256}
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise ConfigError("this ClipMatcher has no tokenizer: build it with ClipMatcher.load()")
+        return F.normalize(self.model.encode_text(self.tokenizer(list(texts))).float(), dim=-1)
+
+    def set_prompt(self, prompt: str) -> None:
+        self.text_features = self.encode_texts([prompt])[0]
+
+    def _clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone-normalised [B, 3, H, W] -> CLIP-normalised [B, 3, S, S]."""
+        pixels = (images * self.backbone_std + self.backbone_mean) / 255.0
+        pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                               align_corners=False)
+        return (pixels - self.mean) / self.std
+
+    @torch.no_grad()
+    def image_embedding(self, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """CLIP's image embedding, which shares the text space by construction: [B, D]."""
+        return F.normalize(self.model.encode_image(self._clip_pixels(images)).float(), dim=-1)
 
     def score_variants(self, images: torch.Tensor, head: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         b, k = images.shape[0], masks.shape[0]
         h, w = head.shape[-2:]
         if masks.shape[1] != h * w:
             raise ConfigError(f"CMER masks have {masks.shape[1]} positions, head map has {h * w}")
-        pixels = images * self.backbone_std + self.backbone_mean  # back to 0..255
-        pixels = F.interpolate(pixels / 255.0, size=(self.image_size, self.image_size), mode="bilinear",
-                               align_corners=False)
-        pixel_masks = F.interpolate(masks.float().view(k, 1, h, w), size=pixels.shape[-2:], mode="nearest")
-        # [B, K, 3, S, S]: a masked cell becomes the CLIP mean colour (zero after normalisation).
-        normalised = (pixels - self.mean) / self.std
+        normalised = self._clip_pixels(images)
+        pixel_masks = F.interpolate(masks.float().view(k, 1, h, w), size=normalised.shape[-2:], mode="nearest")
+        # [B * K, 3, S, S]: a dropped cell becomes CLIP's mean colour (zero after normalisation).
         variants = (normalised[:, None] * pixel_masks[None]).flatten(0, 1)
         with torch.no_grad():
             embeddings = F.normalize(self.model.encode_image(variants).float(), dim=-1)
-        return (embeddings @ self.text_features).view(b, k)
+        return (embeddings @ F.normalize(self.text_features, dim=0)).view(b, k)
+
+
+def build_matcher(spec: dict[str, Any], classifier: nn.Linear, *, clip_weights: Optional[str] = None,
+                  verify: bool = True) -> nn.Module:
+    """The matcher a header's ``matcher`` entry (or a fit config) describes.
+
+    ``clip_weights`` overrides the recorded path (the model moved to another machine); with
+    ``verify`` the file must have the recorded SHA-256.
+    """
+    kind = spec.get("kind", "zeroshot")
+    if kind == "zeroshot":
+        return ZeroShotMatcher(classifier, torch.zeros(classifier.out_features))
+    if kind == "clip":
+        return ClipMatcher.load(spec["arch"], clip_weights or spec["weights"],
+                                expected_sha256=spec.get("sha256") if verify else None)
+    raise ConfigError(f"unknown matcher kind {kind!r}: choose 'zeroshot' or 'clip'")
