@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save", help="write the overlay video here (mp4)")
     p.add_argument("--jsonl", help="write one JSON line per frame here")
+    p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
+                   "(default: beside --jsonl or --save; without either, the summary is only printed)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.set_defaults(func=cmd_stream)
 

@@ -88,3 +88,26 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     cap.release()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     assert summary["rows"][0]["frames_yielded"] == 12 and summary["rows"][0]["frames_dropped"] == 0
+
+
+def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
+                                                           monkeypatch):
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        cv2.imwrite(str(folder / path.name), cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
+                 "--policy", "all"]) == 0
+    assert list(workdir.iterdir()) == []  # summary printed, no files dropped in the working folder
+    assert "frames_yielded" in capsys.readouterr().out
+    report = tmp_path / "report"
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
+                 "--policy", "all", "--report", str(report)]) == 0
+    assert json.loads((report / "stream_summary.json").read_text())["rows"][0]["frames_yielded"] == 3

@@ -12,7 +12,7 @@ from edgecmg.config import StreamConfig
 
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
-    from edgecmg.stream.report import LiveStatusLine, write_report
+    from edgecmg.stream.report import LiveStatusLine, markdown_table, write_report
 
     source = int(args.source) if args.source.isdigit() else args.source
     detector = Detector.load(args.model, backend=args.backend)
@@ -51,5 +51,21 @@ def run_stream(args: argparse.Namespace) -> int:
         detector.close()
     stats = run.stats.to_dict()
     stats["anomalies"] = anomalies
-    print(write_report([stats], Path(args.jsonl or "stream").parent if args.jsonl else Path("."), "stream_summary"))
+    report_dir = summary_folder(args)
+    if report_dir is None:
+        print(markdown_table([stats]))
+    else:
+        print(write_report([stats], report_dir, "stream_summary"))
+        print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
     return 0
+
+
+def summary_folder(args: argparse.Namespace) -> Path | None:
+    """Where stream_summary.{json,csv,md} go: --report, else beside --jsonl or --save, else nowhere
+    (a plain camera run prints its summary and leaves no files behind)."""
+    if args.report:
+        return Path(args.report)
+    for path in (args.jsonl, args.save):
+        if path:
+            return Path(path).resolve().parent
+    return None
