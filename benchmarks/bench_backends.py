@@ -5,11 +5,14 @@ side in one run.
 
     python benchmarks/bench_backends.py            # writes benchmarks/results/bench.md + .png
 
-The model, its exports and the calibration cache are kept in ``--work`` and reused by later runs.
+The model, its exports and the calibration cache are kept in ``--work`` and reused by later runs of
+the same code: they live in a subfolder named by a hash of the package's source, so a code change
+never benchmarks a model fitted by older code.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import tempfile
 import time
@@ -38,8 +41,18 @@ def fit_kolektor(path: Path, input_size: tuple[int, int]) -> Path:
     return artifact.save(fitted, metadata, path)
 
 
+def source_hash() -> str:
+    """12 hex digits over every Python file of the package (edgecmg, kernels, calibration)."""
+    digest = hashlib.sha256()
+    for folder in ("edgecmg", "kernels", "calibration"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
-    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once and reused."""
+    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once per code version and reused."""
+    work = work / f"code-{source_hash()}"
     work.mkdir(parents=True, exist_ok=True)
     model = work / f"kolektor_{input_size[0]}x{input_size[1]}.edgecmg"
     if not model.is_file():

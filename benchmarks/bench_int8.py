@@ -4,7 +4,7 @@
     python benchmarks/bench_int8.py --datasets elpv --frames 30
 
 For KolektorSDD (../shared/data/kolektorsdd, pixel masks) and elpv mono cells (PyPI elpv-dataset,
-256x256, image labels only) it fits a model (or reuses ``<work>/<name>.edgecmg``), exports the FP32
+256x256, image labels only) it fits a model (or reuses ``<work>/code-<source hash>/<name>.edgecmg``), exports the FP32
 featurizer and full graphs, calibrates INT8 with both Q/DQ profiles (``tensorrt``: TensorRT-
 buildable; ``cpu``: what ONNX Runtime's x86 kernels fuse), evaluates every variant with
 ``edgecmg.metrics.evaluate`` (featurizer on ONNX Runtime + the BankScorer on the host, the
@@ -226,6 +226,10 @@ def main(argv=None) -> int:
     from edgecmg.config import ExportConfig
     from edgecmg.export import export_onnx
 
+    from bench_backends import source_hash  # benchmarks/ is on sys.path when run as a script
+
+    # One subfolder per code version: a model fitted by older code is never reused.
+    args.work = args.work / f"code-{source_hash()}"
     args.work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     accuracy_rows, latency_rows, notes = [], [], []

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=2, help="CMER grid (g x g cells)")
     p.add_argument("--no-cmer", action="store_true", help="ablation: no language-guided masking")
     p.add_argument("--no-cmle", action="store_true", help="ablation: no language-guided latent space")
-    p.add_argument("--cmle-dim", type=int, default=96)
+    p.add_argument("--cmle-dim", type=int, default=128, help="CMLE output dimensions")
     p.add_argument("--clip-weights", metavar="FILE.safetensors",
                    help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
                         "(needs edgecmg[clip]); the model file records this path and its SHA-256")

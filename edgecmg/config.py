@@ -31,7 +31,7 @@ class ModelConfig:
     grid: int = 2
     cmer_quantile: float = 1.0
     cmle: bool = True
-    cmle_dim: int = 96
+    cmle_dim: int = 128
     cmle_neighbors: int = 10
     coreset_ratio: float = 0.1
     max_bank_size: int = 10000

@@ -142,7 +142,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
         mean, projection = cmle.fit_projection(image_features[bank_images], weights, config.cmle_dim)
         model.featurizer.proj_mean.copy_(mean)
-        model.featurizer.projection.copy_(projection)
+        model.featurizer.projection.copy_(cmle.unit_directions(projection))
     else:
         model.featurizer.projection.copy_(torch.eye(channels))
 

@@ -145,3 +145,24 @@ def test_clip_model_exports_to_onnx_and_runs_in_onnx_runtime(clip_fit, tmp_path)
     ort_result = Detector.load(path, backend="onnxruntime").predict(frame)
     assert ort_result.score == pytest.approx(torch_result.score, rel=1e-4)
     assert np.array_equal(ort_result.kept_mask, torch_result.kept_mask)
+
+
+@needs_open_clip
+def test_cli_fit_with_clip_weights(clip_weights, kolektor_train, tmp_path):
+    import json
+
+    from edgecmg import artifact
+    from edgecmg.cli import main
+
+    good = tmp_path / "good"
+    good.mkdir()
+    for path in kolektor_train[:10]:
+        (good / path.name).symlink_to(path)
+    out = tmp_path / "cli.edgecmg"
+    assert main(["-q", "fit", str(good), "--prompt", "a photo of a metal commutator", "-o", str(out),
+                 "--input-size", "256", "128", "--cmle-dim", "8", "--clip-weights", str(clip_weights),
+                 "--clip-arch", ARCH]) == 0
+    header, _ = artifact.read_header(out)
+    assert header["matcher"] == {"kind": "clip", "arch": ARCH, "weights": str(clip_weights.resolve()),
+                                 "sha256": header["matcher"]["sha256"]}
+    assert json.loads(json.dumps(header))["config"]["matcher"] == "clip"

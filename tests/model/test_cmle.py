@@ -56,3 +56,11 @@ def test_more_channels_than_images_stays_in_the_images_span():
     centred = (vision - mean).double()
     coeffs = torch.linalg.lstsq(centred.T, proj.double()).solution       # proj = X^T c
     assert torch.allclose(centred.T @ coeffs, proj.double(), atol=1e-6)
+
+
+def test_unit_directions_keep_the_directions_and_drop_the_whitening():
+    vision, text = _constructed_case()
+    _, proj = cmle.fit_projection(vision, cmle.lle_weights(text, neighbors=8), dim=3, subspace=5)
+    unit = cmle.unit_directions(proj)
+    assert torch.allclose(unit.norm(dim=0), torch.ones(3), atol=1e-6)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(unit, proj, dim=0), torch.ones(3), atol=1e-6)
