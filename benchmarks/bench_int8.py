@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax"])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--float-convs", type=int, default=None,
+                        help="first convolutions kept in float (default: calibrate()'s default)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -222,7 +224,7 @@ def main(argv=None) -> int:
     import onnxruntime
 
     from edgecmg import artifact
-    from edgecmg.calibration import calibrate
+    from edgecmg.calibration import DEFAULT_FLOAT_CONVS, calibrate
     from edgecmg.config import ExportConfig
     from edgecmg.export import export_onnx
 
@@ -231,6 +233,8 @@ def main(argv=None) -> int:
     # One subfolder per code version: a model fitted by older code is never reused.
     args.work = args.work / f"code-{source_hash()}"
     args.work.mkdir(parents=True, exist_ok=True)
+    float_convs = DEFAULT_FLOAT_CONVS if args.float_convs is None else args.float_convs
+    tag = "" if float_convs == DEFAULT_FLOAT_CONVS else f".fc{float_convs}"  # INT8 file names per setting
     load_before = os.getloadavg()
     accuracy_rows, latency_rows, notes = [], [], []
     for name in args.datasets:
@@ -247,13 +251,13 @@ def main(argv=None) -> int:
         }
         for profile in ("tensorrt", "cpu"):
             _log(f"{name}: calibrating int8 ({profile} profile, {args.method}, {args.samples} images)")
-            files[f"int8-{profile}"] = calibrate(art, calib_dir, args.work / f"{name}.int8.{profile}.onnx",
+            files[f"int8-{profile}"] = calibrate(art, calib_dir, args.work / f"{name}.int8.{profile}{tag}.onnx",
                                                  method=args.method, samples=args.samples, profile=profile,
-                                                 progress=False)
-        files["int8-cpu-full"] = calibrate(art, calib_dir, args.work / f"{name}.int8.cpu.full.onnx",
+                                                 float_convs=float_convs, progress=False)
+        files["int8-cpu-full"] = calibrate(art, calib_dir, args.work / f"{name}.int8.cpu{tag}.full.onnx",
                                            method=args.method, samples=args.samples, profile="cpu",
-                                           with_scoring=True, progress=False,
-                                           cache_path=args.work / f"{name}.int8.cpu.calib.json")
+                                           with_scoring=True, float_convs=float_convs, progress=False,
+                                           cache_path=args.work / f"{name}.int8.cpu{tag}.calib.json")
         raw, frames, labels, masks = load_test(test, size, with_masks)
         results = {}
         for key in ("fp32", "int8-tensorrt", "int8-cpu"):
@@ -299,7 +303,8 @@ def main(argv=None) -> int:
         f"{', '.join(f'{x:.1f}' for x in load_after)} (a shared machine inflates every latency; ratios are "
         "measured round-robin under the same load)",
         f"- calibration: `{args.method}`, {args.samples} training images; weights int8 per-channel, activations "
-        "per-tensor; stem and first two blocks, feature taps, CMLE projection, matching head and scoring head in float",
+        f"per-tensor; the first {float_convs} convolutions (6 = the stem and the first two blocks), feature taps, "
+        "CMLE projection, matching head and scoring head in float",
         *[f"- {n}" for n in notes],
         "",
         "## Accuracy (featurizer on ONNX Runtime + host BankScorer; pixel AUROC at the model input size)",
