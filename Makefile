@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLIP_VENV ?= .venv-clip
+COMMA := ,
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
@@ -17,15 +18,24 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 venv: $(VENV)/.installed
 
-# open_clip needs torchvision, which cannot sit beside torch 2.13.0 (see tests/requirements-clip.txt).
-$(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
-	$(PYTHON) -m venv $(CLIP_VENV)
-	$(CLIP_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CLIP_VENV)/bin/python -m pip install --quiet -r tests/requirements-clip.txt
-	$(CLIP_VENV)/bin/python -m pip install --quiet -c tests/requirements-clip.txt -e ".[test,clip]"
-	touch $@
+# Environments with a torch of their own (torchvision 0.29.1 needs torch 2.14.1, .venv has 2.13.0).
+# $(call side-venv,DIR,REQUIREMENTS,EXTRAS): the pinned requirements first, then edgecmg on top with
+# them as constraints (-c), so that resolving edgecmg's extras can never move torch. pyproject.toml
+# asks only torch>=2.1, so no --no-deps is needed.
+SIDE_PYTHON ?= $(PYTHON)
+define side-venv
+	$(SIDE_PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -r $(2)
+	$(1)/bin/python -m pip install --quiet -c $(2) -e ".[$(3)]"
+	touch $(1)/.installed
+endef
 
-# The whole suite in .venv, then the optional CLIP matcher in an environment of its own (below).
+# The optional CLIP matcher's tests: open_clip needs torchvision (see tests/requirements-clip.txt).
+$(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
+	$(call side-venv,$(CLIP_VENV),tests/requirements-clip.txt,test$(COMMA)clip)
+
+# The whole suite in .venv, then the optional CLIP matcher in .venv-clip (a torch of its own, above).
 test: $(VENV)/.installed $(CLIP_VENV)/.installed
 	$(PY) -m pytest -q -ra
 	$(CLIP_VENV)/bin/python -m pytest -q -ra tests/model/test_clip_matcher.py
@@ -53,18 +63,11 @@ clean:
 	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) build *.egg-info .pytest_cache
 
 # Peer comparison with anomalib's PatchCore (slow; not part of `make test`), in an environment of its own:
-# anomalib needs torchvision, which needs torch 2.14.1, while .venv has torch 2.13.0. pyproject.toml asks
-# only torch>=2.1, so edgecmg installs on top without --no-deps; requirements-peer.txt is passed again as
-# constraints (-c) so that resolving edgecmg's extras can never move torch off 2.14.1.
-PEER_PYTHON ?= python3.11
+# anomalib needs torchvision (see side-venv above).
 PEER_VENV ?= .venv-peer
 
 $(PEER_VENV)/.installed: benchmarks/requirements-peer.txt pyproject.toml
-	$(PEER_PYTHON) -m venv $(PEER_VENV)
-	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PEER_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-peer.txt
-	$(PEER_VENV)/bin/python -m pip install --quiet -c benchmarks/requirements-peer.txt -e ".[text,onnx]"
-	touch $@
+	$(call side-venv,$(PEER_VENV),benchmarks/requirements-peer.txt,text$(COMMA)onnx)
 
 bench-peer: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python benchmarks/bench_peer.py --out benchmarks/results/peer.md

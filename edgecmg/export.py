@@ -44,6 +44,7 @@ from edgecmg import __version__
 from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.model.backbone import file_sha256
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
@@ -192,14 +193,6 @@ def _onnx():
     except ImportError as exc:
         raise BackendUnavailableError("onnx", f"cannot import onnx ({exc})", ONNX_INSTALL_HINT) from exc
     return onnx
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_proto(model_or_path):

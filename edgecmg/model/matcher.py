@@ -18,7 +18,6 @@ Every matcher offers the same four calls:
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -29,6 +28,7 @@ from torch import nn
 
 from edgecmg import ops
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.model.backbone import file_sha256
 
 CLIP_INSTALL_HINT = "pip install 'edgecmg[clip]' (open_clip_torch; it needs torchvision)"
 
@@ -96,14 +96,6 @@ def _import_open_clip():
     except ImportError as exc:
         raise BackendUnavailableError("clip", f"cannot import open_clip ({exc})", CLIP_INSTALL_HINT) from exc
     return open_clip
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ClipMatcher(nn.Module):
