@@ -62,10 +62,14 @@ def _ort_quantization():
 
 
 def backbone_region(model, float_convs: int = 0) -> list[str]:
-    """Names of the nodes to quantise: the Conv nodes, and the nodes that are both descendants and
-    ancestors of a Conv, so pre-processing (before the first conv) and everything after the last
-    conv of each path (feature taps, projection, matching head) fall outside. The first
-    ``float_convs`` convolutions (graph order) stay float, with the nodes that only they feed."""
+    """Names of the nodes to quantise: the backbone's Conv nodes, and the nodes that are both
+    descendants and ancestors of one, so pre-processing (before the first conv) and everything after
+    the last conv of each path (feature taps, projection, matching head) fall outside. The first
+    ``float_convs`` convolutions (graph order) stay float, with the nodes that only they feed.
+
+    Only convolutions under ``/backbone/`` count: others (a CLIP matcher's patch embedding) are part
+    of the matching head and stay float. A graph with no ``/backbone/`` names (not exported by
+    edgecmg) is taken to be all backbone."""
     graph = model.graph
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
     children: dict[int, list[int]] = {i: [] for i in range(len(graph.node))}
@@ -76,6 +80,8 @@ def backbone_region(model, float_convs: int = 0) -> list[str]:
                 parents[i].append(producers[name])
                 children[producers[name]].append(i)
     convs = [i for i, n in enumerate(graph.node) if n.op_type == "Conv"]
+    backbone_convs = [i for i in convs if graph.node[i].name.startswith("/backbone/")]
+    convs = backbone_convs or convs
     quantised = convs[float_convs:]
 
     def reach(starts: list[int], edges: dict[int, list[int]]) -> set[int]:

@@ -155,10 +155,15 @@ class ClipMatcher(nn.Module):
             model.load_state_dict(load_file(str(path)), strict=True)
         except RuntimeError as exc:
             raise ConfigError(f"CLIP weights {path} do not fit open_clip {arch!r}: {str(exc)[:300]}") from exc
+        try:
+            tokenizer = open_clip.get_tokenizer(arch)
+        except Exception as exc:  # e.g. a tokenizer open_clip would fetch from a hub: nothing is downloaded here
+            raise ConfigError(f"CLIP arch {arch!r}: its tokenizer is not available offline ({exc}); choose an "
+                              "arch with open_clip's bundled tokenizer, e.g. 'ViT-B-32'") from exc
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else int(size)
         return cls(model, size, arch=arch, weights=str(path.resolve()), weights_sha256=sha,
-                   backbone_mean=backbone_mean, backbone_std=backbone_std, tokenizer=open_clip.get_tokenizer(arch))
+                   backbone_mean=backbone_mean, backbone_std=backbone_std, tokenizer=tokenizer)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "clip", "arch": self.arch, "weights": self.weights, "sha256": self.weights_sha256}

@@ -166,3 +166,32 @@ def test_cli_fit_with_clip_weights(clip_weights, kolektor_train, tmp_path):
     assert header["matcher"] == {"kind": "clip", "arch": ARCH, "weights": str(clip_weights.resolve()),
                                  "sha256": header["matcher"]["sha256"]}
     assert json.loads(json.dumps(header))["config"]["matcher"] == "clip"
+
+
+@needs_open_clip
+def test_int8_calibration_keeps_the_clip_matcher_in_float(clip_fit, kolektor_train, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgecmg import artifact
+    from edgecmg.calibration import calibrate
+    from edgecmg.detector import Detector
+
+    model, metadata = clip_fit
+    path = artifact.save(model, metadata, tmp_path / "clip.edgecmg")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for image in kolektor_train[:4]:
+        (calib / image.name).symlink_to(image)
+    out = calibrate(path, calib, tmp_path / "clip.int8.onnx", method="minmax", samples=4, profile="cpu",
+                    progress=False)
+    graph = onnx.load(str(out)).graph
+    # The CLIP model's patch embedding: the only convolution outside the EfficientNet backbone.
+    clip_convs = [n for n in graph.node if n.op_type in ("Conv", "QLinearConv") and "/backbone/" not in n.name
+                  and "conv1" in n.name]
+    assert clip_convs and all(n.op_type == "Conv" for n in clip_convs)  # the patch embedding stays float
+    quantized_inputs = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    assert not any(i in quantized_inputs for n in clip_convs for i in n.input)
+    frame = np.random.default_rng(2).integers(0, 256, (256, 128, 3), dtype=np.uint8)
+    result = Detector.load(out).predict(frame)
+    assert np.isfinite(result.score)
