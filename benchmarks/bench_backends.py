@@ -62,7 +62,7 @@ def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
         export_onnx(model, fp32, ExportConfig(with_scoring=True))
     int8 = model.with_suffix(".int8.onnx")
     if not int8.is_file():
-        calibrate(model, KOLEKTOR / "train" / "good", int8, "entropy", 64, profile="cpu", with_scoring=True)
+        calibrate(model, KOLEKTOR / "train" / "good", int8, samples=64, profile="cpu", with_scoring=True)
     return [model, fp32, int8]
 
 
@@ -85,7 +85,7 @@ def main() -> int:
               f"{time.strftime('%Y-%m-%d')}: KolektorSDD model at {args.input_size[0]}x{args.input_size[1]}, "
               f"batch 1, {args.frames} timed frames after 30 warm-up frames, real test images. Each ONNX "
               "file holds the whole detector (`--with-scoring`); the INT8 one is `edgecmg calibrate "
-              "--method entropy --samples 64` (cpu profile). Peak host memory: the process's peak resident "
+              "--profile cpu --with-scoring --samples 64` (percentile ranges, that profile's default). Peak host memory: the process's peak resident "
               "set while that row ran (reset before each row; it includes the Python runtime and libraries).\n\n")
     args.out.mkdir(parents=True, exist_ok=True)
     # edgecmg bench's own report starts with a title and the device line; the header above says both.

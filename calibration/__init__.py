@@ -1,7 +1,8 @@
 """INT8 calibration (installed as ``edgecmg.calibration``): images in, a Q/DQ ONNX model out.
 
     from edgecmg.calibration import calibrate
-    calibrate("M.edgecmg", "good_images/", "M.int8.onnx", method="entropy", samples=64)
+    calibrate("M.edgecmg", "good_images/", "M.int8.onnx", samples=64)          # TensorRT-buildable
+    calibrate("M.edgecmg", "good_images/", "M.cpu.int8.onnx", profile="cpu")  # fastest on ONNX Runtime CPU
 
 Explicit quantisation (QuantizeLinear/DequantizeLinear in the graph) is the portable INT8 path:
 ONNX Runtime runs it, TensorRT 10 and 11 build it strongly typed (TensorRT 11 has no implicit
@@ -11,6 +12,7 @@ from .cache import CalibrationCache
 from .data import ImageFolderReader, select_images
 from .quantize import (
     DEFAULT_FLOAT_CONVS,
+    DEFAULT_METHOD,
     METHODS,
     PROFILES,
     backbone_region,
@@ -22,6 +24,7 @@ from .quantize import (
 
 __all__ = [
     "DEFAULT_FLOAT_CONVS",
+    "DEFAULT_METHOD",
     "METHODS",
     "PROFILES",
     "CalibrationCache",

@@ -105,7 +105,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgecmg.calibration import calibrate
 
-    path = calibrate(args.model, args.data, args.output, method=args.method, samples=args.samples)
+    path = calibrate(args.model, args.data, args.output, method=args.method, samples=args.samples,
+                     profile=args.profile, with_scoring=args.with_scoring)
     print(f"wrote {path}")
     return 0
 
@@ -187,8 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="INT8 Q/DQ ONNX from calibration images")
     p.add_argument("model")
     p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
-    p.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax"])
+    p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
+                   help="activation ranges (default: entropy for --profile tensorrt, percentile for cpu)")
     p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--profile", default="tensorrt", choices=["tensorrt", "cpu"],
+                   help="tensorrt: symmetric Q/DQ that TensorRT builds (default); cpu: fastest on ONNX Runtime CPU")
+    p.add_argument("--with-scoring", action="store_true",
+                   help="the whole detector in one graph (memory bank and scoring head in float)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_calibrate)
 

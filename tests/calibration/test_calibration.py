@@ -181,3 +181,18 @@ def test_detector_reports_the_precision_of_the_file(int8_featurizer, featurizer_
         assert det.precision == "int8"
     with Detector.load(featurizer_onnx, backend="onnxruntime") as det:
         assert det.precision == "fp32"
+
+
+def test_cli_calibrate_cpu_profile_full_graph_with_the_profile_default_method(artifact_path, train_dir, tmp_path):
+    from edgecmg.calibration import DEFAULT_METHOD
+    from edgecmg.cli import main
+
+    out = tmp_path / "cli.cpu.int8.onnx"
+    assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
+                 "--profile", "cpu", "--with-scoring", "-o", str(out)]) == 0
+    header = read_onnx_header(out)
+    assert header["quantization"]["profile"] == "cpu"
+    assert header["quantization"]["method"] == DEFAULT_METHOD["cpu"] == "percentile"
+    assert header["export"]["graph"] == "full"
+    runner = make_runner(str(out), backend="onnxruntime")
+    assert not runner.produces_features  # scoring inside the graph
