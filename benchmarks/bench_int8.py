@@ -305,7 +305,7 @@ def main(argv=None) -> int:
         f"{', '.join(f'{x:.1f}' for x in load_after)} (a shared machine inflates every latency; ratios are "
         "measured round-robin under the same load)",
         f"- calibration: {', '.join(f'`{m}` ({p} profile)' for p, m in methods.items())}, {args.samples} training images; weights int8 per-channel, activations "
-        f"per-tensor; the first {float_convs} convolutions (6 = the stem and the first two blocks), feature taps, "
+        f"per-tensor; the first {float_convs} convolutions (6 = the stem and blocks 0-1, 15 = the stem and blocks 0-4), feature taps, "
         "CMLE projection, matching head and scoring head in float",
         *[f"- {n}" for n in notes],
         "",
