@@ -65,7 +65,10 @@ class _Collected:
 
 
 @torch.no_grad()
-def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: bool) -> _Collected:
+def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: bool, *,
+             text_space: bool) -> _Collected:
+    """One pass over the images; ``text_space``: also embed each image in the matcher's text space
+    (CMLE's pseudo-text; with a CLIP matcher that is one more image-encoder pass, so only when used)."""
     out = _Collected()
     size = model.geometry.input_size
     for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=not show):
@@ -76,7 +79,8 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
         patches = featurizer.patch_features(backbone_out.features)
         out.patches.append(patches.half())
         out.image_features.append(patches.mean(dim=1))
-        out.text_space.append(featurizer.matcher.image_embedding(x, backbone_out.head))
+        if text_space:
+            out.text_space.append(featurizer.matcher.image_embedding(x, backbone_out.head))
         scores = featurizer.match_scores(x, backbone_out.head)
         out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
     return out
@@ -121,26 +125,25 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
             log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
                         "number of bank images - 1 (%d); fit on more images for the full size",
                         config.cmle_dim, feature_dim, channels, span)
-    matcher = build_matcher(_matcher_spec(config), backbone._fc, clip_weights=config.clip_weights, verify=False)
+    matcher = build_matcher(_matcher_spec(config), backbone._fc)
     matcher.set_prompt(config.prompt)  # the text side is encoded once, here
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
                      use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma,
                      matcher=matcher)
     model.eval()
 
-    collected = _collect(model, frames, config.batch_size, progress)
+    collected = _collect(model, frames, config.batch_size, progress, text_space=config.cmle)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     holdout, bank_images = order[:n_holdout], order[n_holdout:]
 
     patches = torch.cat(collected.patches)                 # [N, P, C] fp16
     image_features = torch.cat(collected.image_features)   # [N, C]
-    text_space = torch.cat(collected.text_space)           # [N, D]
     gains = torch.cat(collected.gains)                     # [N, K]
 
     if config.cmle:
-        text = _text_embeddings(names, captions, text_space, matcher)
+        text = _text_embeddings(names, captions, torch.cat(collected.text_space), matcher)
         weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
-        mean, projection = cmle.fit_projection(image_features[bank_images], weights, config.cmle_dim)
+        mean, projection = cmle.fit_projection(image_features[bank_images], weights, feature_dim)
         model.featurizer.proj_mean.copy_(mean)
         model.featurizer.projection.copy_(cmle.unit_directions(projection))
     else:

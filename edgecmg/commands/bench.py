@@ -89,7 +89,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from edgecmg.artifact import read_header
 
-    models = args.model if isinstance(args.model, list) else [args.model]
+    models = args.model  # one or more files (nargs='+')
     header_size = None
     for model in models:
         if str(model).endswith(".edgecmg"):

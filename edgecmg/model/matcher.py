@@ -108,16 +108,15 @@ class ClipMatcher(nn.Module):
     CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
     CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-    def __init__(self, model: nn.Module, image_size: int, *, arch: str = "", weights: str = "",
-                 weights_sha256: str = "", backbone_mean: float = 127.0, backbone_std: float = 128.0,
-                 tokenizer=None) -> None:
+    def __init__(self, model: nn.Module, tokenizer, *, image_size: int, embed_dim: int, arch: str, weights: str,
+                 weights_sha256: str, backbone_mean: float = 127.0, backbone_std: float = 128.0) -> None:
         super().__init__()
         self.model = model.eval()
+        self.tokenizer = tokenizer
         self.image_size = image_size
         self.arch, self.weights, self.weights_sha256 = arch, weights, weights_sha256
         self.backbone_mean, self.backbone_std = backbone_mean, backbone_std
-        self.tokenizer = tokenizer
-        embed_dim = int(getattr(model, "text_projection").shape[-1]) if hasattr(model, "text_projection") else 0
+        # The prompt's unit-length embedding, set by set_prompt() at fit time and stored in the artifact.
         self.register_buffer("text_features", torch.zeros(embed_dim))
         self.register_buffer("mean", torch.tensor(self.CLIP_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.CLIP_STD).view(1, 3, 1, 1))
@@ -162,16 +161,15 @@ class ClipMatcher(nn.Module):
                               "arch with open_clip's bundled tokenizer, e.g. 'ViT-B-32'") from exc
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else int(size)
-        return cls(model, size, arch=arch, weights=str(path.resolve()), weights_sha256=sha,
-                   backbone_mean=backbone_mean, backbone_std=backbone_std, tokenizer=tokenizer)
+        return cls(model, tokenizer, image_size=size, embed_dim=int(open_clip.get_model_config(arch)["embed_dim"]),
+                   arch=arch, weights=str(path.resolve()), weights_sha256=sha,
+                   backbone_mean=backbone_mean, backbone_std=backbone_std)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "clip", "arch": self.arch, "weights": self.weights, "sha256": self.weights_sha256}
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        if self.tokenizer is None:
-            raise ConfigError("this ClipMatcher has no tokenizer: build it with ClipMatcher.load()")
         return F.normalize(self.model.encode_text(self.tokenizer(list(texts))).float(), dim=-1)
 
     def set_prompt(self, prompt: str) -> None:
@@ -200,20 +198,18 @@ class ClipMatcher(nn.Module):
         variants = (normalised[:, None] * pixel_masks[None]).flatten(0, 1)
         with torch.no_grad():
             embeddings = F.normalize(self.model.encode_image(variants).float(), dim=-1)
-        return (embeddings @ F.normalize(self.text_features, dim=0)).view(b, k)
+        return (embeddings @ self.text_features).view(b, k)
 
 
-def build_matcher(spec: dict[str, Any], classifier: nn.Linear, *, clip_weights: Optional[str] = None,
-                  verify: bool = True) -> nn.Module:
+def build_matcher(spec: dict[str, Any], classifier: nn.Linear, *, clip_weights: Optional[str] = None) -> nn.Module:
     """The matcher a header's ``matcher`` entry (or a fit config) describes.
 
-    ``clip_weights`` overrides the recorded path (the model moved to another machine); with
-    ``verify`` the file must have the recorded SHA-256.
+    ``clip_weights`` overrides the recorded path (the model moved to another machine); where the
+    entry records a SHA-256 (an artifact header; a fit config has none), the file must match it.
     """
     kind = spec.get("kind", "zeroshot")
     if kind == "zeroshot":
         return ZeroShotMatcher(classifier, torch.zeros(classifier.out_features))
     if kind == "clip":
-        return ClipMatcher.load(spec["arch"], clip_weights or spec["weights"],
-                                expected_sha256=spec.get("sha256") if verify else None)
+        return ClipMatcher.load(spec["arch"], clip_weights or spec["weights"], expected_sha256=spec.get("sha256"))
     raise ConfigError(f"unknown matcher kind {kind!r}: choose 'zeroshot' or 'clip'")
