@@ -22,7 +22,9 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _peak_rss_mib() -> float | None:
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size (VmHWM), MiB; None off Linux. Not ru_maxrss: after
+    fork + exec that one still carries the parent's peak (benchmarks/bench_peer.py uses this too)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -74,7 +76,7 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
     row = {
         "backend": backend, "device": detector.runner.device, "precision": detector.precision,
         "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
-        "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": _peak_rss_mib(),
+        "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }
     detector.close()
