@@ -11,7 +11,7 @@ buildable; ``cpu``: what ONNX Runtime's x86 kernels fuse), evaluates every varia
 Detector's path) and times ONNX Runtime CPU at batch 1 with ``--threads`` intra-op threads:
 
 - featurizer: ``runner.infer`` alone;
-- end to end: raw frame -> resize (cv2 INTER_AREA) -> featurizer -> host BankScorer (torch);
+- end to end: raw frame -> resize (``edgecmg.imageio.resize_to_input``) -> featurizer -> host BankScorer (torch);
 - full graph: raw frame -> resize -> one ONNX graph with the scoring inside.
 
 Variants are timed round-robin over ``--rounds`` rounds (the machine may be shared); each cell is
@@ -95,18 +95,16 @@ def fitted(name: str, train, config, work: Path) -> Path:
 
 
 def load_test(samples, size, with_masks):
-    import cv2
-
     from edgecmg.datasets import sample_mask
     from edgecmg.evaluation import resize_mask
-    from edgecmg.imageio import read_image
+    from edgecmg.imageio import read_image, resize_to_input
 
     h, w = size
     raw, frames, masks = [], [], []
     for s in samples:
         image = read_image(s.path)
         raw.append(image)
-        frames.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+        frames.append(resize_to_input(image, (h, w)))
         if with_masks:
             mask = sample_mask(s, image.shape[:2])
             masks.append(None if mask is None else resize_mask(mask, (w, h)))
@@ -146,9 +144,9 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int) -> dict:
 def time_variants(variants: dict[str, tuple[Path, str]], raw_frames, size, threads: int, frames: int,
                   rounds: int) -> dict[str, list[float]]:
     """{label: per-frame ms}; modes: "featurizer", "e2e" (featurizer + host scoring), "full"."""
-    import cv2
     import torch
 
+    from edgecmg.imageio import resize_to_input
     from edgecmg.runtime.onnx_runner import OnnxRunner
 
     torch.set_num_threads(threads)
@@ -157,12 +155,12 @@ def time_variants(variants: dict[str, tuple[Path, str]], raw_frames, size, threa
     for label, (path, mode) in variants.items():
         runner = OnnxRunner(path, threads=threads).activate()
         runners[label] = (runner, mode, runner.host_scorer() if runner.produces_features else None)
-    pre = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)[None] for f in raw_frames[:frames]]
+    pre = [resize_to_input(f, (h, w))[None] for f in raw_frames[:frames]]
 
     def one(runner, mode, scorer, i):
         if mode == "featurizer":
             return runner.infer(pre[i % len(pre)])
-        x = cv2.resize(raw_frames[i % len(raw_frames)], (w, h), interpolation=cv2.INTER_AREA)[None]
+        x = resize_to_input(raw_frames[i % len(raw_frames)], (h, w))[None]
         out = runner.infer(x)
         if scorer is not None:
             with torch.no_grad():

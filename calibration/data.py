@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgecmg.errors import DataError
-from edgecmg.imageio import list_images, read_image
+from edgecmg.imageio import list_images, read_image, resize_to_input
 from edgecmg.result import INPUT_NAME
 
 log = logging.getLogger("edgecmg")
@@ -43,13 +43,8 @@ def fingerprint(paths: Sequence[Path]) -> str:
 
 
 def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB [H, W, 3] at the model's input size (cv2 INTER_AREA, as fit() resizes)."""
-    import cv2
-
-    frame = read_image(path)
-    if frame.shape[:2] != tuple(size):
-        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(frame)
+    """uint8 RGB [H, W, 3] at the model's input size (the resize fit() and the detectors use)."""
+    return resize_to_input(read_image(path), size)
 
 
 class ImageFolderReader:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, DataError
+from edgecmg.imageio import resize_to_input
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
 
@@ -89,17 +90,13 @@ class Detector:
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """uint8 RGB frame of any size -> uint8 [H, W, 3] at the model's input size.
 
-        Resizing with INTER_AREA on the host is both cheaper and alias-free compared with resizing
-        inside the graph; fit() uses the same function, so training and inference see the same pixels.
+        See :func:`edgecmg.imageio.resize_to_input` (the same resize fit() uses).
         """
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             shape = getattr(frame, "shape", None)
             raise DataError(f"frame must be a uint8 HxWx3 RGB array, got {type(frame).__name__} {shape}; "
                             "read files with edgecmg.imageio.read_image")
-        h, w = self.input_size
-        if frame.shape[:2] != (h, w):
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(frame)
+        return resize_to_input(frame, self.input_size)
 
     def predict(self, frame: np.ndarray) -> Result:
         """Judge one uint8 HxWx3 RGB frame."""

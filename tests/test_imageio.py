@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edgecmg.errors import DataError
-from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, load_images, read_image, read_mask
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, load_images, read_image, read_mask, resize_to_input
 
 KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
 
@@ -197,3 +197,43 @@ def test_real_kolektor_image_and_mask():
     mask = read_mask(KOLEKTOR / "ground_truth" / "defect" / "kos01_Part5_mask.png")
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert mask.shape == img.shape[:2] and mask.dtype == bool and 0 < mask.sum() < mask.size
+
+
+# --------------------------------------------------------------------------------------------
+# resize_to_input: the one resize between a picture and the model
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, size", [
+    ((720, 1280, 3), (256, 256)),   # halved once, then area-resized
+    ((1080, 1920, 3), (256, 256)),  # halved twice
+    ((250, 625, 3), (96, 256)),     # odd sides: straight area resize
+    ((300, 300, 3), (256, 256)),    # less than 2x: straight area resize
+])
+def test_resize_to_input_matches_a_plain_area_resize(shape, size):
+    rng = np.random.default_rng(0)
+    # a smooth picture plus noise, like a camera frame
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    base = (127 + 100 * np.sin(xx / 37.0) * np.cos(yy / 23.0))[..., None]
+    frame = np.clip(base + rng.normal(0, 8, shape), 0, 255).astype(np.uint8)
+    got = resize_to_input(frame, size)
+    want = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    assert got.shape == (*size, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+    # Not bit-identical (the halving rounds to uint8, and its boxes sit on a 2-pixel grid), but
+    # the same picture: PSNR above 45 dB against the single area resize even with sensor noise.
+    mse = np.mean((got.astype(float) - want.astype(float)) ** 2)
+    assert mse == 0 or 10 * np.log10(255.0 ** 2 / mse) > 45
+
+
+def test_resize_to_input_leaves_a_frame_of_the_right_size_alone():
+    frame = np.arange(32 * 48 * 3, dtype=np.uint8).reshape(32, 48, 3)
+    np.testing.assert_array_equal(resize_to_input(frame, (32, 48)), frame)
+
+
+def test_detector_fit_and_calibration_share_the_resize():
+    # fit, calibration and Detector.prepare must feed the model the same pixels
+    import edgecmg.calibration.data as calib_data
+    import edgecmg.detector as detector_module
+    import edgecmg.fit as fit_module
+
+    assert fit_module.resize_to_input is resize_to_input
+    assert detector_module.resize_to_input is resize_to_input
+    assert calib_data.resize_to_input is resize_to_input

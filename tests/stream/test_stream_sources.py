@@ -164,6 +164,22 @@ def test_rgba_keeps_colour_order_and_bgr_is_swapped():
     assert (to_rgb_uint8(bgr, bgr=True)[..., 2] == 200).all()
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("bgr", [False, True])
+def test_channel_conversion_matches_numpy_on_strided_views(channels, bgr):
+    # OpenCV does the conversion (speed); numpy indexing is the oracle, on a non-contiguous view.
+    rng = np.random.default_rng(channels)
+    full = rng.integers(0, 256, (9, 14, channels), dtype=np.uint8)
+    view = full[1::2, ::3] if channels > 1 else full[1::2, ::3, 0]
+    got = to_rgb_uint8(view, bgr=bgr)
+    if channels == 1:
+        want = np.repeat(view[:, :, None], 3, axis=2)
+    else:
+        want = view[:, :, 2::-1] if bgr else view[:, :, :3]
+    assert got.flags.c_contiguous and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+
+
 def test_iterable_frames_are_copied_so_a_reused_buffer_is_safe():
     buf = np.zeros((3, 3, 3), np.uint8)
 
