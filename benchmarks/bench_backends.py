@@ -27,8 +27,7 @@ from edgecmg.export import export_onnx
 from edgecmg.fit import fit
 from edgecmg.stream.report import environment_info
 
-REPO = Path(__file__).resolve().parents[1]
-KOLEKTOR = REPO.parent / "shared" / "data" / "kolektorsdd"
+from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 
 
 def fit_kolektor(path: Path, input_size: tuple[int, int]) -> Path:

@@ -26,7 +26,7 @@ from edgecmg.fit import fit
 from edgecmg.model.layouts import DEFAULT_LAYOUT
 from edgecmg.stream.report import environment_info
 
-KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
+from data_paths import KOLEKTOR  # benchmarks/ is on sys.path when a script here runs
 
 
 def datasets():

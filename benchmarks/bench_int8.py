@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO / ".." / "shared" / "data"
+from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 
 
 def _log(msg: str) -> None:
@@ -57,10 +56,9 @@ def dataset(name: str, work: Path, small_bank: int):
     if name == "kolektor":
         from edgecmg.datasets import MVTecDataset
 
-        root = (SHARED / "kolektorsdd").resolve()
-        ds = MVTecDataset(root)
+        ds = MVTecDataset(KOLEKTOR)
         train = [s.path for s in ds.train_samples()]
-        return train, root / "train" / "good", ds.test_samples(), \
+        return train, KOLEKTOR / "train" / "good", ds.test_samples(), \
             ModelConfig(prompt="a photo of a metal commutator"), True
     if name == "elpv":
         from edgecmg.datasets import elpv_dataset

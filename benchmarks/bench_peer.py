@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
+from data_paths import KOLEKTOR  # benchmarks/ is on sys.path when a script here runs
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 INPUT_SIZE = (256, 256)  # anomalib PatchCore's default input; edgecmg is fitted at the same size
 PROMPT = "a photo of a metal commutator"

@@ -66,9 +66,10 @@ class _Collected:
 
 @torch.no_grad()
 def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: bool, *,
-             text_space: bool) -> _Collected:
-    """One pass over the images; ``text_space``: also embed each image in the matcher's text space
-    (CMLE's pseudo-text; with a CLIP matcher that is one more image-encoder pass, so only when used)."""
+             text_space: bool, match_gains: bool) -> _Collected:
+    """One pass over the images. Optional parts, each costing matcher passes, so only when used:
+    ``text_space``: embed each image in the matcher's text space (CMLE's pseudo-text);
+    ``match_gains``: score the drop-one-cell variants (CMER's margins)."""
     out = _Collected()
     size = model.geometry.input_size
     for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=not show):
@@ -81,8 +82,9 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
         out.image_features.append(patches.mean(dim=1))
         if text_space:
             out.text_space.append(featurizer.matcher.image_embedding(x, backbone_out.head))
-        scores = featurizer.match_scores(x, backbone_out.head)
-        out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
+        if match_gains:
+            scores = featurizer.match_scores(x, backbone_out.head)
+            out.gains.append(cmer.match_gain(scores[:, 0], scores[:, 1:]))
     return out
 
 
@@ -128,13 +130,13 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
                      matcher=matcher)
     model.eval()
 
-    collected = _collect(model, frames, config.batch_size, progress, text_space=config.cmle)
+    collected = _collect(model, frames, config.batch_size, progress, text_space=config.cmle,
+                         match_gains=config.cmer)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     holdout, bank_images = order[:n_holdout], order[n_holdout:]
 
     patches = torch.cat(collected.patches)                 # [N, P, C] fp16
     image_features = torch.cat(collected.image_features)   # [N, C]
-    gains = torch.cat(collected.gains)                     # [N, K]
 
     if config.cmle:
         text = _text_embeddings(names, captions, torch.cat(collected.text_space), matcher)
@@ -151,7 +153,10 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         chosen = bank_ops.greedy_coreset(bank_patches, bank_size, seed=config.seed, progress=bar.update)
     model.scorer.set_bank(bank_patches[chosen])
 
-    margins = cmer.fit_margin(gains, config.cmer_quantile) if config.cmer else torch.zeros(gains.shape[1])
+    if config.cmer:
+        margins = cmer.fit_margin(torch.cat(collected.gains), config.cmer_quantile)  # gains [N, K]
+    else:
+        margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
     holdout_scores = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)

@@ -13,8 +13,6 @@ from edgecmg.datasets import MVTecDataset, Sample, elpv_dataset, materialize_mvt
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
 
-KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
-needs_kolektor = pytest.mark.skipif(not KOLEKTOR.is_dir(), reason=f"KolektorSDD not found at {KOLEKTOR}")
 
 try:
     import elpv_dataset as _elpv_pkg  # noqa: F401
@@ -107,9 +105,8 @@ def test_mvtec_errors_explain_the_layout(tmp_path):
         MVTecDataset(tmp_path / "empty_train").test_samples()
 
 
-@needs_kolektor
-def test_real_kolektorsdd_counts():
-    ds = MVTecDataset(KOLEKTOR)
+def test_real_kolektorsdd_counts(kolektor_root):
+    ds = MVTecDataset(kolektor_root)
     train, test = ds.train_samples(), ds.test_samples()
     assert len(train) == 261
     assert sum(s.label == 0 for s in test) == 87

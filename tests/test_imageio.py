@@ -12,7 +12,6 @@ from PIL import Image
 from edgecmg.errors import DataError
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, load_images, read_image, read_mask, resize_to_input
 
-KOLEKTOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kolektorsdd"
 
 
 def _rgb(h=6, w=5, seed=0):
@@ -191,10 +190,9 @@ def test_load_images_skips_and_reports(tmp_path, caplog):
     assert len(ok) == 3 and [p for p, _ in skipped] == [bad]
 
 
-@pytest.mark.skipif(not KOLEKTOR.is_dir(), reason=f"KolektorSDD not found at {KOLEKTOR}")
-def test_real_kolektor_image_and_mask():
-    img = read_image(KOLEKTOR / "test" / "defect" / "kos01_Part5.jpg")
-    mask = read_mask(KOLEKTOR / "ground_truth" / "defect" / "kos01_Part5_mask.png")
+def test_real_kolektor_image_and_mask(kolektor_root):
+    img = read_image(kolektor_root / "test" / "defect" / "kos01_Part5.jpg")
+    mask = read_mask(kolektor_root / "ground_truth" / "defect" / "kos01_Part5_mask.png")
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert mask.shape == img.shape[:2] and mask.dtype == bool and 0 < mask.sum() < mask.size
 
