@@ -90,6 +90,18 @@ class ZeroShotMatcher(nn.Module):
         return {"kind": "zeroshot"}
 
 
+class _DropRecordsFrom(logging.Filter):
+    """Drops log records emitted from source files under a package folder (by path, because
+    open_clip logs through the root logger rather than a logger of its own)."""
+
+    def __init__(self, package: str) -> None:
+        super().__init__()
+        self._marker = package
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._marker not in Path(record.pathname).parts
+
+
 def _import_open_clip():
     try:
         import open_clip
@@ -144,12 +156,15 @@ class ClipMatcher(nn.Module):
             raise ConfigError(f"CLIP arch {arch!r} is not an open_clip model name (e.g. 'ViT-B-32')")
         from safetensors.torch import load_file
 
-        # open_clip warns that a model built without `pretrained` is random: the weights come next.
-        logging.disable(logging.WARNING)
+        # open_clip warns (on the root logger) that a model built without `pretrained` is random:
+        # the weights come next. Drop only open_clip's own records, only for this call.
+        quiet = _DropRecordsFrom("open_clip")
+        root = logging.getLogger()
+        root.addFilter(quiet)
         try:
             model = open_clip.create_model(arch, pretrained=None)
         finally:
-            logging.disable(logging.NOTSET)
+            root.removeFilter(quiet)
         try:
             model.load_state_dict(load_file(str(path)), strict=True)
         except RuntimeError as exc:

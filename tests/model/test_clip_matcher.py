@@ -81,6 +81,20 @@ def test_clip_matcher_scores_every_variant_in_one_call(clip_weights):
 
 
 @needs_open_clip
+def test_loading_silences_only_open_clips_random_init_warning(clip_weights, caplog):
+    import logging
+
+    from edgecmg.model.matcher import ClipMatcher
+
+    with caplog.at_level(logging.INFO):
+        ClipMatcher.load(ARCH, clip_weights)
+        logging.getLogger().warning("the user's own warning")
+    assert not [r for r in caplog.records if "open_clip" in r.pathname and r.levelno >= logging.WARNING]
+    assert any(r.getMessage() == "the user's own warning" for r in caplog.records)
+    assert not logging.getLogger().filters  # the filter is gone after the call
+
+
+@needs_open_clip
 def test_fit_save_load_with_clip_keeps_weights_out_of_the_artifact(clip_fit, clip_weights, tmp_path):
     from edgecmg import artifact
 
