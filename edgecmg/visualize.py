@@ -41,7 +41,9 @@ def _map2d(anomaly_map: Any, height: int, width: int) -> np.ndarray:
         m = m[0]
     if m.ndim != 2 or m.size == 0:
         raise DataError(f"anomaly_map must be a 2-D HxW array, got shape {np.shape(anomaly_map)}")
-    m = np.nan_to_num(m.astype(np.float32, copy=False), nan=0.0, posinf=np.finfo(np.float32).max)
+    m = m.astype(np.float32, copy=False)
+    if not np.isfinite(m).all():  # rare: checking is a quarter of the cost of always converting
+        m = np.nan_to_num(m, nan=0.0, posinf=np.finfo(np.float32).max, neginf=0.0)
     if m.shape != (height, width):
         m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
     return m
@@ -80,8 +82,12 @@ def overlay_heatmap(
     h, w = rgb.shape[:2]
     m = _map2d(anomaly_map, h, w)
 
-    level = np.clip(m / (2.0 * thr), 0.0, 1.0)
-    heat_bgr = cv2.applyColorMap(np.rint(level * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
+    # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
+    # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
+    _, clipped = cv2.threshold(m, 2.0 * thr, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow the scaling
+    _, clipped = cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO)
+    level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * thr))
+    heat_bgr = cv2.applyColorMap(level, cv2.COLORMAP_JET)
     # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
     heat = cv2.cvtColor(heat_bgr, cv2.COLOR_BGR2RGB)
     out = cv2.addWeighted(rgb, 1.0 - a, heat, a, 0.0)

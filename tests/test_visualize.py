@@ -91,6 +91,17 @@ def test_nan_in_map_does_not_crash():
     assert overlay_heatmap(np.zeros((8, 8, 3), np.uint8), m, 1.0).shape == (8, 8, 3)
 
 
+def test_non_finite_and_negative_values_take_the_ends_of_the_scale():
+    black = np.zeros((1, 6, 3), np.uint8)
+    m = np.array([[-3.0, 0.0, np.nan, -np.inf, 7.0, np.inf]], np.float32)
+    out = overlay_heatmap(black, m, threshold=1.0, alpha=1.0, contour=False).astype(int)
+    zero, top = out[0, 1], out[0, 4]
+    for i in (0, 2, 3):  # below zero, NaN and -inf: the bottom of the scale, like 0
+        np.testing.assert_array_equal(out[0, i], zero)
+    np.testing.assert_array_equal(out[0, 5], top)  # +inf: the top, like any value >= 2x threshold
+    assert top[0] > top[2] and zero[2] > zero[0]  # red end, blue end
+
+
 def test_save_png_roundtrip(tmp_path):
     rgb = _frame(9, 7)
     p = save_png(tmp_path / "new" / "dir" / "vis ü.png", rgb)
