@@ -18,7 +18,6 @@ from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer
 from edgecmg.model.backbone import EfficientNetLite0
 from edgecmg.model.layouts import LEGACY_LAYOUT, FeatureLayout, feature_layout
-from edgecmg.model.matcher import ZeroShotMatcher
 
 
 class DetectorOutput(NamedTuple):
@@ -61,13 +60,11 @@ class Featurizer(nn.Module):
     """
 
     def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, feature_dim: int,
-                 matcher: nn.Module | None = None) -> None:
+                 matcher: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         self.geometry = geometry
-        # Default: the offline zero-shot matcher on the backbone's own ImageNet head.
-        self.matcher = matcher if matcher is not None else ZeroShotMatcher(
-            backbone._fc, torch.zeros(backbone._fc.out_features))
+        self.matcher = matcher  # from edgecmg.model.matcher.build_matcher
         hh, hw = geometry.head_size
         self.register_buffer("variant_masks", torch.cat(
             [torch.ones(1, hh * hw), cmer.drop_one_masks(hh, hw, geometry.grid)]))
@@ -187,7 +184,7 @@ class CMGModel(nn.Module):
 
     def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
                  bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float,
-                 matcher: nn.Module | None = None) -> None:
+                 matcher: nn.Module) -> None:
         super().__init__()
         self.geometry = geometry
         self.use_cmle = use_cmle
