@@ -196,3 +196,15 @@ def test_cli_calibrate_cpu_profile_full_graph_with_the_profile_default_method(ar
     assert header["export"]["graph"] == "full"
     runner = make_runner(str(out), backend="onnxruntime")
     assert not runner.produces_features  # scoring inside the graph
+
+
+def test_cli_choices_are_the_calibration_modules_own():
+    # The CLI spells them out so that building the parser does not import the calibration package
+    # (OpenCV, numpy); this keeps the two lists from drifting apart.
+    from edgecmg.calibration import METHODS, PROFILES
+    from edgecmg.cli import build_parser
+
+    calibrate = build_parser()._subparsers._group_actions[0].choices["calibrate"]
+    options = {a.dest: a.choices for a in calibrate._actions}
+    assert tuple(options["method"]) == METHODS
+    assert tuple(options["profile"]) == PROFILES
