@@ -45,7 +45,7 @@ demo: $(VENV)/.installed
 
 # Result tables of the README (slow; not part of `make test`).
 bench-core: $(VENV)/.installed
-	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.md
+	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.md --seeds 3
 
 bench-kernels: $(VENV)/.installed
 	$(PY) benchmarks/bench_kernels.py --out benchmarks/results/kernels_cpu.md

@@ -2,7 +2,11 @@
 mono, the baseline on the finer "s8" feature layout, fit time, and per-image latency of the torch
 path on this CPU.
 
-    python benchmarks/bench_core.py --out benchmarks/results/core.md
+    python benchmarks/bench_core.py --out benchmarks/results/core.md [--seeds 3]
+
+With ``--seeds N`` the four ablation rows are repeated for seeds 1..N-1 (the fit's hold-out and
+coreset draws; for elpv also the train/test split) and a second table gives each variant's spread
+and the per-seed difference CMG - baseline, so a gap can be told apart from seed noise.
 
 CMER only gates the image score (the bank is the same), so one fit per CMLE setting is evaluated
 with CMER on and off; this gives the same numbers as four separate fits, in half the time.
@@ -29,13 +33,17 @@ from edgecmg.stream.report import environment_info
 from data_paths import KOLEKTOR  # benchmarks/ is on sys.path when a script here runs
 
 
-def datasets():
-    kolektor = MVTecDataset(KOLEKTOR)
+VARIANTS = {(False, False): "baseline", (True, False): "+CMER", (False, True): "+CMLE", (True, True): "CMG (CMER + CMLE)"}
+
+
+def datasets(seed: int = 0):
+    kolektor = MVTecDataset(KOLEKTOR)  # fixed split: the seed moves only the fit's own draws
     yield ("KolektorSDD", [s.path for s in kolektor.train_samples()], kolektor.test_samples(),
-           ModelConfig(prompt="a photo of a metal commutator", max_side=512))
-    train, test = elpv_dataset("mono", seed=0)
+           ModelConfig(prompt="a photo of a metal commutator", max_side=512, seed=seed))
+    train, test = elpv_dataset("mono", seed=seed)
     yield ("elpv mono", [s.path for s in train], test,
-           ModelConfig(prompt="an electroluminescence image of a monocrystalline solar cell", input_size=(256, 256)))
+           ModelConfig(prompt="an electroluminescence image of a monocrystalline solar cell", input_size=(256, 256),
+                       seed=seed))
 
 
 def fmt(value) -> str:
@@ -45,6 +53,7 @@ def fmt(value) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="benchmarks/results/core.md")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat the ablation for seeds 0..N-1 (default 1)")
     args = parser.parse_args()
     rows, records = [], []
     for name, train, test, base_config in datasets():
@@ -60,11 +69,10 @@ def main() -> int:
                 model.scorer.use_cmer = use_cmer
                 detector = Detector.from_model(model, metadata)
                 metrics = evaluate_detector(detector, test, progress=False)
-                label = {(False, False): "baseline", (True, False): "+CMER", (False, True): "+CMLE",
-                         (True, True): "CMG (CMER + CMLE)"}[(use_cmer, use_cmle)]
+                label = VARIANTS[(use_cmer, use_cmle)]
                 if features != DEFAULT_LAYOUT:
                     label += f", {features} features"
-                record = {"dataset": name, "variant": label, "features": features, "fit_s": fit_s,
+                record = {"dataset": name, "variant": label, "features": features, "seed": 0, "fit_s": fit_s,
                           "train_images": len(train), "input_size": metadata["input_size"],
                           **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max",
                                                      "latency_ms_p50", "latency_ms_mean")}}
@@ -75,6 +83,19 @@ def main() -> int:
                             f"({len(train)} img) | {record['latency_ms_p50']:.1f} |")
                 print(rows[-1], flush=True)
                 write_table(Path(args.out), rows, records)  # after every row: a partial run still reports
+    for seed in range(1, args.seeds):
+        for name, train, test, base_config in datasets(seed):
+            for use_cmle in (False, True):
+                model, metadata = fit(train, replace(base_config, cmle=use_cmle, cmer=True), progress=False)
+                for use_cmer in (False, True):
+                    model.scorer.use_cmer = use_cmer
+                    metrics = evaluate_detector(Detector.from_model(model, metadata), test, progress=False)
+                    records.append({"dataset": name, "variant": VARIANTS[(use_cmer, use_cmle)],
+                                    "features": DEFAULT_LAYOUT, "seed": seed,
+                                    **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}})
+                    print(name, seed, records[-1]["variant"], fmt(metrics["image_auroc"]), fmt(metrics["pixel_auroc"]),
+                          flush=True)
+            write_table(Path(args.out), rows, records)
     write_table(Path(args.out), rows, records)
     print(Path(args.out).read_text())
     return 0
@@ -90,10 +111,43 @@ def write_table(out: Path, rows: list[str], records: list[dict]) -> None:
         "| dataset | variant | image AUROC | pixel AUROC | AUPRO@30% | F1-max | input | fit | latency p50 (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        *seed_spread(records),
     ])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
     out.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": records}, indent=2, default=str))
+
+
+def seed_spread(records: list[dict]) -> list[str]:
+    """Mean, spread and CMG - baseline per seed, over the default-layout rows of every seed run."""
+    seeds = sorted({r["seed"] for r in records})
+    if len(seeds) < 2:
+        return []
+    lines = ["", f"Spread over seeds {', '.join(map(str, seeds))} (default layout): mean, then min..max; "
+                 "the last rows give CMG - baseline seed by seed.", "",
+             "| dataset | variant | seeds | image AUROC | pixel AUROC |", "|---|---|---|---|---|"]
+    default = [r for r in records if r["features"] == DEFAULT_LAYOUT]
+    for name in dict.fromkeys(r["dataset"] for r in default):
+        for variant in VARIANTS.values():
+            rows = [r for r in default if r["dataset"] == name and r["variant"] == variant]
+            cells = [spread([r[k] for r in rows]) for k in ("image_auroc", "pixel_auroc")]
+            lines.append(f"| {name} | {variant} | {len(rows)} | {cells[0]} | {cells[1]} |")
+        by_seed = {(r["seed"], r["variant"]): r for r in default if r["dataset"] == name}
+        deltas = {k: [by_seed[(s, "CMG (CMER + CMLE)")][k] - by_seed[(s, "baseline")][k]
+                      for s in seeds if (s, "baseline") in by_seed and (s, "CMG (CMER + CMLE)") in by_seed
+                      and by_seed[(s, "baseline")][k] is not None]
+                  for k in ("image_auroc", "pixel_auroc")}
+        lines.append(f"| {name} | CMG - baseline, per seed | {len(deltas['image_auroc'])} | "
+                     f"{' / '.join(f'{d:+.4f}' for d in deltas['image_auroc'])} | "
+                     f"{' / '.join(f'{d:+.4f}' for d in deltas['pixel_auroc']) or 'n/a'} |")
+    return lines
+
+
+def spread(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{sum(values) / len(values):.4f} ({min(values):.4f}..{max(values):.4f})"
 
 
 if __name__ == "__main__":
