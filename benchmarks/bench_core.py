@@ -61,15 +61,8 @@ def main() -> int:
         # default layout, then the baseline on the finer "s8" layout at the same input size.
         fits = [("s16", False, (False, True)), ("s16", True, (False, True)), ("s8", False, (False,))]
         for features, use_cmle, cmer_settings in fits:
-            config = replace(base_config, features=features, cmle=use_cmle, cmer=True)
-            started = time.perf_counter()
-            model, metadata = fit(train, config, progress=False)
-            fit_s = time.perf_counter() - started
-            for use_cmer in cmer_settings:
-                model.scorer.use_cmer = use_cmer
-                detector = Detector.from_model(model, metadata)
-                metrics = evaluate_detector(detector, test, progress=False)
-                label = VARIANTS[(use_cmer, use_cmle)]
+            config = replace(base_config, features=features, cmle=use_cmle)
+            for label, metadata, fit_s, metrics in evaluate_fit(train, test, config, cmer_settings):
                 if features != DEFAULT_LAYOUT:
                     label += f", {features} features"
                 record = {"dataset": name, "variant": label, "features": features, "seed": 0, "fit_s": fit_s,
@@ -86,19 +79,26 @@ def main() -> int:
     for seed in range(1, args.seeds):
         for name, train, test, base_config in datasets(seed):
             for use_cmle in (False, True):
-                model, metadata = fit(train, replace(base_config, cmle=use_cmle, cmer=True), progress=False)
-                for use_cmer in (False, True):
-                    model.scorer.use_cmer = use_cmer
-                    metrics = evaluate_detector(Detector.from_model(model, metadata), test, progress=False)
-                    records.append({"dataset": name, "variant": VARIANTS[(use_cmer, use_cmle)],
-                                    "features": DEFAULT_LAYOUT, "seed": seed,
+                config = replace(base_config, cmle=use_cmle)
+                for label, _, _, metrics in evaluate_fit(train, test, config, (False, True)):
+                    records.append({"dataset": name, "variant": label, "features": DEFAULT_LAYOUT, "seed": seed,
                                     **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}})
-                    print(name, seed, records[-1]["variant"], fmt(metrics["image_auroc"]), fmt(metrics["pixel_auroc"]),
-                          flush=True)
+                    print(name, seed, label, fmt(metrics["image_auroc"]), fmt(metrics["pixel_auroc"]), flush=True)
             write_table(Path(args.out), rows, records)
     write_table(Path(args.out), rows, records)
     print(Path(args.out).read_text())
     return 0
+
+
+def evaluate_fit(train, test, config: ModelConfig, cmer_settings):
+    """One fit, evaluated with CMER off and/or on: yields (variant label, metadata, fit seconds, metrics)."""
+    started = time.perf_counter()
+    model, metadata = fit(train, replace(config, cmer=True), progress=False)  # margins fitted; toggled below
+    fit_s = time.perf_counter() - started
+    for use_cmer in cmer_settings:
+        model.scorer.use_cmer = use_cmer
+        metrics = evaluate_detector(Detector.from_model(model, metadata), test, progress=False)
+        yield VARIANTS[(use_cmer, config.cmle)], metadata, fit_s, metrics
 
 
 def write_table(out: Path, rows: list[str], records: list[dict]) -> None:
