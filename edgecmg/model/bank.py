@@ -55,6 +55,15 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
     return taps / taps.sum()
 
 
+def shift_up_left(maps: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Move the content of [B, 1, H, W] maps ``pixels`` up and left; the last row and column repeat
+    into the vacated border (a slice and a replicate pad: exports as Slice + Pad)."""
+    pixels = min(pixels, maps.shape[-2] - 1, maps.shape[-1] - 1)
+    if pixels <= 0:
+        return maps
+    return F.pad(maps[..., pixels:, pixels:], (0, pixels, 0, pixels), mode="replicate")
+
+
 def smooth(maps: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur of [B, 1, H, W] with replicate padding (plain convs: exports cleanly)."""
     r = taps.numel() // 2

@@ -143,10 +143,12 @@ class BankScorer(nn.Module):
         return self.maps_from_patch_scores(distances.clamp_min(0).sqrt().mean(dim=-1))
 
     def maps_from_patch_scores(self, patch_scores: torch.Tensor) -> torch.Tensor:
-        """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W]."""
+        """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W], aligned with the image."""
         ph, pw = self.geometry.patch_size
         maps = patch_scores.reshape(-1, 1, ph, pw)
         maps = F.interpolate(maps, size=self.geometry.input_size, mode="bilinear", align_corners=False)
+        # Draw each score where the content it responds to is, not on its grid cell (see FeatureLayout).
+        maps = bank_ops.shift_up_left(maps, self.geometry.layout.response_offset)
         return bank_ops.smooth(maps, self.smoothing_taps)[:, 0]
 
     def kept_cells(self, match_scores: torch.Tensor) -> torch.Tensor:

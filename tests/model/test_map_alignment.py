@@ -1,0 +1,55 @@
+"""The anomaly map lights up where the anomalous content is, not a cell and a half below-right of it."""
+import numpy as np
+import pytest
+import torch
+
+from edgecmg.model import bank
+from edgecmg.model.layouts import FEATURE_LAYOUTS
+
+
+def test_shift_up_left_moves_content_and_repeats_the_edge():
+    maps = torch.arange(36, dtype=torch.float32).view(1, 1, 6, 6)
+    shifted = bank.shift_up_left(maps, 2)
+    assert shifted.shape == maps.shape
+    assert torch.equal(shifted[..., :4, :4], maps[..., 2:, 2:])
+    assert torch.equal(shifted[..., 4:, :4], maps[..., 5:, 2:].expand(1, 1, 2, 4))   # last row repeated
+    assert torch.equal(shifted[..., :4, 4:], maps[..., 2:, 5:].expand(1, 1, 4, 2))   # last column repeated
+
+
+def test_shift_up_left_is_clamped_to_the_map_and_zero_is_identity():
+    maps = torch.rand(2, 1, 4, 5)
+    assert torch.equal(bank.shift_up_left(maps, 0), maps)
+    far = bank.shift_up_left(maps, 99)                     # never empties the map: at most 3 here
+    assert torch.equal(far, bank.shift_up_left(maps, 3))
+    assert torch.equal(far[..., 0, :2], maps[..., 3, 3:]) and (far[..., :, 1:] == far[..., :, 1:2]).all()
+
+
+@pytest.mark.parametrize("layout", sorted(FEATURE_LAYOUTS))
+def test_a_painted_dot_lights_the_map_where_it_was_painted(layout, kolektor_train):
+    """Paint small inverted squares on real training images of a real fitted model: the centroid
+    of the map's rise must sit on the square (it sat 21-27 px below-right with "s16" before the
+    map was moved by ``response_offset``)."""
+    from edgecmg.config import ModelConfig
+    from edgecmg.detector import Detector
+    from edgecmg.fit import fit
+    from edgecmg.imageio import read_image, resize_to_input
+
+    config = ModelConfig(prompt="a photo of a metal commutator", input_size=(320, 192), cmer=False,
+                         cmle=False, features=layout, max_bank_size=4000)
+    model, metadata = fit(kolektor_train[:20], config, progress=False)
+    detector = Detector.from_model(model, metadata)
+    height, width = detector.input_size
+    rows, cols = np.mgrid[:height, :width]
+    rng = np.random.default_rng(0)
+    offsets = []
+    for path in kolektor_train[20:26]:
+        frame = resize_to_input(read_image(path), (height, width))
+        clean = detector.predict(frame).anomaly_map
+        for _ in range(2):
+            y, x = int(rng.integers(64, height - 64)), int(rng.integers(64, width - 64))
+            painted = frame.copy()
+            painted[y - 3:y + 3, x - 3:x + 3] = 255 - painted[y - 3:y + 3, x - 3:x + 3]
+            rise = np.clip(detector.predict(painted).anomaly_map - clean, 0, None)
+            offsets.append(((rise * rows).sum() / rise.sum() - y, (rise * cols).sum() / rise.sum() - x))
+    mean_dy, mean_dx = np.mean(offsets, axis=0)
+    assert abs(mean_dy) < 6 and abs(mean_dx) < 6, (layout, mean_dy, mean_dx)
