@@ -92,8 +92,8 @@ def unit_directions(projection: torch.Tensor) -> torch.Tensor:
     directions far more than image means do, so whitened coordinates amplify patch-level noise in
     the directions where images barely differ. With unit columns a coordinate is the plain length of
     the feature along a CMLE direction, and distances stay in the backbone's own units. Measured
-    with ``benchmarks/bench_core.py`` settings (baseline vs +CMLE, 128 dims; the whitened column from
-    a one-off script outside the repo, the others as in benchmarks/results/core.md), KolektorSDD pixel AUROC
+    with ``benchmarks/bench_core.py`` settings before the map alignment (layouts.response_offset;
+    baseline vs +CMLE, 128 dims; the whitened column from a one-off script outside the repo), KolektorSDD pixel AUROC
     0.9096 / whitened 0.8965 / unit 0.9006; image AUROC 0.8988 / 0.9268 / 0.9315; elpv image AUROC
     0.9547 / 0.9536 / 0.9543 (one fit each, no CMER).
     """
