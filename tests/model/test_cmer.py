@@ -69,7 +69,8 @@ def test_gating_lowers_scores_but_never_hides_an_alarm():
     scorer = BankScorer(geometry, feature_dim=2, bank_size=1, use_cmer=True, knn_k=1, smoothing_sigma=0.5)
     scorer.set_bank(torch.zeros(1, 2))
     patches = torch.zeros(1, 16, 2)
-    patches[0, 5] = torch.tensor([3.0, 4.0])              # distance 5 in the top-left cell, 0 elsewhere
+    # distance 5 at patch (1, 1), 0 elsewhere: in the top-left cell even after the map's alignment shift
+    patches[0, 5] = torch.tensor([3.0, 4.0])
     scorer.cmer_margin.fill_(0.1)
     matches = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.5]])  # dropping cell 0 raises the match by 0.4: dropped
     ungated = scorer.anomaly_maps(patches).amax()
