@@ -60,16 +60,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     failures = 0
     with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
-        for path in tqdm(paths, desc="predict", unit="img", disable=args.quiet):
+        for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
             try:
                 frame = read_image(path)
             except EdgeCMGError as exc:
-                log.warning("skipped %s", exc)
+                log.warning("skipped: %s", exc)
                 failures += 1
                 continue
             result = detector.predict(frame)
             overlay_path = save_png(out / f"{path.stem}_overlay.png", result.overlay(frame))
-            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict()}
+            # frame_index: the file's position among the inputs (each predict call counts from 0).
+            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index}
             jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
     return 0
@@ -134,85 +135,110 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help when it has a real default (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "%(default)" not in text and "default" not in text
+                and not any(default is unset for unset in (None, False, argparse.SUPPRESS))):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from edgecmg.config import ModelConfig  # torch-free, like the layouts
+
     parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("fit", help="fit a detector on good images")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+
+    backend_help = "torch, onnxruntime, tensorrt, or auto: the fastest one available for the model file"
+
+    p = command("fit", "fit a detector on good images")
     p.add_argument("data", help="MVTec root (uses train/good) or a folder of good images")
     p.add_argument("--prompt", required=True, help="text describing the normal part")
     p.add_argument("-o", "--output", required=True, help="output model file (*.edgecmg)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: from the images' aspect")
-    p.add_argument("--max-side", type=int, default=256, help="with automatic input size: sqrt of the pixel budget")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="model input size; by default picked from the images' aspect ratio")
+    p.add_argument("--max-side", type=int, default=ModelConfig.max_side,
+                   help="with automatic input size: sqrt of the pixel budget")
     p.add_argument("--features", choices=sorted(FEATURE_LAYOUTS), default=DEFAULT_LAYOUT,
-                   help="patch features: s16 = blocks 10+14 on a 16-px grid (default, faster, better on "
-                        "the benchmarks), s8 = blocks 4+7+10 on an 8-px grid (defects under 16 px)")
-    p.add_argument("--grid", type=int, default=2, help="CMER grid (g x g cells)")
+                   help="patch features: s16 = blocks 10+14 on a 16-px grid (faster, better on the "
+                        "benchmarks), s8 = blocks 4+7+10 on an 8-px grid (defects under 16 px)")
+    p.add_argument("--grid", type=int, default=ModelConfig.grid, help="CMER grid (g x g cells, 1..8)")
     p.add_argument("--no-cmer", action="store_true", help="ablation: no language-guided masking")
     p.add_argument("--no-cmle", action="store_true", help="ablation: no language-guided latent space")
-    p.add_argument("--cmle-dim", type=int, default=128, help="CMLE output dimensions")
+    p.add_argument("--cmle-dim", type=int, default=ModelConfig.cmle_dim, help="CMLE output dimensions")
     p.add_argument("--clip-weights", metavar="FILE.safetensors",
                    help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
                         "(needs edgecmg[clip]); the model file records this path and its SHA-256")
-    p.add_argument("--clip-arch", default="ViT-B-32", help="open_clip model name of --clip-weights")
-    p.add_argument("--bank-size", type=int, default=10000, help="memory bank size cap")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
+    p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")
+    p.add_argument("--seed", type=int, default=ModelConfig.seed,
+                   help="seeds the hold-out split and the coreset draw (fits are reproducible)")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("predict", help="judge images; writes overlays (PNG) and results.jsonl")
-    p.add_argument("model")
+    p = command("predict", "judge images; writes overlays (PNG) and results.jsonl")
+    p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("images", nargs="+", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("eval", help="image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--backend", default="auto")
+    p = command("eval", "image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
+    p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
+    p.add_argument("data", help="MVTec root: test/<good|defect type>, ground_truth/ masks optional")
+    p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export to ONNX")
-    p.add_argument("model")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--opset", type=int, default=17)
+    p = command("export", "export to ONNX")
+    p.add_argument("model", help="model file (*.edgecmg)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
+    p.add_argument("-o", "--output", required=True, help="output file (*.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
     p.add_argument("--with-scoring", action="store_true", help="the whole detector in one graph")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("calibrate", help="INT8 Q/DQ ONNX from calibration images")
-    p.add_argument("model")
+    p = command("calibrate", "INT8 Q/DQ ONNX from calibration images")
+    p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
                    help="activation ranges (default: entropy for --profile tensorrt, percentile for cpu)")
-    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--samples", type=int, default=64, help="calibration images used")
     p.add_argument("--profile", default="tensorrt", choices=["tensorrt", "cpu"],
                    help="tensorrt: symmetric Q/DQ that TensorRT builds (default); cpu: fastest on ONNX Runtime CPU")
     p.add_argument("--with-scoring", action="store_true",
                    help="the whole detector in one graph (memory bank and scoring head in float)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="output file (*.onnx)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("build", help="build a TensorRT engine from ONNX")
-    p.add_argument("model")
-    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p = command("build", "build a TensorRT engine from ONNX")
+    p.add_argument("model", help="ONNX file from export or calibrate")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
+                   help="int8 needs a Q/DQ model from calibrate")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
     p.add_argument("--dla", type=int, help="DLA core on Jetson Orin (GPU fallback on)")
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engine accepts")
+    p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("stream", help="run a detector on a camera, video, folder or URL")
+    p = command("stream", "run a detector on a camera, video, folder or URL")
     p.add_argument("source", help="camera index, video file, folder/glob, rtsp://, csi://N, GStreamer pipeline")
-    p.add_argument("-m", "--model", required=True)
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--policy", default="latest", choices=["latest", "all"])
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("-m", "--model", required=True, help="model file: .edgecmg, .onnx or .engine")
+    p.add_argument("--backend", default="auto", help=backend_help)
+    p.add_argument("--policy", default="auto", choices=["auto", "latest", "all"],
+                   help="latest: drop stale frames to stay real time; all: judge every frame; "
+                        "auto (default): latest for cameras and network streams, all for files and folders")
+    p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save", help="write the overlay video here (mp4)")
     p.add_argument("--jsonl", help="write one JSON line per frame here")
@@ -221,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.set_defaults(func=cmd_stream)
 
-    p = sub.add_parser("bench", help="per-frame latency of every available backend, side by side")
+    p = command("bench", "per-frame latency of every available backend, side by side")
     p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")
     p.add_argument("--backends", nargs="+", help="default: every backend available here")
-    p.add_argument("--frames", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--frames", type=int, default=200, help="timed frames per backend")
+    p.add_argument("--warmup", type=int, default=20, help="untimed frames first")
+    p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--images", help="time on these images (folder or glob; default: seeded random frames at the "
                                     "model size, since latency does not depend on content)")
     p.add_argument("--out", default="bench", help="folder for JSON, CSV, markdown and the PNG plot")
@@ -236,8 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
+    # unless -v asks for everything.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except EdgeCMGError as exc:

@@ -148,12 +148,17 @@ class EngineConfig:
         return self.min_batch, self.opt_batch or self.min_batch, self.max_batch
 
 
+STREAM_POLICIES = ("auto", "latest", "all")
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """How frames flow from a source to the detector.
 
     policy: ``"latest"`` keeps the consumer on fresh frames (when the queue is full the oldest
-        queued frame is dropped and counted); ``"all"`` applies back-pressure and loses nothing.
+        queued frame is dropped and counted); ``"all"`` applies back-pressure and loses nothing;
+        ``"auto"`` (default) is "latest" for live sources (cameras, network streams, GStreamer,
+        ``csi://``) and for ``realtime``-paced ones, "all" for video files, folders and sequences.
     batch: frames handed to the detector at once. With a live source and ``"latest"`` a batch is
         not waited for: the consumer takes what is queued (1..batch frames).
     max_queue: frames buffered between capture and inference; with ``"latest"`` it bounds how
@@ -172,7 +177,7 @@ class StreamConfig:
         behave like a camera, e.g. to see what ``"latest"`` drops at a given inference speed.
     """
 
-    policy: str = "latest"
+    policy: str = "auto"
     batch: int = 1
     max_queue: int = 4
     reconnect_attempts: int = 5
@@ -185,8 +190,9 @@ class StreamConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.policy not in ("latest", "all"):
-            raise ConfigError(f"policy={self.policy!r}: choose 'latest' (drop stale frames) or 'all' (lose none)")
+        if self.policy not in STREAM_POLICIES:
+            raise ConfigError(f"policy={self.policy!r}: choose 'latest' (drop stale frames), 'all' (lose none) "
+                              "or 'auto' (latest for live sources, all for files)")
         if self.batch < 1:
             raise ConfigError(f"batch={self.batch} must be >= 1")
         if self.max_queue < 1:

@@ -133,14 +133,15 @@ class Detector:
                 for i, ((s, m, k), frame) in enumerate(zip(results, frames))]
 
     # --- streams -------------------------------------------------------------------------------
-    def stream(self, source: Any, *, policy: str = "latest", batch: int = 1, max_queue: int = 4,
+    def stream(self, source: Any, *, policy: str = "auto", batch: int = 1, max_queue: int = 4,
                config: Optional[StreamConfig] = None, **source_options: Any):
         """Judge frames from a camera index, video file, image folder or glob, rtsp/http URL, GStreamer
         pipeline, ``csi://N`` or any iterable of frames. A generator of Results that is also a context
         manager; breaking out of the loop stops the capture thread and releases the source.
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
-        "all" applies back-pressure and loses none.
+        "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and
+        network or GStreamer sources, "all" for video files, folders and sequences.
         """
         from edgecmg.stream import StreamPipeline
 

@@ -39,7 +39,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         try:
             frame = read_image(sample.path)
         except DataError as exc:
-            log.warning("skipped %s", exc)
+            log.warning("skipped: %s", exc)
             skipped.append(str(sample.path))
             continue
         start = time.perf_counter()

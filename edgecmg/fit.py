@@ -191,9 +191,7 @@ def _load(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], 
         raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
     if isinstance(images[0], np.ndarray):
         return list(images), [f"array{i}" for i in range(len(images))]
-    frames, ok, skipped = load_images([Path(p) for p in images])
-    for path, reason in skipped:
-        log.warning("skipped %s: %s", path, reason)
+    frames, ok, _ = load_images([Path(p) for p in images])  # it reports every skipped file
     return frames, [p.name for p in ok]
 
 

@@ -87,7 +87,13 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGB")
             arr = np.array(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's own message only names its in-memory buffer; the path says more.
+        raise DataError(
+            f"cannot decode image {path}: neither OpenCV nor Pillow recognises its format (corrupt, "
+            "truncated or not an image); re-export it or remove it from the folder"
+        ) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"cannot decode image {path}: the file is corrupt, truncated or not an image ({exc}); "
             "re-export it or remove it from the folder"

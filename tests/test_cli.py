@@ -34,6 +34,7 @@ def test_fit_eval_predict(mvtec_subset, tmp_path, capsys):
                  "--backend", "torch"]) == 0
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 5 and all(json.loads(line)["overlay"].endswith(".png") for line in lines)
+    assert [json.loads(line)["frame_index"] for line in lines] == list(range(5))
 
 
 def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact):
@@ -42,6 +43,21 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--json", "--backend", "torch"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
+
+
+def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys):
+    from edgecmg.cli import build_parser
+    from edgecmg.config import ModelConfig
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert f"(default: {ModelConfig.max_side})" in text and "(default: 0)" in text  # --seed 0 is a default too
+    assert "(default: None)" not in text and "(default: False)" not in text
+    args = build_parser().parse_args(["fit", "data", "--prompt", "p", "-o", "m.edgecmg"])
+    assert (args.max_side, args.grid, args.cmle_dim, args.bank_size, args.clip_arch, args.seed) == (
+        ModelConfig.max_side, ModelConfig.grid, ModelConfig.cmle_dim, ModelConfig.max_bank_size,
+        ModelConfig.clip_arch, ModelConfig.seed)
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
@@ -78,13 +94,15 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     saved, jsonl = tmp_path / "out.mp4", tmp_path / "frames.jsonl"
-    assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch", "--policy", "all",
+    # Default policy: a video file is a recording, so every frame is judged.
+    assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
                  "--save", str(saved), "--jsonl", str(jsonl)]) == 0
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert [line["frame_index"] for line in lines] == list(range(12))  # policy "all": none lost, in order
+    assert [line["frame_index"] for line in lines] == list(range(12))  # none lost, in order
     assert all(np.isfinite(line["score"]) for line in lines)
     cap = cv2.VideoCapture(str(saved))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 400
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, abs=0.01)  # the source's rate, plays at real speed
     cap.release()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     assert summary["rows"][0]["frames_yielded"] == 12 and summary["rows"][0]["frames_dropped"] == 0

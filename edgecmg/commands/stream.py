@@ -33,7 +33,9 @@ def run_stream(args: argparse.Namespace) -> int:
                     if args.save:
                         if writer is None:
                             h, w = overlay.shape[:2]
-                            writer = cv2.VideoWriter(args.save, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+                            # The source's own rate, so the saved video plays at real speed.
+                            fps = run.pipeline.source.frame_rate or 25.0
+                            writer = cv2.VideoWriter(args.save, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                         writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
                     if args.show:
                         cv2.imshow("edgecmg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
@@ -43,6 +45,7 @@ def run_stream(args: argparse.Namespace) -> int:
                 if args.max_frames and count >= args.max_frames:
                     break
     finally:
+        status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
         status.close()
         if writer is not None:
             writer.release()

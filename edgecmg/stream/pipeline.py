@@ -233,6 +233,13 @@ class StreamStats:
         )
 
 
+def auto_policy(is_live: bool, realtime: bool) -> str:
+    """What ``policy="auto"`` means for a source: a camera, network stream or GStreamer pipeline
+    (or a recording paced like one, ``realtime``) runs "latest", so the results stay current; a
+    video file, image folder or sequence runs "all", so every recorded frame is judged."""
+    return "latest" if is_live or realtime else "all"
+
+
 class _CaptureState:
     """Everything the capture thread touches; deliberately no reference to the pipeline."""
 
@@ -336,6 +343,8 @@ class StreamPipeline:
         if preprocess is not None and not callable(preprocess):
             raise ConfigError(f"preprocess must be callable (image -> anything), got {type(preprocess).__name__}")
         self.source = open_source(source, self.config, opener=opener, live=live)
+        if self.config.policy == "auto":
+            self.config = replace(self.config, policy=auto_policy(self.source.is_live, self.config.realtime))
         try:
             self.stats = StreamStats(self.source, stats_window)
         except BaseException:

@@ -325,6 +325,10 @@ def _sanitize(obj: Any) -> Any:
     return obj
 
 
+def _is_latency_summary(v: Any) -> bool:
+    return isinstance(v, Mapping) and "p50_ms" in v and "p99_ms" in v
+
+
 def _fmt_cell(v: Any) -> str:
     if v is None:
         return ""
@@ -342,6 +346,9 @@ def _fmt_cell(v: Any) -> str:
         if a >= 1:
             return f"{f:.2f}"
         return f"{f:.3g}"
+    if _is_latency_summary(v):
+        # A latency summary reads as its median and tail; the JSON and CSV keep every quantile.
+        return f"{_fmt_cell(v['p50_ms'])} / {_fmt_cell(v['p99_ms'])}"
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(_sanitize(v), default=_json_default)
     return str(v)
@@ -356,7 +363,8 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> str:
-    """Rows as a GitHub markdown table (columns in first-seen order; missing cells blank)."""
+    """Rows as a GitHub markdown table (columns in first-seen order; missing cells blank; a latency
+    summary, a dict with ``p50_ms`` and ``p99_ms``, shows as "p50 / p99")."""
     if not rows:
         return "_(no rows)_\n"
     cols = list(columns) if columns is not None else _columns(rows)
@@ -364,7 +372,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence
     def esc(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(esc(c) for c in cols) + " |"]
+    def header(col: str) -> str:
+        summaries = [r.get(col) for r in rows if r.get(col) is not None]
+        return f"{col} p50 / p99" if summaries and all(_is_latency_summary(v) for v in summaries) else col
+
+    lines = ["| " + " | ".join(esc(header(c)) for c in cols) + " |"]
     lines.append("|" + "|".join("---:" if _numeric_column(rows, c) else "---" for c in cols) + "|")
     for row in rows:
         lines.append("| " + " | ".join(esc(_fmt_cell(row.get(c))) for c in cols) + " |")

@@ -188,6 +188,11 @@ class FrameSource(ABC):
         self._pace_fps: Optional[float] = None
         self._pace_next: Optional[float] = None
 
+    @property
+    def frame_rate(self) -> Optional[float]:
+        """Frames per second the source reports (a video file's or camera's rate), None if unknown."""
+        return None
+
     # ---- subclass hooks -------------------------------------------------------------------
     @abstractmethod
     def _next_image(self) -> Optional[np.ndarray]:
@@ -323,6 +328,7 @@ class CaptureSource(FrameSource):
         self._pending: Optional[np.ndarray] = None
         self._outage_attempts = 0  # reconnect attempts since the last good frame
         self._frames_since_open = 0
+        self._frame_rate: Optional[float] = None
         self._open_first(open_hint)
 
     # ---- opening --------------------------------------------------------------------------
@@ -361,10 +367,16 @@ class CaptureSource(FrameSource):
                 )
             raise StreamError(f"{self.kind} source {self.name} opened but delivered no frame ({why}). {hint}".rstrip())
         self._frames_since_open = 1
+        # Read once here: later the capture thread owns the device (and may be reopening it).
+        self._frame_rate = self._native_fps()
         if not self.is_live:
             self._pending = self._convert(raw)
             if self.config.realtime:
-                self._pace_fps = self._native_fps() or self.config.capture_fps or 30.0
+                self._pace_fps = self._frame_rate or self.config.capture_fps or 30.0
+
+    @property
+    def frame_rate(self) -> Optional[float]:
+        return self._frame_rate
 
     def _native_fps(self) -> Optional[float]:
         get = getattr(self._cap, "get", None)
@@ -687,7 +699,7 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
         if kind == "camera":
             cap = cv2.VideoCapture(int(target))
             if cap.isOpened():
-                if config.policy == "latest":
+                if config.policy in ("latest", "auto"):  # a camera is live: "auto" means "latest"
                     # Drivers queue several frames by default; one keeps what we read current.
                     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
                 if config.capture_size is not None:

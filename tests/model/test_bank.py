@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from edgecmg.model import bank
@@ -25,6 +26,14 @@ def test_coreset_pool_returns_indices_into_the_full_set():
     x = torch.randn(5000, 8)
     chosen = bank.greedy_coreset(x, 50, max_pool=1000)
     assert chosen.max() < 5000 and len(set(chosen.tolist())) == 50
+
+
+@pytest.mark.parametrize("size", [1, 2, 255, 256, 257, 512, 700, 900])
+def test_coreset_progress_adds_up_to_the_points_chosen(size):
+    # A progress bar with total=size must end full, whatever the remainder of the 256-point steps.
+    steps = []
+    chosen = bank.greedy_coreset(torch.randn(800, 8), size, progress=steps.append)
+    assert sum(steps) == len(chosen) == min(size, 800)
 
 
 def test_smoothing_preserves_mass_and_shape():

@@ -84,6 +84,33 @@ def test_live_policy_all_fills_batches():
     assert sizes == [3, 3, 3, 3]
 
 
+def test_default_policy_judges_every_frame_of_a_recording(video_file):
+    # A video file read by a slow consumer: "auto" resolves to "all", so nothing is dropped.
+    path = video_file(n=15, fourcc="mp4v", ext=".mp4")
+    seen = []
+    with StreamPipeline(path, StreamConfig(max_queue=2)) as pipe:
+        assert pipe.config.policy == "all"
+        for batch in pipe:
+            seen.extend(item.frame.index for item in batch)
+            time.sleep(0.005)
+    assert seen == list(range(15)) and pipe.stats.frames_dropped == 0
+
+
+@pytest.mark.parametrize("live, realtime, resolved", [(True, False, "latest"), (False, True, "latest"),
+                                                       (False, False, "all")])
+def test_default_policy_stays_current_on_live_and_paced_sources(live, realtime, resolved):
+    cfg = StreamConfig(max_queue=2, realtime=realtime, capture_fps=1000.0)
+    with StreamPipeline(tiny_frames(5), cfg, live=live) as pipe:
+        assert pipe.config.policy == resolved
+        assert pipe._state.drop_oldest == (resolved == "latest")
+        list(pipe)
+
+
+def test_unknown_policy_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="'latest'.*'all'.*'auto'"):
+        StreamConfig(policy="newest")
+
+
 # ---------------------------------------------------------------------------- preprocess and run()
 def test_preprocess_runs_in_the_capture_thread_and_travels_with_the_frame():
     threads = set()

@@ -89,6 +89,14 @@ def test_environment_info_describes_this_machine():
 
 
 # ---------------------------------------------------------------------------- report files
+def test_markdown_shows_a_latency_summary_as_median_and_tail():
+    rows = [{"source": "cam0", "latency_ms": {"mean_ms": 40.0, "p50_ms": 37.5284, "p90_ms": 56.6, "p99_ms": 62.9,
+                                                "max_ms": 63.6}}]
+    lines = markdown_table(rows).strip().splitlines()
+    assert lines[0] == "| source | latency_ms p50 / p99 |"
+    assert lines[2] == "| cam0 | 37.53 / 62.90 |"
+
+
 def test_write_report_writes_json_csv_and_markdown(tmp_path, capsys):
     rows = [
         {"backend": "torch-cpu", "batch": 1, "p50_ms": 12.3456, "p99_ms": 20.0, "fps": 80.1},

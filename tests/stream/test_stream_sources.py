@@ -42,6 +42,15 @@ def test_video_file_reads_every_frame_as_rgb(video_file, fourcc, ext):
     assert src.closed and src.read() is None
 
 
+def test_frame_rate_is_the_files_own_and_unknown_for_folders_and_sequences(video_file, image_folder):
+    with open_source(video_file(n=3, fourcc="MJPG", ext=".avi", fps=12.5)) as src:
+        assert src.frame_rate == pytest.approx(12.5, abs=0.01)
+    with open_source(image_folder) as src:
+        assert src.frame_rate is None
+    with open_source([np.zeros((4, 4, 3), np.uint8)]) as src:
+        assert src.frame_rate is None
+
+
 def test_text_file_renamed_mp4_is_a_stream_error_naming_it(tmp_path):
     bogus = tmp_path / "not_a_video.mp4"
     bogus.write_text("hello, I am a text file\n" * 20)
