@@ -83,7 +83,11 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
     magic, version, header_len, header_sha = _PREFIX.unpack_from(data)
     if magic != MAGIC:
-        raise ArtifactError(f"{path}: not an edgecmg model file (bad magic {magic!r})")
+        hint = ""
+        if path.suffix.lower() in (".onnx", ".engine", ".plan"):
+            # An exported or built file: it runs through Detector.load, but export/calibrate need the source.
+            hint = f"; {path.suffix} files are exports: pass the .edgecmg model they were made from"
+        raise ArtifactError(f"{path}: not an edgecmg model file (bad magic {magic!r}){hint}")
     if version > FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format version {version} is newer than this edgecmg understands ({FORMAT_VERSION}); "

@@ -80,6 +80,11 @@ class Detector:
     def close(self) -> None:
         self.runner.deactivate()
 
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (f"Detector({self.runner.path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
+                f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g})")
+
     def __enter__(self) -> "Detector":
         return self
 
@@ -93,9 +98,12 @@ class Detector:
         See :func:`edgecmg.imageio.resize_to_input` (the same resize fit() uses).
         """
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            shape = getattr(frame, "shape", None)
-            raise DataError(f"frame must be a uint8 HxWx3 RGB array, got {type(frame).__name__} {shape}; "
-                            "read files with edgecmg.imageio.read_image")
+            got = (f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray)
+                   else type(frame).__name__)
+            raise DataError(f"frame must be a uint8 HxWx3 RGB array, got a {got}; read files with "
+                            "edgecmg.imageio.read_image, convert arrays with edgecmg.stream.to_rgb_uint8")
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise DataError(f"frame is empty (shape {frame.shape}): the camera or decoder delivered no pixels")
         return resize_to_input(frame, self.input_size)
 
     def predict(self, frame: np.ndarray) -> Result:

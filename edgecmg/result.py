@@ -63,6 +63,13 @@ class Result:
     def is_anomaly(self) -> bool:
         return bool(self.score >= self.threshold)
 
+    def __repr__(self) -> str:
+        # Short on purpose: the dataclass default would print the whole map.
+        h, w = self.anomaly_map.shape[:2] if self.anomaly_map.ndim >= 2 else (0, 0)
+        return (f"Result(score={self.score:.4g}, threshold={self.threshold:.4g}, is_anomaly={self.is_anomaly}, "
+                f"map={h}x{w}, kept_cells={int(self.kept_mask.sum())}/{self.kept_mask.size}, "
+                f"total_ms={self.timings.total:.1f}, frame_index={self.frame_index}, source={self.source!r})")
+
     def overlay(self, frame: Optional[np.ndarray] = None, alpha: float = 0.45) -> np.ndarray:
         """Heat map blended over ``frame`` (default: the judged frame); returns uint8 RGB."""
         from edgecmg.visualize import overlay_heatmap

@@ -75,6 +75,10 @@ def test_newer_format_and_foreign_files_are_refused(small_artifact, tmp_path):
     foreign.write_bytes(b"\x80\x04PICKLE" + b"\0" * 100)
     with pytest.raises(ArtifactError, match="bad magic"):
         artifact.load(foreign)
+    exported = tmp_path / "model.onnx"
+    exported.write_bytes(b"\x08\x08\x12\x07edgecmg" + b"\0" * 100)
+    with pytest.raises(ArtifactError, match="pass the .edgecmg model they were made from"):
+        artifact.load(exported)
     with pytest.raises(ArtifactError, match="no such model file"):
         artifact.load(tmp_path / "missing.edgecmg")
 

@@ -41,10 +41,27 @@ def test_threshold_override(small_artifact):
     assert det.predict(frame).is_anomaly
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), "frame.png"])
-def test_bad_frames_get_clear_errors(detector, bad):
-    with pytest.raises(DataError, match="uint8 HxWx3 RGB"):
+@pytest.mark.parametrize("bad, names", [(np.zeros((10, 10), np.uint8), r"uint8 array of shape \(10, 10\)"),
+                                        (np.zeros((10, 10, 3), np.float32), "float32 array"),
+                                        ("frame.png", "got a str")])
+def test_bad_frames_get_clear_errors(detector, bad, names):
+    with pytest.raises(DataError, match="uint8 HxWx3 RGB") as info:
         detector.predict(bad)
+    assert info.match(names)
+
+
+def test_empty_frame_is_a_data_error_not_an_opencv_assertion(detector):
+    with pytest.raises(DataError, match="frame is empty"):
+        detector.predict(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_reprs_are_one_line_summaries(detector, kolektor_root):
+    text = repr(detector)
+    assert text.startswith("Detector(") and "backend='torch'" in text and "input=256x96" in text
+    result = detector.predict(read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0]))
+    text = repr(result)
+    assert "\n" not in text and "map=" in text and f"is_anomaly={result.is_anomaly}" in text
+    assert len(text) < 300  # the dataclass default printed the whole anomaly map
 
 
 def test_stream_over_a_real_video_file_loses_no_frame(detector, kolektor_root, tmp_path):
