@@ -53,8 +53,10 @@ def model_spec(model: CMGModel) -> dict[str, Any]:
 
 
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
-    """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file)."""
+    """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file);
+    missing parent folders are created."""
     path = Path(path)
+    prepare_output(path)
     payload = save_safetensors(_tensors_of(model))
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION
@@ -65,11 +67,31 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(prefix + header_bytes + payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(prefix + header_bytes + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"cannot write the model file {path}: {exc}; choose a writable place") from exc
+    return path
+
+
+def prepare_output(path: str | Path) -> Path:
+    """Create ``path``'s folder and check a file can be written there, so a long fit does not end in
+    a write error (``edgecmg fit`` calls this before fitting). Raises ArtifactError naming the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a folder; give the model file's name, e.g. {path / 'part.edgecmg'}")
+    probe = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ArtifactError(f"cannot write the model file {path}: {exc}; choose a writable place") from exc
     return path
 
 

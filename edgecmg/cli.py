@@ -30,6 +30,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from edgecmg.config import ModelConfig
     from edgecmg.fit import fit, read_captions
 
+    artifact.prepare_output(args.output)  # before the fit, not after it
     images = _train_images(Path(args.data))
     config = ModelConfig(
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,

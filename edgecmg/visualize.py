@@ -7,14 +7,14 @@ red is at twice the threshold or more, and colours mean the same thing on every 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError
 
-__all__ = ["overlay_heatmap", "save_png"]
+__all__ = ["contact_sheet", "overlay_heatmap", "save_png"]
 
 _CONTOUR_RGB = (255, 255, 255)
 _TEXT_RGB = (255, 255, 255)
@@ -139,3 +139,38 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     except OSError as exc:
         raise DataError(f"cannot write {p}: {exc}; check the folder exists and is writable") from exc
     return p
+
+
+def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, *, columns: int = 4,
+                  cell_height: int = 256) -> np.ndarray:
+    """Tile uint8 RGB images (e.g. overlays) into one picture, each scaled to ``cell_height``
+    (aspect kept) with an optional caption strip above it; returns uint8 RGB.
+
+    Raises:
+        ConfigError: no images, ``columns`` < 1, ``cell_height`` < 16, or captions of another length.
+    """
+    if len(images) == 0:
+        raise ConfigError("contact_sheet needs at least one image")
+    if columns < 1 or cell_height < 16:
+        raise ConfigError(f"columns={columns} must be >= 1 and cell_height={cell_height} >= 16")
+    if captions is not None and len(captions) != len(images):
+        raise ConfigError(f"{len(captions)} captions for {len(images)} images: give one per image or none")
+    strip = 22 if captions is not None else 0
+    cells = []
+    for i, image in enumerate(images):
+        rgb = _frame_rgb(image)
+        h, w = rgb.shape[:2]
+        width = max(1, round(w * cell_height / h))
+        cell = cv2.resize(rgb, (width, cell_height), interpolation=cv2.INTER_AREA)
+        if captions is not None:
+            cell = cv2.copyMakeBorder(cell, strip, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            text = str(captions[i]).encode("ascii", "replace").decode("ascii")
+            cv2.putText(cell, text, (4, strip - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT_RGB, 1, cv2.LINE_AA)
+        cells.append(cv2.copyMakeBorder(cell, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(40, 40, 40)))
+    cell_w = max(c.shape[1] for c in cells)
+    cells = [cv2.copyMakeBorder(c, 0, 0, 0, cell_w - c.shape[1], cv2.BORDER_CONSTANT, value=(40, 40, 40))
+             for c in cells]
+    blank = np.full_like(cells[0], 40)
+    rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
+    rows[-1] = rows[-1] + [blank] * (len(rows[0]) - len(rows[-1]))
+    return cv2.vconcat([cv2.hconcat(row) for row in rows])

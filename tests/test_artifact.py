@@ -100,3 +100,29 @@ def test_no_pickle_on_the_load_path(small_artifact, monkeypatch):
     monkeypatch.setattr(pickle, "loads", forbidden)
     monkeypatch.setattr(pickle, "load", forbidden)
     artifact.read_header(small_artifact)
+
+
+def test_save_creates_missing_folders_and_refuses_unwritable_places(small_fit, tmp_path):
+    model, metadata = small_fit
+    nested = artifact.save(model, metadata, tmp_path / "models" / "line3" / "part.edgecmg")
+    assert artifact.read_header(nested)[0]["format_version"] == artifact.FORMAT_VERSION
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(ArtifactError, match="cannot write the model file .*not_a_folder"):
+        artifact.save(model, metadata, blocker / "part.edgecmg")
+    with pytest.raises(ArtifactError, match="is a folder"):
+        artifact.prepare_output(tmp_path / "models")
+    assert sorted(p.name for p in (tmp_path / "models" / "line3").iterdir()) == ["part.edgecmg"]  # no .tmp left
+
+
+def test_cli_fit_checks_the_output_before_fitting(tmp_path, capsys, monkeypatch):
+    from edgecmg import cli, fit
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("fit ran although its output cannot be written")
+
+    monkeypatch.setattr(fit, "fit", must_not_run)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert cli.main(["-q", "fit", str(tmp_path), "--prompt", "a part", "-o", str(blocker / "m.edgecmg")]) == 2
+    assert "cannot write the model file" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import pytest
 
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
-from edgecmg.visualize import overlay_heatmap, save_png
+from edgecmg.visualize import contact_sheet, overlay_heatmap, save_png
 
 
 def _frame(h=48, w=64):
@@ -112,3 +112,24 @@ def test_save_png_roundtrip(tmp_path):
         save_png(tmp_path / "f.png", rgb.astype(np.float32))
     with pytest.raises(DataError, match="shape"):
         save_png(tmp_path / "f.png", np.zeros((2, 2, 5), np.uint8))
+
+
+def test_contact_sheet_tiles_images_of_different_shapes_with_captions():
+    tall = np.full((200, 80, 3), 200, np.uint8)
+    wide = np.full((50, 100, 3), 90, np.uint8)
+    sheet = contact_sheet([tall, wide, tall], ["a", "b", "c"], columns=2, cell_height=100)
+    # cells: 100 px + 22 caption + 2x2 border; width of the widest scaled image (wide: 200) + 4
+    assert sheet.dtype == np.uint8 and sheet.shape == (2 * 126, 2 * 204, 3)
+    assert (sheet[30:120, 2:42] == 200).all()  # the tall image, scaled to 40x100, below its caption
+    assert (sheet[30:120, 206:406] == 90).all()  # the wide one scaled to 200x100, second column
+    assert (sheet[126 + 30:, 204:] == 40).all()  # the empty cell of the last row is background
+    assert sheet[:22, :204].max() == 255  # caption text
+
+
+@pytest.mark.parametrize("kwargs, match", [({"images": []}, "at least one"),
+                                           ({"columns": 0}, "columns"),
+                                           ({"captions": ["only one"]}, "captions for 2 images")])
+def test_contact_sheet_errors(kwargs, match):
+    args = {"images": [np.zeros((8, 8, 3), np.uint8)] * 2, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        contact_sheet(**args)
