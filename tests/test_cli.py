@@ -129,3 +129,26 @@ def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolek
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
                  "--policy", "all", "--report", str(report)]) == 0
     assert json.loads((report / "stream_summary.json").read_text())["rows"][0]["frames_yielded"] == 3
+
+
+def test_stream_save_creates_its_folder_and_refuses_a_name_opencv_cannot_write(small_artifact, kolektor_root,
+                                                                               tmp_path, capsys):
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (96, 256))
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        writer.write(cv2.cvtColor(cv2.resize(read_image(path), (96, 256)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    saved = tmp_path / "runs" / "today" / "out.mp4"
+    assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
+                 "--save", str(saved)]) == 0
+    cap = cv2.VideoCapture(str(saved))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    capsys.readouterr()
+    assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
+                 "--save", str(tmp_path / "out.xyz")]) == 2
+    assert "cannot write the overlay video" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 
 from edgecmg.config import StreamConfig
+from edgecmg.errors import StreamError
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -15,6 +16,9 @@ def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.stream.report import LiveStatusLine, markdown_table, write_report
 
     source = int(args.source) if args.source.isdigit() else args.source
+    for output in (args.save, args.jsonl):
+        if output:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
     detector = Detector.load(args.model, backend=args.backend)
     writer = None
     jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
@@ -36,6 +40,10 @@ def run_stream(args: argparse.Namespace) -> int:
                             # The source's own rate, so the saved video plays at real speed.
                             fps = run.pipeline.source.frame_rate or 25.0
                             writer = cv2.VideoWriter(args.save, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                            if not writer.isOpened():  # OpenCV fails silently otherwise: no file, no error
+                                raise StreamError(f"cannot write the overlay video {args.save}: OpenCV could "
+                                                  "not open it for MPEG-4 output; use an .mp4 or .avi name "
+                                                  "in a writable folder")
                         writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
                     if args.show:
                         cv2.imshow("edgecmg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
