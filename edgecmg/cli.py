@@ -87,9 +87,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "latency_ms_mean", "latency_ms_p99"):
+        skipped = f", {len(metrics['skipped'])} unreadable skipped" if metrics["skipped"] else ""
+        print(f"{metrics['images']} test images{skipped}; backend {metrics['backend']}, precision "
+              f"{detector.precision}")
+        for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
-            print(f"{key:>16}: {'n/a' if value is None else f'{value:.4f}'}")
+            print(f"{key:>16}: {'n/a (no masks)' if value is None else f'{value:.4f}'}")
+        print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
+              f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
     return 0
 
 

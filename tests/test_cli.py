@@ -43,6 +43,10 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--json", "--backend", "torch"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
+    assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--backend", "torch"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("10 test images; backend torch, precision fp32")
+    assert f"image_auroc: {metrics['image_auroc']:.4f}" in text and "latency_ms: p50 " in text
 
 
 def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys):
