@@ -85,7 +85,6 @@ def main() -> int:
                                     **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}})
                     print(name, seed, label, fmt(metrics["image_auroc"]), fmt(metrics["pixel_auroc"]), flush=True)
             write_table(Path(args.out), rows, records)
-    write_table(Path(args.out), rows, records)
     print(Path(args.out).read_text())
     return 0
 

@@ -14,6 +14,7 @@ corruption and casual tampering; they are not a signature.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,7 +57,6 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file);
     missing parent folders are created."""
     path = Path(path)
-    prepare_output(path)
     payload = save_safetensors(_tensors_of(model))
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION
@@ -68,13 +68,15 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             handle.write(prefix + header_bytes + payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # no half-written file left behind, if there is one
+            tmp.unlink()
         raise ArtifactError(f"cannot write the model file {path}: {exc}; choose a writable place") from exc
     return path
 

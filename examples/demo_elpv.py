@@ -37,7 +37,6 @@ def main() -> int:
     started = time.perf_counter()
     model, metadata = fit([s.path for s in train], config)
     fit_seconds = time.perf_counter() - started
-    OUT.mkdir(exist_ok=True)
     path = artifact.save(model, metadata, OUT / "elpv_mono.edgecmg")
     print(f"fitted in {fit_seconds:.1f} s -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     detector = Detector.load(path, backend="torch")
