@@ -18,6 +18,12 @@ __all__ = ["contact_sheet", "overlay_heatmap", "save_png"]
 
 _CONTOUR_RGB = (255, 255, 255)
 _TEXT_RGB = (255, 255, 255)
+_SHEET_BACKGROUND = 40  # gray level of contact-sheet borders and empty cells
+
+
+def ascii_text(text: str) -> str:
+    """``text`` with non-ASCII characters as '?': cv2.putText only has ASCII glyphs."""
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def _frame_rgb(frame: Any) -> np.ndarray:
@@ -99,7 +105,7 @@ def overlay_heatmap(
             contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, _CONTOUR_RGB, thickness=scale)
     if label:
-        text = label.encode("ascii", "replace").decode("ascii")
+        text = ascii_text(label)
         font = cv2.FONT_HERSHEY_SIMPLEX
         font_scale = 0.45 * scale
         thick = max(1, scale)
@@ -164,13 +170,12 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
         cell = cv2.resize(rgb, (width, cell_height), interpolation=cv2.INTER_AREA)
         if captions is not None:
             cell = cv2.copyMakeBorder(cell, strip, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            text = str(captions[i]).encode("ascii", "replace").decode("ascii")
-            cv2.putText(cell, text, (4, strip - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT_RGB, 1, cv2.LINE_AA)
-        cells.append(cv2.copyMakeBorder(cell, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(40, 40, 40)))
+            cv2.putText(cell, ascii_text(str(captions[i])), (4, strip - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT_RGB, 1, cv2.LINE_AA)
+        cells.append(cv2.copyMakeBorder(cell, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(_SHEET_BACKGROUND,) * 3))
     cell_w = max(c.shape[1] for c in cells)
-    cells = [cv2.copyMakeBorder(c, 0, 0, 0, cell_w - c.shape[1], cv2.BORDER_CONSTANT, value=(40, 40, 40))
-             for c in cells]
-    blank = np.full_like(cells[0], 40)
+    cells = [cv2.copyMakeBorder(c, 0, 0, 0, cell_w - c.shape[1], cv2.BORDER_CONSTANT,
+                                value=(_SHEET_BACKGROUND,) * 3) for c in cells]
+    blank = np.full_like(cells[0], _SHEET_BACKGROUND)
     rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
     rows[-1] = rows[-1] + [blank] * (len(rows[0]) - len(rows[-1]))
     return cv2.vconcat([cv2.hconcat(row) for row in rows])

@@ -516,11 +516,6 @@ class _Axis:
         return np.linspace(self.lo, self.hi, n + 1)
 
 
-def _ascii(text: str) -> str:
-    # cv2.putText only has ASCII glyphs; anything else would render as '?' boxes anyway.
-    return text.encode("ascii", "replace").decode("ascii")
-
-
 def plot_latency(
     samples_by_backend: Mapping[str, Union[Sequence[float], np.ndarray, LatencyStats]],
     path: Union[str, os.PathLike],
@@ -551,6 +546,8 @@ def plot_latency(
     """
     import cv2
 
+    from edgecmg.visualize import ascii_text
+
     out = Path(path)
     ext = out.suffix.lower()
     if ext not in (".png", ".jpg", ".jpeg", ".bmp"):
@@ -562,7 +559,7 @@ def plot_latency(
     for name, values in samples_by_backend.items():
         data = values.samples() if isinstance(values, LatencyStats) else np.asarray(values, dtype=np.float64).ravel()
         data = data[np.isfinite(data) & (data >= 0)]
-        series.append((_ascii(str(name)), data))
+        series.append((ascii_text(str(name)), data))
     nonempty = [d for _, d in series if d.size]
     if not nonempty:
         raise DataError("plot_latency: none of the backends has a finite latency sample to plot")
@@ -595,10 +592,10 @@ def plot_latency(
         (tw, th), _ = cv2.getTextSize(label, font, 0.45, 1)
         cv2.putText(img, label, (x - tw // 2, axis_y + 12 + th), font, 0.45, ink, 1, cv2.LINE_AA)
     cv2.line(img, (left, axis_y), (width - right, axis_y), ink, 1)
-    axis_label = _ascii(f"latency ({unit}{', log scale' if use_log else ''})")
+    axis_label = ascii_text(f"latency ({unit}{', log scale' if use_log else ''})")
     (tw, _), _ = cv2.getTextSize(axis_label, font, 0.55, 1)
     cv2.putText(img, axis_label, (left + plot_w // 2 - tw // 2, height - 20), font, 0.55, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, _ascii(title), (left, 32), font, 0.75, ink, 2, cv2.LINE_AA)
+    cv2.putText(img, ascii_text(title), (left, 32), font, 0.75, ink, 2, cv2.LINE_AA)
     legend = "violin: distribution   box: p25-p75   bar: p50   whiskers: p1-p99"
     cv2.putText(img, legend, (left, 56), font, 0.42, (110, 110, 110), 1, cv2.LINE_AA)
 
@@ -616,7 +613,7 @@ def plot_latency(
             continue
         q1, q25, q50, q75, q99 = np.percentile(data, [1, 25, 50, 75, 99])
         stats_text = f"p50 {q50:.3g}  p99 {q99:.3g}  n={data.size}"
-        cv2.putText(img, _ascii(stats_text), (12, cy + 16), font, 0.42, (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.putText(img, ascii_text(stats_text), (12, cy + 16), font, 0.42, (90, 90, 90), 1, cv2.LINE_AA)
 
         counts, _ = np.histogram(np.clip(data, axis.lo, None), bins=edges)
         dens = np.convolve(counts.astype(np.float64), kernel, mode="same")
