@@ -172,6 +172,8 @@ def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "mod
                             "export the model again") from exc
     scorer = BankScorer(geometry, feature_dim=int(spec["feature_dim"]), bank_size=int(spec["bank_size"]),
                         use_cmer=bool(spec["use_cmer"]), knn_k=int(spec["knn_k"]), smoothing_sigma=1.0)
+    # Files written before maps had a fitted normal level carry none: zeros leave their maps as they were.
+    tensors.setdefault("normal_map", torch.zeros(geometry.input_size))
     expected = scorer.state_dict()
     if set(tensors) != set(expected):
         raise ArtifactError(f"{origin}: scorer tensors {sorted(tensors)} do not match {sorted(expected)}")

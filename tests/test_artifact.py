@@ -126,3 +126,20 @@ def test_cli_fit_checks_the_output_before_fitting(tmp_path, capsys, monkeypatch)
     blocker.write_text("x")
     assert cli.main(["-q", "fit", str(tmp_path), "--prompt", "a part", "-o", str(blocker / "m.edgecmg")]) == 2
     assert "cannot write the model file" in capsys.readouterr().err
+
+
+def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_path, monkeypatch):
+    """Files written before maps were measured from a fitted normal level still load: level 0."""
+    model, metadata = small_fit
+    full = artifact._tensors_of
+    monkeypatch.setattr(artifact, "_tensors_of",
+                        lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
+    path = artifact.save(model, metadata, tmp_path / "old.edgecmg")
+    monkeypatch.undo()
+    loaded, _ = artifact.load(path)
+    assert not loaded.scorer.normal_map.any()
+    embeddings = torch.randn(1, model.geometry.patch_size[0] * model.geometry.patch_size[1],
+                             int(model.scorer.memory_bank.shape[1]))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.scorer.anomaly_maps(embeddings),
+                                   model.scorer.anomaly_maps(embeddings) + model.scorer.normal_map)

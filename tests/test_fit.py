@@ -1,4 +1,4 @@
-"""fit() with the CMG parts switched off (the ablation settings of the benchmark)."""
+"""fit(): the ablation settings of the benchmark (CMG parts switched off), and the normal level of the maps."""
 import torch
 
 from edgecmg.config import ModelConfig
@@ -18,3 +18,24 @@ def test_fit_without_cmle_and_cmer_is_the_plain_baseline(kolektor_train):
     frames = torch.randint(0, 256, (2, 256, 96, 3), dtype=torch.uint8)
     with torch.no_grad():
         assert model(frames).kept_mask.all()
+
+
+def test_normal_level_is_what_unseen_good_parts_score(small_fit, kolektor_train):
+    """fit scores bank images without their own bank rows; the level must match what good images the
+    fit never saw score, in size and in where it is high (scored against the whole bank, bank images
+    would look far more normal than new parts)."""
+    from edgecmg import ops
+    from edgecmg.fit import _to_tensor
+    from edgecmg.imageio import read_image
+
+    model, _ = small_fit  # fitted on kolektor_train[:24]
+    maps = []
+    with torch.no_grad():
+        for path in kolektor_train[30:46]:
+            embeddings, _ = model.featurizer(_to_tensor(read_image(path), model.geometry.input_size)[None])
+            distances, _ = ops.knn(embeddings, model.scorer.memory_bank, k=model.scorer.knn_k)
+            maps.append(model.scorer.raw_maps(distances.clamp_min(0).sqrt().mean(dim=-1))[0])
+    unseen = torch.stack(maps).mean(dim=0)
+    level = model.scorer.normal_map
+    assert abs(float(level.mean()) / float(unseen.mean()) - 1) < 0.25
+    assert torch.corrcoef(torch.stack([level.flatten(), unseen.flatten()]))[0, 1] > 0.6

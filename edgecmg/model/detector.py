@@ -132,6 +132,10 @@ class BankScorer(nn.Module):
         self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self.register_buffer("smoothing_taps", bank_ops.gaussian_kernel1d(smoothing_sigma))
+        # What normal parts score at each pixel (fit: the mean map of unseen normal images). Edges,
+        # texture and the frame's border score high on every part; subtracting this level judges
+        # each pixel against what is normal at that place. Zeros (no change) until fitted.
+        self.register_buffer("normal_map", torch.zeros(geometry.input_size))
 
     def set_bank(self, memory_bank: torch.Tensor) -> None:
         self.memory_bank = memory_bank.half()
@@ -143,6 +147,10 @@ class BankScorer(nn.Module):
         return self.maps_from_patch_scores(distances.clamp_min(0).sqrt().mean(dim=-1))
 
     def maps_from_patch_scores(self, patch_scores: torch.Tensor) -> torch.Tensor:
+        """[B, P] kNN distances -> anomaly maps [B, H, W]: the raw maps less the normal level."""
+        return self.raw_maps(patch_scores) - self.normal_map
+
+    def raw_maps(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W], aligned with the image."""
         ph, pw = self.geometry.patch_size
         maps = patch_scores.reshape(-1, 1, ph, pw)
@@ -168,9 +176,9 @@ class BankScorer(nn.Module):
     def image_score(self, maps: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         """[B] image scores from the maps [B, H, W] and CMER's kept cells [B, K]."""
         # The map keeps every value (a defect is never hidden from it); only the image score is gated.
-        # Maps are >= 0, so multiplying by the 0/1 mask is a masked max that exports cleanly.
-        pixel_keep = cmer.expand_cells(kept, self.pixel_cells).to(maps.dtype)
-        gated = (maps.flatten(1) * pixel_keep).amax(dim=1)
+        # Maps can be negative (below the normal level), so dropped pixels become -inf, not 0.
+        pixel_keep = cmer.expand_cells(kept, self.pixel_cells)
+        gated = maps.flatten(1).masked_fill(~pixel_keep, float("-inf")).amax(dim=1)
         ungated = maps.flatten(1).amax(dim=1)
         # CMER may lower a score, but never turns an alarm into a miss: where the ungated score is
         # above the stored threshold it stands. (With the zero-shot matcher a defect can make its own

@@ -82,7 +82,7 @@ def test_int8_parity_with_looser_tolerance(int8_featurizer, frames_and_labels, t
     with make_runner(int8_featurizer, "onnxruntime", "cpu") as runner:
         out = runner.infer(frames)
     got = models.score_features(runner.host_scorer(), out)
-    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=0.15)
+    models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
     # The ranking of frames survives quantisation. (An AUROC difference is too coarse on 12 frames:
     # one swapped pair of near-equal scores moves it by 1/36.) bench_int8.py measures AUROC on the
     # full test sets.
@@ -127,7 +127,7 @@ def test_full_graph_int8_keeps_scoring_in_float(artifact_path, train_dir, tmp_pa
     frames, _ = frames_and_labels
     with make_runner(out, "onnxruntime", "cpu") as runner:
         got = runner.infer(frames)
-    np.testing.assert_allclose(got["score"], torch_reference["score"], rtol=0.15)
+    models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
 
 
 def test_cpu_profile_is_onnxruntime_shaped(artifact_path, train_dir, tmp_path):

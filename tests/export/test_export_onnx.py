@@ -35,7 +35,7 @@ def run_onnx(path, frames):
 
 
 def assert_scores_match(got, ref, rtol=1e-4):
-    np.testing.assert_allclose(got["score"], ref["score"], rtol=rtol, atol=0)
+    models.assert_scores_close(got["score"], ref["score"], rtol=rtol)
     scale = np.abs(ref["anomaly_map"]).max()
     np.testing.assert_allclose(got["anomaly_map"], ref["anomaly_map"], rtol=0, atol=rtol * scale)
     np.testing.assert_array_equal(got["kept_mask"], ref["kept_mask"])
@@ -65,7 +65,7 @@ def test_dynamic_batch(full_onnx, frames_and_labels, torch_reference, batch):
     frames, _ = frames_and_labels
     got = run_onnx(full_onnx, frames[:batch])
     assert got["score"].shape == (batch,)
-    np.testing.assert_allclose(got["score"], torch_reference["score"][:batch], rtol=1e-4)
+    models.assert_scores_close(got["score"], torch_reference["score"][:batch], rtol=1e-4)
 
 
 def test_graph_contract(full_onnx, featurizer_onnx, model_and_header):
@@ -138,7 +138,7 @@ def test_chunked_export_keeps_every_tensor_small(tmp_path, model_and_header, fra
         dims = [d.dim_value for d in types[node.output[0]].shape.dim]
         assert all(dims) and int(np.prod(dims)) <= budget
     got = run_onnx(out, frames[:max_batch])
-    np.testing.assert_allclose(got["score"], torch_reference["score"][:max_batch], rtol=1e-4)
+    models.assert_scores_close(got["score"], torch_reference["score"][:max_batch], rtol=1e-4)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -181,4 +181,4 @@ def test_fixed_batch_export(tmp_path, model_and_header, frames_and_labels, torch
     assert dims[0].dim_value == 2
     assert read_onnx_header(out)["export"]["max_batch"] == 2
     got = run_onnx(out, frames[:2])
-    np.testing.assert_allclose(got["score"], torch_reference["score"][:2], rtol=1e-4)
+    models.assert_scores_close(got["score"], torch_reference["score"][:2], rtol=1e-4)

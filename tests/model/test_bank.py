@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from edgecmg import ops
 from edgecmg.model import bank
 
 
@@ -43,3 +44,26 @@ def test_smoothing_preserves_mass_and_shape():
     maps[0, 0, 32, 20] = 1
     out = bank.smooth(maps, taps)
     assert out.shape == maps.shape and abs(float(out.sum()) - 1) < 1e-4 and out.argmax() == maps.argmax()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("k", [1, 3])
+def test_distances_without_ignores_the_rows_left_out(dtype, k):
+    g = torch.Generator().manual_seed(0)
+    queries, rows = torch.randn(37, 8, generator=g), torch.randn(50, 8, generator=g).to(dtype)
+    left_out = torch.zeros(50, dtype=torch.bool)
+    left_out[::3] = True
+    got = bank.distances_without(queries, rows, left_out, k)
+    kept = rows[~left_out].float()
+    q = queries.to(dtype).float()  # an fp16 bank rounds the queries as the kNN reference does
+    brute = torch.cdist(q.double(), kept.double()).topk(k, largest=False).values.mean(dim=1)
+    torch.testing.assert_close(got.double(), brute, atol=1e-4, rtol=1e-4)
+    # the same rows as a bank of their own: what the scorer computes at inference
+    ref, _ = ops.knn(queries, kept.to(dtype), k=k)
+    torch.testing.assert_close(got, ref.clamp_min(0).sqrt().mean(dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_distances_without_is_inf_when_too_few_rows_remain():
+    rows = torch.randn(4, 3)
+    got = bank.distances_without(torch.randn(2, 3), rows, torch.tensor([True, True, True, False]), 2)
+    assert torch.isinf(got).all()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -57,8 +58,8 @@ def test_cmer_on_real_model_keeps_at_least_one_cell(small_fit, kolektor_root):
     frame = read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0])
     result = det.predict(frame)
     assert result.kept_mask.shape == (2, 2) and result.kept_mask.any()
-    # the map is never gated: it has the frame's size and positive values everywhere
-    assert result.anomaly_map.shape == frame.shape[:2] and (result.anomaly_map > 0).all()
+    # the map is never gated: it has the frame's size and a finite value everywhere
+    assert result.anomaly_map.shape == frame.shape[:2] and np.isfinite(result.anomaly_map).all()
 
 
 def test_gating_lowers_scores_but_never_hides_an_alarm():
@@ -81,3 +82,27 @@ def test_gating_lowers_scores_but_never_hides_an_alarm():
         assert float(out.score[0]) < float(ungated)
         scorer.threshold.fill_(float(ungated) / 2)          # an alarm: the ungated score stands
         assert float(scorer(patches, matches).score[0]) == pytest.approx(float(ungated))
+
+
+def test_gated_score_below_the_normal_level_is_the_max_over_kept_pixels():
+    """Maps measured from the normal level are negative where a part is more normal than usual; a
+    dropped cell must then not count as 0 (that would be the maximum) but not at all."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    geometry = Geometry((64, 64), 2, "s16")
+    scorer = BankScorer(geometry, feature_dim=2, bank_size=1, use_cmer=True, knn_k=1, smoothing_sigma=0.5)
+    scorer.set_bank(torch.zeros(1, 2))
+    patches = torch.zeros(1, 16, 2)
+    patches[0, 5] = torch.tensor([3.0, 4.0])
+    scorer.cmer_margin.fill_(0.1)
+    matches = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.5]])  # cell 0 dropped
+    raw = scorer.anomaly_maps(patches)
+    with torch.no_grad():
+        scorer.normal_map.fill_(10.0)                     # every pixel below the normal level
+        maps = scorer.anomaly_maps(patches)
+        torch.testing.assert_close(maps, raw - 10.0)
+        out = scorer(patches, matches)
+    cells = scorer.pixel_cells.view(64, 64)
+    kept_max = maps[0][cells != 0].max()
+    assert float(out.score[0]) == pytest.approx(float(kept_max))
+    assert float(out.score[0]) < 0 and float(out.score[0]) < float(maps.amax())
