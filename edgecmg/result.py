@@ -44,7 +44,8 @@ class Result:
 
     score: image-level anomaly score (higher = more anomalous).
     is_anomaly: ``score >= threshold``.
-    anomaly_map: float32 [H, W] at the input frame's resolution.
+    anomaly_map: float32 [H, W] at the input frame's resolution, measured from the normal level: about
+        0 where the part scores as good parts do at that place, negative below, positive above.
     kept_mask: bool [g, g], the CMER grid cells that gate the image score (all True when CMER is off).
     """
 
