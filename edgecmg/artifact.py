@@ -28,7 +28,7 @@ from safetensors.torch import save as save_safetensors
 
 from edgecmg.errors import ArtifactError
 from edgecmg.model.backbone import BACKBONE_ID, EfficientNetLite0, load_pretrained
-from edgecmg.model.detector import CMGModel, Geometry
+from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = b"EDGECMG\0"
@@ -163,8 +163,7 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
                      bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
                      knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher)
     tensors = load_safetensors(payload)
-    # Files written before maps had a fitted normal level carry none: zeros leave their maps as they were.
-    tensors.setdefault("scorer.normal_map", torch.zeros(geometry.input_size))
+    add_missing_normal_level(tensors, geometry, "scorer.normal_map")
     expected = _tensors_of(model)
     if set(tensors) != set(expected):
         raise ArtifactError(f"{path}: tensor set {sorted(tensors)} does not match the model {sorted(expected)}")

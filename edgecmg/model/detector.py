@@ -186,6 +186,12 @@ class BankScorer(nn.Module):
         return torch.where(ungated > self.threshold, ungated, gated)
 
 
+def add_missing_normal_level(tensors: dict[str, torch.Tensor], geometry: Geometry, key: str) -> None:
+    """Files written before maps had a fitted normal level carry none: a level of zeros leaves their
+    maps as they were. ``key``: the level's name in ``tensors`` (it depends on the module root)."""
+    tensors.setdefault(key, torch.zeros(geometry.input_size))
+
+
 class CMGModel(nn.Module):
     """A fitted CMG anomaly detector = Featurizer + BankScorer.
 

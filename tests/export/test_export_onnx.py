@@ -103,6 +103,20 @@ def test_files_are_self_sufficient(full_onnx, featurizer_onnx, model_and_header,
         load_scorer_from_onnx(full_onnx)
 
 
+def test_scorer_bytes_without_a_normal_level_load_with_level_zero(model_and_header):
+    """Featurizer graphs and engines exported before maps had a normal level carry none."""
+    from safetensors.torch import load as load_safetensors, save as save_safetensors
+
+    from edgecmg.export import scorer_from_bytes, scorer_state_bytes
+
+    model, header = model_and_header
+    tensors = load_safetensors(scorer_state_bytes(model.scorer))
+    del tensors["normal_map"]
+    scorer = scorer_from_bytes(header, save_safetensors(tensors))
+    assert not scorer.normal_map.any()
+    torch.testing.assert_close(scorer.memory_bank, model.scorer.memory_bank, rtol=0, atol=0)
+
+
 def test_non_edgecmg_onnx_is_refused(tmp_path):
     node = onnx.helper.make_node("Identity", ["x"], ["y"])
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
