@@ -32,7 +32,8 @@ from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = b"EDGECMG\0"
-FORMAT_VERSION = 1
+# 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<8sIQ32s")
 SUFFIX = ".edgecmg"
 

@@ -49,7 +49,8 @@ from edgecmg.errors import (
 log = logging.getLogger("edgecmg")
 
 ENGINE_MAGIC = b"EDGECMGE"
-ENGINE_FORMAT_VERSION = 1
+# 2 (2026-11-24): the scorer state carries a fitted normal level; version 1 files load with level 0.
+ENGINE_FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 TENSORRT_INSTALL_HINT = (

@@ -129,13 +129,15 @@ def test_cli_fit_checks_the_output_before_fitting(tmp_path, capsys, monkeypatch)
 
 
 def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_path, monkeypatch):
-    """Files written before maps were measured from a fitted normal level still load: level 0."""
+    """Version 1 files, written before maps were measured from a fitted normal level, still load: level 0."""
     model, metadata = small_fit
     full = artifact._tensors_of
+    monkeypatch.setattr(artifact, "FORMAT_VERSION", 1)
     monkeypatch.setattr(artifact, "_tensors_of",
                         lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
     path = artifact.save(model, metadata, tmp_path / "old.edgecmg")
     monkeypatch.undo()
+    assert artifact.read_header(path)[0]["format_version"] == 1 < artifact.FORMAT_VERSION
     loaded, _ = artifact.load(path)
     assert not loaded.scorer.normal_map.any()
     embeddings = torch.randn(1, model.geometry.patch_size[0] * model.geometry.patch_size[1],
