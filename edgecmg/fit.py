@@ -162,7 +162,12 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
-    holdout_scores = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
+    holdout_scores, holdout_map_mean = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
+    # The level's pattern comes from the bank images; its height is set so that held-out good parts
+    # average 0. (With a small bank, images scored without their own rows score higher than new parts
+    # do.) One constant moves every score and the threshold together: no decision or ranking changes.
+    model.scorer.normal_map += holdout_map_mean
+    holdout_scores = holdout_scores - holdout_map_mean
     threshold = float(np.quantile(holdout_scores, config.threshold_quantile))
     model.scorer.threshold.fill_(threshold)
 
@@ -221,8 +226,8 @@ def _normal_level(model: CMGModel, bank_patches: torch.Tensor, chosen: torch.Ten
                   progress: bool) -> torch.Tensor:
     """Mean raw map [H, W] of bank images, each scored as an unseen image: against the bank without
     the rows the coreset took from it. (Scored against the whole bank they would match themselves
-    and look far more normal than new parts do.) The holdout stays out, so the threshold set on it
-    judges maps this level was not fitted on."""
+    and look far more normal than new parts do.) The holdout stays out of its pattern, so the
+    threshold set on the holdout judges maps the level was not fitted on; fit then sets its height."""
     per_image = bank_patches.shape[0] // n_images
     owner = chosen // per_image  # bank_patches holds the bank images' patches image after image
     picks = torch.linspace(0, n_images - 1, min(n_images, NORMAL_LEVEL_IMAGES)).round().long().unique()
@@ -241,11 +246,14 @@ def _normal_level(model: CMGModel, bank_patches: torch.Tensor, chosen: torch.Ten
 
 
 @torch.no_grad()
-def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int) -> np.ndarray:
-    scores = []
+def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
+    """Image scores of the held-out images, and the mean value of their maps."""
+    scores, map_sums = [], 0.0
     for start in range(0, len(frames), batch_size):
         batch = torch.stack([_to_tensor(f, model.geometry.input_size) for f in frames[start:start + batch_size]])
-        scores.append(model(batch).score)
-    return torch.cat(scores).numpy()
+        out = model(batch)
+        scores.append(out.score)
+        map_sums += float(out.anomaly_map.double().mean(dim=(1, 2)).sum())
+    return torch.cat(scores).numpy(), map_sums / len(frames)
 
 
