@@ -234,10 +234,11 @@ def _normal_level(model: CMGModel, bank_patches: torch.Tensor, chosen: torch.Ten
     scorer = model.scorer
     maps = []
     for j in tqdm(picks.tolist(), desc="normal level", unit="img", disable=not progress):
-        scores = bank_ops.distances_without(bank_patches[j * per_image:(j + 1) * per_image],
-                                            scorer.memory_bank, owner == j, scorer.knn_k)
-        if torch.isfinite(scores).all():  # a tiny bank may hold too few rows from other images
-            maps.append(scorer.raw_maps(scores[None])[0])
+        others = owner != j
+        if int(others.sum()) < scorer.knn_k:  # a tiny bank may hold too few rows from other images
+            continue
+        patches = bank_patches[j * per_image:(j + 1) * per_image][None]
+        maps.append(scorer.raw_maps(scorer.patch_scores(patches, bank_rows=others))[0])
     if not maps:
         log.warning("no normal level for the maps: the memory bank holds too few rows outside each image; "
                     "fit on more images")

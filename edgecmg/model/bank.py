@@ -76,17 +76,3 @@ def smooth(maps: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     x = F.pad(x, (0, 0, r, r), mode="replicate")
     return F.conv2d(x, taps.view(1, 1, -1, 1))
 
-
-def distances_without(queries: torch.Tensor, bank: torch.Tensor, left_out: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean distance [n] from each query [n, d] to its k nearest rows of ``bank`` [m, d], ignoring
-    the rows where ``left_out`` [m] is True (+inf where fewer than k rows remain).
-
-    The kNN reference's arithmetic (squared L2 through dot products, an fp16 bank rounds the queries
-    to fp16), so the numbers match what the scorer computes at inference. Used at fit time only.
-    """
-    q = queries.to(bank.dtype).float()
-    rows = bank.float()
-    squared = (q * q).sum(dim=1, keepdim=True) + (rows * rows).sum(dim=1)[None] - 2.0 * (q @ rows.t())
-    squared[:, left_out] = float("inf")
-    nearest = torch.topk(squared, min(k, rows.shape[0]), dim=1, largest=False).values
-    return nearest.clamp_min(0).sqrt().mean(dim=1)

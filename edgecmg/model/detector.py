@@ -7,7 +7,7 @@ feeds CMER, whose kept cells gate the image score. Outputs follow ``edgecmg.resu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -143,8 +143,16 @@ class BankScorer(nn.Module):
 
     def anomaly_maps(self, embeddings: torch.Tensor) -> torch.Tensor:
         """kNN distance per patch -> upsampled, smoothed map [B, H, W]."""
-        distances, _ = ops.knn(embeddings, self.memory_bank, k=self.knn_k, bank_sq_norms=self.bank_sq_norms)
-        return self.maps_from_patch_scores(distances.clamp_min(0).sqrt().mean(dim=-1))
+        return self.maps_from_patch_scores(self.patch_scores(embeddings))
+
+    def patch_scores(self, embeddings: torch.Tensor, bank_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[B, P] mean distance of each patch to its k nearest bank rows; ``bank_rows`` (bool [m]) limits
+        the search to those rows (fit scores bank images without their own rows)."""
+        bank, norms = self.memory_bank, self.bank_sq_norms
+        if bank_rows is not None:
+            bank, norms = bank[bank_rows], norms[bank_rows]
+        distances, _ = ops.knn(embeddings, bank, k=self.knn_k, bank_sq_norms=norms)
+        return distances.clamp_min(0).sqrt().mean(dim=-1)
 
     def maps_from_patch_scores(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """[B, P] kNN distances -> anomaly maps [B, H, W]: the raw maps less the normal level."""

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from edgecmg import ops
 from edgecmg.model import bank
 
 
@@ -46,24 +45,22 @@ def test_smoothing_preserves_mass_and_shape():
     assert out.shape == maps.shape and abs(float(out.sum()) - 1) < 1e-4 and out.argmax() == maps.argmax()
 
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("k", [1, 3])
-def test_distances_without_ignores_the_rows_left_out(dtype, k):
+def test_patch_scores_limited_to_some_bank_rows_ignore_the_others(dtype, k):
+    """What fit's normal level uses: bank images scored without their own rows."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
     g = torch.Generator().manual_seed(0)
-    queries, rows = torch.randn(37, 8, generator=g), torch.randn(50, 8, generator=g).to(dtype)
-    left_out = torch.zeros(50, dtype=torch.bool)
-    left_out[::3] = True
-    got = bank.distances_without(queries, rows, left_out, k)
-    kept = rows[~left_out].float()
-    q = queries.to(dtype).float()  # an fp16 bank rounds the queries as the kNN reference does
-    brute = torch.cdist(q.double(), kept.double()).topk(k, largest=False).values.mean(dim=1)
-    torch.testing.assert_close(got.double(), brute, atol=1e-4, rtol=1e-4)
-    # the same rows as a bank of their own: what the scorer computes at inference
-    ref, _ = ops.knn(queries, kept.to(dtype), k=k)
-    torch.testing.assert_close(got, ref.clamp_min(0).sqrt().mean(dim=1), atol=1e-5, rtol=1e-5)
-
-
-def test_distances_without_is_inf_when_too_few_rows_remain():
-    rows = torch.randn(4, 3)
-    got = bank.distances_without(torch.randn(2, 3), rows, torch.tensor([True, True, True, False]), 2)
-    assert torch.isinf(got).all()
+    scorer = BankScorer(Geometry((64, 64), 2, "s16"), feature_dim=8, bank_size=50, use_cmer=False, knn_k=k,
+                        smoothing_sigma=1.0)
+    scorer.set_bank(torch.randn(50, 8, generator=g).to(dtype))
+    queries = torch.randn(1, 16, 8, generator=g)
+    others = torch.ones(50, dtype=torch.bool)
+    others[::3] = False
+    got = scorer.patch_scores(queries, bank_rows=others)
+    kept = scorer.memory_bank[others].double()
+    q = queries[0].to(scorer.memory_bank.dtype).double()  # an fp16 bank rounds the queries, as the reference does
+    brute = torch.cdist(q, kept).topk(k, largest=False).values.mean(dim=1)
+    torch.testing.assert_close(got[0].double(), brute, atol=1e-4, rtol=1e-4)
