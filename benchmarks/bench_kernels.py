@@ -93,6 +93,42 @@ def time_ms(fn: Callable[[], object], device: str, min_time_s: float, max_reps: 
     return statistics.median(times)
 
 
+def graph_ms(fn: Callable[[], object], eager_ms: float, budget_ms: float = 200.0, rounds: int = 3) -> Optional[float]:
+    """Median milliseconds per call of ``fn`` captured once in a CUDA graph and replayed back to back.
+
+    This is the device time without Python's launch overhead (what a captured per-frame pipeline pays);
+    ``time_ms`` measures one synchronised eager call (what a plain Python caller pays). None when the
+    call cannot be captured (it synchronises with the host, e.g. a NaN check that reads a flag).
+    """
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception:  # not capturable: report n/a, never a made-up figure
+        torch.cuda.synchronize()
+        return None
+    graph.replay()
+    torch.cuda.synchronize()
+    reps = max(2, min(50, int(budget_ms / max(eager_ms, 1e-3))))  # ~budget_ms of replays per round
+    per_call = []
+    for _ in range(rounds):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(reps):
+            graph.replay()
+        b.record()
+        b.synchronize()
+        per_call.append(a.elapsed_time(b) / reps)
+    del graph
+    return statistics.median(per_call)
+
+
 # ------------------------------------------------------------------------------------- torch variants
 def knn_cdist_topk(q: torch.Tensor, bank: torch.Tensor, k: int, max_elems: int = 1 << 28):
     """torch.cdist + topk, chunked over the bank with a running top-k (squared distances)."""
@@ -163,11 +199,12 @@ class Row:
     op: str
     shape: str
     variant: str
-    ms: float
+    ms: float  # one synchronised eager call
     tflops: Optional[float]
     gbs: Optional[float]
     roof: Optional[float]
     note: str = ""
+    graph_ms: Optional[float] = None  # CUDA-graph replay; throughput columns use it when present
 
 
 def fmt(x: Optional[float], digits: int = 2) -> str:
@@ -209,29 +246,37 @@ def knn_rows(device: str, shapes, min_time: float, peaks, variants: set[str]) ->
         fv = faiss_variant(bank) if "faiss" in variants and device == "cuda" else None
         if fv is not None:
             cands.append(("faiss-gpu brute force (fp32 copy of the bank)", lambda: fv(qf, k)))
-        best_torch = None
+        best_torch: dict[str, float] = {}  # timing basis ("call", "graph") -> best torch ms
         kernel_row = None
         for name, fn in cands:
             try:
                 ms = time_ms(fn, device, min_time)
+                g_ms = graph_ms(fn, ms) if device == "cuda" else None
             except torch.cuda.OutOfMemoryError:
                 rows.append(Row("knn", shape, name, float("nan"), None, None, None, "out of memory"))
                 torch.cuda.empty_cache()
                 continue
+            t = g_ms if g_ms is not None else ms  # throughput from device time where we have it
             roof = None
             if peaks is not None:
                 _, fp16_tf, tf32_tf, tbs = peaks
                 compute_peak = fp16_tf if dtype == torch.float16 else tf32_tf / 3.0
                 t_roof = max(flops / (compute_peak * 1e12), nbytes / (tbs * 1e12))
-                roof = t_roof / (ms * 1e-3)
-            rows.append(Row("knn", shape, name, ms, flops / ms / 1e9, nbytes / ms / 1e6, roof))
+                roof = t_roof / (t * 1e-3)
+            rows.append(Row("knn", shape, name, ms, flops / t / 1e9, nbytes / t / 1e6, roof, graph_ms=g_ms))
+            print(f"{shape} | {name}: {ms:.3f} ms call, graph {g_ms if g_ms is None else round(g_ms, 4)} ms",
+                  file=sys.stderr, flush=True)
             if name.startswith("torch"):
-                best_torch = ms if best_torch is None else min(best_torch, ms)
+                for basis, value in (("call", ms), ("graph", g_ms)):
+                    if value is not None:
+                        best_torch[basis] = min(best_torch.get(basis, value), value)
             if name == "triton kernel":
                 kernel_row = rows[-1]
-        if kernel_row is not None and best_torch is not None:
-            kernel_row.note = f"{best_torch / kernel_row.ms:.1f}x vs best torch"
-        del q, bank, norms, fv
+        if kernel_row is not None and "call" in best_torch:
+            kernel_row.note = f"{best_torch['call'] / kernel_row.ms:.1f}x vs best torch"
+            if kernel_row.graph_ms is not None and "graph" in best_torch:
+                kernel_row.note += f" ({best_torch['graph'] / kernel_row.graph_ms:.1f}x in graphs)"
+        q = bank = norms = qf = fv = cands = None  # free the GPU copies before the next shape
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -263,10 +308,15 @@ def masked_similarity_rows(device: str, min_time: float, variants: set[str], dty
                       lambda: ops.masked_similarity(feats, masks, weight, bias, text, mode=mode)))
         for name, fn in cands:
             ms = time_ms(fn, device, min_time)
+            g_ms = graph_ms(fn, ms) if device == "cuda" else None
+            t = g_ms if g_ms is not None else ms
             note = ""
             if name == "triton kernel":
-                note = "target < 0.2 ms: " + ("met" if ms < 0.2 else "NOT met")
-            rows.append(Row(f"masked_similarity ({mode})", shape, name, ms, flops / ms / 1e9, None, None, note))
+                note = "target < 0.2 ms: call " + ("met" if ms < 0.2 else "NOT met")
+                if g_ms is not None:
+                    note += ", graph " + ("met" if g_ms < 0.2 else "NOT met")
+            rows.append(Row(f"masked_similarity ({mode})", shape, name, ms, flops / t / 1e9, None, None, note,
+                            graph_ms=g_ms))
     return rows
 
 
@@ -297,8 +347,8 @@ def interpreter_sanity_row() -> Row:
 def shapes_for(device: str, quick: bool):
     f16, f32 = torch.float16, torch.float32
     if device == "cuda":
-        if quick:
-            return [(1, 100_000, 128, 1, f16), (1, 16_384, 128, 1, f16), (8, 100_000, 128, 1, f16)]
+        if quick:  # the issue's headline shape, the detector's own bank, eight frames
+            return [(1, 100_000, 128, 1, f16), (1, 16_384, 96, 1, f16), (8, 100_000, 128, 1, f16)]
         out = []
         for frames in (1, 8):
             for m in (16_384, 100_000, 1_000_000):
@@ -320,18 +370,23 @@ def targets_summary(rows: list[Row]) -> str:
     out = ["Targets (issue 3, H100):", ""]
     head = [r for r in rows if r.op == "knn" and r.shape == "b=1 n=1024 m=100k d=128 k=1 float16"]
     kern = next((r for r in head if r.variant == "triton kernel"), None)
-    torch_ms = [r.ms for r in head if r.variant.startswith("torch") and r.ms == r.ms]
-    if kern is not None and torch_ms:
-        speedup = min(torch_ms) / kern.ms
-        out.append(f"- >= 3x the best torch variant at n=1024, m=100k, d=128, fp16, k=1: {speedup:.2f}x "
+    for basis, pick in (("one eager call", lambda r: r.ms), ("CUDA-graph replay", lambda r: r.graph_ms)):
+        torch_ms = [pick(r) for r in head if r.variant.startswith("torch") and pick(r) is not None and pick(r) == pick(r)]
+        if kern is None or pick(kern) is None or not torch_ms:
+            continue
+        speedup = min(torch_ms) / pick(kern)
+        out.append(f"- >= 3x the best torch variant at n=1024, m=100k, d=128, fp16, k=1 ({basis}): {speedup:.2f}x "
                    f"({'met' if speedup >= 3 else 'NOT met'})")
-        if kern.roof is not None:
-            out.append(f"- >= 60% of the roofline there: {100 * kern.roof:.0f}% "
-                       f"({'met' if kern.roof >= 0.6 else 'NOT met'})")
+    if kern is not None and kern.roof is not None:
+        basis = "CUDA-graph replay" if kern.graph_ms is not None else "one eager call"
+        out.append(f"- >= 60% of the roofline there ({basis}): {100 * kern.roof:.0f}% "
+                   f"({'met' if kern.roof >= 0.6 else 'NOT met'})")
     for r in rows:
         if r.op.startswith("masked_similarity") and r.variant == "triton kernel":
-            out.append(f"- {r.op} {r.shape} under 0.2 ms: {r.ms:.3f} ms "
-                       f"({'met' if r.ms < 0.2 else 'NOT met'})")
+            line = f"- {r.op} {r.shape} under 0.2 ms: one eager call {r.ms:.3f} ms ({'met' if r.ms < 0.2 else 'NOT met'})"
+            if r.graph_ms is not None:
+                line += f", CUDA-graph replay {r.graph_ms:.3f} ms ({'met' if r.graph_ms < 0.2 else 'NOT met'})"
+            out.append(line)
     return "\n".join(out)
 
 
@@ -339,15 +394,20 @@ def render(rows: list[Row], title: str, header_lines: list[str], giga: bool = Fa
     """Markdown table; ``giga`` reports GFLOP/s instead of TFLOP/s (CPU figures)."""
     # "####": the table sits under the README's "### Kernels" section.
     out = [f"#### {title}", ""] + header_lines + [""]
-    out.append(f"| op | shape | variant | ms | {'GFLOP/s' if giga else 'TFLOP/s'} | GB/s | roof | note |")
-    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
+    graphs = any(r.graph_ms is not None for r in rows)
+    g_head, g_rule = (" graph ms |", " ---: |") if graphs else ("", "")
+    out.append(f"| op | shape | variant | ms |{g_head} {'GFLOP/s' if giga else 'TFLOP/s'} | GB/s | roof | note |")
+    out.append(f"| --- | --- | --- | ---: |{g_rule} ---: | ---: | ---: | --- |")
     for r in rows:
         ms = "n/a" if r.ms != r.ms else (f"{r.ms:.3f}" if r.ms < 10 else f"{r.ms:.1f}")
         roof = "n/a" if r.roof is None else f"{100 * r.roof:.0f}%"
         flops = None if r.tflops is None else (r.tflops * 1e3 if giga else r.tflops)
         gbs = r.gbs
         gbs_txt = "n/a" if gbs is None else (f"{gbs:.3f}" if gbs < 1 else fmt(gbs, 1))
-        out.append(f"| {r.op} | {r.shape} | {r.variant} | {ms} | {fmt(flops, 3)} | {gbs_txt} | {roof} | {r.note} |")
+        g_cell = ""
+        if graphs:
+            g_cell = " n/a |" if r.graph_ms is None else f" {r.graph_ms:.3f} |"
+        out.append(f"| {r.op} | {r.shape} | {r.variant} | {ms} |{g_cell} {fmt(flops, 3)} | {gbs_txt} | {roof} | {r.note} |")
     return "\n".join(out) + "\n"
 
 
@@ -391,6 +451,10 @@ def main(argv=None) -> int:
         "knn: n = 1,024 patch queries per 256x256 frame, b frames in one call; bank rows random normal. "
         "FLOP/s counts 2nmd; GB/s counts bank + norms + queries + outputs once; "
         "roof = roofline time / measured time.",
+        "ms: one synchronised eager call from Python (launch overhead included); graph ms (GPU only): the "
+        "same call captured in a CUDA graph and replayed back to back (device time, no Python overhead; "
+        "n/a where the call syncs with the host). FLOP/s, GB/s and roof use graph ms where present. "
+        "Banks up to 100k x 256 fp16 fit in the L2 cache across repetitions.",
     ]
     with torch.no_grad():
         rows = knn_rows(args.device, shapes_for(args.device, args.quick), min_time, peaks, variants)
@@ -400,7 +464,7 @@ def main(argv=None) -> int:
     table = render(rows, f"edgecmg kernels on {name}", header, giga=args.device == "cpu")
     if args.device == "cuda":
         table += "\n" + targets_summary(rows) + "\n"
-    print(table)
+    print(table, flush=True)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
