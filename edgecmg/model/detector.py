@@ -104,10 +104,16 @@ class Featurizer(nn.Module):
         """[B, 1 + K]: text match of the full image, then of each drop-one-cell variant."""
         return self.matcher.score_variants(images, head, self.variant_masks)
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dense(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(embeddings, normalised images, head map): the fixed-shape part with no host sync, which
+        the torch runner replays from a CUDA graph on GPUs (edgecmg.runtime.cuda_graphs)."""
         x = self.preprocess(frames)
         out = self.backbone(x, self.geometry.layout.blocks)
-        return self.project(self.patch_features(out.features)), self.match_scores(x, out.head)
+        return self.project(self.patch_features(out.features)), x, out.head
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings, x, head = self.dense(frames)
+        return embeddings, self.match_scores(x, head)
 
 
 class BankScorer(nn.Module):
@@ -221,4 +227,8 @@ class CMGModel(nn.Module):
         return float(self.scorer.threshold)
 
     def forward(self, frames: torch.Tensor) -> DetectorOutput:
-        return self.scorer(*self.featurizer(frames))
+        return self.from_dense(*self.featurizer.dense(frames))
+
+    def from_dense(self, embeddings: torch.Tensor, images: torch.Tensor, head: torch.Tensor) -> DetectorOutput:
+        """The rest of ``forward`` after ``Featurizer.dense``: text matching, kNN scoring, CMER."""
+        return self.scorer(embeddings, self.featurizer.match_scores(images, head))
