@@ -164,7 +164,7 @@ def test_split_plan_fills_an_h100(monkeypatch):
     monkeypatch.setattr(knn_mod, "num_sms", lambda device: 132)
     one_frame = knn_mod._choose_splits(1024, 100_000, "cuda")
     eight_frames = knn_mod._choose_splits(8192, 100_000, "cuda")
-    assert 16 * one_frame >= 132  # 16 row blocks of 64 queries x splits cover the SMs
+    assert 132 <= 16 * one_frame <= 2 * 132  # 16 row blocks of 64 queries x splits: two waves at most
     assert eight_frames < one_frame  # more queries, fewer splits needed
     assert knn_mod._choose_splits(1024, 300, "cuda") == 1  # tiny bank: no split
 
