@@ -210,6 +210,7 @@ def masked_similarity(
     *,
     mode: str = "expectation",
     backend: str = "auto",
+    params_checked: bool = False,
 ) -> torch.Tensor:
     """Score every masked variant of every image against the text vector; [b, K] float32.
 
@@ -217,6 +218,10 @@ def masked_similarity(
     each mask must keep something); weight [c, C], bias [C] the head; text [C]. mode "expectation":
     sum_j softmax(W^T x + bias)_j * text_j; mode "cosine": cos(W^T x, text), bias unused; x is the
     masked mean of the patch features. Formula and references: ``edgecmg.kernels.masked_similarity``.
+
+    params_checked: the caller has already had masks, weight, bias and text through this check and
+        they have not changed since (a model's own head, text vector and masks are the same on every
+        frame): only the features' values are read. Shapes, dtypes and devices are always checked.
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}: choose one of {MODES}")
@@ -245,12 +250,15 @@ def masked_similarity(
             raise DataError(f"{name} must be floating point, got {t.dtype}")
     if masks.dtype != torch.bool and not masks.is_floating_point():
         raise DataError(f"masks must be bool or floating point, got {masks.dtype}")
-    checked = [("features", features), ("weight", weight), ("bias", bias), ("text", text)]
-    if masks.dtype != torch.bool:
-        checked.append(("masks", masks))
+    checked = [("features", features)]
+    if not params_checked:
+        checked += [("weight", weight), ("bias", bias), ("text", text)]
+        if masks.dtype != torch.bool:
+            checked.append(("masks", masks))
     mask_w = masks.to(torch.float32)
     flags = [_finite_flag(t) for _, t in checked]
-    flags += [(mask_w >= 0).all(), (mask_w.sum(dim=1) > 0).all()]
+    if not params_checked:
+        flags += [(mask_w >= 0).all(), (mask_w.sum(dim=1) > 0).all()]
     if not _all_true(flags):  # the slow path only finds out which check failed, for the message
         for name, t in checked:
             _raise_non_finite(name, t, "masks are keep-weights in [0, 1]" if name == "masks" else "check the inputs")

@@ -261,6 +261,58 @@ def test_masked_similarity_validation():
         ops.masked_similarity(feats, masks.long(), weight, bias, text)
 
 
+def test_masked_similarity_params_checked_reads_only_the_features():
+    feats, masks, weight, bias, text = _ms_data()
+    bad_weight = weight.clone()
+    bad_weight[0, 0] = float("nan")
+    with pytest.raises(DataError, match="weight contains NaN/Inf"):
+        ops.masked_similarity(feats, masks, bad_weight, bias, text)
+    # The caller vouches for the parameters: their values are not read (NaN flows through)...
+    out = ops.masked_similarity(feats, masks, bad_weight, bias, text, params_checked=True)
+    assert torch.isnan(out).all()
+    # ...but the features always are, and shapes always are.
+    nan_feats = feats.clone()
+    nan_feats[1, 2, 3] = float("inf")
+    with pytest.raises(DataError, match="features contains NaN/Inf"):
+        ops.masked_similarity(nan_feats, masks, weight, bias, text, params_checked=True)
+    with pytest.raises(DataError, match="rows"):
+        ops.masked_similarity(feats, masks, weight[:5], bias, text, params_checked=True)
+
+
+def test_zero_shot_matcher_rechecks_its_parameters_after_an_in_place_write(monkeypatch):
+    from edgecmg.model import matcher as matcher_mod
+    from edgecmg.model.matcher import ZeroShotMatcher
+
+    flags = []
+    real = ops.masked_similarity
+
+    def spy(*args, params_checked=False, **kwargs):
+        flags.append(params_checked)
+        return real(*args, params_checked=params_checked, **kwargs)
+
+    monkeypatch.setattr(matcher_mod.ops, "masked_similarity", spy)
+    feats, masks, weight, bias, text = _ms_data(b=2, p=9, c=16, C=21)
+    head_layer = torch.nn.Linear(16, 21)
+    matcher = ZeroShotMatcher(head_layer, text)
+    head = feats.transpose(1, 2).reshape(2, 16, 3, 3)
+    first = matcher.score_variants(None, head, masks.float())
+    torch.testing.assert_close(matcher.score_variants(None, head, masks.float()), first)  # new masks object
+    keep = masks.float()
+    matcher.score_variants(None, head, keep)
+    matcher.score_variants(None, head, keep)  # same tensors, unchanged: values not read again
+    assert flags == [False, False, False, True]
+    with torch.no_grad():
+        matcher.class_text_sim[3] = float("nan")  # in place: torch bumps the version counter
+    with pytest.raises(DataError, match="text contains NaN/Inf"):
+        matcher.score_variants(None, head, keep)
+    with torch.no_grad():
+        matcher.class_text_sim[3] = 0.5
+        head_layer.weight[0, 0] = float("inf")
+    with pytest.raises(DataError, match="weight contains NaN/Inf"):
+        matcher.score_variants(None, head, keep)
+    assert flags[4:] == [False, False]
+
+
 # ------------------------------------------------------------------------------- traceability
 class _KnnScorer(torch.nn.Module):
     """What the exporter does: the bank and its norms become constants of the graph."""

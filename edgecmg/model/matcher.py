@@ -52,6 +52,7 @@ class ZeroShotMatcher(nn.Module):
         self.register_buffer("class_text_sim", class_text_sim.float().clone())
         # e_c [1000, 384], needed at fit time only: not persistent, never in an artifact.
         self.register_buffer("class_embeddings", torch.empty(0), persistent=False)
+        self._checked_params: tuple = ((), ())  # (tensors, their versions) last checked by score_variants
 
     @staticmethod
     def text_similarity(class_embeddings: torch.Tensor, prompt_embedding: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,18 @@ class ZeroShotMatcher(nn.Module):
 
     def score_variants(self, images: torch.Tensor, head: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         features = head.flatten(2).transpose(1, 2)  # [B, p, 1280]
-        return ops.masked_similarity(features, masks, self.classifier.weight.t(), self.classifier.bias,
-                                     self.class_text_sim, mode="expectation")
+        # The head, the text vector and the masks are the same tensors on every frame: once checked for
+        # NaN/Inf they are not read again (0.5 ms of launches and a host sync per frame) until one of
+        # them is replaced or written in place (torch counts every in-place write in ``_version``).
+        params = (self.classifier.weight, self.classifier.bias, self.class_text_sim, masks)
+        versions = tuple(t._version for t in params)
+        last_params, last_versions = self._checked_params
+        unchanged = (len(last_params) == len(params) and all(a is b for a, b in zip(params, last_params))
+                     and versions == last_versions)
+        scores = ops.masked_similarity(features, masks, self.classifier.weight.t(), self.classifier.bias,
+                                       self.class_text_sim, mode="expectation", params_checked=unchanged)
+        self._checked_params = (params, versions)  # reached only when the check passed
+        return scores
 
     def class_probabilities(self, head: torch.Tensor) -> torch.Tensor:
         """p(c | image) for the unmasked image: [B, 1000]."""
