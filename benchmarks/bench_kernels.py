@@ -100,16 +100,10 @@ def graph_ms(fn: Callable[[], object], eager_ms: float, budget_ms: float = 200.0
     ``time_ms`` measures one synchronised eager call (what a plain Python caller pays). None when the
     call cannot be captured (it synchronises with the host, e.g. a NaN check that reads a flag).
     """
+    from edgecmg.runtime.cuda_graphs import capture
+
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
+        graph, _ = capture(fn, torch.device("cuda"))
     except Exception:  # not capturable: report n/a, never a made-up figure
         torch.cuda.synchronize()
         return None

@@ -75,4 +75,3 @@ def smooth(maps: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     x = F.conv2d(x, taps.view(1, 1, 1, -1))
     x = F.pad(x, (0, 0, r, r), mode="replicate")
     return F.conv2d(x, taps.view(1, 1, -1, 1))
-

@@ -30,6 +30,22 @@ def graphs_enabled(device: str) -> bool:
     return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
+def capture(fn: Callable[[], object], device, warmup: int = 2) -> tuple[torch.cuda.CUDAGraph, object]:
+    """(graph, fn's outputs): ``fn`` run ``warmup`` times off the default stream (cuDNN picks its
+    algorithms, lazy buffers get allocated: capture must not see first-call work), then one call of it
+    recorded in a CUDA graph. Replaying the graph rewrites those outputs. Raises what capture raises."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph, outputs
+
+
 class _Captured:
     def __init__(self, graph: torch.cuda.CUDAGraph, static_in: torch.Tensor, static_out: tuple) -> None:
         self.graph = graph
@@ -65,17 +81,7 @@ class GraphReplayer:
     def _capture(self, x: torch.Tensor) -> Optional[_Captured]:
         static_in = x.clone()
         try:
-            # Warm-up off the default stream (cuDNN picks its algorithms, lazy buffers get allocated):
-            # capture must not see first-call work.
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    self.fn(static_in)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = tuple(self.fn(static_in))
+            graph, static_out = capture(lambda: tuple(self.fn(static_in)), x.device, self.warmup)
         except Exception as exc:  # e.g. a host sync inside fn: run this shape eagerly
             torch.cuda.synchronize(x.device)
             log.warning("CUDA graph capture failed for input %s (%s: %s); running it without graphs",
