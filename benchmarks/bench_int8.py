@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     parser.add_argument("--small-bank", type=int, default=2048, help="max_bank_size of the -small models")
     parser.add_argument("--method", choices=["entropy", "percentile", "minmax"],
                         help="default: calibrate()'s per-profile default (DEFAULT_METHOD)")
-    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=None,
+                        help="calibration images (default: edgecmg.calibration.DEFAULT_SAMPLES)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--float-convs", type=int, default=None,
                         help="first convolutions kept in float (default: calibrate()'s default)")
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     import onnxruntime
 
     from edgecmg import artifact
-    from edgecmg.calibration import DEFAULT_FLOAT_CONVS, DEFAULT_METHOD, calibrate
+    from edgecmg.calibration import DEFAULT_FLOAT_CONVS, DEFAULT_METHOD, DEFAULT_SAMPLES, calibrate
     from edgecmg.config import ExportConfig
     from edgecmg.export import export_onnx
 
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
     args.work = args.work / f"code-{source_hash()}"
     args.work.mkdir(parents=True, exist_ok=True)
     float_convs = DEFAULT_FLOAT_CONVS if args.float_convs is None else args.float_convs
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     methods = {p: args.method or DEFAULT_METHOD[p] for p in ("tensorrt", "cpu")}
     tag = "" if float_convs == DEFAULT_FLOAT_CONVS else f".fc{float_convs}"  # INT8 file names per setting
     load_before = os.getloadavg()
@@ -248,12 +250,12 @@ def main(argv=None) -> int:
             "fp32-full": export_onnx(art, args.work / f"{name}.fp32.full.onnx", ExportConfig(with_scoring=True)),
         }
         for profile in ("tensorrt", "cpu"):
-            _log(f"{name}: calibrating int8 ({profile} profile, {methods[profile]}, {args.samples} images)")
+            _log(f"{name}: calibrating int8 ({profile} profile, {methods[profile]}, {samples} images)")
             files[f"int8-{profile}"] = calibrate(art, calib_dir, args.work / f"{name}.int8.{profile}{tag}.onnx",
-                                                 method=methods[profile], samples=args.samples, profile=profile,
+                                                 method=methods[profile], samples=samples, profile=profile,
                                                  float_convs=float_convs, progress=False)
         files["int8-cpu-full"] = calibrate(art, calib_dir, args.work / f"{name}.int8.cpu{tag}.full.onnx",
-                                           method=methods["cpu"], samples=args.samples, profile="cpu",
+                                           method=methods["cpu"], samples=samples, profile="cpu",
                                            with_scoring=True, float_convs=float_convs, progress=False,
                                            cache_path=args.work / f"{name}.int8.cpu{tag}.calib.json")
         raw, frames, labels, masks = load_test(test, size, with_masks)
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
         f"- load average (1/5/15 min) before: {', '.join(f'{x:.1f}' for x in load_before)}; after: "
         f"{', '.join(f'{x:.1f}' for x in load_after)} (a shared machine inflates every latency; ratios are "
         "measured round-robin under the same load)",
-        f"- calibration: {', '.join(f'`{m}` ({p} profile)' for p, m in methods.items())}, {args.samples} training images; weights int8 per-channel, activations "
+        f"- calibration: {', '.join(f'`{m}` ({p} profile)' for p, m in methods.items())}, {samples} training images; weights int8 per-channel, activations "
         f"per-tensor; the first {float_convs} convolutions (6 = the stem and blocks 0-1, 15 = the stem and blocks 0-4), feature taps, "
         "CMLE projection, matching head and scoring head in float",
         *[f"- {n}" for n in notes],

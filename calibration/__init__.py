@@ -1,7 +1,7 @@
 """INT8 calibration (installed as ``edgecmg.calibration``): images in, a Q/DQ ONNX model out.
 
     from edgecmg.calibration import calibrate
-    calibrate("M.edgecmg", "good_images/", "M.int8.onnx", samples=64)          # TensorRT-buildable
+    calibrate("M.edgecmg", "good_images/", "M.int8.onnx")                      # TensorRT-buildable
     calibrate("M.edgecmg", "good_images/", "M.cpu.int8.onnx", profile="cpu")  # fastest on ONNX Runtime CPU
 
 Explicit quantisation (QuantizeLinear/DequantizeLinear in the graph) is the portable INT8 path:
@@ -13,6 +13,7 @@ from .data import ImageFolderReader, select_images
 from .quantize import (
     DEFAULT_FLOAT_CONVS,
     DEFAULT_METHOD,
+    DEFAULT_SAMPLES,
     METHODS,
     PROFILES,
     backbone_region,
@@ -25,6 +26,7 @@ from .quantize import (
 __all__ = [
     "DEFAULT_FLOAT_CONVS",
     "DEFAULT_METHOD",
+    "DEFAULT_SAMPLES",
     "METHODS",
     "PROFILES",
     "CalibrationCache",

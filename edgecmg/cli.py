@@ -110,9 +110,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edgecmg.calibration import calibrate
+    from edgecmg.calibration import DEFAULT_SAMPLES, calibrate
 
-    path = calibrate(args.model, args.data, args.output, method=args.method, samples=args.samples,
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
+    path = calibrate(args.model, args.data, args.output, method=args.method, samples=samples,
                      profile=args.profile, with_scoring=args.with_scoring)
     print(f"wrote {path}")
     return 0
@@ -219,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
                    help="activation ranges (default: entropy for --profile tensorrt, percentile for cpu)")
-    p.add_argument("--samples", type=int, default=64, help="calibration images used")
+    p.add_argument("--samples", type=int,
+                   help="calibration images used (default: edgecmg.calibration.DEFAULT_SAMPLES = 256, "
+                        "or all when the folder has fewer)")
     p.add_argument("--profile", default="tensorrt", choices=["tensorrt", "cpu"],
                    help="tensorrt: symmetric Q/DQ that TensorRT builds (default); cpu: fastest on ONNX Runtime CPU")
     p.add_argument("--with-scoring", action="store_true",

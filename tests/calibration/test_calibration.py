@@ -208,3 +208,24 @@ def test_cli_choices_are_the_calibration_modules_own():
     options = {a.dest: a.choices for a in calibrate._actions}
     assert tuple(options["method"]) == METHODS
     assert tuple(options["profile"]) == PROFILES
+
+
+def test_cli_calibrate_defaults_to_the_modules_sample_count(monkeypatch, tmp_path, capsys):
+    import edgecmg.calibration as calibration
+    from edgecmg.cli import build_parser, main
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        return tmp_path / "x.onnx"
+
+    monkeypatch.setattr(calibration, "calibrate", record)
+    assert main(["-q", "calibrate", "m.edgecmg", "--data", str(tmp_path), "-o", str(tmp_path / "x.onnx")]) == 0
+    assert seen["samples"] == calibration.DEFAULT_SAMPLES
+    assert main(["-q", "calibrate", "m.edgecmg", "--data", str(tmp_path), "--samples", "7",
+                 "-o", str(tmp_path / "x.onnx")]) == 0
+    assert seen["samples"] == 7
+    calibrate_parser = build_parser()._subparsers._group_actions[0].choices["calibrate"]
+    help_text = next(a.help for a in calibrate_parser._actions if a.dest == "samples")
+    assert f"= {calibration.DEFAULT_SAMPLES}" in help_text
