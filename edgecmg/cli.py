@@ -60,6 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     failures = 0
+    overlay_names = unique_overlay_names(paths)
     with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
         for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
             try:
@@ -69,12 +70,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             result = detector.predict(frame)
-            overlay_path = save_png(out / f"{path.stem}_overlay.png", result.overlay(frame))
+            overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
             # frame_index: the file's position among the inputs (each predict call counts from 0).
             record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index}
             jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
     return 0
+
+
+def unique_overlay_names(paths: list[Path]) -> list[str]:
+    """One overlay file name per input, ``<stem>_overlay.png``, never the same twice.
+
+    MVTec folders reuse names across defect types (``test/crack/000.png``, ``test/good/000.png``),
+    so a clashing stem takes its folder's name in front; a clash that remains gets a number
+    appended (the input's position).
+    """
+    stem_counts: dict[str, int] = {}
+    for path in paths:
+        stem_counts[path.stem] = stem_counts.get(path.stem, 0) + 1
+    names: list[str] = []
+    taken: set[str] = set()
+    for index, path in enumerate(paths):
+        stem = path.stem if stem_counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}"
+        name, suffix = f"{stem}_overlay.png", index
+        while name in taken:
+            name = f"{stem}_{suffix}_overlay.png"
+            suffix += len(paths)
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

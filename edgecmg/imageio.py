@@ -215,7 +215,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         return found
     p = Path(text)
     if not p.exists():
-        raise DataError(f"image folder not found: {p}; check the path")
+        raise DataError(f"no such image file or folder: {p} (not found); check the path")
     if p.is_file():
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(f"{p} does not have an image extension ({exts}); rename it or pass its folder")

@@ -37,6 +37,40 @@ def test_fit_eval_predict(mvtec_subset, tmp_path, capsys):
     assert [json.loads(line)["frame_index"] for line in lines] == list(range(5))
 
 
+def test_predict_keeps_one_overlay_per_input_when_names_repeat(mvtec_subset, small_artifact, tmp_path):
+    # MVTec test folders reuse file names across defect types; no overlay may overwrite another.
+    images = tmp_path / "images"
+    sources = sorted((mvtec_subset / "test" / "defect").iterdir())[:2]
+    for kind, source in zip(("crack", "scratch"), sources):
+        (images / kind).mkdir(parents=True)
+        os.symlink(source.resolve(), images / kind / "000.jpg")
+    out = tmp_path / "pred"
+    assert main(["-q", "predict", str(small_artifact), str(images / "crack"), str(images / "scratch"),
+                 str(images / "crack" / "000.jpg"), "--out", str(out), "--backend", "torch"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    overlays = [record["overlay"] for record in records]
+    assert len(set(overlays)) == 3 and all(os.path.isfile(path) for path in overlays)
+    assert [os.path.basename(path) for path in overlays[:2]] == ["crack_000_overlay.png", "scratch_000_overlay.png"]
+
+
+def test_unique_overlay_names():
+    from pathlib import Path
+
+    from edgecmg.cli import unique_overlay_names
+
+    assert unique_overlay_names([Path("a/x.png"), Path("b/y.png")]) == ["x_overlay.png", "y_overlay.png"]
+    assert unique_overlay_names([Path("q/a.png"), Path("p/a.png")]) == ["q_a_overlay.png", "p_a_overlay.png"]
+    # "y/a_b_c" keeps its stem; "a_b/c" clashes with "x/c" and takes its folder's name, which gives
+    # "a_b_c" again: that one takes a number
+    names = unique_overlay_names([Path("y/a_b_c.png"), Path("a_b/c.png"), Path("x/c.png")])
+    assert names == ["a_b_c_overlay.png", "a_b_c_1_overlay.png", "x_c_overlay.png"]
+
+
+def test_predict_names_a_missing_input(small_artifact, tmp_path, capsys):
+    assert main(["-q", "predict", str(small_artifact), str(tmp_path / "nope.png"), "--out", str(tmp_path)]) == 2
+    assert f"no such image file or folder: {tmp_path / 'nope.png'}" in capsys.readouterr().err
+
+
 def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact):
     capsys.readouterr()
     kolektor_like = mvtec_subset
