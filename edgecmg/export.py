@@ -53,6 +53,9 @@ log = logging.getLogger("edgecmg")
 FEATURIZER_OUTPUTS = ("embeddings", "match_scores")  # same names as edgecmg.runtime.base
 HEADER_KEY = "edgecmg.header"
 SCORER_KEY = "edgecmg.scorer"
+# SHA-256 of the serialised graph (nodes, weights, memory bank), written on save and checked on
+# load, so a file damaged in transfer or on a flash card is refused before a session runs it.
+GRAPH_SHA_KEY = "edgecmg.graph_sha256"
 GRAPH_FEATURIZER = "featurizer"
 GRAPH_FULL = "full"
 SCORER_PREFIX = "scorer/"
@@ -225,17 +228,35 @@ def set_metadata_props(model, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def graph_sha256(model) -> str:
+    """SHA-256 of a ModelProto's graph, serialised deterministically (metadata is not part of it)."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def read_onnx_header(model_or_path) -> dict[str, Any]:
-    """The edgecmg header of an exported ONNX model; ArtifactError when the file has none."""
-    props = metadata_props(model_or_path)
+    """The edgecmg header of an exported ONNX model, after checking the graph's checksum.
+
+    Raises ArtifactError when the file has no header or its graph does not match the checksum
+    written at export (damaged or edited since). Files exported before checksums existed load
+    with a warning.
+    """
+    proto = _load_proto(model_or_path)
+    props = {p.key: p.value for p in proto.metadata_props}
     origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     if HEADER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
                             "(export it with `edgecmg export M.edgecmg --format onnx`)")
     try:
-        return json.loads(props[HEADER_KEY])
+        header = json.loads(props[HEADER_KEY])
     except ValueError as exc:
         raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({exc})") from exc
+    if GRAPH_SHA_KEY not in props:
+        log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
+                    "checked for damage; export it again to add one", origin)
+    elif graph_sha256(proto) != props[GRAPH_SHA_KEY]:
+        raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
+                            "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")
+    return header
 
 
 def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
@@ -419,7 +440,10 @@ def _export_header(header: dict[str, Any], config: ExportConfig, graph: str, sou
 
 
 def _save_atomic(model, path: Path) -> None:
+    """Write an edgecmg ONNX file: its graph checksum first, then through a temporary file so a
+    crash never leaves half a model under the final name."""
     onnx = _onnx()
+    set_metadata_props(model, {GRAPH_SHA_KEY: graph_sha256(model)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(model, str(tmp))

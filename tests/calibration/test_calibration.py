@@ -19,7 +19,7 @@ from edgecmg.calibration import (
 )
 from edgecmg.engine import check_onnx_for_tensorrt, is_quantized
 from edgecmg.errors import ConfigError, DataError
-from edgecmg.export import SCORER_PREFIX, load_scorer_from_onnx, read_onnx_header
+from edgecmg.export import GRAPH_SHA_KEY, SCORER_PREFIX, graph_sha256, load_scorer_from_onnx, read_onnx_header
 from edgecmg.runtime import make_runner
 
 pytest.importorskip("onnxruntime")
@@ -53,6 +53,8 @@ def test_int8_featurizer_is_qdq_and_tensorrt_friendly(int8_featurizer, featurize
     assert header["export"]["precision"] == "int8" and header["quantization"]["profile"] == "tensorrt"
     assert header["quantization"]["samples"] == SAMPLES
     load_scorer_from_onnx(int8_featurizer)  # still self-sufficient for host scoring
+    # sealed with the quantised graph's own checksum, not the FP32 one it started from
+    assert {p.key: p.value for p in model.metadata_props}[GRAPH_SHA_KEY] == graph_sha256(model)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     weight_dq = [producers[n.input[1]] for n in model.graph.node if n.op_type == "Conv" and n.input[1] in producers]

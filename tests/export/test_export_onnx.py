@@ -167,6 +167,38 @@ def test_bank_distances_equal_ops_knn(k, bank_rows, chunk):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
 
 
+def damage_largest_weight(source, target):
+    """Copy an ONNX file, changing one byte inside its largest initializer (a bad flash card)."""
+    proto = onnx.load(str(source))
+    raw = max((init.raw_data for init in proto.graph.initializer), key=len)
+    data = bytearray(source.read_bytes())
+    at = data.find(raw[:256]) + len(raw) // 2
+    data[at] ^= 0x5A
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_damaged_or_unsealed_onnx_files(full_onnx, featurizer_onnx, tmp_path, caplog):
+    from edgecmg.detector import Detector
+    from edgecmg.export import GRAPH_SHA_KEY, graph_sha256, metadata_props
+
+    assert metadata_props(full_onnx)[GRAPH_SHA_KEY] == graph_sha256(onnx.load(str(full_onnx)))
+    for source in (full_onnx, featurizer_onnx):
+        damaged = damage_largest_weight(source, tmp_path / f"damaged-{source.name}")
+        onnx.load(str(damaged))  # still a well-formed protobuf: only the checksum can tell
+        with pytest.raises(ArtifactError, match="graph checksum mismatch"):
+            Detector.load(damaged, backend="onnxruntime")
+    # a file exported before checksums: loads, with a warning that says how to add one
+    proto = onnx.load(str(full_onnx))
+    kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert read_onnx_header(tmp_path / "old.onnx")["export"]["graph"] == "full"
+    assert "no graph checksum" in caplog.text
+
+
 def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, monkeypatch):
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
     first = cached_onnx(artifact_path)
@@ -175,6 +207,8 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     assert cached_onnx(artifact_path, ExportConfig(with_scoring=True)) != first
     assert len(list(first.parent.glob("*.onnx"))) == 2
     assert read_onnx_header(first)["export"]["artifact_sha256"][:12] in first.name
+    damage_largest_weight(first, first)  # a damaged cache entry is exported again, not used
+    assert read_onnx_header(cached_onnx(artifact_path))["export"]["graph"] == "featurizer"
 
 
 def test_export_config_is_validated():
