@@ -9,7 +9,7 @@ ONNX Runtime runs it, TensorRT 10 and 11 build it strongly typed (TensorRT 11 ha
 calibration). See ``calibration/quantize.py`` for what is quantised and the two profiles.
 """
 from .cache import CalibrationCache
-from .data import ImageFolderReader, select_images
+from .data import ImageFolderReader, select_images, select_with_spares
 from .quantize import (
     DEFAULT_FLOAT_CONVS,
     DEFAULT_METHOD,
@@ -37,4 +37,5 @@ __all__ = [
     "default_cache_path",
     "quantize_graph",
     "select_images",
+    "select_with_spares",
 ]

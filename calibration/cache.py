@@ -4,7 +4,10 @@ A JSON file (``M.int8.calib.json`` beside the output by default)::
 
     {"format": "edgecmg-calibration-cache", "version": 1,
      "key": {"method", "samples", "symmetric", "artifact_sha256", "input_size", "data", "images"},
-     "ranges": {tensor name: [low, high]}}
+     "ranges": {tensor name: [low, high]}, "images_read": N}
+
+``images_read`` is how many images the ranges came from: fewer than asked for when the folder ran out
+of readable ones (absent in caches written before it was recorded).
 
 It is reused when its key matches the current run (same method, sample count, histogram symmetry,
 model file and data files) and it holds a range for every tensor to quantise; otherwise the ranges
@@ -29,12 +32,15 @@ CACHE_VERSION = 1
 class CalibrationCache:
     key: dict[str, Any]
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    images_read: Optional[int] = None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": self.key,
                    "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(self.ranges.items())}}
+        if self.images_read is not None:
+            payload["images_read"] = int(self.images_read)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
@@ -52,7 +58,8 @@ class CalibrationCache:
                 log.warning("%s is not an edgecmg calibration cache (or a newer one); recalibrating", path)
                 return None
             ranges = {str(k): (float(v[0]), float(v[1])) for k, v in data["ranges"].items()}
-            return cls(dict(data["key"]), ranges)
+            images_read = data.get("images_read")
+            return cls(dict(data["key"]), ranges, None if images_read is None else int(images_read))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("calibration cache %s is unreadable (%s); recalibrating", path, exc)
             return None

@@ -18,6 +18,12 @@ log = logging.getLogger("edgecmg")
 def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Path]:
     """Up to ``samples`` image files of ``data_dir`` (its images, else those of its sub-folders),
     a seeded random subset in sorted order, so the same folder always gives the same images."""
+    return select_with_spares(data_dir, samples, seed)[0]
+
+
+def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """``select_images``' choice, and the folder's other images in a seeded order: the spares that
+    stand in for chosen files that turn out unreadable, so calibration still sees ``samples``."""
     if samples < 1:
         raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
     folder = Path(data_dir)
@@ -27,10 +33,12 @@ def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Pat
         if not folder.is_dir():
             raise
         paths = list_images(str(folder / "**" / "*"))  # MVTec-style roots: images live in sub-folders
-    if len(paths) > samples:
-        rng = np.random.default_rng(seed)
-        paths = [paths[i] for i in sorted(rng.choice(len(paths), samples, replace=False))]
-    return paths
+    if len(paths) <= samples:
+        return paths, []
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(paths), samples, replace=False))
+    rest = sorted(set(range(len(paths))) - set(chosen))
+    return [paths[i] for i in chosen], [paths[i] for i in rng.permutation(rest)]
 
 
 def fingerprint(paths: Sequence[Path]) -> str:
@@ -51,12 +59,14 @@ class ImageFolderReader:
     """ONNX Runtime calibration data reader over image files: one uint8 frame per ``get_next``.
 
     Implements the ``CalibrationDataReader`` protocol (``get_next`` returns ``{input: batch}`` or
-    ``None`` at the end); unreadable files are skipped with a warning; a tqdm bar counts images.
+    ``None`` at the end); an unreadable file is skipped with a warning and the next of ``spares``
+    read in its place; ``used`` counts the frames handed out; a tqdm bar counts images.
     """
 
-    def __init__(self, paths: Sequence[Path], input_size: tuple[int, int], *, input_name: str = INPUT_NAME,
-                 progress: bool = True, desc: str = "calibration") -> None:
+    def __init__(self, paths: Sequence[Path], input_size: tuple[int, int], *, spares: Sequence[Path] = (),
+                 input_name: str = INPUT_NAME, progress: bool = True, desc: str = "calibration") -> None:
         self.paths = list(paths)
+        self.spares = list(spares)
         self.input_size = tuple(input_size)
         self.input_name = input_name
         self.progress = progress
@@ -64,12 +74,14 @@ class ImageFolderReader:
         self.used = 0
         self._bar = None
         self._index = 0
+        self._spare_index = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def rewind(self) -> None:
         self._index = 0
+        self._spare_index = 0
         self.used = 0
         self._close()
 
@@ -86,12 +98,13 @@ class ImageFolderReader:
         while self._index < len(self.paths):
             path = self.paths[self._index]
             self._index += 1
+            frame = self._read(path)
+            while frame is None and self._spare_index < len(self.spares):
+                self._spare_index += 1
+                frame = self._read(self.spares[self._spare_index - 1])
             if self._bar is not None:
                 self._bar.update(1)
-            try:
-                frame = load_frame(path, self.input_size)
-            except DataError as exc:
-                log.warning("calibration: skipped %s: %s", path, exc)
+            if frame is None:
                 continue
             self.used += 1
             return {self.input_name: frame[None]}
@@ -99,3 +112,10 @@ class ImageFolderReader:
         if self.used == 0:
             raise DataError(f"none of the {len(self.paths)} calibration images could be read")
         return None
+
+    def _read(self, path: Path) -> Optional[np.ndarray]:
+        try:
+            return load_frame(path, self.input_size)
+        except DataError as exc:
+            log.warning("calibration: skipped %s: %s", path, exc)
+            return None

@@ -40,7 +40,7 @@ from edgecmg.config import ExportConfig
 from edgecmg.errors import BackendUnavailableError, ConfigError
 
 from .cache import CalibrationCache
-from .data import ImageFolderReader, fingerprint, select_images
+from .data import ImageFolderReader, fingerprint, select_with_spares
 
 log = logging.getLogger("edgecmg")
 
@@ -238,7 +238,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path(out_path)
     model, header = artifact.load(artifact_path)
     sha = file_sha256(artifact_path)
-    images = select_images(data_dir, samples, seed)
+    images, spares = select_with_spares(data_dir, samples, seed)
     symmetric = profile == "tensorrt"
     key = {"method": method, "samples": int(samples), "symmetric": symmetric, "artifact_sha256": sha,
            "input_size": list(model.geometry.input_size), "data": fingerprint(images),
@@ -259,19 +259,24 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
         if cache is not None and reason is None:
             log.info("calibration: reusing the ranges of %s", cache_path)
             ranges = cache.ranges
+            images_read = cache.images_read if cache.images_read is not None else len(images)
         else:
             if cache is not None:
                 log.info("calibration: not reusing %s: %s", cache_path, reason)
-            reader = ImageFolderReader(images, model.geometry.input_size, progress=progress,
+            reader = ImageFolderReader(images, model.geometry.input_size, spares=spares, progress=progress,
                                        desc=f"calibration ({method})")
             ranges = compute_ranges(fp32_path, reader, method, op_types, symmetric=symmetric, work_dir=work)
-            CalibrationCache(key, ranges).save(cache_path)
+            images_read = reader.used
+            if images_read < len(images):
+                log.warning("calibration: %d of the %d images asked for were readable; the ranges come from %d",
+                            images_read, len(images), images_read)
+            CalibrationCache(key, ranges, images_read).save(cache_path)
 
         quantized = quantize_graph(fp32, ranges, region, profile, reduce_range=reduce_range)
         onnx_header = read_onnx_header(fp32)
         onnx_header["export"]["precision"] = "int8"
         onnx_header["quantization"] = {
-            "method": method, "samples": len(images), "profile": profile, "weights": "int8 per-channel symmetric",
+            "method": method, "samples": images_read, "profile": profile, "weights": "int8 per-channel symmetric",
             "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor asymmetric",
             "bias": "float", "reduce_range": profile == "cpu" if reduce_range is None else reduce_range,
             "float_convs": float_convs,
@@ -292,5 +297,5 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
             for problem in check_onnx_for_tensorrt(quantized, max_batch=max_batch):
                 log.warning("%s: %s", out_path, problem)
         _save_atomic(quantized, out_path)
-    log.info("wrote INT8 %s (%s profile, %s ranges, %d images)", out_path, profile, method, len(images))
+    log.info("wrote INT8 %s (%s profile, %s ranges, %d images)", out_path, profile, method, images_read)
     return out_path

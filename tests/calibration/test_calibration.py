@@ -16,6 +16,7 @@ from edgecmg.calibration import (
     calibrate,
     default_cache_path,
     select_images,
+    select_with_spares,
 )
 from edgecmg.engine import check_onnx_for_tensorrt, is_quantized
 from edgecmg.errors import ConfigError, DataError
@@ -167,6 +168,29 @@ def test_reader_selection_and_skips(tmp_path, train_dir):
     assert len(batches) == 5 and all(b.shape == (1, 64, 32, 3) and b.dtype == np.uint8 for b in batches)
     with pytest.raises(DataError):
         select_images(tmp_path / "nope", 4)
+
+
+def test_unreadable_calibration_images_are_replaced_by_spares(tmp_path, train_dir):
+    for p in sorted(train_dir.iterdir())[:6]:
+        shutil.copy(p, tmp_path / p.name)
+    for name in ("broken-a.png", "broken-b.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG not really")
+    chosen, spares = select_with_spares(tmp_path, 5, seed=0)
+    assert chosen == select_images(tmp_path, 5, seed=0) and sorted(chosen + spares) == sorted(tmp_path.iterdir())
+    assert select_with_spares(tmp_path, 5, seed=0) == (chosen, spares)  # seeded: the same spares every run
+    # make sure both broken files are among the chosen five: the reader must still hand out five frames
+    chosen = [tmp_path / "broken-a.png", tmp_path / "broken-b.png"] + [p for p in chosen if "broken" not in p.name][:3]
+    spares = [p for p in sorted(tmp_path.iterdir()) if p not in chosen]
+    reader = ImageFolderReader(chosen, (64, 32), spares=spares, progress=False)
+    frames = []
+    while (item := reader.get_next()) is not None:
+        frames.append(item["image"])
+    assert len(frames) == reader.used == 5
+    # spares run out: what could be read is used, and counted
+    reader = ImageFolderReader(chosen, (64, 32), progress=False)
+    while reader.get_next() is not None:
+        pass
+    assert reader.used == 3
 
 
 def test_argument_checks(artifact_path, train_dir, tmp_path):
