@@ -27,12 +27,14 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
 
 
-def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: bool = True) -> dict:
+def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: bool = True,
+                      per_image: bool = False) -> dict:
     """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
 
     Unreadable images are skipped and listed under ``skipped``; pixel metrics are None without masks.
+    per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     """
-    labels, scores, masks, maps, latencies, skipped = [], [], [], [], [], []
+    labels, scores, masks, maps, latencies, skipped, records = [], [], [], [], [], [], []
     has_masks = any(s.mask_path is not None for s in samples)
     size = (detector.input_size[1], detector.input_size[0])  # cv2 wants (width, height)
     for sample in tqdm(samples, desc="eval", unit="img", disable=not progress):
@@ -47,6 +49,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         latencies.append((time.perf_counter() - start) * 1e3)
         labels.append(sample.label)
         scores.append(result.score)
+        records.append({"file": str(sample.path), "defect_type": sample.defect_type, "label": int(sample.label),
+                        "score": float(result.score), "is_anomaly": bool(result.is_anomaly)})
         if has_masks:
             # Parts differ slightly in size; pixel metrics are taken at the model's input size.
             mask = sample_mask(sample, frame.shape[:2])
@@ -59,4 +63,6 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
     })
+    if per_image:
+        metrics["per_image"] = records
     return metrics

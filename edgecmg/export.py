@@ -228,6 +228,9 @@ def set_metadata_props(model, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+_WARNED_UNSEALED: set[str] = set()
+
+
 def graph_sha256(model) -> str:
     """SHA-256 of a ModelProto's graph, serialised deterministically (metadata is not part of it)."""
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
@@ -251,8 +254,10 @@ def read_onnx_header(model_or_path) -> dict[str, Any]:
     except ValueError as exc:
         raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({exc})") from exc
     if GRAPH_SHA_KEY not in props:
-        log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
-                    "checked for damage; export it again to add one", origin)
+        if origin not in _WARNED_UNSEALED:  # once per file: a load reads the header more than once
+            _WARNED_UNSEALED.add(origin)
+            log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
+                        "checked for damage; export it again to add one", origin)
     elif graph_sha256(proto) != props[GRAPH_SHA_KEY]:
         raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
                             "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")
@@ -518,11 +523,14 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     path = folder / f"{Path(artifact_path).stem}-{sha[:12]}-{graph}-{key[:12]}.onnx"
     if path.is_file():
         try:
-            if read_onnx_header(path).get("export", {}).get("artifact_sha256") == sha:
+            proto = _load_proto(path)
+            # A cache entry from before graph checksums counts as stale: exported again, it gets one.
+            sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
+            if sealed and read_onnx_header(proto).get("export", {}).get("artifact_sha256") == sha:
                 return path
-        except ArtifactError:
-            pass
-        log.warning("cached export %s is unreadable or stale; exporting again", path)
+            log.info("cached export %s is stale; exporting again", path)
+        except ArtifactError as exc:
+            log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     from edgecmg import artifact

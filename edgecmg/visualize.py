@@ -179,3 +179,75 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
     rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
     rows[-1] = rows[-1] + [blank] * (len(rows[0]) - len(rows[-1]))
     return cv2.vconcat([cv2.hconcat(row) for row in rows])
+
+
+# Good parts blue, defective parts orange (Okabe-Ito, colour-blind safe), the threshold red; RGB.
+_GOOD_RGB, _DEFECT_RGB, _THRESHOLD_RGB, _INK_RGB = (0, 114, 178), (230, 159, 0), (213, 94, 0), (40, 40, 40)
+
+
+def score_histogram(good: Sequence[float], defective: Sequence[float], threshold: float, *,
+                    title: str = "image scores", bins: int = 40) -> np.ndarray:
+    """Histogram of image scores, good parts against defective ones, with the threshold as a line:
+    where the two overlap is where the detector errs, and which way the threshold trades misses
+    for false alarms. Returns uint8 RGB.
+
+    Raises:
+        DataError: no finite score at all.
+    """
+    good_scores = np.asarray(good, dtype=np.float64).ravel()
+    defect_scores = np.asarray(defective, dtype=np.float64).ravel()
+    good_scores, defect_scores = good_scores[np.isfinite(good_scores)], defect_scores[np.isfinite(defect_scores)]
+    every = np.concatenate([good_scores, defect_scores])
+    if every.size == 0:
+        raise DataError("score_histogram: no finite score to draw")
+    lo, hi = float(min(every.min(), threshold)), float(max(every.max(), threshold))
+    pad = (hi - lo) * 0.04 or 1.0  # all scores equal: still a visible range
+    lo, hi = lo - pad, hi + pad
+    edges = np.linspace(lo, hi, bins + 1)
+    good_counts, _ = np.histogram(good_scores, edges)
+    defect_counts, _ = np.histogram(defect_scores, edges)
+
+    width, height, left, right, top, bottom = 900, 420, 60, 20, 70, 50
+    img = np.full((height, width, 3), 255, np.uint8)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    axis_y = top + plot_h
+    peak = max(int(good_counts.max(initial=0)), int(defect_counts.max(initial=0)), 1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    def x_of(value: float) -> int:
+        return int(round(left + (value - lo) / (hi - lo) * plot_w))
+
+    bar_w = plot_w / bins
+    for counts, colour, shift in ((good_counts, _GOOD_RGB, 0.0), (defect_counts, _DEFECT_RGB, 0.5)):
+        for i, count in enumerate(counts):  # side by side within a bin, so neither hides the other
+            if count:
+                x0 = int(round(left + (i + shift) * bar_w))
+                x1 = max(x0 + 1, int(round(left + (i + shift + 0.5) * bar_w)) - 1)
+                cv2.rectangle(img, (x0, axis_y - int(round(count / peak * plot_h))), (x1, axis_y), colour, -1)
+    cv2.line(img, (left, axis_y), (width - right, axis_y), _INK_RGB, 1)
+    cv2.line(img, (left, top), (left, axis_y), _INK_RGB, 1)
+    for frac in (0.0, 0.5, 1.0):  # value ticks at both ends and the middle, counts at 0 and the peak
+        value = lo + frac * (hi - lo)
+        label = f"{value:.3g}"
+        (tw, th), _ = cv2.getTextSize(label, font, 0.45, 1)
+        x = min(max(x_of(value) - tw // 2, 0), width - tw)
+        cv2.putText(img, label, (x, axis_y + 8 + th), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
+    cv2.putText(img, str(peak), (8, top + 10), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
+    cv2.putText(img, "0", (8, axis_y), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
+    tx = x_of(threshold)
+    cv2.line(img, (tx, top - 6), (tx, axis_y), _THRESHOLD_RGB, 2)
+    cv2.putText(img, f"threshold {threshold:.4g}", (min(tx + 5, width - 150), top + 4), font, 0.45,
+                _THRESHOLD_RGB, 1, cv2.LINE_AA)
+    cv2.putText(img, ascii_text(title), (left, 28), font, 0.65, _INK_RGB, 2, cv2.LINE_AA)
+    missed = int(np.count_nonzero(defect_scores < threshold))  # Result.is_anomaly: score >= threshold
+    alarms = int(np.count_nonzero(good_scores >= threshold))
+    legend = [(f"good: {good_scores.size} ({alarms} flagged)", _GOOD_RGB),
+              (f"defective: {defect_scores.size} ({missed} missed)", _DEFECT_RGB)]
+    x = left
+    for text, colour in legend:
+        cv2.rectangle(img, (x, 44), (x + 12, 56), colour, -1)
+        cv2.putText(img, text, (x + 18, 55), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
+        x += 26 + cv2.getTextSize(text, font, 0.45, 1)[0][0] + 20
+    (tw, _), _ = cv2.getTextSize("image score", font, 0.5, 1)
+    cv2.putText(img, "image score", (left + plot_w // 2 - tw // 2, height - 10), font, 0.5, _INK_RGB, 1, cv2.LINE_AA)
+    return img

@@ -83,6 +83,27 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert f"image_auroc: {metrics['image_auroc']:.4f}" in text and "latency_ms: p50 " in text
 
 
+def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, capsys, small_artifact):
+    import csv
+
+    from edgecmg.detector import Detector
+    from edgecmg.imageio import read_image
+
+    out = tmp_path / "report"
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--json", "--backend", "torch",
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((out / "metrics.json").read_text())
+    assert "per_image" not in printed and written["image_auroc"] == printed["image_auroc"]
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == 10 and sum(row["label"] == "1" for row in rows) == 5
+    assert {row["defect_type"] for row in rows} == {"good", "defect"}
+    threshold = Detector.load(small_artifact, backend="torch").threshold
+    assert all((row["is_anomaly"] == "True") == (float(row["score"]) >= threshold) for row in rows)
+    picture = read_image(out / "scores.png")
+    assert picture.shape == (420, 900, 3) and picture.std() > 10
+
+
 def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys):
     from edgecmg.cli import build_parser
     from edgecmg.config import ModelConfig

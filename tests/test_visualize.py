@@ -133,3 +133,16 @@ def test_contact_sheet_errors(kwargs, match):
     args = {"images": [np.zeros((8, 8, 3), np.uint8)] * 2, **kwargs}
     with pytest.raises(ConfigError, match=match):
         contact_sheet(**args)
+
+
+def test_score_histogram_draws_the_threshold_and_refuses_no_scores():
+    from edgecmg.visualize import score_histogram
+
+    good, defective = [0.1, 0.2, 0.5, 1.0], [0.9, 1.0, 2.0, float("nan")]
+    picture = score_histogram(good, defective, threshold=1.0, title="parts")
+    assert picture.shape == (420, 900, 3) and picture.dtype == np.uint8
+    # the threshold line is drawn in its own colour; a threshold outside every score widens the axis
+    assert (picture == np.array([213, 94, 0], np.uint8)).all(axis=2).any()
+    assert score_histogram([1.0, 1.0], [], threshold=5.0).shape == (420, 900, 3)
+    with pytest.raises(DataError, match="no finite score"):
+        score_histogram([float("nan")], [], threshold=0.0)

@@ -209,6 +209,15 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     assert read_onnx_header(first)["export"]["artifact_sha256"][:12] in first.name
     damage_largest_weight(first, first)  # a damaged cache entry is exported again, not used
     assert read_onnx_header(cached_onnx(artifact_path))["export"]["graph"] == "featurizer"
+    # an entry from before graph checksums is exported again too, and comes back sealed
+    from edgecmg.export import GRAPH_SHA_KEY, metadata_props
+
+    proto = onnx.load(str(first))
+    kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(first))
+    assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path))
 
 
 def test_export_config_is_validated():
