@@ -228,9 +228,6 @@ def set_metadata_props(model, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-_WARNED_UNSEALED: set[str] = set()
-
-
 def graph_sha256(model) -> str:
     """SHA-256 of a ModelProto's graph, serialised deterministically (metadata is not part of it)."""
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
@@ -254,10 +251,8 @@ def read_onnx_header(model_or_path) -> dict[str, Any]:
     except ValueError as exc:
         raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({exc})") from exc
     if GRAPH_SHA_KEY not in props:
-        if origin not in _WARNED_UNSEALED:  # once per file: a load reads the header more than once
-            _WARNED_UNSEALED.add(origin)
-            log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
-                        "checked for damage; export it again to add one", origin)
+        log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
+                    "checked for damage; export it again to add one", origin)
     elif graph_sha256(proto) != props[GRAPH_SHA_KEY]:
         raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
                             "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")
@@ -509,8 +504,9 @@ def cache_dir() -> Path:
 
 
 def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig(),
-                directory: Optional[str | Path] = None) -> Path:
-    """The ONNX export of ``artifact_path``, exported once and kept in the cache directory.
+                directory: Optional[str | Path] = None) -> tuple[Path, dict[str, Any]]:
+    """(path, header) of the ONNX export of ``artifact_path``, exported once and kept in the cache
+    directory. The header is returned already checked, so a runner need not read the file again.
 
     Keyed by the artifact's SHA-256, the export settings and the edgecmg version, so an edited
     or refitted artifact, or a new edgecmg, exports afresh.
@@ -526,8 +522,9 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
             proto = _load_proto(path)
             # A cache entry from before graph checksums counts as stale: exported again, it gets one.
             sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
-            if sealed and read_onnx_header(proto).get("export", {}).get("artifact_sha256") == sha:
-                return path
+            onnx_header = read_onnx_header(proto) if sealed else {}
+            if onnx_header.get("export", {}).get("artifact_sha256") == sha:
+                return path, onnx_header
             log.info("cached export %s is stale; exporting again", path)
         except ArtifactError as exc:
             log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
@@ -536,4 +533,5 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     from edgecmg import artifact
 
     model, header = artifact.load(artifact_path)
-    return export_model(model, header, path, config, source_sha256=sha)
+    export_model(model, header, path, config, source_sha256=sha)
+    return path, read_onnx_header(path)

@@ -103,7 +103,8 @@ def _onnx_runner(provider: str) -> Callable[..., Runner]:
 
             # The whole detector in one graph: no host round trip for the bank scoring, which on a
             # 2-core CPU made the featurizer-only export 40% slower per frame (benchmarks/results/bench.md).
-            path = cached_onnx(path, export_config or ExportConfig(with_scoring=True))
+            path, header = cached_onnx(path, export_config or ExportConfig(with_scoring=True))
+            return OnnxRunner(path, header, device, provider=provider, threads=threads)
         return OnnxRunner(path, None, device, provider=provider, threads=threads)
 
     return create

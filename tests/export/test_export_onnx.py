@@ -201,14 +201,15 @@ def test_damaged_or_unsealed_onnx_files(full_onnx, featurizer_onnx, tmp_path, ca
 
 def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, monkeypatch):
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
-    first = cached_onnx(artifact_path)
+    first, header = cached_onnx(artifact_path)
+    assert header == read_onnx_header(first)  # returned checked, so the runner need not read it again
     stamp = first.stat().st_mtime_ns
-    assert cached_onnx(artifact_path) == first and first.stat().st_mtime_ns == stamp
-    assert cached_onnx(artifact_path, ExportConfig(with_scoring=True)) != first
+    assert cached_onnx(artifact_path) == (first, header) and first.stat().st_mtime_ns == stamp
+    assert cached_onnx(artifact_path, ExportConfig(with_scoring=True))[0] != first
     assert len(list(first.parent.glob("*.onnx"))) == 2
     assert read_onnx_header(first)["export"]["artifact_sha256"][:12] in first.name
     damage_largest_weight(first, first)  # a damaged cache entry is exported again, not used
-    assert read_onnx_header(cached_onnx(artifact_path))["export"]["graph"] == "featurizer"
+    assert read_onnx_header(cached_onnx(artifact_path)[0])["export"]["graph"] == "featurizer"
     # an entry from before graph checksums is exported again too, and comes back sealed
     from edgecmg.export import GRAPH_SHA_KEY, metadata_props
 
@@ -217,7 +218,7 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     onnx.save(proto, str(first))
-    assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path))
+    assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
 
 
 def test_export_config_is_validated():
