@@ -104,13 +104,14 @@ def unique_overlay_names(paths: list[Path]) -> list[str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.datasets import MVTecDataset
     from edgecmg.detector import Detector
-    from edgecmg.evaluation import evaluate_detector
+    from edgecmg.evaluation import evaluate_detector, write_report
 
     detector = Detector.load(args.model, backend=args.backend)
     metrics = evaluate_detector(detector, MVTecDataset(args.data).test_samples(), progress=not args.quiet,
                                 per_image=args.out is not None)
     if args.out is not None:
-        write_eval_report(Path(args.out), metrics, detector.threshold, Path(args.data).resolve().name)
+        records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
+        write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -123,28 +124,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
               f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
     return 0
-
-
-def write_eval_report(out: Path, metrics: dict, threshold: float, data_name: str) -> None:
-    """eval --out: metrics.json, scores.csv (one line per image) and scores.png (the score histogram)."""
-    import csv
-
-    from edgecmg.visualize import save_png, score_histogram
-
-    records = metrics.pop("per_image")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "defect_type", "label", "score", "is_anomaly"])
-        writer.writeheader()
-        writer.writerows(records)
-    auroc = metrics.get("image_auroc")
-    title = f"{data_name}: {len(records)} test images" + ("" if auroc is None else f", image AUROC {auroc:.4f}")
-    good = [r["score"] for r in records if r["label"] == 0]
-    defective = [r["score"] for r in records if r["label"] == 1]
-    if records:
-        save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
-    log.info("eval report: %s (metrics.json, scores.csv, scores.png)", out)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

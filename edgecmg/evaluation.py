@@ -1,8 +1,11 @@
 """Evaluate a detector on labelled samples: metrics plus per-image latency."""
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -66,3 +69,23 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def write_report(out: Path, metrics: dict, records: list[dict], threshold: float, data_name: str) -> None:
+    """metrics.json, scores.csv (``records``: evaluate_detector's ``per_image``) and scores.png, the
+    histogram of good and defective image scores against ``threshold``, into the folder ``out``."""
+    from edgecmg.visualize import save_png, score_histogram
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "defect_type", "label", "score", "is_anomaly"])
+        writer.writeheader()
+        writer.writerows(records)
+    auroc = metrics.get("image_auroc")
+    title = f"{data_name}: {len(records)} test images" + ("" if auroc is None else f", image AUROC {auroc:.4f}")
+    good = [r["score"] for r in records if r["label"] == 0]
+    defective = [r["score"] for r in records if r["label"] == 1]
+    if records:
+        save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
+    log.info("eval report: %s (metrics.json, scores.csv, scores.png)", out)

@@ -3,8 +3,9 @@ and print the metrics and the per-image latency.
 
 Mono cells; defect probability 0 = normal, 1 = defect (the 1/3 and 2/3 cells are left out).
 Leaves ``demo_out/``: the model file (try ``edgecmg predict demo_out/elpv_mono.edgecmg ...``),
-``overlays.png``, heat maps of four defective and four normal test cells, and ``scores.png``, the
-histogram of every test cell's score against the threshold.
+``overlays.png``, heat maps of four defective and four normal test cells, and what
+``edgecmg eval --out`` writes: ``metrics.json``, ``scores.csv`` and ``scores.png``, the histogram of
+every test cell's score against the threshold.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from edgecmg import artifact
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import elpv_dataset
 from edgecmg.detector import Detector
-from edgecmg.evaluation import evaluate_detector
+from edgecmg.evaluation import evaluate_detector, write_report
 from edgecmg.fit import fit
 from edgecmg.imageio import read_image
-from edgecmg.visualize import contact_sheet, save_png, score_histogram
+from edgecmg.visualize import contact_sheet, save_png
 
 OUT = Path("demo_out")
 
@@ -43,16 +44,13 @@ def main() -> int:
     detector = Detector.load(path, backend="torch")
     metrics = evaluate_detector(detector, test, per_image=True)
     sheet = save_png(OUT / "overlays.png", overlay_sheet(detector, test))
-    scores = {label: [r["score"] for r in metrics["per_image"] if r["label"] == label] for label in (0, 1)}
-    histogram = save_png(OUT / "scores.png", score_histogram(
-        scores[0], scores[1], detector.threshold,
-        title=f"elpv mono: {metrics['images']} test cells, image AUROC {metrics['image_auroc']:.4f}"))
+    write_report(OUT, metrics, metrics.pop("per_image"), detector.threshold, "elpv mono")
     print(json.dumps({k: metrics[k] for k in ("image_auroc", "f1_max", "latency_ms_mean", "latency_ms_p50",
                                                 "latency_ms_p99", "images")}, indent=2))
     print(f"image AUROC {metrics['image_auroc']:.4f}; per-image latency (torch, CPU, batch 1, 256x256) "
           f"p50 {metrics['latency_ms_p50']:.1f} ms")
     print(f"heat maps of 4 defective and 4 normal test cells: {sheet} (green = at the threshold, red = twice it)")
-    print(f"scores of all test cells against the threshold: {histogram}")
+    print(f"scores of all test cells against the threshold: {OUT / 'scores.png'} (and scores.csv, metrics.json)")
     return 0
 
 
