@@ -1,4 +1,4 @@
-"""Helpers shared by the Triton kernels: availability, lazy JIT, shape buckets, AOT checks.
+"""Helpers shared by the Triton kernels: availability, lazy JIT, grid arithmetic, AOT checks.
 
 Why Triton is imported lazily: Triton decides at import time whether kernels are compiled for the
 GPU or run by its CPU interpreter (``TRITON_INTERPRET=1``): ``import triton.language`` already
@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Callable, Optional
+import time
+from typing import Callable, Optional, Sequence
 
 from edgecmg.errors import BackendUnavailableError
 
 TRITON_INSTALL_HINT = "pip install 'edgecmg[triton]' (Triton >= 3.0, CUDA GPU; or TRITON_INTERPRET=1 for the CPU interpreter)"
 _INTERPRET_ENV = "TRITON_INTERPRET"
+_AUTOTUNE_ENV = "EDGECMG_AUTOTUNE"
 
 
 def triton_available() -> bool:
@@ -85,57 +87,101 @@ def lazy_jit(fn: Callable, constexprs: Optional[dict] = None, **jit_kwargs) -> o
     return kernel
 
 
-_TUNED_CACHE: dict[tuple[str, bool], object] = {}
-
-
-def lazy_autotune(fn: Callable, configs_fn: Callable[[], list], key: list[str], jit_kwargs: dict | None = None,
-                  prune: Optional[Callable] = None, tag: str = "", constexprs: Optional[dict] = None) -> object:
-    """``triton.autotune(configs, key)(triton.jit(fn))``, built on first use and cached.
-
-    Only used on a real GPU: under the interpreter the launchers pass one fixed small config, since
-    timing configurations through the interpreter would take minutes and mean nothing. ``tag`` tells
-    apart tuners of the same kernel over different config lists.
-    """
-    require_triton()
-    import triton
-
-    cache_key = (f"{fn.__module__}.{fn.__qualname__}{tag}", interpret_mode())
-    tuned = _TUNED_CACHE.get(cache_key)
-    if tuned is None:
-        kwargs = {"configs": configs_fn(), "key": key}
-        if prune is not None:
-            kwargs["prune_configs_by"] = {"early_config_prune": prune}
-        tuned = triton.autotune(**kwargs)(lazy_jit(fn, constexprs, **(jit_kwargs or {})))
-        _TUNED_CACHE[cache_key] = tuned
-    return tuned
-
-
 def next_pow2(x: int) -> int:
     """Smallest power of two >= x (1 for x <= 1)."""
     return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
-
-
-def bucket(x: int, lo: int = 16) -> int:
-    """Autotune key bucket: the next power of two, at least ``lo``.
-
-    A camera stream sends the same shapes frame after frame, but batch sizes and banks vary between
-    deployments; bucketing means one tuning run covers every size up to the next power of two instead
-    of re-benchmarking all configurations whenever n or m changes by one.
-    """
-    return max(lo, next_pow2(x))
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_SM_COUNTS: dict[int, int] = {}
+
+
 def num_sms(device) -> int:
-    """Streaming multiprocessors of a CUDA device (used to size split grids); 1 elsewhere."""
+    """Streaming multiprocessors of a CUDA device (used to size split grids); 1 elsewhere. Cached per
+    device: launchers call it on every frame."""
     import torch
 
-    if getattr(device, "type", str(device)) != "cuda" or not torch.cuda.is_available():
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda" or not torch.cuda.is_available():
         return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    index = torch.device(device).index
+    if index is None:
+        index = torch.cuda.current_device()
+    count = _SM_COUNTS.get(index)
+    if count is None:
+        count = _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return count
+
+
+def shape_bucket(x: int) -> int:
+    """Power-of-two bucket of a size, the shape key of ``LaunchTuner``: a stream whose sizes wobble
+    (a bank that grows, a last batch that is short) keeps its tuned configuration."""
+    return next_pow2(max(int(x), 1))
+
+
+def autotune_enabled() -> bool:
+    """Tuning runs on a GPU unless ``EDGECMG_AUTOTUNE=0``; under the interpreter only when
+    ``EDGECMG_AUTOTUNE=1`` (timings mean nothing there; the tests use it to exercise the tuner)."""
+    value = os.environ.get(_AUTOTUNE_ENV, "").strip().lower()
+    if value in ("0", "false", "off", "no", "n"):
+        return False
+    if value in ("1", "true", "on", "yes", "y"):
+        return True
+    return not interpret_mode()
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _capturing(device) -> bool:
+    import torch
+
+    return getattr(device, "type", None) == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+class LaunchTuner:
+    """Picks the fastest of a few launch configurations, once per key (a case and shape buckets).
+
+    Why not ``triton.autotune``: it keys on argument values and tunes inside one kernel's launch, but
+    a configuration here is more than the kernel's tiles: the bank or class split is sized to the
+    tile (``BLOCK_N`` decides how many programs one split makes) and a split adds a merge launch. So
+    each candidate is timed end to end through the launcher's own ``launch(config)``, host time
+    included (at a frame's sizes the host's launch work is a real part of the latency). Candidates
+    are kept small and every one is built without register spills for sm_90 and sm_87
+    (tests/kernels/test_gpu_compile.py). Inside CUDA-graph capture nothing can be timed: the cached
+    choice, or the first candidate, is used without tuning.
+    """
+
+    def __init__(self, repeats: int = 5):
+        self.repeats = repeats
+        self.chosen: dict[tuple, dict] = {}
+        self.timings: dict[tuple, list[float]] = {}  # seconds per candidate, for benchmarks and tests
+
+    def choose(self, key: tuple, candidates: Sequence[dict], launch: Callable[[dict], object], device) -> dict:
+        cfg = self.chosen.get(key)
+        if cfg is not None:
+            return cfg
+        if len(candidates) == 1 or not autotune_enabled() or _capturing(device):
+            return candidates[0]
+        seconds = []
+        for candidate in candidates:
+            launch(candidate)  # compiles it, and warms caches
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(self.repeats):
+                launch(candidate)
+            _synchronize(device)
+            seconds.append((time.perf_counter() - start) / self.repeats)
+        best = min(range(len(candidates)), key=seconds.__getitem__)
+        self.timings[key] = seconds
+        self.chosen[key] = candidates[best]
+        return candidates[best]
 
 
 def compile_for_target(fn: Callable, signature: dict, constexprs: dict, arch: int = 90, num_warps: int = 4,

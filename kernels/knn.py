@@ -24,11 +24,11 @@ Three implementations, one semantics:
   bank is split (to fill all SMs when n is small), ``_knn_merge_kernel`` merges the per-split lists.
 - ``edgecmg.ops.knn`` is the only place that chooses between them.
 
-GPU specifics: the kernel is autotuned over a few (BLOCK_N, BLOCK_M, warps) configurations, keyed on
-next-power-of-two buckets of n and of the rows per split (plus k, the d tile and the dtypes), and
-``n``/``m``/``rows_per_split`` are not specialised by the JIT, so a stream whose sizes wobble neither
-recompiles nor re-tunes. fp16 banks use fp16 tensor-core ``tl.dot``; fp32 banks use three-pass TF32
-(near-fp32 accuracy). Indices are int32 inside the kernel (banks below 2^31 rows).
+GPU specifics: a few spill-free launch configurations per case (tile sizes, warps, and the bank split
+sized to the tile) are timed once per power-of-two bucket of n and m (``_candidates``,
+``_common.LaunchTuner``), and ``n``/``m``/``rows_per_split`` are not specialised by the JIT, so a
+stream whose sizes wobble neither recompiles nor re-tunes. fp16 banks use fp16 tensor-core
+``tl.dot``; fp32 banks use three-pass TF32 (near-fp32 accuracy). Indices are int32 inside the kernel (banks below 2^31 rows).
 
 References: Johnson, Douze, Jegou, "Billion-scale similarity search with GPUs" (faiss, 2017) for the
 norm expansion and the k-selection; Roth et al., "Towards Total Recall in Industrial Anomaly
@@ -41,14 +41,14 @@ from typing import Optional
 import torch
 
 from ._common import (
-    bucket,
+    LaunchTuner,
     cdiv,
     interpret_mode,
-    lazy_autotune,
     lazy_jit,
     next_pow2,
     num_sms,
     require_triton,
+    shape_bucket,
 )
 
 # triton.language, bound on the first launch (see kernels/_common.py: importing Triton fixes its
@@ -58,11 +58,11 @@ tl = None
 MAX_K = 16
 # Largest padded feature dim whose query block stays resident (registers) for the whole bank sweep,
 # per bank element size; above it the kernel streams d in chunks of _D_CHUNK and re-reads the
-# cache-hot query block per bank tile. Limits from sm_90/sm_87 AOT builds: beyond them ptxas spills
-# (an fp32 block also carries the hi/lo halves of the three-pass TF32 product).
-_MAX_RESIDENT_D = {2: 256, 4: 64}
+# cache-hot query block per bank tile. Limits from sm_90/sm_87 AOT builds: beyond them ptxas spills on
+# sm_87 (an fp32 block also carries the hi/lo halves of the three-pass TF32 product).
+_MAX_RESIDENT_D = {2: 128, 4: 32}
 _D_CHUNK = 32
-# Bank rows per split are a multiple of this, so every autotune BLOCK_M divides a split exactly.
+# Bank rows per split are a multiple of this, so every BLOCK_M (64, and 16 interpreted) divides a split.
 _SPLIT_ALIGN = 256
 _INT32_MAX = 2**31 - 1
 # Constexpr globals of the kernels, bound (replaced by tl.constexpr) with `tl` on first launch:
@@ -193,7 +193,6 @@ def _knn_kernel(
     q_ptr, bank_ptr, norm_ptr, out_d_ptr, out_i_ptr,
     n, m, d, rows_per_split,
     stride_q, stride_b, stride_os, stride_on,
-    n_bucket, m_bucket,
     K: tl.constexpr, K_PAD: tl.constexpr, FINAL: tl.constexpr,
     RESIDENT: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -202,8 +201,8 @@ def _knn_kernel(
 
     Grid (cdiv(n, BLOCK_N), splits). Writes k (distance, index) pairs per query, sorted by
     (distance, index), to out[split, query, :]; with FINAL the distances are clamped at 0 (one split:
-    these are the results), otherwise the merge kernel clamps. ``n_bucket``/``m_bucket`` are unused in
-    the body: they only key the autotuner. Padding columns load a +inf norm so they never rank.
+    these are the results), otherwise the merge kernel clamps. Padding columns load a +inf norm so they
+    never rank.
     """
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -241,48 +240,71 @@ def _knn_kernel(
         top_v = tl.where(slots[None, :] < K, inf, -inf) + tl.zeros([BLOCK_N, K_PAD], tl.float32)
         top_i = (-1 - slots)[None, :] + tl.zeros([BLOCK_N, K_PAD], tl.int32)
 
-    for start in range(lo, hi, BLOCK_M):
-        cols = start + offs_m
-        c_mask = cols < hi
-        rows_b = cols.to(tl.int64) * stride_b  # 64-bit: m * d passes 2^31 for banks beyond ~8M x 256
-        if RESIDENT:
-            b = tl.load(bank_ptr + rows_b[:, None] + offs_d[None, :],
-                        mask=c_mask[:, None] & (offs_d[None, :] < d), other=0.0)
-            dot = tl.dot(q, tl.trans(b), input_precision=PRECISION)
-        else:
-            dot = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-            for d0 in range(0, d, BLOCK_D):
-                dd = d0 + offs_d
-                qc = tl.load(q_ptr + offs_n[:, None] * stride_q + dd[None, :],
-                             mask=n_mask[:, None] & (dd[None, :] < d), other=0.0).to(dot_ty)
-                b = tl.load(bank_ptr + rows_b[:, None] + dd[None, :],
-                            mask=c_mask[:, None] & (dd[None, :] < d), other=0.0)
-                dot = tl.dot(qc, tl.trans(b), acc=dot, input_precision=PRECISION)
-        b_norm = tl.load(norm_ptr + cols, mask=c_mask, other=inf)
-        key = b_norm[None, :] - 2.0 * dot  # ||q||^2 is constant per row: added to the survivors only
-
-        if K == 1:
+    if K == 1 and RESIDENT:
+        # Software-pipelined: the next tile's product is issued before this tile's reduction, so the
+        # tensor cores work while the running minimum is updated (an H100 at n=1024, m=100k, d=128
+        # fp16, 128 x 64 tiles, 4 warps: 72.6 us against 77.3 us for the plain loop).
+        b = tl.load(bank_ptr + (lo + offs_m).to(tl.int64)[:, None] * stride_b + offs_d[None, :],
+                    mask=((lo + offs_m) < hi)[:, None] & (offs_d[None, :] < d), other=0.0)
+        dot = tl.dot(q, tl.trans(b), input_precision=PRECISION)
+        b_norm = tl.load(norm_ptr + lo + offs_m, mask=(lo + offs_m) < hi, other=inf)
+        for start in range(lo, hi, BLOCK_M):
+            nxt = start + BLOCK_M + offs_m
+            nxt_mask = nxt < hi
+            b = tl.load(bank_ptr + nxt.to(tl.int64)[:, None] * stride_b + offs_d[None, :],
+                        mask=nxt_mask[:, None] & (offs_d[None, :] < d), other=0.0)
+            dot_next = tl.dot(q, tl.trans(b), input_precision=PRECISION)
+            norm_next = tl.load(norm_ptr + nxt, mask=nxt_mask, other=inf)
+            key = b_norm[None, :] - 2.0 * dot  # ||q||^2 is constant per row: added to the survivor only
             v, j = tl.min(key, axis=1, return_indices=True)  # lowest column wins a tie
             better = v < best_v  # strict: earlier tiles hold lower indices
             best_v = tl.where(better, v, best_v)
             best_i = tl.where(better, start + j, best_i)
-        else:
-            # Pull the tile's best candidates one at a time, only while some row of the block still
-            # improves; after the first tiles this loop rarely runs, which is what keeps k > 1 cheap.
-            worst = tl.max(top_v, axis=1)
-            v, j = tl.min(key, axis=1, return_indices=True)
-            todo = v < worst
-            while tl.max(todo.to(tl.int32), axis=0) > 0:
-                # Evict the worst slot, the one with the highest index among equal worst distances.
-                is_worst = top_v == worst[:, None]
-                worst_i = tl.max(tl.where(is_worst, top_i, -_I32_MAX), axis=1)
-                evict = is_worst & (top_i == worst_i[:, None]) & todo[:, None]
-                top_v = tl.where(evict, v[:, None], top_v)
-                top_i = tl.where(evict, (start + j)[:, None], top_i)
-                key = tl.where(offs_m[None, :] == j[:, None], inf, key)
+            dot = dot_next
+            b_norm = norm_next
+    else:
+        for start in range(lo, hi, BLOCK_M):
+            cols = start + offs_m
+            c_mask = cols < hi
+            rows_b = cols.to(tl.int64) * stride_b  # 64-bit: m * d passes 2^31 for banks beyond ~8M x 256
+            if RESIDENT:
+                b = tl.load(bank_ptr + rows_b[:, None] + offs_d[None, :],
+                            mask=c_mask[:, None] & (offs_d[None, :] < d), other=0.0)
+                dot = tl.dot(q, tl.trans(b), input_precision=PRECISION)
+            else:
+                dot = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                for d0 in range(0, d, BLOCK_D):
+                    dd = d0 + offs_d
+                    qc = tl.load(q_ptr + offs_n[:, None] * stride_q + dd[None, :],
+                                 mask=n_mask[:, None] & (dd[None, :] < d), other=0.0).to(dot_ty)
+                    b = tl.load(bank_ptr + rows_b[:, None] + dd[None, :],
+                                mask=c_mask[:, None] & (dd[None, :] < d), other=0.0)
+                    dot = tl.dot(qc, tl.trans(b), acc=dot, input_precision=PRECISION)
+            b_norm = tl.load(norm_ptr + cols, mask=c_mask, other=inf)
+            key = b_norm[None, :] - 2.0 * dot  # ||q||^2 is constant per row: added to the survivors only
+
+            if K == 1:
+                v, j = tl.min(key, axis=1, return_indices=True)  # lowest column wins a tie
+                better = v < best_v  # strict: earlier tiles hold lower indices
+                best_v = tl.where(better, v, best_v)
+                best_i = tl.where(better, start + j, best_i)
+            else:
+                # Pull the tile's best candidates one at a time, only while some row of the block still
+                # improves; after the first tiles this loop rarely runs, which is what keeps k > 1 cheap.
                 worst = tl.max(top_v, axis=1)
                 v, j = tl.min(key, axis=1, return_indices=True)
                 todo = v < worst
+                while tl.max(todo.to(tl.int32), axis=0) > 0:
+                    # Evict the worst slot, the one with the highest index among equal worst distances.
+                    is_worst = top_v == worst[:, None]
+                    worst_i = tl.max(tl.where(is_worst, top_i, -_I32_MAX), axis=1)
+                    evict = is_worst & (top_i == worst_i[:, None]) & todo[:, None]
+                    top_v = tl.where(evict, v[:, None], top_v)
+                    top_i = tl.where(evict, (start + j)[:, None], top_i)
+                    key = tl.where(offs_m[None, :] == j[:, None], inf, key)
+                    worst = tl.max(top_v, axis=1)
+                    v, j = tl.min(key, axis=1, return_indices=True)
+                    todo = v < worst
 
     out_row = out_d_ptr + pid_s * stride_os + offs_n * stride_on
     out_irow = out_i_ptr + pid_s * stride_os + offs_n * stride_on
@@ -351,49 +373,101 @@ def _knn_merge_kernel(
 # --------------------------------------------------------------------------------------------------
 # launcher
 # --------------------------------------------------------------------------------------------------
-# Small fixed config for the CPU interpreter (timing configs there is meaningless); 16 is also the
-# smallest tile a GPU tl.dot accepts, so the interpreter runs the same shapes a GPU could.
-_INTERPRET_CONFIG = {"BLOCK_N": 16, "BLOCK_M": 16, "num_warps": 4}
+# Launch configurations: a few candidates per case, timed once per shape bucket by ``_TUNER`` (see
+# _common.LaunchTuner) with the first as the default when tuning is off. Every candidate builds
+# without register spills for sm_90 (H100/H200) and sm_87 (Jetson Orin), checked with ptxas by
+# tests/kernels/test_gpu_compile.py; tiles that spill on either were dropped even where an H100 timed
+# them well, because a spilling tile runs several times slower on the other device.
+#
+# fp16 bank, k = 1, d <= 128 (the stream's case): the software-pipelined loop. On an H100 at n=1,024,
+# m=100k, d=128, 37 tile / warp / split combinations of the plain loop took 77-143 us; the pipelined
+# loop with 128 x 64 tiles 72.6 us (4 warps; 8 warps keep that tile spill-free on sm_87).
+_CANDIDATES_FP16_K1 = [
+    {"BLOCK_N": 128, "BLOCK_M": 64, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_N": 64, "BLOCK_M": 128, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_N": 64, "BLOCK_M": 64, "num_warps": 4, "num_stages": 3},
+]
+# fp16 bank with k > 1 (the register top-k), or d streamed in chunks.
+_CANDIDATES_FP16 = [
+    {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
+]
+# fp32 bank: three-pass TF32 carries hi/lo halves of both operands, about twice the registers.
+_CANDIDATES_FP32 = [
+    {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_N": 32, "BLOCK_M": 64, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
+]
+# The CPU interpreter runs the smallest tile a GPU tl.dot accepts (16), so tests exercise shapes a GPU
+# could run; a second candidate lets the tests drive the tuner (EDGECMG_AUTOTUNE=1).
+_INTERPRET_CANDIDATES = [
+    {"BLOCK_N": 16, "BLOCK_M": 16, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_N": 32, "BLOCK_M": 16, "num_warps": 4, "num_stages": 3},
+]
 _MERGE_BLOCK_N = 16
+_TUNER = LaunchTuner()
 
 
-def _knn_configs():
-    import triton
-
-    cfg = triton.Config
-    return [
-        cfg({"BLOCK_N": 64, "BLOCK_M": 64}, num_warps=4, num_stages=3),
-        cfg({"BLOCK_N": 64, "BLOCK_M": 128}, num_warps=4, num_stages=3),
-        cfg({"BLOCK_N": 128, "BLOCK_M": 64}, num_warps=4, num_stages=3),
-        cfg({"BLOCK_N": 128, "BLOCK_M": 128}, num_warps=8, num_stages=3),
-        cfg({"BLOCK_N": 64, "BLOCK_M": 256}, num_warps=8, num_stages=2),
-    ]
+def _candidates(k: int, d_pad: int, resident: bool, bank_element_size: int) -> list[dict]:
+    """Launch configurations for a case, the default first."""
+    if interpret_mode():
+        return _INTERPRET_CANDIDATES
+    if bank_element_size == 4:
+        return _CANDIDATES_FP32
+    if k == 1 and resident:
+        return _CANDIDATES_FP16_K1
+    return _CANDIDATES_FP16
 
 
-def _prune_knn_configs(configs, named_args, **kwargs):
-    # A resident query block above 32 KiB ([128, 128] fp16, [64, 128] fp32) spills registers in the
-    # sm_90 builds; so do 256-column tiles with many top-k slots. Drop those before timing.
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    kp = kwargs.get("K_PAD", named_args.get("K_PAD", 1))
-    esize = named_args["bank_ptr"].element_size() if "bank_ptr" in named_args else 2
-    keep = [c for c in configs
-            if c.kwargs["BLOCK_N"] * bd * esize <= 32768 and (kp <= 4 or c.kwargs["BLOCK_M"] <= 128)]
-    return keep or configs[:1]
-
-
-def _choose_splits(n: int, m: int, device, block_n: int = 64) -> int:
+def _choose_splits(n: int, m: int, device, block_n: int) -> int:
     """Bank splits so that programs fill at most two waves of the GPU, even for one frame.
 
-    1,024 queries make only 16 row blocks; without splitting the bank, 16 of an H100's 132 SMs would
-    work. The count is rounded down, never up: on an H100, 17 splits (272 programs, a few more than
-    two waves of 132) measured 0.12 ms where 16 splits (256) took 0.085 ms, the extra programs running
-    alone in a third wave. Each split keeps at least 2 * _SPLIT_ALIGN bank rows so the merge stays
-    negligible.
+    1,024 queries make only 8 blocks of 128; without splitting the bank, 8 of an H100's 132 SMs would
+    work. The count is rounded down, never up: on an H100, 17 splits of 16 query blocks (272
+    programs, a few more than two waves of 132) measured 0.12 ms where 16 splits (256) took 0.085 ms,
+    the extra programs running alone in a third wave. Each split keeps at least 2 * _SPLIT_ALIGN bank
+    rows so the merge stays negligible.
     """
     if interpret_mode():
         return 1
     target = 2 * num_sms(device)
     return max(1, min(target // cdiv(max(n, 1), block_n), cdiv(m, 2 * _SPLIT_ALIGN), 64))
+
+
+def _launch(q, bank, norms, dims: dict, cfg: dict, splits: Optional[int]) -> None:
+    """One search with one configuration: the kernel over the bank splits, then the merge."""
+    n, m, k = dims["n"], dims["m"], dims["k"]
+    out_d, out_i = dims["final_d"], dims["final_i"]
+    if splits is None:
+        splits = _choose_splits(n, m, q.device, cfg["BLOCK_N"])
+    splits = max(1, min(int(splits), m))
+    rows_per_split = cdiv(cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN if splits > 1 else m
+    if splits > 1 and interpret_mode():
+        rows_per_split = cdiv(m, splits)  # tests use tiny banks; alignment only matters for GPU tiles
+    splits = cdiv(m, rows_per_split)
+    final = splits == 1
+
+    if final:
+        dst_d, dst_i, stride_os = out_d, out_i, 0
+    else:
+        dst_d = torch.empty((splits, n, k), dtype=torch.float32, device=q.device)
+        dst_i = torch.empty((splits, n, k), dtype=torch.int32, device=q.device)
+        stride_os = n * k
+
+    kernel = lazy_jit(_knn_kernel, _KERNEL_CONSTS, do_not_specialize=["n", "m", "rows_per_split"])
+    kernel[(cdiv(n, cfg["BLOCK_N"]), splits)](
+        q, bank, norms, dst_d, dst_i, n, m, dims["d"], rows_per_split,
+        q.stride(0), bank.stride(0), stride_os, dst_d.stride(-2),
+        K=k, K_PAD=dims["k_pad"], FINAL=final, RESIDENT=dims["resident"], BLOCK_D=dims["block_d"],
+        PRECISION=dims["precision"], BLOCK_N=cfg["BLOCK_N"], BLOCK_M=cfg["BLOCK_M"],
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3))
+
+    if not final:
+        merge = lazy_jit(_knn_merge_kernel, _KERNEL_CONSTS)
+        merge[(cdiv(n, _MERGE_BLOCK_N),)](
+            dst_d, dst_i, out_d, out_i, n, splits, n * k, k, out_d.stride(0),
+            K=k, SK_PAD=next_pow2(splits * k), BLOCK_N=_MERGE_BLOCK_N, num_warps=4,
+        )
 
 
 def knn_triton(
@@ -410,8 +484,8 @@ def knn_triton(
     ``knn_reference``; shapes and dtypes are assumed validated by ``edgecmg.ops.knn``.
 
     splits: bank slices processed by separate programs (None: sized to the GPU; 1 under the
-        interpreter). config: fixed {"BLOCK_N", "BLOCK_M", "num_warps"[, "num_stages"]} instead of autotuning
-        (always used under the interpreter).
+        interpreter). config: {"BLOCK_N", "BLOCK_M", "num_warps"[, "num_stages"]} to use instead of
+        the tuned choice (``EDGECMG_AUTOTUNE=0``: the first of ``_candidates``).
     out: optional preallocated (D float32, I int64) of shape queries.shape[:-1] + (k,), contiguous.
     """
     require_triton()
@@ -446,46 +520,14 @@ def knn_triton(
     # fp32 bank: three-pass TF32 keeps ~fp32 accuracy on tensor cores (plain TF32 would silently
     # round the features to 10 mantissa bits); fp16 ignores the setting.
     precision = "tf32x3" if bank.dtype == torch.float32 else "tf32"
-    k_pad = next_pow2(k)
 
-    if splits is None:
-        splits = _choose_splits(n, m, q.device)
-    splits = max(1, min(int(splits), m))
-    rows_per_split = cdiv(cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN if splits > 1 else m
-    if splits > 1 and interpret_mode():
-        rows_per_split = cdiv(m, splits)  # tests use tiny banks; alignment only matters for GPU tiles
-    splits = cdiv(m, rows_per_split)
-    final = splits == 1
-
-    if final:
-        dst_d, dst_i, stride_os = out_d, out_i, 0
-    else:
-        dst_d = torch.empty((splits, n, k), dtype=torch.float32, device=q.device)
-        dst_i = torch.empty((splits, n, k), dtype=torch.int32, device=q.device)
-        stride_os = n * k
-
-    args = (q, bank, norms, dst_d, dst_i, n, m, d, rows_per_split,
-            q.stride(0), bank.stride(0), stride_os, dst_d.stride(-2),
-            bucket(n), bucket(rows_per_split))
-    consts = dict(K=k, K_PAD=k_pad, FINAL=final, RESIDENT=resident, BLOCK_D=block_d, PRECISION=precision)
-    if config is None and interpret_mode():
-        config = _INTERPRET_CONFIG
+    dims = dict(n=n, m=m, d=d, k=k, k_pad=next_pow2(k), resident=resident, block_d=block_d,
+                precision=precision, final_d=out_d, final_i=out_i)
     if config is not None:
-        kernel = lazy_jit(_knn_kernel, _KERNEL_CONSTS)
-        cfg = dict(config)
-        launch = {"num_warps": cfg.pop("num_warps", 4), "num_stages": cfg.pop("num_stages", 3)}
-        grid = (cdiv(n, cfg["BLOCK_N"]), splits)
-        kernel[grid](*args, **consts, **cfg, **launch)
-    else:
-        kernel = lazy_autotune(_knn_kernel, _knn_configs, key=["n_bucket", "m_bucket", "K", "BLOCK_D", "PRECISION"],
-                               jit_kwargs={"do_not_specialize": ["n", "m", "rows_per_split"]},
-                               prune=_prune_knn_configs, constexprs=_KERNEL_CONSTS)
-        kernel[lambda meta: (cdiv(n, meta["BLOCK_N"]), splits)](*args, **consts)
-
-    if not final:
-        merge = lazy_jit(_knn_merge_kernel, _KERNEL_CONSTS)
-        merge[(cdiv(n, _MERGE_BLOCK_N),)](
-            dst_d, dst_i, out_d, out_i, n, splits, n * k, k, out_d.stride(0),
-            K=k, SK_PAD=next_pow2(splits * k), BLOCK_N=_MERGE_BLOCK_N, num_warps=4,
-        )
+        _launch(q, bank, norms, dims, dict(config), splits)
+        return result
+    candidates = _candidates(k, d_pad, resident, bank.element_size())
+    key = (q.device.type, q.device.index, str(bank.dtype), d_pad, k, shape_bucket(n), shape_bucket(m), splits)
+    cfg = _TUNER.choose(key, candidates, lambda c: _launch(q, bank, norms, dims, c, splits), q.device)
+    _launch(q, bank, norms, dims, cfg, splits)
     return result

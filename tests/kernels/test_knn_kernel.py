@@ -162,24 +162,52 @@ def test_split_plan_fills_an_h100(monkeypatch):
 
     monkeypatch.setattr(knn_mod, "interpret_mode", lambda: False)
     monkeypatch.setattr(knn_mod, "num_sms", lambda device: 132)
-    one_frame = knn_mod._choose_splits(1024, 100_000, "cuda")
-    eight_frames = knn_mod._choose_splits(8192, 100_000, "cuda")
-    assert 132 <= 16 * one_frame <= 2 * 132  # 16 row blocks of 64 queries x splits: two waves at most
-    assert eight_frames < one_frame  # more queries, fewer splits needed
-    assert knn_mod._choose_splits(1024, 300, "cuda") == 1  # tiny bank: no split
+    for block_n in (32, 64, 128):
+        blocks = 1024 // block_n
+        one_frame = knn_mod._choose_splits(1024, 100_000, "cuda", block_n)
+        # row blocks x splits: at least one wave of 132 SMs, two at most
+        assert 132 <= blocks * one_frame <= 2 * 132
+        eight_frames = knn_mod._choose_splits(8192, 100_000, "cuda", block_n)
+        assert eight_frames < one_frame  # more queries, fewer splits needed
+    assert knn_mod._choose_splits(1024, 300, "cuda", 64) == 1  # tiny bank: no split
 
 
-def test_autotune_pruning_keeps_a_config():
-    from edgecmg.kernels.knn import _knn_configs, _prune_knn_configs
+def test_candidate_configs_cover_every_case_and_fit_shared_memory(monkeypatch):
+    from edgecmg.kernels import knn as knn_mod
 
-    class FakeBank:
-        def __init__(self, esize):
-            self.esize = esize
+    monkeypatch.setattr(knn_mod, "interpret_mode", lambda: False)
+    for esize in (2, 4):
+        for d in (1, 64, 96, 128, 256, 1000):
+            d_pad = knn_mod.next_pow2(max(d, 16))
+            resident = d_pad <= knn_mod._MAX_RESIDENT_D[esize]
+            block_d = d_pad if resident else knn_mod._D_CHUNK
+            for k in (1, 5, 16):
+                cands = knn_mod._candidates(k, d_pad, resident, esize)
+                assert cands, (esize, d, k)
+                for c in cands:
+                    # tl.dot needs tiles of at least 16; a query block and a bank tile in shared memory
+                    assert c["BLOCK_N"] >= 16 and c["BLOCK_M"] >= 16
+                    assert (c["BLOCK_N"] + c["BLOCK_M"]) * block_d * esize <= 64 * 1024
 
-        def element_size(self):
-            return self.esize
 
-    configs = _knn_configs()
-    for esize, block_d, k_pad in ((2, 128, 1), (2, 256, 16), (4, 64, 8), (4, 32, 1)):
-        kept = _prune_knn_configs(configs, {"bank_ptr": FakeBank(esize)}, BLOCK_D=block_d, K_PAD=k_pad)
-        assert kept and all(c.kwargs["BLOCK_N"] * block_d * esize <= 32768 for c in kept)
+def test_tuner_times_each_candidate_once_per_bucket_and_gives_exact_results(monkeypatch, kernel_device):
+    """EDGECMG_AUTOTUNE=1 drives the tuner under the interpreter: both candidates run, one is kept for
+    the whole shape bucket, and the answer is the same whichever won."""
+    from edgecmg.kernels import knn as knn_mod
+
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    monkeypatch.setattr(knn_mod, "_TUNER", knn_mod.LaunchTuner(repeats=1))
+    gen = torch.Generator().manual_seed(5)
+    bank = torch.randn(70, 24, generator=gen)
+    for n in (33, 40):  # one bucket (64)
+        q = torch.randn(n, 24, generator=gen)
+        dist, idx = knn_mod.knn_triton(q.to(kernel_device), bank.to(kernel_device), 3)
+        dist, idx = dist.cpu(), idx.cpu()
+        exp_d, exp_i = knn_reference(q, bank, 3)
+        torch.testing.assert_close(dist, exp_d, atol=1e-4, rtol=1e-4)
+        assert_knn_equivalent(dist, idx, q, bank, 3, atol=1e-4)
+    assert len(knn_mod._TUNER.timings) == 1
+    (key, seconds), = knn_mod._TUNER.timings.items()
+    candidates = knn_mod._candidates(3, 32, True, 4)
+    assert len(seconds) == len(candidates) and all(t > 0 for t in seconds)
+    assert knn_mod._TUNER.chosen[key] == candidates[min(range(len(seconds)), key=seconds.__getitem__)]

@@ -87,3 +87,18 @@ def test_kernel_soft_masks_and_non_contiguous_weight(kernel_device):
     got = masked_similarity_triton(*args)
     torch.testing.assert_close(got.cpu(), masked_similarity_reference(feats, masks, weight, bias, text),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_reads_transposed_views_in_place(kernel_device):
+    # what the zero-shot matcher passes: the head map flattened and transposed ([b, p, c] with a
+    # strided last dim) and the classifier's weight transposed; no copy is needed for either
+    feats, masks, weight, bias, text = _data(2, 5, 12, 24, 30, seed=6)
+    feats_t = feats.transpose(1, 2).contiguous().transpose(1, 2)
+    weight_t = weight.t().contiguous().t()
+    masks_t = masks.t().contiguous().t()
+    assert feats_t.stride(-1) != 1 and weight_t.stride(-1) != 1 and masks_t.stride(-1) != 1
+    args = [t.to(kernel_device) for t in (feats_t, masks_t, weight_t, bias, text)]
+    for mode in MODES:
+        got = masked_similarity_triton(*args, mode=mode, splits=2)
+        torch.testing.assert_close(got.cpu(), masked_similarity_reference(feats, masks, weight, bias, text, mode=mode),
+                                   atol=1e-5, rtol=1e-5)

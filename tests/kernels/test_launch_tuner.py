@@ -1,0 +1,51 @@
+"""LaunchTuner: the choice logic, driven by launches whose cost is known (CPU sleeps)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from edgecmg.kernels._common import LaunchTuner, shape_bucket
+
+
+def _launcher(costs: dict, calls: list):
+    def launch(cfg):
+        calls.append(cfg["name"])
+        time.sleep(costs[cfg["name"]])
+    return launch
+
+
+def test_fastest_candidate_wins_and_is_reused(monkeypatch):
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    tuner = LaunchTuner(repeats=2)
+    candidates = [{"name": "slow"}, {"name": "fast"}, {"name": "medium"}]
+    calls: list = []
+    launch = _launcher({"slow": 0.02, "fast": 0.001, "medium": 0.01}, calls)
+    cpu = torch.device("cpu")
+    assert tuner.choose(("case", 64), candidates, launch, cpu)["name"] == "fast"
+    assert calls.count("slow") == calls.count("fast") == calls.count("medium") == 3  # warm-up + 2 timed
+    calls.clear()
+    assert tuner.choose(("case", 64), candidates, launch, cpu)["name"] == "fast"
+    assert calls == []  # cached: no more timing for this key
+    seconds = tuner.timings[("case", 64)]
+    assert seconds[1] < seconds[2] < seconds[0]
+
+
+def test_tuning_off_takes_the_first_candidate_without_running_any(monkeypatch):
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "0")
+    tuner = LaunchTuner()
+    calls: list = []
+    cfg = tuner.choose(("case",), [{"name": "a"}, {"name": "b"}], _launcher({"a": 0, "b": 0}, calls),
+                       torch.device("cpu"))
+    assert cfg["name"] == "a" and calls == [] and tuner.chosen == {}
+
+
+def test_single_candidate_is_never_timed(monkeypatch):
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    calls: list = []
+    cfg = LaunchTuner().choose(("case",), [{"name": "only"}], _launcher({"only": 0}, calls), torch.device("cpu"))
+    assert cfg["name"] == "only" and calls == []
+
+
+def test_shape_buckets_are_powers_of_two():
+    assert [shape_bucket(x) for x in (0, 1, 2, 3, 1000, 1024, 1025)] == [1, 1, 2, 4, 1024, 1024, 2048]
