@@ -102,3 +102,22 @@ def test_kernel_reads_transposed_views_in_place(kernel_device):
         got = masked_similarity_triton(*args, mode=mode, splits=2)
         torch.testing.assert_close(got.cpu(), masked_similarity_reference(feats, masks, weight, bias, text, mode=mode),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_tuner_picks_once_per_bucket_and_every_candidate_is_exact(monkeypatch, kernel_device):
+    """EDGECMG_AUTOTUNE=1 drives the tuner under the interpreter; whichever candidate wins, the scores
+    match the reference, and a second batch size in the same bucket reuses the choice."""
+    from edgecmg.kernels import masked_similarity as ms
+
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    monkeypatch.setattr(ms, "_TUNER", ms.LaunchTuner(repeats=1))
+    for b in (3, 4):  # b * K = 18 and 24 rows: one bucket (32)
+        args = _data(b, 6, 12, 24, 40, seed=b)
+        got = ms.masked_similarity_triton(*[t.to(kernel_device) for t in args])
+        torch.testing.assert_close(got.cpu(), masked_similarity_reference(*args), atol=1e-5, rtol=1e-5)
+    assert len(ms._TUNER.timings) == 1
+    (key, seconds), = ms._TUNER.timings.items()
+    assert len(seconds) == len(ms._candidates(4))
+    for cfg in ms._candidates(4):  # the loser too
+        got = ms.masked_similarity_triton(*[t.to(kernel_device) for t in args], config=cfg)
+        torch.testing.assert_close(got.cpu(), masked_similarity_reference(*args), atol=1e-5, rtol=1e-5)
