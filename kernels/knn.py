@@ -378,32 +378,23 @@ def _knn_merge_kernel(
 # without register spills for sm_90 (H100/H200) and sm_87 (Jetson Orin), checked with ptxas by
 # tests/kernels/test_gpu_compile.py; tiles that spill on either were dropped even where an H100 timed
 # them well, because a spilling tile runs several times slower on the other device.
-#
+
+
+def _tile(block_n: int, block_m: int, num_warps: int) -> dict:
+    return {"BLOCK_N": block_n, "BLOCK_M": block_m, "num_warps": num_warps, "num_stages": 3}
+
+
 # fp16 bank, k = 1, d <= 128 (the stream's case): the software-pipelined loop. On an H100 at n=1,024,
 # m=100k, d=128, 37 tile / warp / split combinations of the plain loop took 77-143 us; the pipelined
 # loop with 128 x 64 tiles 72.6 us (4 warps; 8 warps keep that tile spill-free on sm_87).
-_CANDIDATES_FP16_K1 = [
-    {"BLOCK_N": 128, "BLOCK_M": 64, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_N": 64, "BLOCK_M": 128, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_N": 64, "BLOCK_M": 64, "num_warps": 4, "num_stages": 3},
-]
+_CANDIDATES_FP16_K1 = [_tile(128, 64, 8), _tile(64, 128, 8), _tile(64, 64, 4)]
 # fp16 bank with k > 1 (the register top-k), or d streamed in chunks.
-_CANDIDATES_FP16 = [
-    {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
-]
+_CANDIDATES_FP16 = [_tile(64, 32, 4), _tile(32, 32, 4)]
 # fp32 bank: three-pass TF32 carries hi/lo halves of both operands, about twice the registers.
-_CANDIDATES_FP32 = [
-    {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_N": 32, "BLOCK_M": 64, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 4, "num_stages": 3},
-]
+_CANDIDATES_FP32 = [_tile(64, 32, 8), _tile(32, 64, 8), _tile(32, 32, 4)]
 # The CPU interpreter runs the smallest tile a GPU tl.dot accepts (16), so tests exercise shapes a GPU
 # could run; a second candidate lets the tests drive the tuner (EDGECMG_AUTOTUNE=1).
-_INTERPRET_CANDIDATES = [
-    {"BLOCK_N": 16, "BLOCK_M": 16, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_N": 32, "BLOCK_M": 16, "num_warps": 4, "num_stages": 3},
-]
+_INTERPRET_CANDIDATES = [_tile(16, 16, 4), _tile(32, 16, 4)]
 _MERGE_BLOCK_N = 16
 _TUNER = LaunchTuner()
 

@@ -226,21 +226,16 @@ def _masked_similarity_merge_kernel(
 # (BLOCK_K 16-64, BLOCK_CLS 64-128, BLOCK_C 32-128) once the classes were split 8 ways, so the list is
 # short. All build without register spills for sm_90 and sm_87 (tests/kernels/test_gpu_compile.py);
 # fp32 heads run three-pass TF32, which needs about twice the registers, hence BLOCK_C 32.
-_CANDIDATES_HALF = [
-    {"BLOCK_K": 16, "BLOCK_CLS": 128, "BLOCK_C": 64, "num_warps": 8},
-    {"BLOCK_K": 32, "BLOCK_CLS": 64, "BLOCK_C": 64, "num_warps": 8},
-]
-_CANDIDATES_FP32 = [
-    {"BLOCK_K": 16, "BLOCK_CLS": 128, "BLOCK_C": 32, "num_warps": 8},
-    {"BLOCK_K": 16, "BLOCK_CLS": 64, "BLOCK_C": 32, "num_warps": 4},
-]
+def _tile(block_k: int, block_cls: int, block_c: int, num_warps: int) -> dict:
+    return {"BLOCK_K": block_k, "BLOCK_CLS": block_cls, "BLOCK_C": block_c, "num_warps": num_warps}
+
+
+_CANDIDATES_HALF = [_tile(16, 128, 64, 8), _tile(32, 64, 64, 8)]
+_CANDIDATES_FP32 = [_tile(16, 128, 32, 8), _tile(16, 64, 32, 4)]
 _MAX_BLOCK_P = 32
 # The interpreter runs the smallest tiles a GPU tl.dot accepts (16), so tests exercise the same shapes;
 # a second candidate lets the tests drive the tuner (EDGECMG_AUTOTUNE=1).
-_INTERPRET_CANDIDATES = [
-    {"BLOCK_K": 16, "BLOCK_CLS": 16, "BLOCK_C": 16, "num_warps": 4},
-    {"BLOCK_K": 16, "BLOCK_CLS": 32, "BLOCK_C": 16, "num_warps": 4},
-]
+_INTERPRET_CANDIDATES = [_tile(16, 16, 16, 4), _tile(16, 32, 16, 4)]
 _MERGE_BLOCK_R = 64
 _TUNER = LaunchTuner()
 
