@@ -162,11 +162,16 @@ class LaunchTuner:
         self.repeats = repeats
         self.chosen: dict[tuple, dict] = {}
         self.timings: dict[tuple, list[float]] = {}  # seconds per candidate, for benchmarks and tests
+        self.last: Optional[dict] = None  # the configuration of the latest call, for benchmark tables
 
     def choose(self, key: tuple, candidates: Sequence[dict], launch: Callable[[dict], object], device) -> dict:
         cfg = self.chosen.get(key)
-        if cfg is not None:
-            return cfg
+        if cfg is None:
+            cfg = self._tune(key, candidates, launch, device)
+        self.last = cfg
+        return cfg
+
+    def _tune(self, key: tuple, candidates: Sequence[dict], launch: Callable[[dict], object], device) -> dict:
         if len(candidates) == 1 or not autotune_enabled() or _capturing(device):
             return candidates[0]
         seconds = []

@@ -27,6 +27,7 @@ def test_fastest_candidate_wins_and_is_reused(monkeypatch):
     calls.clear()
     assert tuner.choose(("case", 64), candidates, launch, cpu)["name"] == "fast"
     assert calls == []  # cached: no more timing for this key
+    assert tuner.last["name"] == "fast"
     seconds = tuner.timings[("case", 64)]
     assert seconds[1] < seconds[2] < seconds[0]
 
