@@ -28,12 +28,15 @@ from safetensors.torch import save as save_safetensors
 
 from edgecmg.errors import ArtifactError
 from edgecmg.model.backbone import BACKBONE_ID, EfficientNetLite0, load_pretrained
-from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level
+from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = b"EDGECMG\0"
 # 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
-FORMAT_VERSION = 2
+# 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction"); files
+# without it load with the maximum, and an older edgecmg, which would score by the maximum against a
+# threshold set on the pool, refuses version 3.
+FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 SUFFIX = ".edgecmg"
 
@@ -51,6 +54,7 @@ def model_spec(model: CMGModel) -> dict[str, Any]:
         "use_cmer": model.scorer.use_cmer, "use_cmle": model.use_cmle, "knn_k": model.scorer.knn_k,
         "feature_dim": int(model.scorer.memory_bank.shape[1]),
         "bank_size": int(model.scorer.memory_bank.shape[0]),
+        "score_top_fraction": model.scorer.score_top_fraction,
     }
 
 
@@ -162,7 +166,8 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
                             clip_weights=None if clip_weights is None else str(clip_weights))
     model = CMGModel(backbone, geometry, feature_dim=spec["feature_dim"],
                      bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
-                     knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher)
+                     knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher,
+                     score_top_fraction=score_top_fraction(spec))
     tensors = load_safetensors(payload)
     add_missing_normal_level(tensors, geometry, "scorer.normal_map")
     expected = _tensors_of(model)

@@ -36,6 +36,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,
         cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed,
+        score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs edgecmg[clip]); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")
+    p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
+                   help="image score = mean of this share of the map's hottest pixels (0: the hottest one)")
     p.add_argument("--seed", type=int, default=ModelConfig.seed,
                    help="seeds the hold-out split and the coreset draw (fits are reproducible)")
     p.set_defaults(func=cmd_fit)

@@ -19,6 +19,9 @@ class ModelConfig:
         training images' aspect ratio (long side ``max_side``, both sides multiples of 32), because
         squashing a 1:2.5 part into a square destroys the detail defects live in.
     features: patch-feature layout, a key of ``edgecmg.model.layouts.FEATURE_LAYOUTS``.
+    score_top_fraction: the image score is the mean of this share of the map's hottest pixels
+        (0: the single hottest pixel). A defect that stands out over a small area beats a one-pixel
+        peak of noise; see ``BankScorer.image_score``.
     matcher: "zeroshot" (offline: the backbone's ImageNet head + MiniLM) or "clip" (an open_clip
         model ``clip_arch`` read from the local safetensors file ``clip_weights``).
     """
@@ -37,6 +40,7 @@ class ModelConfig:
     max_bank_size: int = 10000
     knn_k: int = 1
     smoothing_sigma: float = 4.0
+    score_top_fraction: float = 0.01
     threshold_quantile: float = 0.99
     matcher: str = "zeroshot"
     clip_weights: Optional[str] = None
@@ -60,6 +64,9 @@ class ModelConfig:
             raise ConfigError(f"coreset_ratio={self.coreset_ratio} must be in (0, 1]")
         if not 1 <= self.knn_k <= 16:
             raise ConfigError(f"knn_k={self.knn_k} must be in 1..16")
+        if not 0.0 <= self.score_top_fraction <= 0.25:
+            raise ConfigError(f"score_top_fraction={self.score_top_fraction} must be in [0, 0.25] "
+                              "(0 = the map's maximum; 0.01 = the mean of its hottest 1% of pixels)")
         if not 8 <= self.cmle_dim <= 1024:
             raise ConfigError(f"cmle_dim={self.cmle_dim} must be in 8..1024")
         if self.matcher not in ("zeroshot", "clip"):

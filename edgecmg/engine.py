@@ -50,7 +50,10 @@ log = logging.getLogger("edgecmg")
 
 ENGINE_MAGIC = b"EDGECMGE"
 # 2 (2026-11-24): the scorer state carries a fitted normal level; version 1 files load with level 0.
-ENGINE_FORMAT_VERSION = 2
+# 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction"); files
+# without it load with the maximum, and an older edgecmg, which would score by the maximum against a
+# threshold set on the pool, refuses version 3.
+ENGINE_FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 TENSORRT_INSTALL_HINT = (

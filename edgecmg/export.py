@@ -45,7 +45,7 @@ from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
-from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level
+from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger("edgecmg")
@@ -174,7 +174,8 @@ def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "mod
         raise ArtifactError(f"{origin}: cannot rebuild the bank scorer ({type(exc).__name__}: {exc}); "
                             "export the model again") from exc
     scorer = BankScorer(geometry, feature_dim=int(spec["feature_dim"]), bank_size=int(spec["bank_size"]),
-                        use_cmer=bool(spec["use_cmer"]), knn_k=int(spec["knn_k"]), smoothing_sigma=1.0)
+                        use_cmer=bool(spec["use_cmer"]), knn_k=int(spec["knn_k"]), smoothing_sigma=1.0,
+                        score_top_fraction=score_top_fraction(spec))
     add_missing_normal_level(tensors, geometry, "normal_map")
     expected = scorer.state_dict()
     if set(tensors) != set(expected):

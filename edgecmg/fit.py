@@ -129,7 +129,7 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     matcher.set_prompt(config.prompt)  # the text side is encoded once, here
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
                      use_cmle=config.cmle, knn_k=config.knn_k, smoothing_sigma=config.smoothing_sigma,
-                     matcher=matcher)
+                     matcher=matcher, score_top_fraction=config.score_top_fraction)
     model.eval()
 
     collected = _collect(model, frames, config.batch_size, progress, text_space=config.cmle,

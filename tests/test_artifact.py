@@ -14,6 +14,8 @@ def test_round_trip_gives_identical_outputs(small_fit, small_artifact):
     loaded, header = artifact.load(small_artifact)
     assert header["threshold"] == pytest.approx(metadata["threshold"])
     assert header["backbone"]["sha256"] == metadata["backbone"]["sha256"]
+    assert header["model"]["score_top_fraction"] == model.scorer.score_top_fraction == 0.01
+    assert loaded.scorer.score_pixels == model.scorer.score_pixels > 1
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 256, 96, 3), dtype=np.uint8))
     with torch.no_grad():
         a, b = model(frames), loaded(frames)
@@ -145,3 +147,20 @@ def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(loaded.scorer.anomaly_maps(embeddings),
                                    model.scorer.anomaly_maps(embeddings) + model.scorer.normal_map)
+
+
+def test_files_without_a_recorded_score_pool_are_scored_by_the_maximum(small_fit, tmp_path, monkeypatch):
+    """Files written before the image score pooled the hottest pixels had their thresholds set on the
+    map's maximum: they load with that rule (score_top_fraction 0), whatever today's default is."""
+    model, metadata = small_fit
+    full = artifact.model_spec
+    monkeypatch.setattr(artifact, "model_spec",
+                        lambda m: {k: v for k, v in full(m).items() if k != "score_top_fraction"})
+    old = artifact.save(model, metadata, tmp_path / "old.edgecmg")
+    loaded, header = artifact.load(old)
+    assert "score_top_fraction" not in header["model"]
+    assert loaded.scorer.score_top_fraction == 0.0 and loaded.scorer.score_pixels == 1
+    maps = torch.rand(1, *model.geometry.input_size)
+    kept = torch.ones(1, model.geometry.grid ** 2, dtype=torch.bool)
+    with torch.no_grad():
+        assert float(loaded.scorer.image_score(maps, kept)[0]) == pytest.approx(float(maps.max()))

@@ -114,9 +114,10 @@ def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys)
     assert f"(default: {ModelConfig.max_side})" in text and "(default: 0)" in text  # --seed 0 is a default too
     assert "(default: None)" not in text and "(default: False)" not in text
     args = build_parser().parse_args(["fit", "data", "--prompt", "p", "-o", "m.edgecmg"])
-    assert (args.max_side, args.grid, args.cmle_dim, args.bank_size, args.clip_arch, args.seed) == (
+    assert (args.max_side, args.grid, args.cmle_dim, args.bank_size, args.clip_arch, args.seed,
+            args.score_top_fraction) == (
         ModelConfig.max_side, ModelConfig.grid, ModelConfig.cmle_dim, ModelConfig.max_bank_size,
-        ModelConfig.clip_arch, ModelConfig.seed)
+        ModelConfig.clip_arch, ModelConfig.seed, ModelConfig.score_top_fraction)
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgecmg import ops
+from edgecmg.errors import ConfigError
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer
 from edgecmg.model.backbone import EfficientNetLite0
@@ -116,6 +117,18 @@ class Featurizer(nn.Module):
         return embeddings, self.match_scores(x, head)
 
 
+# TensorRT's TopK layer takes k <= 3840: a larger pool would not build into an engine.
+_MAX_SCORE_PIXELS = 3840
+
+
+def score_pixel_count(input_size: tuple[int, int], fraction: float) -> int:
+    """How many of the map's hottest pixels the image score averages: ``fraction`` of the map, at least
+    1 (0: the maximum), at most 3,840 (TensorRT's TopK limit; 1.5% of an 800x320 map)."""
+    if fraction <= 0:
+        return 1
+    return max(1, min(round(fraction * input_size[0] * input_size[1]), _MAX_SCORE_PIXELS))
+
+
 class BankScorer(nn.Module):
     """(embeddings, match scores) -> DetectorOutput: kNN against the bank, smoothing, CMER gating.
 
@@ -123,7 +136,7 @@ class BankScorer(nn.Module):
     """
 
     def __init__(self, geometry: Geometry, *, feature_dim: int, bank_size: int, use_cmer: bool,
-                 knn_k: int, smoothing_sigma: float) -> None:
+                 knn_k: int, smoothing_sigma: float, score_top_fraction: float = 0.0) -> None:
         super().__init__()
         self.geometry = geometry
         self.use_cmer = use_cmer
@@ -132,6 +145,14 @@ class BankScorer(nn.Module):
         # Cell of each output pixel, through the head map so pixel and head cells agree.
         head_cells = cmer.cell_index(hh, hw, geometry.grid).view(hh, hw)
         pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
+        self.score_top_fraction = score_top_fraction
+        self.score_pixels = score_pixel_count(geometry.input_size, score_top_fraction)
+        smallest_cell = int(torch.bincount(pixel_cells).min())
+        if self.score_pixels > smallest_cell:
+            raise ConfigError(
+                f"score_top_fraction={score_top_fraction} pools {self.score_pixels} pixels, more than the "
+                f"smallest CMER cell holds ({smallest_cell} at grid {geometry.grid} on "
+                f"{geometry.input_size[0]}x{geometry.input_size[1]}); use a smaller fraction or grid")
         self.register_buffer("pixel_cells", pixel_cells)
         self.register_buffer("cmer_margin", torch.zeros(geometry.grid ** 2))  # one margin per cell
         self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))
@@ -192,12 +213,25 @@ class BankScorer(nn.Module):
         # The map keeps every value (a defect is never hidden from it); only the image score is gated.
         # Maps can be negative (below the normal level), so dropped pixels become -inf, not 0.
         pixel_keep = cmer.expand_cells(kept, self.pixel_cells)
-        gated = maps.flatten(1).masked_fill(~pixel_keep, float("-inf")).amax(dim=1)
-        ungated = maps.flatten(1).amax(dim=1)
+        gated = self.pool(maps.flatten(1).masked_fill(~pixel_keep, float("-inf")))
+        ungated = self.pool(maps.flatten(1))
         # CMER may lower a score, but never turns an alarm into a miss: where the ungated score is
         # above the stored threshold it stands. (With the zero-shot matcher a defect can make its own
         # cell look irrelevant to the prompt; on KolektorSDD this rule halves what gating costs.)
         return torch.where(ungated > self.threshold, ungated, gated)
+
+    def pool(self, values: torch.Tensor) -> torch.Tensor:
+        """[B, N] map values -> [B]: the mean of the ``score_pixels`` largest (the max when 1). Pixels
+        dropped by CMER hold -inf and never count: a kept cell holds at least ``score_pixels``."""
+        if self.score_pixels == 1:
+            return values.amax(dim=1)
+        return values.topk(self.score_pixels, dim=1, sorted=False).values.mean(dim=1)
+
+
+def score_top_fraction(spec: dict) -> float:
+    """The image-score pooling of a file's model spec. Files written before it was recorded were scored
+    by the map's maximum, and their thresholds were set on that: 0."""
+    return float(spec.get("score_top_fraction", 0.0))
 
 
 def add_missing_normal_level(tensors: dict[str, torch.Tensor], geometry: Geometry, key: str) -> None:
@@ -214,13 +248,14 @@ class CMGModel(nn.Module):
 
     def __init__(self, backbone: EfficientNetLite0, geometry: Geometry, *, feature_dim: int,
                  bank_size: int, use_cmer: bool, use_cmle: bool, knn_k: int, smoothing_sigma: float,
-                 matcher: nn.Module) -> None:
+                 matcher: nn.Module, score_top_fraction: float = 0.0) -> None:
         super().__init__()
         self.geometry = geometry
         self.use_cmle = use_cmle
         self.featurizer = Featurizer(backbone, geometry, feature_dim, matcher)
         self.scorer = BankScorer(geometry, feature_dim=feature_dim, bank_size=bank_size, use_cmer=use_cmer,
-                                 knn_k=knn_k, smoothing_sigma=smoothing_sigma)
+                                 knn_k=knn_k, smoothing_sigma=smoothing_sigma,
+                                 score_top_fraction=score_top_fraction)
 
     @property
     def threshold(self) -> float:

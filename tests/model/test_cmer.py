@@ -106,3 +106,49 @@ def test_gated_score_below_the_normal_level_is_the_max_over_kept_pixels():
     kept_max = maps[0][cells != 0].max()
     assert float(out.score[0]) == pytest.approx(float(kept_max))
     assert float(out.score[0]) < 0 and float(out.score[0]) < float(maps.amax())
+
+
+def test_image_score_is_the_mean_of_the_hottest_pixels_of_the_kept_cells():
+    """score_top_fraction pools the hottest share of the map; with CMER the pool is taken inside the
+    kept cells only (dropped pixels never count, even when they are the hottest)."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    geometry = Geometry((64, 64), 2, "s16")
+    scorer = BankScorer(geometry, feature_dim=2, bank_size=1, use_cmer=True, knn_k=1, smoothing_sigma=0.5,
+                        score_top_fraction=0.02)
+    assert scorer.score_pixels == round(0.02 * 64 * 64) == 82
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(2, 64, 64, generator=g)
+    kept = torch.tensor([[True, True, True, True], [False, True, True, True]])
+    with torch.no_grad():
+        scorer.threshold.fill_(float("inf"))  # no alarm: the gate applies
+        score = scorer.image_score(maps, kept)
+    flat = maps.flatten(1)
+    assert float(score[0]) == pytest.approx(float(flat[0].sort(descending=True).values[:82].mean()))
+    in_kept = flat[1][scorer.pixel_cells != 0]
+    assert float(score[1]) == pytest.approx(float(in_kept.sort(descending=True).values[:82].mean()))
+
+
+def test_pool_larger_than_a_cmer_cell_is_refused_by_name():
+    from edgecmg.errors import ConfigError
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    # 256x256, grid 8: a cell is 32x32 = 1,024 pixels; 2% of the map is 1,311
+    with pytest.raises(ConfigError, match="score_top_fraction=0.02 pools 1311 pixels.*smallest CMER cell"):
+        BankScorer(Geometry((256, 256), 8, "s16"), feature_dim=2, bank_size=1, use_cmer=True, knn_k=1,
+                   smoothing_sigma=0.5, score_top_fraction=0.02)
+
+
+def test_score_pool_sizes_and_files_without_a_recorded_pool():
+    from edgecmg.config import ModelConfig
+    from edgecmg.errors import ConfigError
+    from edgecmg.model.detector import score_pixel_count, score_top_fraction
+
+    assert score_pixel_count((256, 256), 0.0) == 1  # the maximum
+    assert score_pixel_count((256, 256), 0.01) == 655
+    assert score_pixel_count((800, 320), 0.01) == 2560
+    assert score_pixel_count((1024, 1024), 0.01) == 3840  # TensorRT's TopK limit
+    assert score_top_fraction({"knn_k": 1}) == 0.0  # older files were scored by the maximum
+    assert score_top_fraction({"score_top_fraction": 0.01}) == 0.01
+    with pytest.raises(ConfigError, match="score_top_fraction=0.5"):
+        ModelConfig(score_top_fraction=0.5)
