@@ -265,11 +265,12 @@ def masked_similarity(
     if not _all_true(flags):  # the slow path only finds out which check failed, for the message
         for name, t in checked:
             _raise_non_finite(name, t, "masks are keep-weights in [0, 1]" if name == "masks" else "check the inputs")
-        if bool((mask_w < 0).any()):
-            raise DataError("masks contain negative weights; use 1 = keep, 0 = drop")
-        empty = (mask_w.sum(dim=1) <= 0).nonzero().flatten().tolist()
-        if empty:
-            raise DataError(f"mask(s) {empty[:8]} keep no patch: every variant must keep at least one patch")
+        if not params_checked:
+            if bool((mask_w < 0).any()):
+                raise DataError("masks contain negative weights; use 1 = keep, 0 = drop")
+            empty = (mask_w.sum(dim=1) <= 0).nonzero().flatten().tolist()
+            if empty:
+                raise DataError(f"mask(s) {empty[:8]} keep no patch: every variant must keep at least one patch")
 
     impl = resolve_backend(backend, features.device)
     if impl == "triton":

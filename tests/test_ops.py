@@ -277,6 +277,12 @@ def test_masked_similarity_params_checked_reads_only_the_features():
         ops.masked_similarity(nan_feats, masks, weight, bias, text, params_checked=True)
     with pytest.raises(DataError, match="rows"):
         ops.masked_similarity(feats, masks, weight[:5], bias, text, params_checked=True)
+    # Finite features whose float32 sum overflows trip the one-reduction check; the slow path then
+    # finds nothing wrong and the call goes on, with or without the parameters' checks.
+    huge = torch.full_like(feats, 3e38)
+    for checked in (True, False):
+        out = ops.masked_similarity(huge, masks, weight, bias, text, params_checked=checked)
+        assert out.shape == (feats.shape[0], masks.shape[0])
 
 
 def test_zero_shot_matcher_rechecks_its_parameters_after_an_in_place_write(monkeypatch):
