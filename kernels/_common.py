@@ -1,4 +1,5 @@
-"""Helpers shared by the Triton kernels: availability, lazy JIT, grid arithmetic, AOT checks.
+"""Helpers shared by the Triton kernels: availability, lazy JIT, grid arithmetic, launch tuning,
+AOT checks.
 
 Why Triton is imported lazily: Triton decides at import time whether kernels are compiled for the
 GPU or run by its CPU interpreter (``TRITON_INTERPRET=1``): ``import triton.language`` already
@@ -53,7 +54,17 @@ def interpret_mode() -> bool:
     std = sys.modules.get("triton.language.standard")
     if std is not None:
         return type(getattr(std, "sum", None)).__name__ == "InterpretedFunction"
-    return os.environ.get(_INTERPRET_ENV, "0").strip().lower() in ("1", "true", "on", "yes", "y")
+    return _env_flag(_INTERPRET_ENV) is True
+
+
+def _env_flag(name: str) -> Optional[bool]:
+    """An on/off environment variable: True, False, or None when it is unset or says neither."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "on", "yes", "y"):
+        return True
+    if value in ("0", "false", "off", "no", "n"):
+        return False
+    return None
 
 
 _JIT_CACHE: dict[tuple[str, bool], object] = {}  # (function + jit options, mode) -> kernel
@@ -96,6 +107,20 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def split_evenly(total: int, splits: int, align: int) -> tuple[int, int]:
+    """(splits, items per split) for ``total`` items cut into at most ``splits`` contiguous slices.
+
+    On a GPU each slice holds a multiple of ``align`` items, so every tile divides a slice; under the
+    interpreter (tiny test shapes) slices are as even as possible. Rounding can leave fewer slices
+    than asked: the count returned is the one to launch.
+    """
+    splits = max(1, min(int(splits), total))
+    per_split = cdiv(total, splits)
+    if splits > 1 and not interpret_mode():
+        per_split = cdiv(per_split, align) * align
+    return cdiv(total, per_split), per_split
+
+
 _SM_COUNTS: dict[int, int] = {}
 
 
@@ -124,12 +149,8 @@ def shape_bucket(x: int) -> int:
 def autotune_enabled() -> bool:
     """Tuning runs on a GPU unless ``EDGECMG_AUTOTUNE=0``; under the interpreter only when
     ``EDGECMG_AUTOTUNE=1`` (timings mean nothing there; the tests use it to exercise the tuner)."""
-    value = os.environ.get(_AUTOTUNE_ENV, "").strip().lower()
-    if value in ("0", "false", "off", "no", "n"):
-        return False
-    if value in ("1", "true", "on", "yes", "y"):
-        return True
-    return not interpret_mode()
+    forced = _env_flag(_AUTOTUNE_ENV)
+    return not interpret_mode() if forced is None else forced
 
 
 def _synchronize(device) -> None:

@@ -28,7 +28,8 @@ GPU specifics: a few spill-free launch configurations per case (tile sizes, warp
 sized to the tile) are timed once per power-of-two bucket of n and m (``_candidates``,
 ``_common.LaunchTuner``), and ``n``/``m``/``rows_per_split`` are not specialised by the JIT, so a
 stream whose sizes wobble neither recompiles nor re-tunes. fp16 banks use fp16 tensor-core
-``tl.dot``; fp32 banks use three-pass TF32 (near-fp32 accuracy). Indices are int32 inside the kernel (banks below 2^31 rows).
+``tl.dot``; fp32 banks use three-pass TF32 (near-fp32 accuracy). Indices are int32 inside the kernel
+(banks below 2^31 rows).
 
 References: Johnson, Douze, Jegou, "Billion-scale similarity search with GPUs" (faiss, 2017) for the
 norm expansion and the k-selection; Roth et al., "Towards Total Recall in Industrial Anomaly
@@ -49,6 +50,7 @@ from ._common import (
     num_sms,
     require_triton,
     shape_bucket,
+    split_evenly,
 )
 
 # triton.language, bound on the first launch (see kernels/_common.py: importing Triton fixes its
@@ -62,7 +64,7 @@ MAX_K = 16
 # sm_87 (an fp32 block also carries the hi/lo halves of the three-pass TF32 product).
 _MAX_RESIDENT_D = {2: 128, 4: 32}
 _D_CHUNK = 32
-# Bank rows per split are a multiple of this, so every BLOCK_M (64, and 16 interpreted) divides a split.
+# Bank rows per split are a multiple of this on a GPU, so every candidate's BLOCK_M (<= 128) divides a split.
 _SPLIT_ALIGN = 256
 _INT32_MAX = 2**31 - 1
 # Constexpr globals of the kernels, bound (replaced by tl.constexpr) with `tl` on first launch:
@@ -399,7 +401,7 @@ _MERGE_BLOCK_N = 16
 _TUNER = LaunchTuner()
 
 
-def _candidates(k: int, d_pad: int, resident: bool, bank_element_size: int) -> list[dict]:
+def _candidates(k: int, resident: bool, bank_element_size: int) -> list[dict]:
     """Launch configurations for a case, the default first."""
     if interpret_mode():
         return _INTERPRET_CANDIDATES
@@ -431,11 +433,7 @@ def _launch(q, bank, norms, dims: dict, cfg: dict, splits: Optional[int]) -> Non
     out_d, out_i = dims["final_d"], dims["final_i"]
     if splits is None:
         splits = _choose_splits(n, m, q.device, cfg["BLOCK_N"])
-    splits = max(1, min(int(splits), m))
-    rows_per_split = cdiv(cdiv(m, splits), _SPLIT_ALIGN) * _SPLIT_ALIGN if splits > 1 else m
-    if splits > 1 and interpret_mode():
-        rows_per_split = cdiv(m, splits)  # tests use tiny banks; alignment only matters for GPU tiles
-    splits = cdiv(m, rows_per_split)
+    splits, rows_per_split = split_evenly(m, splits, _SPLIT_ALIGN)
     final = splits == 1
 
     if final:
@@ -517,7 +515,7 @@ def knn_triton(
     if config is not None:
         _launch(q, bank, norms, dims, dict(config), splits)
         return result
-    candidates = _candidates(k, d_pad, resident, bank.element_size())
+    candidates = _candidates(k, resident, bank.element_size())
     key = (q.device.type, q.device.index, str(bank.dtype), d_pad, k, shape_bucket(n), shape_bucket(m), splits)
     cfg = _TUNER.choose(key, candidates, lambda c: _launch(q, bank, norms, dims, c, splits), q.device)
     _launch(q, bank, norms, dims, cfg, splits)

@@ -35,7 +35,8 @@ from typing import Optional
 
 import torch
 
-from ._common import LaunchTuner, cdiv, interpret_mode, lazy_jit, next_pow2, num_sms, require_triton, shape_bucket
+from ._common import (LaunchTuner, cdiv, interpret_mode, lazy_jit, next_pow2, num_sms, require_triton, shape_bucket,
+                      split_evenly)
 
 # triton.language, bound on the first launch (see kernels/_common.py).
 tl = None
@@ -268,11 +269,7 @@ def _launch(features, masks, weight, bias, text, out, mode: str, cfg: dict, spli
     block_p = cfg.get("BLOCK_P", _block_p(p))
     if splits is None:
         splits = _choose_splits(R, C, features.device, cfg["BLOCK_K"])
-    splits = max(1, min(int(splits), C))
-    per_split = cdiv(C, splits)
-    if splits > 1 and not interpret_mode():
-        per_split = cdiv(per_split, _CLASS_ALIGN) * _CLASS_ALIGN
-    splits = cdiv(C, per_split)
+    splits, per_split = split_evenly(C, splits, _CLASS_ALIGN)
     final = splits == 1
     part = out if final else torch.empty((3, splits, R), dtype=torch.float32, device=features.device)
     # fp32 head: three-pass TF32 keeps logits at ~fp32 accuracy (they go through exp); fp16/bf16 heads

@@ -126,7 +126,7 @@ def _jobs() -> dict:
         for name, bank_ty, d_pad, k, q_ty in KNN_CASES:
             esize = 2 if bank_ty == "*fp16" else 4
             resident = d_pad <= knn._MAX_RESIDENT_D[esize]
-            for cfg in _gpu_candidates(knn, k, d_pad, resident, esize):
+            for cfg in _gpu_candidates(knn, k, resident, esize):
                 jobs[f"knn-sm{arch}-{name}-{_tiles(cfg)}"] = {
                     "kernel": "knn", "arch": arch, "case": [bank_ty, d_pad, k, q_ty], "config": cfg}
         for name, *case in MS_CASES:

@@ -172,6 +172,18 @@ def test_split_plan_fills_an_h100(monkeypatch):
     assert knn_mod._choose_splits(1024, 300, "cuda", 64) == 1  # tiny bank: no split
 
 
+def test_split_evenly_aligns_slices_on_a_gpu_and_returns_the_count_to_launch(monkeypatch):
+    from edgecmg.kernels import _common
+
+    monkeypatch.setattr(_common, "interpret_mode", lambda: False)
+    assert _common.split_evenly(100_000, 16, 256) == (16, 6400)  # 6,250 rounded up to 25 x 256
+    assert _common.split_evenly(1000, 8, 256) == (4, 256)  # rounding leaves 4 slices, not 8
+    assert _common.split_evenly(300, 1, 256) == (1, 300)  # one slice: the whole bank, unaligned
+    assert _common.split_evenly(5, 9, 256) == (1, 256)  # never more slices than items
+    monkeypatch.setattr(_common, "interpret_mode", lambda: True)
+    assert _common.split_evenly(70, 3, 256) == (3, 24)  # interpreter: as even as possible
+
+
 def test_candidate_configs_cover_every_case_and_fit_shared_memory(monkeypatch):
     from edgecmg.kernels import knn as knn_mod
 
@@ -182,7 +194,7 @@ def test_candidate_configs_cover_every_case_and_fit_shared_memory(monkeypatch):
             resident = d_pad <= knn_mod._MAX_RESIDENT_D[esize]
             block_d = d_pad if resident else knn_mod._D_CHUNK
             for k in (1, 5, 16):
-                cands = knn_mod._candidates(k, d_pad, resident, esize)
+                cands = knn_mod._candidates(k, resident, esize)
                 assert cands, (esize, d, k)
                 for c in cands:
                     # tl.dot needs tiles of at least 16; a query block and a bank tile in shared memory
@@ -208,6 +220,6 @@ def test_tuner_times_each_candidate_once_per_bucket_and_gives_exact_results(monk
         assert_knn_equivalent(dist, idx, q, bank, 3, atol=1e-4)
     assert len(knn_mod._TUNER.timings) == 1
     (key, seconds), = knn_mod._TUNER.timings.items()
-    candidates = knn_mod._candidates(3, 32, True, 4)
+    candidates = knn_mod._candidates(3, True, 4)
     assert len(seconds) == len(candidates) and all(t > 0 for t in seconds)
     assert knn_mod._TUNER.chosen[key] == candidates[min(range(len(seconds)), key=seconds.__getitem__)]
