@@ -71,7 +71,8 @@ def cpu_name() -> str:
 
 # ------------------------------------------------------------------------------------- timing
 def time_ms(fn: Callable[[], object], device: str, min_time_s: float, max_reps: int = 100) -> float:
-    """Median milliseconds of ``fn`` after warm-up (the first call also runs the launchers' tuner, edgecmg.kernels._common.LaunchTuner)."""
+    """Median milliseconds of ``fn`` after warm-up (the first call also runs the launchers' tuner,
+    edgecmg.kernels._common.LaunchTuner)."""
     for _ in range(2):
         fn()
     if device == "cuda":
