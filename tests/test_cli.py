@@ -212,3 +212,92 @@ def test_stream_save_creates_its_folder_and_refuses_a_name_opencv_cannot_write(s
     assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
                  "--save", str(tmp_path / "out.xyz")]) == 2
     assert "cannot write the overlay video" in capsys.readouterr().err
+
+
+def _copy_frames(source_folder, folder, count):
+    """The first ``count`` images of ``source_folder`` as PNGs in ``folder`` (KolektorSDD parts differ
+    in height, so the frames come in mixed sizes)."""
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    folder.mkdir()
+    for path in sorted(source_folder.iterdir())[:count]:
+        cv2.imwrite(str(folder / (path.stem + ".png")), cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_stream_save_keeps_frames_of_another_size(small_artifact, kolektor_root, tmp_path, capsys):
+    import cv2
+
+    folder = _copy_frames(kolektor_root / "test" / "good", tmp_path / "frames", 6)
+    sizes = {cv2.imread(str(p)).shape[:2] for p in folder.iterdir()}
+    assert len(sizes) > 1, "the test needs frames of different sizes"
+    saved = tmp_path / "out.mp4"
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
+                 "--save", str(saved)]) == 0
+    cap = cv2.VideoCapture(str(saved))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6  # OpenCV's writer drops odd-sized frames unless resized
+    cap.release()
+
+
+def test_stream_with_a_mistyped_source_leaves_earlier_output_alone(small_artifact, tmp_path, capsys):
+    jsonl = tmp_path / "frames.jsonl"
+    jsonl.write_text('{"frame_index": 0}\n')
+    assert main(["-q", "stream", str(tmp_path / "lien.avi"), "-m", str(small_artifact), "--backend", "torch",
+                 "--jsonl", str(jsonl)]) == 2
+    assert "lien.avi" in capsys.readouterr().err
+    assert jsonl.read_text() == '{"frame_index": 0}\n'
+
+
+def test_stream_refuses_a_frame_limit_below_one(small_artifact, kolektor_root, capsys):
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact),
+                 "--max-frames", "0"]) == 2
+    assert "--max-frames 0" in capsys.readouterr().err
+
+
+def test_stream_interrupted_still_writes_its_summary(small_artifact, kolektor_root, tmp_path, capsys,
+                                                     monkeypatch):
+    from edgecmg.commands import stream as stream_command
+
+    folder = _copy_frames(kolektor_root / "test" / "good", tmp_path / "frames", 6)
+    real_write, calls = stream_command.OverlayVideo.write, []
+
+    def write_then_ctrl_c(self, overlay, frame_index):
+        calls.append(frame_index)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        real_write(self, overlay, frame_index)
+
+    monkeypatch.setattr(stream_command.OverlayVideo, "write", write_then_ctrl_c)
+    jsonl = tmp_path / "out" / "frames.jsonl"
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--policy", "all",
+                 "--save", str(tmp_path / "out" / "o.mp4"), "--jsonl", str(jsonl)]) == 130
+    row = json.loads((tmp_path / "out" / "stream_summary.json").read_text())["rows"][0]
+    assert row["ended"] == "interrupted (Ctrl-C)"
+    assert row["frames_yielded"] >= 3
+    assert len(jsonl.read_text().splitlines()) == 3  # what was judged before Ctrl-C is kept
+
+
+def test_overlay_video_holds_a_frame_for_the_frames_dropped_before_it(tmp_path):
+    import cv2
+    import numpy as np
+
+    from edgecmg.commands.stream import OverlayVideo
+
+    video = OverlayVideo(str(tmp_path / "o.mp4"), 10.0)
+    video.write(np.zeros((48, 64, 3), np.uint8), 0)
+    video.write(np.full((60, 80, 3), 255, np.uint8), 3)  # frames 1 and 2 dropped; another size
+    video.write(np.zeros((48, 64, 3), np.uint8), 4)
+    video.close()
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 5  # 0, then frame 3 held for 3 frames' time, then 4: the source's own speed
+    assert all(f.shape[:2] == (48, 64) for f in frames)
+    assert [int(f.mean() > 127) for f in frames] == [0, 1, 1, 1, 0]

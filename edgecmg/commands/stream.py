@@ -8,67 +8,121 @@ from pathlib import Path
 import cv2
 
 from edgecmg.config import StreamConfig
-from edgecmg.errors import StreamError
+from edgecmg.errors import ConfigError, StreamError
+from edgecmg.stream.report import LiveStatusLine
 
 
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
-    from edgecmg.stream.report import LiveStatusLine, markdown_table, write_report
 
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames {args.max_frames}: give a positive frame count, or leave it out to run "
+                          "until the source ends")
     source = int(args.source) if args.source.isdigit() else args.source
+    detector = Detector.load(args.model, backend=args.backend)
+    try:
+        # The source opens here: a mistyped path fails before any output file is created or truncated.
+        run = detector.stream(source, config=StreamConfig(policy=args.policy, batch=args.batch))
+    except BaseException:
+        detector.close()
+        raise
     for output in (args.save, args.jsonl):
         if output:
             Path(output).parent.mkdir(parents=True, exist_ok=True)
-    detector = Detector.load(args.model, backend=args.backend)
-    writer = None
-    jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
-    status = LiveStatusLine()
-    config = StreamConfig(policy=args.policy, batch=args.batch)
+    video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
+    jsonl = None
+    status = None if args.quiet else LiveStatusLine()
     anomalies = 0
-    run = detector.stream(source, config=config)
+    ended = "the source ended"
     try:
+        jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
         with run:
             for count, result in enumerate(run, start=1):
                 anomalies += result.is_anomaly
                 if jsonl:
                     jsonl.write(json.dumps(result.to_dict()) + "\n")
-                if args.save or args.show:
+                if video or args.show:
                     overlay = result.overlay()
-                    if args.save:
-                        if writer is None:
-                            h, w = overlay.shape[:2]
-                            # The source's own rate, so the saved video plays at real speed.
-                            fps = run.pipeline.source.frame_rate or 25.0
-                            writer = cv2.VideoWriter(args.save, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                            if not writer.isOpened():  # OpenCV fails silently otherwise: no file, no error
-                                raise StreamError(f"cannot write the overlay video {args.save}: OpenCV could "
-                                                  "not open it for MPEG-4 output; use an .mp4 or .avi name "
-                                                  "in a writable folder")
-                        writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                    if video:
+                        video.write(overlay, result.frame_index)
                     if args.show:
                         cv2.imshow("edgecmg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
                         if cv2.waitKey(1) & 0xFF == ord("q"):
+                            ended = "stopped from the window (q)"
                             break
-                status.update_from(run.stats)
+                if status:
+                    status.update_from(run.stats)
                 if args.max_frames and count >= args.max_frames:
+                    ended = f"--max-frames {args.max_frames} reached"
                     break
+    except KeyboardInterrupt:
+        ended = "interrupted (Ctrl-C)"
+        raise
+    except StreamError as exc:
+        ended = f"stream error: {exc}"
+        raise
     finally:
-        status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
-        status.close()
-        if writer is not None:
-            writer.release()
+        if status:
+            status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
+            status.close()
+        if video:
+            video.close()
         if jsonl:
             jsonl.close()
         detector.close()
+        # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
+        write_summary(args, run, anomalies, ended)
+    return 0
+
+
+def write_summary(args: argparse.Namespace, run, anomalies: int, ended: str) -> None:
+    from edgecmg.stream.report import markdown_table, write_report
+
     stats = run.stats.to_dict()
     stats["anomalies"] = anomalies
+    stats["ended"] = ended
     report_dir = summary_folder(args)
     if report_dir is None:
         print(markdown_table([stats]))
     else:
         print(write_report([stats], report_dir, "stream_summary"))
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
-    return 0
+
+
+class OverlayVideo:
+    """The ``--save`` video: MPEG-4 at the source's frame rate (25 fps when it has none).
+
+    It plays at the source's speed: a frame judged after frames the "latest" policy dropped is held
+    for their time. Every frame is written at the first frame's size (OpenCV's writer silently drops
+    frames of any other size, and image folders mix sizes).
+    """
+
+    def __init__(self, path: str, frame_rate: float | None) -> None:
+        self.path = path
+        self.fps = frame_rate or 25.0
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+        self._last_index: int | None = None
+
+    def write(self, overlay_rgb, frame_index: int) -> None:
+        h, w = overlay_rgb.shape[:2]
+        if self._writer is None:
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
+            if not self._writer.isOpened():  # OpenCV fails silently otherwise: no file, no error
+                raise StreamError(f"cannot write the overlay video {self.path}: OpenCV could not open it for "
+                                  "MPEG-4 output; use an .mp4 or .avi name in a writable folder")
+        if (w, h) != self._size:
+            overlay_rgb = cv2.resize(overlay_rgb, self._size, interpolation=cv2.INTER_AREA)
+        repeats = 1 if self._last_index is None else max(1, frame_index - self._last_index)
+        self._last_index = frame_index
+        frame_bgr = cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR)
+        for _ in range(repeats):
+            self._writer.write(frame_bgr)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
 
 
 def summary_folder(args: argparse.Namespace) -> Path | None:

@@ -53,6 +53,9 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"
 # Back-off doubles per attempt; past this it stops growing so a long outage is still polled
 # (unless the user's own base delay is longer, which we respect).
 _MAX_BACKOFF_S = 30.0
+# A recording's read() returns False both at its end and on a frame it cannot decode, and OpenCV
+# carries on after a damaged frame; only this many failed reads in a row mean the end of the file.
+_FILE_END_READS = 16
 
 # csi:// sensors default to a mode every Jetson CSI camera module supports.
 _CSI_DEFAULT_SIZE = (1280, 720)
@@ -411,9 +414,14 @@ class CaptureSource(FrameSource):
         if self._pending is not None:
             image, self._pending = self._pending, None
             return image
+        failed_reads = 0
         while not self._closed.is_set():
             ok, raw, why = self._grab()
             if ok:
+                if failed_reads:
+                    self.corrupt_skipped += failed_reads
+                    _log.warning("%s: skipped %d undecodable frame(s) after frame %d", self.name, failed_reads,
+                                 self.frames_read - 1)
                 self._outage_attempts = 0
                 self._frames_since_open += 1
                 return self._convert(raw)
@@ -423,6 +431,9 @@ class CaptureSource(FrameSource):
                 continue
             if why.startswith("read() raised"):
                 raise StreamError(f"{self.name}: decoding failed after {self.frames_read} frames: {why}")
+            failed_reads += 1
+            if failed_reads < _FILE_END_READS:
+                continue  # a damaged frame, or the end: the next reads tell
             if self.config.loop and self._frames_since_open > 0:
                 # Reopen rather than seek: CAP_PROP_POS_FRAMES is unreliable for many codecs.
                 self._release_cap()
@@ -431,6 +442,7 @@ class CaptureSource(FrameSource):
                     raise StreamError(f"{self.name}: could not reopen the file to loop it: {why}")
                 self._cap = cap
                 self._frames_since_open = 0
+                failed_reads = 0
                 continue
             return None
         return None

@@ -419,3 +419,20 @@ def test_frame_is_a_frozen_record():
     with pytest.raises(Exception):
         f.index = 2  # type: ignore[misc]
     assert isinstance(open_source([f.image]), IterableSource)
+
+
+def test_damaged_frame_in_a_video_is_skipped_and_counted_not_the_end(video_file, caplog):
+    # A real MJPG recording with one frame's JPEG wiped: OpenCV fails that one read and decodes the rest.
+    path = video_file(n=12, fourcc="MJPG", ext=".avi")
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(starts) == 12
+    data[starts[5]:starts[6] - 16] = bytes(starts[6] - 16 - starts[5])
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        src = open_source(path)
+        frames = list(src)
+    assert len(frames) == 11
+    assert [f.index for f in frames] == list(range(11))
+    assert src.corrupt_skipped == 1
+    assert "skipped 1 undecodable frame(s) after frame 4" in caplog.text
