@@ -3,7 +3,8 @@ bank scoring for featurizer-only graphs, and a frame source for streams.
 
     det = Detector.load("part.edgecmg")            # or part.onnx / part.engine
     result = det.predict(frame)                     # uint8 HxWx3 RGB
-    for result in det.stream("line3.mp4"): ...
+    with det.stream("line3.mp4") as results:       # closes the capture when the loop is left
+        for result in results: ...
 
 Fitting, exporting and calibrating are free functions (edgecmg.fit, edgecmg.export,
 edgecmg.calibration), not Detector methods.
@@ -141,20 +142,35 @@ class Detector:
                 for i, ((s, m, k), frame) in enumerate(zip(results, frames))]
 
     # --- streams -------------------------------------------------------------------------------
-    def stream(self, source: Any, *, policy: str = "auto", batch: int = 1, max_queue: int = 4,
-               config: Optional[StreamConfig] = None, **source_options: Any):
+    def stream(self, source: Any, *, policy: Optional[str] = None, batch: Optional[int] = None,
+               max_queue: Optional[int] = None, config: Optional[StreamConfig] = None,
+               opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
+               stats_window: int = 10_000):
         """Judge frames from a camera index, video file, image folder or glob, rtsp/http URL, GStreamer
-        pipeline, ``csi://N`` or any iterable of frames. A generator of Results that is also a context
-        manager; breaking out of the loop stops the capture thread and releases the source.
+        pipeline, ``csi://N`` or any iterable of frames. Returns a generator of Results that is also a
+        context manager: use it in a ``with`` block (or call ``.close()``) so that leaving the loop
+        stops the capture thread and releases the source at once; a run left without either stops only
+        when it is garbage-collected.
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
         "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and
-        network or GStreamer sources, "all" for video files, folders and sequences.
+        network or GStreamer sources, "all" for video files, folders and sequences. ``batch``: frames
+        per inference call (default 1); ``max_queue``: frames held between capture and inference
+        (default 4). Everything else (looping a file, real-time pacing, reconnect back-off, timeouts)
+        is set in a :class:`~edgecmg.config.StreamConfig` passed as ``config``, which then also holds
+        the policy, batch and queue. ``opener``, ``live``, ``join_timeout_s``, ``stats_window``: see
+        :class:`~edgecmg.stream.StreamPipeline`.
         """
         from edgecmg.stream import StreamPipeline
 
+        given = {name: value for name, value in (("policy", policy), ("batch", batch), ("max_queue", max_queue))
+                 if value is not None}
         if config is None:
-            config = StreamConfig(policy=policy, batch=batch, max_queue=max_queue)
-        pipeline = StreamPipeline(source, config, preprocess=self.prepare, **source_options)
+            config = StreamConfig(**given)
+        elif given:
+            raise ConfigError(f"stream(): {', '.join(given)} given beside config=; set them in the StreamConfig "
+                              f"instead (e.g. StreamConfig({', '.join(f'{k}={v!r}' for k, v in given.items())}))")
+        pipeline = StreamPipeline(source, config, preprocess=self.prepare, opener=opener, live=live,
+                                  join_timeout_s=join_timeout_s, stats_window=stats_window)
         return pipeline.run(lambda frames, prepared: self.predict_batch(
             [f.image for f in frames], prepared=prepared))

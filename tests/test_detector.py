@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgecmg.detector import Detector
-from edgecmg.errors import DataError
+from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
 
 
@@ -78,3 +78,12 @@ def test_stream_over_a_real_video_file_loses_no_frame(detector, kolektor_root, t
         results = list(run)
     assert [r.frame_index for r in results] == list(range(12))
     assert run.stats.frames_dropped == 0
+
+
+def test_stream_options_beside_a_config_are_refused_by_name(detector, kolektor_root):
+    from edgecmg.config import StreamConfig
+
+    with pytest.raises(ConfigError, match=r"policy, batch given beside config=.*StreamConfig\(policy='latest', batch=2\)"):
+        detector.stream(str(kolektor_root / "test" / "good"), policy="latest", batch=2, config=StreamConfig())
+    with detector.stream(str(kolektor_root / "test" / "good"), config=StreamConfig(loop=False, batch=2)) as run:
+        assert run.pipeline.config.batch == 2 and run.pipeline.config.policy == "all"

@@ -849,7 +849,7 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
                 f"{config.timeout_s:g}s); try it with ffplay."
             ),
         )
-    if "!" in s:
+    if "!" in s and not Path(s).expanduser().exists():  # a folder or file may have a "!" in its name
         first = s.split("!", 1)[0].strip().split(" ", 1)[0] or "pipeline"
         return CaptureSource(
             s, name=f"gstreamer:{first}", kind="gstreamer", is_live=is_live, config=config,

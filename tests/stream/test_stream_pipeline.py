@@ -276,8 +276,13 @@ def test_close_during_a_reconnect_back_off_is_prompt(scripted_opener, fake_captu
     cfg = StreamConfig(reconnect_attempts=5, reconnect_backoff_s=30.0)
     pipe = StreamPipeline(0, cfg, opener=opener)
     with pipe:
-        next(iter(pipe))
-        time.sleep(0.05)  # capture thread is in the 30 s back-off now
+        batches = iter(pipe)  # kept: dropping the generator would itself close the pipeline
+        next(batches)
+        deadline = time.monotonic() + 5.0
+        while not opener.made[0].released and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The capture failed, was released, and the thread now sleeps in the 30 s back-off.
+        assert opener.made[0].released and pipe.running and len(opener.made) == 1
         t0 = time.perf_counter()
     assert time.perf_counter() - t0 < 2.0
     assert helpers.capture_threads() == [] and pipe.source.closed

@@ -436,3 +436,14 @@ def test_damaged_frame_in_a_video_is_skipped_and_counted_not_the_end(video_file,
     assert [f.index for f in frames] == list(range(11))
     assert src.corrupt_skipped == 1
     assert "skipped 1 undecodable frame(s) after frame 4" in caplog.text
+
+
+def test_existing_paths_with_an_exclamation_mark_are_files_not_pipelines(video_file, image_folder, tmp_path):
+    folder = tmp_path / "run!2"
+    folder.mkdir()
+    video = video_file(n=3, fourcc="MJPG", ext=".avi").rename(folder / "line.avi")
+    with open_source(str(video)) as src:
+        assert src.kind == "file" and len(list(src)) == 3
+    images = image_folder.rename(tmp_path / "fold!er")
+    with open_source(str(images)) as src:
+        assert isinstance(src, ImageFilesSource)
