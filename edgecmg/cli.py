@@ -152,8 +152,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgecmg.config import EngineConfig
     from edgecmg.engine import build_engine
 
+    # DLA runs one fixed batch: --max-batch, else 1.
+    min_batch = args.max_batch if args.dla is not None and args.max_batch else 1
     config = EngineConfig(precision=args.precision, timing_cache=args.timing_cache, dla_core=args.dla,
-                          max_batch=args.max_batch)
+                          min_batch=min_batch, max_batch=args.max_batch)
     path = build_engine(args.model, config, args.output)
     print(f"wrote {path}")
     return 0
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 needs a Q/DQ model from calibrate")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
     p.add_argument("--dla", type=int, help="DLA core on Jetson Orin (GPU fallback on)")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engine accepts")
+    p.add_argument("--max-batch", type=int,
+                   help="largest batch the engine accepts (default 8; with --dla the one fixed batch, default 1)")
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")
     p.set_defaults(func=cmd_build)
 

@@ -120,8 +120,10 @@ class EngineConfig:
         built strongly typed (no implicit calibration: TensorRT 11 removed it).
     timing_cache: file of TensorRT's timing cache, read when present and written after the build.
     workspace_mib: builder workspace memory pool limit.
-    dla_core: run on this DLA core (Jetson Orin: 0 or 1) with GPU fallback; DLA needs fp16 or int8.
-    min_batch / opt_batch / max_batch: the optimisation profile of the dynamic batch axis.
+    dla_core: run on this DLA core (Jetson Orin: 0 or 1) with GPU fallback; DLA needs fp16 or int8
+        and a fixed batch (min_batch == max_batch).
+    min_batch / opt_batch / max_batch: the optimisation profile of the dynamic batch axis. The runner
+        pads a smaller batch up to min_batch and splits a larger one into max_batch chunks.
     """
 
     PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
@@ -130,11 +132,13 @@ class EngineConfig:
     timing_cache: Optional[str] = None
     workspace_mib: int = 1024
     dla_core: Optional[int] = None
-    max_batch: int = 8
+    max_batch: Optional[int] = None  # 8; on a DLA core min_batch (a fixed batch)
     min_batch: int = 1
     opt_batch: Optional[int] = None
 
     def __post_init__(self) -> None:
+        if self.max_batch is None:
+            object.__setattr__(self, "max_batch", self.min_batch if self.dla_core is not None else 8)
         if self.precision not in self.PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: choose one of {', '.join(self.PRECISIONS)}")
         if self.workspace_mib < 16:
@@ -144,6 +148,12 @@ class EngineConfig:
                 raise ConfigError(f"dla_core={self.dla_core} must be >= 0 (Jetson Orin has DLA cores 0 and 1)")
             if self.precision == "fp32":
                 raise ConfigError("DLA runs fp16 or int8 only: use --precision fp16 or int8 with --dla")
+            if self.min_batch != self.max_batch:
+                # With a dynamic profile TensorRT puts every layer on the GPU (GPU fallback): a "DLA"
+                # engine that never uses the DLA.
+                raise ConfigError(f"DLA runs fixed shapes only: min_batch={self.min_batch} and max_batch="
+                                  f"{self.max_batch} must be equal (1 for a stream; the runner pads smaller "
+                                  "batches up to it)")
         if not 1 <= self.min_batch <= self.max_batch:
             raise ConfigError(f"batch range min_batch={self.min_batch}..max_batch={self.max_batch} is empty")
         if self.opt_batch is not None and not self.min_batch <= self.opt_batch <= self.max_batch:

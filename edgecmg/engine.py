@@ -54,11 +54,13 @@ ENGINE_MAGIC = b"EDGECMGE"
 # without it load with the maximum, and an older edgecmg, which would score by the maximum against a
 # threshold set on the pool, refuses version 3.
 ENGINE_FORMAT_VERSION = 3
+# The header's own checksum, an entry of the header (older files lack it; older readers ignore it).
+HEADER_SHA_KEY = "header_sha256"
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 TENSORRT_INSTALL_HINT = (
-    "TensorRT is not on PyPI for these platforms: on a Jetson it ships with JetPack 6 "
-    "(sudo apt install nvidia-jetpack, then use the system python3-libnvinfer); on a desktop GPU "
+    "TensorRT is not on PyPI for these platforms: on a Jetson it ships with JetPack 6.1 or later "
+    "(TensorRT 10.3; sudo apt install nvidia-jetpack, then use the system python3-libnvinfer); on a desktop GPU "
     "install NVIDIA's TensorRT 10/11 Python wheel from NVIDIA's index or its tar/deb packages")
 MAX_TENSOR_VOLUME = (1 << 31) - 1
 
@@ -149,6 +151,8 @@ def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, s
     header["format_version"] = ENGINE_FORMAT_VERSION
     header["scorer"] = {"bytes": len(scorer), "sha256": hashlib.sha256(scorer).hexdigest()}
     header["engine"] = {"bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
+    header.pop(HEADER_SHA_KEY, None)
+    header[HEADER_SHA_KEY] = _header_sha256(header)
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -163,6 +167,12 @@ def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, s
     return path
 
 
+def _header_sha256(header: dict[str, Any]) -> str:
+    """SHA-256 of the header's canonical JSON, its own checksum entry left out."""
+    rest = {k: v for k, v in header.items() if k != HEADER_SHA_KEY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _read_prefix(handle, path: Path) -> dict[str, Any]:
     prefix = handle.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size:
@@ -174,13 +184,24 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
     if version > ENGINE_FORMAT_VERSION:
         raise ArtifactError(f"{path}: engine file format {version} is newer than this edgecmg understands "
                             f"({ENGINE_FORMAT_VERSION}); upgrade edgecmg")
+    # Checked against the file's size before reading: a damaged length field must not ask for terabytes.
+    if header_len > os.fstat(handle.fileno()).st_size - _PREFIX.size:
+        raise ArtifactError(f"{path}: truncated inside the header (it claims {header_len} bytes); "
+                            "copy the engine again")
     header_bytes = handle.read(header_len)
-    if len(header_bytes) != header_len:
-        raise ArtifactError(f"{path}: truncated inside the header; copy the engine again")
     try:
-        return json.loads(header_bytes)
+        header = json.loads(header_bytes)
     except ValueError as exc:
         raise ArtifactError(f"{path}: engine header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: engine header is not a JSON object: the file is corrupted")
+    # The header holds the threshold, input size and model spec: a change there is refused like one in
+    # the engine. Files written before the header had a checksum have none to check.
+    if HEADER_SHA_KEY in header and header[HEADER_SHA_KEY] != _header_sha256(header):
+        raise ArtifactError(f"{path}: header checksum mismatch: the header (threshold, input size, model) "
+                            "was damaged or edited after the build; copy the engine again or rebuild it")
+    header.pop(HEADER_SHA_KEY, None)
+    return header
 
 
 def read_engine_header(path: str | Path) -> dict[str, Any]:
@@ -721,7 +742,7 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     if strongly_typed:
         if not caps.strongly_typed_flag:
             raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
-                                   "needs TensorRT >= 10 (JetPack 6)")
+                                   "needs TensorRT >= 10 (JetPack 6.1 or later; JetPack 6.0 ships TensorRT 8.6)")
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     if caps.major < 10 and caps.explicit_batch_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -771,6 +792,9 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     if cache_path is not None:
         data = cache_path.read_bytes() if cache_path.is_file() else b""
         cache = bconfig.create_timing_cache(data)
+        if cache is None:  # TensorRT returns None for a blob it cannot read
+            log.warning("timing cache %s is unreadable; building without it (it is rewritten after)", cache_path)
+            cache = bconfig.create_timing_cache(b"")
         if not bconfig.set_timing_cache(cache, ignore_mismatch=False):
             log.warning("timing cache %s does not match this GPU/TensorRT; building without it", cache_path)
             bconfig.set_timing_cache(bconfig.create_timing_cache(b""), ignore_mismatch=False)

@@ -56,6 +56,8 @@ SCORER_KEY = "edgecmg.scorer"
 # SHA-256 of the serialised graph (nodes, weights, memory bank), written on save and checked on
 # load, so a file damaged in transfer or on a flash card is refused before a session runs it.
 GRAPH_SHA_KEY = "edgecmg.graph_sha256"
+# SHA-256 of the header entry (threshold, input size, model spec), written and checked the same way.
+HEADER_SHA_KEY = "edgecmg.header_sha256"
 GRAPH_FEATURIZER = "featurizer"
 GRAPH_FULL = "full"
 SCORER_PREFIX = "scorer/"
@@ -237,9 +239,9 @@ def graph_sha256(model) -> str:
 def read_onnx_header(model_or_path) -> dict[str, Any]:
     """The edgecmg header of an exported ONNX model, after checking the graph's checksum.
 
-    Raises ArtifactError when the file has no header or its graph does not match the checksum
-    written at export (damaged or edited since). Files exported before checksums existed load
-    with a warning.
+    Raises ArtifactError when the file has no header, or its graph or header does not match the
+    checksum written at export (damaged or edited since). Files exported before checksums existed
+    load with a warning.
     """
     proto = _load_proto(model_or_path)
     props = {p.key: p.value for p in proto.metadata_props}
@@ -247,6 +249,11 @@ def read_onnx_header(model_or_path) -> dict[str, Any]:
     if HEADER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
                             "(export it with `edgecmg export M.edgecmg --format onnx`)")
+    header_sha = hashlib.sha256(props[HEADER_KEY].encode("utf-8")).hexdigest()
+    if HEADER_SHA_KEY in props and header_sha != props[HEADER_SHA_KEY]:
+        raise ArtifactError(f"{origin}: header checksum mismatch: the '{HEADER_KEY}' metadata (threshold, input "
+                            "size, model) was damaged or edited after export; copy the file again or export it "
+                            "again")
     try:
         header = json.loads(props[HEADER_KEY])
     except ValueError as exc:
@@ -444,7 +451,11 @@ def _save_atomic(model, path: Path) -> None:
     """Write an edgecmg ONNX file: its graph checksum first, then through a temporary file so a
     crash never leaves half a model under the final name."""
     onnx = _onnx()
-    set_metadata_props(model, {GRAPH_SHA_KEY: graph_sha256(model)})
+    seal = {GRAPH_SHA_KEY: graph_sha256(model)}
+    header = next((p.value for p in model.metadata_props if p.key == HEADER_KEY), None)
+    if header is not None:
+        seal[HEADER_SHA_KEY] = hashlib.sha256(header.encode("utf-8")).hexdigest()
+    set_metadata_props(model, seal)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(model, str(tmp))

@@ -10,6 +10,7 @@ JetPack install hint.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -184,8 +185,10 @@ class TensorRTRunner(Runner):
         self._inputs: list[str] = []
         self._outputs: list[str] = []
         self._dtypes: dict[str, np.dtype] = {}
-        self._max_batch = 1
+        self._min_batch = self._max_batch = 1
         self._input_hw: Optional[tuple[int, int]] = None
+        # One execution context and one set of buffers: one infer at a time.
+        self._lock = threading.Lock()
 
     @property
     def label(self) -> str:
@@ -219,15 +222,23 @@ class TensorRTRunner(Runner):
         if len(self._inputs) != 1:
             raise EdgeCMGError(f"{self.path}: expected one input tensor, the engine has {self._inputs}")
         shapes = (header.get("inputs") or {}).get(self._inputs[0], {})
-        max_shape = shapes.get("max") or list(self._engine.get_tensor_profile_shape(self._inputs[0], 0)[2])
-        self._max_batch = max(1, int(max_shape[0]))
+        profile = self._engine.get_tensor_profile_shape(self._inputs[0], 0)
+        min_shape = shapes.get("min") or list(profile[0])
+        max_shape = shapes.get("max") or list(profile[2])
+        self._min_batch = max(1, int(min_shape[0]))
+        self._max_batch = max(self._min_batch, int(max_shape[0]))
         self._input_hw = (int(max_shape[1]), int(max_shape[2]))
 
     def _run_batch(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         name = self._inputs[0]
         memory = self._memory
         buffers = {name: memory.upload(frames.astype(self._dtypes[name], copy=False))}
-        self._context.set_input_shape(name, tuple(frames.shape))
+        # False (not an exception) when the shape is outside the profile: running anyway would read
+        # past the input buffer and return rows of garbage.
+        if not self._context.set_input_shape(name, tuple(frames.shape)):
+            raise DataError(f"{self.path}: a batch of {frames.shape[0]} is outside the engine's optimisation "
+                            f"profile (batch {self._min_batch}..{self._max_batch}); rebuild it with "
+                            "`edgecmg build --min-batch/--max-batch` to cover it")
         self._context.set_tensor_address(name, memory.ptr(buffers[name]))
         for out in self._outputs:
             shape = tuple(int(d) for d in self._context.get_tensor_shape(out))
@@ -245,10 +256,21 @@ class TensorRTRunner(Runner):
 
     def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         self.check_input_size(frames, self._input_hw)
-        parts = [self._run_batch(frames[i:i + self._max_batch]) for i in range(0, len(frames), self._max_batch)]
+        with self._lock:
+            parts = [self._run_chunk(frames[i:i + self._max_batch]) for i in range(0, len(frames), self._max_batch)]
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
+
+    def _run_chunk(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """One engine call. A chunk smaller than the profile's minimum batch (a fixed-batch or DLA engine
+        given one frame, the tail of a split batch) is padded with copies of its last frame, and the
+        padding's rows are cut from the outputs."""
+        n = len(frames)
+        if n >= self._min_batch:
+            return self._run_batch(frames)
+        padded = np.concatenate([frames, np.repeat(frames[-1:], self._min_batch - n, axis=0)])
+        return {k: v[:n] for k, v in self._run_batch(padded).items()}
 
     def _deactivate(self) -> None:
         self._context = self._engine = self._runtime = None

@@ -2,6 +2,7 @@
 the TensorRT-friendliness checks, and build_engine's API use through a fake ``tensorrt`` module."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -264,3 +265,44 @@ def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
         build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "n.engine")
     with pytest.raises(ConfigError, match="DLA runs fp16 or int8"):
         EngineConfig(precision="fp32", dla_core=0)
+
+
+def test_engine_header_edits_and_a_damaged_length_are_refused(fake_tensorrt, featurizer_onnx, tmp_path):
+    import struct
+
+    fake_tensorrt()
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+    data = engine.read_bytes()
+    header_len = struct.unpack_from("<Q", data, 12)[0]
+    header = json.loads(data[20:20 + header_len])
+    threshold = str(header["model"]["threshold"]).encode()
+    edited = data.replace(threshold, threshold[:-1] + (b"1" if threshold[-1:] != b"1" else b"2"), 1)
+    assert edited != data and len(edited) == len(data)
+    (tmp_path / "edited.engine").write_bytes(edited)
+    with pytest.raises(ArtifactError, match="header checksum mismatch"):
+        read_engine_header(tmp_path / "edited.engine")
+    damaged = bytearray(data)
+    struct.pack_into("<Q", damaged, 12, 1 << 40)
+    (tmp_path / "damaged.engine").write_bytes(bytes(damaged))
+    with pytest.raises(ArtifactError, match="truncated inside the header"):
+        read_engine_header(tmp_path / "damaged.engine")
+    assert "header_sha256" not in read_engine_header(engine)  # checked, then dropped from what callers see
+
+
+def test_dla_engines_have_one_fixed_batch(fake_tensorrt, featurizer_onnx, tmp_path):
+    assert EngineConfig(precision="fp16", dla_core=0).profile_batches == (1, 1, 1)
+    assert EngineConfig(precision="int8", dla_core=0, min_batch=4).profile_batches == (4, 4, 4)
+    with pytest.raises(ConfigError, match="DLA runs fixed shapes only"):
+        EngineConfig(precision="fp16", dla_core=0, max_batch=8)
+    assert EngineConfig(precision="fp16").profile_batches == (1, 1, 8)
+
+
+def test_an_unreadable_timing_cache_is_replaced_not_fatal(fake_tensorrt, featurizer_onnx, tmp_path, caplog):
+    trt = fake_tensorrt()
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"\x00garbage from another tool")
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp32", timing_cache=str(cache)), tmp_path / "m.engine")
+    assert "timing cache" in caplog.text and "unreadable" in caplog.text
+    assert trt.builds[-1]["timing_cache_in"] == ""
+    assert cache.read_bytes().startswith(b"fake-timing-cache")

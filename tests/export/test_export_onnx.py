@@ -1,6 +1,7 @@
 """ONNX export: parity with torch, graph contract, self-sufficiency, chunked bank distances."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import onnx
 import pytest
@@ -240,3 +241,17 @@ def test_fixed_batch_export(tmp_path, model_and_header, frames_and_labels, torch
     assert read_onnx_header(out)["export"]["max_batch"] == 2
     got = run_onnx(out, frames[:2])
     models.assert_scores_close(got["score"], torch_reference["score"][:2], rtol=1e-4)
+
+
+def test_an_edited_onnx_header_is_refused(full_onnx, tmp_path):
+    from edgecmg.detector import Detector
+    from edgecmg.export import HEADER_KEY, HEADER_SHA_KEY, metadata_props, set_metadata_props
+
+    assert HEADER_SHA_KEY in metadata_props(full_onnx)
+    proto = onnx.load(str(full_onnx))
+    header = json.loads(metadata_props(proto)[HEADER_KEY])
+    header["threshold"] = header["threshold"] * 2  # a "tuned" threshold
+    set_metadata_props(proto, {HEADER_KEY: json.dumps(header, sort_keys=True)})
+    onnx.save(proto, str(tmp_path / "edited.onnx"))
+    with pytest.raises(ArtifactError, match="header checksum mismatch"):
+        Detector.load(tmp_path / "edited.onnx", backend="onnxruntime")

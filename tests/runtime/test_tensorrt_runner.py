@@ -104,3 +104,35 @@ def test_real_tensorrt_fp16_full_graph(full_onnx, frames_and_labels, torch_refer
     with TensorRTRunner(engine) as runner:
         out = runner.infer(frames)
     models.assert_scores_close(out["score"], torch_reference["score"], rtol=2e-2)
+
+
+def test_a_batch_below_the_profile_minimum_is_padded_and_cut(fake_tensorrt, featurizer_onnx, frames_and_labels,
+                                                             torch_reference, tmp_path):
+    # A fixed-batch engine (as DLA needs) given 1 or 3 frames: padded to 2 per call, the padding's rows cut.
+    fake_tensorrt()
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", min_batch=2, max_batch=2),
+                          tmp_path / "fixed.engine")
+    frames, _ = frames_and_labels
+    import edgecmg_testmodels as models
+
+    with TensorRTRunner(engine, memory=fake.HostMemory) as runner:
+        for n in (1, 3):
+            out = runner.infer(frames[:n])
+            assert out["embeddings"].shape[0] == n
+            got = models.score_features(runner.host_scorer(), out)
+            models.assert_scores_close(got["score"], torch_reference["score"][:n], rtol=1e-4)
+
+
+def test_a_shape_the_profile_refuses_is_an_error_not_garbage(fake_tensorrt, featurizer_onnx, frames_and_labels,
+                                                             tmp_path):
+    fake_tensorrt()
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", min_batch=2, max_batch=2),
+                          tmp_path / "fixed.engine")
+    header, scorer, plan = read_engine_file(engine)
+    for shapes in header["inputs"].values():
+        shapes["min"][0] = 1  # a header that disagrees with the engine's profile
+    lying = write_engine_file(tmp_path / "lying.engine", header, plan, scorer)
+    frames, _ = frames_and_labels
+    with TensorRTRunner(lying, memory=fake.HostMemory) as runner:
+        with pytest.raises(DataError, match=r"batch of 1 is outside the engine's optimisation profile"):
+            runner.infer(frames[:1])
