@@ -16,8 +16,9 @@ log = logging.getLogger("edgecmg")
 
 
 def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Path]:
-    """Up to ``samples`` image files of ``data_dir`` (its images, else those of its sub-folders),
-    a seeded random subset in sorted order, so the same folder always gives the same images."""
+    """Up to ``samples`` image files of ``data_dir`` (its images, else those of its sub-folders; of an
+    MVTec root, its train/good), a seeded random subset in sorted order, so the same folder always
+    gives the same images."""
     return select_with_spares(data_dir, samples, seed)[0]
 
 
@@ -27,6 +28,11 @@ def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tup
     if samples < 1:
         raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
     folder = Path(data_dir)
+    if (folder / "train" / "good").is_dir():
+        # An MVTec root: the ranges come from the normal parts fit() used, not from the test defects
+        # and ground-truth masks that a walk of every sub-folder would pick up.
+        log.info("%s is an MVTec-layout root: calibrating on its train/good images", folder)
+        folder = folder / "train" / "good"
     try:
         paths = list_images(folder)
     except DataError:

@@ -34,10 +34,12 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
                       per_image: bool = False) -> dict:
     """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
 
-    Unreadable images are skipped and listed under ``skipped``; pixel metrics are None without masks.
+    Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
+    ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks.
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     """
     labels, scores, masks, maps, latencies, skipped, records = [], [], [], [], [], [], []
+    masks_skipped: list[str] = []
     has_masks = any(s.mask_path is not None for s in samples)
     size = (detector.input_size[1], detector.input_size[0])  # cv2 wants (width, height)
     for sample in tqdm(samples, desc="eval", unit="img", disable=not progress):
@@ -55,14 +57,20 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         records.append({"file": str(sample.path), "defect_type": sample.defect_type, "label": int(sample.label),
                         "score": float(result.score), "is_anomaly": bool(result.is_anomaly)})
         if has_masks:
+            try:
+                mask = sample_mask(sample, frame.shape[:2])
+            except DataError as exc:
+                # The image keeps its image-level score; only its pixel metrics are lost.
+                log.warning("mask skipped, pixel metrics leave this image out: %s", exc)
+                masks_skipped.append(str(sample.mask_path))
+                mask = None
             # Parts differ slightly in size; pixel metrics are taken at the model's input size.
-            mask = sample_mask(sample, frame.shape[:2])
             masks.append(None if mask is None else resize_mask(mask, size))
             maps.append(cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR))
     metrics = evaluate(labels, scores, masks if has_masks else None, maps if has_masks else None)
     latency = np.asarray(latencies)
     metrics.update({
-        "images": len(labels), "skipped": skipped, "backend": detector.backend,
+        "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
     })

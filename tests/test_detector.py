@@ -87,3 +87,28 @@ def test_stream_options_beside_a_config_are_refused_by_name(detector, kolektor_r
         detector.stream(str(kolektor_root / "test" / "good"), policy="latest", batch=2, config=StreamConfig())
     with detector.stream(str(kolektor_root / "test" / "good"), config=StreamConfig(loop=False, batch=2)) as run:
         assert run.pipeline.config.batch == 2 and run.pipeline.config.policy == "all"
+
+
+def test_eval_survives_a_damaged_mask(detector, kolektor_root, tmp_path, caplog):
+    import shutil
+
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.evaluation import evaluate_detector
+
+    root = tmp_path / "part"
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "defect").mkdir()
+    (root / "ground_truth" / "defect").mkdir(parents=True)
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:2]:
+        shutil.copy(path, root / "test" / "good")
+    defects = sorted((kolektor_root / "test" / "defect").iterdir())[:2]
+    for path in defects:
+        shutil.copy(path, root / "test" / "defect")
+        shutil.copy(kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png", root / "ground_truth" / "defect")
+    damaged = root / "ground_truth" / "defect" / f"{defects[0].stem}_mask.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])  # truncated on copy
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        metrics = evaluate_detector(detector, MVTecDataset(root).test_samples(), progress=False)
+    assert metrics["images"] == 4 and metrics["skipped"] == []
+    assert metrics["masks_skipped"] == [str(damaged)] and "mask skipped" in caplog.text
+    assert metrics["image_auroc"] is not None and metrics["pixel_auroc"] is not None

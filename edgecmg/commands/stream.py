@@ -11,6 +11,8 @@ from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, StreamError
 from edgecmg.stream.report import LiveStatusLine
 
+WINDOW_NAME = "edgecmg"
+
 
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
@@ -18,6 +20,8 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames {args.max_frames}: give a positive frame count, or leave it out to run "
                           "until the source ends")
+    if args.show:
+        open_window()
     source = int(args.source) if args.source.isdigit() else args.source
     detector = Detector.load(args.model, backend=args.backend)
     try:
@@ -46,7 +50,7 @@ def run_stream(args: argparse.Namespace) -> int:
                     if video:
                         video.write(overlay, result.frame_index)
                     if args.show:
-                        cv2.imshow("edgecmg", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                        cv2.imshow(WINDOW_NAME, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
                         if cv2.waitKey(1) & 0xFF == ord("q"):
                             ended = "stopped from the window (q)"
                             break
@@ -73,6 +77,18 @@ def run_stream(args: argparse.Namespace) -> int:
         # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
         write_summary(args, run, anomalies, ended)
     return 0
+
+
+def open_window() -> None:
+    """The ``--show`` window, opened before anything else so a build of OpenCV without GUI support
+    (opencv-python-headless, which edgecmg installs) or a missing display fails at once, clearly."""
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    except cv2.error as exc:
+        reason = (getattr(exc, "err", "") or str(exc)).split(".")[0].strip()  # OpenCV's first sentence
+        raise StreamError(f"--show cannot open a window ({reason}): it needs OpenCV with GUI support and a "
+                          "display; pip install opencv-python (in place of opencv-python-headless) on a "
+                          "machine with a screen, or leave --show out and use --save") from exc
 
 
 def write_summary(args: argparse.Namespace, run, anomalies: int, ended: str) -> None:

@@ -255,3 +255,8 @@ def test_cli_calibrate_defaults_to_the_modules_sample_count(monkeypatch, tmp_pat
     calibrate_parser = build_parser()._subparsers._group_actions[0].choices["calibrate"]
     help_text = next(a.help for a in calibrate_parser._actions if a.dest == "samples")
     assert f"= {calibration.DEFAULT_SAMPLES}" in help_text
+
+
+def test_an_mvtec_root_calibrates_on_its_normal_training_parts(kolektor_root):
+    chosen = select_images(kolektor_root, 1000)
+    assert chosen == sorted((kolektor_root / "train" / "good").iterdir())  # no test defects, no masks
