@@ -262,9 +262,13 @@ class FrameSource(ABC):
             return None
         if self._pace_fps and not self._pace():
             return None
-        frame = Frame(image=image, index=self.frames_read, timestamp=time.time(), source=self.name)
+        frame = Frame(image=image, index=self.frames_read, timestamp=time.time(), source=self._frame_source())
         self.frames_read += 1
         return frame
+
+    def _frame_source(self) -> str:
+        """What a frame's ``source`` names: the source itself; an image folder, the file."""
+        return self.name
 
     def _pace(self) -> bool:
         """Sleep until this frame's slot at ``_pace_fps``; False if closed meanwhile."""
@@ -519,6 +523,7 @@ class ImageFilesSource(FrameSource):
         self._paths = list(paths)
         self._pos = 0
         self._good_this_pass = 0
+        self._last_path: Optional[Path] = None
         if config.realtime and not is_live:
             self._pace_fps = config.capture_fps or 30.0
 
@@ -545,8 +550,12 @@ class ImageFilesSource(FrameSource):
                 _log.warning("%s: skipping unreadable image %s: %s", self.name, path, exc)
                 continue
             self._good_this_pass += 1
+            self._last_path = path
             return image
         return None
+
+    def _frame_source(self) -> str:
+        return str(self._last_path) if self._last_path is not None else self.name
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,9 @@ def test_image_folder_skips_and_counts_the_corrupt_file(image_folder, caplog):
     assert len(frames) == 6  # 4 colour + gray + 16-bit; the corrupt file and notes.txt are not frames
     assert src.corrupt_skipped == 1
     assert [f.index for f in frames] == list(range(6))
+    # Each frame names its own file (the JSON lines of `edgecmg stream` carry it), not the folder.
+    assert [Path(f.source).name for f in frames] == ["img_00.png", "img_01.jpg", "img_02.png", "img_03.jpg",
+                                                     "img_04_gray.png", "img_05_16bit.png"]
     assert any("img_06_corrupt.png" in r.getMessage() for r in caplog.records)
     for f in frames:
         assert f.image.dtype == np.uint8 and f.image.shape == (48, 64, 3)
