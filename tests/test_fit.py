@@ -54,3 +54,37 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
     detector = Detector.from_model(model, metadata)
     result = detector.predict(read_image(kolektor_train[120]))
     assert result.overlay().shape == result.anomaly_map.shape + (3,)
+
+
+def test_model_config_refuses_invalid_values_by_name():
+    import re
+
+    import pytest
+
+    from edgecmg.errors import ConfigError
+
+    for kwargs, expected in ((dict(prompt=123), "prompt=123: the prompt must be a non-empty string"),
+                             (dict(prompt="  "), "the prompt must be a non-empty string"),
+                             (dict(max_side=0), "max_side=0 (--max-side) is too small"),
+                             (dict(max_side=-5), "max_side=-5 (--max-side) is too small"),
+                             (dict(max_side=63), "use at least 64"),
+                             (dict(max_bank_size=0), "max_bank_size=0 (--bank-size) must be >= 1"),
+                             (dict(max_bank_size=-3), "max_bank_size=-3"),
+                             (dict(smoothing_sigma=0.0), "smoothing_sigma=0.0 must be > 0"),
+                             (dict(smoothing_sigma=-1.0), "smoothing_sigma=-1.0"),
+                             (dict(cmle_neighbors=0), "cmle_neighbors=0"),
+                             (dict(threshold_quantile=1.5), "threshold_quantile=1.5"),
+                             (dict(batch_size=0), "batch_size=0"),
+                             (dict(input_size=(64, 64, 3)), "must be (height, width)")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            ModelConfig(**kwargs)
+    # The smallest accepted values still build a config (and max_side 64 a 64-px-sided input).
+    ModelConfig(max_side=64, max_bank_size=1, smoothing_sigma=0.1, cmle_neighbors=1, threshold_quantile=1.0,
+                batch_size=1)
+
+
+def test_smallest_max_side_gives_the_smallest_input_size():
+    from edgecmg.fit import choose_input_size
+
+    assert choose_input_size([(100, 100)], ModelConfig(max_side=64)) == (64, 64)
+    assert choose_input_size([(647, 256)], ModelConfig()) == (416, 160)  # KolektorSDD: unchanged

