@@ -83,7 +83,7 @@ class Detector:
 
     def __repr__(self) -> str:
         h, w = self.input_size
-        return (f"Detector({self.runner.path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
+        return (f"Detector({self.runner.model_path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
                 f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g})")
 
     def __enter__(self) -> "Detector":

@@ -40,6 +40,9 @@ class Runner(ABC):
 
     def __init__(self, path: str, metadata: dict[str, Any], device: str = "cpu") -> None:
         self.path = str(path)
+        # The file the user opened; differs from ``path`` when that is an export made from it (an
+        # .edgecmg run by ONNX Runtime runs its cached .onnx).
+        self.model_path = self.path
         self.metadata = metadata
         self.device = device
         self.active = False

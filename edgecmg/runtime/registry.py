@@ -103,8 +103,10 @@ def _onnx_runner(provider: str) -> Callable[..., Runner]:
 
             # The whole detector in one graph: no host round trip for the bank scoring, which on a
             # 2-core CPU made the featurizer-only export 40% slower per frame (benchmarks/results/bench.md).
-            path, header = cached_onnx(path, export_config or ExportConfig(with_scoring=True))
-            return OnnxRunner(path, header, device, provider=provider, threads=threads)
+            onnx_path, header = cached_onnx(path, export_config or ExportConfig(with_scoring=True))
+            runner = OnnxRunner(onnx_path, header, device, provider=provider, threads=threads)
+            runner.model_path = str(path)
+            return runner
         return OnnxRunner(path, None, device, provider=provider, threads=threads)
 
     return create

@@ -33,6 +33,7 @@ def test_edgecmg_with_onnxruntime_exports_once_into_the_cache(artifact_path, tmp
     first = make_runner(artifact_path, "onnxruntime", "cpu")
     second = make_runner(artifact_path, "onnxruntime", "cpu")
     assert first.path == second.path and str(tmp_path) in first.path
+    assert first.model_path == str(artifact_path)  # what the user opened, for messages and repr
     assert not first.produces_features  # the whole detector in one graph: no host scoring
 
 
