@@ -69,8 +69,8 @@ class ModelConfig:
                               f"about max_side**2 pixels, in sides that are multiples of 32; use at least "
                               f"{self.MIN_MAX_SIDE} (a 2 x 2 map of the stride-32 head; default 256, 256..512 typical)")
         feature_layout(self.features)
-        if not 1 <= self.grid <= 8:
-            raise ConfigError(f"grid={self.grid} must be between 1 and 8")
+        if not 2 <= self.grid <= 8:  # 1 would leave CMER one cell, whose drop-one variant keeps nothing
+            raise ConfigError(f"grid={self.grid} must be between 2 and 8")
         if not 0.0 < self.cmer_quantile <= 1.0:
             raise ConfigError(f"cmer_quantile={self.cmer_quantile} must be in (0, 1] (1 = a cell's largest gain on normal images)")
         if not 0.0 < self.coreset_ratio <= 1.0:

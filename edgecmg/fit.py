@@ -104,7 +104,6 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     Returns the model (eval mode) and its metadata (what the artifact stores besides tensors).
     """
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
     frames, names = _load(images)
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
@@ -157,7 +156,9 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     model.scorer.normal_map.copy_(_normal_level(model, bank_patches, chosen, len(bank_images), progress))
 
     if config.cmer:
-        margins = cmer.fit_margin(torch.cat(collected.gains), config.cmer_quantile)  # gains [N, K]
+        # From the bank images only: the threshold below is set on the holdout as unseen parts, so its
+        # scores must be gated as a new part's would be (margins fitted on them would never gate them).
+        margins = cmer.fit_margin(torch.cat(collected.gains)[bank_images], config.cmer_quantile)  # [N, K]
     else:
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)

@@ -58,7 +58,7 @@ def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
             raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
-        arr = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32)
+        arr = arr.astype(np.float64)  # float32 would tie integers above 2**24
     if np.isnan(arr).any():
         raise DataError(f"{name} contain NaN values; fix the model output or drop those samples")
     return arr

@@ -258,3 +258,8 @@ def test_evaluate_argument_errors():
         evaluate([0, 1], [0.1, 0.2], masks=np.zeros((2, 4, 4), bool))
     with pytest.raises(DataError, match="one of each per image"):
         evaluate([0, 1], [0.1, 0.2], masks=np.zeros((1, 4, 4), bool), maps=np.zeros((1, 4, 4)))
+
+
+def test_large_integer_scores_are_not_tied_by_float32():
+    scores = np.array([16777216, 16777217], dtype=np.int32)  # equal in float32
+    assert auroc([0, 1], scores) == 1.0 == roc_auc_score([0, 1], scores)

@@ -22,11 +22,15 @@ repo (session 3), 96 output dims, image AUROC, no projection / full space / prin
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import scipy.linalg
 import torch
 
-from edgecmg.errors import ConfigError
+from edgecmg.errors import ConfigError, DataError
+
+log = logging.getLogger("edgecmg")
 
 
 def lle_weights(text: torch.Tensor, neighbors: int, reg: float = 1e-3) -> torch.Tensor:
@@ -71,6 +75,20 @@ def fit_projection(features: torch.Tensor, weights: torch.Tensor, dim: int, *, s
     rank = subspace or (4 * dim) // 3
     rank = max(dim, min(rank, d, n - 1))
     _, singular, vt = np.linalg.svd(xc, full_matrices=False)
+    # Directions with no variance (near-duplicate images: frames from a paused line) have
+    # eigenvalue 0/eps and would rank first: solve only in the span the images really have.
+    spanned = int((singular > 1e-6 * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
+    if spanned == 0:
+        raise DataError("CMLE: the training images' features do not vary (every image alike?); fit on "
+                        "distinct good parts, or turn CMLE off (--no-cmle)")
+    out_dim = dim
+    if spanned < dim:
+        # The output keeps its size (the model was built for it); the extra columns are zero, so
+        # they add nothing to any distance.
+        log.warning("CMLE: the training images span only %d directions (near-duplicate images?); %d of the "
+                    "%d output dims are left zero", spanned, dim - spanned, dim)
+        dim = spanned
+    rank = min(rank, spanned)
     basis = vt[:rank].T                                   # [D, r] principal directions
     i_minus_w = np.eye(n) - weights.double().numpy()
     m = i_minus_w.T @ i_minus_w
@@ -80,8 +98,9 @@ def fit_projection(features: torch.Tensor, weights: torch.Tensor, dim: int, *, s
     b = np.diag(singular[:rank] ** 2)                     # basis^T X^T X basis
     b += np.eye(rank) * eps * np.trace(b) / rank
     _, vectors = scipy.linalg.eigh(a, b, subset_by_index=[0, dim - 1])
-    projection = basis @ vectors                          # [D, dim]
-    return mean.float(), torch.from_numpy(np.ascontiguousarray(projection)).float()
+    projection = np.zeros((d, out_dim))
+    projection[:, :dim] = basis @ vectors                 # [D, out_dim]
+    return mean.float(), torch.from_numpy(projection).float()
 
 
 def unit_directions(projection: torch.Tensor) -> torch.Tensor:

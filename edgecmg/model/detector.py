@@ -216,9 +216,9 @@ class BankScorer(nn.Module):
         gated = self.pool(maps.flatten(1).masked_fill(~pixel_keep, float("-inf")))
         ungated = self.pool(maps.flatten(1))
         # CMER may lower a score, but never turns an alarm into a miss: where the ungated score is
-        # above the stored threshold it stands. (With the zero-shot matcher a defect can make its own
+        # at or above the stored threshold it stands. (With the zero-shot matcher a defect can make its own
         # cell look irrelevant to the prompt; on KolektorSDD this rule halves what gating costs.)
-        return torch.where(ungated > self.threshold, ungated, gated)
+        return torch.where(ungated >= self.threshold, ungated, gated)  # >=: an alarm is score >= threshold
 
     def pool(self, values: torch.Tensor) -> torch.Tensor:
         """[B, N] map values -> [B]: the mean of the ``score_pixels`` largest (the max when 1). Pixels

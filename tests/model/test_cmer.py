@@ -82,6 +82,8 @@ def test_gating_lowers_scores_but_never_hides_an_alarm():
         assert float(out.score[0]) < float(ungated)
         scorer.threshold.fill_(float(ungated) / 2)          # an alarm: the ungated score stands
         assert float(scorer(patches, matches).score[0]) == pytest.approx(float(ungated))
+        scorer.threshold.fill_(float(ungated))              # exactly at the threshold is an alarm too
+        assert float(scorer(patches, matches).score[0]) == float(ungated)
 
 
 def test_gated_score_below_the_normal_level_is_the_max_over_kept_pixels():

@@ -64,3 +64,25 @@ def test_unit_directions_keep_the_directions_and_drop_the_whitening():
     unit = cmle.unit_directions(proj)
     assert torch.allclose(unit.norm(dim=0), torch.ones(3), atol=1e-6)
     assert torch.allclose(torch.nn.functional.cosine_similarity(unit, proj, dim=0), torch.ones(3), atol=1e-6)
+
+
+def test_near_duplicate_images_give_zero_columns_not_noise_directions():
+    """20 images that are 4 parts seen 5 times each (a paused line) span 3 directions: CMLE keeps those,
+    and the rest of its output is zero instead of directions outside the images' span."""
+    import pytest
+
+    from edgecmg.errors import DataError
+
+    g = torch.Generator().manual_seed(3)
+    parts = torch.randn(4, 64, generator=g)
+    vision = parts.repeat_interleave(5, dim=0) + 1e-9 * torch.randn(20, 64, generator=g)
+    text = torch.randn(20, 8, generator=g)
+    mean, proj = cmle.fit_projection(vision, cmle.lle_weights(text, neighbors=4), dim=16)
+    assert proj.shape == (64, 16) and torch.isfinite(proj).all()
+    nonzero = proj.norm(dim=0) > 0
+    assert int(nonzero.sum()) == 3
+    centred = (parts - parts.mean(0)).double()
+    coeffs = torch.linalg.lstsq(centred.T, proj.double()).solution
+    assert torch.allclose(centred.T @ coeffs, proj.double(), atol=1e-6)  # inside the parts' span
+    with pytest.raises(DataError, match="do not vary"):
+        cmle.fit_projection(parts[:1].repeat(10, 1), cmle.lle_weights(text[:10], neighbors=4), dim=4)
