@@ -164,20 +164,32 @@ def knn(
         raise DataError("features have 0 dimensions")
     if queries.device != bank.device:
         raise DataError(f"queries on {queries.device} but bank on {bank.device}: move both to one device")
-    flags = [_finite_flag(queries)]
+    # An fp16 bank compares the queries rounded to fp16: a query beyond fp16's range would become
+    # Inf there (NaN distances, or distance 0 in the kernel). Checking the rounded queries covers both.
+    fp16_bank = bank.dtype == torch.float16
+    flags = [_finite_flag(queries.to(torch.float16) if fp16_bank else queries)]
     computed = bank_sq_norms is None
     if computed:
         # A NaN/Inf anywhere in a bank row makes its norm non-finite: checking m norms checks the bank.
         bank_sq_norms = bank_sq_norms_reference(bank)
         flags.append(_finite_flag(bank_sq_norms))
     else:
-        if not isinstance(bank_sq_norms, torch.Tensor) or tuple(bank_sq_norms.shape) != (bank.shape[0],):
-            raise DataError(f"bank_sq_norms must be a tensor of shape ({bank.shape[0]},) from "
-                            "edgecmg.ops.bank_sq_norms(bank)")
+        # Given norms come from ops.bank_sq_norms, which checked them once per bank: only their
+        # type is checked per call (fp16 norms of a large bank overflow to Inf).
+        if (not isinstance(bank_sq_norms, torch.Tensor) or tuple(bank_sq_norms.shape) != (bank.shape[0],)
+                or bank_sq_norms.dtype != torch.float32):
+            got = (f"{tuple(bank_sq_norms.shape)} {bank_sq_norms.dtype}" if isinstance(bank_sq_norms, torch.Tensor)
+                   else type(bank_sq_norms).__name__)
+            raise DataError(f"bank_sq_norms must be a float32 tensor of shape ({bank.shape[0]},) from "
+                            f"edgecmg.ops.bank_sq_norms(bank), got {got}")
         if bank_sq_norms.device != bank.device:
             raise DataError(f"bank_sq_norms on {bank_sq_norms.device} but bank on {bank.device}")
     if not _all_true(flags):
         _raise_non_finite("queries", queries, "check the frame and the feature extractor (fp16 overflow?)")
+        if fp16_bank and not bool(torch.isfinite(queries.to(torch.float16)).all()):
+            raise DataError(f"queries exceed float16's range (largest magnitude {float(queries.abs().max()):.4g} "
+                            "> 65504), in which the fp16 bank compares them; check the feature extractor or "
+                            "store the bank as float32")
         if computed:
             _raise_non_finite("bank", bank_sq_norms, _BANK_ADVICE, "row(s)")
     out_shape = tuple(queries.shape[:-1]) + (k,)
@@ -251,6 +263,8 @@ def masked_similarity(
             raise DataError(f"{name} on {t.device} but features on {features.device}: move all to one device")
         if t is not masks and not t.is_floating_point():
             raise DataError(f"{name} must be floating point, got {t.dtype}")
+    if weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):  # the GPU kernel builds only these
+        raise DataError(f"weight dtype {weight.dtype} unsupported: use float32, float16 or bfloat16")
     if masks.dtype != torch.bool and not masks.is_floating_point():
         raise DataError(f"masks must be bool or floating point, got {masks.dtype}")
     checked = [("features", features)]

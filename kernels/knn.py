@@ -102,6 +102,23 @@ def _order_ties_by_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple[torch.T
     return dist.gather(-1, order), idx.gather(-1, order)
 
 
+def _k_smallest_first_on_ties(values: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, column positions) of the ``kk`` smallest entries of each row, where of the entries
+    tied at the kk-th value the leftmost win (faiss keeps the lower index; ``topk`` picks any).
+
+    Everything below the kk-th value is taken; the rest is filled from the ties at it, in column
+    order (a running count of them). Exports to ONNX (TopK, CumSum, Where); results come unordered.
+    """
+    kth = torch.topk(values, kk, dim=1, largest=False, sorted=True).values[:, -1:]
+    below = values < kth
+    room = kk - below.to(torch.int64).sum(dim=1, keepdim=True)
+    at = values == kth
+    take = below | (at & (at.to(torch.int64).cumsum(dim=1) <= room))
+    cols = torch.arange(values.shape[1], device=values.device).expand_as(values)
+    pos = torch.topk(torch.where(take, cols, values.shape[1]), kk, dim=1, largest=False, sorted=False).values
+    return values.gather(1, pos), pos
+
+
 def _tracing() -> bool:
     """True while torch.jit / torch.export / torch.compile trace the caller (no out= buffers then)."""
     if torch.jit.is_tracing():
@@ -127,9 +144,9 @@ def knn_reference(
     The bank is processed in chunks of ``chunk_elements // n`` rows (the [n, chunk] float32 block is
     the only large temporary, 64 MiB by default), each scored with a single ``addmm``
     (``||m||^2 - 2 q m^T``; the constant ||q||^2 is added to the k survivors only) and reduced with
-    ``min`` (k = 1: first index wins ties, exactly faiss) or ``topk`` merged into a running top-k.
-    With k > 1, which of several candidates tied exactly at the k-th distance survives is up to
-    ``topk``; the returned rows are then ordered by (distance, index). No input checks: this is also
+    ``min`` (k = 1: first index wins ties, exactly faiss) or the k smallest with ties at the k-th
+    distance going to the lower index (faiss again), merged into a running top-k; the returned rows
+    are ordered by (distance, index). No input checks: this is also
     traced into ONNX graphs; ``edgecmg.ops.knn`` validates.
 
     Outside tracing and autograd the chunks reuse one buffer: a fresh 64 MiB block per chunk is
@@ -161,7 +178,7 @@ def knn_reference(
         if kk == 1:
             v, i = key.min(dim=1, keepdim=True)
         else:
-            v, i = torch.topk(key, min(kk, block.shape[0]), dim=1, largest=False, sorted=False)
+            v, i = _k_smallest_first_on_ties(key, min(kk, block.shape[0]))
         i = i + start
         if best_v is None:
             best_v, best_i = v, i
@@ -171,9 +188,13 @@ def knn_reference(
             best_v = torch.where(better, v, best_v)
             best_i = torch.where(better, i, best_i)
         else:
+            # Ties between the two sides go to the lower index: order each side by (distance, index);
+            # the running side holds only lower indices, so column order is index order among ties.
+            best_v, best_i = _order_ties_by_index(best_v, best_i)
+            v, i = _order_ties_by_index(v, i)
             cand_v = torch.cat([best_v, v], dim=1)
             cand_i = torch.cat([best_i, i], dim=1)
-            best_v, pos = torch.topk(cand_v, kk, dim=1, largest=False, sorted=False)
+            best_v, pos = _k_smallest_first_on_ties(cand_v, kk)
             best_i = cand_i.gather(1, pos)
 
     assert best_v is not None and best_i is not None, "empty bank reached knn_reference"

@@ -148,8 +148,10 @@ def _masked_similarity_kernel(
                 x = tl.dot(mk, f, acc=x, input_precision=PRECISION)
             w = tl.load(w_ptr + cc[:, None] * stride_wc + cls[None, :] * stride_wj,
                         mask=c_mask[:, None] & cls_mask[None, :], other=0.0)
-            z = tl.dot(x.to(w_ty), w, acc=z, input_precision=PRECISION)
-        z = z * inv_kept[:, None]
+            # The masked mean, in fp32, before the cast to the head's dtype: it fits wherever the features
+            # do, while the masked sum of 64 patches can pass fp16's 65,504. (Scaling here, not in the
+            # patch loop above, keeps that loop's registers within sm_87's budget.)
+            z = tl.dot((x * inv_kept[:, None]).to(w_ty), w, acc=z, input_precision=PRECISION)
         s = tl.load(text_ptr + cls, mask=cls_mask, other=0.0).to(tl.float32)
         if COSINE:
             z = tl.where(cls_mask[None, :], z, 0.0)

@@ -400,3 +400,28 @@ def test_knn_no_queries():
     assert d.shape == (0, 3) and i.shape == (0, 3)
     d, i = ops.knn(torch.empty(2, 0, 12), bank, 3)
     assert d.shape == (2, 0, 3)
+
+
+def test_knn_refuses_queries_beyond_fp16_with_an_fp16_bank():
+    # The fp16 bank compares queries rounded to fp16: 7e4 would be Inf there (NaN in torch, a distance
+    # of 0 in the kernel: a broken patch scored perfectly normal).
+    q, bank = _knn_data(n=4, m=10, d=6)
+    q[2, 3] = 7e4
+    with pytest.raises(DataError, match=r"exceed float16's range \(largest magnitude 7e\+04"):
+        ops.knn(q, bank.half(), k=1)
+    ops.knn(q, bank, k=1)  # an fp32 bank holds it
+
+
+def test_knn_refuses_given_norms_of_the_wrong_type():
+    q, bank = _knn_data(n=4, m=10, d=6)
+    for norms, got in ((ops.bank_sq_norms(bank).half(), r"\(10,\) torch.float16"),
+                       (ops.bank_sq_norms(bank)[:5], r"\(5,\) torch.float32"),
+                       ([1.0] * 10, "list")):
+        with pytest.raises(DataError, match=f"bank_sq_norms must be a float32 tensor of shape \\(10,\\).*got {got}"):
+            ops.knn(q, bank, k=1, bank_sq_norms=norms)
+
+
+def test_masked_similarity_refuses_a_float64_head():
+    features, masks, weight, bias, text = _ms_data()
+    with pytest.raises(DataError, match="weight dtype torch.float64 unsupported"):
+        ops.masked_similarity(features, masks, weight.double(), bias, text)

@@ -148,12 +148,22 @@ def test_reference_exact_ties(dtype, k):
     for chunk_elements in (1 << 23, 12):
         dist, idx = knn_reference(q, bank, k, chunk_elements=chunk_elements)
         torch.testing.assert_close(dist, exp_d, atol=0, rtol=0)
-        if k == 1:  # min() keeps the first index: exact faiss order
-            assert torch.equal(idx, exp_i)
-        assert_knn_equivalent(dist, idx, q, bank, k, atol=0.0)  # either index inside a tie
-        # within the returned rows, equal distances are ordered by index
-        same = dist[:, 1:] == dist[:, :-1]
-        assert (idx[:, 1:][same] > idx[:, :-1][same]).all()
+        assert torch.equal(idx, exp_i), (k, chunk_elements, idx, exp_i)  # the lower index wins, as faiss
+
+
+def test_reference_ties_at_the_kth_place_go_to_the_lower_index_across_chunks():
+    # 40 identical rows, and a tie at the k-th place split over chunks: torch's topk alone returned
+    # e.g. [26, 27, 28] and [450, 470, 1, 3]; the kernel and faiss give the lowest indices.
+    q = torch.zeros(2, 4)
+    dist, idx = knn_reference(q, torch.zeros(40, 4), 3)
+    assert idx.tolist() == [[0, 1, 2]] * 2
+    g = torch.Generator().manual_seed(0)
+    bank = torch.randn(500, 4, generator=g) + 5.0
+    bank[[0, 1, 3, 450, 470]] = torch.tensor([0.0, 0, 0, 0.5])
+    bank[[450, 470]] = torch.tensor([0.0, 0, 0, 0.25])  # nearer than rows 0, 1, 3, which tie
+    for chunk_elements in (1 << 23, 200, 30):
+        dist, idx = knn_reference(q[:1], bank, 4, chunk_elements=chunk_elements)
+        assert idx.tolist() == [[450, 470, 0, 1]], chunk_elements
 
 
 # ---------------------------------------------------------------- GPU launch planning (no GPU needed)

@@ -121,3 +121,22 @@ def test_tuner_picks_once_per_bucket_and_every_candidate_is_exact(monkeypatch, k
     for cfg in ms._candidates(4):  # the loser too
         got = ms.masked_similarity_triton(*[t.to(kernel_device) for t in args], config=cfg)
         torch.testing.assert_close(got.cpu(), masked_similarity_reference(*args), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kernel_fp16_head_with_large_features_and_soft_masks(mode, kernel_device):
+    # Features around 2,000 summed over 64 patches pass fp16's 65,504: the kernel takes the mean in fp32
+    # before the cast to the head's dtype, so the logits stay finite (was NaN).
+    b, K, p, c, C = 1, 3, 64, 16, 20
+    g = torch.Generator().manual_seed(4)
+    features = 2000.0 + torch.randn(b, p, c, generator=g)
+    masks = torch.ones(K, p)
+    masks[1] *= 1e-3  # soft keep-weights
+    masks[2, : p // 2] = 0.0
+    weight = (torch.randn(c, C, generator=g) * 1e-3).half()
+    bias, text = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    args = [t.to(kernel_device) for t in (features, masks, weight, bias, text)]
+    got = masked_similarity_triton(*args, mode=mode).cpu()
+    ref = masked_similarity_reference(features, masks, weight.float(), bias, text, mode=mode)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, atol=5e-3, rtol=5e-3)
