@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -184,11 +185,15 @@ class LaunchTuner:
         self.chosen: dict[tuple, dict] = {}
         self.timings: dict[tuple, list[float]] = {}  # seconds per candidate, for benchmarks and tests
         self.last: Optional[dict] = None  # the configuration of the latest call, for benchmark tables
+        # One tuning at a time: two threads timing candidates together would time each other's
+        # kernels (synchronize waits for the whole device) and could keep a slow choice.
+        self._tuning = threading.Lock()
 
     def choose(self, key: tuple, candidates: Sequence[dict], launch: Callable[[dict], object], device) -> dict:
         cfg = self.chosen.get(key)
         if cfg is None:
-            cfg = self._tune(key, candidates, launch, device)
+            with self._tuning:
+                cfg = self.chosen.get(key) or self._tune(key, candidates, launch, device)
         self.last = cfg
         return cfg
 

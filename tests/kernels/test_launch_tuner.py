@@ -50,3 +50,23 @@ def test_single_candidate_is_never_timed(monkeypatch):
 
 def test_shape_buckets_are_powers_of_two():
     assert [shape_bucket(x) for x in (0, 1, 2, 3, 1000, 1024, 1025)] == [1, 1, 2, 4, 1024, 1024, 2048]
+
+
+def test_threads_asking_for_the_same_key_tune_it_once(monkeypatch):
+    import threading
+
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    tuner = LaunchTuner(repeats=2)
+    candidates = [{"name": "a"}, {"name": "b"}]
+    calls: list = []
+    launch = _launcher({"a": 0.01, "b": 0.002}, calls)
+    picks: list = []
+    threads = [threading.Thread(target=lambda: picks.append(tuner.choose(("case",), candidates, launch,
+                                                                         torch.device("cpu"))["name"]))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert picks == ["b"] * 4
+    assert len(calls) == 6  # one tuning: 2 candidates x (warm-up + 2 timed), not one per thread
