@@ -48,7 +48,7 @@ bench-core: $(VENV)/.installed
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.md --seeds 3
 
 bench-kernels: $(VENV)/.installed
-	$(PY) benchmarks/bench_kernels.py --out benchmarks/results/kernels_cpu.md
+	$(PY) benchmarks/bench_kernels.py --device cpu --out benchmarks/results/kernels_cpu.md
 
 bench-int8: $(VENV)/.installed
 	$(PY) benchmarks/bench_int8.py

@@ -20,19 +20,41 @@ def fill_block(text: str, name: str, content: str) -> tuple[str, bool]:
     return new_text, count == 1
 
 
-def main() -> int:
-    readme = ROOT / "README.md"
+def update(readme: Path, results: Path) -> list[str]:
+    """Fill every block of ``readme`` from ``results``; returns the problems found (none: all filled).
+
+    A block without its results file or end marker, and a results file with neither a block nor a
+    link from the README, are problems:
+    a table that silently stays stale or never reaches the README is what this script exists to stop.
+    """
     text = readme.read_text()
+    problems, names = [], []
     for match in re.finditer(r"<!-- (\w[\w-]*):start -->", text):
         name = match.group(1)
-        result = ROOT / "benchmarks" / "results" / f"{name}.md"
+        names.append(name)
+        result = results / f"{name}.md"
         if not result.is_file():
-            print(f"no {result.relative_to(ROOT)} yet; leaving the {name} block as it is")
+            problems.append(f"{readme.name} has a {name} block but there is no {result.name} in {results}")
             continue
         text, replaced = fill_block(text, name, result.read_text())
-        print(f"README: {name} <- {result.relative_to(ROOT)}" if replaced else f"README: no {name} block end marker")
+        if replaced:
+            print(f"{readme.name}: {name} <- {result.name}")
+        else:
+            problems.append(f"{readme.name}: the {name} block has no <!-- {name}:end --> marker")
+    for result in sorted(results.glob("*.md")):
+        linked = f"{results.name}/{result.name}" in text  # a long table is linked rather than copied
+        if result.stem not in names and not linked:
+            problems.append(f"{result.name} has neither a <!-- {result.stem}:start --> block in {readme.name} "
+                            "nor a link from it")
     readme.write_text(text)
-    return 0
+    return problems
+
+
+def main() -> int:
+    problems = update(ROOT / "README.md", ROOT / "benchmarks" / "results")
+    for problem in problems:
+        print(f"error: {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

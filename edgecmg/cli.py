@@ -24,7 +24,6 @@ def _train_images(data: Path) -> list[Path]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import torch
 
     from edgecmg import artifact
     from edgecmg.config import ModelConfig
@@ -45,7 +44,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     artifact.prepare_output(output)  # before the fit, not after it
     images = _train_images(Path(args.data))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
     path = artifact.save(model, metadata, args.output)
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
@@ -239,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", choices=sorted(FEATURE_LAYOUTS), default=DEFAULT_LAYOUT,
                    help="patch features: s16 = blocks 10+14 on a 16-px grid (faster, better on the "
                         "benchmarks), s8 = blocks 4+7+10 on an 8-px grid (defects under 16 px)")
-    p.add_argument("--grid", type=int, default=ModelConfig.grid, help="CMER grid (g x g cells, 1..8)")
+    p.add_argument("--grid", type=int, default=ModelConfig.grid, help="CMER grid (g x g cells, 2..8)")
     p.add_argument("--no-cmer", action="store_true", help="ablation: no language-guided masking")
     p.add_argument("--no-cmle", action="store_true", help="ablation: no language-guided latent space")
     p.add_argument("--cmle-dim", type=int, default=ModelConfig.cmle_dim, help="CMLE output dimensions")

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgecmg import artifact
 from edgecmg.config import ModelConfig
@@ -30,7 +29,6 @@ OUT = Path("demo_out")
 
 
 def main() -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train, test = elpv_dataset("mono", seed=0)
     print(f"elpv mono: {len(train)} normal training cells, {len(test)} test cells "
           f"({sum(s.label for s in test)} defective)")

@@ -15,7 +15,7 @@ onnxruntime    cpu     .onnx, .edgecmg (exported)  OnnxRunner, CPU execution pro
 torch          cpu     .edgecmg                    TorchRunner
 =============  ======  ==========================  ==========================================
 
-An ``.edgecmg`` artifact run with onnxruntime is exported once (featurizer graph) into the cache
+An ``.edgecmg`` artifact run with onnxruntime is exported once (the full graph) into the cache
 directory keyed by the artifact's SHA-256 (``edgecmg.export.cached_onnx``), so
 ``edgecmg bench M.edgecmg --backends torch onnxruntime`` compares both on the same model. Engines
 are never built implicitly (minutes of TensorRT tuning): ``edgecmg build`` makes them.
