@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
-                   help="activation ranges (default: entropy for --profile tensorrt, percentile for cpu)")
+                   help="activation ranges (default: minmax for --profile tensorrt, percentile for cpu)")
     p.add_argument("--samples", type=int,
                    help="calibration images used (default: edgecmg.calibration.DEFAULT_SAMPLES = 256, "
                         "or all when the folder has fewer)")

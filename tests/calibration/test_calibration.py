@@ -260,3 +260,41 @@ def test_cli_calibrate_defaults_to_the_modules_sample_count(monkeypatch, tmp_pat
 def test_an_mvtec_root_calibrates_on_its_normal_training_parts(kolektor_root):
     chosen = select_images(kolektor_root, 1000)
     assert chosen == sorted((kolektor_root / "train" / "good").iterdir())  # no test defects, no masks
+
+
+def test_entropy_ranges_clip_an_outlier_that_minmax_keeps(tmp_path):
+    # ONNX Runtime's entropy calibrator at its default 128 bins returned the min-max range; with the
+    # 2,048 bins edgecmg asks for, a lone outlier no longer stretches the range.
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecmg.calibration.quantize import compute_ranges
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "zero"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40000])],
+        [numpy_helper.from_array(np.zeros((1, 40000), np.float32), "zero")])
+    path = tmp_path / "add.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    values = np.random.default_rng(0).laplace(0.0, 1.0, (1, 40000)).astype(np.float32)
+    values[0, 0] = 40.0
+
+    class Reader:
+        def __init__(self):
+            self.batches = [{"x": values}]
+
+        def get_next(self):
+            return self.batches.pop() if self.batches else None
+
+        def rewind(self):
+            self.batches = [{"x": values}]
+
+    highs = {}
+    for method in ("minmax", "entropy"):
+        work = tmp_path / method
+        work.mkdir()
+        highs[method] = compute_ranges(path, Reader(), method, ("Add",), symmetric=True, work_dir=work)["y"][1]
+    assert highs["minmax"] == pytest.approx(40.0)
+    assert 5.0 < highs["entropy"] < 20.0, highs
