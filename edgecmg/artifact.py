@@ -50,7 +50,7 @@ SUFFIX = ".edgecmg"
 # Largest input side a header may give. fit picks about 256 (config max_side); this only stops an
 # edited size from allocating gigabytes before the payload's tensors are compared with it.
 MAX_INPUT_SIDE = 4096
-MAX_GRID = 32  # fit accepts 1..8
+MAX_GRID = 32  # fit accepts 2..8; older files stay readable down to 1
 
 
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:

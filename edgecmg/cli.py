@@ -24,18 +24,17 @@ def _train_images(data: Path) -> list[Path]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-
     from edgecmg import artifact
     from edgecmg.config import ModelConfig
     from edgecmg.fit import fit, read_captions
 
     # Every check of the arguments comes before the fit, so a bad value never costs a feature pass.
     output = Path(args.output)
-    if output.suffix.lower() != ".edgecmg" and not output.is_dir():  # a folder: prepare_output says so
-        # predict, eval, export and bench tell model files apart by their suffix: without .edgecmg the
-        # file would be written and then refused by every other command.
-        raise ConfigError(f"-o {output}: model files must end in .edgecmg; use -o "
-                          f"{output.with_name(output.name + '.edgecmg')}")
+    if output.suffix != artifact.SUFFIX and not output.is_dir():  # a folder: prepare_output says so
+        # predict, eval, export and bench tell model files apart by their suffix (case-sensitive, as the
+        # runner registry compares it): without it the file would be written and then refused.
+        raise ConfigError(f"-o {output}: model files must end in {artifact.SUFFIX}; use -o "
+                          f"{output.with_name(output.name + artifact.SUFFIX)}")
     config = ModelConfig(
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,

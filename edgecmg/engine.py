@@ -151,8 +151,7 @@ def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, s
     header["format_version"] = ENGINE_FORMAT_VERSION
     header["scorer"] = {"bytes": len(scorer), "sha256": hashlib.sha256(scorer).hexdigest()}
     header["engine"] = {"bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
-    header.pop(HEADER_SHA_KEY, None)
-    header[HEADER_SHA_KEY] = _header_sha256(header)
+    header[HEADER_SHA_KEY] = _header_sha256(header)  # computed without its own entry
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

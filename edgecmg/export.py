@@ -236,6 +236,11 @@ def graph_sha256(model) -> str:
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
+def header_sha256(header_text: str) -> str:
+    """SHA-256 of the ``edgecmg.header`` metadata as stored (the JSON text)."""
+    return hashlib.sha256(header_text.encode("utf-8")).hexdigest()
+
+
 def read_onnx_header(model_or_path) -> dict[str, Any]:
     """The edgecmg header of an exported ONNX model, after checking the graph's checksum.
 
@@ -249,8 +254,7 @@ def read_onnx_header(model_or_path) -> dict[str, Any]:
     if HEADER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
                             "(export it with `edgecmg export M.edgecmg --format onnx`)")
-    header_sha = hashlib.sha256(props[HEADER_KEY].encode("utf-8")).hexdigest()
-    if HEADER_SHA_KEY in props and header_sha != props[HEADER_SHA_KEY]:
+    if HEADER_SHA_KEY in props and header_sha256(props[HEADER_KEY]) != props[HEADER_SHA_KEY]:
         raise ArtifactError(f"{origin}: header checksum mismatch: the '{HEADER_KEY}' metadata (threshold, input "
                             "size, model) was damaged or edited after export; copy the file again or export it "
                             "again")
@@ -454,7 +458,7 @@ def _save_atomic(model, path: Path) -> None:
     seal = {GRAPH_SHA_KEY: graph_sha256(model)}
     header = next((p.value for p in model.metadata_props if p.key == HEADER_KEY), None)
     if header is not None:
-        seal[HEADER_SHA_KEY] = hashlib.sha256(header.encode("utf-8")).hexdigest()
+        seal[HEADER_SHA_KEY] = header_sha256(header)
     set_metadata_props(model, seal)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

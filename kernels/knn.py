@@ -107,7 +107,8 @@ def _k_smallest_first_on_ties(values: torch.Tensor, kk: int) -> tuple[torch.Tens
     tied at the kk-th value the leftmost win (faiss keeps the lower index; ``topk`` picks any).
 
     Everything below the kk-th value is taken; the rest is filled from the ties at it, in column
-    order (a running count of them). Exports to ONNX (TopK, CumSum, Where); results come unordered.
+    order (a running count of them). Results come in column order. Exports to ONNX (TopK, CumSum,
+    Where).
     """
     kth = torch.topk(values, kk, dim=1, largest=False, sorted=True).values[:, -1:]
     below = values < kth
@@ -115,7 +116,7 @@ def _k_smallest_first_on_ties(values: torch.Tensor, kk: int) -> tuple[torch.Tens
     at = values == kth
     take = below | (at & (at.to(torch.int64).cumsum(dim=1) <= room))
     cols = torch.arange(values.shape[1], device=values.device).expand_as(values)
-    pos = torch.topk(torch.where(take, cols, values.shape[1]), kk, dim=1, largest=False, sorted=False).values
+    pos = torch.topk(torch.where(take, cols, values.shape[1]), kk, dim=1, largest=False, sorted=True).values
     return values.gather(1, pos), pos
 
 
@@ -188,10 +189,8 @@ def knn_reference(
             best_v = torch.where(better, v, best_v)
             best_i = torch.where(better, i, best_i)
         else:
-            # Ties between the two sides go to the lower index: order each side by (distance, index);
-            # the running side holds only lower indices, so column order is index order among ties.
-            best_v, best_i = _order_ties_by_index(best_v, best_i)
-            v, i = _order_ties_by_index(v, i)
+            # Both sides come in index order and the running side holds only lower indices, so column
+            # order is index order: ties at the k-th place go to the lower index.
             cand_v = torch.cat([best_v, v], dim=1)
             cand_i = torch.cat([best_i, i], dim=1)
             best_v, pos = _k_smallest_first_on_ties(cand_v, kk)

@@ -236,9 +236,11 @@ class TensorRTRunner(Runner):
         # False (not an exception) when the shape is outside the profile: running anyway would read
         # past the input buffer and return rows of garbage.
         if not self._context.set_input_shape(name, tuple(frames.shape)):
+            # Chunks are padded and split to the header's batch range, so this means the header and the
+            # plan disagree.
             raise DataError(f"{self.path}: a batch of {frames.shape[0]} is outside the engine's optimisation "
-                            f"profile (batch {self._min_batch}..{self._max_batch}); rebuild it with "
-                            "`edgecmg build --min-batch/--max-batch` to cover it")
+                            f"profile, though its header gives batch {self._min_batch}..{self._max_batch}; "
+                            f"rebuild the engine: {rebuild_command(self.header, self.path)}")
         self._context.set_tensor_address(name, memory.ptr(buffers[name]))
         for out in self._outputs:
             shape = tuple(int(d) for d in self._context.get_tensor_shape(out))
