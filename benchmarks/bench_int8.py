@@ -112,31 +112,64 @@ def load_test(samples, size, with_masks):
 # --------------------------------------------------------------------------------------------------
 # accuracy and latency
 # --------------------------------------------------------------------------------------------------
-def evaluate_variant(path: Path, frames, labels, masks, threads: int) -> dict:
-    """Metrics of one model file, cached beside it (keyed by the file's SHA-256 and the test set size)."""
+def evaluate_variant(path: Path, frames, labels, masks, threads: int, engine_network: bool = False) -> dict:
+    """Metrics of one model file, cached beside it (keyed by the file's SHA-256 and the test set size).
+
+    engine_network: evaluate what ``edgecmg build --precision int8`` gives TensorRT instead (the float
+    layers and Q/DQ scales cast to float16, ``convert_to_fp16``), on ONNX Runtime's reference
+    kernels: its CPU graph optimiser mis-fuses float16 Q/DQ, and TensorRT builds from ONNX's semantics.
+    """
     import json
 
     from edgecmg.export import file_sha256
 
-    key = {"sha256": file_sha256(path), "frames": len(frames), "masks": masks is not None}
-    cache = path.with_suffix(".eval.json")
+    key = {"sha256": file_sha256(path), "frames": len(frames), "masks": masks is not None,
+           "engine_network": engine_network}
+    cache = path.with_suffix(".engine-network.eval.json" if engine_network else ".eval.json")
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return saved["metrics"]
 
-    from edgecmg.detector import Detector
     from edgecmg.metrics import evaluate
 
     scores, maps = [], []
-    with Detector.load(path, backend="onnxruntime", threads=threads) as detector:
-        for i in range(0, len(frames), 8):
-            for result in detector.predict_batch(list(frames[i:i + 8])):
-                scores.append(result.score)
-                maps.append(result.anomaly_map)
+    for result in (_engine_network_results if engine_network else _onnxruntime_results)(path, frames, threads):
+        scores.append(result[0])
+        maps.append(result[1])
     metrics = evaluate(labels, scores, masks, maps) if masks is not None else evaluate(labels, scores)
     cache.write_text(json.dumps({"key": key, "metrics": metrics}))
     return metrics
+
+
+def _onnxruntime_results(path: Path, frames, threads: int):
+    from edgecmg.detector import Detector
+
+    with Detector.load(path, backend="onnxruntime", threads=threads) as detector:
+        for i in range(0, len(frames), 8):
+            for result in detector.predict_batch(list(frames[i:i + 8])):
+                yield result.score, result.anomaly_map
+
+
+def _engine_network_results(path: Path, frames, threads: int):
+    import onnxruntime as ort
+    import torch
+
+    from edgecmg.engine import convert_to_fp16
+    from edgecmg.export import load_scorer_from_onnx
+
+    network = convert_to_fp16(str(path), keep_fp32_ops=())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(network.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    scorer = load_scorer_from_onnx(path)[0]
+    for i in range(0, len(frames), 8):
+        embeddings, match_scores = session.run(["embeddings", "match_scores"], {"image": frames[i:i + 8]})
+        with torch.no_grad():
+            out = scorer(torch.from_numpy(embeddings), torch.from_numpy(match_scores))
+        yield from zip(out.score.numpy().tolist(), out.anomaly_map.numpy())
 
 
 def time_variants(variants: dict[str, tuple[Path, str]], raw_frames, size, threads: int, frames: int,
@@ -263,6 +296,9 @@ def main(argv=None) -> int:
         for key in ("fp32", "int8-tensorrt", "int8-cpu"):
             _log(f"{name}: evaluating {key}")
             results[key] = evaluate_variant(files[key], frames, labels, masks, args.threads)
+        _log(f"{name}: evaluating the int8 engine's network")
+        results["int8-tensorrt, engine network"] = evaluate_variant(files["int8-tensorrt"], frames, labels, masks,
+                                                                    args.threads, engine_network=True)
         base = results["fp32"]
         for key, r in results.items():
             d_img = r["image_auroc"] - base["image_auroc"]
@@ -308,6 +344,10 @@ def main(argv=None) -> int:
         *[f"- {n}" for n in notes],
         "",
         "## Accuracy (featurizer on ONNX Runtime + host BankScorer; pixel AUROC at the model input size)",
+        "",
+        "\"engine network\": what `edgecmg build --precision int8` hands TensorRT, the tensorrt-profile "
+        "graph with its float layers and Q/DQ scales in float16, run by ONNX Runtime's reference kernels "
+        "(no TensorRT here; its own kernels round differently).",
         "",
         "| data | model | image AUROC | delta | pixel AUROC | delta |",
         "|---|---|---|---|---|---|",

@@ -145,7 +145,8 @@ class EngineConfig:
     precision: ``"fp32"``; ``"fp16"`` (TensorRT 10: the FP16 builder flag on a weakly typed
         network; TensorRT 11, which has no such flag: the ONNX is cast to float16 and built
         strongly typed); ``"int8"`` needs an ONNX with Q/DQ nodes (``edgecmg calibrate``) and is
-        built strongly typed (no implicit calibration: TensorRT 11 removed it).
+        built strongly typed (no implicit calibration: TensorRT 11 removed it), from a float16 copy
+        of the ONNX, so the layers outside the quantised region run in FP16 (the scorer in FP32).
     timing_cache: file of TensorRT's timing cache, read when present and written after the build.
     workspace_mib: builder workspace memory pool limit.
     dla_core: run on this DLA core (Jetson Orin: 0 or 1) with GPU fallback; DLA needs fp16 or int8

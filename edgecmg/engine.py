@@ -18,9 +18,10 @@ architecture they were built for: ``check_engine_compatible`` says which and how
 
 TensorRT 10 and 11: both take explicit-batch networks (the EXPLICIT_BATCH flag is deprecated in 10
 and gone in 11); INT8 is explicit only (Q/DQ nodes from ``edgecmg calibrate``, built strongly
-typed: TensorRT 10.1 deprecated and 11 removed implicit calibration and the INT8 flag); FP16 is
-the builder flag on 10.x and, where the flag no longer exists (11.x), a float16 copy of the ONNX
-(``convert_to_fp16``) built strongly typed. Capabilities are detected on the imported module,
+typed: TensorRT 10.1 deprecated and 11 removed implicit calibration and the INT8 flag), from a
+float16 copy of the ONNX (``convert_to_fp16``, scales included) so that the layers left in float run
+in FP16; FP16 is the builder flag on 10.x and, where the flag no longer exists (11.x), the float16
+copy built strongly typed. Capabilities are detected on the imported module,
 not inferred from version numbers.
 """
 from __future__ import annotations
@@ -392,8 +393,8 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
       going through Cast);
     - tensor volumes with shape inference at batch = ``max_batch``: none may reach 2**31 elements
       (``strict_shapes`` also reports tensors whose shape could not be inferred);
-    - Q/DQ: every QuantizeLinear feeds only DequantizeLinear; zero points are 0 (TensorRT is
-      symmetric) and quantised types int8/fp8/int4 (no int32 bias, no uint8); activation scales
+    - Q/DQ: every QuantizeLinear feeds only DequantizeLinear; scales strictly positive; zero points
+      are 0 (TensorRT is symmetric) and quantised types int8/fp8/int4 (no int32 bias, no uint8); activation scales
       per-tensor; every quantised Conv/ConvTranspose/Gemm/MatMul takes all its data and weight
       inputs from DequantizeLinear.
     Returns a list of human-readable problems, empty when the graph looks TensorRT-friendly.
@@ -499,6 +500,10 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
                 problems.append(f"{label}: activation scale is per-channel ({scale.size} values); TensorRT "
                                 "quantises activations per tensor")
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if scale is not None and not (scale.astype("float64") > 0).all():  # NaN compares False too
+                problems.append(f"{label}: scale {float(scale.min())} (or NaN); TensorRT needs every scale "
+                                "strictly positive")
             zp_name = node.input[2] if len(node.input) > 2 else ""
             qtype = None
             if zp_name:
@@ -530,8 +535,62 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
 # --------------------------------------------------------------------------------------------------
 # Inputs that must stay float32 whatever the node's precision: (op, input index).
 _FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Ops kept in float32 by default: quantisation nodes (their scales define their output type).
-DEFAULT_FP32_OPS = ("QuantizeLinear", "DequantizeLinear")
+DEFAULT_FP32_OPS = _QDQ_OPS
+# QuantizeLinear / DequantizeLinear take float16 scales (and so give float16 outputs) from opset 19.
+QDQ_FP16_OPSET = 19
+
+
+def _qdq_for_fp16(model):
+    """A Q/DQ model made ready for float16 scales (INT8 with FP16 outside the quantised layers, as a
+    strongly typed TensorRT network wants it): the default opset raised to 19 where lower, and every
+    constant scale made a positive normal float16. A per-channel weight scale of a near-dead channel
+    (1e-10 here) would flush to 0 in float16, which TensorRT refuses (scales must be strictly
+    positive), so scales are clamped up to float16's smallest normal; the constant integer weights
+    behind every scale that changed are quantised again against it, so they dequantize to the same
+    values as before, to the new step. Returns a new model."""
+    onnx = _onnx()
+    import numpy as np
+    from onnx import numpy_helper
+
+    default = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if default is not None and default.version < QDQ_FP16_OPSET:
+        model = onnx.version_converter.convert_version(model, QDQ_FP16_OPSET)
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    inits = {i.name: i for i in model.graph.initializer}
+    tiny = np.finfo(np.float16).tiny
+    scales = {}  # scale initializer -> (old float32 values, new float16-exact float32 values)
+    for node in model.graph.node:
+        if node.op_type in _QDQ_OPS and len(node.input) > 1 and node.input[1] in inits:
+            name = node.input[1]
+            if name not in scales:
+                old = numpy_helper.to_array(inits[name]).astype(np.float32)
+                new = np.maximum(old, tiny).astype(np.float16).astype(np.float32)
+                scales[name] = (old, new)
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in scales:
+            continue
+        old, new = scales[node.input[1]]
+        if np.array_equal(old, new):
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]])
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and \
+            node.input[2] in inits else 0.0
+        shape = [1] * q.ndim
+        if old.size > 1:  # per channel along the node's axis (default 1)
+            shape[_attr(node, "axis", 1) % q.ndim] = old.size
+        zp = np.reshape(zp, shape) if np.ndim(zp) else zp
+        values = (q.astype(np.float64) - zp) * old.reshape(shape)
+        limits = np.iinfo(q.dtype)
+        requant = np.clip(np.round(values / new.reshape(shape)) + zp, limits.min, limits.max).astype(q.dtype)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(requant, node.input[0]))
+    for name, (old, new) in scales.items():
+        inits[name].CopyFrom(numpy_helper.from_array(new.reshape(old.shape), name))
+    return model
 
 
 def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP32_OPS,
@@ -543,6 +602,9 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
     Nodes whose op type is in ``keep_fp32_ops``, whose name starts with one of ``keep_fp32_prefixes``
     (e.g. ``"scorer/"``: the norm-expanded distances lose too much in float16) or whose name is in
     ``keep_fp32_nodes`` stay float32. Resize roi/scales inputs stay float32 (the ONNX spec).
+    With QuantizeLinear/DequantizeLinear left out of ``keep_fp32_ops`` their scales become float16
+    too (``_qdq_for_fp16``: opset 19, positive normal scales): an INT8 graph whose float layers run
+    in FP16 and whose DequantizeLinear feeds each quantised op directly, with no Cast between them.
     Subgraphs (If/Loop bodies) are not converted.
     """
     onnx = _onnx()
@@ -550,10 +612,10 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
     from onnx import TensorProto, helper, numpy_helper
 
     src = _as_model(model_or_path)
+    keep_ops, keep_prefixes, keep_nodes = set(keep_fp32_ops), tuple(keep_fp32_prefixes), set(keep_fp32_nodes)
     model = onnx.ModelProto()
     model.CopyFrom(src)
     graph = model.graph
-    keep_ops, keep_prefixes, keep_nodes = set(keep_fp32_ops), tuple(keep_fp32_prefixes), set(keep_fp32_nodes)
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
     # Constant nodes with a tensor value -> initializers, so every constant is handled alike.
@@ -569,6 +631,9 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
+    if not set(_QDQ_OPS) <= keep_ops and any(n.op_type in _QDQ_OPS for n in graph.node):
+        model = _qdq_for_fp16(model)  # after the step above, so that every scale is an initializer
+        graph = model.graph
 
     del graph.value_info[:]
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -842,10 +907,14 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
 
     trt = import_tensorrt()
     caps = _capabilities(trt)
-    fp16_cast = config.precision == "fp16" and not caps.fp16_flag
+    # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
+    # without the flag (TensorRT 11), and INT8's float layers in FP16 rather than FP32 (Q/DQ scales in
+    # float16 too, so each DequantizeLinear still feeds its quantised op directly; DLA needs it).
+    fp16_cast = (config.precision == "fp16" and not caps.fp16_flag) or quantized
     strongly = quantized or fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)
     if fp16_cast:
-        model = convert_to_fp16(model, keep_fp32_prefixes=(SCORER_PREFIX,))
+        model = convert_to_fp16(model, keep_fp32_ops=() if quantized else DEFAULT_FP32_OPS,
+                                keep_fp32_prefixes=(SCORER_PREFIX,))
     network_bytes = model.SerializeToString()
     started = time.perf_counter()
     try:

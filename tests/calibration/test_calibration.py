@@ -18,7 +18,7 @@ from edgecmg.calibration import (
     select_images,
     select_with_spares,
 )
-from edgecmg.engine import check_onnx_for_tensorrt, is_quantized
+from edgecmg.engine import QDQ_FP16_OPSET, check_onnx_for_tensorrt, convert_to_fp16, is_quantized
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.export import GRAPH_SHA_KEY, SCORER_PREFIX, graph_sha256, load_scorer_from_onnx, read_onnx_header
 from edgecmg.runtime import make_runner
@@ -91,6 +91,79 @@ def test_int8_parity_with_looser_tolerance(int8_featurizer, frames_and_labels, t
     # full test sets.
     rho = scipy.stats.spearmanr(got["score"], torch_reference["score"]).statistic
     assert rho >= 0.8, rho
+
+
+def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_reference):
+    """What `edgecmg build --precision int8` hands TensorRT: the INT8 graph with its float layers and
+    its Q/DQ scales in float16, run here by ONNX Runtime's reference kernels."""
+    import onnxruntime as ort
+
+    source = onnx.load(str(int8_featurizer))
+    half = convert_to_fp16(source, keep_fp32_ops=())
+    assert max(o.version for o in half.opset_import if o.domain in ("", "ai.onnx")) == QDQ_FP16_OPSET
+    assert check_onnx_for_tensorrt(half, max_batch=16) == []
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in half.graph.initializer}
+    qdq = [n for n in half.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) == sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in source.graph.node)
+    assert all(inits[n.input[1]].dtype == np.float16 and (inits[n.input[1]] > 0).all() for n in qdq)
+    producers = {o: n for n in half.graph.node for o in n.output}
+    convs = [n for n in half.graph.node if n.op_type == "Conv" and n.input[1] in producers]
+    assert convs and all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs), \
+        "a Cast between DequantizeLinear and its convolution would stop TensorRT fusing the pair into INT8"
+
+    # Weights of near-dead channels (float32 scales down to 1e-11, below float16's smallest normal)
+    # are quantised again against the clamped scale and dequantize to what they did, to its step.
+    src_inits = {i.name: onnx.numpy_helper.to_array(i) for i in source.graph.initializer}
+    src_nodes = {n.name: n for n in source.graph.node}
+    clamped = 0
+    for dq in (n for n in half.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits):
+        src = src_nodes[dq.name]
+        scale = inits[dq.input[1]].astype(np.float64).reshape(-1, *[1] * (inits[dq.input[0]].ndim - 1))
+        before_scale = src_inits[src.input[1]].astype(np.float64).reshape(scale.shape)
+        before = src_inits[src.input[0]] * before_scale
+        after = inits[dq.input[0]] * scale
+        assert np.all(np.abs(after - before) <= scale / 2 + 1e-3 * np.abs(before)), dq.name
+        clamped += int((before_scale < np.finfo(np.float16).tiny).sum())
+    assert clamped > 0, "the real model has near-dead channels; this check would not see the clamp otherwise"
+
+    # ONNX Runtime's graph optimiser mis-fuses float16 Q/DQ on the CPU (embeddings off by 200%), so
+    # its reference kernels run the graph here: the semantics TensorRT builds from.
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(half.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    frames, _ = frames_and_labels
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": frames})))
+    assert out["embeddings"].dtype == np.float32
+    got = models.score_features(load_scorer_from_onnx(int8_featurizer)[0], out)
+    models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
+    assert scipy.stats.spearmanr(got["score"], torch_reference["score"]).statistic >= 0.8
+
+
+@pytest.mark.parametrize("flavour", ["10", "11"])
+def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, int8_featurizer, frames_and_labels,
+                                                  torch_reference, tmp_path, flavour):
+    import fake_tensorrt as fake
+
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine, read_engine_file
+    from edgecmg.runtime.tensorrt_runner import TensorRTRunner
+
+    kwargs = {} if flavour == "10" else dict(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    trt = fake_tensorrt(**kwargs)
+    engine = build_engine(int8_featurizer, EngineConfig(precision="int8", max_batch=4), tmp_path / "m.engine")
+    record = trt.builds[-1]
+    assert record["strongly_typed"] and record["builder_flags"] == []
+    header, _, plan = read_engine_file(engine)
+    assert header["precision"] == "int8" and header["fp16_cast_pass"] is True
+    network = fake.network_of(plan)
+    assert is_quantized(network) and check_onnx_for_tensorrt(network, max_batch=4) == []
+    dq_scales = {n.input[1] for n in network.graph.node if n.op_type == "DequantizeLinear"}
+    assert {i.data_type for i in network.graph.initializer if i.name in dq_scales} == {onnx.TensorProto.FLOAT16}
+    # the fake engine runs that network with ONNX's semantics
+    with TensorRTRunner(engine, memory=fake.HostMemory) as runner:
+        got = models.score_features(runner.host_scorer(), runner.infer(frames_and_labels[0]))
+    models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
 
 
 def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_dir, tmp_path, monkeypatch):

@@ -20,6 +20,14 @@ import numpy as np
 _PLAN_MAGIC = b"FAKETRTPLAN\0"
 
 
+def network_of(plan: bytes):
+    """The ONNX model a fake plan was built from (the network TensorRT would have been given)."""
+    import onnx
+
+    n = int.from_bytes(plan[len(_PLAN_MAGIC):len(_PLAN_MAGIC) + 8], "little")
+    return onnx.load_from_string(plan[len(_PLAN_MAGIC) + 8 + n:])
+
+
 class HostMemory:
     """The runner's device-memory interface over host numpy buffers (addresses are real pointers)."""
 
@@ -309,6 +317,9 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
             self.profile = record["profile"]
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # ONNX's reference semantics, what TensorRT builds from: ONNX Runtime's CPU graph optimiser
+            # mis-fuses the float16 Q/DQ of an INT8 engine's network.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
         def output_shape(self, name, batch: int):
