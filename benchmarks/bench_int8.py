@@ -367,7 +367,7 @@ def main(argv=None) -> int:
         previous = args.out.read_text(encoding="utf-8")
         marker = previous.find(HAND_WRITTEN)
         if marker >= 0:
-            text = text.rstrip() + "\n" + previous[marker:]
+            text = text.rstrip() + "\n\n" + previous[marker:]
     args.out.write_text(text, encoding="utf-8")
     print(text)
     return 0

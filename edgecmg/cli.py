@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("build", "build a TensorRT engine from ONNX")
     p.add_argument("model", help="ONNX file from export or calibrate")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
-                   help="int8 needs a Q/DQ model from calibrate")
+                   help="int8 needs a Q/DQ model from calibrate; its float layers run in fp16")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
     p.add_argument("--dla", type=int, help="DLA core on Jetson Orin (GPU fallback on)")
     p.add_argument("--max-batch", type=int,

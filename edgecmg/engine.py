@@ -578,6 +578,8 @@ def _qdq_for_fp16(model):
         if np.array_equal(old, new):
             continue
         q = numpy_helper.to_array(inits[node.input[0]])
+        if not np.issubdtype(q.dtype, np.integer):
+            continue  # float8 weights carry their own exponent; only integer codes need requantising
         zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and \
             node.input[2] in inits else 0.0
         shape = [1] * q.ndim

@@ -35,10 +35,16 @@ def test_result_schema(detector, kolektor_root):
     assert overlay.shape == frame.shape and overlay.dtype == np.uint8
 
 
-def test_threshold_override(small_artifact):
-    det = Detector.load(small_artifact, backend="torch", threshold=0.0)
-    frame = np.zeros((256, 96, 3), np.uint8)
-    assert det.predict(frame).is_anomaly
+def test_threshold_override(small_artifact, kolektor_root):
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    fitted = Detector.load(small_artifact, backend="torch")
+    score = fitted.predict(frame).score
+    for threshold in (score - 1.0, score + 1.0, 0.0):  # 0.0 must not read as "unset"
+        det = Detector.load(small_artifact, backend="torch", threshold=threshold)
+        result = det.predict(frame)
+        assert det.threshold == pytest.approx(threshold) and result.threshold == pytest.approx(threshold)
+        assert result.is_anomaly == (result.score >= threshold)
+    assert not Detector.load(small_artifact, backend="torch", threshold=score + 1.0).predict(frame).is_anomaly
 
 
 @pytest.mark.parametrize("bad, names", [(np.zeros((10, 10), np.uint8), r"uint8 array of shape \(10, 10\)"),

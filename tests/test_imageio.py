@@ -226,12 +226,20 @@ def test_resize_to_input_leaves_a_frame_of_the_right_size_alone():
     np.testing.assert_array_equal(resize_to_input(frame, (32, 48)), frame)
 
 
-def test_detector_fit_and_calibration_share_the_resize():
+def test_detector_fit_and_calibration_share_the_resize(small_artifact, kolektor_root, tmp_path):
     # fit, calibration and Detector.prepare must feed the model the same pixels
-    import edgecmg.calibration.data as calib_data
-    import edgecmg.detector as detector_module
-    import edgecmg.fit as fit_module
+    from edgecmg.calibration.data import load_frame
+    from edgecmg.detector import Detector
+    from edgecmg.fit import _to_tensor
 
-    assert fit_module.resize_to_input is resize_to_input
-    assert detector_module.resize_to_input is resize_to_input
-    assert calib_data.resize_to_input is resize_to_input
+    source = read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0])
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(source[:511, :197]), cv2.COLOR_RGB2BGR))
+    frame = read_image(path)
+    detector = Detector.load(small_artifact, backend="torch")
+    size = tuple(detector.input_size)
+    assert frame.shape[:2] == (511, 197) != size
+    want = resize_to_input(frame, size)
+    np.testing.assert_array_equal(_to_tensor(frame, size).numpy(), want)
+    np.testing.assert_array_equal(load_frame(path, size), want)
+    np.testing.assert_array_equal(detector.prepare(frame), want)

@@ -179,7 +179,13 @@ def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_d
 
     monkeypatch.setattr(qmod, "compute_ranges", no_calibration)
     calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, progress=False)
-    assert onnx.load(str(out)).graph.node  # written from cached ranges
+
+    def activation_scales(path):  # QuantizeLinear scales by quantised tensor: the calibrated ranges
+        model = onnx.load(str(path))
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+    assert activation_scales(out) == activation_scales(int8_featurizer)  # written from the cached ranges
     with pytest.raises(AssertionError, match="from the cache"):  # other sample count: recalibrates
         calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES + 1, progress=False)
 
@@ -222,9 +228,13 @@ def test_backbone_region(featurizer_onnx):
     assert set(convs) <= set(region)
     kinds = {n.op_type for n in model.graph.node if n.name in region}
     assert kinds <= {"Conv", "Clip", "Add"}
-    assert set(backbone_region(model, 6)) == set(region) - set(convs[:6]) - {
-        n.name for n in model.graph.node if n.op_type == "Clip" and n.name not in backbone_region(model, 6)}
-    assert not set(convs[:6]) & set(backbone_region(model, 6))
+    # With the first 6 convolutions (stem, blocks 0-1) float, their activations stay float with them:
+    # the ReLU6 Clips they feed, and nothing else (blocks 0-1 have no residual Add).
+    producer_of = {out: n for n in model.graph.node for out in n.output}
+    float_clips = {n.name for n in model.graph.node
+                   if n.op_type == "Clip" and producer_of[n.input[0]].name in set(convs[:6])}
+    assert len(float_clips) == 4  # after the stem, block 0's depthwise, block 1's expand and depthwise
+    assert set(backbone_region(model, 6)) == set(region) - set(convs[:6]) - float_clips
 
 
 def test_reader_selection_and_skips(tmp_path, train_dir):

@@ -89,17 +89,29 @@ def test_kernel_soft_masks_and_non_contiguous_weight(kernel_device):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_kernel_reads_transposed_views_in_place(kernel_device):
+def test_kernel_reads_transposed_views_in_place(kernel_device, monkeypatch):
     # what the zero-shot matcher passes: the head map flattened and transposed ([b, p, c] with a
     # strided last dim) and the classifier's weight transposed; no copy is needed for either
+    from edgecmg.kernels import masked_similarity as ms
+
     feats, masks, weight, bias, text = _data(2, 5, 12, 24, 30, seed=6)
     feats_t = feats.transpose(1, 2).contiguous().transpose(1, 2)
     weight_t = weight.t().contiguous().t()
     masks_t = masks.t().contiguous().t()
     assert feats_t.stride(-1) != 1 and weight_t.stride(-1) != 1 and masks_t.stride(-1) != 1
     args = [t.to(kernel_device) for t in (feats_t, masks_t, weight_t, bias, text)]
+    launched = []
+    real_launch = ms._launch
+
+    def spy(features, masks, weight, *rest):
+        launched.append([(t.data_ptr(), t.stride()) for t in (features, masks, weight)])
+        return real_launch(features, masks, weight, *rest)
+
+    monkeypatch.setattr(ms, "_launch", spy)
     for mode in MODES:
         got = masked_similarity_triton(*args, mode=mode, splits=2)
+        assert launched and all(seen == [(t.data_ptr(), t.stride()) for t in args[:3]] for seen in launched)
+        launched.clear()
         torch.testing.assert_close(got.cpu(), masked_similarity_reference(feats, masks, weight, bias, text, mode=mode),
                                    atol=1e-5, rtol=1e-5)
 

@@ -82,7 +82,11 @@ def test_runner_contract_and_parity(runner_for, kind, backend, device, frames_an
     got = _scores(runner, batch)
     models.assert_scores_close(got["score"], torch_reference["score"], rtol=1e-4)
     np.testing.assert_array_equal(got["kept_mask"], torch_reference["kept_mask"])
-    assert got["anomaly_map"].shape == torch_reference["anomaly_map"].shape
+    # Maps to 3e-3 of their largest value: exported graphs round the fp16 bank's query step differently
+    # (tests/export/test_export_onnx.py, MAP_ATOL_OF_MAX).
+    reference_map = torch_reference["anomaly_map"]
+    np.testing.assert_allclose(got["anomaly_map"], reference_map, rtol=0,
+                               atol=3e-3 * float(np.abs(reference_map).max()))
     assert auroc(labels, got["score"]) == auroc(labels, torch_reference["score"])
     runner.deactivate()  # idempotent
 

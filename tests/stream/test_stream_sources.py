@@ -1,6 +1,7 @@
 """Frame sources: real video files and image folders, normalisation, CSI, reconnects."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -256,9 +257,10 @@ def test_four_dimensional_array_is_a_sequence_but_a_single_frame_is_ambiguous():
         open_source(np.zeros((4, 4, 3), np.uint8))
 
 
-@pytest.mark.parametrize("bad", [True, 3.5, object(), b"/dev/video0", ""])
-def test_unusable_source_values_are_rejected(bad):
-    with pytest.raises(StreamError):
+@pytest.mark.parametrize("bad, message", [(True, "is a bool"), (3.5, "from a float"), (object(), "from a object"),
+                                          (b"/dev/video0", "source is bytes"), ("", "empty string")])
+def test_unusable_source_values_are_rejected(bad, message):
+    with pytest.raises(StreamError, match=message):
         open_source(bad)
 
 
@@ -420,7 +422,7 @@ def test_file_source_is_not_reconnected_and_a_raising_read_is_an_error(scripted_
 
 def test_frame_is_a_frozen_record():
     f = Frame(np.zeros((1, 1, 3), np.uint8), 0, 1.0, "x")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         f.index = 2  # type: ignore[misc]
     assert isinstance(open_source([f.image]), IterableSource)
 
