@@ -202,8 +202,14 @@ def time_variants(variants: dict[str, tuple[Path, str]], raw_frames, size, threa
     for label, (runner, mode, scorer) in runners.items():  # warm up
         for i in range(3):
             one(runner, mode, scorer, i)
-    for _ in range(rounds):
-        for label, (runner, mode, scorer) in runners.items():
+    order = list(runners)
+    for r in range(rounds):
+        # Each round starts with another variant, and each turn with two untimed frames: a variant
+        # never always follows the same one, whose spinning threads could slow its first frames.
+        for label in order[r % len(order):] + order[:r % len(order)]:
+            runner, mode, scorer = runners[label]
+            for i in range(2):
+                one(runner, mode, scorer, i)
             for i in range(frames):
                 t0 = time.perf_counter()
                 one(runner, mode, scorer, i)
@@ -303,8 +309,8 @@ def main(argv=None) -> int:
         for key, r in results.items():
             d_img = r["image_auroc"] - base["image_auroc"]
             d_pix = None if r["pixel_auroc"] is None else r["pixel_auroc"] - base["pixel_auroc"]
-            img_delta = fmt(d_img) if key != "fp32" else ""
-            pix_delta = fmt(d_pix) if key != "fp32" and d_pix is not None else ""
+            img_delta = f"{d_img:+.4f}" if key != "fp32" else ""  # INT8 - FP32, signed
+            pix_delta = f"{d_pix:+.4f}" if key != "fp32" and d_pix is not None else ""
             accuracy_rows.append(f"| {name} | {key} | {fmt(r['image_auroc'])} | {img_delta} "
                                  f"| {fmt(r['pixel_auroc'])} | {pix_delta} |")
 

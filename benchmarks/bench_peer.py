@@ -390,7 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peer.md"))
     # 20 by default: anomalib's k-center-greedy coreset costs O(images^2) (one pass over all patches per
     # selected patch): 39 s for 20 images on an idle 2-core machine, 8 minutes for 50 on a busy one.
-    # A smaller bank makes PatchCore faster, so the default can only understate the speed-up.
+    # A smaller training set shrinks both banks: PatchCore's (1,024 patches x 0.1 per image) and
+    # edgecmg's (its CMLE is capped at bank images - 1 dims: 17 at 20 images). The README sets the
+    # table beside the full-size model's figures from bench_backends.py.
     parser.add_argument("--train-images", type=int, default=20,
                         help="training images for both frameworks (PatchCore's bank: 1024 patches each x 0.1)")
     parser.add_argument("--frames", type=int, default=100, help="timed frames per row")

@@ -77,7 +77,9 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
         "backend": backend, "device": detector.runner.device, "precision": detector.precision,
         "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
         "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
-        "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        # Only for a runner on the GPU: a CPU row would report what an earlier row left allocated.
+        "peak_device_mib": (torch.cuda.max_memory_allocated() / 2**20
+                            if cuda and detector.runner.device.startswith("cuda") else None),
     }
     detector.close()
     return row, stats.samples().tolist()
