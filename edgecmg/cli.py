@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgecmg import __version__
+from edgecmg.commands import output_folder
 from edgecmg.errors import ConfigError, EdgeCMGError
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -80,20 +81,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
     return 0
-
-
-def output_folder(path: str | Path, flag: str = "--out") -> Path:
-    """Create the output folder ``path`` now, before any long work, so that a file in its place or
-    an unwritable parent is a clear error naming it instead of a traceback after the run."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path}: a file of that name is in the way of the output folder; "
-                          "give a folder name (new or existing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create the output folder ({exc}); choose a writable place") from exc
-    return path
 
 
 def unique_overlay_names(paths: list[Path]) -> list[str]:

@@ -105,7 +105,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
     from edgecmg.artifact import read_header
-    from edgecmg.cli import output_folder
+    from edgecmg.commands import output_folder
 
     _check_counts(args)
     out = output_folder(args.out)  # a file in the way fails now, not after every backend has run

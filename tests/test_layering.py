@@ -1,0 +1,98 @@
+"""The dependency order of shared/DESIGN.md, enforced: no module imports one from a higher layer.
+
+Read from the source with ``ast`` (function-level imports count too), so a backwards import fails
+here even when it only runs on a rarely used path.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Where each import name lives (kernels/ and calibration/ install as edgecmg.kernels / .calibration).
+SOURCE_ROOTS = {"edgecmg": REPO / "edgecmg", "edgecmg.kernels": REPO / "kernels",
+                "edgecmg.calibration": REPO / "calibration"}
+
+# Lower layers first; a module may import its own unit and any unit of a lower layer.
+LAYERS: list[set[str]] = [
+    {"errors", "__init__"},                             # __init__ holds only __version__
+    {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
+    {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
+    {"model"},                                          # pure torch, over ops
+    {"artifact", "fit"},
+    {"export"},
+    {"engine"},                                         # ONNX-side checks + TensorRT build, over export
+    {"calibration", "runtime"},
+    {"stream"},
+    {"detector"},                                       # the façade: runtime + stream
+    {"evaluation"},
+    {"commands"},
+    {"cli"},
+]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, root in SOURCE_ROOTS.items():
+        for path in root.rglob("*.py"):
+            parts = [p for p in path.relative_to(root).with_suffix("").parts if p != "__init__"]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def _unit(module: str) -> str:
+    """The layer unit of a dotted module name: edgecmg.model.layouts is its own unit, every other
+    module of a subpackage belongs to the subpackage."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return "__init__"
+    if parts[:2] == ["model", "layouts"]:
+        return "model.layouts"
+    return parts[0]
+
+
+def _layer(unit: str) -> int:
+    for i, units in enumerate(LAYERS):
+        if unit in units:
+            return i
+    raise AssertionError(f"module unit {unit!r} has no layer in LAYERS: add it where DESIGN.md puts it")
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The edgecmg modules ``path`` imports, resolved to existing modules."""
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgecmg":
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.split(".")[0] == "edgecmg"]
+        for name in names:
+            while name not in modules and "." in name:
+                name = name.rsplit(".", 1)[0]  # `from edgecmg.x import function` -> edgecmg.x
+            if name in modules and name != "edgecmg":
+                targets.add(name)
+            elif name == "edgecmg" and isinstance(node, ast.ImportFrom):
+                targets.update(f"edgecmg.{a.name}" for a in node.names if f"edgecmg.{a.name}" in modules)
+    return targets
+
+
+def test_no_module_imports_a_higher_layer():
+    modules = _modules()
+    assert len(modules) > 40, "source roots not found"
+    backwards = []
+    for name, path in sorted(modules.items()):
+        unit = _unit(name)
+        for target in sorted(_imports(path, modules)):
+            if _unit(target) != unit and _layer(_unit(target)) > _layer(unit):
+                backwards.append(f"{path.relative_to(REPO)}: {name} imports {target}")
+    assert not backwards, "imports against the dependency order:\n" + "\n".join(backwards)
+
+
+def test_the_check_sees_a_backwards_import(tmp_path):
+    # the resolver must find both import forms, or the test above could pass on anything
+    modules = _modules()
+    probe = tmp_path / "probe.py"
+    probe.write_text("from edgecmg import artifact\nimport edgecmg.cli\n"
+                     "def f():\n    from edgecmg.detector import Detector\n")
+    assert _imports(probe, modules) == {"edgecmg.artifact", "edgecmg.cli", "edgecmg.detector"}
