@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import tempfile
 import sys
@@ -116,8 +117,10 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int, engine_net
     """Metrics of one model file, cached beside it (keyed by the file's SHA-256 and the test set size).
 
     engine_network: evaluate what ``edgecmg build --precision int8`` gives TensorRT instead (the float
-    layers and Q/DQ scales cast to float16, ``convert_to_fp16``), on ONNX Runtime's reference
-    kernels: its CPU graph optimiser mis-fuses float16 Q/DQ, and TensorRT builds from ONNX's semantics.
+    layers and Q/DQ scales cast to float16, ``convert_to_fp16``), on ONNX Runtime with graph
+    optimisation off: its CPU graph optimiser mis-fuses float16 Q/DQ. It has no float16
+    convolution on a CPU, so it casts around those ops: tensors, weights and scales are rounded to
+    float16 between ops as in the engine, the arithmetic inside an op runs in float32.
     """
     import json
 
@@ -202,11 +205,12 @@ def time_variants(variants: dict[str, tuple[Path, str]], raw_frames, size, threa
     for label, (runner, mode, scorer) in runners.items():  # warm up
         for i in range(3):
             one(runner, mode, scorer, i)
-    order = list(runners)
     for r in range(rounds):
-        # Each round starts with another variant, and each turn with two untimed frames: a variant
-        # never always follows the same one, whose spinning threads could slow its first frames.
-        for label in order[r % len(order):] + order[:r % len(order)]:
+        # A seeded shuffle per round, and two untimed frames per turn: no variant always follows the
+        # same one, whose spinning threads could slow its first frames.
+        order = list(runners)
+        random.Random(r).shuffle(order)
+        for label in order:
             runner, mode, scorer = runners[label]
             for i in range(2):
                 one(runner, mode, scorer, i)
@@ -352,8 +356,9 @@ def main(argv=None) -> int:
         "## Accuracy (featurizer on ONNX Runtime + host BankScorer; pixel AUROC at the model input size)",
         "",
         "\"engine network\": what `edgecmg build --precision int8` hands TensorRT, the tensorrt-profile "
-        "graph with its float layers and Q/DQ scales in float16, run by ONNX Runtime's reference kernels "
-        "(no TensorRT here; its own kernels round differently).",
+        "graph with its float layers and Q/DQ scales in float16, run by ONNX Runtime with graph optimisation off "
+        "(which has no float16 convolution on a CPU and casts around such ops: the rows cover float16 rounding "
+        "of tensors, weights and scales between ops, not float16 arithmetic inside them; no TensorRT here).",
         "",
         "| data | model | image AUROC | delta | pixel AUROC | delta |",
         "|---|---|---|---|---|---|",

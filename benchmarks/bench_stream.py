@@ -161,7 +161,8 @@ def main() -> int:
            (("predict", predict), ("serial", serial), ("stream", stream))}
     # The stream's throughput over another loop's, within each round (the loops of one round ran
     # minutes apart, not hours): the checks use the median of these, never medians of different rounds.
-    round_ratios = {b: sorted(r[b]["seconds"] / r["stream"]["seconds"] for r in rounds) for b in ("predict", "serial")}
+    round_ratios = {b: sorted((r["stream"]["frames"] / r["stream"]["seconds"]) / (r[b]["frames"] / r[b]["seconds"])
+                              for r in rounds) for b in ("predict", "serial")}
     ratio = {b: statistics.median(values) for b, values in round_ratios.items()}
     lossless = all(r["stream"]["frames"] == args.frames and r["stream"]["dropped"] == 0 and r["stream"]["in_order"]
                    for r in rounds)
@@ -191,8 +192,8 @@ def main() -> int:
     rp, rs = round_ratios["predict"], round_ratios["serial"]
     lines += ["", "Stream: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items()) +
               f"; frames dropped {stream['dropped']}. Stream throughput within each round (the checks use the "
-              f"median): {ratio['predict']:.2f}x the predict loop ({rp[0]:.2f}-{rp[-1]:.2f}), "
-              f"{ratio['serial']:.2f}x the serial loop ({rs[0]:.2f}-{rs[-1]:.2f}). The table's ratios compare "
+              f"median): {ratio['predict']:.3f}x the predict loop ({rp[0]:.3f}-{rp[-1]:.3f}), "
+              f"{ratio['serial']:.3f}x the serial loop ({rs[0]:.3f}-{rs[-1]:.3f}). The table's ratios compare "
               "each loop's median round."]
     if stream.get("latency_ms"):
         lat = stream["latency_ms"]

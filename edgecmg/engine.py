@@ -393,8 +393,8 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
       going through Cast);
     - tensor volumes with shape inference at batch = ``max_batch``: none may reach 2**31 elements
       (``strict_shapes`` also reports tensors whose shape could not be inferred);
-    - Q/DQ: every QuantizeLinear feeds only DequantizeLinear; scales strictly positive; zero points
-      are 0 (TensorRT is symmetric) and quantised types int8/fp8/int4 (no int32 bias, no uint8); activation scales
+    - Q/DQ: every QuantizeLinear feeds only DequantizeLinear; scales finite and strictly positive;
+      zero points are 0 (TensorRT is symmetric) and quantised types int8/fp8/int4 (no int32 bias, no uint8); activation scales
       per-tensor; every quantised Conv/ConvTranspose/Gemm/MatMul takes all its data and weight
       inputs from DequantizeLinear.
     Returns a list of human-readable problems, empty when the graph looks TensorRT-friendly.
@@ -501,9 +501,10 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
                                 "quantises activations per tensor")
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             scale = constants.get(node.input[1]) if len(node.input) > 1 else None
-            if scale is not None and not (scale.astype("float64") > 0).all():  # NaN compares False too
-                problems.append(f"{label}: scale {float(scale.min())} (or NaN); TensorRT needs every scale "
-                                "strictly positive")
+            as_float = None if scale is None else scale.astype("float64")
+            if as_float is not None and not ((as_float > 0) & (as_float < float("inf"))).all():  # NaN fails too
+                problems.append(f"{label}: scale from {float(as_float.min())} to {float(as_float.max())}; TensorRT "
+                                "needs every scale finite and strictly positive")
             zp_name = node.input[2] if len(node.input) > 2 else ""
             qtype = None
             if zp_name:
@@ -542,14 +543,47 @@ DEFAULT_FP32_OPS = _QDQ_OPS
 QDQ_FP16_OPSET = 19
 
 
+def _integer_limits(dtype) -> Optional[tuple[int, int]]:
+    """(min, max) code of an integer quantised type (ONNX int4/uint4 included); None for float8."""
+    import numpy as np
+
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return int(info.min), int(info.max)
+    return {"int4": (-8, 7), "uint4": (0, 15)}.get(np.dtype(dtype).name)
+
+
+def _constant_tensor(node):
+    """The TensorProto a Constant node produces (value, value_float(s), value_int(s)); None for the
+    sparse and string forms, which the cast pass leaves as nodes."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            tensor = TensorProto()
+            tensor.CopyFrom(attribute.t)
+            return tensor
+        if attribute.name == "value_float":
+            return numpy_helper.from_array(np.array(attribute.f, np.float32))
+        if attribute.name == "value_floats":
+            return numpy_helper.from_array(np.array(attribute.floats, np.float32))
+        if attribute.name == "value_int":
+            return numpy_helper.from_array(np.array(attribute.i, np.int64))
+        if attribute.name == "value_ints":
+            return numpy_helper.from_array(np.array(attribute.ints, np.int64))
+    return None
+
+
 def _qdq_for_fp16(model):
     """A Q/DQ model made ready for float16 scales (INT8 with FP16 outside the quantised layers, as a
-    strongly typed TensorRT network wants it): the default opset raised to 19 where lower, and every
-    constant scale made a positive normal float16. A per-channel weight scale of a near-dead channel
-    (1e-10 here) would flush to 0 in float16, which TensorRT refuses (scales must be strictly
-    positive), so scales are clamped up to float16's smallest normal; the constant integer weights
-    behind every scale that changed are quantised again against it, so they dequantize to the same
-    values as before, to the new step. Returns a new model."""
+    strongly typed TensorRT network wants it): the default opset raised to 19 where lower (and the IR
+    version with it), and every constant scale made a positive normal float16. A per-channel weight
+    scale of a near-dead channel (1e-10 here) would flush to 0 in float16, which TensorRT refuses
+    (scales must be strictly positive), so scales are clamped up to float16's smallest normal; the
+    constant integer weights behind every scale that changed are quantised again against it, from
+    their original codes and once per (weight, scale) pair, so they dequantize to the same values as
+    before, to the new step. A scale beyond float16's range is refused. Returns a new model."""
     onnx = _onnx()
     import numpy as np
     from onnx import numpy_helper
@@ -561,35 +595,49 @@ def _qdq_for_fp16(model):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
+    model.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
     inits = {i.name: i for i in model.graph.initializer}
-    tiny = np.finfo(np.float16).tiny
+    tiny, largest = np.finfo(np.float16).tiny, np.finfo(np.float16).max
     scales = {}  # scale initializer -> (old float32 values, new float16-exact float32 values)
     for node in model.graph.node:
         if node.op_type in _QDQ_OPS and len(node.input) > 1 and node.input[1] in inits:
             name = node.input[1]
             if name not in scales:
                 old = numpy_helper.to_array(inits[name]).astype(np.float32)
-                new = np.maximum(old, tiny).astype(np.float16).astype(np.float32)
-                scales[name] = (old, new)
+                if not np.isfinite(old).all() or old.max() > largest:
+                    raise EngineBuildError(
+                        f"{node.op_type} node '{node.name}': scale up to {float(old.max()):g} is beyond float16's "
+                        f"range ({float(largest):g}), so this INT8 graph cannot run its float layers in FP16; "
+                        "calibrate again (its activation ranges are unusable)")
+                scales[name] = (old, np.maximum(old, tiny).astype(np.float16).astype(np.float32))
+    codes = {name: numpy_helper.to_array(inits[name]) for name in inits}  # the original weights
+    requantised: dict[str, str] = {}  # weight -> the scale its codes were re-quantised against
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in scales:
             continue
         old, new = scales[node.input[1]]
-        if np.array_equal(old, new):
+        weight = node.input[0]
+        q = codes[weight]
+        limits = _integer_limits(q.dtype)
+        if np.array_equal(old, new) or limits is None:  # float8 codes carry their own exponent
             continue
-        q = numpy_helper.to_array(inits[node.input[0]])
-        if not np.issubdtype(q.dtype, np.integer):
-            continue  # float8 weights carry their own exponent; only integer codes need requantising
-        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and \
-            node.input[2] in inits else 0.0
+        if requantised.get(weight) == node.input[1]:
+            continue
+        zp = codes[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] in inits else 0.0
         shape = [1] * q.ndim
         if old.size > 1:  # per channel along the node's axis (default 1)
             shape[_attr(node, "axis", 1) % q.ndim] = old.size
         zp = np.reshape(zp, shape) if np.ndim(zp) else zp
         values = (q.astype(np.float64) - zp) * old.reshape(shape)
-        limits = np.iinfo(q.dtype)
-        requant = np.clip(np.round(values / new.reshape(shape)) + zp, limits.min, limits.max).astype(q.dtype)
-        inits[node.input[0]].CopyFrom(numpy_helper.from_array(requant, node.input[0]))
+        requant = np.clip(np.round(values / new.reshape(shape)) + zp, *limits).astype(q.dtype)
+        if weight in requantised:  # shared with another scale: this node gets a copy of its own
+            name = f"{weight}_{node.name or len(inits)}_fp16_codes"
+            model.graph.initializer.append(numpy_helper.from_array(requant, name))
+            inits[name] = model.graph.initializer[-1]
+            node.input[0] = name
+        else:
+            inits[weight].CopyFrom(numpy_helper.from_array(requant, weight))
+            requantised[weight] = node.input[1]
     for name, (old, new) in scales.items():
         inits[name].CopyFrom(numpy_helper.from_array(new.reshape(old.shape), name))
     return model
@@ -620,15 +668,14 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
     graph = model.graph
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
-    # Constant nodes with a tensor value -> initializers, so every constant is handled alike.
+    # Constant nodes -> initializers, so every constant is handled alike (a scale written as
+    # value_float would otherwise stay float32 behind a node marked float16).
     nodes = []
     for node in graph.node:
-        value = _attr(node, "value") if node.op_type == "Constant" else None
+        value = _constant_tensor(node) if node.op_type == "Constant" else None
         if value is not None:
-            init = onnx.TensorProto()
-            init.CopyFrom(value)
-            init.name = node.output[0]
-            graph.initializer.append(init)
+            value.name = node.output[0]
+            graph.initializer.append(value)
         else:
             nodes.append(node)
     del graph.node[:]
@@ -903,10 +950,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
             f"`edgecmg calibrate M.edgecmg --data DIR -o M.int8.onnx`, then build that file")
     if quantized and config.precision != "int8":
         raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with --precision int8")
-    problems = check_onnx_for_tensorrt(model, max_batch=config.max_batch)
-    for p in problems:
-        log.warning("%s: %s", onnx_path, p)
-
     trt = import_tensorrt()
     caps = _capabilities(trt)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
@@ -917,6 +960,9 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     if fp16_cast:
         model = convert_to_fp16(model, keep_fp32_ops=() if quantized else DEFAULT_FP32_OPS,
                                 keep_fp32_prefixes=(SCORER_PREFIX,))
+    problems = check_onnx_for_tensorrt(model, max_batch=config.max_batch)  # the network TensorRT gets
+    for p in problems:
+        log.warning("%s: %s", onnx_path, p)
     network_bytes = model.SerializeToString()
     started = time.perf_counter()
     try:

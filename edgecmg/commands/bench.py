@@ -58,6 +58,7 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+        allocated_before = torch.cuda.memory_allocated()  # what earlier rows left: not this row's
     detector = Detector.load(model, backend=backend)
     batches = [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(warmup + n_frames // batch)]
     stats = LatencyStats()
@@ -77,9 +78,11 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
         "backend": backend, "device": detector.runner.device, "precision": detector.precision,
         "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
         "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
-        # Only for a runner on the GPU: a CPU row would report what an earlier row left allocated.
-        "peak_device_mib": (torch.cuda.max_memory_allocated() / 2**20
-                            if cuda and detector.runner.device.startswith("cuda") else None),
+        # torch's allocator sees only torch's own memory: reported for the torch runner on a GPU, not
+        # for ONNX Runtime or TensorRT (their memory is their own) nor for a CPU row.
+        "peak_device_mib": ((torch.cuda.max_memory_allocated() - allocated_before) / 2**20
+                            if cuda and detector.backend == "torch" and detector.runner.device.startswith("cuda")
+                            else None),
     }
     detector.close()
     return row, stats.samples().tolist()

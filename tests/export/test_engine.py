@@ -122,6 +122,88 @@ def test_fp16_cast_pass_featurizer(featurizer_onnx, frames_and_labels):
     np.testing.assert_allclose(got["match_scores"], ref["match_scores"], atol=1e-2)
 
 
+def _dequantized(model):
+    """{DequantizeLinear node name: float64 values} for the nodes that read constant codes."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = inits[node.input[0]].astype(np.float64)
+        scale = inits[node.input[1]].astype(np.float64)
+        zp = inits[node.input[2]].astype(np.float64) if len(node.input) > 2 else 0.0
+        shape = [1] * q.ndim
+        if scale.size > 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape[axis % q.ndim] = scale.size
+        out[node.name] = (q - np.reshape(zp, shape if np.ndim(zp) else ())) * scale.reshape(shape)
+    return out
+
+
+def _qdq_matmuls(opset=17, weight_type=TensorProto.INT8, act_scale=0.02):
+    """x -> Q/DQ (scale from a value_float Constant) -> two MatMuls that share one int8 weight under
+    different per-column scales (axis 1 and -1), each with a near-dead column (scale 1e-9)."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-100, 100, (3, 4)).astype(np.int8)
+    inits = [helper.make_tensor("w", weight_type, [3, 4], codes.flatten().tolist()),
+             numpy_helper.from_array(np.array([0.01, 1e-9, 0.02, 0.005], np.float32), "s_a"),
+             numpy_helper.from_array(np.array([1e-9, 0.03, 0.01, 0.004], np.float32), "s_b"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp")]
+    nodes = [helper.make_node("Constant", [], ["s_x"], value_float=act_scale),
+             helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"], name="dq_x"),
+             helper.make_node("DequantizeLinear", ["w", "s_a"], ["wa"], name="dq_a", axis=1),
+             helper.make_node("DequantizeLinear", ["w", "s_b"], ["wb"], name="dq_b", axis=-1),
+             helper.make_node("MatMul", ["xd", "wa"], ["ya"], name="mm_a"),
+             helper.make_node("MatMul", ["xd", "wb"], ["yb"], name="mm_b")]
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, [2, 3])],
+                  [_vi("ya", TensorProto.FLOAT, [2, 4]), _vi("yb", TensorProto.FLOAT, [2, 4])], inits, opset=opset)
+
+
+def test_int8_cast_pass_keeps_every_dequantized_weight():
+    source = _qdq_matmuls()
+    half = convert_to_fp16(source, keep_fp32_ops=())
+    assert max(o.version for o in half.opset_import if o.domain == "") == 19 and half.ir_version >= 9
+    scale_types = {i.name: i.data_type for i in half.graph.initializer}
+    for node in (n for n in half.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")):
+        assert scale_types[node.input[1]] == TensorProto.FLOAT16, node.name  # the Constant's too
+    assert check_onnx_for_tensorrt(half) == []
+    before, after = _dequantized(source), _dequantized(half)
+    tiny = float(np.finfo(np.float16).tiny)
+    for name in ("dq_a", "dq_b"):  # one shared weight, two scales: each node keeps its own values
+        step = np.maximum(tiny, 2.0 ** -11 * np.abs(before[name]).max())
+        np.testing.assert_allclose(after[name], before[name], rtol=0, atol=step)
+    dq = {n.name: n for n in half.graph.node}
+    assert dq["dq_a"].input[0] != dq["dq_b"].input[0]  # the second scale got its own copy of the codes
+    x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = _run_graph(source, x, options)
+    got = _run_graph(half, x, options)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-3 * np.abs(b).max())
+
+
+def test_int8_cast_pass_requantises_int4_codes_and_refuses_huge_scales():
+    half = convert_to_fp16(_qdq_matmuls(opset=21, weight_type=TensorProto.INT4), keep_fp32_ops=())
+    codes = {i.name: numpy_helper.to_array(i) for i in half.graph.initializer}
+    assert all(-8 <= int(v) <= 7 for n in half.graph.node if n.name in ("dq_a", "dq_b")
+               for v in codes[n.input[0]].astype(np.int8).flatten())
+    # a near-dead column's codes, re-quantised against the clamped scale, dequantize to 0 (kept as they
+    # were, they would dequantize to 6e4x their value)
+    source_codes = numpy_helper.to_array(next(i for i in _qdq_matmuls(opset=21, weight_type=TensorProto.INT4)
+                                              .graph.initializer if i.name == "w"))
+    assert source_codes[:, 1].astype(np.int8).any()
+    assert (_dequantized(half)["dq_a"][:, 1] == 0).all()
+    with pytest.raises(EngineBuildError, match="beyond float16's range"):
+        convert_to_fp16(_qdq_matmuls(act_scale=1e6), keep_fp32_ops=())
+
+
+def _run_graph(model, x, options):
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
 # --- TensorRT-friendliness checks --------------------------------------------------------------------
 def _model(nodes, inputs, outputs, inits=(), opset=17, domains=()):
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
