@@ -58,12 +58,17 @@ def _layer(unit: str) -> int:
     raise AssertionError(f"module unit {unit!r} has no layer in LAYERS: add it where DESIGN.md puts it")
 
 
-def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The edgecmg modules ``path`` imports, resolved to existing modules."""
+def _imports(path: Path, modules: dict[str, Path], package: str = "") -> set[str]:
+    """The edgecmg modules ``path`` imports, resolved to existing modules; ``package`` (the dotted
+    package the file is in) resolves relative imports (``from ..x import y``)."""
     targets = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgecmg":
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[:len(package.split(".")) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module] + [f"{module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgecmg":
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.split(".")[0] == "edgecmg"]
@@ -83,7 +88,8 @@ def test_no_module_imports_a_higher_layer():
     backwards = []
     for name, path in sorted(modules.items()):
         unit = _unit(name)
-        for target in sorted(_imports(path, modules)):
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for target in sorted(_imports(path, modules, package)):
             if _unit(target) != unit and _layer(_unit(target)) > _layer(unit):
                 backwards.append(f"{path.relative_to(REPO)}: {name} imports {target}")
     assert not backwards, "imports against the dependency order:\n" + "\n".join(backwards)
@@ -96,3 +102,6 @@ def test_the_check_sees_a_backwards_import(tmp_path):
     probe.write_text("from edgecmg import artifact\nimport edgecmg.cli\n"
                      "def f():\n    from edgecmg.detector import Detector\n")
     assert _imports(probe, modules) == {"edgecmg.artifact", "edgecmg.cli", "edgecmg.detector"}
+    probe.write_text("from . import knn\nfrom ..runtime import registry\n")  # as if in edgecmg/kernels/
+    assert _imports(probe, modules, "edgecmg.kernels") == {"edgecmg.kernels", "edgecmg.kernels.knn",
+                                                           "edgecmg.runtime", "edgecmg.runtime.registry"}
