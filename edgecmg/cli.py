@@ -77,9 +77,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             result = detector.predict(frame)
             overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
             # frame_index: the file's position among the inputs (each predict call counts from 0).
-            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index}
+            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
+                      "source": str(path)}
             jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
+    if failures == len(paths):  # a script must not mistake "nothing could be read" for success
+        log.error("no image could be read: nothing was judged")
+        return 1
     return 0
 
 
@@ -149,7 +153,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     path = calibrate(args.model, args.data, args.output, method=args.method, samples=samples,
-                     profile=args.profile, with_scoring=args.with_scoring)
+                     profile=args.profile, with_scoring=args.with_scoring, progress=not args.quiet)
     print(f"wrote {path}")
     return 0
 
@@ -275,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensorrt: symmetric Q/DQ that TensorRT builds (default); cpu: fastest on ONNX Runtime CPU")
     p.add_argument("--with-scoring", action="store_true",
                    help="the whole detector in one graph (memory bank and scoring head in float)")
-    p.add_argument("-o", "--output", required=True, help="output file (*.onnx)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (*.onnx); the activation ranges are cached beside it as *.calib.json and "
+                        "reused while the model, images and settings match (delete it to calibrate afresh)")
     p.set_defaults(func=cmd_calibrate)
 
     p = command("build", "build a TensorRT engine from ONNX")
@@ -297,8 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
                         "auto (default): latest for cameras and network streams, all for files and folders")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    p.add_argument("--max-queue", type=int, default=4,
+                   help="frames buffered between capture and inference (default 4); with 'latest' it bounds "
+                        "how stale a frame can be")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a video file or folder at its frame rate, as a camera would deliver it (by default "
+                        "it is read as fast as it decodes, so latency then includes the time frames wait in the "
+                        "queue)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--save", help="write the overlay video here (mp4)")
+    p.add_argument("--save", help="write the overlay video here (.mp4 or .avi)")
     p.add_argument("--jsonl", help="write one JSON line per frame here")
     p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
                    "(default: beside --jsonl or --save; without either, the summary is only printed)")

@@ -60,9 +60,10 @@ HEADER_SHA_KEY = "header_sha256"
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 TENSORRT_INSTALL_HINT = (
-    "TensorRT is not on PyPI for these platforms: on a Jetson it ships with JetPack 6.1 or later "
-    "(TensorRT 10.3; sudo apt install nvidia-jetpack, then use the system python3-libnvinfer); on a desktop GPU "
-    "install NVIDIA's TensorRT 10/11 Python wheel from NVIDIA's index or its tar/deb packages")
+    "on a Jetson TensorRT ships with JetPack 6.1 or later (TensorRT 10.3; sudo apt install nvidia-jetpack, "
+    "then use the system python3-libnvinfer in a venv made with --system-site-packages); on an x86-64 Linux "
+    "desktop GPU `pip install tensorrt` (its libraries come from NVIDIA's package index, so that machine needs "
+    "to reach pypi.nvidia.com), or NVIDIA's tar/deb packages")
 MAX_TENSOR_VOLUME = (1 << 31) - 1
 
 

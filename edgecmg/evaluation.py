@@ -69,7 +69,12 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             maps.append(cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR))
     metrics = evaluate(labels, scores, masks if has_masks else None, maps if has_masks else None)
     latency = np.asarray(latencies)
+    # The decisions at the stored threshold (the rule of Result.is_anomaly: score >= threshold).
+    flagged = np.asarray(scores) >= detector.threshold
+    truth = np.asarray(labels).astype(bool)
     metrics.update({
+        "threshold": float(detector.threshold), "good_flagged": int((flagged & ~truth).sum()),
+        "defects_missed": int((~flagged & truth).sum()),
         "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from edgecmg import __version__
-from edgecmg.artifact import model_spec
+from edgecmg.artifact import MAGIC as ARTIFACT_MAGIC, model_spec
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
@@ -208,6 +208,11 @@ def _load_proto(model_or_path):
         path = Path(model_or_path)
         if not path.is_file():
             raise ArtifactError(f"{path}: no such ONNX file")
+        with open(path, "rb") as handle:
+            magic = handle.read(8)
+        if magic == ARTIFACT_MAGIC:  # the most likely mix-up: the fitted model instead of its export
+            raise ArtifactError(f"{path} is an edgecmg model, not ONNX: export it first (`edgecmg export {path} "
+                                "--format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
         try:
             return onnx.load(str(path))
         except Exception as exc:  # DecodeError and friends

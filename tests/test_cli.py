@@ -1,5 +1,6 @@
 import json
 import os
+import time
 
 import pytest
 
@@ -69,6 +70,26 @@ def test_unique_overlay_names():
 def test_predict_names_a_missing_input(small_artifact, tmp_path, capsys):
     assert main(["-q", "predict", str(small_artifact), str(tmp_path / "nope.png"), "--out", str(tmp_path)]) == 2
     assert f"no such image file or folder: {tmp_path / 'nope.png'}" in capsys.readouterr().err
+
+
+def test_predict_fails_when_no_image_could_be_read(small_artifact, tmp_path, capsys, caplog):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["-q", "predict", str(small_artifact), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o")]) == 1
+    assert "0 images judged, 1 skipped" in capsys.readouterr().out and "nothing was judged" in caplog.text
+
+
+def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifact, tmp_path, capsys):
+    assert main(["-q", "build", str(small_artifact), "-o", str(tmp_path / "m.engine")]) == 2
+    err = capsys.readouterr().err
+    assert "is an edgecmg model, not ONNX: export it first" in err and "DecodeError" not in err
+
+
+def test_calibrate_honours_quiet(small_artifact, kolektor_root, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.int8.onnx"
+    assert main(["-q", "calibrate", str(small_artifact), "--data", str(kolektor_root / "train" / "good"),
+                 "--samples", "8", "--method", "minmax", "-o", str(out)]) == 0
+    assert out.is_file() and "calibration (minmax)" not in capsys.readouterr().err  # no progress bar
 
 
 def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact):
@@ -166,6 +187,14 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     cap.release()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     assert summary["rows"][0]["frames_yielded"] == 12 and summary["rows"][0]["frames_dropped"] == 0
+    assert "latency counts the time frames waited in the queue" in capsys.readouterr().out
+    # --realtime plays the recording at its 10 fps, as a camera would: 12 frames take about 1.2 s
+    started = time.perf_counter()
+    assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch", "--realtime",
+                 "--max-queue", "2", "--jsonl", str(jsonl)]) == 0
+    assert time.perf_counter() - started >= 1.0
+    assert "latency counts" not in capsys.readouterr().out
+    assert len(jsonl.read_text().splitlines()) == 12
 
 
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
@@ -357,6 +386,20 @@ def test_fit_refuses_bad_values_before_the_feature_pass(mvtec_subset, tmp_path, 
     assert main([*base, "-o", str(tmp_path / "out" / "mymodel")]) == 2
     assert f"use -o {tmp_path / 'out' / 'mymodel.edgecmg'}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_labels_every_file_apart(featurizer_onnx, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    copies = []
+    for folder in ("x", "y"):  # the same file name twice: the plot must still get two rows
+        (tmp_path / folder).mkdir()
+        copies.append(shutil.copy(featurizer_onnx, tmp_path / folder / "m.int8.onnx"))
+    assert main(["-q", "bench", *map(str, copies), "--frames", "2", "--warmup", "0",
+                 "--out", str(tmp_path / "bench")]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime m.int8.onnx: p50" in out and "onnxruntime m.int8.onnx (1): p50" in out
 
 
 def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys):

@@ -118,3 +118,16 @@ def test_eval_survives_a_damaged_mask(detector, kolektor_root, tmp_path, caplog)
     assert metrics["images"] == 4 and metrics["skipped"] == []
     assert metrics["masks_skipped"] == [str(damaged)] and "mask skipped" in caplog.text
     assert metrics["image_auroc"] is not None and metrics["pixel_auroc"] is not None
+
+
+def test_eval_reports_the_decisions_at_the_threshold(detector, kolektor_root):
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.evaluation import evaluate_detector
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    samples = [s for s in samples if s.label == 0][:4] + [s for s in samples if s.label == 1][:4]
+    metrics = evaluate_detector(detector, samples, progress=False, per_image=True)
+    records = metrics["per_image"]
+    assert metrics["threshold"] == pytest.approx(detector.threshold)
+    assert metrics["good_flagged"] == sum(r["is_anomaly"] and r["label"] == 0 for r in records)
+    assert metrics["defects_missed"] == sum(not r["is_anomaly"] and r["label"] == 1 for r in records)

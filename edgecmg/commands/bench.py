@@ -136,8 +136,11 @@ def run_bench(args: argparse.Namespace) -> int:
             except BackendUnavailableError as exc:
                 log.warning("skipping %s on %s: %s", backend, model, exc)
                 continue
-            # Short plot labels: the backend and what kind of file it ran (".int8.onnx", ".edgecmg").
-            label = backend if len(models) == 1 else f"{backend} {''.join(Path(model).suffixes[-2:])}"
+            # Plot labels: the backend, and the file name when several files run; a label seen before
+            # (two files of one name in different folders) gets a number, so no row is dropped.
+            label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
+            label = next(f"{label} ({i})" if i else label for i in range(len(samples) + 1)
+                         if (f"{label} ({i})" if i else label) not in samples)
             rows.append({"model": Path(model).name, **row})
             samples[label] = latencies
             print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")

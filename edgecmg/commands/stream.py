@@ -26,7 +26,8 @@ def run_stream(args: argparse.Namespace) -> int:
     detector = Detector.load(args.model, backend=args.backend)
     try:
         # The source opens here: a mistyped path fails before any output file is created or truncated.
-        run = detector.stream(source, config=StreamConfig(policy=args.policy, batch=args.batch))
+        run = detector.stream(source, config=StreamConfig(policy=args.policy, batch=args.batch,
+                                                          max_queue=args.max_queue, realtime=args.realtime))
     except BaseException:
         detector.close()
         raise
@@ -103,6 +104,9 @@ def write_summary(args: argparse.Namespace, run, anomalies: int, ended: str) -> 
     else:
         print(write_report([stats], report_dir, "stream_summary"))
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
+    if not run.pipeline.source.is_live and not args.realtime:
+        print("latency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
+              "--realtime plays it at its frame rate, as a camera would deliver it")
 
 
 class OverlayVideo:
