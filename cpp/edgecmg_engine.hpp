@@ -1,0 +1,179 @@
+// Reader of edgecmg engine files (`edgecmg build ... -o M.engine`) for C++ deployments.
+//
+// File layout (little endian), as edgecmg/engine.py writes it:
+//   magic "EDGECMGE" (8 bytes) | format version uint32 | header length uint64 | header JSON |
+//   scorer payload (safetensors, may be empty) | TensorRT serialized engine
+// The header's "scorer" and "engine" entries hold each payload's length and SHA-256; this reader
+// checks both, so a damaged copy is refused before TensorRT deserializes it. The header's own
+// checksum ("header_sha256") is over Python's canonical JSON and is checked by the Python loader.
+//
+//   edgecmg::EngineFile f = edgecmg::read_engine_file("part.engine");
+//   nvinfer1::ICudaEngine* e = runtime->deserializeCudaEngine(f.plan.data(), f.plan.size());
+#pragma once
+
+#include <array>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edgecmg {
+
+constexpr char kEngineMagic[8] = {'E', 'D', 'G', 'E', 'C', 'M', 'G', 'E'};
+constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine.ENGINE_FORMAT_VERSION
+
+struct EngineFile {
+    std::uint32_t format_version = 0;
+    std::string header_json;         // the JSON header: TensorRT version, GPU, precision, inputs, model
+    std::vector<char> scorer;        // host-side scorer (safetensors) of featurizer engines; empty otherwise
+    std::vector<char> plan;          // what IRuntime::deserializeCudaEngine takes
+};
+
+namespace detail {
+
+// SHA-256 (FIPS 180-4), for the payload checksums.
+inline std::string sha256_hex(const char* data, std::size_t size) {
+    static const std::uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    std::uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    auto rotr = [](std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+    // The message, the 0x80 byte, zero padding, and the bit length (big endian) in 64-byte blocks.
+    std::vector<unsigned char> msg(data, data + size);
+    msg.push_back(0x80);
+    while (msg.size() % 64 != 56) msg.push_back(0);
+    const std::uint64_t bits = static_cast<std::uint64_t>(size) * 8;
+    for (int i = 7; i >= 0; --i) msg.push_back(static_cast<unsigned char>(bits >> (8 * i)));
+    for (std::size_t block = 0; block < msg.size(); block += 64) {
+        std::uint32_t w[64];
+        for (int i = 0; i < 16; ++i) {
+            const unsigned char* p = &msg[block + 4 * i];
+            w[i] = (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
+        }
+        for (int i = 16; i < 64; ++i) {
+            const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        std::uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+        for (int i = 0; i < 64; ++i) {
+            const std::uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+            const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+            hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+        }
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+    }
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (std::uint32_t word : h)
+        for (int shift = 28; shift >= 0; shift -= 4) out.push_back(hex[(word >> shift) & 0xf]);
+    return out;
+}
+
+// Skip one JSON value starting at json[i] (string, object, array or scalar); returns the index after it.
+inline std::size_t skip_value(const std::string& json, std::size_t i) {
+    if (json[i] == '"') {
+        for (++i; i < json.size() && json[i] != '"'; ++i)
+            if (json[i] == '\\') ++i;
+        return i + 1;
+    }
+    if (json[i] == '{' || json[i] == '[') {
+        int depth = 0;
+        for (; i < json.size(); ++i) {
+            if (json[i] == '"') { i = skip_value(json, i) - 1; continue; }
+            if (json[i] == '{' || json[i] == '[') ++depth;
+            if (json[i] == '}' || json[i] == ']') { if (--depth == 0) return i + 1; }
+        }
+        return i;
+    }
+    while (i < json.size() && json[i] != ',' && json[i] != '}' && json[i] != ']') ++i;
+    return i;
+}
+
+inline std::size_t skip_space(const std::string& json, std::size_t i) {
+    while (i < json.size() && std::isspace(static_cast<unsigned char>(json[i]))) ++i;
+    return i;
+}
+
+// The raw text of the value of top-level key `key` in a JSON object; empty when absent.
+inline std::string top_level_value(const std::string& json, const std::string& key) {
+    std::size_t i = skip_space(json, 0);
+    if (i >= json.size() || json[i] != '{') return "";
+    ++i;
+    while (true) {
+        i = skip_space(json, i);
+        if (i >= json.size() || json[i] != '"') return "";
+        const std::size_t key_end = skip_value(json, i);
+        const std::string name = json.substr(i + 1, key_end - i - 2);
+        i = skip_space(json, key_end);
+        if (i >= json.size() || json[i] != ':') return "";
+        const std::size_t value_start = skip_space(json, i + 1);
+        const std::size_t value_end = skip_value(json, value_start);
+        if (name == key) return json.substr(value_start, value_end - value_start);
+        i = skip_space(json, value_end);
+        if (i >= json.size() || json[i] != ',') return "";
+        ++i;
+    }
+}
+
+inline std::string unquote(const std::string& value) {
+    return value.size() >= 2 && value.front() == '"' ? value.substr(1, value.size() - 2) : value;
+}
+
+}  // namespace detail
+
+// Read and check an edgecmg engine file; throws std::runtime_error naming the file and the problem.
+inline EngineFile read_engine_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error(path + ": no such engine file");
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t prefix = 8 + 4 + 8;
+    if (bytes.size() < prefix) throw std::runtime_error(path + ": truncated: not an edgecmg engine file");
+    if (std::memcmp(bytes.data(), kEngineMagic, 8) != 0)
+        throw std::runtime_error(path + ": not an edgecmg engine file (bad magic); a bare TensorRT plan lacks "
+                                 "the model header: build it with `edgecmg build M.onnx -o M.engine`");
+    EngineFile file;
+    std::uint64_t header_len = 0;
+    for (int i = 0; i < 4; ++i) file.format_version |= std::uint32_t(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
+    for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(static_cast<unsigned char>(bytes[12 + i])) << (8 * i);
+    if (file.format_version > kEngineFormatVersion)
+        throw std::runtime_error(path + ": engine file format " + std::to_string(file.format_version) +
+                                 " is newer than this reader understands; update it");
+    if (header_len > bytes.size() - prefix)
+        throw std::runtime_error(path + ": truncated inside the header; copy the engine again");
+    file.header_json.assign(bytes.data() + prefix, header_len);
+    std::size_t offset = prefix + header_len;
+    for (const char* key : {"scorer", "engine"}) {
+        const std::string entry = detail::top_level_value(file.header_json, key);
+        const std::string size_text = detail::top_level_value(entry, "bytes");
+        const std::string sha = detail::unquote(detail::top_level_value(entry, "sha256"));
+        if (size_text.empty() || sha.empty())
+            throw std::runtime_error(path + ": header has no '" + key + "' payload entry: the file is corrupted");
+        const std::uint64_t size = std::stoull(size_text);
+        if (size > bytes.size() - offset)
+            throw std::runtime_error(path + ": truncated " + key + " payload (" + std::to_string(bytes.size() - offset) +
+                                     " of " + size_text + " bytes); copy the engine again");
+        if (detail::sha256_hex(bytes.data() + offset, size) != sha)
+            throw std::runtime_error(path + ": " + key + " payload checksum mismatch: the file is corrupted");
+        std::vector<char>& target = std::string(key) == "scorer" ? file.scorer : file.plan;
+        target.assign(bytes.data() + offset, bytes.data() + offset + size);
+        offset += size;
+    }
+    if (offset != bytes.size())
+        throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
+    return file;
+}
+
+}  // namespace edgecmg
