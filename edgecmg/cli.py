@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
                    help="int8 needs a Q/DQ model from calibrate; its float layers run in fp16")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
-    p.add_argument("--dla", type=int, help="DLA core on Jetson Orin (GPU fallback on)")
+    p.add_argument("--dla", type=int, metavar="N",
+                   help="run on DLA core N of a Jetson Orin (0 or 1), with GPU fallback (default: the GPU only)")
     p.add_argument("--max-batch", type=int,
                    help="largest batch the engine accepts (default 8; with --dla the one fixed batch, default 1)")
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")
