@@ -4,8 +4,8 @@
 //   magic "EDGECMGE" (8 bytes) | format version uint32 | header length uint64 | header JSON |
 //   scorer payload (safetensors, may be empty) | TensorRT serialized engine
 // The header's "scorer" and "engine" entries hold each payload's length and SHA-256; this reader
-// checks both, so a damaged copy is refused before TensorRT deserializes it. The header's own
-// checksum ("header_sha256") is over Python's canonical JSON and is checked by the Python loader.
+// checks both and the header's own checksum ("header_sha256"), so a damaged copy or an edited
+// threshold is refused before TensorRT deserializes the plan.
 //
 //   edgecmg::EngineFile f = edgecmg::read_engine_file("part.engine");
 //   nvinfer1::ICudaEngine* e = runtime->deserializeCudaEngine(f.plan.data(), f.plan.size());
@@ -50,16 +50,21 @@ inline std::string sha256_hex(const char* data, std::size_t size) {
     std::uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                           0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     auto rotr = [](std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
-    // The message, the 0x80 byte, zero padding, and the bit length (big endian) in 64-byte blocks.
-    std::vector<unsigned char> msg(data, data + size);
-    msg.push_back(0x80);
-    while (msg.size() % 64 != 56) msg.push_back(0);
+    // Full 64-byte blocks straight from the data; the tail, the 0x80 byte, zero padding and the bit
+    // length (big endian) in one or two last blocks.
+    const std::size_t full = size / 64 * 64;
+    std::vector<unsigned char> tail(reinterpret_cast<const unsigned char*>(data) + full,
+                                    reinterpret_cast<const unsigned char*>(data) + size);
+    tail.push_back(0x80);
+    while (tail.size() % 64 != 56) tail.push_back(0);
     const std::uint64_t bits = static_cast<std::uint64_t>(size) * 8;
-    for (int i = 7; i >= 0; --i) msg.push_back(static_cast<unsigned char>(bits >> (8 * i)));
-    for (std::size_t block = 0; block < msg.size(); block += 64) {
+    for (int i = 7; i >= 0; --i) tail.push_back(static_cast<unsigned char>(bits >> (8 * i)));
+    for (std::size_t block = 0; block < full + tail.size(); block += 64) {
+        const unsigned char* bytes = block < full ? reinterpret_cast<const unsigned char*>(data) + block
+                                                  : tail.data() + (block - full);
         std::uint32_t w[64];
         for (int i = 0; i < 16; ++i) {
-            const unsigned char* p = &msg[block + 4 * i];
+            const unsigned char* p = bytes + 4 * i;
             w[i] = (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
         }
         for (int i = 16; i < 64; ++i) {
@@ -82,24 +87,35 @@ inline std::string sha256_hex(const char* data, std::size_t size) {
     return out;
 }
 
-// Skip one JSON value starting at json[i] (string, object, array or scalar); returns the index after it.
+// Where one JSON value starting at json[i] ends (string, object, array or scalar); npos when the
+// text ends first. Enough structure to find the top-level keys; not a validating parser.
 inline std::size_t skip_value(const std::string& json, std::size_t i) {
+    if (i >= json.size()) return std::string::npos;
     if (json[i] == '"') {
-        for (++i; i < json.size() && json[i] != '"'; ++i)
-            if (json[i] == '\\') ++i;
-        return i + 1;
+        for (++i; i < json.size(); ++i) {
+            if (json[i] == '\\') { ++i; continue; }
+            if (json[i] == '"') return i + 1;
+        }
+        return std::string::npos;
     }
     if (json[i] == '{' || json[i] == '[') {
         int depth = 0;
-        for (; i < json.size(); ++i) {
-            if (json[i] == '"') { i = skip_value(json, i) - 1; continue; }
+        while (i < json.size()) {
+            if (json[i] == '"') {
+                i = skip_value(json, i);
+                if (i == std::string::npos) return i;
+                continue;
+            }
             if (json[i] == '{' || json[i] == '[') ++depth;
-            if (json[i] == '}' || json[i] == ']') { if (--depth == 0) return i + 1; }
+            if ((json[i] == '}' || json[i] == ']') && --depth == 0) return i + 1;
+            ++i;
         }
-        return i;
+        return std::string::npos;
     }
-    while (i < json.size() && json[i] != ',' && json[i] != '}' && json[i] != ']') ++i;
-    return i;
+    const std::size_t start = i;
+    while (i < json.size() && json[i] != ',' && json[i] != '}' && json[i] != ']' &&
+           !std::isspace(static_cast<unsigned char>(json[i]))) ++i;
+    return i == start ? std::string::npos : i;
 }
 
 inline std::size_t skip_space(const std::string& json, std::size_t i) {
@@ -107,72 +123,134 @@ inline std::size_t skip_space(const std::string& json, std::size_t i) {
     return i;
 }
 
-// The raw text of the value of top-level key `key` in a JSON object; empty when absent.
-inline std::string top_level_value(const std::string& json, const std::string& key) {
+struct Entry {
+    std::string key;
+    std::size_t entry_start, value_start, value_end;  // [entry_start: the key's quote, value_end)
+};
+
+// The top-level entries of a JSON object, in file order; throws on a text that is not one object or
+// that repeats a key (Python's json keeps the last of duplicates: a reader must not see another value).
+inline std::vector<Entry> top_level_entries(const std::string& json, const std::string& what) {
+    std::vector<Entry> entries;
+    auto fail = [&](const std::string& why) { throw std::runtime_error(what + " is not a JSON object (" + why + ")"); };
     std::size_t i = skip_space(json, 0);
-    if (i >= json.size() || json[i] != '{') return "";
-    ++i;
-    while (true) {
-        i = skip_space(json, i);
-        if (i >= json.size() || json[i] != '"') return "";
-        const std::size_t key_end = skip_value(json, i);
-        const std::string name = json.substr(i + 1, key_end - i - 2);
-        i = skip_space(json, key_end);
-        if (i >= json.size() || json[i] != ':') return "";
-        const std::size_t value_start = skip_space(json, i + 1);
-        const std::size_t value_end = skip_value(json, value_start);
-        if (name == key) return json.substr(value_start, value_end - value_start);
-        i = skip_space(json, value_end);
-        if (i >= json.size() || json[i] != ',') return "";
-        ++i;
+    if (i >= json.size() || json[i] != '{') fail("no opening brace");
+    i = skip_space(json, i + 1);
+    if (i < json.size() && json[i] == '}') {
+        if (skip_space(json, i + 1) != json.size()) fail("text after the object");
+        return entries;
     }
+    while (true) {
+        if (i >= json.size() || json[i] != '"') fail("a key is not a string");
+        const std::size_t key_end = skip_value(json, i);
+        if (key_end == std::string::npos) fail("unterminated key");
+        Entry entry{json.substr(i + 1, key_end - i - 2), i, 0, 0};
+        i = skip_space(json, key_end);
+        if (i >= json.size() || json[i] != ':') fail("no ':' after key '" + entry.key + "'");
+        entry.value_start = skip_space(json, i + 1);
+        entry.value_end = skip_value(json, entry.value_start);
+        if (entry.value_end == std::string::npos) fail("the value of '" + entry.key + "' is cut off");
+        for (const Entry& seen : entries)
+            if (seen.key == entry.key) fail("key '" + entry.key + "' appears twice");
+        entries.push_back(entry);
+        i = skip_space(json, entry.value_end);
+        if (i < json.size() && json[i] == ',') { i = skip_space(json, i + 1); continue; }
+        if (i < json.size() && json[i] == '}' && skip_space(json, i + 1) == json.size()) return entries;
+        fail("expected ',' or the closing brace after '" + entry.key + "'");
+    }
+}
+
+// The raw text of top-level key `key`'s value; empty when absent.
+inline std::string top_level_value(const std::string& json, const std::string& key, const std::string& what) {
+    for (const Entry& entry : top_level_entries(json, what))
+        if (entry.key == key) return json.substr(entry.value_start, entry.value_end - entry.value_start);
+    return "";
 }
 
 inline std::string unquote(const std::string& value) {
     return value.size() >= 2 && value.front() == '"' ? value.substr(1, value.size() - 2) : value;
 }
 
+// A JSON non-negative integer (digits only, no sign, fraction or exponent) that fits in 63 bits.
+inline std::uint64_t parse_size(const std::string& text, const std::string& what) {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos ||
+        (text.size() > 1 && text[0] == '0'))
+        throw std::runtime_error(what + " is not a byte count: '" + text + "'");
+    return std::stoull(text);
+}
+
+// The header's own checksum: Python hashes its canonical JSON without the entry, which is the text on
+// disk with that one top-level entry (and the ", " that joins it) cut out.
+inline void check_header_checksum(const std::string& json, const std::string& path) {
+    const std::vector<Entry> entries = top_level_entries(json, path + ": the engine header");
+    for (std::size_t n = 0; n < entries.size(); ++n) {
+        if (entries[n].key != "header_sha256") continue;
+        std::string rest;
+        if (n > 0)
+            rest = json.substr(0, entries[n - 1].value_end) + json.substr(entries[n].value_end);
+        else if (entries.size() > 1)
+            rest = json.substr(0, entries[0].entry_start) + json.substr(entries[1].entry_start);
+        else
+            rest = "{}";
+        const std::string want = unquote(json.substr(entries[n].value_start, entries[n].value_end - entries[n].value_start));
+        if (sha256_hex(rest.data(), rest.size()) != want)
+            throw std::runtime_error(path + ": header checksum mismatch: the header (threshold, input size, model) "
+                                     "was damaged or edited after the build; copy the engine again or rebuild it");
+        return;
+    }
+    // Files from before the header had a checksum have none to check.
+}
+
+inline void read_exactly(std::ifstream& in, char* target, std::uint64_t size) {
+    in.read(target, static_cast<std::streamsize>(size));
+}
+
 }  // namespace detail
 
 // Read and check an edgecmg engine file; throws std::runtime_error naming the file and the problem.
+// Each part is read straight into its own buffer: peak memory is the file's size.
 inline EngineFile read_engine_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw std::runtime_error(path + ": no such engine file");
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::size_t prefix = 8 + 4 + 8;
-    if (bytes.size() < prefix) throw std::runtime_error(path + ": truncated: not an edgecmg engine file");
-    if (std::memcmp(bytes.data(), kEngineMagic, 8) != 0)
+    const std::uint64_t file_size = static_cast<std::uint64_t>(in.tellg());
+    in.seekg(0);
+    const std::uint64_t prefix = 8 + 4 + 8;
+    unsigned char head[prefix];
+    if (file_size < prefix || !in.read(reinterpret_cast<char*>(head), prefix))
+        throw std::runtime_error(path + ": truncated: not an edgecmg engine file");
+    if (std::memcmp(head, kEngineMagic, 8) != 0)
         throw std::runtime_error(path + ": not an edgecmg engine file (bad magic); a bare TensorRT plan lacks "
                                  "the model header: build it with `edgecmg build M.onnx -o M.engine`");
     EngineFile file;
     std::uint64_t header_len = 0;
-    for (int i = 0; i < 4; ++i) file.format_version |= std::uint32_t(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
-    for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(static_cast<unsigned char>(bytes[12 + i])) << (8 * i);
+    for (int i = 0; i < 4; ++i) file.format_version |= std::uint32_t(head[8 + i]) << (8 * i);
+    for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(head[12 + i]) << (8 * i);
     if (file.format_version > kEngineFormatVersion)
         throw std::runtime_error(path + ": engine file format " + std::to_string(file.format_version) +
                                  " is newer than this reader understands; update it");
-    if (header_len > bytes.size() - prefix)
+    if (header_len > file_size - prefix)
         throw std::runtime_error(path + ": truncated inside the header; copy the engine again");
-    file.header_json.assign(bytes.data() + prefix, header_len);
-    std::size_t offset = prefix + header_len;
+    file.header_json.resize(header_len);
+    detail::read_exactly(in, &file.header_json[0], header_len);
+    detail::check_header_checksum(file.header_json, path);
+    std::uint64_t left = file_size - prefix - header_len;
     for (const char* key : {"scorer", "engine"}) {
-        const std::string entry = detail::top_level_value(file.header_json, key);
-        const std::string size_text = detail::top_level_value(entry, "bytes");
-        const std::string sha = detail::unquote(detail::top_level_value(entry, "sha256"));
-        if (size_text.empty() || sha.empty())
-            throw std::runtime_error(path + ": header has no '" + key + "' payload entry: the file is corrupted");
-        const std::uint64_t size = std::stoull(size_text);
-        if (size > bytes.size() - offset)
-            throw std::runtime_error(path + ": truncated " + key + " payload (" + std::to_string(bytes.size() - offset) +
-                                     " of " + size_text + " bytes); copy the engine again");
-        if (detail::sha256_hex(bytes.data() + offset, size) != sha)
-            throw std::runtime_error(path + ": " + key + " payload checksum mismatch: the file is corrupted");
+        const std::string what = path + ": the header's '" + key + "' entry";
+        const std::string entry = detail::top_level_value(file.header_json, key, path + ": the engine header");
+        if (entry.empty()) throw std::runtime_error(path + ": header has no '" + key + "' entry: the file is corrupted");
+        const std::uint64_t size = detail::parse_size(detail::top_level_value(entry, "bytes", what), what + " bytes");
+        const std::string sha = detail::unquote(detail::top_level_value(entry, "sha256", what));
+        if (size > left)
+            throw std::runtime_error(path + ": truncated " + key + " payload (" + std::to_string(left) + " of " +
+                                     std::to_string(size) + " bytes); copy the engine again");
         std::vector<char>& target = std::string(key) == "scorer" ? file.scorer : file.plan;
-        target.assign(bytes.data() + offset, bytes.data() + offset + size);
-        offset += size;
+        target.resize(size);
+        detail::read_exactly(in, target.data(), size);
+        if (detail::sha256_hex(target.data(), size) != sha)
+            throw std::runtime_error(path + ": " + key + " payload checksum mismatch: the file is corrupted");
+        left -= size;
     }
-    if (offset != bytes.size())
-        throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
+    if (left != 0) throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
     return file;
 }
 

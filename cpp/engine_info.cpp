@@ -14,8 +14,8 @@ int main(int argc, char** argv) {
         std::cout << "format_version " << file.format_version << "\n"
                   << "plan_bytes " << file.plan.size() << "\n"
                   << "scorer_bytes " << file.scorer.size() << "\n"
-                  << "precision " << edgecmg::detail::unquote(edgecmg::detail::top_level_value(file.header_json, "precision")) << "\n"
-                  << "tensorrt " << edgecmg::detail::unquote(edgecmg::detail::top_level_value(file.header_json, "tensorrt")) << "\n"
+                  << "precision " << edgecmg::detail::unquote(edgecmg::detail::top_level_value(file.header_json, "precision", argv[1])) << "\n"
+                  << "tensorrt " << edgecmg::detail::unquote(edgecmg::detail::top_level_value(file.header_json, "tensorrt", argv[1])) << "\n"
                   << "header " << file.header_json << "\n";
     } catch (const std::exception& exc) {
         std::cerr << "error: " << exc.what() << "\n";

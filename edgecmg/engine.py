@@ -223,9 +223,13 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
         header = _read_prefix(handle, path)
         parts = []
         for key in ("scorer", "engine"):
-            entry = header.get(key) or {}
-            data = handle.read(int(entry.get("bytes", -1))) if entry.get("bytes", -1) >= 0 else b""
-            if len(data) != entry.get("bytes"):
+            entry = header.get(key) if isinstance(header.get(key), dict) else {}
+            size = entry.get("bytes")
+            if type(size) is not int or size < 0:  # noqa: E721 - bool is an int, and no byte count
+                raise ArtifactError(f"{path}: the header's {key} entry has no byte count ({size!r}): the file is "
+                                    "corrupted")
+            data = handle.read(size)
+            if len(data) != size:
                 raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {entry.get('bytes')} bytes); "
                                     "copy the engine again")
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):

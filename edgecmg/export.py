@@ -213,6 +213,9 @@ def _load_proto(model_or_path):
         if magic == ARTIFACT_MAGIC:  # the most likely mix-up: the fitted model instead of its export
             raise ArtifactError(f"{path} is an edgecmg model, not ONNX: export it first (`edgecmg export {path} "
                                 "--format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
+        if magic == b"EDGECMGE":  # edgecmg.engine.ENGINE_MAGIC (engine imports this module)
+            raise ArtifactError(f"{path} is a TensorRT engine built by edgecmg, not ONNX: it is already built; "
+                                "run it (Detector.load / edgecmg stream), or build again from its ONNX file")
         try:
             return onnx.load(str(path))
         except Exception as exc:  # DecodeError and friends

@@ -82,6 +82,11 @@ def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifa
     assert main(["-q", "build", str(small_artifact), "-o", str(tmp_path / "m.engine")]) == 2
     err = capsys.readouterr().err
     assert "is an edgecmg model, not ONNX: export it first" in err and "DecodeError" not in err
+    from edgecmg.engine import write_engine_file
+
+    engine = write_engine_file(tmp_path / "built.engine", {"precision": "fp16"}, b"plan")
+    assert main(["-q", "build", str(engine), "-o", str(tmp_path / "again.engine")]) == 2
+    assert "is a TensorRT engine built by edgecmg, not ONNX" in capsys.readouterr().err
 
 
 def test_calibrate_honours_quiet(small_artifact, kolektor_root, tmp_path, capsys):
@@ -400,6 +405,8 @@ def test_bench_labels_every_file_apart(featurizer_onnx, tmp_path, capsys):
                  "--out", str(tmp_path / "bench")]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime m.int8.onnx: p50" in out and "onnxruntime m.int8.onnx (1): p50" in out
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert sorted(row["model"] for row in rows) == sorted(map(str, copies))  # same name: full paths
 
 
 def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys):

@@ -2,6 +2,7 @@
 against files written by edgecmg.engine.write_engine_file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import struct
@@ -67,3 +68,42 @@ def test_refuses_damaged_files(engine_info, tmp_path):
         assert done.returncode == 1 and message in done.stderr, (name, done.stderr)
     done = _info(engine_info, tmp_path / "missing.engine")
     assert done.returncode == 1 and "no such engine file" in done.stderr
+
+
+def _craft(path: Path, header_text: str, scorer: bytes = b"s", plan: bytes = b"plan") -> Path:
+    """An engine file with a hand-written header (no header checksum unless the text has one)."""
+    data = header_text.encode()
+    path.write_bytes(struct.pack("<8sIQ", b"EDGECMGE", ENGINE_FORMAT_VERSION, len(data)) + data + scorer + plan)
+    return path
+
+
+def _entry(payload: bytes, size=None) -> str:
+    return json.dumps({"bytes": len(payload) if size is None else size, "sha256": hashlib.sha256(payload).hexdigest()})
+
+
+def test_refuses_bad_headers_by_name(engine_info, tmp_path):
+    good = write_engine_file(tmp_path / "m.engine", HEADER, b"\x01plan" * 1000, b"scorer").read_bytes()
+    edited = good.replace(b'"threshold": 1.25', b'"threshold": 9.25')
+    assert edited != good
+    (tmp_path / "edited.engine").write_bytes(edited)
+    s, p = _entry(b"s"), _entry(b"plan")
+    cases = {
+        "edited.engine": "header checksum mismatch",
+        _craft(tmp_path / "scorer.engine", '{"engine": %s, "scorer": %s}' % (p, s), scorer=b"S").name:
+            "scorer payload checksum mismatch",
+        _craft(tmp_path / "no-entry.engine", '{"engine": %s}' % p).name: "header has no 'scorer' entry",
+        _craft(tmp_path / "not-object.engine", '[1, 2]').name: "is not a JSON object",
+        _craft(tmp_path / "cut-json.engine", '{"engine": %s, "scorer": {"bytes": 1' % p).name: "is not a JSON object",
+        _craft(tmp_path / "twice.engine", '{"engine": %s, "scorer": %s, "engine": %s}' % (p, s, p)).name:
+            "key 'engine' appears twice",
+    }
+    for size in ("-1", "0.9", "1e0", "abc", "99999999999999999999999"):
+        name = f"bytes{size}.engine"
+        _craft(tmp_path / name, '{"engine": %s, "scorer": {"bytes": %s, "sha256": "x"}}' % (p, size))
+        cases[name] = "bytes is not a byte count"
+    for name, message in cases.items():
+        done = _info(engine_info, tmp_path / name)
+        assert done.returncode == 1 and message in done.stderr and str(tmp_path) in done.stderr, (name, done.stderr)
+    # a hand-written header without a checksum (files from before it) still reads
+    done = _info(engine_info, _craft(tmp_path / "old.engine", '{"engine": %s, "scorer": %s}' % (p, s)))
+    assert done.returncode == 0, done.stderr

@@ -141,7 +141,9 @@ def run_bench(args: argparse.Namespace) -> int:
             label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
             label = next(f"{label} ({i})" if i else label for i in range(len(samples) + 1)
                          if (f"{label} ({i})" if i else label) not in samples)
-            rows.append({"model": Path(model).name, **row})
+            # The file name, or the whole path where two files share a name (rows must stay apart).
+            name = Path(model).name
+            rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
             samples[label] = latencies
             print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
     if not rows:

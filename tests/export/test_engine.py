@@ -63,6 +63,19 @@ def test_engine_file_round_trip(tmp_path):
         read_engine_header(tmp_path / "plan.engine")
 
 
+def test_engine_payload_entry_without_a_byte_count_is_refused(tmp_path):
+    import hashlib
+    import struct
+
+    for size in ("0", -1, None, True):
+        header = json.dumps({"scorer": {"bytes": size, "sha256": hashlib.sha256(b"").hexdigest()},
+                             "engine": {"bytes": 4, "sha256": hashlib.sha256(b"plan").hexdigest()}}).encode()
+        path = tmp_path / "m.engine"
+        path.write_bytes(struct.pack("<8sIQ", b"EDGECMGE", 3, len(header)) + header + b"plan")
+        with pytest.raises(ArtifactError, match="scorer entry has no byte count"):
+            read_engine_file(path)
+
+
 def test_compatible_platform_passes():
     check_engine_compatible(HEADER, Platform("10.3.0.30", "Orin", "8.7"))  # same release, other build
 
