@@ -42,6 +42,8 @@ class OnnxRunner(Runner):
     provider: "cpu", "cuda" or "tensorrt" (TensorRT execution provider, CUDA and CPU fallback; engines
         cached under ``trt_cache_dir``); default from ``device`` ("cpu" or "cuda[:N]").
     threads: intra-op threads (None: ONNX Runtime's default, all cores).
+    fp16: with the TensorRT provider, let TensorRT run the float layers in FP16. Default: on for INT8
+        (Q/DQ) exports, whose float layers `edgecmg build` also runs in FP16; off for FP32 exports.
     spin: let ONNX Runtime's idle threads spin-wait between runs. Default: off for featurizer
         graphs, whose outputs go straight to host scoring on the same cores (spinning threads
         starve it: measured 2x slower host scoring on 2 cores), ONNX Runtime's default otherwise.
@@ -50,7 +52,7 @@ class OnnxRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, metadata: Optional[dict[str, Any]] = None, device: str = "cpu", *,
-                 provider: Optional[str] = None, threads: Optional[int] = None, fp16: bool = False,
+                 provider: Optional[str] = None, threads: Optional[int] = None, fp16: Optional[bool] = None,
                  trt_cache_dir: Optional[str | Path] = None, spin: Optional[bool] = None) -> None:
         if metadata is None:
             from edgecmg.export import read_onnx_header
@@ -65,7 +67,7 @@ class OnnxRunner(Runner):
         self.provider = provider
         self.threads = threads
         self.spin = spin
-        self.fp16 = fp16
+        self.fp16 = fp16 if fp16 is not None else metadata.get("export", {}).get("precision") == "int8"
         self.trt_cache_dir = trt_cache_dir
         self._session = None
         self._input_name = "image"

@@ -179,6 +179,19 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
     models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
 
 
+def test_tensorrt_provider_runs_int8_float_layers_in_fp16(int8_featurizer, featurizer_onnx, tmp_path):
+    from edgecmg.runtime.onnx_runner import OnnxRunner
+
+    def trt_options(path, **kwargs):
+        runner = OnnxRunner(path, provider="tensorrt", trt_cache_dir=tmp_path, **kwargs)
+        return dict(runner._providers()[0][1])
+
+    # as `edgecmg build --precision int8` does; an FP32 export stays FP32 unless asked
+    assert trt_options(int8_featurizer)["trt_fp16_enable"] is True
+    assert trt_options(featurizer_onnx)["trt_fp16_enable"] is False
+    assert trt_options(int8_featurizer, fp16=False)["trt_fp16_enable"] is False
+
+
 def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_dir, tmp_path, monkeypatch):
     import edgecmg.calibration.quantize as qmod
 
