@@ -230,7 +230,7 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
                                     "corrupted")
             data = handle.read(size)
             if len(data) != size:
-                raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {entry.get('bytes')} bytes); "
+                raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {size} bytes); "
                                     "copy the engine again")
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 raise ArtifactError(f"{path}: {key} payload checksum mismatch: the file is corrupted")
@@ -381,10 +381,9 @@ def _constant_values(model) -> dict[str, Any]:
     onnx = _onnx()
     values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            value = _attr(node, "value")
-            if value is not None:
-                values[node.output[0]] = onnx.numpy_helper.to_array(value)
+        value = _constant_tensor(node) if node.op_type == "Constant" else None
+        if value is not None:
+            values[node.output[0]] = onnx.numpy_helper.to_array(value)
     return values
 
 
@@ -493,19 +492,18 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
     # Q/DQ structure
     for node in graph.node:
         label = f"{node.op_type} node '{node.name or node.output[0]}'"
+        scale = constants.get(node.input[1]) if node.op_type in _QDQ_OPS and len(node.input) > 1 else None
         if node.op_type == "QuantizeLinear":
             outs = consumers.get(node.output[0], [])
             if not outs or any(c.op_type != "DequantizeLinear" for c in outs):
                 problems.append(f"{label}: its output must feed DequantizeLinear only (a Q/DQ pair), "
                                 f"feeds {[c.op_type for c in outs] or 'nothing'}")
-            scale = constants.get(node.input[1]) if len(node.input) > 1 else None
             if scale is None:
                 problems.append(f"{label}: scale must be a constant")
             elif node.input[0] not in constants and scale.size != 1:
                 problems.append(f"{label}: activation scale is per-channel ({scale.size} values); TensorRT "
                                 "quantises activations per tensor")
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type in _QDQ_OPS:
             as_float = None if scale is None else scale.astype("float64")
             if as_float is not None and not ((as_float > 0) & (as_float < float("inf"))).all():  # NaN fails too
                 problems.append(f"{label}: scale from {float(as_float.min())} to {float(as_float.max())}; TensorRT "
@@ -588,7 +586,8 @@ def _qdq_for_fp16(model):
     (scales must be strictly positive), so scales are clamped up to float16's smallest normal; the
     constant integer weights behind every scale that changed are quantised again against it, from
     their original codes and once per (weight, scale) pair, so they dequantize to the same values as
-    before, to the new step. A scale beyond float16's range is refused. Returns a new model."""
+    before, to the new step. A scale beyond float16's range is refused. Changes ``model`` in place
+    (``convert_to_fp16`` passes its own copy); returns it, or the opset-converted copy."""
     onnx = _onnx()
     import numpy as np
     from onnx import numpy_helper
@@ -596,10 +595,6 @@ def _qdq_for_fp16(model):
     default = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if default is not None and default.version < QDQ_FP16_OPSET:
         model = onnx.version_converter.convert_version(model, QDQ_FP16_OPSET)
-    else:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
     model.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
     inits = {i.name: i for i in model.graph.initializer}
     tiny, largest = np.finfo(np.float16).tiny, np.finfo(np.float16).max
@@ -615,20 +610,26 @@ def _qdq_for_fp16(model):
                         f"range ({float(largest):g}), so this INT8 graph cannot run its float layers in FP16; "
                         "calibrate again (its activation ranges are unusable)")
                 scales[name] = (old, np.maximum(old, tiny).astype(np.float16).astype(np.float32))
-    codes = {name: numpy_helper.to_array(inits[name]) for name in inits}  # the original weights
+    codes: dict[str, Any] = {}  # the original codes and zero points, read before any is re-quantised
+
+    def original(name: str):
+        if name not in codes:
+            codes[name] = numpy_helper.to_array(inits[name])
+        return codes[name]
+
     requantised: dict[str, str] = {}  # weight -> the scale its codes were re-quantised against
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in scales:
             continue
         old, new = scales[node.input[1]]
         weight = node.input[0]
-        q = codes[weight]
+        q = original(weight)
         limits = _integer_limits(q.dtype)
         if np.array_equal(old, new) or limits is None:  # float8 codes carry their own exponent
             continue
         if requantised.get(weight) == node.input[1]:
             continue
-        zp = codes[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] in inits else 0.0
+        zp = original(node.input[2]).astype(np.float64) if len(node.input) > 2 and node.input[2] in inits else 0.0
         shape = [1] * q.ndim
         if old.size > 1:  # per channel along the node's axis (default 1)
             shape[_attr(node, "axis", 1) % q.ndim] = old.size
@@ -961,7 +962,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     # without the flag (TensorRT 11), and INT8's float layers in FP16 rather than FP32 (Q/DQ scales in
     # float16 too, so each DequantizeLinear still feeds its quantised op directly; DLA needs it).
     fp16_cast = (config.precision == "fp16" and not caps.fp16_flag) or quantized
-    strongly = quantized or fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)
+    strongly = fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)  # fp16_cast covers quantized
     if fp16_cast:
         model = convert_to_fp16(model, keep_fp32_ops=() if quantized else DEFAULT_FP32_OPS,
                                 keep_fp32_prefixes=(SCORER_PREFIX,))
