@@ -784,7 +784,6 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
 class _Capabilities:
     major: int
     fp16_flag: bool
-    int8_flag: bool
     strongly_typed_flag: bool
     explicit_batch_flag: bool
 
@@ -798,7 +797,6 @@ def _capabilities(trt) -> _Capabilities:
     return _Capabilities(
         major=major,
         fp16_flag=hasattr(trt.BuilderFlag, "FP16"),
-        int8_flag=hasattr(trt.BuilderFlag, "INT8"),
         strongly_typed_flag=hasattr(flags, "STRONGLY_TYPED"),
         explicit_batch_flag=hasattr(flags, "EXPLICIT_BATCH"),
     )
@@ -847,7 +845,7 @@ def pin_fp32_layers(network, trt, prefixes: tuple[str, ...]) -> int:
 
 
 def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bool, fp16_flag: bool,
-               int8_flag: bool = False, source: str = "model.onnx", trt=None,
+               source: str = "model.onnx", trt=None,
                fp32_prefixes: tuple[str, ...] = ()) -> tuple[bytes, dict[str, Any]]:
     """Parse ONNX bytes and build a serialized TensorRT engine. Returns (plan, {input: shapes}).
 
@@ -877,8 +875,6 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
         bconfig.set_flag(trt.BuilderFlag.FP16)
         if fp32_prefixes and pin_fp32_layers(network, trt, fp32_prefixes):
             bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-    if int8_flag:
-        bconfig.set_flag(trt.BuilderFlag.INT8)
 
     profile = builder.create_optimization_profile()
     shapes: dict[str, Any] = {}
@@ -975,7 +971,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
         plan, shapes = build_plan(
             network_bytes, config, strongly_typed=strongly,
             fp16_flag=config.precision == "fp16" and caps.fp16_flag and not strongly,
-            int8_flag=quantized and not strongly and caps.int8_flag,
             source=str(onnx_path), trt=trt, fp32_prefixes=(SCORER_PREFIX,))
     except EngineBuildError as exc:
         if problems:
