@@ -118,11 +118,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_folder(args.out)  # the report is written after the whole evaluation: check its place first
     detector = Detector.load(args.model, backend=args.backend)
-    metrics = evaluate_detector(detector, MVTecDataset(args.data).test_samples(), progress=not args.quiet,
-                                per_image=args.out is not None)
+    samples = MVTecDataset(args.data).test_samples()
+    metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
     if args.out is not None:
         records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
-        write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name)
+        write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
+                     detector=detector, samples=samples)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -255,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="MVTec root: test/<good|defect type>, ground_truth/ masks optional")
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--out", metavar="DIR", help="also write metrics.json, scores.csv (per image) and scores.png "
-                   "(histogram of good and defective scores with the threshold) to DIR")
+    p.add_argument("--out", metavar="DIR", help="also write metrics.json, scores.csv (per image), scores.png "
+                   "(histogram of good and defective scores with the threshold) and hardest.png (heat maps of "
+                   "the lowest-scored defects and highest-scored good parts) to DIR")
     p.set_defaults(func=cmd_eval)
 
     p = command("export", "export to ONNX")

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -19,6 +19,9 @@ from edgecmg.imageio import read_image
 from edgecmg.metrics import evaluate
 
 log = logging.getLogger("edgecmg")
+
+_TRUTH_RGB = (255, 0, 255)  # ground-truth outlines: magenta, absent from the JET heat map
+_CELL_HEIGHT = 320  # pixels per picture in hardest.png
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -84,9 +87,63 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     return metrics
 
 
-def write_report(out: Path, metrics: dict, records: list[dict], threshold: float, data_name: str) -> None:
+def pick_hardest(records: list[dict], per_group: int = 4) -> tuple[list[dict], list[dict]]:
+    """The ``per_group`` defective records scored lowest (lowest first) and the ``per_group`` good
+    ones scored highest (highest first); ties keep the records' order."""
+    defects = sorted((r for r in records if r["label"] == 1), key=lambda r: r["score"])
+    goods = sorted((r for r in records if r["label"] == 0), key=lambda r: -r["score"])
+    return defects[:per_group], goods[:per_group]
+
+
+def hardest_cases(detector: Detector, samples: Sequence[Sample], records: list[dict], per_group: int = 4
+                  ) -> Optional[np.ndarray]:
+    """Heat maps of the defective images scored lowest (top row) and the good images scored highest
+    (bottom row): where the detector errs first, or would at a stricter or looser threshold. Each
+    defect's ground-truth outline is drawn in magenta beside the map's white threshold contour.
+    ``records``: evaluate_detector's ``per_image``. Returns uint8 RGB, or None when no image was judged.
+    """
+    from edgecmg.visualize import contact_sheet
+
+    by_file = {str(sample.path): sample for sample in samples}
+    defects, goods = pick_hardest(records, per_group)
+    overlays, captions = [], []
+    for record in defects + goods:
+        sample = by_file[record["file"]]
+        try:
+            frame = read_image(sample.path)
+        except DataError as exc:  # changed on disk since it was scored
+            log.warning("left out of the hardest cases: %s", exc)
+            continue
+        result = detector.predict(frame)
+        # Scaled to the sheet's cell height before the outline is drawn, so the outline stays crisp.
+        height, width = frame.shape[:2]
+        size = (max(1, round(width * _CELL_HEIGHT / height)), _CELL_HEIGHT)
+        overlay = cv2.resize(result.overlay(), size, interpolation=cv2.INTER_AREA)
+        try:
+            mask = sample_mask(sample, frame.shape[:2]) if sample.label == 1 else None
+        except DataError as exc:
+            log.warning("drawn without its outline: %s", exc)
+            mask = None
+        if mask is not None and mask.any():
+            outline = resize_mask(mask, size).astype(np.uint8)
+            contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(overlay, contours, -1, _TRUTH_RGB, thickness=1)
+        if sample.label == 1:
+            verdict = "defect, caught" if result.is_anomaly else "defect, MISSED"
+        else:
+            verdict = "good, FLAGGED" if result.is_anomaly else "good, passed"
+        overlays.append(overlay)
+        captions.append(f"{verdict}\n{result.score / detector.threshold:.2f}x threshold\n{sample.path.name}")
+    if not overlays:
+        return None
+    return contact_sheet(overlays, captions, columns=max(len(defects), len(goods), 1), cell_height=_CELL_HEIGHT)
+
+
+def write_report(out: Path, metrics: dict, records: list[dict], threshold: float, data_name: str, *,
+                 detector: Optional[Detector] = None, samples: Optional[Sequence[Sample]] = None) -> None:
     """metrics.json, scores.csv (``records``: evaluate_detector's ``per_image``) and scores.png, the
-    histogram of good and defective image scores against ``threshold``, into the folder ``out``."""
+    histogram of good and defective image scores against ``threshold``, into the folder ``out``; with
+    ``detector`` and ``samples`` (those evaluated) also hardest.png (:func:`hardest_cases`)."""
     from edgecmg.visualize import save_png, score_histogram
 
     out.mkdir(parents=True, exist_ok=True)
@@ -101,4 +158,10 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     defective = [r["score"] for r in records if r["label"] == 1]
     if records:
         save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
-    log.info("eval report: %s (metrics.json, scores.csv, scores.png)", out)
+    written = ["metrics.json", "scores.csv", "scores.png"]
+    if detector is not None and samples is not None and records:
+        sheet = hardest_cases(detector, samples, records)
+        if sheet is not None:
+            save_png(out / "hardest.png", sheet)
+            written.append("hardest.png")
+    log.info("eval report: %s (%s)", out, ", ".join(written))

@@ -19,6 +19,7 @@ __all__ = ["contact_sheet", "overlay_heatmap", "save_png"]
 _CONTOUR_RGB = (255, 255, 255)
 _TEXT_RGB = (255, 255, 255)
 _SHEET_BACKGROUND = 40  # gray level of contact-sheet borders and empty cells
+_CAPTION_LINE = 18  # pixels per caption line of a contact sheet
 
 
 def ascii_text(text: str) -> str:
@@ -150,7 +151,8 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
 def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, *, columns: int = 4,
                   cell_height: int = 256) -> np.ndarray:
     """Tile uint8 RGB images (e.g. overlays) into one picture, each scaled to ``cell_height``
-    (aspect kept) with an optional caption strip above it; returns uint8 RGB.
+    (aspect kept) with an optional caption strip above it (``"\\n"`` starts a new line; every strip
+    is as tall as the longest caption); returns uint8 RGB.
 
     Raises:
         ConfigError: no images, ``columns`` < 1, ``cell_height`` < 16, or captions of another length.
@@ -161,7 +163,8 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
         raise ConfigError(f"columns={columns} must be >= 1 and cell_height={cell_height} >= 16")
     if captions is not None and len(captions) != len(images):
         raise ConfigError(f"{len(captions)} captions for {len(images)} images: give one per image or none")
-    strip = 22 if captions is not None else 0
+    lines = [str(c).split("\n") for c in captions] if captions is not None else []
+    strip = 4 + _CAPTION_LINE * max(len(c) for c in lines) if lines else 0
     cells = []
     for i, image in enumerate(images):
         rgb = _frame_rgb(image)
@@ -170,7 +173,9 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
         cell = cv2.resize(rgb, (width, cell_height), interpolation=cv2.INTER_AREA)
         if captions is not None:
             cell = cv2.copyMakeBorder(cell, strip, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            cv2.putText(cell, ascii_text(str(captions[i])), (4, strip - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT_RGB, 1, cv2.LINE_AA)
+            for row, text in enumerate(lines[i]):
+                cv2.putText(cell, ascii_text(text), (4, _CAPTION_LINE * (row + 1) - 3), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.45, _TEXT_RGB, 1, cv2.LINE_AA)
         cells.append(cv2.copyMakeBorder(cell, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(_SHEET_BACKGROUND,) * 3))
     cell_w = max(c.shape[1] for c in cells)
     cells = [cv2.copyMakeBorder(c, 0, 0, 0, cell_w - c.shape[1], cv2.BORDER_CONSTANT,

@@ -2,6 +2,7 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 
 from edgecmg.cli import main
@@ -128,6 +129,15 @@ def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, ca
     assert all((row["is_anomaly"] == "True") == (float(row["score"]) >= threshold) for row in rows)
     picture = read_image(out / "scores.png")
     assert picture.shape == (420, 900, 3) and picture.std() > 10
+    # hardest.png: the 4 lowest-scored defects over the 4 highest-scored good parts, each defect with
+    # its ground-truth outline in magenta, which the heat map's colours never produce
+    sheet = read_image(out / "hardest.png")
+    cell_h = sheet.shape[0] // 2
+    assert sheet.shape[0] == 2 * cell_h and sheet.shape[0] > 2 * 320
+    magenta = (sheet == np.array([255, 0, 255], np.uint8)).all(axis=2)
+    column_w = sheet.shape[1] // 4
+    assert all(magenta[:cell_h, c * column_w:(c + 1) * column_w].any() for c in range(4))
+    assert not magenta[cell_h:].any()
 
 
 def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edgecmg.evaluation import resize_mask
+from edgecmg.evaluation import pick_hardest, resize_mask
 
 
 def test_resize_mask_keeps_a_one_pixel_crack_when_downscaling():
@@ -18,3 +18,13 @@ def test_resize_mask_keeps_a_region_and_an_empty_mask():
     mask[20:60, 30:70] = True
     assert resize_mask(mask, (50, 50)).sum() == 400
     assert not resize_mask(np.zeros((64, 64), bool), (32, 48)).any()
+
+
+def test_pick_hardest_takes_the_lowest_defects_and_the_highest_good_parts():
+    scores = {"a": (1, 0.9), "b": (1, 0.2), "c": (0, 0.7), "d": (1, 0.5), "e": (0, 0.1), "f": (0, 0.8), "g": (0, 0.7)}
+    records = [{"file": name, "label": label, "score": score} for name, (label, score) in scores.items()]
+    defects, goods = pick_hardest(records, per_group=2)
+    assert [r["file"] for r in defects] == ["b", "d"]
+    assert [r["file"] for r in goods] == ["f", "c"]  # c before g: equal scores keep their order
+    defects, goods = pick_hardest([r for r in records if r["label"] == 0], per_group=9)
+    assert defects == [] and [r["file"] for r in goods] == ["f", "c", "g", "e"]
