@@ -235,7 +235,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
     from edgecmg import artifact
     from edgecmg.engine import check_onnx_for_tensorrt
     from edgecmg.export import (
-        GRAPH_FEATURIZER, GRAPH_FULL, HEADER_KEY, _save_atomic, append_scorer, export_model,
+        GRAPH_FEATURIZER, GRAPH_FULL, HEADER_KEY, _save_atomic, append_scorer, check_onnx_suffix, export_model,
         export_scorer_graph, file_sha256, graph_sha256, read_onnx_header, set_metadata_props,
     )
     from edgecmg.result import OUTPUT_NAMES
@@ -246,7 +246,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
     method = DEFAULT_METHOD[profile] if method is None else method
     if method not in METHODS:
         raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
-    out_path = Path(out_path)
+    out_path = check_onnx_suffix(out_path)
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path(out_path)
     model, header = artifact.load(artifact_path)
     sha = file_sha256(artifact_path)

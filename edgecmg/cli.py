@@ -16,24 +16,16 @@ from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 log = logging.getLogger("edgecmg")
 
 
-def _train_images(data: Path) -> list[Path]:
-    """DATA is an MVTec root (train/good is used) or a plain folder / glob of good images."""
-    from edgecmg.imageio import list_images
-
-    good = data / "train" / "good"
-    return list_images(good if good.is_dir() else data)
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from edgecmg import artifact
     from edgecmg.config import ModelConfig
-    from edgecmg.fit import fit, read_captions
+    from edgecmg.fit import fit
 
     # Every check of the arguments comes before the fit, so a bad value never costs a feature pass.
     output = Path(args.output)
     if output.suffix != artifact.SUFFIX and not output.is_dir():  # a folder: prepare_output says so
-        # predict, eval, export and bench tell model files apart by their suffix (case-sensitive, as the
-        # runner registry compares it): without it the file would be written and then refused.
+        # predict, eval, export and bench tell model files apart by their suffix: without it the file
+        # would be written and then refused.
         raise ConfigError(f"-o {output}: model files must end in {artifact.SUFFIX}; use -o "
                           f"{output.with_name(output.name + artifact.SUFFIX)}")
     config = ModelConfig(
@@ -43,8 +35,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     artifact.prepare_output(output)  # before the fit, not after it
-    images = _train_images(Path(args.data))
-    model, metadata = fit(images, config, captions=read_captions(images[0].parent), progress=not args.quiet)
+    model, metadata = fit(Path(args.data), config, progress=not args.quiet)  # its captions.csv too
     path = artifact.save(model, metadata, args.output)
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "

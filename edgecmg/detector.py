@@ -6,8 +6,9 @@ bank scoring for featurizer-only graphs, and a frame source for streams.
     with det.stream("line3.mp4") as results:       # closes the capture when the loop is left
         for result in results: ...
 
-Fitting, exporting and calibrating are free functions (edgecmg.fit, edgecmg.export,
-edgecmg.calibration), not Detector methods.
+Fitting, exporting and calibrating are functions of their own modules, not Detector methods:
+``edgecmg.fit.fit``, ``edgecmg.export.export_onnx``, ``edgecmg.calibration.calibrate`` and
+``edgecmg.engine.build_engine`` (README, "Use").
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from edgecmg.config import StreamConfig
-from edgecmg.errors import ConfigError, DataError
-from edgecmg.imageio import resize_to_input
+from edgecmg.errors import ConfigError, DataError, EdgeCMGError
+from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
 
@@ -33,7 +34,8 @@ class Detector:
         self.runner = runner.activate()
         self.metadata = runner.metadata
         self.input_size = tuple(self.metadata["input_size"])
-        self.threshold = float(self.metadata["threshold"] if threshold is None else threshold)
+        self.threshold = self.metadata["threshold"] if threshold is None else threshold
+        self._closed = False
         # Host-side BankScorer for runners whose graph stops after the featurizer.
         self._scorer = scorer
         if runner.produces_features and scorer is None:
@@ -59,11 +61,31 @@ class Detector:
         return cls(runner, threshold=threshold, scorer=scorer)
 
     @classmethod
-    def from_model(cls, model: Any, metadata: dict, *, device: str = "cpu") -> "Detector":
-        """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner."""
+    def from_model(cls, model: Any, metadata: dict, *, device: str = "cpu",
+                   threshold: Optional[float] = None) -> "Detector":
+        """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner.
+
+        threshold: overrides the threshold stored at fit time.
+        """
         from edgecmg.runtime.torch_runner import TorchRunner
 
-        return cls(TorchRunner("<memory>", metadata, device=device, model=model))
+        return cls(TorchRunner("<memory>", metadata, device=device, model=model), threshold=threshold)
+
+    @property
+    def threshold(self) -> float:
+        """Image scores at or above it are anomalies (``Result.is_anomaly``); settable."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"threshold={value!r} must be a number (an image score)") from None
+        if not np.isfinite(number):
+            raise ConfigError(f"threshold={value!r} must be finite: no score would ever reach a NaN threshold; "
+                              "leave it out to keep the one set at fit time")
+        self._threshold = number
 
     @property
     def backend(self) -> str:
@@ -79,12 +101,24 @@ class Detector:
         return "fp32"
 
     def close(self) -> None:
+        """Release the backend (sessions, engines, device memory); the Detector cannot judge frames after it."""
         self.runner.deactivate()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EdgeCMGError(f"this Detector ({self.runner.model_path}) is closed; open the model again with "
+                               "Detector.load, or keep it open until the last frame (close() ends a `with` block)")
 
     def __repr__(self) -> str:
         h, w = self.input_size
+        closed = ", closed" if self._closed else ""
         return (f"Detector({self.runner.model_path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
-                f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g})")
+                f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g}{closed})")
 
     def __enter__(self) -> "Detector":
         return self
@@ -102,18 +136,31 @@ class Detector:
             got = (f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray)
                    else type(frame).__name__)
             raise DataError(f"frame must be a uint8 HxWx3 RGB array, got a {got}; read files with "
-                            "edgecmg.imageio.read_image, convert arrays with edgecmg.stream.to_rgb_uint8")
+                            "edgecmg.imageio.read_image, convert arrays with edgecmg.imageio.to_rgb_uint8 "
+                            "(predict() does that for you)")
         if frame.shape[0] == 0 or frame.shape[1] == 0:
             raise DataError(f"frame is empty (shape {frame.shape}): the camera or decoder delivered no pixels")
         return resize_to_input(frame, self.input_size)
 
     def predict(self, frame: np.ndarray) -> Result:
-        """Judge one uint8 HxWx3 RGB frame."""
-        return self.predict_batch([frame])[0]
+        """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
+        (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them."""
+        if isinstance(frame, (str, bytes, Path)):
+            raise DataError(f"predict() takes an image array, got the {type(frame).__name__} {frame!r}; read "
+                            "files with edgecmg.imageio.read_image")
+        return self.predict_batch([to_rgb_uint8(frame)])[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray], *, prepared: Optional[Sequence[np.ndarray]] = None,
                       preprocess_ms: float = 0.0) -> list[Result]:
-        """Judge several frames in one inference call (same order back)."""
+        """Judge several frames (a list, or an [N, H, W, C] array) in one inference call, same order
+        back. Frames may differ in size; each is converted as in :meth:`predict`.
+
+        prepared / preprocess_ms: frames already converted and resized by :meth:`prepare`, and the
+        time that took (streams prepare on their capture thread); ``frames`` are then used as given.
+        """
+        self._check_open()
+        if prepared is None:
+            frames = _as_rgb_frames(frames)
         if len(frames) == 0:
             return []
         t0 = time.perf_counter()
@@ -163,6 +210,7 @@ class Detector:
         """
         from edgecmg.stream import StreamPipeline
 
+        self._check_open()
         given = {name: value for name, value in (("policy", policy), ("batch", batch), ("max_queue", max_queue))
                  if value is not None}
         if config is None:
@@ -174,3 +222,25 @@ class Detector:
                                   join_timeout_s=join_timeout_s, stats_window=stats_window)
         return pipeline.run(lambda frames, prepared: self.predict_batch(
             [f.image for f in frames], prepared=prepared))
+
+
+def _as_rgb_frames(frames: Any) -> list[np.ndarray]:
+    """predict_batch's input as a list of uint8 HxWx3 RGB frames, or a DataError naming the bad one."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4:
+            raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "
+                            f"{frames.shape}; for one frame use predict(frame)")
+        frames = list(frames)
+    elif frames is None or isinstance(frames, (str, bytes, Path)):
+        raise DataError(f"predict_batch takes a list of image arrays, got {type(frames).__name__}; read files "
+                        "with edgecmg.imageio.read_image")
+    converted = []
+    for i, frame in enumerate(frames):
+        if isinstance(frame, (str, bytes, Path)):
+            raise DataError(f"frame {i} is a {type(frame).__name__} ({frame!r}), not an image array; read files "
+                            "with edgecmg.imageio.read_image")
+        try:
+            converted.append(to_rgb_uint8(frame))
+        except DataError as exc:
+            raise DataError(f"frame {i}: {exc}") from None
+    return converted

@@ -474,11 +474,20 @@ def _save_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def check_onnx_suffix(path: str | Path) -> Path:
+    """``path`` if it ends in .onnx; a ConfigError otherwise, before any work: Detector.load, build and
+    the CLI tell model files apart by their suffix, so the file would be written and then refused."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ConfigError(f"{path}: ONNX exports must end in .onnx; use {path.with_name(path.name + '.onnx')}")
+    return path
+
+
 def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
                  config: ExportConfig = ExportConfig(), *, source_sha256: Optional[str] = None) -> Path:
     """Export an in-memory fitted model (``header``: the artifact header or fit metadata)."""
     onnx = _onnx()
-    out_path = Path(out_path)
+    out_path = check_onnx_suffix(out_path)
     model = model.eval()
     if "model" not in header:  # fit() metadata: add what the artifact header would carry
         header = {**header, "features": model.geometry.features, "model": model_spec(model)}
@@ -509,9 +518,15 @@ def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
 
 
 def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> Path:
-    """``edgecmg export M.edgecmg --format onnx [--with-scoring] -o M.onnx``: returns ``out_path``."""
+    """``edgecmg export M.edgecmg --format onnx [--with-scoring] -o M.onnx``: returns ``out_path``.
+
+    The featurizer graph (default) leaves the memory-bank search to the host, in torch; the full graph
+    (``ExportConfig(with_scoring=True)``) runs all of it in the ONNX session or engine, which on a
+    2-core CPU is the faster of the two (README, "Per-frame latency by backend").
+    """
     from edgecmg import artifact
 
+    check_onnx_suffix(out_path)
     model, header = artifact.load(artifact_path)
     return export_model(model, header, out_path, config, source_sha256=file_sha256(artifact_path))
 
@@ -552,10 +567,17 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
             log.info("cached export %s is stale; exporting again", path)
         except ArtifactError as exc:
             log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
     from edgecmg import artifact
 
     model, header = artifact.load(artifact_path)
-    export_model(model, header, path, config, source_sha256=sha)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        export_model(model, header, path, config, source_sha256=sha)
+    except OSError as exc:  # a read-only root file system is common on embedded targets
+        raise BackendUnavailableError(
+            "onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export cached in {folder}, which "
+            f"cannot be written ({exc.strerror or exc})",
+            "set EDGECMG_CACHE_DIR to a writable folder, or export once (edgecmg export M.edgecmg --format onnx "
+            "--with-scoring -o M.onnx) and load the .onnx, or use backend='torch'") from exc
     return path, read_onnx_header(path)

@@ -8,7 +8,7 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ModelConfig
 from edgecmg.errors import DataError
-from edgecmg.imageio import load_images, resize_to_input
+from edgecmg.imageio import list_images, read_image, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -28,6 +28,7 @@ log = logging.getLogger("edgecmg")
 
 # Share of the training images held out of the bank to set the threshold on unseen normal data.
 HOLDOUT_FRACTION = 0.1
+FEW_THRESHOLD_IMAGES = 20  # fewer held-out images than this: fit warns that the threshold is rough
 # Bank images averaged into the normal level of the maps (evenly spread; more adds time, not accuracy).
 NORMAL_LEVEL_IMAGES = 64
 MIN_TRAIN_IMAGES = 8
@@ -95,15 +96,30 @@ def _to_tensor(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(resize_to_input(frame, size))
 
 
-def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
+def training_images(data: str | Path) -> list[Path]:
+    """The good images of DATA: an MVTec root (its ``train/good``), a folder or a glob pattern."""
+    good = Path(data) / "train" / "good"
+    return list_images(good if good.is_dir() else data)
+
+
+def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
         captions: Optional[dict[str, str]] = None, progress: bool = True) -> tuple[CMGModel, dict]:
     """Fit a CMG detector on normal images.
 
-    images: paths (unreadable files are skipped and reported) or uint8 RGB arrays.
-    captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text.
-    Returns the model (eval mode) and its metadata (what the artifact stores besides tensors).
+    images: a folder of good images, an MVTec root (its ``train/good``) or a glob pattern; or image
+        paths and arrays (uint8 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts: gray,
+        RGBA, 16-bit, floats in [0, 1]). Unreadable files are skipped and reported.
+    config: the prompt and every model setting, e.g. ``ModelConfig(prompt="a photo of a metal part")``.
+    captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text. Given
+        a folder, its ``captions.csv`` (file,text) is read when present.
+    Returns the model (eval mode) and its metadata; save both with ``edgecmg.artifact.save(model,
+    metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     started = time.perf_counter()
+    if isinstance(images, (str, Path)):
+        images = training_images(images)
+        if captions is None:
+            captions = read_captions(images[0].parent)
     frames, names = _load(images)
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
@@ -115,6 +131,13 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     channels = geometry.layout.channels
     n = len(frames)
     n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
+    if n_holdout < FEW_THRESHOLD_IMAGES:
+        # A quantile of a handful of scores is about their maximum: a loose guess at the threshold.
+        log.warning("the threshold is set on %d held-out good images (%d%% of %d); below %d it is a rough "
+                    "guess, and more good parts than expected may be flagged: fit on %d or more images, or set "
+                    "threshold= in Detector.load from good frames of your line", n_holdout,
+                    round(HOLDOUT_FRACTION * 100), n, FEW_THRESHOLD_IMAGES,
+                    math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
     feature_dim = channels
     if config.cmle:
         # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
@@ -195,13 +218,33 @@ def fit(images: Sequence[str | Path | np.ndarray], config: ModelConfig = ModelCo
     return model.eval(), metadata
 
 
-def _load(images: Sequence[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
-    if len(images) == 0:
+def _load(images: Iterable[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """uint8 RGB frames and their names (file names; ``array<i>`` for arrays), in the given order."""
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise DataError(f"fit takes a folder, or a list of image paths or arrays (or an [N, H, W, C] array), "
+                        f"got one array of shape {images.shape}")
+    items = list(images)
+    if len(items) == 0:
         raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
-    if isinstance(images[0], np.ndarray):
-        return list(images), [f"array{i}" for i in range(len(images))]
-    frames, ok, _ = load_images([Path(p) for p in images])  # it reports every skipped file
-    return frames, [p.name for p in ok]
+    frames, names, skipped = [], [], 0
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            try:
+                frames.append(read_image(item))
+            except DataError as exc:
+                log.warning("skipping unreadable image %s: %s", item, exc)
+                skipped += 1
+                continue
+            names.append(Path(item).name)
+        else:
+            try:
+                frames.append(to_rgb_uint8(item))
+            except DataError as exc:
+                raise DataError(f"training image {i}: {exc}") from None
+            names.append(f"array{i}")
+    if skipped:
+        log.warning("%d of %d training image(s) skipped as unreadable", skipped, len(items))
+    return frames, names
 
 
 def _matcher_spec(config: ModelConfig) -> dict:

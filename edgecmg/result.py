@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgecmg.errors import DataError
+
 # Output names of every exported graph and engine, in order.
 OUTPUT_NAMES = ("score", "anomaly_map", "kept_mask")
 INPUT_NAME = "image"
@@ -78,7 +80,7 @@ class Result:
         if frame is None:
             frame = self.frame
         if frame is None:
-            raise ValueError("this result carries no frame: pass the frame to overlay()")
+            raise DataError("this result carries no frame: pass the frame to overlay()")
 
         return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
                                label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}")

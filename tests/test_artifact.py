@@ -313,3 +313,15 @@ def test_files_without_a_recorded_score_pool_are_scored_by_the_maximum(small_fit
     kept = torch.ones(1, model.geometry.grid ** 2, dtype=torch.bool)
     with torch.no_grad():
         assert float(loaded.scorer.image_score(maps, kept)[0]) == pytest.approx(float(maps.max()))
+
+
+def test_save_and_export_refuse_a_suffix_their_loaders_would_refuse(small_fit, small_artifact, tmp_path):
+    from edgecmg.errors import ConfigError
+    from edgecmg.export import export_onnx
+
+    model, metadata = small_fit
+    with pytest.raises(ConfigError, match=r"must end in \.edgecmg; use .*part\.model\.edgecmg"):
+        artifact.save(model, metadata, tmp_path / "part.model")
+    with pytest.raises(ConfigError, match=r"must end in \.onnx; use .*part\.onx\.onnx"):
+        export_onnx(small_artifact, tmp_path / "part.onx")
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written

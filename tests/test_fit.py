@@ -41,7 +41,7 @@ def test_normal_level_is_what_unseen_good_parts_score(small_fit, kolektor_train)
     assert torch.corrcoef(torch.stack([level.flatten(), unseen.flatten()]))[0, 1] > 0.6
 
 
-def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_train):
+def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_train, caplog):
     """With 8 images the bank is tiny and bank images scored without their own rows look worse than
     new parts; the level's height comes from the holdout, so good parts still average 0, the
     threshold stays above it and overlays (whose colour scale needs a positive threshold) draw."""
@@ -51,6 +51,9 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
     model, metadata = fit(kolektor_train[100:108], ModelConfig(prompt="a metal part", input_size=(256, 96)),
                           progress=False)
     assert metadata["threshold"] > 0
+    # 2 held-out images set that threshold, and fit says how rough that is and what to do
+    assert "set on 2 held-out good images (10% of 8); below 20 it is a rough guess" in caplog.text
+    assert "fit on 200 or more images" in caplog.text
     detector = Detector.from_model(model, metadata)
     result = detector.predict(read_image(kolektor_train[120]))
     assert result.overlay().shape == result.anomaly_map.shape + (3,)
@@ -114,3 +117,38 @@ def test_fit_is_reproducible_and_fits_cmer_margins_on_bank_images_only(kolektor_
     # The holdout (10% of 20 = 2 images) sets the threshold as unseen parts: CMER's margins must not
     # have seen it, or it could never be gated as new parts are.
     assert gains_rows == [18, 18]
+
+
+def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root, kolektor_train, tmp_path, caplog):
+    """What fit() reads, before any feature pass: an MVTec root or folder (not its path's characters),
+    a glob, paths and arrays mixed in order, and arrays converted as stream() converts frames, so a
+    float or gray array trains on the same pixels as its file (a float array once fitted a model
+    whose threshold was 30x too low)."""
+    import numpy as np
+    import pytest
+
+    from edgecmg.errors import DataError
+    from edgecmg.fit import _load, training_images
+    from edgecmg.imageio import read_image
+
+    assert training_images(kolektor_root) == kolektor_train  # MVTec root: its train/good
+    assert training_images(str(kolektor_root / "train" / "good")) == kolektor_train
+    assert training_images(str(kolektor_root / "train" / "good" / "kos01_*")) == [
+        p for p in kolektor_train if p.name.startswith("kos01_")]
+    rgb = read_image(kolektor_train[0])
+    gray = rgb[..., 0]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    items = [kolektor_train[1], gray.astype(np.float32) / 255, tmp_path / "broken.png", gray, str(kolektor_train[2]),
+             gray.astype(np.uint16) * 257]
+    frames, names = _load(item for item in items)  # any iterable
+    assert names == [kolektor_train[1].name, "array1", "array3", kolektor_train[2].name, "array5"]
+    assert all(frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 for frame in frames)
+    for converted in (frames[1], frames[2], frames[4]):
+        np.testing.assert_array_equal(converted, rgb)
+    assert "broken.png" in caplog.text and "1 of 6 training image(s) skipped" in caplog.text
+    with pytest.raises(DataError, match=r"training image 1: a float frame must hold finite values in \[0, 1\]"):
+        _load([rgb, rgb.astype(np.float32)])
+    with pytest.raises(DataError, match=r"got one array of shape \(\d+, \d+, 3\)"):
+        _load(rgb)
+    with pytest.raises(DataError, match="no training images"):
+        _load([])

@@ -23,6 +23,7 @@ are never built implicitly (minutes of TensorRT tuning): ``edgecmg build`` makes
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,6 +32,8 @@ from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_avai
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
 from edgecmg.runtime.onnx_runner import ORT_INSTALL_HINT, OnnxRunner, available_providers
+
+log = logging.getLogger("edgecmg")
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 ARTIFACT_SUFFIX = ".edgecmg"
@@ -97,7 +100,7 @@ def _torch_runner(path: Path, device: str, **_: Any) -> Runner:
 
 def _onnx_runner(provider: str) -> Callable[..., Runner]:
     def create(path: Path, device: str, *, threads: Optional[int] = None, export_config=None, **_: Any) -> Runner:
-        if path.suffix == ARTIFACT_SUFFIX:
+        if path.suffix.lower() == ARTIFACT_SUFFIX:
             from edgecmg.config import ExportConfig
             from edgecmg.export import cached_onnx
 
@@ -188,7 +191,12 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
                           f"{suffix} files run on: {', '.join(s.name for s in SPECS if suffix in s.suffixes)}")
     for spec in specs:
         if spec.available():
-            return spec.create(path, _device_for(spec, device), threads=threads, export_config=export_config)
+            try:
+                return spec.create(path, _device_for(spec, device), threads=threads, export_config=export_config)
+            except BackendUnavailableError as exc:
+                if backend != "auto" or spec is specs[-1]:
+                    raise
+                log.warning("%s; trying the next backend", exc)  # auto: e.g. an unwritable export cache
     first = specs[0]
     wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
     raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",

@@ -305,6 +305,8 @@ def test_argument_checks(artifact_path, train_dir, tmp_path):
         calibrate(artifact_path, train_dir, tmp_path / "x.onnx", method="kl")
     with pytest.raises(ConfigError, match="profile"):
         calibrate(artifact_path, train_dir, tmp_path / "x.onnx", profile="gpu")
+    with pytest.raises(ConfigError, match=r"must end in \.onnx"):
+        calibrate(artifact_path, train_dir, tmp_path / "x.int8")
 
 
 def test_detector_reports_the_precision_of_the_file(int8_featurizer, featurizer_onnx):

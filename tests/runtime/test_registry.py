@@ -40,6 +40,28 @@ def test_edgecmg_with_onnxruntime_exports_once_into_the_cache(artifact_path, tmp
     assert not first.produces_features  # the whole detector in one graph: no host scoring
 
 
+def test_an_upper_case_suffix_runs_on_every_backend(artifact_path, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    upper = shutil.copy(artifact_path, tmp_path / "PART.EDGECMG")
+    assert make_runner(upper, "onnxruntime", "cpu").model_path == str(upper)
+    assert isinstance(make_runner(upper, "torch", "cpu"), TorchRunner)
+
+
+def test_an_unwritable_export_cache_falls_back_to_torch_under_auto(artifact_path, tmp_path, monkeypatch):
+    """A read-only file system (common on embedded targets) leaves ONNX Runtime no place for the
+    .edgecmg's export: auto goes on to torch, and asking for onnxruntime says what to do."""
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(blocker / "cache"))  # below a file: never creatable
+    with pytest.raises(BackendUnavailableError, match="cannot be written") as info:
+        make_runner(artifact_path, "onnxruntime", "cpu")
+    assert "EDGECMG_CACHE_DIR" in str(info.value) and "backend='torch'" in str(info.value)
+    if runner_choices(artifact_path)[0] == ("onnxruntime", "cpu"):  # no GPU row comes first
+        assert isinstance(make_runner(artifact_path), TorchRunner)
+
+
 def test_errors_name_the_problem(artifact_path, featurizer_onnx, tmp_path):
     with pytest.raises(ConfigError, match="backend='gpu'"):
         make_runner(artifact_path, "gpu")
