@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +25,9 @@ from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
+
+if TYPE_CHECKING:
+    from edgecmg.stream import StreamRun
 
 
 class Detector:
@@ -192,7 +195,7 @@ class Detector:
     def stream(self, source: Any, *, policy: Optional[str] = None, batch: Optional[int] = None,
                max_queue: Optional[int] = None, config: Optional[StreamConfig] = None,
                opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
-               stats_window: int = 10_000):
+               stats_window: int = 10_000) -> "StreamRun":
         """Judge frames from a camera index, video file, image folder or glob, rtsp/http URL, GStreamer
         pipeline, ``csi://N`` or any iterable of frames. Returns a generator of Results that is also a
         context manager: use it in a ``with`` block (or call ``.close()``) so that leaving the loop

@@ -179,7 +179,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     device: None (the backend's best), "cpu", "cuda" or "cuda:N".
     threads: ONNX Runtime intra-op threads. export_config: how an .edgecmg is exported for onnxruntime.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     suffix = _check_file(path)
     specs = candidate_specs(path, backend, device)
     if not specs:
@@ -206,7 +206,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
 def _conversion_hint(suffix: str, backend: str) -> str:
     if backend == "tensorrt" and suffix == ARTIFACT_SUFFIX:
         return ("export and build first: edgecmg export M.edgecmg --format onnx -o M.onnx; "
-                "edgecmg build M.onnx -o M.engine")
+                "edgecmg build M.onnx -o M.engine (in Python: edgecmg.export.export_onnx, then "
+                "edgecmg.engine.build_engine)")
     if backend == "torch":
         return "torch runs the .edgecmg artifact the file was made from"
     if suffix in ENGINE_SUFFIXES:

@@ -47,6 +47,8 @@ def test_an_upper_case_suffix_runs_on_every_backend(artifact_path, tmp_path, mon
     upper = shutil.copy(artifact_path, tmp_path / "PART.EDGECMG")
     assert make_runner(upper, "onnxruntime", "cpu").model_path == str(upper)
     assert isinstance(make_runner(upper, "torch", "cpu"), TorchRunner)
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/..." as a shell would expand it
+    assert make_runner("~/PART.EDGECMG", "torch", "cpu").path == str(upper)
 
 
 def test_an_unwritable_export_cache_falls_back_to_torch_under_auto(artifact_path, tmp_path, monkeypatch):
