@@ -70,13 +70,20 @@ def model_spec(model: CMGModel) -> dict[str, Any]:
     }
 
 
+def check_suffix(path: str | Path) -> Path:
+    """``path`` if it ends in .edgecmg (any case); a ConfigError otherwise: loaders tell model files
+    apart by their suffix, so the file would be written and then refused."""
+    path = Path(path)
+    if path.suffix.lower() != SUFFIX:
+        raise ConfigError(f"{path}: edgecmg model files must end in {SUFFIX}; use {path.with_name(path.name + SUFFIX)}")
+    return path
+
+
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file);
     missing parent folders are created. ``path`` must end in .edgecmg: loaders tell model files apart
     by their suffix."""
-    path = Path(path)
-    if path.suffix.lower() != SUFFIX:
-        raise ConfigError(f"{path}: edgecmg model files must end in {SUFFIX}; use {path.with_name(path.name + SUFFIX)}")
+    path = check_suffix(path)
     payload = save_safetensors(_tensors_of(model))
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION

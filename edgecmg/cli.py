@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from edgecmg import __version__
 from edgecmg.commands import output_folder
-from edgecmg.errors import ConfigError, EdgeCMGError
+from edgecmg.errors import EdgeCMGError
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -23,11 +23,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     # Every check of the arguments comes before the fit, so a bad value never costs a feature pass.
     output = Path(args.output)
-    if output.suffix != artifact.SUFFIX and not output.is_dir():  # a folder: prepare_output says so
-        # predict, eval, export and bench tell model files apart by their suffix: without it the file
-        # would be written and then refused.
-        raise ConfigError(f"-o {output}: model files must end in {artifact.SUFFIX}; use -o "
-                          f"{output.with_name(output.name + artifact.SUFFIX)}")
+    if not output.is_dir():  # a folder: prepare_output says so
+        artifact.check_suffix(output)
     config = ModelConfig(
         prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,

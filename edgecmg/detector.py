@@ -34,15 +34,18 @@ class Detector:
     """Anomaly detector behind one of the runtime backends."""
 
     def __init__(self, runner: Runner, *, threshold: Optional[float] = None, scorer: Optional[Any] = None) -> None:
-        self.runner = runner.activate()
+        # Everything is checked before the runner opens its session or engine, so a refusal leaks nothing.
         self.metadata = runner.metadata
         self.input_size = tuple(self.metadata["input_size"])
+        if threshold is None and not _is_number(self.metadata.get("threshold")):
+            raise DataError(f"{runner.model_path}: the model file holds no usable threshold "
+                            f"({self.metadata.get('threshold')!r}); pass threshold= or fit the model again")
         self.threshold = self.metadata["threshold"] if threshold is None else threshold
-        self._closed = False
         # Host-side BankScorer for runners whose graph stops after the featurizer.
         self._scorer = scorer
         if runner.produces_features and scorer is None:
             raise DataError(f"{runner.path}: featurizer-only model without its memory bank; re-export it")
+        self.runner = runner.activate()
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
@@ -81,13 +84,15 @@ class Detector:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"threshold={value!r} must be a number (an image score)") from None
-        if not np.isfinite(number):
-            raise ConfigError(f"threshold={value!r} must be finite: no score would ever reach a NaN threshold; "
-                              "leave it out to keep the one set at fit time")
+        if not _is_number(value):
+            raise ConfigError(f"threshold={value!r} must be a number (an image score)")
+        number = float(value)
+        if np.isnan(number):
+            raise ConfigError("threshold=nan: no score is ever at or above NaN, so nothing would be flagged; "
+                              "give a number (an image score)")
+        if np.isinf(number):
+            raise ConfigError(f"threshold={number}: every part would be {'passed' if number > 0 else 'flagged'}; "
+                              "give a finite image score")
         self._threshold = number
 
     @property
@@ -106,20 +111,19 @@ class Detector:
     def close(self) -> None:
         """Release the backend (sessions, engines, device memory); the Detector cannot judge frames after it."""
         self.runner.deactivate()
-        self._closed = True
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return not self.runner.active
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise EdgeCMGError(f"this Detector ({self.runner.model_path}) is closed; open the model again with "
                                "Detector.load, or keep it open until the last frame (close() ends a `with` block)")
 
     def __repr__(self) -> str:
         h, w = self.input_size
-        closed = ", closed" if self._closed else ""
+        closed = ", closed" if self.closed else ""
         return (f"Detector({self.runner.model_path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
                 f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g}{closed})")
 
@@ -148,10 +152,7 @@ class Detector:
     def predict(self, frame: np.ndarray) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
         (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them."""
-        if isinstance(frame, (str, bytes, Path)):
-            raise DataError(f"predict() takes an image array, got the {type(frame).__name__} {frame!r}; read "
-                            "files with edgecmg.imageio.read_image")
-        return self.predict_batch([to_rgb_uint8(frame)])[0]
+        return self._judge([frame], single=True)[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray], *, prepared: Optional[Sequence[np.ndarray]] = None,
                       preprocess_ms: float = 0.0) -> list[Result]:
@@ -161,12 +162,16 @@ class Detector:
         prepared / preprocess_ms: frames already converted and resized by :meth:`prepare`, and the
         time that took (streams prepare on their capture thread); ``frames`` are then used as given.
         """
+        return self._judge(frames, prepared=prepared, preprocess_ms=preprocess_ms)
+
+    def _judge(self, frames: Any, *, prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0,
+               single: bool = False) -> list[Result]:
         self._check_open()
+        t0 = time.perf_counter()  # the conversion counts as pre-processing
         if prepared is None:
-            frames = _as_rgb_frames(frames)
+            frames = _as_rgb_frames(frames, single=single)
         if len(frames) == 0:
             return []
-        t0 = time.perf_counter()
         batch = np.stack(prepared if prepared is not None else [self.prepare(f) for f in frames])
         t1 = time.perf_counter()
         outputs = self.runner.infer(batch)
@@ -227,8 +232,19 @@ class Detector:
             [f.image for f in frames], prepared=prepared))
 
 
-def _as_rgb_frames(frames: Any) -> list[np.ndarray]:
-    """predict_batch's input as a list of uint8 HxWx3 RGB frames, or a DataError naming the bad one."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _as_rgb_frames(frames: Any, single: bool = False) -> list[np.ndarray]:
+    """predict_batch's input as a list of uint8 HxWx3 RGB frames, or a DataError naming the bad one
+    (``single``: predict()'s one frame, named without an index)."""
+    if single:
+        frame = frames[0]
+        if isinstance(frame, (str, bytes, Path)):
+            raise DataError(f"predict() takes an image array, got the {type(frame).__name__} {frame!r}; read "
+                            "files with edgecmg.imageio.read_image")
+        return [to_rgb_uint8(frame)]
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4:
             raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "

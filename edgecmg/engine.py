@@ -939,7 +939,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
 
     onnx_path = Path(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
-    if out_path.suffix not in ENGINE_SUFFIXES:
+    if out_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
     model = _as_model(onnx_path)
     model_header = read_onnx_header(model)

@@ -100,15 +100,33 @@ def hardest_cases(detector: Detector, samples: Sequence[Sample], records: list[d
     """Heat maps of the defective images scored lowest (top row) and the good images scored highest
     (bottom row): where the detector errs first, or would at a stricter or looser threshold. Each
     defect's ground-truth outline is drawn in magenta beside the map's white threshold contour.
-    ``records``: evaluate_detector's ``per_image``. Returns uint8 RGB, or None when no image was judged.
+    ``records``: evaluate_detector's ``per_image``. A group of fewer than ``per_group`` is padded with
+    blank cells; an empty group leaves its row out. Returns uint8 RGB, or None when there is nothing
+    to draw (no image, or a threshold <= 0, which the heat map's colour scale cannot take).
     """
     from edgecmg.visualize import contact_sheet
 
+    if not detector.threshold > 0:  # the heat map's colour scale is set by the threshold
+        log.warning("hardest.png not drawn: the threshold %g is not positive", detector.threshold)
+        return None
     by_file = {str(sample.path): sample for sample in samples}
-    defects, goods = pick_hardest(records, per_group)
+    rows = [_hardest_row(detector, [by_file[r["file"]] for r in group]) for group in pick_hardest(records, per_group)]
+    rows = [row for row in rows if row[0]]
+    if not rows:
+        return None
+    columns = max(len(overlays) for overlays, _ in rows)
     overlays, captions = [], []
-    for record in defects + goods:
-        sample = by_file[record["file"]]
+    for row_overlays, row_captions in rows:  # a short row is padded, so each group keeps its own row
+        blank = np.full_like(row_overlays[0], 40)
+        overlays += row_overlays + [blank] * (columns - len(row_overlays))
+        captions += row_captions + [""] * (columns - len(row_captions))
+    return contact_sheet(overlays, captions, columns=columns, cell_height=_CELL_HEIGHT)
+
+
+def _hardest_row(detector: Detector, samples: list[Sample]) -> tuple[list[np.ndarray], list[str]]:
+    """hardest_cases' overlays and captions of one group of samples."""
+    overlays, captions = [], []
+    for sample in samples:
         try:
             frame = read_image(sample.path)
         except DataError as exc:  # changed on disk since it was scored
@@ -134,9 +152,7 @@ def hardest_cases(detector: Detector, samples: Sequence[Sample], records: list[d
             verdict = "good, FLAGGED" if result.is_anomaly else "good, passed"
         overlays.append(overlay)
         captions.append(f"{verdict}\n{result.score / detector.threshold:.2f}x threshold\n{sample.path.name}")
-    if not overlays:
-        return None
-    return contact_sheet(overlays, captions, columns=max(len(defects), len(goods), 1), cell_height=_CELL_HEIGHT)
+    return overlays, captions
 
 
 def write_report(out: Path, metrics: dict, records: list[dict], threshold: float, data_name: str, *,

@@ -522,7 +522,7 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
 
     The featurizer graph (default) leaves the memory-bank search to the host, in torch; the full graph
     (``ExportConfig(with_scoring=True)``) runs all of it in the ONNX session or engine, which on a
-    2-core CPU is the faster of the two (README, "Per-frame latency by backend").
+    2-core CPU is the faster of the two (benchmarks/results/bench.md).
     """
     from edgecmg import artifact
 
@@ -569,15 +569,24 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
             log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
     from edgecmg import artifact
 
+    _check_writable(folder, artifact_path)  # before the export's seconds of work, not after them
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
     model, header = artifact.load(artifact_path)
+    export_model(model, header, path, config, source_sha256=sha)
+    return path, read_onnx_header(path)
+
+
+def _check_writable(folder: Path, artifact_path: str | Path) -> None:
+    """Create ``folder`` and a file in it, or say what to do: a read-only root file system is common
+    on embedded targets."""
     try:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        export_model(model, header, path, config, source_sha256=sha)
-    except OSError as exc:  # a read-only root file system is common on embedded targets
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
         raise BackendUnavailableError(
             "onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export cached in {folder}, which "
             f"cannot be written ({exc.strerror or exc})",
             "set EDGECMG_CACHE_DIR to a writable folder, or export once (edgecmg export M.edgecmg --format onnx "
             "--with-scoring -o M.onnx) and load the .onnx, or use backend='torch'") from exc
-    return path, read_onnx_header(path)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ModelConfig
 from edgecmg.errors import DataError
-from edgecmg.imageio import list_images, read_image, resize_to_input, to_rgb_uint8
+from edgecmg.imageio import list_images, load_images, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -133,11 +133,10 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
     if n_holdout < FEW_THRESHOLD_IMAGES:
         # A quantile of a handful of scores is about their maximum: a loose guess at the threshold.
-        log.warning("the threshold is set on %d held-out good images (%d%% of %d); below %d it is a rough "
-                    "guess, and more good parts than expected may be flagged: fit on %d or more images, or set "
-                    "threshold= in Detector.load from good frames of your line", n_holdout,
-                    round(HOLDOUT_FRACTION * 100), n, FEW_THRESHOLD_IMAGES,
-                    math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
+        log.warning("the threshold is set on %d held-out good images (of %d); below %d it is a rough guess, "
+                    "and more good parts than expected may be flagged: fit on %d or more images, or set "
+                    "threshold= in Detector.load from good frames of your line", n_holdout, n,
+                    FEW_THRESHOLD_IMAGES, math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
     feature_dim = channels
     if config.cmle:
         # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
@@ -226,24 +225,23 @@ def _load(images: Iterable[str | Path | np.ndarray]) -> tuple[list[np.ndarray], 
     items = list(images)
     if len(items) == 0:
         raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
-    frames, names, skipped = [], [], 0
+    # Files through load_images (which skips and reports the unreadable ones), arrays converted here.
+    files = [Path(item) for item in items if isinstance(item, (str, Path))]
+    read, _, skipped = load_images(files)
+    unreadable = {path for path, _ in skipped}
+    read = iter(read)
+    frames, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
-            try:
-                frames.append(read_image(item))
-            except DataError as exc:
-                log.warning("skipping unreadable image %s: %s", item, exc)
-                skipped += 1
-                continue
-            names.append(Path(item).name)
-        else:
-            try:
-                frames.append(to_rgb_uint8(item))
-            except DataError as exc:
-                raise DataError(f"training image {i}: {exc}") from None
-            names.append(f"array{i}")
-    if skipped:
-        log.warning("%d of %d training image(s) skipped as unreadable", skipped, len(items))
+            if Path(item) not in unreadable:  # a file reads the same each time: one verdict per path
+                frames.append(next(read))
+                names.append(Path(item).name)
+            continue
+        try:
+            frames.append(to_rgb_uint8(item))
+        except DataError as exc:
+            raise DataError(f"training image {i}: {exc}") from None
+        names.append(f"array{i}")
     return frames, names
 
 

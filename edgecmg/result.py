@@ -59,7 +59,8 @@ class Result:
     frame_index: int = 0
     timestamp: float = 0.0
     source: str = ""
-    #: the frame that was judged (a reference, not a copy), so streams can draw overlays
+    #: the frame that was judged, so overlays can be drawn: the caller's own array when it was contiguous
+    #: uint8 RGB already (a reference, not a copy), otherwise its converted copy
     frame: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property

@@ -80,17 +80,27 @@ def test_predict_batch_names_the_bad_frame_and_takes_arrays_of_frames(detector, 
         detector.predict_batch([frames[0], np.zeros((0, 4), np.uint8)])
     with pytest.raises(DataError, match="frame 0 is a str"):
         detector.predict_batch(["a.png"])
-    if frames[0].shape == frames[1].shape:
-        stacked = detector.predict_batch(np.stack(frames))
-        listed = detector.predict_batch(frames)
-        assert [r.score for r in stacked] == pytest.approx([r.score for r in listed], rel=1e-6)
+    flipped = np.ascontiguousarray(frames[0][::-1])
+    stacked = detector.predict_batch(np.stack([frames[0], flipped]))  # an [N, H, W, C] array
+    listed = detector.predict_batch([frames[0], flipped])
+    assert [r.score for r in stacked] == pytest.approx([r.score for r in listed], rel=1e-6)
     assert detector.predict_batch(f for f in frames)[1].score == pytest.approx(
         detector.predict(frames[1]).score, rel=1e-6)
 
 
-def test_threshold_must_be_a_finite_number(small_artifact):
-    with pytest.raises(ConfigError, match="finite"):
-        Detector.load(small_artifact, backend="torch", threshold=float("nan"))
+def test_threshold_must_be_a_finite_number_and_is_checked_before_the_backend_opens(small_artifact, monkeypatch):
+    from edgecmg.runtime.torch_runner import TorchRunner
+
+    opened = []
+    monkeypatch.setattr(TorchRunner, "_activate", lambda self: opened.append(self))  # nothing leaks on refusal
+    for value, match in ((float("nan"), "threshold=nan: no score is ever at or above NaN"),
+                         (float("inf"), "threshold=inf: every part would be passed"),
+                         (float("-inf"), "threshold=-inf: every part would be flagged"),
+                         ("2.5", "must be a number")):
+        with pytest.raises(ConfigError, match=match):
+            Detector.load(small_artifact, backend="torch", threshold=value)
+    assert opened == []
+    monkeypatch.undo()
     det = Detector.load(small_artifact, backend="torch")
     with pytest.raises(ConfigError, match="must be a number"):
         det.threshold = "x"

@@ -28,3 +28,26 @@ def test_pick_hardest_takes_the_lowest_defects_and_the_highest_good_parts():
     assert [r["file"] for r in goods] == ["f", "c"]  # c before g: equal scores keep their order
     defects, goods = pick_hardest([r for r in records if r["label"] == 0], per_group=9)
     assert defects == [] and [r["file"] for r in goods] == ["f", "c", "g", "e"]
+
+
+def test_hardest_cases_keeps_each_group_on_its_own_row(small_artifact, kolektor_root):
+    """One defect and three good parts: the defect's row is padded with blank cells, so no good part
+    moves up into it; only that row carries a ground-truth outline."""
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector, hardest_cases
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    chosen = [s for s in samples if s.label == 1][:1] + [s for s in samples if s.label == 0][:3]
+    detector = Detector.load(small_artifact, backend="torch")
+    records = evaluate_detector(detector, chosen, progress=False, per_image=True)["per_image"]
+    sheet = hardest_cases(detector, chosen, records)
+    cell_h = 320 + 4 + 3 * 18 + 4
+    assert sheet.shape[0] == 2 * cell_h
+    column_w = sheet.shape[1] // 3
+    magenta = (sheet == np.array([255, 0, 255], np.uint8)).all(axis=2)
+    assert magenta[:cell_h, :column_w].any() and not magenta[:, column_w:].any() and not magenta[cell_h:].any()
+    # the two padded cells: an empty caption strip above a blank gray picture
+    assert sheet[:60, column_w:].max() <= 40 and (sheet[64:cell_h - 4, column_w:] == 40).all()
+    detector.threshold = 0.0  # the heat map's colour scale needs a positive threshold: nothing is drawn
+    assert hardest_cases(detector, chosen, records) is None

@@ -189,14 +189,18 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
                               + _conversion_hint(suffix, backend))
         raise ConfigError(f"no {backend} runner for {suffix} files on device {device!r}; "
                           f"{suffix} files run on: {', '.join(s.name for s in SPECS if suffix in s.suffixes)}")
+    failed: Optional[BackendUnavailableError] = None
     for spec in specs:
         if spec.available():
             try:
                 return spec.create(path, _device_for(spec, device), threads=threads, export_config=export_config)
             except BackendUnavailableError as exc:
-                if backend != "auto" or spec is specs[-1]:
+                if backend != "auto":
                     raise
                 log.warning("%s; trying the next backend", exc)  # auto: e.g. an unwritable export cache
+                failed = exc
+    if failed is not None:  # the cause that matters, not "nothing else is available"
+        raise failed
     first = specs[0]
     wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
     raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",

@@ -167,7 +167,7 @@ class TensorRTRunner(Runner):
 
     def __init__(self, path: str | Path, metadata: Optional[dict[str, Any]] = None, device: str = "cuda:0", *,
                  memory: Optional[Callable[[str], Any]] = None, check_platform: bool = True) -> None:
-        if Path(path).suffix not in ENGINE_SUFFIXES:
+        if Path(path).suffix.lower() not in ENGINE_SUFFIXES:
             raise DataError(f"{path}: the tensorrt runner takes engine files ({', '.join(ENGINE_SUFFIXES)}); "
                             "build one with `edgecmg build M.onnx -o M.engine`")
         header = read_engine_header(path)

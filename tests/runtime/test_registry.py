@@ -54,14 +54,26 @@ def test_an_upper_case_suffix_runs_on_every_backend(artifact_path, tmp_path, mon
 def test_an_unwritable_export_cache_falls_back_to_torch_under_auto(artifact_path, tmp_path, monkeypatch):
     """A read-only file system (common on embedded targets) leaves ONNX Runtime no place for the
     .edgecmg's export: auto goes on to torch, and asking for onnxruntime says what to do."""
+    import edgecmg.export
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the export ran although its cache cannot be written")
+
+    monkeypatch.setattr(edgecmg.export, "export_model", no_export)  # refused before seconds of work
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(blocker / "cache"))  # below a file: never creatable
     with pytest.raises(BackendUnavailableError, match="cannot be written") as info:
         make_runner(artifact_path, "onnxruntime", "cpu")
     assert "EDGECMG_CACHE_DIR" in str(info.value) and "backend='torch'" in str(info.value)
-    if runner_choices(artifact_path)[0] == ("onnxruntime", "cpu"):  # no GPU row comes first
-        assert isinstance(make_runner(artifact_path), TorchRunner)
+    assert isinstance(make_runner(artifact_path, device="cpu"), TorchRunner)  # auto: ONNX Runtime, then torch
+    # when no backend after the failed one can run, the cache is named as the cause
+    import edgecmg.runtime.registry as registry
+
+    specs = [s for s in registry.SPECS if s.backend == "onnxruntime" and s.device == "cpu"]
+    monkeypatch.setattr(registry, "candidate_specs", lambda *args: specs)
+    with pytest.raises(BackendUnavailableError, match="cannot be written"):
+        make_runner(artifact_path)
 
 
 def test_errors_name_the_problem(artifact_path, featurizer_onnx, tmp_path):

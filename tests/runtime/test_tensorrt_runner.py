@@ -47,6 +47,14 @@ def test_batches_above_the_profile_are_split(fake_engine, frames_and_labels, tor
     assert runner.metadata["engine"]["precision"] == "fp32"
 
 
+def test_an_upper_case_engine_suffix_builds_and_runs(fake_tensorrt, featurizer_onnx, frames_and_labels, tmp_path):
+    fake_tensorrt()
+    path = build_engine(featurizer_onnx, EngineConfig(precision="fp32", max_batch=2), tmp_path / "M.ENGINE")
+    frames, _ = frames_and_labels
+    with TensorRTRunner(path, memory=fake.HostMemory) as runner:
+        assert runner.infer(frames[:1])["embeddings"].shape[0] == 1
+
+
 def test_engine_from_another_tensorrt_is_refused_on_activate(fake_engine, fake_tensorrt):
     fake_tensorrt(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
     runner = TensorRTRunner(fake_engine, memory=fake.HostMemory)
