@@ -98,6 +98,27 @@ def unique_overlay_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import threshold_from_good
+    from edgecmg.imageio import list_images
+
+    paths = [path for item in args.good for path in list_images(item)]
+    detector = Detector.load(args.model, backend=args.backend)
+    found = threshold_from_good(detector, paths, args.quantile, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    images = found["images"]
+    print(f"{images} good images judged ({len(found['skipped'])} unreadable skipped), backend {found['backend']}: "
+          f"scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
+    print(f"stored threshold {found['stored_threshold']:.4f} flags {found['stored_flags']} of them")
+    print(f"threshold at their {found['quantile']:g} quantile: {found['threshold']:.4f} (flags {found['flags']}); "
+          f"use it with --threshold {found['threshold']:.4f} (predict, eval, stream) or "
+          f"Detector.load(..., threshold={found['threshold']:.4f})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.datasets import MVTecDataset
     from edgecmg.detector import Detector
@@ -105,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         output_folder(args.out)  # the report is written after the whole evaluation: check its place first
-    detector = Detector.load(args.model, backend=args.backend)
+    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     samples = MVTecDataset(args.data).test_samples()
     metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
     if args.out is not None:
@@ -247,7 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also write metrics.json, scores.csv (per image), scores.png "
                    "(histogram of good and defective scores with the threshold) and hardest.png (heat maps of "
                    "the lowest-scored defects and highest-scored good parts) to DIR")
+    p.add_argument("--threshold", type=float, help="override the fitted threshold (the verdicts and the report)")
     p.set_defaults(func=cmd_eval)
+
+    p = command("threshold", "set a threshold on good images the model has not seen (e.g. frames of the line's "
+                "own camera, or for an INT8 file); prints it for --threshold")
+    p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
+    p.add_argument("good", nargs="+", help="image files, folders or globs of good parts not used in fit")
+    p.add_argument("--quantile", type=float, default=ModelConfig.threshold_quantile,
+                   help="share of these good images left under the threshold (fit's rule)")
+    p.add_argument("--backend", default="auto", help=backend_help)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_threshold)
 
     p = command("export", "export to ONNX")
     p.add_argument("model", help="model file (*.edgecmg)")
@@ -297,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=4,
                    help="frames buffered between capture and inference (default 4); with 'latest' it bounds "
                         "how stale a frame can be")
+    p.add_argument("--threshold", type=float, help="override the fitted threshold (see `edgecmg threshold`)")
     p.add_argument("--realtime", action="store_true",
                    help="play a video file or folder at its frame rate, as a camera would deliver it (by default "
                         "it is read as fast as it decodes, so latency then includes the time frames wait in the "

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
-from edgecmg.errors import DataError
+from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
 from edgecmg.metrics import evaluate
 
@@ -85,6 +86,37 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: float = ModelConfig.threshold_quantile, *,
+                        progress: bool = True) -> dict:
+    """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
+    image scores, so about 1 - quantile of such parts are flagged. For frames from the line's own
+    capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
+    on. Images fit trained on score low (their patches are in the memory bank) and would set it too low.
+
+    Returns {threshold, quantile, images, skipped, stored_threshold, stored_flags (of these images),
+    flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
+    """
+    if not 0.0 < quantile < 1.0:
+        raise ConfigError(f"quantile={quantile} must be between 0 and 1 (0.99: about 1 good part in 100 flagged)")
+    scores, skipped = [], []
+    for path in tqdm(paths, desc="threshold", unit="img", disable=not progress):
+        try:
+            frame = read_image(path)
+        except DataError as exc:
+            log.warning("skipped: %s", exc)
+            skipped.append(str(path))
+            continue
+        scores.append(detector.predict(frame).score)
+    if not scores:
+        raise DataError(f"none of the {len(paths)} good image(s) could be read: no threshold can be set")
+    values = np.asarray(scores)
+    threshold = float(np.quantile(values, quantile))
+    return {"threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,
+            "stored_threshold": float(detector.threshold),
+            "stored_flags": int((values >= detector.threshold).sum()), "flags": int((values >= threshold).sum()),
+            "score_p50": float(np.median(values)), "score_max": float(values.max()), "backend": detector.backend}
 
 
 def pick_hardest(records: list[dict], per_group: int = 4) -> tuple[list[dict], list[dict]]:

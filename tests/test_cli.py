@@ -445,3 +445,39 @@ def test_quiet_and_verbose_go_before_or_after_the_subcommand(small_artifact, mvt
         assert (args.quiet, args.verbose) == (quiet, verbose), argv
     assert main(["predict", str(small_artifact), str(mvtec_subset / "test" / "good"), "--out", str(tmp_path / "p"),
                  "--backend", "torch", "-q"]) == 0
+
+
+def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_artifact, kolektor_root,
+                                                                           mvtec_subset, tmp_path, capsys):
+    from edgecmg.detector import Detector
+    from edgecmg.imageio import read_image
+
+    good = sorted((kolektor_root / "test" / "good").iterdir())[10:22]  # not among the 24 the model saw
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for path in good:
+        (folder / path.name).symlink_to(path)
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "0.9", "--json",
+                 "--backend", "torch"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    detector = Detector.load(small_artifact, backend="torch")
+    scores = np.array([detector.predict(read_image(path)).score for path in good])
+    assert found["threshold"] == pytest.approx(np.quantile(scores, 0.9), rel=1e-6)
+    assert found["images"] == len(good) and found["skipped"] == [str(folder / "broken.png")]
+    assert found["stored_threshold"] == pytest.approx(detector.threshold)
+    assert found["stored_flags"] == int((scores >= detector.threshold).sum())
+    assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12
+
+    assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
+    assert "use it with --threshold" in capsys.readouterr().out
+    assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "1.5"]) == 2
+    assert "quantile=1.5 must be between 0 and 1" in capsys.readouterr().err
+
+    # eval judges at the threshold it is given: the verdict counts follow it
+    for threshold in (found["threshold"], -1e6):
+        assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--json", "--backend", "torch",
+                     "--threshold", str(threshold)]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["threshold"] == pytest.approx(threshold)
+    assert metrics["good_flagged"] == 5 and metrics["defects_missed"] == 0  # below every score: all flagged

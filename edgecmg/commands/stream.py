@@ -23,7 +23,7 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.show:
         open_window()
     source = int(args.source) if args.source.isdigit() else args.source
-    detector = Detector.load(args.model, backend=args.backend)
+    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     try:
         # The source opens here: a mistyped path fails before any output file is created or truncated.
         run = detector.stream(source, config=StreamConfig(policy=args.policy, batch=args.batch,
