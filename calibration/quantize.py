@@ -57,7 +57,7 @@ DEFAULT_METHOD = {"tensorrt": "minmax", "cpu": "percentile"}
 # many candidate bins as levels its KL search has no threshold to try below the maximum, so it
 # returns the min-max range. TensorRT's own entropy calibration uses 2,048 bins against 128 levels.
 CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}}
-_ORT_HINT = "pip install 'edgecmg[onnx]'  (onnxruntime ships the calibrators and the QDQ quantiser)"
+_ORT_HINT = "pip install -e '.[onnx]' in the edgecmg clone  (onnxruntime ships the calibrators and the QDQ quantiser)"
 # Op types quantised inside the backbone region, per profile.
 _OP_TYPES = {"tensorrt": ("Conv", "Add"), "cpu": ("Conv", "Add", "Clip")}
 # Convolutions kept in float by default: EfficientNet-Lite0's stem and blocks 0-4 (1 + 2 + 4 x 3 convs),
@@ -223,7 +223,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
     the scoring head in float. The ranges go to ``cache_path`` (default ``<out>.calib.json``) and
     are reused by later runs with the same model, data, method and sample count.
 
-    method: how activation ranges are set; ``None`` takes ``DEFAULT_METHOD[profile]`` (entropy for
+    method: how activation ranges are set; ``None`` takes ``DEFAULT_METHOD[profile]`` (minmax for
         tensorrt, percentile for cpu: measured, see benchmarks/results/int8.md).
     float_convs: the first convolutions kept in float (default 15: the stem and blocks 0-4, every
         layer at stride 8 or finer; quantising them is less accurate and, on ONNX Runtime CPU, not

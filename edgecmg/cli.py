@@ -1,4 +1,4 @@
-"""The ``edgecmg`` command line: fit, predict, eval, export, calibrate, build, stream, bench."""
+"""The ``edgecmg`` command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench."""
 from __future__ import annotations
 
 import argparse
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmle-dim", type=int, default=ModelConfig.cmle_dim, help="CMLE output dimensions")
     p.add_argument("--clip-weights", metavar="FILE.safetensors",
                    help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
-                        "(needs edgecmg[clip]); the model file records this path and its SHA-256")
+                        "(needs the clip extra: pip install -e '.[clip]'); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")
     p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
     p.add_argument("-o", "--output", required=True, help="output file (*.onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (what TensorRT 10 and 11 parse)")
     p.add_argument("--with-scoring", action="store_true", help="the whole detector in one graph")
     p.set_defaults(func=cmd_export)
 

@@ -177,7 +177,7 @@ def _elpv_data_dir() -> Path:
     except ImportError as exc:
         raise DataError(
             "the elpv demo data needs the PyPI package 'elpv-dataset'; install it with "
-            "pip install 'edgecmg[demo]' (or pip install elpv-dataset)"
+            "pip install -e '.[demo]' in the edgecmg clone (or pip install elpv-dataset)"
         ) from exc
     data = Path(elpv_dataset.__file__).resolve().parent / "data"
     if not (data / "labels.csv").is_file():

@@ -63,7 +63,7 @@ GRAPH_FULL = "full"
 SCORER_PREFIX = "scorer/"
 # TensorRT's limit: no tensor may hold 2**31 elements or more.
 MAX_TENSOR_VOLUME = (1 << 31) - 1
-ONNX_INSTALL_HINT = "pip install 'edgecmg[onnx]'  (onnx and onnxruntime)"
+ONNX_INSTALL_HINT = "pip install -e '.[onnx]' in the edgecmg clone  (onnx and onnxruntime)"
 
 
 # --------------------------------------------------------------------------------------------------

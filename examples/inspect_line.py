@@ -33,13 +33,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     parser.add_argument("source", help="camera index, video file, image folder, rtsp:// URL or csi://N")
     parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default: auto)")
+    parser.add_argument("--threshold", type=float, help="override the model's threshold (see `edgecmg threshold`)")
     parser.add_argument("--rejects", type=Path, help="save the overlay of every rejected part here")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
     args = parser.parse_args(argv)
     source = int(args.source) if args.source.isdigit() else args.source
 
     judged = rejected = 0
-    with Detector.load(args.model, backend=args.backend) as detector, detector.stream(source) as results:
+    with Detector.load(args.model, backend=args.backend, threshold=args.threshold) as detector, detector.stream(source) as results:
         print(f"{detector}\njudging {args.source}; Ctrl-C to stop", flush=True)
         try:
             for result in results:

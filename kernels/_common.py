@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from edgecmg.errors import BackendUnavailableError
 
-TRITON_INSTALL_HINT = "pip install 'edgecmg[triton]' (Triton >= 3.0, CUDA GPU; or TRITON_INTERPRET=1 for the CPU interpreter)"
+TRITON_INSTALL_HINT = "pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.0, CUDA GPU; or TRITON_INTERPRET=1 for the CPU interpreter)"
 _INTERPRET_ENV = "TRITON_INTERPRET"
 _AUTOTUNE_ENV = "EDGECMG_AUTOTUNE"
 

@@ -43,3 +43,6 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     out = capsys.readouterr().out
     assert "3 frames judged" in out and [int(i) for i in re.findall(r"REJECT frame (\d+):", out)] == [
         i for i in flagged if i < 3]
+    # a threshold above every score rejects nothing
+    assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "1e6"]) == 0
+    assert f"{len(parts)} frames judged, 0 rejected" in capsys.readouterr().out

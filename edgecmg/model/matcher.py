@@ -30,7 +30,7 @@ from edgecmg import ops
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
 
-CLIP_INSTALL_HINT = "pip install 'edgecmg[clip]' (open_clip_torch; it needs torchvision)"
+CLIP_INSTALL_HINT = "pip install -e '.[clip]' in the edgecmg clone (open_clip_torch; it needs torchvision)"
 
 
 class Matcher(Protocol):

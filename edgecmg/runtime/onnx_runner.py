@@ -10,7 +10,7 @@ import numpy as np
 from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index
 
-ORT_INSTALL_HINT = "pip install 'edgecmg[onnx]' (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
+ORT_INSTALL_HINT = "pip install -e '.[onnx]' in the edgecmg clone (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
