@@ -33,6 +33,7 @@ class ModelConfig:
     cmer: bool = True
     grid: int = 2
     cmer_quantile: float = 1.0
+    cmer_slack: float = 1.0
     cmle: bool = True
     cmle_dim: int = 128
     cmle_neighbors: int = 10
@@ -71,6 +72,9 @@ class ModelConfig:
         feature_layout(self.features)
         if not 2 <= self.grid <= 8:  # 1 would leave CMER one cell, whose drop-one variant keeps nothing
             raise ConfigError(f"grid={self.grid} must be between 2 and 8")
+        if not self.cmer_slack >= 0.0:
+            raise ConfigError(f"cmer_slack={self.cmer_slack} must be >= 0 (1 = a cell's margin sits above its largest "
+                              "normal gain by that gain's distance from the median)")
         if not 0.0 < self.cmer_quantile <= 1.0:
             raise ConfigError(f"cmer_quantile={self.cmer_quantile} must be in (0, 1] (1 = a cell's largest gain on normal images)")
         if not 0.0 < self.coreset_ratio <= 1.0:

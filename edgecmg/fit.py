@@ -180,7 +180,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     if config.cmer:
         # From the bank images only: the threshold below is set on the holdout as unseen parts, so its
         # scores must be gated as a new part's would be (margins fitted on them would never gate them).
-        margins = cmer.fit_margin(torch.cat(collected.gains)[bank_images], config.cmer_quantile)  # [N, K]
+        margins = cmer.fit_margin(torch.cat(collected.gains)[bank_images], config.cmer_quantile,
+                                  config.cmer_slack)  # gains [N, K] -> margins [K]
     else:
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)

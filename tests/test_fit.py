@@ -100,9 +100,9 @@ def test_fit_is_reproducible_and_fits_cmer_margins_on_bank_images_only(kolektor_
     gains_rows = []
     real_fit_margin = cmer.fit_margin
 
-    def spy(gains, quantile):
+    def spy(gains, quantile, slack):
         gains_rows.append(gains.shape[0])
-        return real_fit_margin(gains, quantile)
+        return real_fit_margin(gains, quantile, slack)
 
     monkeypatch.setattr(cmer, "fit_margin", spy)
     config = ModelConfig(prompt="a photo of a metal commutator", input_size=(256, 96), max_bank_size=500, seed=5)

@@ -38,15 +38,20 @@ def test_per_cell_margins_broadcast():
 def test_margin_is_a_per_cell_quantile_of_training_gains_never_negative():
     # cell 0 spreads over -1..1, cell 1 always lowers the match, cell 2 always raises it by 0.3
     gains = torch.stack([torch.linspace(-1, 1, 101), torch.full((101,), -0.3), torch.full((101,), 0.3)], dim=1)
-    margins = cmer.fit_margin(gains, 0.99)
+    margins = cmer.fit_margin(gains, 0.99, slack=0.0)
     assert margins.tolist() == pytest.approx([0.98, 0.0, 0.3], abs=1e-6)
-    assert cmer.fit_margin(gains, 1.0)[0] == pytest.approx(1.0)
+    assert cmer.fit_margin(gains, 1.0, slack=0.0)[0] == pytest.approx(1.0)
+    # the default slack lifts each margin by its distance above the median: cell 0 (median 0) to
+    # 2 x 0.98; constant cells have no spread and keep their value
+    assert cmer.fit_margin(gains, 0.99).tolist() == pytest.approx([1.96, 0.0, 0.3], abs=1e-6)
     # a cell that raises the match on every normal image is not dropped for doing so on a test image
     assert cmer.kept_cells(torch.tensor([[0.0, 0.0, 0.3]]), margins).all()
     with pytest.raises(ConfigError, match="quantile"):
         cmer.fit_margin(gains, 0.0)
     with pytest.raises(ConfigError, match="gains"):
         cmer.fit_margin(torch.zeros(0, 4), 0.99)
+    with pytest.raises(ConfigError, match="cmer_slack"):
+        cmer.fit_margin(gains, 0.99, slack=-1.0)
 
 
 def test_cmer_on_real_model_keeps_at_least_one_cell(small_fit, kolektor_root):
@@ -154,3 +159,39 @@ def test_score_pool_sizes_and_files_without_a_recorded_pool():
     assert score_top_fraction({"score_top_fraction": 0.01}) == 0.01
     with pytest.raises(ConfigError, match="score_top_fraction=0.5"):
         ModelConfig(score_top_fraction=0.5)
+
+
+def test_cmer_drops_no_cell_of_unseen_texture_crops_and_still_drops_a_foreign_object():
+    """On a full-frame texture every cell matters: fitted on 55 crops of a real texture photo, CMER
+    keeps every cell of the 26 crops it never saw, at grid 2 and 8 (with the bare largest training
+    gain as the margin, 8 of 26 frames lost a cell at grid 8). A rocket pasted over one cell of
+    grass makes that cell irrelevant to "a photo of grass", and it still goes."""
+    import cv2
+    import numpy as np
+    from skimage import data as skdata
+
+    from edgecmg.config import ModelConfig
+    from edgecmg.detector import Detector
+    from edgecmg.fit import fit
+
+    texture = np.asarray(skdata.grass())
+    crops = [texture[y:y + 256, x:x + 256] for y in range(0, texture.shape[0] - 255, 32)
+             for x in range(0, texture.shape[1] - 255, 32)]
+    order = np.random.default_rng(1).permutation(len(crops))
+    train, unseen = [crops[i] for i in order[:55]], [crops[i] for i in order[55:]]
+    rocket = cv2.resize(np.asarray(skdata.rocket()), (128, 128), interpolation=cv2.INTER_AREA)
+    for grid in (2, 8):
+        model, metadata = fit(train, ModelConfig(prompt="a photo of grass", input_size=(256, 256), grid=grid,
+                                                 cmle_dim=16, max_bank_size=500), progress=False)
+        detector = Detector.from_model(model, metadata)
+        kept = np.stack([detector.predict(crop).kept_mask for crop in unseen])
+        assert kept.shape == (len(unseen), grid, grid) and kept.all(), f"grid {grid}: {int((~kept).sum())} cells dropped"
+        if grid == 2:
+            dropped = 0
+            for crop in unseen[:8]:
+                frame = np.dstack([crop] * 3) if crop.ndim == 2 else crop.copy()
+                frame[:128, :128] = rocket
+                kept_cells = detector.predict(frame).kept_mask
+                dropped += int(not kept_cells[0, 0])
+                assert kept_cells.any()  # never every cell
+            assert dropped >= 6, f"the rocket's cell was dropped in {dropped} of 8 frames"
