@@ -104,6 +104,7 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--json", "--backend", "torch"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
+    assert 0 <= metrics["aupro"] <= 1 and 0 < metrics["f1_max"] <= 1  # AUPRO up to 30% FPR, F1-max
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--backend", "torch"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("10 test images; backend torch, precision fp32")
@@ -481,3 +482,20 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
         metrics = json.loads(capsys.readouterr().out)
         assert metrics["threshold"] == pytest.approx(threshold)
     assert metrics["good_flagged"] == 5 and metrics["defects_missed"] == 0  # below every score: all flagged
+
+
+def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_root, small_artifact, tmp_path, capsys,
+                                                                    caplog):
+    data = tmp_path / "data"
+    for kind in ("good", "defect"):
+        (data / "test" / kind).mkdir(parents=True)
+        for path in sorted((kolektor_root / "test" / kind).iterdir())[:2]:
+            (data / "test" / kind / path.name).symlink_to(path)
+    broken = data / "test" / "good" / "zz_broken.png"
+    broken.write_bytes(b"not a png")
+    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 0  # no -q
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["images"] == 4 and metrics["skipped"] == [str(broken)]
+    assert "eval: 100%" in captured.err and "5/5" in captured.err  # the progress bar, on stderr
+    assert "skipped: cannot decode image" in caplog.text and "zz_broken.png" in caplog.text  # named

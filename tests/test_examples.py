@@ -46,3 +46,23 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     # a threshold above every score rejects nothing
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "1e6"]) == 0
     assert f"{len(parts)} frames judged, 0 rejected" in capsys.readouterr().out
+
+
+def test_make_demo_runs_end_to_end_on_a_part_of_elpv(tmp_path, monkeypatch, capsys):
+    """examples/demo_elpv.py (`make demo`) on 40 training and 24 test cells of the real elpv data:
+    it fits, evaluates, prints its metrics and leaves the files the README lists."""
+    import json
+
+    from edgecmg.datasets import elpv_dataset
+
+    demo = _load_example("demo_elpv")
+    train, test = elpv_dataset("mono", seed=0)
+    small_test = [s for s in test if s.label == 1][:12] + [s for s in test if s.label == 0][:12]
+    monkeypatch.setattr(demo, "elpv_dataset", lambda kind, seed: (train[:40], small_test))
+    monkeypatch.chdir(tmp_path)
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "demo_out" / "metrics.json").read_text())
+    assert f"image AUROC {metrics['image_auroc']:.4f}" in out and metrics["images"] == 24
+    for name in ("elpv_mono.edgecmg", "scores.csv", "scores.png", "hardest.png"):
+        assert (tmp_path / "demo_out" / name).stat().st_size > 0, name

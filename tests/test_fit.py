@@ -152,3 +152,40 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
         _load(rgb)
     with pytest.raises(DataError, match="no training images"):
         _load([])
+
+
+def test_fit_on_a_folder_reads_its_captions_csv(kolektor_train, tmp_path, monkeypatch):
+    """captions.csv (file,text) beside the images gives those images their CMLE text: the captioned
+    rows are the MiniLM vectors of their captions, the others stay pseudo-text."""
+    import csv
+
+    import edgecmg.fit as fit_module
+
+    folder = tmp_path / "good"
+    folder.mkdir()
+    files = kolektor_train[:12]
+    for path in files:
+        (folder / path.name).symlink_to(path)
+    captions = {files[0].name: "a commutator with a bright scratch", files[3].name: "a dark worn commutator"}
+    with open(folder / "captions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "text"])
+        writer.writerows(captions.items())
+    seen = {}
+    real = fit_module._text_embeddings
+
+    def spy(names, given, pseudo, matcher):
+        text = real(names, given, pseudo, matcher)
+        seen.update(names=names, given=given, pseudo=pseudo, text=text, matcher=matcher)
+        return text
+
+    monkeypatch.setattr(fit_module, "_text_embeddings", spy)
+    fit(folder, ModelConfig(prompt="a photo of a metal commutator", input_size=(256, 96), cmle_dim=8,
+                            max_bank_size=300), progress=False)
+    assert seen["given"] == captions
+    rows = [seen["names"].index(name) for name in captions]
+    expected = seen["matcher"].encode_texts(list(captions.values())).to(seen["text"].dtype)
+    torch.testing.assert_close(seen["text"][rows], expected)
+    others = [i for i in range(len(files)) if i not in rows]
+    torch.testing.assert_close(seen["text"][others], seen["pseudo"][others])
+    assert not torch.allclose(seen["text"][rows], seen["pseudo"][rows])

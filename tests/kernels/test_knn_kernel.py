@@ -77,6 +77,17 @@ def test_kernel_matches_reference_and_brute_force(n, m, d, dtype, k, splits, ker
     torch.testing.assert_close(dist.cpu(), ref_d.cpu(), atol=tolerance(q.cpu(), bank.cpu()), rtol=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,m,d,k", [(9, 50, 200, 16), (5, 12, 33, 16), (7, 300, 257, 2)])
+def test_kernel_largest_k_and_features_wider_than_one_chunk(n, m, d, k, dtype, kernel_device):
+    """k = 16 (the largest supported, here also with m < k) and d above 128, where an fp16 bank's
+    features stream through the kernel in chunks."""
+    q, bank = _data(n, m, d, dtype, seed=d)
+    q, bank = q.to(kernel_device), bank.to(kernel_device)
+    dist, idx = knn_triton(q, bank, k, splits=2)
+    assert_knn_equivalent(dist, idx, q, bank, k)
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_kernel_batched_frames_one_launch(k, kernel_device):
     q, bank = _data(11, 40, 24, torch.float16, seed=3, lead=(3,))
