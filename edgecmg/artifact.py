@@ -79,6 +79,17 @@ def check_suffix(path: str | Path) -> Path:
     return path
 
 
+def save_with_threshold(source: str | Path, out: str | Path, threshold: float, provenance: dict[str, Any]) -> Path:
+    """A copy of the model file ``source`` at ``out`` that stores ``threshold`` in place of fit's: the
+    verdicts and CMER's gate both use it, as they use the one fit sets. ``provenance`` (how it was
+    set) is kept in the header under ``threshold_set``."""
+    if not math.isfinite(float(threshold)):
+        raise ConfigError(f"threshold={threshold} must be a finite number")
+    model, header = load(source)
+    model.scorer.threshold.fill_(float(threshold))
+    return save(model, {**header, "threshold": float(threshold), "threshold_set": provenance}, out)
+
+
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file);
     missing parent folders are created. ``path`` must end in .edgecmg: loaders tell model files apart

@@ -99,13 +99,25 @@ def unique_overlay_names(paths: list[Path]) -> list[str]:
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
+    from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.evaluation import threshold_from_good
     from edgecmg.imageio import list_images
 
+    if args.output is not None:  # checked before any frame is judged
+        if Path(args.model).suffix.lower() != artifact.SUFFIX:
+            raise EdgeCMGError(f"-o writes .edgecmg files: give the .edgecmg that {args.model} was made from, then "
+                               "export, calibrate or build again from the copy; or pass --threshold when you run it")
+        artifact.check_suffix(args.output)
+        artifact.prepare_output(args.output)
     paths = [path for item in args.good for path in list_images(item)]
     detector = Detector.load(args.model, backend=args.backend)
     found = threshold_from_good(detector, paths, args.quantile, progress=not args.quiet)
+    if args.output is not None:
+        provenance = {"quantile": found["quantile"], "images": found["images"], "previous": found["stored_threshold"],
+                      "sources": [str(item) for item in args.good], "by": "edgecmg threshold"}
+        artifact.save_with_threshold(args.model, args.output, found["threshold"], provenance)
+        found["written"] = str(args.output)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -116,6 +128,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     print(f"threshold at their {found['quantile']:g} quantile: {found['threshold']:.4f} (flags {found['flags']}); "
           f"use it with --threshold {found['threshold']:.4f} (predict, eval, stream) or "
           f"Detector.load(..., threshold={found['threshold']:.4f})")
+    if args.output is not None:
+        print(f"wrote {args.output}: {args.model} with this threshold stored")
     return 0
 
 
@@ -279,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of these good images left under the threshold (fit's rule)")
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("-o", "--output", help="also write a copy of the .edgecmg model with this threshold stored "
+                   "(export, calibrate and build from the copy carry it on)")
     p.set_defaults(func=cmd_threshold)
 
     p = command("export", "export to ONNX")

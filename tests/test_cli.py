@@ -499,3 +499,28 @@ def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_roo
     assert metrics["images"] == 4 and metrics["skipped"] == [str(broken)]
     assert "eval: 100%" in captured.err and "5/5" in captured.err  # the progress bar, on stderr
     assert "skipped: cannot decode image" in caplog.text and "zz_broken.png" in caplog.text  # named
+
+
+def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_artifact, kolektor_root, tmp_path,
+                                                                         capsys):
+    from edgecmg import artifact
+    from edgecmg.detector import Detector
+    from edgecmg.export import export_onnx
+
+    good = [str(path) for path in sorted((kolektor_root / "test" / "good").iterdir())[10:22]]
+    copy = tmp_path / "line3.edgecmg"
+    assert main(["-q", "threshold", str(small_artifact), *good, "--json", "--backend", "torch", "-o", str(copy)]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["written"] == str(copy)
+    header, _ = artifact.read_header(copy)
+    assert header["threshold"] == pytest.approx(found["threshold"])
+    assert header["threshold_set"]["images"] == 12 and header["threshold_set"]["previous"] == pytest.approx(
+        Detector.load(small_artifact, backend="torch").threshold)
+    assert Detector.load(copy, backend="torch").threshold == pytest.approx(found["threshold"])
+    onnx_path = export_onnx(copy, tmp_path / "line3.onnx")
+    assert Detector.load(onnx_path, backend="onnxruntime").threshold == pytest.approx(found["threshold"])
+    # -o writes .edgecmg files only, and says so before judging anything
+    assert main(["-q", "threshold", str(tmp_path / "line3.onnx"), *good, "-o", str(tmp_path / "x.edgecmg")]) == 2
+    assert "-o writes .edgecmg files" in capsys.readouterr().err
+    assert main(["-q", "threshold", str(small_artifact), *good, "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "must end in .edgecmg" in capsys.readouterr().err
