@@ -1,4 +1,4 @@
-"""The ``edgecmg`` command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench."""
+"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench."""
 from __future__ import annotations
 
 import argparse
