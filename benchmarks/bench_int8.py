@@ -134,20 +134,16 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int, engine_net
         if saved.get("key") == key:
             return saved["metrics"]
 
-    from edgecmg.metrics import evaluate
+    from edgecmg.metrics import evaluate, verdict_counts
 
     scores, maps = [], []
     for result in (_engine_network_results if engine_network else _onnxruntime_results)(path, frames, threads):
         scores.append(result[0])
         maps.append(result[1])
     metrics = evaluate(labels, scores, masks, maps) if masks is not None else evaluate(labels, scores)
-    # The verdicts at the threshold stored in the file (an INT8 file keeps its FP32 model's threshold),
-    # by Result.is_anomaly's rule: score >= threshold.
+    # The verdicts at the threshold stored in the file (an INT8 file keeps its FP32 model's threshold).
     threshold = float(read_onnx_header(path)["threshold"])
-    flagged = np.asarray(scores) >= threshold
-    truth = np.asarray(labels).astype(bool)
-    metrics.update(threshold=threshold, good_flagged=int((flagged & ~truth).sum()),
-                   defects_missed=int((~flagged & truth).sum()))
+    metrics.update(threshold=threshold, **verdict_counts(labels, scores, threshold))
     cache.write_text(json.dumps({"key": key, "metrics": metrics}))
     return metrics
 

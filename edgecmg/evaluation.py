@@ -17,7 +17,7 @@ from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
-from edgecmg.metrics import evaluate
+from edgecmg.metrics import evaluate, verdict_counts
 
 log = logging.getLogger("edgecmg")
 
@@ -73,12 +73,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             maps.append(cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR))
     metrics = evaluate(labels, scores, masks if has_masks else None, maps if has_masks else None)
     latency = np.asarray(latencies)
-    # The decisions at the stored threshold (the rule of Result.is_anomaly: score >= threshold).
-    flagged = np.asarray(scores) >= detector.threshold
-    truth = np.asarray(labels).astype(bool)
     metrics.update({
-        "threshold": float(detector.threshold), "good_flagged": int((flagged & ~truth).sum()),
-        "defects_missed": int((~flagged & truth).sum()),
+        "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),
         "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),

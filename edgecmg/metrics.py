@@ -29,7 +29,7 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["auroc", "pixel_auroc", "aupro", "f1_max", "evaluate"]
+__all__ = ["auroc", "pixel_auroc", "aupro", "f1_max", "verdict_counts", "evaluate"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -317,6 +317,15 @@ def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
     f1 = 2.0 * tp_t / (n_pos + predicted)
     best = int(np.argmax(f1))
     return float(f1[best]), float(s_desc[last[best]])
+
+
+def verdict_counts(labels: Any, scores: Any, threshold: float) -> dict[str, int]:
+    """{good_flagged, defects_missed} at ``threshold``, by ``Result.is_anomaly``'s rule (anomalous
+    when ``score >= threshold``): the errors a detector makes at one fixed threshold."""
+    lab = _as_labels(labels)
+    flagged = _as_scores(scores).reshape(-1) >= threshold
+    _check_same_length(lab, flagged)
+    return {"good_flagged": int((flagged & ~lab).sum()), "defects_missed": int((~flagged & lab).sum())}
 
 
 # --------------------------------------------------------------------------------------------

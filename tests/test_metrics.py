@@ -263,3 +263,14 @@ def test_evaluate_argument_errors():
 def test_large_integer_scores_are_not_tied_by_float32():
     scores = np.array([16777216, 16777217], dtype=np.int32)  # equal in float32
     assert auroc([0, 1], scores) == 1.0 == roc_auc_score([0, 1], scores)
+
+
+def test_verdict_counts_follow_result_is_anomaly():
+    from edgecmg.metrics import verdict_counts
+
+    labels, scores = [0, 0, 1, 1, 0, 1], [0.1, 0.5, 0.5, 0.2, 0.9, 0.7]
+    # at 0.5: good 0.5 and 0.9 flagged (>= counts), defect 0.2 missed
+    assert verdict_counts(labels, scores, 0.5) == {"good_flagged": 2, "defects_missed": 1}
+    assert verdict_counts(labels, scores, 1.0) == {"good_flagged": 0, "defects_missed": 3}
+    with pytest.raises(DataError, match="different lengths"):
+        verdict_counts([0, 1], [0.1], 0.5)

@@ -138,9 +138,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 continue
             # Plot labels: the backend, and the file name when several files run; a label seen before
             # (two files of one name in different folders) gets a number, so no row is dropped.
-            label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
-            label = next(f"{label} ({i})" if i else label for i in range(len(samples) + 1)
-                         if (f"{label} ({i})" if i else label) not in samples)
+            base = label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
+            number = 1
+            while label in samples:
+                label, number = f"{base} ({number})", number + 1
             # The file name, or the whole path where two files share a name (rows must stay apart).
             name = Path(model).name
             rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})

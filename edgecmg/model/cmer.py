@@ -63,7 +63,7 @@ def fit_margin(train_gain: torch.Tensor, quantile: float, slack: float = 1.0) ->
 
     Why the slack: an unseen normal part beats the largest of N training gains about once in N+1
     per cell, so with the bare maximum a g x g grid drops some cell of many normal frames (on
-    unseen crops of a full-frame texture, 10 to 16 of 26 frames at g = 8). Raised by the gains' own
+    unseen crops of a full-frame texture, 8 to 16 of 26 frames at g = 8). Raised by the gains' own
     spread, the margin is passed only by a cell far less relevant to the prompt than on any normal
     part (0 of 26 there, while the foreign objects the bare maximum caught are still caught).
     """
