@@ -62,8 +62,9 @@ ENGINE_SUFFIXES = (".engine", ".plan")
 TENSORRT_INSTALL_HINT = (
     "on a Jetson TensorRT ships with JetPack 6.1 or later (TensorRT 10.3; sudo apt install nvidia-jetpack, "
     "then use the system python3-libnvinfer in a venv made with --system-site-packages); on an x86-64 Linux "
-    "desktop GPU `pip install tensorrt` (its libraries come from NVIDIA's package index, so that machine needs "
-    "to reach pypi.nvidia.com), or NVIDIA's tar/deb packages")
+    "desktop GPU `pip install tensorrt-cu12` (the CUDA major of your torch and onnxruntime-gpu; plain `tensorrt` "
+    "follows NVIDIA's newest CUDA; its libraries may come from NVIDIA's package index, pypi.nvidia.com), or "
+    "NVIDIA's tar/deb packages")
 MAX_TENSOR_VOLUME = (1 << 31) - 1
 
 
@@ -849,7 +850,9 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
                fp32_prefixes: tuple[str, ...] = ()) -> tuple[bytes, dict[str, Any]]:
     """Parse ONNX bytes and build a serialized TensorRT engine. Returns (plan, {input: shapes}).
 
-    fp32_prefixes: with the FP16 builder flag, layers from nodes named so are kept in float32.
+    fp32_prefixes: layers from nodes named so compute in full float32: pinned to it under the FP16
+        builder flag, and TF32 (on by default, 10-bit mantissas for float32 matmuls) is turned off
+        for the whole build when the network has any of them.
     """
     trt = trt or import_tensorrt()
     caps = _capabilities(trt)
@@ -875,6 +878,12 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
         bconfig.set_flag(trt.BuilderFlag.FP16)
         if fp32_prefixes and pin_fp32_layers(network, trt, fp32_prefixes):
             bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    if fp32_prefixes and any(str(network.get_layer(i).name).startswith(fp32_prefixes)
+                             for i in range(network.num_layers)):
+        # The scorer's distances expand ||q||^2 + ||m||^2 - 2 q.m; TF32 rounds q and m to 10-bit
+        # mantissas (FP16's), which a float32 layer precision does not prevent. torch and ONNX
+        # Runtime score in true float32, and the stored threshold was set on those scores.
+        bconfig.clear_flag(trt.BuilderFlag.TF32)
 
     profile = builder.create_optimization_profile()
     shapes: dict[str, Any] = {}
@@ -889,10 +898,16 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
             mins, opts, maxs = ([b, *dims[1:]] for b in (lo, opt, hi))
         else:
             mins = opts = maxs = dims
-        profile.set_shape(tensor.name, mins, opts, maxs)
+        try:
+            profile.set_shape(tensor.name, mins, opts, maxs)
+        except RuntimeError as exc:  # TensorRT raises for an inconsistent min/opt/max
+            raise EngineBuildError(f"TensorRT refused the optimisation profile of input '{tensor.name}' (min "
+                                   f"{mins}, opt {opts}, max {maxs}): {exc}") from exc
         dtype = getattr(tensor.dtype, "name", None) or str(tensor.dtype).split(".")[-1]
         shapes[tensor.name] = {"min": mins, "opt": opts, "max": maxs, "dtype": str(dtype).lower()}
-    bconfig.add_optimization_profile(profile)
+    if bconfig.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(f"TensorRT refused the optimisation profile {shapes} of {source} (see the TensorRT "
+                               "log above)")
 
     if config.dla_core is not None:
         available = int(getattr(builder, "num_DLA_cores", 0))

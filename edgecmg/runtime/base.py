@@ -51,7 +51,11 @@ class Runner(ABC):
     # --- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
         if not self.active:
-            self._activate()
+            try:
+                self._activate()
+            except BaseException:
+                self._deactivate()  # release what the failed activation took (a CUDA stream, buffers)
+                raise
             self.active = True
         return self
 

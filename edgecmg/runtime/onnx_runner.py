@@ -90,7 +90,8 @@ class OnnxRunner(Runner):
         folder = Path(self.trt_cache_dir) if self.trt_cache_dir else cache_dir() / "ort-tensorrt"
         folder.mkdir(parents=True, exist_ok=True)
         options = {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
-                   "trt_timing_cache_enable": True, "trt_fp16_enable": bool(self.fp16)}
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder),  # else: the cwd
+                   "trt_fp16_enable": bool(self.fp16)}
         return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
 
     def _activate(self) -> None:

@@ -213,6 +213,11 @@ class TensorRTRunner(Runner):
                 f"{header.get('tensorrt')} for {header.get('gpu', {}).get('name')}); rebuild it here: "
                 f"{rebuild_command(header, self.path)}")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None, e.g. when the activation memory cannot be had
+            raise EdgeCMGError(
+                f"{self.path}: TensorRT could not create an execution context (see the TensorRT log); the "
+                "usual cause is device memory: on a Jetson the GPU shares RAM with the CPU, so close other "
+                "GPU programs, or rebuild with a smaller --max-batch")
         self._inputs, self._outputs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)

@@ -162,7 +162,8 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
     trt = fake_tensorrt(**kwargs)
     engine = build_engine(source, EngineConfig(precision="int8", max_batch=4), tmp_path / "m.engine")
     record = trt.builds[-1]
-    assert record["strongly_typed"] and record["builder_flags"] == []
+    # no precision flag on a strongly typed network; TF32 (TensorRT's default) off where the scorer is
+    assert record["strongly_typed"] and record["builder_flags"] == (["TF32"] if graph == "featurizer" else [])
     header, _, plan = read_engine_file(engine)
     assert header["precision"] == "int8" and header["fp16_cast_pass"] is True
     network = fake.network_of(plan)
@@ -190,6 +191,9 @@ def test_tensorrt_provider_runs_int8_float_layers_in_fp16(int8_featurizer, featu
     assert trt_options(int8_featurizer)["trt_fp16_enable"] is True
     assert trt_options(featurizer_onnx)["trt_fp16_enable"] is False
     assert trt_options(int8_featurizer, fp16=False)["trt_fp16_enable"] is False
+    # both caches in edgecmg's folder: without a path the timing cache lands in the working directory
+    assert trt_options(featurizer_onnx)["trt_timing_cache_path"] == str(tmp_path)
+    assert trt_options(featurizer_onnx)["trt_engine_cache_path"] == str(tmp_path)
 
 
 def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_dir, tmp_path, monkeypatch):

@@ -302,10 +302,11 @@ def test_build_without_tensorrt_gives_the_install_hint(featurizer_onnx, tmp_path
 
 
 @pytest.mark.parametrize("flavour,precision,strongly,flags,cast_pass", [
-    ("10", "fp32", False, [], False),
-    ("10", "fp16", False, ["FP16"], False),
-    ("11", "fp16", True, [], True),
-    ("11", "fp32", True, [], False),
+    # a featurizer graph keeps TensorRT's default TF32 (the scorer runs on the host)
+    ("10", "fp32", False, ["TF32"], False),
+    ("10", "fp16", False, ["FP16", "TF32"], False),
+    ("11", "fp16", True, ["TF32"], True),
+    ("11", "fp32", True, ["TF32"], False),
 ])
 def test_build_engine_precision_paths(fake_tensorrt, featurizer_onnx, artifact_path, tmp_path,
                                       flavour, precision, strongly, flags, cast_pass):
@@ -340,6 +341,35 @@ def test_fp16_flag_build_keeps_the_scoring_head_in_fp32(fake_tensorrt, full_onnx
     assert "FP16" in record["builder_flags"] and "PREFER_PRECISION_CONSTRAINTS" in record["builder_flags"]
     pinned = record["fp32_layers"]
     assert pinned and all(name.startswith(SCORER_PREFIX) for name in pinned)
+    assert "TF32" not in record["builder_flags"]
+
+
+@pytest.mark.parametrize("flavour", ["10", "11"])
+def test_full_graph_builds_score_without_tf32(fake_tensorrt, full_onnx, tmp_path, flavour):
+    # TF32 is TensorRT's default; it would round the scorer's float32 distance matmul to 10-bit
+    # mantissas, which no float32 layer precision prevents
+    kwargs = {} if flavour == "10" else dict(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    trt = fake_tensorrt(**kwargs)
+    build_engine(full_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+    assert "TF32" not in trt.builds[-1]["builder_flags"]
+
+
+def test_refused_optimisation_profile_is_an_engine_build_error(fake_tensorrt, featurizer_onnx, tmp_path,
+                                                             monkeypatch):
+    trt = fake_tensorrt()
+    builder = trt.Builder(None)
+    # TensorRT's two ways of refusing a profile: set_shape raises, add_optimization_profile returns -1
+    monkeypatch.setattr(type(builder.create_builder_config()), "add_optimization_profile", lambda self, p: -1)
+    with pytest.raises(EngineBuildError, match="refused the optimisation profile"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+
+    def raising(self, name, *shapes):
+        raise RuntimeError("inconsistent dimensions")
+
+    monkeypatch.setattr(type(builder.create_optimization_profile()), "set_shape", raising)
+    with pytest.raises(EngineBuildError, match="profile of input 'image'.*inconsistent dimensions"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+    assert not (tmp_path / "m.engine").exists() and not trt.builds
 
 
 def test_build_int8_rules(fake_tensorrt, featurizer_onnx, tmp_path):

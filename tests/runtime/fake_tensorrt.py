@@ -66,6 +66,7 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.builds = []  # settings of every build, for the tests to inspect
+    trt.context_fails = False  # a test sets it to see create_execution_context return None
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -92,10 +93,10 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
     if explicit_batch:
         flags["EXPLICIT_BATCH"] = 0
     if strongly_typed:
-        flags["STRONGLY_TYPED"] = 5
+        flags["STRONGLY_TYPED"] = 1
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", flags) if flags else \
         types.SimpleNamespace()
-    bflags = {"GPU_FALLBACK": 3, "PREFER_PRECISION_CONSTRAINTS": 4}
+    bflags = {"GPU_FALLBACK": 3, "TF32": 6, "PREFER_PRECISION_CONSTRAINTS": 10}  # TensorRT's own values
     if fp16_flag:
         bflags["FP16"] = 0
     if int8_flag:
@@ -195,6 +196,8 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
             self.shapes = {}
 
         def set_shape(self, name, mins, opts, maxs) -> None:
+            if not all(a <= b <= c for a, b, c in zip(mins, opts, maxs)) or min(mins, default=1) < 0:
+                raise RuntimeError(f"inconsistent dimensions for {name}")  # as TensorRT's binding does
             self.shapes[name] = (list(mins), list(opts), list(maxs))
 
     class TimingCache:
@@ -206,7 +209,7 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
 
     class IBuilderConfig:
         def __init__(self) -> None:
-            self.flags, self.pools, self.profiles = set(), {}, []
+            self.flags, self.pools, self.profiles = {trt.BuilderFlag.TF32}, {}, []  # TF32: on by default
             self.default_device_type, self.DLA_core, self.cache = trt.DeviceType.GPU, -1, None
 
         def set_memory_pool_limit(self, pool, size) -> None:
@@ -214,6 +217,9 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
 
         def set_flag(self, flag) -> None:
             self.flags.add(flag)
+
+        def clear_flag(self, flag) -> None:
+            self.flags.discard(flag)
 
         def add_optimization_profile(self, profile) -> int:
             self.profiles.append(profile)
@@ -348,7 +354,8 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
             return self.profile[name]
 
         def create_execution_context(self):
-            return IExecutionContext(self)
+            # None, as TensorRT returns when the context's device memory cannot be allocated
+            return None if trt.context_fails else IExecutionContext(self)
 
     class Runtime:
         def __init__(self, logger) -> None:

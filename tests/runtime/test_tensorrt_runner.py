@@ -10,7 +10,8 @@ import pytest
 import fake_tensorrt as fake
 from edgecmg.config import EngineConfig
 from edgecmg.engine import build_engine, read_engine_file, write_engine_file
-from edgecmg.errors import ArtifactError, BackendUnavailableError, DataError, EngineIncompatibleError
+from edgecmg.errors import (ArtifactError, BackendUnavailableError, DataError, EdgeCMGError,
+                            EngineIncompatibleError)
 from edgecmg.runtime.tensorrt_runner import TensorRTRunner
 
 
@@ -68,6 +69,21 @@ def test_corrupt_plan_is_an_incompatibility(fake_engine, tmp_path):
     broken = write_engine_file(tmp_path / "broken.engine", header, b"garbage" + plan, scorer)
     with pytest.raises(EngineIncompatibleError, match="could not deserialize"):
         TensorRTRunner(broken, memory=fake.HostMemory).activate()
+
+
+def test_a_context_tensorrt_cannot_create_is_an_error_and_releases_the_memory(fake_engine, fake_tensorrt):
+    trt = fake_tensorrt()
+    trt.context_fails = True  # create_execution_context returns None (device memory exhausted)
+    opened = []
+
+    def memory(device):
+        opened.append(fake.HostMemory(device))
+        return opened[-1]
+
+    runner = TensorRTRunner(fake_engine, memory=memory)
+    with pytest.raises(EdgeCMGError, match="could not create an execution context.*device memory"):
+        runner.activate()
+    assert not runner.active and opened and opened[0].closed
 
 
 def test_missing_tensorrt_gives_the_jetpack_hint(fake_engine, monkeypatch):
