@@ -162,8 +162,8 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
     trt = fake_tensorrt(**kwargs)
     engine = build_engine(source, EngineConfig(precision="int8", max_batch=4), tmp_path / "m.engine")
     record = trt.builds[-1]
-    # no precision flag on a strongly typed network; TF32 (TensorRT's default) off where the scorer is
-    assert record["strongly_typed"] and record["builder_flags"] == (["TF32"] if graph == "featurizer" else [])
+    # no precision flag on a strongly typed network (TF32 is TensorRT's default, not a precision choice)
+    assert record["strongly_typed"] and record["builder_flags"] == ["TF32"]
     header, _, plan = read_engine_file(engine)
     assert header["precision"] == "int8" and header["fp16_cast_pass"] is True
     network = fake.network_of(plan)

@@ -218,9 +218,6 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
         def set_flag(self, flag) -> None:
             self.flags.add(flag)
 
-        def clear_flag(self, flag) -> None:
-            self.flags.discard(flag)
-
         def add_optimization_profile(self, profile) -> int:
             self.profiles.append(profile)
             return len(self.profiles) - 1
