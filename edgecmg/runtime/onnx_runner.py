@@ -43,7 +43,8 @@ class OnnxRunner(Runner):
         cached under ``trt_cache_dir``); default from ``device`` ("cpu" or "cuda[:N]").
     threads: intra-op threads (None: ONNX Runtime's default, all cores).
     fp16: with the TensorRT provider, let TensorRT run the float layers in FP16. Default: on for INT8
-        (Q/DQ) exports, whose float layers `edgecmg build` also runs in FP16; off for FP32 exports.
+        (Q/DQ) featurizer exports, whose float layers `edgecmg build` also runs in FP16; off for FP32
+        exports and for full graphs (their scorer needs FP32).
     spin: let ONNX Runtime's idle threads spin-wait between runs. Default: off for featurizer
         graphs, whose outputs go straight to host scoring on the same cores (spinning threads
         starve it: measured 2x slower host scoring on 2 cores), ONNX Runtime's default otherwise.
@@ -67,12 +68,15 @@ class OnnxRunner(Runner):
         self.provider = provider
         self.threads = threads
         self.spin = spin
-        self.fp16 = fp16 if fp16 is not None else metadata.get("export", {}).get("precision") == "int8"
+        self.quantized = metadata.get("export", {}).get("precision") == "int8"
         self.trt_cache_dir = trt_cache_dir
         self._session = None
         self._input_name = "image"
         self._input_hw: Optional[tuple[int, int]] = None
         self._outputs: list[str] = []
+        # Not for a full graph: the provider cannot keep the scorer's distance MatMul in FP32, as
+        # `edgecmg build` does, and FP16 cannot resolve ||q||^2 + ||m||^2 - 2 q.m.
+        self.fp16 = fp16 if fp16 is not None else self.quantized and self.produces_features
 
     @property
     def label(self) -> str:
@@ -91,7 +95,11 @@ class OnnxRunner(Runner):
         folder.mkdir(parents=True, exist_ok=True)
         options = {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder),  # else: the cwd
-                   "trt_fp16_enable": bool(self.fp16)}
+                   "trt_fp16_enable": bool(self.fp16),
+                   # A weakly typed TensorRT network with Q/DQ layers needs the INT8 builder flag (without
+                   # it the build fails: "int8 is not configured in the builder"); for a Q/DQ model the
+                   # provider uses the graph's scales and asks for no calibration table.
+                   "trt_int8_enable": self.quantized}
         return [("TensorrtExecutionProvider", options), cuda, "CPUExecutionProvider"]
 
     def _activate(self) -> None:

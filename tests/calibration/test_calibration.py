@@ -180,7 +180,7 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
     models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
 
 
-def test_tensorrt_provider_runs_int8_float_layers_in_fp16(int8_featurizer, featurizer_onnx, tmp_path):
+def test_tensorrt_provider_runs_int8_float_layers_in_fp16(int8_featurizer, int8_full, featurizer_onnx, tmp_path):
     from edgecmg.runtime.onnx_runner import OnnxRunner
 
     def trt_options(path, **kwargs):
@@ -191,6 +191,11 @@ def test_tensorrt_provider_runs_int8_float_layers_in_fp16(int8_featurizer, featu
     assert trt_options(int8_featurizer)["trt_fp16_enable"] is True
     assert trt_options(featurizer_onnx)["trt_fp16_enable"] is False
     assert trt_options(int8_featurizer, fp16=False)["trt_fp16_enable"] is False
+    # a full graph's scorer would be FP16 too: the provider has no per-layer precision
+    assert trt_options(int8_full)["trt_fp16_enable"] is False and trt_options(int8_full)["trt_int8_enable"] is True
+    # Q/DQ layers in a weakly typed network need TensorRT's INT8 flag
+    assert trt_options(int8_featurizer)["trt_int8_enable"] is True
+    assert trt_options(featurizer_onnx)["trt_int8_enable"] is False
     # both caches in edgecmg's folder: without a path the timing cache lands in the working directory
     assert trt_options(featurizer_onnx)["trt_timing_cache_path"] == str(tmp_path)
     assert trt_options(featurizer_onnx)["trt_engine_cache_path"] == str(tmp_path)
