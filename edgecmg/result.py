@@ -19,16 +19,25 @@ INPUT_NAME = "image"
 
 @dataclass(frozen=True)
 class Timings:
-    """Per-stage wall time of one frame, in milliseconds."""
+    """Wall times of one frame, in milliseconds.
+
+    preprocess, inference, postprocess: the stages of judging the frame; ``total`` is their sum,
+        the frame's processing time.
+    capture_wait (streams): how long the consumer waited for this frame to be captured; idle time,
+        not part of ``total`` (large values mean the camera, not the model, sets the pace).
+    latency (streams): capture -> result, queueing included: how stale the verdict is when it
+        arrives; 0 for ``predict``, which has no capture time.
+    """
 
     capture_wait: float = 0.0
     preprocess: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
+    latency: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.capture_wait + self.preprocess + self.inference + self.postprocess
+        return self.preprocess + self.inference + self.postprocess
 
     def to_dict(self) -> dict[str, float]:
         return {
@@ -37,6 +46,7 @@ class Timings:
             "inference_ms": round(self.inference, 3),
             "postprocess_ms": round(self.postprocess, 3),
             "total_ms": round(self.total, 3),
+            "latency_ms": round(self.latency, 3),
         }
 
 

@@ -6,13 +6,17 @@
     \\_________ capture thread ________/              \\________ consumer (caller's thread) ________/
 
 Capture and pre-processing overlap inference. The queue's policy decides what happens when
-inference is slower than the camera: ``"latest"`` drops the oldest queued frame (counted), so the
-consumer stays on fresh frames; ``"all"`` blocks capture (back-pressure) and loses nothing.
+inference is slower than the camera: ``"latest"`` drops stale frames (counted): the oldest when
+the queue is full, and, when the consumer takes a batch, every frame older than the newest ones
+that fill it, so each batch is the newest the camera has delivered; ``"all"`` blocks capture
+(back-pressure) and loses nothing.
 
-Shutdown is deterministic however the consumer stops (end of stream, ``break``, an exception,
-Ctrl-C, closing the generator, or dropping the pipeline): the capture thread is stopped and
-joined, and the source closed. The capture thread holds no reference to the pipeline object, so
-garbage collection of an abandoned pipeline triggers the same shutdown (``weakref.finalize``).
+Capture starts when the consumer first asks for a frame (or on ``start()`` / ``with``). Shutdown
+is deterministic however the consumer stops (end of stream, an exception, Ctrl-C, leaving a
+``with`` block, closing the iterator, or dropping the last reference to it, which a ``break``
+out of ``for r in pipeline.run(...)`` does): the capture thread is stopped and joined, and the
+source closed. The capture thread holds no reference to the pipeline object, so garbage
+collection of an abandoned pipeline triggers the same shutdown (``weakref.finalize``).
 """
 from __future__ import annotations
 
@@ -78,41 +82,52 @@ _EMPTY = object()  # non-blocking get found nothing
 
 
 class _FrameQueue:
-    """Bounded FIFO whose put either drops the oldest item or blocks, and that can be stopped.
+    """Bounded FIFO that can be stopped. With ``keep_newest`` (the "latest" policy) it drops stale
+    frames, counted in ``dropped``; otherwise a put waits for room.
 
     Written on a Condition rather than queue.Queue because "drop the oldest and insert" must be
-    one atomic step, and both sides must be wakeable for shutdown.
+    one atomic step, and both sides must be wakeable for shutdown. Both threads drop frames, so
+    the count lives here, under the lock.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, keep_newest: bool) -> None:
         self._items: deque[_Queued] = deque()
         self._max = maxsize
+        self.keep_newest = keep_newest
+        self.dropped = 0
         self._cond = threading.Condition()
         self._ended = False
         self._stopped = False
 
-    def put(self, item: _Queued, *, drop_oldest: bool) -> Optional[int]:
-        """Insert; returns the number of frames dropped, or None if the queue was stopped."""
+    def put(self, item: _Queued) -> bool:
+        """Insert; False if the queue was stopped."""
         with self._cond:
-            dropped = 0
-            if drop_oldest:
+            if self.keep_newest:
                 while len(self._items) >= self._max:
                     self._items.popleft()
-                    dropped += 1
+                    self.dropped += 1
             else:
                 while len(self._items) >= self._max and not self._stopped:
                     self._cond.wait(_WAIT_SLICE_S)
             if self._stopped:
-                return None
+                return False
             self._items.append(item)
             self._cond.notify_all()
-            return dropped
+            return True
 
-    def get(self, *, block: bool) -> Any:
-        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking."""
+    def get(self, *, block: bool, room: int = 1) -> Any:
+        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking.
+
+        room: frames the consumer still takes for its batch. With ``keep_newest``, frames older than
+        the newest ``room`` are dropped first, so a slow consumer judges the newest frames.
+        """
         with self._cond:
             while True:
                 if self._items:
+                    if self.keep_newest:
+                        while len(self._items) > room:
+                            self._items.popleft()
+                            self.dropped += 1
                     item = self._items.popleft()
                     self._cond.notify_all()  # a producer may be waiting for room
                     return item
@@ -143,19 +158,19 @@ class StreamStats:
     """Counters and latency statistics of one pipeline, all in bounded memory.
 
     frames_captured: frames the capture thread read from the source.
-    frames_dropped: frames discarded by the ``"latest"`` policy because the queue was full.
-    frames_yielded: frames handed to the consumer.
+    frames_dropped: stale frames discarded by the ``"latest"`` policy (see the module docstring).
+    frames_yielded: frames handed to the consumer (by :meth:`StreamPipeline.run`: results).
     reconnects / corrupt_skipped: from the source.
-    fps: frames yielded per second since the pipeline started; ``recent_fps`` over the last
+    fps: frames yielded per second since capture started; ``recent_fps`` over the last
         ~120 frames (what a live display wants).
     capture_wait_ms / preprocess_ms / age_ms: per frame. inference_ms: per batch, and
     latency_ms: capture -> result per frame; both filled by :meth:`StreamPipeline.run` only.
     """
 
-    def __init__(self, source: FrameSource, window: int = 10_000) -> None:
+    def __init__(self, source: FrameSource, queue: _FrameQueue, window: int = 10_000) -> None:
         self._source = source
+        self._queue = queue
         self.frames_captured = 0
-        self.frames_dropped = 0
         self.frames_yielded = 0
         self.capture_wait_ms = LatencyStats(window)
         self.preprocess_ms = LatencyStats(window)
@@ -165,6 +180,10 @@ class StreamStats:
         self._yield_times: deque[float] = deque(maxlen=120)
         self._t_start: Optional[float] = None
         self._t_end: Optional[float] = None
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._queue.dropped
 
     @property
     def reconnects(self) -> int:
@@ -243,11 +262,10 @@ def auto_policy(is_live: bool, realtime: bool) -> str:
 class _CaptureState:
     """Everything the capture thread touches; deliberately no reference to the pipeline."""
 
-    def __init__(self, source: FrameSource, config: StreamConfig, preprocess: Optional[Callable[[np.ndarray], Any]],
+    def __init__(self, source: FrameSource, queue: _FrameQueue, preprocess: Optional[Callable[[np.ndarray], Any]],
                  stats: StreamStats) -> None:
         self.source = source
-        self.queue = _FrameQueue(config.max_queue)
-        self.drop_oldest = config.policy == "latest"
+        self.queue = queue
         self.preprocess = preprocess
         self.stats = stats
         self.stop = threading.Event()
@@ -267,11 +285,8 @@ def _capture_loop(st: _CaptureState) -> None:
             if st.preprocess is not None:
                 pre = st.preprocess(frame.image)
                 pre_ms = (time.perf_counter() - t_cap) * 1000.0
-            dropped = st.queue.put(_Queued(frame, pre, pre_ms, t_cap), drop_oldest=st.drop_oldest)
-            if dropped is None:
+            if not st.queue.put(_Queued(frame, pre, pre_ms, t_cap)):
                 break
-            if dropped:
-                st.stats.frames_dropped += dropped
     except BaseException as exc:  # handed to the consumer, which re-raises it
         st.error = exc
     finally:
@@ -289,13 +304,25 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
     st.source.close()  # wakes a reconnect back-off; thread-safe while a read is running
     thread = st.thread
     if thread is not None and thread is not threading.current_thread():
-        thread.join(join_timeout_s)
+        # A second Ctrl-C (or `timeout`, which signals the process group too) must not cut the
+        # join short: a capture thread left inside OpenCV's read when the interpreter exits
+        # aborts the process. Finish the join, then let the interrupt through.
+        interrupted: Optional[BaseException] = None
+        deadline = time.monotonic() + join_timeout_s
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                thread.join(min(_WAIT_SLICE_S, max(deadline - time.monotonic(), 0.0)))
+            except KeyboardInterrupt as exc:
+                interrupted = exc
         if thread.is_alive():
             _log.warning(
                 "%s: capture thread still blocked in the source after %.1fs; it is a daemon thread and "
                 "will exit (releasing the device) when the read returns",
                 st.source.name, join_timeout_s,
             )
+        if interrupted is not None:
+            st.stats._finished()
+            raise interrupted
     st.stats._finished()
 
 
@@ -304,7 +331,7 @@ class StreamPipeline:
 
     Iterate it for batches (``list[StreamItem]``), or call :meth:`run` with an inference callable
     for per-frame results. Use it as a context manager (or iterate it to the end) so shutdown is
-    deterministic; ``break``, exceptions, Ctrl-C and garbage collection also stop it cleanly.
+    deterministic; exceptions, Ctrl-C and garbage collection also stop it cleanly.
     A pipeline is consumed once, by one consumer.
 
     Args:
@@ -345,13 +372,14 @@ class StreamPipeline:
         self.source = open_source(source, self.config, opener=opener, live=live)
         if self.config.policy == "auto":
             self.config = replace(self.config, policy=auto_policy(self.source.is_live, self.config.realtime))
+        queue = _FrameQueue(self.config.max_queue, keep_newest=self.config.policy == "latest")
         try:
-            self.stats = StreamStats(self.source, stats_window)
+            self.stats = StreamStats(self.source, queue, stats_window)
         except BaseException:
             self.source.close()
             raise
         self._preprocess_set = preprocess is not None
-        self._state = _CaptureState(self.source, self.config, preprocess, self.stats)
+        self._state = _CaptureState(self.source, queue, preprocess, self.stats)
         self._consumed = False
         self._finalizer = weakref.finalize(self, _shutdown, self._state, join_timeout_s)
 
@@ -366,7 +394,7 @@ class StreamPipeline:
         return thread is not None and thread.is_alive()
 
     def start(self) -> "StreamPipeline":
-        """Start the capture thread (idempotent); iteration and ``with`` call it for you."""
+        """Start the capture thread (idempotent); the first frame asked for and ``with`` call it."""
         if self.closed:
             raise StreamError(f"the pipeline over {self.source.name} is closed; create a new StreamPipeline")
         if self._state.thread is None:
@@ -399,13 +427,20 @@ class StreamPipeline:
         under ``"latest"``: there the consumer waits only for the first frame and takes whatever
         else is already queued, because waiting for a full batch would add latency for nothing.
         """
-        if self._consumed:
-            raise StreamError("this StreamPipeline was already consumed; create a new one per run")
-        self._consumed = True
-        self.start()
+        self._claim()
         return self._batch_gen()
 
-    def _batch_gen(self) -> Iterator[list[StreamItem]]:
+    def _claim(self) -> None:
+        """A pipeline has one consumer: batches() or run(), once."""
+        if self._consumed:
+            raise StreamError("this StreamPipeline was already consumed; create a new one per run")
+        if self.closed:
+            raise StreamError(f"the pipeline over {self.source.name} is closed; create a new StreamPipeline")
+        self._consumed = True
+
+    def _batch_gen(self, count_yielded: bool = True) -> Iterator[list[StreamItem]]:
+        """count_yielded: False when :meth:`run` counts its results one by one instead."""
+        self.start()  # here, not in batches(): capture (and fps) starts when the consumer first asks
         st = self._state
         size = self.config.batch
         greedy = self.source.is_live and self.config.policy == "latest"
@@ -416,7 +451,7 @@ class StreamPipeline:
                 batch: list[StreamItem] = []
                 while len(batch) < size:
                     t0 = time.perf_counter()
-                    got = st.queue.get(block=not (greedy and batch))
+                    got = st.queue.get(block=not (greedy and batch), room=size - len(batch))
                     if got is _EMPTY:
                         break
                     if got is _END:
@@ -437,7 +472,8 @@ class StreamPipeline:
                         stats.preprocess_ms.add(item.preprocess_ms)
                     batch.append(item)
                 if batch:
-                    stats._yielded(len(batch))
+                    if count_yielded:
+                        stats._yielded(len(batch))
                     yield batch
             if st.error is not None:
                 # Re-raise the capture thread's own exception (its traceback included).
@@ -461,8 +497,8 @@ class StreamPipeline:
         """
         if not callable(infer_batch):
             raise ConfigError(f"infer_batch must be callable (frames, preprocessed) -> outputs, got {infer_batch!r}")
-        batches = self.batches()
-        return StreamRun(self, self._run_gen(batches, infer_batch))
+        self._claim()
+        return StreamRun(self, self._run_gen(self._batch_gen(count_yielded=False), infer_batch))
 
     def _run_gen(self, batches: Iterator[list[StreamItem]], infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
         stats = self.stats
@@ -481,10 +517,11 @@ class StreamPipeline:
                 batch_ms = (t1 - t0) * 1000.0
                 stats.inference_ms.add(batch_ms)
                 per_frame_ms = batch_ms / len(batch)
-                for item in batch:
-                    stats.latency_ms.add((t1 - item.captured_perf_s) * 1000.0)
                 for item, out in zip(batch, outputs):
-                    yield self._stamp(out, item, per_frame_ms)
+                    latency_ms = (t1 - item.captured_perf_s) * 1000.0
+                    stats.latency_ms.add(latency_ms)
+                    stats._yielded(1)
+                    yield self._stamp(out, item, per_frame_ms, latency_ms)
         finally:
             # Close the batch generator now (not whenever it is collected): this stops capture.
             close = getattr(batches, "close", None)
@@ -492,13 +529,14 @@ class StreamPipeline:
                 close()
             self.close()
 
-    def _stamp(self, out: Any, item: StreamItem, per_frame_ms: float) -> Any:
+    def _stamp(self, out: Any, item: StreamItem, per_frame_ms: float, latency_ms: float) -> Any:
         if not isinstance(out, Result):
             return out
         t = out.timings
         timings = replace(
             t,
             capture_wait=item.capture_wait_ms,
+            latency=latency_ms,
             preprocess=item.preprocess_ms if self._preprocess_set else t.preprocess,
             inference=t.inference if t.inference > 0 else per_frame_ms,
         )
@@ -515,8 +553,9 @@ class StreamPipeline:
 class StreamRun:
     """The iterator :meth:`StreamPipeline.run` returns: outputs one by one, plus ``stats``.
 
-    Closing it (``close()``, leaving a ``with`` block, ``break`` out of a loop over it, or
-    dropping it) shuts the pipeline down.
+    Closing it (``close()``, leaving a ``with`` block, or dropping the last reference to it, as a
+    ``break`` out of ``for r in det.stream(...)`` does) shuts the pipeline down. A ``break`` out of
+    a loop over a StreamRun kept in a variable only pauses it: capture goes on until ``close()``.
     """
 
     def __init__(self, pipeline: StreamPipeline, gen: Iterator[Any]) -> None:

@@ -59,6 +59,21 @@ def test_policy_latest_with_a_slow_consumer_drops_and_counts(helpers):
     assert seen[-1] == 299  # the newest frame is never the one dropped
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_latest_hands_a_slow_consumer_the_newest_frames(batch):
+    # The consumer arrives after the camera has delivered 50 frames: it judges the newest, not the
+    # oldest of the max_queue frames still queued (that would be max_queue frame periods stale).
+    cfg = StreamConfig(policy="latest", batch=batch, max_queue=4)
+    with StreamPipeline(tiny_frames(50), cfg, live=True) as pipe:
+        deadline = time.monotonic() + 5.0
+        while pipe.stats.frames_captured < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        batches = [[item.frame.index for item in b] for b in pipe]
+    assert batches == [list(range(50 - batch, 50))]
+    s = pipe.stats
+    assert (s.frames_captured, s.frames_dropped, s.frames_yielded) == (50, 50 - batch, batch)
+
+
 def test_live_latest_takes_what_is_queued_instead_of_waiting_for_a_full_batch():
     cfg = StreamConfig(policy="latest", batch=8, max_queue=8)
     sizes = []
@@ -102,7 +117,7 @@ def test_default_policy_stays_current_on_live_and_paced_sources(live, realtime, 
     cfg = StreamConfig(max_queue=2, realtime=realtime, capture_fps=1000.0)
     with StreamPipeline(tiny_frames(5), cfg, live=live) as pipe:
         assert pipe.config.policy == resolved
-        assert pipe._state.drop_oldest == (resolved == "latest")
+        assert pipe._state.queue.keep_newest == (resolved == "latest")
         list(pipe)
 
 
@@ -150,6 +165,33 @@ def test_run_calls_infer_batch_and_stamps_results():
     assert results[6].is_anomaly and not results[4].is_anomaly
     assert pipe.stats.latency_ms.count == 10 and pipe.stats.inference_ms.count == 3
     assert pipe.closed and pipe.source.closed
+
+
+def test_run_counts_the_results_handed_out_and_stamps_their_latency():
+    def infer(frames, pre):
+        time.sleep(0.01)
+        return [Result(score=0.0, threshold=1.0, anomaly_map=np.zeros((2, 2), np.float32),
+                       kept_mask=np.ones((2, 2), bool), timings=Timings(preprocess=1.0, postprocess=0.5))
+                for _ in frames]
+
+    run = StreamPipeline(tiny_frames(10), StreamConfig(policy="all", batch=4)).run(infer)
+    with run:
+        results = [next(run) for _ in range(5)]  # one batch and a frame of the next
+    assert run.stats.frames_yielded == 5  # not the 8 frames pulled into two batches
+    for r in results:
+        t = r.timings
+        # total is the frame's processing time; the wait for capture is idle time, reported apart
+        assert t.total == pytest.approx(t.preprocess + t.inference + t.postprocess)
+        assert t.latency >= 10.0 and r.to_dict()["latency_ms"] == round(t.latency, 3)
+
+
+def test_capture_starts_when_the_consumer_first_asks():
+    pipe = StreamPipeline(endless_frames(), StreamConfig(policy="all", max_queue=2), live=True)
+    run = pipe.run(lambda frames, pre: [f.index for f in frames])
+    time.sleep(0.1)
+    assert not pipe.running and pipe.stats.frames_captured == 0 and pipe.stats.elapsed_s == 0.0
+    with run:
+        assert next(run) == 0 and pipe.running
 
 
 def test_run_passes_non_result_outputs_through_and_checks_the_count():
@@ -286,6 +328,31 @@ def test_close_during_a_reconnect_back_off_is_prompt(scripted_opener, fake_captu
         t0 = time.perf_counter()
     assert time.perf_counter() - t0 < 2.0
     assert helpers.capture_threads() == [] and pipe.source.closed
+
+
+def test_a_second_interrupt_during_close_still_joins_the_capture_thread(helpers):
+    # Ctrl-C pressed twice (or `timeout`, which signals the whole process group): the second
+    # KeyboardInterrupt lands in close()'s join. A capture thread abandoned inside the camera's
+    # read aborts the process at exit, so close() finishes the join and re-raises after.
+    class InterruptedOnce:
+        def __init__(self, thread):
+            self.thread, self.raised = thread, False
+
+        def join(self, timeout=None):
+            if not self.raised:
+                self.raised = True
+                raise KeyboardInterrupt
+            self.thread.join(timeout)
+
+        def is_alive(self):
+            return self.thread.is_alive()
+
+    pipe = StreamPipeline(endless_frames(delay_s=0.2), StreamConfig(policy="latest"), live=True).start()
+    time.sleep(0.05)  # the capture thread is inside a 0.2 s read
+    pipe._state.thread = InterruptedOnce(pipe._state.thread)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.close()
+    assert pipe._state.thread.raised and helpers.capture_threads() == [] and pipe.source.closed
 
 
 def test_enter_and_exit_without_iterating():
