@@ -12,6 +12,7 @@ Fitting, exporting and calibrating are functions of their own modules, not Detec
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -25,6 +26,11 @@ from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
+
+log = logging.getLogger("edgecmg")
+# A frame whose height / width differs from the training images' by more than this factor is
+# stretched visibly by the resize (fit's own rounding to multiples of 32 stays well inside it).
+ASPECT_TOLERANCE = 1.25
 
 if TYPE_CHECKING:
     from edgecmg.stream import StreamRun
@@ -41,6 +47,7 @@ class Detector:
             raise DataError(f"{runner.model_path}: the model file holds no usable threshold "
                             f"({self.metadata.get('threshold')!r}); pass threshold= or fit the model again")
         self.threshold = self.metadata["threshold"] if threshold is None else threshold
+        self._frame_shapes_checked: set[tuple[int, int]] = set()
         # Host-side BankScorer for runners whose graph stops after the featurizer.
         self._scorer = scorer
         if runner.produces_features and scorer is None:
@@ -147,7 +154,24 @@ class Detector:
                             "(predict() does that for you)")
         if frame.shape[0] == 0 or frame.shape[1] == 0:
             raise DataError(f"frame is empty (shape {frame.shape}): the camera or decoder delivered no pixels")
+        shape = (int(frame.shape[0]), int(frame.shape[1]))
+        if shape not in self._frame_shapes_checked and len(self._frame_shapes_checked) < 64:
+            self._frame_shapes_checked.add(shape)  # once per frame size: a stream's frames share one
+            self._warn_if_stretched(shape)
         return resize_to_input(frame, self.input_size)
+
+    def _warn_if_stretched(self, shape: tuple[int, int]) -> None:
+        trained = self.metadata.get("training", {}).get("aspect_hw")
+        if not _is_number(trained) or trained <= 0:
+            return  # a file from before fit recorded it
+        h, w = shape
+        stretch = (h / w) / trained
+        if max(stretch, 1 / stretch) > ASPECT_TOLERANCE:
+            log.warning(
+                "%s: a %dx%d frame (width x height) has height/width %.2f, the training images %.2f: the "
+                "resize to the model's input stretches the part %.2fx against what fit saw, which moves its "
+                "score; crop frames to the part as the training images were, or fit on frames of this camera",
+                self.runner.model_path, w, h, h / w, trained, max(stretch, 1 / stretch))
 
     def predict(self, frame: np.ndarray) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts

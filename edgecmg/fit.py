@@ -34,11 +34,16 @@ NORMAL_LEVEL_IMAGES = 64
 MIN_TRAIN_IMAGES = 8
 
 
+def median_aspect(shapes: Sequence[tuple[int, int]]) -> float:
+    """The training images' height / width (their median)."""
+    return float(np.median([h / w for h, w in shapes]))
+
+
 def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) -> tuple[int, int]:
     """Keep the parts' aspect ratio: area close to max_side**2, both sides multiples of 32."""
     if config.input_size is not None:
         return config.input_size
-    aspect = float(np.median([h / w for h, w in shapes]))
+    aspect = median_aspect(shapes)
     area = config.max_side ** 2
     height = math.sqrt(area * aspect)
     width = height / aspect
@@ -207,6 +212,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "training": {
             "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
+            # what Detector compares frames with: a frame of another shape is stretched by the resize
+            "aspect_hw": round(median_aspect([f.shape[:2] for f in frames]), 4),
             "bank_size": int(bank_size), "feature_dim": int(feature_dim),
             "seconds": round(time.perf_counter() - started, 2),
         },

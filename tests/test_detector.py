@@ -188,3 +188,20 @@ def test_eval_reports_the_decisions_at_the_threshold(detector, kolektor_root):
     assert metrics["threshold"] == pytest.approx(detector.threshold)
     assert metrics["good_flagged"] == sum(r["is_anomaly"] and r["label"] == 0 for r in records)
     assert metrics["defects_missed"] == sum(not r["is_anomaly"] and r["label"] == 1 for r in records)
+
+
+def test_a_frame_of_another_shape_than_the_training_images_is_warned_about_once(small_artifact, kolektor_root,
+                                                                                 featurizer_onnx, caplog):
+    part = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])  # tall, as the training parts
+    wide = np.ascontiguousarray(part.transpose(1, 0, 2))  # the same part on its side: 2.5x wider than tall
+    for path, backend in ((small_artifact, "torch"), (featurizer_onnx, "onnxruntime")):
+        with Detector.load(path, backend=backend) as det:
+            caplog.clear()
+            det.predict(part)
+            assert "stretches" not in caplog.text
+            det.predict(wide)
+            det.predict_batch([wide, wide])
+            warnings = [r.getMessage() for r in caplog.records if "stretches the part" in r.getMessage()]
+            assert len(warnings) == 1, warnings
+            w, h = wide.shape[1], wide.shape[0]
+            assert f"a {w}x{h} frame" in warnings[0] and "crop frames to the part" in warnings[0]
