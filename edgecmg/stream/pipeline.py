@@ -115,12 +115,14 @@ class _FrameQueue:
             self._cond.notify_all()
             return True
 
-    def get(self, *, block: bool, room: int = 1) -> Any:
-        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking.
+    def get(self, *, block: bool, room: int = 1, timeout_s: Optional[float] = None) -> Any:
+        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking, or when
+        ``timeout_s`` passed without one.
 
         room: frames the consumer still takes for its batch. With ``keep_newest``, frames older than
         the newest ``room`` are dropped first, so a slow consumer judges the newest frames.
         """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while True:
                 if self._items:
@@ -133,7 +135,7 @@ class _FrameQueue:
                     return item
                 if self._ended or self._stopped:
                     return _END
-                if not block:
+                if not block or (deadline is not None and time.monotonic() >= deadline):
                     return _EMPTY
                 self._cond.wait(_WAIT_SLICE_S)
 
@@ -444,6 +446,9 @@ class StreamPipeline:
         st = self._state
         size = self.config.batch
         greedy = self.source.is_live and self.config.policy == "latest"
+        # A live source silent this long is reported (and again at each interval): a stalled camera
+        # or pipeline can block its read indefinitely, which no reconnect notices until it returns.
+        stall_s = self.config.timeout_s if self.source.is_live else None
         stats = self.stats
         try:
             ended = False
@@ -451,7 +456,12 @@ class StreamPipeline:
                 batch: list[StreamItem] = []
                 while len(batch) < size:
                     t0 = time.perf_counter()
-                    got = st.queue.get(block=not (greedy and batch), room=size - len(batch))
+                    blocking = not (greedy and batch)
+                    got = st.queue.get(block=blocking, room=size - len(batch), timeout_s=stall_s)
+                    while got is _EMPTY and blocking:
+                        _log.warning("%s: no frame for %.0f s; the capture is still waiting on the source (camera "
+                                     "stalled or disconnected?)", self.source.name, time.perf_counter() - t0)
+                        got = st.queue.get(block=True, room=size - len(batch), timeout_s=stall_s)
                     if got is _EMPTY:
                         break
                     if got is _END:

@@ -88,6 +88,21 @@ def test_live_latest_takes_what_is_queued_instead_of_waiting_for_a_full_batch():
     assert pipe.stats.capture_wait_ms.max < 60
 
 
+def test_a_live_source_that_goes_silent_is_reported(caplog):
+    def stalls_after_one_frame():
+        yield np.zeros((4, 4, 3), np.uint8)
+        time.sleep(1.0)  # a camera whose read blocks: no error, no frame
+        yield np.ones((4, 4, 3), np.uint8)
+
+    cfg = StreamConfig(policy="latest", timeout_s=0.3)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        with StreamPipeline(stalls_after_one_frame(), cfg, live=True) as pipe:
+            seen = [item.frame.index for batch in pipe for item in batch]
+    assert seen == [0, 1]  # the stream goes on when the source does
+    stalls = [r.getMessage() for r in caplog.records if "no frame for" in r.getMessage()]
+    assert 2 <= len(stalls) <= 4 and "camera stalled" in stalls[0]
+
+
 def test_live_policy_all_fills_batches():
     cfg = StreamConfig(policy="all", batch=3, max_queue=4)
     sizes = []
