@@ -305,11 +305,11 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
     st.queue.stop()  # wakes a producer blocked on a full queue
     st.source.close()  # wakes a reconnect back-off; thread-safe while a read is running
     thread = st.thread
+    interrupted: Optional[BaseException] = None
     if thread is not None and thread is not threading.current_thread():
         # A second Ctrl-C (or `timeout`, which signals the process group too) must not cut the
         # join short: a capture thread left inside OpenCV's read when the interpreter exits
         # aborts the process. Finish the join, then let the interrupt through.
-        interrupted: Optional[BaseException] = None
         deadline = time.monotonic() + join_timeout_s
         while thread.is_alive() and time.monotonic() < deadline:
             try:
@@ -322,10 +322,9 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
                 "will exit (releasing the device) when the read returns",
                 st.source.name, join_timeout_s,
             )
-        if interrupted is not None:
-            st.stats._finished()
-            raise interrupted
     st.stats._finished()
+    if interrupted is not None:
+        raise interrupted
 
 
 class StreamPipeline:
