@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from edgecmg import __version__
 from edgecmg.commands import output_folder
+from edgecmg.config import StreamConfig
 from edgecmg.errors import EdgeCMGError
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -343,8 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto (default): latest for cameras and network streams, all for files and folders")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--max-queue", type=int, default=4,
-                   help="frames buffered between capture and inference (default 4); with 'latest' it bounds "
-                        "how stale a frame can be")
+                   help="frames buffered between capture and inference (default 4); 'latest' judges the newest "
+                        "and drops the older ones")
+    p.add_argument("--reconnect-attempts", type=int, default=StreamConfig.reconnect_attempts, metavar="N",
+                   help="reopen a camera or network stream that fails up to N times, with back-off doubling from "
+                        "0.5 s to 30 s (default %(default)s: about a minute); 0: stop at the first failure")
     p.add_argument("--threshold", type=float, help="override the fitted threshold (see `edgecmg threshold`)")
     p.add_argument("--realtime", action="store_true",
                    help="play a video file or folder at its frame rate, as a camera would deliver it (by default "

@@ -211,17 +211,19 @@ class StreamConfig:
         ``csi://``) and for ``realtime``-paced ones, "all" for video files, folders and sequences.
     batch: frames handed to the detector at once. With a live source and ``"latest"`` a batch is
         not waited for: the consumer takes what is queued (1..batch frames).
-    max_queue: frames buffered between capture and inference; with ``"latest"`` it bounds how
-        stale a frame can be (``max_queue == batch`` gives the freshest frames).
+    max_queue: frames buffered between capture and inference (``"latest"`` hands the consumer the
+        newest of them and drops the older ones).
     reconnect_attempts / reconnect_backoff_s: a live source (camera, network, GStreamer) that fails
         mid-stream is reopened up to this many times, waiting ``backoff * 2**k`` seconds (k = 0,
-        1, ...) before each try; 0 attempts = fail at the first error.
+        1, ..., at most 30 s) before each try; 0 attempts = fail at the first error. The defaults
+        wait out about a minute (0.5 + 1 + 2 + 4 + 8 + 16 + 30 = 61.5 s), an IP camera's reboot.
     capture_size: (width, height) requested from cameras and ``csi://`` sensors; ``None`` keeps
         the device default (``csi://`` uses 1280x720).
     capture_fps: frame rate requested from cameras / ``csi://``; also the pace of a non-video
         source when ``realtime`` is set. ``None`` = device default (30 for ``csi://``).
     timeout_s: open and read timeout of network streams, so a dead camera errors (and is
-        reconnected) instead of hanging the capture thread.
+        reconnected) instead of hanging the capture thread; a live source silent this long is
+        also reported in the log (again at each interval).
     loop: restart video files, image folders and re-iterable sequences at their end (benchmarks).
     realtime: pace non-live sources (files, folders, sequences) at their frame rate so they
         behave like a camera, e.g. to see what ``"latest"`` drops at a given inference speed.
@@ -230,7 +232,7 @@ class StreamConfig:
     policy: str = "auto"
     batch: int = 1
     max_queue: int = 4
-    reconnect_attempts: int = 5
+    reconnect_attempts: int = 7
     reconnect_backoff_s: float = 0.5
     capture_size: Optional[tuple[int, int]] = None
     capture_fps: Optional[float] = None

@@ -37,10 +37,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rejects", type=Path, help="save the overlay of every rejected part here")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
     args = parser.parse_args(argv)
-    source = int(args.source) if args.source.isdigit() else args.source
 
     judged = rejected = 0
-    with Detector.load(args.model, backend=args.backend, threshold=args.threshold) as detector, detector.stream(source) as results:
+    with Detector.load(args.model, backend=args.backend, threshold=args.threshold) as detector, detector.stream(args.source) as results:
         print(f"{detector}\njudging {args.source}; Ctrl-C to stop", flush=True)
         try:
             for result in results:

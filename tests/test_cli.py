@@ -236,6 +236,21 @@ def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolek
     assert json.loads((report / "stream_summary.json").read_text())["rows"][0]["frames_yielded"] == 3
 
 
+def test_stream_reads_a_folder_named_with_digits_not_a_camera(small_artifact, kolektor_root, tmp_path, capsys,
+                                                               monkeypatch):
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "5").mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:2]:
+        cv2.imwrite(str(tmp_path / "5" / path.name), cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR))
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["-q", "stream", "5", "-m", str(small_artifact), "--backend", "torch", "--jsonl", str(jsonl)]) == 0
+    assert len(jsonl.read_text().splitlines()) == 2  # camera 5 would not have opened
+
+
 def test_stream_save_creates_its_folder_and_refuses_a_name_opencv_cannot_write(small_artifact, kolektor_root,
                                                                                tmp_path, capsys):
     import cv2

@@ -22,12 +22,13 @@ def run_stream(args: argparse.Namespace) -> int:
                           "until the source ends")
     if args.show:
         open_window()
-    source = int(args.source) if args.source.isdigit() else args.source
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     try:
         # The source opens here: a mistyped path fails before any output file is created or truncated.
-        run = detector.stream(source, config=StreamConfig(policy=args.policy, batch=args.batch,
-                                                          max_queue=args.max_queue, realtime=args.realtime))
+        # A string of digits is a camera index unless a file or folder has that name (open_source).
+        run = detector.stream(args.source, config=StreamConfig(policy=args.policy, batch=args.batch,
+                                                               max_queue=args.max_queue, realtime=args.realtime,
+                                                               reconnect_attempts=args.reconnect_attempts))
     except BaseException:
         detector.close()
         raise

@@ -269,6 +269,7 @@ class CaptureSource(FrameSource):
         self._outage_attempts = 0  # reconnect attempts since the last good frame
         self._frames_since_open = 0
         self._frame_rate: Optional[float] = None
+        self._frame_count: Optional[int] = None  # the container's own count, video files only
         self._open_first(open_hint)
 
     # ---- opening --------------------------------------------------------------------------
@@ -309,6 +310,8 @@ class CaptureSource(FrameSource):
         self._frames_since_open = 1
         # Read once here: later the capture thread owns the device (and may be reopening it).
         self._frame_rate = self._native_fps()
+        if self.kind == "file":
+            self._frame_count = self._container_frames()
         if not self.is_live:
             self._pending = self._convert(raw)
             if self.config.realtime:
@@ -327,6 +330,21 @@ class CaptureSource(FrameSource):
         except Exception:
             return None
         return fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else None
+
+    def _container_frames(self) -> Optional[int]:
+        try:
+            count = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        except Exception:
+            return None
+        return int(count) if math.isfinite(count) and 0 < count < 1e9 else None
+
+    def _warn_if_short(self) -> None:
+        """A cut-off recording decodes up to the cut and then ends like a whole one: compare."""
+        seen = self._frames_since_open + self.corrupt_skipped
+        # Containers' counts can be off by a frame or two (edit lists, B-frame delay).
+        if self._frame_count is not None and seen < self._frame_count - 2:
+            _log.warning("%s: ended after %d of the %d frames its container lists; the file looks truncated "
+                         "or damaged", self.name, seen, self._frame_count)
 
     # ---- reading --------------------------------------------------------------------------
     def _grab(self) -> tuple[bool, Optional[np.ndarray], str]:
@@ -381,6 +399,7 @@ class CaptureSource(FrameSource):
                 self._frames_since_open = 0
                 failed_reads = 0
                 continue
+            self._warn_if_short()
             return None
         return None
 
@@ -419,7 +438,8 @@ class CaptureSource(FrameSource):
         raise StreamError(
             f"{self.kind} source {self.name} failed ({reason}) and could not be reopened after "
             f"{attempts} attempt(s) over {waited:.1f}s of back-off; check the camera, cable or network, "
-            "or raise StreamConfig.reconnect_attempts / reconnect_backoff_s"
+            "or allow more attempts (edgecmg stream --reconnect-attempts N; in Python "
+            "StreamConfig(reconnect_attempts=, reconnect_backoff_s=))"
         )
 
     def _release_cap(self) -> None:

@@ -44,6 +44,20 @@ def test_video_file_reads_every_frame_as_rgb(video_file, fourcc, ext):
     assert src.closed and src.read() is None
 
 
+def test_a_truncated_recording_is_reported_when_it_ends(video_file, tmp_path, caplog):
+    whole = video_file(n=80, fourcc="MJPG", ext=".avi")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])  # the tail lost, e.g. a full disk
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        with open_source(whole) as src:
+            assert len(list(src)) == 80
+        assert "truncated" not in caplog.text
+        with open_source(cut) as src:
+            read = len(list(src))
+    assert 0 < read < 78  # OpenCV decodes up to the cut and ends as if the file were whole
+    assert f"{cut}: ended after {read} of the 80 frames its container lists" in caplog.text
+
+
 def test_frame_rate_is_the_files_own_and_unknown_for_folders_and_sequences(video_file, image_folder):
     with open_source(video_file(n=3, fourcc="MJPG", ext=".avi", fps=12.5)) as src:
         assert src.frame_rate == pytest.approx(12.5, abs=0.01)
@@ -389,8 +403,21 @@ def test_reconnect_back_off_is_exponential(scripted_opener, fake_capture):
 
 def test_zero_reconnect_attempts_fail_at_the_first_error(scripted_opener, fake_capture):
     src = open_source(0, StreamConfig(reconnect_attempts=0), opener=scripted_opener([fake_capture([0])]))
-    with pytest.raises(StreamError, match="after 0 attempt"):
+    with pytest.raises(StreamError, match=r"after 0 attempt.*--reconnect-attempts N.*StreamConfig\(reconnect_attempts="):
         src.read()
+
+
+def test_default_reconnects_wait_out_about_a_minute():
+    # an IP camera's reboot; the CLI's --reconnect-attempts defaults to the same
+    from edgecmg.cli import build_parser
+
+    cfg = StreamConfig()
+    from edgecmg.stream.sources import _MAX_BACKOFF_S
+
+    waits = [min(cfg.reconnect_backoff_s * 2 ** k, _MAX_BACKOFF_S) for k in range(cfg.reconnect_attempts)]
+    assert 55 <= sum(waits) <= 90
+    args = build_parser().parse_args(["stream", "0", "-m", "m.edgecmg"])
+    assert args.reconnect_attempts == cfg.reconnect_attempts
 
 
 def test_close_interrupts_a_reconnect_back_off(scripted_opener, fake_capture):
