@@ -210,7 +210,10 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
                  "--max-queue", "2", "--jsonl", str(jsonl)]) == 0
     assert time.perf_counter() - started >= 1.0
     assert "latency counts" not in capsys.readouterr().out
-    assert len(jsonl.read_text().splitlines()) == 12
+    # paced like a camera it runs "latest": a frame is judged or dropped (a busy machine drops some)
+    judged = len(jsonl.read_text().splitlines())
+    row = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
+    assert judged >= 1 and row["frames_yielded"] == judged and judged + row["frames_dropped"] == 12
 
 
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,

@@ -270,6 +270,8 @@ class CaptureSource(FrameSource):
         self._frames_since_open = 0
         self._frame_rate: Optional[float] = None
         self._frame_count: Optional[int] = None  # the container's own count, video files only
+        self._skipped_before_pass = 0  # corrupt_skipped when this pass over a file began
+        self._short_warned = False
         self._open_first(open_hint)
 
     # ---- opening --------------------------------------------------------------------------
@@ -339,12 +341,19 @@ class CaptureSource(FrameSource):
         return int(count) if math.isfinite(count) and 0 < count < 1e9 else None
 
     def _warn_if_short(self) -> None:
-        """A cut-off recording decodes up to the cut and then ends like a whole one: compare."""
-        seen = self._frames_since_open + self.corrupt_skipped
+        """A cut-off recording decodes up to the cut and then ends like a whole one: compare.
+
+        Called at the end of each pass over the file; said once, as a looping benchmark would
+        otherwise repeat it every pass.
+        """
+        seen = self._frames_since_open + self.corrupt_skipped - self._skipped_before_pass
+        self._skipped_before_pass = self.corrupt_skipped
         # Containers' counts can be off by a frame or two (edit lists, B-frame delay).
-        if self._frame_count is not None and seen < self._frame_count - 2:
+        if self._frame_count is not None and not self._short_warned and seen < self._frame_count - 2:
+            self._short_warned = True
             _log.warning("%s: ended after %d of the %d frames its container lists; the file looks truncated "
-                         "or damaged", self.name, seen, self._frame_count)
+                         "or damaged (check it plays to the end, or copy it again)", self.name, seen,
+                         self._frame_count)
 
     # ---- reading --------------------------------------------------------------------------
     def _grab(self) -> tuple[bool, Optional[np.ndarray], str]:
@@ -390,6 +399,7 @@ class CaptureSource(FrameSource):
             if failed_reads < _FILE_END_READS:
                 continue  # a damaged frame, or the end: the next reads tell
             if self.config.loop and self._frames_since_open > 0:
+                self._warn_if_short()
                 # Reopen rather than seek: CAP_PROP_POS_FRAMES is unreliable for many codecs.
                 self._release_cap()
                 cap, why = self._try_open()

@@ -56,6 +56,16 @@ def test_a_truncated_recording_is_reported_when_it_ends(video_file, tmp_path, ca
             read = len(list(src))
     assert 0 < read < 78  # OpenCV decodes up to the cut and ends as if the file were whole
     assert f"{cut}: ended after {read} of the 80 frames its container lists" in caplog.text
+    # Looping checks each pass and says it once; a whole file looped is never reported.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        for path, frames in ((whole, 2 * 80 + 1), (cut, 3 * read + 1)):
+            with open_source(path, StreamConfig(loop=True)) as src:
+                assert [src.read().index for _ in range(frames)] == list(range(frames))
+    assert [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()] == [
+        f"{cut}: ended after {read} of the 80 frames its container lists; the file looks truncated or damaged "
+        "(check it plays to the end, or copy it again)"
+    ]
 
 
 def test_frame_rate_is_the_files_own_and_unknown_for_folders_and_sequences(video_file, image_folder):
@@ -410,10 +420,9 @@ def test_zero_reconnect_attempts_fail_at_the_first_error(scripted_opener, fake_c
 def test_default_reconnects_wait_out_about_a_minute():
     # an IP camera's reboot; the CLI's --reconnect-attempts defaults to the same
     from edgecmg.cli import build_parser
-
-    cfg = StreamConfig()
     from edgecmg.stream.sources import _MAX_BACKOFF_S
 
+    cfg = StreamConfig()
     waits = [min(cfg.reconnect_backoff_s * 2 ** k, _MAX_BACKOFF_S) for k in range(cfg.reconnect_attempts)]
     assert 55 <= sum(waits) <= 90
     args = build_parser().parse_args(["stream", "0", "-m", "m.edgecmg"])
