@@ -205,8 +205,9 @@ STREAM_POLICIES = ("auto", "latest", "all")
 class StreamConfig:
     """How frames flow from a source to the detector.
 
-    policy: ``"latest"`` keeps the consumer on fresh frames (when the queue is full the oldest
-        queued frame is dropped and counted); ``"all"`` applies back-pressure and loses nothing;
+    policy: ``"latest"`` keeps the consumer on fresh frames (the oldest queued frame is dropped
+        when the queue is full, and the consumer takes the newest frames, dropping older ones;
+        all counted); ``"all"`` applies back-pressure and loses nothing;
         ``"auto"`` (default) is "latest" for live sources (cameras, network streams, GStreamer,
         ``csi://``) and for ``realtime``-paced ones, "all" for video files, folders and sequences.
     batch: frames handed to the detector at once. With a live source and ``"latest"`` a batch is
@@ -215,15 +216,18 @@ class StreamConfig:
         newest of them and drops the older ones).
     reconnect_attempts / reconnect_backoff_s: a live source (camera, network, GStreamer) that fails
         mid-stream is reopened up to this many times, waiting ``backoff * 2**k`` seconds (k = 0,
-        1, ..., at most 30 s) before each try; 0 attempts = fail at the first error. The defaults
-        wait out about a minute (0.5 + 1 + 2 + 4 + 8 + 16 + 30 = 61.5 s), an IP camera's reboot.
+        1, ..., at most 30 s or the backoff itself) before each try; 0 attempts = fail at the first
+        error. The defaults back off for about a minute (0.5 + 1 + 2 + 4 + 8 + 16 + 30 = 61.5 s,
+        plus the time each reopen takes), an IP camera's reboot.
     capture_size: (width, height) requested from cameras and ``csi://`` sensors; ``None`` keeps
         the device default (``csi://`` uses 1280x720).
     capture_fps: frame rate requested from cameras / ``csi://``; also the pace of a non-video
         source when ``realtime`` is set. ``None`` = device default (30 for ``csi://``).
     timeout_s: open and read timeout of network streams, so a dead camera errors (and is
-        reconnected) instead of hanging the capture thread; a live source silent this long is
-        also reported in the log (again at each interval).
+        reconnected) instead of hanging the capture thread.
+    stall_warn_s: a live source that delivers no frame for this long (outside a reconnect) is
+        reported in the log, again at each interval; ``None`` for triggered cameras that are
+        silent between parts.
     loop: restart video files, image folders and re-iterable sequences at their end (benchmarks).
     realtime: pace non-live sources (files, folders, sequences) at their frame rate so they
         behave like a camera, e.g. to see what ``"latest"`` drops at a given inference speed.
@@ -237,6 +241,7 @@ class StreamConfig:
     capture_size: Optional[tuple[int, int]] = None
     capture_fps: Optional[float] = None
     timeout_s: float = 10.0
+    stall_warn_s: Optional[float] = 10.0
     loop: bool = False
     realtime: bool = False
     extra: dict = field(default_factory=dict)
@@ -260,3 +265,5 @@ class StreamConfig:
             raise ConfigError(f"capture_fps={self.capture_fps} must be > 0 (or None for the device default)")
         if not self.timeout_s > 0:
             raise ConfigError(f"timeout_s={self.timeout_s} must be > 0 seconds")
+        if self.stall_warn_s is not None and not self.stall_warn_s > 0:
+            raise ConfigError(f"stall_warn_s={self.stall_warn_s} must be > 0 seconds, or None for no warning")

@@ -29,7 +29,8 @@ from edgecmg.runtime.base import Runner
 
 log = logging.getLogger("edgecmg")
 # A frame whose height / width differs from the training images' by more than this factor is
-# stretched visibly by the resize (fit's own rounding to multiples of 32 stays well inside it).
+# stretched visibly by the resize to the model's input (the training images were resized the same
+# way, so only a difference from them matters).
 ASPECT_TOLERANCE = 1.25
 
 if TYPE_CHECKING:

@@ -128,7 +128,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     frames, names = _load(images)
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
-    size = choose_input_size([f.shape[:2] for f in frames], config)
+    shapes = [f.shape[:2] for f in frames]
+    size = choose_input_size(shapes, config)
     geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
 
@@ -213,7 +214,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         "training": {
             "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
             # what Detector compares frames with: a frame of another shape is stretched by the resize
-            "aspect_hw": round(median_aspect([f.shape[:2] for f in frames]), 4),
+            "aspect_hw": round(median_aspect(shapes), 4),
             "bank_size": int(bank_size), "feature_dim": int(feature_dim),
             "seconds": round(time.perf_counter() - started, 2),
         },

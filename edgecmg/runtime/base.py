@@ -11,6 +11,7 @@ model's BankScorer. ``metadata`` is the artifact header (threshold, input size, 
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Optional
@@ -18,6 +19,8 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
+
+log = logging.getLogger("edgecmg")
 
 FEATURIZER_OUTPUTS = ("embeddings", "match_scores")
 
@@ -54,7 +57,10 @@ class Runner(ABC):
             try:
                 self._activate()
             except BaseException:
-                self._deactivate()  # release what the failed activation took (a CUDA stream, buffers)
+                try:
+                    self._deactivate()  # release what the failed activation took (a CUDA stream, buffers)
+                except Exception:  # noqa: BLE001 - the activation's own error is the one to report
+                    log.debug("%s: cleanup after a failed activation failed too", self.path, exc_info=True)
                 raise
             self.active = True
         return self

@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Generator, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -169,7 +169,7 @@ class StreamStats:
     latency_ms: capture -> result per frame; both filled by :meth:`StreamPipeline.run` only.
     """
 
-    def __init__(self, source: FrameSource, queue: _FrameQueue, window: int = 10_000) -> None:
+    def __init__(self, source: FrameSource, *, queue: _FrameQueue, window: int = 10_000) -> None:
         self._source = source
         self._queue = queue
         self.frames_captured = 0
@@ -307,7 +307,7 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
     thread = st.thread
     interrupted: Optional[BaseException] = None
     if thread is not None and thread is not threading.current_thread():
-        # A second Ctrl-C (or `timeout`, which signals the process group too) must not cut the
+        # A second Ctrl-C (or `timeout -s INT`, which signals the process group too) must not cut the
         # join short: a capture thread left inside OpenCV's read when the interpreter exits
         # aborts the process. Finish the join, then let the interrupt through.
         deadline = time.monotonic() + join_timeout_s
@@ -375,7 +375,7 @@ class StreamPipeline:
             self.config = replace(self.config, policy=auto_policy(self.source.is_live, self.config.realtime))
         queue = _FrameQueue(self.config.max_queue, keep_newest=self.config.policy == "latest")
         try:
-            self.stats = StreamStats(self.source, queue, stats_window)
+            self.stats = StreamStats(self.source, queue=queue, window=stats_window)
         except BaseException:
             self.source.close()
             raise
@@ -396,8 +396,7 @@ class StreamPipeline:
 
     def start(self) -> "StreamPipeline":
         """Start the capture thread (idempotent); the first frame asked for and ``with`` call it."""
-        if self.closed:
-            raise StreamError(f"the pipeline over {self.source.name} is closed; create a new StreamPipeline")
+        self._check_open()
         if self._state.thread is None:
             thread = threading.Thread(
                 target=_capture_loop, args=(self._state,), name=f"edgecmg-capture[{self.source.name}]", daemon=True
@@ -435,9 +434,12 @@ class StreamPipeline:
         """A pipeline has one consumer: batches() or run(), once."""
         if self._consumed:
             raise StreamError("this StreamPipeline was already consumed; create a new one per run")
+        self._check_open()
+        self._consumed = True
+
+    def _check_open(self) -> None:
         if self.closed:
             raise StreamError(f"the pipeline over {self.source.name} is closed; create a new StreamPipeline")
-        self._consumed = True
 
     def _batch_gen(self, count_yielded: bool = True) -> Iterator[list[StreamItem]]:
         """count_yielded: False when :meth:`run` counts its results one by one instead."""
@@ -447,7 +449,7 @@ class StreamPipeline:
         greedy = self.source.is_live and self.config.policy == "latest"
         # A live source silent this long is reported (and again at each interval): a stalled camera
         # or pipeline can block its read indefinitely, which no reconnect notices until it returns.
-        stall_s = self.config.timeout_s if self.source.is_live else None
+        stall_s = self.config.stall_warn_s if self.source.is_live else None
         stats = self.stats
         try:
             ended = False
@@ -458,8 +460,10 @@ class StreamPipeline:
                     blocking = not (greedy and batch)
                     got = st.queue.get(block=blocking, room=size - len(batch), timeout_s=stall_s)
                     while got is _EMPTY and blocking:
-                        _log.warning("%s: no frame for %.0f s; the capture is still waiting on the source (camera "
-                                     "stalled or disconnected?)", self.source.name, time.perf_counter() - t0)
+                        if not self.source.reconnecting:  # a reconnect logs its own steps
+                            _log.warning("%s: no frame for %.1f s; the capture is still waiting on the source "
+                                         "(camera stalled or disconnected?)", self.source.name,
+                                         time.perf_counter() - t0)
                         got = st.queue.get(block=True, room=size - len(batch), timeout_s=stall_s)
                     if got is _EMPTY:
                         break
@@ -497,8 +501,8 @@ class StreamPipeline:
         (None without ``preprocess``) and must return one output per frame, in order. Outputs
         that are :class:`~edgecmg.result.Result` are stamped with the frame's index, timestamp and
         source and with the stream timings (``capture_wait``, ``preprocess`` when the pipeline
-        ran it, ``inference`` = the batch time shared per frame unless already set). Per-frame
-        latency capture -> result is recorded in ``stats.latency_ms``.
+        ran it, ``inference`` = the batch time shared per frame unless already set, ``latency`` =
+        capture -> result). The latencies are also recorded in ``stats.latency_ms``.
 
         Returns a :class:`StreamRun`: an iterator of outputs that also exposes ``stats`` and
         ``close()`` and works as a context manager, so a wrapper such as ``Detector.stream()``
@@ -509,7 +513,7 @@ class StreamPipeline:
         self._claim()
         return StreamRun(self, self._run_gen(self._batch_gen(count_yielded=False), infer_batch))
 
-    def _run_gen(self, batches: Iterator[list[StreamItem]], infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
+    def _run_gen(self, batches: Generator[list[StreamItem], None, None], infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
         stats = self.stats
         try:
             for batch in batches:
@@ -532,10 +536,7 @@ class StreamPipeline:
                     stats._yielded(1)
                     yield self._stamp(out, item, per_frame_ms, latency_ms)
         finally:
-            # Close the batch generator now (not whenever it is collected): this stops capture.
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
+            batches.close()  # now, not whenever it is collected: this stops capture
             self.close()
 
     def _stamp(self, out: Any, item: StreamItem, per_frame_ms: float, latency_ms: float) -> Any:

@@ -117,6 +117,7 @@ class FrameSource(ABC):
         self.frames_read = 0
         self.corrupt_skipped = 0
         self.reconnects = 0
+        self.reconnecting = False  # in a reconnect's back-off or reopen (the pipeline's stall warning waits)
         self._closed = threading.Event()
         self._io_lock = threading.Lock()
         self._released = False
@@ -348,8 +349,9 @@ class CaptureSource(FrameSource):
         """
         seen = self._frames_since_open + self.corrupt_skipped - self._skipped_before_pass
         self._skipped_before_pass = self.corrupt_skipped
-        # Containers' counts can be off by a frame or two (edit lists, B-frame delay).
-        if self._frame_count is not None and not self._short_warned and seen < self._frame_count - 2:
+        # Containers' counts can be off: by a frame or two (edit lists, B-frame delay), or more where
+        # the count is estimated from duration x fps (MKV, WebM, TS, variable frame rates).
+        if self._frame_count is not None and not self._short_warned and seen < 0.95 * self._frame_count - 2:
             self._short_warned = True
             _log.warning("%s: ended after %d of the %d frames its container lists; the file looks truncated "
                          "or damaged (check it plays to the end, or copy it again)", self.name, seen,
@@ -419,6 +421,13 @@ class CaptureSource(FrameSource):
         The attempt budget covers one outage: it is reset only by a good frame, so a device that
         reopens but never delivers still ends in StreamError instead of looping forever.
         """
+        self.reconnecting = True
+        try:
+            return self._reopen(reason)
+        finally:
+            self.reconnecting = False
+
+    def _reopen(self, reason: str) -> bool:
         attempts = self.config.reconnect_attempts
         base = self.config.reconnect_backoff_s
         self._release_cap()
