@@ -166,13 +166,14 @@ class Detector:
         if not _is_number(trained) or trained <= 0:
             return  # a file from before fit recorded it
         h, w = shape
-        stretch = (h / w) / trained
-        if max(stretch, 1 / stretch) > ASPECT_TOLERANCE:
+        ratio = (h / w) / trained
+        stretch = max(ratio, 1 / ratio)
+        if stretch > ASPECT_TOLERANCE:
             log.warning(
                 "%s: a %dx%d frame (width x height) has height/width %.2f, the training images %.2f: the "
                 "resize to the model's input stretches the part %.2fx against what fit saw, which moves its "
                 "score; crop frames to the part as the training images were, or fit on frames of this camera",
-                self.runner.model_path, w, h, h / w, trained, max(stretch, 1 / stretch))
+                self.runner.model_path, w, h, h / w, trained, stretch)
 
     def predict(self, frame: np.ndarray) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts

@@ -103,9 +103,7 @@ class _FrameQueue:
         """Insert; False if the queue was stopped."""
         with self._cond:
             if self.keep_newest:
-                while len(self._items) >= self._max:
-                    self._items.popleft()
-                    self.dropped += 1
+                self._drop_oldest(keep=self._max - 1)
             else:
                 while len(self._items) >= self._max and not self._stopped:
                     self._cond.wait(_WAIT_SLICE_S)
@@ -127,9 +125,7 @@ class _FrameQueue:
             while True:
                 if self._items:
                     if self.keep_newest:
-                        while len(self._items) > room:
-                            self._items.popleft()
-                            self.dropped += 1
+                        self._drop_oldest(keep=room)
                     item = self._items.popleft()
                     self._cond.notify_all()  # a producer may be waiting for room
                     return item
@@ -138,6 +134,12 @@ class _FrameQueue:
                 if not block or (deadline is not None and time.monotonic() >= deadline):
                     return _EMPTY
                 self._cond.wait(_WAIT_SLICE_S)
+
+    def _drop_oldest(self, keep: int) -> None:
+        """Drop (and count) the oldest items until ``keep`` remain; the caller holds the lock."""
+        while len(self._items) > keep:
+            self._items.popleft()
+            self.dropped += 1
 
     def end(self) -> None:
         with self._cond:
@@ -513,7 +515,8 @@ class StreamPipeline:
         self._claim()
         return StreamRun(self, self._run_gen(self._batch_gen(count_yielded=False), infer_batch))
 
-    def _run_gen(self, batches: Generator[list[StreamItem], None, None], infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
+    def _run_gen(self, batches: Generator[list[StreamItem], None, None],
+                 infer_batch: Callable[..., Sequence[Any]]) -> Iterator[Any]:
         stats = self.stats
         try:
             for batch in batches:

@@ -325,21 +325,19 @@ class CaptureSource(FrameSource):
         return self._frame_rate
 
     def _native_fps(self) -> Optional[float]:
-        get = getattr(self._cap, "get", None)
-        if get is None:
-            return None
-        try:
-            fps = float(get(cv2.CAP_PROP_FPS))
-        except Exception:
-            return None
-        return fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else None
+        return self._cap_value(cv2.CAP_PROP_FPS, 0.5, 1000)
 
     def _container_frames(self) -> Optional[int]:
+        count = self._cap_value(cv2.CAP_PROP_FRAME_COUNT, 1, 1e9)
+        return None if count is None else int(count)
+
+    def _cap_value(self, prop: int, lo: float, hi: float) -> Optional[float]:
+        """A capture property, or None where the backend (or a fake capture) has no sensible value."""
         try:
-            count = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            value = float(self._cap.get(prop))
         except Exception:
             return None
-        return int(count) if math.isfinite(count) and 0 < count < 1e9 else None
+        return value if math.isfinite(value) and lo <= value <= hi else None
 
     def _warn_if_short(self) -> None:
         """A cut-off recording decodes up to the cut and then ends like a whole one: compare.
