@@ -36,9 +36,11 @@ $(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
 	$(call side-venv,$(CLIP_VENV),tests/requirements-clip.txt,test$(COMMA)clip)
 
 # The whole suite in .venv, then the optional CLIP matcher in .venv-clip (a torch of its own, above).
+# The pytest command, not `python -m pytest`: that would put the repository root on sys.path, where
+# kernels/ hides Hugging Face's `kernels` package, which transformers imports (see edgecmg/model/text.py).
 test: $(VENV)/.installed $(CLIP_VENV)/.installed
-	$(PY) -m pytest -q -ra
-	$(CLIP_VENV)/bin/python -m pytest -q -ra tests/model/test_clip_matcher.py
+	$(VENV)/bin/pytest -q -ra
+	$(CLIP_VENV)/bin/pytest -q -ra tests/model/test_clip_matcher.py
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo_elpv.py

