@@ -438,6 +438,31 @@ def test_bench_labels_every_file_apart(featurizer_onnx, tmp_path, capsys):
     assert sorted(row["model"] for row in rows) == sorted(map(str, copies))  # same name: full paths
 
 
+def test_bench_times_each_file_at_its_own_input_size(featurizer_onnx, tmp_path, monkeypatch, caplog):
+    # An .onnx benched alone was timed on 256x256 noise (only an .edgecmg's size was read), which a
+    # 256x96 model resized and warned about as a stretched part; noise frames are not parts at all.
+    pytest.importorskip("onnxruntime")
+    import edgecmg.detector
+    from edgecmg.detector import Detector
+    from edgecmg.export import read_onnx_header
+
+    monkeypatch.setattr(edgecmg.detector, "ASPECT_TOLERANCE", 1.0)  # any aspect but the training one warns
+    shapes = set()
+    predict_batch = Detector.predict_batch
+
+    def spy(self, frames, **kwargs):
+        shapes.update(frame.shape for frame in frames)
+        return predict_batch(self, frames, **kwargs)
+
+    monkeypatch.setattr(Detector, "predict_batch", spy)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert main(["-q", "bench", str(featurizer_onnx), "--frames", "2", "--warmup", "0",
+                     "--out", str(tmp_path / "bench")]) == 0
+    h, w = read_onnx_header(featurizer_onnx)["input_size"]
+    assert shapes == {(h, w, 3)} and (h, w) != (256, 256)
+    assert "stretches" not in caplog.text
+
+
 def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys):
     out = str(tmp_path / "bench")
     for flags, expected in ((["--frames", "0"], "--frames 0:"), (["--batch", "0"], "--batch 0:"),

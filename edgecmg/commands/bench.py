@@ -34,20 +34,26 @@ def peak_rss_mib() -> float | None:
     return None
 
 
-def _frames(args: argparse.Namespace, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+def _frames(args: argparse.Namespace) -> tuple[list[np.ndarray] | None, str]:
+    """--images' frames, or None: seeded random frames made per model, at its own input size."""
     if args.images:
         from edgecmg.imageio import list_images, load_images
 
         frames, _, _ = load_images(list_images(args.images)[: max(1, args.frames)])
         return frames, f"{len(frames)} images from {args.images}"
+    return None, "seeded random frames at each model's input size"
+
+
+def random_frames(size: tuple[int, int]) -> list[np.ndarray]:
+    """Latency does not depend on content (dense kNN, fixed shapes): seeded noise frames will do."""
     rng = np.random.default_rng(0)
-    # Latency does not depend on content (dense kNN, fixed shapes): seeded noise frames will do.
-    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(8)], "seeded random frames"
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(8)]
 
 
-def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frames: int, warmup: int,
+def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, n_frames: int, warmup: int,
                   batch: int) -> tuple[dict, list[float]]:
-    """Latency (ms per frame) of one backend; returns the summary row and the raw samples."""
+    """Latency (ms per frame) of one backend; returns the summary row and the raw samples.
+    ``frames`` None: ``random_frames`` at the model's input size, whatever its file type."""
     import torch
 
     from edgecmg.detector import Detector
@@ -60,6 +66,11 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray], *, n_frame
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()  # what earlier rows left: not this row's
     detector = Detector.load(model, backend=backend)
+    if frames is None:
+        frames = random_frames(detector.input_size)
+        # Noise frames hold no part: the check for frames stretched against the training images'
+        # aspect (a model fitted with --input-size of another shape) is about real frames only.
+        detector._frame_shapes_checked.add(tuple(detector.input_size))
     batches = [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(warmup + n_frames // batch)]
     stats = LatencyStats()
     started = None
@@ -107,18 +118,12 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.runtime.registry import runner_choices
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
-    from edgecmg.artifact import read_header
     from edgecmg.commands import output_folder
 
     _check_counts(args)
     out = output_folder(args.out)  # a file in the way fails now, not after every backend has run
     models = args.model  # one or more files (nargs='+')
-    header_size = None
-    for model in models:
-        if str(model).endswith(".edgecmg"):
-            header_size = tuple(read_header(model)[0]["input_size"])
-            break
-    frames, frames_note = _frames(args, header_size or (256, 256))
+    frames, frames_note = _frames(args)
     rows, samples = [], {}
     for model in models:
         here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
