@@ -110,6 +110,10 @@ def cmd_threshold(args: argparse.Namespace) -> int:
             raise EdgeCMGError(f"-o writes .edgecmg files: give the .edgecmg that {args.model} was made from, then "
                                "export, calibrate or build again from the copy; or pass --threshold when you run it")
         artifact.check_suffix(args.output)
+        if Path(args.output).resolve() == Path(args.model).resolve():
+            raise EdgeCMGError(f"-o {args.output} is the model itself: writing over it would lose the threshold fit "
+                               "set (and change the file its exports and calibration caches were made from); "
+                               "give the copy a name of its own, e.g. -o line3.edgecmg")
         artifact.prepare_output(args.output)
     paths = [path for item in args.good for path in list_images(item)]
     detector = Detector.load(args.model, backend=args.backend)

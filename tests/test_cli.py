@@ -567,3 +567,9 @@ def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_a
     assert "-o writes .edgecmg files" in capsys.readouterr().err
     assert main(["-q", "threshold", str(small_artifact), *good, "-o", str(tmp_path / "x.onnx")]) == 2
     assert "must end in .edgecmg" in capsys.readouterr().err
+    # -o is a copy: the model itself is refused, before any image is judged, and left as it was
+    own = tmp_path / "own.edgecmg"
+    own.write_bytes(small_artifact.read_bytes())  # a copy: the session's model must survive a failure here
+    assert main(["-q", "threshold", str(own), *good, "-o", str(tmp_path / "." / "own.edgecmg")]) == 2
+    assert "is the model itself" in capsys.readouterr().err
+    assert own.read_bytes() == small_artifact.read_bytes()
