@@ -41,6 +41,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_model_first(items: Sequence[str], what: str, usage: str) -> None:
+    """A model file given where ``what`` (images, data) goes is the two positionals swapped: say so,
+    rather than refusing it as an image without an image extension."""
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
+    for item in items:
+        if Path(item).suffix.lower() in KNOWN_SUFFIXES:
+            raise EdgeCMGError(f"{item} is a model file, not {what}: the model comes first (edgecmg {usage})")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -48,6 +58,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgecmg.imageio import list_images, read_image
     from edgecmg.visualize import save_png
 
+    check_model_first(args.images, "an image", "predict MODEL IMAGES... --out DIR")
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images(item))
@@ -105,6 +116,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from edgecmg.evaluation import threshold_from_good
     from edgecmg.imageio import list_images
 
+    check_model_first(args.good, "an image", "threshold MODEL GOOD_IMAGES...")
     if args.output is not None:  # checked before any frame is judged
         if Path(args.model).suffix.lower() != artifact.SUFFIX:
             raise EdgeCMGError(f"-o writes .edgecmg files: give the .edgecmg that {args.model} was made from, then "
@@ -143,6 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
     from edgecmg.evaluation import evaluate_detector, write_report
 
+    check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     if args.out is not None:
         output_folder(args.out)  # the report is written after the whole evaluation: check its place first
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)

@@ -73,6 +73,19 @@ def test_predict_names_a_missing_input(small_artifact, tmp_path, capsys):
     assert f"no such image file or folder: {tmp_path / 'nope.png'}" in capsys.readouterr().err
 
 
+def test_model_and_data_given_the_other_way_round_are_named_as_such(small_artifact, mvtec_subset, tmp_path, capsys):
+    # The model after the images was refused as "does not have an image extension; rename it", a folder
+    # before it as "unknown model file type ''"; nothing is written either way.
+    images = str(mvtec_subset / "test" / "defect")
+    for argv, usage in ((["predict", images, str(small_artifact), "--out", str(tmp_path / "p")], "predict MODEL"),
+                        (["threshold", images, str(small_artifact)], "threshold MODEL"),
+                        (["eval", str(mvtec_subset), str(small_artifact), "--out", str(tmp_path / "e")], "eval MODEL")):
+        assert main(["-q", *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"{small_artifact} is a model file" in err and f"the model comes first (edgecmg {usage}" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_predict_fails_when_no_image_could_be_read(small_artifact, tmp_path, capsys, caplog):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     assert main(["-q", "predict", str(small_artifact), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o")]) == 1

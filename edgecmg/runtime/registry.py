@@ -152,6 +152,9 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
 
 def _check_file(path: Path) -> str:
     suffix = path.suffix.lower()
+    if path.is_dir():  # on the command line: the model and the data given the other way round
+        raise DataError(f"{path} is a folder, not a model file: give the .edgecmg, .onnx or "
+                        f"{'/'.join(ENGINE_SUFFIXES)} file (edgecmg commands take the model first)")
     if suffix not in KNOWN_SUFFIXES:
         raise DataError(f"{path}: unknown model file type {suffix!r}; edgecmg runs .edgecmg artifacts, .onnx "
                         f"exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines")

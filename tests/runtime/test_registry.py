@@ -90,6 +90,8 @@ def test_errors_name_the_problem(artifact_path, featurizer_onnx, tmp_path):
         make_runner(tmp_path / "m.pt")
     with pytest.raises(DataError, match="no such model file"):
         make_runner(tmp_path / "missing.onnx")
+    with pytest.raises(DataError, match="is a folder, not a model file"):  # was "unknown model file type ''"
+        make_runner(tmp_path)
 
 
 def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
