@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgecmg.errors import DataError
-from edgecmg.imageio import list_images, read_image, resize_to_input
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image, resize_to_input
 from edgecmg.result import INPUT_NAME
 
 log = logging.getLogger("edgecmg")
@@ -38,7 +38,12 @@ def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tup
     except DataError:
         if not folder.is_dir():
             raise
-        paths = list_images(str(folder / "**" / "*"))  # MVTec-style roots: images live in sub-folders
+        try:
+            paths = list_images(str(folder / "**" / "*"))  # MVTec-style roots: images live in sub-folders
+        except DataError:  # its message would name a pattern the caller never wrote
+            raise DataError(f"no image files in {folder} or its sub-folders (looked for "
+                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}); calibrate on a folder of images of good "
+                            "parts") from None
     if len(paths) <= samples:
         return paths, []
     rng = np.random.default_rng(seed)

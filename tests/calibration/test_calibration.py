@@ -284,6 +284,10 @@ def test_reader_selection_and_skips(tmp_path, train_dir):
     assert len(batches) == 5 and all(b.shape == (1, 64, 32, 3) and b.dtype == np.uint8 for b in batches)
     with pytest.raises(DataError):
         select_images(tmp_path / "nope", 4)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)  # named as a folder, not as a '**/*' pattern never given
+    with pytest.raises(DataError, match=r"no image files in .*empty or its sub-folders") as caught:
+        select_images(tmp_path / "empty", 4)
+    assert "pattern" not in str(caught.value)
 
 
 def test_unreadable_calibration_images_are_replaced_by_spares(tmp_path, train_dir):
