@@ -955,7 +955,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     if out_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
     model = _as_model(onnx_path)
-    model_header = read_onnx_header(model)
+    model_header = read_onnx_header(model, str(onnx_path))
     props = metadata_props(model)
     quantized = is_quantized(model)
     if config.precision == "int8" and not quantized:

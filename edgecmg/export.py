@@ -249,16 +249,17 @@ def header_sha256(header_text: str) -> str:
     return hashlib.sha256(header_text.encode("utf-8")).hexdigest()
 
 
-def read_onnx_header(model_or_path) -> dict[str, Any]:
+def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, Any]:
     """The edgecmg header of an exported ONNX model, after checking the graph's checksum.
 
     Raises ArtifactError when the file has no header, or its graph or header does not match the
     checksum written at export (damaged or edited since). Files exported before checksums existed
-    load with a warning.
+    load with a warning. ``origin``: the file a ModelProto was read from, named in the errors.
     """
     proto = _load_proto(model_or_path)
     props = {p.key: p.value for p in proto.metadata_props}
-    origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
+    if origin is None:
+        origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     if HEADER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
                             "(export it with `edgecmg export M.edgecmg --format onnx`)")
@@ -287,7 +288,7 @@ def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
     """
     proto = _load_proto(model_or_path)
     origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
-    header = read_onnx_header(proto)
+    header = read_onnx_header(proto, origin)
     props = {p.key: p.value for p in proto.metadata_props}
     if SCORER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind "

@@ -382,6 +382,18 @@ def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
         EngineConfig(precision="fp32", dla_core=0)
 
 
+def test_build_names_an_onnx_file_edgecmg_did_not_export(tmp_path):
+    # The header is read from the loaded model: its errors said "ONNX model", not which file.
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ArtifactError, match=f"^{path}: no 'edgecmg.header' metadata"):
+        build_engine(path, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+    assert not (tmp_path / "m.engine").exists()
+
+
 def test_engine_header_edits_and_a_damaged_length_are_refused(fake_tensorrt, featurizer_onnx, tmp_path):
     import struct
 

@@ -133,6 +133,8 @@ def test_non_edgecmg_onnx_is_refused(tmp_path):
     onnx.save(onnx.helper.make_model(graph), str(path))
     with pytest.raises(ArtifactError, match="not exported by edgecmg"):
         read_onnx_header(path)
+    with pytest.raises(ArtifactError, match=f"^{path}: no 'edgecmg.header'"):  # named, not "ONNX model"
+        load_scorer_from_onnx(path)
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(ArtifactError):
         read_onnx_header(tmp_path / "junk.onnx")
