@@ -246,8 +246,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
     method = DEFAULT_METHOD[profile] if method is None else method
     if method not in METHODS:
         raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
-    out_path = check_onnx_suffix(out_path)
-    cache_path = Path(cache_path) if cache_path is not None else default_cache_path(out_path)
+    out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
+    cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     model, header = artifact.load(artifact_path)
     sha = file_sha256(artifact_path)
     images, spares = select_with_spares(data_dir, samples, seed)

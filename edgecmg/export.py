@@ -469,10 +469,16 @@ def _save_atomic(model, path: Path) -> None:
     if header is not None:
         seal[HEADER_SHA_KEY] = header_sha256(header)
     set_metadata_props(model, seal)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {path}: {exc}; choose a writable place") from exc
+    finally:
+        with contextlib.suppress(OSError):  # no half-written file left behind, if there is one
+            tmp.unlink()
 
 
 def check_onnx_suffix(path: str | Path) -> Path:
@@ -527,7 +533,7 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
     """
     from edgecmg import artifact
 
-    check_onnx_suffix(out_path)
+    artifact.prepare_output(check_onnx_suffix(out_path))  # an unwritable place fails before the export
     model, header = artifact.load(artifact_path)
     return export_model(model, header, out_path, config, source_sha256=file_sha256(artifact_path))
 

@@ -346,6 +346,23 @@ def test_cli_calibrate_cpu_profile_full_graph_with_the_profile_default_method(ar
     assert not runner.produces_features  # scoring inside the graph
 
 
+def test_cli_calibrate_to_an_unwritable_place_fails_first_and_clearly(artifact_path, train_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    # Was a FileNotFoundError traceback from the cache's write, after the calibration pass.
+    import edgecmg.calibration.quantize as qmod
+    from edgecmg.cli import main
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("calibrated before checking the output's place")
+
+    monkeypatch.setattr(qmod, "compute_ranges", no_pass)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
+                 "-o", str(blocker / "m.int8.onnx")]) == 2
+    assert f"cannot write the model file {blocker / 'm.int8.onnx'}" in capsys.readouterr().err
+
+
 def test_cli_choices_are_the_calibration_modules_own():
     # The CLI spells them out so that building the parser does not import the calibration package
     # (OpenCV, numpy); this keeps the two lists from drifting apart.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import numpy as np
 import onnx
 import pytest
@@ -123,6 +124,27 @@ def test_scorer_bytes_without_a_normal_level_load_with_level_zero(model_and_head
     scorer = scorer_from_bytes(header, save_safetensors(tensors))
     assert not scorer.normal_map.any()
     torch.testing.assert_close(scorer.memory_bank, model.scorer.memory_bank, rtol=0, atol=0)
+
+
+def test_an_unwritable_output_is_an_error_before_the_export_and_leaves_nothing(artifact_path, model_and_header,
+                                                                            tmp_path, monkeypatch):
+    # Was a FileNotFoundError traceback from onnx.save, after the export's seconds of work.
+    from edgecmg.export import export_onnx
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ArtifactError, match=f"cannot write the model file {blocker / 'm.onnx'}"):
+        export_onnx(artifact_path, blocker / "m.onnx")
+    # A write that fails half way (disk full) is named too, and its temporary file removed.
+    def half_written(model, path):
+        Path(path).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", half_written)
+    model, header = model_and_header
+    with pytest.raises(ArtifactError, match="No space left on device"):
+        export_model(model, header, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == [blocker]
 
 
 def test_non_edgecmg_onnx_is_refused(tmp_path):
