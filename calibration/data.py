@@ -44,6 +44,12 @@ def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tup
             raise DataError(f"no image files in {folder} or its sub-folders (looked for "
                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); calibrate on a folder of images of good "
                             "parts") from None
+    if len(paths) < samples:
+        # Ranges from a few frames may miss what the line shows later, and INT8 scores drift from FP32
+        # (64 images were too few for the tensorrt profile on KolektorSDD: README, INT8 section).
+        log.warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
+                    "from those %d: add images of good parts (%d or more) if INT8 scores drift from FP32",
+                    folder, len(paths), samples, len(paths), samples)
     if len(paths) <= samples:
         return paths, []
     rng = np.random.default_rng(seed)

@@ -290,6 +290,19 @@ def test_reader_selection_and_skips(tmp_path, train_dir):
     assert "pattern" not in str(caught.value)
 
 
+def test_fewer_images_than_asked_for_is_said(tmp_path, train_dir, caplog):
+    for p in sorted(train_dir.iterdir())[:3]:
+        shutil.copy(p, tmp_path / p.name)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        chosen, spares = select_with_spares(tmp_path, 8)
+    assert len(chosen) == 3 and spares == []
+    assert "holds 3 images, fewer than the 8 asked for" in caplog.text and str(tmp_path) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        select_with_spares(tmp_path, 3)
+    assert caplog.text == ""
+
+
 def test_unreadable_calibration_images_are_replaced_by_spares(tmp_path, train_dir):
     for p in sorted(train_dir.iterdir())[:6]:
         shutil.copy(p, tmp_path / p.name)
