@@ -55,8 +55,13 @@ def read_captions(folder: Path) -> dict[str, str]:
     path = folder / "captions.csv"
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    # utf-8-sig: spreadsheets (Excel's "CSV UTF-8") start the file with a byte-order mark, which
+    # would otherwise be read as part of the first header name.
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as CSV UTF-8") from None
     if rows and not {"file", "text"} <= set(rows[0]):
         raise DataError(f"{path} must have the header 'file,text'")
     return {row["file"]: row["text"] for row in rows}

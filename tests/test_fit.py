@@ -1,4 +1,5 @@
 """fit(): the ablation settings of the benchmark (CMG parts switched off), and the normal level of the maps."""
+import pytest
 import torch
 
 from edgecmg.config import ModelConfig
@@ -189,3 +190,16 @@ def test_fit_on_a_folder_reads_its_captions_csv(kolektor_train, tmp_path, monkey
     others = [i for i in range(len(files)) if i not in rows]
     torch.testing.assert_close(seen["text"][others], seen["pseudo"][others])
     assert not torch.allclose(seen["text"][rows], seen["pseudo"][rows])
+
+
+def test_read_captions_takes_a_byte_order_mark_and_names_a_file_that_is_not_utf8(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM, which was read into the first header name and refused as
+    a file without the 'file,text' header; a Latin-1 file ended fit in a UnicodeDecodeError traceback."""
+    from edgecmg.errors import DataError
+    from edgecmg.fit import read_captions
+
+    (tmp_path / "captions.csv").write_bytes("\ufefffile,text\r\na.png,a shiny part\r\n".encode("utf-8"))
+    assert read_captions(tmp_path) == {"a.png": "a shiny part"}
+    (tmp_path / "captions.csv").write_bytes("file,text\na.png,caf\xe9 part\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"captions\.csv is not UTF-8 text .*save it as CSV UTF-8"):
+        read_captions(tmp_path)
