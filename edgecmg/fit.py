@@ -59,12 +59,25 @@ def read_captions(folder: Path) -> dict[str, str]:
     # would otherwise be read as part of the first header name.
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle, skipinitialspace=True)  # "a.png, text" as written by hand
+            rows = list(reader)
+            header = reader.fieldnames or []
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as CSV UTF-8") from None
-    if rows and not {"file", "text"} <= set(rows[0]):
-        raise DataError(f"{path} must have the header 'file,text'")
-    return {row["file"]: row["text"] for row in rows}
+    if header and not {"file", "text"} <= set(header):
+        raise DataError(f"{path} must have the header 'file,text' as its first line; it starts with "
+                        f"{','.join(header)!r}")
+    captions, unusable = {}, []
+    for row in rows:  # a short row has None for text: MiniLM cannot encode it, nor mean anything by ''
+        name, text = (row.get("file") or "").strip(), (row.get("text") or "").strip()
+        if name and text:
+            captions[name] = text
+        else:
+            unusable.append(name or "(no file name)")
+    if unusable:
+        log.warning("%s: %d row(s) without a file name or a text left out (their images get pseudo-text): %s",
+                    path, len(unusable), ", ".join(unusable[:5]) + (", ..." if len(unusable) > 5 else ""))
+    return captions
 
 
 class _Collected:

@@ -203,3 +203,19 @@ def test_read_captions_takes_a_byte_order_mark_and_names_a_file_that_is_not_utf8
     (tmp_path / "captions.csv").write_bytes("file,text\na.png,caf\xe9 part\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"captions\.csv is not UTF-8 text .*save it as CSV UTF-8"):
         read_captions(tmp_path)
+
+
+def test_read_captions_leaves_out_rows_without_text_and_says_so(tmp_path, caplog):
+    """A row with no text cell (a short row) gave None as a caption, and fit ended in sentence-transformers'
+    'Unsupported input type: NoneType' traceback after its whole feature pass; an empty cell was encoded
+    as the empty string. Both are left out with a warning naming them; a wrong header is quoted."""
+    from edgecmg.errors import DataError
+    from edgecmg.fit import read_captions
+
+    (tmp_path / "captions.csv").write_text('file,text\na.png\nb.png,  \n c.png , "a part, shiny"\n,orphan\n')
+    assert read_captions(tmp_path) == {"c.png": "a part, shiny"}
+    assert "3 row(s) without a file name or a text left out" in caplog.text
+    assert "a.png, b.png, (no file name)" in caplog.text
+    (tmp_path / "captions.csv").write_text("a.png,a shiny part\n")
+    with pytest.raises(DataError, match=r"header 'file,text' as its first line; it starts with 'a.png,a shiny part'"):
+        read_captions(tmp_path)
