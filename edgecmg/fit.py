@@ -144,6 +144,13 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         if captions is None:
             captions = read_captions(images[0].parent)
     frames, names = _load(images)
+    if captions and config.cmle:  # matched by file name: a path or another name leaves the image uncaptioned
+        absent = sorted(set(captions) - set(names))
+        if absent:
+            log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
+                        "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
+                        ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else ""), names[0] if names else "-",
+                        len(set(captions) & set(names)), len(names))
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
     shapes = [f.shape[:2] for f in frames]

@@ -219,3 +219,13 @@ def test_read_captions_leaves_out_rows_without_text_and_says_so(tmp_path, caplog
     (tmp_path / "captions.csv").write_text("a.png,a shiny part\n")
     with pytest.raises(DataError, match=r"header 'file,text' as its first line; it starts with 'a.png,a shiny part'"):
         read_captions(tmp_path)
+
+
+def test_fit_warns_about_captions_that_name_no_training_image(kolektor_train, caplog):
+    """A caption whose file is not among the training images (a path, another extension, a file
+    removed) was dropped without a word, so a captions.csv that matched nothing left CMLE on pseudo-text."""
+    captions = {f"good/{kolektor_train[0].name}": "a commutator", kolektor_train[1].name: "a worn commutator"}
+    fit(kolektor_train[:8], ModelConfig(prompt="a photo of a metal commutator", input_size=(64, 64), cmle_dim=8,
+                                        max_bank_size=50), captions=captions, progress=False)
+    assert (f"1 of 2 caption(s) name no training image (good/{kolektor_train[0].name}): captions are matched by "
+            f"file name alone (e.g. {kolektor_train[0].name}), 1 of 8 images captioned") in caplog.text
