@@ -40,6 +40,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 PathLike = Union[str, Path]
+_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})  # masks saved this way are thresholded, not "nonzero"
 _GLOB_CHARS = set("*?[")
 
 
@@ -241,7 +242,8 @@ def resize_to_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_mask(path: PathLike) -> np.ndarray:
-    """Read a ground-truth mask as ``bool`` ``[H, W]``; any nonzero colour value is a defect.
+    """Read a ground-truth mask as ``bool`` ``[H, W]``; any nonzero colour value is a defect (in a
+    JPEG, whose compression blurs edges into small nonzero values: above half its brightest value).
 
     An alpha channel, if present, is ignored (only the colour channels count).
 
@@ -253,9 +255,13 @@ def read_mask(path: PathLike) -> np.ndarray:
     if raw.ndim == 3:
         if raw.shape[2] in (2, 4):  # drop alpha
             raw = raw[:, :, :-1]
-        return np.ascontiguousarray((raw != 0).any(axis=2))
+        raw = raw.max(axis=2)
     if raw.ndim != 2:
         raise DataError(f"mask {path} has unsupported shape {raw.shape}; save masks as single-channel PNG")
+    if p.suffix.lower() in _LOSSY_EXTENSIONS and raw.size:
+        # JPEG's ringing puts small nonzero values around every edge (a 0/255 mask's defect area
+        # doubled on KolektorSDD masks saved as JPEG): there, a defect is above half the brightest value.
+        return raw > raw.max() / 2
     return raw != 0
 
 

@@ -243,3 +243,20 @@ def test_detector_fit_and_calibration_share_the_resize(small_artifact, kolektor_
     np.testing.assert_array_equal(_to_tensor(frame, size).numpy(), want)
     np.testing.assert_array_equal(load_frame(path, size), want)
     np.testing.assert_array_equal(detector.prepare(frame), want)
+
+
+def test_jpeg_mask_is_not_grown_by_compression_ringing(kolektor_root, tmp_path):
+    """A 0/255 mask saved as JPEG has small nonzero values around every edge; read as 'nonzero', a
+    KolektorSDD mask came out with about twice its defect area, which moved pixel AUROC and AUPRO."""
+    png = kolektor_root / "ground_truth" / "defect" / "kos01_Part5_mask.png"
+    truth = read_mask(png)
+    cv2.imwrite(str(tmp_path / "m.jpg"), cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+    cv2.imwrite(str(tmp_path / "m3.jpg"), cv2.imread(str(png), cv2.IMREAD_COLOR))
+    for name in ("m.jpg", "m3.jpg"):
+        out = read_mask(tmp_path / name)
+        assert abs(int(out.sum()) - int(truth.sum())) <= 0.1 * truth.sum()
+        assert (out & truth).sum() >= 0.9 * truth.sum()
+    small = np.zeros((16, 16), np.uint8)
+    small[4:8, 4:8] = 1  # a 0/1 mask: still found
+    cv2.imwrite(str(tmp_path / "one.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert read_mask(tmp_path / "one.jpg")[4:8, 4:8].all()
