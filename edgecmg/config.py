@@ -10,6 +10,11 @@ from typing import ClassVar, Optional
 from edgecmg.errors import ConfigError
 from edgecmg.model.layouts import feature_layout
 
+# A frame whose height / width differs from the training images' by more than this factor is
+# stretched visibly by the resize to the model's input (the training images were resized the same
+# way, so only a difference from them matters). fit holds its training images to it too.
+ASPECT_TOLERANCE = 1.25
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -21,17 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from edgecmg.config import StreamConfig
+from edgecmg.config import ASPECT_TOLERANCE, StreamConfig
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner
 
 log = logging.getLogger("edgecmg")
-# A frame whose height / width differs from the training images' by more than this factor is
-# stretched visibly by the resize to the model's input (the training images were resized the same
-# way, so only a difference from them matters).
-ASPECT_TOLERANCE = 1.25
 
 if TYPE_CHECKING:
     from edgecmg.stream import StreamRun

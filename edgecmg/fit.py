@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgecmg import __version__
-from edgecmg.config import ModelConfig
+from edgecmg.config import ASPECT_TOLERANCE, ModelConfig
 from edgecmg.errors import DataError
 from edgecmg.imageio import list_images, load_images, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
@@ -48,6 +48,20 @@ def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) ->
     height = math.sqrt(area * aspect)
     width = height / aspect
     return max(64, int(round(height / 32)) * 32), max(64, int(round(width / 32)) * 32)
+
+
+def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:
+    """Name the training images whose height / width is off the median by more than ASPECT_TOLERANCE:
+    the resize stretches their part against the others' (a rotated or uncropped frame among crops),
+    as Detector warns for such frames at run time."""
+    aspect = median_aspect(shapes)
+    odd = [f"{name} ({w}x{h})" for name, (h, w) in zip(names, shapes)
+           if max((h / w) / aspect, aspect / (h / w)) > ASPECT_TOLERANCE]
+    if odd:
+        log.warning("%d of %d training image(s) have a height/width over %.2fx off the others' median %.2f, so "
+                    "the resize to the model's %dx%d (WxH) stretches their part: %s; crop or rotate them as "
+                    "the others are, or leave them out", len(odd), len(shapes), ASPECT_TOLERANCE, aspect,
+                    size[1], size[0], ", ".join(odd[:5]) + (", ..." if len(odd) > 5 else ""))
 
 
 def read_captions(folder: Path) -> dict[str, str]:
@@ -155,6 +169,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
     shapes = [f.shape[:2] for f in frames]
     size = choose_input_size(shapes, config)
+    _warn_odd_aspects(shapes, names, size)
     geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
 

@@ -1,4 +1,5 @@
 """fit(): the ablation settings of the benchmark (CMG parts switched off), and the normal level of the maps."""
+import numpy as np
 import pytest
 import torch
 
@@ -229,3 +230,18 @@ def test_fit_warns_about_captions_that_name_no_training_image(kolektor_train, ca
                                         max_bank_size=50), captions=captions, progress=False)
     assert (f"1 of 2 caption(s) name no training image (good/{kolektor_train[0].name}): captions are matched by "
             f"file name alone (e.g. {kolektor_train[0].name}), 1 of 8 images captioned") in caplog.text
+
+
+def test_fit_names_training_images_of_another_aspect(kolektor_train, caplog):
+    """A rotated (or uncropped) image among the training crops was resized to the model's input like
+    the others, its part stretched 6x into the memory bank, without a word; Detector warned only
+    when such a frame was judged later."""
+    from edgecmg.imageio import read_image
+
+    rotated = np.ascontiguousarray(np.rot90(read_image(kolektor_train[8])))
+    h, w = rotated.shape[:2]
+    fit([*kolektor_train[:8], rotated], ModelConfig(prompt="a photo of a metal commutator", max_side=64,
+                                                    cmle=False, max_bank_size=50), progress=False)
+    assert "1 of 9 training image(s) have a height/width over 1.25x off the others' median" in caplog.text
+    assert f"array8 ({w}x{h}); crop or rotate them" in caplog.text
+    assert kolektor_train[0].name not in caplog.text
