@@ -226,3 +226,26 @@ def test_materialize_elpv_for_the_cli(tmp_path):
     assert len(ds.train_samples()) == 4
     assert [s.defect_type for s in ds.test_samples()] == ["defect", "defect", "good", "good"]
     assert os.path.samefile(ds.train_samples()[0].path, train[0].path)
+
+
+def test_masks_not_found_under_an_existing_ground_truth_say_where_they_were_looked_for(kolektor_root, tmp_path,
+                                                                                        caplog):
+    """ground_truth/Defect beside test/defect (or masks named *_gt.png) left every defect without a mask:
+    eval printed pixel AUROC n/a after one INFO line that said neither where masks were looked for nor
+    what ground_truth/ held."""
+    root = tmp_path / "parts"
+    for name in ("kos01_Part5", "kos02_Part6"):
+        _link(kolektor_root / "test" / "defect" / f"{name}.jpg", root / "test" / "defect" / f"{name}.jpg")
+        _link(kolektor_root / "ground_truth" / "defect" / f"{name}_mask.png",
+              root / "ground_truth" / "Defect" / f"{name}_mask.png")
+    samples = MVTecDataset(root).test_samples()
+    assert [s.mask_path for s in samples] == [None, None]
+    assert "2 defect test image(s) have no mask under" in caplog.text
+    assert f"looked for {root / 'ground_truth' / 'defect' / 'kos01_Part5_mask.png'}" in caplog.text
+    assert "ground_truth/ holds the folders: Defect" in caplog.text
+    assert all(r.levelname == "WARNING" for r in caplog.records if "no mask" in r.message)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src)
