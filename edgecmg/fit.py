@@ -153,6 +153,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     started = time.perf_counter()
+    source = f" in {images}" if isinstance(images, (str, Path)) else ""
     if isinstance(images, (str, Path)):
         images = training_images(images)
         if captions is None:
@@ -166,7 +167,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
                         ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else ""), names[0] if names else "-",
                         len(set(captions) & set(names)), len(names))
     if len(frames) < MIN_TRAIN_IMAGES:
-        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable normal images, got {len(frames)}")
+        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable images of good parts, found {len(frames)}"
+                        f"{source}: add more (a few hundred set a reliable threshold)")
     shapes = [f.shape[:2] for f in frames]
     size = choose_input_size(shapes, config)
     _warn_odd_aspects(shapes, names, size)

@@ -156,6 +156,23 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
         _load([])
 
 
+def test_too_few_images_names_the_folder_and_what_to_do(kolektor_train, tmp_path):
+    import re
+    import shutil
+
+    import pytest
+
+    from edgecmg.config import ModelConfig
+    from edgecmg.errors import DataError
+    from edgecmg.fit import fit
+
+    for path in kolektor_train[:5]:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=rf"at least 8 readable images of good parts, found 5 in {re.escape(str(tmp_path))}: add more"):
+        fit(tmp_path, ModelConfig(prompt="a part"), progress=False)
+
+
 def test_fit_on_a_folder_reads_its_captions_csv(kolektor_train, tmp_path, monkeypatch):
     """captions.csv (file,text) beside the images gives those images their CMLE text: the captioned
     rows are the MiniLM vectors of their captions, the others stay pseudo-text."""
