@@ -21,6 +21,7 @@ import glob
 import io
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -117,6 +118,9 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 # --------------------------------------------------------------------------------------------
 def _read_bytes(path: Path) -> np.ndarray:
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                            "fix or remove the link")
         raise DataError(f"image file not found: {path}; check the path (and the working directory)")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image file; pass a file, or use list_images() for folders")
@@ -270,7 +274,9 @@ def read_mask(path: PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def _is_image_file(p: Path) -> bool:
     # Hidden files (e.g. macOS "._name.png" resource forks) are not images even with the suffix.
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    # A broken symbolic link is kept, so that reading it reports it by name instead of it vanishing.
+    return (p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def list_images(folder_or_glob: PathLike) -> list[Path]:

@@ -190,6 +190,18 @@ def test_load_images_skips_and_reports(tmp_path, caplog):
     assert len(ok) == 3 and [p for p, _ in skipped] == [bad]
 
 
+def test_broken_symlink_is_reported_by_name_not_dropped(tmp_path, caplog):
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((8, 8, 3), 90, np.uint8))
+    (tmp_path / "link.png").symlink_to(tmp_path / "moved-away.png")
+    paths = list_images(tmp_path)
+    assert [p.name for p in paths] == ["good.png", "link.png"]
+    frames, read, skipped = load_images(paths)
+    assert read == [good] and len(frames) == 1
+    assert skipped[0][0].name == "link.png" and "symbolic link to" in skipped[0][1]
+    assert "moved-away.png, which does not exist" in skipped[0][1]
+
+
 def test_real_kolektor_image_and_mask(kolektor_root):
     img = read_image(kolektor_root / "test" / "defect" / "kos01_Part5.jpg")
     mask = read_mask(kolektor_root / "ground_truth" / "defect" / "kos01_Part5_mask.png")
