@@ -16,6 +16,14 @@ from edgecmg.model.layouts import feature_layout
 ASPECT_TOLERANCE = 1.25
 
 
+def aspect_stretch(aspect_hw: float, reference_hw: float) -> float:
+    """How much resizing a frame of height/width ``aspect_hw`` to the model's input stretches it
+    against training images of height/width ``reference_hw``: 1 for the same shape, else above 1
+    whichever way (compared with ``ASPECT_TOLERANCE``)."""
+    ratio = aspect_hw / reference_hw
+    return max(ratio, 1 / ratio)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """How a CMG detector is built and fitted.

@@ -143,7 +143,8 @@ class MVTecDataset:
             raise DataError(f"test folder {self.root / 'test'} has no sub-folders: {_LAYOUT_HINT}")
         samples: list[Sample] = []
         missing_masks = 0
-        unmatched: list[str] = []  # where a mask was looked for, under a ground_truth/ folder that exists
+        first_unmatched = None  # where the first missing mask was looked for
+        gt_root = self.root / "ground_truth"
         for dtype in types:
             folder = self.root / "test" / dtype
             try:
@@ -152,23 +153,23 @@ class MVTecDataset:
                 _log.warning("test folder %s has no images; skipped", folder)
                 continue
             label = 0 if dtype == GOOD else 1
-            gt_dir = self.root / "ground_truth" / dtype
+            gt_dir = gt_root / dtype
             for p in paths:
                 mask = None
                 if label == 1:
                     mask = _find_mask(gt_dir, p.stem) if gt_dir.is_dir() else None
-                    missing_masks += mask is None
-                    if mask is None and (self.root / "ground_truth").is_dir():
-                        unmatched.append(str(gt_dir / f"{p.stem}_mask.png"))
+                    if mask is None:
+                        missing_masks += 1
+                        first_unmatched = first_unmatched or gt_dir / f"{p.stem}_mask.png"
                 samples.append(Sample(p, label, dtype, mask))
         if not samples:
             raise DataError(f"no test images under {self.root / 'test'}: {_LAYOUT_HINT}")
-        if unmatched:
+        if missing_masks and gt_root.is_dir():
             # ground_truth/ is there, so masks were meant: say where they were looked for.
-            folders = sorted(d.name for d in (self.root / "ground_truth").iterdir() if d.is_dir())
+            folders = sorted(d.name for d in gt_root.iterdir() if d.is_dir())
             _log.warning("%d defect test image(s) have no mask under %s, pixel metrics skip them: looked for %s "
                          "(also <name>_mask.<ext> and <name>.<ext>); ground_truth/ holds the folders: %s",
-                         len(unmatched), self.root / "ground_truth", unmatched[0], ", ".join(folders) or "none")
+                         missing_masks, gt_root, first_unmatched, ", ".join(folders) or "none")
         elif missing_masks:
             _log.info("%d defect test image(s) under %s have no mask; pixel metrics skip them", missing_masks, self.root)
         return samples

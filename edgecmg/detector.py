@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from edgecmg.config import ASPECT_TOLERANCE, StreamConfig
+from edgecmg.config import ASPECT_TOLERANCE, StreamConfig, aspect_stretch
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
@@ -162,8 +162,7 @@ class Detector:
         if not _is_number(trained) or trained <= 0:
             return  # a file from before fit recorded it
         h, w = shape
-        ratio = (h / w) / trained
-        stretch = max(ratio, 1 / ratio)
+        stretch = aspect_stretch(h / w, trained)
         if stretch > ASPECT_TOLERANCE:
             log.warning(
                 "%s: a %dx%d frame (width x height) has height/width %.2f, the training images %.2f: the "

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgecmg import __version__
-from edgecmg.config import ASPECT_TOLERANCE, ModelConfig
+from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch
 from edgecmg.errors import DataError
 from edgecmg.imageio import list_images, load_images, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
@@ -50,18 +50,23 @@ def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) ->
     return max(64, int(round(height / 32)) * 32), max(64, int(round(width / 32)) * 32)
 
 
+def _first(names: Sequence[str], count: int) -> str:
+    """The first ``count`` names for a log line, with ", ..." when there are more."""
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:
     """Name the training images whose height / width is off the median by more than ASPECT_TOLERANCE:
     the resize stretches their part against the others' (a rotated or uncropped frame among crops),
     as Detector warns for such frames at run time."""
     aspect = median_aspect(shapes)
     odd = [f"{name} ({w}x{h})" for name, (h, w) in zip(names, shapes)
-           if max((h / w) / aspect, aspect / (h / w)) > ASPECT_TOLERANCE]
+           if aspect_stretch(h / w, aspect) > ASPECT_TOLERANCE]
     if odd:
         log.warning("%d of %d training image(s) have a height/width over %.2fx off the others' median %.2f, so "
                     "the resize to the model's %dx%d (WxH) stretches their part: %s; crop or rotate them as "
                     "the others are, or leave them out", len(odd), len(shapes), ASPECT_TOLERANCE, aspect,
-                    size[1], size[0], ", ".join(odd[:5]) + (", ..." if len(odd) > 5 else ""))
+                    size[1], size[0], _first(odd, 5))
 
 
 def read_captions(folder: Path) -> dict[str, str]:
@@ -90,7 +95,7 @@ def read_captions(folder: Path) -> dict[str, str]:
             unusable.append(name or "(no file name)")
     if unusable:
         log.warning("%s: %d row(s) without a file name or a text left out (their images get pseudo-text): %s",
-                    path, len(unusable), ", ".join(unusable[:5]) + (", ..." if len(unusable) > 5 else ""))
+                    path, len(unusable), _first(unusable, 5))
     return captions
 
 
@@ -153,8 +158,9 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     started = time.perf_counter()
-    source = f" in {images}" if isinstance(images, (str, Path)) else ""
+    source = ""  # where the images came from, for the too-few error
     if isinstance(images, (str, Path)):
+        source = f" in {images}"
         images = training_images(images)
         if captions is None:
             captions = read_captions(images[0].parent)
@@ -164,7 +170,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         if absent:
             log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
                         "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
-                        ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else ""), names[0] if names else "-",
+                        _first(absent, 3), names[0] if names else "-",
                         len(set(captions) & set(names)), len(names))
     if len(frames) < MIN_TRAIN_IMAGES:
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable images of good parts, found {len(frames)}"

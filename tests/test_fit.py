@@ -160,8 +160,6 @@ def test_too_few_images_names_the_folder_and_what_to_do(kolektor_train, tmp_path
     import re
     import shutil
 
-    import pytest
-
     from edgecmg.config import ModelConfig
     from edgecmg.errors import DataError
     from edgecmg.fit import fit
