@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch
 from edgecmg.errors import DataError
-from edgecmg.imageio import list_images, load_images, resize_to_input, to_rgb_uint8
+from edgecmg.imageio import list_images, read_image, read_image_size, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -112,13 +112,13 @@ class _Collected:
 @torch.no_grad()
 def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: bool, *,
              text_space: bool, match_gains: bool) -> _Collected:
-    """One pass over the images. Optional parts, each costing matcher passes, so only when used:
+    """One pass over the images (uint8 RGB at the model size). Optional parts, each costing matcher
+    passes, so only when used:
     ``text_space``: embed each image in the matcher's text space (CMLE's pseudo-text);
     ``match_gains``: score the drop-one-cell variants (CMER's margins)."""
     out = _Collected()
-    size = model.geometry.input_size
     for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=not show):
-        batch = torch.stack([_to_tensor(f, size) for f in frames[start:start + batch_size]])
+        batch = torch.stack([torch.from_numpy(f) for f in frames[start:start + batch_size]])
         featurizer = model.featurizer
         x = featurizer.preprocess(batch)
         backbone_out = featurizer.backbone(x, model.geometry.layout.blocks)
@@ -133,9 +133,10 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
     return out
 
 
-def _to_tensor(frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 RGB frame -> [H, W, 3] uint8 tensor at the model size (the detectors' own resize)."""
-    return torch.from_numpy(resize_to_input(frame, size))
+def _require_enough(count: int, source: str) -> None:
+    if count < MIN_TRAIN_IMAGES:
+        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable images of good parts, found {count}"
+                        f"{source}: add more (a few hundred set a reliable threshold)")
 
 
 def training_images(data: str | Path) -> list[Path]:
@@ -164,7 +165,14 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         images = training_images(images)
         if captions is None:
             captions = read_captions(images[0].parent)
-    frames, names = _load(images)
+    training = _Training(images)
+    _require_enough(len(training.names), source)
+    size = choose_input_size(training.shapes, config)
+    frames = training.read_at(size, progress)
+    # The size stays the one chosen before reading: a file that failed only then moves the median
+    # aspect by one image at most.
+    _require_enough(len(frames), source)
+    names, shapes = training.names, training.shapes
     if captions and config.cmle:  # matched by file name: a path or another name leaves the image uncaptioned
         absent = sorted(set(captions) - set(names))
         if absent:
@@ -172,11 +180,6 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
                         "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
                         _first(absent, 3), names[0] if names else "-",
                         len(set(captions) & set(names)), len(names))
-    if len(frames) < MIN_TRAIN_IMAGES:
-        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable images of good parts, found {len(frames)}"
-                        f"{source}: add more (a few hundred set a reliable threshold)")
-    shapes = [f.shape[:2] for f in frames]
-    size = choose_input_size(shapes, config)
     _warn_odd_aspects(shapes, names, size)
     geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
@@ -274,32 +277,65 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     return model.eval(), metadata
 
 
-def _load(images: Iterable[str | Path | np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
-    """uint8 RGB frames and their names (file names; ``array<i>`` for arrays), in the given order."""
-    if isinstance(images, np.ndarray) and images.ndim != 4:
-        raise DataError(f"fit takes a folder, or a list of image paths or arrays (or an [N, H, W, C] array), "
-                        f"got one array of shape {images.shape}")
-    items = list(images)
-    if len(items) == 0:
-        raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
-    # Files through load_images (which skips and reports the unreadable ones), arrays converted here.
-    files = [Path(item) for item in items if isinstance(item, (str, Path))]
-    read, _, skipped = load_images(files)
-    unreadable = {path for path, _ in skipped}
-    read = iter(read)
-    frames, names = [], []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, Path)):
-            if Path(item) not in unreadable:  # a file reads the same each time: one verdict per path
-                frames.append(next(read))
-                names.append(Path(item).name)
-            continue
-        try:
-            frames.append(to_rgb_uint8(item))
-        except DataError as exc:
-            raise DataError(f"training image {i}: {exc}") from None
-        names.append(f"array{i}")
-    return frames, names
+class _Training:
+    """The training images, met in two passes: their sizes first (from file headers, so the model
+    size can be chosen on all of them), then their pixels, each image kept only at the model size.
+    A folder of 5-megapixel frames would otherwise sit in memory whole until the features are taken."""
+
+    def __init__(self, images: Iterable[str | Path | np.ndarray]) -> None:
+        if isinstance(images, np.ndarray) and images.ndim != 4:
+            raise DataError(f"fit takes a folder, or a list of image paths or arrays (or an [N, H, W, C] array), "
+                            f"got one array of shape {images.shape}")
+        self.sources: list[Path | np.ndarray] = []
+        self.names: list[str] = []  # file names; ``array<i>`` for arrays
+        self.shapes: list[tuple[int, int]] = []  # (height, width) as given, before the resize
+        self.skipped: list[tuple[Path, str]] = []
+        self.offered = 0
+        for i, item in enumerate(images):
+            self.offered += 1
+            if isinstance(item, (str, Path)):
+                try:
+                    shape = read_image_size(item)
+                except DataError as exc:
+                    self._skip(Path(item), str(exc))
+                    continue
+                self._keep(Path(item), Path(item).name, shape)
+                continue
+            try:
+                frame = to_rgb_uint8(item)  # checked here, so a bad array fails before any work
+            except DataError as exc:
+                raise DataError(f"training image {i}: {exc}") from None
+            self._keep(item, f"array{i}", frame.shape[:2])
+        if self.offered == 0:
+            raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
+
+    def _keep(self, source: Path | np.ndarray, name: str, shape: tuple[int, int]) -> None:
+        self.sources.append(source)
+        self.names.append(name)
+        self.shapes.append((int(shape[0]), int(shape[1])))
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((path, reason))
+        log.warning("skipping unreadable image %s: %s", path, reason)
+
+    def read_at(self, size: tuple[int, int], show: bool) -> list[np.ndarray]:
+        """Every image as uint8 RGB at ``size``; files that fail to decode now (an intact header over
+        a damaged body) are skipped and reported, and leave ``names`` and ``shapes`` with the rest."""
+        frames, kept = [], []
+        for index, source in enumerate(tqdm(self.sources, desc="reading", unit="img", disable=not show)):
+            try:
+                frame = read_image(source) if isinstance(source, Path) else to_rgb_uint8(source)
+            except DataError as exc:
+                self._skip(source, str(exc))
+                continue
+            frames.append(resize_to_input(frame, size))
+            kept.append(index)
+        self.sources = [self.sources[i] for i in kept]
+        self.names = [self.names[i] for i in kept]
+        self.shapes = [self.shapes[i] for i in kept]
+        if self.skipped:
+            log.warning("%d of %d image(s) skipped as unreadable", len(self.skipped), self.offered)
+        return frames
 
 
 def _matcher_spec(config: ModelConfig) -> dict:
@@ -347,10 +383,10 @@ def _normal_level(model: CMGModel, bank_patches: torch.Tensor, chosen: torch.Ten
 
 @torch.no_grad()
 def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
-    """Image scores of the held-out images, and the mean value of their maps."""
+    """Image scores of the held-out images (uint8 RGB at the model size), and the mean value of their maps."""
     scores, map_sums = [], 0.0
     for start in range(0, len(frames), batch_size):
-        batch = torch.stack([_to_tensor(f, model.geometry.input_size) for f in frames[start:start + batch_size]])
+        batch = torch.stack([torch.from_numpy(f) for f in frames[start:start + batch_size]])
         out = model(batch)
         scores.append(out.score)
         map_sums += float(out.anomaly_map.double().mean(dim=(1, 2)).sum())

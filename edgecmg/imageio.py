@@ -22,6 +22,7 @@ import io
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -30,8 +31,8 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_mask", "resize_to_input", "list_images", "load_images",
-           "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_image_size", "read_mask", "resize_to_input", "list_images",
+           "load_images", "to_rgb_uint8"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -224,6 +225,32 @@ def read_image(path: PathLike) -> np.ndarray:
     p = Path(path)
     raw, order = _decode(p)
     return _to_rgb8(raw, order, p)
+
+
+def read_image_size(path: PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, from its header where Pillow can read one, without
+    decoding the pixels (fit sizes its model on every training image before reading any in full).
+    Files Pillow cannot parse are decoded as :func:`read_image` would, so the size, or the error
+    naming the file, is the same as reading it. A header can be intact over a truncated body: the
+    full read may still fail later.
+
+    Raises:
+        DataError: as :func:`read_image`.
+    """
+    from PIL import Image
+
+    p = Path(path)
+    if p.is_file():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+                with Image.open(p) as im:
+                    width, height = im.size
+            if width > 0 and height > 0:
+                return int(height), int(width)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            pass  # not Pillow's format, or damaged: the full read decides
+    return read_image(p).shape[:2]
 
 
 def resize_to_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -27,14 +27,14 @@ def test_normal_level_is_what_unseen_good_parts_score(small_fit, kolektor_train)
     fit never saw score, in size and in where it is high (scored against the whole bank, bank images
     would look far more normal than new parts)."""
     from edgecmg import ops
-    from edgecmg.fit import _to_tensor
-    from edgecmg.imageio import read_image
+    from edgecmg.imageio import read_image, resize_to_input
 
     model, _ = small_fit  # fitted on kolektor_train[:24]
     maps = []
     with torch.no_grad():
         for path in kolektor_train[30:46]:
-            embeddings, _ = model.featurizer(_to_tensor(read_image(path), model.geometry.input_size)[None])
+            frame = resize_to_input(read_image(path), model.geometry.input_size)
+            embeddings, _ = model.featurizer(torch.from_numpy(frame)[None])
             distances, _ = ops.knn(embeddings, model.scorer.memory_bank, k=model.scorer.knn_k)
             maps.append(model.scorer.raw_maps(distances.clamp_min(0).sqrt().mean(dim=-1))[0])
     unseen = torch.stack(maps).mean(dim=0)
@@ -130,7 +130,7 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
     import pytest
 
     from edgecmg.errors import DataError
-    from edgecmg.fit import _load, training_images
+    from edgecmg.fit import _Training, training_images
     from edgecmg.imageio import read_image
 
     assert training_images(kolektor_root) == kolektor_train  # MVTec root: its train/good
@@ -142,18 +142,47 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
     (tmp_path / "broken.png").write_bytes(b"not a png")
     items = [kolektor_train[1], gray.astype(np.float32) / 255, tmp_path / "broken.png", gray, str(kolektor_train[2]),
              gray.astype(np.uint16) * 257]
-    frames, names = _load(item for item in items)  # any iterable
-    assert names == [kolektor_train[1].name, "array1", "array3", kolektor_train[2].name, "array5"]
-    assert all(frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 for frame in frames)
+    training = _Training(item for item in items)  # any iterable
+    size = rgb.shape[:2]
+    frames = training.read_at(size, show=False)
+    assert training.names == [kolektor_train[1].name, "array1", "array3", kolektor_train[2].name, "array5"]
+    assert all(frame.dtype == np.uint8 and frame.shape == (*size, 3) for frame in frames)
     for converted in (frames[1], frames[2], frames[4]):
         np.testing.assert_array_equal(converted, rgb)
-    assert "broken.png" in caplog.text and "1 of 3 image(s) skipped" in caplog.text  # 3 files, 1 unreadable
+    assert "broken.png" in caplog.text and "1 of 6 image(s) skipped" in caplog.text
     with pytest.raises(DataError, match=r"training image 1: a float frame must hold finite values in \[0, 1\]"):
-        _load([rgb, rgb.astype(np.float32)])
+        _Training([rgb, rgb.astype(np.float32)])
     with pytest.raises(DataError, match=r"got one array of shape \(\d+, \d+, 3\)"):
-        _load(rgb)
+        _Training(rgb)
     with pytest.raises(DataError, match="no training images"):
-        _load([])
+        _Training([])
+
+
+def test_fit_keeps_training_images_only_at_the_model_size(kolektor_train, tmp_path, caplog):
+    """Sizes come from the file headers, pixels are read once at the model size, and a file whose
+    header is intact over a damaged body is skipped and reported when its pixels are read, with the
+    rest of the set still trained on."""
+    import cv2
+
+    from edgecmg.fit import _Training
+    from edgecmg.imageio import read_image, resize_to_input
+
+    big = []
+    for path in kolektor_train[:3]:  # 4x the camera's frame: what a 5-megapixel line camera gives
+        image = read_image(path)
+        target = tmp_path / (path.stem + ".png")
+        cv2.imwrite(str(target), cv2.resize(image, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST))
+        big.append(target)
+    damaged = tmp_path / "damaged.png"
+    data = big[0].read_bytes()
+    damaged.write_bytes(data[: len(data) // 3])  # the header survives, the pixels do not
+    training = _Training(big + [damaged])
+    assert training.shapes[-1] == training.shapes[0] == tuple(4 * s for s in read_image(kolektor_train[0]).shape[:2])
+    frames = training.read_at((320, 128), show=False)
+    assert training.names == [p.name for p in big] and len(training.shapes) == 3
+    assert all(frame.shape == (320, 128, 3) for frame in frames)
+    np.testing.assert_array_equal(frames[1], resize_to_input(read_image(big[1]), (320, 128)))
+    assert "damaged.png" in caplog.text and "1 of 4 image(s) skipped" in caplog.text
 
 
 def test_too_few_images_names_the_folder_and_what_to_do(kolektor_train, tmp_path):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from edgecmg.errors import DataError
-from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, load_images, read_image, read_mask, resize_to_input
+from edgecmg.imageio import (IMAGE_EXTENSIONS, list_images, load_images, read_image, read_image_size, read_mask,
+                             resize_to_input)
 
 
 
@@ -120,9 +121,23 @@ def _write(path: Path, data: bytes) -> Path:
 )
 def test_bad_files_raise_data_error_naming_the_file(tmp_path, make, match):
     path = make(tmp_path)
-    with pytest.raises(DataError, match=match) as info:
-        read_image(path)
-    assert str(path) in str(info.value)
+    for reader in (read_image, read_image_size):  # the header reader fails as the full read does
+        with pytest.raises(DataError, match=match) as info:
+            reader(path)
+        assert str(path) in str(info.value)
+
+
+def test_read_image_size_reads_headers_as_read_image_reads_pixels(tmp_path, monkeypatch):
+    """The size fit chooses its model size from, for every layout, without decoding; a file Pillow
+    cannot parse falls back to the full read (OpenCV's, here a PGM Pillow is made to refuse)."""
+    files = [_save(tmp_path / "c.png", _rgb(7, 11)), _save(tmp_path / "g.jpg", _rgb(9, 4)[..., 0]),
+             _save(tmp_path / "d.tif", np.zeros((5, 13), np.uint16)), _save(tmp_path / "a.png", np.zeros((3, 8, 4), np.uint8))]
+    cv2.imwrite(str(tmp_path / "p.pgm"), np.zeros((6, 10), np.uint8))
+    files.append(tmp_path / "p.pgm")
+    for path in files:
+        assert read_image_size(path) == read_image(path).shape[:2], path.name
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("refused")))
+    assert read_image_size(tmp_path / "p.pgm") == (6, 10)
 
 
 def test_truncated_png_is_a_data_error(tmp_path):
@@ -242,7 +257,7 @@ def test_detector_fit_and_calibration_share_the_resize(small_artifact, kolektor_
     # fit, calibration and Detector.prepare must feed the model the same pixels
     from edgecmg.calibration.data import load_frame
     from edgecmg.detector import Detector
-    from edgecmg.fit import _to_tensor
+    from edgecmg.fit import _Training
 
     source = read_image(sorted((kolektor_root / "test" / "defect").iterdir())[0])
     path = tmp_path / "odd.png"
@@ -252,7 +267,7 @@ def test_detector_fit_and_calibration_share_the_resize(small_artifact, kolektor_
     size = tuple(detector.input_size)
     assert frame.shape[:2] == (511, 197) != size
     want = resize_to_input(frame, size)
-    np.testing.assert_array_equal(_to_tensor(frame, size).numpy(), want)
+    np.testing.assert_array_equal(_Training([path]).read_at(size, show=False)[0], want)
     np.testing.assert_array_equal(load_frame(path, size), want)
     np.testing.assert_array_equal(detector.prepare(frame), want)
 
