@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -62,24 +63,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images(item))
-    out = output_folder(args.out)
-    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
-    failures = 0
-    overlay_names = unique_overlay_names(paths)
-    with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
-        for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
-            try:
-                frame = read_image(path)
-            except EdgeCMGError as exc:
-                log.warning("skipped: %s", exc)
-                failures += 1
-                continue
-            result = detector.predict(frame)
-            overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
-            # frame_index: the file's position among the inputs (each predict call counts from 0).
-            record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
-                      "source": str(path)}
-            jsonl.write(json.dumps(record) + "\n")
+    with output_folder(args.out) as out:
+        detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+        failures = 0
+        overlay_names = unique_overlay_names(paths)
+        with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
+            for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
+                try:
+                    frame = read_image(path)
+                except EdgeCMGError as exc:
+                    log.warning("skipped: %s", exc)
+                    failures += 1
+                    continue
+                result = detector.predict(frame)
+                overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
+                # frame_index: the file's position among the inputs (each predict call counts from 0).
+                record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
+                          "source": str(path)}
+                jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
     if failures == len(paths):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
@@ -156,15 +157,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.evaluation import evaluate_detector, write_report
 
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
-    if args.out is not None:
-        output_folder(args.out)  # the report is written after the whole evaluation: check its place first
-    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
-    samples = MVTecDataset(args.data).test_samples()
-    metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
-    if args.out is not None:
-        records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
-        write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
-                     detector=detector, samples=samples)
+    # The report is written after the whole evaluation: its folder is checked first (and removed
+    # again if the evaluation fails before writing into it).
+    with output_folder(args.out) if args.out is not None else nullcontext():
+        detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+        samples = MVTecDataset(args.data).test_samples()
+        metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
+        if args.out is not None:
+            records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
+            write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
+                         detector=detector, samples=samples)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -411,6 +411,26 @@ def test_predict_and_eval_refuse_a_file_as_out_before_any_work(small_artifact, m
     assert taken.read_text() == "keep me"
 
 
+def test_a_model_that_will_not_load_leaves_no_empty_out_folder(small_artifact, mvtec_subset, tmp_path, capsys):
+    """predict, eval and bench create --out before any long work; when the model is then refused,
+    a folder they created is removed again, and a folder that was there before stays."""
+    damaged = tmp_path / "damaged.edgecmg"
+    damaged.write_bytes(small_artifact.read_bytes()[:5000])  # truncated: refused on load
+    images = str(mvtec_subset / "test" / "defect")
+    runs = {"predict": ["predict", str(damaged), images], "eval": ["eval", str(damaged), str(mvtec_subset)],
+            "bench": ["bench", str(damaged), "--backends", "torch", "--frames", "2", "--warmup", "0"]}
+    for name, argv in runs.items():
+        out = tmp_path / f"new_{name}" / "out"
+        capsys.readouterr()
+        assert main(["-q", *argv, "--out", str(out)]) == 2, name
+        assert str(damaged) in capsys.readouterr().err, name
+        assert not out.parent.exists(), name  # nor the folder above it that --out created
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["-q", *runs["predict"], "--out", str(existing)]) == 2
+    assert existing.is_dir()
+
+
 def test_fit_refuses_bad_values_before_the_feature_pass(mvtec_subset, tmp_path, capsys, monkeypatch):
     import edgecmg.fit
 

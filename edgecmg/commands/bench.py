@@ -121,44 +121,45 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.commands import output_folder
 
     _check_counts(args)
-    out = output_folder(args.out)  # a file in the way fails now, not after every backend has run
-    models = args.model  # one or more files (nargs='+')
-    frames, frames_note = _frames(args)
-    rows, samples = [], {}
-    for model in models:
-        here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
-        backends = here
-        if args.backends:
-            # With several files, a requested backend that cannot run one of them (torch on an .onnx)
-            # is skipped for that file only; with one file, asking for it is an error from make_runner.
-            backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
-            for missing in [b for b in args.backends if b not in backends]:
-                log.warning("skipping %s on %s: it cannot run this file here", missing, model)
-        for backend in backends:
-            try:
-                row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
-                                               batch=args.batch)
-            except BackendUnavailableError as exc:
-                log.warning("skipping %s on %s: %s", backend, model, exc)
-                continue
-            # Plot labels: the backend, and the file name when several files run; a label seen before
-            # (two files of one name in different folders) gets a number, so no row is dropped.
-            base = label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
-            number = 1
-            while label in samples:
-                label, number = f"{base} ({number})", number + 1
-            # The file name, or the whole path where two files share a name (rows must stay apart).
-            name = Path(model).name
-            rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
-            samples[label] = latencies
-            print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
-    if not rows:
-        raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
-    environment = environment_info()
-    environment.update({"models": [str(m) for m in models], "inputs": frames_note})
-    table = write_report(rows, out, "bench", environment=environment)
-    title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
-    plot_latency(samples, out / "bench_latency.png", title=title)
-    print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
-          "bench.md, bench_latency.png")
+    # a file in the way fails now, not after every backend has run
+    with output_folder(args.out) as out:
+        models = args.model  # one or more files (nargs='+')
+        frames, frames_note = _frames(args)
+        rows, samples = [], {}
+        for model in models:
+            here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
+            backends = here
+            if args.backends:
+                # With several files, a requested backend that cannot run one of them (torch on an .onnx)
+                # is skipped for that file only; with one file, asking for it is an error from make_runner.
+                backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
+                for missing in [b for b in args.backends if b not in backends]:
+                    log.warning("skipping %s on %s: it cannot run this file here", missing, model)
+            for backend in backends:
+                try:
+                    row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
+                                                   batch=args.batch)
+                except BackendUnavailableError as exc:
+                    log.warning("skipping %s on %s: %s", backend, model, exc)
+                    continue
+                # Plot labels: the backend, and the file name when several files run; a label seen before
+                # (two files of one name in different folders) gets a number, so no row is dropped.
+                base = label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
+                number = 1
+                while label in samples:
+                    label, number = f"{base} ({number})", number + 1
+                # The file name, or the whole path where two files share a name (rows must stay apart).
+                name = Path(model).name
+                rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
+                samples[label] = latencies
+                print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
+        if not rows:
+            raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
+        environment = environment_info()
+        environment.update({"models": [str(m) for m in models], "inputs": frames_note})
+        table = write_report(rows, out, "bench", environment=environment)
+        title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
+        plot_latency(samples, out / "bench_latency.png", title=title)
+        print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
+              "bench.md, bench_latency.png")
     return 0
