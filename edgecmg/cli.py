@@ -1,9 +1,10 @@
-"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench."""
+"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench, info."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -227,6 +228,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgecmg.commands.info import run_info
+
+    return run_info(args)
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help when it has a real default (not None/False)."""
 
@@ -391,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "model size, since latency does not depend on content)")
     p.add_argument("--out", default="bench", help="folder for JSON, CSV, markdown and the PNG plot")
     p.set_defaults(func=cmd_bench)
+
+    p = command("info", "what a model file holds (input, prompt, threshold, build) and whether it runs here")
+    p.add_argument("model", nargs="+", help="model files: .edgecmg, .onnx or TensorRT engines (checksums are checked, "
+                                            "nothing is run)")
+    p.add_argument("--json", action="store_true", help="print the whole verified headers as JSON")
+    p.set_defaults(func=cmd_info)
     return parser
 
 
@@ -409,6 +422,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"edgecmg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`edgecmg info M | head`): not an error of ours, and Python's own
+        # flush at exit must not raise it again, so what is left of stdout goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
     raise ConfigError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)")
 
 
-def _check_file(path: Path) -> str:
+def check_model_file(path: Path) -> str:
+    """The lower-case suffix of a model file that exists and is of a kind edgecmg runs; otherwise a
+    DataError saying what was given instead (a folder, another file type, nothing)."""
     suffix = path.suffix.lower()
     if path.is_dir():  # on the command line: the model and the data given the other way round
         raise DataError(f"{path} is a folder, not a model file: give the .edgecmg, .onnx or "
@@ -183,7 +185,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     threads: ONNX Runtime intra-op threads. export_config: how an .edgecmg is exported for onnxruntime.
     """
     path = Path(path).expanduser()
-    suffix = _check_file(path)
+    suffix = check_model_file(path)
     specs = candidate_specs(path, backend, device)
     if not specs:
         runs = {b: sorted({x for s in SPECS if s.backend == b for x in s.suffixes}) for b in BACKENDS}
@@ -236,7 +238,7 @@ def runner_choices(path: str | Path) -> list[tuple[str, str]]:
 def load_host_scorer(path: str | Path):
     """(BankScorer, header) for host-side scoring of a featurizer-only model file of any kind."""
     path = Path(path)
-    suffix = _check_file(path)
+    suffix = check_model_file(path)
     if suffix == ONNX_SUFFIX:
         from edgecmg.export import load_scorer_from_onnx
 

@@ -1,0 +1,137 @@
+"""``edgecmg info``: what a model file is and whether it runs here, from its verified header alone.
+
+The file's checksums are checked as loading would check them (a damaged file is reported, not
+described), but nothing is run: no backbone, session or engine is created, so a TensorRT engine can
+be inspected on a machine without TensorRT or a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edgecmg.errors import EdgeCMGError
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """{"file", "kind", "bytes", "header", "model", "runs_here", "engine_check"} for one model file.
+
+    ``header``: the whole verified header; ``model``: the model's own header inside it (for an
+    engine, the one of the ONNX file it was built from); ``runs_here``: the "backend (device)" pairs
+    this machine can run it on; ``engine_check``: for an engine, "ok" or why it cannot run here.
+    """
+    from edgecmg.runtime.registry import ARTIFACT_SUFFIX, ONNX_SUFFIX, check_model_file, runner_choices
+
+    path = Path(path).expanduser()
+    suffix = check_model_file(path)
+    engine_check = None
+    if suffix == ARTIFACT_SUFFIX:
+        from edgecmg.artifact import read_header
+
+        header, _ = read_header(path)
+        model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
+    elif suffix == ONNX_SUFFIX:
+        from edgecmg.export import read_onnx_header
+
+        header = read_onnx_header(path)
+        export = header.get("export", {})
+        model = header
+        kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
+    else:
+        from edgecmg.engine import read_engine_file
+
+        header, _, _ = read_engine_file(path)  # both payloads' checksums, the plan's included
+        model = header.get("model") or {}
+        kind = f"TensorRT engine, {model.get('export', {}).get('graph', '?')} graph, {header.get('precision', '?')}"
+        engine_check = _engine_check(header, path)
+    runs_here = [f"{backend} ({device})" for backend, device in runner_choices(path)]
+    return {"file": str(path), "kind": kind, "bytes": path.stat().st_size, "header": header, "model": model,
+            "runs_here": runs_here, "engine_check": engine_check}
+
+
+def _engine_check(header: dict[str, Any], path: Path) -> str:
+    from edgecmg.engine import check_engine_compatible, tensorrt_available
+
+    if not tensorrt_available():
+        return "not checked: TensorRT is not installed here"
+    try:
+        check_engine_compatible(header, path=path)
+    except EdgeCMGError as exc:
+        return str(exc)
+    return "ok"
+
+
+def _on_off(flag: Any) -> str:
+    return "on" if flag else "off"
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """The human-readable summary ``edgecmg info`` prints."""
+    header, model = info["header"], info["model"]
+    spec = model.get("model", {})
+    training = model.get("training", {})
+    created = model.get("created", {})
+    lines = [f"{info['file']}: {info['kind']}, {info['bytes'] / 1e6:.1f} MB, checksums ok"]
+
+    def row(name: str, value: Any) -> None:
+        lines.append(f"  {name:<12} {value}")
+
+    height, width = model.get("input_size", ["?", "?"])
+    row("input", f"{height}x{width} (height x width), {model.get('normalization', {}).get('layout', '?')}")
+    row("prompt", json.dumps(model.get("prompt", "?")))
+    threshold = model.get("threshold")
+    set_by = model.get("threshold_set")
+    row("threshold", f"{threshold:.6g}" if isinstance(threshold, (int, float)) else repr(threshold))
+    if set_by:
+        row("", f"set by {set_by.get('by', '?')} at the {set_by.get('quantile', '?')} quantile of "
+                f"{set_by.get('images', '?')} good images (fit's was {set_by.get('previous', '?')})")
+    row("CMER", f"{_on_off(spec.get('use_cmer'))} (grid {model.get('grid', '?')})")
+    row("CMLE", f"{_on_off(spec.get('use_cmle'))} ({spec.get('feature_dim', '?')} dims)")
+    row("memory bank", f"{spec.get('bank_size', '?')} x {spec.get('feature_dim', '?')}, features "
+                       f"{model.get('features', '?')}, k = {spec.get('knn_k', '?')}")
+    backbone = model.get("backbone", {})
+    row("backbone", f"{backbone.get('id', '?')} (sha256 {str(backbone.get('sha256', '?'))[:12]})")
+    row("matcher", model.get("matcher", {}).get("kind", "?"))
+    if training:
+        row("fitted on", f"{training.get('images', '?')} images ({training.get('bank_images', '?')} in the bank, "
+                         f"{training.get('holdout_images', '?')} held out for the threshold) in "
+                         f"{training.get('seconds', '?')} s; height/width {training.get('aspect_hw', '?')}")
+    row("created", f"{created.get('time', '?')} by edgecmg {created.get('edgecmg', '?')}, torch "
+                   f"{created.get('torch', '?')}, on {created.get('host', '?')}")
+    export = model.get("export")
+    if export:
+        batch = f"batch up to {export.get('max_batch')}" if export.get("dynamic_batch") else f"batch {export.get('batch')}"
+        row("exported", f"opset {export.get('opset', '?')}, {batch}, outputs {', '.join(export.get('outputs') or [])}")
+    quant = model.get("quantization")
+    if quant:
+        row("INT8", f"profile {quant.get('profile', '?')}, {quant.get('method', '?')} calibration on "
+                    f"{quant.get('samples', '?')} images, {quant.get('quantized_nodes', '?')} nodes quantised")
+    if info["engine_check"] is not None:
+        gpu = header.get("gpu", {})
+        row("built", f"{header.get('created', '?')} with TensorRT {header.get('tensorrt', '?')} for "
+                     f"{gpu.get('name', '?')} (compute capability {gpu.get('compute_capability', '?')}), "
+                     f"{header.get('precision', '?')}, from {header.get('source_onnx', '?')}")
+        if header.get("dla_core") is not None:
+            row("", f"DLA core {header['dla_core']}")
+        row("engine here", info["engine_check"])
+    row("runs here on", ", ".join(info["runs_here"]) or "none: no backend that runs this file is available on this machine")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Describe every model file given; a damaged one is an error naming it, after the others."""
+    import sys
+
+    described, failed = [], 0
+    for path in args.model:
+        try:
+            described.append(describe(path))
+        except EdgeCMGError as exc:
+            print(f"edgecmg info: error: {exc}", file=sys.stderr)
+            failed += 1
+    if args.json:
+        print(json.dumps([{k: v for k, v in info.items() if k != "model"} for info in described], indent=2))
+    elif described:
+        print("\n\n".join(format_description(info) for info in described))
+    return 2 if failed else 0

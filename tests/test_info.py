@@ -1,0 +1,74 @@
+"""``edgecmg info``: every model file kind described from its verified header; damaged files named."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgecmg.artifact import read_header
+from edgecmg.cli import main
+from edgecmg.commands.info import describe, format_description
+from edgecmg.config import EngineConfig
+from edgecmg.engine import build_engine
+
+
+def test_info_describes_an_artifact_and_its_exports(small_artifact, featurizer_onnx, full_onnx, capsys):
+    header, _ = read_header(small_artifact)
+    assert main(["info", str(small_artifact), str(featurizer_onnx), str(full_onnx)]) == 0
+    out = capsys.readouterr().out
+    h, w = header["input_size"]
+    assert f"{small_artifact}: edgecmg model, format {header['format_version']}" in out
+    assert f"input        {h}x{w} (height x width)" in out
+    assert json.dumps(header["prompt"]) in out and f"threshold    {header['threshold']:.6g}" in out
+    assert f"memory bank  {header['model']['bank_size']} x {header['model']['feature_dim']}" in out
+    assert f"{featurizer_onnx}: ONNX, featurizer graph, fp32" in out and f"{full_onnx}: ONNX, full graph, fp32" in out
+    assert "outputs score, anomaly_map, kept_mask" in out
+    assert out.count("runs here on") == 3 and "torch (cpu)" in out
+    assert main(["info", str(small_artifact), "--json"]) == 0
+    (described,) = json.loads(capsys.readouterr().out)
+    assert described["header"] == header and "torch (cpu)" in described["runs_here"]
+
+
+def test_info_names_a_damaged_file_and_still_describes_the_rest(small_artifact, tmp_path, capsys):
+    damaged = tmp_path / "damaged.edgecmg"
+    data = bytearray(small_artifact.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte among the tensors
+    damaged.write_bytes(bytes(data))
+    assert main(["info", str(damaged), str(small_artifact)]) == 2
+    captured = capsys.readouterr()
+    assert f"edgecmg info: error: {damaged}: payload checksum mismatch" in captured.err
+    assert f"{small_artifact}: edgecmg model" in captured.out and str(damaged) not in captured.out
+    assert main(["info", str(tmp_path)]) == 2
+    assert "is a folder, not a model file" in capsys.readouterr().err
+
+
+def test_info_on_an_engine_says_what_built_it_and_whether_it_runs_here(fake_tensorrt, featurizer_onnx, tmp_path,
+                                                                       monkeypatch):
+    fake_tensorrt()  # TensorRT 10.3.0.26
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", max_batch=2), tmp_path / "m.engine")
+    info = describe(engine)
+    assert info["kind"] == "TensorRT engine, featurizer graph, fp32"
+    assert info["engine_check"] == "ok"  # runs_here stays empty: the tensorrt runner needs CUDA too
+    assert info["model"]["input_size"] == info["header"]["model"]["input_size"]
+    text = format_description(info)
+    assert "with TensorRT 10.3.0.26 for" in text and "engine here  ok" in text
+    fake_tensorrt(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    assert "TensorRT 10.3.0.26 built it, this machine has TensorRT 11.0.0.1" in describe(engine)["engine_check"]
+    monkeypatch.setattr("edgecmg.engine.tensorrt_available", lambda: False)
+    info = describe(engine)
+    assert info["engine_check"] == "not checked: TensorRT is not installed here"
+    assert "engine here  not checked" in format_description(info)
+
+
+def test_a_reader_that_stops_early_is_not_a_traceback(small_artifact, tmp_path):
+    """`edgecmg info M --json | head -1`: the pipe closes while edgecmg still writes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).parent / "edgecmg"), "info", "--json", *[str(small_artifact)] * 100]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert process.stdout.readline().strip() == b"["
+    process.stdout.close()  # far more than a pipe's buffer is still to come
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and b"Traceback" not in err, err.decode()
