@@ -29,6 +29,19 @@ def test_info_describes_an_artifact_and_its_exports(small_artifact, featurizer_o
     assert described["header"] == header and "torch (cpu)" in described["runs_here"]
 
 
+def test_info_shows_who_set_a_threshold(small_artifact, tmp_path):
+    from edgecmg.artifact import save_with_threshold
+
+    header, _ = read_header(small_artifact)
+    moved = save_with_threshold(small_artifact, tmp_path / "line3.edgecmg", 7.25,
+                                {"quantile": 0.99, "images": 40, "previous": header["threshold"],
+                                 "sources": ["good/"], "by": "edgecmg threshold"})
+    text = format_description(describe(moved))
+    assert "threshold    7.25\n" in text
+    assert (f"set by edgecmg threshold at the 0.99 quantile of 40 good images (before: {header['threshold']:.6g})"
+            in text)
+
+
 def test_info_names_a_damaged_file_and_still_describes_the_rest(small_artifact, tmp_path, capsys):
     damaged = tmp_path / "damaged.edgecmg"
     data = bytearray(small_artifact.read_bytes())

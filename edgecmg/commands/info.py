@@ -84,8 +84,10 @@ def format_description(info: dict[str, Any]) -> str:
     set_by = model.get("threshold_set")
     row("threshold", f"{threshold:.6g}" if isinstance(threshold, (int, float)) else repr(threshold))
     if set_by:
+        previous = set_by.get("previous")
+        previous = f"{previous:.6g}" if isinstance(previous, (int, float)) else "?"
         row("", f"set by {set_by.get('by', '?')} at the {set_by.get('quantile', '?')} quantile of "
-                f"{set_by.get('images', '?')} good images (fit's was {set_by.get('previous', '?')})")
+                f"{set_by.get('images', '?')} good images (before: {previous})")
     row("CMER", f"{_on_off(spec.get('use_cmer'))} (grid {model.get('grid', '?')})")
     row("CMLE", f"{_on_off(spec.get('use_cmle'))} ({spec.get('feature_dim', '?')} dims)")
     row("memory bank", f"{spec.get('bank_size', '?')} x {spec.get('feature_dim', '?')}, features "
