@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -33,6 +33,26 @@ def device_index(device: str) -> int:
         except ValueError as exc:
             raise ConfigError(f"device {device!r}: use 'cuda' or 'cuda:N'") from exc
     return 0
+
+
+def run_in_batches(frames: np.ndarray, run: Callable[[np.ndarray], dict[str, np.ndarray]], min_batch: int,
+                   max_batch: int) -> dict[str, np.ndarray]:
+    """``run`` over ``frames`` in batches a graph with a batch range accepts (a fixed-batch export or
+    engine: ``min_batch == max_batch``): at most ``max_batch`` frames a call, and a call short of
+    ``min_batch`` (one frame, the tail of a split batch) padded with copies of its last frame, whose
+    rows are cut from the outputs. Every output is batch-first."""
+    parts = []
+    for start in range(0, len(frames), max_batch):
+        chunk = frames[start:start + max_batch]
+        n = len(chunk)
+        if n >= min_batch:
+            parts.append(run(chunk))
+            continue
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], min_batch - n, axis=0)])
+        parts.append({name: value[:n] for name, value in run(padded).items()})
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 class Runner(ABC):

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecmg.errors import BackendUnavailableError, ConfigError
-from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index
+from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 ORT_INSTALL_HINT = "pip install -e '.[onnx]' in the edgecmg clone (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
 PROVIDERS = {
@@ -73,6 +73,7 @@ class OnnxRunner(Runner):
         self._session = None
         self._input_name = "image"
         self._input_hw: Optional[tuple[int, int]] = None
+        self._fixed_batch: Optional[int] = None  # an export with dynamic_batch=False takes only this batch
         self._outputs: list[str] = []
         # Not for a full graph: the provider cannot keep the scorer's distance MatMul in FP32, as
         # `edgecmg build` does, and FP16 cannot resolve ||q||^2 + ||m||^2 - 2 q.m.
@@ -134,10 +135,17 @@ class OnnxRunner(Runner):
         dims = list(inp.shape)
         if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:3]):
             self._input_hw = (int(dims[1]), int(dims[2]))
+        if dims and isinstance(dims[0], int) and dims[0] > 0:
+            self._fixed_batch = int(dims[0])
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         self.check_input_size(frames, self._input_hw)
+        if self._fixed_batch is not None and len(frames) != self._fixed_batch:
+            return run_in_batches(frames, self._run, self._fixed_batch, self._fixed_batch)
+        return self._run(frames)
+
+    def _run(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         values = self._session.run(None, {self._input_name: np.ascontiguousarray(frames)})
         return dict(zip(self._outputs, values))
 

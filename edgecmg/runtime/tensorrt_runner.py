@@ -26,7 +26,7 @@ from edgecmg.engine import (
     rebuild_command,
 )
 from edgecmg.errors import BackendUnavailableError, DataError, EdgeCMGError, EngineIncompatibleError
-from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index
+from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
               "BOOL": np.bool_, "UINT8": np.uint8}
@@ -263,21 +263,8 @@ class TensorRTRunner(Runner):
 
     def _infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         self.check_input_size(frames, self._input_hw)
-        with self._lock:
-            parts = [self._run_chunk(frames[i:i + self._max_batch]) for i in range(0, len(frames), self._max_batch)]
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
-
-    def _run_chunk(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """One engine call. A chunk smaller than the profile's minimum batch (a fixed-batch or DLA engine
-        given one frame, the tail of a split batch) is padded with copies of its last frame, and the
-        padding's rows are cut from the outputs."""
-        n = len(frames)
-        if n >= self._min_batch:
-            return self._run_batch(frames)
-        padded = np.concatenate([frames, np.repeat(frames[-1:], self._min_batch - n, axis=0)])
-        return {k: v[:n] for k, v in self._run_batch(padded).items()}
+        with self._lock:  # split to the profile's batch range; a fixed-batch or DLA engine given one frame is padded
+            return run_in_batches(frames, self._run_batch, self._min_batch, self._max_batch)
 
     def _deactivate(self) -> None:
         self._context = self._engine = self._runtime = None
