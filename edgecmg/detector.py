@@ -77,9 +77,25 @@ class Detector:
 
         threshold: overrides the threshold stored at fit time.
         """
+        from edgecmg.model.detector import CMGModel
+        from edgecmg.runtime.registry import check_torch_device
         from edgecmg.runtime.torch_runner import TorchRunner
 
-        return cls(TorchRunner("<memory>", metadata, device=device, model=model), threshold=threshold)
+        if isinstance(model, (str, Path)):
+            raise ConfigError(f"from_model takes the model fit returned, not a file ({model}): open files with "
+                              "Detector.load(path)")
+        if isinstance(model, dict) and isinstance(metadata, CMGModel):
+            raise ConfigError("from_model(model, metadata): the two are the other way round (fit returns "
+                              "(model, metadata) in that order)")
+        if not isinstance(model, CMGModel):
+            raise ConfigError(f"from_model takes the CMGModel that edgecmg.fit.fit returns, got {type(model).__name__}")
+        missing = [key for key in ("input_size", "threshold") if not isinstance(metadata, dict) or key not in metadata]
+        if missing:
+            raise ConfigError(f"from_model needs the metadata dict fit returned with the model (it holds "
+                              f"{', '.join(missing)}), got {type(metadata).__name__}"
+                              + (f" without {', '.join(missing)}" if isinstance(metadata, dict) else ""))
+        runner = TorchRunner("<memory>", metadata, device=check_torch_device(device), model=model)
+        return cls(runner, threshold=threshold)
 
     @property
     def threshold(self) -> float:

@@ -70,8 +70,9 @@ def overlay_heatmap(
     Args:
         frame: ``uint8`` HxW gray or HxWx3 RGB (an alpha channel is dropped).
         anomaly_map: float HxW (1xHxW accepted), any size; resized bilinearly to the frame.
-        threshold: the detector's decision threshold (> 0); it maps to the middle of the
-            colour scale, twice it to red.
+        threshold: the detector's decision threshold; it maps to the middle of the colour
+            scale, twice it to red. At or below 0 (a setting that flags every part) it gives no
+            scale, and the map's own maximum is red instead.
         alpha: heat-map weight in [0, 1].
         label: optional text drawn in the top-left corner (ASCII; other characters become '?').
         contour: draw a white outline where ``map >= threshold``.
@@ -80,20 +81,21 @@ def overlay_heatmap(
         ``uint8`` HxWx3 RGB, a new array.
     """
     thr = float(threshold)
-    if not np.isfinite(thr) or thr <= 0:
-        raise ConfigError(f"threshold={threshold} must be a positive finite number (the detector's decision threshold)")
+    if not np.isfinite(thr):
+        raise ConfigError(f"threshold={threshold} must be a finite number (the detector's decision threshold)")
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ConfigError(f"alpha={alpha} must be in [0, 1]")
     rgb = _frame_rgb(frame)
     h, w = rgb.shape[:2]
     m = _map2d(anomaly_map, h, w)
+    unit = thr if thr > 0 else max(float(m.max()) / 2.0, 1e-6)  # the value drawn at the scale's middle
 
     # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
     # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
-    _, clipped = cv2.threshold(m, 2.0 * thr, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow the scaling
+    _, clipped = cv2.threshold(m, 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow the scaling
     _, clipped = cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO)
-    level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * thr))
+    level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
     heat_bgr = cv2.applyColorMap(level, cv2.COLORMAP_JET)
     # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
     heat = cv2.cvtColor(heat_bgr, cv2.COLOR_BGR2RGB)

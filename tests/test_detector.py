@@ -205,3 +205,26 @@ def test_a_frame_of_another_shape_than_the_training_images_is_warned_about_once(
             assert len(warnings) == 1, warnings
             w, h = wide.shape[1], wide.shape[0]
             assert f"a {w}x{h} frame" in warnings[0] and "crop frames to the part" in warnings[0]
+
+
+def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_artifact, kolektor_root):
+    import torch
+
+    from edgecmg.errors import BackendUnavailableError
+
+    model, metadata = small_fit
+    for args, match in (((str(small_artifact), metadata), "not a file .*Detector.load"),
+                        ((metadata, model), "other way round"),
+                        (("x", None), "not a file"),
+                        ((42, metadata), "CMGModel that edgecmg.fit.fit returns, got int"),
+                        ((model, None), "metadata dict fit returned .*input_size, threshold.*got NoneType"),
+                        ((model, {}), "got dict without input_size, threshold")):
+        with pytest.raises(ConfigError, match=match):
+            Detector.from_model(*args)
+    with pytest.raises(ConfigError, match="device='gpu'"):
+        Detector.from_model(model, metadata, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="device='cuda': this torch has no CUDA"):
+            Detector.from_model(model, metadata, device="cuda")
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    assert Detector.from_model(model, metadata, threshold=0.0).predict(frame).overlay().shape == frame.shape

@@ -49,6 +49,16 @@ def test_colour_scale_is_anchored_at_the_threshold():
     np.testing.assert_array_equal(out2[10, 15], out[10, 15])
 
 
+def test_a_threshold_at_or_below_zero_draws_the_map_against_its_own_maximum():
+    """Detector accepts threshold=0 (every part flagged): its overlays draw the hottest value red."""
+    black = np.zeros((20, 30, 3), np.uint8)
+    m = np.zeros((20, 30), np.float32)
+    m[:, 10:20], m[:, 20:] = 1.5, 3.0
+    for threshold in (0.0, -2.0):
+        out = overlay_heatmap(black, m, threshold=threshold, alpha=1.0, contour=False)
+        np.testing.assert_array_equal(out, overlay_heatmap(black, m, threshold=1.5, alpha=1.0, contour=False))
+
+
 def test_alpha_zero_keeps_the_frame_and_contour_marks_the_region():
     frame = np.full((40, 40, 3), 30, np.uint8)
     m = np.zeros((40, 40), np.float32)
@@ -71,7 +81,7 @@ def test_label_is_drawn_in_the_corner():
 @pytest.mark.parametrize(
     "kwargs,err,match",
     [
-        ({"threshold": 0.0}, ConfigError, "threshold"),
+        ({"threshold": float("inf")}, ConfigError, "threshold"),
         ({"threshold": float("nan")}, ConfigError, "threshold"),
         ({"threshold": 1.0, "alpha": 1.5}, ConfigError, "alpha"),
         ({"threshold": 1.0, "frame": np.zeros((4, 4, 3), np.float32)}, DataError, "uint8"),

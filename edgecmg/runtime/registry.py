@@ -150,6 +150,13 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
     raise ConfigError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)")
 
 
+def check_torch_device(device: str) -> str:
+    """``device`` for the torch backend ("cpu", "cuda" or "cuda:N"), refused where this torch has no CUDA."""
+    if _device_kind(device) == "cuda" and not _torch_cuda():
+        raise BackendUnavailableError("torch", f"device={device!r}: this torch has no CUDA device", _HINTS["torch"])
+    return device
+
+
 def check_model_file(path: Path) -> str:
     """The lower-case suffix of a model file that exists and is of a kind edgecmg runs; otherwise a
     DataError saying what was given instead (a folder, another file type, nothing)."""
