@@ -207,6 +207,8 @@ class Detector:
         t0 = time.perf_counter()  # the conversion counts as pre-processing
         if prepared is None:
             frames = _as_rgb_frames(frames, single=single)
+        else:
+            self._check_prepared(frames, prepared)
         if len(frames) == 0:
             return []
         batch = np.stack(prepared if prepared is not None else [self.prepare(f) for f in frames])
@@ -232,6 +234,18 @@ class Detector:
         return [Result(score=s, threshold=self.threshold, anomaly_map=m, kept_mask=k, timings=timings,
                        frame_index=i, timestamp=now, frame=frame)
                 for i, ((s, m, k), frame) in enumerate(zip(results, frames))]
+
+    def _check_prepared(self, frames: Sequence[np.ndarray], prepared: Sequence[np.ndarray]) -> None:
+        """predict_batch's ``prepared`` must pair with ``frames`` one to one, each at the model size."""
+        if len(prepared) != len(frames):
+            raise DataError(f"prepared holds {len(prepared)} frames for {len(frames)} frames; give one prepared "
+                            "frame per frame (Detector.prepare(frame)), or leave prepared out")
+        want = (*self.input_size, 3)
+        for i, item in enumerate(prepared):
+            if not isinstance(item, np.ndarray) or item.shape != want or item.dtype != np.uint8:
+                got = f"{item.dtype} {item.shape}" if isinstance(item, np.ndarray) else type(item).__name__
+                raise DataError(f"prepared frame {i} is {got}, not uint8 {want}: make it with Detector.prepare(frame), "
+                                "or leave prepared out")
 
     # --- streams -------------------------------------------------------------------------------
     def stream(self, source: Any, *, policy: Optional[str] = None, batch: Optional[int] = None,
@@ -273,28 +287,40 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _not_an_array(value: Any) -> str:
+    """What was given in an array's place, and how to get the array; short, whatever its size."""
+    if isinstance(value, (bytes, bytearray)):
+        return (f"{len(value):,} bytes (an encoded file?): decode them with cv2.imdecode(np.frombuffer(data, "
+                "np.uint8), cv2.IMREAD_COLOR) and convert BGR to RGB, or read files with edgecmg.imageio.read_image")
+    if value is None:
+        return "None; read files with edgecmg.imageio.read_image"
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return (f"the {type(value).__name__} {text[:120] + '...' if len(text) > 120 else text}; read files with "
+            "edgecmg.imageio.read_image")
+
+
 def _as_rgb_frames(frames: Any, single: bool = False) -> list[np.ndarray]:
     """predict_batch's input as a list of uint8 HxWx3 RGB frames, or a DataError naming the bad one
     (``single``: predict()'s one frame, named without an index)."""
     if single:
         frame = frames[0]
-        if isinstance(frame, (str, bytes, Path)):
-            raise DataError(f"predict() takes an image array, got the {type(frame).__name__} {frame!r}; read "
-                            "files with edgecmg.imageio.read_image")
+        if isinstance(frame, (str, bytes, bytearray, Path)):
+            raise DataError(f"predict() takes an image array, got {_not_an_array(frame)}")
+        if isinstance(frame, (list, tuple)):
+            raise DataError(f"predict() takes one frame, got a {type(frame).__name__} of {len(frame)}; judge "
+                            "several with predict_batch(frames)")
         return [to_rgb_uint8(frame)]
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4:
             raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "
                             f"{frames.shape}; for one frame use predict(frame)")
         frames = list(frames)
-    elif frames is None or isinstance(frames, (str, bytes, Path)):
-        raise DataError(f"predict_batch takes a list of image arrays, got {type(frames).__name__}; read files "
-                        "with edgecmg.imageio.read_image")
+    elif frames is None or isinstance(frames, (str, bytes, bytearray, Path)):
+        raise DataError(f"predict_batch takes a list of image arrays, got {_not_an_array(frames)}")
     converted = []
     for i, frame in enumerate(frames):
-        if isinstance(frame, (str, bytes, Path)):
-            raise DataError(f"frame {i} is a {type(frame).__name__} ({frame!r}), not an image array; read files "
-                            "with edgecmg.imageio.read_image")
+        if isinstance(frame, (str, bytes, bytearray, Path)):
+            raise DataError(f"frame {i} is not an image array: got {_not_an_array(frame)}")
         try:
             converted.append(to_rgb_uint8(frame))
         except DataError as exc:

@@ -78,7 +78,7 @@ def test_predict_batch_names_the_bad_frame_and_takes_arrays_of_frames(detector, 
         detector.predict_batch(frames[0])
     with pytest.raises(DataError, match=r"frame 1: .*no pixels"):
         detector.predict_batch([frames[0], np.zeros((0, 4), np.uint8)])
-    with pytest.raises(DataError, match="frame 0 is a str"):
+    with pytest.raises(DataError, match="frame 0 is not an image array: got the str 'a.png'"):
         detector.predict_batch(["a.png"])
     flipped = np.ascontiguousarray(frames[0][::-1])
     stacked = detector.predict_batch(np.stack([frames[0], flipped]))  # an [N, H, W, C] array
@@ -228,3 +228,24 @@ def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_
             Detector.from_model(model, metadata, device="cuda")
     frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
     assert Detector.from_model(model, metadata, threshold=0.0).predict(frame).overlay().shape == frame.shape
+
+
+def test_what_is_not_a_frame_is_named_briefly_and_pointed_the_right_way(detector, kolektor_root, tmp_path):
+    path = sorted((kolektor_root / "test" / "good").iterdir())[0]
+    frame = read_image(path)
+    encoded = path.read_bytes()
+    for call in (lambda: detector.predict(encoded), lambda: detector.predict_batch([encoded])):
+        with pytest.raises(DataError, match=rf"{len(encoded):,} bytes \(an encoded file\?\): decode them") as info:
+            call()
+        assert len(str(info.value)) < 400  # not the bytes' repr (150,000 characters for a 52 KB JPEG)
+    with pytest.raises(DataError, match=r"predict\(\) takes one frame, got a list of 2; .*predict_batch"):
+        detector.predict([frame, frame])
+    with pytest.raises(DataError, match=r"the str 'x{119}\.\.\.; read files"):
+        detector.predict("x" * 500)
+    prepared = detector.prepare(frame)
+    with pytest.raises(DataError, match="prepared holds 1 frames for 2 frames"):
+        detector.predict_batch([frame, frame], prepared=[prepared])
+    with pytest.raises(DataError, match=r"prepared frame 1 is uint8 \(\d+, \d+, 3\), not uint8"):
+        detector.predict_batch([frame, frame], prepared=[prepared, frame])
+    assert detector.predict_batch([frame], prepared=[prepared])[0].score == pytest.approx(
+        detector.predict(frame).score, rel=1e-6)
