@@ -22,11 +22,18 @@ def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Pat
     return select_with_spares(data_dir, samples, seed)[0]
 
 
-def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
+def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int, seed: int = 0
+                       ) -> tuple[list[Path], list[Path]]:
     """``select_images``' choice, and the folder's other images in a seeded order: the spares that
-    stand in for chosen files that turn out unreadable, so calibration still sees ``samples``."""
+    stand in for chosen files that turn out unreadable, so calibration still sees ``samples``.
+    ``data_dir``: a folder (an MVTec root: its train/good), a glob pattern, or image paths."""
     if samples < 1:
         raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
+    if not isinstance(data_dir, (str, Path)):
+        paths = [Path(item) for item in data_dir]
+        if not paths:
+            raise DataError("no calibration images given: pass a folder, a glob or image paths of good parts")
+        return _choose(paths, samples, seed, "the image list")
     folder = Path(data_dir)
     if (folder / "train" / "good").is_dir():
         # An MVTec root: the ranges come from the normal parts fit() used, not from the test defects
@@ -44,12 +51,16 @@ def select_with_spares(data_dir: str | Path, samples: int, seed: int = 0) -> tup
             raise DataError(f"no image files in {folder} or its sub-folders (looked for "
                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); calibrate on a folder of images of good "
                             "parts") from None
+    return _choose(paths, samples, seed, str(folder))
+
+
+def _choose(paths: list[Path], samples: int, seed: int, where: str) -> tuple[list[Path], list[Path]]:
     if len(paths) < samples:
         # Ranges from a few frames may miss what the line shows later, and INT8 scores drift from FP32
         # (64 images were too few for the tensorrt profile on KolektorSDD: README, INT8 section).
         log.warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
                     "from those %d: add images of good parts (%d or more) if INT8 scores drift from FP32",
-                    folder, len(paths), samples, len(paths), samples)
+                    where, len(paths), samples, len(paths), samples)
     if len(paths) <= samples:
         return paths, []
     rng = np.random.default_rng(seed)

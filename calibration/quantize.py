@@ -31,7 +31,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -211,7 +211,8 @@ def default_cache_path(out_path: str | Path) -> Path:
     return out.with_name(out.stem + ".calib.json")
 
 
-def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | Path, method: Optional[str] = None,
+def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | Path], out_path: str | Path,
+              method: Optional[str] = None,
               samples: int = DEFAULT_SAMPLES, *, profile: str = "tensorrt", with_scoring: bool = False,
               cache_path: Optional[str | Path] = None, reuse_cache: bool = True, opset: int = 17,
               max_batch: int = 16, float_convs: int = DEFAULT_FLOAT_CONVS, reduce_range: Optional[bool] = None,
@@ -220,9 +221,12 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path, out_path: str | P
 
     Writes a Q/DQ ONNX model of the artifact: the featurizer graph (default; the file carries the
     scorer for host scoring, like an FP32 export) or, with ``with_scoring``, the full detector with
-    the scoring head in float. The ranges go to ``cache_path`` (default ``<out>.calib.json``) and
-    are reused by later runs with the same model, data, method and sample count.
+    the scoring head in float. The ranges go to ``cache_path`` (default: the output's name with
+    ``.calib.json`` for ``.onnx``, e.g. ``part.int8.calib.json``) and are reused by later runs with
+    the same model, data, method and sample count.
 
+    data_dir: a folder of good images (an MVTec root: its train/good; sub-folders are walked), a
+        glob pattern, or a list of image paths; ``samples`` of them are drawn with ``seed``.
     method: how activation ranges are set; ``None`` takes ``DEFAULT_METHOD[profile]`` (minmax for
         tensorrt, percentile for cpu: measured, see benchmarks/results/int8.md).
     float_convs: the first convolutions kept in float (default 15: the stem and blocks 0-4, every

@@ -4,8 +4,10 @@ The CLI turns flags into these; no config dicts are threaded through layers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Optional
+
+import numpy as np
 
 from edgecmg.errors import ConfigError
 from edgecmg.model.layouts import feature_layout
@@ -22,6 +24,52 @@ def aspect_stretch(aspect_hw: float, reference_hw: float) -> float:
     whichever way (compared with ``ASPECT_TOLERANCE``)."""
     ratio = aspect_hw / reference_hw
     return max(ratio, 1 / ratio)
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
+                 "dict": "a dict", "tuple[int, int]": "a pair of integers"}
+
+
+def _check_field_types(config: Any) -> None:
+    """Every field of a config dataclass against its annotation, so that ``max_side="256"`` or
+    ``input_size=416`` is refused by name instead of failing later inside a comparison. numpy
+    scalars become Python numbers and a list pair a tuple (the config ends up in JSON metadata)."""
+    for spec in fields(config):
+        kind, value = str(spec.type), getattr(config, spec.name)
+        optional = kind.startswith("Optional[")
+        kind = kind[len("Optional["):-1] if optional else kind
+        if kind not in _KIND_WORDS or (value is None and optional):
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if kind == "tuple[int, int]" and isinstance(value, list):
+            value = tuple(value)
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "str": isinstance(value, str), "bool": isinstance(value, bool), "dict": isinstance(value, dict),
+              "tuple[int, int]": isinstance(value, tuple) and len(value) == 2
+              and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)}[kind]
+        if not ok:
+            raise ConfigError(f"{type(config).__name__}: {spec.name}={value!r} must be {_KIND_WORDS[kind]}"
+                              f"{' or None' if optional else ''}, got {type(value).__name__}")
+        if kind == "tuple[int, int]":
+            value = tuple(int(v) for v in value)
+        object.__setattr__(config, spec.name, value)  # frozen: the normalised value replaces the given one
+
+
+def expect_config(value: Any, cls: type, where: str) -> Any:
+    """``value`` if it is a ``cls``, else a ConfigError saying how to make one (a prompt passed where
+    fit takes a ModelConfig is the usual slip)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str) and cls.__name__ == "ModelConfig":
+        how = f"ModelConfig(prompt={value!r})"
+    elif isinstance(value, dict):
+        how = f"{cls.__name__}(**{value!r})"
+    else:
+        how = f"{cls.__name__}(...)"
+    article = "an" if cls.__name__[0] in "AEIOU" else "a"
+    raise ConfigError(f"{where} takes {article} {cls.__name__} as config, got {type(value).__name__}: pass {how}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +120,7 @@ class ModelConfig:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError(f"prompt={self.prompt!r}: the prompt must be a non-empty string describing the "
                               "normal part, e.g. 'a photo of a metal commutator'")
+        _check_field_types(self)
         if self.input_size is not None:
             if len(self.input_size) != 2:
                 raise ConfigError(f"input_size {self.input_size} must be (height, width)")
@@ -144,6 +193,7 @@ class ExportConfig:
     max_chunk_elements: int = 1 << 26
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if not 17 <= self.opset <= 20:
             raise ConfigError(f"opset={self.opset}: choose 17..20 (TensorRT 10/11 and torch's exporter cover these)")
         if self.batch < 1 or self.max_batch < 1:
@@ -183,6 +233,7 @@ class EngineConfig:
     opt_batch: Optional[int] = None
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.max_batch is None:
             object.__setattr__(self, "max_batch", self.min_batch if self.dla_core is not None else 8)
         if self.precision not in self.PRECISIONS:
@@ -260,6 +311,7 @@ class StreamConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.policy not in STREAM_POLICIES:
             raise ConfigError(f"policy={self.policy!r}: choose 'latest' (drop stale frames), 'all' (lose none) "
                               "or 'auto' (latest for live sources, all for files)")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from edgecmg.config import ASPECT_TOLERANCE, StreamConfig, aspect_stretch
+from edgecmg.config import ASPECT_TOLERANCE, StreamConfig, aspect_stretch, expect_config
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
@@ -58,14 +58,16 @@ class Detector:
         """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
 
         backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
+        device: ``None`` (the backend's own choice: the GPU where the backend has one), "cpu",
+            "cuda" or "cuda:N"; a device the backend cannot use here is a BackendUnavailableError.
         threshold: overrides the threshold stored at fit time.
         threads: ONNX Runtime intra-op threads (default: its own choice); the torch backend follows
             ``torch.set_num_threads``.
         """
         from edgecmg.runtime.registry import make_runner
 
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads={threads} must be >= 1 (or None for the backend's default)")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
         runner = make_runner(str(path), backend=backend, device=device, threads=threads)
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer)
@@ -252,11 +254,14 @@ class Detector:
                max_queue: Optional[int] = None, config: Optional[StreamConfig] = None,
                opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
                stats_window: int = 10_000) -> "StreamRun":
-        """Judge frames from a camera index, video file, image folder or glob, rtsp/http URL, GStreamer
-        pipeline, ``csi://N`` or any iterable of frames. Returns a generator of Results that is also a
-        context manager: use it in a ``with`` block (or call ``.close()``) so that leaving the loop
-        stops the capture thread and releases the source at once; a run left without either stops only
-        when it is garbage-collected.
+        """Judge frames from a camera index, video file, image folder or glob, a list of image paths,
+        rtsp/http URL, GStreamer pipeline, ``csi://N`` or any iterable of frames. Returns a
+        :class:`~edgecmg.stream.StreamRun`: an iterator of Results (one pass over the source; its
+        ``.stats`` count frames judged, dropped and skipped) that is also a context manager: use it
+        in a ``with`` block (or call ``.close()``) so that leaving the loop stops the capture thread
+        and releases the source at once; a run left without either stops only when it is
+        garbage-collected. Unusable frames (unreadable files, empty buffers) are skipped with a
+        warning and counted in ``.stats.corrupt_skipped``.
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
         "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and
@@ -274,6 +279,8 @@ class Detector:
                  if value is not None}
         if config is None:
             config = StreamConfig(**given)
+        elif not isinstance(config, StreamConfig):
+            expect_config(config, StreamConfig, "stream()")
         elif given:
             raise ConfigError(f"stream(): {', '.join(given)} given beside config=; set them in the StreamConfig "
                               f"instead (e.g. StreamConfig({', '.join(f'{k}={v!r}' for k, v in given.items())}))")

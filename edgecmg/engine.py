@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from edgecmg import __version__
-from edgecmg.config import EngineConfig
+from edgecmg.config import EngineConfig, expect_config
 from edgecmg.errors import (
     ArtifactError,
     BackendUnavailableError,
@@ -948,6 +948,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     The ONNX must be an edgecmg export (``edgecmg export`` / ``edgecmg calibrate``); the engine file
     gets its header, and the scorer for featurizer graphs, so it is self-sufficient.
     """
+    config = expect_config(config, EngineConfig, "build_engine")
     from edgecmg.export import SCORER_KEY, SCORER_PREFIX, file_sha256, metadata_props, read_onnx_header
 
     onnx_path = Path(onnx_path)

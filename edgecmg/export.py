@@ -42,7 +42,7 @@ from torch import nn
 
 from edgecmg import __version__
 from edgecmg.artifact import MAGIC as ARTIFACT_MAGIC, model_spec
-from edgecmg.config import ExportConfig
+from edgecmg.config import ExportConfig, expect_config
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
@@ -493,6 +493,7 @@ def check_onnx_suffix(path: str | Path) -> Path:
 def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
                  config: ExportConfig = ExportConfig(), *, source_sha256: Optional[str] = None) -> Path:
     """Export an in-memory fitted model (``header``: the artifact header or fit metadata)."""
+    config = expect_config(config, ExportConfig, "export_model")
     onnx = _onnx()
     out_path = check_onnx_suffix(out_path)
     model = model.eval()
@@ -532,6 +533,8 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
     2-core CPU is the faster of the two (benchmarks/results/bench.md).
     """
     from edgecmg import artifact
+
+    config = expect_config(config, ExportConfig, "export_onnx")
 
     artifact.prepare_output(check_onnx_suffix(out_path))  # an unwritable place fails before the export
     model, header = artifact.load(artifact_path)

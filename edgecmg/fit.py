@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgecmg import __version__
-from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch
+from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
 from edgecmg.imageio import list_images, read_image, read_image_size, resize_to_input, to_rgb_uint8
 from edgecmg.model import bank as bank_ops
@@ -158,6 +158,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     Returns the model (eval mode) and its metadata; save both with ``edgecmg.artifact.save(model,
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
+    config = expect_config(config, ModelConfig, "fit(images, config)")
     started = time.perf_counter()
     source = ""  # where the images came from, for the too-few error
     if isinstance(images, (str, Path)):

@@ -249,3 +249,26 @@ def test_what_is_not_a_frame_is_named_briefly_and_pointed_the_right_way(detector
         detector.predict_batch([frame, frame], prepared=[prepared, frame])
     assert detector.predict_batch([frame], prepared=[prepared])[0].score == pytest.approx(
         detector.predict(frame).score, rel=1e-6)
+
+
+def test_a_config_of_the_wrong_type_is_refused_with_how_to_make_one(small_artifact, kolektor_train, tmp_path,
+                                                                     detector):
+    from edgecmg.config import EngineConfig, ExportConfig, ModelConfig, StreamConfig
+    from edgecmg.engine import build_engine
+    from edgecmg.export import export_onnx
+    from edgecmg.fit import fit
+
+    with pytest.raises(ConfigError, match=r"fit\(images, config\) takes a ModelConfig as config, got str: pass "
+                                          r"ModelConfig\(prompt='a photo of a metal commutator'\)"):
+        fit(kolektor_train[:8], "a photo of a metal commutator")
+    with pytest.raises(ConfigError, match=r"export_onnx takes an ExportConfig as config, got dict: pass "
+                                          r"ExportConfig\(\*\*\{'with_scoring': True\}\)"):
+        export_onnx(small_artifact, tmp_path / "x.onnx", {"with_scoring": True})
+    with pytest.raises(ConfigError, match="build_engine takes an EngineConfig as config, got str"):
+        build_engine(tmp_path / "x.onnx", "fp16")
+    with pytest.raises(ConfigError, match=r"stream\(\) takes a StreamConfig as config, got dict"):
+        detector.stream([], config={"batch": 2})
+    with pytest.raises(ConfigError, match="threads='2' must be an integer >= 1"):
+        Detector.load(small_artifact, threads="2")
+    assert not (tmp_path / "x.onnx").exists()
+    assert isinstance(ModelConfig(), ModelConfig) and ExportConfig() and EngineConfig() and StreamConfig()

@@ -62,6 +62,7 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
 
 
 def test_model_config_refuses_invalid_values_by_name():
+    import dataclasses
     import re
 
     import pytest
@@ -81,9 +82,22 @@ def test_model_config_refuses_invalid_values_by_name():
                              (dict(cmle_neighbors=0), "cmle_neighbors=0"),
                              (dict(threshold_quantile=1.5), "threshold_quantile=1.5"),
                              (dict(batch_size=0), "batch_size=0"),
-                             (dict(input_size=(64, 64, 3)), "must be (height, width)")):
+                             (dict(input_size=(64, 64, 3)), "input_size=(64, 64, 3) must be a pair of integers"),
+                             (dict(input_size=416), "input_size=416 must be a pair of integers or None, got int"),
+                             (dict(max_side="256"), "max_side='256' must be an integer, got str"),
+                             (dict(grid=2.5), "grid=2.5 must be an integer"),
+                             (dict(cmer="yes"), "cmer='yes' must be True or False"),
+                             (dict(coreset_ratio="0.1"), "coreset_ratio='0.1' must be a number")):
         with pytest.raises(ConfigError, match=re.escape(expected)):
             ModelConfig(**kwargs)
+    # numpy numbers and a list pair are taken as Python values (the config is written into JSON metadata).
+    import json
+
+    import numpy as np
+
+    config = ModelConfig(input_size=[np.int64(256), 96], max_side=np.int32(320), coreset_ratio=np.float32(0.5))
+    assert config.input_size == (256, 96) and type(config.max_side) is int and type(config.coreset_ratio) is float
+    json.dumps(dataclasses.asdict(config))
     # The smallest accepted values still build a config (and max_side 64 a 64-px-sided input).
     ModelConfig(max_side=64, max_bank_size=1, smoothing_sigma=0.1, cmle_neighbors=1, threshold_quantile=1.0,
                 batch_size=1)

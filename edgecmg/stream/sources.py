@@ -535,7 +535,10 @@ class IterableSource(FrameSource):
     """Frames from any iterable of arrays (list, generator, camera-SDK iterator, N×H×W×C array).
 
     Items are normalised with :func:`to_rgb_uint8` and copied (producers may reuse one buffer).
-    ``None`` items mean "no frame this time" (SDK timeouts): skipped and counted as corrupt.
+    ``None`` items mean "no frame this time" (SDK timeouts): skipped and counted as corrupt. An
+    item that is not a usable frame (an empty buffer, a wrong shape) is skipped with a warning and
+    counted too, so one bad buffer does not stop an inspection line; if no item at all was usable,
+    the stream ends with a StreamError.
     """
 
     def __init__(self, frames: Iterable[Any], *, name: str, is_live: bool, config: StreamConfig) -> None:
@@ -551,6 +554,7 @@ class IterableSource(FrameSource):
                 "iterator or generator; pass list(frames) or turn loop off"
             )
         self._items_this_pass = 0
+        self._unusable = 0  # items that were neither a frame nor None
         if config.realtime and not is_live:
             self._pace_fps = config.capture_fps or 30.0
 
@@ -562,6 +566,9 @@ class IterableSource(FrameSource):
                 if self.config.loop and self._items_this_pass:
                     self._it, self._items_this_pass = iter(self._iterable), 0
                     continue
+                if self.frames_read == 0 and self._unusable:
+                    raise StreamError(f"{self.name}: none of its {self._unusable} item(s) was a usable frame; see "
+                                      "the warnings above for each one")
                 return None
             except Exception as exc:
                 raise StreamError(
@@ -574,10 +581,16 @@ class IterableSource(FrameSource):
                 self.corrupt_skipped += 1
                 _log.debug("%s: item %d is None; skipped", self.name, position)
                 continue
+            if isinstance(item, (str, os.PathLike)):
+                raise StreamError(f"{self.name}: item {position} is the path {os.fspath(item)!r}, not a frame: pass "
+                                  "a list of paths (read as image files), a folder or a glob, or read each "
+                                  "file with edgecmg.imageio.read_image")
             try:
                 return to_rgb_uint8(item, copy=True)
             except DataError as exc:
-                raise StreamError(f"{self.name}: item {position} is not a usable frame: {exc}") from exc
+                self.corrupt_skipped += 1
+                self._unusable += 1
+                _log.warning("%s: skipping item %d, not a usable frame: %s", self.name, position, exc)
         return None
 
     def _release(self) -> None:
@@ -739,8 +752,8 @@ def open_source(
             single image or glob (``"parts/*.png"``); an ``rtsp://``, ``rtsps://``, ``rtmp://``,
             ``http(s)://``, ``udp://``, ``tcp://`` or ``srt://`` URL; a GStreamer pipeline string
             (contains ``!``, must end in ``appsink``); ``csi://N`` for Jetson CSI sensor N
-            (options ``?width=&height=&fps=&flip=``); any iterable of numpy frames (RGB); or an
-            already open :class:`FrameSource` (returned unchanged).
+            (options ``?width=&height=&fps=&flip=``); a list of image file paths; any iterable of
+            numpy frames (RGB); or an already open :class:`FrameSource` (returned unchanged).
         config: stream settings (reconnects, loop, realtime, capture size/fps, timeouts).
         opener: makes a ``cv2.VideoCapture``-like object from the target (int index, path, URL
             or pipeline string) for capture-based sources; default: OpenCV with the right backend.
@@ -772,6 +785,10 @@ def open_source(
             f"a single numpy array of shape {source.shape} is ambiguous as a source; pass [frame] for one "
             "frame, or an N x H x W x C array / a list of frames for a sequence"
         )
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        # Image files named one by one: read like a folder's, the unreadable ones skipped and counted.
+        return ImageFilesSource([Path(s) for s in source], name=f"files:{len(source)}", config=config,
+                                is_live=bool(live))
     if hasattr(source, "__iter__") or hasattr(source, "__next__"):
         name = f"frames:{type(source).__name__}"
         return IterableSource(source, name=name, is_live=bool(live), config=config)

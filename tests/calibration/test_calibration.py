@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -450,3 +451,17 @@ def test_entropy_ranges_clip_an_outlier_that_minmax_keeps(tmp_path):
         highs[method] = compute_ranges(path, Reader(), method, ("Add",), symmetric=True, work_dir=work)["y"][1]
     assert highs["minmax"] == pytest.approx(40.0)
     assert 5.0 < highs["entropy"] < 20.0, highs
+
+
+def test_a_list_of_image_paths_calibrates_as_a_folder_of_them_does(tmp_path, train_dir, caplog):
+    images = sorted(train_dir.iterdir())[:6]
+    for p in images:
+        shutil.copy(p, tmp_path / p.name)
+    given = [str(tmp_path / p.name) for p in images]
+    assert select_with_spares(given, 4, seed=1) == select_with_spares(tmp_path, 4, seed=1)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        chosen, spares = select_with_spares(given[:2], 4)
+    assert chosen == [Path(p) for p in given[:2]] and spares == []
+    assert "the image list holds 2 images, fewer than the 4 asked for" in caplog.text
+    with pytest.raises(DataError, match="no calibration images given"):
+        select_with_spares([], 4)

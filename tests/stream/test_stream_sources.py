@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -236,15 +237,37 @@ def test_iterable_frames_are_copied_so_a_reused_buffer_is_safe():
         (np.zeros((4, 5, 2), np.uint8), "not an image"),
         (np.full((4, 5, 3), 2.0, np.float32), r"\[0, 1\]"),
         (np.full((4, 5, 3), 300, np.int32), "0..255"),
-        ("a string", "numeric"),
+        (np.zeros((0, 5, 3), np.uint8), "no pixels"),
     ],
 )
-def test_bad_item_in_an_iterable_is_a_stream_error_naming_it(bad, match):
-    src = open_source([np.zeros((4, 4, 3), np.uint8), bad])
-    assert src.read().index == 0
-    with pytest.raises(StreamError, match=f"item 1 .*{match}"):
-        src.read()
-    src.close()
+def test_a_bad_item_in_an_iterable_is_skipped_named_and_counted(bad, match, caplog):
+    """One bad buffer from a camera SDK must not stop an inspection line."""
+    src = open_source([np.zeros((4, 4, 3), np.uint8), bad, np.ones((4, 4, 3), np.uint8)])
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        frames = list(src)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 1] and src.corrupt_skipped == 1
+    assert re.search(f"skipping item 1, not a usable frame: .*{match}", caplog.text)
+    with pytest.raises(StreamError, match=r"none of its 2 item\(s\) was a usable frame"):
+        list(open_source([bad, bad]))
+
+
+def test_paths_in_a_list_are_read_as_image_files(tmp_path, caplog):
+    import cv2
+
+    paths = []
+    for value in (10, 20):
+        paths.append(tmp_path / f"{value}.png")
+        cv2.imwrite(str(paths[-1]), np.full((4, 4, 3), value, np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    src = open_source([str(paths[0]), tmp_path / "broken.png", paths[1]])
+    assert isinstance(src, ImageFilesSource)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert [int(f.image[0, 0, 0]) for f in src] == [10, 20]
+    assert src.corrupt_skipped == 1 and "broken.png" in caplog.text
+    mixed = open_source([np.zeros((4, 4, 3), np.uint8), "a.png"])  # a path among frames: a mistake, said so
+    mixed.read()
+    with pytest.raises(StreamError, match="item 1 is the path 'a.png', not a frame"):
+        mixed.read()
 
 
 def test_none_items_are_skipped_and_counted():
