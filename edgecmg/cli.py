@@ -179,6 +179,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{key:>16}: {'n/a (no masks)' if value is None else f'{value:.4f}'}")
         print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
               f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
+        kinds = metrics["defect_types"]
+        defects = sum(kind["images"] for kind in kinds.values())
+        print(f"at threshold {metrics['threshold']:.4g}: {metrics['good_flagged']} of "
+              f"{metrics['images'] - defects} good parts flagged, {metrics['defects_missed']} of {defects} "
+              "defects missed")
+        if len(kinds) > 1:  # with one kind its row would repeat the figures above
+            width = max(len(name) for name in kinds)
+            print("by defect type (image AUROC against the good parts; missed at the threshold):")
+            for name, kind in kinds.items():
+                value = "n/a" if kind["image_auroc"] is None else f"{kind['image_auroc']:.4f}"
+                print(f"  {name:<{width}}  {kind['images']:>4} images  AUROC {value}  missed {kind['missed']}")
     return 0
 
 

@@ -17,7 +17,7 @@ from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
-from edgecmg.metrics import evaluate, verdict_counts
+from edgecmg.metrics import auroc, evaluate, verdict_counts
 
 log = logging.getLogger("edgecmg")
 
@@ -40,6 +40,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
 
     Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
     ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks.
+    ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     """
     labels, scores, masks, maps, latencies, skipped, records = [], [], [], [], [], [], []
@@ -75,6 +76,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     latency = np.asarray(latencies)
     metrics.update({
         "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),
+        "defect_types": per_defect_type(records, detector.threshold),
         "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
@@ -82,6 +84,20 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def per_defect_type(records: Sequence[dict], threshold: float) -> dict[str, dict]:
+    """Per kind of defect (MVTec ``test/<type>``): {images, image_auroc, missed} — its parts' image
+    AUROC against every good part (None without good parts) and how many of them score under
+    ``threshold``. The overall figures can hide a kind the detector never finds."""
+    good = [r["score"] for r in records if r["label"] == 0]
+    out = {}
+    for kind in sorted({r["defect_type"] for r in records if r["label"] == 1}):
+        scores = [r["score"] for r in records if r["label"] == 1 and r["defect_type"] == kind]
+        out[kind] = {"images": len(scores),
+                     "image_auroc": auroc([0] * len(good) + [1] * len(scores), good + scores) if good else None,
+                     "missed": sum(score < threshold for score in scores)}
+    return out
 
 
 def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: float = ModelConfig.threshold_quantile, *,

@@ -124,6 +124,39 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert f"image_auroc: {metrics['image_auroc']:.4f}" in text and "latency_ms: p50 " in text
 
 
+def test_eval_reports_each_defect_type_and_the_errors_at_the_threshold(mvtec_subset, tmp_path, capsys,
+                                                                         small_artifact):
+    from edgecmg.evaluation import per_defect_type
+    from edgecmg.metrics import auroc
+
+    root = tmp_path / "two_kinds"
+    (root / "test").mkdir(parents=True)
+    os.symlink(mvtec_subset / "test" / "good", root / "test" / "good")
+    defects = sorted((mvtec_subset / "test" / "defect").iterdir())
+    for kind, paths in (("crack", defects[:3]), ("scratch", defects[3:])):
+        (root / "test" / kind).mkdir()
+        for path in paths:
+            os.symlink(path, root / "test" / kind / path.name)
+    assert main(["-q", "eval", str(small_artifact), str(root), "--json", "--backend", "torch"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    kinds = metrics["defect_types"]
+    assert {name: kind["images"] for name, kind in kinds.items()} == {"crack": 3, "scratch": 2}
+    assert sum(kind["missed"] for kind in kinds.values()) == metrics["defects_missed"]
+    assert main(["-q", "eval", str(small_artifact), str(root), "--backend", "torch"]) == 0
+    text = capsys.readouterr().out
+    assert (f"at threshold {metrics['threshold']:.4g}: {metrics['good_flagged']} of 5 good parts flagged, "
+            f"{metrics['defects_missed']} of 5 defects missed") in text
+    assert f"crack       3 images  AUROC {kinds['crack']['image_auroc']:.4f}  missed {kinds['crack']['missed']}" in text
+    # The figures themselves: one kind's parts against every good part.
+    records = [{"defect_type": "good", "label": 0, "score": s} for s in (0.1, 0.4, 0.3)] + \
+              [{"defect_type": "a", "label": 1, "score": s} for s in (0.5, 0.2)] + \
+              [{"defect_type": "b", "label": 1, "score": 0.9}]
+    assert per_defect_type(records, threshold=0.35) == {
+        "a": {"images": 2, "image_auroc": auroc([0, 0, 0, 1, 1], [0.1, 0.4, 0.3, 0.5, 0.2]), "missed": 1},
+        "b": {"images": 1, "image_auroc": 1.0, "missed": 0}}
+    assert per_defect_type(records[3:], threshold=0.35)["a"]["image_auroc"] is None  # no good parts
+
+
 def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, capsys, small_artifact):
     import csv
 
