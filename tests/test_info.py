@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from edgecmg.artifact import read_header
 from edgecmg.cli import main

@@ -1,7 +1,6 @@
 """ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -157,8 +156,3 @@ class OnnxRunner(Runner):
         outputs = self._outputs or list(self.metadata.get("export", {}).get("outputs", []))
         return tuple(outputs) == FEATURIZER_OUTPUTS
 
-
-def default_threads() -> Optional[int]:
-    """``EDGECMG_ORT_THREADS`` when set (benchmarks pin it), else None (ONNX Runtime decides)."""
-    value = os.environ.get("EDGECMG_ORT_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None

@@ -161,13 +161,6 @@ class FrameSource(ABC):
         self._closed.set()
         self._release_if_idle()
 
-    def counters(self) -> dict[str, int]:
-        return {
-            "frames_read": self.frames_read,
-            "corrupt_skipped": self.corrupt_skipped,
-            "reconnects": self.reconnects,
-        }
-
     def __enter__(self) -> "FrameSource":
         return self
 
