@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect-attempts", type=int, default=StreamConfig.reconnect_attempts, metavar="N",
                    help="reopen a camera or network stream that fails up to N times, with back-off doubling from "
                         "0.5 s to 30 s (default %(default)s: about a minute); 0: stop at the first failure")
+    p.add_argument("--stall-warn", type=float, default=StreamConfig.stall_warn_s, metavar="S",
+                   help="warn when a live source delivers no frame for S seconds, again every S seconds "
+                        "(default %(default)s); 0: never, for a triggered camera that is silent between parts")
     p.add_argument("--threshold", type=float, help="override the fitted threshold (see `edgecmg threshold`)")
     p.add_argument("--realtime", action="store_true",
                    help="play a video file or folder at its frame rate, as a camera would deliver it (by default "

@@ -262,6 +262,27 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     assert judged >= 1 and row["frames_yielded"] == judged and judged + row["frames_dropped"] == 12
 
 
+def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolektor_root, capsys, monkeypatch):
+    """--stall-warn S reaches StreamConfig; 0 turns it off (a triggered camera is silent between parts)."""
+    from edgecmg.detector import Detector
+
+    seen = []
+    real_stream = Detector.stream
+
+    def recording_stream(self, source, **kwargs):
+        seen.append(kwargs["config"].stall_warn_s)
+        return real_stream(self, source, **kwargs)
+
+    monkeypatch.setattr(Detector, "stream", recording_stream)
+    folder = str(kolektor_root / "test" / "good")
+    for flag, expected in ((["--stall-warn", "0"], None), (["--stall-warn", "2.5"], 2.5), ([], 10.0)):
+        assert main(["-q", "stream", folder, "-m", str(small_artifact), "--backend", "torch", "--max-frames", "1",
+                     *flag]) == 0
+        assert seen.pop() == expected
+    assert main(["-q", "stream", folder, "-m", str(small_artifact), "--stall-warn", "-1"]) == 2
+    assert "--stall-warn -1.0: give seconds >= 0" in capsys.readouterr().err
+
+
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
                                                            monkeypatch):
     import cv2

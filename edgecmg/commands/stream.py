@@ -17,6 +17,9 @@ WINDOW_NAME = "edgecmg"
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
 
+    if not args.stall_warn >= 0:
+        raise ConfigError(f"--stall-warn {args.stall_warn}: give seconds >= 0 (0: never warn, for a triggered "
+                          "camera that is silent between parts)")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames {args.max_frames}: give a positive frame count, or leave it out to run "
                           "until the source ends")
@@ -28,7 +31,8 @@ def run_stream(args: argparse.Namespace) -> int:
         # A string of digits is a camera index unless a file or folder has that name (open_source).
         run = detector.stream(args.source, config=StreamConfig(policy=args.policy, batch=args.batch,
                                                                max_queue=args.max_queue, realtime=args.realtime,
-                                                               reconnect_attempts=args.reconnect_attempts))
+                                                               reconnect_attempts=args.reconnect_attempts,
+                                                               stall_warn_s=args.stall_warn or None))
     except BaseException:
         detector.close()
         raise
