@@ -6,7 +6,9 @@ path on this CPU.
 
 With ``--seeds N`` the four ablation rows are repeated for seeds 1..N-1 (the fit's hold-out and
 coreset draws; for elpv also the train/test split) and a second table gives each variant's spread
-and the per-seed difference CMG - baseline, so a gap can be told apart from seed noise.
+and the per-seed difference CMG - baseline, so a gap can be told apart from seed noise, with the
+95% paired-bootstrap interval of each seed's image-AUROC difference (the test images redrawn), so
+it can be told apart from the test set's own noise.
 
 CMER only gates the image score (the bank is the same), so one fit per CMLE setting is evaluated
 with CMER on and off; this gives the same numbers as four separate fits, in half the time.
@@ -27,6 +29,7 @@ from edgecmg.datasets import MVTecDataset, elpv_dataset
 from edgecmg.detector import Detector
 from edgecmg.evaluation import evaluate_detector
 from edgecmg.fit import fit
+from edgecmg.metrics import auroc_difference_interval
 from edgecmg.model.layouts import DEFAULT_LAYOUT
 from edgecmg.stream.report import environment_info
 
@@ -56,6 +59,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1, help="repeat the ablation for seeds 0..N-1 (default 1)")
     args = parser.parse_args()
     rows, records = [], []
+    image_scores = {}  # (dataset, seed, variant) -> (labels, image scores) on that seed's test images
     for name, train, test, base_config in datasets():
         # (features, CMLE, CMER settings evaluated on that fit): the four ablation rows on the
         # default layout, then the baseline on the finer "s8" layout at the same input size.
@@ -65,6 +69,7 @@ def main() -> int:
             for label, metadata, fit_s, metrics in evaluate_fit(train, test, config, cmer_settings):
                 if features != DEFAULT_LAYOUT:
                     label += f", {features} features"
+                image_scores[(name, 0, label)] = metrics["image_scores"]
                 record = {"dataset": name, "variant": label, "features": features, "seed": 0, "fit_s": fit_s,
                           "train_images": len(train), "input_size": metadata["input_size"],
                           **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max",
@@ -75,16 +80,17 @@ def main() -> int:
                             f"{record['input_size'][0]}x{record['input_size'][1]} | {fit_s:.0f} s "
                             f"({len(train)} img) | {record['latency_ms_p50']:.1f} |")
                 print(rows[-1], flush=True)
-                write_table(Path(args.out), rows, records)  # after every row: a partial run still reports
+                write_table(Path(args.out), rows, records, image_scores)  # after every row: a partial run reports
     for seed in range(1, args.seeds):
         for name, train, test, base_config in datasets(seed):
             for use_cmle in (False, True):
                 config = replace(base_config, cmle=use_cmle)
                 for label, _, _, metrics in evaluate_fit(train, test, config, (False, True)):
+                    image_scores[(name, seed, label)] = metrics["image_scores"]
                     records.append({"dataset": name, "variant": label, "features": DEFAULT_LAYOUT, "seed": seed,
                                     **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")}})
                     print(name, seed, label, fmt(metrics["image_auroc"]), fmt(metrics["pixel_auroc"]), flush=True)
-            write_table(Path(args.out), rows, records)
+            write_table(Path(args.out), rows, records, image_scores)
     print(Path(args.out).read_text())
     return 0
 
@@ -96,11 +102,13 @@ def evaluate_fit(train, test, config: ModelConfig, cmer_settings):
     fit_s = time.perf_counter() - started
     for use_cmer in cmer_settings:
         model.scorer.use_cmer = use_cmer
-        metrics = evaluate_detector(Detector.from_model(model, metadata), test, progress=False)
+        metrics = evaluate_detector(Detector.from_model(model, metadata), test, progress=False, per_image=True)
+        records = metrics.pop("per_image")
+        metrics["image_scores"] = ([r["label"] for r in records], [r["score"] for r in records])
         yield VARIANTS[(use_cmer, config.cmle)], metadata, fit_s, metrics
 
 
-def write_table(out: Path, rows: list[str], records: list[dict]) -> None:
+def write_table(out: Path, rows: list[str], records: list[dict], image_scores: dict) -> None:
     env = environment_info()
     table = "\n".join([
         f"Measured by `benchmarks/bench_core.py` on {env.get('device')} ({env.get('cpu_cores', '?')} cores), "
@@ -110,15 +118,16 @@ def write_table(out: Path, rows: list[str], records: list[dict]) -> None:
         "| dataset | variant | image AUROC | pixel AUROC | AUPRO@30% | F1-max | input | fit | latency p50 (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
-        *seed_spread(records),
+        *seed_spread(records, image_scores),
     ])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
     out.with_suffix(".json").write_text(json.dumps({"environment": env, "rows": records}, indent=2, default=str))
 
 
-def seed_spread(records: list[dict]) -> list[str]:
-    """Mean, spread and CMG - baseline per seed, over the default-layout rows of every seed run."""
+def seed_spread(records: list[dict], image_scores: dict) -> list[str]:
+    """Mean, spread and CMG - baseline per seed, over the default-layout rows of every seed run, and
+    each seed's 95% paired-bootstrap interval of the image-AUROC difference."""
     seeds = sorted({r["seed"] for r in records})
     if len(seeds) < 2:
         return []
@@ -139,6 +148,15 @@ def seed_spread(records: list[dict]) -> list[str]:
         lines.append(f"| {name} | CMG - baseline, per seed | {len(deltas['image_auroc'])} | "
                      f"{' / '.join(f'{d:+.4f}' for d in deltas['image_auroc'])} | "
                      f"{' / '.join(f'{d:+.4f}' for d in deltas['pixel_auroc']) or 'n/a'} |")
+        intervals = []
+        for s in seeds:
+            cmg, base = image_scores.get((name, s, "CMG (CMER + CMLE)")), image_scores.get((name, s, "baseline"))
+            if cmg and base:
+                low, high = auroc_difference_interval(cmg[0], cmg[1], base[1], seed=s)
+                intervals.append(f"{low:+.4f}..{high:+.4f}")
+        if intervals:
+            lines.append(f"| {name} | CMG - baseline, 95% interval per seed (test images redrawn) | "
+                         f"{len(intervals)} | {' / '.join(intervals)} | n/a |")
     return lines
 
 

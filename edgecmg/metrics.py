@@ -29,7 +29,7 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["auroc", "pixel_auroc", "aupro", "f1_max", "verdict_counts", "evaluate"]
+__all__ = ["auroc", "auroc_difference_interval", "pixel_auroc", "aupro", "f1_max", "verdict_counts", "evaluate"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -155,6 +155,33 @@ def auroc(labels: Any, scores: Any) -> float:
     sc = _as_scores(scores).reshape(-1)
     _check_same_length(lab, sc)
     return _auc_u(lab, sc)
+
+
+def auroc_difference_interval(labels: Any, scores_a: Any, scores_b: Any, *, level: float = 0.95,
+                              rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Interval for AUROC(a) - AUROC(b) of two detectors scored on the same images: a paired
+    bootstrap that redraws the normal and the anomalous images separately (so every redraw holds
+    both classes, in the test set's proportions) and scores both detectors on each redraw; the
+    ``level`` percentile interval of the ``rounds`` differences. An interval that holds 0 means the
+    test set cannot tell the two apart.
+    """
+    lab = _as_labels(labels)
+    a, b = _as_scores(scores_a).reshape(-1), _as_scores(scores_b).reshape(-1)
+    _check_same_length(lab, a)
+    _check_same_length(lab, b)
+    if not 0.0 < level < 1.0 or rounds < 1:
+        raise DataError(f"level={level} must be in (0, 1) and rounds={rounds} >= 1")
+    positives, negatives = np.flatnonzero(lab), np.flatnonzero(~lab)
+    if positives.size == 0 or negatives.size == 0:
+        _auc_u(lab, a)  # raises the one-class error
+    rng = np.random.default_rng(seed)
+    differences = np.empty(rounds)
+    for r in range(rounds):
+        picked = np.concatenate([rng.choice(positives, positives.size), rng.choice(negatives, negatives.size)])
+        differences[r] = _auc_u(lab[picked], a[picked]) - _auc_u(lab[picked], b[picked])
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(differences, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:

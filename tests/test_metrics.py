@@ -274,3 +274,27 @@ def test_verdict_counts_follow_result_is_anomaly():
     assert verdict_counts(labels, scores, 1.0) == {"good_flagged": 0, "defects_missed": 3}
     with pytest.raises(DataError, match="different lengths"):
         verdict_counts([0, 1], [0.1], 0.5)
+
+
+def test_auroc_difference_interval_holds_the_difference_and_tells_noise_from_a_gap():
+    from edgecmg.errors import DataError
+    from edgecmg.metrics import auroc, auroc_difference_interval
+
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(200, int), np.ones(40, int)]
+    strong = rng.normal(size=240) + 2.5 * labels
+    weak = rng.normal(size=240) + 0.5 * labels
+    near = strong + rng.normal(scale=0.05, size=240)  # the same detector up to noise
+    low, high = auroc_difference_interval(labels, strong, weak)
+    assert 0 < low <= auroc(labels, strong) - auroc(labels, weak) <= high  # a real gap: 0 outside
+    low, high = auroc_difference_interval(labels, strong, near)
+    assert low <= 0 <= high and high - low < 0.05
+    assert auroc_difference_interval(labels, strong, strong) == (0.0, 0.0)
+    assert auroc_difference_interval(labels, strong, weak, seed=1) != auroc_difference_interval(labels, strong, weak)
+    wide = auroc_difference_interval(labels, strong, weak, level=0.99)
+    narrow = auroc_difference_interval(labels, strong, weak, level=0.5)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+    with pytest.raises(DataError, match="all 240 samples are normal"):
+        auroc_difference_interval(np.zeros(240, int), strong, weak)
+    with pytest.raises(DataError, match="level=1.5"):
+        auroc_difference_interval(labels, strong, weak, level=1.5)
