@@ -66,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         paths.extend(list_images(item))
     with output_folder(args.out) as out:
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
-        failures = 0
+        skipped: list[dict] = []
         overlay_names = unique_overlay_names(paths)
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
@@ -74,7 +74,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     frame = read_image(path)
                 except EdgeCMGError as exc:
                     log.warning("skipped: %s", exc)
-                    failures += 1
+                    skipped.append({"file": str(path), "frame_index": index, "error": str(exc)})
                     continue
                 result = detector.predict(frame)
                 overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
@@ -82,7 +82,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
                           "source": str(path)}
                 jsonl.write(json.dumps(record) + "\n")
-    print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}")
+        # Kept apart from results.jsonl, whose every line is a verdict: a script can tell "not judged"
+        # from "not given" without meeting records that hold no score.
+        skipped_path = out / "skipped.jsonl"
+        if skipped:
+            skipped_path.write_text("".join(json.dumps(record) + "\n" for record in skipped), encoding="utf-8")
+        elif skipped_path.exists():
+            skipped_path.unlink()  # from an earlier run into the same folder
+    failures = len(skipped)
+    print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}"
+          + (f", unreadable files in {skipped_path}" if skipped else ""))
     if failures == len(paths):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
         return 1

@@ -1,6 +1,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,29 @@ def test_predict_fails_when_no_image_could_be_read(small_artifact, tmp_path, cap
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     assert main(["-q", "predict", str(small_artifact), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o")]) == 1
     assert "0 images judged, 1 skipped" in capsys.readouterr().out and "nothing was judged" in caplog.text
+
+
+def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small_artifact, kolektor_root, tmp_path,
+                                                                           capsys):
+    import shutil
+
+    good = sorted((kolektor_root / "test" / "good").iterdir())[:2]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "o"
+    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 0
+    assert f"unreadable files in {out / 'skipped.jsonl'}" in capsys.readouterr().out
+    verdicts = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(v["file"]).name for v in verdicts] == [p.name for p in good] and all("score" in v for v in verdicts)
+    (skipped,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert skipped["file"] == str(folder / "broken.png") and skipped["frame_index"] == 0
+    assert "cannot decode image" in skipped["error"]
+    (folder / "broken.png").unlink()  # a clean rerun into the same folder leaves no stale list
+    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 0
+    assert not (out / "skipped.jsonl").exists()
 
 
 def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifact, tmp_path, capsys):
