@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the hold-out split and the coreset draw (fits are reproducible)")
     p.set_defaults(func=cmd_fit)
 
-    p = command("predict", "judge images; writes overlays (PNG) and results.jsonl")
+    p = command("predict", "judge images; writes overlays (PNG), results.jsonl and skipped.jsonl (unreadable files)")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("images", nargs="+", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
