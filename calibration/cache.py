@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from edgecmg.fileio import atomic_write_bytes
 
 log = logging.getLogger("edgecmg")
 
@@ -41,10 +42,8 @@ class CalibrationCache:
                    "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(self.ranges.items())}}
         if self.images_read is not None:
             payload["images_read"] = int(self.images_read)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_bytes(path, json.dumps(payload, indent=1, sort_keys=True).encode("utf-8"),
+                                  what="the calibration cache", sync=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Optional["CalibrationCache"]:
@@ -60,7 +59,7 @@ class CalibrationCache:
             ranges = {str(k): (float(v[0]), float(v[1])) for k, v in data["ranges"].items()}
             images_read = data.get("images_read")
             return cls(dict(data["key"]), ranges, None if images_read is None else int(images_read))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:  # damaged, or JSON of another shape
             log.warning("calibration cache %s is unreadable (%s); recalibrating", path, exc)
             return None
 

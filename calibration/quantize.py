@@ -240,7 +240,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     from edgecmg.engine import check_onnx_for_tensorrt
     from edgecmg.export import (
         GRAPH_FEATURIZER, GRAPH_FULL, HEADER_KEY, _save_atomic, append_scorer, check_onnx_suffix, export_model,
-        export_scorer_graph, file_sha256, graph_sha256, read_onnx_header, set_metadata_props,
+        export_scorer_graph, graph_sha256, read_onnx_header, set_metadata_props,
     )
     from edgecmg.result import OUTPUT_NAMES
 
@@ -252,8 +252,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
         raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
     out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
-    model, header = artifact.load(artifact_path)
-    sha = file_sha256(artifact_path)
+    data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes
+    model, header = artifact.load(artifact_path, data=data)
     images, spares = select_with_spares(data_dir, samples, seed)
     symmetric = profile == "tensorrt"
     key = {"method": method, "samples": int(samples), "symmetric": symmetric, "artifact_sha256": sha,

@@ -19,11 +19,9 @@ and casual tampering; they are not a signature.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgecmg.errors import ArtifactError, ConfigError
+from edgecmg.fileio import atomic_write_bytes, check_writable
 from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
@@ -104,34 +103,17 @@ def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
     header["payload"] = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(prefix + header_bytes + payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # no half-written file left behind, if there is one
-            tmp.unlink()
-        raise ArtifactError(f"cannot write the model file {path}: {exc}; choose a writable place") from exc
-    return path
+    return atomic_write_bytes(path, prefix + header_bytes + payload, what="the model file")
 
 
 def prepare_output(path: str | Path) -> Path:
     """Create ``path``'s folder and check a file can be written there, so a long fit does not end in
-    a write error (``edgecmg fit`` calls this before fitting). Raises ArtifactError naming the path."""
+    a write error (``edgecmg fit`` calls this before fitting). Raises OutputError naming the path
+    (ArtifactError when ``path`` is a folder)."""
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{path} is a folder; give the model file's name, e.g. {path / 'part.edgecmg'}")
-    probe = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ArtifactError(f"cannot write the model file {path}: {exc}; choose a writable place") from exc
+    check_writable(path, what="the model file")
     return path
 
 
@@ -249,12 +231,23 @@ def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, to
                                           f"{tuple(tensors[name].shape)}")
 
 
-def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """Validate the file and return (header, payload bytes); raises ArtifactError naming the problem."""
+def read_file(path: str | Path) -> tuple[bytes, str]:
+    """(the model file's bytes, their SHA-256): read once, so that a key or a provenance entry made
+    from the hash always describes the model made from the same bytes, even if the file is replaced
+    meanwhile (a rollback during a service restart)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such model file")
     data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+    """Validate the file (or ``data``, its bytes as read before) and return (header, payload bytes);
+    raises ArtifactError naming the problem."""
+    path = Path(path)
+    if data is None:
+        data, _ = read_file(path)
     if len(data) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
     magic, version, header_len, header_sha = _PREFIX.unpack_from(data)
@@ -290,15 +283,15 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], bytes]:
 
 
 def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
-         clip_weights: str | Path | None = None) -> tuple[CMGModel, dict[str, Any]]:
+         clip_weights: str | Path | None = None, data: bytes | None = None) -> tuple[CMGModel, dict[str, Any]]:
     """Load a fitted model (eval mode) and its metadata.
 
     A model fitted with the CLIP matcher reads the CLIP weights file named in its header, or
     ``clip_weights`` when the file lives elsewhere on this machine; either must match the recorded
-    SHA-256.
+    SHA-256. ``data``: the file's bytes from :func:`read_file`, when the caller has hashed them.
     """
     path = Path(path)
-    header, payload = read_header(path)
+    header, payload = read_header(path, data=data)
     backbone_info = header["backbone"]
     if backbone_info["id"] != BACKBONE_ID:
         raise ArtifactError(f"{path}: backbone {backbone_info['id']!r} is not supported (expected {BACKBONE_ID})")

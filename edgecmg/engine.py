@@ -46,6 +46,7 @@ from edgecmg.errors import (
     EngineBuildError,
     EngineIncompatibleError,
 )
+from edgecmg.fileio import atomic_path, atomic_write_bytes
 
 log = logging.getLogger("edgecmg")
 
@@ -156,16 +157,14 @@ def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, s
     header["engine"] = {"bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
     header[HEADER_SHA_KEY] = _header_sha256(header)  # computed without its own entry
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(_PREFIX.pack(ENGINE_MAGIC, ENGINE_FORMAT_VERSION, len(header_bytes)))
-        handle.write(header_bytes)
-        handle.write(scorer)
-        handle.write(engine)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, what="the engine file") as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(_PREFIX.pack(ENGINE_MAGIC, ENGINE_FORMAT_VERSION, len(header_bytes)))
+            handle.write(header_bytes)
+            handle.write(scorer)
+            handle.write(engine)
+            handle.flush()
+            os.fsync(handle.fileno())
     return path
 
 
@@ -934,10 +933,7 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     plan = bytes(memoryview(serialized))
     if cache_path is not None:
         cache_bytes = bytes(memoryview(bconfig.get_timing_cache().serialize()))
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp")
-        tmp.write_bytes(cache_bytes)
-        os.replace(tmp, cache_path)
+        atomic_write_bytes(cache_path, cache_bytes, what="the timing cache", sync=False)
     return plan, shapes
 
 

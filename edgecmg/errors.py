@@ -21,6 +21,10 @@ class ArtifactError(EdgeCMGError):
     """A model file is truncated, corrupted, tampered with or from a newer format."""
 
 
+class OutputError(EdgeCMGError):
+    """A result cannot be written (disk full, read-only, no permission); the message names the file."""
+
+
 class BackendUnavailableError(EdgeCMGError, ImportError):
     """An optional backend cannot be used here; the message carries the install hint."""
 

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -43,8 +44,9 @@ from torch import nn
 from edgecmg import __version__
 from edgecmg.artifact import MAGIC as ARTIFACT_MAGIC, model_spec
 from edgecmg.config import ExportConfig, expect_config
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
-from edgecmg.model.backbone import file_sha256
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, OutputError
+from edgecmg.fileio import atomic_path
+from edgecmg.model.backbone import file_sha256  # noqa: F401 - engine, calibration and benchmarks import it here
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
@@ -320,12 +322,18 @@ def _attention_fastpath_off():
         mha.set_fastpath_enabled(was_enabled)
 
 
+# torch.onnx.export (and warnings.catch_warnings) keep process-wide state: two threads exporting at
+# once failed ("GLOBALS.in_onnx_export must be True"). Re-entrant: cached_onnx holds it around its
+# check-then-export, so threads opening one model export it once.
+_EXPORT_LOCK = threading.RLock()
+
+
 def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                   dynamic_axes: Optional[dict], opset: int) -> None:
     """torch.onnx.export through the TorchScript tracer (deterministic names, constant folding)."""
     kwargs = dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                   opset_version=opset, do_constant_folding=True)
-    with warnings.catch_warnings():
+    with _EXPORT_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -469,16 +477,8 @@ def _save_atomic(model, path: Path) -> None:
     if header is not None:
         seal[HEADER_SHA_KEY] = header_sha256(header)
     set_metadata_props(model, seal)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, what="the ONNX file") as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {path}: {exc}; choose a writable place") from exc
-    finally:
-        with contextlib.suppress(OSError):  # no half-written file left behind, if there is one
-            tmp.unlink()
 
 
 def check_onnx_suffix(path: str | Path) -> Path:
@@ -537,13 +537,16 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
     config = expect_config(config, ExportConfig, "export_onnx")
 
     artifact.prepare_output(check_onnx_suffix(out_path))  # an unwritable place fails before the export
-    model, header = artifact.load(artifact_path)
-    return export_model(model, header, out_path, config, source_sha256=file_sha256(artifact_path))
+    data, sha = artifact.read_file(artifact_path)
+    model, header = artifact.load(artifact_path, data=data)
+    return export_model(model, header, out_path, config, source_sha256=sha)
 
 
 # --------------------------------------------------------------------------------------------------
 # cached on-the-fly export (the registry's .edgecmg -> onnxruntime path)
 # --------------------------------------------------------------------------------------------------
+_CACHE_HINT = ("set EDGECMG_CACHE_DIR to a writable folder with space, or export once (edgecmg export M.edgecmg "
+               "--format onnx --with-scoring -o M.onnx) and load the .onnx, or use backend='torch'")
 def cache_dir() -> Path:
     """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``."""
     if os.environ.get("EDGECMG_CACHE_DIR"):
@@ -560,31 +563,36 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     Keyed by the artifact's SHA-256, the export settings and the edgecmg version, so an edited
     or refitted artifact, or a new edgecmg, exports afresh.
     """
-    sha = file_sha256(artifact_path)
+    from edgecmg import artifact
+
+    # The bytes are read once: the cache key and the exported model come from the same file contents
+    # even if the file is replaced meanwhile (else an entry could hold another model under this key).
+    data, sha = artifact.read_file(artifact_path)
     key = hashlib.sha256(json.dumps([sha, config.opset, config.with_scoring, config.dynamic_batch, config.batch,
                                      config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
     path = folder / f"{Path(artifact_path).stem}-{sha[:12]}-{graph}-{key[:12]}.onnx"
-    if path.is_file():
+    with _EXPORT_LOCK:  # threads of one process opening one model export it once
+        if path.is_file():
+            try:
+                proto = _load_proto(path)
+                # A cache entry from before graph checksums counts as stale: exported again, it gets one.
+                sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
+                onnx_header = read_onnx_header(proto) if sealed else {}
+                if onnx_header.get("export", {}).get("artifact_sha256") == sha:
+                    return path, onnx_header
+                log.info("cached export %s is stale; exporting again", path)
+            except ArtifactError as exc:
+                log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
+        _check_writable(folder, artifact_path)  # before the export's seconds of work, not after them
+        model, header = artifact.load(artifact_path, data=data)
         try:
-            proto = _load_proto(path)
-            # A cache entry from before graph checksums counts as stale: exported again, it gets one.
-            sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
-            onnx_header = read_onnx_header(proto) if sealed else {}
-            if onnx_header.get("export", {}).get("artifact_sha256") == sha:
-                return path, onnx_header
-            log.info("cached export %s is stale; exporting again", path)
-        except ArtifactError as exc:
-            log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
-    from edgecmg import artifact
-
-    _check_writable(folder, artifact_path)  # before the export's seconds of work, not after them
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    model, header = artifact.load(artifact_path)
-    export_model(model, header, path, config, source_sha256=sha)
-    return path, read_onnx_header(path)
+            export_model(model, header, path, config, source_sha256=sha)
+        except OutputError as exc:  # a full disk under the cache: as unusable as a read-only one
+            raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
+                                          f"cached in {folder}, and {exc}", _CACHE_HINT) from exc
+        return path, read_onnx_header(path)
 
 
 def _check_writable(folder: Path, artifact_path: str | Path) -> None:
@@ -597,6 +605,4 @@ def _check_writable(folder: Path, artifact_path: str | Path) -> None:
     except OSError as exc:
         raise BackendUnavailableError(
             "onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export cached in {folder}, which "
-            f"cannot be written ({exc.strerror or exc})",
-            "set EDGECMG_CACHE_DIR to a writable folder, or export once (edgecmg export M.edgecmg --format onnx "
-            "--with-scoring -o M.onnx) and load the .onnx, or use backend='torch'") from exc
+            f"cannot be written ({exc.strerror or exc})", _CACHE_HINT) from exc

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError
+from edgecmg.fileio import atomic_write_bytes
 
 __all__ = ["contact_sheet", "overlay_heatmap", "save_png"]
 
@@ -127,7 +128,7 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     Works with non-ASCII paths (encodes in memory, then writes bytes).
 
     Raises:
-        DataError: wrong dtype/shape, or the file cannot be written.
+        DataError: wrong dtype/shape. OutputError: the file cannot be written.
     """
     p = Path(path)
     arr = np.asarray(rgb)
@@ -142,11 +143,7 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     ok, buf = cv2.imencode(".png", arr)
     if not ok:
         raise DataError(f"save_png({p}): PNG encoding failed for an array of shape {arr.shape}")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        buf.tofile(str(p))
-    except OSError as exc:
-        raise DataError(f"cannot write {p}: {exc}; check the folder exists and is writable") from exc
+    atomic_write_bytes(p, buf.tobytes(), what="the image", sync=False)  # never a half-written PNG
     return p
 
 

@@ -259,7 +259,9 @@ def test_save_creates_missing_folders_and_refuses_unwritable_places(small_fit, t
     assert artifact.read_header(nested)[0]["format_version"] == artifact.FORMAT_VERSION
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where a folder should be")
-    with pytest.raises(ArtifactError, match="cannot write the model file .*not_a_folder"):
+    from edgecmg.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write the model file .*not_a_folder"):
         artifact.save(model, metadata, blocker / "part.edgecmg")
     with pytest.raises(ArtifactError, match="is a folder"):
         artifact.prepare_output(tmp_path / "models")

@@ -16,6 +16,7 @@ SOURCE_ROOTS = {"edgecmg": REPO / "edgecmg", "edgecmg.kernels": REPO / "kernels"
 # Lower layers first; a module may import its own unit and any unit of a lower layer.
 LAYERS: list[set[str]] = [
     {"errors", "__init__"},                             # __init__ holds only __version__
+    {"fileio"},                                         # atomic writes: errors only
     {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
     {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
     {"model"},                                          # pure torch, over ops

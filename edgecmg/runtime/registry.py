@@ -94,8 +94,11 @@ def _torch_runner(path: Path, device: str, **_: Any) -> Runner:
     from edgecmg import artifact
     from edgecmg.runtime.torch_runner import TorchRunner
 
-    header, _payload = artifact.read_header(path)
-    return TorchRunner(str(path), header, device)
+    # One read: the threshold the Detector takes from this header and the model activate() builds
+    # come from the same bytes, even if the file is replaced in between.
+    data, _ = artifact.read_file(path)
+    header, _payload = artifact.read_header(path, data=data)
+    return TorchRunner(str(path), header, device, data=data)
 
 
 def _onnx_runner(provider: str) -> Callable[..., Runner]:

@@ -16,9 +16,12 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, path: str, metadata: dict[str, Any], device: str = "cpu",
-                 model: Optional[CMGModel] = None) -> None:
+                 model: Optional[CMGModel] = None, data: Optional[bytes] = None) -> None:
+        """``model``: an in-memory model (nothing is read); ``data``: the file's bytes, already read
+        for ``metadata``, that activate() builds the model from."""
         super().__init__(path, metadata, device)
         self._model = model
+        self._data = data
         self._graphs: Optional[GraphReplayer] = None  # CUDA only: the backbone part from CUDA graphs
         # Graph replays share their output tensors: one infer at a time reads them to the end.
         self._lock = threading.Lock()
@@ -27,7 +30,8 @@ class TorchRunner(Runner):
         if self._model is None:
             from edgecmg import artifact
 
-            self._model, self.metadata = artifact.load(self.path)
+            self._model, self.metadata = artifact.load(self.path, data=self._data)
+            self._data = None  # the model holds what it needs
         self._model = self._model.to(self.device).eval()
         if graphs_enabled(self.device):
             self._graphs = GraphReplayer(self._model.featurizer.dense)

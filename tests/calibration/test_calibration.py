@@ -233,6 +233,19 @@ def test_cache_mismatch_reasons():
     assert "missing" in cache.mismatch({"method": "entropy", "samples": 8}, ["a", "b"])
 
 
+def test_a_cache_file_of_another_shape_is_recalibrated_not_a_crash(tmp_path, caplog):
+    path = tmp_path / "q.calib.json"
+    for text in ("[1]", '{"format": "edgecmg-calibration-cache", "version": 1, "key": {}, "ranges": [1, 2]}',
+                 '{"format": "edgecmg-calibration-cache", "version": 1, "key": 3, "ranges": {}}', "{tru"):
+        path.write_text(text)
+        caplog.clear()
+        assert CalibrationCache.load(path) is None
+        assert "recalibrating" in caplog.text
+    saved = CalibrationCache({"method": "minmax"}, {"a": (0.0, 1.0)}, 8).save(path)
+    assert CalibrationCache.load(saved) == CalibrationCache({"method": "minmax"}, {"a": (0.0, 1.0)}, 8)
+    assert [p.name for p in tmp_path.iterdir()] == ["q.calib.json"]
+
+
 def test_full_graph_int8_keeps_scoring_in_float(int8_full, frames_and_labels, torch_reference):
     out = int8_full
     model = onnx.load(str(out))

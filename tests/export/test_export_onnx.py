@@ -12,7 +12,7 @@ import edgecmg_testmodels as models
 from edgecmg import ops
 from edgecmg.config import ExportConfig
 from edgecmg.engine import check_onnx_for_tensorrt, tensor_types
-from edgecmg.errors import ArtifactError, ConfigError
+from edgecmg.errors import ArtifactError, ConfigError, OutputError
 from edgecmg.export import (
     SCORER_PREFIX,
     BankDistances,
@@ -133,7 +133,7 @@ def test_an_unwritable_output_is_an_error_before_the_export_and_leaves_nothing(a
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(ArtifactError, match=f"cannot write the model file {blocker / 'm.onnx'}"):
+    with pytest.raises(OutputError, match=f"cannot write the model file {blocker / 'm.onnx'}"):
         export_onnx(artifact_path, blocker / "m.onnx")
     # A write that fails half way (disk full) is named too, and its temporary file removed.
     def half_written(model, path):
@@ -142,7 +142,7 @@ def test_an_unwritable_output_is_an_error_before_the_export_and_leaves_nothing(a
 
     monkeypatch.setattr(onnx, "save", half_written)
     model, header = model_and_header
-    with pytest.raises(ArtifactError, match="No space left on device"):
+    with pytest.raises(OutputError, match=f"cannot write the ONNX file {tmp_path / 'm.onnx'}: the disk is full"):
         export_model(model, header, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == [blocker]
 
@@ -251,6 +251,66 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     proto.metadata_props.extend(kept)
     onnx.save(proto, str(first))
     assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
+
+
+def test_a_file_replaced_during_a_cached_export_never_puts_one_model_under_the_others_key(tmp_path, artifact_path,
+                                                                                         monkeypatch):
+    """The key's hash and the exported model come from one read: a rollback that replaced the file
+    between the two once left model B's graph and threshold under model A's key, used ever after."""
+    import os
+    import shutil
+
+    from edgecmg import artifact
+
+    live, other = tmp_path / "live.edgecmg", tmp_path / "other.edgecmg"
+    shutil.copy(artifact_path, live)
+    model, header = artifact.load(artifact_path)
+    artifact.save_with_threshold(artifact_path, other, header["threshold"] + 5.0, {"by": "test"})
+    real_read_file = artifact.read_file
+
+    def read_then_swap(path):
+        result = real_read_file(path)
+        os.replace(other, live)  # the file changes right after it was read
+        return result
+
+    monkeypatch.setattr(artifact, "read_file", read_then_swap)
+    path, onnx_header = cached_onnx(live, directory=tmp_path / "cache")
+    assert onnx_header["threshold"] == header["threshold"]  # the bytes that were hashed, not the new file
+    assert onnx_header["export"]["artifact_sha256"] == real_read_file(artifact_path)[1]
+
+
+def test_threads_opening_one_model_export_it_once(tmp_path, artifact_path, monkeypatch):
+    """torch.onnx.export is not thread-safe: two threads once failed with 'GLOBALS.in_onnx_export must
+    be True'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import edgecmg.export as export
+
+    exports = []
+    real_export_model = export.export_model
+    monkeypatch.setattr(export, "export_model", lambda *a, **k: exports.append(1) or real_export_model(*a, **k))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: cached_onnx(artifact_path, directory=tmp_path / "cache"), range(3)))
+    assert len({path for path, _ in results}) == 1 and len(exports) == 1
+
+
+def test_a_full_disk_under_the_cache_falls_back_to_torch(tmp_path, artifact_path, monkeypatch, caplog):
+    """As a read-only cache does: the auto backend goes on with torch, and says why."""
+    import errno
+
+    from edgecmg.detector import Detector
+    from edgecmg.errors import BackendUnavailableError
+
+    def disk_full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx, "save", disk_full)
+    with pytest.raises(BackendUnavailableError, match="the disk is full.*EDGECMG_CACHE_DIR"):
+        cached_onnx(artifact_path)
+    with Detector.load(artifact_path) as detector:
+        assert detector.backend == "torch"
+    assert "the disk is full" in caplog.text
 
 
 def test_export_config_is_validated():

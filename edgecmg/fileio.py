@@ -1,0 +1,78 @@
+"""Writing a file so that nobody ever reads half of it, whoever else writes the same name.
+
+Everything edgecmg writes that others read back (model files, ONNX exports and the export cache,
+engines, calibration and timing caches, overlays) goes through :func:`atomic_path`: the data is
+written to a temporary file beside the target, under a name no other writer uses, and moved over
+the target in one step (``os.replace``). Two processes exporting the same cache entry at once then
+each write a whole file and the last one wins; Ctrl-C, a full disk or a crash leave the target as it
+was and no temporary file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Iterator, Union
+
+from edgecmg.errors import OutputError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "check_writable", "write_problem"]
+
+
+def write_problem(path: Path, exc: OSError, what: str = "") -> str:
+    """What went wrong writing ``path`` (``what``: e.g. "the model file") and what to do, by the OS
+    error's kind."""
+    target = f"{what} {path}" if what else str(path)
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write {target}: the disk is full ({exc.strerror}); free space or choose another place"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"
+    return f"cannot write {target}: {exc}; choose a writable place"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, Path], *, what: str = "") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to inside the ``with`` block; when the block ends
+    without an error it replaces ``path``. The temporary name is hidden (leading dot), unique to this
+    process and thread, and removed on any exception, Ctrl-C included. ``what`` names the file in
+    the OutputError an OSError becomes (e.g. "the model file")."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(write_problem(path, exc, what)) from exc
+    finally:
+        with contextlib.suppress(OSError):  # gone already after the replace
+            tmp.unlink()
+
+
+def check_writable(path: Union[str, Path], *, what: str = "") -> None:
+    """Create ``path``'s folder and a file beside ``path`` (removed at once), so that an unwritable
+    place fails before long work instead of after it; an OutputError naming ``path`` otherwise."""
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(write_problem(path, exc, what)) from exc
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes, *, what: str = "", sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_path`; ``sync`` flushes it to the disk before
+    the rename, so a power cut leaves the old file or the new one, never an empty one."""
+    path = Path(path)
+    with atomic_path(path, what=what) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+    return path

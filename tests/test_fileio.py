@@ -1,0 +1,62 @@
+"""Atomic writes: whole files only, whoever else writes the same name, and nothing left behind."""
+from __future__ import annotations
+
+import errno
+import threading
+
+import pytest
+
+from edgecmg.errors import OutputError
+from edgecmg.fileio import atomic_path, atomic_write_bytes, check_writable
+
+
+def test_concurrent_writers_of_one_file_leave_a_whole_file_and_no_temporaries(tmp_path):
+    """Two processes exporting one cache entry once collided on a shared '.tmp' name ('No such file'
+    and half-read files); every writer now has a name of its own."""
+    target = tmp_path / "entry.onnx"
+    contents = [bytes([value]) * 200_000 for value in (1, 2, 3, 4)]
+    errors, reads = [], []
+
+    def writer(data):
+        try:
+            for _ in range(25):
+                atomic_write_bytes(target, data, sync=False)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    def reader():
+        for _ in range(200):
+            if target.exists():
+                reads.append(target.read_bytes())
+
+    threads = [threading.Thread(target=writer, args=(data,)) for data in contents] + [threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert all(data in contents for data in reads) and target.read_bytes() in contents
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.onnx"]
+
+
+def test_an_interrupted_or_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "part.edgecmg"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    with pytest.raises(OutputError, match=rf"cannot write the model file {target}: the disk is full"):
+        with atomic_path(target, what="the model file") as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["part.edgecmg"]
+
+
+def test_check_writable_names_the_place_and_leaves_nothing(tmp_path):
+    check_writable(tmp_path / "new" / "part.edgecmg")
+    assert list((tmp_path / "new").iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match=f"cannot write the engine {blocker / 'm.engine'}"):
+        check_writable(blocker / "m.engine", what="the engine")
