@@ -5,13 +5,15 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional, Sequence
 
 from edgecmg import __version__
-from edgecmg.commands import output_folder
+from edgecmg.commands import Terminated, output_folder
 from edgecmg.config import StreamConfig
 from edgecmg.errors import EdgeCMGError
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
@@ -68,7 +70,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         skipped: list[dict] = []
         overlay_names = unique_overlay_names(paths)
-        with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
+        with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl:  # each verdict on disk at once
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
                 try:
                     frame = read_image(path)
@@ -430,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
@@ -437,11 +443,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
     except EdgeCMGError as exc:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"edgecmg {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"edgecmg {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -450,6 +461,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # flush at exit must not raise it again, so what is left of stdout goes nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a results file on a full or read-only disk: the OS's reason, not a traceback
+        print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

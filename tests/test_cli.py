@@ -307,6 +307,60 @@ def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolek
     assert "--stall-warn -1.0: give seconds >= 0" in capsys.readouterr().err
 
 
+def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tmp_path):
+    """systemctl/docker stop send SIGTERM: the records so far are on disk and the summary is written
+    (there was no handler: no summary, the last records lost in the write buffer)."""
+    import signal
+    import subprocess
+    import sys
+
+    jsonl = tmp_path / "frames.jsonl"
+    command = [str(Path(sys.executable).parent / "edgecmg"), "-q", "stream", str(kolektor_root / "test" / "good"),
+               "-m", str(small_artifact), "--backend", "torch", "--realtime", "--jsonl", str(jsonl)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and b"terminated (SIGTERM)" in err and b"Traceback" not in err, err.decode()
+    summary = json.loads((tmp_path / "stream_summary.json").read_text())
+    records = jsonl.read_text().splitlines()
+    assert summary["rows"][0]["ended"] == "terminated (SIGTERM)"
+    assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
+
+
+def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolektor_root, tmp_path, capsys,
+                                                        monkeypatch):
+    import errno
+
+    import edgecmg.fileio
+
+    images = str(kolektor_root / "test" / "good")
+    real_touch = Path.touch
+
+    def read_only(self, *args, **kwargs):
+        if self.name.endswith(".probe"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(edgecmg.fileio.Path, "touch", read_only)
+    assert main(["-q", "predict", str(small_artifact), images, "--out", str(tmp_path / "ro")]) == 2
+    assert f"--out {tmp_path / 'ro'}: cannot write into the output folder" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "results.jsonl")
+
+    import edgecmg.cli
+
+    monkeypatch.setattr(edgecmg.cli, "unique_overlay_names", disk_full)
+    assert main(["-q", "predict", str(small_artifact), images, "--out", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err
+    assert "edgecmg predict: error: [Errno 28] No space left on device: 'results.jsonl'" in err
+    assert "Traceback" not in err
+
+
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
                                                            monkeypatch):
     import cv2

@@ -5,7 +5,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from edgecmg.errors import ConfigError
+from edgecmg.errors import ConfigError, OutputError
+from edgecmg.fileio import check_writable
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``systemctl stop``, ``docker stop``), raised where the program is (the CLI installs
+    the handler), so that it stops as Ctrl-C stops it: temporary files removed, a stream's records
+    flushed and its summary written."""
 
 
 @contextmanager
@@ -21,9 +28,10 @@ def output_folder(path: str | Path, flag: str = "--out") -> Iterator[Path]:
     # Folders this call creates, innermost first: ``--out a/b`` may create ``a`` too.
     created = [folder for folder in (path, *path.parents) if not folder.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create the output folder ({exc}); choose a writable place") from exc
+        check_writable(path / "results")  # creates the folder, and a file in it is tried at once
+    except OutputError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write into the output folder ({exc.__cause__}); choose a "
+                          "writable place") from exc
     try:
         yield path
     except BaseException:

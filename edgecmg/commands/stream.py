@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import cv2
 
+from edgecmg.commands import Terminated
 from edgecmg.config import StreamConfig
-from edgecmg.errors import ConfigError, StreamError
+from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
 from edgecmg.stream.report import LiveStatusLine
+
+log = logging.getLogger("edgecmg")
 
 WINDOW_NAME = "edgecmg"
 
@@ -45,7 +49,8 @@ def run_stream(args: argparse.Namespace) -> int:
     anomalies = 0
     ended = "the source ended"
     try:
-        jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
+        # Line-buffered: every judged frame's record is on disk, whatever ends the run.
+        jsonl = open(args.jsonl, "w", encoding="utf-8", buffering=1) if args.jsonl else None
         with run:
             for count, result in enumerate(run, start=1):
                 anomalies += result.is_anomaly
@@ -65,6 +70,9 @@ def run_stream(args: argparse.Namespace) -> int:
                 if args.max_frames and count >= args.max_frames:
                     ended = f"--max-frames {args.max_frames} reached"
                     break
+    except Terminated:
+        ended = "terminated (SIGTERM)"
+        raise
     except KeyboardInterrupt:
         ended = "interrupted (Ctrl-C)"
         raise
@@ -81,7 +89,10 @@ def run_stream(args: argparse.Namespace) -> int:
             jsonl.close()
         detector.close()
         # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
-        write_summary(args, run, anomalies, ended)
+        try:
+            write_summary(args, run, anomalies, ended)
+        except (OSError, EdgeCMGError) as exc:  # e.g. the disk that failed the run: keep its error, not this one
+            log.error("the stream summary could not be written: %s", exc)
     return 0
 
 
