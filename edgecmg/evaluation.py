@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
+from edgecmg.fit import FEW_THRESHOLD_IMAGES
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
 from edgecmg.metrics import auroc, evaluate, verdict_counts
@@ -123,6 +124,11 @@ def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: flo
         scores.append(detector.predict(frame).score)
     if not scores:
         raise DataError(f"none of the {len(paths)} good image(s) could be read: no threshold can be set")
+    if len(scores) < FEW_THRESHOLD_IMAGES:
+        # fit's rule for its held-out images: a quantile of a handful of scores is about their maximum
+        log.warning("the threshold is set on %d good image(s); below %d it is a rough guess (about their highest "
+                    "score, which it flags): judge %d or more", len(scores), FEW_THRESHOLD_IMAGES,
+                    max(FEW_THRESHOLD_IMAGES, int(np.ceil(1 / (1 - quantile)))))
     values = np.asarray(scores)
     threshold = float(np.quantile(values, quantile))
     return {"threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,

@@ -120,6 +120,13 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 def _read_bytes(path: Path) -> np.ndarray:
     if not path.exists():
         if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python's word for ELOOP here
+                raise DataError(f"{path} is a symbolic link that leads back to itself (a loop through "
+                                f"{os.readlink(path)}); fix or remove the link") from None
+            except OSError:
+                pass
             raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
                             "fix or remove the link")
         raise DataError(f"image file not found: {path}; check the path (and the working directory)")
@@ -306,6 +313,26 @@ def _is_image_file(p: Path) -> bool:
             and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
+def _once_each(paths: list[Path]) -> list[Path]:
+    """``paths`` without the ones that lead to a file listed before: a ``**`` pattern follows links to
+    folders, and a link to a parent folder listed one image dozens of times (a training set
+    silently weighted toward it)."""
+    seen: set[Path] = set()
+    kept = []
+    for path in paths:
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # a broken or looping link: kept once, so that reading it names it
+            real = path.parent.resolve() / path.name
+        if real not in seen:
+            seen.add(real)
+            kept.append(path)
+    if len(kept) < len(paths):
+        _log.warning("%d path(s) matched by the pattern lead to files already matched (through symbolic links); "
+                     "each file is read once", len(paths) - len(kept))
+    return kept
+
+
 def list_images(folder_or_glob: PathLike) -> list[Path]:
     """Sorted image files of a folder (non-recursive), of a glob pattern, or a single image file.
 
@@ -318,7 +345,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     text = str(folder_or_glob)
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
     if _GLOB_CHARS & set(text) and not Path(text).exists():
-        found = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if _is_image_file(p))
+        found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if _is_image_file(p)))
         if not found:
             raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern")
         return found

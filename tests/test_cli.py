@@ -657,7 +657,7 @@ def test_quiet_and_verbose_go_before_or_after_the_subcommand(small_artifact, mvt
 
 
 def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_artifact, kolektor_root,
-                                                                           mvtec_subset, tmp_path, capsys):
+                                                                           mvtec_subset, tmp_path, capsys, caplog):
     from edgecmg.detector import Detector
     from edgecmg.imageio import read_image
 
@@ -677,6 +677,9 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert found["stored_threshold"] == pytest.approx(detector.threshold)
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12
+    # 12 images are too few for a quantile to mean much, and it says so (as fit does for its held-out)
+    assert "the threshold is set on 12 good image(s); below 20 it is a rough guess" in caplog.text
+    assert "judge 20 or more" in caplog.text
 
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
     assert "use it with --threshold" in capsys.readouterr().out

@@ -217,6 +217,21 @@ def test_broken_symlink_is_reported_by_name_not_dropped(tmp_path, caplog):
     assert "moved-away.png, which does not exist" in skipped[0][1]
 
 
+def test_link_loops_are_named_and_a_recursive_pattern_lists_each_file_once(tmp_path, caplog):
+    """A '**' pattern follows links to folders: a link to the parent listed one image 41 times, and a
+    pair of links pointing at each other was reported as a link 'which does not exist'."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 90, np.uint8))
+    (tmp_path / "sub").symlink_to(tmp_path)
+    (tmp_path / "b.png").symlink_to(tmp_path / "c.png")
+    (tmp_path / "c.png").symlink_to(tmp_path / "b.png")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        paths = list_images(str(tmp_path / "**" / "*.png"))
+    assert paths == [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
+    assert "lead to files already matched (through symbolic links); each file is read once" in caplog.text
+    with pytest.raises(DataError, match=r"b.png is a symbolic link that leads back to itself \(a loop through"):
+        read_image(tmp_path / "b.png")
+
+
 def test_real_kolektor_image_and_mask(kolektor_root):
     img = read_image(kolektor_root / "test" / "defect" / "kos01_Part5.jpg")
     mask = read_mask(kolektor_root / "ground_truth" / "defect" / "kos01_Part5_mask.png")
