@@ -30,9 +30,14 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
     if samples < 1:
         raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
     if not isinstance(data_dir, (str, Path)):
-        paths = [Path(item) for item in data_dir]
+        given = [Path(item) for item in data_dir]
+        paths = [path for path in given if path.is_file()]  # the data's fingerprint stats every file
+        if len(paths) < len(given):
+            missing = [str(path) for path in given if not path.is_file()]
+            log.warning("calibration: %d of the %d paths given are not files and are left out: %s",
+                        len(missing), len(given), ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""))
         if not paths:
-            raise DataError("no calibration images given: pass a folder, a glob or image paths of good parts")
+            raise DataError("no calibration images given: pass a folder, a glob or paths of image files of good parts")
         return _choose(paths, samples, seed, "the image list")
     folder = Path(data_dir)
     if (folder / "train" / "good").is_dir():

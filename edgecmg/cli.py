@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -68,15 +68,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         paths.extend(list_images(item))
     with output_folder(args.out) as out:
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
-        skipped: list[dict] = []
         overlay_names = unique_overlay_names(paths)
-        with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl:  # each verdict on disk at once
+        # Unreadable files go to skipped.jsonl, apart from results.jsonl, whose every line is a verdict:
+        # a script tells "not judged" from "not given" without meeting records that hold no score.
+        # Both are written line by line, so they hold everything done whatever ends the run.
+        skipped_path = out / "skipped.jsonl"
+        skipped_path.unlink(missing_ok=True)  # an earlier run's list into the same folder
+        skipped, skipped_file = 0, None
+        with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl, ExitStack() as closing:
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
                 try:
                     frame = read_image(path)
                 except EdgeCMGError as exc:
                     log.warning("skipped: %s", exc)
-                    skipped.append({"file": str(path), "frame_index": index, "error": str(exc)})
+                    skipped += 1
+                    skipped_file = skipped_file or closing.enter_context(open(skipped_path, "w", encoding="utf-8",
+                                                                              buffering=1))
+                    skipped_file.write(json.dumps({"file": str(path), "frame_index": index, "error": str(exc)}) + "\n")
                     continue
                 result = detector.predict(frame)
                 overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
@@ -84,17 +92,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
                           "source": str(path)}
                 jsonl.write(json.dumps(record) + "\n")
-        # Kept apart from results.jsonl, whose every line is a verdict: a script can tell "not judged"
-        # from "not given" without meeting records that hold no score.
-        skipped_path = out / "skipped.jsonl"
-        if skipped:
-            skipped_path.write_text("".join(json.dumps(record) + "\n" for record in skipped), encoding="utf-8")
-        elif skipped_path.exists():
-            skipped_path.unlink()  # from an earlier run into the same folder
-    failures = len(skipped)
-    print(f"{len(paths) - failures} images judged, {failures} skipped; results in {out / 'results.jsonl'}"
+    print(f"{len(paths) - skipped} images judged, {skipped} skipped; results in {out / 'results.jsonl'}"
           + (f", unreadable files in {skipped_path}" if skipped else ""))
-    if failures == len(paths):  # a script must not mistake "nothing could be read" for success
+    if skipped == len(paths):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
         return 1
     return 0
@@ -465,7 +465,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        if in_main_thread:
+        if in_main_thread and previous is not None:  # None: a handler set outside Python, not restorable
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -27,7 +27,7 @@ def aspect_stretch(aspect_hw: float, reference_hw: float) -> float:
 
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
-                 "dict": "a dict", "tuple[int, int]": "a pair of integers"}
+               "dict": "a dict", "tuple[int, int]": "a pair of integers"}
 
 
 def _check_field_types(config: Any) -> None:

@@ -66,8 +66,10 @@ class Detector:
         """
         from edgecmg.runtime.registry import make_runner
 
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
+        if threads is not None:
+            if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
+                raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
+            threads = int(threads)
         runner = make_runner(str(path), backend=backend, device=device, threads=threads)
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer)

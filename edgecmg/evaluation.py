@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
-from edgecmg.fit import FEW_THRESHOLD_IMAGES
 from edgecmg.errors import ConfigError, DataError
+from edgecmg.fit import FEW_THRESHOLD_IMAGES
 from edgecmg.imageio import read_image
 from edgecmg.metrics import auroc, evaluate, verdict_counts
 
@@ -77,7 +77,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     latency = np.asarray(latencies)
     metrics.update({
         "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),
-        "defect_types": per_defect_type(records, detector.threshold),
+        "defect_types": per_defect_type(records),
         "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
@@ -87,17 +87,19 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     return metrics
 
 
-def per_defect_type(records: Sequence[dict], threshold: float) -> dict[str, dict]:
-    """Per kind of defect (MVTec ``test/<type>``): {images, image_auroc, missed} — its parts' image
-    AUROC against every good part (None without good parts) and how many of them score under
-    ``threshold``. The overall figures can hide a kind the detector never finds."""
+def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
+    """Per kind of defect (MVTec ``test/<type>``) in ``records`` (evaluate_detector's per-image
+    records): {images, image_auroc, missed}, its parts' image AUROC against every good part (None
+    without good parts) and how many of them the detector passed. The overall figures can hide a
+    kind the detector never finds."""
     good = [r["score"] for r in records if r["label"] == 0]
     out = {}
     for kind in sorted({r["defect_type"] for r in records if r["label"] == 1}):
-        scores = [r["score"] for r in records if r["label"] == 1 and r["defect_type"] == kind]
-        out[kind] = {"images": len(scores),
+        defects = [r for r in records if r["label"] == 1 and r["defect_type"] == kind]
+        scores = [r["score"] for r in defects]
+        out[kind] = {"images": len(defects),
                      "image_auroc": auroc([0] * len(good) + [1] * len(scores), good + scores) if good else None,
-                     "missed": sum(score < threshold for score in scores)}
+                     "missed": sum(not r["is_anomaly"] for r in defects)}
     return out
 
 
@@ -124,11 +126,13 @@ def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: flo
         scores.append(detector.predict(frame).score)
     if not scores:
         raise DataError(f"none of the {len(paths)} good image(s) could be read: no threshold can be set")
-    if len(scores) < FEW_THRESHOLD_IMAGES:
-        # fit's rule for its held-out images: a quantile of a handful of scores is about their maximum
-        log.warning("the threshold is set on %d good image(s); below %d it is a rough guess (about their highest "
-                    "score, which it flags): judge %d or more", len(scores), FEW_THRESHOLD_IMAGES,
-                    max(FEW_THRESHOLD_IMAGES, int(np.ceil(1 / (1 - quantile)))))
+    # The q quantile of fewer than 1 / (1 - q) scores is their maximum (the 0.99 quantile needs 100
+    # images to be more), and under 20 any quantile is a rough guess (fit's rule for its held-out set).
+    enough = max(FEW_THRESHOLD_IMAGES, int(np.ceil(1 / (1 - quantile))))
+    if len(scores) < enough:
+        log.warning("the threshold is set on %d good image(s): the %g quantile of fewer than %d scores is about "
+                    "their highest, which it then flags; judge %d or more for a threshold to rely on",
+                    len(scores), quantile, enough, enough)
     values = np.asarray(scores)
     threshold = float(np.quantile(values, quantile))
     return {"threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,

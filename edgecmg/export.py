@@ -45,8 +45,8 @@ from edgecmg import __version__
 from edgecmg.artifact import MAGIC as ARTIFACT_MAGIC, model_spec
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, OutputError
-from edgecmg.fileio import atomic_path
-from edgecmg.model.backbone import file_sha256  # noqa: F401 - engine, calibration and benchmarks import it here
+from edgecmg.fileio import atomic_path, check_writable
+from edgecmg.model.backbone import file_sha256  # noqa: F401 - engine and bench_int8 import it from here
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
@@ -547,6 +547,8 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
 # --------------------------------------------------------------------------------------------------
 _CACHE_HINT = ("set EDGECMG_CACHE_DIR to a writable folder with space, or export once (edgecmg export M.edgecmg "
                "--format onnx --with-scoring -o M.onnx) and load the .onnx, or use backend='torch'")
+
+
 def cache_dir() -> Path:
     """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``."""
     if os.environ.get("EDGECMG_CACHE_DIR"):
@@ -585,24 +587,15 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                 log.info("cached export %s is stale; exporting again", path)
             except ArtifactError as exc:
                 log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
-        _check_writable(folder, artifact_path)  # before the export's seconds of work, not after them
-        model, header = artifact.load(artifact_path, data=data)
+        # A read-only root file system is common on embedded targets, and a full disk as unusable:
+        # either is a backend that cannot run here (auto goes on to torch), said before the export's
+        # seconds of work where it can be.
         try:
+            check_writable(path, what="the export cache")
+            model, header = artifact.load(artifact_path, data=data)
             export_model(model, header, path, config, source_sha256=sha)
-        except OutputError as exc:  # a full disk under the cache: as unusable as a read-only one
+        except OutputError as exc:
             raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
-                                          f"cached in {folder}, and {exc}", _CACHE_HINT) from exc
+                                          f"cached in {folder}: {exc}", _CACHE_HINT) from exc
         return path, read_onnx_header(path)
 
-
-def _check_writable(folder: Path, artifact_path: str | Path) -> None:
-    """Create ``folder`` and a file in it, or say what to do: a read-only root file system is common
-    on embedded targets."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise BackendUnavailableError(
-            "onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export cached in {folder}, which "
-            f"cannot be written ({exc.strerror or exc})", _CACHE_HINT) from exc

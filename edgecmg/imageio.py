@@ -17,6 +17,7 @@ not applied (pixels come out as stored, like camera frames do). Any failure rais
 """
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import logging
@@ -120,13 +121,9 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 def _read_bytes(path: Path) -> np.ndarray:
     if not path.exists():
         if path.is_symlink():
-            try:
-                path.resolve(strict=True)
-            except RuntimeError:  # Python's word for ELOOP here
+            if _is_link_loop(path):
                 raise DataError(f"{path} is a symbolic link that leads back to itself (a loop through "
-                                f"{os.readlink(path)}); fix or remove the link") from None
-            except OSError:
-                pass
+                                f"{os.readlink(path)}); fix or remove the link")
             raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
                             "fix or remove the link")
         raise DataError(f"image file not found: {path}; check the path (and the working directory)")
@@ -139,6 +136,16 @@ def _read_bytes(path: Path) -> np.ndarray:
     if data.size == 0:
         raise DataError(f"image file {path} is empty (0 bytes); re-export or remove it")
     return data
+
+
+def _is_link_loop(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # a loop, up to Python 3.12
+        return True
+    except OSError as exc:  # a loop is ELOOP from Python 3.13
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _decode(path: Path) -> tuple[np.ndarray, str]:

@@ -172,13 +172,12 @@ def test_eval_reports_each_defect_type_and_the_errors_at_the_threshold(mvtec_sub
             f"{metrics['defects_missed']} of 5 defects missed") in text
     assert f"crack       3 images  AUROC {kinds['crack']['image_auroc']:.4f}  missed {kinds['crack']['missed']}" in text
     # The figures themselves: one kind's parts against every good part.
-    records = [{"defect_type": "good", "label": 0, "score": s} for s in (0.1, 0.4, 0.3)] + \
-              [{"defect_type": "a", "label": 1, "score": s} for s in (0.5, 0.2)] + \
-              [{"defect_type": "b", "label": 1, "score": 0.9}]
-    assert per_defect_type(records, threshold=0.35) == {
+    records = [{"defect_type": kind, "label": int(kind != "good"), "score": s, "is_anomaly": s >= 0.35}
+               for kind, s in (("good", 0.1), ("good", 0.4), ("good", 0.3), ("a", 0.5), ("a", 0.2), ("b", 0.9))]
+    assert per_defect_type(records) == {
         "a": {"images": 2, "image_auroc": auroc([0, 0, 0, 1, 1], [0.1, 0.4, 0.3, 0.5, 0.2]), "missed": 1},
         "b": {"images": 1, "image_auroc": 1.0, "missed": 0}}
-    assert per_defect_type(records[3:], threshold=0.35)["a"]["image_auroc"] is None  # no good parts
+    assert per_defect_type(records[3:])["a"]["image_auroc"] is None  # no good parts
 
 
 def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, capsys, small_artifact):
@@ -359,6 +358,16 @@ def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolekt
     err = capsys.readouterr().err
     assert "edgecmg predict: error: [Errno 28] No space left on device: 'results.jsonl'" in err
     assert "Traceback" not in err
+
+
+def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor_root, tmp_path, capsys):
+    """After a clean run the summary is the command's last output: not writing it is its error (a
+    failed run keeps its own error instead, and the summary says what ended it)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "1", "--report", str(blocker / "report")]) == 2
+    assert "edgecmg stream: error:" in capsys.readouterr().err
 
 
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
@@ -678,7 +687,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12
     # 12 images are too few for a quantile to mean much, and it says so (as fit does for its held-out)
-    assert "the threshold is set on 12 good image(s); below 20 it is a rough guess" in caplog.text
+    assert "the threshold is set on 12 good image(s): the 0.9 quantile of fewer than 20 scores" in caplog.text
     assert "judge 20 or more" in caplog.text
 
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0

@@ -41,6 +41,21 @@ def test_info_shows_who_set_a_threshold(small_artifact, tmp_path):
             in text)
 
 
+def test_info_does_not_claim_a_checksum_an_old_export_lacks(featurizer_onnx, tmp_path):
+    import onnx
+
+    from edgecmg.export import GRAPH_SHA_KEY
+
+    proto = onnx.load(str(featurizer_onnx))
+    kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    assert describe(featurizer_onnx)["checksums"] == "checksums ok"
+    assert "no graph checksum to check" in format_description(describe(old)).splitlines()[0]
+
+
 def test_info_names_a_damaged_file_and_still_describes_the_rest(small_artifact, tmp_path, capsys):
     damaged = tmp_path / "damaged.edgecmg"
     data = bytearray(small_artifact.read_bytes())

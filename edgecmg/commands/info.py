@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from edgecmg.errors import EdgeCMGError
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """{"file", "kind", "bytes", "header", "model", "runs_here", "engine_check"} for one model file.
+    """{"file", "kind", "bytes", "checksums", "header", "model", "runs_here", "engine_check"} for one model file.
 
     ``header``: the whole verified header; ``model``: the model's own header inside it (for an
     engine, the one of the ONNX file it was built from); ``runs_here``: the "backend (device)" pairs
@@ -26,15 +27,18 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     suffix = check_model_file(path)
     engine_check = None
+    checksums = "checksums ok"
     if suffix == ARTIFACT_SUFFIX:
         from edgecmg.artifact import read_header
 
         header, _ = read_header(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
-        from edgecmg.export import read_onnx_header
+        from edgecmg.export import GRAPH_SHA_KEY, metadata_props, read_onnx_header
 
         header = read_onnx_header(path)
+        if GRAPH_SHA_KEY not in metadata_props(path):
+            checksums = "no graph checksum to check (exported by an older edgecmg; export it again to add one)"
         export = header.get("export", {})
         model = header
         kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
@@ -46,8 +50,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         kind = f"TensorRT engine, {model.get('export', {}).get('graph', '?')} graph, {header.get('precision', '?')}"
         engine_check = _engine_check(header, path)
     runs_here = [f"{backend} ({device})" for backend, device in runner_choices(path)]
-    return {"file": str(path), "kind": kind, "bytes": path.stat().st_size, "header": header, "model": model,
-            "runs_here": runs_here, "engine_check": engine_check}
+    return {"file": str(path), "kind": kind, "bytes": path.stat().st_size, "checksums": checksums, "header": header,
+            "model": model, "runs_here": runs_here, "engine_check": engine_check}
 
 
 def _engine_check(header: dict[str, Any], path: Path) -> str:
@@ -72,7 +76,7 @@ def format_description(info: dict[str, Any]) -> str:
     spec = model.get("model", {})
     training = model.get("training", {})
     created = model.get("created", {})
-    lines = [f"{info['file']}: {info['kind']}, {info['bytes'] / 1e6:.1f} MB, checksums ok"]
+    lines = [f"{info['file']}: {info['kind']}, {info['bytes'] / 1e6:.1f} MB, {info['checksums']}"]
 
     def row(name: str, value: Any) -> None:
         lines.append(f"  {name:<12} {value}")
@@ -123,8 +127,6 @@ def format_description(info: dict[str, Any]) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     """Describe every model file given; a damaged one is an error naming it, after the others."""
-    import sys
-
     described, failed = [], 0
     for path in args.model:
         try:

@@ -48,6 +48,7 @@ def run_stream(args: argparse.Namespace) -> int:
     status = None if args.quiet else LiveStatusLine()
     anomalies = 0
     ended = "the source ended"
+    finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
         jsonl = open(args.jsonl, "w", encoding="utf-8", buffering=1) if args.jsonl else None
@@ -70,6 +71,7 @@ def run_stream(args: argparse.Namespace) -> int:
                 if args.max_frames and count >= args.max_frames:
                     ended = f"--max-frames {args.max_frames} reached"
                     break
+        finished = True
     except Terminated:
         ended = "terminated (SIGTERM)"
         raise
@@ -78,6 +80,9 @@ def run_stream(args: argparse.Namespace) -> int:
         raise
     except StreamError as exc:
         ended = f"stream error: {exc}"
+        raise
+    except Exception as exc:  # e.g. --jsonl on a full disk: the summary says what stopped the run
+        ended = f"error: {exc}"
         raise
     finally:
         if status:
@@ -91,7 +96,10 @@ def run_stream(args: argparse.Namespace) -> int:
         # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
         try:
             write_summary(args, run, anomalies, ended)
-        except (OSError, EdgeCMGError) as exc:  # e.g. the disk that failed the run: keep its error, not this one
+        except (OSError, EdgeCMGError) as exc:
+            if finished:
+                raise
+            # The run already failed (perhaps on the same disk): its error is the one to report.
             log.error("the stream summary could not be written: %s", exc)
     return 0
 

@@ -547,6 +547,8 @@ class IterableSource(FrameSource):
                 "iterator or generator; pass list(frames) or turn loop off"
             )
         self._items_this_pass = 0
+        self._good_this_pass = 0  # a pass that yields no frame is not repeated: loop=True would spin
+        self._passes = 0
         self._unusable = 0  # items that were neither a frame nor None
         if config.realtime and not is_live:
             self._pace_fps = config.capture_fps or 30.0
@@ -556,8 +558,9 @@ class IterableSource(FrameSource):
             try:
                 item = next(self._it)
             except StopIteration:
-                if self.config.loop and self._items_this_pass:
-                    self._it, self._items_this_pass = iter(self._iterable), 0
+                if self.config.loop and self._good_this_pass:
+                    self._it, self._items_this_pass, self._good_this_pass = iter(self._iterable), 0, 0
+                    self._passes += 1
                     continue
                 if self.frames_read == 0 and self._unusable:
                     raise StreamError(f"{self.name}: none of its {self._unusable} item(s) was a usable frame; see "
@@ -579,11 +582,16 @@ class IterableSource(FrameSource):
                                   "a list of paths (read as image files), a folder or a glob, or read each "
                                   "file with edgecmg.imageio.read_image")
             try:
-                return to_rgb_uint8(item, copy=True)
+                frame = to_rgb_uint8(item, copy=True)
             except DataError as exc:
                 self.corrupt_skipped += 1
                 self._unusable += 1
-                _log.warning("%s: skipping item %d, not a usable frame: %s", self.name, position, exc)
+                # Once per item: a looped sequence would say it again on every pass.
+                _log.log(logging.WARNING if self._passes == 0 else logging.DEBUG,
+                         "%s: skipping item %d, not a usable frame: %s", self.name, position, exc)
+                continue
+            self._good_this_pass += 1
+            return frame
         return None
 
     def _release(self) -> None:

@@ -478,3 +478,8 @@ def test_a_list_of_image_paths_calibrates_as_a_folder_of_them_does(tmp_path, tra
     assert "the image list holds 2 images, fewer than the 4 asked for" in caplog.text
     with pytest.raises(DataError, match="no calibration images given"):
         select_with_spares([], 4)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        chosen, _ = select_with_spares([*given[:3], str(tmp_path / "gone.png"), str(tmp_path)], 2, seed=1)
+    assert len(chosen) == 2 and set(chosen) <= {Path(p) for p in given[:3]}
+    assert "2 of the 5 paths given are not files and are left out" in caplog.text and "gone.png" in caplog.text

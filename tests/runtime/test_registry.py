@@ -63,7 +63,7 @@ def test_an_unwritable_export_cache_falls_back_to_torch_under_auto(artifact_path
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(blocker / "cache"))  # below a file: never creatable
-    with pytest.raises(BackendUnavailableError, match="cannot be written") as info:
+    with pytest.raises(BackendUnavailableError, match="cannot write the export cache") as info:
         make_runner(artifact_path, "onnxruntime", "cpu")
     assert "EDGECMG_CACHE_DIR" in str(info.value) and "backend='torch'" in str(info.value)
     assert isinstance(make_runner(artifact_path, device="cpu"), TorchRunner)  # auto: ONNX Runtime, then torch
@@ -72,7 +72,7 @@ def test_an_unwritable_export_cache_falls_back_to_torch_under_auto(artifact_path
 
     specs = [s for s in registry.SPECS if s.backend == "onnxruntime" and s.device == "cpu"]
     monkeypatch.setattr(registry, "candidate_specs", lambda *args: specs)
-    with pytest.raises(BackendUnavailableError, match="cannot be written"):
+    with pytest.raises(BackendUnavailableError, match="cannot write the export cache"):
         make_runner(artifact_path)
 
 

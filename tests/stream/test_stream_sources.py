@@ -512,3 +512,14 @@ def test_existing_paths_with_an_exclamation_mark_are_files_not_pipelines(video_f
     images = image_folder.rename(tmp_path / "fold!er")
     with open_source(str(images)) as src:
         assert isinstance(src, ImageFilesSource)
+
+
+def test_a_looped_sequence_with_no_usable_item_ends_instead_of_spinning(caplog):
+    bad = np.zeros((0, 4, 3), np.uint8)
+    with pytest.raises(StreamError, match="none of its 2 item"):
+        list(open_source([bad, None, bad], StreamConfig(loop=True)))
+    source = open_source([np.zeros((4, 4, 3), np.uint8), bad], StreamConfig(loop=True))
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        frames = [source.read() for _ in range(5)]  # five passes over one good item
+    source.close()
+    assert len(frames) == 5 and caplog.text.count("skipping item 1") == 1  # said once, not every pass
