@@ -16,6 +16,7 @@ from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError
+from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES
 from edgecmg.imageio import read_image
 from edgecmg.metrics import auroc, evaluate, verdict_counts
@@ -217,7 +218,8 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     from edgecmg.visualize import save_png, score_histogram
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+                       what="the report", sync=False)
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["file", "defect_type", "label", "score", "is_anomaly"])
         writer.writeheader()

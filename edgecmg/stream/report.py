@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TextIO,
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError
+from edgecmg.fileio import atomic_write_bytes
 
 __all__ = ["LatencyStats", "LiveStatusLine", "environment_info", "write_report", "plot_latency", "markdown_table"]
 
@@ -434,9 +435,8 @@ def write_report(
         "environment": _sanitize(env),
         "rows": clean_rows,
     }
-    (out / f"{stem}.json").write_text(
-        json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    text = json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n"
+    atomic_write_bytes(out / f"{stem}.json", text.encode("utf-8"), what="the report", sync=False)
 
     cols = _columns(clean_rows)
     buf = io.StringIO()
@@ -447,12 +447,12 @@ def write_report(
             c: (json.dumps(row[c], default=_json_default) if isinstance(row.get(c), (dict, list)) else row.get(c))
             for c in cols
         })
-    (out / f"{stem}.csv").write_text(buf.getvalue(), encoding="utf-8")
+    atomic_write_bytes(out / f"{stem}.csv", buf.getvalue().encode("utf-8"), what="the report", sync=False)
 
     table = markdown_table(clean_rows, cols)
     device = env.get("device") if env else None
     header = f"# {stem}\n\n" + (f"Device: {device}\n\n" if device else "")
-    (out / f"{stem}.md").write_text(header + table, encoding="utf-8")
+    atomic_write_bytes(out / f"{stem}.md", (header + table).encode("utf-8"), what="the report", sync=False)
     if echo:
         print(table, end="")
     return table
@@ -644,12 +644,7 @@ def plot_latency(
     ok, encoded = cv2.imencode(ext, img)
     if not ok:
         raise ConfigError(f"OpenCV could not encode the plot as {ext}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(encoded.tobytes())  # bytes I/O: works with non-ASCII paths on every OS
-    except OSError as exc:
-        raise ConfigError(f"cannot write the plot to {out}: {exc}; choose a writable path") from exc
-    return out
+    return atomic_write_bytes(out, encoded.tobytes(), what="the plot", sync=False)  # bytes: any path on every OS
 
 
 # --------------------------------------------------------------------------------------------
