@@ -190,8 +190,8 @@ def test_fit_keeps_training_images_only_at_the_model_size(kolektor_train, tmp_pa
     damaged = tmp_path / "damaged.png"
     data = big[0].read_bytes()
     damaged.write_bytes(data[: len(data) // 3])  # the header survives, the pixels do not
-    training = _Training(big + [damaged])
-    assert training.shapes[-1] == training.shapes[0] == tuple(4 * s for s in read_image(kolektor_train[0]).shape[:2])
+    training = _Training([big[0], damaged, *big[1:]])  # read on threads: the order must hold
+    assert training.shapes[1] == training.shapes[0] == tuple(4 * s for s in read_image(kolektor_train[0]).shape[:2])
     frames = training.read_at((320, 128), show=False)
     assert training.names == [p.name for p in big] and len(training.shapes) == 3
     assert all(frame.shape == (320, 128, 3) for frame in frames)
