@@ -231,14 +231,19 @@ def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, to
                                           f"{tuple(tensors[name].shape)}")
 
 
-def read_file(path: str | Path) -> tuple[bytes, str]:
-    """(the model file's bytes, their SHA-256): read once, so that a key or a provenance entry made
-    from the hash always describes the model made from the same bytes, even if the file is replaced
-    meanwhile (a rollback during a service restart)."""
+def read_bytes(path: str | Path) -> bytes:
+    """The model file's bytes, read once so that what is made from them (a header, a model, a hash)
+    describes one version of the file even if it is replaced meanwhile (a rollback during a service
+    restart)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such model file")
-    data = path.read_bytes()
+    return path.read_bytes()
+
+
+def read_file(path: str | Path) -> tuple[bytes, str]:
+    """(the model file's bytes, their SHA-256), for callers that key or record the model by its hash."""
+    data = read_bytes(path)
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -247,7 +252,7 @@ def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[st
     raises ArtifactError naming the problem."""
     path = Path(path)
     if data is None:
-        data, _ = read_file(path)
+        data = read_bytes(path)
     if len(data) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
     magic, version, header_len, header_sha = _PREFIX.unpack_from(data)
@@ -288,7 +293,7 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
 
     A model fitted with the CLIP matcher reads the CLIP weights file named in its header, or
     ``clip_weights`` when the file lives elsewhere on this machine; either must match the recorded
-    SHA-256. ``data``: the file's bytes from :func:`read_file`, when the caller has hashed them.
+    SHA-256. ``data``: the file's bytes as the caller read them (:func:`read_bytes`, :func:`read_file`).
     """
     path = Path(path)
     header, payload = read_header(path, data=data)

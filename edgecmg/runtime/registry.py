@@ -96,7 +96,7 @@ def _torch_runner(path: Path, device: str, **_: Any) -> Runner:
 
     # One read: the threshold the Detector takes from this header and the model activate() builds
     # come from the same bytes, even if the file is replaced in between.
-    data, _ = artifact.read_file(path)
+    data = artifact.read_bytes(path)
     header, _payload = artifact.read_header(path, data=data)
     return TorchRunner(str(path), header, device, data=data)
 
