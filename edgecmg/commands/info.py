@@ -34,10 +34,11 @@ def describe(path: str | Path) -> dict[str, Any]:
         header, _ = read_header(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
-        from edgecmg.export import GRAPH_SHA_KEY, metadata_props, read_onnx_header
+        from edgecmg.export import GRAPH_SHA_KEY, _load_proto, metadata_props, read_onnx_header
 
-        header = read_onnx_header(path)
-        if GRAPH_SHA_KEY not in metadata_props(path):
+        proto = _load_proto(path)  # parsed once: exports run to tens of MB
+        header = read_onnx_header(proto, str(path))
+        if GRAPH_SHA_KEY not in metadata_props(proto):
             checksums = "no graph checksum to check (exported by an older edgecmg; export it again to add one)"
         export = header.get("export", {})
         model = header
