@@ -1,6 +1,7 @@
 """ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -9,7 +10,14 @@ import numpy as np
 from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
-ORT_INSTALL_HINT = "pip install -e '.[onnx]' in the edgecmg clone (CPU); for CUDA/TensorRT providers: pip install onnxruntime-gpu"
+ORT_INSTALL_HINT = ("pip install -e '.[onnx]' in the edgecmg clone (CPU); for the CUDA/TensorRT providers on an x86-64 "
+                    "desktop: pip install -e '.[onnx-gpu]' instead (PyPI has no onnxruntime-gpu for aarch64: on a "
+                    "Jetson, use the onnxruntime-gpu wheel built for your JetPack, or run engines with TensorRT)")
+# Distributions that each install the one ``onnxruntime`` module. With two of them the one installed
+# last owns the shared files: a CPU build over a GPU build (e.g. a package that asks for plain
+# onnxruntime, installed after onnxruntime-gpu) hides the CUDA and TensorRT providers.
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -23,6 +31,29 @@ def import_onnxruntime():
     except ImportError as exc:
         raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime ({exc})", ORT_INSTALL_HINT) from exc
     return onnxruntime
+
+
+def installed_ort_distributions() -> list[str]:
+    """Which of :data:`ORT_DISTRIBUTIONS` pip has installed here."""
+    found = []
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def provider_install_hint() -> str:
+    """What to do when an execution provider is missing: the general hint, or, when several ONNX
+    Runtime distributions share the module, how to keep only the GPU one."""
+    found = installed_ort_distributions()
+    if len(found) < 2:
+        return ORT_INSTALL_HINT
+    return (f"{' and '.join(found)} are installed together and share one onnxruntime module, so the one installed last "
+            f"decides which providers there are: pip uninstall -y {' '.join(found)}, then install only "
+            "onnxruntime-gpu (pip install onnxruntime-gpu on x86-64; on a Jetson, the wheel built for your JetPack)")
 
 
 def available_providers() -> list[str]:
@@ -108,7 +139,7 @@ class OnnxRunner(Runner):
         if wanted not in ort.get_available_providers():
             raise BackendUnavailableError(
                 "onnxruntime", f"this onnxruntime has no {wanted} (it has {ort.get_available_providers()})",
-                ORT_INSTALL_HINT)
+                provider_install_hint())
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
@@ -122,13 +153,13 @@ class OnnxRunner(Runner):
             self._session = ort.InferenceSession(self.path, options, providers=self._providers())
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendUnavailableError("onnxruntime", f"cannot open {self.path} with {wanted}: {exc}",
-                                          ORT_INSTALL_HINT) from exc
+                                          provider_install_hint()) from exc
         active = self._session.get_providers()
         if not active or active[0] != wanted:
             self._session = None
             raise BackendUnavailableError(
                 "onnxruntime", f"{wanted} could not be initialised (session fell back to {active}); check the "
-                "CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs", ORT_INSTALL_HINT)
+                "CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs", provider_install_hint())
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         dims = list(inp.shape)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_available
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
-from edgecmg.runtime.onnx_runner import ORT_INSTALL_HINT, OnnxRunner, available_providers
+from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
 
 log = logging.getLogger("edgecmg")
 
@@ -40,9 +40,9 @@ ARTIFACT_SUFFIX = ".edgecmg"
 ONNX_SUFFIX = ".onnx"
 KNOWN_SUFFIXES = (ARTIFACT_SUFFIX, ONNX_SUFFIX, *ENGINE_SUFFIXES)
 _HINTS = {
-    "torch": "install the CUDA build of torch for GPU inference",
-    "onnxruntime": ORT_INSTALL_HINT,
-    "tensorrt": TENSORRT_INSTALL_HINT,
+    "torch": lambda: "install the CUDA build of torch for GPU inference",
+    "onnxruntime": provider_install_hint,  # names a CPU build hiding a GPU one, when it finds both
+    "tensorrt": lambda: TENSORRT_INSTALL_HINT,
 }
 
 
@@ -128,8 +128,9 @@ SPECS: tuple[RunnerSpec, ...] = (
     RunnerSpec("tensorrt", "cuda", ENGINE_SUFFIXES, lambda: tensorrt_available() and _torch_or_cudart(),
                _tensorrt_runner, "TensorRT engine"),
     RunnerSpec("tensorrt", "cuda", (ONNX_SUFFIX,), _ort_provider("tensorrt"), _onnx_runner("tensorrt"),
-               "ONNX Runtime's TensorRT execution provider", "pip install onnxruntime-gpu, with TensorRT's "
-               "libraries on the library path (JetPack provides them)"),
+               "ONNX Runtime's TensorRT execution provider", "onnxruntime-gpu (pip install -e '.[onnx-gpu]' on x86-64; "
+               "on a Jetson, the wheel built for your JetPack), with TensorRT's libraries on the library path "
+               "(JetPack provides them)"),
     RunnerSpec("onnxruntime", "cuda", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cuda", needs_export=True),
                _onnx_runner("cuda"), "ONNX Runtime, CUDA execution provider"),
     RunnerSpec("torch", "cuda", (ARTIFACT_SUFFIX,), _torch_cuda, _torch_runner, "torch on CUDA"),
@@ -156,7 +157,7 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
 def check_torch_device(device: str) -> str:
     """``device`` for the torch backend ("cpu", "cuda" or "cuda:N"), refused where this torch has no CUDA."""
     if _device_kind(device) == "cuda" and not _torch_cuda():
-        raise BackendUnavailableError("torch", f"device={device!r}: this torch has no CUDA device", _HINTS["torch"])
+        raise BackendUnavailableError("torch", f"device={device!r}: this torch has no CUDA device", _HINTS["torch"]())
     return device
 
 
@@ -219,7 +220,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     first = specs[0]
     wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
     raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",
-                                  first.hint or _HINTS[first.backend])
+                                  first.hint or _HINTS[first.backend]())
 
 
 def _conversion_hint(suffix: str, backend: str) -> str:

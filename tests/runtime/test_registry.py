@@ -5,7 +5,7 @@ import pytest
 
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime import BACKENDS, available_backends, load_host_scorer, make_runner, runner_choices
-from edgecmg.runtime.onnx_runner import OnnxRunner
+from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers
 from edgecmg.runtime.registry import SPECS, candidate_specs
 from edgecmg.runtime.torch_runner import TorchRunner
 
@@ -102,6 +102,30 @@ def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
         make_runner(featurizer_onnx, "onnxruntime", "cpu")
     specs = candidate_specs(featurizer_onnx, "tensorrt")
     assert [s.device for s in specs] == ["cuda"]
+
+
+def test_a_missing_gpu_provider_says_how_to_get_it(featurizer_onnx, monkeypatch):
+    """A CPU onnxruntime installed beside onnxruntime-gpu (both own the one onnxruntime module) hides
+    the GPU providers: the error names both distributions and how to keep only the GPU one."""
+    from importlib import metadata
+
+    from edgecmg.runtime.onnx_runner import installed_ort_distributions
+
+    if "cuda" in available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: nothing is missing")
+    assert installed_ort_distributions() == ["onnxruntime"]  # the suite's own environment
+    with pytest.raises(BackendUnavailableError, match=r"onnx-gpu.*Jetson"):
+        OnnxRunner(featurizer_onnx, provider="cuda").activate()
+
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version",
+                        lambda name: "1.31.1" if name == "onnxruntime-gpu" else real_version(name))
+    assert installed_ort_distributions() == ["onnxruntime", "onnxruntime-gpu"]
+    both = r"onnxruntime and onnxruntime-gpu are installed together.*pip uninstall -y onnxruntime onnxruntime-gpu"
+    with pytest.raises(BackendUnavailableError, match=both):
+        OnnxRunner(featurizer_onnx, provider="cuda").activate()
+    with pytest.raises(BackendUnavailableError, match=both):  # the registry's refusal, before any session
+        make_runner(featurizer_onnx, "onnxruntime", "cuda")
 
 
 def test_host_scorer_from_every_file_kind(artifact_path, featurizer_onnx, model_and_header):
