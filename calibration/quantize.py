@@ -189,8 +189,11 @@ def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[s
     import onnx
 
     q = _ort_quantization()
+    # onnxruntime.quantization re-exports TensorsData only from 1.27; calibrate has held it throughout.
+    from onnxruntime.quantization.calibrate import TensorsData
+
     model = onnx.shape_inference.infer_shapes(model)
-    tensors = q.TensorsData(q.CalibrationMethod.MinMax,
+    tensors = TensorsData(q.CalibrationMethod.MinMax,
                             {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
     activation = q.QuantType.QInt8 if profile == "tensorrt" else q.QuantType.QUInt8
     kwargs = dict(model=model, per_channel=True, reduce_range=reduce_range, weight_qType=q.QuantType.QInt8,

@@ -14,6 +14,8 @@ implementations can assume well-formed tensors.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from typing import Optional
 
@@ -23,6 +25,8 @@ from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.kernels import _common
 from edgecmg.kernels.knn import MAX_K, bank_sq_norms_reference, knn_reference, knn_triton
 from edgecmg.kernels.masked_similarity import MODES, masked_similarity_reference, masked_similarity_triton
+
+log = logging.getLogger("edgecmg")
 
 __all__ = ["BACKENDS", "ENV_VAR", "bank_sq_norms", "knn", "masked_similarity", "resolve_backend"]
 
@@ -45,6 +49,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         env = os.environ.get(ENV_VAR, "").strip().lower()
         if env in ("", "auto"):
             if device.type != "cuda" or not _common.triton_available():
+                if device.type == "cuda" and _common.triton_installed():
+                    _note_old_triton()
                 return "torch"
             try:  # installed but broken (e.g. no matching CUDA toolkit): auto falls back, quietly
                 _common.require_triton()
@@ -65,6 +71,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                 "move the tensors to a CUDA device or use backend='torch'",
             )
     return backend
+
+
+@functools.lru_cache(maxsize=1)
+def _note_old_triton() -> None:
+    """Say once why a GPU runs the torch references although Triton is installed."""
+    log.info("triton %s is older than %s, the oldest the kernels are checked on: the torch references run the "
+             "memory-bank search and masked similarity (%s)", _common.triton_version(),
+             ".".join(map(str, _common.TRITON_MIN_VERSION)), _common.TRITON_INSTALL_HINT)
 
 
 def _check_tensor(name: str, x, dims: tuple[int, ...]) -> None:

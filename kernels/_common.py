@@ -13,20 +13,47 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import threading
 import time
+from importlib import metadata
 from typing import Callable, Optional, Sequence
 
 from edgecmg.errors import BackendUnavailableError
 
-TRITON_INSTALL_HINT = "pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.0, CUDA GPU; or TRITON_INTERPRET=1 for the CPU interpreter)"
+TRITON_INSTALL_HINT = ("pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.4, CUDA GPU; or "
+                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 torch pins its Triton: torch 2.8 or "
+                       "later has 3.4+)")
+# The oldest Triton the kernels are checked on. Before 3.4 the interpreter takes the kernels' string
+# annotations ("tl.constexpr", under `from __future__ import annotations`) for plain values; with that
+# worked around, 3.1's interpreter still returned wrong split-bank kNN indices (torch 2.5.1 + triton
+# 3.1.0, Python 3.10). Older releases are refused rather than trusted.
+TRITON_MIN_VERSION = (3, 4)
 _INTERPRET_ENV = "TRITON_INTERPRET"
 _AUTOTUNE_ENV = "EDGECMG_AUTOTUNE"
 
 
-def triton_available() -> bool:
-    """True when Triton is installed. Does not import it (see the module docstring)."""
+def triton_version() -> Optional[str]:
+    """The installed Triton's version, read without importing it; None when it cannot be told."""
+    module = sys.modules.get("triton")
+    if getattr(module, "__version__", None):
+        return str(module.__version__)
+    for dist in ("triton", "pytorch-triton", "triton-windows"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _too_old(version: Optional[str]) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return bool(match) and (int(match[1]), int(match[2])) < TRITON_MIN_VERSION
+
+
+def triton_installed() -> bool:
+    """True when some Triton is installed, however old. Does not import it (see the module docstring)."""
     if "triton" in sys.modules:
         return True
     try:
@@ -35,8 +62,20 @@ def triton_available() -> bool:
         return False
 
 
+def triton_available() -> bool:
+    """True when a Triton the kernels run on (``TRITON_MIN_VERSION`` or later) is installed. Does not
+    import it."""
+    return triton_installed() and not _too_old(triton_version())
+
+
 def require_triton():
-    """Import and return ``triton.language``; BackendUnavailableError when that fails."""
+    """Import and return ``triton.language``; BackendUnavailableError when that fails or the installed
+    Triton is older than ``TRITON_MIN_VERSION``."""
+    version = triton_version()
+    if _too_old(version):
+        oldest = ".".join(map(str, TRITON_MIN_VERSION))
+        raise BackendUnavailableError("triton", f"triton {version} is older than {oldest}, the oldest release the "
+                                      "kernels are checked on", TRITON_INSTALL_HINT)
     try:
         import triton.language as tl
     except Exception as exc:  # ImportError, or a broken install raising something else

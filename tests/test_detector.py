@@ -83,9 +83,10 @@ def test_predict_batch_names_the_bad_frame_and_takes_arrays_of_frames(detector, 
     flipped = np.ascontiguousarray(frames[0][::-1])
     stacked = detector.predict_batch(np.stack([frames[0], flipped]))  # an [N, H, W, C] array
     listed = detector.predict_batch([frames[0], flipped])
-    assert [r.score for r in stacked] == pytest.approx([r.score for r in listed], rel=1e-6)
+    # rel 1e-4: oneDNN's convolutions may sum a batch of 2 in another order than one image (2.3e-5 on torch 2.5)
+    assert [r.score for r in stacked] == pytest.approx([r.score for r in listed], rel=1e-4)
     assert detector.predict_batch(f for f in frames)[1].score == pytest.approx(
-        detector.predict(frames[1]).score, rel=1e-6)
+        detector.predict(frames[1]).score, rel=1e-4)
 
 
 def test_threshold_must_be_a_finite_number_and_is_checked_before_the_backend_opens(small_artifact, monkeypatch):

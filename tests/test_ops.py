@@ -70,6 +70,28 @@ def test_auto_falls_back_when_triton_is_broken(monkeypatch):
     assert ops.resolve_backend("auto", CUDA) == "torch"
 
 
+def test_a_triton_older_than_the_checked_floor_is_refused(monkeypatch, caplog):
+    """torch 2.5's pinned Triton 3.1: its interpreter misreads the kernels (checked on Python 3.10);
+    auto runs the torch references on a GPU instead and says so once, an explicit ask is refused."""
+    monkeypatch.setattr(_common, "triton_installed", lambda: True)
+    monkeypatch.setattr(_common, "triton_version", lambda: "3.1.0")
+    assert not _common.triton_available()
+    with pytest.raises(BackendUnavailableError, match=r"triton 3\.1\.0 is older than 3\.4") as info:
+        _common.require_triton()
+    assert "torch 2.8 or later" in info.value.install_hint
+    with pytest.raises(BackendUnavailableError, match="older than 3.4"):
+        ops.resolve_backend("triton", CUDA)
+    ops._note_old_triton.cache_clear()
+    with caplog.at_level("INFO", logger="edgecmg"):
+        assert ops.resolve_backend("auto", CUDA) == "torch"
+        assert ops.resolve_backend("auto", CUDA) == "torch"
+    assert len(caplog.records) == 1 and "triton 3.1.0 is older than 3.4" in caplog.records[0].getMessage()
+    assert ops.resolve_backend("auto", CPU) == "torch"  # no note for CPU tensors: nothing to explain
+    for version in ("3.4.0", "3.10.1+git5d1f", None):  # None: a build that does not say
+        monkeypatch.setattr(_common, "triton_version", lambda v=version: v)
+        assert _common.triton_available()
+
+
 def test_env_override(monkeypatch):
     monkeypatch.setattr(_common, "triton_available", lambda: True)
     monkeypatch.setattr(_common, "require_triton", lambda: None)
@@ -93,7 +115,7 @@ def test_unknown_backend_is_a_config_error():
 
 def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
     if not _common.triton_available():
-        pytest.skip("triton is not installed")
+        pytest.skip(f"no triton >= {_common.TRITON_MIN_VERSION[0]}.{_common.TRITON_MIN_VERSION[1]} installed")
     monkeypatch.setattr(_common, "interpret_mode", lambda: False)
     with pytest.raises(BackendUnavailableError, match="CUDA") as info:
         ops.resolve_backend("triton", CPU)

@@ -133,7 +133,7 @@ def test_contact_sheet_tiles_images_of_different_shapes_with_captions():
     assert (sheet[30:120, 2:42] == 200).all()  # the tall image, scaled to 40x100, below its caption
     assert (sheet[30:120, 206:406] == 90).all()  # the wide one scaled to 200x100, second column
     assert (sheet[126 + 30:, 204:] == 40).all()  # the empty cell of the last row is background
-    assert sheet[:22, :204].max() == 255  # caption text
+    assert sheet[:22, :204].max() > 200  # caption text (anti-aliased: OpenCV 4.11 peaks at 240 for "a")
 
 
 @pytest.mark.parametrize("kwargs, match", [({"images": []}, "at least one"),

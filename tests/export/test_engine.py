@@ -173,7 +173,7 @@ def _qdq_matmuls(opset=17, weight_type=TensorProto.INT8, act_scale=0.02):
                   [_vi("ya", TensorProto.FLOAT, [2, 4]), _vi("yb", TensorProto.FLOAT, [2, 4])], inits, opset=opset)
 
 
-def test_int8_cast_pass_keeps_every_dequantized_weight():
+def test_int8_cast_pass_keeps_every_dequantized_weight(ort_float16_qdq):
     source = _qdq_matmuls()
     assert check_onnx_for_tensorrt(source) == []  # the value_float Constant scale counts as a constant
     half = convert_to_fp16(source, keep_fp32_ops=())

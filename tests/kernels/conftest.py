@@ -21,7 +21,7 @@ from edgecmg.kernels import _common  # noqa: E402
 def kernel_device() -> str:
     """Where kernel inputs live: CPU under the interpreter, CUDA when kernels compile for a GPU."""
     if not _common.triton_available():
-        pytest.skip("triton is not installed")
+        pytest.skip(f"no triton >= {_common.TRITON_MIN_VERSION[0]}.{_common.TRITON_MIN_VERSION[1]} installed")
     if _common.interpret_mode():
         return "cpu"
     if torch.cuda.is_available():

@@ -144,7 +144,7 @@ JOBS = _jobs()
 @pytest.fixture(scope="module")
 def builds():
     if not _common.triton_available():
-        pytest.skip("triton is not installed")
+        pytest.skip(f"no triton >= {_common.TRITON_MIN_VERSION[0]}.{_common.TRITON_MIN_VERSION[1]} installed")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     # One build process per arch, side by side (each compile is single-threaded).

@@ -48,3 +48,22 @@ def test_encoder_started_in_the_clone_root_loads_or_says_why():
         assert "hides Hugging Face's 'kernels' package" in done.stderr, done.stderr[-2000:]
         assert str((REPO / "kernels").resolve()) in done.stderr
         assert "start Python, notebooks and scripts from another folder" in done.stderr
+
+
+def test_transformers_5_beside_an_older_torch_says_what_to_install(monkeypatch):
+    """transformers 5 needs torch 2.6 but does not declare it: beside torch 2.5 (JetPack 6.1) its import
+    failed with "NameError: name 'nn' is not defined". The encoder refuses first, naming both versions."""
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "5.20.2" if name == "transformers" else real_version(name))
+    monkeypatch.setattr(text.torch, "__version__", "2.5.1+cu124")
+    with pytest.raises(text.BackendUnavailableError, match=r"transformers 5\.20\.2 needs torch 2\.6 or later, and "
+                       r"this torch is 2\.5\.1\+cu124") as info:
+        text._sentence_model.__wrapped__()  # the uncached body: the suite's encoder may be loaded already
+    assert "pip install 'transformers<5' 'sentence-transformers<6'" in info.value.install_hint
+    monkeypatch.setattr(text.torch, "__version__", "2.6.0")
+    assert text._transformers_needs_newer_torch() is None
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "4.57.6" if name == "transformers" else real_version(name))
+    monkeypatch.setattr(text.torch, "__version__", "2.5.1")
+    assert text._transformers_needs_newer_torch() is None
