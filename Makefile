@@ -1,4 +1,5 @@
 # Two set-up commands on a fresh machine: `make demo` and `make test`. Each creates .venv on first use.
+.DELETE_ON_ERROR:  # a recipe that fails leaves no .installed stamp behind
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ COMMA := ,
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-peer clean
+.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-peer clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ venv: $(VENV)/.installed
 # Environments with a torch of their own (torchvision 0.29.1 needs torch 2.14.1, .venv has 2.13.0).
 # $(call side-venv,DIR,REQUIREMENTS,EXTRAS): the pinned requirements first, then edgecmg on top with
 # them as constraints (-c), so that resolving edgecmg's extras can never move torch. pyproject.toml
-# asks only torch>=2.1, so no --no-deps is needed.
+# asks only torch>=2.5, so no --no-deps is needed.
 SIDE_PYTHON ?= $(PYTHON)
 define side-venv
 	$(SIDE_PYTHON) -m venv $(1)
@@ -41,6 +42,22 @@ $(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
 test: $(VENV)/.installed $(CLIP_VENV)/.installed
 	$(VENV)/bin/pytest -q -ra
 	$(CLIP_VENV)/bin/pytest -q -ra tests/model/test_clip_matcher.py
+
+# The suite on the oldest stack edgecmg is checked on (tests/requirements-oldest.txt; slow to build, not
+# part of `make test`). Triton 3.4 goes in without its dependencies: torch 2.5.1 pins 3.1.0, which
+# edgecmg refuses (kernels/_common.py), and 3.4 runs the kernels beside it.
+PYTHON310 ?= python3.10
+OLDEST_VENV ?= .venv-oldest
+
+$(OLDEST_VENV)/.installed: SIDE_PYTHON = $(PYTHON310)
+$(OLDEST_VENV)/.installed: tests/requirements-oldest.txt pyproject.toml
+	@$(PYTHON310) -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null || \
+		{ echo "test-oldest needs Python 3.10: PYTHON310=/path/to/python3.10 make test-oldest"; exit 2; }
+	$(call side-venv,$(OLDEST_VENV),tests/requirements-oldest.txt,text$(COMMA)onnx$(COMMA)demo)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps "triton==3.4.0"
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/pytest -q -ra
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo_elpv.py
@@ -62,7 +79,7 @@ bench-stream: $(VENV)/.installed
 	$(PY) benchmarks/bench_stream.py --out benchmarks/results/stream.md
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) $(OLDEST_VENV) build *.egg-info .pytest_cache
 
 # Peer comparison with anomalib's PatchCore (slow; not part of `make test`), in an environment of its own:
 # anomalib needs torchvision (see side-venv above).
