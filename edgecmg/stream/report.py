@@ -272,6 +272,7 @@ def environment_info() -> dict[str, Any]:
         "torch": None,
         "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml"),
         "tensorrt": _module_version("tensorrt", "tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
+        "triton": _dist_version("triton", "pytorch-triton"),  # the kernels need 3.4 or later
         "opencv": _module_version("cv2"),
         "edgecmg": _dist_version("edgecmg"),
     }

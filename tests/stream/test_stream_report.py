@@ -79,12 +79,15 @@ def test_latency_fps_is_wall_clock_throughput():
 def test_environment_info_describes_this_machine():
     env = environment_info()
     for key in ("device", "device_type", "cpu", "cpu_cores", "python", "numpy", "torch", "onnxruntime",
-                "tensorrt", "opencv", "cuda_runtime", "nvidia_driver"):
+                "tensorrt", "triton", "opencv", "cuda_runtime", "nvidia_driver"):
         assert key in env
     assert isinstance(env["device"], str) and env["device"]
     assert env["device_type"] in ("cpu", "cuda")
     assert env["cpu_cores"] >= 1
     assert env["numpy"] == np.__version__ and env["opencv"] == cv2.__version__
+    from edgecmg.kernels import _common
+
+    assert env["triton"] == (_common.triton_version() if _common.triton_installed() else None)
     json.dumps(env)  # must be JSON-serialisable as is
 
 
