@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
-from edgecmg.imageio import list_images, read_image, read_image_size, resize_to_input, to_rgb_uint8
+from edgecmg.imageio import (list_images, read_image, read_image_size, resize_to_input, to_rgb_uint8,
+                             warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -319,7 +320,7 @@ class _Training:
 
     def _skip(self, path: Path, reason: str) -> None:
         self.skipped.append((path, reason))
-        log.warning("skipping unreadable image %s: %s", path, reason)
+        warn_unreadable(path, reason)
 
     def read_at(self, size: tuple[int, int], show: bool) -> list[np.ndarray]:
         """Every image as uint8 RGB at ``size``; files that fail to decode now (an intact header over
@@ -346,8 +347,7 @@ class _Training:
         self.sources = [self.sources[i] for i in kept]
         self.names = [self.names[i] for i in kept]
         self.shapes = [self.shapes[i] for i in kept]
-        if self.skipped:
-            log.warning("%d of %d image(s) skipped as unreadable", len(self.skipped), self.offered)
+        warn_skipped_count(len(self.skipped), self.offered)
         return frames
 
 

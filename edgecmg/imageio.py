@@ -372,6 +372,17 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     return found
 
 
+def warn_unreadable(path: PathLike, reason: str) -> None:
+    """The warning for one image skipped as unreadable (load_images, fit)."""
+    _log.warning("skipping unreadable image %s: %s", path, reason)
+
+
+def warn_skipped_count(skipped: int, total: int) -> None:
+    """The closing count of images skipped as unreadable, when there were any."""
+    if skipped:
+        _log.warning("%d of %d image(s) skipped as unreadable", skipped, total)
+
+
 def load_images(
     paths: Union[PathLike, Iterable[PathLike]],
     *,
@@ -400,12 +411,11 @@ def load_images(
         except DataError as exc:
             reason = str(exc)
             skipped.append((p, reason))
-            _log.warning("skipping unreadable image %s: %s", p, reason)
+            warn_unreadable(p, reason)
             if on_error is not None:
                 on_error(p, reason)
             continue
         images.append(img)
         ok.append(p)
-    if skipped:
-        _log.warning("%d of %d image(s) skipped as unreadable", len(skipped), len(skipped) + len(ok))
+    warn_skipped_count(len(skipped), len(skipped) + len(ok))
     return images, ok, skipped
