@@ -234,7 +234,9 @@ def _tile(block_k: int, block_cls: int, block_c: int, num_warps: int) -> dict:
 
 
 _CANDIDATES_HALF = [_tile(16, 128, 64, 8), _tile(32, 64, 64, 8)]
-_CANDIDATES_FP32 = [_tile(16, 128, 32, 8), _tile(16, 64, 32, 4)]
+# fp32 in cosine mode: 16 x 64 x 32 / 4 warps, 16 x 64 x 32 / 8 and 16 x 64 x 16 / 4 spill on sm_87 with
+# Triton 3.8 (torch 2.14.1's), 16 x 128 x 32 / 4 on sm_90 with 3.4; these two build clean with 3.4 to 3.9.
+_CANDIDATES_FP32 = [_tile(16, 128, 32, 8), _tile(16, 128, 16, 8)]
 _MAX_BLOCK_P = 32
 # The interpreter runs the smallest tiles a GPU tl.dot accepts (16), so tests exercise the same shapes;
 # a second candidate lets the tests drive the tuner (EDGECMG_AUTOTUNE=1).

@@ -192,7 +192,8 @@ def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, ca
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((out / "metrics.json").read_text())
     assert "per_image" not in printed and written["image_auroc"] == printed["image_auroc"]
-    rows = list(csv.DictReader((out / "scores.csv").open()))
+    with (out / "scores.csv").open(newline="") as scores_csv:
+        rows = list(csv.DictReader(scores_csv))
     assert len(rows) == 10 and sum(row["label"] == "1" for row in rows) == 5
     assert {row["defect_type"] for row in rows} == {"good", "defect"}
     threshold = Detector.load(small_artifact, backend="torch").threshold
