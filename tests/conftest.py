@@ -1,6 +1,7 @@
 """Shared fixtures: real data from ../shared/data and one small real model fitted per session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sys
@@ -9,6 +10,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 KOLEKTOR = REPO.parent / "shared" / "data" / "kolektorsdd"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_export_cache(tmp_path_factory):
+    """ONNX exports the tests cause (an .edgecmg opened with ONNX Runtime) go to a folder of the
+    session's own instead of the user's ~/.cache/edgecmg, which grew by about 19 MB a model per run."""
+    previous = os.environ.get("EDGECMG_CACHE_DIR")
+    os.environ["EDGECMG_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgecmg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EDGECMG_CACHE_DIR", None)
+    else:
+        os.environ["EDGECMG_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
