@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 # Environments with a torch of their own (torchvision 0.29.1 needs torch 2.14.1, .venv has 2.13.0).
 # $(call side-venv,DIR,REQUIREMENTS,EXTRAS): the pinned requirements first, then edgecmg on top with
 # them as constraints (-c), so that resolving edgecmg's extras can never move torch. pyproject.toml
-# asks only torch>=2.5, so no --no-deps is needed.
+# asks only torch>=2.5.0a0, so no --no-deps is needed.
 SIDE_PYTHON ?= $(PYTHON)
 define side-venv
 	$(SIDE_PYTHON) -m venv $(1)
@@ -49,9 +49,9 @@ test: $(VENV)/.installed $(CLIP_VENV)/.installed
 PYTHON310 ?= python3.10
 OLDEST_VENV ?= .venv-oldest
 
-$(OLDEST_VENV)/.installed: SIDE_PYTHON = $(PYTHON310)
-$(OLDEST_VENV)/.installed: tests/requirements-oldest.txt pyproject.toml
-	@$(PYTHON310) -c "import sys; assert sys.version_info[:2] == (3, 10)" 2>/dev/null || \
+$(OLDEST_VENV)/.installed: override SIDE_PYTHON = $(PYTHON310)
+$(OLDEST_VENV)/.installed: tests/requirements-oldest.txt pyproject.toml Makefile
+	@$(PYTHON310) -c "import sys; sys.exit(sys.version_info[:2] != (3, 10))" 2>/dev/null || \
 		{ echo "test-oldest needs Python 3.10: PYTHON310=/path/to/python3.10 make test-oldest"; exit 2; }
 	$(call side-venv,$(OLDEST_VENV),tests/requirements-oldest.txt,text$(COMMA)onnx$(COMMA)demo)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps "triton==3.4.0"

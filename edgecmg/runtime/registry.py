@@ -31,7 +31,8 @@ from typing import Any, Callable, Optional
 from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_available
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
-from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
+from edgecmg.runtime.onnx_runner import (OnnxRunner, available_providers, installed_ort_distributions,
+                                         provider_install_hint)
 
 log = logging.getLogger("edgecmg")
 
@@ -55,7 +56,8 @@ def _torch_cuda() -> bool:
         return False
 
 
-def _has_module(name: str) -> bool:
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported here, without importing it."""
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -64,7 +66,7 @@ def _has_module(name: str) -> bool:
 
 def _ort_provider(provider: str, *, needs_export: bool = False) -> Callable[[], bool]:
     def probe() -> bool:
-        if needs_export and not _has_module("onnx"):
+        if needs_export and not has_module("onnx"):
             return False
         return provider in available_providers()
 
@@ -141,7 +143,7 @@ SPECS: tuple[RunnerSpec, ...] = (
 
 
 def _torch_or_cudart() -> bool:
-    return _torch_cuda() or _has_module("cuda")
+    return _torch_cuda() or has_module("cuda")
 
 
 def _device_kind(device: Optional[str]) -> Optional[str]:
@@ -219,8 +221,10 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
         raise failed
     first = specs[0]
     wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
-    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",
-                                  first.hint or _HINTS[first.backend]())
+    hint = first.hint or _HINTS[first.backend]()
+    if ONNX_SUFFIX in first.suffixes and len(installed_ort_distributions()) > 1:
+        hint = provider_install_hint()  # an ONNX Runtime provider hidden by a second build: say so first
+    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)", hint)
 
 
 def _conversion_hint(suffix: str, backend: str) -> str:

@@ -247,6 +247,25 @@ def _nvidia_driver() -> Optional[str]:
     return None
 
 
+# edgecmg.kernels and edgecmg.runtime import torch, which environment_info must survive without.
+def _onnxruntime_version() -> Optional[str]:
+    try:
+        from edgecmg.runtime.onnx_runner import ORT_DISTRIBUTIONS
+    except Exception:  # noqa: BLE001
+        ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+    return _dist_version(*ORT_DISTRIBUTIONS)
+
+
+def _triton_version() -> Optional[str]:
+    try:
+        from edgecmg.kernels import _common
+    except Exception:  # noqa: BLE001
+        return _dist_version("triton", "pytorch-triton")
+    if not _common.triton_installed():
+        return None
+    return _common.triton_version() or "installed, version unknown"
+
+
 def environment_info() -> dict[str, Any]:
     """What a benchmark ran on: device, CPU, drivers and library versions (None = absent).
 
@@ -270,9 +289,9 @@ def environment_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": None,
-        "onnxruntime": _dist_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml"),
+        "onnxruntime": _onnxruntime_version(),
         "tensorrt": _module_version("tensorrt", "tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
-        "triton": _dist_version("triton", "pytorch-triton"),  # the kernels need 3.4 or later
+        "triton": _triton_version(),  # the kernels need 3.4 or later
         "opencv": _module_version("cv2"),
         "edgecmg": _dist_version("edgecmg"),
     }

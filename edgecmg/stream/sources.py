@@ -725,17 +725,21 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
     return open_capture
 
 
+def opencv_has_gstreamer() -> Optional[bool]:
+    """Whether this OpenCV can open GStreamer pipelines; None when it cannot tell (no videoio registry)."""
+    try:
+        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+    except Exception:  # noqa: BLE001 - an OpenCV without the registry API
+        return None
+
+
 def _gstreamer_hint(custom_opener: bool) -> str:
-    if not custom_opener:
-        try:
-            if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
-                return (
-                    "This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); "
-                    "on Jetson use the OpenCV that ships with JetPack (python3-opencv), or build OpenCV "
-                    "with -DWITH_GSTREAMER=ON."
-                )
-        except Exception:
-            pass
+    if not custom_opener and opencv_has_gstreamer() is False:
+        return (
+            "This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); "
+            "on Jetson use the OpenCV that ships with JetPack (python3-opencv), or build OpenCV "
+            "with -DWITH_GSTREAMER=ON."
+        )
     return "Check the pipeline with gst-launch-1.0 (replace appsink by fakesink) and that it ends in appsink."
 
 

@@ -67,3 +67,12 @@ def test_transformers_5_beside_an_older_torch_says_what_to_install(monkeypatch):
                         lambda name: "4.57.6" if name == "transformers" else real_version(name))
     monkeypatch.setattr(text.torch, "__version__", "2.5.1")
     assert text._transformers_needs_newer_torch() is None
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "5.25.0" if name == "transformers" else real_version(name))
+    monkeypatch.setattr(text.torch, "__version__", "2.6.0a0+ecf3bae40a.nv25.01")  # NVIDIA's pre-release
+    assert "this torch is 2.6.0a0" in text._transformers_needs_newer_torch()  # transformers disables it too
+    monkeypatch.setattr(text.torch, "__version__", "unknown")  # a version that cannot be read refuses nothing
+    assert text._transformers_needs_newer_torch() is None
+    monkeypatch.setattr(importlib.metadata, "version",  # a stale dist-info without METADATA
+                        lambda name: None if name == "transformers" else real_version(name))
+    assert text._transformers_needs_newer_torch() is None
