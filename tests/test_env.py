@@ -79,8 +79,11 @@ def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer)
     real = report.environment_info
     monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0"})
     monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: has_gstreamer)
-    found = [p for p in env_command.check_environment()["problems"] if "GStreamer" in p["problem"]]
+    problems = env_command.check_environment()["problems"]
+    found = [p for p in problems if "GStreamer" in p["problem"]]
     assert bool(found) is (has_gstreamer is False)
+    if not torch.cuda.is_available():  # this machine as a Jetson: a torch without CUDA is named too
+        assert any("this is a Jetson, but torch" in p["problem"] for p in problems)
     if found:
         assert "pip uninstall opencv-python-headless" in found[0]["fix"]
 

@@ -67,6 +67,11 @@ def check_environment() -> dict[str, Any]:
     from edgecmg.stream.sources import opencv_has_gstreamer
 
     cuda = info["device_type"] == "cuda"
+    if info["jetson_l4t"] and not cuda:
+        problems.append({"problem": f"this is a Jetson, but torch {torch.__version__} sees no CUDA device (a build "
+                                    "from PyPI, which has no Jetson CUDA, replacing JetPack's?)",
+                         "fix": "install NVIDIA's torch wheel for your JetPack; keep it when installing edgecmg "
+                                "(pyproject asks only torch>=2.5.0a0)"})
     numpy_abi = _numpy_abi_problem()
     if numpy_abi:
         problems.append({"problem": numpy_abi, "fix": "pip install 'numpy<2' (and 'opencv-python-headless<4.12', "
