@@ -107,6 +107,24 @@ def ort_float16_qdq():
 
 
 @pytest.fixture
+def block_import(monkeypatch):
+    """``block_import(name, message)``: from then on in the test, ``import name`` raises ImportError(message)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def block(blocked: str, message: str = "no module") -> None:
+        def fake_import(name, *args, **kwargs):
+            if name == blocked:
+                raise ImportError(message)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", fake_import)
+
+    return block
+
+
+@pytest.fixture
 def fake_tensorrt(monkeypatch):
     """Install a fake ``tensorrt`` module (TensorRT 10 flavour by default); returns its factory."""
     import fake_tensorrt as fake

@@ -150,17 +150,8 @@ def test_elpv_bad_arguments():
         elpv_dataset(train_fraction=1.0)
 
 
-def test_elpv_missing_package_says_how_to_install(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "elpv_dataset":
-            raise ImportError("no module")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+def test_elpv_missing_package_says_how_to_install(block_import):
+    block_import("elpv_dataset")
     with pytest.raises(DataError, match="pip install"):
         elpv_dataset()
 

@@ -96,25 +96,16 @@ def test_opencv_gstreamer_support_is_read_from_its_registry(monkeypatch):
     assert sources.opencv_has_gstreamer() is None
 
 
-def test_env_reports_what_cannot_be_imported_instead_of_failing(monkeypatch, capsys):
+def test_env_reports_what_cannot_be_imported_instead_of_failing(monkeypatch, capsys, block_import):
     """torch that does not import (on JetPack: a CUDA library it was built for is missing) and an
     onnxruntime half removed by uninstalling one of two builds: named as problems, exit status 1."""
-    import builtins
-
     from edgecmg.runtime import onnx_runner
 
     monkeypatch.setattr(onnx_runner, "import_onnxruntime", lambda: object())  # no get_available_providers
     broken = [p for p in env_command.check_environment()["problems"] if "cannot be used" in p["problem"]]
     assert broken and "pip uninstall -y onnxruntime" in broken[0]["fix"]
 
-    real_import = builtins.__import__
-
-    def no_torch(name, *args, **kwargs):
-        if name == "torch":
-            raise ImportError("libcusparseLt.so.0: cannot open shared object file")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_torch)
+    block_import("torch", "libcusparseLt.so.0: cannot open shared object file")
     report = env_command.check_environment()
     assert report["problems"][0]["problem"].startswith("torch cannot be imported (ImportError: libcusparseLt")
     assert report["backends"] == [] and main(["env"]) == 1
