@@ -137,6 +137,7 @@ def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_r
     # ONNX Runtime's graph optimiser mis-fuses float16 Q/DQ on the CPU (embeddings off by 200%), so it
     # is off here (ONNX's semantics are what TensorRT builds from; ONNX Runtime still casts around ops
     # it has no float16 kernel for, so this checks float16 rounding between ops).
+    ort_float16_qdq()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -175,6 +176,7 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
                       if n.name.startswith(SCORER_PREFIX) and n.op_type in ("MatMul", "Gemm")}
     assert {i.data_type for i in network.graph.initializer if i.name in scorer_weights} <= {onnx.TensorProto.FLOAT}
     # the fake engine runs that network with ONNX Runtime, graph optimisation off
+    ort_float16_qdq()
     with TensorRTRunner(engine, memory=fake.HostMemory) as runner:
         out = runner.infer(frames_and_labels[0])
         got = models.score_features(runner.host_scorer(), out) if runner.produces_features else out

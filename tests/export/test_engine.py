@@ -189,6 +189,7 @@ def test_int8_cast_pass_keeps_every_dequantized_weight(ort_float16_qdq):
         np.testing.assert_allclose(after[name], before[name], rtol=0, atol=step)
     dq = {n.name: n for n in half.graph.node}
     assert dq["dq_a"].input[0] != dq["dq_b"].input[0]  # the second scale got its own copy of the codes
+    ort_float16_qdq()
     x = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
