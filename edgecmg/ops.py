@@ -76,9 +76,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=1)
 def _note_old_triton() -> None:
     """Say once why a GPU runs the torch references although Triton is installed."""
-    log.info("triton %s is older than %s, the oldest the kernels are checked on: the torch references run the "
-             "memory-bank search and masked similarity (%s)", _common.triton_version(),
-             _common.TRITON_MIN_VERSION_TEXT, _common.TRITON_INSTALL_HINT)
+    log.info("%s, the oldest the kernels are checked on: the torch references run the memory-bank search and "
+             "masked similarity (%s)", _common.too_old_triton(), _common.TRITON_INSTALL_HINT)
 
 
 def _check_tensor(name: str, x, dims: tuple[int, ...]) -> None:

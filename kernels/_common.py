@@ -23,8 +23,8 @@ from typing import Callable, Optional, Sequence
 from edgecmg.errors import BackendUnavailableError
 
 TRITON_INSTALL_HINT = ("pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.4, CUDA GPU; or "
-                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 each torch pins its Triton, and torch 2.8 "
-                       "or later has 3.4+: upgrade torch, not Triton alone)")
+                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 each torch pins its Triton, and "
+                       "torch 2.8 or later has 3.4+: upgrade torch, not Triton alone)")
 # The oldest Triton the kernels are checked on. Before 3.4 the interpreter takes the kernels' string
 # annotations ("tl.constexpr", under `from __future__ import annotations`) for plain values; with that
 # worked around, 3.1's interpreter still returned wrong split-bank kNN indices (torch 2.5.1 + triton
@@ -63,19 +63,26 @@ def triton_installed() -> bool:
         return False
 
 
+def too_old_triton() -> Optional[str]:
+    """"triton X is older than 3.4" when the Triton found is one the kernels refuse, else None: the one
+    wording of the refusal, the GPU's fallback note and ``edgecmg env``."""
+    version = triton_version()
+    return f"triton {version} is older than {TRITON_MIN_VERSION_TEXT}" if _too_old(version) else None
+
+
 def triton_available() -> bool:
     """True when a Triton the kernels run on (``TRITON_MIN_VERSION`` or later) is installed. Does not
     import it."""
-    return triton_installed() and not _too_old(triton_version())
+    return triton_installed() and too_old_triton() is None
 
 
 def require_triton():
     """Import and return ``triton.language``; BackendUnavailableError when that fails or the installed
     Triton is older than ``TRITON_MIN_VERSION``."""
-    version = triton_version()
-    if _too_old(version):
-        raise BackendUnavailableError("triton", f"triton {version} is older than {TRITON_MIN_VERSION_TEXT}, the oldest "
-                                      "release the kernels are checked on", TRITON_INSTALL_HINT)
+    old = too_old_triton()
+    if old:
+        raise BackendUnavailableError("triton", f"{old}, the oldest release the kernels are checked on",
+                                      TRITON_INSTALL_HINT)
     try:
         import triton.language as tl
     except Exception as exc:  # ImportError, or a broken install raising something else

@@ -84,10 +84,10 @@ def check_environment() -> dict[str, Any]:
     if broken_ort:
         problems.append({"problem": broken_ort, "fix": "pip uninstall -y " + " ".join(onnxruntimes)
                          + ", then install the one build you need"})
-    if cuda and _common.triton_installed() and not _common.triton_available():
-        problems.append({"problem": f"triton {_common.triton_version()} is older than "
-                                    f"{_common.TRITON_MIN_VERSION_TEXT}: the torch references run instead of the "
-                                    "kernels", "fix": _common.TRITON_INSTALL_HINT})
+    old_triton = _common.too_old_triton() if _common.triton_installed() else None
+    if cuda and old_triton:
+        problems.append({"problem": f"{old_triton}: the torch references run instead of the kernels",
+                         "fix": _common.TRITON_INSTALL_HINT})
     text_mismatch = _transformers_needs_newer_torch()
     if text_mismatch:
         problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
