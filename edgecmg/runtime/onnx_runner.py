@@ -51,12 +51,12 @@ def installed_ort_distributions() -> list[str]:
     return found
 
 
-def provider_install_hint() -> str:
-    """What to do when an execution provider is missing: the general hint, or, when several ONNX
-    Runtime distributions share the module, how to keep only the GPU one."""
+def provider_install_hint(otherwise: str = ORT_INSTALL_HINT) -> str:
+    """What to do when an execution provider is missing: ``otherwise``, or, when several ONNX Runtime
+    distributions share the module, how to keep only the one needed."""
     found = installed_ort_distributions()
     if len(found) < 2:
-        return ORT_INSTALL_HINT
+        return otherwise
     return (f"{' and '.join(found)} are installed together and share one onnxruntime module, so the one installed last "
             f"decides which providers there are: pip uninstall -y {' '.join(found)}, then install only the build "
             "whose providers you need (for CUDA and TensorRT onnxruntime-gpu: pip install onnxruntime-gpu on x86-64; "

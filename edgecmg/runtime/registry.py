@@ -31,8 +31,7 @@ from typing import Any, Callable, Optional
 from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_available
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
-from edgecmg.runtime.onnx_runner import (OnnxRunner, available_providers, installed_ort_distributions,
-                                         provider_install_hint)
+from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
 
 log = logging.getLogger("edgecmg")
 
@@ -81,7 +80,7 @@ class RunnerSpec:
     available: Callable[[], bool]
     create: Callable[..., Runner]
     what: str = ""
-    hint: str = ""
+    hint: Optional[Callable[[], str]] = None  # what to do when it is not available; default: by backend
 
     @property
     def name(self) -> str:
@@ -130,9 +129,9 @@ SPECS: tuple[RunnerSpec, ...] = (
     RunnerSpec("tensorrt", "cuda", ENGINE_SUFFIXES, lambda: tensorrt_available() and _torch_or_cudart(),
                _tensorrt_runner, "TensorRT engine"),
     RunnerSpec("tensorrt", "cuda", (ONNX_SUFFIX,), _ort_provider("tensorrt"), _onnx_runner("tensorrt"),
-               "ONNX Runtime's TensorRT execution provider", "onnxruntime-gpu (pip install -e '.[onnx-gpu]' on x86-64; "
-               "on a Jetson, the wheel built for your JetPack), with TensorRT's libraries on the library path "
-               "(JetPack provides them)"),
+               "ONNX Runtime's TensorRT execution provider", lambda: provider_install_hint(
+                   "onnxruntime-gpu (pip install -e '.[onnx-gpu]' on x86-64; on a Jetson, the wheel built for your "
+                   "JetPack), with TensorRT's libraries on the library path (JetPack provides them)")),
     RunnerSpec("onnxruntime", "cuda", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cuda", needs_export=True),
                _onnx_runner("cuda"), "ONNX Runtime, CUDA execution provider"),
     RunnerSpec("torch", "cuda", (ARTIFACT_SUFFIX,), _torch_cuda, _torch_runner, "torch on CUDA"),
@@ -221,10 +220,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
         raise failed
     first = specs[0]
     wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
-    hint = first.hint or _HINTS[first.backend]()
-    if ONNX_SUFFIX in first.suffixes and len(installed_ort_distributions()) > 1:
-        hint = provider_install_hint()  # an ONNX Runtime provider hidden by a second build: say so first
-    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)", hint)
+    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",
+                                  (first.hint or _HINTS[first.backend])())
 
 
 def _conversion_hint(suffix: str, backend: str) -> str:
