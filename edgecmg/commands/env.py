@@ -24,11 +24,12 @@ def _numpy_abi_problem() -> str | None:
     return None
 
 
-def _onnxruntime_problem() -> str | None:
-    """An installed onnxruntime that cannot be used (a module half removed with one of two builds)."""
-    from edgecmg.runtime.onnx_runner import import_onnxruntime, installed_ort_distributions
+def _onnxruntime_problem(installed: list[str]) -> str | None:
+    """An installed onnxruntime (``installed``: its distributions) that cannot be used (a module half
+    removed with one of two builds)."""
+    from edgecmg.runtime.onnx_runner import import_onnxruntime
 
-    if not installed_ort_distributions():
+    if not installed:
         return None
     try:
         import_onnxruntime().get_available_providers()
@@ -80,7 +81,7 @@ def check_environment() -> dict[str, Any]:
     if len(onnxruntimes) > 1:
         problems.append({"problem": f"{' and '.join(onnxruntimes)} are installed together",
                          "fix": provider_install_hint()})
-    broken_ort = _onnxruntime_problem()
+    broken_ort = _onnxruntime_problem(onnxruntimes)
     if broken_ort:
         problems.append({"problem": broken_ort, "fix": "pip uninstall -y " + " ".join(onnxruntimes)
                          + ", then install the one build you need"})
