@@ -20,6 +20,7 @@ import time
 from importlib import metadata
 from typing import Callable, Optional, Sequence
 
+from edgecmg import distributions
 from edgecmg.errors import BackendUnavailableError
 
 TRITON_INSTALL_HINT = ("pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.4, CUDA GPU; or "
@@ -40,7 +41,7 @@ def triton_version() -> Optional[str]:
     module = sys.modules.get("triton")
     if getattr(module, "__version__", None):
         return str(module.__version__)
-    for dist in ("triton", "pytorch-triton", "triton-windows"):
+    for dist in distributions.TRITON:
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgecmg import distributions
 from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
@@ -14,11 +15,7 @@ ORT_INSTALL_HINT = ("pip install -e '.[onnx]' in the edgecmg clone (CPU); for th
                     "desktop: pip uninstall -y onnxruntime, then pip install -e '.[onnx-gpu]' (PyPI has no "
                     "onnxruntime-gpu for aarch64: on a Jetson, use the onnxruntime-gpu wheel built for your JetPack, "
                     "or run engines with TensorRT)")
-# Distributions that each install the one ``onnxruntime`` module. With two of them the one installed
-# last owns the shared files: a CPU build over a GPU build (e.g. a package that asks for plain
-# onnxruntime, installed after onnxruntime-gpu) hides the CUDA and TensorRT providers.
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
-                     "onnxruntime-qnn")
+ORT_DISTRIBUTIONS = distributions.ONNXRUNTIME  # see edgecmg.distributions
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TextIO,
 
 import numpy as np
 
+from edgecmg import distributions
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.fileio import atomic_write_bytes
 
@@ -247,20 +248,15 @@ def _nvidia_driver() -> Optional[str]:
     return None
 
 
-# edgecmg.kernels and edgecmg.runtime import torch, which environment_info must survive without.
 def _onnxruntime_version() -> Optional[str]:
-    try:
-        from edgecmg.runtime.onnx_runner import ORT_DISTRIBUTIONS
-    except Exception:  # noqa: BLE001
-        ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
-    return _dist_version(*ORT_DISTRIBUTIONS)
+    return _dist_version(*distributions.ONNXRUNTIME)
 
 
 def _triton_version() -> Optional[str]:
     try:
         from edgecmg.kernels import _common
-    except Exception:  # noqa: BLE001
-        return _dist_version("triton", "pytorch-triton")
+    except Exception:  # noqa: BLE001  (edgecmg.kernels imports torch, which environment_info must survive without)
+        return _dist_version(*distributions.TRITON)
     if not _common.triton_installed():
         return None
     return _common.triton_version() or "installed, version unknown"
