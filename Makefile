@@ -8,7 +8,7 @@ COMMA := ,
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-peer clean
+.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-peer clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,13 @@ bench-backends: $(VENV)/.installed
 
 bench-stream: $(VENV)/.installed
 	$(PY) benchmarks/bench_stream.py --out benchmarks/results/stream.md
+
+bench-soak: $(VENV)/.installed
+	$(PY) benchmarks/bench_soak.py --out benchmarks/results/soak.md
+
+# The README's `eval --out` walkthrough: its figures and docs/eval_*_kolektor.png.
+bench-eval: $(VENV)/.installed
+	$(PY) benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) $(OLDEST_VENV) build *.egg-info .pytest_cache
