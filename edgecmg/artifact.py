@@ -238,7 +238,10 @@ def read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such model file")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check its permissions") from exc
 
 
 def read_file(path: str | Path) -> tuple[bytes, str]:
@@ -261,6 +264,10 @@ def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[st
         if path.suffix.lower() in (".onnx", ".engine", ".plan"):
             # An exported or built file: it runs through Detector.load, but export/calibrate need the source.
             hint = f"; {path.suffix} files are exports: pass the .edgecmg model they were made from"
+        elif data[:1] == b"\x08":  # an ONNX ModelProto starts with its ir_version field (tag 1, varint)
+            hint = "; it looks like an ONNX export renamed: give it back its .onnx name"
+        elif data[:8] == b"EDGECMGE":  # edgecmg.engine's magic (engine imports this module)
+            hint = "; it is a TensorRT engine built by edgecmg: give it back its .engine name"
         raise ArtifactError(f"{path}: not an edgecmg model file (bad magic {magic!r}){hint}")
     if version > FORMAT_VERSION:
         raise ArtifactError(

@@ -66,14 +66,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images(item))
-    with output_folder(args.out) as out:
+    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"), overwrite=args.overwrite) as out:
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         overlay_names = unique_overlay_names(paths)
         # Unreadable files go to skipped.jsonl, apart from results.jsonl, whose every line is a verdict:
         # a script tells "not judged" from "not given" without meeting records that hold no score.
         # Both are written line by line, so they hold everything done whatever ends the run.
         skipped_path = out / "skipped.jsonl"
-        skipped_path.unlink(missing_ok=True)  # an earlier run's list into the same folder
+        skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
         skipped, skipped_file = 0, None
         with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl, ExitStack() as closing:
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
@@ -171,7 +171,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed
     # again if the evaluation fails before writing into it).
-    with output_folder(args.out) if args.out is not None else nullcontext():
+    with (output_folder(args.out, results=("metrics.json", "scores.csv"), overwrite=args.overwrite)
+          if args.out is not None else nullcontext()):
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
         metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's results.jsonl in --out (refused without it)")
     p.set_defaults(func=cmd_predict)
 
     p = command("eval", "image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
@@ -338,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(histogram of good and defective scores with the threshold) and hardest.png (heat maps of "
                    "the lowest-scored defects and highest-scored good parts) to DIR")
     p.add_argument("--threshold", type=float, help="override the fitted threshold (the verdicts and the report)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier report in --out (refused without it)")
     p.set_defaults(func=cmd_eval)
 
     p = command("threshold", "set a threshold on good images the model has not seen (e.g. frames of the line's "
@@ -412,8 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "it is read as fast as it decodes, so latency then includes the time frames wait in the "
                         "queue)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--save", help="write the overlay video here (.mp4 or .avi)")
-    p.add_argument("--jsonl", help="write one JSON line per frame here")
+    p.add_argument("--save", help="write the overlay video here (.mp4, .avi, .mov or .mkv); an existing file is "
+                   "refused unless --overwrite")
+    p.add_argument("--jsonl", help="one JSON line per frame, appended to this file (a restarted stream adds to it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save video")
     p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
                    "(default: beside --jsonl or --save; without either, the summary is only printed)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")

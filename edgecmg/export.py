@@ -210,8 +210,13 @@ def _load_proto(model_or_path):
         path = Path(model_or_path)
         if not path.is_file():
             raise ArtifactError(f"{path}: no such ONNX file")
-        with open(path, "rb") as handle:
-            magic = handle.read(8)
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(8)
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
+        if not magic:
+            raise ArtifactError(f"{path}: empty file (0 bytes), not an ONNX model; export or copy it again")
         if magic == ARTIFACT_MAGIC:  # the most likely mix-up: the fitted model instead of its export
             raise ArtifactError(f"{path} is an edgecmg model, not ONNX: export it first (`edgecmg export {path} "
                                 "--format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
@@ -221,7 +226,8 @@ def _load_proto(model_or_path):
         try:
             return onnx.load(str(path))
         except Exception as exc:  # DecodeError and friends
-            raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+            raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); the file is "
+                                "damaged or incomplete: export or copy it again") from exc
     return model_or_path
 
 

@@ -28,6 +28,9 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
     target = f"{what} {path}" if what else str(path)
     if exc.errno == errno.ENOSPC:
         return f"cannot write {target}: the disk is full ({exc.strerror}); free space or choose another place"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir or open under a path whose folder part is a file
+        blocker = f"{exc.filename}" if exc.filename and Path(exc.filename).is_file() else "a part of its folder path"
+        return f"cannot write {target}: {blocker} is a file, not a folder; choose another place"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"
     return f"cannot write {target}: {exc}; choose a writable place"

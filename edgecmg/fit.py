@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
-from edgecmg.imageio import (list_images, read_image, read_image_size, resize_to_input, to_rgb_uint8,
-                             warn_skipped_count, warn_unreadable)
+from edgecmg.imageio import (IMAGE_EXTENSIONS, list_images, read_image, read_image_size, resize_to_input,
+                             to_rgb_uint8, warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -144,8 +144,16 @@ def _require_enough(count: int, source: str) -> None:
 
 def training_images(data: str | Path) -> list[Path]:
     """The good images of DATA: an MVTec root (its ``train/good``), a folder or a glob pattern."""
-    good = Path(data) / "train" / "good"
-    return list_images(good if good.is_dir() else data)
+    root = Path(data)
+    good = root / "train" / "good"
+    if good.is_dir():
+        return list_images(good)
+    if (root / "test").is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        # An MVTec root without its training folder: a glob over it (what list_images' refusal of a
+        # folder without images suggests) would train on test/, defects included.
+        raise DataError(f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good "
+                        "images to fit on; put them there, or pass the folder of good images itself")
+    return list_images(data)
 
 
 def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,

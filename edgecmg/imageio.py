@@ -148,9 +148,31 @@ def _is_link_loop(path: Path) -> bool:
     return False
 
 
+def _check_pixel_count(path: Path, data: np.ndarray) -> None:
+    """Refuse a file whose header declares more pixels than Pillow's decompression-bomb limit
+    (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 megapixels by default), before anything decodes it:
+    OpenCV, which decodes first, would fill memory with a 30000x30000 picture from a file of a
+    few hundred kilobytes. Only the header is parsed; formats Pillow cannot parse are left to the
+    decoders."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # between 1x and 2x the limit
+            Image.open(io.BytesIO(data)).close()
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"image {path} is too large to decode ({str(exc).rstrip('.')}): a damaged header, or a picture that would take "
+            "gigabytes of memory; downscale or tile it, or raise Pillow's limit (PIL.Image.MAX_IMAGE_PIXELS) if "
+            "it is a real picture") from exc
+    except Exception:  # noqa: BLE001  (not Pillow's format, or a damaged header: the decoders decide)
+        return
+
+
 def _decode(path: Path) -> tuple[np.ndarray, str]:
     """Decode to a raw array; returns (array, channel order "bgr" or "rgb")."""
     data = _read_bytes(path)
+    _check_pixel_count(path, data)
     arr = None
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -165,7 +187,10 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixel_count passed it
+            im = Image.open(io.BytesIO(data.tobytes()))
+        with im:
             im.load()
             mode = im.mode
             if mode == "P":
@@ -183,7 +208,7 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
             f"cannot decode image {path}: neither OpenCV nor Pillow recognises its format (corrupt, "
             "truncated or not an image); re-export it or remove it from the folder"
         ) from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"cannot decode image {path}: the file is corrupt, truncated or not an image ({exc}); "
             "re-export it or remove it from the folder"

@@ -89,6 +89,10 @@ def test_newer_format_and_foreign_files_are_refused(small_artifact, tmp_path):
     exported.write_bytes(b"\x08\x08\x12\x07edgecmg" + b"\0" * 100)
     with pytest.raises(ArtifactError, match="pass the .edgecmg model they were made from"):
         artifact.load(exported)
+    renamed = tmp_path / "renamed.edgecmg"  # the same ONNX bytes under the artifact's suffix
+    renamed.write_bytes(exported.read_bytes())
+    with pytest.raises(ArtifactError, match="looks like an ONNX export renamed: give it back its .onnx name"):
+        artifact.load(renamed)
     with pytest.raises(ArtifactError, match="no such model file"):
         artifact.load(tmp_path / "missing.edgecmg")
 

@@ -112,7 +112,8 @@ def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small
     assert skipped["file"] == str(folder / "broken.png") and skipped["frame_index"] == 0
     assert "cannot decode image" in skipped["error"]
     (folder / "broken.png").unlink()  # a clean rerun into the same folder leaves no stale list
-    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 0
+    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch",
+                 "--overwrite"]) == 0
     assert not (out / "skipped.jsonl").exists()
 
 
@@ -280,8 +281,11 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
                  "--max-queue", "2", "--jsonl", str(jsonl)]) == 0
     assert time.perf_counter() - started >= 1.0
     assert "latency counts" not in capsys.readouterr().out
+    # --jsonl is appended to: the first run's 12 records stay ahead of the second run's
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert records[:12] == lines
     # paced like a camera it runs "latest": a frame is judged or dropped (a busy machine drops some)
-    judged = len(jsonl.read_text().splitlines())
+    judged = len(records) - 12
     row = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
     assert judged >= 1 and row["frames_yielded"] == judged and judged + row["frames_dropped"] == 12
 
@@ -427,9 +431,41 @@ def test_stream_save_creates_its_folder_and_refuses_a_name_opencv_cannot_write(s
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     capsys.readouterr()
+    # refused before the first frame: a name OpenCV cannot write, and an earlier run's video
+    jsonl = tmp_path / "frames.jsonl"
+    for save, expected in ((tmp_path / "out.xyz", "give a video file name ending in .mp4"),
+                           (saved, f"--save {saved} exists (an earlier run's?)")):
+        assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
+                     "--save", str(save), "--jsonl", str(jsonl)]) == 2
+        assert expected in capsys.readouterr().err
+        assert not jsonl.exists()
+    cap = cv2.VideoCapture(str(saved))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3  # the earlier video is intact
+    cap.release()
     assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch",
-                 "--save", str(tmp_path / "out.xyz")]) == 2
-    assert "cannot write the overlay video" in capsys.readouterr().err
+                 "--save", str(saved), "--overwrite", "--max-frames", "2"]) == 0
+    cap = cv2.VideoCapture(str(saved))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    cap.release()
+
+
+def test_stream_jsonl_under_a_file_is_refused_naming_the_option(small_artifact, kolektor_root, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--jsonl", str(blocker / "frames.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "--jsonl" in err and f"{blocker} is a file, not a folder" in err
+
+
+def test_stream_jsonl_starts_its_records_on_a_new_line_after_a_cut_one(small_artifact, kolektor_root, tmp_path):
+    jsonl = tmp_path / "frames.jsonl"
+    jsonl.write_text('{"frame_index": 0}\n{"frame_ind')  # the last run was killed mid-write
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--jsonl", str(jsonl), "--max-frames", "2"]) == 0
+    lines = jsonl.read_text().splitlines()
+    assert lines[:2] == ['{"frame_index": 0}', '{"frame_ind']
+    assert [json.loads(line)["frame_index"] for line in lines[2:]] == [0, 1]
 
 
 def _copy_frames(source_folder, folder, count):
@@ -551,6 +587,25 @@ def test_predict_and_eval_refuse_a_file_as_out_before_any_work(small_artifact, m
         assert main(["-q", *argv, "--out", str(taken), "--backend", "torch"]) == 2
         assert f"--out {taken}: a file of that name is in the way" in capsys.readouterr().err
     assert taken.read_text() == "keep me"
+
+
+def test_predict_and_eval_refuse_an_earlier_runs_results_unless_overwrite(small_artifact, mvtec_subset, tmp_path,
+                                                                          capsys):
+    images = str(mvtec_subset / "test" / "defect")
+    for argv, earlier in ((["predict", str(small_artifact), images], "results.jsonl"),
+                          (["eval", str(small_artifact), str(mvtec_subset)], "metrics.json and scores.csv")):
+        out = tmp_path / argv[0]
+        assert main(["-q", *argv, "--out", str(out), "--backend", "torch"]) == 0
+        marked = out / earlier.split()[0]
+        marked.write_text("the earlier run's\n")
+        capsys.readouterr()
+        assert main(["-q", *argv, "--out", str(out), "--backend", "torch"]) == 2
+        assert f"--out {out} holds an earlier run's {earlier}; give another folder, or add --overwrite" in \
+            capsys.readouterr().err
+        assert marked.read_text() == "the earlier run's\n"
+        assert main(["-q", *argv, "--out", str(out), "--backend", "torch", "--overwrite"]) == 0
+        text = marked.read_text()  # replaced by this run's
+        json.loads(text.splitlines()[0] if marked.suffix == ".jsonl" else text)
 
 
 def test_a_model_that_will_not_load_leaves_no_empty_out_folder(small_artifact, mvtec_subset, tmp_path, capsys):

@@ -58,5 +58,6 @@ def test_check_writable_names_the_place_and_leaves_nothing(tmp_path):
     assert list((tmp_path / "new").iterdir()) == []
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(OutputError, match=f"cannot write the engine {blocker / 'm.engine'}"):
+    with pytest.raises(OutputError, match=f"cannot write the engine {blocker / 'm.engine'}: {blocker} is a file, "
+                       "not a folder"):
         check_writable(blocker / "m.engine", what="the engine")

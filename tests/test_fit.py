@@ -151,6 +151,10 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
     assert training_images(str(kolektor_root / "train" / "good")) == kolektor_train
     assert training_images(str(kolektor_root / "train" / "good" / "kos01_*")) == [
         p for p in kolektor_train if p.name.startswith("kos01_")]
+    # an MVTec root without train/: refused, not searched (a glob over it would train on test/'s defects)
+    (tmp_path / "no_train" / "test" / "good").mkdir(parents=True)
+    with pytest.raises(DataError, match="looks like an MVTec root .* but has no train/good folder"):
+        training_images(tmp_path / "no_train")
     rgb = read_image(kolektor_train[0])
     gray = rgb[..., 0]
     (tmp_path / "broken.png").write_bytes(b"not a png")

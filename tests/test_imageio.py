@@ -140,6 +140,39 @@ def test_read_image_size_reads_headers_as_read_image_reads_pixels(tmp_path, monk
     assert read_image_size(tmp_path / "p.pgm") == (6, 10)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG of only a header declaring ``width`` x ``height`` 8-bit gray pixels (and no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_a_header_declaring_a_huge_picture_is_refused_before_decoding(tmp_path, monkeypatch, caplog):
+    """74 bytes that declare 30000x30000 pixels: OpenCV, which decodes first, would allocate for them
+    (a real such PNG took 18.5 GB); Pillow's decompression-bomb limit is checked first, for every
+    reader, and load_images skips the file by name."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(30000, 30000))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the file was decoded")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    for reader in (read_image, read_image_size, read_mask):
+        with pytest.raises(DataError, match=r"bomb\.png is too large to decode \(Image size \(900000000 pixels\)"):
+            reader(bomb)
+    monkeypatch.undo()
+    good = _save(tmp_path / "good.png", _rgb())
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        images, ok, skipped = load_images([bomb, good])
+    assert ok == [good] and [p for p, _ in skipped] == [bomb] and "bomb.png" in caplog.text
+
+
 def test_truncated_png_is_a_data_error(tmp_path):
     full = _save(tmp_path / "full.png", _rgb(64, 64)).read_bytes()
     (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])

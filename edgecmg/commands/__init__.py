@@ -16,15 +16,23 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def output_folder(path: str | Path, flag: str = "--out") -> Iterator[Path]:
+def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, ...] = (),
+                  overwrite: bool = False) -> Iterator[Path]:
     """Create the output folder ``path`` now, before any long work, so that a file in its place or
     an unwritable parent is a clear error naming it instead of a traceback after the run. A folder
     created here is removed again if the command fails before writing into it (a model that would
-    not load leaves nothing behind); anything written is kept."""
+    not load leaves nothing behind); anything written is kept.
+
+    results: the files a run writes there; a folder that already holds one of them holds an earlier
+    run's results, which are refused rather than replaced unless ``overwrite`` (``--overwrite``)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path}: a file of that name is in the way of the output folder; "
                           "give a folder name (new or existing)")
+    earlier = [name for name in results if (path / name).exists()]
+    if earlier and not overwrite:
+        raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; give another folder, or "
+                          "add --overwrite to replace them")
     # Folders this call creates, innermost first: ``--out a/b`` may create ``a`` too.
     created = [folder for folder in (path, *path.parents) if not folder.exists()]
     try:
@@ -40,3 +48,20 @@ def output_folder(path: str | Path, flag: str = "--out") -> Iterator[Path]:
                 break
             folder.rmdir()
         raise
+
+
+def output_file(path: str | Path, flag: str, *, overwrite: bool | None = None) -> Path:
+    """Check the output file ``path`` of option ``flag`` before a long run: its folder is created and
+    written to at once (a clear error naming ``flag`` otherwise), and an existing file is refused
+    unless ``overwrite`` (``--overwrite``; None: the caller appends to it, or replaces it by design)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: that is a folder; give a file name")
+    if overwrite is False and path.exists():
+        raise ConfigError(f"{flag} {path} exists (an earlier run's?); give another name, or add --overwrite to "
+                          "replace it")
+    try:
+        check_writable(path)
+    except OutputError as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+    return path

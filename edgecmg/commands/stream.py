@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 
-from edgecmg.commands import Terminated
+from edgecmg.commands import Terminated, output_file
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
 from edgecmg.stream.report import LiveStatusLine
@@ -40,9 +40,12 @@ def run_stream(args: argparse.Namespace) -> int:
     except BaseException:
         detector.close()
         raise
-    for output in (args.save, args.jsonl):
-        if output:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_outputs(args)  # after the source opened: a mistyped source leaves no folder behind
+    except BaseException:
+        run.close()
+        detector.close()
+        raise
     video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
@@ -51,7 +54,7 @@ def run_stream(args: argparse.Namespace) -> int:
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
-        jsonl = open(args.jsonl, "w", encoding="utf-8", buffering=1) if args.jsonl else None
+        jsonl = open_appending(args.jsonl) if args.jsonl else None
         with run:
             for count, result in enumerate(run, start=1):
                 anomalies += result.is_anomaly
@@ -102,6 +105,37 @@ def run_stream(args: argparse.Namespace) -> int:
             # The run already failed (perhaps on the same disk): its error is the one to report.
             log.error("the stream summary could not be written: %s", exc)
     return 0
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")  # containers OpenCV writes MPEG-4 ("mp4v") into
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """--save, --jsonl and --report, checked before the first frame: a name OpenCV cannot write, an
+    unwritable folder or an earlier video would otherwise end the run after it."""
+    if args.save:
+        if Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:
+            raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+        output_file(args.save, "--save", overwrite=args.overwrite)
+    if args.jsonl:
+        output_file(args.jsonl, "--jsonl")  # appended to: an earlier run's records stay
+    if args.report:
+        output_file(Path(args.report) / "stream_summary.json", "--report")
+
+
+def open_appending(path: str):
+    """--jsonl, line-buffered for appending; a last line cut short (a run killed mid-write) is ended
+    first, so that the new records start on lines of their own."""
+    path = Path(path)
+    ends_cut = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, 2)
+            ends_cut = handle.read(1) != b"\n"
+    handle = open(path, "a", encoding="utf-8", buffering=1)
+    if ends_cut:
+        handle.write("\n")
+    return handle
 
 
 def open_window() -> None:

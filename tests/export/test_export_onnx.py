@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -220,6 +222,13 @@ def test_damaged_or_unsealed_onnx_files(full_onnx, featurizer_onnx, tmp_path, ca
         onnx.load(str(damaged))  # still a well-formed protobuf: only the checksum can tell
         with pytest.raises(ArtifactError, match="graph checksum mismatch"):
             Detector.load(damaged, backend="onnxruntime")
+    # an empty file, and one cut short in a copy: each named for what it is, with what to do
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "cut.onnx").write_bytes(full_onnx.read_bytes()[:50_000])
+    for name, expected in (("empty.onnx", "empty file (0 bytes), not an ONNX model; export or copy it again"),
+                           ("cut.onnx", "the file is damaged or incomplete: export or copy it again")):
+        with pytest.raises(ArtifactError, match=re.escape(expected)):
+            Detector.load(tmp_path / name, backend="onnxruntime")
     # a file exported before checksums: loads, with a warning that says how to add one
     proto = onnx.load(str(full_onnx))
     kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
