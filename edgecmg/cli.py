@@ -12,6 +12,8 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from edgecmg import __version__
 from edgecmg.commands import Terminated, output_folder
 from edgecmg.config import StreamConfig
@@ -464,7 +466,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        return args.func(args)
+        # Log lines go above the progress bars instead of into the middle of one (fit's skipped files).
+        with logging_redirect_tqdm():
+            return args.func(args)
     except EdgeCMGError as exc:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
         return 2
