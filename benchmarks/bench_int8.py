@@ -106,7 +106,7 @@ def load_test(samples, size, with_masks):
         frames.append(resize_to_input(image, (h, w)))
         if with_masks:
             mask = sample_mask(s, image.shape[:2])
-            masks.append(None if mask is None else resize_mask(mask, (w, h)))
+            masks.append(None if mask is None else resize_mask(mask, (h, w)))
     return raw, np.stack(frames), [s.label for s in samples], (masks if with_masks else None)
 
 

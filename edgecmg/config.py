@@ -4,7 +4,7 @@ The CLI turns flags into these; no config dicts are threaded through layers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Optional
 
 import numpy as np
@@ -158,9 +158,9 @@ class ModelConfig:
         # sigma 0 gives NaN smoothing taps (0/0); a negative one has no meaning.
         if not self.smoothing_sigma > 0:
             raise ConfigError(f"smoothing_sigma={self.smoothing_sigma} must be > 0 pixels (default 4)")
-        if not 0.0 <= self.threshold_quantile <= 1.0:
-            raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in [0, 1] (default 0.99: "
-                              "1% of held-out good parts flagged)")
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in (0, 1] (default 0.99: "
+                              "1% of held-out good parts flagged; 1: none of them)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1 (default 8)")
         if self.matcher not in ("zeroshot", "clip"):
@@ -308,7 +308,6 @@ class StreamConfig:
     stall_warn_s: Optional[float] = 10.0
     loop: bool = False
     realtime: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_field_types(self)

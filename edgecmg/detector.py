@@ -75,14 +75,16 @@ class Detector:
         return cls(runner, threshold=threshold, scorer=scorer)
 
     @classmethod
-    def from_model(cls, model: Any, metadata: dict, *, device: str = "cpu",
+    def from_model(cls, model: Any, metadata: dict, *, device: Optional[str] = None,
                    threshold: Optional[float] = None) -> "Detector":
         """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner.
 
+        device: as in :meth:`load`: ``None`` (the GPU where torch sees one, else the CPU), "cpu",
+            "cuda" or "cuda:N".
         threshold: overrides the threshold stored at fit time.
         """
         from edgecmg.model.detector import CMGModel
-        from edgecmg.runtime.registry import check_torch_device
+        from edgecmg.runtime.registry import check_torch_device, torch_cuda_available
         from edgecmg.runtime.torch_runner import TorchRunner
 
         if isinstance(model, (str, Path)):
@@ -98,6 +100,8 @@ class Detector:
             raise ConfigError(f"from_model needs the metadata dict fit returned with the model (it holds "
                               f"{', '.join(missing)}), got {type(metadata).__name__}"
                               + (f" without {', '.join(missing)}" if isinstance(metadata, dict) else ""))
+        if device is None:
+            device = "cuda" if torch_cuda_available() else "cpu"
         runner = TorchRunner("<memory>", metadata, device=check_torch_device(device), model=model)
         return cls(runner, threshold=threshold)
 

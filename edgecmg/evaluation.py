@@ -18,7 +18,7 @@ from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES
-from edgecmg.imageio import read_image
+from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, verdict_counts
 
 log = logging.getLogger("edgecmg")
@@ -28,12 +28,13 @@ _CELL_HEIGHT = 320  # pixels per picture in hardest.png
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Boolean mask resized to ``size`` = (width, height).
+    """Boolean mask resized to ``size`` = (height, width), as :func:`edgecmg.imageio.resize_to_input`.
 
     A pixel counts as defective when the defect covers any part of it (area resampling, then > 0),
     so one-pixel cracks survive the downscale to the model size; nearest neighbour can drop them.
     """
-    return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+    height, width = size
+    return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
 
 
 def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: bool = True,
@@ -72,8 +73,14 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
                 masks_skipped.append(str(sample.mask_path))
                 mask = None
             # Parts differ slightly in size; pixel metrics are taken at the model's input size.
-            masks.append(None if mask is None else resize_mask(mask, size))
+            masks.append(None if mask is None else resize_mask(mask, detector.input_size))
             maps.append(cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR))
+    for label, kind in ((0, "good"), (1, "defective")):
+        given = [s for s in samples if s.label == label]
+        if given and label not in labels:  # else metrics would only say "labels are empty"
+            raise DataError(f"none of the {len(given)} {kind} test image(s) could be read (the first: {given[0].path}; "
+                            "each is named in the warnings above): AUROC needs good and defective images; replace "
+                            "or re-export them")
     metrics = evaluate(labels, scores, masks if has_masks else None, maps if has_masks else None)
     latency = np.asarray(latencies)
     metrics.update({
@@ -104,8 +111,8 @@ def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
-def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: float = ModelConfig.threshold_quantile, *,
-                        progress: bool = True) -> dict:
+def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | Path],
+                        quantile: float = ModelConfig.threshold_quantile, *, progress: bool = True) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
     image scores, so about 1 - quantile of such parts are flagged. For frames from the line's own
     capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
@@ -113,9 +120,14 @@ def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: flo
 
     Returns {threshold, quantile, images, skipped, stored_threshold, stored_flags (of these images),
     flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
+
+    paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
     """
-    if not 0.0 < quantile < 1.0:
-        raise ConfigError(f"quantile={quantile} must be between 0 and 1 (0.99: about 1 good part in 100 flagged)")
+    if not 0.0 < quantile <= 1.0:
+        raise ConfigError(f"quantile={quantile} must be in (0, 1] (0.99: about 1 good part in 100 flagged; 1: "
+                          "none of these)")
+    if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
+        paths = list_images(paths)
     scores, skipped = [], []
     for path in tqdm(paths, desc="threshold", unit="img", disable=not progress):
         try:
@@ -129,7 +141,7 @@ def threshold_from_good(detector: Detector, paths: Sequence[Path], quantile: flo
         raise DataError(f"none of the {len(paths)} good image(s) could be read: no threshold can be set")
     # The q quantile of fewer than 1 / (1 - q) scores is their maximum (the 0.99 quantile needs 100
     # images to be more), and under 20 any quantile is a rough guess (fit's rule for its held-out set).
-    enough = max(FEW_THRESHOLD_IMAGES, int(np.ceil(1 / (1 - quantile))))
+    enough = FEW_THRESHOLD_IMAGES if quantile == 1.0 else max(FEW_THRESHOLD_IMAGES, int(np.ceil(1 / (1 - quantile))))
     if len(scores) < enough:
         log.warning("the threshold is set on %d good image(s): the %g quantile of fewer than %d scores is about "
                     "their highest, which it then flags; judge %d or more for a threshold to rely on",
@@ -198,7 +210,7 @@ def _hardest_row(detector: Detector, samples: list[Sample]) -> tuple[list[np.nda
             log.warning("drawn without its outline: %s", exc)
             mask = None
         if mask is not None and mask.any():
-            outline = resize_mask(mask, size).astype(np.uint8)
+            outline = resize_mask(mask, size[::-1]).astype(np.uint8)
             contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(overlay, contours, -1, _TRUTH_RGB, thickness=1)
         if sample.label == 1:

@@ -54,9 +54,10 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     """Normalise one frame to contiguous ``uint8`` ``[H, W, 3]`` RGB.
 
     Accepted: ``[H, W]`` / ``[H, W, 1]`` gray (replicated), ``[H, W, 3]`` colour, ``[H, W, 4]``
-    colour + alpha (alpha dropped: stream frames are opaque, and compositing would cost time per
-    frame). Dtypes: ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other integers that
-    hold 0..255; floats in [0, 1].
+    colour + alpha and ``[H, W, 2]`` gray + alpha (composited onto black, as :func:`read_image`
+    does, so a frame judges as its file would; an alpha that is opaque everywhere, as a camera's
+    is, is only dropped). Dtypes: ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other
+    integers that hold 0..255; floats in [0, 1].
 
     Args:
         bgr: the channels are in OpenCV's BGR(A) order and are swapped to RGB.
@@ -71,9 +72,10 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
         raise DataError(
-            f"a frame of shape {arr.shape} is not an image: expected HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA)"
+            f"a frame of shape {arr.shape} is not an image: expected HxW (gray), HxWx3 (RGB), HxWx4 (RGBA) or "
+            "HxWx2 (gray + alpha)"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"a frame of shape {arr.shape} has no pixels")
@@ -100,11 +102,18 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
             )
         arr = arr.astype(np.uint8)
 
+    if arr.ndim == 3 and arr.shape[2] in (2, 4) and arr[:, :, -1].min() < 255:
+        # Composited onto black (colour x alpha), the rule read_image applies to files.
+        alpha = arr[:, :, -1:].astype(np.float32) / 255.0
+        arr = np.rint(arr[:, :, :-1].astype(np.float32) * alpha).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] <= 2:  # gray (+ an opaque alpha, dropped)
+        arr = np.ascontiguousarray(arr[:, :, 0])
+
     # Channel conversions through OpenCV: numpy's strided channel flip (arr[:, :, ::-1]) costs
     # 4.9 ms on a 1280x720 frame against 0.13 ms here, which a 30 fps stream cannot afford.
     if arr.ndim == 2:
         out = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    elif arr.shape[2] == 4:  # alpha dropped
+    elif arr.shape[2] == 4:  # opaque alpha dropped
         out = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
     elif bgr:
         out = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)

@@ -50,7 +50,7 @@ class Timings:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: == on the arrays inside would raise
 class Result:
     """What a detector says about one frame.
 

@@ -749,7 +749,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
     assert "use it with --threshold" in capsys.readouterr().out
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "1.5"]) == 2
-    assert "quantile=1.5 must be between 0 and 1" in capsys.readouterr().err
+    assert "quantile=1.5 must be in (0, 1]" in capsys.readouterr().err
 
     # eval judges at the threshold it is given: the verdict counts follow it
     for threshold in (found["threshold"], -1e6):

@@ -228,7 +228,18 @@ def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_
         with pytest.raises(BackendUnavailableError, match="device='cuda': this torch has no CUDA"):
             Detector.from_model(model, metadata, device="cuda")
     frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
-    assert Detector.from_model(model, metadata, threshold=0.0).predict(frame).overlay().shape == frame.shape
+    detector = Detector.from_model(model, metadata, threshold=0.0)
+    assert detector.predict(frame).overlay().shape == frame.shape
+    # device=None, as in Detector.load: the GPU where torch sees one
+    assert detector.runner.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_results_compare_by_identity(detector, kolektor_root):
+    """Two verdicts on one frame hold equal scores; == must not reach the arrays inside (it raised)."""
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    first, second = detector.predict(frame), detector.predict(frame)
+    assert first.score == second.score
+    assert first == first and first != second and [first, second].index(second) == 1
 
 
 def test_what_is_not_a_frame_is_named_briefly_and_pointed_the_right_way(detector, kolektor_root, tmp_path):

@@ -1,4 +1,6 @@
+import cv2
 import numpy as np
+import pytest
 
 from edgecmg.evaluation import pick_hardest, resize_mask
 
@@ -6,7 +8,7 @@ from edgecmg.evaluation import pick_hardest, resize_mask
 def test_resize_mask_keeps_a_one_pixel_crack_when_downscaling():
     mask = np.zeros((645, 256), bool)
     mask[300, 40:200] = True  # a one-pixel crack, as in KolektorSDD
-    out = resize_mask(mask, (192, 512))
+    out = resize_mask(mask, (512, 192))  # (height, width)
     assert out.shape == (512, 192) and out.dtype == bool
     rows = np.flatnonzero(out.any(axis=1))
     assert 1 <= len(rows) <= 2 and abs(rows[0] - 300 * 512 / 645) <= 1.5
@@ -17,7 +19,8 @@ def test_resize_mask_keeps_a_region_and_an_empty_mask():
     mask = np.zeros((100, 100), bool)
     mask[20:60, 30:70] = True
     assert resize_mask(mask, (50, 50)).sum() == 400
-    assert not resize_mask(np.zeros((64, 64), bool), (32, 48)).any()
+    empty = resize_mask(np.zeros((64, 64), bool), (32, 48))
+    assert empty.shape == (32, 48) and not empty.any()
 
 
 def test_pick_hardest_takes_the_lowest_defects_and_the_highest_good_parts():
@@ -51,3 +54,38 @@ def test_hardest_cases_keeps_each_group_on_its_own_row(small_artifact, kolektor_
     assert sheet[:60, column_w:].max() <= 40 and (sheet[64:cell_h - 4, column_w:] == 40).all()
     detector.threshold = 0.0  # the heat map's colour scale needs a positive threshold: nothing is drawn
     assert hardest_cases(detector, chosen, records) is None
+
+
+def test_threshold_from_good_takes_a_folder_and_the_highest_score_at_quantile_1(small_artifact, kolektor_root,
+                                                                                tmp_path):
+    """A folder given as one string is listed, not read one character at a time (as it was)."""
+    import shutil
+
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import threshold_from_good
+    from edgecmg.imageio import read_image
+
+    folder = tmp_path / "good frames"
+    folder.mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        shutil.copy(path, folder / path.name)
+    detector = Detector.load(small_artifact, backend="torch")
+    found = threshold_from_good(detector, str(folder), quantile=1.0, progress=False)
+    scores = [detector.predict(read_image(p)).score for p in sorted(folder.iterdir())]
+    assert found["images"] == 3 and found["threshold"] == pytest.approx(max(scores))
+    assert found["flags"] == 1  # score >= threshold: the highest itself
+
+
+def test_evaluation_whose_defective_images_all_fail_to_read_says_so(small_artifact, tmp_path):
+    from edgecmg.datasets import Sample
+    from edgecmg.detector import Detector
+    from edgecmg.errors import DataError
+    from edgecmg.evaluation import evaluate_detector
+
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((64, 32, 3), 128, np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    samples = [Sample(good, 0, "good"), Sample(broken, 1, "crack")]
+    with pytest.raises(DataError, match=r"none of the 1 defective test image\(s\) could be read \(the first: .*broken"):
+        evaluate_detector(Detector.load(small_artifact, backend="torch"), samples, progress=False)

@@ -46,7 +46,8 @@ _HINTS = {
 }
 
 
-def _torch_cuda() -> bool:
+def torch_cuda_available() -> bool:
+    """Whether torch imports here and sees a CUDA device."""
     try:
         import torch
 
@@ -134,7 +135,7 @@ SPECS: tuple[RunnerSpec, ...] = (
                    "JetPack), with TensorRT's libraries on the library path (JetPack provides them)")),
     RunnerSpec("onnxruntime", "cuda", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cuda", needs_export=True),
                _onnx_runner("cuda"), "ONNX Runtime, CUDA execution provider"),
-    RunnerSpec("torch", "cuda", (ARTIFACT_SUFFIX,), _torch_cuda, _torch_runner, "torch on CUDA"),
+    RunnerSpec("torch", "cuda", (ARTIFACT_SUFFIX,), torch_cuda_available, _torch_runner, "torch on CUDA"),
     RunnerSpec("onnxruntime", "cpu", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cpu", needs_export=True),
                _onnx_runner("cpu"), "ONNX Runtime, CPU execution provider"),
     RunnerSpec("torch", "cpu", (ARTIFACT_SUFFIX,), lambda: True, _torch_runner, "torch on CPU"),
@@ -142,7 +143,7 @@ SPECS: tuple[RunnerSpec, ...] = (
 
 
 def _torch_or_cudart() -> bool:
-    return _torch_cuda() or has_module("cuda")
+    return torch_cuda_available() or has_module("cuda")
 
 
 def _device_kind(device: Optional[str]) -> Optional[str]:
@@ -157,7 +158,7 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
 
 def check_torch_device(device: str) -> str:
     """``device`` for the torch backend ("cpu", "cuda" or "cuda:N"), refused where this torch has no CUDA."""
-    if _device_kind(device) == "cuda" and not _torch_cuda():
+    if _device_kind(device) == "cuda" and not torch_cuda_available():
         raise BackendUnavailableError("torch", f"device={device!r}: this torch has no CUDA device", _HINTS["torch"]())
     return device
 
@@ -219,8 +220,12 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     if failed is not None:  # the cause that matters, not "nothing else is available"
         raise failed
     first = specs[0]
-    wanted = first.name if backend != "auto" else f"any of {', '.join(s.name for s in specs)}"
-    raise BackendUnavailableError(first.backend, f"{wanted} cannot run here ({first.what} not available)",
+    if backend != "auto":
+        reason = f"{first.name} cannot run here ({first.what} not available)"
+    else:  # each candidate's own reason: the first alone hid that e.g. CUDA was missing for all of them
+        reason = (f"none of the runners for {suffix} files on {device or 'any device'} can run here ("
+                  + "; ".join(f"{s.name}: {s.what} not available" for s in specs) + ")")
+    raise BackendUnavailableError(backend if backend == "auto" else first.backend, reason,
                                   (first.hint or _HINTS[first.backend])())
 
 

@@ -102,6 +102,12 @@ def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
         make_runner(featurizer_onnx, "onnxruntime", "cpu")
     specs = candidate_specs(featurizer_onnx, "tensorrt")
     assert [s.device for s in specs] == ["cuda"]
+    # auto on a device nothing here can use: every candidate's reason, not only the first's
+    with pytest.raises(BackendUnavailableError, match=r"backend 'auto' is unavailable: none of the runners for "
+                       r"\.onnx files on cuda can run here \(tensorrt-cuda: .*; onnxruntime-cuda: ONNX Runtime, "
+                       r"CUDA execution provider not available\)") as caught:
+        make_runner(featurizer_onnx, "auto", "cuda")
+    assert caught.value.backend == "auto"
 
 
 def test_a_missing_gpu_provider_says_how_to_get_it(featurizer_onnx, monkeypatch):

@@ -181,7 +181,7 @@ def test_image_folder_loop_and_realtime(image_folder):
         (np.full((4, 5, 1), 9, np.uint8), 9),
         (np.full((4, 5, 3), 65535, np.uint16), 255),
         (np.full((4, 5, 3), 257 * 10, np.uint16), 10),
-        (np.full((4, 5, 4), 50, np.uint8), 50),
+        (np.dstack([np.full((4, 5, 3), 50, np.uint8), np.full((4, 5), 255, np.uint8)]), 50),  # opaque RGBA
         (np.full((4, 5, 3), 1.0, np.float32), 255),
         (np.full((4, 5), True), 255),
         (np.full((4, 5, 3), 12, np.int64), 12),
@@ -196,11 +196,26 @@ def test_iterable_frames_are_normalised_to_uint8_rgb(frame, expected):
 
 def test_rgba_keeps_colour_order_and_bgr_is_swapped():
     rgba = np.zeros((2, 2, 4), np.uint8)
-    rgba[..., 0], rgba[..., 3] = 255, 10
+    rgba[..., 0], rgba[..., 3] = 255, 255
     assert (to_rgb_uint8(rgba)[..., 0] == 255).all()
     bgr = np.zeros((2, 2, 3), np.uint8)
     bgr[..., 0] = 200
     assert (to_rgb_uint8(bgr, bgr=True)[..., 2] == 200).all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_translucent_frame_is_composited_as_its_file_is_read(tmp_path, mode):
+    """predict(array) and fit / predict(file) must see the same pixels: both composite onto black."""
+    from PIL import Image
+
+    from edgecmg.imageio import read_image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (6, 7, 4 if mode == "RGBA" else 2), dtype=np.uint8)
+    Image.fromarray(array, mode).save(tmp_path / "frame.png")
+    np.testing.assert_array_equal(to_rgb_uint8(array), read_image(tmp_path / "frame.png"))
+    bgra = array[:, :, [2, 1, 0, 3]] if mode == "RGBA" else array
+    np.testing.assert_array_equal(to_rgb_uint8(bgra, bgr=mode == "RGBA"), read_image(tmp_path / "frame.png"))
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
@@ -209,6 +224,8 @@ def test_channel_conversion_matches_numpy_on_strided_views(channels, bgr):
     # OpenCV does the conversion (speed); numpy indexing is the oracle, on a non-contiguous view.
     rng = np.random.default_rng(channels)
     full = rng.integers(0, 256, (9, 14, channels), dtype=np.uint8)
+    if channels == 4:
+        full[:, :, 3] = 255  # opaque, as a camera's: dropped (a translucent frame is composited, above)
     view = full[1::2, ::3] if channels > 1 else full[1::2, ::3, 0]
     got = to_rgb_uint8(view, bgr=bgr)
     if channels == 1:
@@ -234,7 +251,7 @@ def test_iterable_frames_are_copied_so_a_reused_buffer_is_safe():
 @pytest.mark.parametrize(
     "bad,match",
     [
-        (np.zeros((4, 5, 2), np.uint8), "not an image"),
+        (np.zeros((4, 5, 5), np.uint8), "not an image"),
         (np.full((4, 5, 3), 2.0, np.float32), r"\[0, 1\]"),
         (np.full((4, 5, 3), 300, np.int32), "0..255"),
         (np.zeros((0, 5, 3), np.uint8), "no pixels"),
