@@ -22,17 +22,19 @@ from pathlib import Path
 
 from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 from edgecmg.cli import main as edgecmg_cli
+from edgecmg.evaluation import pick_hardest
 from edgecmg.stream.report import environment_info
 
 PROMPT = "a photo of a metal commutator"
 
 
-def lowest_defects(scores_csv: Path, count: int) -> list[str]:
-    """File stems of the ``count`` defective parts scored lowest (hardest.png's top row)."""
+def lowest_defects(scores_csv: Path) -> tuple[list[str], int]:
+    """File stems of the defective parts hardest.png's top row shows (the lowest-scored), and how
+    many of them the stored threshold misses."""
     with scores_csv.open(newline="") as handle:
-        defects = [row for row in csv.DictReader(handle) if row["label"] == "1"]
-    defects.sort(key=lambda row: float(row["score"]))
-    return [Path(row["file"]).stem for row in defects[:count]]
+        records = [{**row, "label": int(row["label"]), "score": float(row["score"])} for row in csv.DictReader(handle)]
+    lowest, _ = pick_hardest(records)
+    return [Path(r["file"]).stem for r in lowest], sum(r["is_anomaly"] == "False" for r in lowest)
 
 
 def summary(metrics: dict, lowest: list[str], missed_lowest: int, env: dict) -> str:
@@ -63,13 +65,11 @@ def main() -> int:
             if code != 0:
                 raise SystemExit(f"edgecmg {' '.join(command)} exited with {code}")
         metrics = json.loads((report / "metrics.json").read_text())
-        lowest = lowest_defects(report / "scores.csv", 4)
-        with (report / "scores.csv").open(newline="") as handle:
-            missed = {Path(r["file"]).stem for r in csv.DictReader(handle) if r["label"] == "1" and r["is_anomaly"] == "False"}
+        lowest, missed_lowest = lowest_defects(report / "scores.csv")
         args.docs.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report / "scores.png", args.docs / "eval_scores_kolektor.png")
         shutil.copyfile(report / "hardest.png", args.docs / "eval_hardest_kolektor.png")
-    text = summary(metrics, lowest, sum(name in missed for name in lowest), environment_info())
+    text = summary(metrics, lowest, missed_lowest, environment_info())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from edgecmg import magic
 from edgecmg.errors import ArtifactError, ConfigError
 from edgecmg.fileio import atomic_write_bytes, check_writable
 from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
@@ -38,7 +39,7 @@ from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level,
 from edgecmg.model.layouts import FEATURE_LAYOUTS
 from edgecmg.model.matcher import build_matcher
 
-MAGIC = b"EDGECMG\0"
+MAGIC = magic.ARTIFACT
 # 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
 # 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction"); files
 # without it load with the maximum, and an older edgecmg, which would score by the maximum against a
@@ -258,17 +259,17 @@ def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[st
         data = read_bytes(path)
     if len(data) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
-    magic, version, header_len, header_sha = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
+    head, version, header_len, header_sha = _PREFIX.unpack_from(data)
+    if head != MAGIC:
         hint = ""
         if path.suffix.lower() in (".onnx", ".engine", ".plan"):
             # An exported or built file: it runs through Detector.load, but export/calibrate need the source.
             hint = f"; {path.suffix} files are exports: pass the .edgecmg model they were made from"
         elif data[:1] == b"\x08":  # an ONNX ModelProto starts with its ir_version field (tag 1, varint)
             hint = "; it looks like an ONNX export renamed: give it back its .onnx name"
-        elif data[:8] == b"EDGECMGE":  # edgecmg.engine's magic (engine imports this module)
+        elif data[:8] == magic.ENGINE:
             hint = "; it is a TensorRT engine built by edgecmg: give it back its .engine name"
-        raise ArtifactError(f"{path}: not an edgecmg model file (bad magic {magic!r}){hint}")
+        raise ArtifactError(f"{path}: not an edgecmg model file (bad magic {head!r}){hint}")
     if version > FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format version {version} is newer than this edgecmg understands ({FORMAT_VERSION}); "

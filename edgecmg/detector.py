@@ -80,7 +80,7 @@ class Detector:
         """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner.
 
         device: as in :meth:`load`: ``None`` (the GPU where torch sees one, else the CPU), "cpu",
-            "cuda" or "cuda:N".
+            "cuda" or "cuda:N". The model is moved there in place, as torch's ``Module.to`` moves it.
         threshold: overrides the threshold stored at fit time.
         """
         from edgecmg.model.detector import CMGModel

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from edgecmg import __version__
+from edgecmg import __version__, magic
 from edgecmg.config import EngineConfig, expect_config
 from edgecmg.errors import (
     ArtifactError,
@@ -50,7 +50,8 @@ from edgecmg.fileio import atomic_path, atomic_write_bytes
 
 log = logging.getLogger("edgecmg")
 
-ENGINE_MAGIC = b"EDGECMGE"
+ENGINE_MAGIC = magic.ENGINE
+
 # 2 (2026-11-24): the scorer state carries a fitted normal level; version 1 files load with level 0.
 # 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction"); files
 # without it load with the maximum, and an older edgecmg, which would score by the maximum against a

@@ -124,8 +124,8 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
     """
     if not 0.0 < quantile <= 1.0:
-        raise ConfigError(f"quantile={quantile} must be in (0, 1] (0.99: about 1 good part in 100 flagged; 1: "
-                          "none of these)")
+        raise ConfigError(f"quantile={quantile} must be in (0, 1] (0.99: about 1 good part in 100 flagged; 1: the "
+                          "highest of their scores)")
     if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
         paths = list_images(paths)
     scores, skipped = [], []
@@ -243,9 +243,11 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     if records:
         save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
     written = ["metrics.json", "scores.csv", "scores.png"]
-    if detector is not None and samples is not None and records:
-        sheet = hardest_cases(detector, samples, records)
-        if sheet is not None:
-            save_png(out / "hardest.png", sheet)
-            written.append("hardest.png")
+    sheet = hardest_cases(detector, samples, records) if detector is not None and samples is not None and records \
+        else None
+    if sheet is not None:
+        save_png(out / "hardest.png", sheet)
+        written.append("hardest.png")
+    else:
+        (out / "hardest.png").unlink(missing_ok=True)  # an earlier run's (eval --overwrite) would describe it
     log.info("eval report: %s (%s)", out, ", ".join(written))

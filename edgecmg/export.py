@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from edgecmg import __version__
-from edgecmg.artifact import MAGIC as ARTIFACT_MAGIC, model_spec
+from edgecmg import magic
+from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, OutputError
 from edgecmg.fileio import atomic_path, check_writable
@@ -212,15 +213,15 @@ def _load_proto(model_or_path):
             raise ArtifactError(f"{path}: no such ONNX file")
         try:
             with open(path, "rb") as handle:
-                magic = handle.read(8)
+                head = handle.read(8)
         except OSError as exc:
             raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
-        if not magic:
+        if not head:
             raise ArtifactError(f"{path}: empty file (0 bytes), not an ONNX model; export or copy it again")
-        if magic == ARTIFACT_MAGIC:  # the most likely mix-up: the fitted model instead of its export
+        if head == magic.ARTIFACT:  # the most likely mix-up: the fitted model instead of its export
             raise ArtifactError(f"{path} is an edgecmg model, not ONNX: export it first (`edgecmg export {path} "
                                 "--format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
-        if magic == b"EDGECMGE":  # edgecmg.engine.ENGINE_MAGIC (engine imports this module)
+        if head == magic.ENGINE:
             raise ArtifactError(f"{path} is a TensorRT engine built by edgecmg, not ONNX: it is already built; "
                                 "run it (Detector.load / edgecmg stream), or build again from its ONNX file")
         try:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
-from edgecmg.imageio import (IMAGE_EXTENSIONS, list_images, read_image, read_image_size, resize_to_input,
+from edgecmg.imageio import (is_image_file, list_images, read_image, read_image_size, resize_to_input,
                              to_rgb_uint8, warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
@@ -148,7 +148,7 @@ def training_images(data: str | Path) -> list[Path]:
     good = root / "train" / "good"
     if good.is_dir():
         return list_images(good)
-    if (root / "test").is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+    if (root / "test").is_dir() and not any(is_image_file(p) for p in root.iterdir()):
         # An MVTec root without its training folder: a glob over it (what list_images' refusal of a
         # folder without images suggests) would train on test/, defects included.
         raise DataError(f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good "

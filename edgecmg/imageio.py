@@ -32,7 +32,7 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "read_image_size", "read_mask", "resize_to_input", "list_images",
+__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "read_image_size", "read_mask", "resize_to_input", "list_images",
            "load_images", "to_rgb_uint8"]
 
 _log = logging.getLogger("edgecmg")
@@ -54,10 +54,11 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     """Normalise one frame to contiguous ``uint8`` ``[H, W, 3]`` RGB.
 
     Accepted: ``[H, W]`` / ``[H, W, 1]`` gray (replicated), ``[H, W, 3]`` colour, ``[H, W, 4]``
-    colour + alpha and ``[H, W, 2]`` gray + alpha (composited onto black, as :func:`read_image`
-    does, so a frame judges as its file would; an alpha that is opaque everywhere, as a camera's
-    is, is only dropped). Dtypes: ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other
-    integers that hold 0..255; floats in [0, 1].
+    colour + alpha and ``[H, W, 2]`` gray + alpha (an alpha that varies is composited onto black,
+    one that is the same everywhere, opaque or a BGRx camera format's padding byte, is dropped:
+    :func:`read_image` applies the same rule, so a frame judges as its file would). Dtypes:
+    ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other integers that hold 0..255;
+    floats in [0, 1].
 
     Args:
         bgr: the channels are in OpenCV's BGR(A) order and are swapped to RGB.
@@ -102,18 +103,17 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
             )
         arr = arr.astype(np.uint8)
 
-    if arr.ndim == 3 and arr.shape[2] in (2, 4) and arr[:, :, -1].min() < 255:
-        # Composited onto black (colour x alpha), the rule read_image applies to files.
+    if arr.ndim == 3 and arr.shape[2] in (2, 4) and _alpha_varies(arr[:, :, -1]):
         alpha = arr[:, :, -1:].astype(np.float32) / 255.0
         arr = np.rint(arr[:, :, :-1].astype(np.float32) * alpha).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[2] <= 2:  # gray (+ an opaque alpha, dropped)
+    if arr.ndim == 3 and arr.shape[2] <= 2:  # gray (+ an alpha that is the same everywhere, dropped)
         arr = np.ascontiguousarray(arr[:, :, 0])
 
     # Channel conversions through OpenCV: numpy's strided channel flip (arr[:, :, ::-1]) costs
     # 4.9 ms on a 1280x720 frame against 0.13 ms here, which a 30 fps stream cannot afford.
     if arr.ndim == 2:
         out = cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    elif arr.shape[2] == 4:  # opaque alpha dropped
+    elif arr.shape[2] == 4:  # an alpha the same everywhere, dropped
         out = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
     elif bgr:
         out = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
@@ -122,6 +122,12 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+def _alpha_varies(alpha: np.ndarray) -> bool:
+    """Whether an alpha channel is composited (it varies) or dropped (the same everywhere: opaque,
+    or the padding byte of a BGRx / RGBx camera format, often 0, which would turn the frame black)."""
+    return bool(alpha.min() != alpha.max())
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,9 +172,9 @@ def _check_pixel_count(path: Path, data: np.ndarray) -> None:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # between 1x and 2x the limit
-            Image.open(io.BytesIO(data)).close()
+        # Between 1x and 2x the limit Pillow only warns (once per place, by Python's default filter):
+        # left as it is, since warnings.catch_warnings is not thread-safe and fit decodes on threads.
+        Image.open(io.BytesIO(data)).close()
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"image {path} is too large to decode ({str(exc).rstrip('.')}): a damaged header, or a picture that would take "
@@ -196,10 +202,7 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixel_count passed it
-            im = Image.open(io.BytesIO(data.tobytes()))
-        with im:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
             im.load()
             mode = im.mode
             if mode == "P":
@@ -246,6 +249,8 @@ def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
         raise DataError(f"image {path} has unsupported shape {arr.shape}; save it as gray, RGB or RGBA")
 
+    if arr.ndim == 3 and arr.shape[2] in (2, 4) and not _alpha_varies(arr[:, :, -1]):
+        arr = arr[:, :, :-1] if arr.shape[2] == 4 else arr[:, :, 0]  # the same everywhere: dropped
     if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] == 3):
         rgb = np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
     else:
@@ -347,7 +352,8 @@ def read_mask(path: PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # listing and batch loading
 # --------------------------------------------------------------------------------------------
-def _is_image_file(p: Path) -> bool:
+def is_image_file(p: Path) -> bool:
+    """Whether :func:`list_images` lists ``p``: an image suffix, not hidden, a file or a broken link."""
     # Hidden files (e.g. macOS "._name.png" resource forks) are not images even with the suffix.
     # A broken symbolic link is kept, so that reading it reports it by name instead of it vanishing.
     return (p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
@@ -386,7 +392,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     text = str(folder_or_glob)
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
     if _GLOB_CHARS & set(text) and not Path(text).exists():
-        found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if _is_image_file(p)))
+        found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p)))
         if not found:
             raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern")
         return found
@@ -397,7 +403,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(f"{p} does not have an image extension ({exts}); rename it or pass its folder")
         return [p]
-    found = sorted(c for c in p.iterdir() if _is_image_file(c))
+    found = sorted(c for c in p.iterdir() if is_image_file(c))
     if not found:
         raise DataError(
             f"no image files in {p} (looked for {exts}, non-recursively); put the images directly in "

@@ -449,6 +449,17 @@ def test_stream_save_creates_its_folder_and_refuses_a_name_opencv_cannot_write(s
     cap.release()
 
 
+def test_stream_jsonl_that_cannot_be_written_is_refused_before_the_first_frame(small_artifact, kolektor_root,
+                                                                               tmp_path, capsys, monkeypatch):
+    jsonl = tmp_path / "frames.jsonl"
+    jsonl.write_text('{"frame_index": 0}\n')
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == jsonl else real_access(path, mode))
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--jsonl", str(jsonl)]) == 2
+    assert f"--jsonl {jsonl}: the file is not writable" in capsys.readouterr().err
+
+
 def test_stream_jsonl_under_a_file_is_refused_naming_the_option(small_artifact, kolektor_root, tmp_path, capsys):
     blocker = tmp_path / "afile"
     blocker.write_text("not a folder")

@@ -1,6 +1,7 @@
 """The longer ``edgecmg`` subcommands (stream, bench), and what every subcommand shares."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -60,6 +61,8 @@ def output_file(path: str | Path, flag: str, *, overwrite: bool | None = None) -
     if overwrite is False and path.exists():
         raise ConfigError(f"{flag} {path} exists (an earlier run's?); give another name, or add --overwrite to "
                           "replace it")
+    if path.exists() and not os.access(path, os.W_OK):  # the probe below tries the folder, not the file
+        raise ConfigError(f"{flag} {path}: the file is not writable; check its permissions or give another name")
     try:
         check_writable(path)
     except OutputError as exc:

@@ -95,6 +95,7 @@ def run_stream(args: argparse.Namespace) -> int:
             video.close()
         if jsonl:
             jsonl.close()
+        run.close()  # also where the loop never started (--jsonl could not be opened)
         detector.close()
         # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
         try:
@@ -113,9 +114,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")  # containers OpenCV writes MP
 def check_outputs(args: argparse.Namespace) -> None:
     """--save, --jsonl and --report, checked before the first frame: a name OpenCV cannot write, an
     unwritable folder or an earlier video would otherwise end the run after it."""
+    if args.save and Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:  # before any folder is made
+        raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     if args.save:
-        if Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:
-            raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
         output_file(args.save, "--save", overwrite=args.overwrite)
     if args.jsonl:
         output_file(args.jsonl, "--jsonl")  # appended to: an earlier run's records stay
@@ -189,7 +190,7 @@ class OverlayVideo:
             self._writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
             if not self._writer.isOpened():  # OpenCV fails silently otherwise: no file, no error
                 raise StreamError(f"cannot write the overlay video {self.path}: OpenCV could not open it for "
-                                  "MPEG-4 output; use an .mp4 or .avi name in a writable folder")
+                                  f"MPEG-4 output; use a {', '.join(VIDEO_SUFFIXES)} name in a writable folder")
         if (w, h) != self._size:
             overlay_rgb = cv2.resize(overlay_rgb, self._size, interpolation=cv2.INTER_AREA)
         repeats = 1 if self._last_index is None else max(1, frame_index - self._last_index)

@@ -225,8 +225,10 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     else:  # each candidate's own reason: the first alone hid that e.g. CUDA was missing for all of them
         reason = (f"none of the runners for {suffix} files on {device or 'any device'} can run here ("
                   + "; ".join(f"{s.name}: {s.what} not available" for s in specs) + ")")
+    # auto: the hint of the plainest candidate (the last: CPU where there is one), what most often fixes it
+    hinted = first if backend != "auto" else specs[-1]
     raise BackendUnavailableError(backend if backend == "auto" else first.backend, reason,
-                                  (first.hint or _HINTS[first.backend])())
+                                  (hinted.hint or _HINTS[hinted.backend])())
 
 
 def _conversion_hint(suffix: str, backend: str) -> str:

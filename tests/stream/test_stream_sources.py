@@ -203,6 +203,19 @@ def test_rgba_keeps_colour_order_and_bgr_is_swapped():
     assert (to_rgb_uint8(bgr, bgr=True)[..., 2] == 200).all()
 
 
+def test_a_constant_fourth_channel_is_padding_and_dropped(tmp_path):
+    """BGRx camera formats carry a padding byte, often 0: compositing it as alpha made the frame black."""
+    from PIL import Image
+
+    from edgecmg.imageio import read_image
+
+    bgrx = np.zeros((4, 5, 4), np.uint8)
+    bgrx[..., :3] = (10, 20, 30)
+    np.testing.assert_array_equal(to_rgb_uint8(bgrx, bgr=True), np.broadcast_to([30, 20, 10], (4, 5, 3)))
+    Image.fromarray(bgrx[..., [2, 1, 0, 3]], "RGBA").save(tmp_path / "x.png")  # the same rule for files
+    np.testing.assert_array_equal(read_image(tmp_path / "x.png"), to_rgb_uint8(bgrx, bgr=True))
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_a_translucent_frame_is_composited_as_its_file_is_read(tmp_path, mode):
     """predict(array) and fit / predict(file) must see the same pixels: both composite onto black."""
