@@ -81,6 +81,18 @@ def slope_per_1000(readings: list[dict]) -> float:
     return 1000 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
 
 
+def settled_since(readings: list[dict], within_mib: float = 0.1) -> int:
+    """The frame from which every reading lies within ``within_mib`` of the last one: a leak keeps
+    moving it to the end, a one-off step leaves it early."""
+    last = readings[-1]["rss_mib"]
+    since = readings[-1]["frame"]
+    for reading in reversed(readings):
+        if abs(reading["rss_mib"] - last) > within_mib:
+            break
+        since = reading["frame"]
+    return since
+
+
 def child_main(args: argparse.Namespace) -> int:
     """One backend's soak, in this process; prints its record as one JSON line on stdout."""
     import torch
@@ -116,11 +128,11 @@ def table(records: list[dict], args: argparse.Namespace, env: dict) -> str:
         f"Measured by `benchmarks/bench_soak.py` on {env.get('device') or env.get('cpu')} "
         f"({env.get('cpu_cores')} CPU cores), torch {env.get('torch')}, ONNX Runtime {env.get('onnxruntime')}, "
         f"{args.threads} torch threads, model input {input_size[0]}x{input_size[1]}, {shown_source(args.source)} "
-        f"looped for {args.frames:,} frames (policy \"all\"), resident memory read every {args.every} frames, "
+        f"looped for {args.frames:,} frames (policy \"all\"), resident memory read every {args.every:,} frames, "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
-        "| backend | frames judged | dropped | frames/s | RSS at first reading | RSS at the end | lowest / highest | growth | slope per 1,000 frames | slope as a day at 30 fps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | frames judged | dropped | frames/s | RSS at first reading | RSS at the end | lowest / highest | growth | within 0.1 MiB of the end since frame | slope per 1,000 frames | slope as a day at 30 fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for r in records:
@@ -129,7 +141,8 @@ def table(records: list[dict], args: argparse.Namespace, env: dict) -> str:
         slope = slope_per_1000(r["readings"]) if len(rss) > 1 else 0.0
         lines.append(f"| {r['backend']} | {r['frames']:,} | {r['dropped']} | {r['frames'] / r['seconds']:.1f} | "
                      f"{rss[0]:.1f} MiB | {rss[-1]:.1f} MiB | {min(rss):.1f} / {max(rss):.1f} MiB | "
-                     f"{growth:+.1f} MiB | {slope:+.2f} MiB | {slope * FRAMES_PER_DAY / 1000:+.0f} MiB |")
+                     f"{growth:+.1f} MiB | {settled_since(r['readings']):,} | {slope:+.2f} MiB | "
+                     f"{slope * FRAMES_PER_DAY / 1000:+.0f} MiB |")
         flat = growth < args.max_growth_mib and r["frames"] == args.frames and r["dropped"] == 0
         verdicts.append(f"{r['backend']}: {'yes' if flat else 'NO'}")
     lines += ["", f"Growth under {args.max_growth_mib:g} MiB over the run, every frame judged: " + ", ".join(verdicts)
@@ -145,8 +158,8 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--source", type=Path, default=KOLEKTOR / "test" / "good",
                         help="image folder or video file, looped (default: KolektorSDD's normal test images)")
-    parser.add_argument("--frames", type=int, default=6000)
-    parser.add_argument("--every", type=int, default=500, help="frames between memory readings")
+    parser.add_argument("--frames", type=int, default=24_000)
+    parser.add_argument("--every", type=int, default=2_000, help="frames between memory readings")
     parser.add_argument("--input-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
                         help="model input size when fitting here")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
