@@ -76,6 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # Both are written line by line, so they hold everything done whatever ends the run.
         skipped_path = out / "skipped.jsonl"
         skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
+        remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
         skipped, skipped_file = 0, None
         with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl, ExitStack() as closing:
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
@@ -100,6 +101,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         log.error("no image could be read: nothing was judged")
         return 1
     return 0
+
+
+def remove_earlier_overlays(out: Path) -> None:
+    """Delete the overlays an earlier run's results.jsonl in ``out`` lists (only files inside ``out``):
+    a rerun with --overwrite would otherwise leave pictures that no record describes."""
+    results = out / "results.jsonl"
+    if not results.is_file():
+        return
+    for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            overlay = Path(json.loads(line)["overlay"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short, or not a record of ours
+        if overlay.parent.resolve() == out.resolve():
+            overlay.unlink(missing_ok=True)
 
 
 def unique_overlay_names(paths: list[Path]) -> list[str]:
@@ -331,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run's results.jsonl in --out (refused without it)")
+                   help="replace an earlier run's results.jsonl in --out, and remove the overlays it lists "
+                        "(refused without it)")
     p.set_defaults(func=cmd_predict)
 
     p = command("eval", "image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")

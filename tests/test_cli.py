@@ -614,7 +614,13 @@ def test_predict_and_eval_refuse_an_earlier_runs_results_unless_overwrite(small_
         assert f"--out {out} holds an earlier run's {earlier}; give another folder, or add --overwrite" in \
             capsys.readouterr().err
         assert marked.read_text() == "the earlier run's\n"
+        if argv[0] == "predict":  # an overlay of the earlier run that this run does not write
+            stale = out / "gone_overlay.png"
+            stale.write_bytes(b"png")
+            marked.write_text(json.dumps({"file": "gone.png", "overlay": str(stale)}) + "\n{cut")
         assert main(["-q", *argv, "--out", str(out), "--backend", "torch", "--overwrite"]) == 0
+        if argv[0] == "predict":
+            assert not stale.exists()
         text = marked.read_text()  # replaced by this run's
         json.loads(text.splitlines()[0] if marked.suffix == ".jsonl" else text)
 
