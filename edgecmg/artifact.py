@@ -74,6 +74,9 @@ def check_suffix(path: str | Path) -> Path:
     """``path`` if it ends in .edgecmg (any case); a ConfigError otherwise: loaders tell model files
     apart by their suffix, so the file would be written and then refused."""
     path = Path(path)
+    if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
+        given = f"{path} is a folder," if path.name else "an empty name is"
+        raise ConfigError(f"{given} not a model file name; give one ending in {SUFFIX}, e.g. {path / ('part' + SUFFIX)}")
     if path.suffix.lower() != SUFFIX:
         raise ConfigError(f"{path}: edgecmg model files must end in {SUFFIX}; use {path.with_name(path.name + SUFFIX)}")
     return path
@@ -113,7 +116,7 @@ def prepare_output(path: str | Path) -> Path:
     (ArtifactError when ``path`` is a folder)."""
     path = Path(path)
     if path.is_dir():
-        raise ArtifactError(f"{path} is a folder; give the model file's name, e.g. {path / 'part.edgecmg'}")
+        raise ArtifactError(f"{path} is a folder; give the file's name, e.g. {path / ('part' + (path.suffix or SUFFIX))}")
     check_writable(path, what="the model file")
     return path
 

@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("good", nargs="+", help="image files, folders or globs of good parts not used in fit")
     p.add_argument("--quantile", type=float, default=ModelConfig.threshold_quantile,
-                   help="share of these good images left under the threshold (fit's rule)")
+                   help="the quantile of their scores that becomes the threshold, fit's rule (0.99: about 1 such "
+                        "part in 100 flagged; 1: their highest score, which is then flagged itself)")
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-o", "--output", help="also write a copy of the .edgecmg model with this threshold stored "

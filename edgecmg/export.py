@@ -492,6 +492,9 @@ def check_onnx_suffix(path: str | Path) -> Path:
     """``path`` if it ends in .onnx; a ConfigError otherwise, before any work: Detector.load, build and
     the CLI tell model files apart by their suffix, so the file would be written and then refused."""
     path = Path(path)
+    if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
+        given = f"{path} is a folder," if path.name else "an empty name is"
+        raise ConfigError(f"{given} not an ONNX file name; give one ending in .onnx, e.g. {path / 'part.onnx'}")
     if path.suffix.lower() != ".onnx":
         raise ConfigError(f"{path}: ONNX exports must end in .onnx; use {path.with_name(path.name + '.onnx')}")
     return path

@@ -5,7 +5,10 @@ and print a shift report at the end.
     python examples/inspect_line.py part.engine line3.mp4 --rejects rejects/ --max-frames 500
 
 For every anomaly, ``reject()`` is called (replace its body with your PLC, GPIO or MQTT call) and,
-with ``--rejects DIR``, the heat-map overlay is saved there as the evidence an operator looks at.
+with ``--rejects DIR``, the heat-map overlay is saved there as the evidence an operator looks at,
+named by the run's start time and the frame (``20261206-0645_frame000012.png``), so a restarted run
+never replaces an earlier shift's pictures. A model, source or folder that cannot be used is an
+error line (exit 2), not a traceback.
 Ctrl-C ends the run cleanly and still prints the report. A live camera that drops out is reopened
 by the stream (``StreamConfig.reconnect_attempts``); frames that arrive faster than the model judges
 them are dropped and counted, so the verdicts stay current.
@@ -14,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 from edgecmg.detector import Detector
+from edgecmg.errors import EdgeCMGError
+from edgecmg.fileio import check_writable
 from edgecmg.result import Result
 from edgecmg.visualize import save_png
 
 
 def reject(result: Result) -> None:
     """The line's action for a defective part; here a log line."""
-    print(f"REJECT frame {result.frame_index}: score {result.score:.3f} "
-          f"({result.score / result.threshold:.2f}x the threshold)", flush=True)
+    ratio = f" ({result.score / result.threshold:.2f}x the threshold)" if result.threshold > 0 else ""
+    print(f"REJECT frame {result.frame_index}: score {result.score:.3f}{ratio}", flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,9 +43,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rejects", type=Path, help="save the overlay of every rejected part here")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
     args = parser.parse_args(argv)
+    try:
+        return inspect(args)
+    except EdgeCMGError as exc:  # an unusable model, source, threshold or --rejects folder
+        print(f"inspect_line: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loop started (loading the model, opening the camera)
+        print("stopped by the operator before the first frame", file=sys.stderr)
+        return 130
 
+
+def inspect(args: argparse.Namespace) -> int:
+    run_stamp = time.strftime("%Y%m%d-%H%M%S")  # in the reject pictures' names: one run never replaces another's
+    if args.rejects is not None:
+        check_writable(args.rejects / f"{run_stamp}_frame000000.png", what="the rejects folder")  # before any frame
     judged = rejected = 0
-    with Detector.load(args.model, backend=args.backend, threshold=args.threshold) as detector, detector.stream(args.source) as results:
+    with Detector.load(args.model, backend=args.backend, threshold=args.threshold) as detector, \
+            detector.stream(args.source) as results:
         print(f"{detector}\njudging {args.source}; Ctrl-C to stop", flush=True)
         try:
             for result in results:
@@ -48,7 +68,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     rejected += 1
                     reject(result)
                     if args.rejects is not None:
-                        save_png(args.rejects / f"frame{result.frame_index:06d}.png", result.overlay())
+                        save_png(args.rejects / f"{run_stamp}_frame{result.frame_index:06d}.png", result.overlay())
                 if judged == args.max_frames:
                     break
         except KeyboardInterrupt:

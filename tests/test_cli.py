@@ -710,6 +710,34 @@ def test_bench_times_each_file_at_its_own_input_size(featurizer_onnx, tmp_path, 
     assert "stretches" not in caplog.text
 
 
+def test_bench_keeps_the_timings_of_good_files_when_one_is_damaged(small_artifact, featurizer_onnx, tmp_path,
+                                                                     capsys):
+    damaged = tmp_path / "damaged.edgecmg"
+    damaged.write_bytes(small_artifact.read_bytes()[:5000])
+    out = tmp_path / "bench"
+    assert main(["-q", "bench", str(featurizer_onnx), str(damaged), "--backends", "onnxruntime", "--frames", "3",
+                 "--warmup", "1", "--out", str(out)]) == 1
+    assert f"skipped {damaged}" in capsys.readouterr().err
+    report = json.loads((out / "bench.json").read_text())
+    assert [row["model"] for row in report["rows"]] == [featurizer_onnx.name]
+    # --images where nothing decodes: an error line, not a division by zero
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    assert main(["-q", "bench", str(featurizer_onnx), "--images", str(broken), "--frames", "3",
+                 "--out", str(tmp_path / "b2")]) == 2
+    assert "none of the 1 image(s) could be read" in capsys.readouterr().err
+
+
+def test_an_empty_or_folder_output_name_is_refused_with_an_example(small_artifact, kolektor_root, tmp_path, capsys):
+    good = str(kolektor_root / "test" / "good")
+    for argv, kind in ((["export", str(small_artifact)], "an ONNX file name"),
+                       (["threshold", str(small_artifact), good], "a model file name")):
+        for out, given in (("", "an empty name is"), (str(tmp_path), f"{tmp_path} is a folder,")):
+            assert main(["-q", *argv, "-o", out]) == 2
+            assert f"{given} not {kind}; give one ending in" in capsys.readouterr().err
+
+
 def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys):
     out = str(tmp_path / "bench")
     for flags, expected in ((["--frames", "0"], "--frames 0:"), (["--batch", "0"], "--batch 0:"),

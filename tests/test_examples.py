@@ -35,7 +35,8 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--rejects", str(rejects)]) == 0
     out = capsys.readouterr().out
     assert [int(i) for i in re.findall(r"REJECT frame (\d+):", out)] == flagged
-    assert sorted(p.name for p in rejects.iterdir()) == [f"frame{i:06d}.png" for i in flagged]
+    names = sorted(p.name for p in rejects.iterdir())
+    assert [re.sub(r"^\d{8}-\d{6}_", "", name) for name in names] == [f"frame{i:06d}.png" for i in flagged]
     assert f"{len(parts)} frames judged, {len(flagged)} rejected, 0 dropped as stale" in out
     assert re.search(r"latency capture -> verdict: p50 [\d.]+ ms", out)
 
@@ -46,6 +47,18 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     # a threshold above every score rejects nothing
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "1e6"]) == 0
     assert f"{len(parts)} frames judged, 0 rejected" in capsys.readouterr().out
+    # what cannot be used is an error line, exit 2, no traceback
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for argv, expected in (([str(small_artifact), str(empty)], "inspect_line: error:"),
+                           ([str(small_artifact), str(line), "--threshold", "nan"], "threshold"),
+                           ([str(small_artifact), str(line), "--rejects", str(blocker)], "a-file is a file")):
+        assert inspect_line.main([*argv, "--backend", "torch"]) == 2
+        assert expected in capsys.readouterr().err
+    assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0"]) == 0
+    assert f"{len(parts)} frames judged" in capsys.readouterr().out  # reject() divided by the threshold
 
 
 def test_make_demo_runs_end_to_end_on_a_part_of_elpv(tmp_path, monkeypatch, capsys):

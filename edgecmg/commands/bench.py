@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecmg.errors import BackendUnavailableError, ConfigError, EdgeCMGError
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, EdgeCMGError
 
 log = logging.getLogger("edgecmg")
 
@@ -39,7 +39,11 @@ def _frames(args: argparse.Namespace) -> tuple[list[np.ndarray] | None, str]:
     if args.images:
         from edgecmg.imageio import list_images, load_images
 
-        frames, _, _ = load_images(list_images(args.images)[: max(1, args.frames)])
+        paths = list_images(args.images)[: max(1, args.frames)]
+        frames, _, _ = load_images(paths)
+        if not frames:
+            raise DataError(f"--images {args.images}: none of the {len(paths)} image(s) could be read (each is named "
+                            "above); give a folder of readable images, or leave --images out for noise frames")
         return frames, f"{len(frames)} images from {args.images}"
     return None, "seeded random frames at each model's input size"
 
@@ -114,8 +118,8 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Every (model file, backend) pair in one run: e.g. ``part.edgecmg part.int8.onnx`` puts torch,
-    ONNX Runtime FP32 and ONNX Runtime INT8 side by side."""
-    from edgecmg.runtime.registry import runner_choices
+    ONNX Runtime FP32 and ONNX Runtime INT8 side by side. A damaged file among several is skipped
+    and named (exit 1), and the others' timings are still written."""
     from edgecmg.stream.report import environment_info, plot_latency, write_report
 
     from edgecmg.commands import output_folder
@@ -125,41 +129,62 @@ def run_bench(args: argparse.Namespace) -> int:
     with output_folder(args.out) as out:
         models = args.model  # one or more files (nargs='+')
         frames, frames_note = _frames(args)
-        rows, samples = [], {}
+        rows, samples, refused = [], {}, []
         for model in models:
-            here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
-            backends = here
-            if args.backends:
-                # With several files, a requested backend that cannot run one of them (torch on an .onnx)
-                # is skipped for that file only; with one file, asking for it is an error from make_runner.
-                backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
-                for missing in [b for b in args.backends if b not in backends]:
-                    log.warning("skipping %s on %s: it cannot run this file here", missing, model)
-            for backend in backends:
-                try:
-                    row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
-                                                   batch=args.batch)
-                except BackendUnavailableError as exc:
-                    log.warning("skipping %s on %s: %s", backend, model, exc)
-                    continue
-                # Plot labels: the backend, and the file name when several files run; a label seen before
-                # (two files of one name in different folders) gets a number, so no row is dropped.
-                base = label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
-                number = 1
-                while label in samples:
-                    label, number = f"{base} ({number})", number + 1
-                # The file name, or the whole path where two files share a name (rows must stay apart).
-                name = Path(model).name
-                rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
-                samples[label] = latencies
-                print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
+            try:
+                bench_model(model, models, args, frames, rows, samples)
+            except EdgeCMGError as exc:
+                if len(models) == 1:
+                    raise
+                # One damaged file among several: the others' timings are still written.
+                log.error("skipped %s: %s", model, exc)
+                refused.append(str(model))
         if not rows:
             raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
         environment = environment_info()
         environment.update({"models": [str(m) for m in models], "inputs": frames_note})
+        if refused:
+            environment["refused"] = refused
         table = write_report(rows, out, "bench", environment=environment)
         title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
         plot_latency(samples, out / "bench_latency.png", title=title)
         print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
               "bench.md, bench_latency.png")
+    if refused:
+        log.error("%d of %d model files could not be timed: %s", len(refused), len(models), ", ".join(refused))
+        return 1
     return 0
+
+
+def bench_model(model: str, models: list[str], args: argparse.Namespace, frames: list[np.ndarray] | None,
+                rows: list[dict], samples: dict[str, list[float]]) -> None:
+    """Time every backend asked for (or available) on ``model``, one of ``models``; adds to ``rows``
+    (the report) and ``samples`` (the plot)."""
+    from edgecmg.runtime.registry import runner_choices
+
+    here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
+    backends = here
+    if args.backends:
+        # With several files, a requested backend that cannot run one of them (torch on an .onnx)
+        # is skipped for that file only; with one file, asking for it is an error from make_runner.
+        backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
+        for missing in [b for b in args.backends if b not in backends]:
+            log.warning("skipping %s on %s: it cannot run this file here", missing, model)
+    for backend in backends:
+        try:
+            row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
+                                           batch=args.batch)
+        except BackendUnavailableError as exc:
+            log.warning("skipping %s on %s: %s", backend, model, exc)
+            continue
+        # Plot labels: the backend, and the file name when several files run; a label seen before
+        # (two files of one name in different folders) gets a number, so no row is dropped.
+        base = label = backend if len(models) == 1 else f"{backend} {Path(model).name}"
+        number = 1
+        while label in samples:
+            label, number = f"{base} ({number})", number + 1
+        # The file name, or the whole path where two files share a name (rows must stay apart).
+        name = Path(model).name
+        rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
+        samples[label] = latencies
+        print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
