@@ -127,16 +127,21 @@ def format_description(info: dict[str, Any]) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """Describe every model file given; a damaged one is an error naming it, after the others."""
-    described, failed = [], 0
+    """Describe every model file given; a damaged one is an error naming it, after the others (with
+    --json also an entry ``{"file", "error"}`` in its place, so a script sees which file failed)."""
+    described, entries, failed = [], [], 0
     for path in args.model:
         try:
-            described.append(describe(path))
+            info = describe(path)
         except EdgeCMGError as exc:
             print(f"edgecmg info: error: {exc}", file=sys.stderr)
+            entries.append({"file": str(path), "error": str(exc)})
             failed += 1
+            continue
+        described.append(info)
+        entries.append({k: v for k, v in info.items() if k != "model"})
     if args.json:
-        print(json.dumps([{k: v for k, v in info.items() if k != "model"} for info in described], indent=2))
+        print(json.dumps(entries, indent=2))
     elif described:
         print("\n\n".join(format_description(info) for info in described))
     return 2 if failed else 0
