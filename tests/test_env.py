@@ -110,3 +110,20 @@ def test_env_reports_what_cannot_be_imported_instead_of_failing(monkeypatch, cap
     assert report["problems"][0]["problem"].startswith("torch cannot be imported (ImportError: libcusparseLt")
     assert report["backends"] == [] and main(["env"]) == 1
     assert "problems (1):" in capsys.readouterr().out
+
+
+def test_env_names_an_export_cache_that_cannot_be_written_and_leaves_nothing_behind(monkeypatch, tmp_path):
+    from edgecmg.runtime.onnx_runner import installed_ort_distributions
+
+    if not installed_ort_distributions():
+        pytest.skip("the cache matters only where onnxruntime is installed")
+    fresh = tmp_path / "new" / "cache"
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(fresh))
+    assert not [p for p in env_command.check_environment()["problems"] if "export cache" in p["problem"]]
+    assert not (tmp_path / "new").exists()  # tried, then removed again
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(blocker / "cache"))
+    (problem,) = [p for p in env_command.check_environment()["problems"] if "export cache" in p["problem"]]
+    assert f"the export cache {blocker / 'cache'} cannot be written" in problem["problem"]
+    assert "EDGECMG_CACHE_DIR" in problem["fix"]

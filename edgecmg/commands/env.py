@@ -38,6 +38,29 @@ def _onnxruntime_problem(installed: list[str]) -> str | None:
     return None
 
 
+def _export_cache_problem() -> str | None:
+    """An export cache that cannot be written: every .edgecmg model asked for on ONNX Runtime then
+    falls back to torch (with a warning per load). Tried by creating the folder and a file in it;
+    both are removed again."""
+    from edgecmg.errors import OutputError
+    from edgecmg.export import cache_dir
+    from edgecmg.fileio import check_writable
+
+    folder = cache_dir()
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # innermost first
+    try:
+        check_writable(folder / "probe")
+    except OutputError as exc:
+        return f"the export cache {folder} cannot be written ({exc.__cause__ or exc})"
+    finally:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:
+                break
+    return None
+
+
 def check_environment() -> dict[str, Any]:
     """{"environment", "onnxruntime_providers", "backends", "kernels", "fit", "problems"}: see the module
     docstring. Each problem is {"problem", "fix"}. A probe that fails is reported, never raised."""
@@ -85,6 +108,11 @@ def check_environment() -> dict[str, Any]:
     if broken_ort:
         problems.append({"problem": broken_ort, "fix": "pip uninstall -y " + " ".join(onnxruntimes)
                          + ", then install the one build you need"})
+    cache = _export_cache_problem() if onnxruntimes else None
+    if cache:
+        problems.append({"problem": f"{cache}: .edgecmg models run on torch, not ONNX Runtime",
+                         "fix": "set EDGECMG_CACHE_DIR to a writable folder, or export once (edgecmg export M.edgecmg "
+                                "--format onnx --with-scoring -o M.onnx) and load the .onnx"})
     old_triton = _common.too_old_triton() if _common.triton_installed() else None
     if cuda and old_triton:
         problems.append({"problem": f"{old_triton}: the torch references run instead of the kernels",
