@@ -33,7 +33,7 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
         return f"cannot write {target}: {blocker} is a file, not a folder; choose another place"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"
-    return f"cannot write {target}: {exc}; choose a writable place"
+    return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"  # not the probe's name
 
 
 @contextlib.contextmanager

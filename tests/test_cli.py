@@ -729,6 +729,16 @@ def test_bench_keeps_the_timings_of_good_files_when_one_is_damaged(small_artifac
     assert "none of the 1 image(s) could be read" in capsys.readouterr().err
 
 
+def test_bench_times_a_file_or_backend_given_twice_once(small_artifact, tmp_path, caplog):
+    out = tmp_path / "bench"
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert main(["-q", "bench", str(small_artifact), str(small_artifact), "--backends", "torch", "torch",
+                     "--frames", "2", "--warmup", "0", "--out", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [(row["model"], row["backend"]) for row in rows] == [(small_artifact.name, "torch")]
+    assert "is given more than once: timed once" in caplog.text
+
+
 def test_an_empty_or_folder_output_name_is_refused_with_an_example(small_artifact, kolektor_root, tmp_path, capsys):
     good = str(kolektor_root / "test" / "good")
     for argv, kind in ((["export", str(small_artifact)], "an ONNX file name"),

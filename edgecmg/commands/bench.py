@@ -126,8 +126,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     # a file in the way fails now, not after every backend has run
+    for kind, given in (("model file", args.model), ("backend", args.backends or [])):
+        for twice in sorted({item for item in given if given.count(item) > 1}):
+            log.warning("%s %s is given more than once: timed once", kind, twice)
+    args.backends = list(dict.fromkeys(args.backends)) if args.backends else args.backends
     with output_folder(args.out) as out:
-        models = args.model  # one or more files (nargs='+')
+        models = list(dict.fromkeys(args.model))  # one or more files (nargs='+'), each once
         frames, frames_note = _frames(args)
         rows, samples, refused = [], {}, []
         for model in models:
