@@ -334,6 +334,28 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
 
 
+def test_a_stop_signal_waits_until_the_frame_in_hand_is_recorded():
+    """A SIGTERM between receiving a judged frame and writing its record once left the summary
+    counting a frame whose record was never written; it is now held until release()."""
+    import os
+    import signal
+
+    from edgecmg.commands import Terminated
+    from edgecmg.commands.stream import StopBetweenRecords
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopBetweenRecords() as stop:
+        stop.hold()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler has run by now, and held the stop
+        with pytest.raises(Terminated):
+            stop.release()
+        with pytest.raises(Terminated):  # outside a record, at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolektor_root, tmp_path, capsys,
                                                         monkeypatch):
     import errno

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -55,11 +58,13 @@ def run_stream(args: argparse.Namespace) -> int:
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
         jsonl = open_appending(args.jsonl) if args.jsonl else None
-        with run:
+        with run, StopBetweenRecords() as stop:
             for count, result in enumerate(run, start=1):
+                stop.hold()  # a SIGTERM or Ctrl-C from here on waits until this frame's record is written
                 anomalies += result.is_anomaly
                 if jsonl:
                     jsonl.write(json.dumps(result.to_dict()) + "\n")
+                stop.release()
                 if video or args.show:
                     overlay = result.overlay()
                     if video:
@@ -106,6 +111,45 @@ def run_stream(args: argparse.Namespace) -> int:
             # The run already failed (perhaps on the same disk): its error is the one to report.
             log.error("the stream summary could not be written: %s", exc)
     return 0
+
+
+class StopBetweenRecords:
+    """SIGTERM and Ctrl-C stop the stream as always, except between receiving a judged frame and
+    writing its record: a signal there is held until the record is on disk (the summary counts the
+    frame as judged, so its record must exist). Installed in the main thread only, where Python runs
+    signal handlers; the handlers before it are put back on leaving."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._held: type[BaseException] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopBetweenRecords":
+        if threading.current_thread() is threading.main_thread():
+            for number in self._SIGNALS:
+                self._previous[number] = signal.signal(number, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _on_signal(self, number: int, frame: object) -> None:
+        stop = Terminated if number == signal.SIGTERM else KeyboardInterrupt
+        if self._holding:
+            self._held = stop
+        else:
+            raise stop()
+
+    def hold(self) -> None:
+        self._holding = True
+
+    def release(self) -> None:
+        self._holding = False
+        if self._held is not None:
+            raise self._held()
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")  # containers OpenCV writes MPEG-4 ("mp4v") into

@@ -224,10 +224,10 @@ class StreamStats:
             self._t_end = time.perf_counter()
 
     def _yielded(self, n: int) -> None:
-        self.frames_yielded += n
         now = time.perf_counter()
         for _ in range(n):
             self._yield_times.append(now)
+        self.frames_yielded += n  # last: see StreamPipeline.run
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready snapshot (for the stream report and logs)."""
@@ -536,8 +536,9 @@ class StreamPipeline:
                 for item, out in zip(batch, outputs):
                     latency_ms = (t1 - item.captured_perf_s) * 1000.0
                     stats.latency_ms.add(latency_ms)
-                    stats._yielded(1)
-                    yield self._stamp(out, item, per_frame_ms, latency_ms)
+                    result = self._stamp(out, item, per_frame_ms, latency_ms)
+                    stats._yielded(1)  # last before the yield: a frame counted is a frame handed over
+                    yield result
         finally:
             batches.close()  # now, not whenever it is collected: this stops capture
             self.close()
