@@ -32,17 +32,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_paths import KOLEKTOR, SHARED_DATA  # benchmarks/ is on sys.path when a script here runs
+from edgecmg.commands.bench import rss_mib
 
 
 FRAMES_PER_DAY = 30 * 86_400  # a camera at 30 fps, for the slope's extrapolation
-
-
-def rss_mib() -> float:
-    """This process's resident set size now (VmRSS), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line")
 
 
 def soak(model: Path, backend: str, source: Path, frames: int, every: int) -> dict:
@@ -173,6 +166,8 @@ def main() -> int:
         parser.error(f"--frames ({args.frames}) must be at least twice --every ({args.every}): the growth needs two readings")
     if not args.source.exists():
         raise SystemExit(f"{args.source} not found: put ../shared/data beside the repo or pass --source")
+    if rss_mib() is None:
+        raise SystemExit("the soak reads resident memory from /proc/self/status: it runs on Linux only")
 
     from edgecmg.stream.report import environment_info
     from bench_backends import fit_kolektor

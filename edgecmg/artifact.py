@@ -76,7 +76,8 @@ def check_suffix(path: str | Path) -> Path:
     path = Path(path)
     if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
         given = f"{path} is a folder," if path.name else "an empty name is"
-        raise ConfigError(f"{given} not a model file name; give one ending in {SUFFIX}, e.g. {path / ('part' + SUFFIX)}")
+        raise ConfigError(f"{given} not a model file name; give one ending in {SUFFIX}, e.g. "
+                          f"{path / ('part' + SUFFIX)}")
     if path.suffix.lower() != SUFFIX:
         raise ConfigError(f"{path}: edgecmg model files must end in {SUFFIX}; use {path.with_name(path.name + SUFFIX)}")
     return path
@@ -116,7 +117,8 @@ def prepare_output(path: str | Path) -> Path:
     (ArtifactError when ``path`` is a folder)."""
     path = Path(path)
     if path.is_dir():
-        raise ArtifactError(f"{path} is a folder; give the file's name, e.g. {path / ('part' + (path.suffix or SUFFIX))}")
+        example = path / ("part" + (path.suffix or SUFFIX))
+        raise ArtifactError(f"{path} is a folder; give the file's name, e.g. {example}")
     check_writable(path, what="the model file")
     return path
 
@@ -245,7 +247,8 @@ def read_bytes(path: str | Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check its permissions") from exc
+        raise ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check its "
+                            "permissions") from exc
 
 
 def read_file(path: str | Path) -> tuple[bytes, str]:

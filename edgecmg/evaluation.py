@@ -243,8 +243,9 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     if records:
         save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
     written = ["metrics.json", "scores.csv", "scores.png"]
-    sheet = hardest_cases(detector, samples, records) if detector is not None and samples is not None and records \
-        else None
+    sheet = None
+    if detector is not None and samples is not None and records:
+        sheet = hardest_cases(detector, samples, records)
     if sheet is not None:
         save_png(out / "hardest.png", sheet)
         written.append("hardest.png")

@@ -32,8 +32,8 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "read_image_size", "read_mask", "resize_to_input", "list_images",
-           "load_images", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "read_image_size", "read_mask", "resize_to_input",
+           "list_images", "load_images", "to_rgb_uint8"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -177,9 +177,9 @@ def _check_pixel_count(path: Path, data: np.ndarray) -> None:
         Image.open(io.BytesIO(data)).close()
     except Image.DecompressionBombError as exc:
         raise DataError(
-            f"image {path} is too large to decode ({str(exc).rstrip('.')}): a damaged header, or a picture that would take "
-            "gigabytes of memory; downscale or tile it, or raise Pillow's limit (PIL.Image.MAX_IMAGE_PIXELS) if "
-            "it is a real picture") from exc
+            f"image {path} is too large to decode ({str(exc).rstrip('.')}): a damaged header, or a picture that "
+            "would take gigabytes of memory; downscale or tile it, or raise Pillow's limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS) if it is a real picture") from exc
     except Exception:  # noqa: BLE001  (not Pillow's format, or a damaged header: the decoders decide)
         return
 

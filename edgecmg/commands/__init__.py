@@ -34,8 +34,7 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     if earlier and not overwrite:
         raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; give another folder, or "
                           "add --overwrite to replace them")
-    # Folders this call creates, innermost first: ``--out a/b`` may create ``a`` too.
-    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    created = missing_folders(path)  # ``--out a/b`` may create ``a`` too
     try:
         check_writable(path / "results")  # creates the folder, and a file in it is tried at once
     except OutputError as exc:
@@ -44,11 +43,22 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     try:
         yield path
     except BaseException:
-        for folder in created:
-            if not folder.is_dir() or any(folder.iterdir()):
-                break
-            folder.rmdir()
+        remove_empty_folders(created)
         raise
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first: what creating it makes."""
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first, as :func:`missing_folders` lists them) while they are
+    empty: what a command created and then did not use."""
+    for folder in folders:
+        if not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def output_file(path: str | Path, flag: str, *, overwrite: bool | None = None) -> Path:

@@ -22,16 +22,27 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak resident set size (VmHWM), MiB; None off Linux. Not ru_maxrss: after
-    fork + exec that one still carries the parent's peak (benchmarks/bench_peer.py uses this too)."""
+def _status_mib(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (``field``: "VmHWM", "VmRSS"), MiB;
+    None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size (VmHWM), MiB; None off Linux. Not ru_maxrss: after
+    fork + exec that one still carries the parent's peak (benchmarks/bench_peer.py uses this too)."""
+    return _status_mib("VmHWM")
+
+
+def rss_mib() -> float | None:
+    """This process's resident set size now (VmRSS), MiB; None off Linux (benchmarks/bench_soak.py)."""
+    return _status_mib("VmRSS")
 
 
 def _frames(args: argparse.Namespace) -> tuple[list[np.ndarray] | None, str]:
@@ -125,11 +136,11 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.commands import output_folder
 
     _check_counts(args)
-    # a file in the way fails now, not after every backend has run
     for kind, given in (("model file", args.model), ("backend", args.backends or [])):
         for twice in sorted({item for item in given if given.count(item) > 1}):
             log.warning("%s %s is given more than once: timed once", kind, twice)
     args.backends = list(dict.fromkeys(args.backends)) if args.backends else args.backends
+    # a file in the way fails now, not after every backend has run
     with output_folder(args.out) as out:
         models = list(dict.fromkeys(args.model))  # one or more files (nargs='+'), each once
         frames, frames_note = _frames(args)

@@ -42,22 +42,19 @@ def _export_cache_problem() -> str | None:
     """An export cache that cannot be written: every .edgecmg model asked for on ONNX Runtime then
     falls back to torch (with a warning per load). Tried by creating the folder and a file in it;
     both are removed again."""
+    from edgecmg.commands import missing_folders, remove_empty_folders
     from edgecmg.errors import OutputError
     from edgecmg.export import cache_dir
     from edgecmg.fileio import check_writable
 
     folder = cache_dir()
-    created = [f for f in (folder, *folder.parents) if not f.exists()]  # innermost first
+    created = missing_folders(folder)
     try:
         check_writable(folder / "probe")
     except OutputError as exc:
         return f"the export cache {folder} cannot be written ({exc.__cause__ or exc})"
     finally:
-        for made in created:
-            try:
-                made.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(created)
     return None
 
 
