@@ -248,6 +248,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgecmg.config import EngineConfig
     from edgecmg.engine import build_engine
 
+    if args.max_batch is not None and args.max_batch < 1:
+        raise EdgeCMGError(f"--max-batch {args.max_batch}: the largest batch must be 1 or more (default 8)")
     # DLA runs one fixed batch: --max-batch, else 1.
     min_batch = args.max_batch if args.dla is not None and args.max_batch else 1
     config = EngineConfig(precision=args.precision, timing_cache=args.timing_cache, dla_core=args.dla,

@@ -128,6 +128,13 @@ def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifa
     assert "is a TensorRT engine built by edgecmg, not ONNX" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_build_refuses_a_max_batch_below_one_by_its_flag(tmp_path, capsys, value):
+    assert main(["-q", "build", str(tmp_path / "m.onnx"), "--max-batch", value, "-o", str(tmp_path / "m.engine")]) == 2
+    err = capsys.readouterr().err
+    assert f"--max-batch {value}: the largest batch must be 1 or more" in err and "min_batch" not in err
+
+
 def test_calibrate_honours_quiet(small_artifact, kolektor_root, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "m.int8.onnx"
