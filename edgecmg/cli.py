@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from edgecmg import __version__
 from edgecmg.commands import Terminated, output_folder
 from edgecmg.config import StreamConfig
-from edgecmg.errors import EdgeCMGError
+from edgecmg.errors import EdgeCMGError, out_of_memory
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -472,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What uses memory in proportion to the input, per command, for the out-of-memory message.
+_OUT_OF_MEMORY_HINTS = {
+    "fit": "fit holds every training image's patch features (about 0.5 MB per image at the default input "
+           "size): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
+           "--max-side, or close other programs",
+    "eval": "eval holds every test image's map for the pixel metrics (about 0.6 MB per image at the default "
+            "input size): evaluate a smaller test set, or close other programs",
+    "": "a smaller --batch, a smaller image, or closing other programs may help",
+}
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
@@ -505,6 +516,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 141
     except OSError as exc:  # a results file on a full or read-only disk: the OS's reason, not a traceback
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        # Minutes of work can end here (fit holds every image's features): say what to change.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"edgecmg {args.command}: error: out of memory ({reason}); "
+              f"{_OUT_OF_MEMORY_HINTS.get(args.command, _OUT_OF_MEMORY_HINTS[''])}", file=sys.stderr)
         return 2
     finally:
         if in_main_thread and previous is not None:  # None: a handler set outside Python, not restorable

@@ -47,3 +47,14 @@ class EngineIncompatibleError(EdgeCMGError):
 
 class StreamError(EdgeCMGError):
     """A frame source cannot be opened or failed beyond recovery."""
+
+
+# How each library says it ran out: torch's CPU allocator, torch.cuda, ONNX Runtime's arena, the OS.
+_OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory", "failed to allocate memory",
+                        "cannot allocate memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that an allocation failed: a MemoryError (numpy, Python), or a torch or ONNX
+    Runtime error whose text says so (they raise RuntimeError and their own exception types)."""
+    return isinstance(exc, MemoryError) or any(text in str(exc).lower() for text in _OUT_OF_MEMORY_TEXTS)

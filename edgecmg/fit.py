@@ -106,7 +106,7 @@ class _Collected:
     """Per-image quantities gathered in one pass over the training set."""
 
     def __init__(self) -> None:
-        self.patches: list[torch.Tensor] = []
+        self.patches: Optional[torch.Tensor] = None  # [N, P, C] fp16, filled batch by batch
         self.image_features: list[torch.Tensor] = []
         self.text_space: list[torch.Tensor] = []  # each image as a point of the matcher's text space
         self.gains: list[torch.Tensor] = []
@@ -126,7 +126,9 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
         x = featurizer.preprocess(batch)
         backbone_out = featurizer.backbone(x, model.geometry.layout.blocks)
         patches = featurizer.patch_features(backbone_out.features)
-        out.patches.append(patches.half())
+        if out.patches is None:  # one block for all images: a list joined later would be held twice
+            out.patches = torch.empty((len(frames), *patches.shape[1:]), dtype=torch.float16)
+        out.patches[start:start + len(patches)] = patches
         out.image_features.append(patches.mean(dim=1))
         if text_space:
             out.text_space.append(featurizer.matcher.image_embedding(x, backbone_out.head))
@@ -226,8 +228,13 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
                          match_gains=config.cmer)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     holdout, bank_images = order[:n_holdout], order[n_holdout:]
+    # Memory grows with the image count from here: only the holdout's pixels are read again, and
+    # each per-image quantity is held once (fit on 2,000 images peaked at 3.4 GB before).
+    holdout_frames = [frames[int(i)] for i in holdout]
+    del frames
 
-    patches = torch.cat(collected.patches)                 # [N, P, C] fp16
+    patches = collected.patches                            # [N, P, C] fp16
+    collected.patches = None
     image_features = torch.cat(collected.image_features)   # [N, C]
 
     if config.cmle:
@@ -239,7 +246,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     else:
         model.featurizer.projection.copy_(torch.eye(channels))
 
-    bank_patches = model.featurizer.project(patches[bank_images].flatten(0, 1).float())
+    bank_patches = _project_bank(model, patches, bank_images)
+    del patches
     bank_size = min(config.max_bank_size, max(1, int(len(bank_patches) * config.coreset_ratio)))
     with tqdm(total=bank_size, desc="coreset", unit="pt", disable=not progress) as bar:
         chosen = bank_ops.greedy_coreset(bank_patches, bank_size, seed=config.seed, progress=bar.update)
@@ -255,7 +263,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
-    holdout_scores, holdout_map_mean = _score_holdout(model, [frames[int(i)] for i in holdout], config.batch_size)
+    holdout_scores, holdout_map_mean = _score_holdout(model, holdout_frames, config.batch_size)
     # The level's pattern comes from the bank images; its height is set so that held-out good parts
     # average 0. (With a small bank, images scored without their own rows score higher than new parts
     # do.) One constant moves every score and the threshold together: no decision or ranking changes.
@@ -375,6 +383,21 @@ def _text_embeddings(names: list[str], captions: Optional[dict[str, str]], pseud
     if have:
         pseudo[have] = matcher.encode_texts([captions[names[i]] for i in have]).to(pseudo.dtype)
     return pseudo
+
+
+@torch.no_grad()
+def _project_bank(model: CMGModel, patches: torch.Tensor, bank_images: torch.Tensor,
+                  chunk: int = 64) -> torch.Tensor:
+    """The bank images' patches [N, P, C] (fp16), projected to float32 [N_bank * P, d], image after image
+    in bank_images' order. In chunks of images: the float32 copy and the centred temporary of every
+    bank patch at once cost 3x the fp16 patches again."""
+    per_image = patches.shape[1]
+    out = torch.empty((len(bank_images) * per_image, model.featurizer.projection.shape[1]))
+    for start in range(0, len(bank_images), chunk):
+        images = bank_images[start:start + chunk]
+        out[start * per_image:(start + len(images)) * per_image] = \
+            model.featurizer.project(patches[images].flatten(0, 1).float())
+    return out
 
 
 @torch.no_grad()

@@ -17,8 +17,9 @@ Conventions (the ones MVTec AD and most anomaly-detection papers use):
 Memory: the pixel metrics never build float64 copies of the maps nor an argsort of all pixels.
 ``pixel_auroc`` sorts one copy of the scores split by class (in the maps' own dtype) and counts
 with chunked ``searchsorted``; ``aupro`` sorts the normal-pixel scores once and then works image
-by image with histograms. Peak extra memory is about 1.3x the maps (150 maps of 640x256 float32:
-~130 MB extra, ~1-2 s each on one CPU core).
+by image with histograms. Peak extra memory is about 1.3x the maps given as [N,H,W] arrays (150 maps
+of 640x256 float32: ~130 MB extra, ~1-2 s each on one CPU core); lists of maps are stacked into one
+array first, a copy more.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ import numpy as np
 
 from edgecmg.errors import DataError
 
-__all__ = ["auroc", "auroc_difference_interval", "pixel_auroc", "aupro", "f1_max", "verdict_counts", "evaluate"]
+__all__ = ["auroc", "auroc_difference_interval", "pixel_auroc", "aupro", "pixel_metrics", "f1_max", "verdict_counts",
+           "evaluate"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -401,12 +403,20 @@ def evaluate(
             f"got {len(masks)} masks and {len(maps)} maps for {lab.size} labels; pass one of each per image"
         )
     m_arr, a_arr = _select_pixel_inputs(lab, masks, maps)
-    if m_arr is None or not m_arr.any():
+    if m_arr is not None:
+        out.update(pixel_metrics(m_arr, a_arr, fpr_limit=fpr_limit))
+    else:
         _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
-        return out
-    out["pixel_auroc"] = pixel_auroc(m_arr, a_arr)
-    out["aupro"] = aupro(m_arr, a_arr, fpr_limit=fpr_limit)
     return out
+
+
+def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3) -> dict[str, Optional[float]]:
+    """``{"pixel_auroc", "aupro"}`` of [N,H,W] masks and maps (every mask known; a normal image's is
+    all False), both ``None`` (logged) when no mask has a defect pixel."""
+    if not np.asarray(masks).any():
+        _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
+        return {"pixel_auroc": None, "aupro": None}
+    return {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, fpr_limit=fpr_limit)}
 
 
 def _select_pixel_inputs(

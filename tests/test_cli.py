@@ -135,6 +135,35 @@ def test_build_refuses_a_max_batch_below_one_by_its_flag(tmp_path, capsys, value
     assert f"--max-batch {value}: the largest batch must be 1 or more" in err and "min_batch" not in err
 
 
+@pytest.mark.parametrize("allocate", ["torch", "numpy"])
+def test_running_out_of_memory_is_an_error_line_that_says_what_to_change(monkeypatch, tmp_path, capsys, allocate):
+    import edgecmg.cli as cli
+
+    import torch
+
+    def fit_that_runs_out(args):  # a real failed allocation, as fit on too many images meets it
+        if allocate == "torch":
+            torch.empty(1 << 50, dtype=torch.uint8)
+        np.empty(1 << 50, dtype=np.uint8)
+
+    monkeypatch.setattr(cli, "cmd_fit", fit_that_runs_out)
+    assert main(["-q", "fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "m.edgecmg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgecmg fit: error: out of memory (") and "fit on fewer images" in err
+    assert "Traceback" not in err
+
+
+def test_other_errors_are_not_taken_for_running_out_of_memory(monkeypatch, tmp_path):
+    import edgecmg.cli as cli
+
+    def broken(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(cli, "cmd_fit", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["-q", "fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "m.edgecmg")])
+
+
 def test_calibrate_honours_quiet(small_artifact, kolektor_root, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "m.int8.onnx"

@@ -178,6 +178,52 @@ def test_eval_survives_a_damaged_mask(detector, kolektor_root, tmp_path, caplog)
     assert metrics["image_auroc"] is not None and metrics["pixel_auroc"] is not None
 
 
+def test_eval_pixel_metrics_match_the_metrics_module_with_an_unknown_mask_left_out(detector, kolektor_root,
+                                                                                 tmp_path, caplog):
+    """evaluate_detector fills one array of maps in place; its figures must be those of metrics.evaluate
+    given the same maps as lists, where a defect image without a mask is left out of the pixel metrics."""
+    import shutil
+
+    import cv2
+
+    from edgecmg.datasets import MVTecDataset, sample_mask
+    from edgecmg.evaluation import evaluate_detector, resize_mask
+    from edgecmg.imageio import read_image
+    from edgecmg.metrics import evaluate
+
+    root = tmp_path / "part"
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "defect").mkdir()
+    (root / "ground_truth" / "defect").mkdir(parents=True)
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        shutil.copy(path, root / "test" / "good")
+    defects = sorted((kolektor_root / "test" / "defect").iterdir())[:3]
+    for path in defects:
+        shutil.copy(path, root / "test" / "defect")
+    for path in defects[1:]:  # the first defect has no mask: unknown, not defect-free
+        shutil.copy(kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png", root / "ground_truth" / "defect")
+    samples = MVTecDataset(root).test_samples()
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        metrics = evaluate_detector(detector, samples, progress=False)
+    assert "1 defect image(s) without a mask left out" in caplog.text
+
+    height, width = detector.input_size
+    labels, scores, masks, maps = [], [], [], []
+    for sample in samples:
+        frame = read_image(sample.path)
+        result = detector.predict(frame)
+        labels.append(sample.label)
+        scores.append(result.score)
+        mask = sample_mask(sample, frame.shape[:2])
+        masks.append(None if mask is None else resize_mask(mask, (height, width)))
+        maps.append(cv2.resize(result.anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR))
+    assert sum(m is None for m in masks) == 1
+    expected = evaluate(labels, scores, masks, maps)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert expected["pixel_auroc"] is not None
+
+
 def test_eval_reports_the_decisions_at_the_threshold(detector, kolektor_root):
     from edgecmg.datasets import MVTecDataset
     from edgecmg.evaluation import evaluate_detector
