@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What uses memory in proportion to the input, per command, for the out-of-memory message.
 _OUT_OF_MEMORY_HINTS = {
-    "fit": "fit holds every training image's patch features (about 0.5 MB per image at the default input "
+    "fit": "fit holds every training image's patch features (about 0.6 MB per image at the default input "
            "size): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
            "--max-side, or close other programs",
     "eval": "eval holds every test image's map for the pixel metrics (about 0.6 MB per image at the default "

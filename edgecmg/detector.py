@@ -34,7 +34,11 @@ if TYPE_CHECKING:
 
 
 class Detector:
-    """Anomaly detector behind one of the runtime backends."""
+    """Anomaly detector behind one of the runtime backends.
+
+    Threads may share one Detector (predict, predict_batch, several stream() runs); results are those
+    of calls made one after another. close() waits for calls under way, then refuses new ones.
+    """
 
     def __init__(self, runner: Runner, *, threshold: Optional[float] = None, scorer: Optional[Any] = None) -> None:
         # Everything is checked before the runner opens its session or engine, so a refusal leaks nothing.
@@ -221,7 +225,11 @@ class Detector:
             return []
         batch = np.stack(prepared if prepared is not None else [self.prepare(f) for f in frames])
         t1 = time.perf_counter()
-        outputs = self.runner.infer(batch)
+        try:
+            outputs = self.runner.infer(batch)
+        except EdgeCMGError:
+            self._check_open()  # closed by another thread since the check above: say that
+            raise
         if self._scorer is not None:
             with torch.inference_mode():
                 scored = self._scorer(torch.from_numpy(outputs["embeddings"]),

@@ -119,6 +119,39 @@ def test_a_closed_detector_says_so(small_artifact, kolektor_root):
             use()
 
 
+def test_a_detector_closed_by_another_thread_mid_call_says_so(small_artifact, kolektor_root, monkeypatch):
+    """close() lands after predict's open check, before its backend call: the caller hears that the
+    Detector is closed, in the Detector's words, not the runner's 'not active' ones."""
+    import threading
+
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    det = Detector.load(small_artifact, backend="torch")
+    prepared, release = threading.Event(), threading.Event()
+    prepare = det.prepare
+
+    def held_prepare(f):
+        prepared.set()
+        assert release.wait(10)
+        return prepare(f)
+
+    monkeypatch.setattr(det, "prepare", held_prepare)
+    errors = []
+
+    def judge():
+        try:
+            det.predict(frame)
+        except EdgeCMGError as exc:
+            errors.append(str(exc))
+
+    caller = threading.Thread(target=judge)
+    caller.start()
+    assert prepared.wait(10)
+    det.close()
+    release.set()
+    caller.join(10)
+    assert len(errors) == 1 and "is closed" in errors[0] and "not active" not in errors[0]
+
+
 def test_reprs_are_one_line_summaries(detector, kolektor_root):
     text = repr(detector)
     assert text.startswith("Detector(") and "backend='torch'" in text and "input=256x96" in text

@@ -12,6 +12,7 @@ model's BankScorer. ``metadata`` is the artifact header (threshold, input size, 
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -70,6 +71,10 @@ class Runner(ABC):
         self.device = device
         self.active = False
         self._scorer = None
+        # infer() calls under way, so that deactivate() from another thread waits for them instead of
+        # freeing a session, engine or device buffers they are using.
+        self._calls = threading.Condition()
+        self._in_flight = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -86,9 +91,14 @@ class Runner(ABC):
         return self
 
     def deactivate(self) -> None:
-        if self.active:
-            self._deactivate()
+        """Release the backend; waits for infer() calls under way in other threads to finish, and
+        refuses new ones from its start."""
+        with self._calls:
+            if not self.active:
+                return
             self.active = False
+            self._calls.wait_for(lambda: self._in_flight == 0)
+        self._deactivate()
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -99,11 +109,18 @@ class Runner(ABC):
     # --- inference ---------------------------------------------------------------------------
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Run a batch of uint8 RGB frames [B, H, W, 3]; returns the graph outputs by name."""
-        if not self.active:
-            raise EdgeCMGError(f"{self.backend} runner for {self.path} is not active: use `with runner:` "
-                               "or call runner.activate() first")
-        self.check_input(frames)
-        return self._infer(frames)
+        with self._calls:
+            if not self.active:
+                raise EdgeCMGError(f"{self.backend} runner for {self.path} is not active: use `with runner:` "
+                                   "or call runner.activate() first")
+            self._in_flight += 1
+        try:
+            self.check_input(frames)
+            return self._infer(frames)
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
 
     @staticmethod
     def check_input(frames: np.ndarray) -> None:

@@ -103,3 +103,42 @@ def test_exported_runners_refuse_other_frame_sizes(runner_for, kind, backend, de
 def test_every_file_kind_has_a_runner_here(artifact_path, featurizer_onnx):
     assert ("torch", "cpu") in runner_choices(artifact_path)
     assert ("onnxruntime", "cpu") in runner_choices(featurizer_onnx)
+
+
+@pytest.mark.parametrize("kind,backend,device", _cases())
+def test_deactivate_waits_for_an_infer_under_way_in_another_thread(runner_for, kind, backend, device,
+                                                                   frames_and_labels, monkeypatch):
+    """Detector.close() from one thread while another judges a frame: the session, engine or device
+    buffers must outlive the call using them (freed under it, a GPU run can crash the process), and
+    calls after the close has begun are refused with edgecmg's error, not an AttributeError."""
+    import threading
+
+    frames, _ = frames_and_labels
+    runner = runner_for(kind, backend, device)
+    runner.activate()
+    expected = runner.infer(frames[:1])
+    inside, release = threading.Event(), threading.Event()
+    infer = runner._infer
+
+    def held_infer(batch):
+        inside.set()
+        assert release.wait(10)
+        return infer(batch)
+
+    monkeypatch.setattr(runner, "_infer", held_infer)
+    results = {}
+    caller = threading.Thread(target=lambda: results.setdefault("out", runner.infer(frames[:1])))
+    caller.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=runner.deactivate)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive(), "deactivate released the backend under a running call"
+    with pytest.raises(EdgeCMGError, match="not active"):
+        runner.infer(frames[:1])  # refused from the start of the close
+    release.set()
+    caller.join(10)
+    closer.join(10)
+    assert not caller.is_alive() and not closer.is_alive() and not runner.active
+    for name, value in expected.items():
+        np.testing.assert_array_equal(results["out"][name], value)
