@@ -90,9 +90,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     skipped_file.write(json.dumps({"file": str(path), "frame_index": index, "error": str(exc)}) + "\n")
                     continue
                 result = detector.predict(frame)
-                overlay_path = save_png(out / overlay_names[index], result.overlay(frame))
+                overlay_path = None
+                if args.overlays == "all" or (args.overlays == "flagged" and result.is_anomaly):
+                    overlay_path = str(save_png(out / overlay_names[index], result.overlay(frame)))
                 # frame_index: the file's position among the inputs (each predict call counts from 0).
-                record = {"file": str(path), "overlay": str(overlay_path), **result.to_dict(), "frame_index": index,
+                record = {"file": str(path), "overlay": overlay_path, **result.to_dict(), "frame_index": index,
                           "source": str(path)}
                 jsonl.write(json.dumps(record) + "\n")
     print(f"{len(paths) - skipped} images judged, {skipped} skipped; results in {out / 'results.jsonl'}"
@@ -348,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--backend", default="auto", help=backend_help)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
+    p.add_argument("--overlays", choices=["all", "flagged", "none"], default="all",
+                   help="which images get a heat-map overlay PNG, at the image's own size (a KolektorSDD part: "
+                        "about 200 KB): all (default), flagged (anomalies only) or none; results.jsonl "
+                        "has every verdict either way, with overlay null where none was written")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's results.jsonl in --out, and remove the overlays it lists "
                         "(refused without it)")

@@ -56,6 +56,31 @@ def test_predict_keeps_one_overlay_per_input_when_names_repeat(mvtec_subset, sma
     assert [os.path.basename(path) for path in overlays[:2]] == ["crack_000_overlay.png", "scratch_000_overlay.png"]
 
 
+def test_predict_writes_overlays_of_the_flagged_images_only_or_none(mvtec_subset, small_artifact, tmp_path):
+    images = [str(p) for p in sorted((mvtec_subset / "test" / "good").iterdir())[:3]
+              + sorted((mvtec_subset / "test" / "defect").iterdir())[:3]]
+    probe = tmp_path / "probe"
+    assert main(["-q", "predict", str(small_artifact), *images, "--out", str(probe), "--backend", "torch"]) == 0
+    scores = sorted(json.loads(line)["score"] for line in (probe / "results.jsonl").read_text().splitlines())
+    middle = (scores[2] + scores[3]) / 2  # a threshold that flags three of the six
+    for overlays in ("flagged", "none"):
+        out = tmp_path / overlays
+        assert main(["-q", "predict", str(small_artifact), *images, "--out", str(out), "--backend", "torch",
+                     "--threshold", str(middle), "--overlays", overlays]) == 0
+        records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert len(records) == 6 and sum(r["is_anomaly"] for r in records) == 3
+        written = sorted(p.name for p in out.glob("*_overlay.png"))
+        if overlays == "none":
+            assert written == [] and all(r["overlay"] is None for r in records)
+        else:
+            assert all((r["overlay"] is not None) == r["is_anomaly"] for r in records)
+            assert written == sorted(os.path.basename(r["overlay"]) for r in records if r["is_anomaly"])
+    # an --overwrite rerun reads the earlier results' null overlays without tripping
+    assert main(["-q", "predict", str(small_artifact), *images, "--out", str(tmp_path / "none"), "--backend",
+                 "torch", "--overwrite"]) == 0
+    assert len(list((tmp_path / "none").glob("*_overlay.png"))) == 6
+
+
 def test_unique_overlay_names():
     from pathlib import Path
 
