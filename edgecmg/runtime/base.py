@@ -74,7 +74,7 @@ class Runner(ABC):
         # infer() calls under way, so that deactivate() from another thread waits for them instead of
         # freeing a session, engine or device buffers they are using.
         self._calls = threading.Condition()
-        self._in_flight = 0
+        self._in_flight: list[int] = []  # the calling threads' idents, one entry per call
 
     # --- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -96,8 +96,13 @@ class Runner(ABC):
         with self._calls:
             if not self.active:
                 return
+            if threading.get_ident() in self._in_flight:
+                # A signal handler or callback on the thread whose call is under way: waiting would
+                # never end, and releasing now would pull the backend from under that call.
+                raise EdgeCMGError(f"{self.path}: close() was called from inside a call on the same thread "
+                                   "(a signal handler?); close after the call returns, e.g. set a flag there")
             self.active = False
-            self._calls.wait_for(lambda: self._in_flight == 0)
+            self._calls.wait_for(lambda: not self._in_flight)
         self._deactivate()
 
     def __enter__(self) -> "Runner":
@@ -113,13 +118,13 @@ class Runner(ABC):
             if not self.active:
                 raise EdgeCMGError(f"{self.backend} runner for {self.path} is not active: use `with runner:` "
                                    "or call runner.activate() first")
-            self._in_flight += 1
+            self._in_flight.append(threading.get_ident())
         try:
             self.check_input(frames)
             return self._infer(frames)
         finally:
             with self._calls:
-                self._in_flight -= 1
+                self._in_flight.remove(threading.get_ident())
                 self._calls.notify_all()
 
     @staticmethod

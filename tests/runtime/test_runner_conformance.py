@@ -142,3 +142,26 @@ def test_deactivate_waits_for_an_infer_under_way_in_another_thread(runner_for, k
     assert not caller.is_alive() and not closer.is_alive() and not runner.active
     for name, value in expected.items():
         np.testing.assert_array_equal(results["out"][name], value)
+
+
+def test_deactivate_from_inside_a_call_on_the_same_thread_is_refused(artifact_path, frames_and_labels, monkeypatch):
+    """A signal handler that closes the detector lands on the thread whose call is under way: waiting
+    for that call would never end, so close() says what happened and the call finishes."""
+    frames, _ = frames_and_labels
+    runner = make_runner(artifact_path, "torch", "cpu").activate()
+    infer = runner._infer
+    refusals = []
+
+    def infer_interrupted_by_a_closing_handler(batch):
+        try:
+            runner.deactivate()
+        except EdgeCMGError as exc:
+            refusals.append(str(exc))
+        return infer(batch)
+
+    monkeypatch.setattr(runner, "_infer", infer_interrupted_by_a_closing_handler)
+    out = runner.infer(frames[:1])
+    assert len(refusals) == 1 and "inside a call on the same thread" in refusals[0]
+    assert runner.active and len(out["score"]) == 1
+    runner.deactivate()
+    assert not runner.active
