@@ -208,6 +208,8 @@ BAD_HEADERS = {  # name: (edit, what the error must say)
     "numeric backbone hash": (_set("backbone.sha256", 7), "'backbone.sha256' is 7, not a string"),
     "payload size as text": (_set("payload.bytes", "12"), "'payload.bytes' is \"12\", not an integer"),
     "header version edited": (_set("format_version", 1), "'format_version' is 1 but the file's prefix says 3"),
+    "knn_k above the bank": (lambda h: _set("model.knn_k", h["model"]["bank_size"] + 1)(h),
+                             r"'model.knn_k' is \d+, not in 1\.\.\d+"),
 }
 
 
@@ -239,6 +241,62 @@ def test_a_payload_that_is_not_safetensors_is_refused(small_artifact, tmp_path):
     path.write_bytes(data[:-payload_len] + garbage)
     with pytest.raises(ArtifactError, match=re.escape(str(path)) + ": the payload is not a valid safetensors"):
         artifact.load(path)
+
+
+def _edit_payload(src, dst, edit):
+    """A deliberate tamper of the tensors: the payload's tensors rewritten by ``edit`` (which changes
+    the dict in place), saved as safetensors again, with the header's payload size and SHA-256
+    recomputed (and so the header's checksum): only the loader's own checks stand in the way."""
+    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import save as save_safetensors
+
+    tensors = load_safetensors(artifact.read_header(src)[1])
+    edit(tensors)
+    payload = save_safetensors(tensors)
+    path = _edit_header(src, dst, _set("payload", {"bytes": len(payload),
+                                                   "sha256": hashlib.sha256(payload).hexdigest()}))
+    data = path.read_bytes()
+    path.write_bytes(data[:-len(artifact.read_header(src)[1])] + payload)
+    return path
+
+
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_a_payload_whose_tensors_are_not_the_models_is_refused_by_its_tensor_set(small_artifact, tmp_path, change):
+    """Without its CMER margins the model would load with zero margins (the module's initial value)
+    and gate cells differently from the fitted one, without a word; a tensor the model lacks is refused
+    by name too, not by torch's load_state_dict."""
+    def edit(tensors):
+        if change == "missing":
+            del tensors["scorer.cmer_margin"]
+        else:
+            tensors["scorer.unknown"] = torch.zeros(3)
+
+    path = _edit_payload(small_artifact, tmp_path / f"{change}.edgecmg", edit)
+    artifact.read_header(path)  # the checksums hold: only the tensor set is wrong
+    with pytest.raises(ArtifactError, match=re.escape(str(path)) + r": tensor set \[.*\] does not match the model"):
+        artifact.load(path)
+
+
+def test_a_wrongly_shaped_tensor_is_refused_by_name_not_a_torch_error(small_artifact, tmp_path):
+    def widen(tensors):
+        projection = tensors["featurizer.projection"]
+        tensors["featurizer.projection"] = torch.cat([projection, projection[:, :1]], dim=1)
+
+    shape = tuple(artifact.load(small_artifact)[0].featurizer.projection.shape)
+    path = _edit_payload(small_artifact, tmp_path / "wide.edgecmg", widen)
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor featurizer.projection has shape "
+                                                      f"{(shape[0], shape[1] + 1)}, expected {shape}")):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), float("-inf")])
+def test_save_with_threshold_refuses_a_threshold_that_is_not_finite(small_artifact, tmp_path, threshold):
+    from edgecmg.errors import ConfigError
+
+    out = tmp_path / "line3.edgecmg"
+    with pytest.raises(ConfigError, match=rf"threshold={threshold} must be a finite number"):
+        artifact.save_with_threshold(small_artifact, out, threshold, {"by": "test"})
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("field, value", [

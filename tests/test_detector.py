@@ -287,6 +287,43 @@ def test_a_frame_of_another_shape_than_the_training_images_is_warned_about_once(
             assert f"a {w}x{h} frame" in warnings[0] and "crop frames to the part" in warnings[0]
 
 
+@pytest.mark.parametrize("off, warns", [(1.04, True), (1 / 1.04, False)])
+@pytest.mark.parametrize("way", ["taller", "wider"])
+def test_the_stretch_warning_starts_past_the_aspect_tolerance(detector, kolektor_root, caplog, off, warns, way):
+    """A frame 1.3x off the training images' height/width (ASPECT_TOLERANCE 1.25 x 1.04) is warned about,
+    one 1.2x off (1.25 / 1.04) is not, whichever way it is off."""
+    import cv2
+
+    from edgecmg.config import ASPECT_TOLERANCE
+
+    trained = detector.metadata["training"]["aspect_hw"]
+    stretch = ASPECT_TOLERANCE * off
+    aspect = trained * stretch if way == "taller" else trained / stretch
+    w = 401 if warns else 403  # a frame size of its own: each size is checked once per detector
+    h = round(w * aspect)
+    part = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    caplog.clear()
+    detector.prepare(cv2.resize(part, (w, h), interpolation=cv2.INTER_AREA))
+    warnings = [r.getMessage() for r in caplog.records if "stretches the part" in r.getMessage()]
+    if warns:
+        assert len(warnings) == 1 and f"a {w}x{h} frame" in warnings[0]
+        assert f"stretches the part {stretch:.2f}x" in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_a_score_exactly_at_the_threshold_is_an_anomaly(detector, kolektor_root):
+    import dataclasses
+
+    result = detector.predict(read_image(sorted((kolektor_root / "test" / "good").iterdir())[0]))
+    at = dataclasses.replace(result, threshold=result.score)
+    assert at.is_anomaly and at.to_dict()["is_anomaly"] is True
+    above = dataclasses.replace(result, threshold=float(np.nextafter(result.score, np.inf)))
+    assert not above.is_anomaly
+    with Detector.load(detector.runner.model_path, backend="torch", threshold=result.score) as det:
+        assert det.predict(result.frame).is_anomaly  # the same frame, judged at its own score
+
+
 def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_artifact, kolektor_root):
     import torch
 

@@ -61,6 +61,33 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
     assert result.overlay().shape == result.anomaly_map.shape + (3,)
 
 
+def test_threshold_is_the_configured_quantile_of_the_holdout_scores(kolektor_train, monkeypatch):
+    """threshold_quantile picks the threshold among the held-out good images' scores (fit's 0.99 is
+    only the default): the same images and seed at 0.5 and 1.0 give the median and the maximum."""
+    import edgecmg.fit as fit_module
+
+    holdouts = []
+    real = fit_module._score_holdout
+
+    def spy(model, frames, batch_size):
+        scores, level = real(model, frames, batch_size)
+        holdouts.append(np.asarray(scores) - level)  # what fit sets the threshold on
+        return scores, level
+
+    monkeypatch.setattr(fit_module, "_score_holdout", spy)
+    thresholds = {}
+    for q in (0.5, 1.0):
+        config = ModelConfig(prompt="a photo of a metal commutator", input_size=(64, 64), cmle=False,
+                             max_bank_size=50, threshold_quantile=q)
+        thresholds[q] = fit(kolektor_train[:8], config, progress=False)[1]["threshold"]
+    np.testing.assert_array_equal(holdouts[0], holdouts[1])  # the same holdout, scored the same
+    scores = holdouts[0]
+    assert len(scores) == 2 and scores.max() > scores.min()
+    assert thresholds[1.0] == pytest.approx(float(scores.max()), abs=1e-6)
+    assert thresholds[0.5] == pytest.approx(float(np.median(scores)), abs=1e-6)
+    assert thresholds[0.5] < thresholds[1.0]
+
+
 def test_model_config_refuses_invalid_values_by_name():
     import dataclasses
     import re

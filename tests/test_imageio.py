@@ -64,6 +64,21 @@ def test_sixteen_bit_png_and_tiff_scale_by_dtype_max(tmp_path):
         np.testing.assert_array_equal(out[:, :, 0], expected)
 
 
+def test_a_sixteen_bit_array_converts_as_its_png_file_reads(tmp_path):
+    """to_rgb_uint8 (frames from a 16-bit camera) and read_image (the same pixels saved as a 16-bit
+    PNG) round every value the same way, to the nearest 8-bit level: x / 257 rounded, not truncated
+    (1000 -> 4, 32768 -> 128, 65280 -> 254)."""
+    from edgecmg.imageio import to_rgb_uint8
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    path = tmp_path / "every.png"
+    assert cv2.imwrite(str(path), every)
+    converted = to_rgb_uint8(every)
+    np.testing.assert_array_equal(converted, read_image(path))
+    np.testing.assert_array_equal(converted[:, :, 0], np.rint(every / 257.0).astype(np.uint8))
+    assert [int(converted.reshape(-1, 3)[v, 0]) for v in (1000, 32768, 65280)] == [4, 128, 254]
+
+
 def test_sixteen_bit_colour_tiff(tmp_path):
     rgb16 = (_rgb().astype(np.uint16) * 257)
     cv2.imwrite(str(tmp_path / "c.tif"), rgb16[:, :, ::-1].copy())  # OpenCV writes BGR
@@ -103,6 +118,27 @@ def test_pillow_fallback_when_opencv_cannot_decode(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
     np.testing.assert_array_equal(read_image(tmp_path / "p.gif")[0, 1], (40, 50, 60))
     np.testing.assert_array_equal(read_image(tmp_path / "d.png")[0, :, 0], (0, 255))
+
+
+def test_pillow_fallback_scales_int32_sixteen_bit_and_composites_gray_alpha(tmp_path, monkeypatch):
+    """Pillow opens a 16-bit PGM in its int32 "I" mode: scaled by 65535, not by int32's maximum
+    (which would make every pixel 0), to the levels a 16-bit frame converts to; a gray + alpha PNG
+    is composited onto black as to_rgb_uint8 does."""
+    from edgecmg.imageio import to_rgb_uint8
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    (tmp_path / "d.pgm").write_bytes(b"P5\n256 256\n65535\n" + every.astype(">u2").tobytes())
+    la = np.stack([np.array([[200, 90, 17], [255, 0, 128]], np.uint8),
+                   np.array([[255, 128, 40], [0, 77, 200]], np.uint8)], axis=-1)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    with Image.open(tmp_path / "d.pgm") as im:
+        assert im.mode == "I"  # the branch under test: int32 pixels holding 16-bit values
+    monkeypatch.setattr(cv2, "imdecode", lambda *a, **k: None)
+    sixteen = read_image(tmp_path / "d.pgm")
+    assert sixteen[0, 0].tolist() == [0, 0, 0] and sixteen[-1, -1].tolist() == [255, 255, 255]
+    np.testing.assert_array_equal(sixteen, to_rgb_uint8(every))  # every value as a 16-bit frame converts
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), to_rgb_uint8(la))
+    assert read_image(tmp_path / "la.png")[0, 0, 0] == 200 and read_image(tmp_path / "la.png")[1, 0, 0] == 0
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -122,6 +122,14 @@ def test_f1_max_simple_cases():
         f1_max([0, 0], [1, 2])
 
 
+def test_f1_max_among_tied_best_thresholds_returns_the_highest():
+    # >= 4: 1 of 1 flagged is a defect, 1 of 2 found (F1 2/3); >= 1: all 4 flagged, both found (F1 2/3)
+    f1, thr = f1_max([1, 0, 0, 1], [4, 3, 2, 1])
+    assert f1 == pytest.approx(2 / 3) and thr == 4.0
+    f1, thr = f1_max([1, 0, 0, 1], [1, 2, 3, 4])  # the same scores in the other order
+    assert f1 == pytest.approx(2 / 3) and thr == 4.0
+
+
 # ------------------------------------------------------------------ AUPRO
 def _aupro_bruteforce(masks, maps, limit):
     """Exact reference: every distinct score is a threshold; loops, no histograms."""
@@ -254,6 +262,25 @@ def test_evaluate_with_masks_and_unknown_masks(caplog):
     assert part["aupro"] == pytest.approx(aupro(masks[1:], maps[1:]))
 
 
+def test_masks_without_a_defect_pixel_give_no_pixel_metrics_and_say_so(caplog):
+    from edgecmg.metrics import pixel_metrics
+
+    masks, maps = _blobs(3)
+    clean = np.zeros_like(masks)  # every image's mask known, none with a defect pixel
+    labels = np.r_[1, np.zeros(len(masks) - 1, int)]
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert pixel_metrics(clean, maps) == {"pixel_auroc": None, "aupro": None}
+    assert "no image with a known mask contains a defect pixel" in caplog.text
+    for given in (clean, list(clean)):  # an [N,H,W] array, or one mask per image
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edgecmg"):
+            out = evaluate(labels, scores, given, maps)
+        assert out["pixel_auroc"] is None and out["aupro"] is None
+        assert out["image_auroc"] == pytest.approx(auroc(labels, scores))
+        assert "no image with a known mask contains a defect pixel" in caplog.text
+
+
 def test_evaluate_argument_errors():
     with pytest.raises(DataError, match="without maps"):
         evaluate([0, 1], [0.1, 0.2], masks=np.zeros((2, 4, 4), bool))
@@ -299,3 +326,24 @@ def test_auroc_difference_interval_holds_the_difference_and_tells_noise_from_a_g
         auroc_difference_interval(np.zeros(240, int), strong, weak)
     with pytest.raises(DataError, match="level=1.5"):
         auroc_difference_interval(labels, strong, weak, level=1.5)
+
+
+def test_auroc_difference_interval_redraws_keep_each_class_count(monkeypatch):
+    """Every bootstrap redraw holds the test set's normal and anomalous counts: redrawn from all images
+    at once, a redraw could miss the rare class (AUROC undefined) and the interval would come from
+    other proportions than the test set's."""
+    import edgecmg.metrics as metrics
+
+    counts = []
+    real = metrics._auc_u
+
+    def spy(labels, scores):
+        counts.append((int(labels.sum()), int((~labels).sum())))
+        return real(labels, scores)
+
+    monkeypatch.setattr(metrics, "_auc_u", spy)
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(27, int), np.ones(3, int)]
+    a, b = rng.normal(size=30) + labels, rng.normal(size=30)
+    metrics.auroc_difference_interval(labels, a, b, rounds=200)
+    assert len(counts) == 400 and set(counts) == {(3, 27)}

@@ -228,6 +228,24 @@ def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_d
         calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES + 1, progress=False)
 
 
+def test_data_fingerprint_follows_each_files_name_size_and_modification_time(tmp_path, train_dir):
+    """A calibration cache is keyed by the images' fingerprint: an image replaced by another of the same
+    size (a re-export, a new capture under the old name) must still change it, by its mtime."""
+    import os
+
+    from edgecmg.calibration.data import fingerprint
+
+    paths = []
+    for source in sorted(train_dir.iterdir())[:2]:
+        paths.append(tmp_path / source.name)
+        paths[-1].write_bytes(source.read_bytes())
+    before = fingerprint(paths)
+    assert fingerprint(paths) == before and fingerprint(paths[::-1]) != before
+    stat = paths[1].stat()
+    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert paths[1].stat().st_size == stat.st_size and fingerprint(paths) != before
+
+
 def test_cache_mismatch_reasons():
     cache = CalibrationCache({"method": "entropy", "samples": 8}, {"a": (0.0, 1.0)})
     assert cache.mismatch({"method": "entropy", "samples": 8}, ["a"]) is None

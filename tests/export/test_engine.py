@@ -61,6 +61,9 @@ def test_engine_file_round_trip(tmp_path):
     (tmp_path / "plan.engine").write_bytes(b"raw tensorrt plan, long enough to hold a prefix")
     with pytest.raises(ArtifactError, match="bad magic"):
         read_engine_header(tmp_path / "plan.engine")
+    (tmp_path / "long.engine").write_bytes(data + b"x")  # as the C++ reader does (tests/test_cpp_engine_reader.py)
+    with pytest.raises(ArtifactError, match="long.engine: trailing bytes after the engine: the file is corrupted"):
+        read_engine_file(tmp_path / "long.engine")
 
 
 def test_engine_payload_entry_without_a_byte_count_is_refused(tmp_path):

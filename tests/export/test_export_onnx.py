@@ -262,6 +262,19 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
 
 
+def test_cached_exports_with_and_without_a_dynamic_batch_are_two_entries(tmp_path, artifact_path):
+    """A fixed-batch export must not be served the dynamic one (or the other way round) from the cache."""
+    dynamic, _ = cached_onnx(artifact_path, directory=tmp_path / "cache")
+    # only dynamic_batch differs: the fixed batch is the default's 1
+    fixed, _ = cached_onnx(artifact_path, ExportConfig(dynamic_batch=False), directory=tmp_path / "cache")
+    assert fixed != dynamic and len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+
+    def batch_dim(path):
+        return onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+
+    assert batch_dim(dynamic).dim_param and batch_dim(fixed).dim_value == 1
+
+
 def test_a_file_replaced_during_a_cached_export_never_puts_one_model_under_the_others_key(tmp_path, artifact_path,
                                                                                          monkeypatch):
     """The key's hash and the exported model come from one read: a rollback that replaced the file

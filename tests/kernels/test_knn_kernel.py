@@ -54,6 +54,18 @@ def test_reference_batched_and_precomputed_norms():
     assert_knn_equivalent(dist, idx, q, bank, 4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 3])
+def test_reference_distances_are_never_negative(dtype, k):
+    """||m||^2 - 2 q.m + ||q||^2 cancels to about 0 for a query on a bank row, and large features round
+    it below 0 (a third of these rows unclamped): sqrt of it would be NaN in the anomaly map."""
+    _, bank = _data(1, 200, 32, torch.float32)
+    bank = (bank * 30).to(dtype)
+    dist, idx = knn_reference(bank.float(), bank, k)
+    assert (dist >= 0).all() and not dist.sqrt().isnan().any()
+    assert torch.equal(idx[:, 0], torch.arange(200))
+
+
 # ---------------------------------------------------------------- kernel (interpreter: small shapes)
 KERNEL_SHAPES = [
     pytest.param(1, 1, 1, id="single-q-d1-m1"),

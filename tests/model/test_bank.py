@@ -28,6 +28,22 @@ def test_coreset_pool_returns_indices_into_the_full_set():
     assert chosen.max() < 5000 and len(set(chosen.tolist())) == 50
 
 
+def test_coreset_from_a_pool_reaches_far_clusters_at_high_indices():
+    """With more points than max_pool the coreset runs on a random pool: the indices it returns must be
+    into the whole set (the pool's own positions stay below the pool size and would name other points)."""
+    g = torch.Generator().manual_seed(0)
+    near = 0.1 * torch.randn(4000, 2, generator=g)  # indices 0..3999: one blob at the origin
+    centers = torch.tensor([[50.0, 0], [0, 50], [-50, 0], [0, -50]])
+    far = (centers[:, None] + 0.1 * torch.randn(4, 250, 2, generator=g)).reshape(-1, 2)  # 4000..4999
+    x = torch.cat([near, far])
+    chosen = bank.greedy_coreset(x, 5, projection_dim=64, max_pool=1000)
+    assert len(set(chosen.tolist())) == 5
+    # one point per far cluster, and one in the blob
+    assert {int(i) // 250 - 16 for i in chosen if i >= 4000} == {0, 1, 2, 3}
+    assert sum(int(i) < 4000 for i in chosen) == 1
+    assert torch.cdist(x[chosen], centers).min(dim=0).values.max() < 1
+
+
 @pytest.mark.parametrize("size", [1, 2, 255, 256, 257, 512, 700, 900])
 def test_coreset_progress_adds_up_to_the_points_chosen(size):
     # A progress bar with total=size must end full, whatever the remainder of the 256-point steps.

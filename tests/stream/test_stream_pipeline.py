@@ -68,6 +68,8 @@ def test_latest_hands_a_slow_consumer_the_newest_frames(batch):
         deadline = time.monotonic() + 5.0
         while pipe.running and time.monotonic() < deadline:  # the thread ends after queueing the last
             time.sleep(0.01)
+        # The capture side never holds more than max_queue frames: each put past it drops one, counted.
+        assert len(pipe._state.queue) == 4 and pipe.stats.frames_dropped == 50 - 4
         batches = [[item.frame.index for item in b] for b in pipe]
     assert batches == [list(range(50 - batch, 50))]
     s = pipe.stats

@@ -44,6 +44,10 @@ def test_latency_memory_is_bounded_by_the_window():
     assert stats.count == 1000 and stats.max == 999 and stats.mean == pytest.approx(499.5)
     assert stats.p50 == pytest.approx(949.5)  # quantiles are over the recent window
     assert stats._ms.nbytes == 800  # fixed ring, whatever the number of samples
+    for v in range(1000, 1050):  # the ring's write position is now mid-buffer (50), not at its start
+        stats.add(float(v))
+    np.testing.assert_array_equal(stats.samples(), np.arange(950, 1050))  # still oldest first
+    assert stats.p50 == pytest.approx(999.5)
 
 
 def test_latency_empty_and_invalid():
@@ -73,6 +77,26 @@ def test_latency_fps_is_wall_clock_throughput():
     s = stats.summary(prefix="infer_")
     keys = ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "fps")
     assert set(s) == {f"infer_{k}" for k in keys}
+
+
+def test_latency_fps_over_a_full_window_spans_its_oldest_to_newest_sample(monkeypatch):
+    """Once more samples than the window have arrived, fps spans the window's oldest and newest
+    arrival times, wherever the ring's write position is."""
+    import types
+
+    from edgecmg.stream import report
+
+    now = [0.0]
+    monkeypatch.setattr(report, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    stats = LatencyStats(window=10)
+    for i in range(25):  # 20 per second for the first 15, then 10 per second
+        now[0] = 0.05 * i if i < 15 else 0.7 + 0.1 * (i - 14)
+        stats.add(1.0)
+    # the window holds samples 15..24, arrived at 0.8 .. 1.7 s: 9 intervals over 0.9 s
+    assert stats.fps == pytest.approx(10.0)
+    now[0] += 0.1
+    stats.add(1.0)  # 16..25: still 10 per second
+    assert stats.fps == pytest.approx(10.0)
 
 
 # ---------------------------------------------------------------------------- environment

@@ -107,6 +107,21 @@ def test_video_loop_restarts_the_file(video_file):
     assert indices == list(range(12))
 
 
+def test_a_looped_video_that_reopens_empty_ends_instead_of_reopening_forever(video_file, scripted_opener,
+                                                                            fake_capture):
+    # The file played once, then every reopen gives a capture that opens but decodes nothing (the
+    # file was truncated meanwhile): one reopen that yields no frame ends the stream.
+    path = video_file(n=3, fourcc="MJPG", ext=".avi")
+    opener = scripted_opener([fake_capture([0, 1, 2])] + [fake_capture([]) for _ in range(5)])
+    src = open_source(path, StreamConfig(loop=True), opener=opener)
+    try:
+        assert [src.read().index for _ in range(3)] == [0, 1, 2]
+        assert src.read() is None
+    finally:
+        src.close()
+    assert len(opener.targets) == 2  # the first open and one reopen, not one per pass
+
+
 def test_file_url_is_a_path(video_file):
     path = video_file(n=3, fourcc="MJPG", ext=".avi")
     with open_source("file://" + str(path)) as src:
@@ -171,6 +186,26 @@ def test_image_folder_loop_and_realtime(image_folder):
     assert [f.index for f in frames] == list(range(13))
     assert elapsed >= 0.10  # 13 frames paced at 100 fps: at least 12 periods of 10 ms
     assert src.corrupt_skipped >= 2  # counted again on the second pass
+
+
+def test_realtime_pacing_resyncs_after_a_stalled_consumer():
+    """A consumer that stalls for several frame periods gets the next frame at once and the rest at the
+    frame rate again, not a burst of catch-up frames (no camera delivers one)."""
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(8)]
+    src = open_source(frames, StreamConfig(realtime=True, capture_fps=10.0))  # a 100 ms period
+    try:
+        src.read()
+        time.sleep(0.6)  # six periods
+        t0 = time.perf_counter()
+        src.read()
+        first = time.perf_counter() - t0
+        src.read()
+        src.read()
+        elapsed = time.perf_counter() - t0
+    finally:
+        src.close()
+    assert first < 0.08  # the frame after the stall: due at once, not a period later (slack for a busy machine)
+    assert elapsed >= 0.18  # the two after it: one period each (a burst would take ~0 s)
 
 
 # ---------------------------------------------------------------------------- iterables
@@ -462,6 +497,21 @@ def test_reconnect_back_off_is_exponential(scripted_opener, fake_capture):
         src.read()
     assert time.perf_counter() - t0 >= 0.02 + 0.04 + 0.08 - 0.005
     src.close()
+
+
+def test_reconnect_back_off_doubles_up_to_its_cap(scripted_opener, fake_capture, monkeypatch):
+    from edgecmg.stream.sources import _MAX_BACKOFF_S
+
+    src = open_source(0, StreamConfig(reconnect_attempts=8, reconnect_backoff_s=1.0),
+                      opener=scripted_opener([fake_capture([0, 1])]))
+    waits = []
+    monkeypatch.setattr(src, "_wait", lambda seconds: waits.append(seconds) or True)  # no real sleep
+    src.read()
+    with pytest.raises(StreamError, match=r"after 8 attempt\(s\) over 121\.0s of back-off"):
+        src.read()
+    src.close()
+    assert _MAX_BACKOFF_S == 30.0
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
 
 
 def test_zero_reconnect_attempts_fail_at_the_first_error(scripted_opener, fake_capture):
