@@ -94,13 +94,16 @@ def overlay_heatmap(
 
     # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
     # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
+    # Each step writes into the buffer before it where it can: a 64-megapixel frame's overlay took
+    # 16 bytes a pixel with a new array per step.
     _, clipped = cv2.threshold(m, 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow the scaling
-    _, clipped = cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO)
+    cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO, dst=clipped)
     level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
-    heat_bgr = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+    del clipped
+    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
     # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
-    heat = cv2.cvtColor(heat_bgr, cv2.COLOR_BGR2RGB)
-    out = cv2.addWeighted(rgb, 1.0 - a, heat, a, 0.0)
+    cv2.cvtColor(heat, cv2.COLOR_BGR2RGB, dst=heat)
+    out = cv2.addWeighted(rgb, 1.0 - a, heat, a, 0.0, dst=heat)
 
     scale = max(1, round(min(h, w) / 240))
     if contour:
