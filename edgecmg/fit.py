@@ -263,7 +263,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
-    holdout_scores, holdout_map_mean = _score_holdout(model, holdout_frames, config.batch_size)
+    holdout_scores, holdout_map_mean = _score_holdout(model, holdout_frames, config.batch_size, progress)
     # The level's pattern comes from the bank images; its height is set so that held-out good parts
     # average 0. (With a small bank, images scored without their own rows score higher than new parts
     # do.) One constant moves every score and the threshold together: no decision or ranking changes.
@@ -426,10 +426,12 @@ def _normal_level(model: CMGModel, bank_patches: torch.Tensor, chosen: torch.Ten
 
 
 @torch.no_grad()
-def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, float]:
+def _score_holdout(model: CMGModel, frames: list[np.ndarray], batch_size: int,
+                   progress: bool = False) -> tuple[np.ndarray, float]:
     """Image scores of the held-out images (uint8 RGB at the model size), and the mean value of their maps."""
     scores, map_sums = [], 0.0
-    for start in range(0, len(frames), batch_size):
+    # A bar of its own: 200 held-out images take 8 s on 2 cores, after the coreset's bar has ended.
+    for start in tqdm(range(0, len(frames), batch_size), desc="threshold", unit="batch", disable=not progress):
         batch = torch.stack([torch.from_numpy(f) for f in frames[start:start + batch_size]])
         out = model(batch)
         scores.append(out.score)
