@@ -92,6 +92,10 @@ def test_unique_overlay_names():
     # "a_b_c" again: that one takes a number
     names = unique_overlay_names([Path("y/a_b_c.png"), Path("a_b/c.png"), Path("x/c.png")])
     assert names == ["a_b_c_overlay.png", "a_b_c_1_overlay.png", "x_c_overlay.png"]
+    # the numbered name is taken too (by "z/a_x_2"): the number moves on until a free name is found
+    names = unique_overlay_names([Path("z/a_x_2.png"), Path("a/x.png"), Path("a/x.jpg")])
+    assert names == ["a_x_2_overlay.png", "a_x_overlay.png", "a_x_5_overlay.png"]
+    assert len(set(names)) == 3
 
 
 def test_predict_names_a_missing_input(small_artifact, tmp_path, capsys):
@@ -160,15 +164,23 @@ def test_build_refuses_a_max_batch_below_one_by_its_flag(tmp_path, capsys, value
     assert f"--max-batch {value}: the largest batch must be 1 or more" in err and "min_batch" not in err
 
 
-@pytest.mark.parametrize("allocate", ["torch", "numpy"])
+@pytest.mark.parametrize("allocate", ["torch", "numpy", "opencv", "os"])
 def test_running_out_of_memory_is_an_error_line_that_says_what_to_change(monkeypatch, tmp_path, capsys, allocate):
     import edgecmg.cli as cli
 
+    import errno
+
+    import cv2
     import torch
 
     def fit_that_runs_out(args):  # a real failed allocation, as fit on too many images meets it
         if allocate == "torch":
             torch.empty(1 << 50, dtype=torch.uint8)
+        if allocate == "opencv":  # OpenCV's own words for it (seen under a memory limit)
+            raise cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate "
+                            "3600000000 bytes in function 'OutOfMemoryError'")
+        if allocate == "os":
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
         np.empty(1 << 50, dtype=np.uint8)
 
     monkeypatch.setattr(cli, "cmd_fit", fit_that_runs_out)
@@ -395,6 +407,22 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
 
 
+def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):
+    """main() called from a program with a SIGTERM handler of its own leaves that handler in place
+    (its Terminated handler would otherwise stop the program at the next systemctl stop)."""
+    import signal
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["info", str(tmp_path / "missing.edgecmg")]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_stop_signal_waits_until_the_frame_in_hand_is_recorded():
     """A SIGTERM between receiving a judged frame and writing its record once left the summary
     counting a frame whose record was never written; it is now held until release()."""
@@ -448,7 +476,8 @@ def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolekt
     assert "Traceback" not in err
 
 
-def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor_root, tmp_path, capsys):
+def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor_root, tmp_path, capsys,
+                                                         monkeypatch):
     """After a clean run the summary is the command's last output: not writing it is its error (a
     failed run keeps its own error instead, and the summary says what ended it)."""
     blocker = tmp_path / "a-file"
@@ -456,6 +485,18 @@ def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor
     assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
                  "torch", "--max-frames", "1", "--report", str(blocker / "report")]) == 2
     assert "edgecmg stream: error:" in capsys.readouterr().err
+    # the folder was writable when checked, and the disk filled up during the run
+    import errno
+
+    import edgecmg.stream.report as report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "write_report", disk_full)
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "1", "--report", str(tmp_path / "report")]) == 2
+    assert "edgecmg stream: error: [Errno 28] No space left on device" in capsys.readouterr().err
 
 
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
@@ -708,6 +749,39 @@ def test_predict_and_eval_refuse_an_earlier_runs_results_unless_overwrite(small_
         json.loads(text.splitlines()[0] if marked.suffix == ".jsonl" else text)
 
 
+def test_overwrite_removes_only_the_earlier_overlays_inside_out(tmp_path):
+    """An earlier results.jsonl naming an overlay outside --out (edited, or copied from another run)
+    must not make predict --overwrite delete that file."""
+    from edgecmg.cli import remove_earlier_overlays
+
+    out = tmp_path / "out"
+    out.mkdir()
+    inside, outside = out / "a_overlay.png", tmp_path / "b_overlay.png"
+    for path in (inside, outside):
+        path.write_bytes(b"png")
+    (out / "results.jsonl").write_text("\n".join(json.dumps({"file": f"{p.stem}.png", "overlay": str(p)})
+                                                 for p in (inside, outside)) + "\n")
+    remove_earlier_overlays(out)
+    assert not inside.exists() and outside.read_bytes() == b"png"
+
+
+def test_a_command_that_fails_after_writing_keeps_its_out_folder_and_its_error(tmp_path):
+    """Only a folder the command left empty is removed on failure: what it wrote stays, and the
+    command's own error is the one raised."""
+    from edgecmg.commands import output_folder
+
+    target = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with output_folder(target) as out:
+            (out / "results.jsonl").write_text("{}\n")
+            raise RuntimeError("the run failed")
+    assert (target / "results.jsonl").read_text() == "{}\n"
+    with pytest.raises(RuntimeError, match="the run failed"):
+        with output_folder(tmp_path / "a" / "b"):
+            raise RuntimeError("the run failed")
+    assert not (tmp_path / "a").exists()
+
+
 def test_a_model_that_will_not_load_leaves_no_empty_out_folder(small_artifact, mvtec_subset, tmp_path, capsys):
     """predict, eval and bench create --out before any long work; when the model is then refused,
     a folder they created is removed again, and a folder that was there before stays."""
@@ -842,6 +916,26 @@ def test_bench_refuses_counts_that_time_nothing(small_artifact, tmp_path, capsys
     taken.write_text("")
     assert main(["-q", "bench", str(small_artifact), "--backends", "torch", "--out", str(taken)]) == 2
     assert "a file of that name is in the way" in capsys.readouterr().err
+
+
+def test_bench_times_after_the_warmup_and_names_a_backend_that_cannot_run_its_one_file(small_artifact,
+                                                                                       featurizer_onnx, tmp_path,
+                                                                                       capsys):
+    from edgecmg.commands.bench import bench_backend
+
+    row, latencies = bench_backend(str(small_artifact), "torch", None, n_frames=4, warmup=3, batch=2)
+    assert row["frames"] == 4 and len(latencies) == 4  # the 3 warm-up calls are not among the samples
+    # one file, a backend asked for that cannot run it: said as such, not "no backend could run"
+    assert main(["-q", "bench", str(featurizer_onnx), "--backends", "torch", "--out", str(tmp_path / "b")]) == 2
+    assert "backend 'torch' cannot run .onnx files" in capsys.readouterr().err
+    # one damaged file: its own error, not "no backend could run"
+    damaged = tmp_path / "damaged.edgecmg"
+    data = bytearray(small_artifact.read_bytes())
+    data[-100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["-q", "bench", str(damaged), "--backends", "torch", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"edgecmg bench: error: {damaged}: payload checksum mismatch" in err and "no backend could run" not in err
 
 
 def test_quiet_and_verbose_go_before_or_after_the_subcommand(small_artifact, mvtec_subset, tmp_path):

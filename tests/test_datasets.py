@@ -76,6 +76,21 @@ def test_sample_mask(tmp_path):
     assert sample_mask(by_name[("crack", "001.png")], (8, 10)) is None
     with pytest.raises(DataError, match="size of their image"):
         sample_mask(by_name[("crack", "000.png")], (9, 10))
+    with pytest.raises(DataError, match="size of their image"):  # the same height, another width
+        sample_mask(by_name[("crack", "000.png")], (8, 12))
+
+
+def test_defect_types_named_like_good_are_defects_and_hidden_folders_are_not_types(tmp_path):
+    """MVTec has defect types such as metal_nut's "gray_stroke" and carpet's "glue": only test/good is
+    good. A hidden folder (.ipynb_checkpoints, a sync tool's) is no defect type at all."""
+    root = _make_mvtec(tmp_path / "cat")
+    _img(root / "test" / "glue" / "000.png")
+    _img(root / "test" / ".ipynb_checkpoints" / "000.png")
+    ds = MVTecDataset(root)
+    assert ds.defect_types() == ["crack", "empty_type", "glue", "scratch"]
+    labels = {(s.defect_type, s.path.name): s.label for s in ds.test_samples()}
+    assert labels[("glue", "000.png")] == 1 and labels[("good", "000.png")] == 0
+    assert len(labels) == 5 and not any(kind.startswith(".") for kind, _ in labels)
 
 
 def test_mvtec_errors_explain_the_layout(tmp_path):

@@ -86,6 +86,9 @@ def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer)
         assert any("this is a Jetson, but torch" in p["problem"] for p in problems)
     if found:
         assert "pip uninstall opencv-python-headless" in found[0]["fix"]
+    # off a Jetson (a desktop's pip OpenCV has no GStreamer either): not a problem, csi:// is Jetson-only
+    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": None})
+    assert not [p for p in env_command.check_environment()["problems"] if "GStreamer" in p["problem"]]
 
 
 def test_opencv_gstreamer_support_is_read_from_its_registry(monkeypatch):

@@ -74,6 +74,10 @@ def test_threshold_from_good_takes_a_folder_and_the_highest_score_at_quantile_1(
     scores = [detector.predict(read_image(p)).score for p in sorted(folder.iterdir())]
     assert found["images"] == 3 and found["threshold"] == pytest.approx(max(scores))
     assert found["flags"] == 1  # score >= threshold: the highest itself
+    # the stored threshold counts its flags by the same rule: a score equal to it is flagged
+    detector.threshold = found["threshold"]
+    again = threshold_from_good(detector, str(folder), quantile=1.0, progress=False)
+    assert again["stored_threshold"] == found["threshold"] and again["stored_flags"] == 1
 
 
 def test_evaluation_whose_defective_images_all_fail_to_read_says_so(small_artifact, tmp_path):
@@ -89,3 +93,68 @@ def test_evaluation_whose_defective_images_all_fail_to_read_says_so(small_artifa
     samples = [Sample(good, 0, "good"), Sample(broken, 1, "crack")]
     with pytest.raises(DataError, match=r"none of the 1 defective test image\(s\) could be read \(the first: .*broken"):
         evaluate_detector(Detector.load(small_artifact, backend="torch"), samples, progress=False)
+
+
+def test_write_report_removes_an_earlier_hardest_png_it_does_not_redraw(tmp_path):
+    """eval --overwrite into a folder whose hardest.png this run does not draw (no detector given, or
+    a threshold <= 0): the earlier picture would describe another run, so it goes."""
+    import json
+
+    from edgecmg.evaluation import write_report
+
+    stale = tmp_path / "hardest.png"
+    stale.write_bytes(b"an earlier run's")
+    records = [{"file": "a.png", "defect_type": "good", "label": 0, "score": 0.1, "is_anomaly": False},
+               {"file": "b.png", "defect_type": "crack", "label": 1, "score": 0.9, "is_anomaly": True}]
+    write_report(tmp_path, {"image_auroc": 1.0}, records, 0.5, "part")
+    assert not stale.exists()
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"image_auroc": 1.0}
+    assert (tmp_path / "scores.csv").read_text().splitlines()[2] == "b.png,crack,1,0.9,True"
+    assert cv2.imread(str(tmp_path / "scores.png")) is not None
+
+
+def test_a_defect_image_without_a_mask_is_left_out_of_the_pixel_metrics(small_artifact, kolektor_root, caplog):
+    """Its pixels are unknown, not good: counted as good they would turn its defect into false alarms."""
+    import dataclasses
+
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    defects = [s for s in samples if s.label == 1 and s.mask_path is not None][:3]
+    known = [s for s in samples if s.label == 0][:2] + defects[:2]
+    unmasked = dataclasses.replace(defects[2], mask_path=None)
+    detector = Detector.load(small_artifact, backend="torch")
+    with_it = evaluate_detector(detector, known + [unmasked], progress=False)
+    without = evaluate_detector(detector, known, progress=False)
+    assert with_it["images"] == 5 and with_it["pixel_auroc"] is not None
+    for key in ("pixel_auroc", "aupro"):
+        assert with_it[key] == pytest.approx(without[key]), key
+    assert "1 defect image(s) without a mask left out" in caplog.text
+
+
+def test_hardest_cases_captions_say_each_parts_verdict(small_artifact, kolektor_root, monkeypatch):
+    """The caption under each heat map says whether the part was caught, missed, flagged or passed at
+    the detector's threshold, and its score against it."""
+    import edgecmg.visualize as visualize
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector, hardest_cases
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    chosen = [s for s in samples if s.label == 1][:1] + [s for s in samples if s.label == 0][:1]
+    detector = Detector.load(small_artifact, backend="torch")
+    records = evaluate_detector(detector, chosen, progress=False, per_image=True)["per_image"]
+    drawn = []
+    real_sheet = visualize.contact_sheet
+    monkeypatch.setattr(visualize, "contact_sheet",
+                        lambda images, captions, **kw: drawn.append(captions) or real_sheet(images, captions, **kw))
+    scores = [r["score"] for r in records]
+    for threshold, verdicts in ((min(scores) / 2, ["defect, caught", "good, FLAGGED"]),
+                                (max(scores) * 2, ["defect, MISSED", "good, passed"])):
+        detector.threshold = threshold
+        assert hardest_cases(detector, chosen, records) is not None
+        captions = drawn[-1]
+        assert [c.split("\n")[0] for c in captions] == verdicts
+        assert captions[1].split("\n")[1] == f"{records[1]['score'] / threshold:.2f}x threshold"

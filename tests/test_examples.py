@@ -56,7 +56,9 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
                            ([str(small_artifact), str(line), "--threshold", "nan"], "threshold"),
                            ([str(small_artifact), str(line), "--rejects", str(blocker)], "a-file is a file")):
         assert inspect_line.main([*argv, "--backend", "torch"]) == 2
-        assert expected in capsys.readouterr().err
+        captured = capsys.readouterr()
+        assert expected in captured.err
+        assert "REJECT" not in captured.out  # refused before the first frame, not at the first reject
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0"]) == 0
     assert f"{len(parts)} frames judged" in capsys.readouterr().out  # reject() divided by the threshold
 

@@ -61,3 +61,21 @@ def test_check_writable_names_the_place_and_leaves_nothing(tmp_path):
     with pytest.raises(OutputError, match=f"cannot write the engine {blocker / 'm.engine'}: {blocker} is a file, "
                        "not a folder"):
         check_writable(blocker / "m.engine", what="the engine")
+
+
+def test_sync_writes_the_data_to_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power cut after the rename must not leave an empty model file: the data is fsynced first
+    (sync=False, for files that are cheap to rebuild, skips it)."""
+    import os
+
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_size)  # the temporary file, whole, before it is renamed
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_bytes(tmp_path / "part.edgecmg", b"x" * 10)
+    assert synced == [10]
+    atomic_write_bytes(tmp_path / "cache.json", b"y", sync=False)
+    assert synced == [10]

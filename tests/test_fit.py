@@ -112,6 +112,10 @@ def test_model_config_refuses_invalid_values_by_name():
                              (dict(input_size=(64, 64, 3)), "input_size=(64, 64, 3) must be a pair of integers"),
                              (dict(input_size=416), "input_size=416 must be a pair of integers or None, got int"),
                              (dict(max_side="256"), "max_side='256' must be an integer, got str"),
+                             (dict(knn_k=17), "knn_k=17 must be in 1..16"),
+                             (dict(knn_k=0), "knn_k=0 must be in 1..16"),
+                             (dict(input_size=(32, 64)), "input_size (32, 64) must be >= 64 and multiples of 32"),
+                             (dict(input_size=(64, 80)), "input_size (64, 80) must be >= 64 and multiples of 32"),
                              (dict(grid=2.5), "grid=2.5 must be an integer"),
                              (dict(cmer="yes"), "cmer='yes' must be True or False"),
                              (dict(coreset_ratio="0.1"), "coreset_ratio='0.1' must be a number")):
@@ -127,7 +131,7 @@ def test_model_config_refuses_invalid_values_by_name():
     json.dumps(dataclasses.asdict(config))
     # The smallest accepted values still build a config (and max_side 64 a 64-px-sided input).
     ModelConfig(max_side=64, max_bank_size=1, smoothing_sigma=0.1, cmle_neighbors=1, threshold_quantile=1.0,
-                batch_size=1)
+                batch_size=1, knn_k=16, input_size=(64, 64))
 
 
 def test_smallest_max_side_gives_the_smallest_input_size():

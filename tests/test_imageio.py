@@ -245,6 +245,19 @@ def test_list_images_folder_glob_and_file(tmp_path):
     assert ".png" in IMAGE_EXTENSIONS and ".jpg" in IMAGE_EXTENSIONS
 
 
+def test_a_folder_or_file_whose_name_has_glob_characters_is_taken_as_it_is(tmp_path):
+    """Camera software names folders "run[1]" or "shots*": an existing path is listed, not matched
+    as a pattern (which would look for "run1" and find nothing)."""
+    folder = tmp_path / "run[1]"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    (tmp_path / "run1").mkdir()  # what the pattern run[1] would match instead
+    (tmp_path / "run1" / "other.png").write_bytes(b"x")
+    assert list_images(folder) == [folder / "a.png"]
+    assert list_images(str(folder / "a.png")) == [folder / "a.png"]
+    assert [p.name for p in list_images(str(tmp_path / "run[1]" / "*.png"))] == ["other.png"]  # a real pattern
+
+
 def test_list_images_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         list_images(tmp_path / "nope")

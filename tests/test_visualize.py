@@ -67,6 +67,9 @@ def test_alpha_zero_keeps_the_frame_and_contour_marks_the_region():
     with_contour = overlay_heatmap(frame, m, 1.0, alpha=0.0, contour=True)
     assert (with_contour[10, 10:30] == 255).all()  # white outline on the region border
     assert (with_contour[20, 20] == 30).all()  # inside untouched
+    # a map exactly at the threshold is flagged (score >= threshold), so its region is outlined too
+    m[10:30, 10:30] = 1.0
+    assert (overlay_heatmap(frame, m, 1.0, alpha=0.0, contour=True)[10, 10:30] == 255).all()
 
 
 def test_label_is_drawn_in_the_corner():
@@ -153,6 +156,11 @@ def test_score_histogram_draws_the_threshold_and_refuses_no_scores():
     assert picture.shape == (420, 900, 3) and picture.dtype == np.uint8
     # the threshold line is drawn in its own colour; a threshold outside every score widens the axis
     assert (picture == np.array([213, 94, 0], np.uint8)).all(axis=2).any()
-    assert score_histogram([1.0, 1.0], [], threshold=5.0).shape == (420, 900, 3)
+    threshold_rgb = np.array([213, 94, 0], np.uint8)
+    for threshold in (5.0, -3.0):  # above or below every score: the axis takes it in, and its line shows
+        picture = score_histogram([1.0, 1.0], [1.5], threshold=threshold)
+        assert picture.shape == (420, 900, 3)
+        line = (picture[100:300, 60:880] == threshold_rgb).all(axis=2)  # inside the plot, below the legend
+        assert line.any(axis=0).sum() >= 2 and line.all(axis=0).any(), threshold
     with pytest.raises(DataError, match="no finite score"):
         score_histogram([float("nan")], [], threshold=0.0)

@@ -150,6 +150,19 @@ def test_int8_with_fp16_float_layers(int8_featurizer, frames_and_labels, torch_r
     assert scipy.stats.spearmanr(got["score"], torch_reference["score"]).statistic >= 0.8
 
 
+def test_a_quantised_onnx_is_built_as_int8_only(fake_tensorrt, int8_featurizer, tmp_path):
+    """Its Q/DQ nodes fix the precision: an fp16 or fp32 build of it is refused, not quietly made."""
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine
+    from edgecmg.errors import EngineBuildError
+
+    trt = fake_tensorrt()
+    for precision in ("fp16", "fp32"):
+        with pytest.raises(EngineBuildError, match="is quantised .Q/DQ nodes.: build it with --precision int8"):
+            build_engine(int8_featurizer, EngineConfig(precision=precision), tmp_path / "m.engine")
+    assert not trt.builds and not (tmp_path / "m.engine").exists()
+
+
 @pytest.mark.parametrize("flavour,graph", [("10", "featurizer"), ("11", "featurizer"), ("11", "full")])
 def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames_and_labels, torch_reference,
                                                   tmp_path, flavour, graph, ort_float16_qdq):
@@ -273,19 +286,33 @@ def test_full_graph_int8_keeps_scoring_in_float(int8_full, frames_and_labels, to
     scorer_nodes = [n for n in model.graph.node if n.name.startswith(SCORER_PREFIX)]
     assert scorer_nodes and not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in scorer_nodes)
     assert check_onnx_for_tensorrt(model) == []
+    # the graph scores inside: it does not carry the featurizer's scorer payload for host scoring
+    from edgecmg.errors import ArtifactError
+    from edgecmg.export import SCORER_KEY
+
+    assert SCORER_KEY not in {p.key for p in model.metadata_props}
+    with pytest.raises(ArtifactError, match="scores inside"):
+        load_scorer_from_onnx(out)
     frames, _ = frames_and_labels
     with make_runner(out, "onnxruntime", "cpu") as runner:
         got = runner.infer(frames)
     models.assert_scores_close(got["score"], torch_reference["score"], rtol=0.15)
 
 
-def test_cpu_profile_is_onnxruntime_shaped(artifact_path, train_dir, tmp_path):
-    out = calibrate(artifact_path, train_dir, tmp_path / "cpu.int8.onnx", method="minmax", samples=SAMPLES,
-                    profile="cpu", progress=False)
+def test_cpu_profile_is_onnxruntime_shaped(artifact_path, train_dir, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        out = calibrate(artifact_path, train_dir, tmp_path / "cpu.int8.onnx", method="minmax", samples=SAMPLES,
+                        profile="cpu", progress=False)
+    assert caplog.text == ""  # TensorRT's Q/DQ rules are not this profile's: no warnings about them
     model = onnx.load(str(out))
     zero_points = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_zero_point")]
     assert any(z.dtype == np.uint8 for z in zero_points)
     assert any("zero point is not 0" in p or "UINT8" in p for p in check_onnx_for_tensorrt(model))
+    # reduce_range by default on the cpu profile: 7-bit weights (x86 without VNNI saturates 8-bit pairs)
+    weights = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and i.dims and len(i.dims) == 4]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert read_onnx_header(out)["quantization"]["reduce_range"] is True
 
 
 def test_backbone_region(featurizer_onnx):
@@ -302,6 +329,22 @@ def test_backbone_region(featurizer_onnx):
                    if n.op_type == "Clip" and producer_of[n.input[0]].name in set(convs[:6])}
     assert len(float_clips) == 4  # after the stem, block 0's depthwise, block 1's expand and depthwise
     assert set(backbone_region(model, 6)) == set(region) - set(convs[:6]) - float_clips
+
+
+def test_backbone_region_leaves_convolutions_outside_the_backbone_float():
+    """A CLIP matcher's patch embedding is a Conv of the matching head: only /backbone/ convolutions
+    (and what lies between them) are quantised."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="/backbone/conv1"),
+             helper.make_node("Relu", ["a"], ["b"], name="/backbone/relu"),
+             helper.make_node("Conv", ["b", "w2"], ["c"], name="/backbone/conv2"),
+             helper.make_node("Conv", ["c", "w3"], ["y"], name="/matcher/patch_embed")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    assert backbone_region(model) == ["/backbone/conv1", "/backbone/relu", "/backbone/conv2"]
+    assert backbone_region(model, 1) == ["/backbone/conv2"]
 
 
 def test_reader_selection_and_skips(tmp_path, train_dir):
@@ -503,3 +546,18 @@ def test_a_list_of_image_paths_calibrates_as_a_folder_of_them_does(tmp_path, tra
         chosen, _ = select_with_spares([*given[:3], str(tmp_path / "gone.png"), str(tmp_path)], 2, seed=1)
     assert len(chosen) == 2 and set(chosen) <= {Path(p) for p in given[:3]}
     assert "2 of the 5 paths given are not files and are left out" in caplog.text and "gone.png" in caplog.text
+
+
+def test_one_unreadable_image_without_a_spare_is_said(artifact_path, train_dir, tmp_path, caplog):
+    """Every readable image is used, and the ranges' image count (what the header records) says one
+    was missing, even when only one was."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sorted(train_dir.iterdir())[:3]:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        out = calibrate(artifact_path, folder, tmp_path / "m.int8.onnx", method="minmax", samples=4,
+                        progress=False)
+    assert "calibration: 3 of the 4 images asked for were readable; the ranges come from 3" in caplog.text
+    assert read_onnx_header(out)["quantization"]["samples"] == 3

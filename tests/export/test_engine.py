@@ -338,6 +338,19 @@ def test_build_engine_precision_paths(fake_tensorrt, featurizer_onnx, artifact_p
     assert trt.builds[-1]["timing_cache_in"].startswith("fake-timing-cache")
 
 
+def test_a_timing_cache_of_another_gpu_is_not_used(fake_tensorrt, featurizer_onnx, tmp_path, caplog):
+    """Tactics timed on another GPU or TensorRT version are not forced on this build: it starts from an
+    empty cache (with a warning) and rewrites the file."""
+    trt = fake_tensorrt()
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"fake-timing-cache:other-gpu")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp32", timing_cache=str(cache)), tmp_path / "m.engine")
+    assert trt.builds[-1]["timing_cache_in"] == ""
+    assert "does not match this GPU/TensorRT; building without it" in caplog.text
+    assert cache.read_bytes().startswith(b"fake-timing-cache:1")
+
+
 def test_fp16_flag_build_keeps_the_scoring_head_in_fp32(fake_tensorrt, full_onnx, tmp_path):
     trt = fake_tensorrt()
     build_engine(full_onnx, EngineConfig(precision="fp16"), tmp_path / "m.engine")
@@ -382,8 +395,35 @@ def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
     fake_tensorrt(dla_cores=0)
     with pytest.raises(EngineBuildError, match="DLA core 1 requested but this device has 0"):
         build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "n.engine")
+    fake_tensorrt(dla_cores=1)  # cores are numbered from 0: core 1 needs two
+    with pytest.raises(EngineBuildError, match="DLA core 1 requested but this device has 1"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "n.engine")
     with pytest.raises(ConfigError, match="DLA runs fp16 or int8"):
         EngineConfig(precision="fp32", dla_core=0)
+    with pytest.raises(ConfigError, match="dla_core=-1 must be >= 0"):
+        EngineConfig(precision="fp16", dla_core=-1)
+
+
+def test_engine_config_refuses_an_opt_batch_outside_its_range_and_a_tiny_workspace():
+    assert EngineConfig(min_batch=2, opt_batch=4, max_batch=8).profile_batches == (2, 4, 8)
+    for opt in (1, 9):
+        with pytest.raises(ConfigError, match=f"opt_batch={opt} must lie in 2..8"):
+            EngineConfig(min_batch=2, opt_batch=opt, max_batch=8)
+    assert EngineConfig(workspace_mib=16).workspace_mib == 16
+    with pytest.raises(ConfigError, match="workspace_mib=8 is too small; use at least 16"):
+        EngineConfig(workspace_mib=8)
+
+
+def test_cli_build_dla_takes_max_batch_as_its_one_fixed_batch(fake_tensorrt, featurizer_onnx, tmp_path, capsys):
+    from edgecmg.cli import main
+
+    trt = fake_tensorrt(dla_cores=2)
+    out = tmp_path / "m.engine"
+    assert main(["build", str(featurizer_onnx), "--dla", "0", "--max-batch", "4", "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    (mins, opts, maxs), = trt.builds[-1]["profile"].values()
+    assert mins[0] == opts[0] == maxs[0] == 4
+    assert trt.builds[-1]["device"] == "DLA" and read_engine_header(out)["dla_core"] == 0
 
 
 def test_build_names_an_onnx_file_edgecmg_did_not_export(tmp_path):

@@ -225,7 +225,9 @@ def test_damaged_or_unsealed_onnx_files(full_onnx, featurizer_onnx, tmp_path, ca
     # an empty file, and one cut short in a copy: each named for what it is, with what to do
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "cut.onnx").write_bytes(full_onnx.read_bytes()[:50_000])
+    (tmp_path / "built.onnx").write_bytes(b"EDGECMGE" + bytes(64))  # an engine file renamed .onnx
     for name, expected in (("empty.onnx", "empty file (0 bytes), not an ONNX model; export or copy it again"),
+                           ("built.onnx", "is a TensorRT engine built by edgecmg, not ONNX: it is already built"),
                            ("cut.onnx", "the file is damaged or incomplete: export or copy it again")):
         with pytest.raises(ArtifactError, match=re.escape(expected)):
             Detector.load(tmp_path / name, backend="onnxruntime")

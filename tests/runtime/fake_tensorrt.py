@@ -228,6 +228,8 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
             return TimingCache(bytes(data))
 
         def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+            if cache.data.startswith(b"fake-timing-cache:other-gpu") and not ignore_mismatch:
+                return False  # as TensorRT does for a cache made on another GPU or TensorRT version
             self.cache = cache
             return True
 

@@ -110,6 +110,56 @@ def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
     assert caught.value.backend == "auto"
 
 
+def test_a_numbered_cuda_device_selects_the_cuda_runners(artifact_path, featurizer_onnx):
+    for path in (artifact_path, featurizer_onnx):
+        assert {s.device for s in candidate_specs(path, device="cuda:1")} == {"cuda"}
+        assert candidate_specs(path, device="cuda:1") == candidate_specs(path, device="cuda")
+
+
+def test_onnxruntime_runs_an_edgecmg_file_only_where_onnx_can_export_it(artifact_path, monkeypatch):
+    """An .edgecmg runs on ONNX Runtime through an export, which needs the onnx package: without it
+    onnxruntime is not offered for .edgecmg files (torch still is)."""
+    import edgecmg.runtime.registry as registry
+
+    assert ("onnxruntime", "cpu") in runner_choices(artifact_path)
+    monkeypatch.setattr(registry, "has_module", lambda name: name != "onnx")
+    assert ("onnxruntime", "cpu") not in runner_choices(artifact_path)
+    assert ("torch", "cpu") in runner_choices(artifact_path)
+
+
+def test_auto_with_no_runner_here_gives_the_plainest_candidates_hint(featurizer_onnx, monkeypatch):
+    """Nothing can run an .onnx here: the hint is the CPU build's (what most often fixes it), not
+    that of the first candidate, ONNX Runtime's TensorRT provider on a GPU."""
+    import edgecmg.runtime.onnx_runner as onnx_runner
+    import edgecmg.runtime.registry as registry
+
+    monkeypatch.setattr(registry, "available_providers", lambda: [])
+    monkeypatch.setattr(onnx_runner, "installed_ort_distributions", lambda: ["onnxruntime"])
+    with pytest.raises(BackendUnavailableError) as caught:
+        make_runner(featurizer_onnx)
+    assert caught.value.backend == "auto"
+    assert caught.value.install_hint == onnx_runner.ORT_INSTALL_HINT
+
+
+def test_a_named_backend_whose_runner_fails_to_start_is_an_error_not_a_fallback(featurizer_onnx, monkeypatch):
+    """backend='onnxruntime' with the CUDA provider present but failing: the error, not a quiet
+    switch to the CPU provider (auto may fall back; a named backend and device may not)."""
+    import dataclasses
+
+    import edgecmg.runtime.registry as registry
+
+    def refuse(path, device, **_):
+        raise BackendUnavailableError("onnxruntime", "the CUDA provider cannot start", "a hint")
+
+    specs = tuple(dataclasses.replace(s, available=lambda: True, create=refuse)
+                  if (s.backend, s.device) == ("onnxruntime", "cuda") else s for s in SPECS)
+    monkeypatch.setattr(registry, "SPECS", specs)
+    with pytest.raises(BackendUnavailableError, match="the CUDA provider cannot start"):
+        make_runner(featurizer_onnx, "onnxruntime")
+    runner = make_runner(featurizer_onnx, "auto")  # auto goes on to the next available runner
+    assert (runner.backend, runner.device) == ("onnxruntime", "cpu")
+
+
 def test_a_missing_gpu_provider_says_how_to_get_it(featurizer_onnx, monkeypatch):
     """A CPU onnxruntime installed beside onnxruntime-gpu (both own the one onnxruntime module) hides
     the GPU providers: the error names both distributions and how to keep only the GPU one."""

@@ -127,10 +127,11 @@ def test_deactivate_waits_for_an_infer_under_way_in_another_thread(runner_for, k
 
     monkeypatch.setattr(runner, "_infer", held_infer)
     results = {}
-    caller = threading.Thread(target=lambda: results.setdefault("out", runner.infer(frames[:1])))
+    # daemon threads: a close that never ends fails the test below instead of hanging the run at exit
+    caller = threading.Thread(target=lambda: results.setdefault("out", runner.infer(frames[:1])), daemon=True)
     caller.start()
     assert inside.wait(10)
-    closer = threading.Thread(target=runner.deactivate)
+    closer = threading.Thread(target=runner.deactivate, daemon=True)
     closer.start()
     closer.join(0.3)
     assert closer.is_alive(), "deactivate released the backend under a running call"
@@ -160,8 +161,127 @@ def test_deactivate_from_inside_a_call_on_the_same_thread_is_refused(artifact_pa
         return infer(batch)
 
     monkeypatch.setattr(runner, "_infer", infer_interrupted_by_a_closing_handler)
-    out = runner.infer(frames[:1])
+    # On a thread of its own, so that a close that waits for its own call fails here instead of hanging.
+    import threading
+
+    results = {}
+    caller = threading.Thread(target=lambda: results.setdefault("out", runner.infer(frames[:1])), daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "close() from inside the call waited for that call: it never returns"
+    out = results["out"]
     assert len(refusals) == 1 and "inside a call on the same thread" in refusals[0]
     assert runner.active and len(out["score"]) == 1
     runner.deactivate()
     assert not runner.active
+
+
+def test_a_failed_activation_releases_what_it_took_and_reports_its_own_error():
+    """An activation that fails half way (a CUDA stream made, the engine refused) is cleaned up by
+    the runner's _deactivate, and the activation's error is the one raised even if that cleanup fails."""
+
+    class HalfActivating(Runner):
+        backend = "test"
+
+        def __init__(self, cleanup_fails: bool = False) -> None:
+            super().__init__("part.onnx", {})
+            self.cleanup_fails, self.held = cleanup_fails, []
+
+        def _activate(self) -> None:
+            self.held.append("stream")
+            raise RuntimeError("the engine was refused")
+
+        def _infer(self, frames):
+            raise AssertionError("never called")
+
+        def _deactivate(self) -> None:
+            self.held.clear()
+            if self.cleanup_fails:
+                raise RuntimeError("cleanup failed")
+
+    for cleanup_fails in (False, True):
+        runner = HalfActivating(cleanup_fails)
+        with pytest.raises(RuntimeError, match="the engine was refused"):
+            runner.activate()
+        assert runner.held == [] and not runner.active
+
+
+class _HeldCall:
+    """An infer() on an ONNX Runtime runner, held inside the backend call until released."""
+
+    def __init__(self, runner: Runner, frames: np.ndarray, monkeypatch) -> None:
+        import threading
+
+        self.inside, self.release, self.results = threading.Event(), threading.Event(), {}
+        infer = runner._infer
+
+        def held(batch):
+            self.inside.set()
+            assert self.release.wait(10)
+            return infer(batch)
+
+        monkeypatch.setattr(runner, "_infer", held)
+        self.thread = threading.Thread(target=lambda: self.results.setdefault("out", runner.infer(frames)),
+                                       daemon=True)
+        self.thread.start()
+        assert self.inside.wait(10)
+
+
+def _started(target):
+    import threading
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_close_interrupted_while_waiting_leaves_the_release_to_the_last_call(featurizer_onnx, frames_and_labels,
+                                                                               monkeypatch, tmp_path):
+    frames, _ = frames_and_labels
+    runner = make_runner(featurizer_onnx, "onnxruntime", "cpu").activate()
+    call = _HeldCall(runner, frames[:1], monkeypatch)
+
+    class Interrupt(BaseException):  # stands for Ctrl-C (pytest itself stops on a KeyboardInterrupt)
+        pass
+
+    def interrupted_wait(predicate, timeout=None):
+        raise Interrupt  # while close() waits for the call
+
+    monkeypatch.setattr(runner._calls, "wait_for", interrupted_wait)
+    with pytest.raises(Interrupt):
+        runner.deactivate()
+    assert not runner.active and runner._session is not None  # refused from now on, released later
+    with pytest.raises(EdgeCMGError, match="still closing"):
+        runner.activate()
+    call.release.set()
+    call.thread.join(10)
+    assert "out" in call.results and runner._session is None  # the call finished, then released
+    monkeypatch.undo()
+    runner.deactivate()  # nothing left to do
+    runner.activate()  # and it can be opened again
+    assert runner.active and len(runner.infer(frames[:1])["embeddings"]) == 1
+    runner.deactivate()
+
+
+def test_a_second_close_waits_for_the_first_and_an_activation_cannot_land_inside_one(featurizer_onnx,
+                                                                                     frames_and_labels, monkeypatch):
+    frames, _ = frames_and_labels
+    runner = make_runner(featurizer_onnx, "onnxruntime", "cpu").activate()
+    call = _HeldCall(runner, frames[:1], monkeypatch)
+    first = _started(runner.deactivate)
+    first.join(0.2)
+    second = _started(runner.deactivate)
+    reopen = _started(runner.activate)
+    second.join(0.3)
+    reopen.join(0.01)
+    assert first.is_alive() and second.is_alive() and reopen.is_alive()  # all wait for the call under way
+    call.release.set()
+    for thread in (call.thread, first, second, reopen):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert "out" in call.results
+    # The activation went after the close had released (it could not be wiped by it), or before the
+    # second close: either way the runner's state and its session agree.
+    assert runner.active == (runner._session is not None)
+    runner.deactivate()
+    assert not runner.active and runner._session is None
