@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from edgecmg import __version__
 from edgecmg.commands import Terminated, output_folder
 from edgecmg.config import StreamConfig
-from edgecmg.errors import EdgeCMGError, out_of_memory
+from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -229,8 +229,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgecmg.config import ExportConfig
     from edgecmg.export import export_onnx
 
-    if args.format != "onnx":
-        raise EdgeCMGError(f"--format {args.format}: only onnx is exported directly; build engines with `edgecmg build`")
     path = export_onnx(args.model, args.output, ExportConfig(opset=args.opset, with_scoring=args.with_scoring))
     print(f"wrote {path}")
     return 0
@@ -251,7 +249,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgecmg.engine import build_engine
 
     if args.max_batch is not None and args.max_batch < 1:
-        raise EdgeCMGError(f"--max-batch {args.max_batch}: the largest batch must be 1 or more (default 8)")
+        raise ConfigError(f"--max-batch {args.max_batch}: the largest batch must be 1 or more (default 8; with "
+                          "--dla, 1)")
     # DLA runs one fixed batch: --max-batch, else 1.
     min_batch = args.max_batch if args.dla is not None and args.max_batch else 1
     config = EngineConfig(precision=args.precision, timing_cache=args.timing_cache, dla_core=args.dla,
@@ -387,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export", "export to ONNX")
     p.add_argument("model", help="model file (*.edgecmg)")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")
+    p.add_argument("--format", default="onnx", choices=["onnx"],
+                   help="output format (engines are built from the ONNX file with `edgecmg build`)")
     p.add_argument("-o", "--output", required=True, help="output file (*.onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (what TensorRT 10 and 11 parse)")
     p.add_argument("--with-scoring", action="store_true", help="the whole detector in one graph")
@@ -480,12 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What uses memory in proportion to the input, per command, for the out-of-memory message.
 _OUT_OF_MEMORY_HINTS = {
-    "fit": "fit holds every training image's patch features (about 0.6 MB per image at the default input "
-           "size): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
+    "fit": "fit's peak memory grows by about 0.6 to 0.8 MB per training image at the default input size "
+           "(measured): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
            "--max-side, or close other programs",
-    "eval": "eval holds every test image's map for the pixel metrics (about 0.6 MB per image at the default "
-            "input size): evaluate a smaller test set, or close other programs",
-    "": "a smaller --batch, a smaller image, or closing other programs may help",
+    "eval": "eval's peak memory grows by about 0.6 MB per test image at the default input size (measured; "
+            "the pixel metrics need every map at once): evaluate a smaller test set, or close other programs",
+    "stream": "a smaller --batch or --max-queue, smaller frames, or closing other programs may help",
+    "bench": "a smaller --batch, or closing other programs, may help",
+    "": "smaller images, or closing other programs, may help",
 }
 
 
@@ -520,17 +522,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # flush at exit must not raise it again, so what is left of stdout goes nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except OSError as exc:  # a results file on a full or read-only disk: the OS's reason, not a traceback
-        print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        if not out_of_memory(exc):
-            raise
-        # Minutes of work can end here (fit holds every image's features): say what to change.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"edgecmg {args.command}: error: out of memory ({reason}); "
-              f"{_OUT_OF_MEMORY_HINTS.get(args.command, _OUT_OF_MEMORY_HINTS[''])}", file=sys.stderr)
-        return 2
+        if out_of_memory(exc):
+            # Minutes of work can end here (fit holds every image's features): say what to change.
+            log.debug("out of memory", exc_info=True)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"edgecmg {args.command}: error: out of memory ({reason}); "
+                  f"{_OUT_OF_MEMORY_HINTS.get(args.command, _OUT_OF_MEMORY_HINTS[''])}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):  # a results file on a full or read-only disk: the OS's reason, not a traceback
+            print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
     finally:
         if in_main_thread and previous is not None:  # None: a handler set outside Python, not restorable
             signal.signal(signal.SIGTERM, previous)

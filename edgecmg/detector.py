@@ -25,7 +25,7 @@ from edgecmg.config import ASPECT_TOLERANCE, StreamConfig, aspect_stretch, expec
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
-from edgecmg.runtime.base import Runner
+from edgecmg.runtime.base import Runner, RunnerInactiveError
 
 log = logging.getLogger("edgecmg")
 
@@ -227,7 +227,7 @@ class Detector:
         t1 = time.perf_counter()
         try:
             outputs = self.runner.infer(batch)
-        except EdgeCMGError:
+        except RunnerInactiveError:
             self._check_open()  # closed by another thread since the check above: say that
             raise
         if self._scorer is not None:

@@ -4,6 +4,8 @@ Messages say what was wrong (naming the file or value) and what to do about it.
 """
 from __future__ import annotations
 
+import errno
+
 
 class EdgeCMGError(Exception):
     """Base class of all edgecmg errors."""
@@ -49,12 +51,16 @@ class StreamError(EdgeCMGError):
     """A frame source cannot be opened or failed beyond recovery."""
 
 
-# How each library says it ran out: torch's CPU allocator, torch.cuda, ONNX Runtime's arena, the OS.
+# How each library says it ran out: torch's CPU allocator ("can't allocate memory"), torch.cuda
+# ("out of memory"), ONNX Runtime's arena ("failed to allocate memory"), OpenCV ("Insufficient memory").
 _OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory", "failed to allocate memory",
-                        "cannot allocate memory")
+                        "insufficient memory")
 
 
 def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says that an allocation failed: a MemoryError (numpy, Python), or a torch or ONNX
-    Runtime error whose text says so (they raise RuntimeError and their own exception types)."""
-    return isinstance(exc, MemoryError) or any(text in str(exc).lower() for text in _OUT_OF_MEMORY_TEXTS)
+    """Whether ``exc`` says that an allocation failed: a MemoryError (numpy, Python), an OSError with
+    ENOMEM, or a torch, ONNX Runtime or OpenCV error whose text says so (they raise RuntimeError,
+    cv2.error and their own exception types)."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    return any(text in str(exc).lower() for text in _OUT_OF_MEMORY_TEXTS)

@@ -75,8 +75,10 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             try:
                 mask = sample_mask(sample, frame.shape[:2])
             except DataError as exc:
-                # The image keeps its image-level score; only its pixel metrics are lost.
-                log.warning("mask skipped, pixel metrics leave this image out: %s", exc)
+                # The image keeps its image-level score. A good part's pixels are defect-free whatever
+                # its mask file holds, so only a defective image leaves the pixel metrics.
+                log.warning("mask skipped, %s: %s", "a good part counts as defect-free" if sample.label == 0
+                            else "pixel metrics leave this image out", exc)
                 masks_skipped.append(str(sample.mask_path))
                 mask = None
             if mask is None and sample.label:

@@ -390,7 +390,7 @@ def _project_bank(model: CMGModel, patches: torch.Tensor, bank_images: torch.Ten
                   chunk: int = 64) -> torch.Tensor:
     """The bank images' patches [N, P, C] (fp16), projected to float32 [N_bank * P, d], image after image
     in bank_images' order. In chunks of images: the float32 copy and the centred temporary of every
-    bank patch at once cost 3x the fp16 patches again."""
+    bank patch at once cost 4x the fp16 patches again."""
     per_image = patches.shape[1]
     out = torch.empty((len(bank_images) * per_image, model.featurizer.projection.shape[1]))
     for start in range(0, len(bank_images), chunk):

@@ -56,6 +56,10 @@ def run_in_batches(frames: np.ndarray, run: Callable[[np.ndarray], dict[str, np.
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
+class RunnerInactiveError(EdgeCMGError):
+    """infer() on a runner that is not active (never activated, or closed)."""
+
+
 class Runner(ABC):
     """Base of all runners; subclasses implement ``_activate``, ``_infer`` and ``_deactivate``."""
 
@@ -75,10 +79,19 @@ class Runner(ABC):
         # freeing a session, engine or device buffers they are using.
         self._calls = threading.Condition()
         self._in_flight: list[int] = []  # the calling threads' idents, one entry per call
+        self._release_pending = False  # a close was interrupted: the last call under way releases
+        # activate() and the whole of deactivate() one at a time: a second close waits for the first
+        # to have released, and an activation cannot land between a close's wait and its release.
+        self._lifecycle = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
-        if not self.active:
+        with self._lifecycle:
+            if self.active:
+                return self
+            if self._release_pending:
+                raise EdgeCMGError(f"{self.model_path}: still closing (a call under way releases the backend when "
+                                   "it returns); activate again after it")
             try:
                 self._activate()
             except BaseException:
@@ -87,23 +100,36 @@ class Runner(ABC):
                 except Exception:  # noqa: BLE001 - the activation's own error is the one to report
                     log.debug("%s: cleanup after a failed activation failed too", self.path, exc_info=True)
                 raise
-            self.active = True
+            with self._calls:
+                self.active = True
         return self
 
     def deactivate(self) -> None:
         """Release the backend; waits for infer() calls under way in other threads to finish, and
-        refuses new ones from its start."""
+        refuses new ones from its start. Interrupted while waiting (Ctrl-C), it leaves the release to
+        the last of those calls."""
         with self._calls:
-            if not self.active:
-                return
             if threading.get_ident() in self._in_flight:
                 # A signal handler or callback on the thread whose call is under way: waiting would
                 # never end, and releasing now would pull the backend from under that call.
-                raise EdgeCMGError(f"{self.path}: close() was called from inside a call on the same thread "
-                                   "(a signal handler?); close after the call returns, e.g. set a flag there")
-            self.active = False
-            self._calls.wait_for(lambda: not self._in_flight)
-        self._deactivate()
+                raise EdgeCMGError(f"{self.model_path}: close() was called from inside a call on the same "
+                                   "thread (a signal handler?); close after the call returns, e.g. set a flag there")
+        with self._lifecycle:
+            interrupted = None
+            with self._calls:
+                if not self.active:
+                    return
+                self.active = False
+                try:
+                    self._calls.wait_for(lambda: not self._in_flight)
+                except BaseException as exc:
+                    if self._in_flight:
+                        self._release_pending = True
+                        raise
+                    interrupted = exc  # the calls ended meanwhile: release here, then pass it on
+            self._deactivate()
+            if interrupted is not None:
+                raise interrupted
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -114,18 +140,26 @@ class Runner(ABC):
     # --- inference ---------------------------------------------------------------------------
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Run a batch of uint8 RGB frames [B, H, W, 3]; returns the graph outputs by name."""
-        with self._calls:
-            if not self.active:
-                raise EdgeCMGError(f"{self.backend} runner for {self.path} is not active: use `with runner:` "
-                                   "or call runner.activate() first")
-            self._in_flight.append(threading.get_ident())
+        ident = threading.get_ident()
         try:
+            with self._calls:
+                if not self.active:
+                    raise RunnerInactiveError(f"{self.backend} runner for {self.path} is not active: use "
+                                              "`with runner:` or call runner.activate() first")
+                self._in_flight.append(ident)
             self.check_input(frames)
             return self._infer(frames)
         finally:
             with self._calls:
-                self._in_flight.remove(threading.get_ident())
-                self._calls.notify_all()
+                if ident in self._in_flight:  # absent when refused, or interrupted before the append
+                    self._in_flight.remove(ident)
+                    self._calls.notify_all()
+                release = self._release_pending and not self._in_flight
+            if release:  # the last call of an interrupted close
+                with self._lifecycle:
+                    if self._release_pending:
+                        self._deactivate()
+                        self._release_pending = False
 
     @staticmethod
     def check_input(frames: np.ndarray) -> None:
