@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What uses memory in proportion to the input, per command, for the out-of-memory message.
 _OUT_OF_MEMORY_HINTS = {
-    "fit": "fit's peak memory grows by about 0.6 to 0.8 MB per training image at the default input size "
+    "fit": "fit's peak memory grows by about 0.5 to 0.7 MB per training image at the default input size "
            "(measured): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
            "--max-side, or close other programs",
     "eval": "eval's peak memory grows by about 0.6 MB per test image at the default input size (measured; "
