@@ -139,3 +139,41 @@ def fake_tensorrt(monkeypatch):
         return module
 
     return install
+
+
+class HeldCall:
+    """``call()`` run on a daemon thread, held inside ``obj.<method>`` until ``release`` is set: the
+    state of another thread's call under way, for close-while-running tests. Daemon: a test that fails
+    while something waits on it cannot hang the run at exit. ``outcome`` holds the call's return value
+    ("result") or its EdgeCMGError ("error")."""
+
+    def __init__(self, monkeypatch, obj, method: str, call) -> None:
+        import threading
+
+        from edgecmg.errors import EdgeCMGError
+
+        self.inside, self.release, self.outcome = threading.Event(), threading.Event(), {}
+        original = getattr(obj, method)
+
+        def held(*args, **kwargs):
+            self.inside.set()
+            assert self.release.wait(10)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, method, held)
+
+        def run():
+            try:
+                self.outcome["result"] = call()
+            except EdgeCMGError as exc:
+                self.outcome["error"] = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert self.inside.wait(10)
+
+
+@pytest.fixture
+def held_call(monkeypatch):
+    """held_call(obj, "method", call) -> a HeldCall under way."""
+    return lambda obj, method, call: HeldCall(monkeypatch, obj, method, call)

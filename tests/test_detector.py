@@ -119,37 +119,17 @@ def test_a_closed_detector_says_so(small_artifact, kolektor_root):
             use()
 
 
-def test_a_detector_closed_by_another_thread_mid_call_says_so(small_artifact, kolektor_root, monkeypatch):
+def test_a_detector_closed_by_another_thread_mid_call_says_so(small_artifact, kolektor_root, held_call):
     """close() lands after predict's open check, before its backend call: the caller hears that the
     Detector is closed, in the Detector's words, not the runner's 'not active' ones."""
-    import threading
-
     frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
     det = Detector.load(small_artifact, backend="torch")
-    prepared, release = threading.Event(), threading.Event()
-    prepare = det.prepare
-
-    def held_prepare(f):
-        prepared.set()
-        assert release.wait(10)
-        return prepare(f)
-
-    monkeypatch.setattr(det, "prepare", held_prepare)
-    errors = []
-
-    def judge():
-        try:
-            det.predict(frame)
-        except EdgeCMGError as exc:
-            errors.append(str(exc))
-
-    caller = threading.Thread(target=judge)
-    caller.start()
-    assert prepared.wait(10)
+    call = held_call(det, "prepare", lambda: det.predict(frame))
     det.close()
-    release.set()
-    caller.join(10)
-    assert len(errors) == 1 and "is closed" in errors[0] and "not active" not in errors[0]
+    call.release.set()
+    call.thread.join(10)
+    error = str(call.outcome["error"])
+    assert "is closed" in error and "not active" not in error
 
 
 def test_reprs_are_one_line_summaries(detector, kolektor_root):
@@ -186,22 +166,31 @@ def test_stream_options_beside_a_config_are_refused_by_name(detector, kolektor_r
         assert run.pipeline.config.batch == 2 and run.pipeline.config.policy == "all"
 
 
-def test_eval_survives_a_damaged_mask(detector, kolektor_root, tmp_path, caplog):
+def _small_part(kolektor_root, root, *, count: int, masked: int) -> list:
+    """An MVTec-layout copy of ``count`` good and ``count`` defective KolektorSDD test images, the last
+    ``masked`` defects with their masks; returns the defect images' paths in the source."""
     import shutil
 
+    (root / "test" / "good").mkdir(parents=True)
+    (root / "test" / "defect").mkdir()
+    (root / "ground_truth" / "defect").mkdir(parents=True)
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:count]:
+        shutil.copy(path, root / "test" / "good")
+    defects = sorted((kolektor_root / "test" / "defect").iterdir())[:count]
+    for i, path in enumerate(defects):
+        shutil.copy(path, root / "test" / "defect")
+        if i >= count - masked:
+            shutil.copy(kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png",
+                        root / "ground_truth" / "defect")
+    return defects
+
+
+def test_eval_survives_a_damaged_mask(detector, kolektor_root, tmp_path, caplog):
     from edgecmg.datasets import MVTecDataset
     from edgecmg.evaluation import evaluate_detector
 
     root = tmp_path / "part"
-    (root / "test" / "good").mkdir(parents=True)
-    (root / "test" / "defect").mkdir()
-    (root / "ground_truth" / "defect").mkdir(parents=True)
-    for path in sorted((kolektor_root / "test" / "good").iterdir())[:2]:
-        shutil.copy(path, root / "test" / "good")
-    defects = sorted((kolektor_root / "test" / "defect").iterdir())[:2]
-    for path in defects:
-        shutil.copy(path, root / "test" / "defect")
-        shutil.copy(kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png", root / "ground_truth" / "defect")
+    defects = _small_part(kolektor_root, root, count=2, masked=2)
     damaged = root / "ground_truth" / "defect" / f"{defects[0].stem}_mask.png"
     damaged.write_bytes(damaged.read_bytes()[:40])  # truncated on copy
     with caplog.at_level("WARNING", logger="edgecmg"):
@@ -215,8 +204,6 @@ def test_eval_pixel_metrics_match_the_metrics_module_with_an_unknown_mask_left_o
                                                                                  tmp_path, caplog):
     """evaluate_detector fills one array of maps in place; its figures must be those of metrics.evaluate
     given the same maps as lists, where a defect image without a mask is left out of the pixel metrics."""
-    import shutil
-
     import cv2
 
     from edgecmg.datasets import MVTecDataset, sample_mask
@@ -225,16 +212,7 @@ def test_eval_pixel_metrics_match_the_metrics_module_with_an_unknown_mask_left_o
     from edgecmg.metrics import evaluate
 
     root = tmp_path / "part"
-    (root / "test" / "good").mkdir(parents=True)
-    (root / "test" / "defect").mkdir()
-    (root / "ground_truth" / "defect").mkdir(parents=True)
-    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
-        shutil.copy(path, root / "test" / "good")
-    defects = sorted((kolektor_root / "test" / "defect").iterdir())[:3]
-    for path in defects:
-        shutil.copy(path, root / "test" / "defect")
-    for path in defects[1:]:  # the first defect has no mask: unknown, not defect-free
-        shutil.copy(kolektor_root / "ground_truth" / "defect" / f"{path.stem}_mask.png", root / "ground_truth" / "defect")
+    _small_part(kolektor_root, root, count=3, masked=2)  # the first defect has no mask: unknown, not defect-free
     samples = MVTecDataset(root).test_samples()
     with caplog.at_level("WARNING", logger="edgecmg"):
         metrics = evaluate_detector(detector, samples, progress=False)

@@ -105,44 +105,37 @@ def test_every_file_kind_has_a_runner_here(artifact_path, featurizer_onnx):
     assert ("onnxruntime", "cpu") in runner_choices(featurizer_onnx)
 
 
+def _started(target):
+    """target() on a daemon thread (a failed test cannot hang the run at exit)."""
+    import threading
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.mark.parametrize("kind,backend,device", _cases())
 def test_deactivate_waits_for_an_infer_under_way_in_another_thread(runner_for, kind, backend, device,
-                                                                   frames_and_labels, monkeypatch):
+                                                                   frames_and_labels, held_call):
     """Detector.close() from one thread while another judges a frame: the session, engine or device
     buffers must outlive the call using them (freed under it, a GPU run can crash the process), and
     calls after the close has begun are refused with edgecmg's error, not an AttributeError."""
-    import threading
-
     frames, _ = frames_and_labels
     runner = runner_for(kind, backend, device)
     runner.activate()
     expected = runner.infer(frames[:1])
-    inside, release = threading.Event(), threading.Event()
-    infer = runner._infer
-
-    def held_infer(batch):
-        inside.set()
-        assert release.wait(10)
-        return infer(batch)
-
-    monkeypatch.setattr(runner, "_infer", held_infer)
-    results = {}
-    # daemon threads: a close that never ends fails the test below instead of hanging the run at exit
-    caller = threading.Thread(target=lambda: results.setdefault("out", runner.infer(frames[:1])), daemon=True)
-    caller.start()
-    assert inside.wait(10)
-    closer = threading.Thread(target=runner.deactivate, daemon=True)
-    closer.start()
+    call = held_call(runner, "_infer", lambda: runner.infer(frames[:1]))
+    closer = _started(runner.deactivate)
     closer.join(0.3)
     assert closer.is_alive(), "deactivate released the backend under a running call"
     with pytest.raises(EdgeCMGError, match="not active"):
         runner.infer(frames[:1])  # refused from the start of the close
-    release.set()
-    caller.join(10)
+    call.release.set()
+    call.thread.join(10)
     closer.join(10)
-    assert not caller.is_alive() and not closer.is_alive() and not runner.active
+    assert not call.thread.is_alive() and not closer.is_alive() and not runner.active
     for name, value in expected.items():
-        np.testing.assert_array_equal(results["out"][name], value)
+        np.testing.assert_array_equal(call.outcome["result"][name], value)
 
 
 def test_deactivate_from_inside_a_call_on_the_same_thread_is_refused(artifact_path, frames_and_labels, monkeypatch):
@@ -206,40 +199,11 @@ def test_a_failed_activation_releases_what_it_took_and_reports_its_own_error():
         assert runner.held == [] and not runner.active
 
 
-class _HeldCall:
-    """An infer() on an ONNX Runtime runner, held inside the backend call until released."""
-
-    def __init__(self, runner: Runner, frames: np.ndarray, monkeypatch) -> None:
-        import threading
-
-        self.inside, self.release, self.results = threading.Event(), threading.Event(), {}
-        infer = runner._infer
-
-        def held(batch):
-            self.inside.set()
-            assert self.release.wait(10)
-            return infer(batch)
-
-        monkeypatch.setattr(runner, "_infer", held)
-        self.thread = threading.Thread(target=lambda: self.results.setdefault("out", runner.infer(frames)),
-                                       daemon=True)
-        self.thread.start()
-        assert self.inside.wait(10)
-
-
-def _started(target):
-    import threading
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_a_close_interrupted_while_waiting_leaves_the_release_to_the_last_call(featurizer_onnx, frames_and_labels,
-                                                                               monkeypatch, tmp_path):
+                                                                               monkeypatch, held_call):
     frames, _ = frames_and_labels
     runner = make_runner(featurizer_onnx, "onnxruntime", "cpu").activate()
-    call = _HeldCall(runner, frames[:1], monkeypatch)
+    call = held_call(runner, "_infer", lambda: runner.infer(frames[:1]))
 
     class Interrupt(BaseException):  # stands for Ctrl-C (pytest itself stops on a KeyboardInterrupt)
         pass
@@ -255,7 +219,7 @@ def test_a_close_interrupted_while_waiting_leaves_the_release_to_the_last_call(f
         runner.activate()
     call.release.set()
     call.thread.join(10)
-    assert "out" in call.results and runner._session is None  # the call finished, then released
+    assert "result" in call.outcome and runner._session is None  # the call finished, then released
     monkeypatch.undo()
     runner.deactivate()  # nothing left to do
     runner.activate()  # and it can be opened again
@@ -264,10 +228,10 @@ def test_a_close_interrupted_while_waiting_leaves_the_release_to_the_last_call(f
 
 
 def test_a_second_close_waits_for_the_first_and_an_activation_cannot_land_inside_one(featurizer_onnx,
-                                                                                     frames_and_labels, monkeypatch):
+                                                                                     frames_and_labels, held_call):
     frames, _ = frames_and_labels
     runner = make_runner(featurizer_onnx, "onnxruntime", "cpu").activate()
-    call = _HeldCall(runner, frames[:1], monkeypatch)
+    call = held_call(runner, "_infer", lambda: runner.infer(frames[:1]))
     first = _started(runner.deactivate)
     first.join(0.2)
     second = _started(runner.deactivate)
@@ -279,7 +243,7 @@ def test_a_second_close_waits_for_the_first_and_an_activation_cannot_land_inside
     for thread in (call.thread, first, second, reopen):
         thread.join(10)
         assert not thread.is_alive()
-    assert "out" in call.results
+    assert "result" in call.outcome
     # The activation went after the close had released (it could not be wiped by it), or before the
     # second close: either way the runner's state and its session agree.
     assert runner.active == (runner._session is not None)
