@@ -33,7 +33,7 @@ from safetensors.torch import save as save_safetensors
 
 from edgecmg import magic
 from edgecmg.errors import ArtifactError, ConfigError
-from edgecmg.fileio import atomic_write_bytes, check_writable
+from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
 from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
@@ -73,14 +73,7 @@ def model_spec(model: CMGModel) -> dict[str, Any]:
 def check_suffix(path: str | Path) -> Path:
     """``path`` if it ends in .edgecmg (any case); a ConfigError otherwise: loaders tell model files
     apart by their suffix, so the file would be written and then refused."""
-    path = Path(path)
-    if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
-        given = f"{path} is a folder," if path.name else "an empty name is"
-        raise ConfigError(f"{given} not a model file name; give one ending in {SUFFIX}, e.g. "
-                          f"{path / ('part' + SUFFIX)}")
-    if path.suffix.lower() != SUFFIX:
-        raise ConfigError(f"{path}: edgecmg model files must end in {SUFFIX}; use {path.with_name(path.name + SUFFIX)}")
-    return path
+    return check_file_suffix(path, SUFFIX, name="a model file", files="edgecmg model files")
 
 
 def save_with_threshold(source: str | Path, out: str | Path, threshold: float, provenance: dict[str, Any]) -> Path:

@@ -46,7 +46,7 @@ from edgecmg import magic
 from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, OutputError
-from edgecmg.fileio import atomic_path, check_writable
+from edgecmg.fileio import atomic_path, check_file_suffix, check_writable
 from edgecmg.model.backbone import file_sha256  # noqa: F401 - engine and bench_int8 import it from here
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
@@ -491,13 +491,7 @@ def _save_atomic(model, path: Path) -> None:
 def check_onnx_suffix(path: str | Path) -> Path:
     """``path`` if it ends in .onnx; a ConfigError otherwise, before any work: Detector.load, build and
     the CLI tell model files apart by their suffix, so the file would be written and then refused."""
-    path = Path(path)
-    if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
-        given = f"{path} is a folder," if path.name else "an empty name is"
-        raise ConfigError(f"{given} not an ONNX file name; give one ending in .onnx, e.g. {path / 'part.onnx'}")
-    if path.suffix.lower() != ".onnx":
-        raise ConfigError(f"{path}: ONNX exports must end in .onnx; use {path.with_name(path.name + '.onnx')}")
-    return path
+    return check_file_suffix(path, ".onnx", name="an ONNX file", files="ONNX exports")
 
 
 def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator, Union
 
-from edgecmg.errors import OutputError
+from edgecmg.errors import ConfigError, OutputError
 
 __all__ = ["atomic_path", "atomic_write_bytes", "check_writable", "write_problem"]
 
@@ -34,6 +34,19 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"
     return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"  # not the probe's name
+
+
+def check_file_suffix(path: Union[str, Path], suffix: str, *, name: str, files: str) -> Path:
+    """``path`` if it names a file ending in ``suffix`` (any case); a ConfigError otherwise, before any
+    work: loaders tell model files apart by their suffix, so the file would be written and then refused.
+    ``name`` says what one such file is ("a model file"), ``files`` what they are ("edgecmg model files")."""
+    path = Path(path)
+    if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
+        given = f"{path} is a folder," if path.name else "an empty name is"
+        raise ConfigError(f"{given} not {name} name; give one ending in {suffix}, e.g. {path / ('part' + suffix)}")
+    if path.suffix.lower() != suffix:
+        raise ConfigError(f"{path}: {files} must end in {suffix}; use {path.with_name(path.name + suffix)}")
+    return path
 
 
 @contextlib.contextmanager
