@@ -6,7 +6,7 @@ and print a shift report at the end.
 
 For every anomaly, ``reject()`` is called (replace its body with your PLC, GPIO or MQTT call) and,
 with ``--rejects DIR``, the heat-map overlay is saved there as the evidence an operator looks at,
-named by the run's start time and the frame (``20261206-0645_frame000012.png``), so a restarted run
+named by the run's start time and the frame (``20261206-064512_frame000012.png``), so a restarted run
 never replaces an earlier shift's pictures. A model, source or folder that cannot be used is an
 error line (exit 2), not a traceback.
 Ctrl-C ends the run cleanly and still prints the report. A live camera that drops out is reopened
@@ -43,6 +43,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rejects", type=Path, help="save the overlay of every rejected part here")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (default: 0 = no limit)")
     args = parser.parse_args(argv)
+    if args.max_frames < 0:
+        parser.error(f"--max-frames {args.max_frames}: give a number of frames, or 0 for no limit")
     try:
         return inspect(args)
     except EdgeCMGError as exc:  # an unusable model, source, threshold or --rejects folder

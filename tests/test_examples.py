@@ -6,6 +6,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -61,6 +63,9 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
         assert "REJECT" not in captured.out  # refused before the first frame, not at the first reject
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0"]) == 0
     assert f"{len(parts)} frames judged" in capsys.readouterr().out  # reject() divided by the threshold
+    with pytest.raises(SystemExit) as exit_info:  # a negative count is a mistake, not "no limit"
+        inspect_line.main([str(small_artifact), str(line), "--max-frames", "-1"])
+    assert exit_info.value.code == 2 and "--max-frames -1" in capsys.readouterr().err
 
 
 def test_make_demo_runs_end_to_end_on_a_part_of_elpv(tmp_path, monkeypatch, capsys):
@@ -75,9 +80,23 @@ def test_make_demo_runs_end_to_end_on_a_part_of_elpv(tmp_path, monkeypatch, caps
     small_test = [s for s in test if s.label == 1][:12] + [s for s in test if s.label == 0][:12]
     monkeypatch.setattr(demo, "elpv_dataset", lambda kind, seed: (train[:40], small_test))
     monkeypatch.chdir(tmp_path)
-    assert demo.main() == 0
+    assert demo.main([]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((tmp_path / "demo_out" / "metrics.json").read_text())
     assert f"image AUROC {metrics['image_auroc']:.4f}" in out and metrics["images"] == 24
     for name in ("elpv_mono.edgecmg", "scores.csv", "scores.png", "hardest.png"):
         assert (tmp_path / "demo_out" / name).stat().st_size > 0, name
+
+
+def test_make_demo_answers_help_and_refuses_an_unwritable_folder_before_fitting(tmp_path, monkeypatch, capsys):
+    """--help prints the usage and fits nothing; an --out that cannot be written is one error line,
+    before the minutes of fitting (elpv_dataset is never reached)."""
+    demo = _load_example("demo_elpv")
+    monkeypatch.setattr(demo, "elpv_dataset", lambda kind, seed: pytest.fail("the demo started fitting"))
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--help"])
+    assert exit_info.value.code == 0 and "--out" in capsys.readouterr().out
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert demo.main(["--out", str(blocker / "sub")]) == 2
+    assert "demo_elpv: error:" in capsys.readouterr().err
