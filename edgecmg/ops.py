@@ -68,7 +68,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                 f"{source} asks for the Triton kernels but the tensors are on {device.type}; they need a "
                 "CUDA device, or Triton's (slow) CPU interpreter: TRITON_INTERPRET=1 set before triton is "
                 "first imported",
-                "move the tensors to a CUDA device or use backend='torch'",
+                "move the tensors to a CUDA device or "
+                + ("use backend='torch'" if source.startswith("argument") else
+                   f"unset {ENV_VAR} (or set it to 'auto'): the variable overrides every kernel call's backend"),
             )
     return backend
 

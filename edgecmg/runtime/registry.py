@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, tensorrt_available
+from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, read_engine_header, tensorrt_available
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.runtime.base import Runner
 from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
@@ -199,6 +199,10 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     """
     path = Path(path).expanduser()
     suffix = check_model_file(path)
+    if suffix in ENGINE_SUFFIXES:
+        # A damaged or foreign .engine is named as such here, not reported as "TensorRT is missing"
+        # on a machine without it; the header is a few hundred bytes.
+        read_engine_header(path)
     specs = candidate_specs(path, backend, device)
     if not specs:
         runs = {b: sorted({x for s in SPECS if s.backend == b for x in s.suffixes}) for b in BACKENDS}

@@ -196,3 +196,19 @@ def test_host_scorer_from_every_file_kind(artifact_path, featurizer_onnx, model_
         scorer, header = load_host_scorer(path)
         assert scorer.memory_bank.shape == model.scorer.memory_bank.shape
         assert header["threshold"] == pytest.approx(float(model.scorer.threshold))
+
+
+def test_a_damaged_engine_is_named_before_the_backend_is_chosen(tmp_path):
+    """Without TensorRT, a text file named .engine used to be answered with "TensorRT is not
+    available" and its install hint; the file is the problem, and `edgecmg info` already said so."""
+    from edgecmg.engine import write_engine_file
+    from edgecmg.errors import ArtifactError
+
+    fake = tmp_path / "fake.engine"
+    fake.write_text("hello\n")
+    with pytest.raises(ArtifactError, match=r"fake\.engine: truncated \(6 bytes\): not an edgecmg engine file"):
+        make_runner(fake)
+    engine = write_engine_file(tmp_path / "built.engine", {"precision": "fp16"}, b"plan")
+    if not any(s.available() for s in candidate_specs(engine)):  # a sound file: the backend is what is missing
+        with pytest.raises(BackendUnavailableError):
+            make_runner(engine)
