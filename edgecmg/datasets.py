@@ -65,8 +65,8 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
     mask = read_mask(sample.mask_path)
     if mask.shape != tuple(shape):
         raise DataError(
-            f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {sample.path} is "
-            f"{shape[1]}x{shape[0]} (WxH); masks must have the size of their image"
+            f"mask {sample.mask_path} is {mask.shape[0]}x{mask.shape[1]} but its image {sample.path} is "
+            f"{shape[0]}x{shape[1]} (height x width); masks must have the size of their image"
         )
     return mask
 

@@ -100,7 +100,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         if unknown_masks:
             log.warning("pixel metrics: %d defect image(s) without a mask left out", unknown_masks)
         if filled:
-            log.info("pixel metrics over %d maps of %dx%d", filled, width, height)
+            log.info("pixel metrics over %d maps of %dx%d (height x width)", filled, height, width)
         metrics.update(pixel_metrics(masks[:filled], maps[:filled]))  # None for both (said) without a defect pixel
     latency = np.asarray(latencies)
     metrics.update({

@@ -63,13 +63,13 @@ def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], s
     the resize stretches their part against the others' (a rotated or uncropped frame among crops),
     as Detector warns for such frames at run time."""
     aspect = median_aspect(shapes)
-    odd = [f"{name} ({w}x{h})" for name, (h, w) in zip(names, shapes)
+    odd = [f"{name} ({h}x{w})" for name, (h, w) in zip(names, shapes)
            if aspect_stretch(h / w, aspect) > ASPECT_TOLERANCE]
     if odd:
         log.warning("%d of %d training image(s) have a height/width over %.2fx off the others' median %.2f, so "
-                    "the resize to the model's %dx%d (WxH) stretches their part: %s; crop or rotate them as "
+                    "the resize to the model's %dx%d (height x width) stretches their part: %s; crop or rotate them as "
                     "the others are, or leave them out", len(odd), len(shapes), ASPECT_TOLERANCE, aspect,
-                    size[1], size[0], _first(odd, 5))
+                    size[0], size[1], _first(odd, 5))
 
 
 def read_captions(folder: Path) -> dict[str, str]:
@@ -205,8 +205,9 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     if n_holdout < FEW_THRESHOLD_IMAGES:
         # A quantile of a handful of scores is about their maximum: a loose guess at the threshold.
         log.warning("the threshold is set on %d held-out good images (of %d); below %d it is a rough guess, "
-                    "and more good parts than expected may be flagged: fit on %d or more images, or set "
-                    "threshold= in Detector.load from good frames of your line", n_holdout, n,
+                    "and more good parts than expected may be flagged: fit on %d or more images, or set a threshold "
+                    "from good frames of your line (edgecmg threshold M DIR, or Detector.load(threshold=...))",
+                    n_holdout, n,
                     FEW_THRESHOLD_IMAGES, math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
     feature_dim = channels
     if config.cmle:

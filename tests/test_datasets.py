@@ -74,7 +74,8 @@ def test_sample_mask(tmp_path):
     assert m.dtype == bool and m.sum() == 6
     assert not sample_mask(by_name[("good", "000.png")], (8, 10)).any()
     assert sample_mask(by_name[("crack", "001.png")], (8, 10)) is None
-    with pytest.raises(DataError, match="size of their image"):
+    with pytest.raises(DataError, match=r"is 8x10 but its image .* is 9x10 \(height x width\); masks must have the "
+                                        "size of their image"):
         sample_mask(by_name[("crack", "000.png")], (9, 10))
     with pytest.raises(DataError, match="size of their image"):  # the same height, another width
         sample_mask(by_name[("crack", "000.png")], (8, 12))

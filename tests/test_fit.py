@@ -55,6 +55,7 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
     assert metadata["threshold"] > 0
     # 2 held-out images set that threshold, and fit says how rough that is and what to do
     assert "set on 2 held-out good images (of 8); below 20 it is a rough guess" in caplog.text
+    assert "(edgecmg threshold M DIR, or Detector.load(threshold=...))" in caplog.text  # the CLI's way too
     assert "fit on 200 or more images" in caplog.text
     detector = Detector.from_model(model, metadata)
     result = detector.predict(read_image(kolektor_train[120]))
@@ -336,5 +337,6 @@ def test_fit_names_training_images_of_another_aspect(kolektor_train, caplog):
     fit([*kolektor_train[:8], rotated], ModelConfig(prompt="a photo of a metal commutator", max_side=64,
                                                     cmle=False, max_bank_size=50), progress=False)
     assert "1 of 9 training image(s) have a height/width over 1.25x off the others' median" in caplog.text
-    assert f"array8 ({w}x{h}); crop or rotate them" in caplog.text
+    assert f"array8 ({h}x{w}); crop or rotate them" in caplog.text  # height x width, as the README writes sizes
+    assert "the resize to the model's 96x64 (height x width)" in caplog.text
     assert kolektor_train[0].name not in caplog.text
