@@ -100,7 +100,10 @@ class MVTecDataset:
         if not (self.root / "train").is_dir() and not (self.root / "test").is_dir():
             subdirs = sorted(d.name for d in self.root.iterdir() if d.is_dir() and (d / "train").is_dir())
             hint = ""
-            if subdirs:
+            parent = self.root.resolve().parent
+            if self.root.resolve().name in ("train", "test", "ground_truth") and (parent / "test").is_dir():
+                hint = f"; {self.root} is a part of one, pass the folder above it: {parent}"
+            elif subdirs:
                 hint = (
                     f"; {self.root} looks like a folder of categories ({', '.join(subdirs[:5])}), "
                     "pass one category folder"

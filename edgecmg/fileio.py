@@ -36,6 +36,9 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
     return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"  # not the probe's name
 
 
+MODEL_FILE_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan", ".pt", ".pth", ".safetensors")
+
+
 def check_file_suffix(path: Union[str, Path], suffix: str, *, name: str, files: str) -> Path:
     """``path`` if it names a file ending in ``suffix`` (any case); a ConfigError otherwise, before any
     work: loaders tell model files apart by their suffix, so the file would be written and then refused.
@@ -45,7 +48,10 @@ def check_file_suffix(path: Union[str, Path], suffix: str, *, name: str, files: 
         given = f"{path} is a folder," if path.name else "an empty name is"
         raise ConfigError(f"{given} not {name} name; give one ending in {suffix}, e.g. {path / ('part' + suffix)}")
     if path.suffix.lower() != suffix:
-        raise ConfigError(f"{path}: {files} must end in {suffix}; use {path.with_name(path.name + suffix)}")
+        # part.onnx given for a model: part.edgecmg, not part.onnx.edgecmg; part.v2 keeps its ".v2"
+        other_model_file = path.suffix.lower() in MODEL_FILE_SUFFIXES
+        fixed = path.with_suffix(suffix) if other_model_file else path.with_name(path.name + suffix)
+        raise ConfigError(f"{path}: {files} must end in {suffix}; use {fixed}")
     return path
 
 

@@ -388,6 +388,10 @@ def test_save_and_export_refuse_a_suffix_their_loaders_would_refuse(small_fit, s
         artifact.save(model, metadata, tmp_path / "part.model")
     with pytest.raises(ConfigError, match=r"must end in \.onnx; use .*part\.onx\.onnx"):
         export_onnx(small_artifact, tmp_path / "part.onx")
+    with pytest.raises(ConfigError, match=r"must end in \.edgecmg; use .*part\.edgecmg$"):  # not part.onnx.edgecmg
+        artifact.save(model, metadata, tmp_path / "part.onnx")
+    with pytest.raises(ConfigError, match=r"must end in \.onnx; use .*part\.onnx$"):
+        export_onnx(small_artifact, tmp_path / "part.engine")
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 

@@ -95,6 +95,9 @@ def test_defect_types_named_like_good_are_defects_and_hidden_folders_are_not_typ
 
 
 def test_mvtec_errors_explain_the_layout(tmp_path):
+    root = _make_mvtec(tmp_path / "part")
+    with pytest.raises(DataError, match=r"test is a part of one, pass the folder above it: .*part$"):
+        MVTecDataset(root / "test")  # eval DATA/test for eval DATA
     with pytest.raises(DataError, match="not found"):
         MVTecDataset(tmp_path / "nope")
     (tmp_path / "file.txt").write_text("x")
