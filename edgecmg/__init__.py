@@ -1,2 +1,48 @@
-"""edgecmg: language-guided visual anomaly detection for the edge."""
+"""edgecmg: language-guided visual anomaly detection for the edge.
+
+The names most programs need are here, imported on first use so that ``import edgecmg`` (and the
+command line's start) stays fast::
+
+    import edgecmg
+    from edgecmg.fit import fit
+
+    model, metadata = fit("DATA", edgecmg.ModelConfig(prompt="a photo of a metal commutator"))
+    edgecmg.save(model, metadata, "part.edgecmg")
+    with edgecmg.Detector.load("part.edgecmg") as det:
+        result = det.predict(edgecmg.read_image("frame.png"))
+
+Everything else lives in its module (``edgecmg.export``, ``edgecmg.engine``, ``edgecmg.calibration``, ...).
+``fit`` is not among these names: ``edgecmg.fit`` is its module, which Python binds to that attribute
+once anything imports it, so ``edgecmg.fit(...)`` would work or not depending on import order.
+"""
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Detector": "edgecmg.detector",
+    "Result": "edgecmg.result",
+    "save": "edgecmg.artifact",
+    "read_image": "edgecmg.imageio",
+    "ModelConfig": "edgecmg.config",
+    "StreamConfig": "edgecmg.config",
+    "ExportConfig": "edgecmg.config",
+    "EngineConfig": "edgecmg.config",
+    "EdgeCMGError": "edgecmg.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgecmg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

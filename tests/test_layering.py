@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # Where each import name lives (kernels/ and calibration/ install as edgecmg.kernels / .calibration).
 SOURCE_ROOTS = {"edgecmg": REPO / "edgecmg", "edgecmg.kernels": REPO / "kernels",
@@ -15,7 +17,9 @@ SOURCE_ROOTS = {"edgecmg": REPO / "edgecmg", "edgecmg.kernels": REPO / "kernels"
 
 # Lower layers first; a module may import its own unit and any unit of a lower layer.
 LAYERS: list[set[str]] = [
-    {"errors", "__init__", "distributions", "magic"},   # __init__: __version__; the others: constants only
+    # __init__: __version__, and the public names (edgecmg.Detector, ...) imported by their module's
+    # name on first access only, so importing the package loads nothing above it; the others: constants
+    {"errors", "__init__", "distributions", "magic"},
     {"fileio"},                                         # atomic writes: errors only
     {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
     {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
@@ -106,3 +110,23 @@ def test_the_check_sees_a_backwards_import(tmp_path):
     probe.write_text("from . import knn\nfrom ..runtime import registry\n")  # as if in edgecmg/kernels/
     assert _imports(probe, modules, "edgecmg.kernels") == {"edgecmg.kernels", "edgecmg.kernels.knn",
                                                            "edgecmg.runtime", "edgecmg.runtime.registry"}
+
+
+def test_the_public_names_are_the_modules_own_and_importing_the_package_loads_none_of_them():
+    import subprocess
+    import sys
+
+    import edgecmg
+
+    for name in edgecmg.__all__:
+        value = getattr(edgecmg, name)
+        if name != "__version__":
+            owner = __import__(edgecmg._EXPORTS[name], fromlist=[name])
+            assert value is getattr(owner, name), name
+    assert set(edgecmg.__all__) <= set(dir(edgecmg))
+    with pytest.raises(AttributeError, match="module 'edgecmg' has no attribute 'Detektor'"):
+        edgecmg.Detektor
+    # a fresh interpreter: `import edgecmg` (every CLI start) must not pull in torch or numpy
+    probe = "import sys, edgecmg; print(sorted(m for m in ('torch', 'numpy', 'edgecmg.detector') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO / "tests")
+    assert out.stdout.strip() == "[]"

@@ -250,9 +250,9 @@ class StreamStats:
 
     def __repr__(self) -> str:
         return (
-            f"StreamStats(captured={self.frames_captured}, dropped={self.frames_dropped}, "
-            f"yielded={self.frames_yielded}, reconnects={self.reconnects}, "
-            f"corrupt={self.corrupt_skipped}, fps={self.fps:.1f})"
+            f"StreamStats(frames_captured={self.frames_captured}, frames_dropped={self.frames_dropped}, "
+            f"frames_yielded={self.frames_yielded}, reconnects={self.reconnects}, "
+            f"corrupt_skipped={self.corrupt_skipped}, fps={self.fps:.1f})"  # the attributes' own names
         )
 
 

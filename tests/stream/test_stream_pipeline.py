@@ -57,6 +57,9 @@ def test_policy_latest_with_a_slow_consumer_drops_and_counts(helpers):
     assert s.frames_captured == 300
     assert s.frames_yielded == len(seen) == s.frames_captured - s.frames_dropped
     assert seen[-1] == 299  # the newest frame is never the one dropped
+    # the repr names the attributes as they are spelled, so what a log shows can be looked up
+    assert repr(s).startswith(f"StreamStats(frames_captured=300, frames_dropped={s.frames_dropped}, "
+                              f"frames_yielded={s.frames_yielded}, reconnects=0, corrupt_skipped=0, fps=")
 
 
 @pytest.mark.parametrize("batch", [1, 2])
