@@ -83,7 +83,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 
     if arr.dtype == np.uint16:
         # Rounded integer rescale; exact at both ends (0 -> 0, 65535 -> 255).
-        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        arr = _by_rows(arr, lambda rows: ((rows.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
     elif arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * np.uint8(255)
     elif np.issubdtype(arr.dtype, np.floating):
@@ -93,7 +93,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
                 f"a float frame must hold finite values in [0, 1], got [{lo:g}, {hi:g}]; "
                 "divide by 255 or convert it to uint8 first"
             )
-        arr = np.rint(arr * 255.0).astype(np.uint8)
+        arr = _by_rows(arr, lambda rows: np.rint(rows * 255.0).astype(np.uint8))
     elif arr.dtype != np.uint8:  # other integer types (int32 from some SDKs, int64 from np.arange, ...)
         lo, hi = int(np.min(arr)), int(np.max(arr))
         if lo < 0 or hi > 255:
@@ -104,8 +104,8 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         arr = arr.astype(np.uint8)
 
     if arr.ndim == 3 and arr.shape[2] in (2, 4) and _alpha_varies(arr[:, :, -1]):
-        alpha = arr[:, :, -1:].astype(np.float32) / 255.0
-        arr = np.rint(arr[:, :, :-1].astype(np.float32) * alpha).astype(np.uint8)
+        arr = _by_rows(arr, lambda rows: np.rint(rows[:, :, :-1].astype(np.float32)
+                                                 * (rows[:, :, -1:].astype(np.float32) / 255.0)).astype(np.uint8))
     if arr.ndim == 3 and arr.shape[2] <= 2:  # gray (+ an alpha that is the same everywhere, dropped)
         arr = np.ascontiguousarray(arr[:, :, 0])
 
@@ -116,12 +116,43 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     elif arr.shape[2] == 4:  # an alpha the same everywhere, dropped
         out = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
     elif bgr:
-        out = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+        # In place where arr is a conversion of ours (not the caller's frame): one frame-sized copy fewer.
+        own = arr.flags.c_contiguous and arr.flags.writeable and not np.may_share_memory(arr, image)
+        out = _bgr_to_rgb_in_place(arr) if own else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
     else:
         out = np.ascontiguousarray(arr)
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+#: Pixels per band of :func:`_by_rows`: big enough to keep numpy's per-call cost negligible, small
+#: enough that the temporaries (up to 16 bytes a pixel) stay a few tens of megabytes.
+_BAND_PIXELS = 1 << 20
+
+
+def _by_rows(arr: np.ndarray, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``convert(arr)`` for a per-pixel ``convert``, applied to bands of rows: the same pixels without
+    its whole-frame temporaries (16-bit or RGBA frames took 24-42 bytes a pixel: 6 GB at 144 megapixels)."""
+    rows = max(1, _BAND_PIXELS // max(1, arr.shape[1]))
+    out: Optional[np.ndarray] = None
+    for start in range(0, arr.shape[0], rows):
+        part = convert(arr[start:start + rows])
+        if out is None:
+            out = np.empty((arr.shape[0], *part.shape[1:]), part.dtype)
+        out[start:start + rows] = part
+    assert out is not None  # images have rows (checked by the callers)
+    return out
+
+
+def _bgr_to_rgb_in_place(arr: np.ndarray) -> np.ndarray:
+    """Swap a contiguous uint8 HxWx3 array's first and third channels in place, band by band: given
+    the whole frame as src and dst, cv2.cvtColor first copies all of it."""
+    rows = max(1, _BAND_PIXELS // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], rows):
+        band = arr[start:start + rows]
+        cv2.cvtColor(band, cv2.COLOR_BGR2RGB, dst=band)
+    return arr
 
 
 def _alpha_varies(alpha: np.ndarray) -> bool:
@@ -230,41 +261,59 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _to_unit_float(arr: np.ndarray) -> np.ndarray:
-    """Any numeric array -> float32 in [0, 1] (integers by their dtype max, floats clipped)."""
+def _unit_top(arr: np.ndarray) -> float:
+    """What an integer array is divided by to bring it to [0, 1]: its dtype's maximum."""
+    top = float(np.iinfo(arr.dtype).max)
+    if arr.dtype in (np.int32, np.uint32, np.int64, np.uint64) and arr.size and arr.max() <= 65535:
+        top = 65535.0  # Pillow's "I" mode holds 16-bit data in int32
+    return top
+
+
+def _to_unit_float(arr: np.ndarray, top: Optional[float] = None) -> np.ndarray:
+    """Any numeric array -> float32 in [0, 1] (integers by their dtype max, or ``top``, floats clipped)."""
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        top = float(info.max)
-        if arr.dtype in (np.int32, np.uint32, np.int64, np.uint64) and arr.size and arr.max() <= 65535:
-            top = 65535.0  # Pillow's "I" mode holds 16-bit data in int32
-        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
+        return np.clip(arr.astype(np.float32) / (_unit_top(arr) if top is None else top), 0.0, 1.0)
     return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0)
 
 
+def _unit_to_rgb8(arr: np.ndarray, top: Optional[float]) -> np.ndarray:
+    """Gray, gray + alpha, RGB or RGBA of any numeric dtype -> uint8 three channels (alpha composited
+    onto black), in the channel order given."""
+    f = _to_unit_float(arr, top)
+    if f.ndim == 2:
+        f = f[:, :, None]
+    elif f.shape[2] == 2:  # gray + alpha
+        f = f[:, :, :1] * f[:, :, 1:2]
+    elif f.shape[2] == 4:  # colour + alpha, composited onto black
+        f = f[:, :, :3] * f[:, :, 3:4]
+    f = np.broadcast_to(f, f.shape[:2] + (3,))
+    return np.rint(f * 255.0).astype(np.uint8)
+
+
 def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
+    """The decoder's array (``arr``, ours to overwrite) -> uint8 RGB, with no frame-sized copy beyond
+    the result: at 100 megapixels and more each copy is hundreds of megabytes."""
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
         raise DataError(f"image {path} has unsupported shape {arr.shape}; save it as gray, RGB or RGBA")
 
     if arr.ndim == 3 and arr.shape[2] in (2, 4) and not _alpha_varies(arr[:, :, -1]):
+        if arr.dtype == np.uint8 and arr.shape[2] == 4:  # one conversion, not a copy of the view and another
+            return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if order == "bgr" else cv2.COLOR_RGBA2RGB)
         arr = arr[:, :, :-1] if arr.shape[2] == 4 else arr[:, :, 0]  # the same everywhere: dropped
-    if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] == 3):
-        rgb = np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
+    if arr.dtype == np.uint8 and arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)  # equal channels: no swap
+    if arr.dtype == np.uint8 and arr.shape[2] == 3:
+        rgb = arr
     else:
-        f = _to_unit_float(arr)
-        if f.ndim == 2:
-            f = f[:, :, None]
-        elif f.shape[2] == 2:  # gray + alpha
-            f = f[:, :, :1] * f[:, :, 1:2]
-        elif f.shape[2] == 4:  # colour + alpha, composited onto black
-            f = f[:, :, :3] * f[:, :, 3:4]
-        f = np.broadcast_to(f, f.shape[:2] + (3,))
-        rgb = np.rint(f * 255.0).astype(np.uint8)
-    if order == "bgr" and rgb.ndim == 3:
-        return cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)  # far faster than a numpy [..., ::-1] copy
+        top = _unit_top(arr) if np.issubdtype(arr.dtype, np.integer) else None  # of the whole image
+        rgb = _by_rows(arr, lambda rows: _unit_to_rgb8(rows, top))
+    if order == "bgr":
+        # In place (the array is ours), and far faster than a numpy [..., ::-1] copy.
+        return _bgr_to_rgb_in_place(rgb) if rgb.flags.c_contiguous else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(rgb)
 
 

@@ -84,8 +84,11 @@ class Result:
                 f"map={h}x{w}, kept_cells={int(self.kept_mask.sum())}/{self.kept_mask.size}, "
                 f"total_ms={self.timings.total:.1f}, frame_index={self.frame_index}, source={self.source!r})")
 
-    def overlay(self, frame: Optional[np.ndarray] = None, alpha: float = 0.45) -> np.ndarray:
-        """Heat map blended over ``frame`` (default: the judged frame); returns uint8 RGB."""
+    def overlay(self, frame: Optional[np.ndarray] = None, alpha: float = 0.45, *,
+                dst: Optional[np.ndarray] = None) -> np.ndarray:
+        """Heat map blended over ``frame`` (default: the judged frame); returns uint8 RGB, drawn into
+        ``dst`` where given (see :func:`edgecmg.visualize.overlay_heatmap`; ``dst=frame`` saves a
+        frame-sized array when the frame is not needed after)."""
         from edgecmg.visualize import overlay_heatmap
 
         if frame is None:
@@ -94,7 +97,7 @@ class Result:
             raise DataError("this result carries no frame: pass the frame to overlay()")
 
         return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
-                               label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}")
+                               label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}", dst=dst)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the map itself is left out; save it with ``overlay`` or numpy)."""

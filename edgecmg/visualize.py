@@ -28,17 +28,27 @@ def ascii_text(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
-def _frame_rgb(frame: Any) -> np.ndarray:
+def _frame_array(frame: Any) -> np.ndarray:
+    """``frame`` checked as uint8 HxW gray, HxWx3 RGB or HxWx4 RGBA, without a copy ([H, W, 1] -> [H, W])."""
     arr = np.asarray(frame)
     if arr.dtype != np.uint8:
         raise DataError(f"frame must be uint8 (got dtype {arr.dtype}); convert it, e.g. with edgecmg.imageio.read_image")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
+        return arr
+    raise DataError(f"frame must be HxW gray or HxWx3 RGB, got shape {arr.shape}")
+
+
+def _as_rgb(arr: np.ndarray) -> np.ndarray:
+    """A :func:`_frame_array` as contiguous RGB (a copy only for gray or RGBA)."""
     if arr.ndim == 2:
         return np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        return np.ascontiguousarray(arr[:, :, :3])
-    raise DataError(f"frame must be HxW gray or HxWx3 RGB, got shape {arr.shape}")
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _frame_rgb(frame: Any) -> np.ndarray:
+    return _as_rgb(_frame_array(frame))
 
 
 def _map2d(anomaly_map: Any, height: int, width: int) -> np.ndarray:
@@ -50,11 +60,22 @@ def _map2d(anomaly_map: Any, height: int, width: int) -> np.ndarray:
     if m.ndim != 2 or m.size == 0:
         raise DataError(f"anomaly_map must be a 2-D HxW array, got shape {np.shape(anomaly_map)}")
     m = m.astype(np.float32, copy=False)
-    if not np.isfinite(m).all():  # rare: checking is a quarter of the cost of always converting
+    # Rare: checking is a quarter of the cost of always converting; by bands, not a frame-sized mask.
+    if not all(np.isfinite(m[start:stop]).all() for start, stop in _row_bands(*m.shape)):
         m = np.nan_to_num(m, nan=0.0, posinf=np.finfo(np.float32).max, neginf=0.0)
     if m.shape != (height, width):
         m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
     return m
+
+
+def _check_scale(threshold: float, alpha: float) -> tuple[float, float]:
+    thr = float(threshold)
+    if not np.isfinite(thr):
+        raise ConfigError(f"threshold={threshold} must be a finite number (the detector's decision threshold)")
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ConfigError(f"alpha={alpha} must be in [0, 1]")
+    return thr, a
 
 
 def overlay_heatmap(
@@ -65,6 +86,7 @@ def overlay_heatmap(
     label: Optional[str] = None,
     *,
     contour: bool = True,
+    dst: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Blend a JET heat map of ``anomaly_map`` over ``frame``.
 
@@ -77,40 +99,84 @@ def overlay_heatmap(
         alpha: heat-map weight in [0, 1].
         label: optional text drawn in the top-left corner (ASCII; other characters become '?').
         contour: draw a white outline where ``map >= threshold``.
+        dst: a contiguous ``uint8`` HxWx3 array of the frame's size to draw into, as OpenCV's
+            ``dst``; it may be ``frame`` itself (an RGB frame the caller is done with): a frame-sized
+            array fewer, which counts at tens of megapixels.
 
     Returns:
-        ``uint8`` HxWx3 RGB, a new array.
+        ``uint8`` HxWx3 RGB: ``dst``, or a new array.
     """
-    thr = float(threshold)
-    if not np.isfinite(thr):
-        raise ConfigError(f"threshold={threshold} must be a finite number (the detector's decision threshold)")
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:
-        raise ConfigError(f"alpha={alpha} must be in [0, 1]")
-    rgb = _frame_rgb(frame)
-    h, w = rgb.shape[:2]
-    m = _map2d(anomaly_map, h, w)
-    unit = thr if thr > 0 else max(float(m.max()) / 2.0, 1e-6)  # the value drawn at the scale's middle
+    thr, a = _check_scale(threshold, alpha)
+    src = _frame_array(frame)
+    m = _map2d(anomaly_map, *src.shape[:2])
+    if dst is not None and not (isinstance(dst, np.ndarray) and dst.dtype == np.uint8
+                                and dst.shape == (*src.shape[:2], 3) and dst.flags.c_contiguous and dst.flags.writeable):
+        got = f"{dst.dtype} array of shape {dst.shape}" if isinstance(dst, np.ndarray) else type(dst).__name__
+        raise DataError(f"dst must be a writable contiguous uint8 array of shape {(*src.shape[:2], 3)} (the frame's "
+                        f"size, RGB), got a {got}")
+    return _draw_overlay(src, m, thr, a, label, contour, dst=dst)
 
-    # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
-    # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
-    # Each step writes into the buffer before it where it can: a 64-megapixel frame's overlay took
-    # 16 bytes a pixel with a new array per step.
-    _, clipped = cv2.threshold(m, 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow the scaling
-    cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO, dst=clipped)
-    level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
-    del clipped
-    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
-    # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
-    cv2.cvtColor(heat, cv2.COLOR_BGR2RGB, dst=heat)
-    out = cv2.addWeighted(rgb, 1.0 - a, heat, a, 0.0, dst=heat)
+
+#: Pixels per band of rows that the overlay's colour steps work on at a time.
+_BAND_PIXELS = 1 << 20
+
+
+def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
+    """(start, stop) row bands covering ``height`` rows. Each band is a multiple of 256 rows, the last
+    one 1 to 2 times that (the rest joins it), so every band but the last holds whole SIMD vectors
+    and the last ends as the whole frame does: OpenCV then computes each pixel exactly as it would
+    in one call over the whole frame."""
+    rows = max(256, _BAND_PIXELS // max(1, width) // 256 * 256)
+    count = max(1, height // rows)
+    return [(i * rows, (i + 1) * rows if i < count - 1 else height) for i in range(count)]
+
+
+def _threshold_contours(m: np.ndarray, thr: float) -> Sequence[np.ndarray]:
+    """Outlines of ``m >= thr``. findContours copies its input, so on a frame of several bands only
+    the bounding box of the pixels at or above the threshold is handed to it (everything outside
+    is 0, so the outlines are the same): a frame-sized mask and its copy cost 2 bytes a pixel."""
+    h, w = m.shape
+    x0, y0, x1, y1 = 0, 0, w, h
+    bands = _row_bands(h, w)
+    if len(bands) > 1:  # on one band the extra pass would cost more time than it saves memory
+        x0, y0, x1, y1 = w, h, 0, 0
+        for start, stop in bands:
+            x, y, bw, bh = cv2.boundingRect((m[start:stop] >= thr).view(np.uint8))
+            if bw:
+                x0, y0, x1, y1 = min(x0, x), min(y0, start + y), max(x1, x + bw), max(y1, start + y + bh)
+        if x1 == 0:
+            return ()
+    above = (m[y0:y1, x0:x1] >= thr).view(np.uint8)  # 0/1, as astype(np.uint8) gives, without the copy
+    if not above.any():
+        return ()
+    contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
+    return contours
+
+
+def _draw_overlay(src: np.ndarray, m: np.ndarray, thr: float, a: float, label: Optional[str], contour: bool, *,
+                  dst: Optional[np.ndarray]) -> np.ndarray:
+    h, w = src.shape[:2]
+    unit = thr if thr > 0 else max(float(m.max()) / 2.0, 1e-6)  # the value drawn at the scale's middle
+    contours = _threshold_contours(m, thr) if contour else ()  # before the output exists: less at once
+    out = dst
+    # Band by band (the steps are per pixel, so the result is the same): the temporaries of a
+    # 144-megapixel frame's overlay were 7 bytes a pixel at once, now a few megabytes.
+    for start, stop in _row_bands(h, w):
+        # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
+        # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
+        _, clipped = cv2.threshold(m[start:stop], 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow
+        cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO, dst=clipped)
+        level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
+        heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+        # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
+        cv2.cvtColor(heat, cv2.COLOR_BGR2RGB, dst=heat)
+        if out is None:  # one band (frames up to about a megapixel): its heat map is the output, as it always was
+            out = heat if stop == h else np.empty((h, w, 3), np.uint8)
+        cv2.addWeighted(_as_rgb(src[start:stop]), 1.0 - a, heat, a, 0.0, dst=out[start:stop])
 
     scale = max(1, round(min(h, w) / 240))
-    if contour:
-        above = (m >= thr).astype(np.uint8)
-        if above.any():
-            contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, contours, -1, _CONTOUR_RGB, thickness=scale)
+    if len(contours):
+        cv2.drawContours(out, contours, -1, _CONTOUR_RGB, thickness=scale)
     if label:
         text = ascii_text(label)
         font = cv2.FONT_HERSHEY_SIMPLEX
@@ -125,10 +191,12 @@ def overlay_heatmap(
     return out
 
 
-def save_png(path: Union[str, Path], rgb: Any) -> Path:
+def save_png(path: Union[str, Path], rgb: Any, *, in_place: bool = False) -> Path:
     """Write a ``uint8`` RGB (HxWx3) or gray (HxW) array as PNG; parent folders are created.
 
-    Works with non-ASCII paths (encodes in memory, then writes bytes).
+    Works with non-ASCII paths (encodes in memory, then writes bytes). ``in_place``: swap a
+    contiguous RGB array's channels to BGR (what the encoder takes) inside the array itself, which
+    the caller is then done with, instead of in a frame-sized copy.
 
     Raises:
         DataError: wrong dtype/shape. OutputError: the file cannot be written.
@@ -140,13 +208,18 @@ def save_png(path: Union[str, Path], rgb: Any) -> Path:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 3 and arr.shape[2] == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+        if in_place and arr.flags.c_contiguous and arr.flags.writeable:
+            for start, stop in _row_bands(*arr.shape[:2]):  # given the whole array as src and dst, cvtColor copies it
+                cv2.cvtColor(arr[start:stop], cv2.COLOR_RGB2BGR, dst=arr[start:stop])
+        else:
+            arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.ndim != 2:
         raise DataError(f"save_png({p}): image must be HxWx3 RGB or HxW gray, got shape {arr.shape}")
     ok, buf = cv2.imencode(".png", arr)
     if not ok:
         raise DataError(f"save_png({p}): PNG encoding failed for an array of shape {arr.shape}")
-    atomic_write_bytes(p, buf.tobytes(), what="the image", sync=False)  # never a half-written PNG
+    # The buffer itself, not a bytes copy of it; never a half-written PNG.
+    atomic_write_bytes(p, memoryview(buf), what="the image", sync=False)
     return p
 
 
