@@ -22,6 +22,9 @@ from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
 
+# registry.BACKENDS and "auto", spelled out so that building the parser imports no runtime (a test keeps them equal)
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from edgecmg import artifact
@@ -92,12 +95,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 result = detector.predict(frame)
                 overlay_path = None
                 if args.overlays == "all" or (args.overlays == "flagged" and result.is_anomaly):
-                    overlay_path = str(save_png(out / overlay_names[index], result.overlay(frame)))
+                    overlay_path = str(out / overlay_names[index])
                 # frame_index: the file's position among the inputs (each predict call counts from 0).
                 record = {"file": str(path), "overlay": overlay_path, **result.to_dict(), "frame_index": index,
                           "source": str(path)}
+                if overlay_path is not None:
+                    # result.overlay(frame) drawn into the frame, which is not needed after it, and the map let
+                    # go before the PNG is encoded: a separate overlay and save_png's BGR copy of it were 6 bytes
+                    # a pixel on top of the frame and the map (a 144-megapixel image peaked at 2.3 GB, now 1.6).
+                    overlay = result.overlay(frame, dst=frame)
+                    result = None
+                    save_png(overlay_path, overlay, in_place=True)
                 jsonl.write(json.dumps(record) + "\n")
-    print(f"{len(paths) - skipped} images judged, {skipped} skipped; results in {out / 'results.jsonl'}"
+                # Let go of this image before the next is read: held through its decode and predict, a
+                # folder of large images peaked at two images' worth.
+                frame = result = overlay = None
+    judged = len(paths) - skipped
+    print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped; results in {out / 'results.jsonl'}"
           + (f", unreadable files in {skipped_path}" if skipped else ""))
     if skipped == len(paths):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
@@ -315,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
                               parents=[common])
 
-    backend_help = "torch, onnxruntime, tensorrt, or auto: the fastest one available for the model file"
+    def add_backend(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", default="auto", type=str.lower, choices=BACKEND_CHOICES,
+                       help="auto (default): the fastest one available for the model file; each runs on the GPU "
+                            "where it can (there is no device flag)")
 
     p = command("fit", "fit a detector on good images")
     p.add_argument("data", help="MVTec root (uses train/good) or a folder of good images")
@@ -334,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmle-dim", type=int, default=ModelConfig.cmle_dim, help="CMLE output dimensions")
     p.add_argument("--clip-weights", metavar="FILE.safetensors",
                    help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
-                        "(needs the clip extra: pip install -e '.[clip]'); the model file records this path and its SHA-256")
+                        "(needs the clip extra: pip install -e '.[clip]' -c tests/requirements-clip.txt, see the "
+                        "README); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")
     p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
@@ -346,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", "judge images; writes overlays (PNG), results.jsonl and skipped.jsonl (unreadable files)")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("images", nargs="+", help="image files, folders or globs")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", default="auto", help=backend_help)
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    add_backend(p)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
     p.add_argument("--overlays", choices=["all", "flagged", "none"], default="all",
                    help="which images get a heat-map overlay PNG, at the image's own size (a KolektorSDD part: "
@@ -361,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("eval", "image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("data", help="MVTec root: test/<good|defect type>, ground_truth/ masks optional")
-    p.add_argument("--backend", default="auto", help=backend_help)
+    add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--out", metavar="DIR", help="also write metrics.json, scores.csv (per image), scores.png "
+    p.add_argument("-o", "--out", metavar="DIR", help="also write metrics.json, scores.csv (per image), scores.png "
                    "(histogram of good and defective scores with the threshold) and hardest.png (heat maps of "
                    "the lowest-scored defects and highest-scored good parts) to DIR")
     p.add_argument("--threshold", type=float, help="override the fitted threshold (the verdicts and the report)")
@@ -378,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantile", type=float, default=ModelConfig.threshold_quantile,
                    help="the quantile of their scores that becomes the threshold, fit's rule (0.99: about 1 such "
                         "part in 100 flagged; 1: their highest score, which is then flagged itself)")
-    p.add_argument("--backend", default="auto", help=backend_help)
+    add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-o", "--output", help="also write a copy of the .edgecmg model with this threshold stored "
                    "(export, calibrate and build from the copy carry it on)")
@@ -395,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("calibrate", "INT8 Q/DQ ONNX from calibration images")
     p.add_argument("model", help="model file (*.edgecmg)")
-    p.add_argument("--data", required=True, help="folder of calibration images (normal parts)")
+    p.add_argument("--data", required=True,
+                   help="calibration images of normal parts: a folder (sub-folders included), or an MVTec root, "
+                        "whose train/good is used")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
                    help="activation ranges (default: minmax for --profile tensorrt, percentile for cpu)")
     p.add_argument("--samples", type=int,
@@ -415,17 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
                    help="int8 needs a Q/DQ model from calibrate; its float layers run in fp16")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
-    p.add_argument("--dla", type=int, metavar="N",
-                   help="run on DLA core N of a Jetson Orin (0 or 1), with GPU fallback (default: the GPU only)")
+    p.add_argument("--dla", type=int, choices=(0, 1),  # every Jetson with DLA (Xavier, Orin) has cores 0 and 1
+                   help="run on this DLA core of a Jetson Orin, with GPU fallback (default: the GPU only)")
     p.add_argument("--max-batch", type=int,
                    help="largest batch the engine accepts (default 8; with --dla the one fixed batch, default 1)")
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")
     p.set_defaults(func=cmd_build)
 
     p = command("stream", "run a detector on a camera, video, folder or URL")
-    p.add_argument("source", help="camera index, video file, folder/glob, rtsp://, csi://N, GStreamer pipeline")
-    p.add_argument("-m", "--model", required=True, help="model file: .edgecmg, .onnx or .engine")
-    p.add_argument("--backend", default="auto", help=backend_help)
+    p.add_argument("source", nargs="+",
+                   help="camera index, video file, folder or quoted glob, rtsp:// (or http://, udp://, srt://) URL, "
+                        "csi://N (Jetson CSI sensor; options ?width=&height=&fps=&flip=), GStreamer pipeline ending "
+                        "in appsink; or several image files (what an unquoted glob expands to), in the order given")
+    p.add_argument("-m", "--model", help="model file: .edgecmg, .onnx or .engine (required)")
+    add_backend(p)
     p.add_argument("--policy", default="auto", choices=["auto", "latest", "all"],
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
                         "auto (default): latest for cameras and network streams, all for files and folders")
@@ -441,9 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s); 0: never, for a triggered camera that is silent between parts")
     p.add_argument("--threshold", type=float, help="override the fitted threshold (see `edgecmg threshold`)")
     p.add_argument("--realtime", action="store_true",
-                   help="play a video file or folder at its frame rate, as a camera would deliver it (by default "
-                        "it is read as fast as it decodes, so latency then includes the time frames wait in the "
-                        "queue)")
+                   help="play a video file at its frame rate, or images at --capture-fps (default 30), as a camera "
+                        "would deliver them (by default they are read as fast as they decode, so latency then "
+                        "includes the time frames wait in the queue)")
+    p.add_argument("--capture-size", type=int, nargs=2, metavar=("W", "H"),
+                   help="resolution asked of a camera (width height, e.g. 1920 1080); default: the driver's")
+    p.add_argument("--capture-fps", type=float, metavar="FPS",
+                   help="frame rate asked of a camera; with --realtime, the pace of images from a folder")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save", help="write the overlay video here (.mp4, .avi, .mov or .mkv); an existing file is "
                    "refused unless --overwrite")
@@ -462,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--images", help="time on these images (folder or glob; default: seeded random frames at the "
                                     "model size, since latency does not depend on content)")
-    p.add_argument("--out", default="bench", help="folder for JSON, CSV, markdown and the PNG plot")
+    p.add_argument("-o", "--out", default="bench", metavar="DIR",
+                   help="folder for JSON, CSV, markdown and the PNG plot (default: bench); an earlier bench's "
+                        "files there are replaced, as a rerun is the usual way to compare")
     p.set_defaults(func=cmd_bench)
 
     p = command("info", "what a model file holds (input, prompt, threshold, build) and whether it runs here")

@@ -134,7 +134,9 @@ def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "o"
     assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 0
-    assert f"unreadable files in {out / 'skipped.jsonl'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (f"2 images judged, 1 skipped; results in {out / 'results.jsonl'}, unreadable files in "
+            f"{out / 'skipped.jsonl'}") in printed
     verdicts = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [Path(v["file"]).name for v in verdicts] == [p.name for p in good] and all("score" in v for v in verdicts)
     (skipped,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
@@ -144,6 +146,9 @@ def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small
     assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch",
                  "--overwrite"]) == 0
     assert not (out / "skipped.jsonl").exists()
+    assert main(["-q", "predict", str(small_artifact), str(folder / good[0].name), "--out", str(out), "--backend",
+                 "torch", "--overwrite"]) == 0
+    assert "1 image judged, 0 skipped" in capsys.readouterr().out
 
 
 def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifact, tmp_path, capsys):
@@ -520,6 +525,53 @@ def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolek
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
                  "--policy", "all", "--report", str(report)]) == 0
     assert json.loads((report / "stream_summary.json").read_text())["rows"][0]["frames_yielded"] == 3
+
+
+def test_stream_takes_several_image_files_and_names_a_model_given_as_a_source(small_artifact, kolektor_root, tmp_path,
+                                                                               capsys, monkeypatch):
+    """An unquoted glob (parts/*.png) reaches stream as several arguments: they are read as a list of
+    image files, in order. A model among the sources (the model-first habit of every other command),
+    no -m, or a video among several files is one error line that says what to write instead."""
+    from edgecmg.detector import Detector
+
+    files = [str(p) for p in sorted((kolektor_root / "test" / "good").iterdir())[:3]]
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["-q", "stream", *files, "-m", str(small_artifact), "--backend", "torch", "--jsonl", str(jsonl)]) == 0
+    assert [json.loads(line)["source"] for line in jsonl.read_text().splitlines()] == files  # in the order given
+    for argv, expected in (
+            ([str(small_artifact), files[0]], f"{small_artifact} is a model file, not a source: stream takes the model "
+                                              f"by -m (edgecmg stream {files[0]} -m {small_artifact})"),
+            ([files[0]], f"no model given: stream takes the model by -m (edgecmg stream {files[0]} -m MODEL)"),
+            ([files[0], str(tmp_path / "line.mp4"), "-m", str(small_artifact)],
+             f"2 sources given, and {tmp_path / 'line.mp4'} is not an image file")):
+        assert main(["-q", "stream", *argv]) == 2
+        assert expected in capsys.readouterr().err
+
+    seen = []
+    real_stream = Detector.stream
+
+    def recording_stream(self, source, **kwargs):
+        seen.append((kwargs["config"].capture_size, kwargs["config"].capture_fps))
+        return real_stream(self, source, **kwargs)
+
+    monkeypatch.setattr(Detector, "stream", recording_stream)
+    assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--backend", "torch", "--capture-size", "1920",
+                 "1080", "--capture-fps", "15"]) == 0
+    assert seen == [((1920, 1080), 15.0)]  # StreamConfig's (width, height), as the flag reads
+    assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--capture-fps", "0"]) == 2
+    assert "capture_fps=0.0 must be > 0" in capsys.readouterr().err
+
+
+def test_backend_flag_lists_its_choices_ignores_case_and_every_output_folder_takes_o():
+    from edgecmg.cli import BACKEND_CHOICES, build_parser
+    from edgecmg.runtime.registry import BACKENDS
+
+    assert BACKEND_CHOICES == ("auto", *BACKENDS)
+    parser = build_parser()
+    assert parser.parse_args(["predict", "m.edgecmg", "a.png", "-o", "out", "--backend", "TORCH"]).backend == "torch"
+    assert parser.parse_args(["eval", "m.edgecmg", "DATA", "-o", "report"]).out == "report"
+    assert parser.parse_args(["bench", "m.edgecmg", "-o", "timings"]).out == "timings"
+    assert "{auto,torch,onnxruntime,tensorrt}" in parser._subparsers._group_actions[0].choices["stream"].format_usage()
 
 
 def test_stream_reads_a_folder_named_with_digits_not_a_camera(small_artifact, kolektor_root, tmp_path, capsys,
@@ -1038,3 +1090,48 @@ def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_a
     assert main(["-q", "threshold", str(own), *good, "-o", str(tmp_path / "." / "own.edgecmg")]) == 2
     assert "is the model itself" in capsys.readouterr().err
     assert own.read_bytes() == small_artifact.read_bytes()
+
+
+def test_stream_counts_only_flagged_frames_and_takes_an_upper_case_video_suffix(small_artifact, kolektor_root,
+                                                                               tmp_path):
+    """With a threshold no frame reaches, the summary counts 0 anomalies of 3 frames; --save takes
+    OUT.MP4 as it takes out.mp4."""
+    saved, report = tmp_path / "OUT.MP4", tmp_path / "report"
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "3", "--threshold", "1e9", "--save", str(saved),
+                 "--report", str(report)]) == 0
+    (row,) = json.loads((report / "stream_summary.json").read_text())["rows"]
+    assert row["frames_yielded"] == 3 and row["anomalies"] == 0
+    assert saved.is_file() and saved.stat().st_size > 0
+
+
+def test_stream_refuses_an_unwritable_report_before_the_first_frame(small_artifact, kolektor_root, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "1", "--jsonl", str(jsonl), "--report", str(blocker / "report")]) == 2
+    assert "--report" in capsys.readouterr().err
+    assert not jsonl.exists()  # no frame was judged
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_record_is_written_waits_for_the_record(signal_name):
+    """Between hold() and release() a SIGTERM or Ctrl-C is held; release() then stops the stream."""
+    import signal
+
+    from edgecmg.commands import Terminated
+    from edgecmg.commands.stream import StopBetweenRecords
+
+    number = getattr(signal, signal_name)
+    stop_type = Terminated if signal_name == "SIGTERM" else KeyboardInterrupt
+    before = signal.getsignal(number)
+    written = []
+    with StopBetweenRecords() as stop:
+        stop.hold()
+        os.kill(os.getpid(), number)
+        time.sleep(0.05)  # the handler has run by now
+        written.append("record")
+        with pytest.raises(stop_type):
+            stop.release()
+    assert written == ["record"] and signal.getsignal(number) == before

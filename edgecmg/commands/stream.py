@@ -21,6 +21,30 @@ log = logging.getLogger("edgecmg")
 WINDOW_NAME = "edgecmg"
 
 
+def stream_source(sources: list[str], model: str | None) -> str | list[str]:
+    """The source the command line names: one source as given, or the image files an unquoted
+    glob (``parts/*.png``) expanded to, in their order. A model file among them is named, since
+    every other command takes the model first and stream takes it by ``-m``."""
+    from edgecmg.imageio import is_image_file
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
+    models = [s for s in sources if Path(s).suffix.lower() in KNOWN_SUFFIXES]
+    others = " ".join(s for s in sources if s not in models) or "SOURCE"
+    if models:
+        raise ConfigError(f"{models[0]} is a model file, not a source: stream takes the model by -m "
+                          f"(edgecmg stream {others} -m {model or models[0]})")
+    if model is None:
+        raise ConfigError(f"no model given: stream takes the model by -m (edgecmg stream {others} -m MODEL)")
+    if len(sources) == 1:
+        return sources[0]
+    not_images = [s for s in sources if not is_image_file(Path(s))]
+    if not_images:
+        raise ConfigError(f"{len(sources)} sources given, and {not_images[0]} is not an image file: stream reads one "
+                          "source (a camera, video, folder, glob, URL or pipeline), or several image files; quote a "
+                          "glob ('parts/*.png') or pass its folder")
+    return list(sources)
+
+
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
 
@@ -30,16 +54,18 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames {args.max_frames}: give a positive frame count, or leave it out to run "
                           "until the source ends")
+    source = stream_source(args.source, args.model)
+    config = StreamConfig(policy=args.policy, batch=args.batch, max_queue=args.max_queue, realtime=args.realtime,
+                          reconnect_attempts=args.reconnect_attempts, stall_warn_s=args.stall_warn or None,
+                          capture_size=tuple(args.capture_size) if args.capture_size else None,
+                          capture_fps=args.capture_fps)  # checked before the model loads
     if args.show:
         open_window()
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     try:
         # The source opens here: a mistyped path fails before any output file is created or truncated.
         # A string of digits is a camera index unless a file or folder has that name (open_source).
-        run = detector.stream(args.source, config=StreamConfig(policy=args.policy, batch=args.batch,
-                                                               max_queue=args.max_queue, realtime=args.realtime,
-                                                               reconnect_attempts=args.reconnect_attempts,
-                                                               stall_warn_s=args.stall_warn or None))
+        run = detector.stream(source, config=config)
     except BaseException:
         detector.close()
         raise

@@ -426,6 +426,18 @@ def test_cli_build_dla_takes_max_batch_as_its_one_fixed_batch(fake_tensorrt, fea
     assert trt.builds[-1]["device"] == "DLA" and read_engine_header(out)["dla_core"] == 0
 
 
+def test_cli_build_refuses_a_dla_core_no_jetson_has_by_its_flag(tmp_path, capsys):
+    """Checked by argparse, before TensorRT is imported: where TensorRT is missing, --dla 2 was
+    answered with the install hint instead."""
+    from edgecmg.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", str(tmp_path / "m.onnx"), "--dla", "2", "-o", str(tmp_path / "m.engine")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dla: invalid choice: 2 (choose from 0, 1)" in err and "TensorRT" not in err
+
+
 def test_build_names_an_onnx_file_edgecmg_did_not_export(tmp_path):
     # The header is read from the loaded model: its errors said "ONNX model", not which file.
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
