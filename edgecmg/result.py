@@ -26,14 +26,16 @@ class Timings:
     capture_wait (streams): how long the consumer waited for this frame to be captured; idle time,
         not part of ``total`` (large values mean the camera, not the model, sets the pace).
     latency (streams): capture -> result, queueing included: how stale the verdict is when it
-        arrives; 0 for ``predict``, which has no capture time.
+        arrives.
+    Both are None for ``predict``, which has no capture (null in JSON: not measured, rather than a
+    0 that reads like a measurement).
     """
 
-    capture_wait: float = 0.0
+    capture_wait: Optional[float] = None
     preprocess: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
-    latency: float = 0.0
+    latency: Optional[float] = None
 
     @property
     def total(self) -> float:
@@ -41,12 +43,12 @@ class Timings:
 
     def to_dict(self) -> dict[str, float]:
         return {
-            "capture_wait_ms": round(self.capture_wait, 3),
+            "capture_wait_ms": None if self.capture_wait is None else round(self.capture_wait, 3),
             "preprocess_ms": round(self.preprocess, 3),
             "inference_ms": round(self.inference, 3),
             "postprocess_ms": round(self.postprocess, 3),
             "total_ms": round(self.total, 3),
-            "latency_ms": round(self.latency, 3),
+            "latency_ms": None if self.latency is None else round(self.latency, 3),
         }
 
 
