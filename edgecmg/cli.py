@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
                    help="int8 needs a Q/DQ model from calibrate; its float layers run in fp16")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
-    p.add_argument("--dla", type=int, choices=(0, 1),  # every Jetson with DLA (Xavier, Orin) has cores 0 and 1
-                   help="run on this DLA core of a Jetson Orin, with GPU fallback (default: the GPU only)")
+    p.add_argument("--dla", type=int, choices=(0, 1),  # no Jetson has more than two DLA cores (some have one)
+                   help="run on this DLA core of a Jetson Orin or Xavier, with GPU fallback (default: the GPU only)")
     p.add_argument("--max-batch", type=int,
                    help="largest batch the engine accepts (default 8; with --dla the one fixed batch, default 1)")
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")

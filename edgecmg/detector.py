@@ -193,10 +193,10 @@ class Detector:
         stretch = aspect_stretch(h / w, trained)
         if stretch > ASPECT_TOLERANCE:
             log.warning(
-                "%s: a %dx%d frame (width x height) has height/width %.2f, the training images %.2f: the "
+                "%s: a %dx%d frame (height x width) has height/width %.2f, the training images %.2f: the "
                 "resize to the model's input stretches the part %.2fx against what fit saw, which moves its "
                 "score; crop frames to the part as the training images were, or fit on frames of this camera",
-                self.runner.model_path, w, h, h / w, trained, stretch)
+                self.runner.model_path, h, w, h / w, trained, stretch)
 
     def predict(self, frame: np.ndarray) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts

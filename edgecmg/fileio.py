@@ -87,7 +87,8 @@ def check_writable(path: Union[str, Path], *, what: str = "") -> None:
         raise OutputError(write_problem(path, exc, what)) from exc
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes, *, what: str = "", sync: bool = True) -> Path:
+def atomic_write_bytes(path: Union[str, Path], data: Union[bytes, memoryview], *, what: str = "",
+                       sync: bool = True) -> Path:
     """Write ``data`` to ``path`` through :func:`atomic_path`; ``sync`` flushes it to the disk before
     the rename, so a power cut leaves the old file or the new one, never an empty one."""
     path = Path(path)

@@ -269,12 +269,13 @@ def _unit_top(arr: np.ndarray) -> float:
     return top
 
 
-def _to_unit_float(arr: np.ndarray, top: Optional[float] = None) -> np.ndarray:
-    """Any numeric array -> float32 in [0, 1] (integers by their dtype max, or ``top``, floats clipped)."""
+def _to_unit_float(arr: np.ndarray, top: Optional[float]) -> np.ndarray:
+    """Any numeric array -> float32 in [0, 1]: integers divided by ``top`` (:func:`_unit_top` of the
+    whole image, not of a band), floats clipped."""
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):
-        return np.clip(arr.astype(np.float32) / (_unit_top(arr) if top is None else top), 0.0, 1.0)
+        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
     return np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0)
 
 

@@ -44,7 +44,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: choose one of {BACKENDS}")
-    source = "argument backend"
+    from_env = False  # who asked for Triton: the argument or EDGECMG_KERNELS, which the fix differs for
     if backend == "auto":
         env = os.environ.get(ENV_VAR, "").strip().lower()
         if env in ("", "auto"):
@@ -59,18 +59,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             return "triton"
         if env not in ("torch", "triton"):
             raise ConfigError(f"{ENV_VAR}={env!r}: set it to 'torch', 'triton' or 'auto' (or unset it)")
-        backend, source = env, f"{ENV_VAR}"
+        backend, from_env = env, True
     if backend == "triton":
         _common.require_triton()
         if device.type != "cuda" and not _common.interpret_mode():
             raise BackendUnavailableError(
                 "triton",
-                f"{source} asks for the Triton kernels but the tensors are on {device.type}; they need a "
+                f"{ENV_VAR if from_env else 'argument backend'} asks for the Triton kernels but the tensors are on "
+                f"{device.type}; they need a "
                 "CUDA device, or Triton's (slow) CPU interpreter: TRITON_INTERPRET=1 set before triton is "
                 "first imported",
                 "move the tensors to a CUDA device or "
-                + ("use backend='torch'" if source.startswith("argument") else
-                   f"unset {ENV_VAR} (or set it to 'auto'): the variable overrides every kernel call's backend"),
+                + (f"unset {ENV_VAR} (or set it to 'auto'): the variable overrides every kernel call's backend"
+                   if from_env else "use backend='torch'"),
             )
     return backend
 

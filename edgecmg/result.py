@@ -27,8 +27,8 @@ class Timings:
         not part of ``total`` (large values mean the camera, not the model, sets the pace).
     latency (streams): capture -> result, queueing included: how stale the verdict is when it
         arrives.
-    Both are None for ``predict``, which has no capture (null in JSON: not measured, rather than a
-    0 that reads like a measurement).
+    Both are None for ``predict`` and ``predict_batch``, which have no capture (null in JSON: not
+    measured, rather than a 0 that reads like a measurement).
     """
 
     capture_wait: Optional[float] = None
@@ -41,7 +41,7 @@ class Timings:
     def total(self) -> float:
         return self.preprocess + self.inference + self.postprocess
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Optional[float]]:
         return {
             "capture_wait_ms": None if self.capture_wait is None else round(self.capture_wait, 3),
             "preprocess_ms": round(self.preprocess, 3),

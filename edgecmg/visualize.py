@@ -35,9 +35,11 @@ def _frame_array(frame: Any) -> np.ndarray:
         raise DataError(f"frame must be uint8 (got dtype {arr.dtype}); convert it, e.g. with edgecmg.imageio.read_image")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
-        return arr
-    raise DataError(f"frame must be HxW gray or HxWx3 RGB, got shape {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise DataError(f"frame must be HxW gray, HxWx3 RGB or HxWx4 RGBA, got shape {arr.shape}")
+    if arr.size == 0:
+        raise DataError(f"frame is empty (shape {arr.shape}): there are no pixels to draw on")
+    return arr
 
 
 def _as_rgb(arr: np.ndarray) -> np.ndarray:
@@ -68,14 +70,17 @@ def _map2d(anomaly_map: Any, height: int, width: int) -> np.ndarray:
     return m
 
 
-def _check_scale(threshold: float, alpha: float) -> tuple[float, float]:
-    thr = float(threshold)
-    if not np.isfinite(thr):
-        raise ConfigError(f"threshold={threshold} must be a finite number (the detector's decision threshold)")
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:
-        raise ConfigError(f"alpha={alpha} must be in [0, 1]")
-    return thr, a
+def _check_dst(dst: Any, shape: tuple[int, int]) -> None:
+    want = (*shape, 3)
+    if not isinstance(dst, np.ndarray):
+        raise DataError(f"dst must be a numpy array of shape {want} (uint8 RGB), got a {type(dst).__name__}")
+    wrong = ([f"dtype {dst.dtype}"] if dst.dtype != np.uint8 else []) + (
+        [f"shape {dst.shape}"] if dst.shape != want else []) + (
+        ["not C-contiguous"] if not dst.flags.c_contiguous else []) + ([
+            "read-only"] if not dst.flags.writeable else [])
+    if wrong:
+        raise DataError(f"dst must be a writable C-contiguous uint8 array of shape {want} (the frame's size, RGB); "
+                        f"the one given is {', '.join(wrong)}")
 
 
 def overlay_heatmap(
@@ -91,7 +96,7 @@ def overlay_heatmap(
     """Blend a JET heat map of ``anomaly_map`` over ``frame``.
 
     Args:
-        frame: ``uint8`` HxW gray or HxWx3 RGB (an alpha channel is dropped).
+        frame: ``uint8`` HxW gray, HxWx3 RGB or HxWx4 RGBA (the alpha channel is dropped).
         anomaly_map: float HxW (1xHxW accepted), any size; resized bilinearly to the frame.
         threshold: the detector's decision threshold; it maps to the middle of the colour
             scale, twice it to red. At or below 0 (a setting that flags every part) it gives no
@@ -106,14 +111,16 @@ def overlay_heatmap(
     Returns:
         ``uint8`` HxWx3 RGB: ``dst``, or a new array.
     """
-    thr, a = _check_scale(threshold, alpha)
+    thr = float(threshold)
+    if not np.isfinite(thr):
+        raise ConfigError(f"threshold={threshold} must be a finite number (the detector's decision threshold)")
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ConfigError(f"alpha={alpha} must be in [0, 1]")
     src = _frame_array(frame)
+    if dst is not None:
+        _check_dst(dst, src.shape[:2])  # before the map is resized to the frame: 4 bytes a pixel
     m = _map2d(anomaly_map, *src.shape[:2])
-    if dst is not None and not (isinstance(dst, np.ndarray) and dst.dtype == np.uint8
-                                and dst.shape == (*src.shape[:2], 3) and dst.flags.c_contiguous and dst.flags.writeable):
-        got = f"{dst.dtype} array of shape {dst.shape}" if isinstance(dst, np.ndarray) else type(dst).__name__
-        raise DataError(f"dst must be a writable contiguous uint8 array of shape {(*src.shape[:2], 3)} (the frame's "
-                        f"size, RGB), got a {got}")
     return _draw_overlay(src, m, thr, a, label, contour, dst=dst)
 
 
@@ -122,10 +129,12 @@ _BAND_PIXELS = 1 << 20
 
 
 def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
-    """(start, stop) row bands covering ``height`` rows. Each band is a multiple of 256 rows, the last
-    one 1 to 2 times that (the rest joins it), so every band but the last holds whole SIMD vectors
-    and the last ends as the whole frame does: OpenCV then computes each pixel exactly as it would
-    in one call over the whole frame."""
+    """(start, stop) row bands covering ``height`` rows: one band for frames up to 256 rows (or about
+    a megapixel); otherwise bands of a multiple of 256 rows, the last 1 to 2 times that (the rest
+    joins it). Every band but the last then holds whole SIMD vectors of any width and the last ends
+    as the whole frame does, so OpenCV computes each pixel as one call over the whole frame would,
+    vector or scalar alike (on x86 any band gives the same pixels; this holds for other vector units
+    too, such as a Jetson's NEON)."""
     rows = max(256, _BAND_PIXELS // max(1, width) // 256 * 256)
     count = max(1, height // rows)
     return [(i * rows, (i + 1) * rows if i < count - 1 else height) for i in range(count)]

@@ -33,7 +33,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="folder for the model and the report (default: demo_out)")
     out = parser.parse_args(argv).out
     try:
-        check_writable(out / "elpv_mono.edgecmg", what="the demo's output folder")  # before minutes of fitting
+        check_writable(out / "elpv_mono.edgecmg", what="the demo's model file")  # before minutes of fitting
     except EdgeCMGError as exc:
         print(f"demo_elpv: error: {exc}", file=sys.stderr)
         return 2

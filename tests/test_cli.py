@@ -543,7 +543,9 @@ def test_stream_takes_several_image_files_and_names_a_model_given_as_a_source(sm
                                               f"by -m (edgecmg stream {files[0]} -m {small_artifact})"),
             ([files[0]], f"no model given: stream takes the model by -m (edgecmg stream {files[0]} -m MODEL)"),
             ([files[0], str(tmp_path / "line.mp4"), "-m", str(small_artifact)],
-             f"2 sources given, and {tmp_path / 'line.mp4'} is not an image file")):
+             f"{tmp_path / 'line.mp4'}: no such image file (2 sources given, read as a list of image files)"),
+            ([files[0], str(tmp_path), "-m", str(small_artifact)],
+             f"2 sources given, and {tmp_path} is not an image file")):
         assert main(["-q", "stream", *argv]) == 2
         assert expected in capsys.readouterr().err
 
@@ -1129,8 +1131,11 @@ def test_a_signal_while_a_record_is_written_waits_for_the_record(signal_name):
     written = []
     with StopBetweenRecords() as stop:
         stop.hold()
-        os.kill(os.getpid(), number)
-        time.sleep(0.05)  # the handler has run by now
+        try:
+            os.kill(os.getpid(), number)
+            time.sleep(0.05)  # the handler has run by now
+        except BaseException as exc:  # noqa: BLE001 - Terminated and KeyboardInterrupt are what is checked
+            pytest.fail(f"{type(exc).__name__} raised while the record was being written")
         written.append("record")
         with pytest.raises(stop_type):
             stop.release()

@@ -264,7 +264,7 @@ def test_a_frame_of_another_shape_than_the_training_images_is_warned_about_once(
             warnings = [r.getMessage() for r in caplog.records if "stretches the part" in r.getMessage()]
             assert len(warnings) == 1, warnings
             w, h = wide.shape[1], wide.shape[0]
-            assert f"a {w}x{h} frame" in warnings[0] and "crop frames to the part" in warnings[0]
+            assert f"a {h}x{w} frame (height x width)" in warnings[0] and "crop frames to the part" in warnings[0]
 
 
 @pytest.mark.parametrize("off, warns", [(1.04, True), (1 / 1.04, False)])
@@ -286,7 +286,7 @@ def test_the_stretch_warning_starts_past_the_aspect_tolerance(detector, kolektor
     detector.prepare(cv2.resize(part, (w, h), interpolation=cv2.INTER_AREA))
     warnings = [r.getMessage() for r in caplog.records if "stretches the part" in r.getMessage()]
     if warns:
-        assert len(warnings) == 1 and f"a {w}x{h} frame" in warnings[0]
+        assert len(warnings) == 1 and f"a {h}x{w} frame (height x width)" in warnings[0]
         assert f"stretches the part {stretch:.2f}x" in warnings[0]
     else:
         assert warnings == []

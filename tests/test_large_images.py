@@ -289,9 +289,17 @@ def test_overlay_drawn_into_dst_or_the_frame_itself_is_the_same_overlay(part):
         np.testing.assert_array_equal(dst, overlay_heatmap(part, anomaly_map, 2.0, label="0.5"), err_msg=name)
     from edgecmg.errors import DataError
 
-    for bad in (np.zeros((*part.shape, 3), np.float32), np.zeros((10, 10, 3), np.uint8), rgb[:, ::2], "frame"):
-        with pytest.raises(DataError, match=r"dst must be a writable contiguous uint8 array of shape"):
+    read_only = rgb.copy()
+    read_only.flags.writeable = False
+    wide = np.zeros((part.shape[0], part.shape[1] * 2, 3), np.uint8)
+    for bad, named in ((np.zeros((*part.shape, 3), np.float32), "the one given is dtype float32"),
+                       (np.zeros((10, 10, 3), np.uint8), "the one given is shape (10, 10, 3)"),
+                       (wide[:, ::2], "the one given is not C-contiguous"),
+                       (read_only, "the one given is read-only"),
+                       ("frame", "dst must be a numpy array of shape")):
+        with pytest.raises(DataError, match=r"dst must be a") as info:
             overlay_heatmap(rgb, part.astype(np.float32), 2.0, dst=bad)
+        assert named in str(info.value)  # the property that is wrong, not a repeat of what is asked
 
 
 def test_save_png_in_place_writes_the_same_file(part, tmp_path):

@@ -37,6 +37,10 @@ def stream_source(sources: list[str], model: str | None) -> str | list[str]:
         raise ConfigError(f"no model given: stream takes the model by -m (edgecmg stream {others} -m MODEL)")
     if len(sources) == 1:
         return sources[0]
+    missing = [s for s in sources if not Path(s).is_symlink() and not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such image file ({len(sources)} sources given, read as a list of image "
+                          "files); check the name")
     not_images = [s for s in sources if not is_image_file(Path(s))]
     if not_images:
         raise ConfigError(f"{len(sources)} sources given, and {not_images[0]} is not an image file: stream reads one "
