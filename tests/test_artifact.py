@@ -411,3 +411,17 @@ def test_model_file_holds_text_vectors_and_loading_it_imports_no_text_model(smal
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_model_file_starts_with_the_edgecmg_magic(small_artifact):
+    """The first eight bytes every .edgecmg file has had: readers (and `file`-style tools) tell a model
+    from an engine by them, so they never change."""
+    assert small_artifact.read_bytes()[:8] == b"EDGECMG\0"
+
+
+def test_files_written_before_layouts_were_named_use_the_s8_layout():
+    from edgecmg.model.detector import Geometry
+
+    old = Geometry.from_header({"input_size": [256, 96], "grid": 2})
+    assert old.features == "s8" and old.layout.blocks == (4, 7, 10) and old.patch_size == (32, 12)
+    assert Geometry.from_header({"input_size": [256, 96], "grid": 2, "features": "s16"}).features == "s16"

@@ -135,6 +135,30 @@ def test_model_config_refuses_invalid_values_by_name():
                 batch_size=1, knn_k=16, input_size=(64, 64))
 
 
+
+def test_model_config_range_ends_and_unknown_choices():
+    """Each range's documented ends are accepted; values just outside, an unknown matcher and a bool
+    given for a number are refused by name."""
+    import re
+
+    from edgecmg.errors import ConfigError
+
+    ModelConfig(coreset_ratio=1.0, score_top_fraction=0.25, cmle_dim=8, grid=8, cmer_slack=0.0,
+                cmer_quantile=1.0)
+    ModelConfig(cmle_dim=1024, grid=2, score_top_fraction=0.0)
+    for kwargs, expected in ((dict(coreset_ratio=0.0), "coreset_ratio=0.0 must be in (0, 1]"),
+                             (dict(coreset_ratio=1.5), "coreset_ratio=1.5"),
+                             (dict(score_top_fraction=0.26), "score_top_fraction=0.26 must be in [0, 0.25]"),
+                             (dict(cmle_dim=7), "cmle_dim=7 must be in 8..1024"),
+                             (dict(cmle_dim=1025), "cmle_dim=1025"),
+                             (dict(grid=9), "grid=9 must be between 2 and 8"),
+                             (dict(cmer_slack=-0.1), "cmer_slack=-0.1 must be >= 0"),
+                             (dict(cmer_quantile=0.0), "cmer_quantile=0.0 must be in (0, 1]"),
+                             (dict(matcher="clip-ish"), "matcher='clip-ish': choose 'zeroshot'"),
+                             (dict(knn_k=True), "knn_k=True must be an integer, got bool")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            ModelConfig(**kwargs)
+
 def test_smallest_max_side_gives_the_smallest_input_size():
     from edgecmg.fit import choose_input_size
 

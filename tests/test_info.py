@@ -105,3 +105,29 @@ def test_a_reader_that_stops_early_is_not_a_traceback(small_artifact, tmp_path):
     process.stdout.close()  # far more than a pipe's buffer is still to come
     _, err = process.communicate(timeout=120)
     assert process.returncode == 141 and b"Traceback" not in err, err.decode()
+
+
+def test_info_says_which_parts_are_off_and_a_fixed_batch(small_artifact, featurizer_onnx):
+    import copy
+
+    info = copy.deepcopy(describe(small_artifact))
+    assert "  CMER         on (grid 2)" in format_description(info)
+    info["model"]["model"]["use_cmle"] = False
+    text = format_description(info)
+    assert "  CMER         on (grid 2)" in text and "  CMLE         off (" in text
+    info["model"]["model"]["use_cmer"] = False
+    assert "  CMER         off (grid 2)" in format_description(info)
+    onnx_info = copy.deepcopy(describe(featurizer_onnx))
+    onnx_info["model"]["export"].update(dynamic_batch=False, batch=2, max_batch=2)
+    assert "exported     opset 17, batch 2, outputs" in format_description(onnx_info)
+
+
+def test_info_names_dla_core_0_and_its_json_leaves_out_the_model_copy(fake_tensorrt, featurizer_onnx, small_artifact,
+                                                                        tmp_path, capsys):
+    fake_tensorrt(dla_cores=2)
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=0), tmp_path / "m.engine")
+    assert "  " + " " * 12 + " DLA core 0" in format_description(describe(engine))
+    assert main(["info", str(engine), str(small_artifact), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [sorted(entry) for entry in entries] == [
+        ["bytes", "checksums", "engine_check", "file", "header", "kind", "runs_here"]] * 2

@@ -473,3 +473,77 @@ def test_masked_similarity_refuses_a_float64_head():
     features, masks, weight, bias, text = _ms_data()
     with pytest.raises(DataError, match="weight dtype torch.float64 unsupported"):
         ops.masked_similarity(features, masks, weight.double(), bias, text)
+
+
+# ------------------------------------------------------------------------------- boundary checks
+def test_knn_takes_the_largest_k_and_refuses_degenerate_inputs():
+    from edgecmg.kernels.knn import MAX_K
+
+    q, bank = _knn_data(n=5, m=40, d=6)
+    dist, idx = ops.knn(q, bank, k=MAX_K)
+    assert dist.shape == (5, MAX_K)
+    _, want = _brute_knn(q, bank, MAX_K)
+    assert torch.equal(idx, want)
+    with pytest.raises(DataError, match="features have 0 dimensions"):
+        ops.knn(torch.empty(5, 0), torch.empty(40, 0))
+    with pytest.raises(DataError, match="bank_sq_norms on meta but bank on cpu"):
+        ops.knn(q, bank, bank_sq_norms=ops.bank_sq_norms(bank).to("meta"))
+    # out must be contiguous (the kernels write it by row): a transposed view is refused, not filled
+    out = (torch.empty(3, 5).t(), torch.empty(5, 3, dtype=torch.int64))
+    with pytest.raises(DataError, match="out distances must be a contiguous"):
+        ops.knn(q, bank, 3, out=out)
+
+
+def test_bank_sq_norms_refuses_a_bank_dtype_knn_refuses():
+    _, bank = _knn_data()
+    for dtype in (torch.bfloat16, torch.float64):
+        with pytest.raises(DataError, match="bank dtype"):
+            ops.bank_sq_norms(bank.to(dtype))
+
+
+def test_masked_similarity_refuses_no_masks_integer_parameters_and_nan_masks():
+    feats, masks, weight, bias, text = _ms_data()
+    with pytest.raises(DataError, match="empty input"):
+        ops.masked_similarity(feats, masks[:0], weight, bias, text)
+    for name, args in (("bias", (weight, bias.long(), text)), ("text", (weight, bias, text.long()))):
+        with pytest.raises(DataError, match=f"{name} must be floating point"):
+            ops.masked_similarity(feats, masks, *args)
+    soft = masks.float()
+    soft[1, 0] = float("nan")
+    with pytest.raises(DataError, match="masks contains NaN/Inf: 1 value"):
+        ops.masked_similarity(feats, soft, weight, bias, text)
+
+
+def test_zero_shot_image_embedding_before_set_prompt_says_so():
+    """A loaded model's matcher holds the prompt's vector, not the class embeddings (fit time only)."""
+    from edgecmg.model.matcher import ZeroShotMatcher
+
+    matcher = ZeroShotMatcher(torch.nn.Linear(16, 21), torch.zeros(21))
+    with pytest.raises(ConfigError, match=r"call set_prompt\(\) first"):
+        matcher.image_embedding(None, torch.rand(1, 16, 3, 3))
+
+
+def test_triton_version_is_the_imported_modules_then_any_of_its_distributions(monkeypatch):
+    """An imported triton's own version wins (a source build may carry no distribution); without one,
+    each pip distribution that installs the module counts (torch's pytorch-triton, triton-windows)."""
+    import importlib.metadata
+    import sys
+    import types
+
+    old = types.ModuleType("triton")
+    old.__version__ = "3.1.0"
+    monkeypatch.setitem(sys.modules, "triton", old)
+    assert _common.triton_version() == "3.1.0" and not _common.triton_available()
+
+    monkeypatch.delitem(sys.modules, "triton")
+    real_version = importlib.metadata.version
+
+    def only_pytorch_triton(name):
+        if name == "pytorch-triton":
+            return "3.5.0+git1234"
+        if name in ("triton", "triton-windows"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(_common.metadata, "version", only_pytorch_triton)
+    assert _common.triton_version() == "3.5.0+git1234"

@@ -1,12 +1,13 @@
 """Heat-map overlay and PNG writing."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.imageio import read_image
-from edgecmg.visualize import contact_sheet, overlay_heatmap, save_png
+from edgecmg.visualize import contact_sheet, overlay_heatmap, save_png, score_histogram
 
 
 def _frame(h=48, w=64):
@@ -164,3 +165,33 @@ def test_score_histogram_draws_the_threshold_and_refuses_no_scores():
         assert line.any(axis=0).sum() >= 2 and line.all(axis=0).any(), threshold
     with pytest.raises(DataError, match="no finite score"):
         score_histogram([float("nan")], [], threshold=0.0)
+
+
+def test_an_anomaly_map_with_leading_batch_and_channel_axes_is_accepted():
+    """A [1, 1, H, W] map (a batch of one, one channel: what a model returns) draws as its H x W map."""
+    frame = np.full((32, 48, 3), 90, np.uint8)
+    m = np.zeros((32, 48), np.float32)
+    m[8:20, 10:30] = 3.0
+    want = overlay_heatmap(frame, m, threshold=1.0)
+    assert np.array_equal(overlay_heatmap(frame, m[None, None], threshold=1.0), want)
+    assert np.array_equal(overlay_heatmap(frame, m[None], threshold=1.0), want)
+
+
+def test_save_png_writes_a_one_channel_image_as_gray(tmp_path):
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = save_png(tmp_path / "g.png", gray[:, :, None])
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back.shape == (8, 8) and np.array_equal(back, gray)
+
+
+def test_histogram_counts_a_score_at_the_threshold_as_flagged_not_missed():
+    """Result.is_anomaly is score >= threshold: a good part scoring exactly the threshold is flagged
+    and a defective one is not missed. The legend's counts are the only difference a nudge of 1e-9
+    above the threshold could make, so both drawings must be the same."""
+    at, above = 1.0, 1.0 + 1e-9
+    for good, defective, good_nudged, defective_nudged in (
+            ([0.2, at], [2.0], [0.2, above], [2.0]),      # a good part at the threshold: 1 flagged
+            ([0.2], [at, 2.0], [0.2], [above, 2.0])):     # a defective part at it: 0 missed
+        drawn = score_histogram(good, defective, threshold=1.0)
+        nudged = score_histogram(good_nudged, defective_nudged, threshold=1.0)
+        assert np.array_equal(drawn, nudged)

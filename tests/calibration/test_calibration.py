@@ -237,9 +237,35 @@ def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_d
         return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
 
     assert activation_scales(out) == activation_scales(int8_featurizer)  # written from the cached ranges
+    # a cache written before the number of images read was recorded: the run says how many were asked for
+    import json
+
+    cached = json.loads(default_cache_path(out).read_text())
+    del cached["images_read"]
+    default_cache_path(out).write_text(json.dumps(cached))
+    calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, progress=False)
+    assert read_onnx_header(out)["quantization"]["samples"] == SAMPLES
     with pytest.raises(AssertionError, match="from the cache"):  # other sample count: recalibrates
         calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES + 1, progress=False)
 
+
+
+def test_asymmetric_ranges_of_the_cpu_profile_are_not_reused_for_tensorrt(artifact_path, train_dir, tmp_path,
+                                                                            monkeypatch):
+    """The cpu profile's ranges are asymmetric (uint8 activations); TensorRT's Q/DQ needs symmetric ones:
+    the same method on the same images must calibrate again."""
+    import edgecmg.calibration.quantize as qmod
+
+    out = tmp_path / "m.int8.onnx"
+    calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, profile="cpu", progress=False)
+    assert CalibrationCache.load(default_cache_path(out)).key["symmetric"] is False
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("ranges should have come from the cache")
+
+    monkeypatch.setattr(qmod, "compute_ranges", no_calibration)
+    with pytest.raises(AssertionError, match="from the cache"):
+        calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, profile="tensorrt", progress=False)
 
 def test_data_fingerprint_follows_each_files_name_size_and_modification_time(tmp_path, train_dir):
     """A calibration cache is keyed by the images' fingerprint: an image replaced by another of the same
@@ -264,6 +290,9 @@ def test_cache_mismatch_reasons():
     assert cache.mismatch({"method": "entropy", "samples": 8}, ["a"]) is None
     assert "method" in cache.mismatch({"method": "minmax", "samples": 8}, ["a"])
     assert "missing" in cache.mismatch({"method": "entropy", "samples": 8}, ["a", "b"])
+    # a key the cache records and this run does not (written by an edgecmg keyed on more) is a mismatch too
+    recorded_more = CalibrationCache({"method": "entropy", "samples": 8, "graph_sha256": "ab"}, {"a": (0.0, 1.0)})
+    assert "graph_sha256 differs" in recorded_more.mismatch({"method": "entropy", "samples": 8}, ["a"])
 
 
 def test_a_cache_file_of_another_shape_is_recalibrated_not_a_crash(tmp_path, caplog):
@@ -274,6 +303,9 @@ def test_a_cache_file_of_another_shape_is_recalibrated_not_a_crash(tmp_path, cap
         caplog.clear()
         assert CalibrationCache.load(path) is None
         assert "recalibrating" in caplog.text
+    path.write_text('{"format": "edgecmg-calibration-cache", "version": 2, "key": {}, "ranges": {}}')
+    caplog.clear()
+    assert CalibrationCache.load(path) is None and "(or a newer one)" in caplog.text
     saved = CalibrationCache({"method": "minmax"}, {"a": (0.0, 1.0)}, 8).save(path)
     assert CalibrationCache.load(saved) == CalibrationCache({"method": "minmax"}, {"a": (0.0, 1.0)}, 8)
     assert [p.name for p in tmp_path.iterdir()] == ["q.calib.json"]

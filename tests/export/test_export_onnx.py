@@ -346,6 +346,18 @@ def test_export_config_is_validated():
         ExportConfig(dynamic_batch=False, batch=32, max_batch=8)
 
 
+
+def test_export_config_range_ends():
+    ExportConfig(opset=20, max_chunk_elements=1 << 16)
+    # batch is the fixed batch of a fixed-batch export only: a dynamic export ignores it
+    assert ExportConfig(dynamic_batch=True, batch=32, max_batch=8).max_batch == 8
+    for kwargs, expected in ((dict(opset=21), "opset=21"),
+                             (dict(max_chunk_elements=(1 << 16) - 1), "max_chunk_elements=65535 must be in"),
+                             (dict(max_batch=0), "max_batch=0 must be >= 1"),
+                             (dict(batch=0), "batch=0")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            ExportConfig(**kwargs)
+
 def test_fixed_batch_export(tmp_path, model_and_header, frames_and_labels, torch_reference):
     model, header = model_and_header
     frames, _ = frames_and_labels

@@ -70,3 +70,21 @@ def test_threads_asking_for_the_same_key_tune_it_once(monkeypatch):
         t.join()
     assert picks == ["b"] * 4
     assert len(calls) == 6  # one tuning: 2 candidates x (warm-up + 2 timed), not one per thread
+
+
+def test_autotune_switch_reads_the_usual_on_and_off_words(monkeypatch):
+    from edgecmg.kernels._common import autotune_enabled
+
+    for word, on in (("1", True), ("true", True), ("on", True), ("YES", True), ("y", True),
+                     ("0", False), ("false", False), ("off", False), ("no", False), ("N", False)):
+        monkeypatch.setenv("EDGECMG_AUTOTUNE", word)
+        assert autotune_enabled() is on, word
+
+
+def test_split_evenly_launches_at_least_one_and_at_most_one_split_per_item():
+    from edgecmg.kernels._common import split_evenly
+
+    assert split_evenly(100, 0, 128) == (1, 100)    # no split asked for: one
+    assert split_evenly(5, 8, 1) == (5, 1)          # more splits than items: one item each
+    splits, per_split = split_evenly(1000, 3, 128)
+    assert splits * per_split >= 1000 and (splits - 1) * per_split < 1000

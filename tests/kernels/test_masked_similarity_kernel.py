@@ -152,3 +152,52 @@ def test_kernel_fp16_head_with_large_features_and_soft_masks(mode, kernel_device
     ref = masked_similarity_reference(features, masks, weight.float(), bias, text, mode=mode)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, atol=5e-3, rtol=5e-3)
+
+
+def test_kernel_reads_a_strided_text_vector_by_value(kernel_device):
+    """A text vector that is a strided view (every other entry of a longer tensor) is read as its
+    values, not as the memory after its first entry."""
+    feats, masks, weight, bias, text = _data(2, 5, 9, 20, 37, seed=11)
+    wide = torch.stack([text, -text], dim=1).flatten()    # text at even offsets
+    strided = wide[::2]
+    assert strided.stride() == (2,) and torch.equal(strided, text)
+    args = [t.to(kernel_device) for t in (feats, masks, weight, bias, strided)]
+    for mode in MODES:
+        for splits in (1, 2):
+            got = masked_similarity_triton(*args, mode=mode, splits=splits)
+            torch.testing.assert_close(got.cpu(), masked_similarity_reference(feats, masks, weight, bias, text,
+                                                                              mode=mode), atol=1e-5, rtol=1e-5)
+
+
+def test_cosine_of_a_zero_projection_is_zero_not_nan(kernel_device):
+    """cos(W^T x, s) with W^T x = 0 is 0 (the denominator is floored at 1e-8), in both implementations."""
+    feats, masks, weight, bias, text = _data(2, 3, 8, 16, 40, seed=2)
+    zero = torch.zeros_like(weight)
+    ref = masked_similarity_reference(feats, masks, zero, bias, text, mode="cosine")
+    assert torch.equal(ref, torch.zeros(2, 3))
+    for splits in (1, 2):
+        got = masked_similarity_triton(*[t.to(kernel_device) for t in (feats, masks, zero, bias, text)],
+                                       mode="cosine", splits=splits)
+        assert torch.equal(got.cpu(), torch.zeros(2, 3))
+
+
+def test_cosine_of_small_vectors_across_class_splits(kernel_device):
+    """The cosine is scale-free: a head and text vector a thousand times smaller give the same score,
+    also when the classes are split and merged (only a denominator below 1e-8 is floored)."""
+    feats, masks, weight, bias, text = _data(2, 3, 8, 16, 40, seed=3)
+    small = [feats, masks, weight * 1e-3, bias, text * 1e-3]
+    want = masked_similarity_reference(feats, masks, weight, bias, text, mode="cosine")
+    for splits in (1, 3):
+        got = masked_similarity_triton(*[t.to(kernel_device) for t in small], mode="cosine", splits=splits)
+        torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_tuner_tunes_each_mode_apart(monkeypatch, kernel_device):
+    from edgecmg.kernels import masked_similarity as ms
+
+    monkeypatch.setenv("EDGECMG_AUTOTUNE", "1")
+    monkeypatch.setattr(ms, "_TUNER", ms.LaunchTuner(repeats=1))
+    args = [t.to(kernel_device) for t in _data(2, 3, 8, 16, 40, seed=5)]
+    for mode in MODES:
+        ms.masked_similarity_triton(*args, mode=mode)
+    assert sorted(key[3] for key in ms._TUNER.timings) == sorted(MODES)

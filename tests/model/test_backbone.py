@@ -141,3 +141,65 @@ def test_unreadable_weights_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(backbone_module, "weights_path", lambda: missing)
     with pytest.raises(ArtifactError, match=re.escape(str(missing)) + ".*reinstall the package"):
         load_pretrained()
+
+
+def test_normalize_is_the_tf_lite_input_scaling():
+    """The TF-Lite weights were trained on (x - 127) / 128: 127 is 0, 255 is 1, 0 is -127/128."""
+    model = EfficientNetLite0()
+    x = torch.tensor([0.0, 127.0, 255.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    out = model.normalize(x.to(torch.uint8))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([-127 / 128, 0.0, 1.0]).expand(3, 3))
+
+
+def test_pretrained_network_is_as_confident_as_the_original_on_real_photos(backbone):
+    """Top-1 class and its probability on two real photos, as this network with the TensorFlow
+    original's BatchNorm epsilon (1e-3) gives them; another epsilon moves the cat from 0.67 to 0.58."""
+    skimage_data = pytest.importorskip("skimage.data")
+    model, _ = backbone
+    names = imagenet_class_names()
+    for image, name, probability in ((skimage_data.chelsea(), "Egyptian cat", 0.669),
+                                     (skimage_data.coffee(), "espresso", 0.887)):
+        x = torch.from_numpy(cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            p = model.classify(model(model.normalize(x)).head).softmax(-1)[0]
+        assert names[int(p.argmax())] == name
+        assert float(p.max()) == pytest.approx(probability, abs=0.03)
+
+
+def test_head_is_the_last_blocks_output_after_the_head_convolution_and_relu6(backbone):
+    """feature_blocks index the MBConv blocks: block 15, the last, is what the head convolution reads,
+    and the head map is clipped by ReLU6 to [0, 6]."""
+    skimage_data = pytest.importorskip("skimage.data")
+    model, _ = backbone
+    x = model.normalize(torch.from_numpy(cv2.resize(skimage_data.coffee(), (96, 128))).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        out = model(x, (15,))
+        (last,) = out.features
+        assert tuple(last.shape) == (1, 320, 4, 3)
+        torch.testing.assert_close(out.head, model.act(model._bn1(model._conv_head(last))))
+    assert float(out.head.min()) >= 0.0 and float(out.head.max()) <= 6.0 and float(out.head.max()) > 0.0
+
+
+def test_the_matchers_class_probabilities_are_the_backbones_own_classification(backbone):
+    """The zero-shot matcher's p(c | image) is the ImageNet head on the average-pooled head map, image
+    by image: the same as the backbone's classify() (a batch of two must not mix its images)."""
+    from edgecmg.model.matcher import ZeroShotMatcher
+
+    skimage_data = pytest.importorskip("skimage.data")
+    model, _ = backbone
+    frames = [cv2.resize(image, (128, 96)) for image in (skimage_data.chelsea(), skimage_data.coffee())]
+    x = model.normalize(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+    matcher = ZeroShotMatcher(model._fc, torch.zeros(model._fc.out_features))
+    with torch.no_grad():
+        head = model(x).head
+        probs = matcher.class_probabilities(head)
+        torch.testing.assert_close(probs, model.classify(head).softmax(-1))
+        torch.testing.assert_close(probs[1:], matcher.class_probabilities(head[1:]))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2))
+
+
+def test_named_layouts_keep_their_blocks():
+    """Model files record a layout by name only, so a name always means the same blocks."""
+    assert (FEATURE_LAYOUTS["s16"].blocks, FEATURE_LAYOUTS["s16"].stride) == ((10, 14), 16)
+    assert (FEATURE_LAYOUTS["s8"].blocks, FEATURE_LAYOUTS["s8"].stride) == ((4, 7, 10), 8)

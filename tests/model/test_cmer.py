@@ -195,3 +195,41 @@ def test_cmer_drops_no_cell_of_unseen_texture_crops_and_still_drops_a_foreign_ob
                 dropped += int(not kept_cells[0, 0])
                 assert kept_cells.any()  # never every cell
             assert dropped >= 6, f"the rocket's cell was dropped in {dropped} of 8 frames"
+
+
+def test_cells_are_numbered_row_major():
+    """Cell k of a g x g grid is row k // g, column k % g: the order of kept_mask[B, g, g] and of the
+    drop-one variants (variant 1 drops the top-right cell, not the bottom-left one)."""
+    assert cmer.cell_index(2, 4, 2).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    masks = cmer.drop_one_masks(4, 4, 2).view(4, 4, 4)
+    assert not masks[1, :2, 2:].any() and masks[1, 2:, :].all() and masks[1, :, :2].all()
+    assert not masks[2, 2:, :2].any() and masks[2, :2, :].all()
+
+
+def test_margin_slack_is_measured_from_the_cells_median_gain():
+    # one outlier among five: the median is 0, the mean 0.2; the margin is 1 + 1 x (1 - median)
+    gains = torch.tensor([[0.0], [0.0], [0.0], [0.0], [1.0]])
+    assert cmer.fit_margin(gains, 1.0).tolist() == pytest.approx([2.0])
+    # a quantile below the median is not lowered by the slack (its distance above the median is 0)
+    spread = torch.linspace(0.0, 2.0, 101)[:, None]
+    assert cmer.fit_margin(spread, 0.25).tolist() == pytest.approx([0.5], abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 2, 2)])
+def test_margin_needs_gains_of_images_by_cells(shape):
+    with pytest.raises(ConfigError, match=r"gains \[images, cells\]"):
+        cmer.fit_margin(torch.zeros(shape), 0.99)
+
+
+def test_a_pool_as_large_as_the_smallest_cell_is_allowed():
+    """A kept cell must hold the whole pool: exactly a cell's pixels is enough (64x64, grid 2: 1,024)."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    scorer = BankScorer(Geometry((64, 64), 2, "s16"), feature_dim=2, bank_size=1, use_cmer=True, knn_k=1,
+                        smoothing_sigma=0.5, score_top_fraction=0.25)
+    assert scorer.score_pixels == 1024
+    maps = torch.arange(64 * 64, dtype=torch.float32).view(1, 64, 64)
+    kept = torch.tensor([[True, False, False, False]])  # only the top-left cell
+    with torch.no_grad():
+        score = scorer.image_score(maps, kept)
+    assert float(score[0]) == pytest.approx(float(maps[0, :32, :32].mean()))

@@ -53,3 +53,50 @@ def test_a_painted_dot_lights_the_map_where_it_was_painted(layout, kolektor_trai
             offsets.append(((rise * rows).sum() / rise.sum() - y, (rise * cols).sum() / rise.sum() - x))
     mean_dy, mean_dx = np.mean(offsets, axis=0)
     assert abs(mean_dy) < 6 and abs(mean_dx) < 6, (layout, mean_dy, mean_dx)
+
+
+def _featurizer(input_size):
+    from edgecmg.model.backbone import EfficientNetLite0
+    from edgecmg.model.detector import Featurizer, Geometry
+    from edgecmg.model.matcher import ZeroShotMatcher
+
+    backbone = EfficientNetLite0()
+    return Featurizer(backbone, Geometry(input_size, 2, "s16"), 8,
+                      ZeroShotMatcher(backbone._fc, torch.zeros(backbone._fc.out_features)))
+
+
+def test_patch_aggregation_keeps_a_uniform_map_uniform_up_to_the_border():
+    """The 3x3 neighbourhood average counts only the patches that exist: a border patch of a uniform
+    map keeps the map's value instead of being pulled toward the zero padding."""
+    featurizer = _featurizer((64, 96))                    # 4 x 6 patches at stride 16
+    fine = torch.full((1, 112, 4, 6), 2.0)                # block 10, stride 16
+    coarse = torch.full((1, 192, 2, 3), 3.0)              # block 14, stride 32
+    patches = featurizer.patch_features([fine, coarse])
+    assert patches.shape == (1, 24, 304)
+    torch.testing.assert_close(patches[..., :112], torch.full((1, 24, 112), 2.0))
+    torch.testing.assert_close(patches[..., 112:], torch.full((1, 24, 192), 3.0))
+
+
+def test_a_coarser_block_is_upsampled_bilinearly_so_a_ramp_stays_a_ramp():
+    """Block 14 (stride 32) is resampled to the stride-16 grid bilinearly: a brightness ramp across it
+    stays linear away from the border, without the 2-patch steps of a nearest-neighbour copy."""
+    featurizer = _featurizer((64, 512))                   # 4 x 32 patches; block 14 is 2 x 16
+    fine = torch.zeros(1, 112, 4, 32)
+    coarse = torch.arange(16, dtype=torch.float32).expand(1, 192, 2, 16).contiguous()
+    row = featurizer.patch_features([fine, coarse])[0, :32, 112]   # first patch row, one coarse channel
+    steps = row.diff()[3:-3]                              # away from the border
+    torch.testing.assert_close(steps, torch.full_like(steps, 0.5))
+
+
+def test_an_anomaly_map_of_a_patch_ramp_rises_linearly():
+    """Patch scores are upsampled to the map bilinearly: a ramp of scores is a linear map (the
+    smoothing and the alignment shift keep it so away from the border), not 16-pixel steps."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    scorer = BankScorer(Geometry((64, 256), 2, "s16"), feature_dim=2, bank_size=1, use_cmer=False, knn_k=1,
+                        smoothing_sigma=0.5)
+    scores = torch.arange(16, dtype=torch.float32).repeat(4)[None]   # [1, 4 x 16 patches], rising left to right
+    with torch.no_grad():
+        row = scorer.raw_maps(scores)[0, 32]
+    steps = row.diff()[16:192]
+    torch.testing.assert_close(steps, torch.full_like(steps, 1 / 16))

@@ -76,3 +76,23 @@ def test_transformers_5_beside_an_older_torch_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version",  # a stale dist-info without METADATA
                         lambda name: None if name == "transformers" else real_version(name))
     assert text._transformers_needs_newer_torch() is None
+
+
+def test_imagenet_class_names_are_the_first_synonym_of_each_class_in_index_order():
+    names = text.imagenet_class_names()
+    assert len(names) == 1000
+    assert names[:3] == ("tench", "goldfish", "great white shark")
+    assert names[281] == "tabby" and names[967] == "espresso"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_the_encoder_quietly_leaves_the_callers_progress_bar_setting(enabled):
+    hf_logging = pytest.importorskip("transformers.utils.logging")
+    was = hf_logging.is_progress_bar_enabled()
+    try:
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        with text._quiet_transformers():
+            assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled() is enabled
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

@@ -19,7 +19,7 @@ def test_graphs_only_on_cuda_and_can_be_switched_off(monkeypatch):
     monkeypatch.delenv(cuda_graphs.ENV_VAR, raising=False)
     assert not graphs_enabled("cpu")
     assert graphs_enabled("cuda") and graphs_enabled("cuda:1")
-    for off in ("0", "false", "OFF"):
+    for off in ("0", "false", "OFF", "no", " No "):
         monkeypatch.setenv(cuda_graphs.ENV_VAR, off)
         assert not graphs_enabled("cuda")
 

@@ -212,3 +212,17 @@ def test_a_damaged_engine_is_named_before_the_backend_is_chosen(tmp_path):
     if not any(s.available() for s in candidate_specs(engine)):  # a sound file: the backend is what is missing
         with pytest.raises(BackendUnavailableError):
             make_runner(engine)
+
+
+def test_onnx_runner_device_follows_its_provider_and_refuses_frames_of_another_size(featurizer_onnx):
+    """A GPU provider means a CUDA device (the numbered one for cuda:N), decided before any session
+    opens; frames not at the graph's fixed input size are refused by name, not by ONNX Runtime."""
+    import numpy as np
+
+    assert OnnxRunner(featurizer_onnx, provider="tensorrt").device == "cuda"
+    assert OnnxRunner(featurizer_onnx, device="cuda:1", provider="cuda")._providers() == [
+        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    with OnnxRunner(featurizer_onnx) as runner:
+        h, w = runner.metadata["input_size"]
+        with pytest.raises(DataError, match=f"frames are {h + 32}x{w} but {featurizer_onnx.name} takes {h}x{w}"):
+            runner.infer(np.zeros((1, h + 32, w, 3), np.uint8))
