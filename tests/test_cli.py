@@ -528,7 +528,7 @@ def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolek
 
 
 def test_stream_takes_several_image_files_and_names_a_model_given_as_a_source(small_artifact, kolektor_root, tmp_path,
-                                                                               capsys, monkeypatch):
+                                                                               capsys, monkeypatch, caplog):
     """An unquoted glob (parts/*.png) reaches stream as several arguments: they are read as a list of
     image files, in order. A model among the sources (the model-first habit of every other command),
     no -m, or a video among several files is one error line that says what to write instead."""
@@ -560,6 +560,13 @@ def test_stream_takes_several_image_files_and_names_a_model_given_as_a_source(sm
     assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--backend", "torch", "--capture-size", "1920",
                  "1080", "--capture-fps", "15"]) == 0
     assert seen == [((1920, 1080), 15.0)]  # StreamConfig's (width, height), as the flag reads
+    # a file is not a camera: both requests are said to have no effect, rather than look applied
+    assert f"--capture-size is asked of cameras and csi:// sensors; {files[0]} is not one" in caplog.text
+    assert f"it has no effect on {files[0]} without --realtime" in caplog.text
+    caplog.clear()
+    assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--backend", "torch", "--capture-fps", "50",
+                 "--realtime"]) == 0
+    assert "--capture-fps" not in caplog.text  # it paces the images
     assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--capture-fps", "0"]) == 2
     assert "capture_fps=0.0 must be > 0" in capsys.readouterr().err
 
