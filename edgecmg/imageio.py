@@ -131,16 +131,21 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 _BAND_PIXELS = 1 << 20
 
 
+def _row_bands(arr: np.ndarray) -> list[slice]:
+    """``arr``'s rows as consecutive bands of about _BAND_PIXELS pixels each."""
+    rows = max(1, _BAND_PIXELS // max(1, arr.shape[1]))
+    return [slice(start, start + rows) for start in range(0, arr.shape[0], rows)]
+
+
 def _by_rows(arr: np.ndarray, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``convert(arr)`` for a per-pixel ``convert``, applied to bands of rows: the same pixels without
     its whole-frame temporaries (16-bit or RGBA frames took 24-42 bytes a pixel: 6 GB at 144 megapixels)."""
-    rows = max(1, _BAND_PIXELS // max(1, arr.shape[1]))
     out: Optional[np.ndarray] = None
-    for start in range(0, arr.shape[0], rows):
-        part = convert(arr[start:start + rows])
+    for band in _row_bands(arr):
+        part = convert(arr[band])
         if out is None:
             out = np.empty((arr.shape[0], *part.shape[1:]), part.dtype)
-        out[start:start + rows] = part
+        out[band] = part
     assert out is not None  # images have rows (checked by the callers)
     return out
 
@@ -148,10 +153,9 @@ def _by_rows(arr: np.ndarray, convert: Callable[[np.ndarray], np.ndarray]) -> np
 def _bgr_to_rgb_in_place(arr: np.ndarray) -> np.ndarray:
     """Swap a contiguous uint8 HxWx3 array's first and third channels in place, band by band: given
     the whole frame as src and dst, cv2.cvtColor first copies all of it."""
-    rows = max(1, _BAND_PIXELS // max(1, arr.shape[1]))
-    for start in range(0, arr.shape[0], rows):
-        band = arr[start:start + rows]
-        cv2.cvtColor(band, cv2.COLOR_BGR2RGB, dst=band)
+    for band in _row_bands(arr):
+        view = arr[band]
+        cv2.cvtColor(view, cv2.COLOR_BGR2RGB, dst=view)
     return arr
 
 

@@ -118,10 +118,43 @@ def overlay_heatmap(
     if not 0.0 <= a <= 1.0:
         raise ConfigError(f"alpha={alpha} must be in [0, 1]")
     src = _frame_array(frame)
+    h, w = src.shape[:2]
     if dst is not None:
-        _check_dst(dst, src.shape[:2])  # before the map is resized to the frame: 4 bytes a pixel
-    m = _map2d(anomaly_map, *src.shape[:2])
-    return _draw_overlay(src, m, thr, a, label, contour, dst=dst)
+        _check_dst(dst, (h, w))  # before the map is resized to the frame: 4 bytes a pixel
+    m = _map2d(anomaly_map, h, w)
+    unit = thr if thr > 0 else max(float(m.max()) / 2.0, 1e-6)  # the value drawn at the scale's middle
+    contours = _threshold_contours(m, thr) if contour else ()  # before the output exists: less at once
+    out = dst
+    # Band by band (the steps are per pixel, so the result is the same): the temporaries of a
+    # 144-megapixel frame's overlay were 7 bytes a pixel at once, now a few megabytes.
+    for start, stop in _row_bands(h, w):
+        # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
+        # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
+        _, clipped = cv2.threshold(m[start:stop], 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow
+        cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO, dst=clipped)
+        level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
+        heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+        # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
+        cv2.cvtColor(heat, cv2.COLOR_BGR2RGB, dst=heat)
+        if out is None:  # one band (frames up to about a megapixel): its heat map is the output, as it always was
+            out = heat if stop == h else np.empty((h, w, 3), np.uint8)
+        cv2.addWeighted(_as_rgb(src[start:stop]), 1.0 - a, heat, a, 0.0, dst=out[start:stop])
+
+    scale = max(1, round(min(h, w) / 240))
+    if len(contours):
+        cv2.drawContours(out, contours, -1, _CONTOUR_RGB, thickness=scale)
+    if label:
+        text = ascii_text(label)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        font_scale = 0.45 * scale
+        thick = max(1, scale)
+        (tw, th), base = cv2.getTextSize(text, font, font_scale, thick)
+        pad = 3 * scale
+        x1, y1 = min(w - 1, tw + 2 * pad), min(h - 1, th + base + 2 * pad)
+        roi = out[:y1, :x1]
+        roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken behind the text
+        cv2.putText(out, text, (pad, pad + th), font, font_scale, _TEXT_RGB, thick, cv2.LINE_AA)
+    return out
 
 
 #: Pixels per band of rows that the overlay's colour steps work on at a time.
@@ -162,44 +195,6 @@ def _threshold_contours(m: np.ndarray, thr: float) -> Sequence[np.ndarray]:
     return contours
 
 
-def _draw_overlay(src: np.ndarray, m: np.ndarray, thr: float, a: float, label: Optional[str], contour: bool, *,
-                  dst: Optional[np.ndarray]) -> np.ndarray:
-    h, w = src.shape[:2]
-    unit = thr if thr > 0 else max(float(m.max()) / 2.0, 1e-6)  # the value drawn at the scale's middle
-    contours = _threshold_contours(m, thr) if contour else ()  # before the output exists: less at once
-    out = dst
-    # Band by band (the steps are per pixel, so the result is the same): the temporaries of a
-    # 144-megapixel frame's overlay were 7 bytes a pixel at once, now a few megabytes.
-    for start, stop in _row_bands(h, w):
-        # 0 -> 0, threshold -> 128, twice the threshold and above -> 255 (negatives -> 0), with
-        # OpenCV's clipping and saturating conversion: 0.5 ms instead of 5 ms in numpy at 720p.
-        _, clipped = cv2.threshold(m[start:stop], 2.0 * unit, 0.0, cv2.THRESH_TRUNC)  # huge values would overflow
-        cv2.threshold(clipped, 0.0, 0.0, cv2.THRESH_TOZERO, dst=clipped)
-        level = cv2.convertScaleAbs(clipped, alpha=255.0 / (2.0 * unit))
-        heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
-        # cvtColor, not a numpy [..., ::-1] copy: 0.1 ms instead of 5 ms on a 720p frame.
-        cv2.cvtColor(heat, cv2.COLOR_BGR2RGB, dst=heat)
-        if out is None:  # one band (frames up to about a megapixel): its heat map is the output, as it always was
-            out = heat if stop == h else np.empty((h, w, 3), np.uint8)
-        cv2.addWeighted(_as_rgb(src[start:stop]), 1.0 - a, heat, a, 0.0, dst=out[start:stop])
-
-    scale = max(1, round(min(h, w) / 240))
-    if len(contours):
-        cv2.drawContours(out, contours, -1, _CONTOUR_RGB, thickness=scale)
-    if label:
-        text = ascii_text(label)
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        font_scale = 0.45 * scale
-        thick = max(1, scale)
-        (tw, th), base = cv2.getTextSize(text, font, font_scale, thick)
-        pad = 3 * scale
-        x1, y1 = min(w - 1, tw + 2 * pad), min(h - 1, th + base + 2 * pad)
-        roi = out[:y1, :x1]
-        roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken behind the text
-        cv2.putText(out, text, (pad, pad + th), font, font_scale, _TEXT_RGB, thick, cv2.LINE_AA)
-    return out
-
-
 def save_png(path: Union[str, Path], rgb: Any, *, in_place: bool = False) -> Path:
     """Write a ``uint8`` RGB (HxWx3) or gray (HxW) array as PNG; parent folders are created.
 
@@ -219,7 +214,8 @@ def save_png(path: Union[str, Path], rgb: Any, *, in_place: bool = False) -> Pat
     if arr.ndim == 3 and arr.shape[2] == 3:
         if in_place and arr.flags.c_contiguous and arr.flags.writeable:
             for start, stop in _row_bands(*arr.shape[:2]):  # given the whole array as src and dst, cvtColor copies it
-                cv2.cvtColor(arr[start:stop], cv2.COLOR_RGB2BGR, dst=arr[start:stop])
+                view = arr[start:stop]
+                cv2.cvtColor(view, cv2.COLOR_RGB2BGR, dst=view)
         else:
             arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.ndim != 2:
