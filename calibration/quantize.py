@@ -314,11 +314,13 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
         else:
             onnx_header["export"]["graph"] = GRAPH_FEATURIZER
         set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})
-        quantized.doc_string = f"edgecmg INT8 ({profile} profile, {method} calibration on {len(images)} images)"
+        counted = f"{images_read} image{'' if images_read == 1 else 's'}"  # the ones read, as in the header
+        quantized.doc_string = f"edgecmg INT8 ({profile} profile, {method} calibration on {counted})"
         onnx.checker.check_model(quantized)
         if profile == "tensorrt":
             for problem in check_onnx_for_tensorrt(quantized, max_batch=max_batch):
                 log.warning("%s: %s", out_path, problem)
         _save_atomic(quantized, out_path)
-    log.info("wrote INT8 %s (%s profile, %s ranges, %d images)", out_path, profile, method, images_read)
+    log.info("wrote INT8 %s (%s profile, %s ranges, %d image%s)", out_path, profile, method, images_read,
+             "" if images_read == 1 else "s")
     return out_path

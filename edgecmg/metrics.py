@@ -402,11 +402,7 @@ def evaluate(
         raise DataError(
             f"got {len(masks)} masks and {len(maps)} maps for {lab.size} labels; pass one of each per image"
         )
-    m_arr, a_arr = _select_pixel_inputs(lab, masks, maps)
-    if m_arr is not None:
-        out.update(pixel_metrics(m_arr, a_arr, fpr_limit=fpr_limit))
-    else:
-        _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
+    out.update(pixel_metrics(*_select_pixel_inputs(lab, masks, maps), fpr_limit=fpr_limit))
     return out
 
 
@@ -419,9 +415,8 @@ def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3) -> dict[str,
     return {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, fpr_limit=fpr_limit)}
 
 
-def _select_pixel_inputs(
-    lab: np.ndarray, masks: Any, maps: Any
-) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def _select_pixel_inputs(lab: np.ndarray, masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The [N,H,W] masks and maps of the images whose mask is known (none: two empty arrays)."""
     if isinstance(masks, np.ndarray) and masks.ndim == 3:
         return masks, maps
     keep_masks: list[np.ndarray] = []
@@ -445,7 +440,7 @@ def _select_pixel_inputs(
     if dropped:
         _log.warning("pixel metrics: %d defect image(s) without a mask left out", dropped)
     if not keep_masks:
-        return None, None
+        return np.zeros((0, 0, 0), dtype=bool), np.zeros((0, 0, 0), dtype=np.float32)
     shapes = {k.shape for k in keep_masks}
     if len(shapes) > 1:
         raise DataError(

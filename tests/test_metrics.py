@@ -279,6 +279,12 @@ def test_masks_without_a_defect_pixel_give_no_pixel_metrics_and_say_so(caplog):
         assert out["pixel_auroc"] is None and out["aupro"] is None
         assert out["image_auroc"] == pytest.approx(auroc(labels, scores))
         assert "no image with a known mask contains a defect pixel" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):  # the defect images' masks unknown
+        out = evaluate(np.r_[np.ones(len(maps) - 1, int), 0], scores, [None] * len(maps), maps)
+    assert out["pixel_auroc"] is None and out["aupro"] is None
+    assert f"{len(maps) - 1} defect image(s) without a mask left out" in caplog.text
+    assert caplog.text.count("no image with a known mask contains a defect pixel") == 1
 
 
 def test_evaluate_argument_errors():

@@ -593,3 +593,4 @@ def test_one_unreadable_image_without_a_spare_is_said(artifact_path, train_dir, 
                         progress=False)
     assert "calibration: 3 of the 4 images asked for were readable; the ranges come from 3" in caplog.text
     assert read_onnx_header(out)["quantization"]["samples"] == 3
+    assert onnx.load(str(out)).doc_string.endswith("minmax calibration on 3 images)")  # read, not asked
