@@ -532,6 +532,128 @@ class _Axis:
         return np.linspace(self.lo, self.hi, n + 1)
 
 
+# Plot layout in pixels: a fixed width, one row per backend.
+_PLOT_WIDTH, _PLOT_LEFT, _PLOT_RIGHT, _PLOT_TOP, _PLOT_ROW_H, _PLOT_BOTTOM = 1100, 230, 40, 70, 96, 80
+_INK, _GRID, _MUTED = (40, 40, 40), (225, 225, 225), (110, 110, 110)
+
+
+def _latency_series(samples_by_backend: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
+    """(printable name, finite non-negative samples) per backend, in the mapping's order."""
+    from edgecmg.visualize import ascii_text
+
+    if not isinstance(samples_by_backend, Mapping) or not samples_by_backend:
+        raise DataError("plot_latency needs a non-empty dict of backend name -> latency samples")
+    series: list[tuple[str, np.ndarray]] = []
+    for name, values in samples_by_backend.items():
+        data = values.samples() if isinstance(values, LatencyStats) else np.asarray(values, dtype=np.float64).ravel()
+        data = data[np.isfinite(data) & (data >= 0)]
+        series.append((ascii_text(str(name)), data))
+    if not any(d.size for _, d in series):
+        raise DataError("plot_latency: none of the backends has a finite latency sample to plot")
+    return series
+
+
+def _latency_range(nonempty: list[np.ndarray], log_scale: Optional[bool]) -> tuple[float, float, bool]:
+    """(lo, hi, logarithmic) of the shared x axis: from about the smallest p1 to just past the
+    largest p99, logarithmic when that spans more than 30x unless ``log_scale`` says otherwise."""
+    hi = max(max(float(np.percentile(d, 99)) for d in nonempty) * 1.1, 1e-3)
+    positive = [d[d > 0] for d in nonempty]
+    lo = min((float(np.percentile(d, 1)) for d in positive if d.size), default=hi / 10)
+    lo = max(lo / 1.2, hi * 1e-6)
+    return lo, hi, log_scale if log_scale is not None else hi / lo > 30
+
+
+def _draw_plot_frame(img: np.ndarray, axis: "_Axis", rows: int, title: str, unit: str) -> None:
+    """Row shading, grid, ticks, axis label, title and legend."""
+    import cv2
+
+    from edgecmg.visualize import ascii_text
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width, height = img.shape[1], img.shape[0]
+    top, right = _PLOT_TOP, width - _PLOT_RIGHT
+    axis_y = top + _PLOT_ROW_H * rows
+    # Alternate row shading, then the grid on top of it so the ticks stay visible.
+    for i in range(1, rows, 2):
+        cv2.rectangle(img, (axis.x0, top + i * _PLOT_ROW_H), (right, top + (i + 1) * _PLOT_ROW_H),
+                      (247, 247, 247), -1)
+    for t in axis.ticks:
+        x = axis.px(float(t))
+        cv2.line(img, (x, top), (x, axis_y), _GRID, 1)
+        cv2.line(img, (x, axis_y), (x, axis_y + 6), _INK, 1)
+        label = f"{float(t):g}"
+        (tw, th), _ = cv2.getTextSize(label, font, 0.45, 1)
+        cv2.putText(img, label, (x - tw // 2, axis_y + 12 + th), font, 0.45, _INK, 1, cv2.LINE_AA)
+    cv2.line(img, (axis.x0, axis_y), (right, axis_y), _INK, 1)
+    axis_label = ascii_text(f"latency ({unit}{', log scale' if axis.log else ''})")
+    (tw, _), _ = cv2.getTextSize(axis_label, font, 0.55, 1)
+    cv2.putText(img, axis_label, (axis.x0 + axis.width // 2 - tw // 2, height - 20), font, 0.55, _INK, 1,
+                cv2.LINE_AA)
+    cv2.putText(img, ascii_text(title), (axis.x0, 32), font, 0.75, _INK, 2, cv2.LINE_AA)
+    legend = "violin: distribution   box: p25-p75   bar: p50   whiskers: p1-p99"
+    cv2.putText(img, legend, (axis.x0, 56), font, 0.42, _MUTED, 1, cv2.LINE_AA)
+
+
+def _draw_latency_row(img: np.ndarray, axis: "_Axis", edges: np.ndarray, i: int, name: str,
+                      data: np.ndarray) -> None:
+    """Row ``i``: the name and p50/p99/n on the left, then violin, whiskers, box, median bar and a
+    count of the samples beyond the axis."""
+    import cv2
+
+    from edgecmg.visualize import ascii_text
+
+    font, px = cv2.FONT_HERSHEY_SIMPLEX, axis.px
+    colour = _PALETTE_BGR[i % len(_PALETTE_BGR)]
+    light = tuple(int(255 - (255 - c) * 0.35) for c in colour)
+    cy = _PLOT_TOP + i * _PLOT_ROW_H + _PLOT_ROW_H // 2
+    name_text = name if len(name) <= 24 else name[:23] + "~"
+    cv2.putText(img, name_text, (12, cy - 8), font, 0.58, _INK, 1, cv2.LINE_AA)
+    if not data.size:
+        cv2.putText(img, "no samples", (12, cy + 16), font, 0.45, _MUTED, 1, cv2.LINE_AA)
+        return
+    q1, q25, q50, q75, q99 = np.percentile(data, [1, 25, 50, 75, 99])
+    stats_text = f"p50 {q50:.3g}  p99 {q99:.3g}  n={data.size}"
+    cv2.putText(img, ascii_text(stats_text), (12, cy + 16), font, 0.42, (90, 90, 90), 1, cv2.LINE_AA)
+
+    violin = _violin_outline(axis, edges, data, cy)
+    if violin is not None:
+        cv2.fillPoly(img, [violin], light, cv2.LINE_AA)
+        cv2.polylines(img, [violin], True, colour, 1, cv2.LINE_AA)
+
+    cv2.line(img, (px(q1), cy), (px(q99), cy), _INK, 1, cv2.LINE_AA)
+    for q in (q1, q99):
+        cv2.line(img, (px(q), cy - 6), (px(q), cy + 6), _INK, 1, cv2.LINE_AA)
+    box = ((px(q25), cy - 9), (max(px(q75), px(q25) + 2), cy + 9))
+    cv2.rectangle(img, box[0], box[1], colour, -1)
+    cv2.rectangle(img, box[0], box[1], _INK, 1)
+    cv2.line(img, (px(q50), cy - 14), (px(q50), cy + 14), _INK, 3)
+    beyond = int(np.count_nonzero(data > axis.hi))
+    if beyond:
+        note = f"+{beyond} > {axis.hi:g}"
+        (tw, _), _ = cv2.getTextSize(note, font, 0.4, 1)
+        cv2.putText(img, note, (img.shape[1] - _PLOT_RIGHT - tw, cy - _PLOT_ROW_H // 2 + 16), font, 0.4,
+                    (0, 0, 200), 1, cv2.LINE_AA)
+
+
+def _violin_outline(axis: "_Axis", edges: np.ndarray, data: np.ndarray, cy: int) -> Optional[np.ndarray]:
+    """The violin's polygon: the smoothed histogram mirrored about row centre ``cy``, drawn only
+    over the bins that hold samples (None when none does)."""
+    counts, _ = np.histogram(np.clip(data, axis.lo, None), bins=edges)
+    kernel = np.array([1, 2, 3, 2, 1], np.float64) / 9.0  # light smoothing: a shape, not noise
+    dens = np.convolve(counts.astype(np.float64), kernel, mode="same")
+    nz = np.flatnonzero(dens > dens.max() * 1e-3) if dens.max() > 0 else []
+    if not len(nz):
+        return None
+    mids = np.sqrt(edges[:-1] * edges[1:]) if axis.log else (edges[:-1] + edges[1:]) / 2
+    a, b = int(nz[0]), int(nz[-1]) + 1
+    xs = [axis.px(float(c)) for c in mids[a:b]]
+    half = dens[a:b] / dens.max() * (_PLOT_ROW_H * 0.42)
+    upper = [(x, int(cy - h)) for x, h in zip(xs, half)]
+    lower = [(x, int(cy + h)) for x, h in zip(reversed(xs), half[::-1])]
+    return np.array(upper + lower, np.int32)
+
+
+
 def plot_latency(
     samples_by_backend: Mapping[str, Union[Sequence[float], np.ndarray, LatencyStats]],
     path: Union[str, os.PathLike],
@@ -562,100 +684,20 @@ def plot_latency(
     """
     import cv2
 
-    from edgecmg.visualize import ascii_text
-
     out = Path(path)
     ext = out.suffix.lower()
     if ext not in (".png", ".jpg", ".jpeg", ".bmp"):
         raise ConfigError(f"plot path {out} must end in .png (or .jpg/.bmp)")
-    if not isinstance(samples_by_backend, Mapping) or not samples_by_backend:
-        raise DataError("plot_latency needs a non-empty dict of backend name -> latency samples")
+    series = _latency_series(samples_by_backend)
+    lo, hi, use_log = _latency_range([d for _, d in series if d.size], log_scale)
 
-    series: list[tuple[str, np.ndarray]] = []
-    for name, values in samples_by_backend.items():
-        data = values.samples() if isinstance(values, LatencyStats) else np.asarray(values, dtype=np.float64).ravel()
-        data = data[np.isfinite(data) & (data >= 0)]
-        series.append((ascii_text(str(name)), data))
-    nonempty = [d for _, d in series if d.size]
-    if not nonempty:
-        raise DataError("plot_latency: none of the backends has a finite latency sample to plot")
-
-    hi = max(max(float(np.percentile(d, 99)) for d in nonempty) * 1.1, 1e-3)
-    positive = [d[d > 0] for d in nonempty]
-    lo = min((float(np.percentile(d, 1)) for d in positive if d.size), default=hi / 10)
-    lo = max(lo / 1.2, hi * 1e-6)
-    use_log = log_scale if log_scale is not None else hi / lo > 30
-
-    width, left, right, top, row_h, bottom = 1100, 230, 40, 70, 96, 80
-    height = top + row_h * len(series) + bottom
-    img = np.full((height, width, 3), 255, np.uint8)
-    plot_w = width - left - right
-    axis = _Axis(lo, hi, use_log, left, plot_w)
-    px = axis.px
-    axis_y = top + row_h * len(series)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    ink, grid = (40, 40, 40), (225, 225, 225)
-
-    # Alternate row shading, then the grid on top of it so the ticks stay visible.
-    for i in range(len(series)):
-        if i % 2:
-            cv2.rectangle(img, (left, top + i * row_h), (width - right, top + (i + 1) * row_h), (247, 247, 247), -1)
-    for t in axis.ticks:
-        x = px(float(t))
-        cv2.line(img, (x, top), (x, axis_y), grid, 1)
-        cv2.line(img, (x, axis_y), (x, axis_y + 6), ink, 1)
-        label = f"{float(t):g}"
-        (tw, th), _ = cv2.getTextSize(label, font, 0.45, 1)
-        cv2.putText(img, label, (x - tw // 2, axis_y + 12 + th), font, 0.45, ink, 1, cv2.LINE_AA)
-    cv2.line(img, (left, axis_y), (width - right, axis_y), ink, 1)
-    axis_label = ascii_text(f"latency ({unit}{', log scale' if use_log else ''})")
-    (tw, _), _ = cv2.getTextSize(axis_label, font, 0.55, 1)
-    cv2.putText(img, axis_label, (left + plot_w // 2 - tw // 2, height - 20), font, 0.55, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, ascii_text(title), (left, 32), font, 0.75, ink, 2, cv2.LINE_AA)
-    legend = "violin: distribution   box: p25-p75   bar: p50   whiskers: p1-p99"
-    cv2.putText(img, legend, (left, 56), font, 0.42, (110, 110, 110), 1, cv2.LINE_AA)
-
-    edges = axis.edges(max(20, min(150, plot_w // 5)))
-    centres = [px(float(c)) for c in (np.sqrt(edges[:-1] * edges[1:]) if use_log else (edges[:-1] + edges[1:]) / 2)]
-    kernel = np.array([1, 2, 3, 2, 1], np.float64) / 9.0  # light smoothing: a shape, not noise
+    height = _PLOT_TOP + _PLOT_ROW_H * len(series) + _PLOT_BOTTOM
+    img = np.full((height, _PLOT_WIDTH, 3), 255, np.uint8)
+    axis = _Axis(lo, hi, use_log, _PLOT_LEFT, _PLOT_WIDTH - _PLOT_LEFT - _PLOT_RIGHT)
+    _draw_plot_frame(img, axis, len(series), title, unit)
+    edges = axis.edges(max(20, min(150, axis.width // 5)))
     for i, (name, data) in enumerate(series):
-        colour = _PALETTE_BGR[i % len(_PALETTE_BGR)]
-        light = tuple(int(255 - (255 - c) * 0.35) for c in colour)
-        cy = top + i * row_h + row_h // 2
-        name_text = name if len(name) <= 24 else name[:23] + "~"
-        cv2.putText(img, name_text, (12, cy - 8), font, 0.58, ink, 1, cv2.LINE_AA)
-        if not data.size:
-            cv2.putText(img, "no samples", (12, cy + 16), font, 0.45, (110, 110, 110), 1, cv2.LINE_AA)
-            continue
-        q1, q25, q50, q75, q99 = np.percentile(data, [1, 25, 50, 75, 99])
-        stats_text = f"p50 {q50:.3g}  p99 {q99:.3g}  n={data.size}"
-        cv2.putText(img, ascii_text(stats_text), (12, cy + 16), font, 0.42, (90, 90, 90), 1, cv2.LINE_AA)
-
-        counts, _ = np.histogram(np.clip(data, axis.lo, None), bins=edges)
-        dens = np.convolve(counts.astype(np.float64), kernel, mode="same")
-        nz = np.flatnonzero(dens > dens.max() * 1e-3) if dens.max() > 0 else []
-        if len(nz):
-            a, b = int(nz[0]), int(nz[-1]) + 1  # outline only where there are samples
-            half = dens[a:b] / dens.max() * (row_h * 0.42)
-            xs = centres[a:b]
-            upper_pts = [(x, int(cy - h)) for x, h in zip(xs, half)]
-            lower_pts = [(x, int(cy + h)) for x, h in zip(reversed(xs), half[::-1])]
-            poly = np.array(upper_pts + lower_pts, np.int32)
-            cv2.fillPoly(img, [poly], light, cv2.LINE_AA)
-            cv2.polylines(img, [poly], True, colour, 1, cv2.LINE_AA)
-
-        cv2.line(img, (px(q1), cy), (px(q99), cy), ink, 1, cv2.LINE_AA)
-        for q in (q1, q99):
-            cv2.line(img, (px(q), cy - 6), (px(q), cy + 6), ink, 1, cv2.LINE_AA)
-        box = ((px(q25), cy - 9), (max(px(q75), px(q25) + 2), cy + 9))
-        cv2.rectangle(img, box[0], box[1], colour, -1)
-        cv2.rectangle(img, box[0], box[1], ink, 1)
-        cv2.line(img, (px(q50), cy - 14), (px(q50), cy + 14), ink, 3)
-        beyond = int(np.count_nonzero(data > axis.hi))
-        if beyond:
-            note = f"+{beyond} > {axis.hi:g}"
-            (tw, _), _ = cv2.getTextSize(note, font, 0.4, 1)
-            cv2.putText(img, note, (width - right - tw, cy - row_h // 2 + 16), font, 0.4, (0, 0, 200), 1, cv2.LINE_AA)
+        _draw_latency_row(img, axis, edges, i, name, data)
 
     ok, encoded = cv2.imencode(ext, img)
     if not ok:
