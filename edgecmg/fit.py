@@ -187,13 +187,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     # aspect by one image at most.
     _require_enough(len(frames), source)
     names, shapes = training.names, training.shapes
-    if captions and config.cmle:  # matched by file name: a path or another name leaves the image uncaptioned
-        absent = sorted(set(captions) - set(names))
-        if absent:
-            log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
-                        "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
-                        _first(absent, 3), names[0] if names else "-",
-                        len(set(captions) & set(names)), len(names))
+    if captions and config.cmle:
+        _warn_unmatched_captions(captions, names)
     _warn_odd_aspects(shapes, names, size)
     geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
@@ -201,23 +196,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     backbone, backbone_hash = load_pretrained()
     channels = geometry.layout.channels
     n = len(frames)
-    n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
-    if n_holdout < FEW_THRESHOLD_IMAGES:
-        # A quantile of a handful of scores is about their maximum: a loose guess at the threshold.
-        log.warning("the threshold is set on %d held-out good images (of %d); below %d it is a rough guess, "
-                    "and more good parts than expected may be flagged: fit on %d or more images, or set a threshold "
-                    "from good frames of your line (edgecmg threshold M DIR, or Detector.load(threshold=...))",
-                    n_holdout, n,
-                    FEW_THRESHOLD_IMAGES, math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
-    feature_dim = channels
-    if config.cmle:
-        # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
-        span = n - n_holdout - 1
-        feature_dim = min(config.cmle_dim, channels, span)
-        if feature_dim < config.cmle_dim:
-            log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
-                        "number of bank images - 1 (%d); fit on more images for the full size",
-                        config.cmle_dim, feature_dim, channels, span)
+    n_holdout = _holdout_count(n)
+    feature_dim = _projection_dim(config, channels, n - n_holdout) if config.cmle else channels
     matcher = build_matcher(_matcher_spec(config), backbone._fc)
     matcher.set_prompt(config.prompt)  # the text side is encoded once, here
     model = CMGModel(backbone, geometry, feature_dim=feature_dim, bank_size=1, use_cmer=config.cmer,
@@ -236,14 +216,10 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
 
     patches = collected.patches                            # [N, P, C] fp16
     collected.patches = None
-    image_features = torch.cat(collected.image_features)   # [N, C]
-
     if config.cmle:
         text = _text_embeddings(names, captions, torch.cat(collected.text_space), matcher)
-        weights = cmle.lle_weights(text[bank_images], config.cmle_neighbors)
-        mean, projection = cmle.fit_projection(image_features[bank_images], weights, feature_dim)
-        model.featurizer.proj_mean.copy_(mean)
-        model.featurizer.projection.copy_(cmle.unit_directions(projection))
+        image_features = torch.cat(collected.image_features)   # [N, C]
+        _fit_cmle(model, text[bank_images], image_features[bank_images], config, feature_dim)
     else:
         model.featurizer.projection.copy_(torch.eye(channels))
 
@@ -264,6 +240,65 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
+    threshold = _fit_threshold(model, holdout_frames, config, progress)
+    training_info = {
+        "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
+        # what Detector compares frames with: a frame of another shape is stretched by the resize
+        "aspect_hw": round(median_aspect(shapes), 4),
+        "bank_size": int(bank_size), "feature_dim": int(feature_dim),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    metadata = _metadata(config, size, backbone_hash, threshold, margins, training_info)
+    log.info("fitted on %d images in %.1f s (bank %d x %d)", n, training_info["seconds"], bank_size, feature_dim)
+    return model.eval(), metadata
+
+
+def _warn_unmatched_captions(captions: dict[str, str], names: list[str]) -> None:
+    """Captions are matched by file name: a path or another name leaves the image uncaptioned."""
+    absent = sorted(set(captions) - set(names))
+    if absent:
+        log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
+                    "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
+                    _first(absent, 3), names[0] if names else "-",
+                    len(set(captions) & set(names)), len(names))
+
+
+def _holdout_count(n: int) -> int:
+    """How many of ``n`` training images are held out to set the threshold (warned when few)."""
+    n_holdout = max(2, int(round(n * HOLDOUT_FRACTION)))
+    if n_holdout < FEW_THRESHOLD_IMAGES:
+        # A quantile of a handful of scores is about their maximum: a loose guess at the threshold.
+        log.warning("the threshold is set on %d held-out good images (of %d); below %d it is a rough guess, "
+                    "and more good parts than expected may be flagged: fit on %d or more images, or set a threshold "
+                    "from good frames of your line (edgecmg threshold M DIR, or Detector.load(threshold=...))",
+                    n_holdout, n,
+                    FEW_THRESHOLD_IMAGES, math.ceil(FEW_THRESHOLD_IMAGES / HOLDOUT_FRACTION))
+    return n_holdout
+
+
+def _projection_dim(config: ModelConfig, channels: int, bank_images: int) -> int:
+    """CMLE's output size: the configured one, unless the channels or the bank images allow fewer."""
+    # CMLE finds at most (bank images - 1) directions: the span of the centred image features.
+    span = bank_images - 1
+    feature_dim = min(config.cmle_dim, channels, span)
+    if feature_dim < config.cmle_dim:
+        log.warning("CMLE output reduced from %d to %d dims: it cannot exceed the %d channels or the "
+                    "number of bank images - 1 (%d); fit on more images for the full size",
+                    config.cmle_dim, feature_dim, channels, span)
+    return feature_dim
+
+
+def _fit_cmle(model: CMGModel, text: torch.Tensor, image_features: torch.Tensor, config: ModelConfig,
+              feature_dim: int) -> None:
+    """Set the model's projection from the bank images' text embeddings and image features."""
+    weights = cmle.lle_weights(text, config.cmle_neighbors)
+    mean, projection = cmle.fit_projection(image_features, weights, feature_dim)
+    model.featurizer.proj_mean.copy_(mean)
+    model.featurizer.projection.copy_(cmle.unit_directions(projection))
+
+
+def _fit_threshold(model: CMGModel, holdout_frames: list[np.ndarray], config: ModelConfig, progress: bool) -> float:
+    """Score the held-out images, centre the scores on them and return the threshold (also stored)."""
     holdout_scores, holdout_map_mean = _score_holdout(model, holdout_frames, config.batch_size, progress)
     # The level's pattern comes from the bank images; its height is set so that held-out good parts
     # average 0. (With a small bank, images scored without their own rows score higher than new parts
@@ -272,8 +307,13 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     holdout_scores = holdout_scores - holdout_map_mean
     threshold = float(np.quantile(holdout_scores, config.threshold_quantile))
     model.scorer.threshold.fill_(threshold)
+    return threshold
 
-    metadata = {
+
+def _metadata(config: ModelConfig, size: tuple[int, int], backbone_hash: str, threshold: float,
+              margins: torch.Tensor, training_info: dict) -> dict:
+    """The artifact's metadata: what loading, scoring and a reader of the file need."""
+    return {
         "backbone": {"id": BACKBONE_ID, "sha256": backbone_hash},
         "input_size": list(size),
         "features": config.features,
@@ -283,19 +323,10 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         "threshold": threshold,
         "cmer_margin": [round(float(m), 6) for m in margins],
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "training": {
-            "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
-            # what Detector compares frames with: a frame of another shape is stretched by the resize
-            "aspect_hw": round(median_aspect(shapes), 4),
-            "bank_size": int(bank_size), "feature_dim": int(feature_dim),
-            "seconds": round(time.perf_counter() - started, 2),
-        },
+        "training": training_info,
         "created": {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecmg": __version__,
                     "torch": torch.__version__, "python": platform.python_version(), "host": platform.node()},
     }
-    log.info("fitted on %d images in %.1f s (bank %d x %d)", n, metadata["training"]["seconds"],
-             bank_size, feature_dim)
-    return model.eval(), metadata
 
 
 class _Training:
