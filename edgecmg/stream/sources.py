@@ -702,16 +702,12 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
 
     def open_capture(target: Union[int, str]) -> VideoCaptureLike:
         if kind == "camera":
-            cap = cv2.VideoCapture(int(target))
+            cap = _open_v4l2_or_any(target)
             if cap.isOpened():
                 if config.policy in ("latest", "auto"):  # a camera is live: "auto" means "latest"
                     # Drivers queue several frames by default; one keeps what we read current.
                     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-                if config.capture_size is not None:
-                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.capture_size[0])
-                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.capture_size[1])
-                if config.capture_fps is not None:
-                    cap.set(cv2.CAP_PROP_FPS, config.capture_fps)
+                _ask_capture_mode(cap, target, config)
             return cap
         if kind == "network":
             # Bounded open/read so a dead camera raises (and is reconnected) instead of hanging.
@@ -725,12 +721,51 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
     return open_capture
 
 
-def opencv_has_gstreamer() -> Optional[bool]:
-    """Whether this OpenCV can open GStreamer pipelines; None when it cannot tell (no videoio registry)."""
+def _open_v4l2_or_any(target: Union[int, str]) -> VideoCaptureLike:
+    """A camera by index or device path, through V4L2 on Linux where this OpenCV has it.
+
+    OpenCV's own choice for an index tries GStreamer before V4L2 when both are built in (JetPack's
+    OpenCV), and GStreamer ignores the one-frame buffer and reopens its pipeline for each size or
+    rate asked; any other backend is tried when V4L2 cannot open the camera.
+    """
+    if os.name == "posix" and _opencv_has_backend(cv2.CAP_V4L2):
+        cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        if cap.isOpened():
+            return cap
+        cap.release()
+    return cv2.VideoCapture(target)
+
+
+def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: StreamConfig) -> None:
+    """Ask the camera for --capture-size / --capture-fps and say when it delivers something else
+    (drivers pick their nearest mode without an error)."""
+    asked: list[tuple[str, int, float]] = []
+    if config.capture_size is not None:
+        asked += [("width", cv2.CAP_PROP_FRAME_WIDTH, config.capture_size[0]),
+                  ("height", cv2.CAP_PROP_FRAME_HEIGHT, config.capture_size[1])]
+    if config.capture_fps is not None:
+        asked.append(("fps", cv2.CAP_PROP_FPS, config.capture_fps))
+    for _, prop, value in asked:
+        cap.set(prop, value)
+    delivered = [(name, cap.get(prop), value) for name, prop, value in asked]
+    refused = [f"{name} {got:g} (asked {value:g})" for name, got, value in delivered
+               if got > 0 and abs(got - value) > 0.01 * value]  # 0: the backend cannot tell
+    if refused:
+        _log.warning("camera %s delivers %s: it has no such mode; v4l2-ctl --list-formats-ext lists its modes",
+                     target, ", ".join(refused))
+
+
+def _opencv_has_backend(backend: int) -> Optional[bool]:
+    """Whether this OpenCV has a video backend; None when it cannot tell (no videoio registry)."""
     try:
-        return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+        return bool(cv2.videoio_registry.hasBackend(backend))
     except Exception:  # noqa: BLE001 - an OpenCV without the registry API
         return None
+
+
+def opencv_has_gstreamer() -> Optional[bool]:
+    """Whether this OpenCV can open GStreamer pipelines; None when it cannot tell (no videoio registry)."""
+    return _opencv_has_backend(cv2.CAP_GSTREAMER)
 
 
 def _gstreamer_hint(custom_opener: bool) -> str:
@@ -753,7 +788,8 @@ def open_source(
     """Open anything frames can come from.
 
     Args:
-        source: an int camera index (or a string of digits); a video file path; an image folder,
+        source: an int camera index (or a string of digits) or a camera's device path
+            (``/dev/video0``, ``/dev/v4l/by-id/...``); a video file path; an image folder,
             single image or glob (``"parts/*.png"``); an ``rtsp://``, ``rtsps://``, ``rtmp://``,
             ``http(s)://``, ``udp://``, ``tcp://`` or ``srt://`` URL; a GStreamer pipeline string
             (contains ``!``, must end in ``appsink``); ``csi://N`` for Jetson CSI sensor N
@@ -803,19 +839,24 @@ def open_source(
     )
 
 
-def _open_camera(index: int, config: StreamConfig, opener: Optional[Opener], live: Optional[bool]) -> FrameSource:
-    if index < 0:
-        raise StreamError(f"camera index {index} must be >= 0")
+def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional[Opener],
+                 live: Optional[bool]) -> FrameSource:
+    """A camera by index (0 is /dev/video0 on Linux) or by device path (/dev/video0, or a udev name
+    such as /dev/v4l/by-id/...-video-index0, which stays with the camera when the ports change)."""
+    if isinstance(device, int) and device < 0:
+        raise StreamError(f"camera index {device} must be >= 0")
+    node = f"/dev/video{device}" if isinstance(device, int) else device
+    csi = f" (a Jetson CSI sensor is opened with 'csi://{device}')" if isinstance(device, int) else ""
     return CaptureSource(
-        index,
-        name=f"camera:{index}",
+        device,
+        name=f"camera:{device}",
         kind="camera",
         is_live=True if live is None else live,
         config=config,
         opener=opener or _default_opener("camera", config),
         open_hint=(
-            f"Check the camera is plugged in, that /dev/video{index} exists and that no other program holds it "
-            f"(a Jetson CSI sensor is opened with 'csi://{index}')."
+            f"Check the camera is plugged in, that {node} exists and that no other program holds it{csi}; "
+            "v4l2-ctl --list-devices lists the cameras."
         ),
     )
 
@@ -880,6 +921,8 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
         )
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return ImageFilesSource([path], name=str(path), config=config, is_live=bool(live))
+    if path.is_char_device():  # /dev/video0 and its udev names: a camera, live, not a file to read to its end
+        return _open_camera(str(path), config, opener, live)
     return CaptureSource(
         str(path), name=str(path), kind="file", is_live=bool(live), config=config,
         opener=opener or _default_opener("file", config),

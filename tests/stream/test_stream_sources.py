@@ -398,6 +398,39 @@ def test_missing_camera_names_the_device():
         open_source(7, StreamConfig(reconnect_attempts=0))
 
 
+@pytest.mark.skipif(not Path("/dev/null").is_char_device(), reason="needs a character device (/dev/null)")
+def test_a_device_path_is_a_live_camera_not_a_file(scripted_opener, fake_capture):
+    """/dev/video0 (or its udev name) is a camera: live, so reconnected and judged latest-first,
+    rather than a video file read to its end. /dev/null stands in as the character device."""
+    opener = scripted_opener([fake_capture([1, 2])])
+    src = open_source("/dev/null", opener=opener)
+    assert src.is_live and src.kind == "camera" and src.name == "camera:/dev/null"
+    assert opener.targets == ["/dev/null"]
+    src.close()
+    with pytest.raises(StreamError, match="that /dev/null exists .*v4l2-ctl --list-devices"):
+        open_source("/dev/null", StreamConfig(reconnect_attempts=0))  # OpenCV's own opener: not a camera
+
+
+def test_asked_capture_mode_that_is_not_delivered_is_said(video_file, caplog):
+    """Drivers fall back to their nearest mode silently; the stream says what it got. A video file
+    (whose size and rate cannot be set) stands in for a camera without that mode."""
+    import cv2
+
+    from edgecmg.stream.sources import _ask_capture_mode
+
+    cap = cv2.VideoCapture(str(video_file(5, fps=25.0)))  # 64 x 48 at 25 fps
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgecmg"):
+            _ask_capture_mode(cap, 0, StreamConfig(capture_size=(64, 48), capture_fps=25.0))
+        assert caplog.text == ""
+        with caplog.at_level(logging.WARNING, logger="edgecmg"):
+            _ask_capture_mode(cap, 0, StreamConfig(capture_size=(1920, 48), capture_fps=30.0))
+    finally:
+        cap.release()
+    assert "camera 0 delivers width 64 (asked 1920), fps 25 (asked 30)" in caplog.text
+    assert "height" not in caplog.text
+
+
 def test_camera_that_opens_but_delivers_nothing(scripted_opener, fake_capture):
     with pytest.raises(StreamError, match="delivered no frame"):
         open_source(0, opener=scripted_opener([fake_capture([])]))
