@@ -280,6 +280,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return run_stream(args)
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from edgecmg.commands.capture import run_capture
+
+    return run_capture(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgecmg.commands.bench import run_bench
 
@@ -480,6 +486,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: beside --jsonl or --save; without either, the summary is only printed)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.set_defaults(func=cmd_stream)
+
+    p = command("capture", "save frames of a camera (or video, URL, pipeline) as PNG files: good parts for fit or "
+                "threshold, taken the way stream will see them")
+    p.add_argument("source", help="camera index or /dev/videoN, csi://N, rtsp:// URL, GStreamer pipeline, video file "
+                                  "or image folder, as stream takes it")
+    p.add_argument("-o", "--out", required=True, metavar="DIR",
+                   help="folder for frame_000000.png, frame_000001.png, ...; frames already there are kept and "
+                        "the numbering goes on after them")
+    p.add_argument("--frames", type=int, default=100, help="frames to save")
+    p.add_argument("--step", type=int, default=1, metavar="N",
+                   help="save every N-th frame (a 30 fps camera with --step 30: about one a second, so that "
+                        "consecutive frames show different parts)")
+    p.add_argument("--capture-size", type=int, nargs=2, metavar=("W", "H"),
+                   help="resolution asked of a camera (width height); use the one stream will run with")
+    p.add_argument("--capture-fps", type=float, metavar="FPS", help="frame rate asked of a camera")
+    p.add_argument("--reconnect-attempts", type=int, default=StreamConfig.reconnect_attempts, metavar="N",
+                   help="reopen a camera or network stream that fails up to N times (default %(default)s)")
+    p.set_defaults(func=cmd_capture)
 
     p = command("bench", "per-frame latency of every available backend, side by side")
     p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")

@@ -1,4 +1,4 @@
-"""The longer ``edgecmg`` subcommands (stream, bench), and what every subcommand shares."""
+"""The longer ``edgecmg`` subcommands (stream, capture, bench, info, env), and what every subcommand shares."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,81 @@
+"""``edgecmg capture``: frames of a source saved as PNG, exactly as the stream reads them."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from edgecmg.cli import main
+from edgecmg.commands.capture import next_frame_number
+from edgecmg.imageio import read_image
+from edgecmg.stream import open_source
+
+
+def _frames_as_stream_reads_them(source) -> list[np.ndarray]:
+    with open_source(str(source)) as src:
+        return [frame.image for frame in src]
+
+
+def test_every_nth_frame_of_a_video_is_saved_losslessly(video_file, tmp_path, caplog):
+    video = video_file(12)
+    out = tmp_path / "good"
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        assert main(["capture", str(video), "-o", str(out), "--frames", "4", "--step", "3", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:06d}.png" for i in range(4)]
+    decoded = _frames_as_stream_reads_them(video)
+    for i, index in enumerate((0, 3, 6, 9)):  # the stream's own pixels: PNG loses nothing
+        assert np.array_equal(read_image(out / f"frame_{i:06d}.png"), decoded[index])
+    assert f"saved 4 frames of {video} to {out} (frame_000000.png to frame_000003.png)" in caplog.text
+
+
+def test_a_second_capture_adds_frames_and_a_short_source_is_said(video_file, tmp_path, caplog):
+    video = video_file(5)
+    out = tmp_path / "good"
+    assert main(["capture", str(video), "-o", str(out), "--frames", "2", "-q"]) == 0
+    (out / "notes.txt").write_text("kept")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        assert main(["capture", str(video), "-o", str(out), "--frames", "9", "-q"]) == 0
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{i:06d}.png" for i in range(7)]
+    assert (out / "notes.txt").read_text() == "kept"
+    assert f"{video} ended after 5 of the 9 frames asked for" in caplog.text
+    decoded = _frames_as_stream_reads_them(video)
+    assert np.array_equal(read_image(out / "frame_000002.png"), decoded[0])  # numbering goes on after 0 and 1
+
+
+def test_next_frame_number_follows_the_highest_frame(tmp_path):
+    assert next_frame_number(tmp_path) == 0
+    for name in ("frame_000004.png", "frame_000012.png", "frame_7.jpg", "frame_x.png", "frame_000099.png.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert next_frame_number(tmp_path) == 13
+
+
+def test_an_image_folder_is_read_like_the_stream_reads_it(image_folder, tmp_path, caplog):
+    """Gray and 16-bit images come out as the stream's 8-bit RGB; the corrupt one is skipped."""
+    out = tmp_path / "copied"
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(["capture", str(image_folder), "-o", str(out), "--frames", "50", "-q"]) == 0
+    saved = sorted(out.iterdir())
+    decoded = _frames_as_stream_reads_them(image_folder)
+    assert len(saved) == len(decoded) == 6
+    assert all(np.array_equal(read_image(p), d) for p, d in zip(saved, decoded))
+    assert "img_06_corrupt.png" in caplog.text
+
+
+@pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames 0: give how many frames"),
+                                            (["--step", "0"], "--step 0: give 1 to save every frame")])
+def test_bad_counts_are_refused_before_anything_opens(flags, message, tmp_path, capsys):
+    assert main(["capture", "0", "-o", str(tmp_path / "out"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_source_leaves_no_folder_and_capture_flags_off_a_camera_are_said(video_file, tmp_path, capsys,
+                                                                                    caplog):
+    out = tmp_path / "a" / "b"
+    assert main(["capture", str(tmp_path / "nope.mp4"), "-o", str(out)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(["capture", str(video_file(2)), "-o", str(out), "--capture-size", "640", "480", "-q"]) == 0
+    assert "is not one, so they have no effect" in caplog.text
