@@ -130,3 +130,22 @@ def test_env_names_an_export_cache_that_cannot_be_written_and_leaves_nothing_beh
     (problem,) = [p for p in env_command.check_environment()["problems"] if "export cache" in p["problem"]]
     assert f"the export cache {blocker / 'cache'} cannot be written" in problem["problem"]
     assert "EDGECMG_CACHE_DIR" in problem["fix"]
+
+
+@pytest.mark.parametrize("version, found", [(None, "TensorRT cannot be imported here"),
+                                            ("8.6.2.3", "TensorRT 8.6.2.3 is older than the TensorRT 10"),
+                                            ("10.3.0.30", None), ("11.0.0", None)])
+def test_env_names_a_jetson_tensorrt_that_engines_cannot_use(monkeypatch, version, found):
+    """JetPack's TensorRT is installed for the system Python (a venv without --system-site-packages
+    cannot see it), and JetPack 6.0's is 8.6."""
+    from edgecmg.stream import report
+
+    real = report.environment_info
+    monkeypatch.setattr(report, "environment_info",
+                        lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0", "tensorrt": version})
+    named = [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]
+    assert [found in p["problem"] for p in named] == ([True] if found else [])
+    if found:
+        assert ("--system-site-packages" if version is None else "JetPack 6.1 or later") in named[0]["fix"]
+    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": None, "tensorrt": None})
+    assert not [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]

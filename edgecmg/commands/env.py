@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 
@@ -36,6 +37,21 @@ def _onnxruntime_problem(installed: list[str]) -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"onnxruntime is installed but cannot be used ({type(exc).__name__}: {exc})"
     return None
+
+
+def _jetson_tensorrt_problems(version: str | None) -> list[dict[str, str]]:
+    """On a Jetson, engines need JetPack's TensorRT, 10 or later (JetPack 6.1+), visible to this Python."""
+    if version is None:
+        return [{"problem": "this is a Jetson, but TensorRT cannot be imported here: edgecmg build and .engine "
+                            "files need it",
+                 "fix": "JetPack installs TensorRT for the system Python: make the venv with python3 -m venv "
+                        "--system-site-packages (and install JetPack's components: sudo apt install nvidia-jetpack)"}]
+    major = re.match(r"\d+", version)
+    if major and int(major.group()) < 10:
+        return [{"problem": f"TensorRT {version} is older than the TensorRT 10 edgecmg is written for: INT8 "
+                            "builds are refused (they need strongly typed networks), FP16/FP32 ones are untested",
+                 "fix": "flash JetPack 6.1 or later (TensorRT 10.3)"}]
+    return []
 
 
 def _export_cache_problem() -> str | None:
@@ -78,8 +94,8 @@ def check_environment() -> dict[str, Any]:
         import cv2  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - e.g. JetPack's OpenCV under NumPy 2
         problems.append({"problem": f"OpenCV cannot be imported ({type(exc).__name__}: {exc})",
-                         "fix": "pip install 'opencv-python-headless<4.12' 'numpy<2' (or JetPack's python3-opencv "
-                                "with NumPy 1.x)"})
+                         "fix": "pip install 'opencv-python-headless<4.12' 'numpy<2' (or, on a Jetson, JetPack's own "
+                                "OpenCV with NumPy 1.x)"})
     from edgecmg import ops
     from edgecmg.kernels import _common
     from edgecmg.model.text import TRANSFORMERS_FOR_OLD_TORCH, _transformers_needs_newer_torch
@@ -120,8 +136,11 @@ def check_environment() -> dict[str, Any]:
                          "fix": TRANSFORMERS_FOR_OLD_TORCH})
     if info["jetson_l4t"] and opencv_has_gstreamer() is False:
         problems.append({"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
-                         "fix": "pip uninstall opencv-python-headless, so that JetPack's OpenCV (python3-opencv) "
-                                "is the one imported, in a venv made with --system-site-packages"})
+                         "fix": "pip uninstall opencv-python-headless, so that JetPack's own OpenCV (sudo apt "
+                                "install nvidia-jetpack) is the one imported, in a venv made with "
+                                "--system-site-packages"})
+    if info["jetson_l4t"]:
+        problems.extend(_jetson_tensorrt_problems(info["tensorrt"]))
 
     report["onnxruntime_providers"] = available_providers()
     report["backends"] = [{"backend": spec.backend, "device": spec.device, "what": spec.what,

@@ -772,8 +772,9 @@ def _gstreamer_hint(custom_opener: bool) -> str:
     if not custom_opener and opencv_has_gstreamer() is False:
         return (
             "This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); "
-            "on Jetson use the OpenCV that ships with JetPack (python3-opencv), or build OpenCV "
-            "with -DWITH_GSTREAMER=ON."
+            "on Jetson, pip uninstall opencv-python-headless so that JetPack's own OpenCV (sudo apt install "
+            "nvidia-jetpack) is imported, from a venv made with --system-site-packages; elsewhere build "
+            "OpenCV with -DWITH_GSTREAMER=ON."
         )
     return "Check the pipeline with gst-launch-1.0 (replace appsink by fakesink) and that it ends in appsink."
 
