@@ -35,7 +35,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 from edgecmg import __version__, magic
 from edgecmg.config import EngineConfig, expect_config
@@ -404,22 +404,28 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
       inputs from DequantizeLinear.
     Returns a list of human-readable problems, empty when the graph looks TensorRT-friendly.
     """
-    onnx = _onnx()
     model = _as_model(model_or_path)
-    problems: list[str] = []
+    problems = _opset_problems(model)
+    lookups = _graph_lookups(model, max_batch)
+    problems += _operator_problems(model.graph, lookups)
+    problems += _tensor_problems(lookups, max_batch, strict_shapes)
+    problems += _qdq_problems(model.graph, lookups)
+    return problems
+
+
+class _GraphLookups(NamedTuple):
+    """What the sections of ``check_onnx_for_tensorrt`` read of the graph, built once for all of them."""
+
+    types: dict[str, Any]  # name -> tensor type, shapes inferred at batch = max_batch
+    constants: dict[str, Any]  # name -> numpy array of initializers and Constant-node outputs
+    initializers: set[str]
+    producers: dict[str, Any]  # tensor name -> the node that writes it
+    consumers: dict[str, list]  # tensor name -> the nodes that read it
+
+
+def _graph_lookups(model, max_batch: int) -> _GraphLookups:
     graph = model.graph
-
-    # opsets
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            if not TENSORRT_OPSETS[0] <= o.version <= TENSORRT_OPSETS[1]:
-                problems.append(f"opset {o.version}: TensorRT 10/11 support is verified for opsets "
-                                f"{TENSORRT_OPSETS[0]}..{TENSORRT_OPSETS[1]}; export with --opset 17")
-        elif any(n.domain == o.domain for n in graph.node):
-            problems.append(f"operator domain '{o.domain}' (e.g. ONNX Runtime contrib ops) is not parsed by TensorRT")
-
-    inferred = _with_batch(model, max_batch)
-    types = tensor_types(inferred)
+    types = tensor_types(_with_batch(model, max_batch))
     constants = _constant_values(model)
     initializers = {i.name for i in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
@@ -427,22 +433,43 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    elem_name = onnx.TensorProto.DataType.Name
+    return _GraphLookups(types, constants, initializers, producers, consumers)
 
-    # operators and their restrictions
+
+def _node_label(node) -> str:
+    return f"{node.op_type} node '{node.name or node.output[0]}'"
+
+
+def _opset_problems(model) -> list[str]:
+    """The default-domain opset outside TENSORRT_OPSETS, and every other domain that a node uses."""
+    problems = []
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            if not TENSORRT_OPSETS[0] <= o.version <= TENSORRT_OPSETS[1]:
+                problems.append(f"opset {o.version}: TensorRT 10/11 support is verified for opsets "
+                                f"{TENSORRT_OPSETS[0]}..{TENSORRT_OPSETS[1]}; export with --opset 17")
+        elif any(n.domain == o.domain for n in model.graph.node):
+            problems.append(f"operator domain '{o.domain}' (e.g. ONNX Runtime contrib ops) is not parsed by TensorRT")
+    return problems
+
+
+def _operator_problems(graph, lookups: _GraphLookups) -> list[str]:
+    """Operators outside TENSORRT_OPS, and the restrictions of those inside it."""
+    problems = []
     for node in graph.node:
-        label = f"{node.op_type} node '{node.name or node.output[0]}'"
+        label = _node_label(node)
         if node.domain not in ("", "ai.onnx"):
-            continue  # reported with its domain above
+            continue  # reported with its domain by _opset_problems
         if node.op_type not in TENSORRT_OPS:
             problems.append(f"{label}: operator {node.op_type} is not supported by TensorRT's ONNX parser")
             continue
         for idx in _CONSTANT_INPUTS.get(node.op_type, ()):
             if idx < len(node.input) and node.input[idx]:
                 src = node.input[idx]
-                prod = producers.get(src)
-                from_dq = prod is not None and prod.op_type == "DequantizeLinear" and prod.input[0] in constants
-                if src not in constants and not from_dq:
+                prod = lookups.producers.get(src)
+                from_dq = (prod is not None and prod.op_type == "DequantizeLinear"
+                           and prod.input[0] in lookups.constants)
+                if src not in lookups.constants and not from_dq:
                     problems.append(f"{label}: input {idx} ('{src}') must be a constant for TensorRT")
         if node.op_type == "Resize":
             mode = _attr(node, "mode", b"nearest")
@@ -457,19 +484,26 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
             kernel = _attr(node, "kernel_shape", [])
             if len(kernel) not in (2, 3):
                 problems.append(f"{label}: TensorRT pools in 2-D or 3-D only (kernel {list(kernel)})")
+    return problems
 
-    # types and volumes
+
+def _tensor_problems(lookups: _GraphLookups, max_batch: int, strict_shapes: bool) -> list[str]:
+    """float64 tensors, uint8 tensors read by more than Cast/DQ, and volumes past MAX_TENSOR_VOLUME at
+    ``max_batch``; tensors of unresolved shape are a problem with ``strict_shapes``, else logged."""
+    onnx = _onnx()
+    problems = []
     unknown = []
-    for name, ttype in types.items():
+    for name, ttype in lookups.types.items():
         elem = ttype.elem_type
         if elem == onnx.TensorProto.DOUBLE:
             problems.append(f"tensor '{name}' is float64: TensorRT has no double kernels; export float32")
-        if elem == onnx.TensorProto.UINT8 and name not in initializers:
-            bad = [n.op_type for n in consumers.get(name, []) if n.op_type not in ("Cast", "DequantizeLinear")]
-            if bad:  # uint8 Q/DQ tensors are reported with the Q/DQ checks below
+        if elem == onnx.TensorProto.UINT8 and name not in lookups.initializers:
+            bad = [n.op_type for n in lookups.consumers.get(name, [])
+                   if n.op_type not in ("Cast", "DequantizeLinear")]
+            if bad:  # uint8 Q/DQ tensors are reported with the Q/DQ checks
                 problems.append(f"uint8 tensor '{name}' feeds {bad}: TensorRT takes uint8 only as network I/O "
                                 "going through a Cast; cast it to float first")
-        if name in initializers:
+        if name in lookups.initializers:
             continue
         dims = ttype.shape.dim if ttype.HasField("shape") else None
         if dims is None or any(not d.HasField("dim_value") for d in dims):
@@ -489,50 +523,75 @@ def check_onnx_for_tensorrt(model_or_path, *, max_batch: int = 8, strict_shapes:
             problems.append(msg)
         else:
             log.info(msg)
-
-    # Q/DQ structure
-    for node in graph.node:
-        label = f"{node.op_type} node '{node.name or node.output[0]}'"
-        scale = constants.get(node.input[1]) if node.op_type in _QDQ_OPS and len(node.input) > 1 else None
-        if node.op_type == "QuantizeLinear":
-            outs = consumers.get(node.output[0], [])
-            if not outs or any(c.op_type != "DequantizeLinear" for c in outs):
-                problems.append(f"{label}: its output must feed DequantizeLinear only (a Q/DQ pair), "
-                                f"feeds {[c.op_type for c in outs] or 'nothing'}")
-            if scale is None:
-                problems.append(f"{label}: scale must be a constant")
-            elif node.input[0] not in constants and scale.size != 1:
-                problems.append(f"{label}: activation scale is per-channel ({scale.size} values); TensorRT "
-                                "quantises activations per tensor")
-        if node.op_type in _QDQ_OPS:
-            as_float = None if scale is None else scale.astype("float64")
-            if as_float is not None and not ((as_float > 0) & (as_float < float("inf"))).all():  # NaN fails too
-                problems.append(f"{label}: scale from {float(as_float.min())} to {float(as_float.max())}; TensorRT "
-                                "needs every scale finite and strictly positive")
-            zp_name = node.input[2] if len(node.input) > 2 else ""
-            qtype = None
-            if zp_name:
-                zp = constants.get(zp_name)
-                if zp is None:
-                    problems.append(f"{label}: zero point must be a constant")
-                elif zp.any():
-                    problems.append(f"{label}: zero point is not 0; TensorRT quantises symmetrically "
-                                    "(calibrate with the 'tensorrt' profile)")
-                qtype = types.get(zp_name).elem_type if zp_name in types else None
-            if node.op_type == "DequantizeLinear" and node.input[0] in types:
-                qtype = types[node.input[0]].elem_type
-            if qtype is not None and elem_name(qtype) not in _QUANT_TYPES:
-                problems.append(f"{label}: quantised type {elem_name(qtype)}; TensorRT accepts "
-                                f"{'/'.join(t.lower() for t in _QUANT_TYPES)} only (no int32 bias, no uint8)")
-        if node.op_type in QUANTIZABLE_OPS:
-            data_inputs = [n for n in node.input[:2] if n]
-            from_dq = [producers.get(n) is not None and producers[n].op_type == "DequantizeLinear"
-                       for n in data_inputs]
-            if any(from_dq) and not all(from_dq):
-                missing = [n for n, ok in zip(data_inputs, from_dq) if not ok]
-                problems.append(f"{label}: quantised op without a Q/DQ pair on input(s) {missing}; TensorRT "
-                                "needs DequantizeLinear on every data and weight input of an INT8 op")
     return problems
+
+
+def _qdq_problems(graph, lookups: _GraphLookups) -> list[str]:
+    """The Q/DQ structure TensorRT needs, node by node (see check_onnx_for_tensorrt)."""
+    problems = []
+    for node in graph.node:
+        label = _node_label(node)
+        scale = lookups.constants.get(node.input[1]) if node.op_type in _QDQ_OPS and len(node.input) > 1 else None
+        if node.op_type == "QuantizeLinear":
+            problems += _quantize_problems(node, label, scale, lookups)
+        if node.op_type in _QDQ_OPS:
+            problems += _scale_and_zero_point_problems(node, label, scale, lookups)
+        if node.op_type in QUANTIZABLE_OPS:
+            problems += _quantised_input_problems(node, label, lookups)
+    return problems
+
+
+def _quantize_problems(node, label: str, scale, lookups: _GraphLookups) -> list[str]:
+    """A QuantizeLinear that feeds more than DequantizeLinear, or whose scale is not one constant per tensor."""
+    problems = []
+    outs = lookups.consumers.get(node.output[0], [])
+    if not outs or any(c.op_type != "DequantizeLinear" for c in outs):
+        problems.append(f"{label}: its output must feed DequantizeLinear only (a Q/DQ pair), "
+                        f"feeds {[c.op_type for c in outs] or 'nothing'}")
+    if scale is None:
+        problems.append(f"{label}: scale must be a constant")
+    elif node.input[0] not in lookups.constants and scale.size != 1:
+        problems.append(f"{label}: activation scale is per-channel ({scale.size} values); TensorRT "
+                        "quantises activations per tensor")
+    return problems
+
+
+def _scale_and_zero_point_problems(node, label: str, scale, lookups: _GraphLookups) -> list[str]:
+    """A Q/DQ scale not finite and positive, a zero point not a constant 0, a type outside _QUANT_TYPES."""
+    elem_name = _onnx().TensorProto.DataType.Name
+    problems = []
+    as_float = None if scale is None else scale.astype("float64")
+    if as_float is not None and not ((as_float > 0) & (as_float < float("inf"))).all():  # NaN fails too
+        problems.append(f"{label}: scale from {float(as_float.min())} to {float(as_float.max())}; TensorRT "
+                        "needs every scale finite and strictly positive")
+    zp_name = node.input[2] if len(node.input) > 2 else ""
+    qtype = None
+    if zp_name:
+        zp = lookups.constants.get(zp_name)
+        if zp is None:
+            problems.append(f"{label}: zero point must be a constant")
+        elif zp.any():
+            problems.append(f"{label}: zero point is not 0; TensorRT quantises symmetrically "
+                            "(calibrate with the 'tensorrt' profile)")
+        qtype = lookups.types.get(zp_name).elem_type if zp_name in lookups.types else None
+    if node.op_type == "DequantizeLinear" and node.input[0] in lookups.types:
+        qtype = lookups.types[node.input[0]].elem_type
+    if qtype is not None and elem_name(qtype) not in _QUANT_TYPES:
+        problems.append(f"{label}: quantised type {elem_name(qtype)}; TensorRT accepts "
+                        f"{'/'.join(t.lower() for t in _QUANT_TYPES)} only (no int32 bias, no uint8)")
+    return problems
+
+
+def _quantised_input_problems(node, label: str, lookups: _GraphLookups) -> list[str]:
+    """A Conv/ConvTranspose/Gemm/MatMul with DequantizeLinear on some of its data and weight inputs only."""
+    data_inputs = [n for n in node.input[:2] if n]
+    from_dq = [lookups.producers.get(n) is not None and lookups.producers[n].op_type == "DequantizeLinear"
+               for n in data_inputs]
+    if any(from_dq) and not all(from_dq):
+        missing = [n for n, ok in zip(data_inputs, from_dq) if not ok]
+        return [f"{label}: quantised op without a Q/DQ pair on input(s) {missing}; TensorRT "
+                "needs DequantizeLinear on every data and weight input of an INT8 op"]
+    return []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -590,7 +649,6 @@ def _qdq_for_fp16(model):
     before, to the new step. A scale beyond float16's range is refused. Changes ``model`` in place
     (``convert_to_fp16`` passes its own copy); returns it, or the opset-converted copy."""
     onnx = _onnx()
-    import numpy as np
     from onnx import numpy_helper
 
     default = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -598,9 +656,22 @@ def _qdq_for_fp16(model):
         model = onnx.version_converter.convert_version(model, QDQ_FP16_OPSET)
     model.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
     inits = {i.name: i for i in model.graph.initializer}
+    scales = _fp16_scales(model.graph, inits)
+    _requantise_weights(model.graph, inits, scales)
+    for name, (old, new) in scales.items():
+        inits[name].CopyFrom(numpy_helper.from_array(new.reshape(old.shape), name))
+    return model
+
+
+def _fp16_scales(graph, inits: dict[str, Any]) -> dict[str, Any]:
+    """Scale initializer of a Q/DQ node -> (old float32 values, new float16-exact float32 values), the
+    new ones clamped up to float16's smallest normal; EngineBuildError for a scale beyond its range."""
+    import numpy as np
+    from onnx import numpy_helper
+
     tiny, largest = np.finfo(np.float16).tiny, np.finfo(np.float16).max
-    scales = {}  # scale initializer -> (old float32 values, new float16-exact float32 values)
-    for node in model.graph.node:
+    scales = {}
+    for node in graph.node:
         if node.op_type in _QDQ_OPS and len(node.input) > 1 and node.input[1] in inits:
             name = node.input[1]
             if name not in scales:
@@ -611,6 +682,15 @@ def _qdq_for_fp16(model):
                         f"range ({float(largest):g}), so this INT8 graph cannot run its float layers in FP16; "
                         "calibrate again (its activation ranges are unusable)")
                 scales[name] = (old, np.maximum(old, tiny).astype(np.float16).astype(np.float32))
+    return scales
+
+
+def _requantise_weights(graph, inits: dict[str, Any], scales: dict[str, Any]) -> None:
+    """Re-quantise each constant integer weight behind a scale that changed against its new scale, from
+    the original codes, once per (weight, scale) pair; a weight under a second scale gets its own copy."""
+    import numpy as np
+    from onnx import numpy_helper
+
     codes: dict[str, Any] = {}  # the original codes and zero points, read before any is re-quantised
 
     def original(name: str):
@@ -619,7 +699,7 @@ def _qdq_for_fp16(model):
         return codes[name]
 
     requantised: dict[str, str] = {}  # weight -> the scale its codes were re-quantised against
-    for node in model.graph.node:
+    for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in scales:
             continue
         old, new = scales[node.input[1]]
@@ -631,23 +711,27 @@ def _qdq_for_fp16(model):
         if requantised.get(weight) == node.input[1]:
             continue
         zp = original(node.input[2]).astype(np.float64) if len(node.input) > 2 and node.input[2] in inits else 0.0
-        shape = [1] * q.ndim
-        if old.size > 1:  # per channel along the node's axis (default 1)
-            shape[_attr(node, "axis", 1) % q.ndim] = old.size
-        zp = np.reshape(zp, shape) if np.ndim(zp) else zp
-        values = (q.astype(np.float64) - zp) * old.reshape(shape)
-        requant = np.clip(np.round(values / new.reshape(shape)) + zp, *limits).astype(q.dtype)
+        requant = _requantised_codes(node, q, zp, old, new, limits)
         if weight in requantised:  # shared with another scale: this node gets a copy of its own
             name = f"{weight}_{node.name or len(inits)}_fp16_codes"
-            model.graph.initializer.append(numpy_helper.from_array(requant, name))
-            inits[name] = model.graph.initializer[-1]
+            graph.initializer.append(numpy_helper.from_array(requant, name))
+            inits[name] = graph.initializer[-1]
             node.input[0] = name
         else:
             inits[weight].CopyFrom(numpy_helper.from_array(requant, weight))
             requantised[weight] = node.input[1]
-    for name, (old, new) in scales.items():
-        inits[name].CopyFrom(numpy_helper.from_array(new.reshape(old.shape), name))
-    return model
+
+
+def _requantised_codes(node, q, zp, old, new, limits: tuple[int, int]):
+    """Codes ``q`` (zero point ``zp``) dequantized with scale ``old`` and quantised again with ``new``."""
+    import numpy as np
+
+    shape = [1] * q.ndim
+    if old.size > 1:  # per channel along the node's axis (default 1)
+        shape[_attr(node, "axis", 1) % q.ndim] = old.size
+    zp = np.reshape(zp, shape) if np.ndim(zp) else zp
+    values = (q.astype(np.float64) - zp) * old.reshape(shape)
+    return np.clip(np.round(values / new.reshape(shape)) + zp, *limits).astype(q.dtype)
 
 
 def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP32_OPS,
@@ -672,40 +756,18 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
     keep_ops, keep_prefixes, keep_nodes = set(keep_fp32_ops), tuple(keep_fp32_prefixes), set(keep_fp32_nodes)
     model = onnx.ModelProto()
     model.CopyFrom(src)
-    graph = model.graph
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
-    # Constant nodes -> initializers, so every constant is handled alike (a scale written as
-    # value_float would otherwise stay float32 behind a node marked float16).
-    nodes = []
-    for node in graph.node:
-        value = _constant_tensor(node) if node.op_type == "Constant" else None
-        if value is not None:
-            value.name = node.output[0]
-            graph.initializer.append(value)
-        else:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    if not set(_QDQ_OPS) <= keep_ops and any(n.op_type in _QDQ_OPS for n in graph.node):
+    _constants_to_initializers(model.graph)
+    if not set(_QDQ_OPS) <= keep_ops and any(n.op_type in _QDQ_OPS for n in model.graph.node):
         model = _qdq_for_fp16(model)  # after the step above, so that every scale is an initializer
-        graph = model.graph
+    graph = model.graph
 
     del graph.value_info[:]
     inferred = onnx.shape_inference.infer_shapes(model)
     elem = {name: t.elem_type for name, t in tensor_types(inferred).items()}
     inits = {i.name: i for i in graph.initializer}
-    used_names = {n for node in graph.node for n in (*node.input, *node.output)} | set(inits) | \
-        {v.name for v in (*graph.input, *graph.output)}
-
-    def fresh(base: str) -> str:
-        name, i = base, 0
-        while name in used_names:
-            i += 1
-            name = f"{base}_{i}"
-        used_names.add(name)
-        return name
-
+    fresh = _fresh_names(graph)
     precision: dict[str, int] = {v.name: FLOAT for v in graph.input if elem.get(v.name) == FLOAT}
     half_inits: dict[str, str] = {}
     casts: dict[tuple[str, int], str] = {}
@@ -742,40 +804,93 @@ def convert_to_fp16(model_or_path, *, keep_fp32_ops: Iterable[str] = DEFAULT_FP3
             want = FLOAT if (node.op_type, i) in _FP32_ONLY_INPUTS else want_default
             node.input[i] = provide(name, want)
         if not fp32_node:
-            if node.op_type == "Cast" and _attr(node, "to") == FLOAT:
-                for a in node.attribute:
-                    if a.name == "to":
-                        a.i = HALF
-            if node.op_type == "ConstantOfShape":
-                for a in node.attribute:
-                    if a.name == "value" and a.t.data_type == FLOAT:
-                        a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+            _float_attributes_to_fp16(node)
         for out in node.output:
             if out and elem.get(out) == FLOAT:
                 precision[out] = FLOAT if fp32_node else HALF
         new_nodes.append(node)
 
-    # Graph outputs keep float32: rename the fp16 producer's tensor and Cast back under the old name.
+    _cast_outputs_back_to_fp32(graph, new_nodes, precision, fresh)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    _drop_unread_initializers(graph)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _constants_to_initializers(graph) -> None:
+    """Constant nodes become initializers, so that the cast pass handles every constant alike (a scale
+    written as value_float would otherwise stay float32 behind a node marked float16)."""
+    nodes = []
+    for node in graph.node:
+        value = _constant_tensor(node) if node.op_type == "Constant" else None
+        if value is not None:
+            value.name = node.output[0]
+            graph.initializer.append(value)
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _fresh_names(graph):
+    """A function that returns ``base``, or ``base_1``, ``base_2``, ..., never a name ``graph`` uses
+    nor one it returned before."""
+    used_names = {n for node in graph.node for n in (*node.input, *node.output)} | \
+        {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+
+    def fresh(base: str) -> str:
+        name, i = base, 0
+        while name in used_names:
+            i += 1
+            name = f"{base}_{i}"
+        used_names.add(name)
+        return name
+
+    return fresh
+
+
+def _float_attributes_to_fp16(node) -> None:
+    """A float16 node's float32 attributes made float16: a Cast's target type, a ConstantOfShape's value."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    if node.op_type == "Cast" and _attr(node, "to") == TensorProto.FLOAT:
+        for a in node.attribute:
+            if a.name == "to":
+                a.i = TensorProto.FLOAT16
+    if node.op_type == "ConstantOfShape":
+        for a in node.attribute:
+            if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+
+
+def _cast_outputs_back_to_fp32(graph, new_nodes: list, precision: dict[str, int], fresh) -> None:
+    """Graph outputs keep float32: the fp16 producer's tensor is renamed in ``new_nodes`` and a Cast
+    appended to them gives it back under the old name."""
+    from onnx import TensorProto, helper
+
     renames = {}
     for out in graph.output:
-        if precision.get(out.name) == HALF:
+        if precision.get(out.name) == TensorProto.FLOAT16:
             renames[out.name] = fresh(out.name + "_fp16")
     if renames:
         for node in new_nodes:
             node.input[:] = [renames.get(n, n) for n in node.input]
             node.output[:] = [renames.get(n, n) for n in node.output]
         for old, new in renames.items():
-            new_nodes.append(helper.make_node("Cast", [new], [old], to=FLOAT, name=fresh(f"cast_{old}_to_fp32")))
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    # Drop float32 initializers nobody reads any more.
+            new_nodes.append(helper.make_node("Cast", [new], [old], to=TensorProto.FLOAT,
+                                              name=fresh(f"cast_{old}_to_fp32")))
+
+
+def _drop_unread_initializers(graph) -> None:
+    """Drop the initializers nobody reads any more (the float32 originals of float16 copies)."""
     read = {n for node in graph.node for n in node.input}
-    keep = [i for i in graph.initializer if i.name in read or i.name in {o.name for o in graph.output}]
+    outputs = {o.name for o in graph.output}
+    keep = [i for i in graph.initializer if i.name in read or i.name in outputs]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    model = onnx.shape_inference.infer_shapes(model)
-    onnx.checker.check_model(model)
-    return model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -862,15 +977,7 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     caps = _capabilities(trt)
     logger = _LogBridge.make(trt)
     builder = trt.Builder(logger)
-    flags = 0
-    if strongly_typed:
-        if not caps.strongly_typed_flag:
-            raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
-                                   "needs TensorRT >= 10 (JetPack 6.1 or later; JetPack 6.0 ships TensorRT 8.6)")
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    if caps.major < 10 and caps.explicit_batch_flag:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(_network_flags(trt, caps, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(network_bytes, source):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -882,10 +989,43 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
         bconfig.set_flag(trt.BuilderFlag.FP16)
         if fp32_prefixes and pin_fp32_layers(network, trt, fp32_prefixes):
             bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    shapes = _add_optimisation_profile(builder, bconfig, network, config.profile_batches, source)
+    if config.dla_core is not None:
+        _use_dla(trt, builder, bconfig, config.dla_core)
+    cache_path = Path(config.timing_cache) if config.timing_cache else None
+    if cache_path is not None:
+        _use_timing_cache(bconfig, cache_path)
 
+    serialized = builder.build_serialized_network(network, bconfig)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT could not build an engine from {source} (precision {config.precision}); "
+                               "the TensorRT errors are in the log above")
+    plan = bytes(memoryview(serialized))
+    if cache_path is not None:
+        cache_bytes = bytes(memoryview(bconfig.get_timing_cache().serialize()))
+        atomic_write_bytes(cache_path, cache_bytes, what="the timing cache", sync=False)
+    return plan, shapes
+
+
+def _network_flags(trt, caps: _Capabilities, strongly_typed: bool) -> int:
+    """create_network's flags: STRONGLY_TYPED when asked for, EXPLICIT_BATCH before TensorRT 10."""
+    flags = 0
+    if strongly_typed:
+        if not caps.strongly_typed_flag:
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
+                                   "needs TensorRT >= 10 (JetPack 6.1 or later; JetPack 6.0 ships TensorRT 8.6)")
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if caps.major < 10 and caps.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return flags
+
+
+def _add_optimisation_profile(builder, bconfig, network, batches, source: str) -> dict[str, Any]:
+    """One optimisation profile: a dynamic batch spans ``batches`` (min, opt, max), other dims are
+    fixed. Returns {input: {"min", "opt", "max", "dtype"}} for the engine header."""
     profile = builder.create_optimization_profile()
     shapes: dict[str, Any] = {}
-    lo, opt, hi = config.profile_batches
+    lo, opt, hi = batches
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dims = list(tensor.shape)
@@ -906,36 +1046,31 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
     if bconfig.add_optimization_profile(profile) < 0:
         raise EngineBuildError(f"TensorRT refused the optimisation profile {shapes} of {source} (see the TensorRT "
                                "log above)")
+    return shapes
 
-    if config.dla_core is not None:
-        available = int(getattr(builder, "num_DLA_cores", 0))
-        if config.dla_core >= available:
-            raise EngineBuildError(f"DLA core {config.dla_core} requested but this device has {available} DLA "
-                                   "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano)")
-        bconfig.default_device_type = trt.DeviceType.DLA
-        bconfig.DLA_core = int(config.dla_core)
-        bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    cache_path = Path(config.timing_cache) if config.timing_cache else None
-    if cache_path is not None:
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = bconfig.create_timing_cache(data)
-        if cache is None:  # TensorRT returns None for a blob it cannot read
-            log.warning("timing cache %s is unreadable; building without it (it is rewritten after)", cache_path)
-            cache = bconfig.create_timing_cache(b"")
-        if not bconfig.set_timing_cache(cache, ignore_mismatch=False):
-            log.warning("timing cache %s does not match this GPU/TensorRT; building without it", cache_path)
-            bconfig.set_timing_cache(bconfig.create_timing_cache(b""), ignore_mismatch=False)
+def _use_dla(trt, builder, bconfig, dla_core: int) -> None:
+    """Run on DLA core ``dla_core``, with the layers DLA cannot run falling back to the GPU."""
+    available = int(getattr(builder, "num_DLA_cores", 0))
+    if dla_core >= available:
+        raise EngineBuildError(f"DLA core {dla_core} requested but this device has {available} DLA "
+                               "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano)")
+    bconfig.default_device_type = trt.DeviceType.DLA
+    bconfig.DLA_core = int(dla_core)
+    bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    serialized = builder.build_serialized_network(network, bconfig)
-    if serialized is None:
-        raise EngineBuildError(f"TensorRT could not build an engine from {source} (precision {config.precision}); "
-                               "the TensorRT errors are in the log above")
-    plan = bytes(memoryview(serialized))
-    if cache_path is not None:
-        cache_bytes = bytes(memoryview(bconfig.get_timing_cache().serialize()))
-        atomic_write_bytes(cache_path, cache_bytes, what="the timing cache", sync=False)
-    return plan, shapes
+
+def _use_timing_cache(bconfig, cache_path: Path) -> None:
+    """Build with the timing cache in ``cache_path``, or with an empty one where it is missing, unreadable
+    or from another GPU/TensorRT (build_plan writes it back after the build)."""
+    data = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = bconfig.create_timing_cache(data)
+    if cache is None:  # TensorRT returns None for a blob it cannot read
+        log.warning("timing cache %s is unreadable; building without it (it is rewritten after)", cache_path)
+        cache = bconfig.create_timing_cache(b"")
+    if not bconfig.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("timing cache %s does not match this GPU/TensorRT; building without it", cache_path)
+        bconfig.set_timing_cache(bconfig.create_timing_cache(b""), ignore_mismatch=False)
 
 
 def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
@@ -946,7 +1081,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     gets its header, and the scorer for featurizer graphs, so it is self-sufficient.
     """
     config = expect_config(config, EngineConfig, "build_engine")
-    from edgecmg.export import SCORER_KEY, SCORER_PREFIX, file_sha256, metadata_props, read_onnx_header
+    from edgecmg.export import SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header
 
     onnx_path = Path(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
@@ -956,13 +1091,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     model_header = read_onnx_header(model, str(onnx_path))
     props = metadata_props(model)
     quantized = is_quantized(model)
-    if config.precision == "int8" and not quantized:
-        raise EngineBuildError(
-            f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: INT8 needs explicit quantisation "
-            "(TensorRT 10.1 deprecated and 11 removed implicit calibration). Make one with "
-            f"`edgecmg calibrate M.edgecmg --data DIR -o M.int8.onnx`, then build that file")
-    if quantized and config.precision != "int8":
-        raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with --precision int8")
+    _check_precision_matches(onnx_path, config.precision, quantized)
     trt = import_tensorrt()
     caps = _capabilities(trt)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
@@ -988,8 +1117,33 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
             raise EngineBuildError(f"{exc}. The graph check found: " + "; ".join(problems[:5])) from exc
         raise
     platform = current_platform(trt)
+    header = _engine_header(onnx_path, config, model_header, shapes, platform, strongly=strongly,
+                            fp16_cast=fp16_cast, started=started)
+    scorer = base64.b64decode(props[SCORER_KEY]) if SCORER_KEY in props else b""
+    write_engine_file(out_path, header, plan, scorer)
+    log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
+             platform.describe())
+    return out_path
+
+
+def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -> None:
+    """INT8 needs a Q/DQ graph, and a Q/DQ graph builds as INT8 only."""
+    if precision == "int8" and not quantized:
+        raise EngineBuildError(
+            f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: INT8 needs explicit quantisation "
+            "(TensorRT 10.1 deprecated and 11 removed implicit calibration). Make one with "
+            f"`edgecmg calibrate M.edgecmg --data DIR -o M.int8.onnx`, then build that file")
+    if quantized and precision != "int8":
+        raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with --precision int8")
+
+
+def _engine_header(onnx_path: Path, config: EngineConfig, model_header: dict[str, Any], shapes: dict[str, Any],
+                   platform: Platform, *, strongly: bool, fp16_cast: bool, started: float) -> dict[str, Any]:
+    """The engine file's JSON header; build_seconds counts from ``started`` to now."""
+    from edgecmg.export import file_sha256
+
     export_info = model_header.get("export", {})
-    header = {
+    return {
         "tensorrt": platform.tensorrt,
         "gpu": {"name": platform.gpu_name, "compute_capability": platform.compute_capability},
         "precision": config.precision,
@@ -1007,8 +1161,3 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
         "build_seconds": round(time.perf_counter() - started, 2),
         "model": model_header,
     }
-    scorer = base64.b64decode(props[SCORER_KEY]) if SCORER_KEY in props else b""
-    write_engine_file(out_path, header, plan, scorer)
-    log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
-             platform.describe())
-    return out_path
