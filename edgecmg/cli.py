@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 needs a Q/DQ model from calibrate; its float layers run in fp16")
     p.add_argument("--timing-cache", help="timing cache file (read and updated)")
     p.add_argument("--dla", type=int, choices=(0, 1),  # no Jetson has more than two DLA cores (some have one)
-                   help="run on this DLA core of a Jetson Orin or Xavier, with GPU fallback (default: the GPU only)")
+                   help="run on this DLA core of a Jetson AGX or NX Orin (an Orin Nano has none), with GPU fallback "
+                        "(default: the GPU only); fp16 from an export, or int8 with TensorRT 11.4.1 or later")
     p.add_argument("--max-batch", type=int,
                    help="largest batch the engine accepts (default 8; with --dla the one fixed batch, default 1)")
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")

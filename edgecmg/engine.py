@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Platform:
     tensorrt: str
     gpu_name: str
     compute_capability: str
+    dla_cores: Optional[int] = None  # None: not known (a DLA engine is then not checked against it)
 
     def describe(self) -> str:
         return f"TensorRT {self.tensorrt} on {self.gpu_name} (compute capability {self.compute_capability})"
@@ -137,7 +139,16 @@ def _cuda_python_runtime():
 def current_platform(trt=None, device: int = 0) -> Platform:
     trt = trt or import_tensorrt()
     name, cc = gpu_info(device)
-    return Platform(str(trt.__version__), name, cc)
+    return Platform(str(trt.__version__), name, cc, _dla_cores(trt))
+
+
+def _dla_cores(trt) -> Optional[int]:
+    """DLA cores this TensorRT can use here: 0 on a desktop GPU, an Orin Nano or a TensorRT built
+    without DLA (11.0 to 11.3); None where the runtime cannot be asked."""
+    try:
+        return int(trt.Runtime(_LogBridge.make(trt)).num_DLA_cores)
+    except Exception:  # noqa: BLE001 - no GPU, or a binding without the property
+        return None
 
 
 def _version_key(version: str) -> tuple[str, ...]:
@@ -253,11 +264,14 @@ def load_scorer_from_engine(path: str | Path):
     return scorer_from_bytes(model_header, scorer, str(path)), model_header
 
 
-def rebuild_command(header: dict[str, Any], engine_path: str | Path) -> str:
+def rebuild_command(header: dict[str, Any], engine_path: str | Path, dla_cores: Optional[int] = None) -> str:
+    """The build command for this engine's source; ``--dla`` only where this device has that core
+    (``dla_cores``: None when not known)."""
     source = header.get("source_onnx") or "M.onnx"
     cmd = f"edgecmg build {source} --precision {header.get('precision', 'fp16')}"
-    if header.get("dla_core") is not None:
-        cmd += f" --dla {header['dla_core']}"
+    core = header.get("dla_core")
+    if core is not None and (dla_cores is None or core < dla_cores):
+        cmd += f" --dla {core}"
     return cmd + f" -o {engine_path}"
 
 
@@ -279,15 +293,19 @@ def check_engine_compatible(header: dict[str, Any], current: Optional[Platform] 
             built.compute_capability != current.compute_capability:
         reasons.append(f"it was built for {built.gpu_name} (compute capability {built.compute_capability}), "
                        f"this GPU is {current.gpu_name} (compute capability {current.compute_capability})")
+    core = header.get("dla_core")
+    if core is not None and current.dla_cores is not None and core >= current.dla_cores:
+        # Every Orin has compute capability 8.7: an AGX engine on an Orin Nano passes the checks above.
+        reasons.append(f"it runs on DLA core {core}, and this device has {current.dla_cores} DLA core(s)")
     if reasons:
         raise EngineIncompatibleError(
             f"{path}: cannot run this engine here: {'; '.join(reasons)}. TensorRT engines run only on the "
-            f"TensorRT version and GPU architecture they were built with. Rebuild it on this machine: "
-            f"{rebuild_command(header, path)}")
+            f"TensorRT version and GPU architecture (and DLA core) they were built for. Rebuild it on this machine: "
+            f"{rebuild_command(header, path, current.dla_cores)}")
     if built.gpu_name != current.gpu_name and "unknown" not in (built.gpu_name, current.gpu_name):
         log.warning("%s: built on %s, running on %s (same compute capability %s): it works, but rebuild it "
                     "here for the best kernels: %s", path, built.gpu_name, current.gpu_name,
-                    current.compute_capability, rebuild_command(header, path))
+                    current.compute_capability, rebuild_command(header, path, current.dla_cores))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -991,7 +1009,7 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
             bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     shapes = _add_optimisation_profile(builder, bconfig, network, config.profile_batches, source)
     if config.dla_core is not None:
-        _use_dla(trt, builder, bconfig, config.dla_core)
+        _use_dla(trt, builder, bconfig, network, config.dla_core, source)
     cache_path = Path(config.timing_cache) if config.timing_cache else None
     if cache_path is not None:
         _use_timing_cache(bconfig, cache_path)
@@ -1049,15 +1067,24 @@ def _add_optimisation_profile(builder, bconfig, network, batches, source: str) -
     return shapes
 
 
-def _use_dla(trt, builder, bconfig, dla_core: int) -> None:
-    """Run on DLA core ``dla_core``, with the layers DLA cannot run falling back to the GPU."""
+def _use_dla(trt, builder, bconfig, network, dla_core: int, source: str) -> None:
+    """Run on DLA core ``dla_core``, with the layers DLA cannot run falling back to the GPU; say how
+    many layers the DLA takes, and refuse a build where it would take none (a "DLA" engine that runs
+    wholly on the GPU)."""
     available = int(getattr(builder, "num_DLA_cores", 0))
     if dla_core >= available:
         raise EngineBuildError(f"DLA core {dla_core} requested but this device has {available} DLA "
-                               "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano)")
+                               "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano; "
+                               "TensorRT 11.0 to 11.3 have no DLA support on any device)")
     bconfig.default_device_type = trt.DeviceType.DLA
     bconfig.DLA_core = int(dla_core)
     bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    layers = network.num_layers
+    on_dla = sum(bool(bconfig.can_run_on_DLA(network.get_layer(i))) for i in range(layers))
+    if on_dla == 0:
+        raise EngineBuildError(f"none of the {layers} layers of {source} can run on a DLA: the engine would run "
+                               "on the GPU alone; build it without --dla")
+    log.info("%d of %d layers can run on DLA core %d; the others run on the GPU", on_dla, layers, dla_core)
 
 
 def _use_timing_cache(bconfig, cache_path: Path) -> None:
@@ -1094,9 +1121,11 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     _check_precision_matches(onnx_path, config.precision, quantized)
     trt = import_tensorrt()
     caps = _capabilities(trt)
+    if quantized and config.dla_core is not None:
+        _check_int8_dla(trt, onnx_path, config.dla_core)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
     # without the flag (TensorRT 11), and INT8's float layers in FP16 rather than FP32 (Q/DQ scales in
-    # float16 too, so each DequantizeLinear still feeds its quantised op directly; DLA needs it).
+    # float16 too, so each DequantizeLinear still feeds its quantised op directly).
     fp16_cast = (config.precision == "fp16" and not caps.fp16_flag) or quantized
     strongly = fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)  # fp16_cast covers quantized
     if fp16_cast:
@@ -1124,6 +1153,25 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
              platform.describe())
     return out_path
+
+
+# The first TensorRT that places strongly typed networks on a DLA (11.4.1, on JetPack 7.2.2 or later;
+# TensorRT 10 builds DLA engines from builder flags, and 11.0 to 11.3 have no DLA).
+STRONGLY_TYPED_DLA = (11, 4)
+
+
+def _check_int8_dla(trt, onnx_path: Path, dla_core: int) -> None:
+    """INT8 engines are strongly typed networks: refuse a DLA build where TensorRT cannot put those
+    on a DLA, rather than build an engine whose DLA is never used."""
+    numbers = re.findall(r"\d+", str(trt.__version__))
+    version = tuple(int(n) for n in numbers[:2])
+    if version < STRONGLY_TYPED_DLA:
+        raise EngineBuildError(
+            f"{onnx_path}: INT8 on DLA core {dla_core} needs TensorRT {'.'.join(map(str, STRONGLY_TYPED_DLA))} or "
+            f"later: edgecmg builds INT8 engines as strongly typed networks, which TensorRT {trt.__version__} "
+            f"cannot place on a DLA. Build an FP16 engine for the DLA from the FP32 export (edgecmg export "
+            f"M.edgecmg --with-scoring -o M.onnx; edgecmg build M.onnx --precision fp16 --dla {dla_core}), "
+            "or this INT8 model without --dla, on the GPU")
 
 
 def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -> None:

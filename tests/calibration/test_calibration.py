@@ -163,6 +163,27 @@ def test_a_quantised_onnx_is_built_as_int8_only(fake_tensorrt, int8_featurizer, 
     assert not trt.builds and not (tmp_path / "m.engine").exists()
 
 
+def test_int8_on_a_dla_needs_a_tensorrt_that_puts_strongly_typed_networks_there(fake_tensorrt, int8_featurizer,
+                                                                                 tmp_path):
+    """INT8 engines are strongly typed; TensorRT 10 builds DLA engines from precision flags, and only
+    11.4.1 places strongly typed networks on a DLA: before it, the build is refused with the FP16 way."""
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine, read_engine_header
+    from edgecmg.errors import EngineBuildError
+
+    trt = fake_tensorrt(version="10.3.0.26", dla_cores=2)
+    with pytest.raises(EngineBuildError, match=r"INT8 on DLA core 1 needs TensorRT 11\.4 or later.*"
+                                               r"TensorRT 10\.3\.0\.26 cannot place on a DLA.*"
+                                               r"--precision fp16 --dla 1"):
+        build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=1), tmp_path / "m.engine")
+    assert not trt.builds and not (tmp_path / "m.engine").exists()
+    build_engine(int8_featurizer, EngineConfig(precision="int8"), tmp_path / "gpu.engine")  # the GPU: built
+    trt = fake_tensorrt(version="11.4.1.2", fp16_flag=False, int8_flag=False, explicit_batch=False, dla_cores=2)
+    build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=1), tmp_path / "m.engine")
+    assert trt.builds[-1]["strongly_typed"] and trt.builds[-1]["device"] == "DLA"
+    assert read_engine_header(tmp_path / "m.engine")["dla_core"] == 1
+
+
 @pytest.mark.parametrize("flavour,graph", [("10", "featurizer"), ("11", "featurizer"), ("11", "full")])
 def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames_and_labels, torch_reference,
                                                   tmp_path, flavour, graph, ort_float16_qdq):

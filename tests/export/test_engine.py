@@ -94,6 +94,30 @@ def test_incompatible_engine_error_says_which_and_how_to_rebuild(current, expect
     assert "edgecmg build M.int8.onnx --precision int8 -o M.engine" in str(info.value)
 
 
+def test_a_dla_engine_on_a_device_without_that_core_is_refused_with_a_gpu_rebuild():
+    """Every Orin is compute capability 8.7: an AGX Orin's DLA engine on an Orin Nano (no DLA) passes
+    the version and architecture checks, so the core is checked too."""
+    dla = {**HEADER, "dla_core": 1}
+    with pytest.raises(EngineIncompatibleError, match="it runs on DLA core 1, and this device has 0 DLA core") as info:
+        check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7", dla_cores=0), path="M.engine")
+    assert "edgecmg build M.int8.onnx --precision int8 -o M.engine" in str(info.value)  # no --dla where none is
+    with pytest.raises(EngineIncompatibleError, match="this device has 1 DLA core") as info:
+        check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7", dla_cores=1), path="M.engine")
+    assert "--dla" not in str(info.value)
+    check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7", dla_cores=2))
+    check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7"))  # not known: left to TensorRT
+    with pytest.raises(EngineIncompatibleError) as info:  # another reason: the rebuild keeps the core
+        check_engine_compatible(dla, Platform("10.7.0.23", "Orin", "8.7", dla_cores=2), path="M.engine")
+    assert "--precision int8 --dla 1 -o M.engine" in str(info.value)
+
+
+def test_current_platform_counts_the_runtimes_dla_cores(fake_tensorrt):
+    from edgecmg.engine import current_platform
+
+    assert current_platform(fake_tensorrt(dla_cores=2)).dla_cores == 2
+    assert current_platform(fake_tensorrt(dla_cores=0)).dla_cores == 0
+
+
 def test_same_architecture_other_gpu_only_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
         check_engine_compatible(HEADER, Platform("10.3.0.26", "Jetson AGX Orin", "8.7"))
@@ -400,6 +424,25 @@ def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
         build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "n.engine")
     with pytest.raises(ConfigError, match="DLA runs fp16 or int8"):
         EngineConfig(precision="fp32", dla_core=0)
+
+
+def test_a_dla_build_says_how_many_layers_the_dla_takes_and_refuses_none(fake_tensorrt, featurizer_onnx, tmp_path,
+                                                                          caplog):
+    import onnx
+
+    layers = len(onnx.load(str(featurizer_onnx)).graph.node)
+    trt = fake_tensorrt(dla_cores=1)
+    trt.dla_runs = lambda name: "Conv" in name  # the convolutions only
+    convs = sum("Conv" in n.name for n in onnx.load(str(featurizer_onnx)).graph.node)
+    assert 0 < convs < layers
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=0), tmp_path / "m.engine")
+    assert f"{convs} of {layers} layers can run on DLA core 0; the others run on the GPU" in caplog.text
+    trt.dla_runs = lambda name: False
+    with pytest.raises(EngineBuildError, match=f"none of the {layers} layers of .* can run on a DLA: the engine "
+                                               "would run on the GPU alone; build it without --dla"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=0), tmp_path / "n.engine")
+    assert not (tmp_path / "n.engine").exists()
     with pytest.raises(ConfigError, match="dla_core=-1 must be >= 0"):
         EngineConfig(precision="fp16", dla_core=-1)
 

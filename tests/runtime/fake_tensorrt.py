@@ -67,6 +67,7 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
     trt.__version__ = version
     trt.builds = []  # settings of every build, for the tests to inspect
     trt.context_fails = False  # a test sets it to see create_execution_context return None
+    trt.dla_runs = lambda layer_name: True  # which layers can_run_on_DLA accepts (a test may narrow it)
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -236,6 +237,9 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
         def get_timing_cache(self):
             return self.cache
 
+        def can_run_on_DLA(self, layer) -> bool:  # noqa: N802 - TensorRT's name
+            return self.default_device_type == trt.DeviceType.DLA and trt.dla_runs(layer.name)
+
     class Builder:
         def __init__(self, logger) -> None:
             self.logger = logger
@@ -359,6 +363,7 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
     class Runtime:
         def __init__(self, logger) -> None:
             self.DLA_core = -1
+            self.num_DLA_cores = dla_cores
 
         def deserialize_cuda_engine(self, plan: bytes):
             plan = bytes(plan)
