@@ -1,13 +1,33 @@
 """The longer ``edgecmg`` subcommands (stream, capture, bench, info, env), and what every subcommand shares."""
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 from edgecmg.errors import ConfigError, OutputError
 from edgecmg.fileio import check_writable
+
+log = logging.getLogger("edgecmg")
+
+
+def warn_unused_capture_flags(args: Any, source: Any, *, realtime: Optional[bool] = None) -> None:
+    """--capture-size and --capture-fps are requests to a camera (and, in stream, --capture-fps the
+    pace of --realtime images): say so where the source ignores them, rather than let them look
+    applied. ``realtime``: stream's --realtime; None for a command without it."""
+    camera = getattr(source, "kind", None) in ("camera", "csi")
+    if args.capture_size and not camera:
+        log.warning("--capture-size is asked of cameras and csi:// sensors; %s is not one, so it has no effect",
+                    source.name)
+    if args.capture_fps and not camera and not realtime:
+        if realtime is None:
+            log.warning("--capture-fps is asked of cameras and csi:// sensors; %s is not one, so it has no effect",
+                        source.name)
+        else:
+            log.warning("--capture-fps is asked of cameras and csi:// sensors, and paces recordings with "
+                        "--realtime; it has no effect on %s without --realtime", source.name)
 
 
 class Terminated(KeyboardInterrupt):

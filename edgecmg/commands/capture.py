@@ -11,7 +11,7 @@ import logging
 import re
 from pathlib import Path
 
-from edgecmg.commands import output_folder
+from edgecmg.commands import output_folder, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError
 
@@ -42,9 +42,7 @@ def run_capture(args: argparse.Namespace) -> int:
                           capture_fps=args.capture_fps)
     # The source opens first: a mistyped camera or path fails before the folder is made.
     with open_source(args.source, config) as source:
-        if (args.capture_size or args.capture_fps) and getattr(source, "kind", None) not in ("camera", "csi"):
-            log.warning("--capture-size and --capture-fps are asked of cameras and csi:// sensors; %s is not one, "
-                        "so they have no effect", source.name)
+        warn_unused_capture_flags(args, source)
         with output_folder(args.out, "-o/--out") as out:
             first = next_frame_number(out)
             saved: list[Path] = []

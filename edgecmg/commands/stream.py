@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from edgecmg.commands import Terminated, output_file
+from edgecmg.commands import Terminated, output_file, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
 from edgecmg.stream.report import LiveStatusLine
@@ -19,18 +19,6 @@ from edgecmg.stream.report import LiveStatusLine
 log = logging.getLogger("edgecmg")
 
 WINDOW_NAME = "edgecmg"
-
-
-def warn_unused_capture_flags(args: argparse.Namespace, source: Any) -> None:
-    """--capture-size and --capture-fps are requests to a camera (and --capture-fps the pace of
-    --realtime images): say so where the source ignores them, rather than let them look applied."""
-    camera = getattr(source, "kind", None) in ("camera", "csi")
-    if args.capture_size and not camera:
-        log.warning("--capture-size is asked of cameras and csi:// sensors; %s is not one, so it has no effect",
-                    source.name)
-    if args.capture_fps and not camera and not args.realtime:
-        log.warning("--capture-fps is asked of cameras and csi:// sensors, and paces recordings with --realtime; "
-                    "it has no effect on %s without --realtime", source.name)
 
 
 def stream_source(sources: list[str], model: str | None) -> str | list[str]:
@@ -85,7 +73,7 @@ def run_stream(args: argparse.Namespace) -> int:
     except BaseException:
         detector.close()
         raise
-    warn_unused_capture_flags(args, run.pipeline.source)
+    warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
     try:
         check_outputs(args)  # after the source opened: a mistyped source leaves no folder behind
     except BaseException:

@@ -78,4 +78,9 @@ def test_a_missing_source_leaves_no_folder_and_capture_flags_off_a_camera_are_sa
     assert "no such file or folder" in capsys.readouterr().err and not (tmp_path / "a").exists()
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
         assert main(["capture", str(video_file(2)), "-o", str(out), "--capture-size", "640", "480", "-q"]) == 0
-    assert "is not one, so they have no effect" in caplog.text
+    assert "--capture-size is asked of cameras and csi:// sensors" in caplog.text and "so it has no effect" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(["capture", str(video_file(2)), "-o", str(out), "--capture-fps", "5", "-q"]) == 0
+    assert "--capture-fps is asked of cameras and csi:// sensors;" in caplog.text
+    assert "--realtime" not in caplog.text  # capture has no such flag
