@@ -1108,7 +1108,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     gets its header, and the scorer for featurizer graphs, so it is self-sufficient.
     """
     config = expect_config(config, EngineConfig, "build_engine")
-    from edgecmg.export import SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header
+    from edgecmg.export import GRAPH_FEATURIZER, SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header
 
     onnx_path = Path(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
@@ -1152,6 +1152,10 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     write_engine_file(out_path, header, plan, scorer)
     log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
              platform.describe())
+    if header.get("graph") == GRAPH_FEATURIZER:
+        log.info("%s computes patch features only: each frame's memory-bank search then runs on the host CPU "
+                 "after a copy; an engine of the whole detector keeps it on the GPU (build from the output "
+                 "of export or calibrate with --with-scoring)", out_path)
     return out_path
 
 

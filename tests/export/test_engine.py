@@ -375,6 +375,19 @@ def test_a_timing_cache_of_another_gpu_is_not_used(fake_tensorrt, featurizer_onn
     assert cache.read_bytes().startswith(b"fake-timing-cache:1")
 
 
+def test_a_featurizer_engine_build_says_where_its_bank_search_runs(fake_tensorrt, featurizer_onnx, full_onnx,
+                                                                     tmp_path, caplog):
+    fake_tensorrt()
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        build_engine(featurizer_onnx, EngineConfig(precision="fp16"), tmp_path / "f.engine")
+    assert "f.engine computes patch features only: each frame's memory-bank search then runs on the host CPU" \
+        in caplog.text and "--with-scoring" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        build_engine(full_onnx, EngineConfig(precision="fp16"), tmp_path / "full.engine")
+    assert "built fp16 engine" in caplog.text and "patch features only" not in caplog.text
+
+
 def test_fp16_flag_build_keeps_the_scoring_head_in_fp32(fake_tensorrt, full_onnx, tmp_path):
     trt = fake_tensorrt()
     build_engine(full_onnx, EngineConfig(precision="fp16"), tmp_path / "m.engine")
