@@ -27,6 +27,7 @@ not inferred from version numbers.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -69,6 +70,10 @@ TENSORRT_INSTALL_HINT = (
     "follows NVIDIA's newest CUDA; its libraries may come from NVIDIA's package index, pypi.nvidia.com), or "
     "NVIDIA's tar/deb packages")
 MAX_TENSOR_VOLUME = (1 << 31) - 1
+# DLA by TensorRT release (NVIDIA's "Working with DLA"): TensorRT 10 up to 10.7 builds DLA engines from
+# precision flags; 11.4.1 (JetPack 7.2.2) is the first to place strongly typed networks on a DLA.
+STRONGLY_TYPED_DLA_SINCE = (11, 4, 1)
+DLA_RELEASES = "JetPack's TensorRT 10 up to 10.7, or 11.4.1"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,19 +141,28 @@ def _cuda_python_runtime():
     return cudart
 
 
-def current_platform(trt=None, device: int = 0) -> Platform:
+def current_platform(trt=None, device: int = 0, *, dla: bool = False) -> Platform:
+    """The TensorRT version and GPU here; with ``dla`` (for a DLA engine) also the DLA cores, which
+    takes a TensorRT runtime to ask."""
     trt = trt or import_tensorrt()
     name, cc = gpu_info(device)
-    return Platform(str(trt.__version__), name, cc, _dla_cores(trt))
+    return Platform(str(trt.__version__), name, cc, _dla_cores(trt) if dla else None)
 
 
 def _dla_cores(trt) -> Optional[int]:
-    """DLA cores this TensorRT can use here: 0 on a desktop GPU, an Orin Nano or a TensorRT built
-    without DLA (11.0 to 11.3); None where the runtime cannot be asked."""
+    """DLA cores this TensorRT can use here: 0 on a desktop GPU, an Orin Nano, or with a TensorRT
+    without DLA (see DLA_RELEASES); None where the runtime cannot be asked."""
     try:
         return int(trt.Runtime(_LogBridge.make(trt)).num_DLA_cores)
     except Exception:  # noqa: BLE001 - no GPU, or a binding without the property
         return None
+
+
+def tensorrt_version(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a TensorRT version string such as "10.3.0.26" (missing parts are 0;
+    () when it holds no number)."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(version))[:3]]
+    return tuple(numbers + [0] * (3 - len(numbers))) if numbers else ()
 
 
 def _version_key(version: str) -> tuple[str, ...]:
@@ -265,12 +279,14 @@ def load_scorer_from_engine(path: str | Path):
 
 
 def rebuild_command(header: dict[str, Any], engine_path: str | Path, dla_cores: Optional[int] = None) -> str:
-    """The build command for this engine's source; ``--dla`` only where this device has that core
-    (``dla_cores``: None when not known)."""
+    """The build command for this engine's source. Its DLA core where this device has it (``dla_cores``:
+    None when not known), else core 0 where there is one, else no --dla (the GPU)."""
     source = header.get("source_onnx") or "M.onnx"
     cmd = f"edgecmg build {source} --precision {header.get('precision', 'fp16')}"
     core = header.get("dla_core")
-    if core is not None and (dla_cores is None or core < dla_cores):
+    if core is not None and dla_cores is not None and core >= dla_cores:
+        core = 0 if dla_cores > 0 else None
+    if core is not None:
         cmd += f" --dla {core}"
     return cmd + f" -o {engine_path}"
 
@@ -282,7 +298,7 @@ def check_engine_compatible(header: dict[str, Any], current: Optional[Platform] 
     ``current``: the running platform (default: detected; inject one to test). A different GPU model
     of the same compute capability only warns (TensorRT deserializes it, tuned for the other model).
     """
-    current = current or current_platform()
+    current = current or current_platform(dla=header.get("dla_core") is not None)
     built_gpu = header.get("gpu") or {}
     built = Platform(str(header.get("tensorrt", "?")), str(built_gpu.get("name", "?")),
                      str(built_gpu.get("compute_capability", "?")))
@@ -940,6 +956,7 @@ class _LogBridge:
     """Route TensorRT's log to the ``edgecmg`` logger (an ILogger subclass, made lazily)."""
 
     @staticmethod
+    @functools.lru_cache(maxsize=4)  # one per tensorrt module: TensorRT keeps the first logger it is given
     def make(trt):
         class Bridge(trt.ILogger):
             def __init__(self) -> None:
@@ -1009,7 +1026,7 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
             bconfig.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     shapes = _add_optimisation_profile(builder, bconfig, network, config.profile_batches, source)
     if config.dla_core is not None:
-        _use_dla(trt, builder, bconfig, network, config.dla_core, source)
+        _use_dla(trt, builder, bconfig, network, config.dla_core, source, strongly_typed)
     cache_path = Path(config.timing_cache) if config.timing_cache else None
     if cache_path is not None:
         _use_timing_cache(bconfig, cache_path)
@@ -1067,15 +1084,22 @@ def _add_optimisation_profile(builder, bconfig, network, batches, source: str) -
     return shapes
 
 
-def _use_dla(trt, builder, bconfig, network, dla_core: int, source: str) -> None:
+def _use_dla(trt, builder, bconfig, network, dla_core: int, source: str, strongly_typed: bool) -> None:
     """Run on DLA core ``dla_core``, with the layers DLA cannot run falling back to the GPU; say how
-    many layers the DLA takes, and refuse a build where it would take none (a "DLA" engine that runs
-    wholly on the GPU)."""
+    many layers can run there, and refuse a build where none can (a "DLA" engine that runs wholly
+    on the GPU), or a strongly typed network where TensorRT cannot place one on a DLA."""
     available = int(getattr(builder, "num_DLA_cores", 0))
     if dla_core >= available:
         raise EngineBuildError(f"DLA core {dla_core} requested but this device has {available} DLA "
-                               "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano; "
-                               "TensorRT 11.0 to 11.3 have no DLA support on any device)")
+                               "core(s) (DLA exists on Jetson AGX/NX Orin, not on desktop GPUs or Orin Nano, and "
+                               f"only with {DLA_RELEASES})")
+    if strongly_typed and tensorrt_version(trt.__version__) < STRONGLY_TYPED_DLA_SINCE:
+        raise EngineBuildError(
+            f"{source}: INT8 on DLA core {dla_core} needs TensorRT {'.'.join(map(str, STRONGLY_TYPED_DLA_SINCE))} "
+            f"or later: edgecmg builds INT8 engines as strongly typed networks, which TensorRT {trt.__version__} "
+            f"cannot place on a DLA. Build an FP16 engine for the DLA from the FP32 export (edgecmg export "
+            f"M.edgecmg --with-scoring -o M.onnx; edgecmg build M.onnx --precision fp16 --dla {dla_core}), "
+            "or this INT8 model without --dla, on the GPU")
     bconfig.default_device_type = trt.DeviceType.DLA
     bconfig.DLA_core = int(dla_core)
     bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -1121,8 +1145,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     _check_precision_matches(onnx_path, config.precision, quantized)
     trt = import_tensorrt()
     caps = _capabilities(trt)
-    if quantized and config.dla_core is not None:
-        _check_int8_dla(trt, onnx_path, config.dla_core)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
     # without the flag (TensorRT 11), and INT8's float layers in FP16 rather than FP32 (Q/DQ scales in
     # float16 too, so each DequantizeLinear still feeds its quantised op directly).
@@ -1157,25 +1179,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
                  "after a copy; an engine of the whole detector keeps it on the GPU (build from the output "
                  "of export or calibrate with --with-scoring)", out_path)
     return out_path
-
-
-# The first TensorRT that places strongly typed networks on a DLA (11.4.1, on JetPack 7.2.2 or later;
-# TensorRT 10 builds DLA engines from builder flags, and 11.0 to 11.3 have no DLA).
-STRONGLY_TYPED_DLA = (11, 4)
-
-
-def _check_int8_dla(trt, onnx_path: Path, dla_core: int) -> None:
-    """INT8 engines are strongly typed networks: refuse a DLA build where TensorRT cannot put those
-    on a DLA, rather than build an engine whose DLA is never used."""
-    numbers = re.findall(r"\d+", str(trt.__version__))
-    version = tuple(int(n) for n in numbers[:2])
-    if version < STRONGLY_TYPED_DLA:
-        raise EngineBuildError(
-            f"{onnx_path}: INT8 on DLA core {dla_core} needs TensorRT {'.'.join(map(str, STRONGLY_TYPED_DLA))} or "
-            f"later: edgecmg builds INT8 engines as strongly typed networks, which TensorRT {trt.__version__} "
-            f"cannot place on a DLA. Build an FP16 engine for the DLA from the FP32 export (edgecmg export "
-            f"M.edgecmg --with-scoring -o M.onnx; edgecmg build M.onnx --precision fp16 --dla {dla_core}), "
-            "or this INT8 model without --dla, on the GPU")
 
 
 def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -> None:

@@ -132,20 +132,37 @@ def test_env_names_an_export_cache_that_cannot_be_written_and_leaves_nothing_beh
     assert "EDGECMG_CACHE_DIR" in problem["fix"]
 
 
-@pytest.mark.parametrize("version, found", [(None, "TensorRT cannot be imported here"),
-                                            ("8.6.2.3", "TensorRT 8.6.2.3 is older than the TensorRT 10"),
-                                            ("10.3.0.30", None), ("11.0.0", None)])
-def test_env_names_a_jetson_tensorrt_that_engines_cannot_use(monkeypatch, version, found):
+@pytest.mark.parametrize("version, importable, found", [
+    (None, False, "TensorRT cannot be imported here: edgecmg build"),
+    ("10.3.0.30", False, "TensorRT cannot be imported here (a tensorrt 10.3.0.30 is installed, but it does not import)"),
+    ("8.6.2.3", True, "TensorRT 8.6.2.3 is older than the TensorRT 10"),
+    ("10.3.0.30", True, None), ("11.0.0", True, None)])
+def test_env_names_a_jetson_tensorrt_that_engines_cannot_use(monkeypatch, fake_tensorrt, version, importable, found):
     """JetPack's TensorRT is installed for the system Python (a venv without --system-site-packages
-    cannot see it), and JetPack 6.0's is 8.6."""
+    cannot see it; a pip wheel in the venv may not import), and JetPack 6.0's is 8.6. TensorRT does
+    not import here; the fake module stands in where it does."""
     from edgecmg.stream import report
 
+    if importable:
+        fake_tensorrt(version=version)
     real = report.environment_info
     monkeypatch.setattr(report, "environment_info",
                         lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0", "tensorrt": version})
     named = [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]
     assert [found in p["problem"] for p in named] == ([True] if found else [])
     if found:
-        assert ("--system-site-packages" if version is None else "JetPack 6.1 or later") in named[0]["fix"]
+        assert ("--system-site-packages" if not importable else "JetPack 6.1 or later") in named[0]["fix"]
     monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": None, "tensorrt": None})
     assert not [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]
+
+
+def test_env_names_the_jetson_tensorrt_problem_even_when_torch_does_not_import(monkeypatch, block_import):
+    from edgecmg.stream import report
+
+    real = report.environment_info
+    monkeypatch.setattr(report, "environment_info",
+                        lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0", "tensorrt": None})
+    block_import("torch")
+    problems = [p["problem"] for p in env_command.check_environment()["problems"]]
+    assert any(p.startswith("torch cannot be imported") for p in problems)
+    assert any("TensorRT cannot be imported here" in p for p in problems)

@@ -67,7 +67,7 @@ def run_capture(args: argparse.Namespace) -> int:
 
 def _say_saved(saved: list[Path], out: Path, source: str) -> None:
     if saved:
-        log.info("saved %d frame%s of %s to %s (%s to %s)", len(saved), "" if len(saved) == 1 else "s", source, out,
-                 saved[0].name, saved[-1].name)
+        names = saved[0].name if len(saved) == 1 else f"{saved[0].name} to {saved[-1].name}"
+        log.info("saved %d frame%s of %s to %s (%s)", len(saved), "" if len(saved) == 1 else "s", source, out, names)
     else:
         log.info("no frame of %s saved", source)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
 
@@ -39,15 +38,19 @@ def _onnxruntime_problem(installed: list[str]) -> str | None:
     return None
 
 
-def _jetson_tensorrt_problems(version: str | None) -> list[dict[str, str]]:
-    """On a Jetson, engines need JetPack's TensorRT, 10 or later (JetPack 6.1+), visible to this Python."""
-    if version is None:
-        return [{"problem": "this is a Jetson, but TensorRT cannot be imported here: edgecmg build and .engine "
-                            "files need it",
+def _jetson_tensorrt_problems(version: str | None, importable: bool) -> list[dict[str, str]]:
+    """On a Jetson, engines need JetPack's TensorRT, 10 or later (JetPack 6.1+), importable here
+    (``version``: what its package metadata or module says, None when neither is found)."""
+    from edgecmg.engine import tensorrt_version
+
+    if not importable:
+        found = f" (a tensorrt {version} is installed, but it does not import)" if version else ""
+        return [{"problem": f"this is a Jetson, but TensorRT cannot be imported here{found}: edgecmg build and "
+                            ".engine files need it",
                  "fix": "JetPack installs TensorRT for the system Python: make the venv with python3 -m venv "
-                        "--system-site-packages (and install JetPack's components: sudo apt install nvidia-jetpack)"}]
-    major = re.match(r"\d+", version)
-    if major and int(major.group()) < 10:
+                        "--system-site-packages (and install JetPack's components: sudo apt install nvidia-jetpack); "
+                        "pip uninstall any tensorrt wheel in the venv, which would hide it"}]
+    if version and tensorrt_version(version) < (10,):
         return [{"problem": f"TensorRT {version} is older than the TensorRT 10 edgecmg is written for: INT8 "
                             "builds are refused (they need strongly typed networks), FP16/FP32 ones are untested",
                  "fix": "flash JetPack 6.1 or later (TensorRT 10.3)"}]
@@ -83,6 +86,10 @@ def check_environment() -> dict[str, Any]:
     report: dict[str, Any] = {"environment": info, "onnxruntime_providers": [], "backends": [],
                               "kernels": "unknown", "fit": "unknown", "problems": []}
     problems = report["problems"]
+    if info["jetson_l4t"]:  # before torch: a Jetson whose torch is broken still hears about TensorRT
+        from edgecmg.engine import tensorrt_available
+
+        problems.extend(_jetson_tensorrt_problems(info["tensorrt"], tensorrt_available()))
     try:
         import torch  # noqa: F401 - everything below stands on it
     except Exception as exc:  # noqa: BLE001 - on JetPack, e.g. a CUDA library torch was built for is missing
@@ -139,8 +146,6 @@ def check_environment() -> dict[str, Any]:
                          "fix": "pip uninstall opencv-python-headless, so that JetPack's own OpenCV (sudo apt "
                                 "install nvidia-jetpack) is the one imported, in a venv made with "
                                 "--system-site-packages"})
-    if info["jetson_l4t"]:
-        problems.extend(_jetson_tensorrt_problems(info["tensorrt"]))
 
     report["onnxruntime_providers"] = available_providers()
     report["backends"] = [{"backend": spec.backend, "device": spec.device, "what": spec.what,

@@ -199,7 +199,8 @@ class TensorRTRunner(Runner):
         trt = import_tensorrt()
         header, _scorer, plan = read_engine_file(self.path)
         if self._check_platform:
-            check_engine_compatible(header, current_platform(trt, device_index(self.device)), path=self.path)
+            dla = header.get("dla_core") is not None
+            check_engine_compatible(header, current_platform(trt, device_index(self.device), dla=dla), path=self.path)
         self._memory = self._memory_factory(self.device)
         from edgecmg.engine import _LogBridge
 
@@ -211,7 +212,7 @@ class TensorRTRunner(Runner):
             raise EngineIncompatibleError(
                 f"{self.path}: TensorRT {trt.__version__} could not deserialize this engine (built with TensorRT "
                 f"{header.get('tensorrt')} for {header.get('gpu', {}).get('name')}); rebuild it here: "
-                f"{rebuild_command(header, self.path)}")
+                f"{rebuild_command(header, self.path, getattr(self._runtime, 'num_DLA_cores', None))}")
         self._context = self._engine.create_execution_context()
         if self._context is None:  # TensorRT returns None, e.g. when the activation memory cannot be had
             raise EdgeCMGError(

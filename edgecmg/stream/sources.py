@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("edgecmg")
+V4L2_MAJOR = 81  # Linux's character-device major number of video4linux (/dev/videoN)
 
 #: URL schemes opened through FFmpeg as live network streams.
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -700,14 +702,17 @@ def _mask_url(url: str) -> str:
 def _default_opener(kind: str, config: StreamConfig) -> Opener:
     """cv2.VideoCapture with the backend and properties each kind of source needs."""
 
+    said_mode = False  # a camera's refused mode is said on the first open, not on every reconnect
+
     def open_capture(target: Union[int, str]) -> VideoCaptureLike:
+        nonlocal said_mode
         if kind == "camera":
-            cap = _open_v4l2_or_any(target)
+            cap = _open_camera_capture(target)
             if cap.isOpened():
                 if config.policy in ("latest", "auto"):  # a camera is live: "auto" means "latest"
                     # Drivers queue several frames by default; one keeps what we read current.
                     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-                _ask_capture_mode(cap, target, config)
+                said_mode = _ask_capture_mode(cap, target, config, quiet=said_mode) or said_mode
             return cap
         if kind == "network":
             # Bounded open/read so a dead camera raises (and is reconnected) instead of hanging.
@@ -721,38 +726,39 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
     return open_capture
 
 
-def _open_v4l2_or_any(target: Union[int, str]) -> VideoCaptureLike:
-    """A camera by index or device path, through V4L2 on Linux where this OpenCV has it.
-
-    OpenCV's own choice for an index tries GStreamer before V4L2 when both are built in (JetPack's
-    OpenCV), and GStreamer ignores the one-frame buffer and reopens its pipeline for each size or
-    rate asked; any other backend is tried when V4L2 cannot open the camera.
-    """
+def _open_camera_capture(target: Union[int, str]) -> VideoCaptureLike:
+    """A camera by index or device path: through V4L2 on Linux where this OpenCV has it, else
+    OpenCV's own choice. For an index, that choice is GStreamer when both are built in (JetPack's
+    OpenCV), which ignores the one-frame buffer and reopens its pipeline for each size or rate asked."""
     if os.name == "posix" and _opencv_has_backend(cv2.CAP_V4L2):
-        cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
-        if cap.isOpened():
-            return cap
-        cap.release()
+        return cv2.VideoCapture(target, cv2.CAP_V4L2)
     return cv2.VideoCapture(target)
 
 
-def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: StreamConfig) -> None:
-    """Ask the camera for --capture-size / --capture-fps and say when it delivers something else
-    (drivers pick their nearest mode without an error)."""
+def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: StreamConfig, *,
+                      quiet: bool = False) -> bool:
+    """Ask the camera for --capture-size / --capture-fps; say (unless ``quiet``) when it delivers
+    something else, since drivers fall back to their nearest mode without an error. True when said
+    or when it would have been."""
     asked: list[tuple[str, int, float]] = []
     if config.capture_size is not None:
         asked += [("width", cv2.CAP_PROP_FRAME_WIDTH, config.capture_size[0]),
                   ("height", cv2.CAP_PROP_FRAME_HEIGHT, config.capture_size[1])]
     if config.capture_fps is not None:
         asked.append(("fps", cv2.CAP_PROP_FPS, config.capture_fps))
-    for _, prop, value in asked:
-        cap.set(prop, value)
+    accepted = [bool(cap.set(prop, value)) for _, prop, value in asked]
     delivered = [(name, cap.get(prop), value) for name, prop, value in asked]
     refused = [f"{name} {got:g} (asked {value:g})" for name, got, value in delivered
                if got > 0 and abs(got - value) > 0.01 * value]  # 0: the backend cannot tell
-    if refused:
-        _log.warning("camera %s delivers %s: it has no such mode; v4l2-ctl --list-formats-ext lists its modes",
-                     target, ", ".join(refused))
+    if not refused:
+        return False
+    if not quiet:
+        backend = cap.getBackendName() if hasattr(cap, "getBackendName") else "?"
+        why = "" if all(accepted) else f" (OpenCV's {backend} backend did not take every request)"
+        _log.warning("camera %s delivers %s%s; v4l2-ctl --list-formats-ext lists its modes: many USB cameras reach "
+                     "their full size and rate only in MJPG, which a GStreamer pipeline can ask for", target,
+                     ", ".join(refused), why)
+    return True
 
 
 def _opencv_has_backend(backend: int) -> Optional[bool]:
@@ -840,6 +846,12 @@ def open_source(
     )
 
 
+def _is_v4l2_device(path: Path) -> bool:
+    """A video4linux device node (Linux character-device major 81: /dev/videoN), symlinks followed."""
+    info = path.stat()
+    return stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == V4L2_MAJOR
+
+
 def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional[Opener],
                  live: Optional[bool]) -> FrameSource:
     """A camera by index (0 is /dev/video0 on Linux) or by device path (/dev/video0, or a udev name
@@ -847,7 +859,8 @@ def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional
     if isinstance(device, int) and device < 0:
         raise StreamError(f"camera index {device} must be >= 0")
     node = f"/dev/video{device}" if isinstance(device, int) else device
-    csi = f" (a Jetson CSI sensor is opened with 'csi://{device}')" if isinstance(device, int) else ""
+    csi = f"'csi://{device}'" if isinstance(device, int) else "'csi://N', not its /dev/video node"
+    csi = f" (a Jetson CSI sensor is opened with {csi})"
     return CaptureSource(
         device,
         name=f"camera:{device}",
@@ -923,6 +936,9 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return ImageFilesSource([path], name=str(path), config=config, is_live=bool(live))
     if path.is_char_device():  # /dev/video0 and its udev names: a camera, live, not a file to read to its end
+        if not _is_v4l2_device(path):
+            raise StreamError(f"{path} is a device, but not a V4L2 camera (video4linux); pass a camera's "
+                              "/dev/videoN (v4l2-ctl --list-devices lists them), its index, or csi://N")
         return _open_camera(str(path), config, opener, live)
     return CaptureSource(
         str(path), name=str(path), kind="file", is_live=bool(live), config=config,

@@ -172,12 +172,19 @@ def test_int8_on_a_dla_needs_a_tensorrt_that_puts_strongly_typed_networks_there(
     from edgecmg.errors import EngineBuildError
 
     trt = fake_tensorrt(version="10.3.0.26", dla_cores=2)
-    with pytest.raises(EngineBuildError, match=r"INT8 on DLA core 1 needs TensorRT 11\.4 or later.*"
+    with pytest.raises(EngineBuildError, match=r"INT8 on DLA core 1 needs TensorRT 11\.4\.1 or later.*"
                                                r"TensorRT 10\.3\.0\.26 cannot place on a DLA.*"
                                                r"--precision fp16 --dla 1"):
         build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=1), tmp_path / "m.engine")
     assert not trt.builds and not (tmp_path / "m.engine").exists()
     build_engine(int8_featurizer, EngineConfig(precision="int8"), tmp_path / "gpu.engine")  # the GPU: built
+    # 11.4.0 has DLA on Windows on ARM only; were a Jetson to report cores, INT8 is still refused there
+    fake_tensorrt(version="11.4.0.9", fp16_flag=False, int8_flag=False, explicit_batch=False, dla_cores=2)
+    with pytest.raises(EngineBuildError, match=r"needs TensorRT 11\.4\.1 or later.*TensorRT 11\.4\.0\.9 cannot"):
+        build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=0), tmp_path / "m.engine")
+    fake_tensorrt(version="10.3.0.26", dla_cores=0)  # a desktop GPU: the missing core is said first
+    with pytest.raises(EngineBuildError, match="DLA core 0 requested but this device has 0 DLA core"):
+        build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=0), tmp_path / "m.engine")
     trt = fake_tensorrt(version="11.4.1.2", fp16_flag=False, int8_flag=False, explicit_batch=False, dla_cores=2)
     build_engine(int8_featurizer, EngineConfig(precision="int8", dla_core=1), tmp_path / "m.engine")
     assert trt.builds[-1]["strongly_typed"] and trt.builds[-1]["device"] == "DLA"

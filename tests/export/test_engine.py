@@ -103,7 +103,7 @@ def test_a_dla_engine_on_a_device_without_that_core_is_refused_with_a_gpu_rebuil
     assert "edgecmg build M.int8.onnx --precision int8 -o M.engine" in str(info.value)  # no --dla where none is
     with pytest.raises(EngineIncompatibleError, match="this device has 1 DLA core") as info:
         check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7", dla_cores=1), path="M.engine")
-    assert "--dla" not in str(info.value)
+    assert "edgecmg build M.int8.onnx --precision int8 --dla 0 -o M.engine" in str(info.value)  # the core there is
     check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7", dla_cores=2))
     check_engine_compatible(dla, Platform("10.3.0.26", "Orin", "8.7"))  # not known: left to TensorRT
     with pytest.raises(EngineIncompatibleError) as info:  # another reason: the rebuild keeps the core
@@ -111,11 +111,19 @@ def test_a_dla_engine_on_a_device_without_that_core_is_refused_with_a_gpu_rebuil
     assert "--precision int8 --dla 1 -o M.engine" in str(info.value)
 
 
-def test_current_platform_counts_the_runtimes_dla_cores(fake_tensorrt):
-    from edgecmg.engine import current_platform
+def test_current_platform_counts_the_runtimes_dla_cores_when_asked(fake_tensorrt):
+    """Asking takes a TensorRT runtime (and on a machine without a GPU, TensorRT's error log): only
+    for a DLA engine."""
+    from edgecmg.engine import current_platform, tensorrt_version
 
-    assert current_platform(fake_tensorrt(dla_cores=2)).dla_cores == 2
-    assert current_platform(fake_tensorrt(dla_cores=0)).dla_cores == 0
+    assert current_platform(fake_tensorrt(dla_cores=2), dla=True).dla_cores == 2
+    assert current_platform(fake_tensorrt(dla_cores=0), dla=True).dla_cores == 0
+    assert current_platform(fake_tensorrt(dla_cores=2)).dla_cores is None
+    trt = fake_tensorrt(dla_cores=2)
+    del trt.Runtime  # a runtime that cannot be made: not known, not an error
+    assert current_platform(trt, dla=True).dla_cores is None
+    assert [tensorrt_version(v) for v in ("10.3.0.26", "11.4.1.2", "11.4", "TensorRT-8.6", "10.x", "")] == \
+        [(10, 3, 0), (11, 4, 1), (11, 4, 0), (8, 6, 0), (10, 0, 0), ()]
 
 
 def test_same_architecture_other_gpu_only_warns(caplog):

@@ -64,6 +64,22 @@ def test_engine_from_another_tensorrt_is_refused_on_activate(fake_engine, fake_t
     assert not runner.active
 
 
+def test_a_dla_engine_on_a_device_without_its_core_is_refused_on_activate(fake_tensorrt, featurizer_onnx,
+                                                                            frames_and_labels, tmp_path):
+    """Same TensorRT, same compute capability (every Orin is 8.7): the DLA core decides."""
+    fake_tensorrt(dla_cores=2)
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "dla.engine")
+    fake_tensorrt(dla_cores=0)  # an Orin Nano
+    runner = TensorRTRunner(engine, memory=fake.HostMemory)
+    with pytest.raises(EngineIncompatibleError, match=r"runs on DLA core 1, and this device has 0 DLA core.*"
+                                                      r"--precision fp16 -o .*dla\.engine"):
+        runner.activate()
+    assert not runner.active
+    fake_tensorrt(dla_cores=2)
+    with TensorRTRunner(engine, memory=fake.HostMemory) as runner:
+        assert runner.infer(frames_and_labels[0][:1])["embeddings"].shape[0] == 1
+
+
 def test_corrupt_plan_is_an_incompatibility(fake_engine, tmp_path):
     header, scorer, plan = read_engine_file(fake_engine)
     broken = write_engine_file(tmp_path / "broken.engine", header, b"garbage" + plan, scorer)

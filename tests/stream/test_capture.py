@@ -32,7 +32,11 @@ def test_every_nth_frame_of_a_video_is_saved_losslessly(video_file, tmp_path, ca
 def test_a_second_capture_adds_frames_and_a_short_source_is_said(video_file, tmp_path, caplog):
     video = video_file(5)
     out = tmp_path / "good"
-    assert main(["capture", str(video), "-o", str(out), "--frames", "2", "-q"]) == 0
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        assert main(["capture", str(video), "-o", str(out), "--frames", "1", "-q"]) == 0
+        assert main(["capture", str(video), "-o", str(out), "--frames", "1", "-q"]) == 0
+    assert f"saved 1 frame of {video} to {out} (frame_000000.png)" in caplog.text
+    assert f"saved 1 frame of {video} to {out} (frame_000001.png)" in caplog.text
     (out / "notes.txt").write_text("kept")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="edgecmg"):

@@ -398,17 +398,83 @@ def test_missing_camera_names_the_device():
         open_source(7, StreamConfig(reconnect_attempts=0))
 
 
-@pytest.mark.skipif(not Path("/dev/null").is_char_device(), reason="needs a character device (/dev/null)")
-def test_a_device_path_is_a_live_camera_not_a_file(scripted_opener, fake_capture):
-    """/dev/video0 (or its udev name) is a camera: live, so reconnected and judged latest-first,
-    rather than a video file read to its end. /dev/null stands in as the character device."""
+@pytest.fixture
+def v4l2_node(tmp_path):
+    """A real video4linux device node (character major 81) with no camera behind it."""
+    import os
+    import stat
+
+    node = tmp_path / "video9"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(81, 9))
+    except (PermissionError, AttributeError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    return node
+
+
+def test_a_v4l2_device_path_is_a_live_camera_not_a_file(v4l2_node, tmp_path, scripted_opener, fake_capture):
+    """/dev/video0 (or its udev name, a symlink) is a camera: live, so reconnected and judged
+    latest-first, rather than a video file read to its end."""
+    link = tmp_path / "usb-cam-video-index0"
+    link.symlink_to(v4l2_node)
     opener = scripted_opener([fake_capture([1, 2])])
-    src = open_source("/dev/null", opener=opener)
-    assert src.is_live and src.kind == "camera" and src.name == "camera:/dev/null"
-    assert opener.targets == ["/dev/null"]
+    src = open_source(str(link), opener=opener)
+    assert src.is_live and src.kind == "camera" and src.name == f"camera:{link}"
+    assert opener.targets == [str(link)]
     src.close()
-    with pytest.raises(StreamError, match="that /dev/null exists .*v4l2-ctl --list-devices"):
-        open_source("/dev/null", StreamConfig(reconnect_attempts=0))  # OpenCV's own opener: not a camera
+    with pytest.raises(StreamError, match=f"that {v4l2_node} exists .*csi://N', not its /dev/video node.*"
+                                          "v4l2-ctl --list-devices"):
+        open_source(str(v4l2_node), StreamConfig(reconnect_attempts=0))  # OpenCV's own opener: no camera there
+
+
+@pytest.mark.skipif(not Path("/dev/null").is_char_device(), reason="needs a character device (/dev/null)")
+def test_a_device_that_is_not_a_camera_is_refused():
+    with pytest.raises(StreamError, match="/dev/null is a device, but not a V4L2 camera"):
+        open_source("/dev/null")
+
+
+def test_the_camera_opener_asks_v4l2_for_the_camera_and_its_mode(monkeypatch, caplog):
+    """No camera here: OpenCV's VideoCapture is replaced by one that records what it is asked and
+    delivers 1280 x 720 at 30 fps whatever it is asked."""
+    import cv2
+
+    from edgecmg.stream import sources
+
+    made = []
+
+    class Camera:
+        def __init__(self, target, backend=None):
+            self.target, self.backend, self.props = target, backend, {}
+            made.append(self)
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return True
+
+        def set(self, prop, value):
+            self.props[prop] = value
+            return prop != cv2.CAP_PROP_FPS  # as a backend that cannot set the rate answers
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FRAME_WIDTH: 1280.0, cv2.CAP_PROP_FRAME_HEIGHT: 720.0,
+                    cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+
+        def getBackendName(self):  # noqa: N802 - OpenCV's name
+            return "V4L2"
+
+    monkeypatch.setattr(cv2, "VideoCapture", Camera)
+    monkeypatch.setattr(sources, "_opencv_has_backend", lambda backend: backend == cv2.CAP_V4L2)
+    opener = sources._default_opener("camera", StreamConfig(capture_size=(1920, 1080), capture_fps=60.0))
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        opener(0)
+        opener(0)  # a reconnect: asked again, said once
+    assert [(c.target, c.backend) for c in made] == [(0, cv2.CAP_V4L2)] * 2
+    assert made[0].props == {cv2.CAP_PROP_BUFFERSIZE: 1, cv2.CAP_PROP_FRAME_WIDTH: 1920,
+                             cv2.CAP_PROP_FRAME_HEIGHT: 1080, cv2.CAP_PROP_FPS: 60.0} == made[1].props
+    assert caplog.text.count("camera 0 delivers width 1280 (asked 1920), height 720 (asked 1080), fps 30 (asked 60) "
+                             "(OpenCV's V4L2 backend did not take every request)") == 1
+    monkeypatch.setattr(sources, "_opencv_has_backend", lambda backend: False)  # no V4L2: OpenCV's own choice
+    sources._default_opener("camera", StreamConfig())(3)
+    assert (made[-1].target, made[-1].backend) == (3, None) and cv2.CAP_PROP_FRAME_WIDTH not in made[-1].props
 
 
 def test_asked_capture_mode_that_is_not_delivered_is_said(video_file, caplog):
@@ -421,14 +487,15 @@ def test_asked_capture_mode_that_is_not_delivered_is_said(video_file, caplog):
     cap = cv2.VideoCapture(str(video_file(5, fps=25.0)))  # 64 x 48 at 25 fps
     try:
         with caplog.at_level(logging.WARNING, logger="edgecmg"):
-            _ask_capture_mode(cap, 0, StreamConfig(capture_size=(64, 48), capture_fps=25.0))
+            assert _ask_capture_mode(cap, 0, StreamConfig(capture_size=(64, 48), capture_fps=25.0)) is False
         assert caplog.text == ""
         with caplog.at_level(logging.WARNING, logger="edgecmg"):
-            _ask_capture_mode(cap, 0, StreamConfig(capture_size=(1920, 48), capture_fps=30.0))
+            assert _ask_capture_mode(cap, 0, StreamConfig(capture_size=(1920, 48), capture_fps=30.0)) is True
+            assert _ask_capture_mode(cap, 0, StreamConfig(capture_size=(1920, 48)), quiet=True) is True
     finally:
         cap.release()
-    assert "camera 0 delivers width 64 (asked 1920), fps 25 (asked 30)" in caplog.text
-    assert "height" not in caplog.text
+    assert caplog.text.count("camera 0 delivers width 64 (asked 1920), fps 25 (asked 30)") == 1
+    assert "height" not in caplog.text and "MJPG" in caplog.text
 
 
 def test_camera_that_opens_but_delivers_nothing(scripted_opener, fake_capture):
