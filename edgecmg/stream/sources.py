@@ -849,7 +849,7 @@ def open_source(
 def _is_v4l2_device(path: Path) -> bool:
     """A video4linux device node (Linux character-device major 81: /dev/videoN), symlinks followed."""
     info = path.stat()
-    return stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == V4L2_MAJOR
+    return stat.S_ISCHR(info.st_mode) and hasattr(os, "major") and os.major(info.st_rdev) == V4L2_MAJOR
 
 
 def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional[Opener],
