@@ -63,7 +63,8 @@ class Detector:
 
         backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
         device: ``None`` (the backend's own choice: the GPU where the backend has one), "cpu",
-            "cuda" or "cuda:N"; a device the backend cannot use here is a BackendUnavailableError.
+            "cuda" or "cuda:N" (or a ``torch.device``, or N for "cuda:N"); a device the backend cannot use
+            here is a BackendUnavailableError. The device is fixed here (see :attr:`device`).
         threshold: overrides the threshold stored at fit time.
         threads: ONNX Runtime intra-op threads (default: its own choice); the torch backend follows
             ``torch.set_num_threads``.
@@ -88,7 +89,7 @@ class Detector:
         threshold: overrides the threshold stored at fit time.
         """
         from edgecmg.model.detector import CMGModel
-        from edgecmg.runtime.registry import check_torch_device, torch_cuda_available
+        from edgecmg.runtime.registry import check_torch_device, device_name, torch_cuda_available
         from edgecmg.runtime.torch_runner import TorchRunner
 
         if isinstance(model, (str, Path)):
@@ -104,6 +105,7 @@ class Detector:
             raise ConfigError(f"from_model needs the metadata dict fit returned with the model (it holds "
                               f"{', '.join(missing)}), got {type(metadata).__name__}"
                               + (f" without {', '.join(missing)}" if isinstance(metadata, dict) else ""))
+        device = device_name(device)
         if device is None:
             device = "cuda" if torch_cuda_available() else "cpu"
         runner = TorchRunner("<memory>", metadata, device=check_torch_device(device), model=model)
@@ -130,6 +132,11 @@ class Detector:
     @property
     def backend(self) -> str:
         return self.runner.backend
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: "cpu", "cuda" or "cuda:N" (chosen at load; there is no ``.to()``)."""
+        return self.runner.device
 
     @property
     def precision(self) -> str:
@@ -198,27 +205,33 @@ class Detector:
                 "score; crop frames to the part as the training images were, or fit on frames of this camera",
                 self.runner.model_path, h, w, h / w, trained, stretch)
 
-    def predict(self, frame: np.ndarray) -> Result:
+    def predict(self, frame: np.ndarray, *, bgr: bool = False) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
-        (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them."""
-        return self._judge([frame], single=True)[0]
+        (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them.
 
-    def predict_batch(self, frames: Sequence[np.ndarray], *, prepared: Optional[Sequence[np.ndarray]] = None,
-                      preprocess_ms: float = 0.0) -> list[Result]:
+        bgr: the frame is in OpenCV's BGR order (``cv2.imread``, ``cv2.VideoCapture.read``); a colour
+            part judged with its channels swapped scores differently. The result's ``frame`` and
+            ``overlay()`` are RGB either way: ``cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)`` before
+            ``cv2.imwrite``.
+        """
+        return self._judge([frame], single=True, bgr=bgr)[0]
+
+    def predict_batch(self, frames: Sequence[np.ndarray], *, bgr: bool = False,
+                      prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0) -> list[Result]:
         """Judge several frames (a list, or an [N, H, W, C] array) in one inference call, same order
-        back. Frames may differ in size; each is converted as in :meth:`predict`.
+        back. Frames may differ in size; each is converted as in :meth:`predict` (``bgr`` too).
 
         prepared / preprocess_ms: frames already converted and resized by :meth:`prepare`, and the
         time that took (streams prepare on their capture thread); ``frames`` are then used as given.
         """
-        return self._judge(frames, prepared=prepared, preprocess_ms=preprocess_ms)
+        return self._judge(frames, prepared=prepared, preprocess_ms=preprocess_ms, bgr=bgr)
 
     def _judge(self, frames: Any, *, prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0,
-               single: bool = False) -> list[Result]:
+               single: bool = False, bgr: bool = False) -> list[Result]:
         self._check_open()
         t0 = time.perf_counter()  # the conversion counts as pre-processing
         if prepared is None:
-            frames = _as_rgb_frames(frames, single=single)
+            frames = _as_rgb_frames(frames, single=single, bgr=bgr)
         else:
             self._check_prepared(frames, prepared)
         if len(frames) == 0:
@@ -320,7 +333,7 @@ def _not_an_array(value: Any) -> str:
             "edgecmg.imageio.read_image")
 
 
-def _as_rgb_frames(frames: Any, single: bool = False) -> list[np.ndarray]:
+def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list[np.ndarray]:
     """predict_batch's input as a list of uint8 HxWx3 RGB frames, or a DataError naming the bad one
     (``single``: predict()'s one frame, named without an index)."""
     if single:
@@ -330,7 +343,7 @@ def _as_rgb_frames(frames: Any, single: bool = False) -> list[np.ndarray]:
         if isinstance(frame, (list, tuple)):
             raise DataError(f"predict() takes one frame, got a {type(frame).__name__} of {len(frame)}; judge "
                             "several with predict_batch(frames)")
-        return [to_rgb_uint8(frame)]
+        return [to_rgb_uint8(frame, bgr=bgr)]
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4:
             raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "
@@ -343,7 +356,7 @@ def _as_rgb_frames(frames: Any, single: bool = False) -> list[np.ndarray]:
         if isinstance(frame, (str, bytes, bytearray, Path)):
             raise DataError(f"frame {i} is not an image array: got {_not_an_array(frame)}")
         try:
-            converted.append(to_rgb_uint8(frame))
+            converted.append(to_rgb_uint8(frame, bgr=bgr))
         except DataError as exc:
             raise DataError(f"frame {i}: {exc}") from None
     return converted

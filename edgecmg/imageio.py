@@ -68,15 +68,19 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     Raises:
         DataError: the array is not an image (wrong shape, empty, non-numeric, out-of-range).
     """
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
+        image = image.detach().cpu()  # one that requires grad, or on a GPU, is read as any other
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
+        channels_first = arr.ndim == 3 and arr.shape[0] in (1, 3, 4)  # PyTorch's C x H x W
         raise DataError(
             f"a frame of shape {arr.shape} is not an image: expected HxW (gray), HxWx3 (RGB), HxWx4 (RGBA) or "
-            "HxWx2 (gray + alpha)"
+            "HxWx2 (gray + alpha)" + ("; it looks channels-first (CxHxW): pass x.permute(1, 2, 0) (torch) or "
+                                      "x.transpose(1, 2, 0) (numpy)" if channels_first else "")
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"a frame of shape {arr.shape} has no pixels")

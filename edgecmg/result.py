@@ -90,7 +90,9 @@ class Result:
                 dst: Optional[np.ndarray] = None) -> np.ndarray:
         """Heat map blended over ``frame`` (default: the judged frame); returns uint8 RGB, drawn into
         ``dst`` where given (see :func:`edgecmg.visualize.overlay_heatmap`; ``dst=frame`` saves a
-        frame-sized array when the frame is not needed after)."""
+        frame-sized array when the frame is not needed after). RGB, as the frame: for ``cv2.imwrite``
+        or ``cv2.imshow`` convert it with ``cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)`` (or write it
+        with :func:`edgecmg.visualize.save_png`)."""
         from edgecmg.visualize import overlay_heatmap
 
         if frame is None:

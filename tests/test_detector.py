@@ -59,6 +59,23 @@ def test_bad_frames_get_clear_errors(detector, bad, names):
         detector.predict(bad)
 
 
+def test_torch_tensors_are_frames_and_channels_first_is_pointed_out(detector, kolektor_root):
+    """What a PyTorch user has at hand: an HxWx3 tensor (one that requires grad too) judges as its
+    array; a CxHxW one is refused with the permute to make."""
+    import torch
+
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    want = detector.predict(frame).score
+    as_float = torch.from_numpy(frame).float().div(255).requires_grad_()
+    assert detector.predict(torch.from_numpy(frame)).score == want
+    assert detector.predict(as_float).score == want
+    with pytest.raises(DataError, match=r"shape \(3, \d+, \d+\) is not an image.*channels-first.*"
+                                        r"x\.permute\(1, 2, 0\)"):
+        detector.predict(as_float.permute(2, 0, 1))
+    with pytest.raises(DataError, match=r"shape \(10, 10, 5\) is not an image[^;]*$"):
+        detector.predict(np.zeros((10, 10, 5), np.uint8))  # not channels-first: no such hint
+
+
 def test_predict_takes_what_streams_take_gray_rgba_16_bit_and_float(detector, kolektor_root):
     """The conversions of edgecmg.imageio.to_rgb_uint8, so each form of one image scores as the RGB
     frame does, and the result's frame (for overlays) is the converted one."""
@@ -328,6 +345,43 @@ def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_
     assert detector.predict(frame).overlay().shape == frame.shape
     # device=None, as in Detector.load: the GPU where torch sees one
     assert detector.runner.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_device_is_taken_as_torch_takes_it(small_fit, small_artifact):
+    """A torch.device and an index N (CUDA device N) as well as the strings; the device is read back."""
+    import torch
+
+    from edgecmg.errors import BackendUnavailableError
+
+    model, metadata = small_fit
+    with Detector.from_model(model, metadata, device=torch.device("cpu")) as det:
+        assert det.device == "cpu"
+    with Detector.load(small_artifact, backend="torch", device=torch.device("cpu")) as det:
+        assert det.device == "cpu" and "device='cpu'" in repr(det)
+    for bad, error in ((True, ConfigError), (-1, ConfigError), (2.0, ConfigError)):
+        with pytest.raises(error, match=r"device=.*use 'cpu', 'cuda', 'cuda:N', a torch.device or a CUDA index N"):
+            Detector.load(small_artifact, backend="torch", device=bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="torch-cuda cannot run here"):
+            Detector.load(small_artifact, backend="torch", device=1)
+        with pytest.raises(BackendUnavailableError, match="device='cuda:0': this torch has no CUDA"):
+            Detector.from_model(model, metadata, device=torch.device("cuda", 0))
+
+
+def test_bgr_frames_from_opencv_are_judged_as_their_rgb_twin(detector, kolektor_root):
+    """A colour part (a gray one tinted in one channel): OpenCV's BGR order with bgr=True judges as
+    the RGB frame; without it, the swapped channels score differently."""
+    import cv2
+
+    rgb = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0]).copy()
+    rgb[..., 0] = np.clip(rgb[..., 0].astype(int) + 60, 0, 255)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    want = detector.predict(rgb)
+    got = detector.predict(bgr, bgr=True)
+    assert got.score == want.score and np.array_equal(got.anomaly_map, want.anomaly_map)
+    assert np.array_equal(got.frame, rgb)  # the result holds the RGB frame
+    assert detector.predict(bgr).score != want.score
+    assert [r.score for r in detector.predict_batch([bgr, bgr], bgr=True)] == [want.score] * 2
 
 
 def test_results_compare_by_identity(detector, kolektor_root):

@@ -146,6 +146,19 @@ def _torch_or_cudart() -> bool:
     return torch_cuda_available() or has_module("cuda")
 
 
+def device_name(device: Any) -> Optional[str]:
+    """``device`` as the runners take it: None, "cpu", "cuda" or "cuda:N"; also accepts what torch
+    accepts, a ``torch.device`` and an int N (CUDA device N)."""
+    if device is None or isinstance(device, str):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return f"cuda:{device}"
+    if type(device).__name__ == "device" and type(device).__module__ == "torch":  # torch.device, torch not imported
+        return str(device)
+    raise ConfigError(f"device={device!r}: use 'cpu', 'cuda', 'cuda:N', a torch.device or a CUDA index N "
+                      "(or leave it unset)")
+
+
 def _device_kind(device: Optional[str]) -> Optional[str]:
     if device is None:
         return None
@@ -203,6 +216,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
         # A damaged or foreign .engine is named as such here, not reported as "TensorRT is missing"
         # on a machine without it; the header is a few hundred bytes.
         read_engine_header(path)
+    device = device_name(device)
     specs = candidate_specs(path, backend, device)
     if not specs:
         runs = {b: sorted({x for s in SPECS if s.backend == b for x in s.suffixes}) for b in BACKENDS}
