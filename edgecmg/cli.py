@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=100, help="frames to save")
     p.add_argument("--step", type=int, default=1, metavar="N",
                    help="save every N-th frame (a 30 fps camera with --step 30: about one a second, so that "
-                        "consecutive frames show different parts)")
+                        "consecutive frames show different parts; frames of one part standing still are near-copies, "
+                        "which set fit's threshold too low)")
     p.add_argument("--capture-size", type=int, nargs=2, metavar=("W", "H"),
                    help="resolution asked of a camera (width height); use the one stream will run with")
     p.add_argument("--capture-fps", type=float, metavar="FPS", help="frame rate asked of a camera")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import os
@@ -164,7 +165,9 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
 
     images: a folder of good images, an MVTec root (its ``train/good``) or a glob pattern; or image
         paths and arrays (uint8 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts: gray,
-        RGBA, 16-bit, floats in [0, 1]). Unreadable files are skipped and reported.
+        RGBA, 16-bit, floats in [0, 1]). Unreadable files are skipped and reported, and so are images
+        that copy another pixel for pixel. Give images of different parts: near-copies (one part
+        standing still before the camera) on both sides of the held-out split set the threshold too low.
     config: the prompt and every model setting, e.g. ``ModelConfig(prompt="a photo of a metal part")``.
     captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text. Given
         a folder, its ``captions.csv`` (file,text) is read when present.
@@ -182,9 +185,9 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     training = _Training(images)
     _require_enough(len(training.names), source)
     size = choose_input_size(training.shapes, config)
-    frames = training.read_at(size, progress)
-    # The size stays the one chosen before reading: a file that failed only then moves the median
-    # aspect by one image at most.
+    frames = training.drop_copies(training.read_at(size, progress))
+    # The size stays the one chosen before reading: a file that failed or was a copy only moves the
+    # median aspect a little.
     _require_enough(len(frames), source)
     names, shapes = training.names, training.shapes
     if captions and config.cmle:
@@ -392,11 +395,37 @@ class _Training:
                     continue
                 frames.append(result)
                 kept.append(index)
-        self.sources = [self.sources[i] for i in kept]
-        self.names = [self.names[i] for i in kept]
-        self.shapes = [self.shapes[i] for i in kept]
+        self._keep_only(kept)
         warn_skipped_count(len(self.skipped), self.offered)
         return frames
+
+    def drop_copies(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """``frames`` (what read_at returned) without every image that repeats an earlier one pixel
+        for pixel, which is named. A held-out copy of a bank image would score as if seen before:
+        copies on both sides of the split set the threshold below what new good parts score, and
+        every part is then flagged."""
+        first_of: dict[bytes, int] = {}
+        unique, kept, copies = [], [], []
+        for index, frame in enumerate(frames):
+            key = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+            if key in first_of:
+                copies.append((self.names[index], self.names[first_of[key]]))
+                continue
+            first_of[key] = index
+            unique.append(frame)
+            kept.append(index)
+        self._keep_only(kept)
+        if copies:
+            log.warning("%d training image(s) left out as copies of others, pixel for pixel (%s): a copy on each "
+                        "side of the held-out split would set the threshold too low", len(copies),
+                        ", ".join(f"{copy} = {original}" for copy, original in copies[:3])
+                        + (", ..." if len(copies) > 3 else ""))
+        return unique
+
+    def _keep_only(self, indices: list[int]) -> None:
+        self.sources = [self.sources[i] for i in indices]
+        self.names = [self.names[i] for i in indices]
+        self.shapes = [self.shapes[i] for i in indices]
 
 
 def _matcher_spec(config: ModelConfig) -> dict:

@@ -1,4 +1,5 @@
 """fit(): the ablation settings of the benchmark (CMG parts switched off), and the normal level of the maps."""
+import logging
 import numpy as np
 import pytest
 import torch
@@ -50,7 +51,7 @@ def test_smallest_fit_keeps_a_positive_threshold_and_draws_overlays(kolektor_tra
     from edgecmg.detector import Detector
     from edgecmg.imageio import read_image
 
-    model, metadata = fit(kolektor_train[100:108], ModelConfig(prompt="a metal part", input_size=(256, 96)),
+    model, metadata = fit(kolektor_train[106:114], ModelConfig(prompt="a metal part", input_size=(256, 96)),
                           progress=False)
     assert metadata["threshold"] > 0
     # 2 held-out images set that threshold, and fit says how rough that is and what to do
@@ -364,3 +365,19 @@ def test_fit_names_training_images_of_another_aspect(kolektor_train, caplog):
     assert f"array8 ({h}x{w}); crop or rotate them" in caplog.text  # height x width, as the README writes sizes
     assert "the resize to the model's 96x64 (height x width)" in caplog.text
     assert kolektor_train[0].name not in caplog.text
+
+
+def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train, caplog):
+    """KolektorSDD's training folder holds byte-identical pairs (kos21_Part6 and kos21_Part7, ...);
+    an array equal to a file's pixels is a copy too. A copy on each side of the held-out split would
+    score as seen before and set the threshold too low."""
+    from edgecmg.imageio import read_image
+
+    images = kolektor_train[96:106]  # 10 files: kos21_Part7.jpg repeats kos21_Part6.jpg
+    assert images[-2].read_bytes() == images[-1].read_bytes()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        _, metadata = fit([*images, read_image(images[0])], ModelConfig(prompt="a metal part", input_size=(256, 96)),
+                          progress=False)
+    assert metadata["training"]["images"] == 9
+    assert (f"2 training image(s) left out as copies of others, pixel for pixel ({images[-1].name} = "
+            f"{images[-2].name}, array10 = {images[0].name})") in caplog.text
