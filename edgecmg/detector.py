@@ -288,7 +288,8 @@ class Detector:
         in a ``with`` block (or call ``.close()``) so that leaving the loop stops the capture thread
         and releases the source at once; a run left without either stops only when it is
         garbage-collected. Unusable frames (unreadable files, empty buffers) are skipped with a
-        warning and counted in ``.stats.corrupt_skipped``.
+        warning and counted in ``.stats.corrupt_skipped``. Sources OpenCV reads are converted from
+        its BGR order; an iterable's frames are taken as :meth:`predict` takes them, RGB.
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
         "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and

@@ -86,6 +86,8 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         raise DataError(f"a frame of shape {arr.shape} has no pixels")
 
     if arr.dtype == np.uint16:
+        if not _said["low_bit_depth"]:
+            _note_low_bit_depth(arr)
         # Rounded integer rescale; exact at both ends (0 -> 0, 65535 -> 255).
         arr = _by_rows(arr, lambda rows: ((rows.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
     elif arr.dtype == np.bool_:
@@ -128,6 +130,20 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+_said = {"low_bit_depth": False}  # notes given once per process, not once per frame of a stream
+
+
+def _note_low_bit_depth(arr: np.ndarray) -> None:
+    """Say (once) when 16-bit data holds only 12 bits' worth: industrial cameras deliver Mono12 or
+    Mono10 in uint16, which the 65535 -> 255 scale turns nearly black."""
+    top = int(arr.max())
+    if 0 < top < 4096:
+        _said["low_bit_depth"] = True
+        _log.warning("a 16-bit frame holds values up to %d only: 16-bit data is scaled 65535 -> 255, so a 10- or "
+                     "12-bit camera's frames come out dark and score differently; shift them to 16 bits first "
+                     "(frame << 4 for 12-bit data, << 6 for 10-bit). Said once.", top)
 
 
 #: Pixels per band of :func:`_by_rows`: big enough to keep numpy's per-call cost negligible, small

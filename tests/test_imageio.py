@@ -384,3 +384,23 @@ def test_jpeg_mask_is_not_grown_by_compression_ringing(kolektor_root, tmp_path):
     small[4:8, 4:8] = 1  # a 0/1 mask: still found
     cv2.imwrite(str(tmp_path / "one.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 100])
     assert read_mask(tmp_path / "one.jpg")[4:8, 4:8].all()
+
+
+def test_sixteen_bit_data_holding_twelve_bits_is_said_once(monkeypatch, caplog):
+    """Mono12 in uint16 (an industrial camera's usual format) is scaled as 16-bit: nearly black."""
+    import logging
+
+    from edgecmg import imageio
+    from edgecmg.imageio import to_rgb_uint8
+
+    monkeypatch.setitem(imageio._said, "low_bit_depth", False)
+    full = np.full((8, 8), 60000, np.uint16)
+    twelve_bit = np.full((8, 8), 4095, np.uint16)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        to_rgb_uint8(full)
+        to_rgb_uint8(np.zeros((8, 8), np.uint16))  # black: nothing to say
+        assert caplog.text == ""
+        assert int(to_rgb_uint8(twelve_bit).max()) == 16  # what that scale gives
+        to_rgb_uint8(twelve_bit)
+    assert caplog.text.count("a 16-bit frame holds values up to 4095 only") == 1
+    assert "frame << 4 for 12-bit data" in caplog.text

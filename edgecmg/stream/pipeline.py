@@ -570,6 +570,8 @@ class StreamRun:
     Closing it (``close()``, leaving a ``with`` block, or dropping the last reference to it, as a
     ``break`` out of ``for r in det.stream(...)`` does) shuts the pipeline down. A ``break`` out of
     a loop over a StreamRun kept in a variable only pauses it: capture goes on until ``close()``.
+    Like any Python iterator it runs once: a second loop over an ended run yields nothing (keep the
+    results in a list, or call ``stream()`` again).
     """
 
     def __init__(self, pipeline: StreamPipeline, gen: Iterator[Any]) -> None:
