@@ -19,6 +19,10 @@ class DataError(EdgeCMGError, ValueError):
     """Input data (an image, a folder, a tensor) is missing or unusable."""
 
 
+class MissingFileError(DataError, FileNotFoundError):
+    """An input file or folder does not exist (also a FileNotFoundError, as ``open`` raises)."""
+
+
 class ArtifactError(EdgeCMGError):
     """A model file is truncated, corrupted, tampered with or from a newer format."""
 

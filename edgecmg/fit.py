@@ -349,6 +349,9 @@ class _Training:
         for i, item in enumerate(images):
             self.offered += 1
             if isinstance(item, (str, Path)):
+                if isinstance(item, str) and any(c in item for c in "*?[") and not Path(item).exists():
+                    raise DataError(f"training image {i} is a glob pattern ({item!r}): pass the pattern itself, "
+                                    f"fit({item!r}), not inside a list")
                 try:
                     shape = read_image_size(item)
                 except DataError as exc:

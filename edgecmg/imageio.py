@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from edgecmg.errors import DataError
+from edgecmg.errors import DataError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "read_image_size", "read_mask", "resize_to_input",
            "list_images", "load_images", "to_rgb_uint8"]
@@ -94,11 +94,15 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         arr = arr.astype(np.uint8) * np.uint8(255)
     elif np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(np.min(arr)), float(np.max(arr))
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        # Arithmetic leaves [0, 1] by a rounding error (1.0000001 after a normalisation): that much is
+        # clipped, anything more is a frame in another range.
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
             raise DataError(
                 f"a float frame must hold finite values in [0, 1], got [{lo:g}, {hi:g}]; "
                 "divide by 255 or convert it to uint8 first"
             )
+        if lo < 0.0 or hi > 1.0:
+            arr = _by_rows(arr, lambda rows: np.clip(rows, 0.0, 1.0))
         arr = _by_rows(arr, lambda rows: np.rint(rows * 255.0).astype(np.uint8))
     elif arr.dtype != np.uint8:  # other integer types (int32 from some SDKs, int64 from np.arange, ...)
         lo, hi = int(np.min(arr)), int(np.max(arr))
@@ -132,6 +136,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     return out
 
 
+FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)
 _said = {"low_bit_depth": False}  # notes given once per process, not once per frame of a stream
 
 
@@ -194,9 +199,9 @@ def _read_bytes(path: Path) -> np.ndarray:
             if _is_link_loop(path):
                 raise DataError(f"{path} is a symbolic link that leads back to itself (a loop through "
                                 f"{os.readlink(path)}); fix or remove the link")
-            raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            raise MissingFileError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
                             "fix or remove the link")
-        raise DataError(f"image file not found: {path}; check the path (and the working directory)")
+        raise MissingFileError(f"image file not found: {path}; check the path (and the working directory)")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image file; pass a file, or use list_images() for folders")
     try:
@@ -472,7 +477,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         return found
     p = Path(text)
     if not p.exists():
-        raise DataError(f"no such image file or folder: {p} (not found); check the path")
+        raise MissingFileError(f"no such image file or folder: {p} (not found); check the path")
     if p.is_file():
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(f"{p} does not have an image extension ({exts}); rename it or pass its folder")

@@ -434,3 +434,13 @@ def test_a_config_of_the_wrong_type_is_refused_with_how_to_make_one(small_artifa
         Detector.load(small_artifact, threads="2")
     assert not (tmp_path / "x.onnx").exists()
     assert isinstance(ModelConfig(), ModelConfig) and ExportConfig() and EngineConfig() and StreamConfig()
+
+
+def test_a_missing_file_is_also_a_file_not_found_error(tmp_path):
+    """``except FileNotFoundError`` (or OSError), Python's idiom, catches edgecmg's missing files too."""
+    from edgecmg.errors import MissingFileError
+
+    for call in (lambda: Detector.load(tmp_path / "nope.edgecmg"), lambda: read_image(tmp_path / "nope.png")):
+        with pytest.raises(FileNotFoundError, match="nope") as info:
+            call()
+        assert isinstance(info.value, MissingFileError) and isinstance(info.value, DataError)

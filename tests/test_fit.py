@@ -231,6 +231,9 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
         _Training(rgb)
     with pytest.raises(DataError, match="no training images"):
         _Training([])
+    pattern = str(kolektor_root / "train" / "good" / "*.jpg")
+    with pytest.raises(DataError, match=r"training image 1 is a glob pattern .*: pass the pattern itself, fit\("):
+        _Training([kolektor_train[0], pattern])
 
 
 def test_fit_keeps_training_images_only_at_the_model_size(kolektor_train, tmp_path, caplog):

@@ -404,3 +404,14 @@ def test_sixteen_bit_data_holding_twelve_bits_is_said_once(monkeypatch, caplog):
         to_rgb_uint8(twelve_bit)
     assert caplog.text.count("a 16-bit frame holds values up to 4095 only") == 1
     assert "frame << 4 for 12-bit data" in caplog.text
+
+
+def test_a_float_frame_off_its_range_by_rounding_is_clipped_not_refused():
+    from edgecmg.errors import DataError
+    from edgecmg.imageio import to_rgb_uint8
+
+    frame = np.array([[1.0 + 1e-6, -1e-7], [0.5, 1.0]], np.float32)  # after x / x.max() and the like
+    np.testing.assert_array_equal(to_rgb_uint8(frame)[..., 0], [[255, 0], [128, 255]])
+    for off in (1.002, -0.002, 255.0):
+        with pytest.raises(DataError, match=r"float frame must hold finite values in \[0, 1\]"):
+            to_rgb_uint8(np.array([[off, 0.5]], np.float32))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, read_engine_header, tensorrt_available
-from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, MissingFileError
 from edgecmg.runtime.base import Runner
 from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
 
@@ -187,7 +187,7 @@ def check_model_file(path: Path) -> str:
         raise DataError(f"{path}: unknown model file type {suffix!r}; edgecmg runs .edgecmg artifacts, .onnx "
                         f"exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines")
     if not path.is_file():
-        raise DataError(f"{path}: no such model file")
+        raise MissingFileError(f"{path}: no such model file")
     return suffix
 
 
