@@ -47,3 +47,8 @@ def test_spread_gives_each_seeds_bootstrap_interval_of_the_image_auroc_differenc
                                           seed=s) for s in (0, 1)]
     assert row == ("| K | CMG - baseline, 95% interval per seed (test images redrawn) | 2 | "
                    + " / ".join(f"{low:+.4f}..{high:+.4f}" for low, high in expected) + " | n/a |")
+
+
+def test_the_image_count_names_the_files_fit_left_out():
+    assert bench_core._images({"train_images": 254, "train_files": 261}) == "254 of 261 img"
+    assert bench_core._images({"train_images": 294, "train_files": 294}) == "294 img"
