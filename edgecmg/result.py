@@ -61,6 +61,12 @@ class Result:
     anomaly_map: float32 [H, W] at the input frame's resolution, measured from the normal level: about
         0 where the part scores as good parts do at that place, negative below, positive above.
     kept_mask: bool [g, g], the CMER grid cells that gate the image score (all True when CMER is off).
+    timings: this frame's stage times; frames judged in one call (``predict_batch``, a stream's
+        batch) share the call's time divided by their number.
+    frame_index: a stream's frame number (counted from 0 at the source); the position in the list
+        for ``predict_batch``; 0 for ``predict``.
+    timestamp: ``time.time()`` when a stream captured the frame, or when ``predict`` judged it.
+    source: where a stream's frame came from (the source, or an image folder's file).
     """
 
     score: float
