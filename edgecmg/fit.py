@@ -141,7 +141,7 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
 
 def _require_enough(count: int, source: str) -> None:
     if count < MIN_TRAIN_IMAGES:
-        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable images of good parts, found {count}"
+        raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable, distinct images of good parts, found {count}"
                         f"{source}: add more (a few hundred set a reliable threshold)")
 
 

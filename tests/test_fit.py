@@ -274,7 +274,7 @@ def test_too_few_images_names_the_folder_and_what_to_do(kolektor_train, tmp_path
     for path in kolektor_train[:5]:
         shutil.copy(path, tmp_path / path.name)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=rf"at least 8 readable images of good parts, found 5 in {re.escape(str(tmp_path))}: add more"):
+    with pytest.raises(DataError, match=rf"at least 8 readable, distinct images of good parts, found 5 in {re.escape(str(tmp_path))}: add more"):
         fit(tmp_path, ModelConfig(prompt="a part"), progress=False)
 
 
