@@ -17,7 +17,7 @@ from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError
 from edgecmg.fileio import atomic_write_bytes
-from edgecmg.fit import FEW_THRESHOLD_IMAGES
+from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
 
@@ -134,11 +134,12 @@ def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
 def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | Path],
                         quantile: float = ModelConfig.threshold_quantile, *, progress: bool = True) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
-    image scores, so about 1 - quantile of such parts are flagged. For frames from the line's own
+    image scores, so about 1 - quantile of such parts are flagged, leaving out (and naming) images
+    that score far above the rest (see :func:`edgecmg.fit.threshold_from_scores`). For frames from the line's own
     capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
     on. Images fit trained on score low (their patches are in the memory bank) and would set it too low.
 
-    Returns {threshold, quantile, images, skipped, stored_threshold, stored_flags (of these images),
+    Returns {threshold, quantile, images, skipped, left_out, stored_threshold, stored_flags (of these images),
     flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
 
     paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
@@ -148,7 +149,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
                           "highest of their scores)")
     if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
         paths = list_images(paths)
-    scores, skipped = [], []
+    scores, names, skipped = [], [], []
     for path in tqdm(paths, desc="threshold", unit="img", disable=not progress):
         try:
             frame = read_image(path)
@@ -157,6 +158,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
             skipped.append(str(path))
             continue
         scores.append(detector.predict(frame).score)
+        names.append(str(path))
     if not scores:
         raise DataError(f"none of the {len(paths)} good image(s) could be read: no threshold can be set")
     # The q quantile of fewer than 1 / (1 - q) scores is their maximum (the 0.99 quantile needs 100
@@ -167,8 +169,9 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
                     "their highest, which it then flags; judge %d or more for a threshold to rely on",
                     len(scores), quantile, enough, enough)
     values = np.asarray(scores)
-    threshold = float(np.quantile(values, quantile))
+    threshold, left_out = threshold_from_scores(values, quantile, names)
     return {"threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,
+            "left_out": left_out,
             "stored_threshold": float(detector.threshold),
             "stored_flags": int((values >= detector.threshold).sum()), "flags": int((values >= threshold).sum()),
             "score_p50": float(np.median(values)), "score_max": float(values.max()), "backend": detector.backend}

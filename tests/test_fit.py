@@ -384,3 +384,28 @@ def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train,
     assert metadata["training"]["images"] == 9
     assert (f"2 training image(s) left out as copies of others, pixel for pixel ({images[-1].name} = "
             f"{images[-2].name}, array10 = {images[0].name})") in caplog.text
+
+
+def test_a_good_image_scoring_far_above_the_rest_does_not_set_the_threshold(caplog):
+    """The held-out scores of KolektorSDD's default model (254 images, seed 0): kos23_Part1.jpg, a
+    'good' training part with a bright blob on it, scored 28.8 beside 24 others up to 5.45; the
+    0.99 quantile of all 25 was 23.2, at which the model missed 50 of 52 test defects."""
+    from edgecmg.fit import threshold_from_scores
+
+    scores = [0.86, 0.9, 1.04, 1.15, 1.16, 1.18, 1.21, 1.29, 1.38, 1.49, 2.02, 2.1, 2.21, 2.25, 2.28, 2.29, 2.7,
+              2.92, 3.26, 3.43, 3.57, 3.69, 3.77, 5.45, 28.82]
+    names = [f"part{i}.jpg" for i in range(len(scores))]
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        threshold, left_out = threshold_from_scores(scores, 0.99, names)
+    assert left_out == ["part24.jpg"]
+    assert threshold == pytest.approx(float(np.quantile(scores[:-1], 0.99)))
+    assert ("1 of 25 good image(s) score far above the others and are left out of the threshold (part24.jpg: "
+            "28.82; the others score up to 5.45)") in caplog.text
+    # a score just inside the fence (Q3 + 3 x IQR) stays; few scores, or scores all alike, leave none out
+    q1, q3 = np.quantile(scores[:-1] + [100.0], [0.25, 0.75])  # the quartiles whatever the largest score
+    fence = float(q3 + 3 * (q3 - q1))
+    assert threshold_from_scores(scores[:-1] + [fence - 1e-9], 0.99, names)[1] == []
+    assert threshold_from_scores(scores[:-1] + [fence + 1e-9], 0.99, names)[1] == ["part24.jpg"]
+    assert threshold_from_scores([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 90.0], 0.99, names) == (
+        pytest.approx(float(np.quantile([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 90.0], 0.99))), [])
+    assert threshold_from_scores([2.0] * 9 + [2.5], 1.0, names) == (2.5, [])
