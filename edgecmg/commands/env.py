@@ -108,7 +108,7 @@ def check_environment() -> dict[str, Any]:
     from edgecmg.model.text import TRANSFORMERS_FOR_OLD_TORCH, _transformers_needs_newer_torch
     from edgecmg.runtime.onnx_runner import available_providers, installed_ort_distributions, provider_install_hint
     from edgecmg.runtime.registry import SPECS, has_module
-    from edgecmg.stream.sources import opencv_has_gstreamer
+    from edgecmg.stream.sources import JETSON_OPENCV_FIX, opencv_has_gstreamer
 
     cuda = info["device_type"] == "cuda"
     if info["jetson_l4t"] and not cuda:
@@ -143,9 +143,7 @@ def check_environment() -> dict[str, Any]:
                          "fix": TRANSFORMERS_FOR_OLD_TORCH})
     if info["jetson_l4t"] and opencv_has_gstreamer() is False:
         problems.append({"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
-                         "fix": "pip uninstall opencv-python-headless, so that JetPack's own OpenCV (sudo apt "
-                                "install nvidia-jetpack) is the one imported, in a venv made with "
-                                "--system-site-packages"})
+                         "fix": JETSON_OPENCV_FIX})
 
     report["onnxruntime_providers"] = available_providers()
     report["backends"] = [{"backend": spec.backend, "device": spec.device, "what": spec.what,

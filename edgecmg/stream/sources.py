@@ -774,14 +774,15 @@ def opencv_has_gstreamer() -> Optional[bool]:
     return _opencv_has_backend(cv2.CAP_GSTREAMER)
 
 
+#: What a Jetson does about an OpenCV without GStreamer (the pip wheel shadowing JetPack's own); env says it too.
+JETSON_OPENCV_FIX = ("pip uninstall opencv-python-headless, so that JetPack's own OpenCV (sudo apt install "
+                     "nvidia-jetpack) is the one imported, in a venv made with --system-site-packages")
+
+
 def _gstreamer_hint(custom_opener: bool) -> str:
     if not custom_opener and opencv_has_gstreamer() is False:
-        return (
-            "This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); "
-            "on Jetson, pip uninstall opencv-python-headless so that JetPack's own OpenCV (sudo apt install "
-            "nvidia-jetpack) is imported, from a venv made with --system-site-packages; elsewhere build "
-            "OpenCV with -DWITH_GSTREAMER=ON."
-        )
+        return ("This OpenCV build has no GStreamer support (the pip opencv-python wheels lack it); on Jetson, "
+                f"{JETSON_OPENCV_FIX}; elsewhere build OpenCV with -DWITH_GSTREAMER=ON.")
     return "Check the pipeline with gst-launch-1.0 (replace appsink by fakesink) and that it ends in appsink."
 
 
