@@ -105,7 +105,10 @@ class Result:
             frame = self.frame
         if frame is None:
             raise DataError("this result carries no frame: pass the frame to overlay()")
+        if dst is None and isinstance(frame, np.ndarray) and frame.dtype != np.uint8:
+            from edgecmg.imageio import to_rgb_uint8
 
+            frame = to_rgb_uint8(frame)  # 16-bit or float, as predict() took it (dst= draws into uint8 only)
         return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
                                label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}", dst=dst)
 

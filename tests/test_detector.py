@@ -384,6 +384,17 @@ def test_bgr_frames_from_opencv_are_judged_as_their_rgb_twin(detector, kolektor_
     assert [r.score for r in detector.predict_batch([bgr, bgr], bgr=True)] == [want.score] * 2
 
 
+def test_an_overlay_is_drawn_over_the_frame_as_predict_took_it(detector, kolektor_root):
+    """A float or 16-bit frame, as predict() takes them, draws as its uint8 twin does."""
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    result = detector.predict(frame)
+    want = result.overlay(frame)
+    assert np.array_equal(result.overlay(frame.astype(np.float32) / 255), want)
+    assert np.array_equal(result.overlay(frame.astype(np.uint16) * 257), want)
+    with pytest.raises(DataError, match="float frame must hold finite values"):
+        result.overlay(frame.astype(np.float32))  # 0..255 floats: refused as predict refuses them
+
+
 def test_results_compare_by_identity(detector, kolektor_root):
     """Two verdicts on one frame hold equal scores; == must not reach the arrays inside (it raised)."""
     frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
