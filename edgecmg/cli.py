@@ -189,7 +189,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     print(f"{images} good images judged ({len(found['skipped'])} unreadable skipped), backend {found['backend']}: "
           f"scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
     print(f"stored threshold {found['stored_threshold']:.4f} flags {found['stored_flags']} of them")
-    print(f"threshold at their {found['quantile']:g} quantile: {found['threshold']:.4f} (flags {found['flags']}); "
+    kept = f", {len(found['left_out'])} far above the rest left out" if found["left_out"] else ""
+    print(f"threshold at their {found['quantile']:g} quantile{kept}: {found['threshold']:.4f} (flags {found['flags']}); "
           f"use it with --threshold {found['threshold']:.4f} (predict, eval, stream) or "
           f"Detector.load(..., threshold={found['threshold']:.4f})")
     if args.output is not None:
@@ -401,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("good", nargs="+", help="image files, folders or globs of good parts not used in fit")
     p.add_argument("--quantile", type=float, default=ModelConfig.threshold_quantile,
                    help="the quantile of their scores that becomes the threshold, fit's rule (0.99: about 1 such "
-                        "part in 100 flagged; 1: their highest score, which is then flagged itself)")
+                        "part in 100 flagged; 1: their highest score, which is then flagged itself); a few images "
+                        "scoring far above the rest are left out of it and named")
     add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-o", "--output", help="also write a copy of the .edgecmg model with this threshold stored "

@@ -160,7 +160,8 @@ class ModelConfig:
             raise ConfigError(f"smoothing_sigma={self.smoothing_sigma} must be > 0 pixels (default 4)")
         if not 0.0 < self.threshold_quantile <= 1.0:
             raise ConfigError(f"threshold_quantile={self.threshold_quantile} must be in (0, 1] (default 0.99: "
-                              "1% of held-out good parts flagged; 1: the highest of their scores)")
+                              "1% of held-out good parts flagged; 1: the highest of their scores, strays far above the rest "
+                              "left out)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1 (default 8)")
         if self.matcher not in ("zeroshot", "clip"):

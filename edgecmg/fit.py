@@ -35,6 +35,7 @@ HOLDOUT_FRACTION = 0.1
 FEW_THRESHOLD_IMAGES = 20  # fewer held-out images than this: fit warns that the threshold is rough
 OUTLIER_FENCE = 3.0  # good images' scores beyond Q3 + 3 x IQR are left out of a threshold (Tukey's "far out")
 MIN_SCORES_FOR_OUTLIERS = 8  # below this the quartiles say too little to call a score far out
+OUTLIER_SHARE = 0.05  # at most this share of the scores (at least one) is left out as strays
 # Bank images averaged into the normal level of the maps (evenly spread; more adds time, not accuracy).
 NORMAL_LEVEL_IMAGES = 64
 MIN_TRAIN_IMAGES = 8
@@ -304,26 +305,35 @@ def _fit_cmle(model: CMGModel, text: torch.Tensor, image_features: torch.Tensor,
 
 
 def threshold_from_scores(scores: Sequence[float], quantile: float, names: Sequence[str]) -> tuple[float, list[str]]:
-    """The threshold that good images' ``scores`` set: their ``quantile``, leaving out the scores far
-    above the rest (Tukey's far-out fence, Q3 + 3 x IQR, from 8 scores on), whose ``names`` are
-    returned and said. The 0.99 quantile of a few dozen scores is about their maximum, so one image
-    unlike the others (a defect among the good images) would otherwise set it: a KolektorSDD holdout
-    scoring 28.8 beside 24 others up to 5.5 set 23.2, and the model then missed 50 of 52 defects."""
+    """The threshold that good images' ``scores`` set: their ``quantile``, leaving out the few scores
+    far above the rest (Tukey's far-out fence, Q3 + 3 x IQR, from 8 scores on; at most 5% of them,
+    at least one), whose ``names`` are returned and said. The 0.99 quantile of a few dozen scores is
+    about their maximum, so one image unlike the others (a defect among the good images) would
+    otherwise set it: a KolektorSDD holdout scoring 28.8 beside 24 others up to 5.5 set 23.2, and the
+    model then missed 50 of 52 defects. More scores than that past the fence are a second kind of
+    good part rather than strays: all are kept, and that is said."""
     values = np.asarray(scores, dtype=np.float64)
-    keep = np.ones(len(values), dtype=bool)
+    if len(values) == 0 or len(names) != len(values) or not np.isfinite(values).all():
+        raise DataError(f"a threshold needs finite scores, one name each: got {len(values)} score(s) "
+                        f"({int((~np.isfinite(values)).sum())} not finite) for {len(names)} name(s)")
+    far = np.zeros(len(values), dtype=bool)
     if len(values) >= MIN_SCORES_FOR_OUTLIERS:
         q1, q3 = np.quantile(values, [0.25, 0.75])
         if q3 > q1:  # scores that are all alike have no spread to measure "far above" by
-            keep = values <= q3 + OUTLIER_FENCE * (q3 - q1)
-    left_out = [int(i) for i in np.flatnonzero(~keep)]
+            far = values > q3 + OUTLIER_FENCE * (q3 - q1)
+    count, most = int(far.sum()), max(1, int(OUTLIER_SHARE * len(values)))
+    if count > most:
+        log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
+                    "part, kept in the threshold (%.4g); fit it on more of them, or set a threshold per kind",
+                    count, len(values), float(np.quantile(values, quantile)))
+        far[:] = False
+    left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:
         log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s; the "
                     "others score up to %.4g): a defect among the good images, or a part unlike the rest; look at "
                     "them", len(left_out), len(values),
-                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in left_out[:5]) + (", ..." if len(left_out) > 5
-                                                                                        else ""),
-                    float(values[keep].max()))
-    return float(np.quantile(values[keep], quantile)), [names[i] for i in left_out]
+                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in left_out), float(values[~far].max()))
+    return float(np.quantile(values[~far], quantile)), [names[i] for i in left_out]
 
 
 def _fit_threshold(model: CMGModel, holdout_frames: list[np.ndarray], holdout_names: list[str], config: ModelConfig,

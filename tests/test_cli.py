@@ -1032,6 +1032,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     scores = np.array([detector.predict(read_image(path)).score for path in good])
     assert found["threshold"] == pytest.approx(np.quantile(scores, 0.9), rel=1e-6)
     assert found["images"] == len(good) and found["skipped"] == [str(folder / "broken.png")]
+    assert found["left_out"] == []  # none of these scores far above the rest
     assert found["stored_threshold"] == pytest.approx(detector.threshold)
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from edgecmg.config import ModelConfig
+from edgecmg.errors import DataError
 from edgecmg.fit import fit
 
 
@@ -406,6 +407,38 @@ def test_a_good_image_scoring_far_above_the_rest_does_not_set_the_threshold(capl
     fence = float(q3 + 3 * (q3 - q1))
     assert threshold_from_scores(scores[:-1] + [fence - 1e-9], 0.99, names)[1] == []
     assert threshold_from_scores(scores[:-1] + [fence + 1e-9], 0.99, names)[1] == ["part24.jpg"]
-    assert threshold_from_scores([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 90.0], 0.99, names) == (
+    assert threshold_from_scores([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 90.0], 0.99, names[:7]) == (
         pytest.approx(float(np.quantile([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 90.0], 0.99))), [])
-    assert threshold_from_scores([2.0] * 9 + [2.5], 1.0, names) == (2.5, [])
+    assert threshold_from_scores([2.0] * 9 + [2.5], 1.0, names[:10]) == (2.5, [])
+    # more scores past the fence than strays would be (5%, at least one): a second kind of part, all kept
+    caplog.clear()
+    two_kinds = [1.0 + 0.01 * i for i in range(80)] + [5.0 + 0.01 * i for i in range(20)]
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        threshold, left_out = threshold_from_scores(two_kinds, 0.99, [f"p{i}" for i in range(100)])
+    assert left_out == [] and threshold == pytest.approx(float(np.quantile(two_kinds, 0.99)))
+    assert "20 of 100 good image(s) score far above the others, too many to be strays" in caplog.text
+    for bad in ([], [1.0, float("nan")], [1.0, float("inf")]):
+        with pytest.raises(DataError, match="a threshold needs finite scores"):
+            threshold_from_scores(bad, 0.99, ["a"] * len(bad))
+    with pytest.raises(DataError, match="one name each: got 2 score"):
+        threshold_from_scores([1.0, 2.0], 0.99, ["a"])
+
+
+def test_fit_sets_its_threshold_by_that_rule_on_the_named_held_out_images(kolektor_train, monkeypatch):
+    import edgecmg.fit as fit_module
+
+    calls = []
+    real = fit_module.threshold_from_scores
+
+    def spy(scores, quantile, names):
+        calls.append((list(scores), quantile, list(names)))
+        return real(scores, quantile, names)
+
+    monkeypatch.setattr(fit_module, "threshold_from_scores", spy)
+    images = kolektor_train[106:126]
+    _, metadata = fit(images, ModelConfig(prompt="a metal part", input_size=(256, 96), threshold_quantile=0.9),
+                      progress=False)
+    ((scores, quantile, names),) = calls
+    assert quantile == 0.9 and len(names) == len(scores) == metadata["training"]["holdout_images"]
+    assert set(names) <= {p.name for p in images}
+    assert metadata["threshold"] == real(scores, quantile, names)[0]
