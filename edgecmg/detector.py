@@ -57,7 +57,7 @@ class Detector:
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", *, device: Optional[str] = None,
+    def load(cls, path: str | Path, backend: str = "auto", *, device: str | int | torch.device | None = None,
              threshold: Optional[float] = None, threads: Optional[int] = None) -> "Detector":
         """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
 
@@ -80,7 +80,7 @@ class Detector:
         return cls(runner, threshold=threshold, scorer=scorer)
 
     @classmethod
-    def from_model(cls, model: Any, metadata: dict, *, device: Optional[str] = None,
+    def from_model(cls, model: Any, metadata: dict, *, device: str | int | torch.device | None = None,
                    threshold: Optional[float] = None) -> "Detector":
         """Wrap an in-memory fitted CMGModel (what ``edgecmg.fit.fit`` returns) with the torch runner.
 
@@ -205,7 +205,7 @@ class Detector:
                 "score; crop frames to the part as the training images were, or fit on frames of this camera",
                 self.runner.model_path, h, w, h / w, trained, stretch)
 
-    def predict(self, frame: np.ndarray, *, bgr: bool = False) -> Result:
+    def predict(self, frame: np.ndarray | torch.Tensor, *, bgr: bool = False) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
         (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them.
 
@@ -216,7 +216,7 @@ class Detector:
         """
         return self._judge([frame], single=True, bgr=bgr)[0]
 
-    def predict_batch(self, frames: Sequence[np.ndarray], *, bgr: bool = False,
+    def predict_batch(self, frames: Sequence[np.ndarray | torch.Tensor] | np.ndarray, *, bgr: bool = False,
                       prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0) -> list[Result]:
         """Judge several frames (a list, or an [N, H, W, C] array) in one inference call, same order
         back. Frames may differ in size; each is converted as in :meth:`predict` (``bgr`` too).

@@ -69,7 +69,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         DataError: the array is not an image (wrong shape, empty, non-numeric, out-of-range).
     """
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
-        image = image.detach().cpu()  # one that requires grad, or on a GPU, is read as any other
+        image = _tensor_as_array(image)
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
@@ -134,6 +134,19 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+def _tensor_as_array(tensor: Any) -> np.ndarray:
+    """A torch tensor as a numpy array: one that requires grad or lives on a GPU is read as any other,
+    bfloat16 (what autocast gives) as float32; what numpy cannot hold (a meta tensor) is a DataError."""
+    try:
+        tensor = tensor.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            tensor = tensor.float()
+        return tensor.resolve_conj().resolve_neg().numpy()
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"a {tensor.dtype} tensor on {tensor.device} cannot be read as a frame ({exc}); pass a "
+                        "CPU tensor or numpy array of real numbers") from None
 
 
 FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)

@@ -74,6 +74,10 @@ def test_torch_tensors_are_frames_and_channels_first_is_pointed_out(detector, ko
         detector.predict(as_float.permute(2, 0, 1))
     with pytest.raises(DataError, match=r"shape \(10, 10, 5\) is not an image[^;]*$"):
         detector.predict(np.zeros((10, 10, 5), np.uint8))  # not channels-first: no such hint
+    half = torch.from_numpy(frame).float().div(255)
+    assert detector.predict(half.bfloat16()).score == detector.predict(half.bfloat16().float()).score  # autocast's
+    with pytest.raises(DataError, match=r"frame 1: a torch.float32 tensor on meta cannot be read as a frame"):
+        detector.predict_batch([frame, torch.empty(8, 8, 3, device="meta")])
 
 
 def test_predict_takes_what_streams_take_gray_rgba_16_bit_and_float(detector, kolektor_root):
@@ -358,6 +362,10 @@ def test_a_device_is_taken_as_torch_takes_it(small_fit, small_artifact):
         assert det.device == "cpu"
     with Detector.load(small_artifact, backend="torch", device=torch.device("cpu")) as det:
         assert det.device == "cpu" and "device='cpu'" in repr(det)
+    from edgecmg.runtime.registry import device_name
+
+    assert [device_name(d) for d in (None, "cpu", 0, np.int64(1), torch.device("cuda", 1), torch.device("cpu"))] == \
+        [None, "cpu", "cuda:0", "cuda:1", "cuda:1", "cpu"]
     for bad, error in ((True, ConfigError), (-1, ConfigError), (2.0, ConfigError)):
         with pytest.raises(error, match=r"device=.*use 'cpu', 'cuda', 'cuda:N', a torch.device or a CUDA index N"):
             Detector.load(small_artifact, backend="torch", device=bad)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -151,8 +152,8 @@ def device_name(device: Any) -> Optional[str]:
     accepts, a ``torch.device`` and an int N (CUDA device N)."""
     if device is None or isinstance(device, str):
         return device
-    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
-        return f"cuda:{device}"
+    if isinstance(device, numbers.Integral) and not isinstance(device, bool) and device >= 0:  # numpy's too
+        return f"cuda:{int(device)}"
     if type(device).__name__ == "device" and type(device).__module__ == "torch":  # torch.device, torch not imported
         return str(device)
     raise ConfigError(f"device={device!r}: use 'cpu', 'cuda', 'cuda:N', a torch.device or a CUDA index N "
@@ -183,11 +184,11 @@ def check_model_file(path: Path) -> str:
     if path.is_dir():  # on the command line: the model and the data given the other way round
         raise DataError(f"{path} is a folder, not a model file: give the .edgecmg, .onnx or "
                         f"{'/'.join(ENGINE_SUFFIXES)} file (edgecmg commands take the model first)")
+    if not path.exists():  # before the suffix: a mistyped name is missing first of all
+        raise MissingFileError(f"{path}: no such model file")
     if suffix not in KNOWN_SUFFIXES:
         raise DataError(f"{path}: unknown model file type {suffix!r}; edgecmg runs .edgecmg artifacts, .onnx "
                         f"exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines")
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such model file")
     return suffix
 
 
