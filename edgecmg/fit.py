@@ -247,9 +247,10 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         margins = torch.zeros_like(model.scorer.cmer_margin)
     model.scorer.cmer_margin.copy_(margins)
 
-    threshold = _fit_threshold(model, holdout_frames, holdout_names, config, progress)
+    threshold, threshold_left_out = _fit_threshold(model, holdout_frames, holdout_names, config, progress)
     training_info = {
         "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
+        "copies_left_out": len(training.copies), "threshold_left_out": threshold_left_out,
         # what Detector compares frames with: a frame of another shape is stretched by the resize
         "aspect_hw": round(median_aspect(shapes), 4),
         "bank_size": int(bank_size), "feature_dim": int(feature_dim),
@@ -337,17 +338,18 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
 
 
 def _fit_threshold(model: CMGModel, holdout_frames: list[np.ndarray], holdout_names: list[str], config: ModelConfig,
-                   progress: bool) -> float:
-    """Score the held-out images, centre the scores on them and return the threshold (also stored)."""
+                   progress: bool) -> tuple[float, list[str]]:
+    """Score the held-out images, centre the scores on them; the threshold (also stored) and the
+    held-out images left out of it."""
     holdout_scores, holdout_map_mean = _score_holdout(model, holdout_frames, config.batch_size, progress)
     # The level's pattern comes from the bank images; its height is set so that held-out good parts
     # average 0. (With a small bank, images scored without their own rows score higher than new parts
     # do.) One constant moves every score and the threshold together: no decision or ranking changes.
     model.scorer.normal_map += holdout_map_mean
     holdout_scores = holdout_scores - holdout_map_mean
-    threshold, _ = threshold_from_scores(holdout_scores, config.threshold_quantile, holdout_names)
+    threshold, left_out = threshold_from_scores(holdout_scores, config.threshold_quantile, holdout_names)
     model.scorer.threshold.fill_(threshold)
-    return threshold
+    return threshold, left_out
 
 
 def _metadata(config: ModelConfig, size: tuple[int, int], backbone_hash: str, threshold: float,
@@ -382,6 +384,7 @@ class _Training:
         self.names: list[str] = []  # file names; ``array<i>`` for arrays
         self.shapes: list[tuple[int, int]] = []  # (height, width) as given, before the resize
         self.skipped: list[tuple[Path, str]] = []
+        self.copies: list[tuple[str, str]] = []  # (copy, the image it repeats), left out by drop_copies
         self.offered = 0
         for i, item in enumerate(images):
             self.offered += 1
@@ -445,7 +448,7 @@ class _Training:
         copies on both sides of the split set the threshold below what new good parts score, and
         every part is then flagged."""
         first_of: dict[bytes, int] = {}
-        unique, kept, copies = [], [], []
+        unique, kept, copies = [], [], self.copies
         for index, frame in enumerate(frames):
             key = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
             if key in first_of:

@@ -371,7 +371,7 @@ def test_fit_names_training_images_of_another_aspect(kolektor_train, caplog):
     assert kolektor_train[0].name not in caplog.text
 
 
-def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train, caplog):
+def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train, caplog, tmp_path, capsys):
     """KolektorSDD's training folder holds byte-identical pairs (kos21_Part6 and kos21_Part7, ...);
     an array equal to a file's pixels is a copy too. A copy on each side of the held-out split would
     score as seen before and set the threshold too low."""
@@ -380,9 +380,16 @@ def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train,
     images = kolektor_train[96:106]  # 10 files: kos21_Part7.jpg repeats kos21_Part6.jpg
     assert images[-2].read_bytes() == images[-1].read_bytes()
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
-        _, metadata = fit([*images, read_image(images[0])], ModelConfig(prompt="a metal part", input_size=(256, 96)),
-                          progress=False)
-    assert metadata["training"]["images"] == 9
+        model, metadata = fit([*images, read_image(images[0])],
+                              ModelConfig(prompt="a metal part", input_size=(256, 96)), progress=False)
+    assert metadata["training"]["images"] == 9 and metadata["training"]["copies_left_out"] == 2
+    assert metadata["training"]["threshold_left_out"] == []  # 2 held out: too few to call one far above
+    from edgecmg import artifact
+    from edgecmg.cli import main
+
+    artifact.save(model, metadata, tmp_path / "m.edgecmg")
+    assert main(["info", str(tmp_path / "m.edgecmg")]) == 0
+    assert "held out for the threshold, 2 copies of others left out)" in capsys.readouterr().out
     assert (f"2 training image(s) left out as copies of others, pixel for pixel ({images[-1].name} = "
             f"{images[-2].name}, array10 = {images[0].name})") in caplog.text
 

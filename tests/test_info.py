@@ -117,6 +117,9 @@ def test_info_says_which_parts_are_off_and_a_fixed_batch(small_artifact, featuri
     assert "  CMER         on (grid 2)" in text and "  CMLE         off (" in text
     info["model"]["model"]["use_cmer"] = False
     assert "  CMER         off (grid 2)" in format_description(info)
+    assert "left out of the threshold" not in format_description(info)
+    info["model"]["training"]["threshold_left_out"] = ["kos23_Part1.jpg"]
+    assert "held out but left out of the threshold (far above the rest): kos23_Part1.jpg" in format_description(info)
     onnx_info = copy.deepcopy(describe(featurizer_onnx))
     onnx_info["model"]["export"].update(dynamic_batch=False, batch=2, max_batch=2)
     assert "exported     opset 17, batch 2, outputs" in format_description(onnx_info)

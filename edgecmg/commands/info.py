@@ -101,9 +101,13 @@ def format_description(info: dict[str, Any]) -> str:
     row("backbone", f"{backbone.get('id', '?')} (sha256 {str(backbone.get('sha256', '?'))[:12]})")
     row("matcher", model.get("matcher", {}).get("kind", "?"))
     if training:
+        copies = f", {training['copies_left_out']} copies of others left out" if training.get("copies_left_out") else ""
         row("fitted on", f"{training.get('images', '?')} images ({training.get('bank_images', '?')} in the bank, "
-                         f"{training.get('holdout_images', '?')} held out for the threshold) in "
+                         f"{training.get('holdout_images', '?')} held out for the threshold{copies}) in "
                          f"{training.get('seconds', '?')} s; height/width {training.get('aspect_hw', '?')}")
+        if training.get("threshold_left_out"):
+            row("", f"held out but left out of the threshold (far above the rest): "
+                    f"{', '.join(training['threshold_left_out'])}")
     row("created", f"{created.get('time', '?')} by edgecmg {created.get('edgecmg', '?')}, torch "
                    f"{created.get('torch', '?')}, on {created.get('host', '?')}")
     export = model.get("export")
