@@ -54,7 +54,7 @@ def fmt(value) -> str:
 
 
 def _images(record: dict) -> str:
-    """The images a fit used, and the files offered where fit left some out (copies of others)."""
+    """The images a fit used, and the files offered where fit left some out (copies of others, unreadable files)."""
     used, offered = record["train_images"], record["train_files"]
     return f"{used} img" if used == offered else f"{used} of {offered} img"
 
