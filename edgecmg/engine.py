@@ -939,10 +939,7 @@ class _Capabilities:
 
 
 def _capabilities(trt) -> _Capabilities:
-    try:
-        major = int(str(trt.__version__).split(".")[0])
-    except ValueError:
-        major = 10
+    major = (tensorrt_version(trt.__version__) or (10,))[0]  # a version with no number: taken as 10
     flags = trt.NetworkDefinitionCreationFlag
     return _Capabilities(
         major=major,
