@@ -288,8 +288,10 @@ class StreamConfig:
         the device default (``csi://`` uses 1280x720).
     capture_fps: frame rate requested from cameras / ``csi://``; also the pace of a non-video
         source when ``realtime`` is set. ``None`` = device default (30 for ``csi://``).
-    timeout_s: open and read timeout of network streams, so a dead camera errors (and is
-        reconnected) instead of hanging the capture thread.
+    timeout_s: open and read timeout of network streams and ``csi://`` sensors (the latter with
+        OpenCV 4.7 or newer), so a dead camera or a hung nvargus-daemon errors (and is reconnected)
+        instead of hanging the capture thread. Pipelines of your own get none: a triggered camera
+        may be silent for long.
     stall_warn_s: a live source that delivers no frame for this long (outside a reconnect) is
         reported in the log, again at each interval; ``None`` for triggered cameras that are
         silent between parts.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import stat
 import threading
 import time
@@ -719,7 +720,15 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
             ms = int(config.timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
             return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
+        if kind == "csi" and _opencv_at_least(4, 7):
+            # A hung nvargus-daemon blocks the read for good; bounded, it fails and is reconnected.
+            # OpenCV's GStreamer backend takes these from 4.7 on and refuses to open with them before.
+            ms = int(config.timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, params)
         if kind in ("gstreamer", "csi"):
+            # A pipeline of the user's own gets no read timeout: it may be a triggered camera,
+            # silent between parts.
             return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER)
         return cv2.VideoCapture(str(target))
 
@@ -759,6 +768,12 @@ def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: St
                      "their full size and rate only in MJPG, which a GStreamer pipeline can ask for", target,
                      ", ".join(refused), why)
     return True
+
+
+def _opencv_at_least(major: int, minor: int) -> bool:
+    """Whether the imported OpenCV is this version or newer (its version reads as 4.8.0, 4.10.0-dev, ...)."""
+    found = re.match(r"(\d+)\.(\d+)", getattr(cv2, "__version__", ""))
+    return bool(found) and (int(found[1]), int(found[2])) >= (major, minor)
 
 
 def _opencv_has_backend(backend: int) -> Optional[bool]:

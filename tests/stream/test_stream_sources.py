@@ -477,6 +477,32 @@ def test_the_camera_opener_asks_v4l2_for_the_camera_and_its_mode(monkeypatch, ca
     assert (made[-1].target, made[-1].backend) == (3, None) and cv2.CAP_PROP_FRAME_WIDTH not in made[-1].props
 
 
+def test_csi_sensors_get_a_read_timeout_where_opencv_takes_one(monkeypatch):
+    """A hung nvargus-daemon blocks an unbounded read for good. OpenCV's GStreamer backend takes open
+    and read timeouts from 4.7 on and refuses to open with them before, so older ones get none; a
+    pipeline of the user's own gets none either (a triggered camera may be silent for long)."""
+    import cv2
+
+    from edgecmg.stream import sources
+
+    made = []
+
+    def capture(target, backend=None, params=None):
+        made.append((target, backend, params))
+
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    config = StreamConfig(timeout_s=2.5)
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 2500]
+    for version, expected in [("4.8.0", timeouts), ("4.10.0-dev", timeouts), ("5.1.0", timeouts),
+                              ("4.5.4", None), ("4.6.0", None), ("unknown", None)]:
+        monkeypatch.setattr(cv2, "__version__", version)
+        sources._default_opener("csi", config)("nvarguscamerasrc ! appsink")
+        assert made[-1] == ("nvarguscamerasrc ! appsink", cv2.CAP_GSTREAMER, expected), version
+    monkeypatch.setattr(cv2, "__version__", "4.8.0")
+    sources._default_opener("gstreamer", config)("v4l2src ! appsink")
+    assert made[-1] == ("v4l2src ! appsink", cv2.CAP_GSTREAMER, None)
+
+
 def test_asked_capture_mode_that_is_not_delivered_is_said(video_file, caplog):
     """Drivers fall back to their nearest mode silently; the stream says what it got. A video file
     (whose size and rate cannot be set) stands in for a camera without that mode."""
