@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 
 from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, read_engine_header, tensorrt_available
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, MissingFileError
-from edgecmg.runtime.base import Runner
+from edgecmg.runtime.base import Runner, device_index
 from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
 
 log = logging.getLogger("edgecmg")
@@ -165,15 +165,31 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
         return None
     if device == "cpu":
         return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         return "cuda"
     raise ConfigError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)")
 
 
+def check_cuda_index(device: Optional[str]) -> None:
+    """Refuse "cuda:N" past the CUDA devices torch sees (which, like ONNX Runtime and TensorRT, honour
+    CUDA_VISIBLE_DEVICES), by name, before a runner fails on it with its own error. Not checked where
+    torch sees no CUDA: each runner then says what is missing."""
+    if _device_kind(device) != "cuda" or not torch_cuda_available():
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if device_index(device) >= count:
+        raise ConfigError(f"device={device!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1} "
+                          "(nvidia-smi lists them; CUDA_VISIBLE_DEVICES renumbers what it keeps from 0)")
+
+
 def check_torch_device(device: str) -> str:
-    """``device`` for the torch backend ("cpu", "cuda" or "cuda:N"), refused where this torch has no CUDA."""
+    """``device`` for the torch backend ("cpu", "cuda" or "cuda:N"), refused where this torch has no CUDA
+    or not that device."""
     if _device_kind(device) == "cuda" and not torch_cuda_available():
         raise BackendUnavailableError("torch", f"device={device!r}: this torch has no CUDA device", _HINTS["torch"]())
+    check_cuda_index(device)
     return device
 
 
@@ -219,6 +235,7 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
         read_engine_header(path)
     device = device_name(device)
     specs = candidate_specs(path, backend, device)
+    check_cuda_index(device)
     if not specs:
         runs = {b: sorted({x for s in SPECS if s.backend == b for x in s.suffixes}) for b in BACKENDS}
         if backend != "auto" and suffix not in runs[backend]:

@@ -116,6 +116,29 @@ def test_a_numbered_cuda_device_selects_the_cuda_runners(artifact_path, featuriz
         assert candidate_specs(path, device="cuda:1") == candidate_specs(path, device="cuda")
 
 
+def test_a_cuda_index_past_the_devices_is_refused_by_name(artifact_path, featurizer_onnx, monkeypatch):
+    """cuda:3 on a one-GPU machine reached each runner's own error (torch's "invalid device ordinal",
+    ORT's and cudaSetDevice's codes); it is named before a runner starts. No GPU here: torch is told
+    it sees one."""
+    import torch
+
+    from edgecmg.runtime import registry
+
+    for bad in ("cuda:x", "cuda:-1", "cuda:", "gpu:0"):
+        with pytest.raises(ConfigError, match=f"device='{bad}': use 'cpu', 'cuda' or 'cuda:N'"):
+            make_runner(featurizer_onnx, device=bad)
+    monkeypatch.setattr(registry, "torch_cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for path, backend in [(artifact_path, "torch"), (featurizer_onnx, "onnxruntime"), (featurizer_onnx, "auto")]:
+        with pytest.raises(ConfigError, match=r"device='cuda:3': this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
+            make_runner(path, backend, "cuda:3")
+        with pytest.raises(ConfigError, match="device='cuda:1': this machine has 1"):
+            make_runner(path, backend, 1)  # an index, as torch takes it
+    assert registry.check_torch_device("cuda:0") == "cuda:0"
+    with pytest.raises(ConfigError, match="device='cuda:2'"):
+        registry.check_torch_device("cuda:2")
+
+
 def test_onnxruntime_runs_an_edgecmg_file_only_where_onnx_can_export_it(artifact_path, monkeypatch):
     """An .edgecmg runs on ONNX Runtime through an export, which needs the onnx package: without it
     onnxruntime is not offered for .edgecmg files (torch still is)."""
