@@ -222,8 +222,13 @@ class Detector:
         back. Frames may differ in size; each is converted as in :meth:`predict` (``bgr`` too).
 
         prepared / preprocess_ms: frames already converted and resized by :meth:`prepare`, and the
-        time that took (streams prepare on their capture thread); ``frames`` are then used as given.
+        time that took (streams prepare on their capture thread); ``frames`` are then used as given,
+        RGB, so ``bgr`` is refused beside them.
         """
+        if prepared is not None and bgr:
+            raise ConfigError("predict_batch(prepared=..., bgr=True): prepared frames are used as given; convert "
+                              "BGR frames to RGB before prepare() (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) and "
+                              "leave bgr unset")
         return self._judge(frames, prepared=prepared, preprocess_ms=preprocess_ms, bgr=bgr)
 
     def _judge(self, frames: Any, *, prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0,
@@ -289,7 +294,8 @@ class Detector:
         and releases the source at once; a run left without either stops only when it is
         garbage-collected. Unusable frames (unreadable files, empty buffers) are skipped with a
         warning and counted in ``.stats.corrupt_skipped``. Sources OpenCV reads are converted from
-        its BGR order; an iterable's frames are taken as :meth:`predict` takes them, RGB.
+        its BGR order; an iterable's frames are taken as :meth:`predict` takes them, RGB (BGR frames
+        of your own: ``(cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames)``).
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
         "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and

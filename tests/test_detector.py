@@ -390,6 +390,9 @@ def test_bgr_frames_from_opencv_are_judged_as_their_rgb_twin(detector, kolektor_
     assert np.array_equal(got.frame, rgb)  # the result holds the RGB frame
     assert detector.predict(bgr).score != want.score
     assert [r.score for r in detector.predict_batch([bgr, bgr], bgr=True)] == [want.score] * 2
+    # prepared frames are used as given: bgr beside them would be silently ignored, so it is refused
+    with pytest.raises(ConfigError, match=r"prepared=\.\.\., bgr=True.*COLOR_BGR2RGB"):
+        detector.predict_batch([bgr], prepared=[detector.prepare(bgr)], bgr=True)
 
 
 def test_an_overlay_is_drawn_over_the_frame_as_predict_took_it(detector, kolektor_root):
