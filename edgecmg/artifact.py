@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgecmg import magic
-from edgecmg.errors import ArtifactError, ConfigError
+from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
 from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
@@ -236,7 +236,7 @@ def read_bytes(path: str | Path) -> bytes:
     restart)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such model file")
+        raise MissingFileError(f"{path}: no such model file")
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from edgecmg.errors import ConfigError, DataError
+from edgecmg.errors import ConfigError, DataError, MissingFileError
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
@@ -94,7 +94,7 @@ class MVTecDataset:
     def __init__(self, root: PathLike) -> None:
         self.root = Path(root)
         if not self.root.exists():
-            raise DataError(f"dataset folder not found: {self.root}; check the path")
+            raise MissingFileError(f"dataset folder not found: {self.root}; check the path")
         if not self.root.is_dir():
             raise DataError(f"{self.root} is a file, not a dataset folder; {_LAYOUT_HINT}")
         if not (self.root / "train").is_dir() and not (self.root / "test").is_dir():

@@ -47,6 +47,7 @@ from edgecmg.errors import (
     ConfigError,
     EngineBuildError,
     EngineIncompatibleError,
+    MissingFileError,
 )
 from edgecmg.fileio import atomic_path, atomic_write_bytes
 
@@ -235,7 +236,7 @@ def read_engine_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of an engine file (reads only the header, not the engine)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such engine file")
+        raise MissingFileError(f"{path}: no such engine file")
     with open(path, "rb") as handle:
         return _read_prefix(handle, path)
 
@@ -244,7 +245,7 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
     """(header, scorer payload, serialized engine), checksums verified."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such engine file")
+        raise MissingFileError(f"{path}: no such engine file")
     with open(path, "rb") as handle:
         header = _read_prefix(handle, path)
         parts = []

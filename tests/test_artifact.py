@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edgecmg import artifact
-from edgecmg.errors import ArtifactError
+from edgecmg.errors import ArtifactError, MissingFileError
 from edgecmg.model import backbone
 
 PREFIX = "<8sIQ32s"
@@ -93,7 +93,8 @@ def test_newer_format_and_foreign_files_are_refused(small_artifact, tmp_path):
     renamed.write_bytes(exported.read_bytes())
     with pytest.raises(ArtifactError, match="looks like an ONNX export renamed: give it back its .onnx name"):
         artifact.load(renamed)
-    with pytest.raises(ArtifactError, match="no such model file"):
+    # missing is not damaged: the same MissingFileError (also a FileNotFoundError) as Detector.load's
+    with pytest.raises(MissingFileError, match="no such model file"):
         artifact.load(tmp_path / "missing.edgecmg")
 
 

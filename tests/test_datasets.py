@@ -98,7 +98,7 @@ def test_mvtec_errors_explain_the_layout(tmp_path):
     root = _make_mvtec(tmp_path / "part")
     with pytest.raises(DataError, match=r"test is a part of one, pass the folder above it: .*part$"):
         MVTecDataset(root / "test")  # eval DATA/test for eval DATA
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="not found"):  # a MissingFileError, also a DataError
         MVTecDataset(tmp_path / "nope")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DataError, match="is a file"):

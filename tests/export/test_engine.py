@@ -31,6 +31,7 @@ from edgecmg.errors import (
     ConfigError,
     EngineBuildError,
     EngineIncompatibleError,
+    MissingFileError,
 )
 from edgecmg.export import SCORER_PREFIX, read_onnx_header
 
@@ -534,6 +535,9 @@ def test_engine_header_edits_and_a_damaged_length_are_refused(fake_tensorrt, fea
     with pytest.raises(ArtifactError, match="truncated inside the header"):
         read_engine_header(tmp_path / "damaged.engine")
     assert "header_sha256" not in read_engine_header(engine)  # checked, then dropped from what callers see
+    for read in (read_engine_header, read_engine_file):  # missing is not damaged: a FileNotFoundError too
+        with pytest.raises(MissingFileError, match="missing.engine: no such engine file"):
+            read(tmp_path / "missing.engine")
 
 
 def test_dla_engines_have_one_fixed_batch(fake_tensorrt, featurizer_onnx, tmp_path):
