@@ -492,8 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("capture", "save frames of a camera (or video, URL, pipeline) as PNG files: good parts for fit or "
                 "threshold, taken the way stream will see them")
-    p.add_argument("source", help="camera index or /dev/videoN, csi://N, rtsp:// URL, GStreamer pipeline, video file "
-                                  "or image folder, as stream takes it")
+    p.add_argument("source", nargs="+",
+                   help="camera index or /dev/videoN, csi://N, rtsp:// URL, GStreamer pipeline, video file, image "
+                        "folder or quoted glob, as stream takes it; or several image files (what an unquoted glob "
+                        "expands to)")
     p.add_argument("-o", "--out", required=True, metavar="DIR",
                    help="folder for frame_000000.png, frame_000001.png, ...; frames already there are kept and "
                         "the numbering goes on after them")

@@ -30,6 +30,25 @@ def warn_unused_capture_flags(args: Any, source: Any, *, realtime: Optional[bool
                         "--realtime; it has no effect on %s without --realtime", source.name)
 
 
+def source_from_args(sources: list[str], command: str) -> str | list[str]:
+    """The frame source a command line names: one source as given, or the image files an unquoted
+    glob (``parts/*.png``) expanded to, in their order."""
+    from edgecmg.imageio import is_image_file
+
+    if len(sources) == 1:
+        return sources[0]
+    missing = [s for s in sources if not Path(s).is_symlink() and not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such image file ({len(sources)} sources given, read as a list of image "
+                          "files); check the name")
+    not_images = [s for s in sources if not is_image_file(Path(s))]
+    if not_images:
+        raise ConfigError(f"{len(sources)} sources given, and {not_images[0]} is not an image file: {command} reads "
+                          "one source (a camera, video, folder, glob, URL or pipeline), or several image files; quote "
+                          "a glob ('parts/*.png') or pass its folder")
+    return list(sources)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``systemctl stop``, ``docker stop``), raised where the program is (the CLI installs
     the handler), so that it stops as Ctrl-C stops it: temporary files removed, a stream's records

@@ -11,7 +11,7 @@ import logging
 import re
 from pathlib import Path
 
-from edgecmg.commands import output_folder, warn_unused_capture_flags
+from edgecmg.commands import output_folder, source_from_args, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError
 
@@ -41,7 +41,7 @@ def run_capture(args: argparse.Namespace) -> int:
                           capture_size=tuple(args.capture_size) if args.capture_size else None,
                           capture_fps=args.capture_fps)
     # The source opens first: a mistyped camera or path fails before the folder is made.
-    with open_source(args.source, config) as source:
+    with open_source(source_from_args(args.source, "capture"), config) as source:
         warn_unused_capture_flags(args, source)
         with output_folder(args.out, "-o/--out") as out:
             first = next_frame_number(out)

@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from edgecmg.commands import Terminated, output_file, warn_unused_capture_flags
+from edgecmg.commands import Terminated, output_file, source_from_args, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
 from edgecmg.stream.report import LiveStatusLine
@@ -22,10 +22,9 @@ WINDOW_NAME = "edgecmg"
 
 
 def stream_source(sources: list[str], model: str | None) -> str | list[str]:
-    """The source the command line names: one source as given, or the image files an unquoted
-    glob (``parts/*.png``) expanded to, in their order. A model file among them is named, since
-    every other command takes the model first and stream takes it by ``-m``."""
-    from edgecmg.imageio import is_image_file
+    """The source the command line names (see :func:`edgecmg.commands.source_from_args`). A model
+    file among them is named, since every other command takes the model first and stream takes it
+    by ``-m``."""
     from edgecmg.runtime.registry import KNOWN_SUFFIXES
 
     models = [s for s in sources if Path(s).suffix.lower() in KNOWN_SUFFIXES]
@@ -35,18 +34,7 @@ def stream_source(sources: list[str], model: str | None) -> str | list[str]:
                           f"(edgecmg stream {others} -m {model or models[0]})")
     if model is None:
         raise ConfigError(f"no model given: stream takes the model by -m (edgecmg stream {others} -m MODEL)")
-    if len(sources) == 1:
-        return sources[0]
-    missing = [s for s in sources if not Path(s).is_symlink() and not Path(s).exists()]
-    if missing:
-        raise ConfigError(f"{missing[0]}: no such image file ({len(sources)} sources given, read as a list of image "
-                          "files); check the name")
-    not_images = [s for s in sources if not is_image_file(Path(s))]
-    if not_images:
-        raise ConfigError(f"{len(sources)} sources given, and {not_images[0]} is not an image file: stream reads one "
-                          "source (a camera, video, folder, glob, URL or pipeline), or several image files; quote a "
-                          "glob ('parts/*.png') or pass its folder")
-    return list(sources)
+    return source_from_args(sources, "stream")
 
 
 def run_stream(args: argparse.Namespace) -> int:

@@ -67,6 +67,20 @@ def test_an_image_folder_is_read_like_the_stream_reads_it(image_folder, tmp_path
     assert "img_06_corrupt.png" in caplog.text
 
 
+def test_image_files_an_unquoted_glob_expanded_to_are_read_in_their_order(image_folder, tmp_path, capsys):
+    """`capture parts/*.png -o DIR` reaches capture as several arguments (argparse refused them):
+    read as stream reads them, the files in the order given; a word that is not an image is named."""
+    files = [image_folder / "img_02.png", image_folder / "img_00.png", image_folder / "img_04_gray.png"]
+    out = tmp_path / "copied"
+    assert main(["capture", *map(str, files), "-o", str(out), "-q"]) == 0
+    saved = sorted(out.iterdir())
+    assert [p.name for p in saved] == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    assert all(np.array_equal(read_image(p), read_image(f)) for p, f in zip(saved, files))
+    assert main(["capture", str(files[0]), str(image_folder / "notes.txt"), "-o", str(tmp_path / "x")]) == 2
+    assert "notes.txt is not an image file: capture reads one source" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("flags, message", [(["--frames", "0"], "--frames 0: give how many frames"),
                                             (["--step", "0"], "--step 0: give 1 to save every frame")])
 def test_bad_counts_are_refused_before_anything_opens(flags, message, tmp_path, capsys):
