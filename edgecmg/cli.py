@@ -1,4 +1,5 @@
-"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, bench, info, env."""
+"""The edgecmg command line: fit, predict, eval, threshold, export, calibrate, build, stream, capture, bench,
+info, env."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,13 @@ import sys
 import threading
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edgecmg import __version__
 from edgecmg.commands import Terminated, output_folder
-from edgecmg.config import StreamConfig
+from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -28,7 +29,6 @@ BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from edgecmg import artifact
-    from edgecmg.config import ModelConfig
     from edgecmg.fit import fit
 
     # Every check of the arguments comes before the fit, so a bad value never costs a feature pass.
@@ -317,30 +317,13 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from edgecmg.config import ModelConfig  # torch-free, like the layouts
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", type=str.lower, choices=BACKEND_CHOICES,
+                   help="auto (default): the fastest one available for the model file; each runs on the GPU "
+                        "where it can (there is no device flag)")
 
-    parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
-    # subcommand's defaults overwrite the main parser's values, so a default of False would undo a
-    # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
-    def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
-                              parents=[common])
-
-    def add_backend(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--backend", default="auto", type=str.lower, choices=BACKEND_CHOICES,
-                       help="auto (default): the fastest one available for the model file; each runs on the GPU "
-                            "where it can (there is no device flag)")
-
+def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("fit", "fit a detector on good images")
     p.add_argument("data", help="MVTec root (uses train/good) or a folder of good images")
     p.add_argument("--prompt", required=True, help="text describing the normal part")
@@ -368,11 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the hold-out split and the coreset draw (fits are reproducible)")
     p.set_defaults(func=cmd_fit)
 
+
+def _add_predict(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("predict", "judge images; writes overlays (PNG), results.jsonl and skipped.jsonl (unreadable files)")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("images", nargs="+", help="image files, folders or globs")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
-    add_backend(p)
+    _add_backend(p)
     p.add_argument("--threshold", type=float, help="override the fitted threshold")
     p.add_argument("--overlays", choices=["all", "flagged", "none"], default="all",
                    help="which images get a heat-map overlay PNG, at the image's own size (a KolektorSDD part: "
@@ -383,10 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(refused without it)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_eval(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("eval", "image/pixel AUROC, AUPRO, F1-max on an MVTec-layout folder")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("data", help="MVTec root: test/<good|defect type>, ground_truth/ masks optional")
-    add_backend(p)
+    _add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-o", "--out", metavar="DIR", help="also write metrics.json, scores.csv (per image), scores.png "
                    "(histogram of good and defective scores with the threshold) and hardest.png (heat maps of "
@@ -396,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an earlier report in --out (refused without it)")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_threshold(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("threshold", "set a threshold on good images the model has not seen (e.g. frames of the line's "
                 "own camera, or for an INT8 file); prints it for --threshold")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
@@ -404,12 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the quantile of their scores that becomes the threshold, fit's rule (0.99: about 1 such "
                         "part in 100 flagged; 1: their highest score, which is then flagged itself); a few images "
                         "scoring far above the rest are left out of it and named")
-    add_backend(p)
+    _add_backend(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-o", "--output", help="also write a copy of the .edgecmg model with this threshold stored "
                    "(export, calibrate and build from the copy carry it on)")
     p.set_defaults(func=cmd_threshold)
 
+
+def _add_export(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("export", "export to ONNX")
     p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--format", default="onnx", choices=["onnx"],
@@ -419,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-scoring", action="store_true", help="the whole detector in one graph")
     p.set_defaults(func=cmd_export)
 
+
+def _add_calibrate(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("calibrate", "INT8 Q/DQ ONNX from calibration images")
     p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--data", required=True,
@@ -438,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reused while the model, images and settings match (delete it to calibrate afresh)")
     p.set_defaults(func=cmd_calibrate)
 
+
+def _add_build(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("build", "build a TensorRT engine from ONNX")
     p.add_argument("model", help="ONNX file from export or calibrate")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
@@ -451,13 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output engine file (*.engine)")
     p.set_defaults(func=cmd_build)
 
+
+def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("stream", "run a detector on a camera, video, folder or URL")
     p.add_argument("source", nargs="+",
                    help="camera index, video file, folder or quoted glob, rtsp:// (or http://, udp://, srt://) URL, "
                         "csi://N (Jetson CSI sensor; options ?width=&height=&fps=&flip=), GStreamer pipeline ending "
                         "in appsink; or several image files (what an unquoted glob expands to), in the order given")
     p.add_argument("-m", "--model", help="model file: .edgecmg, .onnx or .engine (required)")
-    add_backend(p)
+    _add_backend(p)
     p.add_argument("--policy", default="auto", choices=["auto", "latest", "all"],
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
                         "auto (default): latest for cameras and network streams, all for files and folders")
@@ -490,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.set_defaults(func=cmd_stream)
 
+
+def _add_capture(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("capture", "save frames of a camera (or video, URL, pipeline) as PNG files: good parts for fit or "
                 "threshold, taken the way stream will see them")
     p.add_argument("source", nargs="+",
@@ -511,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reopen a camera or network stream that fails up to N times (default %(default)s)")
     p.set_defaults(func=cmd_capture)
 
+
+def _add_bench(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("bench", "per-frame latency of every available backend, side by side")
     p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")
     p.add_argument("--backends", nargs="+", help="default: every backend available here")
@@ -524,16 +525,46 @@ def build_parser() -> argparse.ArgumentParser:
                         "files there are replaced, as a rerun is the usual way to compare")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_info(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("info", "what a model file holds (input, prompt, threshold, build) and whether it runs here")
     p.add_argument("model", nargs="+", help="model files: .edgecmg, .onnx or TensorRT engines (checksums are checked, "
                                             "nothing is run)")
     p.add_argument("--json", action="store_true", help="print the whole verified headers as JSON")
     p.set_defaults(func=cmd_info)
 
+
+def _add_env(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("env", "what this machine can run (backends, kernels, versions) and install problems, with what "
                        "to do; exit status 1 when there is a problem")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_env)
+
+
+# Each adds its subcommand, in the order `edgecmg --help` lists them.
+_SUBCOMMANDS = (_add_fit, _add_predict, _add_eval, _add_threshold, _add_export, _add_calibrate, _add_build, _add_stream,
+                _add_capture, _add_bench, _add_info, _add_env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
+    # subcommand's defaults overwrite the main parser's values, so a default of False would undo a
+    # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
+                              parents=[common])
+
+    for add in _SUBCOMMANDS:
+        add(command)
     return parser
 
 
