@@ -457,7 +457,8 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     _add_backend(p)
     p.add_argument("--policy", default="auto", choices=["auto", "latest", "all"],
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
-                        "auto (default): latest for cameras and network streams, all for files and folders")
+                        "auto (default): latest for cameras and network streams (and recordings paced with "
+                        "--realtime), all for files and folders")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")
     p.add_argument("--max-queue", type=int, default=4,
                    help="frames buffered between capture and inference (default 4); 'latest' judges the newest "
@@ -483,7 +484,7 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--jsonl", help="one JSON line per frame, appended to this file (a restarted stream adds to it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save video")
     p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
-                   "(default: beside --jsonl or --save; without either, the summary is only printed)")
+                   "(default: beside --jsonl, else beside --save; without either, the summary is only printed)")
     p.add_argument("--show", action="store_true", help="show the overlay in a window (needs a display)")
     p.set_defaults(func=cmd_stream)
 

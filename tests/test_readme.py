@@ -39,7 +39,7 @@ def test_readme_python_examples_run(kolektor_train, kolektor_root, tmp_path, mon
 
     exec(compile(blocks[0], "README.md (fit, export, calibrate)", "exec"), {})
     assert (tmp_path / "part.edgecmg").is_file()  # the bank and heads; the backbone ships with the package
-    for name in ("part.onnx", "part.int8.onnx"):  # these carry the backbone's weights
+    for name in ("part.full.onnx", "part.int8.onnx"):  # these carry the backbone's weights
         assert (tmp_path / name).stat().st_size > 1 << 20, name
 
     namespace: dict = {}
