@@ -715,17 +715,14 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
                     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
                 said_mode = _ask_capture_mode(cap, target, config, quiet=said_mode) or said_mode
             return cap
+        # Bounded open and read, so that a dead camera (or a hung nvargus-daemon behind csi://)
+        # fails and is reconnected instead of blocking the capture thread for good.
+        ms = int(config.timeout_s * 1000)
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         if kind == "network":
-            # Bounded open/read so a dead camera raises (and is reconnected) instead of hanging.
-            ms = int(config.timeout_s * 1000)
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
-        if kind == "csi" and _opencv_at_least(4, 7):
-            # A hung nvargus-daemon blocks the read for good; bounded, it fails and is reconnected.
-            # OpenCV's GStreamer backend takes these from 4.7 on and refuses to open with them before.
-            ms = int(config.timeout_s * 1000)
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, params)
+            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, timeouts)
+        if kind == "csi" and _opencv_at_least(4, 7):  # GStreamer refuses to open with them before 4.7
+            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, timeouts)
         if kind in ("gstreamer", "csi"):
             # A pipeline of the user's own gets no read timeout: it may be a triggered camera,
             # silent between parts.

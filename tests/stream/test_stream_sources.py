@@ -501,6 +501,8 @@ def test_csi_sensors_get_a_read_timeout_where_opencv_takes_one(monkeypatch):
     monkeypatch.setattr(cv2, "__version__", "4.8.0")
     sources._default_opener("gstreamer", config)("v4l2src ! appsink")
     assert made[-1] == ("v4l2src ! appsink", cv2.CAP_GSTREAMER, None)
+    sources._default_opener("network", config)("rtsp://cam/1")  # FFmpeg's: bounded on every version
+    assert made[-1] == ("rtsp://cam/1", cv2.CAP_FFMPEG, timeouts)
 
 
 def test_asked_capture_mode_that_is_not_delivered_is_said(video_file, caplog):
