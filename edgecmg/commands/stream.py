@@ -40,96 +40,149 @@ def stream_source(sources: list[str], model: str | None) -> str | list[str]:
 def run_stream(args: argparse.Namespace) -> int:
     from edgecmg.detector import Detector
 
+    check_frame_limits(args)
+    source = stream_source(args.source, args.model)
+    config = stream_config(args)  # checked before the model loads
+    if args.show:
+        open_window()
+    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+    run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
+    warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
+    check_outputs_or_close(args, run, detector)
+    video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
+    jsonl = None
+    status = None if args.quiet else LiveStatusLine()
+    tally = RunTally()
+    finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
+    try:
+        # Line-buffered: every judged frame's record is on disk, whatever ends the run.
+        jsonl = open_appending(args.jsonl) if args.jsonl else None
+        with run, StopBetweenRecords() as stop:
+            judge_frames(args, run, stop, jsonl, video, status, tally)
+        finished = True
+    except Terminated:
+        tally.ended = "terminated (SIGTERM)"
+        raise
+    except KeyboardInterrupt:
+        tally.ended = "interrupted (Ctrl-C)"
+        raise
+    except StreamError as exc:
+        tally.ended = f"stream error: {exc}"
+        raise
+    except Exception as exc:  # e.g. --jsonl on a full disk: the summary says what stopped the run
+        tally.ended = f"error: {exc}"
+        raise
+    finally:
+        close_run(status, video, jsonl, run, detector)
+        write_final_summary(args, run, tally, finished)
+    return 0
+
+
+def check_frame_limits(args: argparse.Namespace) -> None:
+    """Refuses a negative --stall-warn and a --max-frames below 1, before anything is opened."""
     if not args.stall_warn >= 0:
         raise ConfigError(f"--stall-warn {args.stall_warn}: give seconds >= 0 (0: never warn, for a triggered "
                           "camera that is silent between parts)")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames {args.max_frames}: give a positive frame count, or leave it out to run "
                           "until the source ends")
-    source = stream_source(args.source, args.model)
-    config = StreamConfig(policy=args.policy, batch=args.batch, max_queue=args.max_queue, realtime=args.realtime,
-                          reconnect_attempts=args.reconnect_attempts, stall_warn_s=args.stall_warn or None,
-                          capture_size=tuple(args.capture_size) if args.capture_size else None,
-                          capture_fps=args.capture_fps)  # checked before the model loads
-    if args.show:
-        open_window()
-    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+
+
+def stream_config(args: argparse.Namespace) -> StreamConfig:
+    """The StreamConfig the flags ask for (it checks them: a bad value fails before the model loads)."""
+    return StreamConfig(policy=args.policy, batch=args.batch, max_queue=args.max_queue, realtime=args.realtime,
+                        reconnect_attempts=args.reconnect_attempts, stall_warn_s=args.stall_warn or None,
+                        capture_size=tuple(args.capture_size) if args.capture_size else None,
+                        capture_fps=args.capture_fps)
+
+
+def start_run(detector, source, config: StreamConfig):
+    """The detector's stream run on ``source``, its source opened; the detector is closed where that fails."""
     try:
         # The source opens here: a mistyped path fails before any output file is created or truncated.
         # A string of digits is a camera index unless a file or folder has that name (open_source).
-        run = detector.stream(source, config=config)
+        return detector.stream(source, config=config)
     except BaseException:
         detector.close()
         raise
-    warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
+
+
+def check_outputs_or_close(args: argparse.Namespace, run, detector) -> None:
+    """:func:`check_outputs`; the run and the detector are closed where an output is refused."""
     try:
         check_outputs(args)  # after the source opened: a mistyped source leaves no folder behind
     except BaseException:
         run.close()
         detector.close()
         raise
-    video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
-    jsonl = None
-    status = None if args.quiet else LiveStatusLine()
-    anomalies = 0
-    ended = "the source ended"
-    finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
-    try:
-        # Line-buffered: every judged frame's record is on disk, whatever ends the run.
-        jsonl = open_appending(args.jsonl) if args.jsonl else None
-        with run, StopBetweenRecords() as stop:
-            for count, result in enumerate(run, start=1):
-                stop.hold()  # a SIGTERM or Ctrl-C from here on waits until this frame's record is written
-                anomalies += result.is_anomaly
-                if jsonl:
-                    jsonl.write(json.dumps(result.to_dict()) + "\n")
-                stop.release()
-                if video or args.show:
-                    overlay = result.overlay()
-                    if video:
-                        video.write(overlay, result.frame_index)
-                    if args.show:
-                        cv2.imshow(WINDOW_NAME, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-                        if cv2.waitKey(1) & 0xFF == ord("q"):
-                            ended = "stopped from the window (q)"
-                            break
-                if status:
-                    status.update_from(run.stats)
-                if args.max_frames and count >= args.max_frames:
-                    ended = f"--max-frames {args.max_frames} reached"
-                    break
-        finished = True
-    except Terminated:
-        ended = "terminated (SIGTERM)"
-        raise
-    except KeyboardInterrupt:
-        ended = "interrupted (Ctrl-C)"
-        raise
-    except StreamError as exc:
-        ended = f"stream error: {exc}"
-        raise
-    except Exception as exc:  # e.g. --jsonl on a full disk: the summary says what stopped the run
-        ended = f"error: {exc}"
-        raise
-    finally:
-        if status:
-            status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
-            status.close()
-        if video:
-            video.close()
+
+
+class RunTally:
+    """What the summary reports of a run, kept up to date while it runs (an exception may end it at
+    any frame): the anomalies judged so far and what ended the run."""
+
+    def __init__(self) -> None:
+        self.anomalies = 0
+        self.ended = "the source ended"
+
+
+def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl, video: OverlayVideo | None,
+                 status: LiveStatusLine | None, tally: RunTally) -> None:
+    """Takes the run's judged frames until the source ends, --max-frames is reached or q is pressed in
+    the --show window: each frame's record goes to --jsonl, its overlay to --save and --show."""
+    for count, result in enumerate(run, start=1):
+        stop.hold()  # a SIGTERM or Ctrl-C from here on waits until this frame's record is written
+        tally.anomalies += result.is_anomaly
         if jsonl:
-            jsonl.close()
-        run.close()  # also where the loop never started (--jsonl could not be opened)
-        detector.close()
-        # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
-        try:
-            write_summary(args, run, anomalies, ended)
-        except (OSError, EdgeCMGError) as exc:
-            if finished:
-                raise
-            # The run already failed (perhaps on the same disk): its error is the one to report.
-            log.error("the stream summary could not be written: %s", exc)
-    return 0
+            jsonl.write(json.dumps(result.to_dict()) + "\n")
+        stop.release()
+        if (video or args.show) and show_and_save_overlay(result, video, args.show):
+            tally.ended = "stopped from the window (q)"
+            break
+        if status:
+            status.update_from(run.stats)
+        if args.max_frames and count >= args.max_frames:
+            tally.ended = f"--max-frames {args.max_frames} reached"
+            break
+
+
+def show_and_save_overlay(result, video: OverlayVideo | None, show: bool) -> bool:
+    """Writes the frame's overlay to the --save video and shows it in the --show window: True when q
+    was pressed there (the run stops)."""
+    overlay = result.overlay()
+    if video:
+        video.write(overlay, result.frame_index)
+    if show:
+        cv2.imshow(WINDOW_NAME, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        if cv2.waitKey(1) & 0xFF == ord("q"):
+            return True
+    return False
+
+
+def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, run, detector) -> None:
+    """Closes the status line (with the final figures), the video, --jsonl, the run and the detector."""
+    if status:
+        status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
+        status.close()
+    if video:
+        video.close()
+    if jsonl:
+        jsonl.close()
+    run.close()  # also where the loop never started (--jsonl could not be opened)
+    detector.close()
+
+
+def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished: bool) -> None:
+    """Writes the run's summary; where the run already failed (``finished`` False), a summary that
+    cannot be written is logged, so the run's own error is the one raised."""
+    # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
+    try:
+        write_summary(args, run, tally.anomalies, tally.ended)
+    except (OSError, EdgeCMGError) as exc:
+        if finished:
+            raise
+        # The run already failed (perhaps on the same disk): its error is the one to report.
+        log.error("the stream summary could not be written: %s", exc)
 
 
 class StopBetweenRecords:
