@@ -504,6 +504,29 @@ def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor
     assert "edgecmg stream: error: [Errno 28] No space left on device" in capsys.readouterr().err
 
 
+def test_a_stream_whose_video_cannot_be_closed_still_closes_the_rest_and_writes_its_summary(
+        small_artifact, kolektor_root, tmp_path, capsys, monkeypatch):
+    """The overlay video's close failing (its disk filled up) skipped the detector's close and the
+    summary; now everything else is closed, the summary written, and the close's error reported."""
+    import errno
+
+    from edgecmg.commands import stream as stream_command
+    from edgecmg.detector import Detector
+
+    def disk_full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    closed = []
+    real_close = Detector.close
+    monkeypatch.setattr(stream_command.OverlayVideo, "close", disk_full)
+    monkeypatch.setattr(Detector, "close", lambda self: (closed.append(True), real_close(self)))
+    report = tmp_path / "report"
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "2", "--save", str(tmp_path / "out.mp4"), "--report", str(report)]) == 2
+    assert "edgecmg stream: error: [Errno 28] No space left on device" in capsys.readouterr().err
+    assert closed and json.loads((report / "stream_summary.json").read_text())["rows"][0]["frames_yielded"] == 2
+
+
 def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolektor_root, tmp_path, capsys,
                                                            monkeypatch):
     import cv2

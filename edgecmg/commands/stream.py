@@ -73,8 +73,10 @@ def run_stream(args: argparse.Namespace) -> int:
         tally.ended = f"error: {exc}"
         raise
     finally:
-        close_run(status, video, jsonl, run, detector)
-        write_final_summary(args, run, tally, finished)
+        try:
+            close_run(status, video, jsonl, run, detector)
+        finally:  # a close that fails (a video on a full disk) still leaves the summary of what was judged
+            write_final_summary(args, run, tally, finished)
     return 0
 
 
@@ -160,16 +162,24 @@ def show_and_save_overlay(result, video: OverlayVideo | None, show: bool) -> boo
 
 
 def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, run, detector) -> None:
-    """Closes the status line (with the final figures), the video, --jsonl, the run and the detector."""
-    if status:
-        status.update_from(run.stats, force=True)  # the final figures, not the last throttled ones
-        status.close()
+    """Closes the status line (with the final figures), the video, --jsonl, the run and the detector;
+    each is closed even where one before it fails, and the first failure is raised."""
+    closes = []
+    if status:  # the final figures, not the last throttled ones
+        closes.append(lambda: (status.update_from(run.stats, force=True), status.close()))
     if video:
-        video.close()
+        closes.append(video.close)
     if jsonl:
-        jsonl.close()
-    run.close()  # also where the loop never started (--jsonl could not be opened)
-    detector.close()
+        closes.append(jsonl.close)
+    closes += [run.close, detector.close]  # also where the loop never started (--jsonl could not be opened)
+    first_error = None
+    for close in closes:
+        try:
+            close()
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the others are closed
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
 
 
 def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished: bool) -> None:
