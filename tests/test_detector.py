@@ -466,3 +466,20 @@ def test_a_missing_file_is_also_a_file_not_found_error(tmp_path):
         with pytest.raises(FileNotFoundError, match="nope") as info:
             call()
         assert isinstance(info.value, MissingFileError) and isinstance(info.value, DataError)
+
+
+def test_device_name_refuses_a_device_class_that_is_not_torchs():
+    from edgecmg.runtime.registry import device_name
+
+    device = type("device", (), {"__module__": "somelib", "__str__": lambda self: "cuda:0"})
+    with pytest.raises(ConfigError, match=r"device=.*use 'cpu', 'cuda', 'cuda:N', a torch.device"):
+        device_name(device())
+
+
+def test_detector_device_is_the_runners(small_fit, monkeypatch):
+    from edgecmg.detector import Detector
+
+    model, metadata = small_fit
+    with Detector.from_model(model, metadata, device="cpu") as det:
+        monkeypatch.setattr(det.runner, "device", "cuda:1")
+        assert det.device == "cuda:1"

@@ -166,3 +166,14 @@ def test_env_names_the_jetson_tensorrt_problem_even_when_torch_does_not_import(m
     problems = [p["problem"] for p in env_command.check_environment()["problems"]]
     assert any(p.startswith("torch cannot be imported") for p in problems)
     assert any("TensorRT cannot be imported here" in p for p in problems)
+
+
+@pytest.mark.parametrize("version, older", [("9.3.0.1", True), ("8.6.2.3", True), ("10.0.0.6", False),
+                                            ("10.3.0.30", False), (None, False)])
+def test_jetson_tensorrt_older_than_10_is_named_and_an_unknown_version_is_not(version, older):
+    from edgecmg.commands.env import _jetson_tensorrt_problems
+
+    problems = _jetson_tensorrt_problems(version, True)
+    assert bool(problems) is older
+    if older:
+        assert f"TensorRT {version} is older than the TensorRT 10" in problems[0]["problem"]

@@ -449,3 +449,67 @@ def test_fit_sets_its_threshold_by_that_rule_on_the_named_held_out_images(kolekt
     assert quantile == 0.9 and len(names) == len(scores) == metadata["training"]["holdout_images"]
     assert set(names) <= {p.name for p in images}
     assert metadata["threshold"] == real(scores, quantile, names)[0]
+
+
+def test_strays_are_left_out_from_eight_scores_and_a_score_on_the_fence_stays():
+    """From MIN_SCORES_FOR_OUTLIERS (8) scores on, one stray is left out (5% of 8 rounds down to 0:
+    'at least one'); the fence itself is not 'far above'."""
+    from edgecmg.fit import threshold_from_scores
+
+    eight = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 90.0]
+    names = [f"p{i}" for i in range(9)]
+    threshold, left_out = threshold_from_scores(eight, 1.0, names[:8])
+    assert left_out == ["p7"] and threshold == pytest.approx(1.6)
+    # sorted [0, 0, 1, 1, 1, 1, 2, 2, x]: Q1 = 1, Q3 = 2 whatever x is, so the fence is exactly 5
+    on_fence = [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 5.0]
+    assert threshold_from_scores(on_fence, 1.0, names) == (5.0, [])
+    assert threshold_from_scores(on_fence[:-1] + [5.5], 1.0, names) == (2.0, ["p8"])
+
+
+def test_drop_copies_keeps_names_and_shapes_with_their_frames_and_names_three_copies(caplog):
+    from edgecmg.fit import _Training
+
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.integers(0, 256, (40, 30, 3), dtype=np.uint8) for _ in range(3))
+    training = _Training([a, b, a, c, a, b, a])
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        frames = training.drop_copies(training.read_at((40, 30), False))
+    assert len(frames) == 3
+    assert training.names == ["array0", "array1", "array3"]
+    assert len(training.shapes) == len(training.sources) == 3
+    assert training.copies == [("array2", "array0"), ("array4", "array0"), ("array5", "array1"),
+                               ("array6", "array0")]
+    assert ("4 training image(s) left out as copies of others, pixel for pixel (array2 = array0, "
+            "array4 = array0, array5 = array1, ...)") in caplog.text
+
+
+def test_a_training_file_whose_name_holds_glob_characters_is_an_image_not_a_pattern(kolektor_train, tmp_path):
+    import shutil
+
+    from edgecmg.fit import _Training
+
+    odd = tmp_path / "part[1]?.jpg"
+    shutil.copy(kolektor_train[0], odd)
+    training = _Training([kolektor_train[1], str(odd)])
+    assert training.names == [kolektor_train[1].name, odd.name]
+
+
+def test_the_held_out_names_fit_passes_are_those_of_their_scores(kolektor_train, monkeypatch):
+    """Each held-out name goes with its own score: the detector fit returns scores that image so."""
+    import edgecmg.fit as fit_module
+    from edgecmg.config import ModelConfig
+    from edgecmg.detector import Detector
+    from edgecmg.imageio import read_image
+
+    calls = []
+    real = fit_module.threshold_from_scores
+    monkeypatch.setattr(fit_module, "threshold_from_scores",
+                        lambda s, q, n: calls.append((list(s), list(n))) or real(s, q, n))
+    images = kolektor_train[106:126]
+    model, metadata = fit_module.fit(images, ModelConfig(prompt="a metal part", input_size=(256, 96)),
+                                     progress=False)
+    ((scores, names),) = calls
+    by_name = {p.name: p for p in images}
+    with Detector.from_model(model, metadata, device="cpu") as detector:
+        judged = [detector.predict(read_image(by_name[name])).score for name in names]
+    assert judged == pytest.approx(scores, rel=1e-3, abs=1e-3)

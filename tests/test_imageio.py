@@ -415,3 +415,13 @@ def test_a_float_frame_off_its_range_by_rounding_is_clipped_not_refused():
     for off in (1.002, -0.002, 255.0):
         with pytest.raises(DataError, match=r"float frame must hold finite values in \[0, 1\]"):
             to_rgb_uint8(np.array([[off, 0.5]], np.float32))
+
+
+def test_a_tensor_with_its_negative_bit_set_is_read_as_its_values():
+    import torch
+
+    from edgecmg.imageio import to_rgb_uint8
+
+    negated = torch._neg_view(torch.full((4, 5), -0.5))  # a lazily negated view (what .conj() of a real view may give)
+    assert negated.is_neg()
+    np.testing.assert_array_equal(to_rgb_uint8(negated), np.full((4, 5, 3), 128, np.uint8))

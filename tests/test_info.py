@@ -134,3 +134,16 @@ def test_info_names_dla_core_0_and_its_json_leaves_out_the_model_copy(fake_tenso
     entries = json.loads(capsys.readouterr().out)
     assert [sorted(entry) for entry in entries] == [
         ["bytes", "checksums", "engine_check", "file", "header", "kind", "runs_here"]] * 2
+
+
+def test_info_checks_a_dla_engine_against_this_devices_dla_cores(fake_tensorrt, featurizer_onnx, tmp_path):
+    """check_engine_compatible without a platform (edgecmg info) counts the DLA cores for a DLA engine."""
+    from edgecmg.commands.info import describe
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine
+
+    fake_tensorrt(dla_cores=2)
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=1), tmp_path / "m.engine")
+    assert describe(engine)["engine_check"] == "ok"
+    fake_tensorrt(dla_cores=0)  # an Orin Nano
+    assert "it runs on DLA core 1, and this device has 0 DLA core(s)" in describe(engine)["engine_check"]

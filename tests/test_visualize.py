@@ -195,3 +195,21 @@ def test_histogram_counts_a_score_at_the_threshold_as_flagged_not_missed():
         drawn = score_histogram(good, defective, threshold=1.0)
         nudged = score_histogram(good_nudged, defective_nudged, threshold=1.0)
         assert np.array_equal(drawn, nudged)
+
+
+def test_save_png_in_place_of_a_strided_array_writes_the_same_file(tmp_path):
+    from edgecmg.imageio import read_image
+    from edgecmg.visualize import save_png
+
+    wide = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    strided = wide[:, ::2]
+    want = np.ascontiguousarray(strided)
+    save_png(tmp_path / "s.png", strided, in_place=True)
+    np.testing.assert_array_equal(read_image(tmp_path / "s.png"), want)
+
+
+def test_an_overlay_of_an_empty_frame_is_a_data_error():
+    from edgecmg.visualize import overlay_heatmap
+
+    with pytest.raises(DataError, match=r"frame is empty \(shape \(0, 5, 3\)\)"):
+        overlay_heatmap(np.zeros((0, 5, 3), np.uint8), np.ones((2, 2), np.float32), 1.0)

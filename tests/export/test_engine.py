@@ -589,3 +589,14 @@ def test_tf32_leaves_the_scorer_within_a_fraction_of_a_percent(model_and_header,
         finally:
             scorer.bank_sq_norms = norms
     assert (rounded - exact).abs().max() <= 0.005 * model.threshold
+
+
+def test_a_tensorrt_version_without_a_number_is_taken_as_10(fake_tensorrt):
+    from edgecmg.engine import _capabilities, _network_flags
+
+    for version, major in (("unknown", 10), ("8.6.1.6", 8), ("11.0.0.1", 11)):
+        trt = fake_tensorrt(version=version)
+        caps = _capabilities(trt)
+        assert caps.major == major
+        explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        assert bool(_network_flags(trt, caps, False) & explicit) is (major < 10), version

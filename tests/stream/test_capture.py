@@ -102,3 +102,10 @@ def test_a_missing_source_leaves_no_folder_and_capture_flags_off_a_camera_are_sa
         assert main(["capture", str(video_file(2)), "-o", str(out), "--capture-fps", "5", "-q"]) == 0
     assert "--capture-fps is asked of cameras and csi:// sensors;" in caplog.text
     assert "--realtime" not in caplog.text  # capture has no such flag
+
+
+def test_a_source_one_frame_short_is_said(video_file, tmp_path, caplog):
+    video = video_file(5)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(["capture", str(video), "-o", str(tmp_path / "out"), "--frames", "6", "-q"]) == 0
+    assert f"{video} ended after 5 of the 6 frames asked for" in caplog.text

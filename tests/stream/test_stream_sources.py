@@ -731,3 +731,55 @@ def test_a_looped_sequence_with_no_usable_item_ends_instead_of_spinning(caplog):
         frames = [source.read() for _ in range(5)]  # five passes over one good item
     source.close()
     assert len(frames) == 5 and caplog.text.count("skipping item 1") == 1  # said once, not every pass
+
+
+class _Camera:
+    """A capture that takes every request and then delivers ``delivered`` (0: the backend cannot tell)."""
+
+    def __init__(self, delivered):
+        self.delivered = delivered
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return self.delivered.get(prop, 0.0)
+
+    def getBackendName(self):  # noqa: N802 - OpenCV's name
+        return "V4L2"
+
+
+def test_a_mode_within_1_percent_or_that_the_backend_cannot_tell_is_not_said(caplog):
+    import cv2
+
+    from edgecmg.stream.sources import _ask_capture_mode
+
+    config = StreamConfig(capture_size=(1920, 1080), capture_fps=30.0)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert _ask_capture_mode(_Camera({}), 0, config) is False  # every get() answers 0
+        assert _ask_capture_mode(_Camera({cv2.CAP_PROP_FRAME_WIDTH: 1920.0, cv2.CAP_PROP_FRAME_HEIGHT: 1080.0,
+                                          cv2.CAP_PROP_FPS: 29.97}), 0, config) is False  # NTSC's 30
+        assert caplog.text == ""
+        assert _ask_capture_mode(_Camera({cv2.CAP_PROP_FRAME_WIDTH: 1920.0, cv2.CAP_PROP_FRAME_HEIGHT: 1080.0,
+                                          cv2.CAP_PROP_FPS: 28.0}), 0, config) is True
+    assert "camera 0 delivers fps 28 (asked 30)" in caplog.text and "width" not in caplog.text
+
+
+def test_a_negative_camera_index_is_refused():
+    with pytest.raises(StreamError, match="camera index -1 must be >= 0"):
+        open_source(-1)
+
+
+def test_a_missing_camera_names_its_csi_twin():
+    with pytest.raises(StreamError, match=r"/dev/video7 exists.*csi://7"):
+        open_source(7, StreamConfig(reconnect_attempts=0))
+
+
+def test_opencv_backends_are_asked_by_their_own_id(monkeypatch):
+    import cv2
+
+    from edgecmg.stream import sources
+
+    monkeypatch.setattr(cv2.videoio_registry, "hasBackend", lambda backend: backend == cv2.CAP_V4L2)
+    assert sources._opencv_has_backend(cv2.CAP_V4L2) is True
+    assert sources.opencv_has_gstreamer() is False
