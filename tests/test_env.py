@@ -177,3 +177,17 @@ def test_jetson_tensorrt_older_than_10_is_named_and_an_unknown_version_is_not(ve
     assert bool(problems) is older
     if older:
         assert f"TensorRT {version} is older than the TensorRT 10" in problems[0]["problem"]
+
+
+def test_env_names_an_opencv_that_does_not_import(tmp_path):
+    """An OpenCV that fails to import (JetPack's under NumPy 2) crashed env before it could say so:
+    reading the machine imported the stream package, whose sources import cv2. A fresh process,
+    since cv2 is already imported here."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['cv2'] = None\nfrom edgecmg.cli import main\nsys.exit(main(['env', '--json']))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    problems = [p["problem"] for p in json.loads(done.stdout)["problems"]]
+    assert any(p.startswith("OpenCV cannot be imported (ModuleNotFoundError") for p in problems), problems

@@ -217,7 +217,8 @@ def check_environment() -> dict[str, Any]:
     if text_mismatch:
         problems.append({"problem": f"{text_mismatch}: fit cannot load its text encoder",
                          "fix": TRANSFORMERS_FOR_OLD_TORCH})
-    problems.extend(_gstreamer_problems(info["jetson_l4t"]))
+    if not opencv_problem:  # an OpenCV that does not import has said so already
+        problems.extend(_gstreamer_problems(info["jetson_l4t"]))
 
     report["onnxruntime_providers"] = available_providers()
     report["backends"] = _backend_rows()

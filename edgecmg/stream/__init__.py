@@ -2,44 +2,47 @@
 
 ``Detector.stream()`` is a thin wrapper over :class:`StreamPipeline`; ``edgecmg bench`` and
 ``edgecmg stream`` use :mod:`edgecmg.stream.report` for their numbers, files and plots.
-"""
-from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
-from edgecmg.stream.report import (
-    LatencyStats,
-    LiveStatusLine,
-    environment_info,
-    markdown_table,
-    plot_latency,
-    write_report,
-)
-from edgecmg.stream.sources import (
-    CaptureSource,
-    Frame,
-    FrameSource,
-    ImageFilesSource,
-    IterableSource,
-    csi_pipeline,
-    open_source,
-    to_rgb_uint8,
-)
 
-__all__ = [
-    "CaptureSource",
-    "Frame",
-    "FrameSource",
-    "ImageFilesSource",
-    "IterableSource",
-    "LatencyStats",
-    "LiveStatusLine",
-    "StreamItem",
-    "StreamPipeline",
-    "StreamRun",
-    "StreamStats",
-    "csi_pipeline",
-    "environment_info",
-    "markdown_table",
-    "open_source",
-    "plot_latency",
-    "to_rgb_uint8",
-    "write_report",
-]
+The names below are imported on first use, so that :mod:`edgecmg.stream.report` (what ``edgecmg
+env`` reads the machine with) imports without OpenCV, which the sources need: ``env`` can then say
+that OpenCV is what fails to import.
+"""
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "StreamItem": "edgecmg.stream.pipeline",
+    "StreamPipeline": "edgecmg.stream.pipeline",
+    "StreamRun": "edgecmg.stream.pipeline",
+    "StreamStats": "edgecmg.stream.pipeline",
+    "LatencyStats": "edgecmg.stream.report",
+    "LiveStatusLine": "edgecmg.stream.report",
+    "environment_info": "edgecmg.stream.report",
+    "markdown_table": "edgecmg.stream.report",
+    "plot_latency": "edgecmg.stream.report",
+    "write_report": "edgecmg.stream.report",
+    "CaptureSource": "edgecmg.stream.sources",
+    "Frame": "edgecmg.stream.sources",
+    "FrameSource": "edgecmg.stream.sources",
+    "ImageFilesSource": "edgecmg.stream.sources",
+    "IterableSource": "edgecmg.stream.sources",
+    "csi_pipeline": "edgecmg.stream.sources",
+    "open_source": "edgecmg.stream.sources",
+    "to_rgb_uint8": "edgecmg.stream.sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgecmg.stream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
