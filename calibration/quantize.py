@@ -354,6 +354,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     from edgecmg.export import append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256
 
     method = _checked_method(profile, method)
+    _ort_quantization()  # onnxruntime calibrates: where it is missing, said before any folder is made
     out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes

@@ -20,7 +20,7 @@ from edgecmg.calibration import (
     select_with_spares,
 )
 from edgecmg.engine import QDQ_FP16_OPSET, check_onnx_for_tensorrt, convert_to_fp16, is_quantized
-from edgecmg.errors import ConfigError, DataError
+from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.export import GRAPH_SHA_KEY, SCORER_PREFIX, graph_sha256, load_scorer_from_onnx, read_onnx_header
 from edgecmg.runtime import make_runner
 
@@ -470,6 +470,19 @@ def test_argument_checks(artifact_path, train_dir, tmp_path):
         calibrate(artifact_path, train_dir, tmp_path / "x.onnx", profile="gpu")
     with pytest.raises(ConfigError, match=r"must end in \.onnx"):
         calibrate(artifact_path, train_dir, tmp_path / "x.int8")
+
+
+def test_calibrate_without_onnxruntime_says_what_to_install_before_making_a_folder(artifact_path, train_dir,
+                                                                                  tmp_path, monkeypatch):
+    """onnxruntime calibrates; missing, it was a bare ModuleNotFoundError from the cache key's version
+    lookup, after the output folder had been made."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import of it then fails
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(BackendUnavailableError, match=r"onnxruntime.*pip install -e '\.\[onnx\]'"):
+        calibrate(artifact_path, train_dir, tmp_path / "out" / "m.int8.onnx", samples=4, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_detector_reports_the_precision_of_the_file(int8_featurizer, featurizer_onnx):
