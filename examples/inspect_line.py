@@ -9,13 +9,15 @@ with ``--rejects DIR``, the heat-map overlay is saved there as the evidence an o
 named by the run's start time and the frame (``20261206-064512_frame000012.png``), so a restarted run
 never replaces an earlier shift's pictures. A model, source or folder that cannot be used is an
 error line (exit 2), not a traceback.
-Ctrl-C ends the run cleanly and still prints the report. A live camera that drops out is reopened
+Ctrl-C ends the run cleanly and still prints the report; so do SIGTERM (``systemctl stop``, ``docker
+stop``) and SIGHUP (the terminal closed), for a run as a service. A live camera that drops out is reopened
 by the stream (``StreamConfig.reconnect_attempts``); frames that arrive faster than the model judges
 them are dropped and counted, so the verdicts stay current.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,13 @@ def reject(result: Result) -> None:
     print(f"REJECT frame {result.frame_index}: score {result.score:.3f}{ratio}", flush=True)
 
 
+def stop_as_ctrl_c(signum: int, frame: object) -> None:
+    """A service is stopped with SIGTERM, not Ctrl-C: it ends the run the same way. (Without a
+    handler the process dies at once, with no report, and as PID 1 in a container it ignores SIGTERM
+    until docker kills it.)"""
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
@@ -45,14 +54,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames < 0:
         parser.error(f"--max-frames {args.max_frames}: give a number of frames, or 0 for no limit")
+    stop_signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # Windows: no HUP
+    previous = {number: signal.signal(number, stop_as_ctrl_c) for number in stop_signals}
     try:
         return inspect(args)
     except EdgeCMGError as exc:  # an unusable model, source, threshold or --rejects folder
         print(f"inspect_line: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the loop started (loading the model, opening the camera)
-        print("stopped by the operator before the first frame", file=sys.stderr)
+        print("stopped (Ctrl-C or a stop signal) before the first frame", file=sys.stderr)
         return 130
+    finally:  # main() called from a program of yours leaves its handlers as they were
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def inspect(args: argparse.Namespace) -> int:
@@ -74,7 +88,7 @@ def inspect(args: argparse.Namespace) -> int:
                 if judged == args.max_frames:
                     break
         except KeyboardInterrupt:
-            print("stopped by the operator")
+            print("stopped (Ctrl-C or a stop signal)")
         stats = results.stats
 
     latency = stats.latency_ms.summary()

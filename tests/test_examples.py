@@ -68,6 +68,36 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     assert exit_info.value.code == 2 and "--max-frames -1" in capsys.readouterr().err
 
 
+def test_inspect_line_stopped_as_a_service_prints_its_report(small_artifact, kolektor_root, tmp_path):
+    """systemctl stop and docker stop send SIGTERM: the loop ends as with Ctrl-C and prints the shift
+    report (it died at once, with no report, and as a container's PID 1 ignored SIGTERM)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    frame = cv2.cvtColor(read_image(sorted((kolektor_root / "test" / "good").iterdir())[0]), cv2.COLOR_RGB2BGR)
+    video_path = tmp_path / "line.avi"
+    video = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (frame.shape[1], frame.shape[0]))
+    for _ in range(3000):  # far more than are judged before the signal
+        video.write(frame)
+    video.release()
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / "inspect_line.py"), str(small_artifact),
+                                str(video_path), "--backend", "torch"], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()  # the detector's line: the model is loaded and the stream open
+    assert first, process.stderr.read()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped (Ctrl-C or a stop signal)" in out and re.search(r"\d+ frames judged", out), out
+
+
 def test_make_demo_runs_end_to_end_on_a_part_of_elpv(tmp_path, monkeypatch, capsys):
     """examples/demo_elpv.py (`make demo`) on 40 training and 24 test cells of the real elpv data:
     it fits, evaluates, prints its metrics and leaves the files the README lists."""
