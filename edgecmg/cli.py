@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edgecmg import __version__
-from edgecmg.commands import Terminated, output_folder
+from edgecmg.commands import STOP_SIGNALS, Terminated, output_folder, raise_terminated
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
@@ -582,10 +582,6 @@ _OUT_OF_MEMORY_HINTS = {
 }
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
@@ -594,7 +590,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = {number: signal.signal(number, raise_terminated) for number in STOP_SIGNALS} if in_main_thread else {}
     try:
         # Log lines go above the progress bars instead of into the middle of one (fit's skipped files).
         with logging_redirect_tqdm():
@@ -602,9 +598,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except EdgeCMGError as exc:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"edgecmg {args.command}: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+    except Terminated as stop:
+        print(f"edgecmg {args.command}: terminated ({stop.signal_name})", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print(f"edgecmg {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -626,8 +622,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         raise
     finally:
-        if in_main_thread and previous is not None:  # None: a handler set outside Python, not restorable
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, not restorable
+                signal.signal(number, handler)
 
 
 if __name__ == "__main__":

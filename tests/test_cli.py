@@ -389,9 +389,11 @@ def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolek
     assert "--stall-warn -1.0: give seconds >= 0" in capsys.readouterr().err
 
 
-def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tmp_path):
-    """systemctl/docker stop send SIGTERM: the records so far are on disk and the summary is written
-    (there was no handler: no summary, the last records lost in the write buffer)."""
+@pytest.mark.parametrize("signal_name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tmp_path, signal_name, status):
+    """systemctl/docker stop send SIGTERM, a closed terminal or SSH session SIGHUP: the records so far
+    are on disk and the summary is written (there was no handler: no summary, the last records lost
+    in the write buffer)."""
     import signal
     import subprocess
     import sys
@@ -403,12 +405,13 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     deadline = time.monotonic() + 120
     while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, signal_name))
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 143 and b"terminated (SIGTERM)" in err and b"Traceback" not in err, err.decode()
+    ended = f"terminated ({signal_name})"
+    assert process.returncode == status and ended.encode() in err and b"Traceback" not in err, err.decode()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     records = jsonl.read_text().splitlines()
-    assert summary["rows"][0]["ended"] == "terminated (SIGTERM)"
+    assert summary["rows"][0]["ended"] == ended
     assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
 
 
@@ -1148,16 +1151,16 @@ def test_stream_refuses_an_unwritable_report_before_the_first_frame(small_artifa
     assert not jsonl.exists()  # no frame was judged
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_while_a_record_is_written_waits_for_the_record(signal_name):
-    """Between hold() and release() a SIGTERM or Ctrl-C is held; release() then stops the stream."""
+    """Between hold() and release() a SIGTERM, SIGHUP or Ctrl-C is held; release() then stops the stream."""
     import signal
 
     from edgecmg.commands import Terminated
     from edgecmg.commands.stream import StopBetweenRecords
 
     number = getattr(signal, signal_name)
-    stop_type = Terminated if signal_name == "SIGTERM" else KeyboardInterrupt
+    stop_type = KeyboardInterrupt if signal_name == "SIGINT" else Terminated
     before = signal.getsignal(number)
     written = []
     with StopBetweenRecords() as stop:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -50,9 +51,23 @@ def source_from_args(sources: list[str], command: str) -> str | list[str]:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``systemctl stop``, ``docker stop``), raised where the program is (the CLI installs
-    the handler), so that it stops as Ctrl-C stops it: temporary files removed, a stream's records
-    flushed and its summary written."""
+    """SIGTERM (``systemctl stop``, ``docker stop``) or SIGHUP (the terminal or SSH session closed),
+    raised where the program is (the CLI installs the handler), so that it stops as Ctrl-C stops it:
+    temporary files removed, a stream's records flushed and its summary written."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.exit_status = 128 + int(signum)  # what a shell reports for a process the signal killed
+        super().__init__(self.signal_name)
+
+
+#: The signals that stop a command as Ctrl-C does (SIGHUP exists on POSIX only).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """The handler of :data:`STOP_SIGNALS`."""
+    raise Terminated(signum)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from edgecmg.commands import Terminated, output_file, source_from_args, warn_unused_capture_flags
+from edgecmg.commands import STOP_SIGNALS, Terminated, output_file, source_from_args, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
 from edgecmg.stream.report import LiveStatusLine
@@ -60,8 +60,8 @@ def run_stream(args: argparse.Namespace) -> int:
         with run, StopBetweenRecords() as stop:
             judge_frames(args, run, stop, jsonl, video, status, tally)
         finished = True
-    except Terminated:
-        tally.ended = "terminated (SIGTERM)"
+    except Terminated as stop:
+        tally.ended = f"terminated ({stop.signal_name})"
         raise
     except KeyboardInterrupt:
         tally.ended = "interrupted (Ctrl-C)"
@@ -196,16 +196,16 @@ def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished
 
 
 class StopBetweenRecords:
-    """SIGTERM and Ctrl-C stop the stream as always, except between receiving a judged frame and
-    writing its record: a signal there is held until the record is on disk (the summary counts the
-    frame as judged, so its record must exist). Installed in the main thread only, where Python runs
-    signal handlers; the handlers before it are put back on leaving."""
+    """SIGTERM, SIGHUP and Ctrl-C stop the stream as always, except between receiving a judged frame
+    and writing its record: a signal there is held until the record is on disk (the summary counts
+    the frame as judged, so its record must exist). Installed in the main thread only, where Python
+    runs signal handlers; the handlers before it are put back on leaving."""
 
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    _SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 
     def __init__(self) -> None:
         self._holding = False
-        self._held: type[BaseException] | None = None
+        self._held: BaseException | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopBetweenRecords":
@@ -219,11 +219,11 @@ class StopBetweenRecords:
             signal.signal(number, handler)
 
     def _on_signal(self, number: int, frame: object) -> None:
-        stop = Terminated if number == signal.SIGTERM else KeyboardInterrupt
+        stop = KeyboardInterrupt() if number == signal.SIGINT else Terminated(number)
         if self._holding:
             self._held = stop
         else:
-            raise stop()
+            raise stop
 
     def hold(self) -> None:
         self._holding = True
@@ -231,7 +231,7 @@ class StopBetweenRecords:
     def release(self) -> None:
         self._holding = False
         if self._held is not None:
-            raise self._held()
+            raise self._held
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")  # containers OpenCV writes MPEG-4 ("mp4v") into
