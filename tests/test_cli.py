@@ -504,7 +504,34 @@ def test_a_stream_whose_summary_cannot_be_written_fails(small_artifact, kolektor
     monkeypatch.setattr(report, "write_report", disk_full)
     assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
                  "torch", "--max-frames", "1", "--report", str(tmp_path / "report")]) == 2
-    assert "edgecmg stream: error: [Errno 28] No space left on device" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "edgecmg stream: error: [Errno 28] No space left on device" in captured.err
+    assert "frames_yielded" in captured.out  # the summary the files could not hold is in the output (the log)
+
+
+def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact, kolektor_root, tmp_path, capsys,
+                                                                 monkeypatch):
+    """A long run's --jsonl filling the disk ended with a bare "[Errno 28]"; the error names the file,
+    and the summary still says what was judged."""
+    import errno
+
+    from edgecmg.commands import stream as stream_command
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(stream_command, "open_appending", lambda path: FullDisk())
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "3", "--jsonl", str(jsonl)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the --jsonl records {jsonl}: the disk is full" in err, err
+    summary = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
+    assert summary["frames_yielded"] == 1 and summary["ended"].startswith("error: cannot write the --jsonl records")
 
 
 def test_a_stream_whose_video_cannot_be_closed_still_closes_the_rest_and_writes_its_summary(

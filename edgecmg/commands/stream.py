@@ -13,7 +13,8 @@ import cv2
 
 from edgecmg.commands import STOP_SIGNALS, Terminated, output_file, source_from_args, warn_unused_capture_flags
 from edgecmg.config import StreamConfig
-from edgecmg.errors import ConfigError, EdgeCMGError, StreamError
+from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
+from edgecmg.fileio import write_problem
 from edgecmg.stream.report import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
@@ -136,7 +137,10 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         stop.hold()  # a SIGTERM or Ctrl-C from here on waits until this frame's record is written
         tally.anomalies += result.is_anomaly
         if jsonl:
-            jsonl.write(json.dumps(result.to_dict()) + "\n")
+            try:
+                jsonl.write(json.dumps(result.to_dict()) + "\n")
+            except OSError as exc:  # a full disk on a long run: the error names the file
+                raise OutputError(write_problem(Path(args.jsonl), exc, "the --jsonl records")) from exc
         stop.release()
         if (video or args.show) and show_and_save_overlay(result, video, args.show):
             tally.ended = "stopped from the window (q)"
@@ -287,7 +291,12 @@ def write_summary(args: argparse.Namespace, run, anomalies: int, ended: str) -> 
     if report_dir is None:
         print(markdown_table([stats]))
     else:
-        print(write_report([stats], report_dir, "stream_summary"))
+        try:
+            table = write_report([stats], report_dir, "stream_summary")
+        except (OSError, EdgeCMGError):
+            print(markdown_table([stats]))  # the output (a service's log) keeps what the files could not
+            raise
+        print(table)
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
     if not run.pipeline.source.is_live and not args.realtime:
         print("latency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
