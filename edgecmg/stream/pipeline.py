@@ -275,6 +275,8 @@ class _CaptureState:
         self.stop = threading.Event()
         self.error: Optional[BaseException] = None
         self.thread: Optional[threading.Thread] = None
+        # Set by the capture thread as its last step; _shutdown waits on it, not on the thread (see there).
+        self.done = threading.Event()
 
 
 def _capture_loop(st: _CaptureState) -> None:
@@ -300,6 +302,7 @@ def _capture_loop(st: _CaptureState) -> None:
             _log.warning("%s: error while closing the source: %s", st.source.name, exc)
         # After close, so a consumer that sees the end also sees a closed source.
         st.queue.end()
+        st.done.set()  # last: nothing is left for the thread to do but return
 
 
 def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
@@ -312,13 +315,20 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
         # A second Ctrl-C (or `timeout -s INT`, which signals the process group too) must not cut the
         # join short: a capture thread left inside OpenCV's read when the interpreter exits
         # aborts the process. Finish the join, then let the interrupt through.
+        # Wait on st.done, not on thread.is_alive(): on CPython 3.10-3.12 (fixed in 3.13) an exception
+        # raised by a signal handler inside Thread.join() marks the thread stopped while it still runs,
+        # so is_alive() turns False and the join returns at once. Join only once the thread is done.
         deadline = time.monotonic() + join_timeout_s
-        while thread.is_alive() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            wait_s = min(_WAIT_SLICE_S, max(deadline - time.monotonic(), 0.0))
             try:
-                thread.join(min(_WAIT_SLICE_S, max(deadline - time.monotonic(), 0.0)))
+                if st.done.wait(wait_s):
+                    thread.join(wait_s)
+                    if not thread.is_alive():
+                        break
             except KeyboardInterrupt as exc:
                 interrupted = exc
-        if thread.is_alive():
+        if not st.done.is_set():
             _log.warning(
                 "%s: capture thread still blocked in the source after %.1fs; it is a daemon thread and "
                 "will exit (releasing the device) when the read returns",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import signal
 import threading
 import time
 import tracemalloc
@@ -395,6 +396,64 @@ def test_a_second_interrupt_during_close_still_joins_the_capture_thread(helpers)
     with pytest.raises(KeyboardInterrupt):
         pipe.close()
     assert pipe._state.thread.raised and helpers.capture_threads() == [] and pipe.source.closed
+
+
+def test_interrupts_during_close_do_not_cut_short_the_wait_for_a_blocked_capture_thread(helpers, caplog):
+    # Two real SIGINTs (Ctrl-C twice, or `timeout` and a service manager both signalling) while close()
+    # waits for a capture thread stuck in the source's read: close() still waits its full join timeout,
+    # warns, and re-raises the interrupt after. On CPython 3.10-3.12 a signal raising inside
+    # Thread.join() once made is_alive() False for the running thread, which ended the wait at once.
+    assert threading.current_thread() is threading.main_thread()
+    release = threading.Event()
+
+    def blocks_after_one_frame():
+        yield np.zeros((4, 4, 3), np.uint8)
+        release.wait(30)  # a camera read that does not return
+        yield np.ones((4, 4, 3), np.uint8)
+
+    sent = []
+
+    def interrupt():
+        # To the main thread, as the kernel delivers a process's SIGINT: it lands inside close()'s wait.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        sent.append(time.monotonic())
+
+    # Our own handler: a test run started in the background may have inherited SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timers = [threading.Timer(delay, interrupt) for delay in (0.3, 0.8)]
+    try:
+        pipe = StreamPipeline(blocks_after_one_frame(), StreamConfig(policy="latest"), live=True,
+                              join_timeout_s=1.5).start()
+        deadline = time.monotonic() + 5.0
+        while pipe.stats.frames_captured < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # the capture thread is now blocked in the second read
+        with caplog.at_level("WARNING", logger="edgecmg"):
+            t0 = time.monotonic()
+            for timer in timers:
+                timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                pipe.close()
+            waited = time.monotonic() - t0
+        # A signal still on its way must land here, not in pytest: wait until both were sent and handled.
+        deadline = time.monotonic() + 5.0
+        while (len(sent) < 2 or time.monotonic() < sent[-1] + 0.2) and time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        for timer in timers:
+            timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+    assert len(sent) == 2 and waited >= 1.4, f"close() returned after {waited:.2f}s"
+    assert "capture thread still blocked in the source after 1.5s" in caplog.text
+    assert pipe.closed and pipe.source.closed
+    deadline = time.monotonic() + 5.0
+    while helpers.capture_threads() and time.monotonic() < deadline:  # released: the read returns
+        time.sleep(0.01)
+    assert helpers.capture_threads() == []
 
 
 def test_enter_and_exit_without_iterating():
