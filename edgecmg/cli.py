@@ -585,9 +585,11 @@ _OUT_OF_MEMORY_HINTS = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
-    # unless -v asks for everything.
+    # unless -v asks for everything. Where stderr is not a terminal (a service's log, a file), each
+    # line says when: docker's and plain files' logs add no time of their own.
+    on_terminal = sys.stderr.isatty()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous = {number: signal.signal(number, raise_terminated) for number in STOP_SIGNALS} if in_main_thread else {}

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -413,6 +414,21 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     records = jsonl.read_text().splitlines()
     assert summary["rows"][0]["ended"] == ended
     assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
+
+
+def test_log_lines_say_when_where_stderr_is_not_a_terminal(small_artifact, tmp_path):
+    """A service's log (docker's, a plain file) adds no time of its own: each log line starts with it."""
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    done = subprocess.run([str(Path(sys.executable).parent / "edgecmg"), "predict", str(small_artifact), str(broken),
+                           "--out", str(tmp_path / "out"), "--backend", "torch"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if "edgecmg:" in line and "skipped" in line]
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING edgecmg: skipped", line)
+                         for line in lines), done.stderr
 
 
 def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):

@@ -713,7 +713,8 @@ class LiveStatusLine:
 
     Rendering is throttled to ``min_interval_s`` (a few per second: faster only costs CPU and
     flickers). When the stream is not a terminal (logs, CI), carriage returns would garble the
-    file, so complete lines are written instead, at most every ``max(min_interval_s, 5)`` s.
+    file, so complete lines, each starting with the local time, are written instead, at most every
+    ``max(min_interval_s, 5)`` s.
 
     ``update(...)`` takes the numbers; ``update_from(stats)`` takes a
     :class:`~edgecmg.stream.pipeline.StreamStats` (or anything with the same attributes).
@@ -806,8 +807,8 @@ class LiveStatusLine:
             text = text[: max(10, cols - 1)]  # a wrapped line could not be overwritten with \r
             self.stream.write("\r" + text + "\x1b[K")
             self._dirty = True
-        else:
-            self.stream.write(text + "\n")
+        else:  # a log file or a service's log: each line says when (not every log adds a time)
+            self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
         self._last_text = text
         self.stream.flush()
 

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import cv2
 import numpy as np
@@ -235,6 +236,8 @@ def test_live_status_line_writes_whole_lines_when_not_a_terminal():
     assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)
     line.close()
     assert "\r" not in out.getvalue() and out.getvalue().count("\n") == 2
+    # each line starts with the time: a service's log shows when the figures were true
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +1\.0 fps \| p50", row) for row in out.getvalue().splitlines())
 
 
 def test_live_status_line_from_pipeline_stats():
