@@ -548,6 +548,9 @@ def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact,
     assert f"cannot write the --jsonl records {jsonl}: the disk is full" in err, err
     summary = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
     assert summary["frames_yielded"] == 1 and summary["ended"].startswith("error: cannot write the --jsonl records")
+    # which model judged: a service's model is replaced between runs
+    assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact), "torch", "cpu")
+    assert summary["threshold"] > 0
 
 
 def test_a_stream_whose_video_cannot_be_closed_still_closes_the_rest_and_writes_its_summary(

@@ -53,7 +53,7 @@ def run_stream(args: argparse.Namespace) -> int:
     video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
-    tally = RunTally()
+    tally = RunTally(detector)
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
@@ -121,10 +121,13 @@ def check_outputs_or_close(args: argparse.Namespace, run, detector) -> None:
 
 
 class RunTally:
-    """What the summary reports of a run, kept up to date while it runs (an exception may end it at
-    any frame): the anomalies judged so far and what ended the run."""
+    """What the summary reports of a run besides the stream's own figures: which model judged (a
+    service's model is replaced between runs), the anomalies so far and what ended the run, kept up
+    to date while it runs (an exception may end it at any frame)."""
 
-    def __init__(self) -> None:
+    def __init__(self, detector) -> None:
+        self.model = {"model": str(detector.runner.model_path), "backend": detector.backend,
+                      "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
 
@@ -191,7 +194,7 @@ def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished
     cannot be written is logged, so the run's own error is the one raised."""
     # Also after Ctrl-C (how a camera run is stopped) or a lost camera: what was judged is reported.
     try:
-        write_summary(args, run, tally.anomalies, tally.ended)
+        write_summary(args, run, tally)
     except (OSError, EdgeCMGError) as exc:
         if finished:
             raise
@@ -281,12 +284,10 @@ def open_window() -> None:
                           "machine with a screen, or leave --show out and use --save") from exc
 
 
-def write_summary(args: argparse.Namespace, run, anomalies: int, ended: str) -> None:
+def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     from edgecmg.stream.report import markdown_table, write_report
 
-    stats = run.stats.to_dict()
-    stats["anomalies"] = anomalies
-    stats["ended"] = ended
+    stats = {**run.stats.to_dict(), **tally.model, "anomalies": tally.anomalies, "ended": tally.ended}
     report_dir = summary_folder(args)
     if report_dir is None:
         print(markdown_table([stats]))
