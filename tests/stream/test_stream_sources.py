@@ -783,3 +783,11 @@ def test_opencv_backends_are_asked_by_their_own_id(monkeypatch):
     monkeypatch.setattr(cv2.videoio_registry, "hasBackend", lambda backend: backend == cv2.CAP_V4L2)
     assert sources._opencv_has_backend(cv2.CAP_V4L2) is True
     assert sources.opencv_has_gstreamer() is False
+
+
+def test_a_camera_device_path_that_is_not_there_is_named_as_a_camera():
+    """/dev/video3 missing (unplugged, or not yet enumerated when a service starts) was "no such file
+    or folder ... pass a video file"."""
+    for path in ("/dev/video97", "/dev/v4l/by-id/usb-missing-video-index0"):
+        with pytest.raises(StreamError, match=f"camera {path} is not present: unplugged.*v4l2-ctl --list-devices"):
+            open_source(path)
