@@ -479,8 +479,8 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--capture-fps", type=float, metavar="FPS",
                    help="frame rate asked of a camera; with --realtime, the pace of images from a folder")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--save", help="write the overlay video here (.mp4, .avi, .mov or .mkv); an existing file is "
-                   "refused unless --overwrite")
+    p.add_argument("--save", help="write the overlay video here (.mp4, .avi, .mov or .mkv; an .mkv stays readable "
+                   "when the run is killed, an .mp4 does not); an existing file is refused unless --overwrite")
     p.add_argument("--jsonl", help="one JSON line per frame, appended to this file (a restarted stream adds to it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save video")
     p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
