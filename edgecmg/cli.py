@@ -42,7 +42,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     artifact.prepare_output(output)  # before the fit, not after it
-    model, metadata = fit(Path(args.data), config, progress=not args.quiet)  # its captions.csv too
+    model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too
     path = artifact.save(model, metadata, args.output)
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
@@ -82,7 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
         skipped, skipped_file = 0, None
         with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl, ExitStack() as closing:
-            for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=args.quiet)):
+            for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=not args.progress_bars)):
                 try:
                     frame = read_image(path)
                 except EdgeCMGError as exc:
@@ -176,7 +176,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         artifact.prepare_output(args.output)
     paths = [path for item in args.good for path in list_images(item)]
     detector = Detector.load(args.model, backend=args.backend)
-    found = threshold_from_good(detector, paths, args.quantile, progress=not args.quiet)
+    found = threshold_from_good(detector, paths, args.quantile, progress=args.progress_bars)
     if args.output is not None:
         provenance = {"quantile": found["quantile"], "images": found["images"], "previous": found["stored_threshold"],
                       "sources": [str(item) for item in args.good], "by": "edgecmg threshold"}
@@ -210,7 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
           if args.out is not None else nullcontext()):
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
-        metrics = evaluate_detector(detector, samples, progress=not args.quiet, per_image=args.out is not None)
+        metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None)
         if args.out is not None:
             records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
             write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
@@ -254,7 +254,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     path = calibrate(args.model, args.data, args.output, method=args.method, samples=samples,
-                     profile=args.profile, with_scoring=args.with_scoring, progress=not args.quiet)
+                     profile=args.profile, with_scoring=args.with_scoring, progress=args.progress_bars)
     print(f"wrote {path}")
     return 0
 
@@ -550,14 +550,15 @@ _SUBCOMMANDS = (_add_fit, _add_predict, _add_eval, _add_threshold, _add_export, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars (shown only on a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
     # subcommand's defaults overwrite the main parser's values, so a default of False would undo a
     # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars (shown only on a terminal)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
@@ -588,6 +589,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # unless -v asks for everything. Where stderr is not a terminal (a service's log, a file), each
     # line says when: docker's and plain files' logs add no time of their own.
     on_terminal = sys.stderr.isatty()
+    # Progress bars redraw with carriage returns, which turn a log file into one garbled line.
+    args.progress_bars = on_terminal and not args.quiet
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)

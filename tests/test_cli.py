@@ -1127,7 +1127,10 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
 
 
 def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_root, small_artifact, tmp_path, capsys,
-                                                                    caplog):
+                                                                    caplog, monkeypatch):
+    """The progress bar shows on a terminal; in a log file its carriage returns would garble it."""
+    import sys
+
     data = tmp_path / "data"
     for kind in ("good", "defect"):
         (data / "test" / kind).mkdir(parents=True)
@@ -1136,6 +1139,9 @@ def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_roo
     broken = data / "test" / "good" / "zz_broken.png"
     broken.write_bytes(b"not a png")
     assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 0  # no -q
+    assert "eval:" not in capsys.readouterr().err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 0
     captured = capsys.readouterr()
     metrics = json.loads(captured.out)
     assert metrics["images"] == 4 and metrics["skipped"] == [str(broken)]

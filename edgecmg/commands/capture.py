@@ -47,7 +47,7 @@ def run_capture(args: argparse.Namespace) -> int:
             first = next_frame_number(out)
             saved: list[Path] = []
             try:
-                with tqdm(total=args.frames, desc="capture", unit="frame", disable=args.quiet) as bar:
+                with tqdm(total=args.frames, desc="capture", unit="frame", disable=not args.progress_bars) as bar:
                     for frame in source:
                         if frame.index % args.step:
                             continue
