@@ -34,6 +34,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -587,6 +588,7 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                 sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
                 onnx_header = read_onnx_header(proto) if sealed else {}
                 if onnx_header.get("export", {}).get("artifact_sha256") == sha:
+                    _mark_used(path)
                     return path, onnx_header
                 log.info("cached export %s is stale; exporting again", path)
             except ArtifactError as exc:
@@ -601,5 +603,34 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         except OutputError as exc:
             raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
                                           f"cached in {folder}: {exc}", _CACHE_HINT) from exc
+        _prune_cache(folder, keep=path)
         return path, read_onnx_header(path)
+
+
+#: Cached exports no process has used for this long are removed when another is written: each is
+#: 10 to 25 MB, and a model refitted every week under one name would otherwise fill a Jetson's eMMC.
+CACHE_MAX_AGE_DAYS = 30
+
+
+def _mark_used(path: Path) -> None:
+    """Touch a cached export on use: its modification time is what the pruning goes by."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache: nothing is written to it, nothing is pruned
+        pass
+
+
+def _prune_cache(folder: Path, keep: Path) -> None:
+    """Remove the exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just written)."""
+    cutoff = time.time() - CACHE_MAX_AGE_DAYS * 86400
+    removed = []
+    for entry in folder.glob("*.onnx"):
+        try:
+            if entry != keep and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed.append(entry.name)
+        except OSError:  # another process removed it first, or the folder is not ours to clean
+            continue
+    if removed:
+        log.info("removed %d cached export(s) unused for %d days from %s", len(removed), CACHE_MAX_AGE_DAYS, folder)
 

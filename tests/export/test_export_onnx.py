@@ -246,8 +246,8 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
     first, header = cached_onnx(artifact_path)
     assert header == read_onnx_header(first)  # returned checked, so the runner need not read it again
-    stamp = first.stat().st_mtime_ns
-    assert cached_onnx(artifact_path) == (first, header) and first.stat().st_mtime_ns == stamp
+    inode = first.stat().st_ino  # an export again would write a new file (by rename)
+    assert cached_onnx(artifact_path) == (first, header) and first.stat().st_ino == inode
     assert cached_onnx(artifact_path, ExportConfig(with_scoring=True))[0] != first
     assert len(list(first.parent.glob("*.onnx"))) == 2
     assert read_onnx_header(first)["export"]["artifact_sha256"][:12] in first.name
@@ -262,6 +262,27 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     proto.metadata_props.extend(kept)
     onnx.save(proto, str(first))
     assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
+
+
+def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(tmp_path, artifact_path, caplog):
+    """Each export is 10 to 25 MB and a model refitted every week exports again: without pruning the
+    cache grew for ever. Use marks an entry (its modification time); a new export removes the stale ones."""
+    import logging
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    used, _ = cached_onnx(artifact_path, directory=cache)
+    stale = cache / "old-0123456789ab-featurizer-0123456789ab.onnx"
+    stale.write_bytes(b"an export of a model refitted since")
+    month_ago = time.time() - 31 * 86400
+    for path in (used, stale):
+        os.utime(path, (month_ago, month_ago))
+    assert cached_onnx(artifact_path, directory=cache)[0] == used and used.stat().st_mtime > month_ago + 86400
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        cached_onnx(artifact_path, ExportConfig(with_scoring=True), directory=cache)  # a new export prunes
+    assert used.exists() and not stale.exists()
+    assert f"removed 1 cached export(s) unused for 30 days from {cache}" in caplog.text
 
 
 def test_cached_exports_with_and_without_a_dynamic_batch_are_two_entries(tmp_path, artifact_path):
