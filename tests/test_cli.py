@@ -550,7 +550,7 @@ def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact,
     assert summary["frames_yielded"] == 1 and summary["ended"].startswith("error: cannot write the --jsonl records")
     # which model judged: a service's model is replaced between runs
     assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact), "torch", "cpu")
-    assert summary["threshold"] > 0
+    assert summary["threshold"] > 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", summary["started"])
 
 
 def test_a_stream_whose_video_cannot_be_closed_still_closes_the_rest_and_writes_its_summary(

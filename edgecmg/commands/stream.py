@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,9 @@ class RunTally:
     to date while it runs (an exception may end it at any frame)."""
 
     def __init__(self, detector) -> None:
-        self.model = {"model": str(detector.runner.model_path), "backend": detector.backend,
-                      "device": detector.device, "threshold": detector.threshold}
+        # when and with what: a restarted service's summary replaces the one before it
+        self.model = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": str(detector.runner.model_path),
+                      "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
 
