@@ -6,9 +6,7 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -16,7 +14,14 @@ from typing import Callable, Optional, Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from edgecmg import __version__
-from edgecmg.commands import STOP_SIGNALS, Terminated, output_folder, raise_terminated
+from edgecmg.commands import (
+    STOP_SIGNALS,
+    Terminated,
+    install_handlers,
+    output_folder,
+    raise_terminated,
+    restore_handlers,
+)
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
@@ -594,8 +599,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = {number: signal.signal(number, raise_terminated) for number in STOP_SIGNALS} if in_main_thread else {}
+    previous = install_handlers(STOP_SIGNALS, raise_terminated)
     try:
         # Log lines go above the progress bars instead of into the middle of one (fit's skipped files).
         with logging_redirect_tqdm():
@@ -604,10 +608,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Terminated as stop:
-        print(f"edgecmg {args.command}: terminated ({stop.signal_name})", file=sys.stderr)
+        _say_on_stderr(f"edgecmg {args.command}: terminated ({stop.signal_name})")
         return stop.exit_status
     except KeyboardInterrupt:
-        print(f"edgecmg {args.command}: interrupted", file=sys.stderr)
+        _say_on_stderr(f"edgecmg {args.command}: interrupted")
         return 130
     except BrokenPipeError:
         # The reader went away (`edgecmg info M | head`): not an error of ours, and Python's own
@@ -627,9 +631,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
         raise
     finally:
-        for number, handler in previous.items():
-            if handler is not None:  # None: a handler set outside Python, not restorable
-                signal.signal(number, handler)
+        restore_handlers(previous)
+
+
+def _say_on_stderr(text: str) -> None:
+    """How a stop is said: after SIGHUP the terminal may be gone (EIO), which must not turn the stop's
+    exit status into a traceback's."""
+    try:
+        print(text, file=sys.stderr)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -54,19 +55,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.max_frames < 0:
         parser.error(f"--max-frames {args.max_frames}: give a number of frames, or 0 for no limit")
-    stop_signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # Windows: no HUP
-    previous = {number: signal.signal(number, stop_as_ctrl_c) for number in stop_signals}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # only there can Python set handlers
+        for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
+            number = getattr(signal, name, None)
+            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:  # nohup: stays ignored
+                previous[number] = signal.signal(number, stop_as_ctrl_c)
     try:
         return inspect(args)
     except EdgeCMGError as exc:  # an unusable model, source, threshold or --rejects folder
         print(f"inspect_line: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the loop started (loading the model, opening the camera)
-        print("stopped (Ctrl-C or a stop signal) before the first frame", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the loop: loading the model, opening or closing the camera
+        print("stopped (Ctrl-C or a stop signal) while starting or closing the stream", file=sys.stderr)
         return 130
     finally:  # main() called from a program of yours leaves its handlers as they were
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(number, handler)
 
 
 def inspect(args: argparse.Namespace) -> int:

@@ -431,20 +431,55 @@ def test_log_lines_say_when_where_stderr_is_not_a_terminal(small_artifact, tmp_p
                          for line in lines), done.stderr
 
 
-def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):
-    """main() called from a program with a SIGTERM handler of its own leaves that handler in place
-    (its Terminated handler would otherwise stop the program at the next systemctl stop)."""
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_main_puts_back_the_stop_handler_it_found_and_leaves_an_ignored_signal_ignored(tmp_path, capsys, monkeypatch,
+                                                                                       signal_name):
+    """main() called from a program with a handler of its own leaves that handler in place (its
+    Terminated handler would otherwise stop the program at the next systemctl stop); a signal the
+    program ignores (nohup ignores SIGHUP) stays ignored while main() runs."""
     import signal
+
+    number = getattr(signal, signal_name)
 
     def mine(signum, frame):
         pass
 
-    previous = signal.signal(signal.SIGTERM, mine)
+    seen = []
+    previous = signal.signal(number, mine)
     try:
         assert main(["info", str(tmp_path / "missing.edgecmg")]) == 2
-        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(number) is mine
+        signal.signal(number, signal.SIG_IGN)
+        monkeypatch.setattr("edgecmg.commands.info.run_info", lambda args: seen.append(signal.getsignal(number)) or 0)
+        assert main(["info", str(tmp_path / "missing.edgecmg")]) == 0
+        assert seen == [signal.SIG_IGN] and signal.getsignal(number) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(number, previous)
+
+
+def test_a_stop_signal_after_a_close_that_fails_keeps_its_exit_status(small_artifact, kolektor_root, tmp_path,
+                                                                      monkeypatch, caplog):
+    """SIGTERM, then the overlay video's close failing (a full disk): the close's error replaced the
+    stop's, exit 2 instead of 143 (a failure to systemd); it is logged, and the stop's status stands."""
+    import errno
+    import logging
+    import signal
+
+    from edgecmg.commands import Terminated
+    from edgecmg.commands import stream as stream_command
+
+    def stopped(*args, **kwargs):
+        raise Terminated(signal.SIGTERM)
+
+    def disk_full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stream_command, "judge_frames", stopped)
+    monkeypatch.setattr(stream_command.OverlayVideo, "close", disk_full)
+    with caplog.at_level(logging.ERROR, logger="edgecmg"):
+        assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                     "torch", "--save", str(tmp_path / "out.mkv")]) == 143
+    assert "while stopping the stream: [Errno 28] No space left on device" in caplog.text
 
 
 def test_a_stop_signal_waits_until_the_frame_in_hand_is_recorded():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -68,6 +69,23 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if 
 def raise_terminated(signum: int, frame: object) -> None:
     """The handler of :data:`STOP_SIGNALS`."""
     raise Terminated(signum)
+
+
+def install_handlers(numbers: tuple[int, ...], handler: Any) -> dict[int, Any]:
+    """Set ``handler`` for the signals ``numbers``, except those ignored (``nohup`` ignores SIGHUP and
+    a shell's background job SIGINT: they stay ignored), and in the main thread only, where Python
+    runs handlers. Returns the handlers replaced, for :func:`restore_handlers`."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.signal(number, handler) for number in numbers
+            if signal.getsignal(number) is not signal.SIG_IGN}
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back what :func:`install_handlers` replaced."""
+    for number, handler in previous.items():
+        if handler is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(number, handler)
 
 
 @contextmanager

@@ -5,14 +5,21 @@ import argparse
 import json
 import logging
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 
-from edgecmg.commands import STOP_SIGNALS, Terminated, output_file, source_from_args, warn_unused_capture_flags
+from edgecmg.commands import (
+    STOP_SIGNALS,
+    Terminated,
+    install_handlers,
+    output_file,
+    restore_handlers,
+    source_from_args,
+    warn_unused_capture_flags,
+)
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
 from edgecmg.fileio import write_problem
@@ -76,7 +83,7 @@ def run_stream(args: argparse.Namespace) -> int:
         raise
     finally:
         try:
-            close_run(status, video, jsonl, run, detector)
+            close_run(status, video, jsonl, run, detector, finished)
         finally:  # a close that fails (a video on a full disk) still leaves the summary of what was judged
             write_final_summary(args, run, tally, finished)
     return 0
@@ -170,12 +177,15 @@ def show_and_save_overlay(result, video: OverlayVideo | None, show: bool) -> boo
     return False
 
 
-def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, run, detector) -> None:
+def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, run, detector,
+              finished: bool) -> None:
     """Closes the status line (with the final figures), the video, --jsonl, the run and the detector;
-    each is closed even where one before it fails, and the first failure is raised."""
+    each is closed even where one before it fails. The first failure is raised after a run that
+    ``finished``; after one that failed (a stop signal, a lost camera) it is logged, so the run's own
+    error, and its exit status, is the one that ends the command."""
     closes = []
-    if status:  # the final figures, not the last throttled ones
-        closes.append(lambda: (status.update_from(run.stats, force=True), status.close()))
+    if status:
+        closes += [lambda: status.update_from(run.stats, force=True), status.close]  # the final figures
     if video:
         closes.append(video.close)
     if jsonl:
@@ -185,10 +195,12 @@ def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, 
     for close in closes:
         try:
             close()
-        except BaseException as exc:  # noqa: BLE001 - raised below, once the others are closed
+        except BaseException as exc:  # noqa: BLE001 - raised or logged below, once the others are closed
             first_error = first_error or exc
     if first_error is not None:
-        raise first_error
+        if finished:
+            raise first_error
+        log.error("while stopping the stream: %s", first_error)
 
 
 def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished: bool) -> None:
@@ -201,14 +213,15 @@ def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished
         if finished:
             raise
         # The run already failed (perhaps on the same disk): its error is the one to report.
-        log.error("the stream summary could not be written: %s", exc)
+        log.error("the stream summary could not be written or shown: %s", exc)
 
 
 class StopBetweenRecords:
     """SIGTERM, SIGHUP and Ctrl-C stop the stream as always, except between receiving a judged frame
     and writing its record: a signal there is held until the record is on disk (the summary counts
-    the frame as judged, so its record must exist). Installed in the main thread only, where Python
-    runs signal handlers; the handlers before it are put back on leaving."""
+    the frame as judged, so its record must exist). Installed as :func:`install_handlers` sets
+    handlers (main thread only, ignored signals left ignored); the ones before it are put back on
+    leaving."""
 
     _SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 
@@ -218,14 +231,11 @@ class StopBetweenRecords:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopBetweenRecords":
-        if threading.current_thread() is threading.main_thread():
-            for number in self._SIGNALS:
-                self._previous[number] = signal.signal(number, self._on_signal)
+        self._previous = install_handlers(self._SIGNALS, self._on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
+        restore_handlers(self._previous)
 
     def _on_signal(self, number: int, frame: object) -> None:
         stop = KeyboardInterrupt() if number == signal.SIGINT else Terminated(number)
