@@ -266,6 +266,10 @@ class EngineConfig:
 STREAM_POLICIES = ("auto", "latest", "all")
 
 
+#: The longest StreamConfig.timeout_s: OpenCV takes timeouts in milliseconds as a 32-bit int.
+MAX_TIMEOUT_S = (2**31 - 1) // 1000
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """How frames flow from a source to the detector.
@@ -290,8 +294,8 @@ class StreamConfig:
         source when ``realtime`` is set. ``None`` = device default (30 for ``csi://``).
     timeout_s: open and read timeout of network streams and ``csi://`` sensors (the latter with
         OpenCV 4.7 or newer), so a dead camera or a hung nvargus-daemon errors (and is reconnected)
-        instead of hanging the capture thread. Pipelines of your own get none: a triggered camera
-        may be silent for long.
+        instead of hanging the capture thread. Pipelines of your own keep OpenCV's (30 s from 4.7,
+        none before).
     stall_warn_s: a live source that delivers no frame for this long (outside a reconnect) is
         reported in the log, again at each interval; ``None`` for triggered cameras that are
         silent between parts.
@@ -330,7 +334,7 @@ class StreamConfig:
                 raise ConfigError(f"capture_size={self.capture_size} must be (width, height), both >= 1")
         if self.capture_fps is not None and not self.capture_fps > 0:
             raise ConfigError(f"capture_fps={self.capture_fps} must be > 0 (or None for the device default)")
-        if not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s={self.timeout_s} must be > 0 seconds")
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:  # OpenCV takes milliseconds as a 32-bit int
+            raise ConfigError(f"timeout_s={self.timeout_s} must be > 0 and <= {MAX_TIMEOUT_S:,} seconds")
         if self.stall_warn_s is not None and not self.stall_warn_s > 0:
             raise ConfigError(f"stall_warn_s={self.stall_warn_s} must be > 0 seconds, or None for no warning")

@@ -715,21 +715,24 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
                     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
                 said_mode = _ask_capture_mode(cap, target, config, quiet=said_mode) or said_mode
             return cap
-        # Bounded open and read, so that a dead camera (or a hung nvargus-daemon behind csi://)
-        # fails and is reconnected instead of blocking the capture thread for good.
-        ms = int(config.timeout_s * 1000)
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         if kind == "network":
-            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, timeouts)
+            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, _timeouts(config))
         if kind == "csi" and _opencv_at_least(4, 7):  # GStreamer refuses to open with them before 4.7
-            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, timeouts)
+            return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, _timeouts(config))
         if kind in ("gstreamer", "csi"):
-            # A pipeline of the user's own gets no read timeout: it may be a triggered camera,
-            # silent between parts.
+            # A pipeline of the user's own keeps OpenCV's timeouts (30 s from 4.7, none before): it may
+            # be a triggered camera, silent between parts.
             return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER)
         return cv2.VideoCapture(str(target))
 
     return open_capture
+
+
+def _timeouts(config: StreamConfig) -> list[int]:
+    """OpenCV's open and read timeouts at ``config.timeout_s``, so that a dead camera (or a hung
+    nvargus-daemon behind csi://) fails and is reconnected instead of blocking the capture thread."""
+    ms = int(config.timeout_s * 1000)
+    return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
 
 
 def _open_camera_capture(target: Union[int, str]) -> VideoCaptureLike:

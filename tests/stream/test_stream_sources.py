@@ -480,7 +480,7 @@ def test_the_camera_opener_asks_v4l2_for_the_camera_and_its_mode(monkeypatch, ca
 def test_csi_sensors_get_a_read_timeout_where_opencv_takes_one(monkeypatch):
     """A hung nvargus-daemon blocks an unbounded read for good. OpenCV's GStreamer backend takes open
     and read timeouts from 4.7 on and refuses to open with them before, so older ones get none; a
-    pipeline of the user's own gets none either (a triggered camera may be silent for long)."""
+    pipeline of the user's own keeps OpenCV's (30 s from 4.7: a triggered camera may be silent for long)."""
     import cv2
 
     from edgecmg.stream import sources
