@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -620,13 +621,19 @@ def _mark_used(path: Path) -> None:
         pass
 
 
+#: The names cached_onnx gives its exports: STEM-SHA12-GRAPH-KEY12.onnx. Only these are pruned, so a
+#: cache directory that is also a folder of the user's own models keeps them.
+_CACHE_ENTRY = re.compile(rf".+-[0-9a-f]{{12}}-({GRAPH_FEATURIZER}|{GRAPH_FULL})-[0-9a-f]{{12}}\.onnx")
+
+
 def _prune_cache(folder: Path, keep: Path) -> None:
-    """Remove the exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just written)."""
+    """Remove the cached exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just
+    written)."""
     cutoff = time.time() - CACHE_MAX_AGE_DAYS * 86400
     removed = []
     for entry in folder.glob("*.onnx"):
         try:
-            if entry != keep and entry.stat().st_mtime < cutoff:
+            if entry != keep and _CACHE_ENTRY.fullmatch(entry.name) and entry.stat().st_mtime < cutoff:
                 entry.unlink()
                 removed.append(entry.name)
         except OSError:  # another process removed it first, or the folder is not ours to clean

@@ -275,13 +275,15 @@ def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(t
     used, _ = cached_onnx(artifact_path, directory=cache)
     stale = cache / "old-0123456789ab-featurizer-0123456789ab.onnx"
     stale.write_bytes(b"an export of a model refitted since")
+    mine = cache / "part.onnx"  # not named as the cache names its exports: a file of the user's own
+    mine.write_bytes(b"an export of the user's")
     month_ago = time.time() - 31 * 86400
-    for path in (used, stale):
+    for path in (used, stale, mine):
         os.utime(path, (month_ago, month_ago))
     assert cached_onnx(artifact_path, directory=cache)[0] == used and used.stat().st_mtime > month_ago + 86400
     with caplog.at_level(logging.INFO, logger="edgecmg"):
         cached_onnx(artifact_path, ExportConfig(with_scoring=True), directory=cache)  # a new export prunes
-    assert used.exists() and not stale.exists()
+    assert used.exists() and mine.exists() and not stale.exists()
     assert f"removed 1 cached export(s) unused for 30 days from {cache}" in caplog.text
 
 
