@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import re
@@ -584,7 +585,8 @@ def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact,
     summary = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
     assert summary["frames_yielded"] == 1 and summary["ended"].startswith("error: cannot write the --jsonl records")
     # which model judged: a service's model is replaced between runs
-    assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact), "torch", "cpu")
+    assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact.resolve()), "torch", "cpu")
+    assert summary["model_sha256"] == hashlib.sha256(small_artifact.read_bytes()).hexdigest()
     assert summary["threshold"] > 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", summary["started"])
 
 

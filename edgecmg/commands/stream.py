@@ -134,9 +134,14 @@ class RunTally:
     to date while it runs (an exception may end it at any frame)."""
 
     def __init__(self, detector) -> None:
-        # when and with what: a restarted service's summary replaces the one before it
-        self.model = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": str(detector.runner.model_path),
-                      "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
+        from edgecmg.model.backbone import file_sha256
+
+        # When and with what: a restarted service's summary replaces the one before it, and a model
+        # file replaced under the same name is told apart by its hash.
+        model_path = Path(detector.runner.model_path)
+        self.judged_by = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": str(model_path.resolve()),
+                          "model_sha256": file_sha256(model_path), "backend": detector.backend,
+                          "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
 
@@ -299,7 +304,7 @@ def open_window() -> None:
 def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     from edgecmg.stream.report import markdown_table, write_report
 
-    stats = {**run.stats.to_dict(), **tally.model, "anomalies": tally.anomalies, "ended": tally.ended}
+    stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended}
     report_dir = summary_folder(args)
     if report_dir is None:
         print(markdown_table([stats]))
