@@ -422,6 +422,6 @@ def test_a_tensor_with_its_negative_bit_set_is_read_as_its_values():
 
     from edgecmg.imageio import to_rgb_uint8
 
-    negated = torch._neg_view(torch.full((4, 5), -0.5))  # a lazily negated view (what .conj() of a real view may give)
+    negated = torch._neg_view(torch.full((4, 5), -0.5))  # a lazily negated view: its values are 0.5
     assert negated.is_neg()
     np.testing.assert_array_equal(to_rgb_uint8(negated), np.full((4, 5, 3), 128, np.uint8))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -165,7 +166,7 @@ def _device_kind(device: Optional[str]) -> Optional[str]:
         return None
     if device == "cpu":
         return "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+    if device == "cuda" or re.fullmatch(r"cuda:[0-9]+", device):
         return "cuda"
     raise ConfigError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N' (or leave it unset)")
 

@@ -7,6 +7,28 @@ The names below are imported on first use, so that :mod:`edgecmg.stream.report` 
 env`` reads the machine with) imports without OpenCV, which the sources need: ``env`` can then say
 that OpenCV is what fails to import.
 """
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr__ imports them
+    from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
+    from edgecmg.stream.report import (
+        LatencyStats,
+        LiveStatusLine,
+        environment_info,
+        markdown_table,
+        plot_latency,
+        write_report,
+    )
+    from edgecmg.stream.sources import (
+        CaptureSource,
+        Frame,
+        FrameSource,
+        ImageFilesSource,
+        IterableSource,
+        csi_pipeline,
+        open_source,
+        to_rgb_uint8,
+    )
 
 # public name -> the module that defines it
 _EXPORTS = {

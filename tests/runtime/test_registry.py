@@ -124,7 +124,7 @@ def test_a_cuda_index_past_the_devices_is_refused_by_name(artifact_path, featuri
 
     from edgecmg.runtime import registry
 
-    for bad in ("cuda:x", "cuda:-1", "cuda:", "gpu:0"):
+    for bad in ("cuda:x", "cuda:-1", "cuda:", "gpu:0", "cuda:\u00b2"):  # a superscript two is a digit to isdigit()
         with pytest.raises(ConfigError, match=f"device='{bad}': use 'cpu', 'cuda' or 'cuda:N'"):
             make_runner(featurizer_onnx, device=bad)
     monkeypatch.setattr(registry, "torch_cuda_available", lambda: True)
