@@ -55,13 +55,13 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.show:
         open_window()
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+    tally = RunTally(detector)  # before the capture thread starts: nothing to close yet if it fails
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
     warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
     check_outputs_or_close(args, run, detector)
     video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
-    tally = RunTally(detector)
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
@@ -139,9 +139,13 @@ class RunTally:
         # When and with what: a restarted service's summary replaces the one before it, and a model
         # file replaced under the same name is told apart by its hash.
         model_path = Path(detector.runner.model_path)
+        try:
+            sha256 = file_sha256(model_path)
+        except OSError:  # removed since it loaded: the run goes on with the model in memory
+            sha256 = None
         self.judged_by = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": str(model_path.resolve()),
-                          "model_sha256": file_sha256(model_path), "backend": detector.backend,
-                          "device": detector.device, "threshold": detector.threshold}
+                          "model_sha256": sha256, "backend": detector.backend, "device": detector.device,
+                          "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
 
