@@ -15,6 +15,8 @@ Everything else lives in its module (``edgecmg.export``, ``edgecmg.engine``, ``e
 ``fit`` is not among these names: ``edgecmg.fit`` is its module, which Python binds to that attribute
 once anything imports it, so ``edgecmg.fit(...)`` would work or not depending on import order.
 """
+from edgecmg.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
@@ -31,18 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> object:
-    import importlib
-
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgecmg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is a plain lookup
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

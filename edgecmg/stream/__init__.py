@@ -9,6 +9,8 @@ that OpenCV is what fails to import.
 """
 from typing import TYPE_CHECKING
 
+from edgecmg.lazy import lazy_exports
+
 if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr__ imports them
     from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
     from edgecmg.stream.report import (
@@ -53,18 +55,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    import importlib
-
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgecmg.stream' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is a plain lookup
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,25 @@
+"""Public names of a package imported from their modules on first use (PEP 562), so that importing
+the package (``import edgecmg``, the command line's start) loads nothing it does not need."""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of ``package``, whose public names ``exports`` maps to the
+    modules that define them."""
+
+    def __getattr__(name: str) -> object:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)  # the next access is a plain lookup
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __getattr__, __dir__
