@@ -403,7 +403,9 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     jsonl = tmp_path / "frames.jsonl"
     command = [str(Path(sys.executable).parent / "edgecmg"), "-q", "stream", str(kolektor_root / "test" / "good"),
                "-m", str(small_artifact), "--backend", "torch", "--realtime", "--jsonl", str(jsonl)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    number = getattr(signal, signal_name)  # the child must not inherit it ignored (a suite run under nohup)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                               preexec_fn=lambda: signal.signal(number, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -1250,16 +1252,25 @@ def test_a_signal_while_a_record_is_written_waits_for_the_record(signal_name):
 
     number = getattr(signal, signal_name)
     stop_type = KeyboardInterrupt if signal_name == "SIGINT" else Terminated
-    before = signal.getsignal(number)
-    written = []
-    with StopBetweenRecords() as stop:
-        stop.hold()
-        try:
-            os.kill(os.getpid(), number)
-            time.sleep(0.05)  # the handler has run by now
-        except BaseException as exc:  # noqa: BLE001 - Terminated and KeyboardInterrupt are what is checked
-            pytest.fail(f"{type(exc).__name__} raised while the record was being written")
-        written.append("record")
-        with pytest.raises(stop_type):
-            stop.release()
-    assert written == ["record"] and signal.getsignal(number) == before
+    # A known handler first: under nohup or as a shell's background job the signal arrives ignored,
+    # and an ignored signal is left ignored (checked at the end).
+    outer = signal.signal(number, signal.default_int_handler if signal_name == "SIGINT" else signal.SIG_DFL)
+    try:
+        before = signal.getsignal(number)
+        written = []
+        with StopBetweenRecords() as stop:
+            stop.hold()
+            try:
+                os.kill(os.getpid(), number)
+                time.sleep(0.05)  # the handler has run by now
+            except BaseException as exc:  # noqa: BLE001 - Terminated and KeyboardInterrupt are what is checked
+                pytest.fail(f"{type(exc).__name__} raised while the record was being written")
+            written.append("record")
+            with pytest.raises(stop_type):
+                stop.release()
+        assert written == ["record"] and signal.getsignal(number) == before
+        signal.signal(number, signal.SIG_IGN)
+        with StopBetweenRecords():
+            assert signal.getsignal(number) is signal.SIG_IGN  # left ignored, as nohup asked
+    finally:
+        signal.signal(number, outer)
