@@ -15,9 +15,19 @@ Everything else lives in its module (``edgecmg.export``, ``edgecmg.engine``, ``e
 ``fit`` is not among these names: ``edgecmg.fit`` is its module, which Python binds to that attribute
 once anything imports it, so ``edgecmg.fit(...)`` would work or not depending on import order.
 """
+from typing import TYPE_CHECKING
+
 from edgecmg.lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time they are imported on first use
+    from edgecmg.artifact import save
+    from edgecmg.config import EngineConfig, ExportConfig, ModelConfig, StreamConfig
+    from edgecmg.detector import Detector
+    from edgecmg.errors import EdgeCMGError
+    from edgecmg.imageio import read_image
+    from edgecmg.result import Result
 
 # public name -> the module that defines it
 _EXPORTS = {

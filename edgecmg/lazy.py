@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """The ``__getattr__`` and ``__dir__`` of ``package``, whose public names ``exports`` maps to the
-    modules that define them."""
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of ``package`` (called from its ``__init__``), whose public
+    names ``exports`` maps to the modules that define them."""
+    namespace = vars(sys.modules[package])
 
-    def __getattr__(name: str) -> object:
+    def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
-        setattr(sys.modules[package], name, value)  # the next access is a plain lookup
+        namespace[name] = value  # the next access is a plain lookup
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(vars(sys.modules[package])) | set(exports))
+        return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__

@@ -482,7 +482,7 @@ def test_a_stop_signal_after_a_close_that_fails_keeps_its_exit_status(small_arti
     with caplog.at_level(logging.ERROR, logger="edgecmg"):
         assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
                      "torch", "--save", str(tmp_path / "out.mkv")]) == 143
-    assert "while stopping the stream: [Errno 28] No space left on device" in caplog.text
+    assert "while stopping the stream: OSError: [Errno 28] No space left on device" in caplog.text
 
 
 def test_a_stop_signal_waits_until_the_frame_in_hand_is_recorded():
@@ -589,6 +589,9 @@ def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact,
     # which model judged: a service's model is replaced between runs
     assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact.resolve()), "torch", "cpu")
     assert summary["model_sha256"] == hashlib.sha256(small_artifact.read_bytes()).hexdigest()
+    from edgecmg.commands.stream import file_sha256_or_none
+
+    assert file_sha256_or_none(str(tmp_path / "gone.edgecmg")) is None  # loading it then says why
     assert summary["threshold"] > 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", summary["started"])
 
 

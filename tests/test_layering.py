@@ -65,9 +65,17 @@ def _layer(unit: str) -> int:
 
 def _imports(path: Path, modules: dict[str, Path], package: str = "") -> set[str]:
     """The edgecmg modules ``path`` imports, resolved to existing modules; ``package`` (the dotted
-    package the file is in) resolves relative imports (``from ..x import y``)."""
+    package the file is in) resolves relative imports (``from ..x import y``). Imports under ``if
+    TYPE_CHECKING:`` never run: they only name types for type checkers, and are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_checking = [node for node in ast.walk(tree) if isinstance(node, ast.If)
+                     and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    for_type_checkers = {id(inner) for node in type_checking
+                         for statement in node.body for inner in ast.walk(statement)}
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
+        if id(node) in for_type_checkers:
+            continue
         names = []
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".")[:len(package.split(".")) - node.level + 1]

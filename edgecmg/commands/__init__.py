@@ -73,19 +73,19 @@ def raise_terminated(signum: int, frame: object) -> None:
 
 def install_handlers(numbers: tuple[int, ...], handler: Any) -> dict[int, Any]:
     """Set ``handler`` for the signals ``numbers``, except those ignored (``nohup`` ignores SIGHUP and
-    a shell's background job SIGINT: they stay ignored), and in the main thread only, where Python
-    runs handlers. Returns the handlers replaced, for :func:`restore_handlers`."""
+    a shell's background job SIGINT: they stay ignored) and those whose handler was set outside
+    Python (it could not be put back), and in the main thread only, where Python runs handlers.
+    Returns the handlers replaced, for :func:`restore_handlers`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {number: signal.signal(number, handler) for number in numbers
-            if signal.getsignal(number) is not signal.SIG_IGN}
+            if signal.getsignal(number) not in (signal.SIG_IGN, None)}
 
 
 def restore_handlers(previous: dict[int, Any]) -> None:
     """Put back what :func:`install_handlers` replaced."""
     for number, handler in previous.items():
-        if handler is not None:  # None: a handler set outside Python, which cannot be put back
-            signal.signal(number, handler)
+        signal.signal(number, handler)
 
 
 @contextmanager

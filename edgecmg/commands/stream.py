@@ -54,8 +54,9 @@ def run_stream(args: argparse.Namespace) -> int:
     config = stream_config(args)  # checked before the model loads
     if args.show:
         open_window()
+    model_sha256 = file_sha256_or_none(args.model)  # before it loads: what the summary names
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
-    tally = RunTally(detector)  # before the capture thread starts: nothing to close yet if it fails
+    tally = RunTally(detector, model_sha256)
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
     warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
     check_outputs_or_close(args, run, detector)
@@ -133,21 +134,24 @@ class RunTally:
     service's model is replaced between runs), the anomalies so far and what ended the run, kept up
     to date while it runs (an exception may end it at any frame)."""
 
-    def __init__(self, detector) -> None:
-        from edgecmg.model.backbone import file_sha256
-
+    def __init__(self, detector, model_sha256: str | None) -> None:
         # When and with what: a restarted service's summary replaces the one before it, and a model
         # file replaced under the same name is told apart by its hash.
-        model_path = Path(detector.runner.model_path)
-        try:
-            sha256 = file_sha256(model_path)
-        except OSError:  # removed since it loaded: the run goes on with the model in memory
-            sha256 = None
-        self.judged_by = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": str(model_path.resolve()),
-                          "model_sha256": sha256, "backend": detector.backend, "device": detector.device,
-                          "threshold": detector.threshold}
+        self.judged_by = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "model": str(Path(detector.runner.model_path).resolve()), "model_sha256": model_sha256,
+                          "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
+
+
+def file_sha256_or_none(path: str) -> str | None:
+    """The model file's SHA-256, None where it cannot be read (loading it then says why)."""
+    from edgecmg.model.backbone import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl, video: OverlayVideo | None,
@@ -209,7 +213,8 @@ def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, 
     if first_error is not None:
         if finished:
             raise first_error
-        log.error("while stopping the stream: %s", first_error)
+        # The type too: a second Ctrl-C during the close has no message of its own.
+        log.error("while stopping the stream: %s: %s", type(first_error).__name__, first_error)
 
 
 def write_final_summary(args: argparse.Namespace, run, tally: RunTally, finished: bool) -> None:
@@ -244,6 +249,7 @@ class StopBetweenRecords:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._holding, self._held = False, None  # a run that ended inside a record holds nothing after it
         restore_handlers(self._previous)
 
     def _on_signal(self, number: int, frame: object) -> None:

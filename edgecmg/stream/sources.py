@@ -720,8 +720,9 @@ def _default_opener(kind: str, config: StreamConfig) -> Opener:
         if kind == "csi" and _opencv_at_least(4, 7):  # GStreamer refuses to open with them before 4.7
             return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER, _timeouts(config))
         if kind in ("gstreamer", "csi"):
-            # A pipeline of the user's own keeps OpenCV's timeouts (30 s from 4.7, none before): it may
-            # be a triggered camera, silent between parts.
+            # A pipeline of the user's own keeps OpenCV's timeouts (30 s from 4.7, none before): it may be
+            # a network stream that needs one or a triggered camera that needs none, which edgecmg cannot
+            # tell apart. (A camera silent for longer is reconnected as a lost one.)
             return cv2.VideoCapture(str(target), cv2.CAP_GSTREAMER)
         return cv2.VideoCapture(str(target))
 
