@@ -640,4 +640,3 @@ def _prune_cache(folder: Path, keep: Path) -> None:
             continue
     if removed:
         log.info("removed %d cached export(s) unused for %d days from %s", len(removed), CACHE_MAX_AGE_DAYS, folder)
-

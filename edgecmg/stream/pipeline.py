@@ -327,7 +327,7 @@ def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
                     if not thread.is_alive():
                         break
             except KeyboardInterrupt as exc:
-                interrupted = exc
+                interrupted = interrupted or exc  # the first says how the run was stopped (SIGTERM, then Ctrl-C)
         if not st.done.is_set():
             _log.warning(
                 "%s: capture thread still blocked in the source after %.1fs; it is a daemon thread and "

@@ -419,10 +419,13 @@ def test_interrupts_during_close_do_not_cut_short_the_wait_for_a_blocked_capture
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         sent.append(time.monotonic())
 
+    class FirstStop(KeyboardInterrupt):  # as SIGTERM's Terminated is: the stop close() must re-raise
+        pass
+
     def on_sigint(signum, frame):
         handled.append(signum)
         if armed[0]:
-            raise KeyboardInterrupt
+            raise FirstStop if len(handled) == 1 else KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     timers = [threading.Timer(delay, interrupt) for delay in (0.3, 0.8)]
@@ -438,7 +441,7 @@ def test_interrupts_during_close_do_not_cut_short_the_wait_for_a_blocked_capture
             for timer in timers:
                 timer.start()
             try:
-                with pytest.raises(KeyboardInterrupt):
+                with pytest.raises(KeyboardInterrupt) as stopped:  # caught whole: one escaping would end pytest
                     pipe.close()
             finally:
                 armed[0] = False
@@ -453,6 +456,7 @@ def test_interrupts_during_close_do_not_cut_short_the_wait_for_a_blocked_capture
         signal.signal(signal.SIGINT, previous)
         release.set()
     assert len(sent) == 2 and waited >= 2.9, f"close() returned after {waited:.2f}s"
+    assert isinstance(stopped.value, FirstStop)  # the first interrupt says how the run was stopped, not the last
     assert "capture thread still blocked in the source after 3.0s" in caplog.text
     assert pipe.closed and pipe.source.closed
     deadline = time.monotonic() + 5.0
