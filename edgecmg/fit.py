@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
-from edgecmg.imageio import (is_image_file, list_images, read_image, read_image_size, resize_to_input,
-                             to_rgb_uint8, warn_skipped_count, warn_unreadable)
+from edgecmg.imageio import (is_glob_pattern, is_image_file, list_images, read_image, read_image_size,
+                             resize_to_input, to_rgb_uint8, warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -389,7 +389,7 @@ class _Training:
         for i, item in enumerate(images):
             self.offered += 1
             if isinstance(item, (str, Path)):
-                if isinstance(item, str) and any(c in item for c in "*?[") and not Path(item).exists():
+                if isinstance(item, str) and is_glob_pattern(item):
                     raise DataError(f"training image {i} is a glob pattern ({item!r}): pass the pattern itself, "
                                     f"fit({item!r}), not inside a list")
                 try:

@@ -32,8 +32,8 @@ import numpy as np
 
 from edgecmg.errors import DataError, MissingFileError
 
-__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "read_image", "read_image_size", "read_mask", "resize_to_input",
-           "list_images", "load_images", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
+           "resize_to_input", "list_images", "load_images", "to_rgb_uint8"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -472,6 +472,12 @@ def _once_each(paths: list[Path]) -> list[Path]:
     return kept
 
 
+def is_glob_pattern(text: str) -> bool:
+    """Whether ``text`` is a glob pattern (``parts/*.png``) rather than the name of a file or folder
+    that holds such characters."""
+    return bool(_GLOB_CHARS & set(text)) and not Path(text).exists()
+
+
 def list_images(folder_or_glob: PathLike) -> list[Path]:
     """Sorted image files of a folder (non-recursive), of a glob pattern, or a single image file.
 
@@ -483,7 +489,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     """
     text = str(folder_or_glob)
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-    if _GLOB_CHARS & set(text) and not Path(text).exists():
+    if is_glob_pattern(text):
         found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p)))
         if not found:
             raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern")
