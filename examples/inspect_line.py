@@ -59,7 +59,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if threading.current_thread() is threading.main_thread():  # only there can Python set handlers
         for name in ("SIGTERM", "SIGHUP"):  # Windows has no SIGHUP
             number = getattr(signal, name, None)
-            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:  # nohup: stays ignored
+            # Left alone: an ignored signal (nohup), and a handler set outside Python (it cannot be put back).
+            if number is not None and signal.getsignal(number) not in (signal.SIG_IGN, None):
                 previous[number] = signal.signal(number, stop_as_ctrl_c)
     try:
         return inspect(args)
@@ -71,8 +72,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     finally:  # main() called from a program of yours leaves its handlers as they were
         for number, handler in previous.items():
-            if handler is not None:  # None: set outside Python, cannot be put back
-                signal.signal(number, handler)
+            signal.signal(number, handler)
 
 
 def inspect(args: argparse.Namespace) -> int:

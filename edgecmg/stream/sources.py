@@ -945,10 +945,10 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
         except DataError as exc:
             raise StreamError(str(exc)) from exc
         return ImageFilesSource(paths, name=s, config=config, is_live=bool(live))
-    if not path.exists() and (s.startswith("/dev/video") or s.startswith("/dev/v4l/")):
-        raise StreamError(f"camera {path} is not present: unplugged, not yet enumerated after a boot, or under "
-                          "another number; v4l2-ctl --list-devices lists the cameras")
     if not path.exists():
+        if s.startswith(("/dev/video", "/dev/v4l/")):
+            raise StreamError(f"camera {path} is not present: unplugged, not yet enumerated after a boot, or under "
+                              "another number; v4l2-ctl --list-devices lists the cameras")
         raise StreamError(
             f"no such file or folder: {path}; pass a video file, an image folder or glob, a camera index, "
             "a URL or a GStreamer pipeline"
