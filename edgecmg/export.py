@@ -625,18 +625,31 @@ def _mark_used(path: Path) -> None:
 #: cache directory that is also a folder of the user's own models keeps them.
 _CACHE_ENTRY = re.compile(rf".+-[0-9a-f]{{12}}-({GRAPH_FEATURIZER}|{GRAPH_FULL})-[0-9a-f]{{12}}\.onnx")
 
+#: The half-written file of an export killed before its rename (fileio.atomic_path's .NAME.PID-TID-HEX.tmp),
+#: and check_writable's probe (.NAME.PID-HEX.probe), for the cache's own names only.
+_CACHE_LEFTOVER = re.compile(rf"\.({_CACHE_ENTRY.pattern})\.[0-9]+(-[0-9]+)?-[0-9a-f]{{8}}\.(tmp|probe)")
+
+#: A leftover untouched for this long belongs to no export still running (one takes under a minute).
+LEFTOVER_MAX_AGE_S = 3600
+
 
 def _prune_cache(folder: Path, keep: Path) -> None:
     """Remove the cached exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just
-    written)."""
-    cutoff = time.time() - CACHE_MAX_AGE_DAYS * 86400
-    removed = []
-    for entry in folder.glob("*.onnx"):
+    written), and what exports killed mid-write left behind (a full-size file each)."""
+    now = time.time()
+    removed, leftovers = [], []
+    for entry in folder.iterdir():
         try:
-            if entry != keep and _CACHE_ENTRY.fullmatch(entry.name) and entry.stat().st_mtime < cutoff:
+            if entry != keep and _CACHE_ENTRY.fullmatch(entry.name):
+                if entry.stat().st_mtime < now - CACHE_MAX_AGE_DAYS * 86400:
+                    entry.unlink()
+                    removed.append(entry.name)
+            elif _CACHE_LEFTOVER.fullmatch(entry.name) and entry.stat().st_mtime < now - LEFTOVER_MAX_AGE_S:
                 entry.unlink()
-                removed.append(entry.name)
+                leftovers.append(entry.name)
         except OSError:  # another process removed it first, or the folder is not ours to clean
             continue
     if removed:
         log.info("removed %d cached export(s) unused for %d days from %s", len(removed), CACHE_MAX_AGE_DAYS, folder)
+    if leftovers:
+        log.info("removed %d unfinished export(s) left by a stopped process from %s", len(leftovers), folder)

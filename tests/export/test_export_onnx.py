@@ -287,6 +287,32 @@ def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(t
     assert f"removed 1 cached export(s) unused for 30 days from {cache}" in caplog.text
 
 
+def test_a_cached_export_killed_mid_write_leaves_nothing_behind_past_an_hour(tmp_path, artifact_path, caplog):
+    """An export killed before its rename (a watchdog, a power cut) leaves a hidden full-size .tmp file
+    beside the cache's entries; the next export removes such leftovers once nothing can still be
+    writing them, and leaves a fresh one (an export running in another process) and other files alone."""
+    import logging
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    used, _ = cached_onnx(artifact_path, directory=cache)
+    old = time.time() - 2 * 3600
+    killed = cache / f".{used.name}.4242-140234-0badc0de.tmp"
+    probe = cache / f".{used.name}.4242-0badc0de.probe"
+    running = cache / f".{used.name}.4343-140235-1badc0de.tmp"
+    mine = cache / ".notes.onnx.4242-140234-0badc0de.tmp"  # not a cache entry's name
+    for path in (killed, probe, running, mine):
+        path.write_bytes(b"half an export")
+    for path in (killed, probe, mine):
+        os.utime(path, (old, old))
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        cached_onnx(artifact_path, ExportConfig(with_scoring=True), directory=cache)
+    assert not killed.exists() and not probe.exists()
+    assert running.exists() and mine.exists() and used.exists()
+    assert f"removed 2 unfinished export(s) left by a stopped process from {cache}" in caplog.text
+
+
 def test_cached_exports_with_and_without_a_dynamic_batch_are_two_entries(tmp_path, artifact_path):
     """A fixed-batch export must not be served the dynamic one (or the other way round) from the cache."""
     dynamic, _ = cached_onnx(artifact_path, directory=tmp_path / "cache")
