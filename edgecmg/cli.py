@@ -597,7 +597,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Progress bars redraw with carriage returns, which turn a log file into one garbled line.
     args.progress_bars = on_terminal and not args.quiet
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s")
+                        format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")  # as the stream's status lines, which share the log
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     previous = install_handlers(STOP_SIGNALS, raise_terminated)
     try:

@@ -36,6 +36,7 @@ import re
 import struct
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Optional
 
@@ -1210,7 +1211,7 @@ def _engine_header(onnx_path: Path, config: EngineConfig, model_header: dict[str
         "onnx_sha256": file_sha256(onnx_path),
         "source_onnx": str(onnx_path),
         "edgecmg": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "build_seconds": round(time.perf_counter() - started, 2),
         "model": model_header,
     }

@@ -10,6 +10,7 @@ import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -366,7 +367,7 @@ def _metadata(config: ModelConfig, size: tuple[int, int], backbone_hash: str, th
         "cmer_margin": [round(float(m), 6) for m in margins],
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "training": training_info,
-        "created": {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "edgecmg": __version__,
+        "created": {"time": datetime.now().astimezone().isoformat(timespec="seconds"), "edgecmg": __version__,
                     "torch": torch.__version__, "python": platform.python_version(), "host": platform.node()},
     }
 

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ class RunTally:
     def __init__(self, detector, model_sha256: str | None) -> None:
         # When and with what: a restarted service's summary replaces the one before it, and a model
         # file replaced under the same name is told apart by its hash.
-        self.judged_by = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        self.judged_by = {"started": datetime.now().astimezone().isoformat(timespec="seconds"),
                           "model": str(Path(detector.runner.model_path).resolve()), "model_sha256": model_sha256,
                           "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0

@@ -447,7 +447,7 @@ def write_report(
     clean_rows = [_sanitize(dict(r)) for r in rows]
     env = environment_info() if environment is None else dict(environment)
     payload = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "environment": _sanitize(env),
         "rows": clean_rows,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
@@ -141,7 +142,9 @@ def test_write_report_writes_json_csv_and_markdown(tmp_path, capsys):
     assert "| 12.35 |" in lines[2] and "onnxruntime\\|cpu" in lines[3] and "| 950.0 |" in lines[3]
 
     payload = json.loads((tmp_path / "out" / "bench_test.json").read_text())
-    assert payload["environment"] == env and len(payload["rows"]) == 2 and payload["created"]
+    assert payload["environment"] == env and len(payload["rows"]) == 2
+    created = datetime.datetime.fromisoformat(payload["created"])  # RFC 3339 with the local offset, as fit's
+    assert created.utcoffset() is not None and abs(created - datetime.datetime.now(datetime.timezone.utc)).total_seconds() < 60
     assert payload["rows"][1]["p99_ms"] is None  # NaN is not JSON
     assert payload["rows"][1]["extra"] == {"threads": 2}
 
