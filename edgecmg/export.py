@@ -580,8 +580,12 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                                      config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
-    path = folder / f"{Path(artifact_path).stem}-{sha[:12]}-{graph}-{key[:12]}.onnx"
+    # The name starts with the file's stem for whoever looks in the cache; the rest is the key.
+    key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
+    path = folder / f"{Path(artifact_path).stem}{key_part}"
     with _EXPORT_LOCK:  # threads of one process opening one model export it once
+        if not path.is_file():  # the same model opened under another name (a copy per line) was exported
+            path = next((p for p in sorted(folder.glob(f"*{key_part}")) if _CACHE_ENTRY.fullmatch(p.name)), path)
         if path.is_file():
             try:
                 proto = _load_proto(path)

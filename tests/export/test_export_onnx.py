@@ -313,6 +313,20 @@ def test_a_cached_export_killed_mid_write_leaves_nothing_behind_past_an_hour(tmp
     assert f"removed 2 unfinished export(s) left by a stopped process from {cache}" in caplog.text
 
 
+def test_one_model_under_two_names_is_exported_once(tmp_path, artifact_path):
+    """A model copied per line (line3.edgecmg, line4.edgecmg) is one set of bytes: the second name is
+    served the first name's export instead of another 10 to 25 MB and its seconds of export."""
+    import shutil
+
+    copy = tmp_path / "line4.edgecmg"
+    shutil.copy(artifact_path, copy)
+    cache = tmp_path / "cache"
+    first, _ = cached_onnx(artifact_path, directory=cache)
+    second, header = cached_onnx(copy, directory=cache)
+    assert second == first and len(list(cache.glob("*.onnx"))) == 1
+    assert header["export"]["artifact_sha256"] == read_onnx_header(first)["export"]["artifact_sha256"]
+
+
 def test_cached_exports_with_and_without_a_dynamic_batch_are_two_entries(tmp_path, artifact_path):
     """A fixed-batch export must not be served the dynamic one (or the other way round) from the cache."""
     dynamic, _ = cached_onnx(artifact_path, directory=tmp_path / "cache")
