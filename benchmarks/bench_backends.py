@@ -25,7 +25,7 @@ from edgecmg.config import ExportConfig, ModelConfig
 from edgecmg.datasets import MVTecDataset
 from edgecmg.export import export_onnx
 from edgecmg.fit import fit
-from edgecmg.stream.report import environment_info
+from edgecmg.stream.environment import environment_info
 
 from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 

@@ -31,7 +31,7 @@ from edgecmg.evaluation import evaluate_detector
 from edgecmg.fit import fit
 from edgecmg.metrics import auroc_difference_interval
 from edgecmg.model.layouts import DEFAULT_LAYOUT
-from edgecmg.stream.report import environment_info
+from edgecmg.stream.environment import environment_info
 
 from data_paths import KOLEKTOR  # benchmarks/ is on sys.path when a script here runs
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 from edgecmg.cli import main as edgecmg_cli
 from edgecmg.evaluation import pick_hardest
-from edgecmg.stream.report import environment_info
+from edgecmg.stream.environment import environment_info
 
 PROMPT = "a photo of a metal commutator"
 

@@ -287,7 +287,7 @@ def measure_edgecmg(model_path: Path, backend: str, threads: int, frame_paths: l
 # report
 # --------------------------------------------------------------------------------------------------
 def summarise(samples_ms: list[float]) -> dict:
-    from edgecmg.stream.report import LatencyStats
+    from edgecmg.stream.latency import LatencyStats
 
     stats = LatencyStats.from_samples(samples_ms)
     return {"frames": stats.count, "p50_ms": stats.p50, "p90_ms": stats.p90, "mean_ms": stats.mean}
@@ -372,7 +372,7 @@ def background_note(rows: list[dict], threads: int) -> str:
 
 
 def write_report(out: Path, rows: list[dict], settings: dict) -> None:
-    from edgecmg.stream.report import environment_info
+    from edgecmg.stream.environment import environment_info
 
     env = environment_info()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -169,7 +169,7 @@ def main() -> int:
     if rss_mib() is None:
         raise SystemExit("the soak reads resident memory from /proc/self/status: it runs on Linux only")
 
-    from edgecmg.stream.report import environment_info
+    from edgecmg.stream.environment import environment_info
     from bench_backends import fit_kolektor
 
     with tempfile.TemporaryDirectory(prefix="edgecmg-bench-soak-") as tmp:

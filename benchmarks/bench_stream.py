@@ -40,7 +40,7 @@ from bench_backends import KOLEKTOR, fit_kolektor  # the same benchmark model (b
 from edgecmg.datasets import MVTecDataset
 from edgecmg.detector import Detector
 from edgecmg.imageio import read_image
-from edgecmg.stream.report import environment_info
+from edgecmg.stream.environment import environment_info
 
 
 def write_video(path: Path, images: list[np.ndarray], n_frames: int, size: tuple[int, int], fps: float = 30.0) -> Path:

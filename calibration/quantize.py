@@ -14,7 +14,7 @@ Profiles (what the Q/DQ nodes look like):
 
 - ``"tensorrt"`` (default): symmetric int8 activations and weights (zero point 0), float bias, no
   Q/DQ on convolution outputs (TensorRT fuses conv + activation + residual around Q/DQ placed on
-  inputs). Passes ``edgecmg.engine.check_onnx_for_tensorrt``; build it with ``--precision int8``.
+  inputs). Passes ``edgecmg.onnx_checks.check_onnx_for_tensorrt``; build it with ``--precision int8``.
 - ``"cpu"``: what ONNX Runtime's CPU kernels fuse into QLinearConv/QLinearAdd: uint8 asymmetric
   activations (ReLU6 folds into the quantisation range), int8 weights, Q/DQ on conv outputs. Fastest
   on ONNX Runtime CPU; not TensorRT-buildable (TensorRT needs zero points of 0).
@@ -312,7 +312,7 @@ def _save_int8(quantized, onnx_header: dict[str, Any], out_path: Path, profile: 
     checker passed it; for the tensorrt profile, what TensorRT would refuse is logged as a warning first."""
     import onnx
 
-    from edgecmg.engine import check_onnx_for_tensorrt
+    from edgecmg.onnx_checks import check_onnx_for_tensorrt
     from edgecmg.export import HEADER_KEY, _save_atomic, set_metadata_props
 
     set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})

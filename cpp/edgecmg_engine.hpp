@@ -1,6 +1,6 @@
 // Reader of edgecmg engine files (`edgecmg build ... -o M.engine`) for C++ deployments.
 //
-// File layout (little endian), as edgecmg/engine.py writes it:
+// File layout (little endian), as edgecmg/engine_file.py writes it:
 //   magic "EDGECMGE" (8 bytes) | format version uint32 | header length uint64 | header JSON |
 //   scorer payload (safetensors, may be empty) | TensorRT serialized engine
 // The header's "scorer" and "engine" entries hold each payload's length and SHA-256; this reader
@@ -25,7 +25,7 @@
 namespace edgecmg {
 
 constexpr char kEngineMagic[8] = {'E', 'D', 'G', 'E', 'C', 'M', 'G', 'E'};
-constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine.ENGINE_FORMAT_VERSION
+constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine_file.ENGINE_FORMAT_VERSION
 
 struct EngineFile {
     std::uint32_t format_version = 0;

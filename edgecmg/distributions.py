@@ -2,7 +2,7 @@
 version is present without importing the library.
 
 Kept here, apart from the runners and kernels that use them, because those import torch and the
-environment report (``edgecmg.stream.report``) has to work where torch does not import.
+environment report (``edgecmg.stream.environment``) has to work where torch does not import.
 """
 # Each installs the one ``onnxruntime`` module. With two of them the one installed last owns the
 # shared files: a CPU build over a GPU build (e.g. a package that asks for plain onnxruntime,

@@ -157,7 +157,7 @@ def test_onnx_commands_name_an_edgecmg_model_given_in_place_of_onnx(small_artifa
     assert main(["-q", "build", str(small_artifact), "-o", str(tmp_path / "m.engine")]) == 2
     err = capsys.readouterr().err
     assert "is an edgecmg model, not ONNX: export it first" in err and "DecodeError" not in err
-    from edgecmg.engine import write_engine_file
+    from edgecmg.engine_file import write_engine_file
 
     engine = write_engine_file(tmp_path / "built.engine", {"precision": "fp16"}, b"plan")
     assert main(["-q", "build", str(engine), "-o", str(tmp_path / "again.engine")]) == 2

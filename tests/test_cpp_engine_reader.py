@@ -1,5 +1,5 @@
 """The C++ engine-file reader (cpp/edgecmg_engine.hpp), built with CMake as a C++ deployment would,
-against files written by edgecmg.engine.write_engine_file."""
+against files written by edgecmg.engine_file.write_engine_file."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecmg.engine import ENGINE_FORMAT_VERSION, write_engine_file
+from edgecmg.engine_file import ENGINE_FORMAT_VERSION, write_engine_file
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = {"tensorrt": "10.3.0.26", "precision": "int8", "threshold": 1.25,

@@ -45,10 +45,10 @@ def test_env_names_each_install_problem_with_its_fix(monkeypatch, capsys):
 
     monkeypatch.setattr(text, "_transformers_needs_newer_torch",
                         lambda: "transformers 5.20.2 needs torch 2.6 or later, and this torch is 2.5.1")
-    from edgecmg.stream import report as stream_report
+    from edgecmg.stream import environment
 
-    real = stream_report.environment_info  # an old Triton matters where the kernels could run: on a GPU
-    monkeypatch.setattr(stream_report, "environment_info", lambda: {**real(), "device_type": "cuda"})
+    real = environment.environment_info  # an old Triton matters where the kernels could run: on a GPU
+    monkeypatch.setattr(environment, "environment_info", lambda: {**real(), "device_type": "cuda"})
     report = env_command.check_environment()
     problems = {p["problem"]: p["fix"] for p in report["problems"]}
     assert problems["onnxruntime and onnxruntime-gpu are installed together"].startswith(
@@ -74,10 +74,10 @@ def test_env_names_a_torch_that_cannot_take_numpy_arrays(monkeypatch):
 
 @pytest.mark.parametrize("has_gstreamer", [True, False, None])  # None: this OpenCV cannot tell
 def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer):
-    from edgecmg.stream import report, sources
+    from edgecmg.stream import environment, sources
 
-    real = report.environment_info
-    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0"})
+    real = environment.environment_info
+    monkeypatch.setattr(environment, "environment_info", lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0"})
     monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: has_gstreamer)
     problems = env_command.check_environment()["problems"]
     found = [p for p in problems if "GStreamer" in p["problem"]]
@@ -87,7 +87,7 @@ def test_env_checks_opencv_for_gstreamer_on_a_jetson(monkeypatch, has_gstreamer)
     if found:
         assert "pip uninstall opencv-python-headless" in found[0]["fix"]
     # off a Jetson (a desktop's pip OpenCV has no GStreamer either): not a problem, csi:// is Jetson-only
-    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": None})
+    monkeypatch.setattr(environment, "environment_info", lambda: {**real(), "jetson_l4t": None})
     assert not [p for p in env_command.check_environment()["problems"] if "GStreamer" in p["problem"]]
 
 
@@ -141,26 +141,26 @@ def test_env_names_a_jetson_tensorrt_that_engines_cannot_use(monkeypatch, fake_t
     """JetPack's TensorRT is installed for the system Python (a venv without --system-site-packages
     cannot see it; a pip wheel in the venv may not import), and JetPack 6.0's is 8.6. TensorRT does
     not import here; the fake module stands in where it does."""
-    from edgecmg.stream import report
+    from edgecmg.stream import environment
 
     if importable:
         fake_tensorrt(version=version)
-    real = report.environment_info
-    monkeypatch.setattr(report, "environment_info",
+    real = environment.environment_info
+    monkeypatch.setattr(environment, "environment_info",
                         lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0", "tensorrt": version})
     named = [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]
     assert [found in p["problem"] for p in named] == ([True] if found else [])
     if found:
         assert ("--system-site-packages" if not importable else "JetPack 6.1 or later") in named[0]["fix"]
-    monkeypatch.setattr(report, "environment_info", lambda: {**real(), "jetson_l4t": None, "tensorrt": None})
+    monkeypatch.setattr(environment, "environment_info", lambda: {**real(), "jetson_l4t": None, "tensorrt": None})
     assert not [p for p in env_command.check_environment()["problems"] if "TensorRT" in p["problem"]]
 
 
 def test_env_names_the_jetson_tensorrt_problem_even_when_torch_does_not_import(monkeypatch, block_import):
-    from edgecmg.stream import report
+    from edgecmg.stream import environment
 
-    real = report.environment_info
-    monkeypatch.setattr(report, "environment_info",
+    real = environment.environment_info
+    monkeypatch.setattr(environment, "environment_info",
                         lambda: {**real(), "jetson_l4t": "# R36 (release), REVISION: 4.0", "tensorrt": None})
     block_import("torch")
     problems = [p["problem"] for p in env_command.check_environment()["problems"]]

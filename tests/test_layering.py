@@ -26,7 +26,9 @@ LAYERS: list[set[str]] = [
     {"model"},                                          # pure torch, over ops
     {"artifact", "fit"},
     {"export"},
-    {"engine"},                                         # ONNX-side checks + TensorRT build, over export
+    {"onnx_checks", "engine_file"},                     # no TensorRT: its parser's checks; the .engine file
+    {"fp16_cast"},                                      # the float16 copy, over onnx_checks
+    {"engine"},                                         # TensorRT: platform, compatibility, build
     {"calibration", "runtime"},
     {"stream"},
     {"detector"},                                       # the façade: runtime + stream

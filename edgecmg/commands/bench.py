@@ -72,7 +72,7 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
     import torch
 
     from edgecmg.detector import Detector
-    from edgecmg.stream.report import LatencyStats
+    from edgecmg.stream.latency import LatencyStats
 
     gc.collect()
     _reset_peak_rss()
@@ -131,7 +131,9 @@ def run_bench(args: argparse.Namespace) -> int:
     """Every (model file, backend) pair in one run: e.g. ``part.edgecmg part.int8.onnx`` puts torch,
     ONNX Runtime FP32 and ONNX Runtime INT8 side by side. A damaged file among several is skipped
     and named (exit 1), and the others' timings are still written."""
-    from edgecmg.stream.report import environment_info, plot_latency, write_report
+    from edgecmg.stream.environment import environment_info
+    from edgecmg.stream.plot import plot_latency
+    from edgecmg.stream.report import write_report
 
     from edgecmg.commands import output_folder
 

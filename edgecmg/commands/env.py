@@ -185,7 +185,7 @@ def _fit_status(text_mismatch: str | None) -> str:
 def check_environment() -> dict[str, Any]:
     """{"environment", "onnxruntime_providers", "backends", "kernels", "fit", "problems"}: see the module
     docstring. Each problem is {"problem", "fix"}. A probe that fails is reported, never raised."""
-    from edgecmg.stream.report import environment_info
+    from edgecmg.stream.environment import environment_info
 
     info = environment_info()
     report: dict[str, Any] = {"environment": info, "onnxruntime_providers": [], "backends": [],

@@ -44,7 +44,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         model = header
         kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
     else:
-        from edgecmg.engine import read_engine_file
+        from edgecmg.engine_file import read_engine_file
 
         header, _, _ = read_engine_file(path)  # both payloads' checksums, the plan's included
         model = header.get("model") or {}

@@ -24,7 +24,7 @@ from edgecmg.commands import (
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
 from edgecmg.fileio import write_problem
-from edgecmg.stream.report import LiveStatusLine
+from edgecmg.stream.status_line import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgecmg.engine import ENGINE_SUFFIXES, TENSORRT_INSTALL_HINT, read_engine_header, tensorrt_available
+from edgecmg.engine import TENSORRT_INSTALL_HINT, tensorrt_available
+from edgecmg.engine_file import ENGINE_SUFFIXES, read_engine_header
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, MissingFileError
 from edgecmg.runtime.base import Runner, device_index
 from edgecmg.runtime.onnx_runner import OnnxRunner, available_providers, provider_install_hint
@@ -300,7 +301,7 @@ def load_host_scorer(path: str | Path):
 
         return load_scorer_from_onnx(path)
     if suffix in ENGINE_SUFFIXES:
-        from edgecmg.engine import load_scorer_from_engine
+        from edgecmg.engine_file import load_scorer_from_engine
 
         return load_scorer_from_engine(path)
     from edgecmg import artifact

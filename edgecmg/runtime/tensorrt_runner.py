@@ -16,15 +16,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecmg.engine import (
-    ENGINE_SUFFIXES,
-    check_engine_compatible,
-    current_platform,
-    import_tensorrt,
-    read_engine_file,
-    read_engine_header,
-    rebuild_command,
-)
+from edgecmg.engine import check_engine_compatible, current_platform, import_tensorrt, rebuild_command
+from edgecmg.engine_file import ENGINE_SUFFIXES, read_engine_file, read_engine_header
 from edgecmg.errors import BackendUnavailableError, DataError, EdgeCMGError, EngineIncompatibleError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 

@@ -1,9 +1,11 @@
 """Model-agnostic streaming: frame sources, the capture/batching pipeline, latency reports.
 
 ``Detector.stream()`` is a thin wrapper over :class:`StreamPipeline`; ``edgecmg bench`` and
-``edgecmg stream`` use :mod:`edgecmg.stream.report` for their numbers, files and plots.
+``edgecmg stream`` take their numbers from :mod:`edgecmg.stream.latency`, the machine from
+:mod:`edgecmg.stream.environment`, and write with :mod:`edgecmg.stream.report` (files),
+:mod:`edgecmg.stream.plot` and :mod:`edgecmg.stream.status_line`.
 
-The names below are imported on first use, so that :mod:`edgecmg.stream.report` (what ``edgecmg
+The names below are imported on first use, so that :mod:`edgecmg.stream.environment` (what ``edgecmg
 env`` reads the machine with) imports without OpenCV, which the sources need: ``env`` can then say
 that OpenCV is what fails to import.
 """
@@ -12,15 +14,11 @@ from typing import TYPE_CHECKING
 from edgecmg.lazy import lazy_exports
 
 if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr__ imports them
+    from edgecmg.stream.environment import environment_info
+    from edgecmg.stream.latency import LatencyStats
     from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
-    from edgecmg.stream.report import (
-        LatencyStats,
-        LiveStatusLine,
-        environment_info,
-        markdown_table,
-        plot_latency,
-        write_report,
-    )
+    from edgecmg.stream.plot import plot_latency
+    from edgecmg.stream.report import markdown_table, write_report
     from edgecmg.stream.sources import (
         CaptureSource,
         Frame,
@@ -31,6 +29,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr
         open_source,
         to_rgb_uint8,
     )
+    from edgecmg.stream.status_line import LiveStatusLine
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -38,11 +37,11 @@ _EXPORTS = {
     "StreamPipeline": "edgecmg.stream.pipeline",
     "StreamRun": "edgecmg.stream.pipeline",
     "StreamStats": "edgecmg.stream.pipeline",
-    "LatencyStats": "edgecmg.stream.report",
-    "LiveStatusLine": "edgecmg.stream.report",
-    "environment_info": "edgecmg.stream.report",
+    "LatencyStats": "edgecmg.stream.latency",
+    "LiveStatusLine": "edgecmg.stream.status_line",
+    "environment_info": "edgecmg.stream.environment",
     "markdown_table": "edgecmg.stream.report",
-    "plot_latency": "edgecmg.stream.report",
+    "plot_latency": "edgecmg.stream.plot",
     "write_report": "edgecmg.stream.report",
     "CaptureSource": "edgecmg.stream.sources",
     "Frame": "edgecmg.stream.sources",

@@ -33,7 +33,7 @@ import numpy as np
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, StreamError
 from edgecmg.result import Result
-from edgecmg.stream.report import LatencyStats
+from edgecmg.stream.latency import LatencyStats
 from edgecmg.stream.sources import Frame, FrameSource, Opener, open_source
 
 __all__ = ["StreamPipeline", "StreamItem", "StreamStats", "StreamRun"]

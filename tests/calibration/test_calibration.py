@@ -19,9 +19,10 @@ from edgecmg.calibration import (
     select_images,
     select_with_spares,
 )
-from edgecmg.engine import QDQ_FP16_OPSET, check_onnx_for_tensorrt, convert_to_fp16, is_quantized
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.export import GRAPH_SHA_KEY, SCORER_PREFIX, graph_sha256, load_scorer_from_onnx, read_onnx_header
+from edgecmg.fp16_cast import QDQ_FP16_OPSET, convert_to_fp16
+from edgecmg.onnx_checks import check_onnx_for_tensorrt, is_quantized
 from edgecmg.runtime import make_runner
 
 pytest.importorskip("onnxruntime")
@@ -168,7 +169,8 @@ def test_int8_on_a_dla_needs_a_tensorrt_that_puts_strongly_typed_networks_there(
     """INT8 engines are strongly typed; TensorRT 10 builds DLA engines from precision flags, and only
     11.4.1 places strongly typed networks on a DLA: before it, the build is refused with the FP16 way."""
     from edgecmg.config import EngineConfig
-    from edgecmg.engine import build_engine, read_engine_header
+    from edgecmg.engine import build_engine
+    from edgecmg.engine_file import read_engine_header
     from edgecmg.errors import EngineBuildError
 
     trt = fake_tensorrt(version="10.3.0.26", dla_cores=2)
@@ -197,7 +199,8 @@ def test_int8_engine_build_casts_the_float_layers(fake_tensorrt, request, frames
     import fake_tensorrt as fake
 
     from edgecmg.config import EngineConfig
-    from edgecmg.engine import build_engine, read_engine_file
+    from edgecmg.engine import build_engine
+    from edgecmg.engine_file import read_engine_file
     from edgecmg.runtime.tensorrt_runner import TensorRTRunner
 
     source = request.getfixturevalue("int8_featurizer" if graph == "featurizer" else "int8_full")

@@ -14,17 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecmg import __version__
 from edgecmg.config import EngineConfig
-from edgecmg.engine import (
-    Platform,
-    build_engine,
-    check_engine_compatible,
-    check_onnx_for_tensorrt,
-    convert_to_fp16,
-    load_scorer_from_engine,
-    read_engine_file,
-    read_engine_header,
-    write_engine_file,
-)
+from edgecmg.engine import Platform, build_engine, check_engine_compatible
+from edgecmg.engine_file import load_scorer_from_engine, read_engine_file, read_engine_header, write_engine_file
 from edgecmg.errors import (
     ArtifactError,
     BackendUnavailableError,
@@ -34,6 +25,8 @@ from edgecmg.errors import (
     MissingFileError,
 )
 from edgecmg.export import SCORER_PREFIX, read_onnx_header
+from edgecmg.fp16_cast import convert_to_fp16
+from edgecmg.onnx_checks import check_onnx_for_tensorrt
 
 ort = pytest.importorskip("onnxruntime")
 HEADER = {"tensorrt": "10.3.0.26", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "precision": "int8",

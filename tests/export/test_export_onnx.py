@@ -13,7 +13,6 @@ import torch
 import edgecmg_testmodels as models
 from edgecmg import ops
 from edgecmg.config import ExportConfig
-from edgecmg.engine import check_onnx_for_tensorrt, tensor_types
 from edgecmg.errors import ArtifactError, ConfigError, OutputError
 from edgecmg.export import (
     SCORER_PREFIX,
@@ -25,6 +24,7 @@ from edgecmg.export import (
     read_onnx_header,
 )
 from edgecmg.metrics import auroc
+from edgecmg.onnx_checks import check_onnx_for_tensorrt, tensor_types
 from edgecmg.result import OUTPUT_NAMES
 
 ort = pytest.importorskip("onnxruntime")
@@ -178,7 +178,7 @@ def test_chunked_export_keeps_every_tensor_small(tmp_path, model_and_header, fra
     matmuls = [n for n in proto.graph.node if n.name.startswith(SCORER_PREFIX) and n.op_type in ("MatMul", "Gemm")]
     assert len(matmuls) == -(-bank // rows) > 1
     # at batch = max_batch no distance block exceeds the budget
-    from edgecmg.engine import _with_batch
+    from edgecmg.onnx_checks import _with_batch
 
     inferred = _with_batch(proto, max_batch)
     types = tensor_types(inferred)

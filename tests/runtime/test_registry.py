@@ -224,7 +224,7 @@ def test_host_scorer_from_every_file_kind(artifact_path, featurizer_onnx, model_
 def test_a_damaged_engine_is_named_before_the_backend_is_chosen(tmp_path):
     """Without TensorRT, a text file named .engine used to be answered with "TensorRT is not
     available" and its install hint; the file is the problem, and `edgecmg info` already said so."""
-    from edgecmg.engine import write_engine_file
+    from edgecmg.engine_file import write_engine_file
     from edgecmg.errors import ArtifactError
 
     fake = tmp_path / "fake.engine"

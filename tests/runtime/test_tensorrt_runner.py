@@ -9,7 +9,8 @@ import pytest
 
 import fake_tensorrt as fake
 from edgecmg.config import EngineConfig
-from edgecmg.engine import build_engine, read_engine_file, write_engine_file
+from edgecmg.engine import build_engine
+from edgecmg.engine_file import read_engine_file, write_engine_file
 from edgecmg.errors import (ArtifactError, BackendUnavailableError, DataError, EdgeCMGError,
                             EngineIncompatibleError)
 from edgecmg.runtime.tensorrt_runner import TensorRTRunner

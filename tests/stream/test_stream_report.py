@@ -86,10 +86,10 @@ def test_latency_fps_over_a_full_window_spans_its_oldest_to_newest_sample(monkey
     arrival times, wherever the ring's write position is."""
     import types
 
-    from edgecmg.stream import report
+    from edgecmg.stream import latency
 
     now = [0.0]
-    monkeypatch.setattr(report, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     stats = LatencyStats(window=10)
     for i in range(25):  # 20 per second for the first 15, then 10 per second
         now[0] = 0.05 * i if i < 15 else 0.7 + 0.1 * (i - 14)

@@ -1,0 +1,136 @@
+"""The live status of a running stream (:class:`LiveStatusLine`): one self-overwriting line on a
+terminal, lines that each start with the time in a log.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from typing import Any, Callable, Optional, TextIO
+
+from edgecmg.errors import ConfigError
+
+__all__ = ["LiveStatusLine"]
+
+
+class LiveStatusLine:
+    """One self-overwriting terminal line: ``12.3 fps | p50 41.2 ms | p99 80.4 ms | drops 3``.
+
+    Rendering is throttled to ``min_interval_s`` (a few per second: faster only costs CPU and
+    flickers). When the stream is not a terminal (logs, CI), carriage returns would garble the
+    file, so complete lines, each starting with the local time, are written instead, at most every
+    ``max(min_interval_s, 5)`` s.
+
+    ``update(...)`` takes the numbers; ``update_from(stats)`` takes a
+    :class:`~edgecmg.stream.pipeline.StreamStats` (or anything with the same attributes).
+    """
+
+    def __init__(
+        self,
+        stream: Optional[TextIO] = None,
+        *,
+        min_interval_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        width: Optional[int] = None,
+    ) -> None:
+        if not min_interval_s >= 0:
+            raise ConfigError(f"min_interval_s={min_interval_s} must be >= 0")
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.is_tty = bool(isatty()) if callable(isatty) else False
+        self.interval_s = min_interval_s if self.is_tty else max(min_interval_s, 5.0)
+        self._clock = clock
+        self._width = width
+        self._last: Optional[float] = None
+        self._last_text = ""
+        self._dirty = False  # a TTY line is on screen without a newline after it
+
+    @staticmethod
+    def format(
+        *,
+        fps: float,
+        p50_ms: float,
+        p99_ms: float,
+        drops: int = 0,
+        reconnects: int = 0,
+        frames: Optional[int] = None,
+        extra: str = "",
+    ) -> str:
+        def num(v: Optional[float], fmt: str) -> str:
+            return format(v, fmt) if v is not None and math.isfinite(v) else "-"
+
+        parts = [f"{num(fps, '6.1f')} fps", f"p50 {num(p50_ms, '.1f')} ms", f"p99 {num(p99_ms, '.1f')} ms",
+                 f"drops {int(drops)}"]
+        if reconnects:
+            parts.append(f"reconnects {int(reconnects)}")
+        if frames is not None:
+            parts.append(f"frames {int(frames)}")
+        if extra:
+            parts.append(extra)
+        return " | ".join(parts)
+
+    def update(self, *, force: bool = False, **fields: Any) -> bool:
+        """Render if ``min_interval_s`` has passed (or ``force``); True if something was written.
+
+        Fields: ``fps``, ``p50_ms``, ``p99_ms``, ``drops``, optional ``reconnects``, ``frames``,
+        ``extra`` (see :meth:`format`).
+        """
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        text = self.format(**fields)
+        self._write(text)
+        return True
+
+    def update_from(self, stats: Any, *, force: bool = False, extra: str = "") -> bool:
+        """Render from a StreamStats-like object (``fps``/``recent_fps``, ``latency_ms`` or
+        ``capture_wait_ms``, ``frames_dropped``, ``reconnects``, ``frames_yielded``)."""
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self.interval_s:
+            return False  # decided before computing quantiles: they are the expensive part
+        lat = getattr(stats, "latency_ms", None)
+        if lat is None or not getattr(lat, "count", 0):
+            lat = getattr(stats, "capture_wait_ms", None)
+        fps = getattr(stats, "recent_fps", None)
+        if fps is None or not math.isfinite(fps):
+            fps = getattr(stats, "fps", math.nan)
+        return self.update(
+            force=True,
+            fps=fps,
+            p50_ms=lat.p50 if lat is not None else math.nan,
+            p99_ms=lat.p99 if lat is not None else math.nan,
+            drops=getattr(stats, "frames_dropped", 0),
+            reconnects=getattr(stats, "reconnects", 0),
+            frames=getattr(stats, "frames_yielded", None),
+            extra=extra,
+        )
+
+    def _write(self, text: str) -> None:
+        if self.is_tty:
+            cols = self._width or shutil.get_terminal_size((100, 20)).columns
+            text = text[: max(10, cols - 1)]  # a wrapped line could not be overwritten with \r
+            self.stream.write("\r" + text + "\x1b[K")
+            self._dirty = True
+        else:  # a log file or a service's log: each line says when (not every log adds a time)
+            self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        self._last_text = text
+        self.stream.flush()
+
+    @property
+    def last_text(self) -> str:
+        return self._last_text
+
+    def close(self) -> None:
+        """End the line so following output starts on a fresh one."""
+        if self._dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._dirty = False
+
+    def __enter__(self) -> "LiveStatusLine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
