@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 log = logging.getLogger("edgecmg")
 
+# TensorRT's limit: no tensor may hold 2**31 elements or more.
 MAX_TENSOR_VOLUME = (1 << 31) - 1
 
 

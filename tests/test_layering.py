@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"model"},                                          # pure torch, over ops
     {"artifact", "fit"},
     {"export"},
+    {"export_cache"},                                   # exports kept for ONNX Runtime, over export
     {"onnx_checks", "engine_file"},                     # no TensorRT: its parser's checks; the .engine file
     {"fp16_cast"},                                      # the float16 copy, over onnx_checks
     {"engine"},                                         # TensorRT: platform, compatibility, build

@@ -63,7 +63,7 @@ def _export_cache_problem() -> str | None:
     both are removed again."""
     from edgecmg.commands import missing_folders, remove_empty_folders
     from edgecmg.errors import OutputError
-    from edgecmg.export import cache_dir
+    from edgecmg.export_cache import cache_dir
     from edgecmg.fileio import check_writable
 
     folder = cache_dir()

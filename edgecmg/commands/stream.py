@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import signal
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any

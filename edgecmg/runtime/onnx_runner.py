@@ -124,7 +124,7 @@ class OnnxRunner(Runner):
         cuda = ("CUDAExecutionProvider", {"device_id": index})
         if self.provider == "cuda":
             return [cuda, "CPUExecutionProvider"]
-        from edgecmg.export import cache_dir
+        from edgecmg.export_cache import cache_dir
 
         folder = Path(self.trt_cache_dir) if self.trt_cache_dir else cache_dir() / "ort-tensorrt"
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ torch          cpu     .edgecmg                    TorchRunner
 =============  ======  ==========================  ==========================================
 
 An ``.edgecmg`` artifact run with onnxruntime is exported once (the full graph) into the cache
-directory keyed by the artifact's SHA-256 (``edgecmg.export.cached_onnx``), so
+directory keyed by the artifact's SHA-256 (``edgecmg.export_cache.cached_onnx``), so
 ``edgecmg bench M.edgecmg --backends torch onnxruntime`` compares both on the same model. Engines
 are never built implicitly (minutes of TensorRT tuning): ``edgecmg build`` makes them.
 """
@@ -110,7 +110,7 @@ def _onnx_runner(provider: str) -> Callable[..., Runner]:
     def create(path: Path, device: str, *, threads: Optional[int] = None, export_config=None, **_: Any) -> Runner:
         if path.suffix.lower() == ARTIFACT_SUFFIX:
             from edgecmg.config import ExportConfig
-            from edgecmg.export import cached_onnx
+            from edgecmg.export_cache import cached_onnx
 
             # The whole detector in one graph: no host round trip for the bank scoring, which on a
             # 2-core CPU made the featurizer-only export 40% slower per frame (benchmarks/results/bench.md).

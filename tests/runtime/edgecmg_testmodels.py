@@ -62,6 +62,19 @@ def exported_onnx(tmp_path_factory, with_scoring: bool) -> Path:
     return _MEMO[key]
 
 
+def damage_largest_weight(source, target):
+    """Copy an ONNX file, changing one byte inside its largest initializer (a bad flash card)."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    raw = max((init.raw_data for init in proto.graph.initializer), key=len)
+    data = bytearray(source.read_bytes())
+    at = data.find(raw[:256]) + len(raw) // 2
+    data[at] ^= 0x5A
+    target.write_bytes(bytes(data))
+    return target
+
+
 def eval_frames(n_good: int = 6, n_defect: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, H, W, 3] frames at the model size, labels [N]) from the KolektorSDD test split."""
     key = f"frames-{n_good}-{n_defect}"

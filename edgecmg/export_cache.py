@@ -1,0 +1,140 @@
+"""The cache of ONNX exports behind ``Detector.load("M.edgecmg", backend="onnxruntime")``.
+
+An ``.edgecmg`` file opened on ONNX Runtime is exported once (``edgecmg.export``) into
+``cache_dir()/onnx`` and the export reused while the file's bytes, the export settings and the
+edgecmg version stay the same. Entries no run has used for 30 days are pruned when another is
+written, with what a killed export left half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from edgecmg import __version__
+from edgecmg.config import ExportConfig
+from edgecmg.errors import ArtifactError, BackendUnavailableError, OutputError
+from edgecmg.export import (
+    _EXPORT_LOCK,
+    GRAPH_FEATURIZER,
+    GRAPH_FULL,
+    GRAPH_SHA_KEY,
+    _load_proto,
+    export_model,
+    read_onnx_header,
+)
+from edgecmg.fileio import check_writable
+
+log = logging.getLogger("edgecmg")
+
+_CACHE_HINT = ("set EDGECMG_CACHE_DIR to a writable folder with space, or export once (edgecmg export M.edgecmg "
+               "--format onnx --with-scoring -o M.onnx) and load the .onnx, or use backend='torch'")
+
+
+def cache_dir() -> Path:
+    """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``."""
+    if os.environ.get("EDGECMG_CACHE_DIR"):
+        return Path(os.environ["EDGECMG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgecmg"
+
+
+def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig(),
+                directory: Optional[str | Path] = None) -> tuple[Path, dict[str, Any]]:
+    """(path, header) of the ONNX export of ``artifact_path``, exported once and kept in the cache
+    directory. The header is returned already checked, so a runner need not read the file again.
+
+    Keyed by the artifact's SHA-256, the export settings and the edgecmg version, so an edited
+    or refitted artifact, or a new edgecmg, exports afresh.
+    """
+    from edgecmg import artifact
+
+    # The bytes are read once: the cache key and the exported model come from the same file contents
+    # even if the file is replaced meanwhile (else an entry could hold another model under this key).
+    data, sha = artifact.read_file(artifact_path)
+    key = hashlib.sha256(json.dumps([sha, config.opset, config.with_scoring, config.dynamic_batch, config.batch,
+                                     config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
+    folder = Path(directory) if directory is not None else cache_dir() / "onnx"
+    graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
+    # The name starts with the file's stem for whoever looks in the cache; the rest is the key.
+    key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
+    path = folder / f"{Path(artifact_path).stem}{key_part}"
+    with _EXPORT_LOCK:  # threads of one process opening one model export it once
+        if not path.is_file():  # the same model opened under another name (a copy per line) was exported
+            path = next((p for p in sorted(folder.glob(f"*{key_part}")) if _CACHE_ENTRY.fullmatch(p.name)), path)
+        if path.is_file():
+            try:
+                proto = _load_proto(path)
+                # A cache entry from before graph checksums counts as stale: exported again, it gets one.
+                sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
+                onnx_header = read_onnx_header(proto) if sealed else {}
+                if onnx_header.get("export", {}).get("artifact_sha256") == sha:
+                    _mark_used(path)
+                    return path, onnx_header
+                log.info("cached export %s is stale; exporting again", path)
+            except ArtifactError as exc:
+                log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
+        # A read-only root file system is common on embedded targets, and a full disk as unusable:
+        # either is a backend that cannot run here (auto goes on to torch), said before the export's
+        # seconds of work where it can be.
+        try:
+            check_writable(path, what="the export cache")
+            model, header = artifact.load(artifact_path, data=data)
+            export_model(model, header, path, config, source_sha256=sha)
+        except OutputError as exc:
+            raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
+                                          f"cached in {folder}: {exc}", _CACHE_HINT) from exc
+        _prune_cache(folder, keep=path)
+        return path, read_onnx_header(path)
+
+
+#: Cached exports no process has used for this long are removed when another is written: each is
+#: 10 to 25 MB, and a model refitted every week under one name would otherwise fill a Jetson's eMMC.
+CACHE_MAX_AGE_DAYS = 30
+
+
+def _mark_used(path: Path) -> None:
+    """Touch a cached export on use: its modification time is what the pruning goes by."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache: nothing is written to it, nothing is pruned
+        pass
+
+
+#: The names cached_onnx gives its exports: STEM-SHA12-GRAPH-KEY12.onnx. Only these are pruned, so a
+#: cache directory that is also a folder of the user's own models keeps them.
+_CACHE_ENTRY = re.compile(rf".+-[0-9a-f]{{12}}-({GRAPH_FEATURIZER}|{GRAPH_FULL})-[0-9a-f]{{12}}\.onnx")
+
+#: The half-written file of an export killed before its rename (fileio.atomic_path's .NAME.PID-TID-HEX.tmp),
+#: and check_writable's probe (.NAME.PID-HEX.probe), for the cache's own names only.
+_CACHE_LEFTOVER = re.compile(rf"\.({_CACHE_ENTRY.pattern})\.[0-9]+(-[0-9]+)?-[0-9a-f]{{8}}\.(tmp|probe)")
+
+#: A leftover untouched for this long belongs to no export still running (one takes under a minute).
+LEFTOVER_MAX_AGE_S = 3600
+
+
+def _prune_cache(folder: Path, keep: Path) -> None:
+    """Remove the cached exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just
+    written), and what exports killed mid-write left behind (a full-size file each)."""
+    now = time.time()
+    removed, leftovers = [], []
+    for entry in folder.iterdir():
+        try:
+            if entry != keep and _CACHE_ENTRY.fullmatch(entry.name):
+                if entry.stat().st_mtime < now - CACHE_MAX_AGE_DAYS * 86400:
+                    entry.unlink()
+                    removed.append(entry.name)
+            elif _CACHE_LEFTOVER.fullmatch(entry.name) and entry.stat().st_mtime < now - LEFTOVER_MAX_AGE_S:
+                entry.unlink()
+                leftovers.append(entry.name)
+        except OSError:  # another process removed it first, or the folder is not ours to clean
+            continue
+    if removed:
+        log.info("removed %d cached export(s) unused for %d days from %s", len(removed), CACHE_MAX_AGE_DAYS, folder)
+    if leftovers:
+        log.info("removed %d unfinished export(s) left by a stopped process from %s", len(leftovers), folder)

@@ -1,0 +1,171 @@
+"""The cache of ONNX exports behind an .edgecmg file opened on ONNX Runtime (edgecmg.export_cache):
+reuse, keys, pruning, concurrency and a cache that cannot be written."""
+from __future__ import annotations
+
+import onnx
+import pytest
+
+import edgecmg_testmodels as models
+from edgecmg.config import ExportConfig
+from edgecmg.export import read_onnx_header
+from edgecmg.export_cache import cached_onnx
+
+pytest.importorskip("onnxruntime")
+
+
+def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, monkeypatch):
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    first, header = cached_onnx(artifact_path)
+    assert header == read_onnx_header(first)  # returned checked, so the runner need not read it again
+    inode = first.stat().st_ino  # an export again would write a new file (by rename)
+    assert cached_onnx(artifact_path) == (first, header) and first.stat().st_ino == inode
+    assert cached_onnx(artifact_path, ExportConfig(with_scoring=True))[0] != first
+    assert len(list(first.parent.glob("*.onnx"))) == 2
+    assert read_onnx_header(first)["export"]["artifact_sha256"][:12] in first.name
+    models.damage_largest_weight(first, first)  # a damaged cache entry is exported again, not used
+    assert read_onnx_header(cached_onnx(artifact_path)[0])["export"]["graph"] == "featurizer"
+    # an entry from before graph checksums is exported again too, and comes back sealed
+    from edgecmg.export import GRAPH_SHA_KEY, metadata_props
+
+    proto = onnx.load(str(first))
+    kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(first))
+    assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
+
+
+def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(tmp_path, artifact_path, caplog):
+    """Each export is 10 to 25 MB and a model refitted every week exports again: without pruning the
+    cache grew for ever. Use marks an entry (its modification time); a new export removes the stale ones."""
+    import logging
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    used, _ = cached_onnx(artifact_path, directory=cache)
+    stale = cache / "old-0123456789ab-featurizer-0123456789ab.onnx"
+    stale.write_bytes(b"an export of a model refitted since")
+    mine = cache / "part.onnx"  # not named as the cache names its exports: a file of the user's own
+    mine.write_bytes(b"an export of the user's")
+    month_ago = time.time() - 31 * 86400
+    for path in (used, stale, mine):
+        os.utime(path, (month_ago, month_ago))
+    assert cached_onnx(artifact_path, directory=cache)[0] == used and used.stat().st_mtime > month_ago + 86400
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        cached_onnx(artifact_path, ExportConfig(with_scoring=True), directory=cache)  # a new export prunes
+    assert used.exists() and mine.exists() and not stale.exists()
+    assert f"removed 1 cached export(s) unused for 30 days from {cache}" in caplog.text
+
+
+def test_a_cached_export_killed_mid_write_leaves_nothing_behind_past_an_hour(tmp_path, artifact_path, caplog):
+    """An export killed before its rename (a watchdog, a power cut) leaves a hidden full-size .tmp file
+    beside the cache's entries; the next export removes such leftovers once nothing can still be
+    writing them, and leaves a fresh one (an export running in another process) and other files alone."""
+    import logging
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    used, _ = cached_onnx(artifact_path, directory=cache)
+    old = time.time() - 2 * 3600
+    killed = cache / f".{used.name}.4242-140234-0badc0de.tmp"
+    probe = cache / f".{used.name}.4242-0badc0de.probe"
+    running = cache / f".{used.name}.4343-140235-1badc0de.tmp"
+    mine = cache / ".notes.onnx.4242-140234-0badc0de.tmp"  # not a cache entry's name
+    for path in (killed, probe, running, mine):
+        path.write_bytes(b"half an export")
+    for path in (killed, probe, mine):
+        os.utime(path, (old, old))
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        cached_onnx(artifact_path, ExportConfig(with_scoring=True), directory=cache)
+    assert not killed.exists() and not probe.exists()
+    assert running.exists() and mine.exists() and used.exists()
+    assert f"removed 2 unfinished export(s) left by a stopped process from {cache}" in caplog.text
+
+
+def test_one_model_under_two_names_is_exported_once(tmp_path, artifact_path):
+    """A model copied per line (line3.edgecmg, line4.edgecmg) is one set of bytes: the second name is
+    served the first name's export instead of another 10 to 25 MB and its seconds of export."""
+    import shutil
+
+    copy = tmp_path / "line4.edgecmg"
+    shutil.copy(artifact_path, copy)
+    cache = tmp_path / "cache"
+    first, _ = cached_onnx(artifact_path, directory=cache)
+    second, header = cached_onnx(copy, directory=cache)
+    assert second == first and len(list(cache.glob("*.onnx"))) == 1
+    assert header["export"]["artifact_sha256"] == read_onnx_header(first)["export"]["artifact_sha256"]
+
+
+def test_cached_exports_with_and_without_a_dynamic_batch_are_two_entries(tmp_path, artifact_path):
+    """A fixed-batch export must not be served the dynamic one (or the other way round) from the cache."""
+    dynamic, _ = cached_onnx(artifact_path, directory=tmp_path / "cache")
+    # only dynamic_batch differs: the fixed batch is the default's 1
+    fixed, _ = cached_onnx(artifact_path, ExportConfig(dynamic_batch=False), directory=tmp_path / "cache")
+    assert fixed != dynamic and len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+
+    def batch_dim(path):
+        return onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+
+    assert batch_dim(dynamic).dim_param and batch_dim(fixed).dim_value == 1
+
+
+def test_a_file_replaced_during_a_cached_export_never_puts_one_model_under_the_others_key(tmp_path, artifact_path,
+                                                                                         monkeypatch):
+    """The key's hash and the exported model come from one read: a rollback that replaced the file
+    between the two once left model B's graph and threshold under model A's key, used ever after."""
+    import os
+    import shutil
+
+    from edgecmg import artifact
+
+    live, other = tmp_path / "live.edgecmg", tmp_path / "other.edgecmg"
+    shutil.copy(artifact_path, live)
+    model, header = artifact.load(artifact_path)
+    artifact.save_with_threshold(artifact_path, other, header["threshold"] + 5.0, {"by": "test"})
+    real_read_file = artifact.read_file
+
+    def read_then_swap(path):
+        result = real_read_file(path)
+        os.replace(other, live)  # the file changes right after it was read
+        return result
+
+    monkeypatch.setattr(artifact, "read_file", read_then_swap)
+    path, onnx_header = cached_onnx(live, directory=tmp_path / "cache")
+    assert onnx_header["threshold"] == header["threshold"]  # the bytes that were hashed, not the new file
+    assert onnx_header["export"]["artifact_sha256"] == real_read_file(artifact_path)[1]
+
+
+def test_threads_opening_one_model_export_it_once(tmp_path, artifact_path, monkeypatch):
+    """torch.onnx.export is not thread-safe: two threads once failed with 'GLOBALS.in_onnx_export must
+    be True'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import edgecmg.export_cache as export_cache
+
+    exports = []
+    real_export_model = export_cache.export_model
+    monkeypatch.setattr(export_cache, "export_model", lambda *a, **k: exports.append(1) or real_export_model(*a, **k))
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: cached_onnx(artifact_path, directory=tmp_path / "cache"), range(3)))
+    assert len({path for path, _ in results}) == 1 and len(exports) == 1
+
+
+def test_a_full_disk_under_the_cache_falls_back_to_torch(tmp_path, artifact_path, monkeypatch, caplog):
+    """As a read-only cache does: the auto backend goes on with torch, and says why."""
+    import errno
+
+    from edgecmg.detector import Detector
+    from edgecmg.errors import BackendUnavailableError
+
+    def disk_full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx, "save", disk_full)
+    with pytest.raises(BackendUnavailableError, match="the disk is full.*EDGECMG_CACHE_DIR"):
+        cached_onnx(artifact_path)
+    with Detector.load(artifact_path) as detector:
+        assert detector.backend == "torch"
+    assert "the disk is full" in caplog.text
