@@ -141,3 +141,14 @@ def test_the_public_names_are_the_modules_own_and_importing_the_package_loads_no
     probe = "import sys, edgecmg; print(sorted(m for m in ('torch', 'numpy', 'edgecmg.detector') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO / "tests")
     assert out.stdout.strip() == "[]"
+
+
+def test_edgecmg_stream_names_each_name_where_it_is_defined():
+    """The lazy table says which module defines each public name of edgecmg.stream (it named
+    sources for to_rgb_uint8, which imageio defines): every entry is that module's own."""
+    import edgecmg.stream as stream
+
+    for name in stream.__all__:
+        value = getattr(stream, name)
+        assert value.__module__ == stream._EXPORTS[name], name
+    assert set(stream.__all__) <= set(dir(stream))

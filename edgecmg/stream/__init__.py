@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from edgecmg.lazy import lazy_exports
 
 if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr__ imports them
+    from edgecmg.imageio import to_rgb_uint8
     from edgecmg.stream.environment import environment_info
     from edgecmg.stream.latency import LatencyStats
     from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr
         IterableSource,
         csi_pipeline,
         open_source,
-        to_rgb_uint8,
     )
     from edgecmg.stream.status_line import LiveStatusLine
 
@@ -50,7 +50,7 @@ _EXPORTS = {
     "IterableSource": "edgecmg.stream.sources",
     "csi_pipeline": "edgecmg.stream.sources",
     "open_source": "edgecmg.stream.sources",
-    "to_rgb_uint8": "edgecmg.stream.sources",
+    "to_rgb_uint8": "edgecmg.imageio",  # how sources normalise frames; Detector.stream takes any such frame
 }
 
 __all__ = sorted(_EXPORTS)

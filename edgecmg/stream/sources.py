@@ -32,7 +32,7 @@ import numpy as np
 
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, DataError, StreamError
-from edgecmg.imageio import to_rgb_uint8  # re-exported: frames are normalised with it here
+from edgecmg.imageio import to_rgb_uint8
 
 __all__ = [
     "Frame",
@@ -44,7 +44,6 @@ __all__ = [
     "Opener",
     "open_source",
     "csi_pipeline",
-    "to_rgb_uint8",
     "NETWORK_SCHEMES",
 ]
 
