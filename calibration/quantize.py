@@ -37,6 +37,7 @@ import numpy as np
 
 from edgecmg import __version__
 from edgecmg.config import ExportConfig
+from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import BackendUnavailableError, ConfigError
 
 from .cache import CalibrationCache
@@ -57,7 +58,7 @@ DEFAULT_METHOD = {"tensorrt": "minmax", "cpu": "percentile"}
 # many candidate bins as levels its KL search has no threshold to try below the maximum, so it
 # returns the min-max range. TensorRT's own entropy calibration uses 2,048 bins against 128 levels.
 CALIBRATOR_OPTIONS: dict[str, dict[str, Any]] = {"entropy": {"num_bins": 2048, "num_quantized_bins": 128}}
-_ORT_HINT = "pip install -e '.[onnx]' in the edgecmg clone  (onnxruntime ships the calibrators and the QDQ quantiser)"
+_ORT_HINT = extra_install_hint("onnx") + ": onnxruntime ships the calibrators and the QDQ quantiser"
 # Op types quantised inside the backbone region, per profile.
 _OP_TYPES = {"tensorrt": ("Conv", "Add"), "cpu": ("Conv", "Add", "Clip")}
 # Convolutions kept in float by default: EfficientNet-Lite0's stem and blocks 0-4 (1 + 2 + 4 x 3 convs),
@@ -186,8 +187,9 @@ def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[s
     """
     if reduce_range is None:
         reduce_range = profile == "cpu"
-    import onnx
+    from edgecmg.export import _onnx
 
+    onnx = _onnx()
     q = _ort_quantization()
     # onnxruntime.quantization re-exports TensorsData only from 1.27; calibrate has held it throughout.
     from onnxruntime.quantization.calibrate import TensorsData
@@ -348,13 +350,13 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
         faster; measured, see benchmarks/results/int8.md). reduce_range: see ``quantize_graph``.
         Returns ``out_path``.
     """
-    import onnx
-
     from edgecmg import artifact
-    from edgecmg.export import append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256
+    from edgecmg.export import _onnx, append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256
 
     method = _checked_method(profile, method)
-    _ort_quantization()  # onnxruntime calibrates: where it is missing, said before any folder is made
+    # onnx and onnxruntime (which calibrates): where either is missing, said before any folder is made
+    onnx = _onnx()
+    _ort_quantization()
     out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes

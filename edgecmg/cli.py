@@ -346,7 +346,7 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--cmle-dim", type=int, default=ModelConfig.cmle_dim, help="CMLE output dimensions")
     p.add_argument("--clip-weights", metavar="FILE.safetensors",
                    help="use an open_clip CLIP model as the matcher instead of the offline zero-shot one "
-                        "(needs the clip extra: pip install -e '.[clip]' -c tests/requirements-clip.txt, see the "
+                        "(needs edgecmg's clip extra, open_clip_torch, with a torchvision built for your torch: see the "
                         "README); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ConfigError, DataError, MissingFileError
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask
 
@@ -190,7 +191,7 @@ def _elpv_data_dir() -> Path:
     except ImportError as exc:
         raise DataError(
             "the elpv demo data needs the PyPI package 'elpv-dataset'; install it with "
-            "pip install -e '.[demo]' in the edgecmg clone (or pip install elpv-dataset)"
+            + extra_install_hint("demo")
         ) from exc
     data = Path(elpv_dataset.__file__).resolve().parent / "data"
     if not (data / "labels.csv").is_file():

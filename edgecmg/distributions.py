@@ -1,12 +1,35 @@
 """pip distribution names under which optional libraries install, for modules that ask which
-version is present without importing the library.
+version is present without importing the library, and how to install one of edgecmg's extras.
 
 Kept here, apart from the runners and kernels that use them, because those import torch and the
 environment report (``edgecmg.stream.environment``) has to work where torch does not import.
 """
+import functools
+import importlib.metadata
+import re
+
 # Each installs the one ``onnxruntime`` module. With two of them the one installed last owns the
 # shared files: a CPU build over a GPU build (e.g. a package that asks for plain onnxruntime,
 # installed after onnxruntime-gpu) hides the CUDA and TensorRT providers.
 ONNXRUNTIME = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
 # PyPI's triton, the nightly builds torch pins (pytorch-triton), and the Windows port; each installs ``triton``.
 TRITON = ("triton", "pytorch-triton", "triton-windows")
+
+
+@functools.lru_cache(maxsize=None)
+def extra_install_hint(extra: str) -> str:
+    """The pip command that installs edgecmg's ``extra``, right for a clone and for a wheel alike:
+    ``pip install 'onnx>=1.15' 'onnxruntime>=1.17' (edgecmg's [onnx] extra; in a clone of edgecmg:
+    pip install -e '.[onnx]')``. The packages come from the installed edgecmg's own metadata, so
+    the hint cannot drift from pyproject.toml; a source tree never installed gets the clone's form.
+    """
+    clone = f"pip install -e '.[{extra}]'"
+    try:
+        requirements = importlib.metadata.requires("edgecmg") or []
+    except importlib.metadata.PackageNotFoundError:
+        return f"{clone} in the edgecmg clone"
+    in_extra = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
+    packages = [r.split(";")[0].replace(" ", "") for r in requirements if ";" in r and in_extra.search(r.split(";", 1)[1])]
+    if not packages:
+        return f"{clone} in the edgecmg clone"
+    return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (edgecmg's [{extra}] extra; in a clone: {clone})"

@@ -44,6 +44,7 @@ from edgecmg import __version__
 from edgecmg import magic
 from edgecmg.artifact import model_spec
 from edgecmg.config import ExportConfig, expect_config
+from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.fileio import atomic_path, check_file_suffix
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
@@ -62,7 +63,7 @@ HEADER_SHA_KEY = "edgecmg.header_sha256"
 GRAPH_FEATURIZER = "featurizer"
 GRAPH_FULL = "full"
 SCORER_PREFIX = "scorer/"
-ONNX_INSTALL_HINT = "pip install -e '.[onnx]' in the edgecmg clone  (onnx and onnxruntime)"
+ONNX_INSTALL_HINT = extra_install_hint("onnx")
 
 
 # --------------------------------------------------------------------------------------------------

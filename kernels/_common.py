@@ -23,9 +23,9 @@ from typing import Callable, Optional, Sequence
 from edgecmg import distributions
 from edgecmg.errors import BackendUnavailableError
 
-TRITON_INSTALL_HINT = ("pip install -e '.[triton]' in the edgecmg clone (Triton >= 3.4, CUDA GPU; or "
-                       "TRITON_INTERPRET=1 for the CPU interpreter; on x86-64 each torch pins its Triton, and "
-                       "torch 2.8 or later has 3.4+: upgrade torch, not Triton alone)")
+TRITON_INSTALL_HINT = (distributions.extra_install_hint("triton") + "; the kernels need a CUDA GPU (or "
+                       "TRITON_INTERPRET=1 for the CPU interpreter); on x86-64 each torch pins its Triton, and "
+                       "torch 2.8 or later has 3.4+: upgrade torch, not Triton alone")
 # The oldest Triton the kernels are checked on. Before 3.4 the interpreter takes the kernels' string
 # annotations ("tl.constexpr", under `from __future__ import annotations`) for plain values; with that
 # worked around, 3.1's interpreter still returned wrong split-bank kNN indices (torch 2.5.1 + triton

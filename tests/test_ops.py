@@ -132,7 +132,7 @@ def test_missing_triton_is_unavailable_with_install_hint(monkeypatch):
         raise BackendUnavailableError("triton", "cannot import triton (ImportError)", _common.TRITON_INSTALL_HINT)
 
     monkeypatch.setattr(_common, "require_triton", no_triton)
-    with pytest.raises(BackendUnavailableError, match=r"pip install -e '\.\[triton\]' in the edgecmg clone"):
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'triton>=3\.4' \(edgecmg's \[triton\] extra; in a clone: pip install -e '\.\[triton\]'\)"):
         ops.resolve_backend("triton", CUDA)
     assert isinstance(BackendUnavailableError("x", "y"), EdgeCMGError)
 

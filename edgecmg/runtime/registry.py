@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from edgecmg.distributions import extra_install_hint
 from edgecmg.engine import TENSORRT_INSTALL_HINT, tensorrt_available
 from edgecmg.engine_file import ENGINE_SUFFIXES, read_engine_header
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, MissingFileError
@@ -134,7 +135,7 @@ SPECS: tuple[RunnerSpec, ...] = (
                _tensorrt_runner, "TensorRT engine"),
     RunnerSpec("tensorrt", "cuda", (ONNX_SUFFIX,), _ort_provider("tensorrt"), _onnx_runner("tensorrt"),
                "ONNX Runtime's TensorRT execution provider", lambda: provider_install_hint(
-                   "onnxruntime-gpu (pip install -e '.[onnx-gpu]' on x86-64; on a Jetson, the wheel built for your "
+                   f"onnxruntime-gpu ({extra_install_hint('onnx-gpu')} on x86-64; on a Jetson, the wheel built for your "
                    "JetPack), with TensorRT's libraries on the library path (JetPack provides them)")),
     RunnerSpec("onnxruntime", "cuda", (ONNX_SUFFIX, ARTIFACT_SUFFIX), _ort_provider("cuda", needs_export=True),
                _onnx_runner("cuda"), "ONNX Runtime, CUDA execution provider"),

@@ -488,6 +488,23 @@ def test_calibrate_without_onnxruntime_says_what_to_install_before_making_a_fold
     assert not (tmp_path / "out").exists()
 
 
+def test_calibrate_without_onnx_says_what_to_install_before_making_a_folder(artifact_path, train_dir, tmp_path,
+                                                                           monkeypatch, capsys):
+    """A wheel installed without [onnx]: `edgecmg calibrate` ended in a ModuleNotFoundError traceback
+    (exit 1) instead of the one-line error (exit 2) that names the extra."""
+    import sys
+
+    from edgecmg.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # an import of it then fails
+    with pytest.raises(BackendUnavailableError, match=r"cannot import onnx.*pip install 'onnx>=1\.15'"):
+        calibrate(artifact_path, train_dir, tmp_path / "out" / "m.int8.onnx", samples=4, progress=False)
+    assert not (tmp_path / "out").exists()
+    assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "-o",
+                 str(tmp_path / "out" / "m.int8.onnx")]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_detector_reports_the_precision_of_the_file(int8_featurizer, featurizer_onnx):
     from edgecmg.detector import Detector
 

@@ -28,7 +28,7 @@ ARCH = "ViT-S-32"
 def test_clip_without_open_clip_names_the_install_command(tmp_path):
     weights = tmp_path / "clip.safetensors"
     weights.write_bytes(b"0")
-    with pytest.raises(BackendUnavailableError, match=r"pip install -e '\.\[clip\]' in the edgecmg clone"):
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'open_clip_torch>=2\.20' \(edgecmg's \[clip\] extra; in a clone: pip install -e '\.\[clip\]'\)"):
         build_matcher({"kind": "clip", "arch": ARCH, "weights": str(weights)}, torch.nn.Linear(4, 2))
 
 
