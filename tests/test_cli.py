@@ -313,11 +313,13 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx, tmp_path, capsys):
+def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx, tmp_path, capsys, caplog):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "bench"
     assert main(["-q", "bench", str(small_artifact), str(featurizer_onnx), "--backends", "torch", "onnxruntime",
                  "--frames", "4", "--warmup", "1", "--out", str(out)]) == 0
+    # torch never runs ONNX files, on any machine: not "it cannot run this file here"
+    assert f"skipping torch on {featurizer_onnx}: torch does not run .onnx files" in caplog.text
     report = json.loads((out / "bench.json").read_text())
     pairs = {(row["model"], row["backend"]) for row in report["rows"]}
     # the artifact runs on both backends; the ONNX file only on ONNX Runtime (torch cannot run it)
@@ -327,6 +329,19 @@ def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx,
     assert report["environment"]["models"] == [str(small_artifact), str(featurizer_onnx)]
     for name in ("bench.csv", "bench.md", "bench_latency.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_bench_tells_a_backend_missing_here_from_one_that_never_runs_the_file(small_artifact, featurizer_onnx,
+                                                                               tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    from edgecmg.runtime.registry import runner_choices
+
+    if "tensorrt" in {backend for backend, _ in runner_choices(featurizer_onnx)}:
+        pytest.skip("TensorRT runs ONNX files on this machine")
+    assert main(["-q", "bench", str(small_artifact), str(featurizer_onnx), "--backends", "onnxruntime", "tensorrt",
+                 "--frames", "2", "--warmup", "1", "--out", str(tmp_path / "bench")]) == 0
+    assert f"skipping tensorrt on {featurizer_onnx}: tensorrt is not available on this machine" in caplog.text
+    assert f"skipping tensorrt on {small_artifact}: tensorrt does not run .edgecmg files" in caplog.text
 
 
 def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_root, tmp_path, capsys):

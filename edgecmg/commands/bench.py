@@ -177,7 +177,7 @@ def bench_model(model: str, models: list[str], args: argparse.Namespace, frames:
                 rows: list[dict], samples: dict[str, list[float]]) -> None:
     """Time every backend asked for (or available) on ``model``, one of ``models``; adds to ``rows``
     (the report) and ``samples`` (the plot)."""
-    from edgecmg.runtime.registry import runner_choices
+    from edgecmg.runtime.registry import SPECS, runner_choices
 
     here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
     backends = here
@@ -185,8 +185,12 @@ def bench_model(model: str, models: list[str], args: argparse.Namespace, frames:
         # With several files, a requested backend that cannot run one of them (torch on an .onnx)
         # is skipped for that file only; with one file, asking for it is an error from make_runner.
         backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
+        suffix = Path(model).suffix.lower()
         for missing in [b for b in args.backends if b not in backends]:
-            log.warning("skipping %s on %s: it cannot run this file here", missing, model)
+            if any(s.backend == missing and suffix in s.suffixes for s in SPECS):
+                log.warning("skipping %s on %s: %s is not available on this machine", missing, model, missing)
+            else:
+                log.warning("skipping %s on %s: %s does not run %s files", missing, model, missing, suffix)
     for backend in backends:
         try:
             row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
