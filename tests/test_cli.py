@@ -649,7 +649,9 @@ def test_stream_without_output_files_leaves_nothing_behind(small_artifact, kolek
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
                  "--policy", "all"]) == 0
     assert list(workdir.iterdir()) == []  # summary printed, no files dropped in the working folder
-    assert "frames_yielded" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # one field a line, aligned: a one-row table of 21 columns wrapped
+    assert re.search(r"^frames_yielded +3$", printed, re.M) and re.search(r"^backend +torch$", printed, re.M)
+    assert re.search(r"^latency_ms p50 / p99 +[0-9.]+ / [0-9.]+$", printed, re.M) and "|" not in printed
     report = tmp_path / "report"
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
                  "--policy", "all", "--report", str(report)]) == 0

@@ -312,22 +312,21 @@ def open_window() -> None:
 
 
 def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
-    from edgecmg.stream.report import markdown_table, write_report
+    from edgecmg.stream.report import field_lines, write_report
 
     stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended}
     report_dir = summary_folder(args)
+    # One field a line: as a one-row table the 21 fields wrapped into a block no one could read.
     if report_dir is None:
-        print(markdown_table([stats]))
+        print(field_lines(stats), end="")
     else:
         try:
-            table = write_report([stats], report_dir, "stream_summary")
-        except (OSError, EdgeCMGError):
-            print(markdown_table([stats]))  # the output (a service's log) keeps what the files could not
-            raise
-        print(table)
+            write_report([stats], report_dir, "stream_summary")
+        finally:  # the output (a service's log) keeps what the files could not
+            print(field_lines(stats), end="")
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
     if not run.pipeline.source.is_live and not args.realtime:
-        print("latency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
+        print("\nlatency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
               "--realtime plays it at its frame rate, as a camera would deliver it")
 
 

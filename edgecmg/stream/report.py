@@ -96,15 +96,25 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence
     def esc(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    def header(col: str) -> str:
-        summaries = [r.get(col) for r in rows if r.get(col) is not None]
-        return f"{col} p50 / p99" if summaries and all(_is_latency_summary(v) for v in summaries) else col
-
-    lines = ["| " + " | ".join(esc(header(c)) for c in cols) + " |"]
+    lines = ["| " + " | ".join(esc(_column_title(rows, c)) for c in cols) + " |"]
     lines.append("|" + "|".join("---:" if _numeric_column(rows, c) else "---" for c in cols) + "|")
     for row in rows:
         lines.append("| " + " | ".join(esc(_fmt_cell(row.get(c))) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def field_lines(row: Mapping[str, Any]) -> str:
+    """One row as aligned "name  value" lines, cells as in :func:`markdown_table`: for a terminal,
+    where a wide row (a stream's summary has over 20 fields) wraps into an unreadable block."""
+    titles = {col: _column_title([row], col) for col in row}
+    width = max(map(len, titles.values()), default=0)
+    return "".join(f"{titles[col]:<{width}}  {_fmt_cell(value)}".rstrip() + "\n" for col, value in row.items())
+
+
+def _column_title(rows: Sequence[Mapping[str, Any]], col: str) -> str:
+    """The column's name; "NAME p50 / p99" where every value is a latency summary."""
+    summaries = [r.get(col) for r in rows if r.get(col) is not None]
+    return f"{col} p50 / p99" if summaries and all(_is_latency_summary(v) for v in summaries) else col
 
 
 def _numeric_column(rows: Sequence[Mapping[str, Any]], col: str) -> bool:

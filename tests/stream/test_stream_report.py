@@ -250,3 +250,14 @@ def test_live_status_line_from_pipeline_stats():
     with LiveStatusLine(out, width=200) as line:
         assert line.update_from(pipe.stats, extra="cam0")
     assert "fps | p50" in out.getvalue() and "frames 5 | cam0" in out.getvalue()
+
+
+def test_field_lines_put_one_field_a_line_aligned_with_cells_as_the_table_writes_them():
+    from edgecmg.stream.report import field_lines
+
+    row = {"source": "cam|0", "fps": 12.3456, "latency_ms": {"p50_ms": 10.0, "p99_ms": 20.5}, "threshold": None}
+    assert field_lines(row) == ("source                cam|0\n"
+                                "fps                   12.35\n"
+                                "latency_ms p50 / p99  10.00 / 20.50\n"
+                                "threshold\n")
+    assert field_lines({}) == ""
