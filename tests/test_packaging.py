@@ -48,7 +48,7 @@ def test_the_wheel_holds_every_module_the_data_and_the_typing_marker(tmp_path):
     source = tmp_path / "source"
     for name in ("edgecmg", "kernels", "calibration"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     if importlib.util.find_spec("pip") is None:
         pytest.skip("no pip in this environment (a uv venv?) to build the wheel with")
@@ -60,6 +60,8 @@ def test_the_wheel_holds_every_module_the_data_and_the_typing_marker(tmp_path):
     missing = _tree_modules() - names
     assert not missing, f"modules left out of the wheel (add their package to pyproject.toml): {sorted(missing)}"
     assert {"edgecmg/py.typed", "edgecmg/data/imagenet_classes.txt"} <= names
+    # the Apache-2.0 text the metadata's License-Expression refers to (the licence asks for a copy)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"edgecmg"}
 
 
