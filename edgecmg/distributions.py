@@ -19,8 +19,8 @@ TRITON = ("triton", "pytorch-triton", "triton-windows")
 @functools.lru_cache(maxsize=None)
 def extra_install_hint(extra: str) -> str:
     """The pip command that installs edgecmg's ``extra``, right for a clone and for a wheel alike:
-    ``pip install 'onnx>=1.15' 'onnxruntime>=1.17' (edgecmg's [onnx] extra; in a clone of edgecmg:
-    pip install -e '.[onnx]')``. The packages come from the installed edgecmg's own metadata, so
+    ``pip install 'onnx>=1.15' 'onnxruntime>=1.17' (edgecmg's [onnx] extra; in a clone: pip install
+    -e '.[onnx]')``. The packages come from the installed edgecmg's own metadata, so
     the hint cannot drift from pyproject.toml; a source tree never installed gets the clone's form.
     """
     clone = f"pip install -e '.[{extra}]'"
@@ -29,7 +29,8 @@ def extra_install_hint(extra: str) -> str:
     except importlib.metadata.PackageNotFoundError:
         return f"{clone} in the edgecmg clone"
     in_extra = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
-    packages = [r.split(";")[0].replace(" ", "") for r in requirements if ";" in r and in_extra.search(r.split(";", 1)[1])]
+    packages = [requirement.split(";")[0].replace(" ", "") for requirement in requirements
+                if ";" in requirement and in_extra.search(requirement.split(";", 1)[1])]
     if not packages:
         return f"{clone} in the edgecmg clone"
     return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (edgecmg's [{extra}] extra; in a clone: {clone})"
