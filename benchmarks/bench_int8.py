@@ -162,8 +162,8 @@ def _engine_network_results(path: Path, frames, threads: int):
     import onnxruntime as ort
     import torch
 
-    from edgecmg.fp16_cast import convert_to_fp16
     from edgecmg.export import load_scorer_from_onnx
+    from edgecmg.fp16_cast import convert_to_fp16
 
     network = convert_to_fp16(str(path), keep_fp32_ops=())
     options = ort.SessionOptions()

@@ -314,8 +314,8 @@ def _save_int8(quantized, onnx_header: dict[str, Any], out_path: Path, profile: 
     checker passed it; for the tensorrt profile, what TensorRT would refuse is logged as a warning first."""
     import onnx
 
-    from edgecmg.onnx_checks import check_onnx_for_tensorrt
     from edgecmg.export import HEADER_KEY, _save_atomic, set_metadata_props
+    from edgecmg.onnx_checks import check_onnx_for_tensorrt
 
     set_metadata_props(quantized, {HEADER_KEY: json.dumps(onnx_header, sort_keys=True)})
     counted = f"{images_read} image{'' if images_read == 1 else 's'}"  # the ones read, as in the header
