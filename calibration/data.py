@@ -10,6 +10,7 @@ import numpy as np
 
 from edgecmg.errors import DataError
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image, resize_to_input
+from edgecmg.progress import show_progress
 from edgecmg.result import INPUT_NAME
 
 log = logging.getLogger("edgecmg")
@@ -97,12 +98,12 @@ class ImageFolderReader:
     """
 
     def __init__(self, paths: Sequence[Path], input_size: tuple[int, int], *, spares: Sequence[Path] = (),
-                 input_name: str = INPUT_NAME, progress: bool = True, desc: str = "calibration") -> None:
+                 input_name: str = INPUT_NAME, progress: Optional[bool] = None, desc: str = "calibration") -> None:
         self.paths = list(paths)
         self.spares = list(spares)
         self.input_size = tuple(input_size)
         self.input_name = input_name
-        self.progress = progress
+        self.progress = show_progress(progress)
         self.desc = desc
         self.used = 0
         self._bar = None

@@ -269,7 +269,7 @@ def _reusable_cache(cache_path: Path, key: dict[str, Any], needed: list[str]) ->
 
 
 def _measure_ranges(fp32_path: Path, images: list[Path], spares: list[Path], input_size, method: str,
-                    profile: str, work: Path, progress: bool) -> tuple[dict[str, tuple[float, float]], int]:
+                    profile: str, work: Path, progress: Optional[bool]) -> tuple[dict[str, tuple[float, float]], int]:
     """(ranges, images read): the activation ranges calibrated on ``images`` (spares stand in for
     unreadable ones), with a warning when fewer images than asked for could be read."""
     reader = ImageFolderReader(images, input_size, spares=spares, progress=progress,
@@ -332,7 +332,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
               samples: int = DEFAULT_SAMPLES, *, profile: str = "tensorrt", with_scoring: bool = False,
               cache_path: Optional[str | Path] = None, reuse_cache: bool = True, opset: int = 17,
               max_batch: int = 16, float_convs: int = DEFAULT_FLOAT_CONVS, reduce_range: Optional[bool] = None,
-              seed: int = 0, progress: bool = True) -> Path:
+              seed: int = 0, progress: Optional[bool] = None) -> Path:
     """``edgecmg calibrate M.edgecmg --data DIR --method entropy|percentile|minmax --samples N -o M.int8.onnx``.
 
     Writes a Q/DQ ONNX model of the artifact: the featurizer graph (default; the file carries the
@@ -348,7 +348,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     float_convs: the first convolutions kept in float (default 15: the stem and blocks 0-4, every
         layer at stride 8 or finer; quantising them is less accurate and, on ONNX Runtime CPU, not
         faster; measured, see benchmarks/results/int8.md). reduce_range: see ``quantize_graph``.
-        Returns ``out_path``.
+    progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
+    Returns ``out_path``.
     """
     from edgecmg import artifact
     from edgecmg.export import _onnx, append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256

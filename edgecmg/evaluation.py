@@ -20,6 +20,7 @@ from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
+from edgecmg.progress import show_progress
 
 log = logging.getLogger("edgecmg")
 
@@ -37,7 +38,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
 
 
-def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: bool = True,
+def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: Optional[bool] = None,
                       per_image: bool = False) -> dict:
     """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
 
@@ -45,6 +46,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks.
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
+    progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
     """
     labels, scores, latencies, skipped, records = [], [], [], [], []
     masks_skipped: list[str] = []
@@ -57,7 +59,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     maps = np.empty((rows, height, width), np.float32)
     masks = np.zeros((rows, height, width), bool)
     filled, unknown_masks = 0, 0
-    for sample in tqdm(samples, desc="eval", unit="img", disable=not progress):
+    for sample in tqdm(samples, desc="eval", unit="img", disable=not show_progress(progress)):
         try:
             frame = read_image(sample.path)
         except DataError as exc:
@@ -132,7 +134,7 @@ def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
 
 
 def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | Path],
-                        quantile: float = ModelConfig.threshold_quantile, *, progress: bool = True) -> dict:
+                        quantile: float = ModelConfig.threshold_quantile, *, progress: Optional[bool] = None) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
     image scores, so about 1 - quantile of such parts are flagged, leaving out (and naming) images
     that score far above the rest (see :func:`edgecmg.fit.threshold_from_scores`). For frames from the line's own
@@ -150,7 +152,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
         paths = list_images(paths)
     scores, names, skipped = [], [], []
-    for path in tqdm(paths, desc="threshold", unit="img", disable=not progress):
+    for path in tqdm(paths, desc="threshold", unit="img", disable=not show_progress(progress)):
         try:
             frame = read_image(path)
         except DataError as exc:

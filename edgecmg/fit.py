@@ -28,6 +28,7 @@ from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
 from edgecmg.model.matcher import build_matcher
+from edgecmg.progress import show_progress
 
 log = logging.getLogger("edgecmg")
 
@@ -164,7 +165,7 @@ def training_images(data: str | Path) -> list[Path]:
 
 
 def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
-        captions: Optional[dict[str, str]] = None, progress: bool = True) -> tuple[CMGModel, dict]:
+        captions: Optional[dict[str, str]] = None, progress: Optional[bool] = None) -> tuple[CMGModel, dict]:
     """Fit a CMG detector on normal images.
 
     images: a folder of good images, an MVTec root (its ``train/good``) or a glob pattern; or image
@@ -175,10 +176,12 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     config: the prompt and every model setting, e.g. ``ModelConfig(prompt="a photo of a metal part")``.
     captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text. Given
         a folder, its ``captions.csv`` (file,text) is read when present.
+    progress: progress bars; by default where they can be seen (a terminal or a notebook), not in a log.
     Returns the model (eval mode) and its metadata; save both with ``edgecmg.artifact.save(model,
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     config = expect_config(config, ModelConfig, "fit(images, config)")
+    progress = show_progress(progress)
     started = time.perf_counter()
     source = ""  # where the images came from, for the too-few error
     if isinstance(images, (str, Path)):

@@ -57,7 +57,7 @@ def test_hardest_cases_keeps_each_group_on_its_own_row(small_artifact, kolektor_
 
 
 def test_threshold_from_good_takes_a_folder_and_the_highest_score_at_quantile_1(small_artifact, kolektor_root,
-                                                                                tmp_path):
+                                                                                tmp_path, capsys):
     """A folder given as one string is listed, not read one character at a time (as it was)."""
     import shutil
 
@@ -76,8 +76,12 @@ def test_threshold_from_good_takes_a_folder_and_the_highest_score_at_quantile_1(
     assert found["flags"] == 1  # score >= threshold: the highest itself
     # the stored threshold counts its flags by the same rule: a score equal to it is flagged
     detector.threshold = found["threshold"]
-    again = threshold_from_good(detector, str(folder), quantile=1.0, progress=False)
+    capsys.readouterr()
+    again = threshold_from_good(detector, str(folder), quantile=1.0)  # stderr is no terminal here: no bar
     assert again["stored_threshold"] == found["threshold"] and again["stored_flags"] == 1
+    assert "threshold:" not in capsys.readouterr().err
+    threshold_from_good(detector, str(folder), quantile=1.0, progress=True)
+    assert "threshold: 100%" in capsys.readouterr().err
 
 
 def test_evaluation_whose_defective_images_all_fail_to_read_says_so(small_artifact, tmp_path):
