@@ -1294,3 +1294,299 @@ def test_a_signal_while_a_record_is_written_waits_for_the_record(signal_name):
             assert signal.getsignal(number) is signal.SIG_IGN  # left ignored, as nohup asked
     finally:
         signal.signal(number, outer)
+
+
+def _good_parts(kolektor_root, count: int) -> list[str]:
+    return [str(path) for path in sorted((kolektor_root / "test" / "good").iterdir())[:count]]
+
+
+def test_a_stop_signal_outside_the_stream_is_named_by_its_signal_even_with_the_terminal_gone(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """SIGHUP ends any command, not only a stream's loop, with 129 and its own name; after it the
+    terminal may be gone (writing the line fails with EIO), which must not replace that exit status."""
+    import errno
+    import signal
+    import sys
+
+    def mine(signum, frame):  # a known handler first: under nohup SIGHUP arrives ignored and stays so
+        pass
+
+    def hung_up(args):
+        os.kill(os.getpid(), signal.SIGHUP)  # the terminal or SSH session closes while the command runs
+        time.sleep(2)
+        return 0
+
+    class GoneTerminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("edgecmg.commands.info.run_info", hung_up)
+    previous = signal.signal(signal.SIGHUP, mine)
+    try:
+        assert main(["info", str(tmp_path / "m.edgecmg")]) == 129
+        assert "edgecmg info: terminated (SIGHUP)" in capsys.readouterr().err
+        monkeypatch.setattr(sys, "stderr", GoneTerminal())
+        assert main(["info", str(tmp_path / "m.edgecmg")]) == 129
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_stop_is_named_by_its_signal():
+    """What a log line shows of a stop raised during a stream's close ("Terminated: SIGHUP")."""
+    import signal
+
+    from edgecmg.commands import Terminated
+
+    hup = Terminated(signal.SIGHUP)
+    assert (str(hup), hup.signal_name, hup.exit_status) == ("SIGHUP", "SIGHUP", 129)
+    assert (str(Terminated()), Terminated().exit_status) == ("SIGTERM", 143)
+    # it crosses processes (multiprocessing pickles it) and copies: rebuilt from the number, not the name
+    import copy
+    import pickle
+
+    for again in (pickle.loads(pickle.dumps(hup)), copy.copy(hup)):
+        assert (type(again), str(again), again.exit_status) == (Terminated, "SIGHUP", 129)
+
+
+def test_the_command_line_runs_outside_the_main_thread(tmp_path, capsys):
+    """A program that calls main() from a worker thread, where Python cannot set signal handlers: the
+    command runs, without the stop handlers, instead of failing on signal.signal()."""
+    import threading
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(main(["info", str(tmp_path / "missing.edgecmg")])))
+    worker.start()
+    worker.join(60)
+    assert results == [2] and "no such model file" in capsys.readouterr().err
+
+
+def test_a_stop_signal_sent_while_a_record_is_written_waits_for_that_record(small_artifact, kolektor_root, tmp_path,
+                                                                           monkeypatch):
+    """systemctl stop arriving inside the write of a frame's --jsonl record: the record is finished
+    first, so the summary's frame count and the records agree."""
+    import signal
+
+    from edgecmg.commands import stream as stream_command
+
+    real_open = stream_command.open_appending
+
+    class StoppedMidWrite:
+        def __init__(self, path):
+            self.file = real_open(path)
+            self.sent = False
+
+        def write(self, text):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.file.write(text)
+
+        def close(self):
+            self.file.close()
+
+    monkeypatch.setattr(stream_command, "open_appending", StoppedMidWrite)
+    jsonl = tmp_path / "frames.jsonl"
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a known handler, replaced by main()
+    try:
+        assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                     "torch", "--jsonl", str(jsonl)]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (row,) = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
+    assert row["ended"] == "terminated (SIGTERM)"
+    assert row["frames_yielded"] == len(jsonl.read_text().splitlines()) == 1
+
+
+def test_when_two_closes_fail_the_first_failure_is_the_error(small_artifact, kolektor_root, tmp_path, capsys,
+                                                            monkeypatch):
+    """The video's close failing (its disk full), then --jsonl's: the first is the one reported."""
+    import errno
+
+    from edgecmg.commands import stream as stream_command
+
+    real_open = stream_command.open_appending
+
+    class FailingClose:
+        def __init__(self, path):
+            self.file = real_open(path)
+
+        def write(self, text):
+            return self.file.write(text)
+
+        def close(self):
+            self.file.close()
+            raise OSError(errno.EIO, "Input/output error")
+
+    def disk_full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stream_command.OverlayVideo, "close", disk_full)
+    monkeypatch.setattr(stream_command, "open_appending", FailingClose)
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--max-frames", "1", "--save", str(tmp_path / "out.mkv"), "--jsonl",
+                 str(tmp_path / "frames.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "edgecmg stream: error: [Errno 28] No space left on device" in err and "Errno 5" not in err
+
+
+def test_the_summary_counts_flagged_frames_and_the_status_line_ends_on_the_final_figures(small_artifact,
+                                                                                        kolektor_root, tmp_path,
+                                                                                        capsys):
+    """Threshold 0 flags every frame: the summary counts them all. Without -q the status line's last
+    line (a log's, stderr not being a terminal) gives the final figures, not the first frame's."""
+    jsonl = tmp_path / "frames.jsonl"
+    assert main(["stream", *_good_parts(kolektor_root, 3), "-m", str(small_artifact), "--backend", "torch",
+                 "--threshold", "0", "--jsonl", str(jsonl)]) == 0
+    (row,) = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
+    flagged = [json.loads(line)["is_anomaly"] for line in jsonl.read_text().splitlines()]
+    assert row["frames_yielded"] == 3 and row["anomalies"] == sum(flagged) == 3
+    status = [line for line in capsys.readouterr().err.splitlines() if " fps | p50 " in line]
+    assert status and status[-1].endswith("| frames 3"), status
+
+
+def test_a_stop_between_records_holds_nothing_after_its_block():
+    """A run that ended inside a record (its --jsonl write failed) leaves the guard holding nothing:
+    entered again, a SIGTERM stops at once instead of waiting for a release that never comes."""
+    import signal
+
+    from edgecmg.commands import Terminated
+    from edgecmg.commands.stream import StopBetweenRecords
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a known handler: not ignored
+    try:
+        stop = StopBetweenRecords()
+        with pytest.raises(OSError):
+            with stop:
+                stop.hold()
+                raise OSError("the record could not be written")
+        with pytest.raises(Terminated):
+            with stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_progress_bars_show_on_a_terminal_only_and_never_with_quiet(small_artifact, kolektor_root, tmp_path, capsys,
+                                                                    monkeypatch):
+    """A log file gets no progress bar (its carriage returns garble it), and -q turns it off on a
+    terminal too."""
+    import sys
+
+    images = _good_parts(kolektor_root, 2)
+    assert main(["predict", str(small_artifact), *images, "-o", str(tmp_path / "log"), "--backend", "torch"]) == 0
+    assert "predict:" not in capsys.readouterr().err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["-q", "predict", str(small_artifact), *images, "-o", str(tmp_path / "quiet"), "--backend",
+                 "torch"]) == 0
+    assert "predict:" not in capsys.readouterr().err
+    assert main(["predict", str(small_artifact), *images, "-o", str(tmp_path / "tty"), "--backend", "torch"]) == 0
+    assert "predict: 100%" in capsys.readouterr().err  # the bar the two runs above left out
+
+
+def test_log_lines_on_a_terminal_carry_no_time(tmp_path):
+    """The time starts a log line only where stderr is not a terminal (a person reads a terminal as it
+    happens; the time would only push the message off the screen)."""
+    import pty
+    import subprocess
+    import sys
+
+    import cv2
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    (folder / "b.png").write_bytes(b"not a png")
+    master, terminal = pty.openpty()
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "edgecmg"), "-q", "capture", str(folder), "-o",
+                               str(tmp_path / "out")], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=terminal, cwd=tmp_path, timeout=300)
+        os.close(terminal)
+        terminal = None
+        text = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            text += chunk
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+        os.close(master)
+    lines = [line for line in text.decode().splitlines() if "edgecmg:" in line]
+    assert done.returncode == 0 and lines, text
+    assert all(re.match(r"(WARNING|INFO) edgecmg: ", line) for line in lines), lines  # no time before the level
+
+
+def test_a_stopped_stream_whose_summary_cannot_be_written_keeps_its_stop_status(small_artifact, kolektor_root,
+                                                                                tmp_path, capsys, monkeypatch,
+                                                                                caplog):
+    """SIGTERM, then the summary failing on a full disk: the stop's exit status (143, what systemd
+    expects) stands, and the summary's failure is logged instead."""
+    import errno
+    import logging
+    import signal
+
+    import edgecmg.stream.report as report
+    from edgecmg.commands import Terminated
+    from edgecmg.commands import stream as stream_command
+
+    def stopped(*args, **kwargs):
+        raise Terminated(signal.SIGTERM)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stream_command, "judge_frames", stopped)
+    monkeypatch.setattr(report, "write_report", disk_full)
+    with caplog.at_level(logging.ERROR, logger="edgecmg"):
+        assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                     "torch", "--report", str(tmp_path / "report")]) == 143
+    assert "the stream summary could not be written or shown: [Errno 28]" in caplog.text
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+
+
+def test_threshold_calibrate_and_fit_draw_no_progress_bar_into_a_log(small_artifact, kolektor_root, tmp_path, capsys):
+    """Without -q, where stderr is not a terminal (a service's log, a file), no command draws its
+    progress bar: its carriage returns would turn the log into one garbled line."""
+    pytest.importorskip("onnxruntime")
+    bar = re.compile(r"\d+%\|")
+    good = _good_parts(kolektor_root, 3)
+    assert main(["threshold", str(small_artifact), *good, "--backend", "torch"]) == 0
+    assert main(["calibrate", str(small_artifact), "--data", str(kolektor_root / "train" / "good"), "--samples", "4",
+                 "--method", "minmax", "-o", str(tmp_path / "m.int8.onnx")]) == 0
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for path in sorted((kolektor_root / "train" / "good").iterdir())[:8]:  # fit's fewest
+        (parts / path.name).symlink_to(path)
+    assert main(["fit", str(parts), "--prompt", "a photo of a metal commutator", "-o", str(tmp_path / "m.edgecmg"),
+                 "--input-size", "256", "96", "--bank-size", "500"]) == 0
+    err = capsys.readouterr().err
+    assert not bar.search(err), err
+
+
+def test_ctrl_c_while_the_source_opens_still_closes_the_detector(small_artifact, kolektor_root, monkeypatch, capsys):
+    """Ctrl-C during the seconds an RTSP camera takes to open: the loaded model (its GPU memory, when
+    main() runs inside a program that goes on) is released, and the exit status is 130."""
+    from edgecmg.detector import Detector
+
+    def interrupted_while_opening(self, source, **kwargs):
+        raise KeyboardInterrupt
+
+    closed = []
+    real_close = Detector.close
+    monkeypatch.setattr(Detector, "stream", interrupted_while_opening)
+    monkeypatch.setattr(Detector, "close", lambda self: (closed.append(True), real_close(self)))
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch"]) == 130
+    assert closed and "edgecmg stream: interrupted" in capsys.readouterr().err

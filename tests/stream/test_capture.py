@@ -109,3 +109,21 @@ def test_a_source_one_frame_short_is_said(video_file, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
         assert main(["capture", str(video), "-o", str(tmp_path / "out"), "--frames", "6", "-q"]) == 0
     assert f"{video} ended after 5 of the 6 frames asked for" in caplog.text
+
+
+def test_a_broken_link_among_image_files_is_skipped_and_named_and_no_bar_goes_to_a_log(image_folder, tmp_path,
+                                                                                     caplog, capsys):
+    """A link whose target was deleted, among the files an unquoted glob expanded to, is an unreadable
+    image (skipped and named, as stream skips it), not a mistyped name that refuses the whole list.
+    Without -q, stderr not being a terminal (a log), no progress bar is drawn into it."""
+    import re
+
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "deleted.png")
+    files = [image_folder / "img_00.png", link, image_folder / "img_02.png"]
+    out = tmp_path / "copied"
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(["capture", *map(str, files), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.png", "frame_000001.png"]
+    assert "gone.png" in caplog.text
+    assert not re.search(r"capture:\s+\d+%", capsys.readouterr().err)

@@ -534,3 +534,11 @@ def test_stream_config_refuses_values_that_would_stall_or_spin_by_name():
         with pytest.raises(ConfigError, match=re.escape(expected)):
             StreamConfig(**kwargs)
     StreamConfig(max_queue=1, batch=1, stall_warn_s=None, reconnect_attempts=0, reconnect_backoff_s=0.0)
+
+
+def test_the_longest_timeout_opencv_takes_is_accepted_and_one_past_it_refused():
+    from edgecmg.config import MAX_TIMEOUT_S
+
+    assert StreamConfig(timeout_s=MAX_TIMEOUT_S).timeout_s == MAX_TIMEOUT_S == 2_147_483  # int32 milliseconds
+    with pytest.raises(ConfigError, match="must be > 0 and <= 2,147,483 seconds"):
+        StreamConfig(timeout_s=MAX_TIMEOUT_S + 1)

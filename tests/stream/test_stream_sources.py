@@ -791,3 +791,27 @@ def test_a_camera_device_path_that_is_not_there_is_named_as_a_camera():
     for path in ("/dev/video97", "/dev/v4l/by-id/usb-missing-video-index0"):
         with pytest.raises(StreamError, match=f"camera {path} is not present: unplugged.*v4l2-ctl --list-devices"):
             open_source(path)
+
+
+def test_csi_timeouts_start_with_opencv_4_7_itself(monkeypatch):
+    """4.7 is the first OpenCV whose GStreamer backend takes the timeouts: its own releases get them
+    too (a Jetson's JetPack 6 ships 4.8, but a self-built 4.7 is common on JetPack 5)."""
+    import cv2
+
+    from edgecmg.stream import sources
+
+    made = []
+    monkeypatch.setattr(cv2, "VideoCapture", lambda target, backend=None, params=None: made.append(params))
+    config = StreamConfig(timeout_s=1.0)
+    for version, expected in [("4.7.0", [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 1000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 1000]),
+                              ("4.6.9", None), ("3.9.0", None)]:
+        monkeypatch.setattr(cv2, "__version__", version)
+        sources._default_opener("csi", config)("nvarguscamerasrc ! appsink")
+        assert made[-1] == expected, version
+
+
+def test_a_missing_path_under_dev_that_is_no_camera_node_is_a_missing_file():
+    """Only /dev/video* and /dev/v4l/* name cameras: frames in a RAM folder (/dev/shm) that is not
+    there are a missing folder, not an unplugged camera."""
+    with pytest.raises(StreamError, match="no such file or folder: /dev/shm/edgecmg-no-such-frames"):
+        open_source("/dev/shm/edgecmg-no-such-frames")
