@@ -57,9 +57,13 @@ class Terminated(KeyboardInterrupt):
     temporary files removed, a stream's records flushed and its summary written."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
         self.signal_name = signal.Signals(signum).name
-        self.exit_status = 128 + int(signum)  # what a shell reports for a process the signal killed
+        self.exit_status = 128 + self.signum  # what a shell reports for a process the signal killed
         super().__init__(self.signal_name)
+
+    def __reduce__(self):  # pickle and copy rebuild it from the number (its args hold the name)
+        return type(self), (self.signum,)
 
 
 #: The signals that stop a command as Ctrl-C does (SIGHUP exists on POSIX only).
