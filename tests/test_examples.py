@@ -86,12 +86,17 @@ def test_inspect_line_stopped_as_a_service_prints_its_report(small_artifact, kol
     for _ in range(3000):  # far more than are judged before the signal
         video.write(frame)
     video.release()
+    # threshold 0: every frame is a reject, so its printed line says when the loop runs (a fixed sleep
+    # after the start-up line could end before the first frame on a loaded machine)
     process = subprocess.Popen([sys.executable, str(EXAMPLES / "inspect_line.py"), str(small_artifact),
-                                str(video_path), "--backend", "torch"], cwd=tmp_path, text=True,
+                                str(video_path), "--backend", "torch", "--threshold", "0"], cwd=tmp_path, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    first = process.stdout.readline()  # the detector's line: the model is loaded and the stream open
-    assert first, process.stderr.read()
-    time.sleep(1.0)
+    for line in process.stdout:  # the detector's lines, then the first reject
+        if line.startswith("REJECT frame"):
+            break
+    else:
+        raise AssertionError(process.stderr.read())
+    time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
