@@ -66,7 +66,8 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     path = folder / f"{Path(artifact_path).stem}{key_part}"
     with _EXPORT_LOCK:  # threads of one process opening one model export it once
         if not path.is_file():  # the same model opened under another name (a copy per line) was exported
-            path = next((p for p in sorted(folder.glob(f"*{key_part}")) if _CACHE_ENTRY.fullmatch(p.name)), path)
+            path = next((p for p in sorted(folder.glob(f"*{key_part}"))
+                         if _CACHE_ENTRY.fullmatch(p.name) and p.is_file()), path)
         if path.is_file():
             try:
                 proto = _load_proto(path)
@@ -79,6 +80,9 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                 log.info("cached export %s is stale; exporting again", path)
             except ArtifactError as exc:
                 log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
+        # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
+        # killed exports) must not be what makes the export fail and stay for good.
+        _prune_cache(folder, keep=path)
         # A read-only root file system is common on embedded targets, and a full disk as unusable:
         # either is a backend that cannot run here (auto goes on to torch), said before the export's
         # seconds of work where it can be.
@@ -89,11 +93,10 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         except OutputError as exc:
             raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
                                           f"cached in {folder}: {exc}", _CACHE_HINT) from exc
-        _prune_cache(folder, keep=path)
         return path, read_onnx_header(path)
 
 
-#: Cached exports no process has used for this long are removed when another is written: each is
+#: Cached exports no process has used for this long are removed when another is exported: each is
 #: 10 to 25 MB, and a model refitted every week under one name would otherwise fill a Jetson's eMMC.
 CACHE_MAX_AGE_DAYS = 30
 
@@ -119,11 +122,15 @@ LEFTOVER_MAX_AGE_S = 3600
 
 
 def _prune_cache(folder: Path, keep: Path) -> None:
-    """Remove the cached exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, just
-    written), and what exports killed mid-write left behind (a full-size file each)."""
+    """Remove the cached exports in ``folder`` unused for CACHE_MAX_AGE_DAYS (all but ``keep``, about
+    to be written), and what exports killed mid-write left behind (a full-size file each)."""
     now = time.time()
     removed, leftovers = [], []
-    for entry in folder.iterdir():
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # no cache folder yet, or one this process may not list
+        return
+    for entry in entries:
         try:
             if entry != keep and _CACHE_ENTRY.fullmatch(entry.name):
                 if entry.stat().st_mtime < now - CACHE_MAX_AGE_DAYS * 86400:

@@ -161,12 +161,22 @@ def test_a_full_disk_under_the_cache_falls_back_to_torch(tmp_path, artifact_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    # what filled it: the leftover of an export killed two hours ago, and an entry unused for a month
+    folder = tmp_path / "cache" / "onnx"
+    folder.mkdir(parents=True)
+    stale = folder / "old-0123456789ab-full-0123456789ab.onnx"
+    leftover = folder / f".{stale.name}.4242-140234-0badc0de.tmp"
+    for path, days in ((stale, 31), (leftover, 2 / 24)):
+        path.write_bytes(b"20 MB, once")
+        _age(path, days)
     monkeypatch.setattr(onnx, "save", disk_full)
     with pytest.raises(BackendUnavailableError, match="the disk is full.*EDGECMG_CACHE_DIR"):
         cached_onnx(artifact_path)
     with Detector.load(artifact_path) as detector:
         assert detector.backend == "torch"
     assert "the disk is full" in caplog.text
+    # pruned before the export that failed, so the next one finds the room (they stayed for good before)
+    assert not stale.exists() and not leftover.exists()
 
 
 def _age(path, days: float) -> None:
