@@ -17,11 +17,13 @@ TRITON = ("triton", "pytorch-triton", "triton-windows")
 
 
 @functools.lru_cache(maxsize=None)
-def extra_install_hint(extra: str) -> str:
+def extra_install_hint(extra: str, *only: str) -> str:
     """The pip command that installs edgecmg's ``extra``, right for a clone and for a wheel alike:
     ``pip install 'onnx>=1.15' 'onnxruntime>=1.17' (edgecmg's [onnx] extra; in a clone: pip install
     -e '.[onnx]')``. The packages come from the installed edgecmg's own metadata, so
     the hint cannot drift from pyproject.toml; a source tree never installed gets the clone's form.
+    ``only``: the distributions of the extra to name, where the others may be installed in another
+    build (``onnx`` alone: plain onnxruntime installed over onnxruntime-gpu would hide its providers).
     """
     clone = f"pip install -e '.[{extra}]'"
     try:
@@ -31,6 +33,8 @@ def extra_install_hint(extra: str) -> str:
     in_extra = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
     packages = [requirement.split(";")[0].replace(" ", "") for requirement in requirements
                 if ";" in requirement and in_extra.search(requirement.split(";", 1)[1])]
+    if only:
+        packages = [p for p in packages if re.split(r"[<>=!~\[]", p, maxsplit=1)[0] in only]
     if not packages:
         return f"{clone} in the edgecmg clone"
     return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (edgecmg's [{extra}] extra; in a clone: {clone})"

@@ -63,7 +63,7 @@ HEADER_SHA_KEY = "edgecmg.header_sha256"
 GRAPH_FEATURIZER = "featurizer"
 GRAPH_FULL = "full"
 SCORER_PREFIX = "scorer/"
-ONNX_INSTALL_HINT = extra_install_hint("onnx")
+ONNX_INSTALL_HINT = extra_install_hint("onnx", "onnx")  # onnx alone: ONNX Runtime may be a GPU build
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from edgecmg import distributions
 from edgecmg.errors import BackendUnavailableError
 
 TRITON_INSTALL_HINT = (distributions.extra_install_hint("triton") + "; the kernels need a CUDA GPU (or "
-                       "TRITON_INTERPRET=1 for the CPU interpreter); on x86-64 each torch pins its Triton, and "
-                       "torch 2.8 or later has 3.4+: upgrade torch, not Triton alone")
+                       "TRITON_INTERPRET=1 for the CPU interpreter); on x86-64 each torch pins its Triton: where "
+                       "pip would replace this torch's Triton, upgrade torch instead (torch 2.8 or later pins 3.4+)")
 # The oldest Triton the kernels are checked on. Before 3.4 the interpreter takes the kernels' string
 # annotations ("tl.constexpr", under `from __future__ import annotations`) for plain values; with that
 # worked around, 3.1's interpreter still returned wrong split-bank kNN indices (torch 2.5.1 + triton

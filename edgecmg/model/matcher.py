@@ -31,7 +31,8 @@ from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.model.backbone import file_sha256
 
-CLIP_INSTALL_HINT = extra_install_hint("clip") + ", with a torchvision built for your torch"
+CLIP_INSTALL_HINT = (extra_install_hint("clip") + ", with a torchvision built for your torch (in the clone, "
+                     "-c tests/requirements-clip.txt pins a matching pair)")
 
 
 class Matcher(Protocol):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr
     from edgecmg.stream.latency import LatencyStats
     from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
     from edgecmg.stream.plot import plot_latency
-    from edgecmg.stream.report import markdown_table, write_report
+    from edgecmg.stream.report import field_lines, markdown_table, write_report
     from edgecmg.stream.sources import (
         CaptureSource,
         Frame,
@@ -40,6 +40,7 @@ _EXPORTS = {
     "LatencyStats": "edgecmg.stream.latency",
     "LiveStatusLine": "edgecmg.stream.status_line",
     "environment_info": "edgecmg.stream.environment",
+    "field_lines": "edgecmg.stream.report",
     "markdown_table": "edgecmg.stream.report",
     "plot_latency": "edgecmg.stream.plot",
     "write_report": "edgecmg.stream.report",

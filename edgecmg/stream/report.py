@@ -19,7 +19,7 @@ from edgecmg.errors import ConfigError, DataError
 from edgecmg.fileio import atomic_write_bytes
 from edgecmg.stream.environment import environment_info
 
-__all__ = ["write_report", "markdown_table"]
+__all__ = ["write_report", "markdown_table", "field_lines"]
 
 
 def _json_default(obj: Any) -> Any:
