@@ -258,15 +258,15 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
                 failed = exc
     if failed is not None:  # the cause that matters, not "nothing else is available"
         raise failed
-    first = specs[0]
-    if backend != "auto":
-        reason = f"{first.name} cannot run here ({first.what} not available)"
-    else:  # each candidate's own reason: the first alone hid that e.g. CUDA was missing for all of them
+    if len(specs) == 1:
+        reason = f"{specs[0].name} cannot run here ({specs[0].what} not available)"
+    else:  # each candidate's own reason: the first alone (onnxruntime-cuda, where ONNX Runtime is not
+        # installed at all) hid that e.g. CUDA was missing for all of them
         reason = (f"none of the runners for {suffix} files on {device or 'any device'} can run here ("
                   + "; ".join(f"{s.name}: {s.what} not available" for s in specs) + ")")
-    # auto: the hint of the plainest candidate (the last: CPU where there is one), what most often fixes it
-    hinted = first if backend != "auto" else specs[-1]
-    raise BackendUnavailableError(backend if backend == "auto" else first.backend, reason,
+    # the hint of the plainest candidate (the last: CPU where there is one), what most often fixes it
+    hinted = specs[-1]
+    raise BackendUnavailableError(backend if backend == "auto" else specs[0].backend, reason,
                                   (hinted.hint or _HINTS[hinted.backend])())
 
 

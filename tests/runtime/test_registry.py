@@ -100,6 +100,13 @@ def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
     monkeypatch.setattr(registry, "available_providers", lambda: [])
     with pytest.raises(BackendUnavailableError, match="install hint"):
         make_runner(featurizer_onnx, "onnxruntime", "cpu")
+    # onnxruntime asked for on no device in particular, where it is not installed: both of its runners
+    # are named, and the hint is the CPU build's (it named the CUDA provider alone, with the GPU hint)
+    with pytest.raises(BackendUnavailableError, match=r"none of the runners for \.onnx files on any device can run "
+                       r"here \(onnxruntime-cuda: .*; onnxruntime-cpu: ONNX Runtime, CPU execution provider") as caught:
+        make_runner(featurizer_onnx, "onnxruntime")
+    assert caught.value.backend == "onnxruntime"
+    assert caught.value.install_hint == registry._HINTS["onnxruntime"]()
     specs = candidate_specs(featurizer_onnx, "tensorrt")
     assert [s.device for s in specs] == ["cuda"]
     # auto on a device nothing here can use: every candidate's reason, not only the first's
