@@ -936,9 +936,9 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
     path = Path(s).expanduser()
     if s.isdigit() and not path.exists():
         return _open_camera(int(s), config, opener, live)
-    from edgecmg.imageio import IMAGE_EXTENSIONS, list_images
+    from edgecmg.imageio import IMAGE_EXTENSIONS, is_glob_pattern, list_images
 
-    if (("*" in s or "?" in s or "[" in s) and not path.exists()) or path.is_dir():
+    if is_glob_pattern(str(path)) or path.is_dir():
         try:
             paths = list_images(s)
         except DataError as exc:
