@@ -1,5 +1,6 @@
 """pip distribution names under which optional libraries install, for modules that ask which
-version is present without importing the library, and how to install one of edgecmg's extras.
+version is present without importing the library; reading such a version; and how to install one of
+edgecmg's extras.
 
 Kept here, apart from the runners and kernels that use them, because those import torch and the
 environment report (``edgecmg.stream.environment``) has to work where torch does not import.
@@ -7,6 +8,7 @@ environment report (``edgecmg.stream.environment``) has to work where torch does
 import functools
 import importlib.metadata
 import re
+from typing import Optional
 
 # Each installs the one ``onnxruntime`` module. With two of them the one installed last owns the
 # shared files: a CPU build over a GPU build (e.g. a package that asks for plain onnxruntime,
@@ -14,6 +16,12 @@ import re
 ONNXRUNTIME = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn")
 # PyPI's triton, the nightly builds torch pins (pytorch-triton), and the Windows port; each installs ``triton``.
 TRITON = ("triton", "pytorch-triton", "triton-windows")
+
+
+def major_minor(version: Optional[str]) -> Optional[tuple[int, int]]:
+    """(major, minor) of a library's version ("4.10.0-dev" -> (4, 10)); None where it holds none."""
+    found = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(found[1]), int(found[2])) if found else None
 
 
 @functools.lru_cache(maxsize=None)

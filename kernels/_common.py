@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 import threading
 import time
@@ -50,8 +49,8 @@ def triton_version() -> Optional[str]:
 
 
 def _too_old(version: Optional[str]) -> bool:
-    match = re.match(r"(\d+)\.(\d+)", version or "")
-    return bool(match) and (int(match[1]), int(match[2])) < TRITON_MIN_VERSION
+    found = distributions.major_minor(version)
+    return found is not None and found < TRITON_MIN_VERSION
 
 
 def triton_installed() -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import stat
 import threading
 import time
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 
 from edgecmg.config import StreamConfig
+from edgecmg.distributions import major_minor
 from edgecmg.errors import ConfigError, DataError, StreamError
 from edgecmg.imageio import to_rgb_uint8
 
@@ -772,8 +772,8 @@ def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: St
 
 def _opencv_at_least(major: int, minor: int) -> bool:
     """Whether the imported OpenCV is this version or newer (its version reads as 4.8.0, 4.10.0-dev, ...)."""
-    found = re.match(r"(\d+)\.(\d+)", getattr(cv2, "__version__", ""))
-    return bool(found) and (int(found[1]), int(found[2])) >= (major, minor)
+    found = major_minor(getattr(cv2, "__version__", ""))
+    return found is not None and found >= (major, minor)
 
 
 def _opencv_has_backend(backend: int) -> Optional[bool]:
