@@ -24,6 +24,16 @@ def major_minor(version: Optional[str]) -> Optional[tuple[int, int]]:
     return (int(found[1]), int(found[2])) if found else None
 
 
+@functools.lru_cache(maxsize=1)
+def _edgecmg_requirements() -> tuple[str, ...]:
+    """The installed edgecmg's requirements, read once: the modules that build hints at import each
+    ask for another extra, and each read searches the import path for the metadata."""
+    try:
+        return tuple(importlib.metadata.requires("edgecmg") or ())
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return ()
+
+
 @functools.lru_cache(maxsize=None)
 def extra_install_hint(extra: str, *only: str) -> str:
     """The pip command that installs edgecmg's ``extra``, right for a clone and for a wheel alike:
@@ -34,10 +44,7 @@ def extra_install_hint(extra: str, *only: str) -> str:
     build (``onnx`` alone: plain onnxruntime installed over onnxruntime-gpu would hide its providers).
     """
     clone = f"pip install -e '.[{extra}]'"
-    try:
-        requirements = importlib.metadata.requires("edgecmg") or []
-    except importlib.metadata.PackageNotFoundError:
-        return f"{clone} in the edgecmg clone"
+    requirements = _edgecmg_requirements()
     in_extra = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
     packages = [requirement.split(";")[0].replace(" ", "") for requirement in requirements
                 if ";" in requirement and in_extra.search(requirement.split(";", 1)[1])]
