@@ -47,6 +47,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     artifact.prepare_output(output)  # before the fit, not after it
+    if output.is_file():  # said now, while Ctrl-C still keeps it (save replaces it by rename at the end)
+        log.warning("%s exists; this fit replaces it when it ends (another -o keeps both)", output)
     model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too
     path = artifact.save(model, metadata, args.output)
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "

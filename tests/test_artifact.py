@@ -344,6 +344,27 @@ def test_cli_fit_checks_the_output_before_fitting(tmp_path, capsys, monkeypatch)
     assert "cannot write the model file" in capsys.readouterr().err
 
 
+def test_cli_fit_says_before_fitting_that_it_replaces_a_model(tmp_path, caplog, monkeypatch):
+    """A model already at -o is named before the fit starts (Ctrl-C then keeps it), and kept whole
+    when the fit fails."""
+    from edgecmg import cli, fit
+    from edgecmg.errors import DataError
+
+    def fails(*args, **kwargs):
+        raise DataError("no good images")
+
+    monkeypatch.setattr(fit, "fit", fails)
+    existing = tmp_path / "part.edgecmg"
+    existing.write_bytes(b"an older model")
+    assert cli.main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(existing)]) == 2
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [f"{existing} exists; this fit replaces it when it ends (another -o keeps both)"]
+    assert existing.read_bytes() == b"an older model"
+    caplog.clear()
+    assert cli.main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "new.edgecmg")]) == 2
+    assert not [r for r in caplog.records if "replaces" in r.getMessage()]
+
+
 def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_path, monkeypatch):
     """Version 1 files, written before maps were measured from a fitted normal level, still load: level 0."""
     model, metadata = small_fit
