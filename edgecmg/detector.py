@@ -29,6 +29,9 @@ from edgecmg.runtime.base import Runner, RunnerInactiveError
 
 log = logging.getLogger("edgecmg")
 
+#: A frame under 1/8 of the model's input on a side is said to be too small to judge (a warning).
+TINY_FRAME_FACTOR = 8
+
 if TYPE_CHECKING:
     from edgecmg.stream import StreamRun
 
@@ -166,6 +169,13 @@ class Detector:
         return (f"Detector({self.runner.model_path!r}, backend={self.backend!r}, device={self.runner.device!r}, "
                 f"precision={self.precision!r}, input={h}x{w}, threshold={self.threshold:.4g}{closed})")
 
+    def __reduce__(self):
+        # A runtime session (ONNX Runtime, a TensorRT engine) is no data to copy: say what to do instead of
+        # pickle's "cannot pickle '_thread.RLock' object", which a process pool shows first.
+        raise TypeError(f"a Detector cannot be pickled or copied: it holds a loaded {self.backend} session; give "
+                        f"each worker process the model path and call Detector.load({str(self.runner.model_path)!r}) "
+                        "there (threads may share one Detector)")
+
     def __enter__(self) -> "Detector":
         return self
 
@@ -189,8 +199,21 @@ class Detector:
         shape = (int(frame.shape[0]), int(frame.shape[1]))
         if shape not in self._frame_shapes_checked and len(self._frame_shapes_checked) < 64:
             self._frame_shapes_checked.add(shape)  # once per frame size: a stream's frames share one
-            self._warn_if_stretched(shape)
+            self._warn_if_tiny(shape) or self._warn_if_stretched(shape)
         return resize_to_input(frame, self.input_size)
+
+    def _warn_if_tiny(self, shape: tuple[int, int]) -> bool:
+        """Say so where a frame is under an eighth of the model's input on a side (an empty or misplaced
+        crop, most often): blown up to the input it holds no detail to judge, and its score says
+        nothing about a part. True when said."""
+        (h, w), (in_h, in_w) = shape, self.input_size
+        if h * TINY_FRAME_FACTOR >= in_h and w * TINY_FRAME_FACTOR >= in_w:
+            return False
+        log.warning(
+            "%s: a %dx%d frame (height x width) is judged blown up to the model's input of %dx%d, more than %dx "
+            "on a side: its score says little about a part; check the crop or ROI that made it (an empty or "
+            "misplaced one?)", self.runner.model_path, h, w, in_h, in_w, TINY_FRAME_FACTOR)
+        return True
 
     def _warn_if_stretched(self, shape: tuple[int, int]) -> None:
         trained = self.metadata.get("training", {}).get("aspect_hw")
@@ -285,7 +308,7 @@ class Detector:
     def stream(self, source: Any, *, policy: Optional[str] = None, batch: Optional[int] = None,
                max_queue: Optional[int] = None, config: Optional[StreamConfig] = None,
                opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
-               stats_window: int = 10_000) -> "StreamRun":
+               stats_window: int = 10_000, bgr: bool = False) -> "StreamRun":
         """Judge frames from a camera index, video file, image folder or glob, a list of image paths,
         rtsp/http URL, GStreamer pipeline, ``csi://N`` or any iterable of frames. Returns a
         :class:`~edgecmg.stream.StreamRun`: an iterator of Results (one pass over the source; its
@@ -293,9 +316,10 @@ class Detector:
         in a ``with`` block (or call ``.close()``) so that leaving the loop stops the capture thread
         and releases the source at once; a run left without either stops only when it is
         garbage-collected. Unusable frames (unreadable files, empty buffers) are skipped with a
-        warning and counted in ``.stats.corrupt_skipped``. Sources OpenCV reads are converted from
-        its BGR order; an iterable's frames are taken as :meth:`predict` takes them, RGB (BGR frames
-        of your own: ``(cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames)``).
+        warning and counted in ``.stats.corrupt_skipped``; a result's ``frame_index`` is its frame's
+        position in the source, the skipped ones counted. Sources OpenCV reads are converted from
+        its BGR order; an iterable's frames are taken as :meth:`predict` takes them: RGB, or BGR with
+        ``bgr=True`` (the frames of your own ``cv2.VideoCapture``; refused for any other source).
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
         "all" applies back-pressure and loses none; "auto" (default) is "latest" for cameras and
@@ -319,7 +343,7 @@ class Detector:
             raise ConfigError(f"stream(): {', '.join(given)} given beside config=; set them in the StreamConfig "
                               f"instead (e.g. StreamConfig({', '.join(f'{k}={v!r}' for k, v in given.items())}))")
         pipeline = StreamPipeline(source, config, preprocess=self.prepare, opener=opener, live=live,
-                                  join_timeout_s=join_timeout_s, stats_window=stats_window)
+                                  join_timeout_s=join_timeout_s, stats_window=stats_window, bgr=bgr)
         return pipeline.run(lambda frames, prepared: self.predict_batch(
             [f.image for f in frames], prepared=prepared))
 

@@ -165,7 +165,8 @@ def training_images(data: str | Path) -> list[Path]:
 
 
 def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
-        captions: Optional[dict[str, str]] = None, progress: Optional[bool] = None) -> tuple[CMGModel, dict]:
+        captions: Optional[dict[str, str]] = None, progress: Optional[bool] = None,
+        bgr: bool = False) -> tuple[CMGModel, dict]:
     """Fit a CMG detector on normal images.
 
     images: a folder of good images, an MVTec root (its ``train/good``) or a glob pattern; or image
@@ -177,6 +178,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text. Given
         a folder, its ``captions.csv`` (file,text) is read when present.
     progress: progress bars; by default where they can be seen (a terminal or a notebook), not in a log.
+    bgr: the arrays among ``images`` are in OpenCV's BGR order (``cv2.imread``, ``cap.read()``), as
+        ``Detector.predict(bgr=True)`` takes them; files are read as RGB either way.
     Returns the model (eval mode) and its metadata; save both with ``edgecmg.artifact.save(model,
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
@@ -189,7 +192,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         images = training_images(images)
         if captions is None:
             captions = read_captions(images[0].parent)
-    training = _Training(images)
+    training = _Training(images, bgr=bgr)
     _require_enough(len(training.names), source)
     size = choose_input_size(training.shapes, config)
     frames = training.drop_copies(training.read_at(size, progress))
@@ -380,7 +383,8 @@ class _Training:
     size can be chosen on all of them), then their pixels, each image kept only at the model size.
     A folder of 5-megapixel frames would otherwise sit in memory whole until the features are taken."""
 
-    def __init__(self, images: Iterable[str | Path | np.ndarray]) -> None:
+    def __init__(self, images: Iterable[str | Path | np.ndarray], bgr: bool = False) -> None:
+        self.bgr = bool(bgr)
         if isinstance(images, np.ndarray) and images.ndim != 4:
             raise DataError(f"fit takes a folder, or a list of image paths or arrays (or an [N, H, W, C] array), "
                             f"got one array of shape {images.shape}")
@@ -404,7 +408,7 @@ class _Training:
                 self._keep(Path(item), Path(item).name, shape)
                 continue
             try:
-                frame = to_rgb_uint8(item)  # checked here, so a bad array fails before any work
+                frame = to_rgb_uint8(item, bgr=self.bgr)  # checked here, so a bad array fails before any work
             except DataError as exc:
                 raise DataError(f"training image {i}: {exc}") from None
             self._keep(item, f"array{i}", frame.shape[:2])
@@ -425,7 +429,8 @@ class _Training:
         a damaged body) are skipped and reported, and leave ``names`` and ``shapes`` with the rest."""
         def at_size(source: Path | np.ndarray) -> np.ndarray | DataError:
             try:
-                return resize_to_input(read_image(source) if isinstance(source, Path) else to_rgb_uint8(source), size)
+                image = read_image(source) if isinstance(source, Path) else to_rgb_uint8(source, bgr=self.bgr)
+                return resize_to_input(image, size)
             except DataError as exc:
                 return exc
 

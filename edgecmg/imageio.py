@@ -70,17 +70,26 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     """
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
         image = _tensor_as_array(image)
+    elif _is_pil_image(image):
+        # A palette image's array holds indices and a CMYK one's four bytes are no RGBA: convert by mode,
+        # as read_image does for files.
+        image = _pil_in_array_modes(image)
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
+    if np.iscomplexobj(arr):  # numpy would drop the imaginary part with only a warning
+        raise DataError(f"a frame must hold real numbers, got dtype {arr.dtype}; pass np.abs(x) or x.real")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
         channels_first = arr.ndim == 3 and arr.shape[0] in (1, 3, 4)  # PyTorch's C x H x W
+        batch = arr.ndim == 4 and (arr.shape[3] in (1, 2, 3, 4) or arr.shape[1] in (1, 3, 4))
         raise DataError(
             f"a frame of shape {arr.shape} is not an image: expected HxW (gray), HxWx3 (RGB), HxWx4 (RGBA) or "
             "HxWx2 (gray + alpha)" + ("; it looks channels-first (CxHxW): pass x.permute(1, 2, 0) (torch) or "
                                       "x.transpose(1, 2, 0) (numpy)" if channels_first else "")
+            + (f"; it looks like a batch of {arr.shape[0]} frame(s): pass one (x[0]), or all of them to "
+               "predict_batch" if batch else "")
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"a frame of shape {arr.shape} has no pixels")
@@ -94,9 +103,13 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         arr = arr.astype(np.uint8) * np.uint8(255)
     elif np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max are NaN for one NaN pixel: count them
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise DataError(f"a float frame must hold finite values in [0, 1], got {bad:,} NaN or infinite "
+                            f"value(s) among its {arr.size:,}; replace them (np.nan_to_num) or skip the frame")
         # Arithmetic leaves [0, 1] by a rounding error (1.0000001 after a normalisation): that much is
         # clipped, anything more is a frame in another range.
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
+        if lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
             raise DataError(
                 f"a float frame must hold finite values in [0, 1], got [{lo:g}, {hi:g}]; "
                 "divide by 255 or convert it to uint8 first"
@@ -134,6 +147,27 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+def _is_pil_image(value: Any) -> bool:
+    """A Pillow image, recognised without importing Pillow (the import costs a stream nothing then)."""
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "mode") and hasattr(value, "convert")
+
+
+def _pil_in_array_modes(im: Any) -> Any:
+    """A Pillow image in a mode whose array is pixels as to_rgb_uint8 reads them (L, LA, RGB, RGBA,
+    16- and 32-bit gray): palette images through their palette, bilevel as L, CMYK / YCbCr / LAB /
+    HSV as RGB."""
+    mode = im.mode
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode == "PA":
+        return im.convert("RGBA")
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return im.convert("RGB")
+    return im
 
 
 def _tensor_as_array(tensor: Any) -> np.ndarray:
@@ -277,16 +311,7 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode == "PA":
-                im = im.convert("RGBA")
-            elif mode in ("1",):
-                im = im.convert("L")
-            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            arr = np.array(im)
+            arr = np.array(_pil_in_array_modes(im))
     except UnidentifiedImageError as exc:
         # Pillow's own message only names its in-memory buffer; the path says more.
         raise DataError(
@@ -367,6 +392,10 @@ def read_image(path: PathLike) -> np.ndarray:
         DataError: the file is missing, a folder, empty, unreadable, corrupt or of an
             unsupported layout; the message names the file.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        hint = ("; an array is converted with to_rgb_uint8" if hasattr(path, "shape") or _is_pil_image(path)
+                else "")
+        raise DataError(f"read_image takes a file path, got a {type(path).__name__}{hint}")
     p = Path(path)
     raw, order = _decode(p)
     return _to_rgb8(raw, order, p)

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 
@@ -178,6 +180,77 @@ def test_stream_over_a_real_video_file_loses_no_frame(detector, kolektor_root, t
         results = list(run)
     assert [r.frame_index for r in results] == list(range(12))
     assert run.stats.frames_dropped == 0
+
+
+def test_a_streamed_list_is_indexed_by_position_and_bgr_frames_judge_as_predict_judges_them(detector,
+                                                                                             kolektor_root):
+    """frame_index maps each result back to its item (the skipped ones counted); bgr=True streams the
+    frames of one's own cv2.VideoCapture as predict(bgr=True) judges them."""
+    import cv2
+
+    paths = sorted((kolektor_root / "test" / "defect").iterdir())[:3]
+    # Tinted: the KolektorSDD parts are gray, where the channel order changes nothing.
+    colour = [np.rint(read_image(p) * np.array([1.0, 0.6, 0.2])).astype(np.uint8) for p in paths]
+    items = [colour[0], None, colour[1], np.zeros((0, 5, 3), np.uint8), colour[2]]
+    with detector.stream(items) as run:
+        results = list(run)
+    assert [r.frame_index for r in results] == [0, 2, 4]
+    assert run.stats.corrupt_skipped == 2
+    expected = [detector.predict(f).score for f in colour]
+    assert [r.score for r in results] == pytest.approx(expected)
+
+    bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in colour]
+    with detector.stream(iter(bgr), bgr=True) as run:
+        scores = [r.score for r in run]
+    assert scores == pytest.approx(expected)
+    assert scores == pytest.approx([detector.predict(f, bgr=True).score for f in bgr])
+    with detector.stream(bgr) as run:  # the same frames taken as RGB: another part to the model
+        assert [r.score for r in run] != pytest.approx(expected)
+    for source in (str(kolektor_root / "test" / "good"), [str(paths[0])], 0):
+        with pytest.raises(ConfigError, match="bgr=True is for frames passed in memory .* leave bgr unset"):
+            detector.stream(source, bgr=True)
+
+
+@pytest.mark.parametrize("items, said", [
+    ([], r"frames:list: the frames given hold no item \(an empty list"),
+    ([None, None], r"frames:list: each of its 2 item\(s\) was None \(no frame\)"),
+    (iter([]), r"frames:list_iterator: the frames given hold no item"),
+])
+def test_a_stream_of_frames_with_none_to_judge_is_an_error_not_a_quiet_line(detector, items, said):
+    from edgecmg.errors import StreamError
+
+    with pytest.raises(StreamError, match=said):
+        with detector.stream(items) as run:
+            list(run)
+
+
+def test_a_frame_far_smaller_than_the_input_is_said_once_instead_of_a_stretch(detector, caplog):
+    """An empty or misplaced crop (1x500, 4x4) is named for what it is, once per size; a frame of an
+    eighth of the input is not."""
+    in_h, in_w = detector.input_size
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        for shape in ((1, 500), (1, 500), (4, 4), (in_h // 8, in_w // 8)):
+            detector.predict(np.full((*shape, 3), 90, np.uint8))
+    tiny = [r.getMessage() for r in caplog.records if "blown up" in r.getMessage()]
+    assert len(tiny) == 2 and "a 1x500 frame (height x width) is judged blown up to the model's input of " \
+        f"{in_h}x{in_w}, more than 8x on a side" in tiny[0] and "a 4x4 frame" in tiny[1]
+    assert not [r for r in caplog.records if "stretches" in r.getMessage() and "1x500" in r.getMessage()]
+
+
+def test_a_detector_refuses_pickling_saying_to_load_it_in_each_process(detector):
+    import copy
+    import pickle
+
+    for attempt in (lambda: pickle.dumps(detector), lambda: copy.deepcopy(detector), lambda: copy.copy(detector)):
+        with pytest.raises(TypeError, match=r"a Detector cannot be pickled or copied: it holds a loaded torch "
+                                            r"session; .*call Detector.load\(.*\) there"):
+            attempt()
+
+
+def test_stream_join_timeout_is_checked(detector):
+    for bad in (-1, 0, float("nan"), "5", True):
+        with pytest.raises(ConfigError, match=r"join_timeout_s=.*a number above 0 \(default 5\)"):
+            detector.stream([np.zeros((8, 8, 3), np.uint8)], join_timeout_s=bad)
 
 
 def test_stream_options_beside_a_config_are_refused_by_name(detector, kolektor_root):

@@ -228,6 +228,12 @@ def test_fit_inputs_folders_globs_mixed_lists_and_converted_arrays(kolektor_root
     assert "broken.png" in caplog.text and "1 of 6 image(s) skipped" in caplog.text
     with pytest.raises(DataError, match=r"training image 1: a float frame must hold finite values in \[0, 1\]"):
         _Training([rgb, rgb.astype(np.float32)])
+    # bgr=True: arrays in OpenCV's order train on the pixels their RGB twins do; files stay RGB.
+    colour = np.rint(rgb * np.array([1.0, 0.6, 0.2])).astype(np.uint8)
+    training = _Training([colour[..., ::-1], kolektor_train[0]], bgr=True)
+    swapped, from_file = training.read_at(size, show=False)
+    np.testing.assert_array_equal(swapped, colour)
+    np.testing.assert_array_equal(from_file, rgb)
     with pytest.raises(DataError, match=r"got one array of shape \(\d+, \d+, 3\)"):
         _Training(rgb)
     with pytest.raises(DataError, match="no training images"):

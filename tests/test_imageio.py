@@ -425,3 +425,52 @@ def test_a_tensor_with_its_negative_bit_set_is_read_as_its_values():
     negated = torch._neg_view(torch.full((4, 5), -0.5))  # a lazily negated view: its values are 0.5
     assert negated.is_neg()
     np.testing.assert_array_equal(to_rgb_uint8(negated), np.full((4, 5, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "1", "CMYK", "YCbCr", "HSV", "L", "LA", "RGBA", "I;16"])
+def test_a_pillow_image_converts_as_its_file_reads(tmp_path, mode):
+    """A Pillow image in memory is converted by its mode as read_image converts a file: a palette
+    image's indices, a CMYK image's four bytes or a YCbCr image's planes are no RGB(A) pixels."""
+    from edgecmg.imageio import to_rgb_uint8
+
+    rgb = np.random.default_rng(3).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    base = Image.fromarray(rgb)
+    im = base.convert("RGBA").convert("PA") if mode == "PA" else base.convert(mode)
+    if mode == "P":
+        im.info.pop("transparency", None)
+    # The file read_image decodes with Pillow (OpenCV lacks most of these modes): the reference pixels.
+    path = tmp_path / ("a.tif" if mode in ("CMYK", "YCbCr", "HSV", "I;16") else "a.png")
+    try:
+        im.save(path)
+        from_file = read_image(path)
+    except (OSError, ValueError):  # a mode the format cannot hold: Pillow's own conversion is the reference
+        from_file = to_rgb_uint8(np.asarray(im.convert("RGBA" if mode in ("PA", "LA") else "RGB")))
+    converted = to_rgb_uint8(im)
+    assert converted.shape == (12, 10, 3) and converted.dtype == np.uint8
+    np.testing.assert_allclose(converted.astype(int), from_file.astype(int), atol=1)
+    if mode in ("P", "CMYK", "YCbCr", "HSV"):
+        assert np.abs(converted.astype(int) - to_rgb_uint8(np.asarray(im)).astype(int)).max() > 10  # the old reading
+
+
+def test_frames_that_are_no_image_are_refused_saying_what_they_are():
+    from edgecmg.imageio import to_rgb_uint8
+
+    frame = np.full((8, 9), 0.5, np.float32)
+    frame[1, 2] = np.nan
+    frame[3, 4] = np.inf
+    with pytest.raises(DataError, match=r"got 2 NaN or infinite value\(s\) among its 72; replace them"):
+        to_rgb_uint8(frame)
+    with pytest.raises(DataError, match=r"must hold real numbers, got dtype complex64; pass np.abs"):
+        to_rgb_uint8(np.ones((4, 4), np.complex64))
+    for batch in (np.zeros((1, 6, 5, 3), np.uint8), np.zeros((2, 3, 6, 5), np.uint8)):
+        with pytest.raises(DataError, match=r"looks like a batch of \d frame\(s\): pass one \(x\[0\]\), or all of "
+                                            "them to predict_batch"):
+            to_rgb_uint8(batch)
+    with pytest.raises(DataError, match="looks channels-first") as refused:
+        to_rgb_uint8(np.zeros((3, 6, 5), np.uint8))
+    assert "batch" not in str(refused.value)
+    with pytest.raises(DataError, match=r"read_image takes a file path, got a ndarray; an array is converted "
+                                        "with to_rgb_uint8"):
+        read_image(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=r"read_image takes a file path, got a int$"):
+        read_image(3)

@@ -21,6 +21,7 @@ collection of an abandoned pipeline triggers the same shutdown (``weakref.finali
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -355,7 +356,7 @@ class StreamPipeline:
             frame (e.g. resize + normalise to the model's input), so it overlaps inference; its
             output travels with the frame as ``StreamItem.preprocessed``. Exceptions it raises
             stop the stream and are re-raised in the consumer.
-        opener, live: passed to ``open_source``.
+        opener, live, bgr: passed to ``open_source`` (``bgr``: an iterable's frames are BGR).
         join_timeout_s: how long close() waits for the capture thread.
         stats_window: samples kept for the latency quantiles.
 
@@ -376,13 +377,18 @@ class StreamPipeline:
         live: Optional[bool] = None,
         join_timeout_s: float = 5.0,
         stats_window: int = 10_000,
+        bgr: bool = False,
     ) -> None:
         self.config = config if config is not None else StreamConfig()
         if not isinstance(self.config, StreamConfig):
             raise ConfigError(f"config must be a StreamConfig, got {type(self.config).__name__}")
         if preprocess is not None and not callable(preprocess):
             raise ConfigError(f"preprocess must be callable (image -> anything), got {type(preprocess).__name__}")
-        self.source = open_source(source, self.config, opener=opener, live=live)
+        if (isinstance(join_timeout_s, bool) or not isinstance(join_timeout_s, (int, float))
+                or not math.isfinite(join_timeout_s) or join_timeout_s <= 0):
+            raise ConfigError(f"join_timeout_s={join_timeout_s!r}: give the seconds close() waits for the capture "
+                              "thread, a number above 0 (default 5)")
+        self.source = open_source(source, self.config, opener=opener, live=live, bgr=bgr)
         if self.config.policy == "auto":
             self.config = replace(self.config, policy=auto_policy(self.source.is_live, self.config.realtime))
         queue = _FrameQueue(self.config.max_queue, keep_newest=self.config.policy == "latest")

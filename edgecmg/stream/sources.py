@@ -71,7 +71,10 @@ class Frame:
     """One captured frame.
 
     image: ``uint8`` ``[H, W, 3]`` RGB.
-    index: 0, 1, 2, ... per source, monotonic across reconnects and loops.
+    index: the frame's position in its source, from 0: the items and frames the source skipped
+        (unreadable files, ``None`` or unusable items, undecodable video frames) are counted, so
+        the index names the item of a list or the frame of a video file; monotonic across
+        reconnects and loops.
     timestamp: ``time.time()`` when the frame was captured (wall clock, for logs and results).
     source: the source's display name (credentials masked).
     """
@@ -191,7 +194,8 @@ class FrameSource(ABC):
             return None
         if self._pace_fps and not self._pace():
             return None
-        frame = Frame(image=image, index=self.frames_read, timestamp=time.time(), source=self._frame_source())
+        frame = Frame(image=image, index=self.frames_read + self.corrupt_skipped, timestamp=time.time(),
+                      source=self._frame_source())
         self.frames_read += 1
         return frame
 
@@ -378,9 +382,10 @@ class CaptureSource(FrameSource):
             ok, raw, why = self._grab()
             if ok:
                 if failed_reads:
+                    last_good = self.frames_read + self.corrupt_skipped - 1  # its index (Frame.index)
                     self.corrupt_skipped += failed_reads
                     _log.warning("%s: skipped %d undecodable frame(s) after frame %d", self.name, failed_reads,
-                                 self.frames_read - 1)
+                                 last_good)
                 self._outage_attempts = 0
                 self._frames_since_open += 1
                 return self._convert(raw)
@@ -529,15 +534,18 @@ class ImageFilesSource(FrameSource):
 class IterableSource(FrameSource):
     """Frames from any iterable of arrays (list, generator, camera-SDK iterator, N×H×W×C array).
 
-    Items are normalised with :func:`to_rgb_uint8` and copied (producers may reuse one buffer).
-    ``None`` items mean "no frame this time" (SDK timeouts): skipped and counted as corrupt. An
-    item that is not a usable frame (an empty buffer, a wrong shape) is skipped with a warning and
-    counted too, so one bad buffer does not stop an inspection line; if no item at all was usable,
-    the stream ends with a StreamError.
+    Items are normalised with :func:`to_rgb_uint8` (``bgr``: from OpenCV's BGR order) and copied
+    (producers may reuse one buffer). ``None`` items mean "no frame this time" (SDK timeouts):
+    skipped and counted as corrupt. An item that is not a usable frame (an empty buffer, a wrong
+    shape) is skipped with a warning and counted too, so one bad buffer does not stop an inspection
+    line; if no item at all was usable (none given, every one None or unusable), the stream ends
+    with a StreamError.
     """
 
-    def __init__(self, frames: Iterable[Any], *, name: str, is_live: bool, config: StreamConfig) -> None:
+    def __init__(self, frames: Iterable[Any], *, name: str, is_live: bool, config: StreamConfig,
+                 bgr: bool = False) -> None:
         super().__init__(name, is_live=is_live, config=config)
+        self._bgr = bool(bgr)
         self._iterable = frames
         try:
             self._it = iter(frames)
@@ -564,9 +572,8 @@ class IterableSource(FrameSource):
                     self._it, self._items_this_pass, self._good_this_pass = iter(self._iterable), 0, 0
                     self._passes += 1
                     continue
-                if self.frames_read == 0 and self._unusable:
-                    raise StreamError(f"{self.name}: none of its {self._unusable} item(s) was a usable frame; see "
-                                      "the warnings above for each one")
+                if self.frames_read == 0:
+                    raise StreamError(self._why_no_frame())
                 return None
             except Exception as exc:
                 raise StreamError(
@@ -584,7 +591,7 @@ class IterableSource(FrameSource):
                                   "a list of paths (read as image files), a folder or a glob, or read each "
                                   "file with edgecmg.imageio.read_image")
             try:
-                frame = to_rgb_uint8(item, copy=True)
+                frame = to_rgb_uint8(item, bgr=self._bgr, copy=True)
             except DataError as exc:
                 self.corrupt_skipped += 1
                 self._unusable += 1
@@ -595,6 +602,17 @@ class IterableSource(FrameSource):
             self._good_this_pass += 1
             return frame
         return None
+
+    def _why_no_frame(self) -> str:
+        items = self.corrupt_skipped  # every item so far was skipped: None or unusable
+        if items == 0:
+            return (f"{self.name}: the frames given hold no item (an empty list, array or iterator); a camera "
+                    "SDK's iterator that ends at once ends here too")
+        if self._unusable == 0:
+            return (f"{self.name}: each of its {items} item(s) was None (no frame): the camera or SDK delivered "
+                    "nothing; check its trigger and timeouts")
+        return (f"{self.name}: none of its {items} item(s) was a usable frame ({self._unusable} not a frame, "
+                f"{items - self._unusable} None); see the warnings above for each one")
 
     def _release(self) -> None:
         # Drop our references; the iterator belongs to the caller, so we do not close() it.
@@ -807,6 +825,7 @@ def open_source(
     *,
     opener: Optional[Opener] = None,
     live: Optional[bool] = None,
+    bgr: bool = False,
 ) -> FrameSource:
     """Open anything frames can come from.
 
@@ -823,6 +842,9 @@ def open_source(
             or pipeline string) for capture-based sources; default: OpenCV with the right backend.
         live: override whether the source counts as live (reconnected on failure, batches not
             waited for). Default: cameras, URLs, GStreamer and CSI are live; files and iterables not.
+        bgr: the frames of an iterable are in OpenCV's BGR order (``cap.read()`` of your own
+            capture, ``cv2.imread``) and are swapped to RGB, as ``Detector.predict(bgr=True)`` does.
+            Refused for every other source: edgecmg converts what it reads itself.
 
     A live source must open (and deliver a first frame) on the first try, so a wrong URL or
     camera index fails fast here; reconnects with back-off cover failures after that.
@@ -834,6 +856,11 @@ def open_source(
     config = config if config is not None else StreamConfig()
     if not isinstance(config, StreamConfig):
         raise ConfigError(f"config must be a StreamConfig, got {type(config).__name__}")
+    if bgr and not _frames_in_memory(source):
+        raise ConfigError(
+            f"bgr=True is for frames passed in memory (a list, array or iterator of arrays), not a "
+            f"{type(source).__name__} source: edgecmg converts the frames it reads from cameras, files and URLs to "
+            "RGB itself; leave bgr unset")
     if isinstance(source, FrameSource):
         return source
     if isinstance(source, (bool, np.bool_)):
@@ -849,17 +876,30 @@ def open_source(
             f"a single numpy array of shape {source.shape} is ambiguous as a source; pass [frame] for one "
             "frame, or an N x H x W x C array / a list of frames for a sequence"
         )
-    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+    if _paths_listed(source):
         # Image files named one by one: read like a folder's, the unreadable ones skipped and counted.
         return ImageFilesSource([Path(s) for s in source], name=f"files:{len(source)}", config=config,
                                 is_live=bool(live))
     if hasattr(source, "__iter__") or hasattr(source, "__next__"):
         name = f"frames:{type(source).__name__}"
-        return IterableSource(source, name=name, is_live=bool(live), config=config)
+        return IterableSource(source, name=name, is_live=bool(live), config=config, bgr=bgr)
     raise StreamError(
         f"cannot make a frame source from a {type(source).__name__}; pass a camera index, a video file, an "
         "image folder or glob, an rtsp/http URL, a GStreamer pipeline, csi://N, or an iterable of numpy frames"
     )
+
+
+def _paths_listed(source: Any) -> bool:
+    return isinstance(source, (list, tuple)) and bool(source) and all(isinstance(s, (str, os.PathLike)) for s in source)
+
+
+def _frames_in_memory(source: Any) -> bool:
+    """Whether open_source makes an IterableSource of ``source``: frames the caller holds."""
+    if isinstance(source, (FrameSource, str, os.PathLike, bytes, bytearray, bool, int, np.integer)):
+        return False
+    if isinstance(source, np.ndarray):
+        return source.ndim == 4
+    return not _paths_listed(source) and (hasattr(source, "__iter__") or hasattr(source, "__next__"))
 
 
 def _is_v4l2_device(path: Path) -> bool:
