@@ -488,7 +488,8 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save", help="write the overlay video here (.mp4, .avi, .mov or .mkv; an .mkv stays readable "
                    "when the run is killed, an .mp4 does not); an existing file is refused unless --overwrite")
-    p.add_argument("--jsonl", help="one JSON line per frame, appended to this file (a restarted stream adds to it)")
+    p.add_argument("--jsonl", help="one JSON line per frame, appended to this file (a restarted stream adds to it); "
+                   "- writes them to standard output, and the summary to stderr")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save video")
     p.add_argument("--report", metavar="DIR", help="write stream_summary.json/.csv/.md here "
                    "(default: beside --jsonl, else beside --save; without either, the summary is only printed)")
@@ -591,6 +592,7 @@ _OUT_OF_MEMORY_HINTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    closed = _stand_in_for_closed_std_streams()
     args = build_parser().parse_args(argv)
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
     # unless -v asks for everything. Where stderr is not a terminal (a service's log, a file), each
@@ -602,6 +604,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")  # as the stream's status lines, which share the log
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if "stdout" in closed:
+        log.warning("standard output is closed: what this command prints goes nowhere (give it a file: > out.txt)")
     previous = install_handlers(STOP_SIGNALS, raise_terminated)
     try:
         # Log lines go above the progress bars instead of into the middle of one (fit's skipped files).
@@ -635,6 +639,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     finally:
         restore_handlers(previous)
+
+
+def _stand_in_for_closed_std_streams() -> list[str]:
+    """os.devnull in place of a standard output or error the command was started without (`2>&-`, a
+    daemon): Python leaves None there, on which the first log line failed, and the next file opened
+    would take the free descriptor, where a library's own prints to fd 1 or 2 would then land.
+    Returns the names of those replaced."""
+    replaced = []
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", buffering=1, closefd=False))
+            replaced.append(name)
+    return replaced
 
 
 def _say_on_stderr(text: str) -> None:

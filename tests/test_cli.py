@@ -1590,3 +1590,71 @@ def test_ctrl_c_while_the_source_opens_still_closes_the_detector(small_artifact,
     assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
                  "torch"]) == 130
     assert closed and "edgecmg stream: interrupted" in capsys.readouterr().err
+
+
+def _six_good_parts(kolektor_root, tmp_path) -> Path:
+    import shutil
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:6]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_stream_jsonl_dash_gives_stdout_to_the_records_alone(small_artifact, kolektor_root, tmp_path):
+    """`edgecmg stream ... --jsonl - | jq`: JSON lines only on stdout, the summary on stderr and no
+    summary files (there is no folder beside stdout); `--jsonl /dev/stdout` into a file the same
+    (its summary had overwritten the first records, and was to be written into /proc/PID/fd)."""
+    import subprocess
+    import sys
+
+    folder = _six_good_parts(kolektor_root, tmp_path)
+    command = [str(Path(sys.executable).parent / "edgecmg"), "-q", "stream", str(folder), "-m", str(small_artifact),
+               "--backend", "torch"]
+    done = subprocess.run([*command, "--jsonl", "-"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["frame_index"] for r in records] == list(range(6))
+    assert "frames_yielded" in done.stderr and "latency counts the time" in done.stderr
+    assert not list(tmp_path.glob("stream_summary*")) and not (tmp_path / "-").exists()
+
+    with open(tmp_path / "out.jsonl", "w") as out:
+        done = subprocess.run([*command, "--jsonl", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["frame_index"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == \
+        list(range(6))
+    assert "frames_yielded" in done.stderr and not list(tmp_path.glob("stream_summary*"))
+
+
+def test_a_stream_whose_stdout_reader_leaves_ends_as_a_pipe_does(small_artifact, kolektor_root, tmp_path):
+    """`edgecmg stream ... --jsonl - | head -1`: exit 141, no traceback, the summary on stderr says why."""
+    import subprocess
+    import sys
+
+    folder = _six_good_parts(kolektor_root, tmp_path)
+    process = subprocess.Popen([str(Path(sys.executable).parent / "edgecmg"), "-q", "stream", str(folder), "-m",
+                                str(small_artifact), "--backend", "torch", "--realtime", "--capture-fps", "2",
+                                "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    first = process.stdout.readline()
+    process.stdout.close()  # as head -1 does
+    _, err = process.communicate(timeout=120)
+    assert json.loads(first)["frame_index"] == 0
+    assert process.returncode == 141 and b"Traceback" not in err and b"ERROR" not in err, err.decode()
+    assert b"the reader of the --jsonl records went away" in err
+
+
+def test_commands_run_with_stderr_or_stdout_closed(small_artifact, tmp_path):
+    """A daemon or `2>&-` starts a command without stderr: it failed on its first line of log before
+    doing anything; without stdout, it says so on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "edgecmg"), "info", str(small_artifact), "--json"]
+    done = subprocess.run(command, stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and json.loads(done.stdout)[0]["checksums"] == "checksums ok"
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0 and "standard output is closed: what this command prints goes nowhere" in done.stderr

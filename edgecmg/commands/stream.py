@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,7 +69,7 @@ def run_stream(args: argparse.Namespace) -> int:
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
-        jsonl = open_appending(args.jsonl) if args.jsonl else None
+        jsonl = open_records(args.jsonl) if args.jsonl else None
         with run, StopBetweenRecords() as stop:
             judge_frames(args, run, stop, jsonl, video, status, tally)
         finished = True
@@ -78,6 +81,9 @@ def run_stream(args: argparse.Namespace) -> int:
         raise
     except StreamError as exc:
         tally.ended = f"stream error: {exc}"
+        raise
+    except BrokenPipeError:  # --jsonl - into `| head`: its reader has what it wanted
+        tally.ended = "the reader of the --jsonl records went away (a closed pipe)"
         raise
     except Exception as exc:  # e.g. --jsonl on a full disk: the summary says what stopped the run
         tally.ended = f"error: {exc}"
@@ -165,6 +171,10 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
             try:
                 jsonl.write(json.dumps(result.to_dict()) + "\n")
             except OSError as exc:  # a full disk on a long run: the error names the file
+                if records_on_stdout(args.jsonl):  # the reader of a pipe went away: `| head` says it has enough
+                    with contextlib.suppress(OSError):  # closed now: its close at the end would fail again
+                        jsonl.close()
+                    raise
                 raise OutputError(write_problem(Path(args.jsonl), exc, "the --jsonl records")) from exc
         stop.release()
         if (video or args.show) and show_and_save_overlay(result, video, args.show):
@@ -278,10 +288,34 @@ def check_outputs(args: argparse.Namespace) -> None:
         raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     if args.save:
         output_file(args.save, "--save", overwrite=args.overwrite)
-    if args.jsonl:
+    if args.jsonl and not records_on_stdout(args.jsonl):
         output_file(args.jsonl, "--jsonl")  # appended to: an earlier run's records stay
     if args.report:
         output_file(Path(args.report) / "stream_summary.json", "--report")
+
+
+def records_on_stdout(jsonl: str | None) -> bool:
+    """Whether the --jsonl records are the command's standard output: ``--jsonl -``, or a path that
+    is the same file (``/dev/stdout``). What the stream says besides them then goes to stderr, so a
+    reader (``| jq``) gets JSON lines only."""
+    if not jsonl:
+        return False
+    if jsonl == "-":
+        return True
+    try:
+        named, stdout = os.stat(jsonl), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no such file yet, or no stdout with a descriptor
+        return False
+    return (named.st_dev, named.st_ino) == (stdout.st_dev, stdout.st_ino)
+
+
+def open_records(jsonl: str):
+    """Where the --jsonl records go: standard output itself (:func:`records_on_stdout`; written through
+    its descriptor, line by line, and left open), else the file, appended to."""
+    if records_on_stdout(jsonl):
+        sys.stdout.flush()
+        return open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1, closefd=False)
+    return open_appending(jsonl)
 
 
 def open_appending(path: str):
@@ -316,18 +350,19 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
 
     stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended}
     report_dir = summary_folder(args)
+    say = sys.stderr if records_on_stdout(args.jsonl) else sys.stdout  # stdout may be the records' alone
     # One field a line: as a one-row table the 21 fields wrapped into a block no one could read.
     if report_dir is None:
-        print(field_lines(stats), end="")
+        print(field_lines(stats), end="", file=say)
     else:
         try:
             write_report([stats], report_dir, "stream_summary")
         finally:  # the output (a service's log) keeps what the files could not
-            print(field_lines(stats), end="")
-        print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)")
+            print(field_lines(stats), end="", file=say)
+        print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)", file=say)
     if not run.pipeline.source.is_live and not args.realtime:
         print("\nlatency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
-              "--realtime plays it at its frame rate, as a camera would deliver it")
+              "--realtime plays it at its frame rate, as a camera would deliver it", file=say)
 
 
 class OverlayVideo:
@@ -372,6 +407,7 @@ def summary_folder(args: argparse.Namespace) -> Path | None:
     if args.report:
         return Path(args.report)
     for path in (args.jsonl, args.save):
-        if path:
+        # Not beside standard output, a pipe or a device (--jsonl -, /dev/stdout): no folder is theirs.
+        if path and not records_on_stdout(path) and (Path(path).is_file() or not Path(path).exists()):
             return Path(path).resolve().parent
     return None

@@ -4,6 +4,7 @@ terminal, lines that each start with the time in a log.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -38,13 +39,15 @@ class LiveStatusLine:
             raise ConfigError(f"min_interval_s={min_interval_s} must be >= 0")
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
-        self.is_tty = bool(isatty()) if callable(isatty) else False
+        # A dumb terminal (TERM=dumb: an editor's shell, some CI consoles) shows escape codes as text.
+        self.is_tty = callable(isatty) and bool(isatty()) and os.environ.get("TERM") != "dumb"
         self.interval_s = min_interval_s if self.is_tty else max(min_interval_s, 5.0)
         self._clock = clock
         self._width = width
         self._last: Optional[float] = None
         self._last_text = ""
         self._dirty = False  # a TTY line is on screen without a newline after it
+        self._lost: Optional[OSError] = None  # the error that ended the output (a reader gone): silent since
 
     @staticmethod
     def format(
@@ -108,15 +111,31 @@ class LiveStatusLine:
         )
 
     def _write(self, text: str) -> None:
+        self._last_text = text
         if self.is_tty:
             cols = self._width or shutil.get_terminal_size((100, 20)).columns
             text = text[: max(10, cols - 1)]  # a wrapped line could not be overwritten with \r
-            self.stream.write("\r" + text + "\x1b[K")
-            self._dirty = True
+            self._put("\r" + text + "\x1b[K")
+            self._dirty = self._lost is None
         else:  # a log file or a service's log: each line says when (not every log adds a time)
-            self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-        self._last_text = text
-        self.stream.flush()
+            self._put(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def _put(self, text: str) -> None:
+        """Write and flush; an output that fails (the pipe's reader gone, a full disk, a closed terminal)
+        is given up quietly, as logging gives up a line: a status line must never stop the stream."""
+        if self._lost is not None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            self._lost = exc if isinstance(exc, OSError) else OSError(str(exc))
+            self._dirty = False
+
+    @property
+    def lost(self) -> Optional[OSError]:
+        """Why the status output stopped (its reader went away, ...); None while it works."""
+        return self._lost
 
     @property
     def last_text(self) -> str:
@@ -125,8 +144,7 @@ class LiveStatusLine:
     def close(self) -> None:
         """End the line so following output starts on a fresh one."""
         if self._dirty:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._put("\n")
             self._dirty = False
 
     def __enter__(self) -> "LiveStatusLine":

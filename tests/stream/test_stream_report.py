@@ -243,6 +243,42 @@ def test_live_status_line_writes_whole_lines_when_not_a_terminal():
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +1\.0 fps \| p50", row) for row in out.getvalue().splitlines())
 
 
+def test_a_status_line_whose_reader_is_gone_goes_quiet_instead_of_stopping_the_stream():
+    """`edgecmg stream ... 2>&1 | head -1`: the status output's pipe breaks; the stream must go on."""
+    import os
+
+    read_end, write_end = os.pipe()
+    out = os.fdopen(write_end, "w")
+    os.close(read_end)  # the reader went away
+    now = [0.0]
+    line = LiveStatusLine(out, min_interval_s=0.0, clock=lambda: now[0])
+    assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)  # written, or given up: never raised
+    now[0] = 10.0
+    assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)
+    line.close()
+    assert isinstance(line.lost, BrokenPipeError)
+    closed = io.StringIO()
+    line = LiveStatusLine(closed)
+    closed.close()
+    line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0, force=True)
+    assert isinstance(line.lost, OSError)
+    try:
+        out.close()
+    except BrokenPipeError:
+        pass
+
+
+def test_a_dumb_terminal_gets_whole_lines_not_escape_codes(monkeypatch):
+    monkeypatch.setenv("TERM", "dumb")
+    out = FakeTTY()
+    line = LiveStatusLine(out)
+    line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)
+    line.close()
+    assert not line.is_tty and "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert LiveStatusLine(FakeTTY()).is_tty
+
+
 def test_live_status_line_from_pipeline_stats():
     pipe = StreamPipeline([np.zeros((4, 4, 3), np.uint8)] * 5, StreamConfig(policy="all"))
     list(pipe.run(lambda frames, pre: frames))
