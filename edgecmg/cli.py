@@ -558,7 +558,8 @@ _SUBCOMMANDS = (_add_fit, _add_predict, _add_eval, _add_threshold, _add_export, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars (shown only on a terminal)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (shown only on a terminal) and no stream status lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
@@ -566,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars (shown only on a terminal)")
+                        help="no progress bars (shown only on a terminal) and no stream status lines")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
