@@ -18,8 +18,10 @@ from edgecmg.commands import (
     STOP_SIGNALS,
     Terminated,
     install_handlers,
+    missing_folders,
     output_folder,
     raise_terminated,
+    remove_empty_folders,
     restore_handlers,
 )
 from edgecmg.config import ModelConfig, StreamConfig
@@ -46,11 +48,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
         cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed,
         score_top_fraction=args.score_top_fraction,
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
+    created = missing_folders(output.parent)
     artifact.prepare_output(output)  # before the fit, not after it
     if output.is_file():  # said now, while Ctrl-C still keeps it (save replaces it by rename at the end)
         log.warning("%s exists; this fit replaces it when it ends (another -o keeps both)", output)
-    model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too
-    path = artifact.save(model, metadata, args.output)
+    try:
+        model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too
+        path = artifact.save(model, metadata, args.output)
+    except BaseException:  # a fit stopped or failed leaves no empty folder of its -o behind
+        remove_empty_folders(created)
+        raise
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
           f"{metadata['training']['seconds']:.1f} s)")
@@ -523,7 +530,11 @@ def _add_capture(command: Callable[[str, str], argparse.ArgumentParser]) -> None
 def _add_bench(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("bench", "per-frame latency of every available backend, side by side")
     p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")
-    p.add_argument("--backends", nargs="+", help="default: every backend available here")
+    # Checked and lower-cased as --backend is, every name before anything is timed ("auto" is what
+    # leaving --backends out does).
+    p.add_argument("--backends", nargs="+", type=str.lower, choices=[b for b in BACKEND_CHOICES if b != "auto"],
+                   help="default: every backend available here; one that cannot run a model file here is "
+                        "skipped, named, and the others are timed")
     p.add_argument("--frames", type=int, default=200, help="timed frames per backend")
     p.add_argument("--warmup", type=int, default=20, help="untimed frames first")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")

@@ -363,6 +363,9 @@ def test_cli_fit_says_before_fitting_that_it_replaces_a_model(tmp_path, caplog, 
     caplog.clear()
     assert cli.main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "new.edgecmg")]) == 2
     assert not [r for r in caplog.records if "replaces" in r.getMessage()]
+    # A fit that fails (or is stopped) leaves none of the folders its -o created.
+    assert cli.main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "a" / "b" / "m.edgecmg")]) == 2
+    assert not (tmp_path / "a").exists()
 
 
 def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_path, monkeypatch):
