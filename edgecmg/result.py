@@ -5,6 +5,7 @@ The array fields carry the names of the exported graph's outputs (``score``, ``a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -57,7 +58,8 @@ class Result:
     """What a detector says about one frame.
 
     score: image-level anomaly score (higher = more anomalous).
-    is_anomaly: ``score >= threshold``.
+    is_anomaly: ``score >= threshold``; also True for a score that is not a number (NaN), which no
+        good part gives: a part the model could not score is not passed.
     anomaly_map: float32 [H, W] at the input frame's resolution, measured from the normal level: about
         0 where the part scores as good parts do at that place, negative below, positive above.
     kept_mask: bool [g, g], the CMER grid cells that gate the image score (all True when CMER is off).
@@ -83,7 +85,8 @@ class Result:
 
     @property
     def is_anomaly(self) -> bool:
-        return bool(self.score >= self.threshold)
+        # `NaN >= t` is False: a broken input or model would pass every part. Fail safe instead.
+        return bool(self.score >= self.threshold) or math.isnan(self.score)
 
     def __repr__(self) -> str:
         # Short on purpose: the dataclass default would print the whole map.
@@ -118,10 +121,17 @@ class Result:
             "frame_index": self.frame_index,
             "timestamp": self.timestamp,
             "source": self.source,
-            "score": round(float(self.score), 6),
-            "threshold": round(float(self.threshold), 6),
+            "score": _json_number(self.score),
+            "threshold": _json_number(self.threshold),
             "is_anomaly": self.is_anomaly,
             "kept_mask": self.kept_mask.astype(int).tolist(),
-            "map_max": round(float(self.anomaly_map.max()), 6) if self.anomaly_map.size else None,
+            "map_max": _json_number(self.anomaly_map.max()) if self.anomaly_map.size else None,
             **self.timings.to_dict(),
         }
+
+
+def _json_number(value: Any) -> Optional[float]:
+    """A float rounded for a JSON line, or None for NaN and infinities, which JSON has no words for
+    (json.dumps writes them as NaN, which jq and most parsers refuse)."""
+    number = float(value)
+    return round(number, 6) if math.isfinite(number) else None

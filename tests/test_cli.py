@@ -1658,3 +1658,23 @@ def test_commands_run_with_stderr_or_stdout_closed(small_artifact, tmp_path):
     done = subprocess.run(command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), cwd=tmp_path,
                           timeout=300)
     assert done.returncode == 0 and "standard output is closed: what this command prints goes nowhere" in done.stderr
+
+
+def test_stream_refuses_a_fifo_as_its_model_instead_of_reading_it_for_ever(kolektor_root, tmp_path, capsys):
+    """The summary's hash of the model file came before the loader's checks: a FIFO blocked the stream."""
+    import os
+    import threading
+
+    fifo = tmp_path / "model.edgecmg"
+    os.mkfifo(fifo)
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(main(
+        ["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(fifo), "--backend", "torch"])), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():  # unblock the reader so the suite can go on, then fail
+        with open(fifo, "wb"):
+            pass
+        worker.join(timeout=10)
+        pytest.fail("stream blocked reading a FIFO given as its model")
+    assert outcome == [2] and str(fifo) in capsys.readouterr().err

@@ -479,6 +479,22 @@ def test_an_overlay_is_drawn_over_the_frame_as_predict_took_it(detector, kolekto
         result.overlay(frame.astype(np.float32))  # 0..255 floats: refused as predict refuses them
 
 
+def test_a_score_that_is_not_a_number_is_an_anomaly_and_null_in_json():
+    """A NaN score (a broken input or model) fails safe: `NaN >= threshold` is False and would pass
+    the part; and its JSON line stays JSON (json.dumps writes NaN, which jq refuses)."""
+    import json
+
+    from edgecmg.result import Result
+
+    result = Result(score=float("nan"), threshold=2.5, anomaly_map=np.full((4, 4), np.nan, np.float32),
+                    kept_mask=np.ones((2, 2), bool))
+    assert result.is_anomaly
+    record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert record["score"] is None and record["map_max"] is None and record["is_anomaly"] is True
+    assert not Result(score=2.4, threshold=2.5, anomaly_map=np.zeros((4, 4), np.float32),
+                      kept_mask=np.ones((2, 2), bool)).is_anomaly
+
+
 def test_results_compare_by_identity(detector, kolektor_root):
     """Two verdicts on one frame hold equal scores; == must not reach the arrays inside (it raised)."""
     frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
