@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -27,6 +28,16 @@ log = logging.getLogger("edgecmg")
 
 CACHE_FORMAT = "edgecmg-calibration-cache"
 CACHE_VERSION = 1
+
+#: float16's largest value: TensorRT runs the layers it does not quantise in float16, so a range past
+#: it is no activation of a working engine (the ranges of edgecmg's graphs stay under 100).
+LARGEST_RANGE = 65504.0
+
+
+def _plausible(lo: float, hi: float) -> bool:
+    """A damaged or edited range (NaN, inverted, 1e38) made an INT8 model that flags every part, or a
+    quantiser's assertion: only finite, ordered ranges inside float16's reach are used."""
+    return math.isfinite(lo) and math.isfinite(hi) and lo <= hi and max(-lo, hi) <= LARGEST_RANGE
 
 
 @dataclass
@@ -57,6 +68,12 @@ class CalibrationCache:
                 log.warning("%s is not an edgecmg calibration cache (or a newer one); recalibrating", path)
                 return None
             ranges = {str(k): (float(v[0]), float(v[1])) for k, v in data["ranges"].items()}
+            bad = next((name for name, (lo, hi) in ranges.items() if not _plausible(lo, hi)), None)
+            if bad is not None:
+                log.warning("calibration cache %s holds the range %s for %s, which no activation of a working "
+                            "engine has (not finite, inverted or beyond float16's 65,504); recalibrating", path,
+                            list(ranges[bad]), bad)
+                return None
             images_read = data.get("images_read")
             return cls(dict(data["key"]), ranges, None if images_read is None else int(images_read))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:  # damaged, or JSON of another shape

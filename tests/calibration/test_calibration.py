@@ -342,6 +342,19 @@ def test_a_cache_file_of_another_shape_is_recalibrated_not_a_crash(tmp_path, cap
     assert [p.name for p in tmp_path.iterdir()] == ["q.calib.json"]
 
 
+@pytest.mark.parametrize("bad", ["[NaN, 1.0]", "[-1.0, Infinity]", "[2.0, -2.0]", "[-1e38, 1e38]", "[0.0, 65505.0]"])
+def test_a_cache_range_no_engine_could_have_is_recalibrated_not_used(tmp_path, caplog, bad):
+    """A damaged or edited range (NaN, inverted, 1e38) made an assertion deep in the quantiser, or an
+    INT8 model that flagged every part."""
+    path = tmp_path / "q.calib.json"
+    head = '{"format": "edgecmg-calibration-cache", "version": 1, "key": {}, "ranges": '
+    path.write_text(head + '{"a": [-84.7, 85.5], "b": ' + bad + '}}')
+    assert CalibrationCache.load(path) is None
+    assert "holds the range" in caplog.text and "for b, which no activation of a working engine has" in caplog.text
+    path.write_text(head + '{"a": [-84.7, 85.5], "b": [-65504.0, 65504.0]}}')
+    assert CalibrationCache.load(path).ranges == {"a": (-84.7, 85.5), "b": (-65504.0, 65504.0)}
+
+
 def test_full_graph_int8_keeps_scoring_in_float(int8_full, frames_and_labels, torch_reference):
     out = int8_full
     model = onnx.load(str(out))
