@@ -26,6 +26,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
+from edgecmg.fileio import JsonLinesFile
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -95,16 +96,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
         remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
         skipped, skipped_file = 0, None
-        with open(out / "results.jsonl", "w", encoding="utf-8", buffering=1) as jsonl, ExitStack() as closing:
+        with JsonLinesFile(out / "results.jsonl", "the results") as jsonl, ExitStack() as closing:
             for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=not args.progress_bars)):
                 try:
                     frame = read_image(path)
                 except EdgeCMGError as exc:
                     log.warning("skipped: %s", exc)
                     skipped += 1
-                    skipped_file = skipped_file or closing.enter_context(open(skipped_path, "w", encoding="utf-8",
-                                                                              buffering=1))
-                    skipped_file.write(json.dumps({"file": str(path), "frame_index": index, "error": str(exc)}) + "\n")
+                    skipped_file = skipped_file or closing.enter_context(
+                        JsonLinesFile(skipped_path, "the list of unreadable files"))
+                    skipped_file.write({"file": str(path), "frame_index": index, "error": str(exc)})
                     continue
                 result = detector.predict(frame)
                 overlay_path = None
@@ -114,13 +115,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 record = {"file": str(path), "overlay": overlay_path, **result.to_dict(), "frame_index": index,
                           "source": str(path)}
                 if overlay_path is not None:
+                    # Recorded as --out was given, as "file" is: read from where the command ran, it
+                    # opens. remove_earlier_overlays finds it by its name in --out, from anywhere.
                     # result.overlay(frame) drawn into the frame, which is not needed after it, and the map let
                     # go before the PNG is encoded: a separate overlay and save_png's BGR copy of it were 6 bytes
                     # a pixel on top of the frame and the map (a 144-megapixel image peaked at 2.3 GB, now 1.6).
                     overlay = result.overlay(frame, dst=frame)
                     result = None
                     save_png(overlay_path, overlay, in_place=True)
-                jsonl.write(json.dumps(record) + "\n")
+                jsonl.write(record)
                 # Let go of this image before the next is read: held through its decode and predict, a
                 # folder of large images peaked at two images' worth.
                 frame = result = overlay = None
@@ -134,18 +137,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def remove_earlier_overlays(out: Path) -> None:
-    """Delete the overlays an earlier run's results.jsonl in ``out`` lists (only files inside ``out``):
-    a rerun with --overwrite would otherwise leave pictures that no record describes."""
+    """Delete the overlays an earlier run's results.jsonl in ``out`` lists: a rerun with --overwrite
+    would otherwise leave pictures that no record describes.
+
+    Each is found by its file name in ``out``, not by the path recorded: that path is --out as the
+    earlier run was given it (relative to where it started, which need not be here), and the folder
+    may have been moved since. So only files in ``out`` itself are deleted, and only of the names
+    predict gives overlays (``*_overlay.png``), whatever a record names."""
     results = out / "results.jsonl"
     if not results.is_file():
         return
     for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            overlay = Path(json.loads(line)["overlay"])
+            recorded = json.loads(line)["overlay"]
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short, or not a record of ours
-        if overlay.parent.resolve() == out.resolve():
-            overlay.unlink(missing_ok=True)
+        if not isinstance(recorded, str):
+            continue  # null: no overlay was written for that image
+        name = Path(recorded).name
+        if name.endswith("_overlay.png") and ((out / name).is_file() or (out / name).is_symlink()):
+            (out / name).unlink(missing_ok=True)
 
 
 def unique_overlay_names(paths: list[Path]) -> list[str]:
@@ -234,7 +245,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         skipped = f", {len(metrics['skipped'])} unreadable skipped" if metrics["skipped"] else ""
         print(f"{metrics['images']} test images{skipped}; backend {metrics['backend']}, precision "
-              f"{detector.precision}")
+              f"{metrics['precision']}")
         for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
             print(f"{key:>16}: {'n/a (no masks)' if value is None else f'{value:.4f}'}")
@@ -532,9 +543,10 @@ def _add_bench(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("model", nargs="+", help="one or more model files (e.g. part.edgecmg part.int8.onnx)")
     # Checked and lower-cased as --backend is, every name before anything is timed ("auto" is what
     # leaving --backends out does).
-    p.add_argument("--backends", nargs="+", type=str.lower, choices=[b for b in BACKEND_CHOICES if b != "auto"],
-                   help="default: every backend available here; one that cannot run a model file here is "
-                        "skipped, named, and the others are timed")
+    names = [b for b in BACKEND_CHOICES if b != "auto"]
+    p.add_argument("--backends", nargs="+", type=str.lower, choices=names, metavar="NAME",
+                   help=f"{', '.join(names)}; default: every backend available here. One that cannot run a model "
+                        "file here is skipped and named, and the others are timed")
     p.add_argument("--frames", type=int, default=200, help="timed frames per backend")
     p.add_argument("--warmup", type=int, default=20, help="untimed frames first")
     p.add_argument("--batch", type=int, default=1, help="frames per inference call")

@@ -47,7 +47,10 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
+    Raises DataError before judging any image when ``samples`` are all good or all defective: image
+    AUROC and F1 need both.
     """
+    check_both_labels(samples)
     labels, scores, latencies, skipped, records = [], [], [], [], []
     masks_skipped: list[str] = []
     has_masks = any(s.mask_path is not None for s in samples)
@@ -109,12 +112,32 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),
         "defect_types": per_defect_type(records),
         "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
+        "precision": detector.precision,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
     })
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def check_both_labels(samples: Sequence[Sample]) -> None:
+    """A DataError, said before any image is judged, when ``samples`` lack good or defective images:
+    every figure eval reports compares the two, so the run would end in "undefined" after judging
+    them all."""
+    if not samples:
+        raise DataError("no test images given: evaluate on good and defective images")
+    if all(s.label == 0 for s in samples):
+        folder = samples[0].path.parent
+        raise DataError(f"all {len(samples)} test images are good parts (the first: {samples[0].path}): eval "
+                        "measures how well defects are found, so it needs defect images too (an MVTec root's "
+                        "test/<defect type>/ folders, with ground_truth/ masks for the pixel metrics); to check good "
+                        f"parts alone, `edgecmg threshold MODEL {folder}` says how many the threshold flags, and "
+                        f"`edgecmg predict MODEL {folder} -o DIR` judges each one")
+    if all(s.label == 1 for s in samples):
+        raise DataError(f"all {len(samples)} test images are defects (the first: {samples[0].path}): eval compares "
+                        "their scores with those of good parts, so it needs good images too (an MVTec root's "
+                        "test/good/); add good parts the model was not fitted on")
 
 
 def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:

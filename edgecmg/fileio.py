@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import threading
 import uuid
@@ -19,7 +21,9 @@ from typing import Iterator, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "check_writable", "write_problem"]
+__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_writable", "write_problem"]
+
+_log = logging.getLogger("edgecmg")
 
 
 def write_problem(path: Path, exc: OSError, what: str = "") -> str:
@@ -99,3 +103,52 @@ def atomic_write_bytes(path: Union[str, Path], data: Union[bytes, memoryview], *
                 handle.flush()
                 os.fsync(handle.fileno())
     return path
+
+
+class JsonLinesFile:
+    """A JSON-lines file written anew (predict's results.jsonl and skipped.jsonl), each record whole or
+    not at all. A write that fails (a full disk) cuts the file back to the end of its last whole
+    line, so that jq and other line readers never meet half a record, and raises an OutputError
+    naming the file. Unbuffered: every record written is on disk whatever ends the run."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what  # what: e.g. "the results", for the error message
+        self.records = 0
+        self._end = 0  # where the last whole line ends
+        # O_BINARY (Windows): the byte count kept in _end must be the bytes in the file, "\n" included.
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def write(self, record: dict) -> None:
+        data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+        done = 0
+        try:
+            while done < len(data):
+                # The OS may take part of it (the space that was left) and refuse the rest next time.
+                written = os.write(self._fd, data[done:])
+                if written <= 0:  # no progress (not seen from a file): without this the loop would never end
+                    raise OSError("the file took no more bytes")
+                done += written
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._end)
+            except OSError as cut:  # the error below still names the file
+                _log.warning("%s could not be cut back to its last whole line: %s", self.path, cut)
+            raise self._error(exc) from exc
+        self._end += len(data)
+        self.records += 1
+
+    def _error(self, exc: OSError) -> OutputError:
+        kept = f"; the {self.records} record(s) written before are kept, each whole" if self.records else ""
+        return OutputError(write_problem(self.path, exc, self.what) + kept)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> "JsonLinesFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

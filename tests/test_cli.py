@@ -223,6 +223,7 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
     assert 0 <= metrics["aupro"] <= 1 and 0 < metrics["f1_max"] <= 1  # AUPRO up to 30% FPR, F1-max
+    assert (metrics["backend"], metrics["precision"]) == ("torch", "fp32")  # as the text says them
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--backend", "torch"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("10 test images; backend torch, precision fp32")

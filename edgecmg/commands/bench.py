@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +116,32 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
     return row, stats.samples().tolist()
 
 
+class Lines:
+    """bench's lines on stdout (a row per backend, the table). They only report the run: the report
+    files are what it makes, so a reader gone away (``edgecmg bench M | head -1``) must not end it
+    before they are written. At the first broken pipe the lines stop and stdout goes to os.devnull
+    (the interpreter flushes what is buffered at exit, which would fail again); ``broken`` then says
+    so, for the exit status."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def say(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            # Flushed line by line: a buffered line would meet the broken pipe later, outside this try.
+            print(text, flush=True)
+        except BrokenPipeError:
+            self.broken = True
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except (OSError, ValueError):  # a stdout without a descriptor (a test's capture): nothing to flush
+                pass
+
+
 def _check_counts(args: argparse.Namespace) -> None:
     """Refuse frame counts that time nothing: --frames 0 (or fewer than one --batch) leaves no timed
     call (the wall clock never starts), --batch 0 divides by zero, a negative --warmup eats into the
@@ -130,7 +158,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     """Every (model file, backend) pair in one run: e.g. ``part.edgecmg part.int8.onnx`` puts torch,
     ONNX Runtime FP32 and ONNX Runtime INT8 side by side. A damaged file among several is skipped
-    and named (exit 1), and the others' timings are still written."""
+    and named (exit 1), and the others' timings are still written. A stdout whose reader went away
+    ends the printing, not the run: the report is written, then exit 141 (as for any command whose
+    output is cut short; 1 where a file could not be timed)."""
     from edgecmg.stream.environment import environment_info
     from edgecmg.stream.plot import plot_latency
     from edgecmg.stream.report import write_report
@@ -146,10 +176,10 @@ def run_bench(args: argparse.Namespace) -> int:
     with output_folder(args.out) as out:
         models = list(dict.fromkeys(args.model))  # one or more files (nargs='+'), each once
         frames, frames_note = _frames(args)
-        rows, samples, refused = [], {}, []
+        rows, samples, refused, skipped, lines = [], {}, [], [], Lines()
         for model in models:
             try:
-                bench_model(model, models, args, frames, rows, samples)
+                bench_model(model, models, args, frames, rows, samples, skipped=skipped, lines=lines)
             except EdgeCMGError as exc:
                 if len(models) == 1:
                     raise
@@ -162,41 +192,52 @@ def run_bench(args: argparse.Namespace) -> int:
         environment.update({"models": [str(m) for m in models], "inputs": frames_note})
         if refused:
             environment["refused"] = refused
+        if skipped:  # a backend asked for that is not in the table: the report says why
+            environment["skipped"] = skipped
         table = write_report(rows, out, "bench", environment=environment)
         title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
         plot_latency(samples, out / "bench_latency.png", title=title)
-        print(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, bench.csv, "
-              "bench.md, bench_latency.png")
+        lines.say(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, "
+                  "bench.csv, bench.md, bench_latency.png")
     if refused:
         log.error("%d of %d model files could not be timed: %s", len(refused), len(models), ", ".join(refused))
         return 1
-    return 0
+    return 141 if lines.broken else 0
 
 
 def bench_model(model: str, models: list[str], args: argparse.Namespace, frames: list[np.ndarray] | None,
-                rows: list[dict], samples: dict[str, list[float]]) -> None:
+                rows: list[dict], samples: dict[str, list[float]], *, skipped: list[str], lines: Lines) -> None:
     """Time every backend asked for (or available) on ``model``, one of ``models``; adds to ``rows``
-    (the report) and ``samples`` (the plot)."""
+    (the report) and ``samples`` (the plot), and to ``skipped`` "<backend> on <model>: <why>" for each
+    backend asked for that could not run it. ``lines``: where its row's line is printed."""
     from edgecmg.runtime.registry import SPECS, runner_choices
+
+    def skip(backend: str, why: str) -> None:
+        log.warning("skipping %s on %s: %s", backend, model, why)
+        skipped.append(f"{backend} on {model}: {why}")
 
     here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
     backends = here
     if args.backends:
-        # With several files, a requested backend that cannot run one of them (torch on an .onnx)
-        # is skipped for that file only; with one file, asking for it is an error from make_runner.
-        backends = [b for b in args.backends if b in here] if len(models) > 1 else args.backends
+        # A requested backend that cannot run the file here (torch on an .onnx, TensorRT not
+        # installed) is skipped for that file, named, and the others are timed, whether one file is
+        # given or several. Only where none of them can run the one file given are they tried
+        # anyway: make_runner's error then says why, rather than "no backend could run".
+        backends = [b for b in args.backends if b in here]
+        if not backends and len(models) == 1:
+            backends = args.backends
         suffix = Path(model).suffix.lower()
         for missing in [b for b in args.backends if b not in backends]:
             if any(s.backend == missing and suffix in s.suffixes for s in SPECS):
-                log.warning("skipping %s on %s: %s is not available on this machine", missing, model, missing)
+                skip(missing, f"{missing} is not available on this machine")
             else:
-                log.warning("skipping %s on %s: %s does not run %s files", missing, model, missing, suffix)
+                skip(missing, f"{missing} does not run {suffix} files")
     for backend in backends:
         try:
             row, latencies = bench_backend(model, backend, frames, n_frames=args.frames, warmup=args.warmup,
                                            batch=args.batch)
         except BackendUnavailableError as exc:
-            log.warning("skipping %s on %s: %s", backend, model, exc)
+            skip(backend, str(exc))
             continue
         # Plot labels: the backend, and the file name when several files run; a label seen before
         # (two files of one name in different folders) gets a number, so no row is dropped.
@@ -208,4 +249,4 @@ def bench_model(model: str, models: list[str], args: argparse.Namespace, frames:
         name = Path(model).name
         rows.append({"model": name if [Path(m).name for m in models].count(name) == 1 else str(model), **row})
         samples[label] = latencies
-        print(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
+        lines.say(f"{label:>28}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  {row['fps']:.1f} FPS")
