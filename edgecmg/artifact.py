@@ -10,7 +10,8 @@ Layout (little endian):
 
 The prefix's version is outside every checksum, so it must equal the header's ``format_version``.
 The header's fields are checked for presence, JSON type and range, and its sizes against the
-payload's tensors, before anything is built from them.
+payload's tensors, before anything is built from them; the tensors' dtypes, shapes and values
+(finite) before the model takes them.
 
 The backbone weights are not copied in: the header names the backbone and the SHA-256 of its
 pretrained weights file, and loading refuses a different file (that file, a pickle, is hashed
@@ -19,9 +20,12 @@ and casual tampering; they are not a signature.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -31,9 +35,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from edgecmg import magic
+from edgecmg import magic, ops
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
+from edgecmg.kernels.knn import MAX_K
 from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
@@ -51,6 +56,9 @@ SUFFIX = ".edgecmg"
 # edited size from allocating gigabytes before the payload's tensors are compared with it.
 MAX_INPUT_SIDE = 4096
 MAX_GRID = 32  # fit accepts 2..8; older files stay readable down to 1
+# Longest JSON header read. fit's is a few KB (the held-out images' names make most of it); this
+# only stops an edited length from reading and hashing gigabytes before anything is checked.
+MAX_HEADER_BYTES = 16 << 20
 
 
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:
@@ -136,6 +144,7 @@ _JSON_KINDS = {
     "an integer": _is_int,
     "a finite number": _is_number,
     "a list": lambda v: isinstance(v, list),
+    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
 }
 _ABSENT = object()
 
@@ -191,7 +200,10 @@ def _check_header(path: Path, header: Any, prefix_version: int) -> None:
         raise _bad_field(path, "input_size", f"is {json.dumps(input_size)[:40]}, not [height, width] in "
                                              f"multiples of 32 from 64 to {MAX_INPUT_SIDE}")
     _int_field(path, header, "grid", 1, MAX_GRID)
-    _field(path, header, "threshold", "a finite number")
+    threshold = _field(path, header, "threshold", "a finite number")
+    # The scorer holds it as float32 for CMER's rule: beyond that range it would be infinite there.
+    if abs(threshold) > torch.finfo(torch.float32).max:
+        raise _bad_field(path, "threshold", f"is {threshold}, beyond float32's range")
     if _field(path, header, "features", "a string", None) not in (None, *FEATURE_LAYOUTS):
         raise _bad_field(path, "features", f"is {header['features']!r}, not one of {sorted(FEATURE_LAYOUTS)}")
     if _field(path, header, "matcher", "an object", None) is not None:
@@ -204,23 +216,38 @@ def _check_header(path: Path, header: Any, prefix_version: int) -> None:
     _field(path, header, "model", "an object")
     for key in ("use_cmer", "use_cmle"):
         _field(path, header, f"model.{key}", "true or false")
-    # Positive here; bounded by the payload's bank tensor, which load compares them with.
-    _int_field(path, header, "model.feature_dim", 1)
+    # CMLE projects the layout's channels to at most as many dims (without CMLE, to all of them).
+    _int_field(path, header, "model.feature_dim", 1, Geometry.from_header(header).layout.channels)
+    # Positive here; bounded by the payload's bank tensor, which load compares it with.
     bank_size = _int_field(path, header, "model.bank_size", 1)
-    _int_field(path, header, "model.knn_k", 1, bank_size)
+    # The kNN search takes 1..MAX_K neighbours (ops.knn), and a bank holds at most bank_size.
+    _int_field(path, header, "model.knn_k", 1, min(MAX_K, bank_size))
     fraction = _field(path, header, "model.score_top_fraction", "a finite number", 0.0)
     if not 0.0 <= fraction < 1.0:
         raise _bad_field(path, "model.score_top_fraction", f"is {fraction}, not in [0, 1)")
+    # Read only for reports and warnings (edgecmg info, the Detector's stretch warning), and absent
+    # from older files: of the JSON type their readers take where present.
+    for section in ("normalization", "training", "created", "threshold_set", "export", "quantization"):
+        _field(path, header, section, "an object", None)
+    if "training" in header:
+        _field(path, header, "training.aspect_hw", "a finite number", None)
+        _field(path, header, "training.threshold_left_out", "a list of strings", None)
+    if "export" in header:
+        _field(path, header, "export.outputs", "a list of strings", None)
 
 
 def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, torch.Tensor]) -> None:
     """The header's sizes must be those of the payload's tensors, checked before the model is built
     from them (the build allocates by the header; a file's tensors are only as large as the file)."""
     spec = header["model"]
+    channels = Geometry.from_header(header).layout.channels
     expected = {  # tensor name: (its shape by the header, the header fields that give it)
         "scorer.memory_bank": ((spec["bank_size"], spec["feature_dim"]), "model.bank_size/model.feature_dim"),
+        "featurizer.projection": ((channels, spec["feature_dim"]), "features/model.feature_dim"),
+        "featurizer.proj_mean": ((channels,), "features"),
         "scorer.cmer_margin": ((header["grid"] ** 2,), "grid"),
         "scorer.normal_map": (tuple(header["input_size"]), "input_size"),  # absent in version 1
+        "scorer.pixel_cells": ((math.prod(header["input_size"]),), "input_size"),  # in every version
     }
     if "scorer.memory_bank" not in tensors:
         raise ArtifactError(f"{path}: the payload has no memory bank (scorer.memory_bank); copy the file again")
@@ -230,35 +257,34 @@ def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, to
                                           f"{tuple(tensors[name].shape)}")
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The model file's bytes, read once so that what is made from them (a header, a model, a hash)
-    describes one version of the file even if it is replaced meanwhile (a rollback during a service
-    restart)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such model file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check its "
-                            "permissions") from exc
+# --- reading -------------------------------------------------------------------------------------
+# The fixed prefix and the header come first and are checked, the payload's declared size against
+# the file's, before the payload is read: a damaged or edited file costs a few reads, not its size.
+
+def _open_error(path: Path, exc: OSError) -> Exception:
+    if exc.errno == errno.ENOENT:  # missing is not damaged: a MissingFileError, as Detector.load's
+        return MissingFileError(f"{path}: no such model file")
+    if exc.errno == errno.ELOOP:
+        return ArtifactError(f"{path}: a loop of symbolic links, not a model file; point the link at the model file")
+    return ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check its permissions")
 
 
-def read_file(path: str | Path) -> tuple[bytes, str]:
-    """(the model file's bytes, their SHA-256), for callers that key or record the model by its hash."""
-    data = read_bytes(path)
-    return data, hashlib.sha256(data).hexdigest()
+def _check_regular(path: Path, mode: int) -> None:
+    """Only a regular file has a size to check and an end: a FIFO would block, /dev/zero never end."""
+    if stat.S_ISDIR(mode):
+        raise ArtifactError(f"{path} is a folder, not a model file; give the .edgecmg file in it")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+        raise ArtifactError(f"{path} is {kind}, not a regular file: give the model file itself")
 
 
-def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[str, Any], bytes]:
-    """Validate the file (or ``data``, its bytes as read before) and return (header, payload bytes);
-    raises ArtifactError naming the problem."""
-    path = Path(path)
-    if data is None:
-        data = read_bytes(path)
+def _header_length(path: Path, data: bytes, size: int) -> int:
+    """The header's length from the prefix at the start of ``data``, once the prefix says this is a
+    model file this edgecmg reads and the file (``size`` bytes) holds that much header."""
     if len(data) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
-    head, version, header_len, header_sha = _PREFIX.unpack_from(data)
+    head, version, header_len, _ = _PREFIX.unpack_from(data)
     if head != MAGIC:
         hint = ""
         if path.suffix.lower() in (".onnx", ".engine", ".plan"):
@@ -273,23 +299,78 @@ def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[st
         raise ArtifactError(
             f"{path}: format version {version} is newer than this edgecmg understands ({FORMAT_VERSION}); "
             "upgrade edgecmg")
-    start = _PREFIX.size
-    header_bytes = data[start:start + header_len]
-    if len(header_bytes) != header_len:
+    if header_len > MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: the prefix gives a {header_len}-byte header, more than the "
+                            f"{MAX_HEADER_BYTES} a model file's can be: the file is damaged, copy it again")
+    if _PREFIX.size + header_len > size:
         raise ArtifactError(f"{path}: truncated inside the header; the file is incomplete, copy it again")
+    return header_len
+
+
+def _check_head(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int]:
+    """(the checked header, where the payload starts) from ``data``, the first bytes of a file of
+    ``size`` bytes (at least its prefix and header); the payload is neither read nor needed."""
+    start = _PREFIX.size
+    end = start + _header_length(path, data, size)
+    _, version, _, header_sha = _PREFIX.unpack_from(data)
+    header_bytes = data[start:end]
     if hashlib.sha256(header_bytes).digest() != header_sha:
         raise ArtifactError(f"{path}: header checksum mismatch: the metadata was corrupted or edited")
     try:
         header = json.loads(header_bytes)
-    except ValueError as exc:  # cannot happen with a matching checksum unless written wrongly
-        raise ArtifactError(f"{path}: header is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # with a matching checksum: written wrongly, or forged
+        raise ArtifactError(f"{path}: header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from exc
     _check_header(path, header, version)
-    payload = data[start + header_len:]
-    expected = header["payload"]
-    if len(payload) != expected["bytes"]:
+    declared = header["payload"]["bytes"]
+    if size < end + declared:
         raise ArtifactError(
-            f"{path}: truncated payload ({len(payload)} of {expected['bytes']} bytes); copy the file again")
-    if hashlib.sha256(payload).hexdigest() != expected["sha256"]:
+            f"{path}: truncated payload ({size - end} of {declared} bytes); copy the file again")
+    if size > end + declared:
+        raise ArtifactError(f"{path}: {size - end - declared} bytes of trailing data after the {declared}-byte "
+                            "payload: the file was written wrongly or appended to; copy it again")
+    return header, end
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The model file's bytes, read once so that what is made from them (a header, a model, a hash)
+    describes one version of the file even if it is replaced meanwhile (a rollback during a service
+    restart). Its prefix and header are checked before the payload is read."""
+    path = Path(path)
+    try:
+        # Non-blocking: opening a FIFO would otherwise wait for a writer; regular files ignore it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise _open_error(path, exc) from exc
+    try:
+        info = os.fstat(fd)
+        _check_regular(path, info.st_mode)
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(_PREFIX.size)
+            data += handle.read(_header_length(path, data, info.st_size))
+            _check_head(path, data, info.st_size)
+            handle.seek(0)  # one buffer for the whole file (read_header checks what it holds again)
+            return handle.read(info.st_size)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the model file ({exc.strerror or exc}); check the disk") from exc
+    finally:
+        os.close(fd)
+
+
+def read_file(path: str | Path) -> tuple[bytes, str]:
+    """(the model file's bytes, their SHA-256), for callers that key or record the model by its hash."""
+    data = read_bytes(path)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+    """Validate the file (or ``data``, its bytes as read before) and return (header, payload bytes);
+    raises ArtifactError naming the problem."""
+    path = Path(path)
+    if data is None:
+        data = read_bytes(path)
+    header, start = _check_head(path, data, len(data))
+    payload = data[start:]
+    if hashlib.sha256(payload).hexdigest() != header["payload"]["sha256"]:
         raise ArtifactError(f"{path}: payload checksum mismatch: the tensors were corrupted or tampered with")
     return header, payload
 
@@ -333,14 +414,47 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     except ConfigError as exc:  # sizes that pass one by one but not together (grid vs input size, ...)
         raise ArtifactError(f"{path}: the header's model does not fit together: {exc}") from exc
     add_missing_normal_level(tensors, geometry, "scorer.normal_map")
-    expected = _tensors_of(model)
+    _check_tensors(path, tensors, _tensors_of(model), geometry)
+    # Copies of other state are rebuilt from it, never read: the bank's squared norms (a forged copy,
+    # -1e6, passed every part; a copy compared instead would need a tolerance, as the fit's device
+    # rounds them its own way), the threshold the header gives the verdicts (CMER's rule must use the
+    # same), and the cells of the header's geometry, which the model was just built with.
+    derived = {"scorer.bank_sq_norms": ops.bank_sq_norms(tensors["scorer.memory_bank"]),
+               "scorer.threshold": torch.tensor(float(header["threshold"]))}
+    fitted = {k: v for k, v in tensors.items() if k not in ("scorer.pixel_cells", "featurizer.variant_masks")}
+    model.scorer.smoothing_taps = tensors["scorer.smoothing_taps"]  # its length is the file's: checked above
+    model.load_state_dict({**model.state_dict(), **fitted, **derived}, strict=True)
+    return model.eval(), header
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                   geometry: Geometry) -> None:
+    """The payload's tensors must be those save writes for the model built from the header
+    (``expected``): the same names, dtypes and shapes, and finite values. The smoothing taps, whose
+    length the fit's sigma sets, are checked as a kernel: every frame's map is convolved with them."""
     if set(tensors) != set(expected):
         raise ArtifactError(f"{path}: tensor set {sorted(tensors)} does not match the model {sorted(expected)}")
     taps = "scorer.smoothing_taps"
-    model.scorer.smoothing_taps = tensors[taps]
     for name, tensor in tensors.items():
-        if name != taps and tensor.shape != expected[name].shape:
+        want = expected[name]
+        if tensor.dtype != want.dtype:
+            raise ArtifactError(f"{path}: tensor {name} is {tensor.dtype}, not the {want.dtype} edgecmg writes; "
+                                "the file was edited or written wrongly")
+        if name != taps and tensor.shape != want.shape:
             raise ArtifactError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, "
-                                f"expected {tuple(expected[name].shape)}")
-    model.load_state_dict({**model.state_dict(), **tensors}, strict=True)
-    return model.eval(), header
+                                f"expected {tuple(want.shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ArtifactError(f"{path}: tensor {name} holds {bad} NaN or infinite value(s), which would make "
+                                "scores NaN (no threshold flags those) or gate cells wrongly; the file was damaged "
+                                "or edited: fit the model again or copy the original")
+    # Odd (centred), and no longer than twice the map's longer side (wider, a tap meets only the
+    # replicated border): 1M taps cost 10 s a frame. A kernel that does not sum to 1 scales every
+    # score against the threshold (summing to 0, it passes every part).
+    kernel, longest = tensors[taps], 2 * max(geometry.input_size) + 1
+    if kernel.dim() != 1 or kernel.numel() % 2 == 0 or kernel.numel() > longest:
+        raise ArtifactError(f"{path}: tensor {taps} has shape {tuple(kernel.shape)}, not an odd length up to "
+                            f"{longest} (twice the {geometry.input_size[0]}x{geometry.input_size[1]} map's longer side)")
+    if bool((kernel < 0).any()) or abs(float(kernel.sum()) - 1.0) > 1e-3:
+        raise ArtifactError(f"{path}: tensor {taps} is not a smoothing kernel (non-negative, summing to 1; its sum "
+                            f"is {float(kernel.sum()):.4g}): it would scale every score; the file was edited")

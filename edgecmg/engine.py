@@ -167,6 +167,8 @@ def check_engine_compatible(header: dict[str, Any], current: Optional[Platform] 
                             path: str | Path = "engine") -> None:
     """Raise EngineIncompatibleError when the engine was built for another TensorRT or GPU.
 
+    ``header``: an engine file's as ``edgecmg.engine_file`` reads it, its fields checked there (a
+    "gpu" that is not an object, a "dla_core" that is not an integer, are refused when read).
     ``current``: the running platform (default: detected; inject one to test). A different GPU model
     of the same compute capability only warns (TensorRT deserializes it, tuned for the other model).
     """

@@ -37,8 +37,11 @@ ENGINE_MAGIC = magic.ENGINE
 # without it load with the maximum, and an older edgecmg, which would score by the maximum against a
 # threshold set on the pool, refuses version 3.
 ENGINE_FORMAT_VERSION = 3
-# The header's own checksum, an entry of the header (older files lack it; older readers ignore it).
+# The header's own checksum, an entry of the header (older readers ignore it). It came with format 3 (the
+# same day, before any release): a format-3 header without it had it removed, and is refused; files of
+# formats 1 and 2 may predate it, and load without.
 HEADER_SHA_KEY = "header_sha256"
+HEADER_SHA_SINCE_FORMAT = 3
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 
@@ -71,6 +74,8 @@ def _header_sha256(header: dict[str, Any]) -> str:
 
 
 def _read_prefix(handle, path: Path) -> dict[str, Any]:
+    """The header, checked: its checksum, every field (``_check_fields``), and its payload sizes against
+    the file's size, so nothing is read or allocated by a size the file does not hold."""
     prefix = handle.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(prefix)} bytes): not an edgecmg engine file")
@@ -82,23 +87,81 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: engine file format {version} is newer than this edgecmg understands "
                             f"({ENGINE_FORMAT_VERSION}); upgrade edgecmg")
     # Checked against the file's size before reading: a damaged length field must not ask for terabytes.
-    if header_len > os.fstat(handle.fileno()).st_size - _PREFIX.size:
+    left = os.fstat(handle.fileno()).st_size - _PREFIX.size
+    if header_len > left:
         raise ArtifactError(f"{path}: truncated inside the header (it claims {header_len} bytes); "
                             "copy the engine again")
     header_bytes = handle.read(header_len)
     try:
         header = json.loads(header_bytes)
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: engine header is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise ArtifactError(f"{path}: engine header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") \
+            from exc
     if not isinstance(header, dict):
         raise ArtifactError(f"{path}: engine header is not a JSON object: the file is corrupted")
     # The header holds the threshold, input size and model spec: a change there is refused like one in
-    # the engine. Files written before the header had a checksum have none to check.
+    # the engine.
     if HEADER_SHA_KEY in header and header[HEADER_SHA_KEY] != _header_sha256(header):
         raise ArtifactError(f"{path}: header checksum mismatch: the header (threshold, input size, model) "
                             "was damaged or edited after the build; copy the engine again or rebuild it")
-    header.pop(HEADER_SHA_KEY, None)
+    sealed = header.pop(HEADER_SHA_KEY, None) is not None
+    left -= header_len
+    for key in ("scorer", "engine"):
+        entry = header.get(key) if isinstance(header.get(key), dict) else {}
+        size = entry.get("bytes")
+        if type(size) is not int or size < 0 or not isinstance(entry.get("sha256"), str):  # noqa: E721 - not bool
+            raise ArtifactError(f"{path}: the header's {key} entry has no byte count and checksum ({size!r}): the "
+                                "file is corrupted")
+        if size > left:
+            raise ArtifactError(f"{path}: truncated {key} payload ({left} of {size} bytes); copy the engine again")
+        left -= size
+    if left:
+        raise ArtifactError(f"{path}: trailing bytes after the engine: the file is corrupted")
+    if not sealed and version >= HEADER_SHA_SINCE_FORMAT:
+        raise ArtifactError(f"{path}: the header has no '{HEADER_SHA_KEY}', which every format-{version} engine "
+                            "carries: it was removed after the build; rebuild the engine")
+    _check_fields(path, header, version)
     return header
+
+
+def _check_fields(path: Path, header: dict[str, Any], version: int) -> None:
+    """Refuse an engine header whose fields are missing, of the wrong JSON type, or disagree with its model
+    header (itself checked as an export's) or with each other: the runner and check_engine_compatible
+    read them as checked here."""
+    from edgecmg.artifact import _bad_field, _field, _int_field, _is_int
+    from edgecmg.export import check_model_header
+
+    # The prefix's version is outside every checksum; the header's copy is covered by the header's.
+    if _field(path, header, "format_version", "an integer") != version:
+        raise _bad_field(path, "format_version", f"is {header['format_version']} but the file's prefix says {version}")
+    _field(path, header, "tensorrt", "a string")
+    _field(path, header, "gpu", "an object")
+    for key in ("name", "compute_capability"):
+        _field(path, header, f"gpu.{key}", "a string")
+    if _field(path, header, "precision", "a string") not in ("fp32", "fp16", "int8"):
+        raise _bad_field(path, "precision", f"is {header['precision']!r}, not 'fp32', 'fp16' or 'int8'")
+    if header.get("dla_core") is not None:
+        _int_field(path, header, "dla_core", 0)
+    _field(path, header, "source_onnx", "a string", None)  # named in the rebuild command (M.onnx without)
+    check_model_header(f"{path}: its 'model' section", _field(path, header, "model", "an object"))
+    export = header["model"]["export"]
+    for key in ("graph", "outputs"):  # as the ONNX file it was built from gave them
+        if header.get(key) != export[key]:
+            raise _bad_field(path, key, f"is {json.dumps(header.get(key))[:80]}, but its model's export.{key} "
+                                        f"is {json.dumps(export[key])}")
+    inputs = _field(path, header, "inputs", "an object")
+    if list(inputs) != [export["input"]]:
+        raise _bad_field(path, "inputs", f"names {list(inputs)[:4]}, not the one input '{export['input']}'")
+    height, width = header["model"]["input_size"]
+    field = f"inputs.{export['input']}"
+    _field(path, header, field, "an object")
+    shapes = [_field(path, header, f"{field}.{end}", "a list") for end in ("min", "opt", "max")]
+    batches = [shape[0] if shape else None for shape in shapes]
+    if not all(shape[1:] == [height, width, 3] for shape in shapes) or \
+            not all(_is_int(b) for b in batches) or not 1 <= batches[0] <= batches[1] <= batches[2]:
+        raise _bad_field(path, field, f"is {json.dumps(inputs[export['input']])[:120]}, not batch ranges "
+                                      f"1 <= min <= opt <= max of [batch, {height}, {width}, 3] (the model's "
+                                      "input size)")
 
 
 def read_engine_header(path: str | Path) -> dict[str, Any]:
@@ -118,21 +181,15 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
     with open(path, "rb") as handle:
         header = _read_prefix(handle, path)
         parts = []
-        for key in ("scorer", "engine"):
-            entry = header.get(key) if isinstance(header.get(key), dict) else {}
-            size = entry.get("bytes")
-            if type(size) is not int or size < 0:  # noqa: E721 - bool is an int, and no byte count
-                raise ArtifactError(f"{path}: the header's {key} entry has no byte count ({size!r}): the file is "
-                                    "corrupted")
+        for key in ("scorer", "engine"):  # sizes checked against the file's by _read_prefix
+            size = header[key]["bytes"]
             data = handle.read(size)
-            if len(data) != size:
+            if len(data) != size:  # the file was cut while being read
                 raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {size} bytes); "
                                     "copy the engine again")
-            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            if hashlib.sha256(data).hexdigest() != header[key]["sha256"]:
                 raise ArtifactError(f"{path}: {key} payload checksum mismatch: the file is corrupted")
             parts.append(data)
-        if handle.read(1):
-            raise ArtifactError(f"{path}: trailing bytes after the engine: the file is corrupted")
     return header, parts[0], parts[1]
 
 
@@ -142,7 +199,6 @@ def load_scorer_from_engine(path: str | Path):
 
     header, scorer, _ = read_engine_file(path)
     if not scorer:
-        raise ArtifactError(f"{path}: engine of a {header.get('graph', '?')} graph carries no scorer "
+        raise ArtifactError(f"{path}: engine of a {header['graph']} graph carries no scorer "
                             "(full graphs score inside the engine)")
-    model_header = header.get("model") or {}
-    return scorer_from_bytes(model_header, scorer, str(path)), model_header
+    return scorer_from_bytes(header["model"], scorer, str(path)), header["model"]

@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from edgecmg import __version__
-from edgecmg import magic
-from edgecmg.artifact import model_spec
+from edgecmg import __version__, magic, ops
+from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_sizes_against_tensors, _check_tensors,
+                              _field, model_spec)
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
@@ -62,6 +63,14 @@ GRAPH_SHA_KEY = "edgecmg.graph_sha256"
 HEADER_SHA_KEY = "edgecmg.header_sha256"
 GRAPH_FEATURIZER = "featurizer"
 GRAPH_FULL = "full"
+# Both checksums came before format-3 models (the same day, before any release): every export of a
+# format-3 model has them, and one without had them removed, which is refused. Exports of older
+# formats may come from an edgecmg older than the checksums, and load with a warning.
+CHECKSUMS_SINCE_FORMAT = 3
+# The op domains edgecmg's exports use: the default ONNX domain only (TensorRT parses no other). A node
+# of another domain, or not a standard operator, is refused by name when the file is read: ONNX
+# Runtime's own error for it, at session start, read as a missing install.
+ONNX_DOMAINS = ("", "ai.onnx")
 SCORER_PREFIX = "scorer/"
 ONNX_INSTALL_HINT = extra_install_hint("onnx", "onnx")  # onnx alone: ONNX Runtime may be a GPU build
 
@@ -165,29 +174,41 @@ def scorer_state_bytes(scorer: BankScorer) -> bytes:
 
 
 def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "model file") -> BankScorer:
-    """Rebuild a BankScorer (eval mode, CPU) from an artifact header and ``scorer_state_bytes``."""
+    """Rebuild a BankScorer (eval mode, CPU) from a checked model header (``check_model_header``) and
+    ``scorer_state_bytes``; raises ArtifactError naming ``origin`` when they do not make one. The
+    tensors get the checks an .edgecmg payload's scorer gets (``artifact.load``), under its names."""
     from safetensors.torch import load as load_safetensors
 
+    def as_artifact(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {f"scorer.{name}": tensor for name, tensor in tensors.items()}
+
+    path = Path(origin)
     try:
-        spec = header["model"]
-        geometry = Geometry.from_header(header)
         tensors = load_safetensors(payload)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{origin}: cannot rebuild the bank scorer ({type(exc).__name__}: {exc}); "
-                            "export the model again") from exc
-    scorer = BankScorer(geometry, feature_dim=int(spec["feature_dim"]), bank_size=int(spec["bank_size"]),
-                        use_cmer=bool(spec["use_cmer"]), knn_k=int(spec["knn_k"]), smoothing_sigma=1.0,
-                        score_top_fraction=score_top_fraction(spec))
+    except SafetensorError as exc:  # its checksum matched: written wrongly, or edited and sealed again
+        raise ArtifactError(f"{origin}: the scorer payload is not a valid safetensors buffer ({exc}); export the "
+                            "model again") from exc
+    # The build allocates by the header's sizes: they must first be those of the payload's tensors,
+    # which are only as large as the file.
+    _check_sizes_against_tensors(path, header, as_artifact(tensors))
+    spec = header["model"]
+    geometry = Geometry.from_header(header)
+    try:
+        scorer = BankScorer(geometry, feature_dim=spec["feature_dim"], bank_size=spec["bank_size"],
+                            use_cmer=spec["use_cmer"], knn_k=spec["knn_k"], smoothing_sigma=1.0,
+                            score_top_fraction=score_top_fraction(spec))
+    except ConfigError as exc:  # sizes that pass one by one but not together (grid vs input size, ...)
+        raise ArtifactError(f"{origin}: the header's model does not fit together: {exc}") from exc
     add_missing_normal_level(tensors, geometry, "normal_map")
-    expected = scorer.state_dict()
-    if set(tensors) != set(expected):
-        raise ArtifactError(f"{origin}: scorer tensors {sorted(tensors)} do not match {sorted(expected)}")
-    scorer.smoothing_taps = tensors["smoothing_taps"]
-    for name, tensor in tensors.items():
-        if name != "smoothing_taps" and tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ArtifactError(f"{origin}: scorer tensor {name} has shape {tuple(tensor.shape)}, "
-                                f"expected {tuple(expected[name].shape)}")
-    scorer.load_state_dict(tensors, strict=True)
+    built = scorer.state_dict()
+    _check_tensors(path, as_artifact(tensors), as_artifact(built), geometry)  # names, dtypes, shapes, finite
+    # As artifact.load does: copies of other state are rebuilt, never read (the bank's norms, the
+    # header's threshold, the geometry's cells).
+    derived = {"bank_sq_norms": ops.bank_sq_norms(tensors["memory_bank"]),
+               "threshold": torch.tensor(float(header["threshold"]))}
+    fitted = {name: tensor for name, tensor in tensors.items() if name != "pixel_cells"}
+    scorer.smoothing_taps = tensors["smoothing_taps"]  # its length is the file's: checked above
+    scorer.load_state_dict({**built, **fitted, **derived}, strict=True)
     return scorer.eval()
 
 
@@ -255,12 +276,85 @@ def header_sha256(header_text: str) -> str:
     return hashlib.sha256(header_text.encode("utf-8")).hexdigest()
 
 
+def check_model_header(origin: str | Path, header: Any) -> None:
+    """Refuse the model header of an ONNX export (also an engine file's ``model`` section) whose fields
+    are missing, of the wrong JSON type or out of range: the checks an .edgecmg header gets, then its
+    ``export`` section. Checksums only tell damage: an edited header sealed again must fail here, before
+    anything is sized or run by it."""
+    path = Path(origin)
+    version = FORMAT_VERSION
+    if isinstance(header, dict):
+        # format_version and payload describe the .edgecmg file the export was made from; an export of a
+        # model fit() returned in memory has neither, and is of the current format.
+        header = {"format_version": FORMAT_VERSION, "payload": {"bytes": 0, "sha256": ""}, **header}
+        version = header["format_version"]  # an artifact's prefix holds a second copy; an export has none
+    _check_header(path, header, version)
+    if header["format_version"] > FORMAT_VERSION:
+        raise ArtifactError(f"{path}: exported from a format-{header['format_version']} model, newer than this "
+                            f"edgecmg understands ({FORMAT_VERSION}); upgrade edgecmg")
+    _field(path, header, "export", "an object")
+    graph = _field(path, header, "export.graph", "a string")
+    if graph not in (GRAPH_FEATURIZER, GRAPH_FULL):
+        raise _bad_field(path, "export.graph", f"is {graph!r}, not '{GRAPH_FEATURIZER}' or '{GRAPH_FULL}'")
+    contract = list(FEATURIZER_OUTPUTS if graph == GRAPH_FEATURIZER else OUTPUT_NAMES)
+    if _field(path, header, "export.outputs", "a list") != contract:
+        raise _bad_field(path, "export.outputs", f"is {json.dumps(header['export']['outputs'])[:80]}, not "
+                                                 f"{contract} (a {graph} graph's)")
+    if _field(path, header, "export.input", "a string") != INPUT_NAME:
+        raise _bad_field(path, "export.input", f"is {header['export']['input']!r}, not '{INPUT_NAME}'")
+    if _field(path, header, "export.precision", "a string") not in ("fp32", "int8"):
+        raise _bad_field(path, "export.precision", f"is {header['export']['precision']!r}, not 'fp32' or 'int8'")
+    if graph == GRAPH_FEATURIZER:  # written since the first export: the scorer payload is checked against it
+        _field(path, header, "export.scorer_sha256", "a string")
+
+
+def _nodes(graph):
+    """Every node of ``graph``, those of its subgraphs (If, Loop, Scan) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _nodes(sub)
+
+
+def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
+    """The graph must be the one its header describes: the contract's outputs (a missing one was a
+    KeyError at the first frame), one uint8 input at the header's input size (another size was blamed on
+    every frame), and standard ONNX operators only (all that edgecmg exports use)."""
+    onnx = _onnx()
+    outputs = [o.name for o in proto.graph.output]
+    if sorted(outputs) != sorted(header["export"]["outputs"]):  # the contract's, by check_model_header
+        raise ArtifactError(f"{origin}: the graph's outputs {outputs} are not the {header['export']['outputs']} its "
+                            "header gives: the graph was edited or written wrongly; export it again")
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    height, width = header["input_size"]
+    shape = None
+    if len(inputs) == 1 and inputs[0].name == INPUT_NAME and \
+            inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8:
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if shape is None or shape[1:] != [height, width, 3]:
+        given = [f"'{v.name}' {onnx.helper.printable_type(v.type)}" for v in inputs]
+        raise ArtifactError(f"{origin}: the graph's input {', '.join(given) or 'list is empty'} is not the uint8 "
+                            f"[batch, {height}, {width}, 3] '{INPUT_NAME}' its header gives: the graph was edited "
+                            "or written wrongly; export it again")
+    foreign = sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in _nodes(proto.graph)
+                      if n.domain not in ONNX_DOMAINS or not onnx.defs.has(n.op_type)})
+    if foreign:
+        raise ArtifactError(f"{origin}: the graph uses operators edgecmg never exports ({', '.join(foreign[:5])}; "
+                            "its exports use standard ONNX operators only, which ONNX Runtime and TensorRT run "
+                            "without a custom-op library): it was edited after export or is not an edgecmg "
+                            "export; export it again")
+
+
 def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, Any]:
-    """The edgecmg header of an exported ONNX model, after checking the graph's checksum.
+    """The edgecmg header of an exported ONNX model, checked: its checksums, its fields
+    (``check_model_header``) and the graph's inputs and outputs against it.
 
     Raises ArtifactError when the file has no header, or its graph or header does not match the
-    checksum written at export (damaged or edited since). Files exported before checksums existed
-    load with a warning. ``origin``: the file a ModelProto was read from, named in the errors.
+    checksum written at export (damaged or edited since), or says what the graph is not. Files
+    exported before checksums existed load with a warning. ``origin``: the file a ModelProto was
+    read from, named in the errors.
     """
     proto = _load_proto(model_or_path)
     props = {p.key: p.value for p in proto.metadata_props}
@@ -275,14 +369,21 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, A
                             "again")
     try:
         header = json.loads(props[HEADER_KEY])
-    except ValueError as exc:
-        raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({exc})") from exc
-    if GRAPH_SHA_KEY not in props:
-        log.warning("%s: no graph checksum (exported by an edgecmg older than the checksum): it cannot be "
-                    "checked for damage; export it again to add one", origin)
-    elif graph_sha256(proto) != props[GRAPH_SHA_KEY]:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({type(exc).__name__}: "
+                            f"{str(exc)[:100]})") from exc
+    check_model_header(origin, header)
+    unsealed = [key for key in (GRAPH_SHA_KEY, HEADER_SHA_KEY) if key not in props]
+    if unsealed and header.get("format_version", FORMAT_VERSION) >= CHECKSUMS_SINCE_FORMAT:
+        raise ArtifactError(f"{origin}: no {' or '.join(unsealed)} metadata, which every export of a format-"
+                            f"{CHECKSUMS_SINCE_FORMAT} model carries: removed after export; export it again")
+    if unsealed:
+        log.warning("%s: no %s (exported by an edgecmg older than the checksums): it cannot be checked for "
+                    "damage; export it again to add them", origin, " or ".join(unsealed))
+    if GRAPH_SHA_KEY in props and graph_sha256(proto) != props[GRAPH_SHA_KEY]:
         raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
                             "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")
+    _check_graph(origin, proto, header)
     return header
 
 
@@ -290,19 +391,21 @@ def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
     """(BankScorer, header) from a featurizer-only ONNX export, for host-side scoring.
 
     Raises ArtifactError when the file has no edgecmg metadata or no scorer (a full graph scores
-    inside the graph and needs none).
+    inside the graph and needs none), or when its scorer is damaged or does not fit its header.
     """
     proto = _load_proto(model_or_path)
     origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     header = read_onnx_header(proto, origin)
     props = {p.key: p.value for p in proto.metadata_props}
     if SCORER_KEY not in props:
-        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind "
-                            f"{header.get('export', {}).get('graph', '?')}): a full graph scores inside "
-                            "the graph; featurizer-only exports carry the scorer")
-    payload = base64.b64decode(props[SCORER_KEY].encode("ascii"))
-    expected = header.get("export", {}).get("scorer_sha256")
-    if expected and hashlib.sha256(payload).hexdigest() != expected:
+        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind {header['export']['graph']}): a "
+                            "full graph scores inside the graph; featurizer-only exports carry the scorer")
+    try:
+        payload = base64.b64decode(props[SCORER_KEY], validate=True)
+    except ValueError as exc:  # binascii.Error, or text that is not ASCII
+        raise ArtifactError(f"{origin}: '{SCORER_KEY}' metadata is not base64 ({exc}); export the model "
+                            "again") from exc
+    if hashlib.sha256(payload).hexdigest() != header["export"].get("scorer_sha256"):
         raise ArtifactError(f"{origin}: scorer payload checksum mismatch; export the model again")
     return scorer_from_bytes(header, payload, origin), header
 

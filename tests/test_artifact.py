@@ -1,9 +1,11 @@
 import hashlib
 import io
 import json
+import os
 import pickle
 import re
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -209,8 +211,22 @@ BAD_HEADERS = {  # name: (edit, what the error must say)
     "numeric backbone hash": (_set("backbone.sha256", 7), "'backbone.sha256' is 7, not a string"),
     "payload size as text": (_set("payload.bytes", "12"), "'payload.bytes' is \"12\", not an integer"),
     "header version edited": (_set("format_version", 1), "'format_version' is 1 but the file's prefix says 3"),
-    "knn_k above the bank": (lambda h: _set("model.knn_k", h["model"]["bank_size"] + 1)(h),
-                             r"'model.knn_k' is \d+, not in 1\.\.\d+"),
+    "knn_k above the bank": (lambda h: _set("model.bank_size", 4)(_set("model.knn_k", 5)(h)),
+                             r"'model.knn_k' is 5, not in 1\.\.4"),
+    # ops.knn searches 1..16 neighbours: a larger k loaded, then failed at the first frame
+    "knn_k above the search's": (_set("model.knn_k", 17), r"'model.knn_k' is 17, not in 1\.\.16"),
+    # CMLE never projects to more dims than the layout's channels (304 for s16): a 4 MB file saying
+    # 4,000,000 made the build allocate 5 GB before its tensors were compared with it
+    "feature_dim above the channels": (_set("model.feature_dim", 4_000_000),
+                                       r"'model.feature_dim' is 4000000, not in 1\.\.304"),
+    "threshold beyond float32": (_set("threshold", 1e308), "'threshold' is 1e\\+308, beyond float32's range"),
+    # read by the Detector at the first frame and by edgecmg info: a traceback there, not here
+    "training as a list": (_set("training", [1, 2]), r"'training' is \[1, 2\], not an object"),
+    "created as text": (_set("created", "x"), "'created' is \"x\", not an object"),
+    "threshold_set as text": (_set("threshold_set", "x"), "'threshold_set' is \"x\", not an object"),
+    "aspect as text": (_set("training.aspect_hw", "wide"), "'training.aspect_hw' is \"wide\", not a finite number"),
+    "left-out names as numbers": (_set("training.threshold_left_out", [1]),
+                                  r"'training.threshold_left_out' is \[1\], not a list of strings"),
 }
 
 
@@ -279,15 +295,217 @@ def test_a_payload_whose_tensors_are_not_the_models_is_refused_by_its_tensor_set
 
 
 def test_a_wrongly_shaped_tensor_is_refused_by_name_not_a_torch_error(small_artifact, tmp_path):
-    def widen(tensors):
-        projection = tensors["featurizer.projection"]
-        tensors["featurizer.projection"] = torch.cat([projection, projection[:, :1]], dim=1)
+    name = "featurizer.matcher.class_text_sim"  # one no header size gives: compared with the built model's
 
-    shape = tuple(artifact.load(small_artifact)[0].featurizer.projection.shape)
+    def widen(tensors):
+        tensors[name] = torch.cat([tensors[name], tensors[name][:1]])
+
+    shape = tuple(artifact.load(small_artifact)[0].state_dict()[name].shape)
     path = _edit_payload(small_artifact, tmp_path / "wide.edgecmg", widen)
-    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor featurizer.projection has shape "
-                                                      f"{(shape[0], shape[1] + 1)}, expected {shape}")):
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor {name} has shape "
+                                                      f"{(shape[0] + 1,)}, expected {shape}")):
         artifact.load(path)
+
+
+def _set_tensor(name, value):
+    """A payload edit replacing tensor ``name`` with ``value(old tensor)``."""
+    def edit(tensors):
+        tensors[name] = value(tensors[name])
+    return edit
+
+
+def _poison(value):
+    def make(tensor):
+        tensor = tensor.clone()
+        tensor.view(-1)[0] = value
+        return tensor
+    return make
+
+
+@pytest.mark.parametrize("name, value", [
+    ("scorer.memory_bank", float("nan")), ("scorer.memory_bank", float("inf")),
+    ("scorer.bank_sq_norms", float("nan")), ("scorer.normal_map", float("-inf")),
+    ("scorer.threshold", float("nan")), ("scorer.cmer_margin", float("nan")), ("featurizer.projection", float("nan"))])
+def test_a_tensor_with_nan_or_inf_is_refused_by_name(small_artifact, tmp_path, name, value):
+    """One NaN in the bank made every frame score NaN, which no threshold flags: every part passed."""
+    path = _edit_payload(small_artifact, tmp_path / "nan.edgecmg", _set_tensor(name, _poison(value)))
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor {name} holds 1 NaN or infinite value(s)")):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("name, dtype", [
+    ("scorer.memory_bank", torch.int8), ("scorer.memory_bank", torch.float32),
+    ("scorer.smoothing_taps", torch.float64), ("scorer.pixel_cells", torch.float32)])
+def test_a_tensor_of_another_dtype_than_save_writes_is_refused(small_artifact, tmp_path, name, dtype):
+    path = _edit_payload(small_artifact, tmp_path / "dtype.edgecmg", _set_tensor(name, lambda t: t.to(dtype)))
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor {name} is {dtype}, not the ")):
+        artifact.load(path)
+
+
+@pytest.mark.parametrize("taps, message", [
+    (torch.zeros(0), r"has shape \(0,\), not an odd length up to 513 \(twice the 256x96 map's longer side\)"),
+    (torch.full((1_000_001,), 1e-6), r"has shape \(1000001,\), not an odd length up to 513"),
+    (torch.full((1, 3), 1 / 3), r"has shape \(1, 3\), not an odd length"),
+    (torch.full((4,), 0.25), r"has shape \(4,\), not an odd length"),
+    (torch.zeros(33), r"is not a smoothing kernel \(non-negative, summing to 1; its sum is 0\)"),
+    (torch.tensor([-1.0, 3.0, -1.0]), r"is not a smoothing kernel")])
+def test_smoothing_taps_that_are_not_a_small_kernel_are_refused(small_artifact, tmp_path, taps, message):
+    """Every frame's map is convolved with them: empty or 2-D taps crashed the first frame, 1M taps
+    cost 10 s a frame, and taps summing to 0 scored every part 0."""
+    path = _edit_payload(small_artifact, tmp_path / "taps.edgecmg", _set_tensor("scorer.smoothing_taps",
+                                                                               lambda _: taps))
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: tensor scorer.smoothing_taps ") + message):
+        artifact.load(path)
+
+
+def test_copies_of_other_state_are_rebuilt_not_read(small_fit, small_artifact, tmp_path):
+    """Bank norms of -1e6 scored every part about -9 (a pass), a threshold tensor other than the
+    header's changed CMER's rule, and a cell index of 10**6 failed at the first frame: these copies
+    are computed again from the bank, the header and its geometry, so the model is the fitted one."""
+    def forge(tensors):
+        tensors["scorer.bank_sq_norms"] = torch.full_like(tensors["scorer.bank_sq_norms"], -1e6)
+        tensors["scorer.threshold"] = torch.tensor(-5.0)
+        tensors["scorer.pixel_cells"] = torch.full_like(tensors["scorer.pixel_cells"], 10 ** 6)
+        tensors["featurizer.variant_masks"] = torch.zeros_like(tensors["featurizer.variant_masks"])
+
+    model, metadata = small_fit
+    loaded, _ = artifact.load(_edit_payload(small_artifact, tmp_path / "copies.edgecmg", forge))
+    assert loaded.threshold == pytest.approx(metadata["threshold"])
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 256, 96, 3), dtype=np.uint8))
+    with torch.no_grad():
+        for x, y in zip(model(frames), loaded(frames)):
+            assert torch.equal(x, y)
+
+
+def test_a_projection_unlike_the_header_is_refused_before_the_model_is_built(small_artifact, tmp_path, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked size")
+
+    def widen(tensors):
+        tensors["featurizer.projection"] = torch.zeros(304, 300)
+
+    monkeypatch.setattr(artifact, "CMGModel", no_build)
+    monkeypatch.setattr(artifact, "load_pretrained", no_build)
+    path = _edit_payload(small_artifact, tmp_path / "proj.edgecmg", widen)
+    with pytest.raises(ArtifactError, match=r"'features/model.feature_dim' gives featurizer.projection the shape "
+                                            r"\(304, \d+\), but the payload's is \(304, 300\)"):
+        artifact.load(path)
+
+
+def test_a_version_1_input_size_is_compared_with_the_cell_index_before_the_model_is_built(small_fit, tmp_path,
+                                                                                           monkeypatch):
+    """Version 1 files have no normal level to compare input_size with: the cell index bounds it, or a
+    4096x4096 header allocated hundreds of MB of maps before the file was refused."""
+    model, metadata = small_fit
+    full = artifact._tensors_of
+    monkeypatch.setattr(artifact, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(artifact, "_tensors_of",
+                        lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
+    old = artifact.save(model, metadata, tmp_path / "old.edgecmg")
+    monkeypatch.undo()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built from an unchecked size")
+
+    monkeypatch.setattr(artifact, "CMGModel", no_build)
+    monkeypatch.setattr(artifact, "load_pretrained", no_build)
+    path = _edit_header(old, tmp_path / "big.edgecmg", _set("input_size", [4096, 4096]))
+    with pytest.raises(ArtifactError, match=r"'input_size' gives scorer.pixel_cells the shape \(16777216,\), "
+                                            r"but the payload's is \(24576,\)"):
+        artifact.load(path)
+
+
+def _with_header_bytes(src, dst, header_bytes):
+    """``src`` with its header replaced by ``header_bytes`` (any bytes), length and checksum recomputed."""
+    data = src.read_bytes()
+    magic, version, header_len, _ = struct.unpack_from(PREFIX, data)
+    start = struct.calcsize(PREFIX)
+    prefix = struct.pack(PREFIX, magic, version, len(header_bytes), hashlib.sha256(header_bytes).digest())
+    dst.write_bytes(prefix + header_bytes + data[start + header_len:])
+    return dst
+
+
+def test_a_deeply_nested_header_is_refused_not_a_recursion_error(small_artifact, tmp_path):
+    path = _with_header_bytes(small_artifact, tmp_path / "deep.edgecmg", b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: header is not valid JSON (RecursionError")):
+        artifact.read_header(path)
+
+
+def test_a_header_length_beyond_the_cap_is_refused_before_it_is_read(small_artifact, tmp_path):
+    def grow(d):
+        struct.pack_into("<Q", d, 12, artifact.MAX_HEADER_BYTES + 1)
+
+    path = _rewrite(small_artifact, tmp_path / "long.edgecmg", grow)
+    with open(path, "r+b") as handle:  # the file holds that much, sparse: only the cap refuses it
+        handle.truncate(artifact.MAX_HEADER_BYTES + 1000)
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: the prefix gives a {artifact.MAX_HEADER_BYTES + 1}"
+                                                      f"-byte header, more than the {artifact.MAX_HEADER_BYTES}")):
+        artifact.read_header(path)
+
+
+def test_the_payload_size_is_compared_with_the_file_before_the_payload_is_read(small_artifact, tmp_path, monkeypatch):
+    """A valid model grown (sparse) to 12 GB was read whole before its sizes were compared, even by
+    edgecmg info; bytes after the payload are trailing data, not a truncation. (2 GB here: a loader
+    that read it whole would not take the machine down.)"""
+    size = small_artifact.stat().st_size
+    sparse = tmp_path / "sparse.edgecmg"
+    sparse.write_bytes(small_artifact.read_bytes())
+    with open(sparse, "r+b") as handle:
+        handle.truncate(2 << 30)
+
+    class SmallReads:  # the model file's handle, refusing any read larger than a header
+        def __init__(self, *args, **kwargs):
+            self.handle = open(*args, **kwargs)
+
+        def read(self, n):
+            assert 0 <= n < 1 << 20, f"read {n} bytes before the sizes were compared"
+            return self.handle.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(artifact, "open", SmallReads, raising=False)
+    with pytest.raises(ArtifactError, match=re.escape(f"{sparse}: {(2 << 30) - size} bytes of trailing data after the ")):
+        artifact.read_header(sparse)
+    monkeypatch.undo()
+    appended = _rewrite(small_artifact, tmp_path / "appended.edgecmg", lambda d: d.extend(b"\0" * 800))
+    with pytest.raises(ArtifactError, match="800 bytes of trailing data after the"):
+        artifact.load(appended)
+
+
+def test_what_is_not_a_regular_file_is_named_for_what_it_is(small_artifact, tmp_path):
+    folder = tmp_path / "folder.edgecmg"
+    folder.mkdir()
+    with pytest.raises(ArtifactError, match=re.escape(f"{folder} is a folder, not a model file")):
+        artifact.load(folder)
+    loop = tmp_path / "loop.edgecmg"
+    loop.symlink_to(tmp_path / "other.edgecmg")
+    (tmp_path / "other.edgecmg").symlink_to(loop)
+    with pytest.raises(ArtifactError, match=re.escape(f"{loop}: a loop of symbolic links, not a model file")):
+        artifact.load(loop)
+    zeros = tmp_path / "zeros.edgecmg"
+    zeros.symlink_to("/dev/zero")  # read forever, had it been read
+    with pytest.raises(ArtifactError, match=re.escape(f"{zeros} is a device, not a regular file")):
+        artifact.read_file(zeros)
+    fifo = tmp_path / "fifo.edgecmg"
+    os.mkfifo(fifo)  # opening it to read waits for a writer, had it been opened so
+    caught = []
+
+    def read():
+        try:
+            artifact.read_header(fifo)
+        except Exception as exc:  # noqa: BLE001 - checked below, in the test's thread
+            caught.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert caught, "reading a FIFO as a model blocked"
+    assert isinstance(caught[0], ArtifactError)
+    assert str(caught[0]) == f"{fifo} is a FIFO (named pipe), not a regular file: give the model file itself"
 
 
 @pytest.mark.parametrize("threshold", [float("nan"), float("inf"), float("-inf")])
@@ -301,7 +519,7 @@ def test_save_with_threshold_refuses_a_threshold_that_is_not_finite(small_artifa
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model.bank_size", 10 ** 9), ("model.feature_dim", 4096), ("grid", 3), ("input_size", [512, 512])])
+    ("model.bank_size", 10 ** 9), ("model.feature_dim", 300), ("grid", 3), ("input_size", [512, 512])])
 def test_header_sizes_must_match_the_payload_before_anything_is_built(small_artifact, tmp_path, monkeypatch,
                                                                       field, value):
     """Sizes that pass the type checks are compared with the payload's tensors before the model is built

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecmg.engine import check_engine_compatible, current_platform, import_tensorrt, rebuild_command
 from edgecmg.engine_file import ENGINE_SUFFIXES, read_engine_file, read_engine_header
-from edgecmg.errors import BackendUnavailableError, DataError, EdgeCMGError, EngineIncompatibleError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, DataError, EdgeCMGError, EngineIncompatibleError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
@@ -165,7 +165,7 @@ class TensorRTRunner(Runner):
                             "build one with `edgecmg build M.onnx -o M.engine`")
         header = read_engine_header(path)
         if metadata is None:
-            metadata = dict(header.get("model") or {})
+            metadata = dict(header["model"])
             metadata["engine"] = {k: v for k, v in header.items() if k != "model"}
         if not str(device).startswith("cuda"):
             raise DataError(f"device={device!r}: TensorRT engines run on a CUDA device ('cuda' or 'cuda:N')")
@@ -192,19 +192,19 @@ class TensorRTRunner(Runner):
         trt = import_tensorrt()
         header, _scorer, plan = read_engine_file(self.path)
         if self._check_platform:
-            dla = header.get("dla_core") is not None
+            dla = header["dla_core"] is not None
             check_engine_compatible(header, current_platform(trt, device_index(self.device), dla=dla), path=self.path)
         self._memory = self._memory_factory(self.device)
         from edgecmg.engine import _LogBridge
 
         self._runtime = trt.Runtime(_LogBridge.make(trt))
-        if header.get("dla_core") is not None:
-            self._runtime.DLA_core = int(header["dla_core"])
+        if header["dla_core"] is not None:
+            self._runtime.DLA_core = header["dla_core"]
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise EngineIncompatibleError(
                 f"{self.path}: TensorRT {trt.__version__} could not deserialize this engine (built with TensorRT "
-                f"{header.get('tensorrt')} for {header.get('gpu', {}).get('name')}); rebuild it here: "
+                f"{header['tensorrt']} for {header['gpu']['name']}); rebuild it here: "
                 f"{rebuild_command(header, self.path, getattr(self._runtime, 'num_DLA_cores', None))}")
         self._context = self._engine.create_execution_context()
         if self._context is None:  # TensorRT returns None, e.g. when the activation memory cannot be had
@@ -218,15 +218,22 @@ class TensorRTRunner(Runner):
             is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(name)
             self._dtypes[name] = _np_dtype(trt, self._engine.get_tensor_dtype(name))
-        if len(self._inputs) != 1:
-            raise EdgeCMGError(f"{self.path}: expected one input tensor, the engine has {self._inputs}")
-        shapes = (header.get("inputs") or {}).get(self._inputs[0], {})
-        profile = self._engine.get_tensor_profile_shape(self._inputs[0], 0)
-        min_shape = shapes.get("min") or list(profile[0])
-        max_shape = shapes.get("max") or list(profile[2])
-        self._min_batch = max(1, int(min_shape[0]))
-        self._max_batch = max(self._min_batch, int(max_shape[0]))
-        self._input_hw = (int(max_shape[1]), int(max_shape[2]))
+        # The header (checked when read) says what the plan takes and gives; the plan must agree, or an
+        # output the header promises is a KeyError at the first frame and a batch or size it does not
+        # take an error blamed on every frame.
+        shapes = header["inputs"]
+        if self._inputs != list(shapes) or sorted(self._outputs) != sorted(header["outputs"]):
+            raise ArtifactError(f"{self.path}: the plan's inputs {self._inputs} and outputs {self._outputs} are not "
+                                f"the {list(shapes)} and {header['outputs']} its header gives: the header was "
+                                f"edited or the plan replaced; rebuild it: {rebuild_command(header, self.path)}")
+        name = self._inputs[0]
+        profile = [[int(d) for d in dims] for dims in self._engine.get_tensor_profile_shape(name, 0)]
+        if [profile[0], profile[2]] != [shapes[name]["min"], shapes[name]["max"]]:
+            raise ArtifactError(f"{self.path}: the plan takes '{name}' from {profile[0]} to {profile[2]}, but its "
+                                f"header gives {shapes[name]['min']} to {shapes[name]['max']}: the header was edited "
+                                f"or the plan replaced; rebuild it: {rebuild_command(header, self.path)}")
+        self._min_batch, self._max_batch = profile[0][0], profile[2][0]
+        self._input_hw = (profile[2][1], profile[2][2])
 
     def _run_batch(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         name = self._inputs[0]
@@ -235,10 +242,10 @@ class TensorRTRunner(Runner):
         # False (not an exception) when the shape is outside the profile: running anyway would read
         # past the input buffer and return rows of garbage.
         if not self._context.set_input_shape(name, tuple(frames.shape)):
-            # Chunks are padded and split to the header's batch range, so this means the header and the
-            # plan disagree.
+            # Chunks are padded and split to the profile's batch range, which activation read from the
+            # plan: TensorRT contradicts itself (a safety net, never met).
             raise DataError(f"{self.path}: a batch of {frames.shape[0]} is outside the engine's optimisation "
-                            f"profile, though its header gives batch {self._min_batch}..{self._max_batch}; "
+                            f"profile, though the plan gives batch {self._min_batch}..{self._max_batch}; "
                             f"rebuild the engine: {rebuild_command(self.header, self.path)}")
         self._context.set_tensor_address(name, memory.ptr(buffers[name]))
         for out in self._outputs:
@@ -268,4 +275,4 @@ class TensorRTRunner(Runner):
 
     @property
     def produces_features(self) -> bool:
-        return tuple(self.header.get("outputs") or ()) == FEATURIZER_OUTPUTS
+        return tuple(self.header["outputs"]) == FEATURIZER_OUTPUTS

@@ -29,10 +29,7 @@ from edgecmg.fp16_cast import convert_to_fp16
 from edgecmg.onnx_checks import check_onnx_for_tensorrt
 
 ort = pytest.importorskip("onnxruntime")
-HEADER = {"tensorrt": "10.3.0.26", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "precision": "int8",
-          "inputs": {"image": {"min": [1, 256, 96, 3], "opt": [1, 256, 96, 3], "max": [8, 256, 96, 3]}},
-          "artifact_sha256": "ab" * 32, "edgecmg": __version__, "source_onnx": "M.int8.onnx", "dla_core": None}
-
+HEADER = models.ENGINE_HEADER
 
 # --- engine file -----------------------------------------------------------------------------------
 def test_engine_file_round_trip(tmp_path):

@@ -219,15 +219,29 @@ def test_damaged_or_unsealed_onnx_files(full_onnx, featurizer_onnx, tmp_path, ca
                            ("cut.onnx", "the file is damaged or incomplete: export or copy it again")):
         with pytest.raises(ArtifactError, match=re.escape(expected)):
             Detector.load(tmp_path / name, backend="onnxruntime")
-    # a file exported before checksums: loads, with a warning that says how to add one
-    proto = onnx.load(str(full_onnx))
-    kept = [p for p in proto.metadata_props if p.key != GRAPH_SHA_KEY]
+    # Every export of a format-3 model is sealed: one whose checksum was removed is refused (it loaded
+    # with a warning, and its header went unchecked).
+    from edgecmg.export import HEADER_KEY, HEADER_SHA_KEY
+
+    for removed in ([GRAPH_SHA_KEY], [HEADER_SHA_KEY], [GRAPH_SHA_KEY, HEADER_SHA_KEY]):
+        proto = onnx.load(str(full_onnx))
+        kept = [p for p in proto.metadata_props if p.key not in removed]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+        onnx.save(proto, str(tmp_path / "unsealed.onnx"))
+        with pytest.raises(ArtifactError, match=f"unsealed.onnx: no {' or '.join(removed)} metadata, which every "
+                                                "export of a format-3 model carries"):
+            read_onnx_header(tmp_path / "unsealed.onnx")
+    # a file exported (from a format-2 model) before checksums: loads, with a warning that says how to add them
+    header = json.loads(metadata_props(proto)[HEADER_KEY])
+    header["format_version"] = 2
     del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=HEADER_KEY, value=json.dumps(header))
     onnx.save(proto, str(tmp_path / "old.onnx"))
     with caplog.at_level("WARNING", logger="edgecmg"):
         assert read_onnx_header(tmp_path / "old.onnx")["export"]["graph"] == "full"
-    assert "no graph checksum" in caplog.text
+    assert "no edgecmg.graph_sha256 or edgecmg.header_sha256 (exported by an edgecmg older than the checksums)" \
+        in caplog.text
 
 
 def test_export_config_is_validated():

@@ -18,6 +18,21 @@ TRAIN_IMAGES = 20
 _MEMO: dict[str, Any] = {}
 
 
+# An engine file's header as build_engine writes it, its "model" section as an export carries it: what
+# tests that write engine files by hand give write_engine_file (read back, every field is checked).
+ENGINE_HEADER = {
+    "tensorrt": "10.3.0.26", "gpu": {"name": "Orin", "compute_capability": "8.7"}, "precision": "int8",
+    "inputs": {"image": {"min": [1, 256, 96, 3], "opt": [1, 256, 96, 3], "max": [8, 256, 96, 3]}},
+    "outputs": ["embeddings", "match_scores"], "graph": "featurizer", "artifact_sha256": "ab" * 32,
+    "edgecmg": "0.1.0", "source_onnx": "M.int8.onnx", "dla_core": None,
+    "model": {"format_version": 3, "payload": {"bytes": 1, "sha256": "cd" * 32},
+              "backbone": {"id": "b", "sha256": "ef" * 32}, "input_size": [256, 96], "grid": 2, "threshold": 1.25,
+              "model": {"use_cmer": True, "use_cmle": True, "feature_dim": 32, "bank_size": 100, "knn_k": 1},
+              "export": {"graph": "featurizer", "outputs": ["embeddings", "match_scores"], "input": "image",
+                         "precision": "int8", "scorer_sha256": "01" * 32}},
+}
+
+
 def kolektor() -> Path:
     if not (DATA / "train" / "good").is_dir():
         pytest.skip(f"shared KolektorSDD data not found at {DATA.resolve()}")

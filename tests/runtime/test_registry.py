@@ -238,7 +238,9 @@ def test_a_damaged_engine_is_named_before_the_backend_is_chosen(tmp_path):
     fake.write_text("hello\n")
     with pytest.raises(ArtifactError, match=r"fake\.engine: truncated \(6 bytes\): not an edgecmg engine file"):
         make_runner(fake)
-    engine = write_engine_file(tmp_path / "built.engine", {"precision": "fp16"}, b"plan")
+    import edgecmg_testmodels as models
+
+    engine = write_engine_file(tmp_path / "built.engine", models.ENGINE_HEADER, b"plan")
     if not any(s.available() for s in candidate_specs(engine)):  # a sound file: the backend is what is missing
         with pytest.raises(BackendUnavailableError):
             make_runner(engine)

@@ -164,8 +164,8 @@ def test_a_batch_below_the_profile_minimum_is_padded_and_cut(fake_tensorrt, feat
             models.assert_scores_close(got["score"], torch_reference["score"][:n], rtol=1e-4)
 
 
-def test_a_shape_the_profile_refuses_is_an_error_not_garbage(fake_tensorrt, featurizer_onnx, frames_and_labels,
-                                                             tmp_path):
+def test_a_header_that_disagrees_with_the_plans_profile_is_refused_on_activate(fake_tensorrt, featurizer_onnx,
+                                                                               tmp_path):
     fake_tensorrt()
     engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32", min_batch=2, max_batch=2),
                           tmp_path / "fixed.engine")
@@ -173,7 +173,7 @@ def test_a_shape_the_profile_refuses_is_an_error_not_garbage(fake_tensorrt, feat
     for shapes in header["inputs"].values():
         shapes["min"][0] = 1  # a header that disagrees with the engine's profile
     lying = write_engine_file(tmp_path / "lying.engine", header, plan, scorer)
-    frames, _ = frames_and_labels
-    with TensorRTRunner(lying, memory=fake.HostMemory) as runner:
-        with pytest.raises(DataError, match=r"batch of 1 is outside the engine's optimisation profile"):
-            runner.infer(frames[:1])
+    # Refused when the plan is opened, naming both (it was a DataError at the first batch of 1).
+    with pytest.raises(ArtifactError, match=r"lying\.engine: the plan takes 'image' from \[2, 256, 96, 3\] to "
+                                            r"\[2, 256, 96, 3\], but its header gives \[1, 256, 96, 3\]"):
+        TensorRTRunner(lying, memory=fake.HostMemory).activate()
