@@ -26,6 +26,7 @@ namespace edgecmg {
 
 constexpr char kEngineMagic[8] = {'E', 'D', 'G', 'E', 'C', 'M', 'G', 'E'};
 constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine_file.ENGINE_FORMAT_VERSION
+constexpr std::uint32_t kHeaderChecksumSinceFormat = 3;  // edgecmg.engine_file.HEADER_SHA_SINCE_FORMAT
 
 struct EngineFile {
     std::uint32_t format_version = 0;
@@ -180,8 +181,8 @@ inline std::uint64_t parse_size(const std::string& text, const std::string& what
 }
 
 // The header's own checksum: Python hashes its canonical JSON without the entry, which is the text on
-// disk with that one top-level entry (and the ", " that joins it) cut out.
-inline void check_header_checksum(const std::string& json, const std::string& path) {
+// disk with that one top-level entry (and the ", " that joins it) cut out. False when it has none.
+inline bool check_header_checksum(const std::string& json, const std::string& path) {
     const std::vector<Entry> entries = top_level_entries(json, path + ": the engine header");
     for (std::size_t n = 0; n < entries.size(); ++n) {
         if (entries[n].key != "header_sha256") continue;
@@ -196,9 +197,9 @@ inline void check_header_checksum(const std::string& json, const std::string& pa
         if (sha256_hex(rest.data(), rest.size()) != want)
             throw std::runtime_error(path + ": header checksum mismatch: the header (threshold, input size, model) "
                                      "was damaged or edited after the build; copy the engine again or rebuild it");
-        return;
+        return true;
     }
-    // Files from before the header had a checksum have none to check.
+    return false;  // files from before the header had a checksum have none to check
 }
 
 inline void read_exactly(std::ifstream& in, char* target, std::uint64_t size) {
@@ -232,7 +233,7 @@ inline EngineFile read_engine_file(const std::string& path) {
         throw std::runtime_error(path + ": truncated inside the header; copy the engine again");
     file.header_json.resize(header_len);
     detail::read_exactly(in, &file.header_json[0], header_len);
-    detail::check_header_checksum(file.header_json, path);
+    const bool sealed = detail::check_header_checksum(file.header_json, path);
     std::uint64_t left = file_size - prefix - header_len;
     for (const char* key : {"scorer", "engine"}) {
         const std::string what = path + ": the header's '" + key + "' entry";
@@ -251,6 +252,11 @@ inline EngineFile read_engine_file(const std::string& path) {
         left -= size;
     }
     if (left != 0) throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
+    // Every engine of the format that brought the checksum has one (as the Python reader requires).
+    if (!sealed && file.format_version >= kHeaderChecksumSinceFormat)
+        throw std::runtime_error(path + ": the header has no 'header_sha256', which every format-" +
+                                 std::to_string(file.format_version) + " engine carries: it was removed after "
+                                 "the build; rebuild the engine");
     return file;
 }
 

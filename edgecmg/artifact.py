@@ -317,7 +317,7 @@ def _check_head(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int
     if hashlib.sha256(header_bytes).digest() != header_sha:
         raise ArtifactError(f"{path}: header checksum mismatch: the metadata was corrupted or edited")
     try:
-        header = json.loads(header_bytes)
+        header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # with a matching checksum: written wrongly, or forged
         raise ArtifactError(f"{path}: header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from exc
     _check_header(path, header, version)

@@ -79,9 +79,9 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
     prefix = handle.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(prefix)} bytes): not an edgecmg engine file")
-    magic, version, header_len = _PREFIX.unpack(prefix)
-    if magic != ENGINE_MAGIC:
-        raise ArtifactError(f"{path}: not an edgecmg engine file (bad magic {magic!r}); a bare TensorRT plan "
+    tag, version, header_len = _PREFIX.unpack(prefix)
+    if tag != ENGINE_MAGIC:
+        raise ArtifactError(f"{path}: not an edgecmg engine file (bad magic {tag!r}); a bare TensorRT plan "
                             "lacks the model header: build it with `edgecmg build M.onnx -o M.engine`")
     if version > ENGINE_FORMAT_VERSION:
         raise ArtifactError(f"{path}: engine file format {version} is newer than this edgecmg understands "
@@ -93,7 +93,7 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
                             "copy the engine again")
     header_bytes = handle.read(header_len)
     try:
-        header = json.loads(header_bytes)
+        header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise ArtifactError(f"{path}: engine header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") \
             from exc

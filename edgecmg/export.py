@@ -368,7 +368,7 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, A
                             "size, model) was damaged or edited after export; copy the file again or export it "
                             "again")
     try:
-        header = json.loads(props[HEADER_KEY])
+        header = magic.loads_header(props[HEADER_KEY])
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
         raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({type(exc).__name__}: "
                             f"{str(exc)[:100]})") from exc

@@ -1,5 +1,25 @@
 """The first eight bytes of each file kind edgecmg writes, in a module of its own so that the readers
 of every kind can tell one from another (a model given where an engine goes, a renamed file) without
-importing each other: engine_file.py is above artifact.py, and imports no torch."""
+importing each other: engine_file.py is above artifact.py, and imports no torch. Also the one way
+their JSON headers are parsed."""
+import json
+from typing import Any
+
 ARTIFACT = b"EDGECMG\0"  # *.edgecmg, edgecmg.artifact
 ENGINE = b"EDGECMGE"  # *.engine, edgecmg.engine_file
+
+
+def loads_header(text: str | bytes) -> Any:
+    """A file header's JSON, refusing an object that names a key twice (ValueError): json.loads keeps
+    the last, so a forged second "threshold" would be read where a tool showing the first sees
+    another, and the C++ engine reader refuses such a header; every reader must agree."""
+    return json.loads(text, object_pairs_hook=_one_value_per_key)
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out

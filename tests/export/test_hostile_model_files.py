@@ -298,3 +298,41 @@ def test_an_export_of_a_model_fit_returned_in_memory_reads_back(model_and_header
     assert "format_version" not in read_onnx_header(path)
     scorer, _ = load_scorer_from_onnx(path)
     assert np.isfinite(scorer.memory_bank.float().numpy()).all()
+
+
+def _twice(text: str, key: str, second: str) -> str:
+    """JSON ``text`` with a second ``key`` (value ``second``) right after the first, as a forger adds one."""
+    at = text.index(f'"{key}": ')
+    end = at + len(f'"{key}": ') + len(json.dumps(json.loads(text)[key]))
+    return f'{text[:end]}, "{key}": {second}{text[end:]}'
+
+
+def test_a_header_naming_a_key_twice_is_refused_by_every_reader(small_artifact, full_onnx, tmp_path):
+    """json.loads keeps the last of two "threshold"s, where a tool showing the first (or the C++ engine
+    reader, which refuses them) sees another: every reader refuses such a header."""
+    from edgecmg import artifact
+
+    data = small_artifact.read_bytes()
+    head = struct.Struct("<8sIQ32s")
+    tag, version, length, _ = head.unpack_from(data)
+    text = _twice(data[head.size:head.size + length].decode(), "threshold", "-5.0").encode()
+    forged = tmp_path / "twice.edgecmg"
+    forged.write_bytes(head.pack(tag, version, len(text), hashlib.sha256(text).digest()) + text
+                       + data[head.size + length:])
+    with pytest.raises(ArtifactError, match=r"twice.edgecmg: header is not valid JSON \(ValueError: the key "
+                                            r"'threshold' appears twice in one object\)"):
+        artifact.read_header(forged)
+
+    onnx_text = metadata_props(onnx.load(str(full_onnx)))[HEADER_KEY]
+    path = sealed_copy(full_onnx, tmp_path / "twice.onnx", header_text=_twice(onnx_text, "threshold", "-5.0"))
+    with pytest.raises(ArtifactError, match="metadata is not valid JSON .*'threshold' appears twice"):
+        read_onnx_header(path)
+
+    engine = _engine(tmp_path).read_bytes()
+    prefix = struct.Struct("<8sIQ")
+    tag, version, length = prefix.unpack_from(engine)
+    text = _twice(engine[prefix.size:prefix.size + length].decode(), "precision", '"int8"').encode()
+    forged = tmp_path / "twice.engine"
+    forged.write_bytes(prefix.pack(tag, version, len(text)) + text + engine[prefix.size + length:])
+    with pytest.raises(ArtifactError, match="engine header is not valid JSON .*'precision' appears twice"):
+        read_engine_header(forged)
