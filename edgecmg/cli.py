@@ -440,8 +440,8 @@ def _add_calibrate(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p = command("calibrate", "INT8 Q/DQ ONNX from calibration images")
     p.add_argument("model", help="model file (*.edgecmg)")
     p.add_argument("--data", required=True,
-                   help="calibration images of normal parts: a folder (sub-folders included), or an MVTec root, "
-                        "whose train/good is used")
+                   help="calibration images of normal parts: a folder (its images; where it holds none, those of "
+                        "its sub-folders), or an MVTec root, whose train/good is used")
     p.add_argument("--method", choices=["entropy", "percentile", "minmax"],
                    help="activation ranges (default: minmax for --profile tensorrt, percentile for cpu)")
     p.add_argument("--samples", type=int,
