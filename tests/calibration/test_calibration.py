@@ -443,6 +443,25 @@ def test_reader_selection_and_skips(tmp_path, train_dir):
     assert "pattern" not in str(caught.value)
 
 
+def test_sub_folders_a_folder_of_images_leaves_unread_are_named(tmp_path, train_dir, caplog):
+    """A folder's own images win over its sub-folders': those left out are said, not dropped unsaid."""
+    images = sorted(train_dir.iterdir())[:6]
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "no_images").mkdir()
+    for p in images[:4]:
+        shutil.copy(p, tmp_path / p.name)
+    for p in images[4:]:
+        shutil.copy(p, tmp_path / "sub" / "deeper" / p.name)
+    with caplog.at_level("INFO", logger="edgecmg"):
+        chosen = select_images(tmp_path, 10)
+    assert [p.name for p in chosen] == [p.name for p in images[:4]]
+    assert "holds images of its own, so its sub-folders (sub) are not read" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="edgecmg"):
+        assert len(select_images(str(tmp_path / "**" / "*"), 10)) == 6  # a glob reads what it matches
+    assert "not read" not in caplog.text
+
+
 def test_fewer_images_than_asked_for_is_said(tmp_path, train_dir, caplog):
     for p in sorted(train_dir.iterdir())[:3]:
         shutil.copy(p, tmp_path / p.name)
