@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgecmg.errors import DataError
-from edgecmg.imageio import IMAGE_EXTENSIONS, is_image_file, list_images, read_image, resize_to_input
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image, resize_to_input, subfolders_with_images
 from edgecmg.progress import show_progress
 from edgecmg.result import INPUT_NAME
 
@@ -48,8 +48,7 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
         folder = folder / "train" / "good"
     try:
         paths = list_images(folder)
-        nested = [sub.name for sub in sorted(folder.iterdir()) if sub.is_dir() and _holds_images(sub)] \
-            if folder.is_dir() else []  # a glob pattern: what it matches is what was asked for
+        nested = subfolders_with_images(folder) if folder.is_dir() else []  # a glob: what it matches was asked for
         if nested:  # a folder's own images win: say which images are not read, rather than drop them unsaid
             log.info("calibration: %s holds images of its own, so its sub-folders (%s) are not read; give a folder "
                      "of sub-folders only, or a glob (%s/**/*.png), to calibrate on those too", folder,
@@ -64,13 +63,6 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); calibrate on a folder of images of good "
                             "parts") from None
     return _choose(paths, samples, seed, str(folder))
-
-
-def _holds_images(folder: Path) -> bool:
-    try:
-        return any(is_image_file(path) for path in folder.rglob("*"))
-    except OSError:  # unreadable: not read either way
-        return False
 
 
 def _choose(paths: list[Path], samples: int, seed: int, where: str) -> tuple[list[Path], list[Path]]:

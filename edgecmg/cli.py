@@ -350,7 +350,8 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p = command("fit", "fit a detector on good images")
-    p.add_argument("data", help="MVTec root (uses train/good) or a folder of good images")
+    p.add_argument("data", help="MVTec root (uses train/good), a folder of good images (its own: sub-folders "
+                                "are named, not read) or a quoted glob such as 'good/**/*.png'")
     p.add_argument("--prompt", required=True, help="text describing the normal part")
     p.add_argument("-o", "--output", required=True, help="output model file (*.edgecmg)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
@@ -373,7 +374,9 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
                    help="image score = mean of this share of the map's hottest pixels (0: the hottest one)")
     p.add_argument("--seed", type=int, default=ModelConfig.seed,
-                   help="seeds the hold-out split and the coreset draw (fits are reproducible)")
+                   help="seeds the hold-out split and the coreset draw, 0..2**64-1: the same images and seed on the "
+                        "same machine, with the same thread count, give the same model, bar its creation time and "
+                        "fit seconds (another thread count moves the threshold and bank a little)")
     p.set_defaults(func=cmd_fit)
 
 

@@ -17,6 +17,11 @@ from edgecmg.model.layouts import feature_layout
 # way, so only a difference from them matters). fit holds its training images to it too.
 ASPECT_TOLERANCE = 1.25
 
+# A frame under 1/TINY_FRAME_FACTOR of the model's input on a side is blown up so far by the resize
+# that it holds no detail to judge (an empty or misplaced crop, most often): Detector warns about such
+# frames, fit about such training images.
+TINY_FRAME_FACTOR = 8
+
 
 def aspect_stretch(aspect_hw: float, reference_hw: float) -> float:
     """How much resizing a frame of height/width ``aspect_hw`` to the model's input stretches it
@@ -113,6 +118,8 @@ class ModelConfig:
     # Smallest max_side: the backbone's head has stride 32 and 64 px (a 2 x 2 head map) is the
     # smallest side input_size accepts; below 64, choose_input_size would quietly clamp to 64 x 64.
     MIN_MAX_SIDE: ClassVar[int] = 64
+    # The seeds torch.Generator.manual_seed and numpy's generators both take.
+    MAX_SEED: ClassVar[int] = 2**64 - 1
 
     def __post_init__(self) -> None:
         # A non-string prompt (prompt=123) would otherwise fail deep inside as "'int' object has no
@@ -164,6 +171,10 @@ class ModelConfig:
                               "left out)")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1 (default 8)")
+        # Checked here: out of range, torch's manual_seed failed with an overflow after the whole feature pass.
+        if not 0 <= self.seed <= self.MAX_SEED:
+            raise ConfigError(f"seed={self.seed} (--seed) must be in 0..2**64-1 ({self.MAX_SEED}), the seeds torch's "
+                              "and numpy's random generators take; any seed in that range will do (default 0)")
         if self.matcher not in ("zeroshot", "clip"):
             raise ConfigError(f"matcher={self.matcher!r}: choose 'zeroshot' (offline default) or 'clip'")
         if self.matcher == "clip" and not self.clip_weights:

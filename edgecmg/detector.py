@@ -21,16 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from edgecmg.config import ASPECT_TOLERANCE, StreamConfig, aspect_stretch, expect_config
+from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, StreamConfig, aspect_stretch, expect_config
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
 from edgecmg.imageio import resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner, RunnerInactiveError
 
 log = logging.getLogger("edgecmg")
-
-#: A frame under 1/8 of the model's input on a side is said to be too small to judge (a warning).
-TINY_FRAME_FACTOR = 8
 
 if TYPE_CHECKING:
     from edgecmg.stream import StreamRun

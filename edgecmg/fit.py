@@ -19,10 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from edgecmg import __version__
-from edgecmg.config import ASPECT_TOLERANCE, ModelConfig, aspect_stretch, expect_config
+from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
 from edgecmg.errors import DataError
 from edgecmg.imageio import (is_glob_pattern, is_image_file, list_images, read_image, read_image_size,
-                             resize_to_input, to_rgb_uint8, warn_skipped_count, warn_unreadable)
+                             resize_to_input, subfolders_with_images, to_rgb_uint8, warn_skipped_count,
+                             warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -41,6 +42,9 @@ OUTLIER_SHARE = 0.05  # at most this share of the scores (at least one) is left 
 # Bank images averaged into the normal level of the maps (evenly spread; more adds time, not accuracy).
 NORMAL_LEVEL_IMAGES = 64
 MIN_TRAIN_IMAGES = 8
+# Names per list in the metadata's "training" section (held out, copies, unreadable): enough to find
+# the images of a typical fit, while a fit on tens of thousands keeps a small header (their counts stay whole).
+RECORDED_NAMES = 300
 
 
 def median_aspect(shapes: Sequence[tuple[int, int]]) -> float:
@@ -78,33 +82,93 @@ def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], s
                     size[0], size[1], _first(odd, 5))
 
 
+def _warn_tiny(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:
+    """Name the training images under 1/TINY_FRAME_FACTOR of the model's input on a side, as Detector
+    does for such frames: blown up to the input they hold no detail (an empty or misplaced crop, most
+    often), yet they go into the memory bank or set the threshold like any other image."""
+    tiny = [f"{name} ({h}x{w})" for name, (h, w) in zip(names, shapes)
+            if h * TINY_FRAME_FACTOR < size[0] or w * TINY_FRAME_FACTOR < size[1]]
+    if tiny:
+        log.warning("%d of %d training image(s) are under 1/%d of the model's %dx%d input (height x width) on a side, "
+                    "so the resize blows them up more than %dx and they hold no detail of a part: %s; check the crop "
+                    "that made them (an empty or misplaced one?), or leave them out", len(tiny), len(shapes),
+                    TINY_FRAME_FACTOR, size[0], size[1], TINY_FRAME_FACTOR, _first(tiny, 5))
+
+
 def read_captions(folder: Path) -> dict[str, str]:
-    """Optional per-image captions from ``captions.csv`` (columns: file,text) beside the images."""
+    """Optional per-image captions from ``captions.csv`` (columns: file,text) beside the images.
+
+    Written by hand, a caption holds unquoted commas: the fields a row has beyond the header's are the
+    rest of its caption, joined back into it (``a.png, shiny, no scratches`` captions a.png "shiny, no
+    scratches"). Rows without text, captions over several lines (a quote left open takes the rows
+    after it) and files named by more than one row (the last is used) are warned about, by line."""
     path = folder / "captions.csv"
     if not path.is_file():
         return {}
+    rows = []  # (first line, last line, fields): the warnings name rows by line, as an editor numbers them
+    row_end = 0  # the last line of the row read before (csv.Error names the row after it)
     # utf-8-sig: spreadsheets (Excel's "CSV UTF-8") start the file with a byte-order mark, which
     # would otherwise be read as part of the first header name.
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, skipinitialspace=True)  # "a.png, text" as written by hand
-            rows = list(reader)
-            header = reader.fieldnames or []
+            reader = csv.reader(handle, skipinitialspace=True)  # "a.png, text" as written by hand
+            header = next(reader, [])
+            row_end = reader.line_num
+            for fields in reader:
+                if not fields:  # a blank line
+                    continue
+                # csv skips blank lines unseen: a row's first line is its last less the line breaks it holds,
+                # yet not before the line after the previous row (a quote left open to the end holds the last break)
+                first = max(row_end + 1, reader.line_num - sum(field.count("\n") for field in fields))
+                row_end = reader.line_num
+                rows.append((first, row_end, fields))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as CSV UTF-8") from None
-    if header and not {"file", "text"} <= set(header):
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte: the row, not a traceback
+        raise DataError(f"{path}, the row from line {row_end + 1}: not readable as CSV ({exc}); a caption may hold "
+                        f"up to {csv.field_size_limit():,} characters, and a quote left open runs on through the rows "
+                        "after it: fix that row") from None
+    if not header and not rows:  # an empty file
+        return {}
+    if not {"file", "text"} <= set(header):
         raise DataError(f"{path} must have the header 'file,text' as its first line; it starts with "
                         f"{','.join(header)!r}")
-    captions, unusable = {}, []
-    for row in rows:  # a short row has None for text: MiniLM cannot encode it, nor mean anything by ''
-        name, text = (row.get("file") or "").strip(), (row.get("text") or "").strip()
-        if name and text:
-            captions[name] = text
-        else:
+    file_at, text_at = header.index("file"), header.index("text")
+    # Fields beyond the header's can only be the caption's rest when the caption is the last column.
+    text_last = text_at == len(header) - 1
+    captions: dict[str, str] = {}
+    lines_of: dict[str, list[int]] = {}
+    unusable, multiline, cut = [], [], []
+    for first, last, fields in rows:
+        fields = fields + [""] * (len(header) - len(fields))  # a short row: its missing cells are empty
+        name, text = fields[file_at].strip(), fields[text_at].strip()
+        extra = [field for field in fields[len(header):] if field.strip()]  # trailing empty cells say nothing
+        if extra and text_last:
+            text = ", ".join([text, *extra])  # skipinitialspace took the space after each comma
+        elif extra:
+            cut.append(f"line {first} ({name or 'no file name'})")
+        if not (name and text):  # MiniLM means nothing by '' (and a file name is what matches the caption)
             unusable.append(name or "(no file name)")
+            continue
+        if last > first:
+            multiline.append(f"{name} (lines {first}-{last})")
+        captions[name] = text
+        lines_of.setdefault(name, []).append(first)
     if unusable:
         log.warning("%s: %d row(s) without a file name or a text left out (their images get pseudo-text): %s",
                     path, len(unusable), _first(unusable, 5))
+    if cut:
+        log.warning("%s: %d row(s) have more fields than the header, and the extra ones are left out (only a caption "
+                    "in the last column takes them back): %s; quote a caption holding commas (\"a, b\")",
+                    path, len(cut), _first(cut, 5))
+    if multiline:
+        log.warning("%s: %d caption(s) run over several lines: %s; a quote left open takes the rows after it into "
+                    "its caption, and their images lose theirs: close the quote (where the line break is meant, "
+                    "nothing is wrong)", path, len(multiline), _first(multiline, 5))
+    repeated = [f"{name} (lines {', '.join(map(str, lines))})" for name, lines in lines_of.items() if len(lines) > 1]
+    if repeated:
+        log.warning("%s: %d file(s) named by more than one row, and the last row's caption is used: %s; keep one row "
+                    "per file", path, len(repeated), _first(repeated, 5))
     return captions
 
 
@@ -151,17 +215,47 @@ def _require_enough(count: int, source: str) -> None:
 
 
 def training_images(data: str | Path) -> list[Path]:
-    """The good images of DATA: an MVTec root (its ``train/good``), a folder or a glob pattern."""
+    """The good images of DATA: an MVTec root (its ``train/good``), a folder or a glob pattern. A
+    folder is read non-recursively: its sub-folders that hold images are named, not read."""
     root = Path(data)
     good = root / "train" / "good"
     if good.is_dir():
-        return list_images(good)
-    if (root / "test").is_dir() and not any(is_image_file(p) for p in root.iterdir()):
-        # An MVTec root without its training folder: a glob over it (what list_images' refusal of a
-        # folder without images suggests) would train on test/, defects included.
-        raise DataError(f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good "
-                        "images to fit on; put them there, or pass the folder of good images itself")
-    return list_images(data)
+        folder = good
+        refusal = (f"{good} holds no image files to fit on: put the images of good parts in it (fit {root} reads "
+                   f"that folder alone), or pass a folder of them")
+    elif root.is_dir():
+        folder, refusal = root, _mvtec_refusal(root)
+    else:
+        return list_images(data)  # a glob pattern or one image file: what it matches was asked for
+    # In an MVTec layout list_images' hint for a folder without images, a glob over it, would train on
+    # test/'s defects (or ground_truth/'s masks): those folders get a refusal of their own.
+    if refusal and not any(is_image_file(p) for p in folder.iterdir()):
+        raise DataError(refusal)
+    images = list_images(folder)
+    nested = subfolders_with_images(folder)
+    if nested:  # a folder's own images are read, not its sub-folders': say which images the fit leaves out
+        log.warning("%s: the images in its sub-folder(s) %s are not read (fit reads a folder's own images); to train "
+                    "on them too, where they are good parts only, pass a glob such as '%s/**/*%s'",
+                    folder, _first(nested, 3), folder, images[0].suffix)
+    return images
+
+
+def _mvtec_refusal(root: Path) -> Optional[str]:
+    """Why ``root`` cannot be fitted on when it holds no images of its own and is an MVTec root or a
+    part of one (else None), and what to pass instead."""
+    here = root.resolve()
+    if (root / "test").is_dir():
+        return (f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good images to fit "
+                f"on; put them there, or pass the folder of good images itself")
+    if here.name == "train" and (root / "good").is_dir():
+        return (f"{root} is the train/ folder of an MVTec layout: pass the MVTec root, the folder above it "
+                f"({here.parent}), or {root / 'good'}")
+    if here.name in ("test", "ground_truth") and (here.parent / "test").is_dir():
+        holds = "defects beside good parts" if here.name == "test" else "defect masks"
+        return (f"{root} is the {here.name}/ folder of an MVTec layout, which holds {holds}: fit on images of good "
+                f"parts only: put them in {here.parent / 'train' / 'good'} and pass {here.parent}, or pass a folder "
+                "of them")
+    return None
 
 
 def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
@@ -174,9 +268,12 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
         RGBA, 16-bit, floats in [0, 1]). Unreadable files are skipped and reported, and so are images
         that copy another pixel for pixel. Give images of different parts: near-copies (one part
         standing still before the camera) on both sides of the held-out split set the threshold too low.
+        A folder is read non-recursively (its sub-folders holding images are named); a generator's arrays
+        are copied as they come, so a camera SDK may refill one buffer for every frame.
     config: the prompt and every model setting, e.g. ``ModelConfig(prompt="a photo of a metal part")``.
     captions: optional {file name: caption} for CMLE's language structure; otherwise pseudo-text. Given
-        a folder, its ``captions.csv`` (file,text) is read when present.
+        a folder, its ``captions.csv`` (file,text; see :func:`read_captions`) is read when present and
+        CMLE is on.
     progress: progress bars; by default where they can be seen (a terminal or a notebook), not in a log.
     bgr: the arrays among ``images`` are in OpenCV's BGR order (``cv2.imread``, ``cap.read()``), as
         ``Detector.predict(bgr=True)`` takes them; files are read as RGB either way.
@@ -190,8 +287,11 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     if isinstance(images, (str, Path)):
         source = f" in {images}"
         images = training_images(images)
-        if captions is None:
+        if captions is None and config.cmle:
             captions = read_captions(images[0].parent)
+        elif not config.cmle and (images[0].parent / "captions.csv").is_file():
+            # Captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it.
+            log.info("%s is not read: captions serve CMLE only, which is off", images[0].parent / "captions.csv")
     training = _Training(images, bgr=bgr)
     _require_enough(len(training.names), source)
     size = choose_input_size(training.shapes, config)
@@ -203,6 +303,7 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     if captions and config.cmle:
         _warn_unmatched_captions(captions, names)
     _warn_odd_aspects(shapes, names, size)
+    _warn_tiny(shapes, names, size)
     geometry = Geometry(size, config.grid, config.features)
     cmer.cell_index(*geometry.head_size, config.grid)  # validates grid against the head map early
 
@@ -255,9 +356,17 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     model.scorer.cmer_margin.copy_(margins)
 
     threshold, threshold_left_out = _fit_threshold(model, holdout_frames, holdout_names, config, progress)
+    captioned = len(set(captions) & set(names)) if captions and config.cmle else 0
     training_info = {
         "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
         "copies_left_out": len(training.copies), "threshold_left_out": threshold_left_out,
+        # Which images the model never saw in its bank, and which of those offered it did not train on:
+        # names (the first RECORDED_NAMES of each; the counts are whole), as the log said them.
+        "holdout": holdout_names[:RECORDED_NAMES],
+        "copies": [copy for copy, _ in training.copies[:RECORDED_NAMES]],
+        "unreadable_skipped": len(training.skipped),
+        "unreadable": [path.name for path, _ in training.skipped[:RECORDED_NAMES]],
+        "captioned_images": captioned,  # CMLE's text from captions.csv or captions=; the others pseudo-text
         # what Detector compares frames with: a frame of another shape is stretched by the resize
         "aspect_hw": round(median_aspect(shapes), 4),
         "bank_size": int(bank_size), "feature_dim": int(feature_dim),
@@ -394,6 +503,11 @@ class _Training:
         self.skipped: list[tuple[Path, str]] = []
         self.copies: list[tuple[str, str]] = []  # (copy, the image it repeats), left out by drop_copies
         self.offered = 0
+        # A one-shot iterator (a generator over a camera SDK's frames) may hand out one buffer refilled
+        # for every frame, so its arrays are kept as converted copies, taken as they arrive: that costs no
+        # memory there, nobody else holding them. A list's or an array's items the caller holds: kept
+        # as they are (a copy would hold every image twice), and converted when read.
+        self.own_copies = iter(images) is images
         for i, item in enumerate(images):
             self.offered += 1
             if isinstance(item, (str, Path)):
@@ -408,10 +522,11 @@ class _Training:
                 self._keep(Path(item), Path(item).name, shape)
                 continue
             try:
-                frame = to_rgb_uint8(item, bgr=self.bgr)  # checked here, so a bad array fails before any work
+                # checked here, so a bad array fails before any work
+                frame = to_rgb_uint8(item, bgr=self.bgr, copy=self.own_copies)
             except DataError as exc:
                 raise DataError(f"training image {i}: {exc}") from None
-            self._keep(item, f"array{i}", frame.shape[:2])
+            self._keep(frame if self.own_copies else item, f"array{i}", frame.shape[:2])
         if self.offered == 0:
             raise DataError("no training images given: pass a folder of good images (MVTec: DATA/train/good)")
 
@@ -429,7 +544,12 @@ class _Training:
         a damaged body) are skipped and reported, and leave ``names`` and ``shapes`` with the rest."""
         def at_size(source: Path | np.ndarray) -> np.ndarray | DataError:
             try:
-                image = read_image(source) if isinstance(source, Path) else to_rgb_uint8(source, bgr=self.bgr)
+                if isinstance(source, Path):
+                    image = read_image(source)
+                elif self.own_copies:  # converted on arrival
+                    image = source
+                else:
+                    image = to_rgb_uint8(source, bgr=self.bgr)
                 return resize_to_input(image, size)
             except DataError as exc:
                 return exc

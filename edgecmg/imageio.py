@@ -33,7 +33,7 @@ import numpy as np
 from edgecmg.errors import DataError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
-           "resize_to_input", "list_images", "load_images", "to_rgb_uint8"]
+           "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -537,6 +537,19 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
             "that folder or pass a glob such as 'folder/**/*.png'"
         )
     return found
+
+
+def subfolders_with_images(folder: PathLike) -> list[str]:
+    """Names of ``folder``'s sub-folders (sorted) that hold image files at any depth: what
+    :func:`list_images`, which lists a folder non-recursively, leaves unread there (fit and
+    calibrate name them rather than drop them unsaid)."""
+    def holds_images(sub: Path) -> bool:
+        try:
+            return any(is_image_file(path) for path in sub.rglob("*"))
+        except OSError:  # unreadable: not read either way
+            return False
+
+    return [sub.name for sub in sorted(Path(folder).iterdir()) if sub.is_dir() and holds_images(sub)]
 
 
 def warn_unreadable(path: PathLike, reason: str) -> None:

@@ -385,15 +385,27 @@ def test_training_images_that_copy_others_are_left_out_and_named(kolektor_train,
 
     images = kolektor_train[96:106]  # 10 files: kos21_Part7.jpg repeats kos21_Part6.jpg
     assert images[-2].read_bytes() == images[-1].read_bytes()
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    captions = {images[0].name: "a commutator", images[1].name: "a worn commutator", "gone.png": "-"}
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
-        model, metadata = fit([*images, read_image(images[0])],
-                              ModelConfig(prompt="a metal part", input_size=(256, 96)), progress=False)
-    assert metadata["training"]["images"] == 9 and metadata["training"]["copies_left_out"] == 2
-    assert metadata["training"]["threshold_left_out"] == []  # 2 held out: too few to call one far above
+        model, metadata = fit([*images, read_image(images[0]), tmp_path / "broken.png"],
+                              ModelConfig(prompt="a metal part", input_size=(256, 96)), captions=captions,
+                              progress=False)
+    training = metadata["training"]
+    assert training["images"] == 9 and training["copies_left_out"] == 2
+    assert training["threshold_left_out"] == []  # 2 held out: too few to call one far above
+    # The file names what the log named: the held-out images (the model never saw them in its bank),
+    # the copies and unreadable files left out, and how many images had a caption.
+    assert len(training["holdout"]) == training["holdout_images"] == 2
+    assert set(training["holdout"]) <= {p.name for p in images[:-1]}
+    assert training["copies"] == [images[-1].name, "array10"]
+    assert training["unreadable"] == ["broken.png"] and training["unreadable_skipped"] == 1
+    assert training["captioned_images"] == 2
     from edgecmg import artifact
     from edgecmg.cli import main
 
     artifact.save(model, metadata, tmp_path / "m.edgecmg")
+    assert artifact.load(tmp_path / "m.edgecmg")[1]["training"] == training  # the loader takes the new fields
     assert main(["info", str(tmp_path / "m.edgecmg")]) == 0
     assert "held out for the threshold, 2 copies of others left out)" in capsys.readouterr().out
     assert (f"2 training image(s) left out as copies of others, pixel for pixel ({images[-1].name} = "
@@ -519,3 +531,193 @@ def test_the_held_out_names_fit_passes_are_those_of_their_scores(kolektor_train,
     with Detector.from_model(model, metadata, device="cpu") as detector:
         judged = [detector.predict(read_image(by_name[name])).score for name in names]
     assert judged == pytest.approx(scores, rel=1e-3, abs=1e-3)
+
+
+class _StopBeforeFeatures(Exception):
+    """Raised in place of loading the backbone: what fit says and does before its feature pass, at no
+    feature pass's cost."""
+
+
+def _stop_before_features(monkeypatch):
+    import edgecmg.fit as fit_module
+
+    def stop():
+        raise _StopBeforeFeatures
+
+    monkeypatch.setattr(fit_module, "load_pretrained", stop)
+
+
+def test_read_captions_keeps_unquoted_commas_and_names_rows_over_lines_and_repeated_files(tmp_path, caplog):
+    """'a.png, a shiny part, no scratches' was read as 'a shiny part' (csv put the rest in fields
+    nobody read); an unclosed quote swallowed the next rows into its caption, and of two rows for
+    one file the last won: all without a word."""
+    from edgecmg.fit import read_captions
+
+    (tmp_path / "captions.csv").write_text("file,text\na.png, a shiny part, no scratches, centred\n"
+                                           'b.png,"quoted, kept",and more,\n\n'
+                                           'c.png,"shiny\nd.png,worn\n"\n'
+                                           "e.png,first\n\ne.png,second\n")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        captions = read_captions(tmp_path)
+    assert captions == {"a.png": "a shiny part, no scratches, centred", "b.png": "quoted, kept, and more",
+                        "c.png": "shiny\nd.png,worn", "e.png": "second"}
+    assert "1 caption(s) run over several lines: c.png (lines 5-7); a quote left open" in caplog.text
+    assert "1 file(s) named by more than one row, and the last row's caption is used: e.png (lines 8, 10)" in caplog.text
+    # the caption not in the last column cannot take the extra fields back: they are named, not joined
+    caplog.clear()
+    (tmp_path / "captions.csv").write_text("text,file\nshiny, bright,a.png\n")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        read_captions(tmp_path)
+    assert "1 row(s) have more fields than the header, and the extra ones are left out" in caplog.text
+    assert "line 2 ( bright)" not in caplog.text and "line 2 (bright)" in caplog.text
+
+
+def test_a_caption_over_csvs_field_limit_is_a_data_error_naming_the_row(kolektor_train, tmp_path, capsys):
+    """A 140,000-character caption ended `edgecmg fit` in csv's traceback (exit 1)."""
+    from edgecmg.cli import main
+    from edgecmg.fit import read_captions
+
+    (tmp_path / kolektor_train[0].name).symlink_to(kolektor_train[0])
+    (tmp_path / "captions.csv").write_text(f"file,text\nb.png,ok\n{kolektor_train[0].name},{'x' * 140_000}\n")
+    with pytest.raises(DataError, match=r"captions\.csv, the row from line 3: not readable as CSV \(field larger "
+                                        r"than field limit \(131072\)\); a caption may hold up to 131,072 characters"):
+        read_captions(tmp_path)
+    assert main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "m.edgecmg")]) == 2
+    assert "captions.csv, the row from line 3: not readable as CSV" in capsys.readouterr().err
+
+
+def test_fit_without_cmle_leaves_captions_csv_unread(kolektor_train, tmp_path, monkeypatch, caplog):
+    """--no-cmle stopped on a Latin-1 captions.csv that only CMLE would have read."""
+    for path in kolektor_train[:8]:
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "captions.csv").write_bytes("file,text\na.png,caf\xe9 part\n".encode("latin-1"))
+    _stop_before_features(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="edgecmg"), pytest.raises(_StopBeforeFeatures):
+        fit(tmp_path, ModelConfig(prompt="a part", input_size=(64, 64), cmle=False), progress=False)
+    assert "captions.csv is not read: captions serve CMLE only, which is off" in caplog.text
+    with pytest.raises(DataError, match="is not UTF-8 text"):  # with CMLE it is read, and refused
+        fit(tmp_path, ModelConfig(prompt="a part", input_size=(64, 64)), progress=False)
+
+
+def test_a_generator_refilling_one_buffer_trains_on_every_frame(kolektor_train):
+    """A camera SDK fills one buffer per frame: fit kept the buffer itself, read every 'image' as the
+    last frame, and stopped on 11 false copies."""
+    from edgecmg.fit import _Training
+    from edgecmg.imageio import read_image, resize_to_input
+
+    size = (160, 64)
+    images = [resize_to_input(read_image(path), size) for path in kolektor_train[:4]]
+    buffer = np.empty_like(images[0])
+
+    def camera(bgr=False):
+        for image in images:
+            buffer[...] = image[..., ::-1] if bgr else image
+            yield buffer
+
+    for bgr in (False, True):  # converted once, on arrival: BGR swapped once
+        training = _Training(camera(bgr), bgr=bgr)
+        frames = training.drop_copies(training.read_at(size, show=False))
+        assert training.copies == [] and training.names == ["array0", "array1", "array2", "array3"]
+        for frame, image in zip(frames, images):
+            np.testing.assert_array_equal(frame, image)
+    # a list's arrays are the caller's: kept by reference, not copied
+    training = _Training(images)
+    assert all(source is image for source, image in zip(training.sources, images))
+
+
+def test_tiny_training_images_are_named(kolektor_train, monkeypatch, caplog):
+    """An 8x20 thumbnail among 256x96 inputs went into the fit without a word, where Detector warns
+    about such a frame (under 1/8 of the input on a side) when it judges one."""
+    from edgecmg.imageio import read_image
+
+    thumbnail = np.ascontiguousarray(read_image(kolektor_train[8])[:8, :20])
+    _stop_before_features(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="edgecmg"), pytest.raises(_StopBeforeFeatures):
+        fit([*kolektor_train[:8], thumbnail, np.zeros((32, 12, 3), np.uint8)],
+            ModelConfig(prompt="a part", input_size=(256, 96)), progress=False)
+    assert ("1 of 10 training image(s) are under 1/8 of the model's 256x96 input (height x width) on a side, so the "
+            "resize blows them up more than 8x and they hold no detail of a part: array8 (8x20); check the crop") \
+        in caplog.text
+    assert "array9" not in caplog.text  # 32x12 is 1/8 exactly: as Detector, not tiny
+
+
+def test_a_training_folder_names_the_sub_folders_it_leaves_unread(kolektor_train, tmp_path, caplog):
+    """mixed/sub/s.png was dropped without a word while mixed/*.png was fitted (calibrate named such
+    sub-folders; both use one helper)."""
+    from edgecmg.fit import training_images
+
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("-")
+    for path in kolektor_train[:3]:
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "sub" / "deeper" / kolektor_train[3].name).symlink_to(kolektor_train[3])
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert [p.name for p in training_images(tmp_path)] == [p.name for p in kolektor_train[:3]]
+    assert (f"{tmp_path}: the images in its sub-folder(s) sub are not read (fit reads a folder's own images); to "
+            f"train on them too, where they are good parts only, pass a glob such as '{tmp_path}/**/*.jpg'") \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert len(training_images(f"{tmp_path}/**/*.jpg")) == 4  # the glob reads what it matches, unsaid
+    assert "not read" not in caplog.text
+    from edgecmg.imageio import subfolders_with_images  # what calibrate names too
+
+    assert subfolders_with_images(tmp_path) == ["sub"]
+
+
+def test_out_of_range_seeds_are_refused_up_front(kolektor_train, tmp_path, capsys):
+    """--seed 18446744073709551616 crashed in torch's manual_seed after the whole feature pass."""
+    import re
+
+    from edgecmg.cli import main
+    from edgecmg.errors import ConfigError
+
+    ModelConfig(seed=2**64 - 1)
+    for seed in (2**64, -1):
+        with pytest.raises(ConfigError, match=re.escape(f"seed={seed} (--seed) must be in 0..2**64-1")):
+            ModelConfig(seed=seed)
+    (tmp_path / kolektor_train[0].name).symlink_to(kolektor_train[0])
+    assert main(["fit", str(tmp_path), "--prompt", "a part", "-o", str(tmp_path / "m.edgecmg"),
+                 "--seed", str(2**64)]) == 2
+    assert "seed=18446744073709551616 (--seed) must be in" in capsys.readouterr().err
+
+
+def test_fit_help_says_what_a_seed_reproduces(capsys):
+    """--help said 'fits are reproducible'; the file's creation time and fit seconds always differ, and
+    another torch thread count moves the threshold and bank rows."""
+    from edgecmg.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fits are reproducible" not in text
+    assert "the same images and seed on the same machine, with the same thread count, give the same model, bar its " \
+           "creation time and fit seconds" in text
+
+
+def test_mvtec_folders_without_good_images_get_no_glob_hint(kolektor_train, tmp_path):
+    """`fit DATA/test`, and `fit DATA` with an empty train/good, suggested a glob over the folder, which
+    trains on test/'s defects; `fit DATA/train` was not told to pass the folder above it."""
+    from edgecmg.fit import training_images
+
+    data = tmp_path / "part"
+    for kind in ("good", "crack"):
+        (data / "test" / kind).mkdir(parents=True)
+        (data / "test" / kind / "000.jpg").symlink_to(kolektor_train[0])
+    (data / "ground_truth" / "crack").mkdir(parents=True)
+    (data / "train" / "good").mkdir(parents=True)
+    for given, expected in (
+            (data, rf"{data}/train/good holds no image files to fit on: put the images of good parts in it"),
+            (data / "test", rf"{data}/test is the test/ folder of an MVTec layout, which holds defects beside good "
+                            rf"parts: fit on images of good parts only: put them in {data}/train/good and pass {data}"),
+            (data / "ground_truth", r"ground_truth/ folder of an MVTec layout, which holds defect masks"),
+            (data / "train", rf"{data}/train is the train/ folder of an MVTec layout: pass the MVTec root, the folder "
+                             rf"above it \({data}\), or {data}/train/good")):
+        with pytest.raises(DataError, match=expected) as caught:
+            training_images(given)
+        assert "glob" not in str(caught.value), given
+    # a folder of images' own sub-folders outside such a layout still get list_images' hint
+    (tmp_path / "plain" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="pass a glob such as"):
+        training_images(tmp_path / "plain")
