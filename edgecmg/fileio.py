@@ -106,18 +106,26 @@ def atomic_write_bytes(path: Union[str, Path], data: Union[bytes, memoryview], *
 
 
 class JsonLinesFile:
-    """A JSON-lines file written anew (predict's results.jsonl and skipped.jsonl), each record whole or
-    not at all. A write that fails (a full disk) cuts the file back to the end of its last whole
-    line, so that jq and other line readers never meet half a record, and raises an OutputError
-    naming the file. Unbuffered: every record written is on disk whatever ends the run."""
+    """A JSON-lines file (predict's results.jsonl and skipped.jsonl, written anew; stream's --jsonl,
+    appended to), each record whole or not at all. A write that fails (a full disk) cuts the file
+    back to the end of its last whole line, so that jq and other line readers never meet half a
+    record, and raises an OutputError naming the file. Unbuffered: every record written is on disk
+    whatever ends the run.
 
-    def __init__(self, path: Path, what: str) -> None:
-        self.path, self.what = path, what  # what: e.g. "the results", for the error message
+    append: keep the earlier records and add after them; a last line an earlier run left cut short
+    (killed mid-write) is ended first, so the new records start on lines of their own."""
+
+    def __init__(self, path: Path, what: str, *, append: bool = False) -> None:
+        self.path, self.what = Path(path), what  # what: e.g. "the results", for the error message
         self.records = 0
-        self._end = 0  # where the last whole line ends
+        ends_cut = append and _ends_without_newline(self.path)
         # O_BINARY (Windows): the byte count kept in _end must be the bytes in the file, "\n" included.
+        mode = os.O_APPEND if append else os.O_TRUNC
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0), 0o666)
+            self._end = os.lseek(self._fd, 0, os.SEEK_END)  # where the last whole line ends
+            if ends_cut:
+                self._end += os.write(self._fd, b"\n")
         except OSError as exc:
             raise self._error(exc) from exc
 
@@ -152,3 +160,15 @@ class JsonLinesFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _ends_without_newline(path: Path) -> bool:
+    """Whether the file at ``path`` has bytes and its last is not a newline (a record cut short)."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:  # not there yet, or not readable: opening it for writing says what is wrong
+        return False

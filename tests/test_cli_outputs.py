@@ -223,3 +223,109 @@ def test_eval_refuses_a_test_set_of_one_kind_before_judging_it(small_artifact, k
     else:
         assert "all 3 test images are defects" in err and "it needs good images too" in err
     assert judged == [] and not out.exists()
+
+
+def test_stream_jsonl_on_a_full_disk_keeps_only_whole_records(small_artifact, kolektor_root, tmp_path, capsys,
+                                                              monkeypatch):
+    """stream's --jsonl filling the disk left half a record (`..."kept_mas`), which the next run's
+    appends then kept for good: cut back to the last whole line, the error naming the file."""
+    images = tmp_path / "in"
+    _images(kolektor_root, "good", 4, images)
+    jsonl = tmp_path / "frames.jsonl"
+    jsonl.write_text('{"frame_index": 0, "earlier": "run"}\n')
+    _disk_fills_during_the_second_write(monkeypatch, jsonl)
+    assert main(["-q", "stream", str(images), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                 str(jsonl)]) == 2
+    err = capsys.readouterr().err
+    assert f"edgecmg stream: error: cannot write the --jsonl records {jsonl}: the disk is full" in err, err
+    records = _whole_lines(jsonl)
+    assert [r.get("earlier") for r in records] == ["run", None] and records[1]["frame_index"] == 0
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_save_video_cut_short_by_the_disk_is_an_error_naming_it(small_artifact, kolektor_root, tmp_path, suffix):
+    """OpenCV's video writer says nothing of failed writes: a full disk left an .mp4 without its index
+    (or an empty .mkv) and exit 0. RLIMIT_FSIZE cuts the writes short as a disk filling up does."""
+    pytest.importorskip("resource")
+    images = tmp_path / "in"
+    _images(kolektor_root, "good", 8, images)
+    video = tmp_path / f"out{suffix}"
+    launch = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
+              "os.execv(sys.argv[1], sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", launch, EDGECMG, "stream", str(images), "-m", str(small_artifact),
+                           "--backend", "torch", "--save", str(video), "-q"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert f"edgecmg stream: error: the overlay video {video} was not written whole" in done.stderr, done.stderr
+
+
+# --- stream --save: what the video is written from, at and over ------------------------------------------------
+
+
+def _video(kolektor_root: Path, path: Path, count: int = 6) -> Path:
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    frames = [read_image(p) for p in sorted((kolektor_root / "test" / "good").iterdir())[:count]]
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(cv2.resize(frame, (w, h)), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_an_output_that_is_the_source_is_refused(small_artifact, kolektor_root, tmp_path, capsys):
+    """`--save line.avi --overwrite` on the recording line.avi replaced it with its own overlays."""
+    video = _video(kolektor_root, tmp_path / "line.avi")
+    before = video.read_bytes()
+    for flag in ("--save", "--jsonl"):
+        assert main(["-q", "stream", str(video), "-m", str(small_artifact), "--backend", "torch", flag, str(video),
+                     "--overwrite"]) == 2
+        assert f"{flag} {video} is the source being read ({video}); give the output another name" in \
+            capsys.readouterr().err
+    assert video.read_bytes() == before
+
+
+def test_save_scales_frames_past_the_encoders_limit_and_plays_at_the_realtime_pace(small_artifact, kolektor_root,
+                                                                                 tmp_path, capsys):
+    """A line-scan frame of 9000x200 failed as "OpenCV could not open it"; a folder paced at 5 fps was
+    written as a 25 fps video, playing five times too fast."""
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    part = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    for i in range(3):
+        wide = cv2.resize(part, (9000, 200), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"scan_{i}.png"), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    video = tmp_path / "scans.avi"
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--realtime",
+                 "--capture-fps", "5", "--save", str(video)]) == 0, capsys.readouterr().err
+    check = cv2.VideoCapture(str(video))
+    try:
+        size = (check.get(cv2.CAP_PROP_FRAME_WIDTH), check.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = check.get(cv2.CAP_PROP_FPS)
+    finally:
+        check.release()
+    assert size == (4096, 92) and fps == pytest.approx(5.0)
+
+
+def test_a_recording_played_at_a_cameras_pace_is_batched_as_a_camera_is():
+    """--realtime --batch 4: each batch waited for four paced frames (latency p99 317 ms against 4)."""
+    import numpy as np
+
+    from edgecmg.config import StreamConfig
+    from edgecmg.stream import StreamPipeline
+
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(12)]
+    sizes = []
+    pipe = StreamPipeline(frames, StreamConfig(realtime=True, capture_fps=20.0, batch=4))
+    with pipe:
+        for _ in pipe.run(lambda batch, pre: sizes.append(len(batch)) or [f.index for f in batch]):
+            pass
+    assert pipe.config.policy == "latest" and sum(sizes) + pipe.stats.frames_dropped == 12
+    assert max(sizes) < 4, sizes  # taken as they come, 50 ms apart

@@ -25,7 +25,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
-from edgecmg.fileio import write_problem
+from edgecmg.fileio import JsonLinesFile, write_problem
 from edgecmg.stream.status_line import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
@@ -63,7 +63,9 @@ def run_stream(args: argparse.Namespace) -> int:
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
     warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
     check_outputs_or_close(args, run, detector)
-    video = OverlayVideo(args.save, run.pipeline.source.frame_rate) if args.save else None
+    # The video plays at the rate the frames came: the source's own, else the pace --realtime gave them.
+    pace = run.pipeline.source.frame_rate or (args.capture_fps if args.realtime else None)
+    video = OverlayVideo(args.save, pace) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
@@ -171,15 +173,18 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         tally.anomalies += result.is_anomaly
         if jsonl:
             try:
-                jsonl.write(json.dumps(result.to_dict()) + "\n")
+                jsonl.write(result.to_dict())  # whole or not at all: a full disk leaves no half record
             except OSError as exc:  # a full disk on a long run: the error names the file
                 if records_on_stdout(args.jsonl):  # the reader of a pipe went away: `| head` says it has enough
                     with contextlib.suppress(OSError):  # closed now: its close at the end would fail again
                         jsonl.close()
                     raise
                 raise OutputError(write_problem(Path(args.jsonl), exc, "the --jsonl records")) from exc
+        # Released once the frame's overlay is in the video too: a stop held during the record came
+        # out before it, and left the video a frame short of the records.
+        stopped_from_window = bool(video or args.show) and show_and_save_overlay(result, video, args.show)
         stop.release()
-        if (video or args.show) and show_and_save_overlay(result, video, args.show):
+        if stopped_from_window:
             tally.ended = "stopped from the window (q)"
             break
         if status:
@@ -288,6 +293,10 @@ def check_outputs(args: argparse.Namespace) -> None:
     unwritable folder or an earlier video would otherwise end the run after it."""
     if args.save and Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:  # before any folder is made
         raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    for flag, output in (("--save", args.save), ("--jsonl", args.jsonl)):
+        read = next((source for source in args.source if output and _same_file(output, source)), None)
+        if read is not None:  # --overwrite would replace the recording being judged with its own overlays
+            raise ConfigError(f"{flag} {output} is the source being read ({read}); give the output another name")
     if args.save:
         output_file(args.save, "--save", overwrite=args.overwrite)
     if args.jsonl and not records_on_stdout(args.jsonl):
@@ -311,28 +320,39 @@ def records_on_stdout(jsonl: str | None) -> bool:
     return (named.st_dev, named.st_ino) == (stdout.st_dev, stdout.st_ino)
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is no file (yet): a camera index, a URL, an output to be made
+        return False
+
+
 def open_records(jsonl: str):
-    """Where the --jsonl records go: standard output itself (:func:`records_on_stdout`; written through
-    its descriptor, line by line, and left open), else the file, appended to."""
+    """Where the --jsonl records go: standard output itself (:func:`records_on_stdout`), else the file,
+    appended to (:func:`open_appending`). Either takes a record (a dict) a line."""
     if records_on_stdout(jsonl):
-        sys.stdout.flush()
-        return open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1, closefd=False)
+        return StdoutRecords()
     return open_appending(jsonl)
 
 
-def open_appending(path: str):
-    """--jsonl, line-buffered for appending; a last line cut short (a run killed mid-write) is ended
-    first, so that the new records start on lines of their own."""
-    path = Path(path)
-    ends_cut = False
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as handle:
-            handle.seek(-1, 2)
-            ends_cut = handle.read(1) != b"\n"
-    handle = open(path, "a", encoding="utf-8", buffering=1)
-    if ends_cut:
-        handle.write("\n")
-    return handle
+def open_appending(path: str) -> JsonLinesFile:
+    """--jsonl, appended to record by record, each whole or not at all (a full disk cuts it back to its
+    last whole line); a last line an earlier run left cut short is ended first."""
+    return JsonLinesFile(Path(path), "the --jsonl records", append=True)
+
+
+class StdoutRecords:
+    """--jsonl - : a record a line on standard output, through its descriptor, left open at the end."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self._handle = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1, closefd=False)
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 def open_window() -> None:
@@ -372,8 +392,13 @@ class OverlayVideo:
 
     It plays at the source's speed: a frame judged after frames the "latest" policy dropped is held
     for their time. Every frame is written at the first frame's size (OpenCV's writer silently drops
-    frames of any other size, and image folders mix sizes).
+    frames of any other size, and image folders mix sizes), scaled down to MAX_VIDEO_SIDE. OpenCV's
+    writer says nothing of a failed write either: the file is read back when it is closed.
     """
+
+    #: The longest side written: MPEG-4 Part 2 encoders refuse 8192 pixels or more (a line-scan frame of
+    #: 9000x200 failed as "OpenCV could not open it"), and players' decoders stop at 4096.
+    MAX_VIDEO_SIDE = 4096
 
     def __init__(self, path: str, frame_rate: float | None) -> None:
         self.path = path
@@ -381,11 +406,18 @@ class OverlayVideo:
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._last_index: int | None = None
+        self.frames_written = 0  # repeats included: what the file must hold
 
     def write(self, overlay_rgb, frame_index: int) -> None:
         h, w = overlay_rgb.shape[:2]
         if self._writer is None:
-            self._size = (w, h)
+            scale = min(1.0, self.MAX_VIDEO_SIDE / max(w, h))
+            # Even sides when scaled: MPEG-4 codes in 2x2-subsampled chroma (an odd side was cut by one).
+            self._size = (w, h) if scale == 1.0 else (2 * max(1, round(w * scale / 2)),
+                                                      2 * max(1, round(h * scale / 2)))
+            if scale < 1.0:
+                log.info("--save %s: frames of %dx%d are written at %dx%d (a video side stops at %d pixels)",
+                         self.path, w, h, *self._size, self.MAX_VIDEO_SIDE)
             self._writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
             if not self._writer.isOpened():  # OpenCV fails silently otherwise: no file, no error
                 raise StreamError(f"cannot write the overlay video {self.path}: OpenCV could not open it for "
@@ -397,10 +429,23 @@ class OverlayVideo:
         frame_bgr = cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR)
         for _ in range(repeats):
             self._writer.write(frame_bgr)
+        self.frames_written += repeats
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
+        if self._writer is None:
+            return
+        self._writer.release()
+        # Its last frame must read back: a full disk leaves an .mp4 without its index (none reads), an empty
+        # .mkv, or one cut short whose first frames read (Matroska is made to survive a cut).
+        readable = cv2.VideoCapture(self.path)
+        try:
+            whole = readable.isOpened() and readable.set(cv2.CAP_PROP_POS_FRAMES, self.frames_written - 1) \
+                and readable.read()[0]
+        finally:
+            readable.release()
+        if not whole:  # the records are kept, and the summary says what was judged
+            raise OutputError(f"the overlay video {self.path} was not written whole (it cannot be read back: is the "
+                              "disk full?); free space or choose another place for --save")
 
 
 def summary_folder(args: argparse.Namespace) -> Path | None:

@@ -464,7 +464,9 @@ class StreamPipeline:
         self.start()  # here, not in batches(): capture (and fps) starts when the consumer first asks
         st = self._state
         size = self.config.batch
-        greedy = self.source.is_live and self.config.policy == "latest"
+        # A batch takes what is queued rather than wait to fill, where frames come at a camera's pace: a
+        # live source, or a recording played like one (realtime; it waited 4 frames for each batch).
+        greedy = (self.source.is_live or self.config.realtime) and self.config.policy == "latest"
         # A live source silent this long is reported (and again at each interval): a stalled camera
         # or pipeline can block its read indefinitely, which no reconnect notices until it returns.
         stall_s = self.config.stall_warn_s if self.source.is_live else None

@@ -324,7 +324,8 @@ class CaptureSource(FrameSource):
         return self._frame_rate
 
     def _native_fps(self) -> Optional[float]:
-        return self._cap_value(cv2.CAP_PROP_FPS, 0.5, 1000)
+        # From a time-lapse's frame a minute to a high-speed camera's; backends say 0 (or 90000) for "unknown".
+        return self._cap_value(cv2.CAP_PROP_FPS, 0.01, 10000)
 
     def _container_frames(self) -> Optional[int]:
         count = self._cap_value(cv2.CAP_PROP_FRAME_COUNT, 1, 1e9)
