@@ -247,6 +247,10 @@ class StreamStats:
             if stats.count:
                 s = stats.summary()
                 out[name] = {k: s[k] for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")}
+        if self.latency_ms.count > self.latency_ms.window:
+            # Past the window the percentiles describe its last frames while mean and max cover the run:
+            # said, so a long run's p99 is not read as the whole run's.
+            out["percentiles_of_last_frames"] = self.latency_ms.window
         return out
 
     def __repr__(self) -> str:

@@ -497,7 +497,11 @@ def test_stats_snapshot_and_memory_stays_flat():
     for key in ("frames_captured", "frames_dropped", "frames_yielded", "reconnects", "corrupt_skipped", "fps"):
         assert key in snap
     assert snap["fps"] > 0 and set(snap["latency_ms"]) >= {"p50_ms", "p99_ms"}
+    assert snap["percentiles_of_last_frames"] == 64  # past the window: its percentiles are said to be the last frames'
     assert s.recent_fps > 0
+    short = StreamPipeline([np.zeros((4, 4, 3), np.uint8)] * 5, StreamConfig(policy="all"), stats_window=64)
+    list(short.run(lambda frames, pre: [f.index for f in frames]))
+    assert "percentiles_of_last_frames" not in short.stats.to_dict()
 
 
 def test_run_handle_exposes_stats_and_shuts_down_when_dropped(helpers):
