@@ -392,17 +392,23 @@ def test_a_projection_unlike_the_header_is_refused_before_the_model_is_built(sma
         artifact.load(path)
 
 
+def _save_as_version_1(model, metadata, path, monkeypatch):
+    """``model`` saved as a version 1 file was: no normal level among its tensors."""
+    full = artifact._tensors_of
+    monkeypatch.setattr(artifact, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(artifact, "_tensors_of",
+                        lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
+    saved = artifact.save(model, metadata, path)
+    monkeypatch.undo()
+    return saved
+
+
 def test_a_version_1_input_size_is_compared_with_the_cell_index_before_the_model_is_built(small_fit, tmp_path,
                                                                                            monkeypatch):
     """Version 1 files have no normal level to compare input_size with: the cell index bounds it, or a
     4096x4096 header allocated hundreds of MB of maps before the file was refused."""
     model, metadata = small_fit
-    full = artifact._tensors_of
-    monkeypatch.setattr(artifact, "FORMAT_VERSION", 1)
-    monkeypatch.setattr(artifact, "_tensors_of",
-                        lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
-    old = artifact.save(model, metadata, tmp_path / "old.edgecmg")
-    monkeypatch.undo()
+    old = _save_as_version_1(model, metadata, tmp_path / "old.edgecmg", monkeypatch)
 
     def no_build(*args, **kwargs):
         raise AssertionError("a model was built from an unchecked size")
@@ -589,12 +595,7 @@ def test_cli_fit_says_before_fitting_that_it_replaces_a_model(tmp_path, caplog, 
 def test_files_without_a_normal_level_load_with_maps_unchanged(small_fit, tmp_path, monkeypatch):
     """Version 1 files, written before maps were measured from a fitted normal level, still load: level 0."""
     model, metadata = small_fit
-    full = artifact._tensors_of
-    monkeypatch.setattr(artifact, "FORMAT_VERSION", 1)
-    monkeypatch.setattr(artifact, "_tensors_of",
-                        lambda m: {k: v for k, v in full(m).items() if k != "scorer.normal_map"})
-    path = artifact.save(model, metadata, tmp_path / "old.edgecmg")
-    monkeypatch.undo()
+    path = _save_as_version_1(model, metadata, tmp_path / "old.edgecmg", monkeypatch)
     assert artifact.read_header(path)[0]["format_version"] == 1 < artifact.FORMAT_VERSION
     loaded, _ = artifact.load(path)
     assert not loaded.scorer.normal_map.any()
