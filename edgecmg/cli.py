@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -199,12 +200,25 @@ def cmd_threshold(args: argparse.Namespace) -> int:
                                "set (and change the file its exports and calibration caches were made from); "
                                "give the copy a name of its own, e.g. -o line3.edgecmg")
         artifact.prepare_output(args.output)
-    paths = [path for item in args.good for path in list_images(item)]
+        if Path(args.output).is_file():  # said before the frames are judged, as fit says it
+            log.warning("%s exists; it is replaced when the threshold is set", args.output)
+    # Each file once: a folder given twice (or a file inside a folder also given) weighed its images
+    # twice in the quantile and hid the few-images warning.
+    listed = [path for item in args.good for path in list_images(item)]
+    paths, seen = [], set()
+    for path in listed:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            paths.append(path)
+    if len(paths) < len(listed):
+        log.info("%d image(s) named more than once are judged once", len(listed) - len(paths))
     detector = Detector.load(args.model, backend=args.backend)
     found = threshold_from_good(detector, paths, args.quantile, progress=args.progress_bars)
     if args.output is not None:
         provenance = {"quantile": found["quantile"], "images": found["images"], "previous": found["stored_threshold"],
-                      "sources": [str(item) for item in args.good], "by": "edgecmg threshold"}
+                      "sources": [str(Path(item).resolve()) if Path(item).exists() else str(item) for item in args.good],
+                      "left_out": found["left_out"], "backend": found["backend"], "by": "edgecmg threshold",
+                      "time": datetime.now().astimezone().isoformat(timespec="seconds")}
         artifact.save_with_threshold(args.model, args.output, found["threshold"], provenance)
         found["written"] = str(args.output)
     if args.json:
@@ -236,6 +250,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
         metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None)
+        # Which model judged which data, when, at which threshold: metrics.json is read long after.
+        metrics.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+                        "threshold_from": "--threshold" if args.threshold is not None else "the model file",
+                        "evaluated": datetime.now().astimezone().isoformat(timespec="seconds")})
         if args.out is not None:
             records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
             write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
@@ -249,6 +267,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
             print(f"{key:>16}: {'n/a (no masks)' if value is None else f'{value:.4f}'}")
+        covered = metrics.get("pixel_metrics_over")
+        if covered and covered["images"]:
+            without = covered["defect_images_without_mask"]
+            print(f"{'':>16}  (pixel metrics over {covered['images']} images, {covered['defect_images']} of them "
+                  f"defects{f', {without} defects without a mask left out' if without else ''}; at "
+                  f"{covered['resolution'].split(',')[0]}, the model's input)")
         print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
               f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
         kinds = metrics["defect_types"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ConfigError, DataError, MissingFileError
-from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask, subfolders_with_images
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
 
@@ -73,7 +73,8 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
 
 
 def _find_mask(gt_dir: Path, stem: str) -> Optional[Path]:
-    """``<stem>_mask.png`` first (MVTec), then ``<stem>_mask.<ext>``, then ``<stem>.<ext>``."""
+    """``<stem>_mask.png`` first (MVTec), then ``<stem>_mask.<ext>``, then ``<stem>.<ext>``; the
+    extension in any case (``_mask.PNG``), as images are listed."""
     first = gt_dir / f"{stem}_mask.png"
     if first.is_file():
         return first
@@ -82,6 +83,12 @@ def _find_mask(gt_dir: Path, stem: str) -> Optional[Path]:
             cand = gt_dir / f"{base}{ext}"
             if cand.is_file():
                 return cand
+    if gt_dir.is_dir():  # a camera's or Windows tool's upper-case extension, looked for last (a listing)
+        by_name = {path.name.lower(): path for path in gt_dir.iterdir() if path.is_file()}
+        for base in (f"{stem}_mask", stem):
+            for ext in sorted(IMAGE_EXTENSIONS):
+                if f"{base}{ext}".lower() in by_name:
+                    return by_name[f"{base}{ext}".lower()]
     return None
 
 
@@ -151,6 +158,11 @@ class MVTecDataset:
         gt_root = self.root / "ground_truth"
         for dtype in types:
             folder = self.root / "test" / dtype
+            nested = subfolders_with_images(folder)
+            if nested:  # said, as fit and calibrate say it: eval reads each test/<type> folder's own images
+                _log.warning("test folder %s: its sub-folders %s hold images, which are not evaluated; move them "
+                             "into %s (or a test/<type> folder of their own)", folder, ", ".join(nested[:3])
+                             + (", ..." if len(nested) > 3 else ""), folder)
             try:
                 paths = list_images(folder)
             except DataError:

@@ -61,7 +61,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     rows = len(samples) if has_masks else 0
     maps = np.empty((rows, height, width), np.float32)
     masks = np.zeros((rows, height, width), bool)
-    filled, unknown_masks = 0, 0
+    filled, unknown_masks, defect_rows = 0, 0, 0
     for sample in tqdm(samples, desc="eval", unit="img", disable=not show_progress(progress)):
         try:
             frame = read_image(sample.path)
@@ -94,6 +94,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
                 masks[filled] = resize_mask(mask, detector.input_size)
             maps[filled] = cv2.resize(result.anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)
             filled += 1
+            defect_rows += sample.label
     for label, kind in ((0, "good"), (1, "defective")):
         given = [s for s in samples if s.label == label]
         if given and label not in labels:  # else metrics would only say "labels are empty"
@@ -107,6 +108,11 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         if filled:
             log.info("pixel metrics over %d maps of %dx%d (height x width)", filled, height, width)
         metrics.update(pixel_metrics(masks[:filled], maps[:filled]))  # None for both (said) without a defect pixel
+        # What the pixel figures cover and how they were taken: a report read later must say so.
+        metrics["pixel_metrics_over"] = {
+            "images": filled, "defect_images": defect_rows, "defect_images_without_mask": unknown_masks,
+            "resolution": f"{height}x{width}, the model's input: maps resized to it, masks area-resampled "
+                          "(a pixel is a defect's where the defect covers any of it)"}
     latency = np.asarray(latencies)
     metrics.update({
         "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),

@@ -224,10 +224,22 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
     assert 0 <= metrics["aupro"] <= 1 and 0 < metrics["f1_max"] <= 1  # AUPRO up to 30% FPR, F1-max
     assert (metrics["backend"], metrics["precision"]) == ("torch", "fp32")  # as the text says them
+    # What the pixel figures cover, how they were taken, and what judged what when: read long after.
+    from edgecmg.artifact import read_header
+
+    h, w = read_header(small_artifact)[0]["input_size"]
+    assert metrics["pixel_metrics_over"] == {
+        "images": 10, "defect_images": 5, "defect_images_without_mask": 0,
+        "resolution": f"{h}x{w}, the model's input: maps resized to it, masks area-resampled (a pixel is a "
+                      "defect's where the defect covers any of it)"}
+    assert (metrics["model"], metrics["data"], metrics["threshold_from"]) == (
+        str(small_artifact.resolve()), str(kolektor_like.resolve()), "the model file")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", metrics["evaluated"])
     assert main(["-q", "eval", str(small_artifact), str(kolektor_like), "--backend", "torch"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("10 test images; backend torch, precision fp32")
     assert f"image_auroc: {metrics['image_auroc']:.4f}" in text and "latency_ms: p50 " in text
+    assert f"(pixel metrics over 10 images, 5 of them defects; at {h}x{w}, the model's input)" in text
 
 
 def test_eval_reports_each_defect_type_and_the_errors_at_the_threshold(mvtec_subset, tmp_path, capsys,
@@ -1210,7 +1222,7 @@ def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_roo
 
 
 def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_artifact, kolektor_root, tmp_path,
-                                                                         capsys):
+                                                                         capsys, caplog):
     from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.export import export_onnx
@@ -1224,6 +1236,18 @@ def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_a
     assert header["threshold"] == pytest.approx(found["threshold"])
     assert header["threshold_set"]["images"] == 12 and header["threshold_set"]["previous"] == pytest.approx(
         Detector.load(small_artifact, backend="torch").threshold)
+    assert header["threshold_set"]["backend"] == "torch" and header["threshold_set"]["left_out"] == []
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", header["threshold_set"]["time"])
+    # A folder and its files given again are judged once each; an -o that exists is said to be replaced.
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for path in good:
+        os.symlink(path, folder / Path(path).name)
+    assert main(["threshold", str(small_artifact), str(folder), str(folder), *[str(p) for p in folder.iterdir()],
+                 "--json", "--backend", "torch", "-o", str(copy)]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 12
+    assert artifact.read_header(copy)[0]["threshold_set"]["sources"][0] == str(folder.resolve())
+    assert f"{copy} exists; it is replaced when the threshold is set" in caplog.text
     assert Detector.load(copy, backend="torch").threshold == pytest.approx(found["threshold"])
     onnx_path = export_onnx(copy, tmp_path / "line3.onnx")
     assert Detector.load(onnx_path, backend="onnxruntime").threshold == pytest.approx(found["threshold"])

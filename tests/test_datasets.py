@@ -45,6 +45,29 @@ def _make_mvtec(root: Path) -> Path:
 
 
 # ------------------------------------------------------------------ MVTec layout
+def test_a_mask_with_an_upper_case_extension_is_found(tmp_path):
+    """Images ending in .JPG were found and their `_mask.PNG` masks not: the pixel metrics said n/a."""
+    root = tmp_path / "cat"
+    _img(root / "train" / "good" / "000.png")
+    _img(root / "test" / "good" / "000.png")
+    _img(root / "test" / "crack" / "000.JPG")
+    _img(root / "test" / "crack" / "001.png")
+    _img(root / "ground_truth" / "crack" / "000_mask.PNG", 255)
+    _img(root / "ground_truth" / "crack" / "001.Png", 255)
+    masks = {s.path.name: s.mask_path for s in MVTecDataset(root).test_samples() if s.label}
+    assert masks["000.JPG"].name == "000_mask.PNG" and masks["001.png"].name == "001.Png"
+
+
+def test_images_in_sub_folders_of_a_test_type_are_named_not_dropped_unsaid(tmp_path, caplog):
+    root = _make_mvtec(tmp_path / "cat")
+    _img(root / "test" / "crack" / "batch2" / "010.png")
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        names = [s.path.name for s in MVTecDataset(root).test_samples()]
+    assert "010.png" not in names
+    assert f"test folder {root / 'test' / 'crack'}: its sub-folders batch2 hold images, which are not evaluated" \
+        in caplog.text
+
+
 def test_mvtec_synthetic_layout(tmp_path):
     ds = MVTecDataset(_make_mvtec(tmp_path / "cat"))
     train = ds.train_samples()
