@@ -440,9 +440,14 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
             far = values > q3 + OUTLIER_FENCE * (q3 - q1)
     count, most = int(far.sum()), max(1, int(OUTLIER_SHARE * len(values)))
     if count > most:
+        # Named, highest first: three defects among 40 good parts read as "a second kind" and set the
+        # threshold at a defect's score; only a look at them tells the two apart.
+        highest = sorted(np.flatnonzero(far), key=lambda i: -values[i])
         log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
-                    "part, kept in the threshold (%.4g); fit it on more of them, or set a threshold per kind",
-                    count, len(values), float(np.quantile(values, quantile)))
+                    "part, kept in the threshold (%.4g); look at them (%s), and fit on more of them, or set a "
+                    "threshold per kind, or remove them if they are defects", count, len(values),
+                    float(np.quantile(values, quantile)),
+                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in highest[:5]) + (", ..." if count > 5 else ""))
         far[:] = False
     left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:
