@@ -35,9 +35,11 @@ LARGEST_RANGE = 65504.0
 
 
 def _plausible(lo: float, hi: float) -> bool:
-    """A damaged or edited range (NaN, inverted, 1e38) made an INT8 model that flags every part, or a
-    quantiser's assertion: only finite, ordered ranges inside float16's reach are used."""
-    return math.isfinite(lo) and math.isfinite(hi) and lo <= hi and max(-lo, hi) <= LARGEST_RANGE
+    """A damaged or edited range (NaN, 1e38) made a quantiser's assertion or an INT8 model that flags
+    every part: only finite ranges inside float16's reach are used. Their order is not checked: the
+    percentile calibrator writes a constant tensor's range the wrong way round ([6.0, 5.994] for
+    ReLU6's), and ONNX Runtime quantises it as it is."""
+    return math.isfinite(lo) and math.isfinite(hi) and max(abs(lo), abs(hi)) <= LARGEST_RANGE
 
 
 @dataclass
@@ -71,7 +73,7 @@ class CalibrationCache:
             bad = next((name for name, (lo, hi) in ranges.items() if not _plausible(lo, hi)), None)
             if bad is not None:
                 log.warning("calibration cache %s holds the range %s for %s, which no activation of a working "
-                            "engine has (not finite, inverted or beyond float16's 65,504); recalibrating", path,
+                            "engine has (not finite, or beyond float16's 65,504); recalibrating", path,
                             list(ranges[bad]), bad)
                 return None
             images_read = data.get("images_read")

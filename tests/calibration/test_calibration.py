@@ -281,6 +281,23 @@ def test_cache_is_reused_and_invalidated(int8_featurizer, artifact_path, train_d
 
 
 
+def test_the_cpu_profiles_percentile_cache_is_reused(artifact_path, train_dir, tmp_path, monkeypatch, caplog):
+    """Its ranges hold constant tensors' the wrong way round ([6.0, 5.994]): a check that refused them
+    made every second cpu-profile run calibrate again, saying the cache was damaged."""
+    import edgecmg.calibration.quantize as qmod
+
+    out = tmp_path / "m.cpu.int8.onnx"
+    calibrate(artifact_path, train_dir, out, method="percentile", samples=SAMPLES, profile="cpu", progress=False)
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("ranges should have come from the cache")
+
+    monkeypatch.setattr(qmod, "compute_ranges", no_calibration)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        calibrate(artifact_path, train_dir, out, method="percentile", samples=SAMPLES, profile="cpu", progress=False)
+    assert "recalibrating" not in caplog.text
+
+
 def test_asymmetric_ranges_of_the_cpu_profile_are_not_reused_for_tensorrt(artifact_path, train_dir, tmp_path,
                                                                             monkeypatch):
     """The cpu profile's ranges are asymmetric (uint8 activations); TensorRT's Q/DQ needs symmetric ones:
@@ -342,17 +359,18 @@ def test_a_cache_file_of_another_shape_is_recalibrated_not_a_crash(tmp_path, cap
     assert [p.name for p in tmp_path.iterdir()] == ["q.calib.json"]
 
 
-@pytest.mark.parametrize("bad", ["[NaN, 1.0]", "[-1.0, Infinity]", "[2.0, -2.0]", "[-1e38, 1e38]", "[0.0, 65505.0]"])
+@pytest.mark.parametrize("bad", ["[NaN, 1.0]", "[-1.0, Infinity]", "[-1e38, 1e38]", "[0.0, 65505.0]", "[-65505.0, 0.0]"])
 def test_a_cache_range_no_engine_could_have_is_recalibrated_not_used(tmp_path, caplog, bad):
-    """A damaged or edited range (NaN, inverted, 1e38) made an assertion deep in the quantiser, or an
-    INT8 model that flagged every part."""
+    """A damaged or edited range (NaN, 1e38) made an assertion deep in the quantiser, or an INT8 model
+    that flagged every part. A constant tensor's range written the wrong way round by the percentile
+    calibrator ([6.0, 5.994]) is kept: refusing it made every cpu-profile cache recalibrate."""
     path = tmp_path / "q.calib.json"
     head = '{"format": "edgecmg-calibration-cache", "version": 1, "key": {}, "ranges": '
     path.write_text(head + '{"a": [-84.7, 85.5], "b": ' + bad + '}}')
     assert CalibrationCache.load(path) is None
     assert "holds the range" in caplog.text and "for b, which no activation of a working engine has" in caplog.text
-    path.write_text(head + '{"a": [-84.7, 85.5], "b": [-65504.0, 65504.0]}}')
-    assert CalibrationCache.load(path).ranges == {"a": (-84.7, 85.5), "b": (-65504.0, 65504.0)}
+    path.write_text(head + '{"a": [-84.7, 85.5], "b": [-65504.0, 65504.0], "relu6": [6.0, 5.994]}}')
+    assert CalibrationCache.load(path).ranges == {"a": (-84.7, 85.5), "b": (-65504.0, 65504.0), "relu6": (6.0, 5.994)}
 
 
 def test_full_graph_int8_keeps_scoring_in_float(int8_full, frames_and_labels, torch_reference):
