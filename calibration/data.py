@@ -84,9 +84,20 @@ def fingerprint(paths: Sequence[Path]) -> str:
     """SHA-256 over the name, size and modification time of each file: changes when the data does."""
     digest = hashlib.sha256()
     for p in paths:
-        stat = p.stat()
-        digest.update(f"{p.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{p.name}\0{_size_and_time(p)}\n".encode())
     return digest.hexdigest()
+
+
+def _size_and_time(path: Path) -> str:
+    """The file's size and modification time; a broken link's own (reading it reports it by name and
+    skips it: it must not end the run here first), or nothing for a file gone meanwhile."""
+    for stat in (path.stat, path.lstat):
+        try:
+            info = stat()
+        except OSError:
+            continue
+        return f"{info.st_size}\0{info.st_mtime_ns}"
+    return "gone"
 
 
 def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:

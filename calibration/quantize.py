@@ -39,6 +39,7 @@ from edgecmg import __version__
 from edgecmg.config import ExportConfig
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import BackendUnavailableError, ConfigError
+from edgecmg.fileio import check_cache_path
 
 from .cache import CalibrationCache
 from .data import ImageFolderReader, fingerprint, select_with_spares
@@ -359,6 +360,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     onnx = _onnx()
     _ort_quantization()
     out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
+    if cache_path is not None:  # written after calibrating: never over the model or the output
+        check_cache_path(cache_path, "cache_path", artifact_path, out_path)
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes
     model, header = artifact.load(artifact_path, data=data)

@@ -35,7 +35,7 @@ from edgecmg.errors import (
     EngineBuildError,
     EngineIncompatibleError,
 )
-from edgecmg.fileio import atomic_write_bytes
+from edgecmg.fileio import atomic_write_bytes, check_cache_path, check_writable
 from edgecmg.fp16_cast import DEFAULT_FP32_OPS, convert_to_fp16
 from edgecmg.onnx_checks import _as_model, check_onnx_for_tensorrt, is_quantized
 
@@ -406,6 +406,11 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
     if out_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
+    # Both written after minutes of building: checked now (a read-only folder failed after the build).
+    if config.timing_cache:
+        check_writable(check_cache_path(config.timing_cache, "timing cache", onnx_path, out_path),
+                       what="the timing cache")
+    check_writable(out_path, what="the engine")
     model = _as_model(onnx_path)
     model_header = read_onnx_header(model, str(onnx_path))
     props = metadata_props(model)

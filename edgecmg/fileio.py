@@ -21,7 +21,7 @@ from typing import Iterator, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
-__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_writable", "write_problem"]
+__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_cache_path", "check_writable", "write_problem"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -172,3 +172,29 @@ def _ends_without_newline(path: Path) -> bool:
             return handle.read(1) != b"\n"
     except OSError:  # not there yet, or not readable: opening it for writing says what is wrong
         return False
+
+
+#: What edgecmg's model files end in (runtime.registry.KNOWN_SUFFIXES, which sits far above this module).
+_MODEL_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan")
+
+
+def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path]) -> Path:
+    """A cache file's path (TensorRT's timing cache, calibration ranges), checked before any work:
+    writing the cache replaces the file, so a path that names a model file, or ``others`` (the
+    command's input and output), is refused; a folder too. ``--timing-cache victim.onnx`` replaced
+    the model being built with the cache."""
+    path = Path(path)
+    if path.suffix.lower() in _MODEL_SUFFIXES:
+        raise ConfigError(f"{flag} {path}: that names a model file ({path.suffix}), which writing the cache would "
+                          "replace; give the cache a name of its own (e.g. trt.cache, part.calib.json)")
+    for other in others:
+        try:
+            same = os.path.samefile(path, other)
+        except OSError:  # either does not exist yet
+            same = path.resolve() == Path(other).resolve()
+        if same:
+            raise ConfigError(f"{flag} {path} is also {other}, which writing the cache would replace; give the "
+                              "cache a name of its own")
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give the cache file's name")
+    return path

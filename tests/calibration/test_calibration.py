@@ -1,6 +1,8 @@
 """INT8 calibration: Q/DQ structure, TensorRT-friendliness, float heads, cache reuse, INT8 parity."""
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -752,3 +754,29 @@ def test_ranges_reused_from_the_cache_keep_the_count_of_images_read(artifact_pat
             raise AssertionError("ranges should have come from the cache")
 
         monkeypatch.setattr(qmod, "compute_ranges", no_calibration)
+
+
+def test_a_broken_link_among_the_calibration_images_is_skipped_not_the_end(tmp_path, train_dir):
+    """The data's fingerprint stat()ed every file: a dangling link ended calibrate with a bare Errno 2
+    before the reader could name and skip it."""
+    from edgecmg.calibration.data import fingerprint
+
+    for p in sorted(train_dir.iterdir())[:3]:
+        shutil.copy(p, tmp_path / p.name)
+    os.symlink(tmp_path / "gone.png", tmp_path / "zz_link.png")
+    chosen = select_images(tmp_path, 8)
+    assert len(chosen) == 4 and fingerprint(chosen) != fingerprint(chosen[:3])
+    assert fingerprint([tmp_path / "never_there.png"])  # a file gone meanwhile: still a fingerprint
+
+
+def test_a_cache_path_that_names_a_model_or_the_output_is_refused_before_any_work(artifact_path, train_dir, tmp_path):
+    """calibrate(cache_path=the model) replaced the fitted model with the JSON ranges."""
+    out = tmp_path / "m.int8.onnx"
+    for cache, said in ((artifact_path, "that names a model file (.edgecmg)"),
+                        (tmp_path / "other.onnx", "that names a model file (.onnx)"),
+                        (tmp_path / "ranges", "is a folder")):
+        if cache.name == "ranges":
+            cache.mkdir()
+        with pytest.raises(ConfigError, match=re.escape(f"cache_path {cache}") + ".*" + re.escape(said)):
+            calibrate(artifact_path, train_dir, out, samples=SAMPLES, cache_path=cache, progress=False)
+    assert not out.exists()

@@ -590,3 +590,19 @@ def test_a_tensorrt_version_without_a_number_is_taken_as_10(fake_tensorrt):
         assert caps.major == major
         explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         assert bool(_network_flags(trt, caps, False) & explicit) is (major < 10), version
+
+
+def test_a_timing_cache_that_names_a_model_or_a_folder_is_refused_before_tensorrt_is_needed(full_onnx, tmp_path,
+                                                                                          capsys):
+    """`--timing-cache victim.onnx` replaced the model being built with TensorRT's timing cache."""
+    from edgecmg.cli import main
+
+    before = full_onnx.read_bytes()
+    (tmp_path / "caches").mkdir()
+    for cache, said in ((full_onnx, "that names a model file (.onnx)"), (tmp_path / "m.edgecmg", "(.edgecmg)"),
+                        (tmp_path / "caches", "is a folder")):
+        assert main(["-q", "build", str(full_onnx), "--timing-cache", str(cache), "-o",
+                     str(tmp_path / "m.engine")]) == 2
+        err = capsys.readouterr().err
+        assert f"timing cache {cache}" in err and said in err and "tensorrt" not in err.lower(), err
+    assert full_onnx.read_bytes() == before
