@@ -416,6 +416,13 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     props = metadata_props(model)
     quantized = is_quantized(model)
     _check_precision_matches(onnx_path, config.precision, quantized)
+    quantization = model_header.get("quantization")
+    if isinstance(quantization, dict) and quantization.get("profile") == "cpu":
+        # uint8 asymmetric activations: TensorRT takes symmetric int8 only, and failed on it at parsing,
+        # after a warning a node (about 130 of them) in the build's log.
+        raise EngineBuildError(f"{onnx_path} was calibrated for ONNX Runtime on a CPU (`--profile cpu`: uint8 "
+                               "activations, which TensorRT does not take); calibrate again with the default "
+                               "`--profile tensorrt` and build that file")
     trt = import_tensorrt()
     caps = _capabilities(trt)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16

@@ -298,6 +298,13 @@ def test_the_cpu_profiles_percentile_cache_is_reused(artifact_path, train_dir, t
     with caplog.at_level("WARNING", logger="edgecmg"):
         calibrate(artifact_path, train_dir, out, method="percentile", samples=SAMPLES, profile="cpu", progress=False)
     assert "recalibrating" not in caplog.text
+    # Built for TensorRT, its uint8 activations failed at parsing after a warning a node: refused first.
+    from edgecmg.config import EngineConfig
+    from edgecmg.engine import build_engine
+    from edgecmg.errors import EngineBuildError
+
+    with pytest.raises(EngineBuildError, match=r"calibrated for ONNX Runtime on a CPU \(`--profile cpu`"):
+        build_engine(out, EngineConfig(precision="int8"), tmp_path / "m.engine")
 
 
 def test_asymmetric_ranges_of_the_cpu_profile_are_not_reused_for_tensorrt(artifact_path, train_dir, tmp_path,
