@@ -27,7 +27,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
-from edgecmg.fileio import JsonLinesFile
+from edgecmg.fileio import JsonLinesFile, point_at_devnull
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -187,7 +187,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.evaluation import threshold_from_good
-    from edgecmg.imageio import list_images
+    from edgecmg.imageio import list_images, unique_files
 
     check_model_first(args.good, "an image", "threshold MODEL GOOD_IMAGES...")
     if args.output is not None:  # checked before any frame is judged
@@ -205,11 +205,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     # Each file once: a folder given twice (or a file inside a folder also given) weighed its images
     # twice in the quantile and hid the few-images warning.
     listed = [path for item in args.good for path in list_images(item)]
-    paths, seen = [], set()
-    for path in listed:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            paths.append(path)
+    paths = unique_files(listed)
     if len(paths) < len(listed):
         log.info("%d image(s) named more than once are judged once", len(listed) - len(paths))
     detector = Detector.load(args.model, backend=args.backend)
@@ -674,7 +670,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:
         # The reader went away (`edgecmg info M | head`): not an error of ours, and Python's own
         # flush at exit must not raise it again, so what is left of stdout goes nowhere.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        point_at_devnull(sys.stdout.fileno())
         return 141
     except Exception as exc:
         if out_of_memory(exc):
@@ -702,10 +698,7 @@ def _stand_in_for_closed_std_streams() -> list[str]:
         try:
             os.fstat(fd)
         except OSError:
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+            point_at_devnull(fd)
             setattr(sys, name, open(fd, "w", encoding="utf-8", buffering=1, closefd=False))
             replaced.append(name)
     return replaced

@@ -21,7 +21,8 @@ from typing import Iterator, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
-__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_cache_path", "check_writable", "write_problem"]
+__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_cache_path", "check_writable", "point_at_devnull",
+           "write_problem"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -198,3 +199,12 @@ def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give the cache file's name")
     return path
+
+
+def point_at_devnull(fd: int) -> None:
+    """Make descriptor ``fd`` write to os.devnull: a standard output whose reader went away (what is
+    buffered is flushed at exit, which would fail again) or that the process was started without."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:  # a closed fd is the lowest free one, and may be the one just opened
+        os.dup2(null, fd)
+        os.close(null)

@@ -446,8 +446,7 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
         log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
                     "part, kept in the threshold (%.4g); look at them (%s), and fit on more of them, or set a "
                     "threshold per kind, or remove them if they are defects", count, len(values),
-                    float(np.quantile(values, quantile)),
-                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in highest[:5]) + (", ..." if count > 5 else ""))
+                    float(np.quantile(values, quantile)), _first([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
         far[:] = False
     left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:
@@ -595,8 +594,7 @@ class _Training:
         if copies:
             log.warning("%d training image(s) left out as copies of others, pixel for pixel (%s): a copy on each "
                         "side of the held-out split would set the threshold too low", len(copies),
-                        ", ".join(f"{copy} = {original}" for copy, original in copies[:3])
-                        + (", ..." if len(copies) > 3 else ""))
+                        _first([f"{copy} = {original}" for copy, original in copies], 3))
         return unique
 
     def _keep_only(self, indices: list[int]) -> None:

@@ -33,7 +33,8 @@ import numpy as np
 from edgecmg.errors import DataError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
-           "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8"]
+           "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
+           "unique_files"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -481,20 +482,27 @@ def is_image_file(p: Path) -> bool:
             and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
-def _once_each(paths: list[Path]) -> list[Path]:
-    """``paths`` without the ones that lead to a file listed before: a ``**`` pattern follows links to
-    folders, and a link to a parent folder listed one image dozens of times (a training set
-    silently weighted toward it)."""
+def unique_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` in order, without the ones that lead to a file listed before (by another name, a link,
+    or the same folder given twice); a broken or looping link is kept once, so that reading it names it."""
     seen: set[Path] = set()
     kept = []
     for path in paths:
         try:
             real = path.resolve(strict=True)
-        except (OSError, RuntimeError):  # a broken or looping link: kept once, so that reading it names it
+        except (OSError, RuntimeError):
             real = path.parent.resolve() / path.name
         if real not in seen:
             seen.add(real)
             kept.append(path)
+    return kept
+
+
+def _once_each(paths: list[Path]) -> list[Path]:
+    """:func:`unique_files` of a pattern's matches, said: a ``**`` pattern follows links to folders, and
+    a link to a parent folder listed one image dozens of times (a training set silently weighted
+    toward it)."""
+    kept = unique_files(paths)
     if len(kept) < len(paths):
         _log.warning("%d path(s) matched by the pattern lead to files already matched (through symbolic links); "
                      "each file is read once", len(paths) - len(kept))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError, EdgeCMGError
+from edgecmg.fileio import point_at_devnull
 
 log = logging.getLogger("edgecmg")
 
@@ -135,9 +135,7 @@ class Lines:
         except BrokenPipeError:
             self.broken = True
             try:
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, sys.stdout.fileno())
-                os.close(null)
+                point_at_devnull(sys.stdout.fileno())
             except (OSError, ValueError):  # a stdout without a descriptor (a test's capture): nothing to flush
                 pass
 
