@@ -268,7 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             without = covered["defect_images_without_mask"]
             print(f"{'':>16}  (pixel metrics over {covered['images']} images, {covered['defect_images']} of them "
                   f"defects{f', {without} defects without a mask left out' if without else ''}; at "
-                  f"{covered['resolution'].split(',')[0]}, the model's input)")
+                  f"{detector.input_size[0]}x{detector.input_size[1]}, the model's input)")
         print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
               f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
         kinds = metrics["defect_types"]
