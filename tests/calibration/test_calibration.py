@@ -643,22 +643,28 @@ def test_an_mvtec_root_calibrates_on_its_normal_training_parts(kolektor_root):
     assert chosen == sorted((kolektor_root / "train" / "good").iterdir())  # no test defects, no masks
 
 
-def test_entropy_ranges_clip_an_outlier_that_minmax_keeps(tmp_path):
-    # ONNX Runtime's entropy calibrator at its default 128 bins returned the min-max range; with the
-    # 2,048 bins edgecmg asks for, a lone outlier no longer stretches the range.
+def _add_graph(path, width):
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgecmg.calibration.quantize import compute_ranges
-
     graph = helper.make_graph(
         [helper.make_node("Add", ["x", "zero"], ["y"], name="add")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40000])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40000])],
-        [numpy_helper.from_array(np.zeros((1, 40000), np.float32), "zero")])
-    path = tmp_path / "add.onnx"
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        [numpy_helper.from_array(np.zeros((1, width), np.float32), "zero")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_entropy_ranges_clip_an_outlier_that_minmax_keeps(tmp_path):
+    # ONNX Runtime's entropy calibrator at its default 128 bins returned the min-max range; with the
+    # 2,048 bins edgecmg asks for, a lone outlier no longer stretches the range.
+    import numpy as np
+
+    from edgecmg.calibration.quantize import compute_ranges
+
+    path = _add_graph(tmp_path / "add.onnx", 40000)
     values = np.random.default_rng(0).laplace(0.0, 1.0, (1, 40000)).astype(np.float32)
     values[0, 0] = 40.0
 
@@ -679,6 +685,47 @@ def test_entropy_ranges_clip_an_outlier_that_minmax_keeps(tmp_path):
         highs[method] = compute_ranges(path, Reader(), method, ("Add",), symmetric=True, work_dir=work)["y"][1]
     assert highs["minmax"] == pytest.approx(40.0)
     assert 5.0 < highs["entropy"] < 20.0, highs
+
+
+@pytest.mark.parametrize("frames", [5, 4])  # a last chunk part-full, and frames filling whole chunks
+def test_ranges_are_collected_a_chunk_at_a_time(tmp_path, monkeypatch, frames):
+    # ONNX Runtime's calibrators keep every activation of one collect_data call: 256 images of a
+    # 416x160 model needed 22 GB. edgecmg hands them chunks, and the ranges still cover every frame.
+    import numpy as np
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    from edgecmg.calibration import quantize as qmod
+
+    path = _add_graph(tmp_path / "add.onnx", 1000)
+    batches = [np.random.default_rng(i).normal(0.0, 1.0, (1, 1000)).astype(np.float32) for i in range(frames)]
+    batches[-1][0, 0] = 50.0  # the widest value arrives in the last chunk
+    held = []
+
+    class Reader:
+        def __init__(self, calibrator=None):
+            self.left = list(batches)
+            self.calibrator = calibrator
+
+        def get_next(self):
+            if self.calibrator is not None:  # what ONNX Runtime holds when the next frame is asked for
+                held.append(len(self.calibrator.intermediate_outputs))
+            return {"x": self.left.pop(0)} if self.left else None
+
+    monkeypatch.setattr(qmod, "CHUNK_IMAGES", 2)
+    for method in ("minmax", "percentile"):
+        work = tmp_path / method
+        work.mkdir()
+        ranges = qmod.compute_ranges(path, Reader(), method, ("Add",), symmetric=True, work_dir=work)
+        if method == "minmax":
+            assert ranges["y"][1] == pytest.approx(50.0)
+        else:
+            assert 3.0 < ranges["y"][1] < 50.0, ranges
+
+    calibrator = create_calibrator(path, ["Add"], augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    qmod._collect_in_chunks(calibrator, Reader(calibrator), 2)
+    assert max(held) <= 2, held
+    assert calibrator.compute_data().data["y"].range_value[1] == pytest.approx(50.0)
 
 
 def test_a_list_of_image_paths_calibrates_as_a_folder_of_them_does(tmp_path, train_dir, caplog):
