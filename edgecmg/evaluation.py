@@ -26,6 +26,11 @@ log = logging.getLogger("edgecmg")
 
 _TRUTH_RGB = (255, 0, 255)  # ground-truth outlines: magenta, absent from the JET heat map
 _CELL_HEIGHT = 320  # pixels per picture in hardest.png
+#: A ground-truth mask whose defect covers more than this fraction of its image is taken to be inverted:
+#: real defects are small (at most 1% of a KolektorSDD image), and a mask drawn as a black defect on a
+#: white background reads as defect everywhere but the defect.
+MOSTLY_DEFECT = 0.5
+_NAMED_MASKS = 3  # masks named in that warning; the rest are counted
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -43,7 +48,9 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
 
     Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
-    ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks.
+    ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks. Masks
+    whose defect covers more than half their image, most likely inverted, are used as they are, named
+    in one warning and listed under ``masks_mostly_defect``.
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
@@ -53,6 +60,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     check_both_labels(samples)
     labels, scores, latencies, skipped, records = [], [], [], [], []
     masks_skipped: list[str] = []
+    mostly_defect: list[str] = []  # masks read from files whose defect covers most of the image
+    masks_read = 0
     has_masks = any(s.mask_path is not None for s in samples)
     height, width = detector.input_size
     # Pixel metrics need every map at once: rows are filled in place (a list stacked at the end was
@@ -89,6 +98,11 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             if mask is None and sample.label:
                 unknown_masks += 1
                 continue
+            if mask is not None and sample.mask_path is not None:
+                # Measured at the mask's own resolution: resize_mask grows a defect by up to a pixel.
+                masks_read += 1
+                if np.count_nonzero(mask) > MOSTLY_DEFECT * mask.size:
+                    mostly_defect.append(str(sample.mask_path))
             # Parts differ slightly in size; pixel metrics are taken at the model's input size.
             if mask is not None:
                 masks[filled] = resize_mask(mask, detector.input_size)
@@ -102,6 +116,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
                             "each is named in the warnings above): AUROC needs good and defective images; replace "
                             "or re-export them")
     metrics = evaluate(labels, scores)
+    if mostly_defect:
+        warn_mostly_defect_masks(mostly_defect, masks_read)
     if has_masks:
         if unknown_masks:
             log.warning("pixel metrics: %d defect image(s) without a mask left out", unknown_masks)
@@ -117,7 +133,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     metrics.update({
         "threshold": float(detector.threshold), **verdict_counts(labels, scores, detector.threshold),
         "defect_types": per_defect_type(records),
-        "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped, "backend": detector.backend,
+        "images": len(labels), "skipped": skipped, "masks_skipped": masks_skipped,
+        "masks_mostly_defect": mostly_defect, "backend": detector.backend,
         "precision": detector.precision,
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
@@ -125,6 +142,19 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def warn_mostly_defect_masks(paths: Sequence[str], masks_read: int) -> None:
+    """One warning for the ground-truth masks (``paths``, of ``masks_read`` read) whose defect covers
+    more than :data:`MOSTLY_DEFECT` of their image: almost certainly inverted. Said, not refused: the
+    image scores are right whatever the masks hold, and only the pixel metrics are off."""
+    named = ", ".join(f"{Path(p).parent.name}/{Path(p).name}" for p in paths[:_NAMED_MASKS])  # type/name
+    more = f" and {len(paths) - _NAMED_MASKS} more" if len(paths) > _NAMED_MASKS else ""
+    log.warning("%d of %d ground-truth mask(s) mark more than %d%% of their image as defect, so are most likely "
+                "inverted (a white background around a black defect): %s%s (all listed under masks_mostly_defect "
+                "in the metrics). Defects must be nonzero on a zero (black) background; invert these masks "
+                "(255 - mask) and run eval again: this run's pixel metrics take them as they are",
+                len(paths), masks_read, round(MOSTLY_DEFECT * 100), named, more)
 
 
 def check_both_labels(samples: Sequence[Sample]) -> None:

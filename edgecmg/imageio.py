@@ -8,7 +8,7 @@ Every reader returns plain numpy arrays:
   integer) images are scaled by the maximum of their dtype (``65535 -> 255``), so a 12-bit
   camera image stored in a 16-bit PNG comes out darker than its sensor range; float images
   are taken to be in [0, 1] and clipped.
-- ``read_mask`` -> ``bool`` ``[H, W]``, nonzero = defect.
+- ``read_mask`` -> ``bool`` ``[H, W]``, nonzero = defect (in a palette image, a nonzero palette index).
 
 Decoding uses ``cv2.imdecode(np.fromfile(path), cv2.IMREAD_UNCHANGED)`` (works with non-ASCII
 paths on every OS) and falls back to Pillow for what OpenCV cannot decode. EXIF orientation is
@@ -453,10 +453,20 @@ def read_mask(path: PathLike) -> np.ndarray:
 
     An alpha channel, if present, is ignored (only the colour channels count).
 
+    A palette image (PNG, GIF, BMP or TIFF of Pillow's mode ``P`` / ``PA``) is read by its palette
+    *index*: index 0 is the background, any other index a defect, whatever colours the palette
+    gives them. That is how segmentation tools (Pascal VOC, labelme, CVAT) write class masks, and
+    how a paint tool's two-colour mask with palette [white, red] is meant; read by colour, its white
+    background would make every pixel a defect. A tool that stored the background at another index
+    gives a mask that covers most of its image, which eval names as likely inverted.
+
     Raises:
         DataError: as :func:`read_image`.
     """
     p = Path(path)
+    indices = _palette_indices(p)
+    if indices is not None:
+        return indices != 0
     raw, _ = _decode(p)
     if raw.ndim == 3:
         if raw.shape[2] in (2, 4):  # drop alpha
@@ -469,6 +479,34 @@ def read_mask(path: PathLike) -> np.ndarray:
         # doubled on KolektorSDD masks saved as JPEG): there, a defect is above half the brightest value.
         return raw > raw.max() / 2
     return raw != 0
+
+
+def _palette_indices(path: Path) -> Optional[np.ndarray]:
+    """The palette indices (uint8 ``[H, W]``) of a palette image file, or None for any other file.
+
+    OpenCV expands a palette to its colours, which loses which index is the background: the indices
+    are read with Pillow instead. A file Pillow cannot identify (missing, a folder, not an image, a
+    decompression bomb) gives None, and :func:`_decode` then reports it by name as for any image.
+    """
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    with im:
+        if im.mode not in ("P", "PA"):
+            return None
+        try:
+            im.load()
+            # getchannel: a PA image's array would hold its alpha beside the index
+            indices = np.array(im.getchannel("P") if im.mode == "PA" else im)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"cannot decode mask {path}: the file is corrupt, truncated or not an image ({exc}); "
+                            "re-export it or remove it") from exc
+    if indices.size == 0:
+        raise DataError(f"mask {path} has no pixels; re-export it or remove it")
+    return indices
 
 
 # --------------------------------------------------------------------------------------------

@@ -160,6 +160,18 @@ def test_real_kolektorsdd_counts(kolektor_root):
     assert mask.any()
 
 
+def test_no_real_kolektorsdd_mask_looks_inverted(kolektor_root):
+    """Eval names masks whose defect covers more than MOSTLY_DEFECT of their image as inverted; the
+    real KolektorSDD masks, thin cracks of at most about 1% of their image, are far from it."""
+    from edgecmg.evaluation import MOSTLY_DEFECT
+
+    defects = [s for s in MVTecDataset(kolektor_root).test_samples() if s.label == 1]
+    assert len(defects) == 52
+    covered = [np.count_nonzero(m) / m.size
+               for m in (sample_mask(s, read_image(s.path).shape[:2]) for s in defects)]
+    assert 0 < min(covered) and max(covered) < 0.02 < MOSTLY_DEFECT
+
+
 # ------------------------------------------------------------------ elpv
 @needs_elpv
 def test_elpv_mono_split_counts_and_determinism():

@@ -162,3 +162,38 @@ def test_hardest_cases_captions_say_each_parts_verdict(small_artifact, kolektor_
         captions = drawn[-1]
         assert [c.split("\n")[0] for c in captions] == verdicts
         assert captions[1].split("\n")[1] == f"{records[1]['score'] / threshold:.2f}x threshold"
+
+
+def test_masks_that_look_inverted_are_named_in_one_warning_and_the_run_goes_on(small_artifact, kolektor_root,
+                                                                                 tmp_path, caplog):
+    """Four KolektorSDD defects whose masks were saved inverted (a black defect on white): eval keeps
+    every image and its pixel metrics, and says once which masks, how many, and what to do; the two
+    defects with their real masks are not named."""
+    import logging
+
+    from edgecmg.datasets import MVTecDataset, Sample
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    defects = [s for s in samples if s.label == 1][:6]
+    inverted = []
+    for sample in defects[2:]:
+        truth = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE)
+        path = tmp_path / "defect" / sample.mask_path.name
+        path.parent.mkdir(exist_ok=True)
+        assert cv2.imwrite(str(path), 255 - truth)
+        inverted.append(Sample(sample.path, 1, "defect", path))
+    chosen = [s for s in samples if s.label == 0][:2] + defects[:2] + inverted
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    metrics = evaluate_detector(Detector.load(small_artifact, backend="torch"), chosen, progress=False)
+    assert metrics["images"] == 8 and metrics["pixel_auroc"] is not None and metrics["masks_skipped"] == []
+    assert metrics["masks_mostly_defect"] == [str(s.mask_path) for s in inverted]
+    said = [r.getMessage() for r in caplog.records if "ground-truth mask" in r.getMessage()]
+    assert len(said) == 1
+    names = [f"defect/{s.mask_path.name}" for s in inverted]
+    assert said[0].startswith("4 of 6 ground-truth mask(s) mark more than 50% of their image as defect")
+    assert f"{', '.join(names[:3])} and 1 more" in said[0] and names[3] not in said[0]
+    assert "Defects must be nonzero on a zero (black) background; invert these masks" in said[0]
+    assert not any(s.mask_path.name in said[0] for s in defects[:2])
+

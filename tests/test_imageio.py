@@ -232,6 +232,39 @@ def test_read_mask(tmp_path):
         read_mask(tmp_path / "nope.png")
 
 
+@pytest.mark.parametrize("ext", [".png", ".gif", ".bmp", ".tif"])
+def test_a_palette_mask_is_read_by_its_index_not_its_colour(tmp_path, ext):
+    """A paint tool's mask with palette [white, red, black]: index 0 (white) is the background, indices
+    1 and 2 are defects, the black one too. Read by colour, as OpenCV expands it, the white background
+    made every pixel but the black defect a defect."""
+    idx = np.zeros((40, 60), np.uint8)
+    idx[5:9, 10:20] = 1
+    idx[30:33, 40:44] = 2
+    im = Image.fromarray(idx, "P")
+    im.putpalette([255, 255, 255, 255, 0, 0, 0, 0, 0])
+    im.save(tmp_path / f"m{ext}")
+    out = read_mask(tmp_path / f"m{ext}")
+    assert out.dtype == bool and out.shape == (40, 60)
+    np.testing.assert_array_equal(out, idx != 0)
+
+
+def test_a_palette_mask_ignores_transparency_and_reads_voc_class_indices(tmp_path):
+    """A VOC / labelme class mask (index 0 black, classes 1 and 2 in colour) gives every class as a
+    defect; a transparent background index (tRNS) is still the background."""
+    idx = np.zeros((20, 30), np.uint8)
+    idx[2:5, 3:9] = 1
+    idx[10:12, 20:25] = 2
+    voc = Image.fromarray(idx, "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+    voc.save(tmp_path / "voc.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "voc.png"), idx != 0)
+    clear = Image.fromarray(idx, "P")
+    clear.putpalette([255, 255, 255, 255, 0, 0, 0, 0, 255])
+    clear.save(tmp_path / "clear.png", transparency=0)
+    assert Image.open(tmp_path / "clear.png").mode == "P"  # a palette image, not RGBA
+    np.testing.assert_array_equal(read_mask(tmp_path / "clear.png"), idx != 0)
+
+
 def test_list_images_folder_glob_and_file(tmp_path):
     names = ["b.png", "a.JPG", "c.tiff", "notes.txt", ".hidden.png"]
     for n in names:
