@@ -301,7 +301,44 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     path = calibrate(args.model, args.data, args.output, method=args.method, samples=samples,
                      profile=args.profile, with_scoring=args.with_scoring, progress=args.progress_bars)
     print(f"wrote {path}")
+    if args.check:
+        _check_quantization(args.model, path, args.data, samples, args.progress_bars)
     return 0
+
+
+CHECK_IMAGES = 16  # good images calibrate judges with both models: a few seconds on a 2-core CPU
+
+
+def _check_quantization(model: str, int8_path: Path, data, samples: int, progress: Optional[bool]) -> None:
+    """Judges a few of the calibration folder's good images with the FP32 model and the INT8 file and
+    says how far the scores moved; warns where INT8 flags more of them (ranges that clip what good
+    parts show flag them all, and nothing else would say so before the line does)."""
+    from edgecmg.calibration.data import select_with_spares
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import compare_detectors
+
+    quiet = logging.getLogger("edgecmg")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # calibrate made and logged this very draw (seed 0) already
+    try:
+        chosen, spares = select_with_spares(data, samples, 0)
+    finally:
+        quiet.setLevel(level)
+    images = (spares + chosen)[:CHECK_IMAGES]  # images the ranges never saw first, where there are any
+    # Both on ONNX Runtime (which calibrate needs anyway): the scores then differ by quantisation alone.
+    with Detector.load(model, backend="onnxruntime") as fp32, Detector.load(int8_path, backend="onnxruntime") as int8:
+        found = compare_detectors(fp32, int8, images, progress=progress)
+    print(f"check on {found['images']} good images (FP32 on {found['reference_backend']}, INT8 on "
+          f"{found['candidate_backend']}): scores moved by up to {found['max_change']:.4g} (median "
+          f"{found['median_change']:.4g}; threshold {found['candidate_threshold']:.4g}); flagged: FP32 "
+          f"{found['reference_flags']}, INT8 {found['candidate_flags']}")
+    if found["candidate_flags"] > found["reference_flags"]:
+        named = ", ".join(Path(p).name for p in found["newly_flagged"][:5])
+        log.warning("%s flags %d of these %d good images that the FP32 model passes (%s%s): its activation "
+                    "ranges cut off what these parts show. Calibrate again with --method minmax or on more "
+                    "images (--samples), or set a threshold for it on good parts with `edgecmg threshold %s "
+                    "GOOD_IMAGES`", int8_path, len(found["newly_flagged"]), found["images"], named,
+                    ", ..." if len(found["newly_flagged"]) > 5 else "", int8_path)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -477,6 +514,9 @@ def _add_calibrate(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("-o", "--output", required=True,
                    help="output file (*.onnx); the activation ranges are cached beside it as *.calib.json and "
                         "reused while the model, images and settings match (delete it to calibrate afresh)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help=f"leave out the check that judges {CHECK_IMAGES} of the good images with the FP32 model "
+                        "and the INT8 file and warns where INT8 flags more of them")
     p.set_defaults(func=cmd_calibrate)
 
 

@@ -238,6 +238,45 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
             "score_p50": float(np.median(values)), "score_max": float(values.max()), "backend": detector.backend}
 
 
+def compare_detectors(reference: Detector, candidate: Detector, paths: Sequence[str | Path], *,
+                      progress: Optional[bool] = None) -> dict:
+    """How far ``candidate``'s image scores move from ``reference``'s on the same images, and which
+    verdicts change: an INT8 file against the FP32 model it was calibrated from, before it is deployed
+    (a calibration whose ranges clip what good parts show flags them all, with nothing else to say so).
+
+    Each detector judges at its own threshold (an INT8 file keeps its model's). Returns {images,
+    skipped, reference_threshold, candidate_threshold, reference_flags, candidate_flags, newly_flagged,
+    newly_passed (image paths), max_change, median_change (absolute score differences),
+    reference_backend, candidate_backend}. Raises DataError when no image reads.
+    """
+    changes, skipped, newly_flagged, newly_passed = [], [], [], []
+    reference_flags = candidate_flags = 0
+    for path in tqdm(paths, desc="compare", unit="img", disable=not show_progress(progress)):
+        try:
+            frame = read_image(path)
+        except DataError as exc:
+            log.warning("skipped: %s", exc)
+            skipped.append(str(path))
+            continue
+        before, after = reference.predict(frame), candidate.predict(frame)
+        reference_flags += before.is_anomaly
+        candidate_flags += after.is_anomaly
+        if after.is_anomaly and not before.is_anomaly:
+            newly_flagged.append(str(path))
+        elif before.is_anomaly and not after.is_anomaly:
+            newly_passed.append(str(path))
+        changes.append(abs(after.score - before.score))  # NaN where either is: max and median say so
+    if not changes:
+        raise DataError(f"none of the {len(paths)} image(s) to compare could be read")
+    values = np.asarray(changes, dtype=np.float64)
+    return {"images": len(changes), "skipped": skipped,
+            "reference_threshold": float(reference.threshold), "candidate_threshold": float(candidate.threshold),
+            "reference_flags": int(reference_flags), "candidate_flags": int(candidate_flags),
+            "newly_flagged": newly_flagged, "newly_passed": newly_passed,
+            "max_change": float(values.max()), "median_change": float(np.median(values)),
+            "reference_backend": reference.backend, "candidate_backend": candidate.backend}
+
+
 def pick_hardest(records: list[dict], per_group: int = 4) -> tuple[list[dict], list[dict]]:
     """The ``per_group`` defective records scored lowest (lowest first) and the ``per_group`` good
     ones scored highest (highest first); ties keep the records' order."""

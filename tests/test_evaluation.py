@@ -197,3 +197,31 @@ def test_masks_that_look_inverted_are_named_in_one_warning_and_the_run_goes_on(s
     assert "Defects must be nonzero on a zero (black) background; invert these masks" in said[0]
     assert not any(s.mask_path.name in said[0] for s in defects[:2])
 
+
+def test_compare_detectors_counts_the_verdicts_each_gives_and_names_the_ones_that_change(small_artifact,
+                                                                                         kolektor_root, tmp_path):
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import compare_detectors
+    from edgecmg.imageio import read_image
+
+    good = sorted((kolektor_root / "test" / "good").iterdir())[:4]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with Detector.load(small_artifact, backend="torch") as reference:
+        scores = [reference.predict(read_image(p)).score for p in good]
+        # the candidate: the same model, its threshold between the second and third lowest score
+        middle = sorted(scores)[1:3]
+        with Detector.load(small_artifact, backend="torch", threshold=sum(middle) / 2) as candidate:
+            reference.threshold = max(scores) + 1.0  # passes all four
+            found = compare_detectors(reference, candidate, [*good, broken], progress=False)
+    assert found["images"] == 4 and found["skipped"] == [str(broken)]
+    assert (found["reference_flags"], found["candidate_flags"]) == (0, 2)
+    high = [str(p) for p, s in zip(good, scores) if s >= sum(middle) / 2]
+    assert found["newly_flagged"] == high and found["newly_passed"] == []
+    assert found["max_change"] == 0.0 and found["median_change"] == 0.0  # one model: the scores are the same
+    assert found["reference_backend"] == found["candidate_backend"] == "torch"
+    from edgecmg.errors import DataError
+
+    with pytest.raises(DataError, match="none of the 1 image"):
+        with Detector.load(small_artifact, backend="torch") as detector:
+            compare_detectors(detector, detector, [broken])

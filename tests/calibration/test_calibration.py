@@ -628,10 +628,11 @@ def test_cli_calibrate_defaults_to_the_modules_sample_count(monkeypatch, tmp_pat
         return tmp_path / "x.onnx"
 
     monkeypatch.setattr(calibration, "calibrate", record)
-    assert main(["-q", "calibrate", "m.edgecmg", "--data", str(tmp_path), "-o", str(tmp_path / "x.onnx")]) == 0
+    assert main(["-q", "calibrate", "m.edgecmg", "--data", str(tmp_path), "-o", str(tmp_path / "x.onnx"),
+                 "--no-check"]) == 0
     assert seen["samples"] == calibration.DEFAULT_SAMPLES
     assert main(["-q", "calibrate", "m.edgecmg", "--data", str(tmp_path), "--samples", "7",
-                 "-o", str(tmp_path / "x.onnx")]) == 0
+                 "-o", str(tmp_path / "x.onnx"), "--no-check"]) == 0
     assert seen["samples"] == 7
     calibrate_parser = build_parser()._subparsers._group_actions[0].choices["calibrate"]
     help_text = next(a.help for a in calibrate_parser._actions if a.dest == "samples")
@@ -834,3 +835,41 @@ def test_a_cache_path_that_names_a_model_or_the_output_is_refused_before_any_wor
         with pytest.raises(ConfigError, match=re.escape(f"cache_path {cache}") + ".*" + re.escape(said)):
             calibrate(artifact_path, train_dir, out, samples=SAMPLES, cache_path=cache, progress=False)
     assert not out.exists()
+
+
+def test_cli_calibrate_judges_good_images_with_both_models_and_warns_where_int8_flags_them(
+        artifact_path, train_dir, tmp_path, capsys, caplog):
+    """A calibration whose ranges clip what good parts show (entropy did this on KolektorSDD: all 16
+    good images flagged) wrote a model that fails every part, and nothing said so before the line."""
+    from edgecmg.calibration.cache import CalibrationCache
+    from edgecmg.cli import main
+
+    out = tmp_path / "m.int8.onnx"
+    assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
+                 "--method", "minmax", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    checked = re.search(r"check on (\d+) good images \(FP32 on onnxruntime, INT8 on onnxruntime\): scores moved by "
+                        r"up to ([0-9.e+-]+) .*flagged: FP32 (\d+), INT8 (\d+)", printed)
+    assert checked, printed
+    images = len([p for p in train_dir.iterdir() if p.is_file()])
+    assert int(checked[1]) == min(16, images) and float(checked[2]) < 1.0  # 4 minmax images move scores little
+    assert "flags" not in caplog.text
+
+    # The same calibration with every range cut to a twentieth (what clipping ranges do to a good part)
+    cache_path = tmp_path / "m.int8.calib.json"
+    cache = CalibrationCache.load(cache_path)
+    cache.ranges = {name: (lo / 20, hi / 20) for name, (lo, hi) in cache.ranges.items()}
+    cache.save(cache_path)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
+                     "--method", "minmax", "-o", str(out)]) == 0
+    checked = re.search(r"flagged: FP32 (\d+), INT8 (\d+)", capsys.readouterr().out)
+    assert int(checked[2]) > int(checked[1])
+    assert f"{out} flags" in caplog.text and "that the FP32 model passes" in caplog.text
+    assert f"edgecmg threshold {out} GOOD_IMAGES" in caplog.text
+
+    caplog.clear()
+    assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
+                 "--method", "minmax", "-o", str(out), "--no-check"]) == 0
+    assert "check on" not in capsys.readouterr().out and "flags" not in caplog.text
