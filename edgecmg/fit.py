@@ -240,6 +240,26 @@ def training_images(data: str | Path) -> list[Path]:
     return images
 
 
+def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]:
+    """The captions of ``captions.csv`` beside ``images`` (see :func:`read_captions`), or None where
+    there is none to read: CMLE is off, or the images (a glob's) come from several folders."""
+    folders = list(dict.fromkeys(path.parent for path in images))
+    files = [folder / "captions.csv" for folder in folders if (folder / "captions.csv").is_file()]
+    if not files:
+        return None
+    if not cmle:  # captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it
+        log.info("%s is not read: captions serve CMLE only, which is off", _first([str(f) for f in files], 3))
+        return None
+    if len(folders) > 1:
+        # A captions.csv names the files of its own folder; read from one folder of several (as the
+        # first image's once was), its rows could caption another folder's files of the same name.
+        log.warning("%s is not read: the images come from %d folders, and a captions.csv captions its own "
+                    "folder's files; fit on one folder, or pass captions={file name: text} to fit() in Python",
+                    _first([str(f) for f in files], 3), len(folders))
+        return None
+    return read_captions(folders[0])
+
+
 def _mvtec_refusal(root: Path) -> Optional[str]:
     """Why ``root`` cannot be fitted on when it holds no images of its own and is an MVTec root or a
     part of one (else None), and what to pass instead."""
@@ -287,11 +307,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     if isinstance(images, (str, Path)):
         source = f" in {images}"
         images = training_images(images)
-        if captions is None and config.cmle:
-            captions = read_captions(images[0].parent)
-        elif not config.cmle and (images[0].parent / "captions.csv").is_file():
-            # Captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it.
-            log.info("%s is not read: captions serve CMLE only, which is off", images[0].parent / "captions.csv")
+        if captions is None:
+            captions = _folder_captions(images, config.cmle)
     training = _Training(images, bgr=bgr)
     _require_enough(len(training.names), source)
     size = choose_input_size(training.shapes, config)

@@ -322,6 +322,28 @@ def test_fit_on_a_folder_reads_its_captions_csv(kolektor_train, tmp_path, monkey
     assert not torch.allclose(seen["text"][rows], seen["pseudo"][rows])
 
 
+def test_captions_csv_is_read_from_the_one_folder_a_glob_matches_and_not_across_folders(kolektor_train, tmp_path,
+                                                                                     caplog):
+    """fit(glob) read captions.csv from the first image's folder, whose rows could then caption files
+    of the same name in the glob's other folders."""
+    from edgecmg.fit import _folder_captions, training_images
+
+    for side, files in (("left", kolektor_train[:3]), ("right", kolektor_train[3:6])):
+        (tmp_path / side).mkdir()
+        for path in files:  # the first of each side under one name: a caption of one side fits the other's
+            (tmp_path / side / ("part.jpg" if path in (files[0],) else path.name)).symlink_to(path)
+        (tmp_path / side / "captions.csv").write_text(f"file,text\npart.jpg,a {side} part\n")
+    one = training_images(str(tmp_path / "left" / "*.jpg"))
+    assert _folder_captions(one, cmle=True) == {"part.jpg": "a left part"}
+    both = training_images(str(tmp_path / "*" / "*.jpg"))
+    with caplog.at_level("INFO", logger="edgecmg"):
+        assert _folder_captions(both, cmle=True) is None
+        assert "the images come from 2 folders" in caplog.text and str(tmp_path / "left" / "captions.csv") in caplog.text
+        caplog.clear()
+        assert _folder_captions(one, cmle=False) is None
+        assert "is not read: captions serve CMLE only" in caplog.text
+
+
 def test_read_captions_takes_a_byte_order_mark_and_names_a_file_that_is_not_utf8(tmp_path):
     """Excel's "CSV UTF-8" starts with a BOM, which was read into the first header name and refused as
     a file without the 'file,text' header; a Latin-1 file ended fit in a UnicodeDecodeError traceback."""
