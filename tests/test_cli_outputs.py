@@ -329,3 +329,62 @@ def test_a_recording_played_at_a_cameras_pace_is_batched_as_a_camera_is():
             pass
     assert pipe.config.policy == "latest" and sum(sizes) + pipe.stats.frames_dropped == 12
     assert max(sizes) < 4, sizes  # taken as they come, 50 ms apart
+
+
+# --- stream: a stop signal and the records ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["counted", "handed over", "writing the record"])
+def test_a_stop_signal_anywhere_after_a_frame_is_counted_leaves_its_record(small_artifact, kolektor_root, tmp_path,
+                                                                           monkeypatch, where):
+    """A SIGTERM after the pipeline counted a judged frame (stats.frames_yielded) but before the command
+    held stops to write that frame's record ended the run there: the summary counted the frame, the
+    --jsonl and --save had no record of it. The signal is raised (signal.raise_signal runs its handler
+    before returning) at the second frame: just after its count, just after it reached the command,
+    and while its record is written (held until the overlay is saved, as before)."""
+    import signal
+
+    import cv2
+
+    from edgecmg.commands import stream as stream_command
+    from edgecmg.stream import pipeline
+
+    images = tmp_path / "in"
+    _images(kolektor_root, "good", 4, images)
+    jsonl, video = tmp_path / "frames.jsonl", tmp_path / "frames.avi"
+    seen = []
+
+    def stop_at_the_second(function):
+        def wrapped(*args, **kwargs):
+            out = function(*args, **kwargs)
+            seen.append(1)
+            if len(seen) == 2:
+                signal.raise_signal(signal.SIGTERM)
+            return out
+        return wrapped
+
+    if where == "counted":  # StreamStats._yielded, the count made last before the pipeline's yield
+        monkeypatch.setattr(pipeline.StreamStats, "_yielded", stop_at_the_second(pipeline.StreamStats._yielded))
+    elif where == "handed over":  # the result is the command's, before its stop.hold()
+        monkeypatch.setattr(pipeline.StreamRun, "__next__", stop_at_the_second(pipeline.StreamRun.__next__))
+    else:
+        monkeypatch.setattr(stream_command.JsonLinesFile, "write",
+                            stop_at_the_second(stream_command.JsonLinesFile.write))
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a known handler: not ignored (nohup)
+    try:
+        assert main(["-q", "stream", str(images), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                     str(jsonl), "--save", str(video)]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (row,) = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
+    records = _whole_lines(jsonl)
+    check = cv2.VideoCapture(str(video))
+    try:
+        saved = 0
+        while check.read()[0]:
+            saved += 1
+    finally:
+        check.release()
+    assert row["ended"] == "terminated (SIGTERM)"
+    assert (row["frames_yielded"], len(records), saved) == (2, 2, 2), (where, row["frames_yielded"], records)
+    assert [r["frame_index"] for r in records] == [0, 1]

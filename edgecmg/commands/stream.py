@@ -10,7 +10,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 
@@ -72,7 +72,7 @@ def run_stream(args: argparse.Namespace) -> int:
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
         jsonl = open_records(args.jsonl) if args.jsonl else None
-        with run, StopBetweenRecords() as stop:
+        with run, StopBetweenRecords(lambda: run.stats.frames_yielded) as stop:
             judge_frames(args, run, stop, jsonl, video, status, tally)
         finished = True
     except Terminated as stop:
@@ -169,7 +169,9 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
     """Takes the run's judged frames until the source ends, --max-frames is reached or q is pressed in
     the --show window: each frame's record goes to --jsonl, its overlay to --save and --show."""
     for count, result in enumerate(run, start=1):
-        stop.hold()  # a SIGTERM or Ctrl-C from here on waits until this frame's record is written
+        # A SIGTERM or Ctrl-C from the frame's count in the pipeline on (StopBetweenRecords' counted),
+        # not only from here, waits until this frame's record is written.
+        stop.hold()
         tally.anomalies += result.is_anomaly
         if jsonl:
             try:
@@ -252,16 +254,23 @@ class StopBetweenRecords:
     and writing its record: a signal there is held until the record is on disk (the summary counts
     the frame as judged, so its record must exist). Installed as :func:`install_handlers` sets
     handlers (main thread only, ignored signals left ignored); the ones before it are put back on
-    leaving."""
+    leaving.
+
+    counted: the run's count of judged frames (``run.stats.frames_yielded``, what the summary reports).
+    The pipeline counts a frame before handing it over, so a stop between that count and hold() is
+    held too: it once ended the run there, the summary a frame ahead of the records."""
 
     _SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 
-    def __init__(self) -> None:
+    def __init__(self, counted: Callable[[], int] | None = None) -> None:
         self._holding = False
         self._held: BaseException | None = None
         self._previous: dict[int, Any] = {}
+        self._counted = counted
+        self._recorded = 0  # the count at the last release(): frames whose records are written
 
     def __enter__(self) -> "StopBetweenRecords":
+        self._recorded = self._counted() if self._counted else 0  # frames counted before the block hold nothing
         self._previous = install_handlers(self._SIGNALS, self._on_signal)
         return self
 
@@ -271,8 +280,8 @@ class StopBetweenRecords:
 
     def _on_signal(self, number: int, frame: object) -> None:
         stop = KeyboardInterrupt() if number == signal.SIGINT else Terminated(number)
-        if self._holding:
-            self._held = stop
+        if self._holding or (self._counted is not None and self._counted() > self._recorded):
+            self._held = stop  # raised by release(), once the frame in hand has its record
         else:
             raise stop
 
@@ -281,6 +290,8 @@ class StopBetweenRecords:
 
     def release(self) -> None:
         self._holding = False
+        if self._counted is not None:
+            self._recorded = self._counted()
         if self._held is not None:
             raise self._held
 

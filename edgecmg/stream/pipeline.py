@@ -559,7 +559,9 @@ class StreamPipeline:
                     latency_ms = (t1 - item.captured_perf_s) * 1000.0
                     stats.latency_ms.add(latency_ms)
                     result = self._stamp(out, item, per_frame_ms, latency_ms)
-                    stats._yielded(1)  # last before the yield: a frame counted is a frame handed over
+                    # Last before the yield: a frame counted is a frame handed over (edgecmg stream holds a
+                    # stop from this count on, so a frame the summary counts has its record).
+                    stats._yielded(1)
                     yield result
         finally:
             batches.close()  # now, not whenever it is collected: this stops capture
