@@ -4,22 +4,32 @@
 //   magic "EDGECMGE" (8 bytes) | format version uint32 | header length uint64 | header JSON |
 //   scorer payload (safetensors, may be empty) | TensorRT serialized engine
 // The header's "scorer" and "engine" entries hold each payload's length and SHA-256; this reader
-// checks both and the header's own checksum ("header_sha256"), so a damaged copy or an edited
-// threshold is refused before TensorRT deserializes the plan.
+// checks both and the header's own checksum ("header_sha256"), and that the header's "format_version"
+// is the prefix's (the prefix lies outside every checksum), so a damaged copy or an edited threshold
+// is refused before TensorRT deserializes the plan. It checks what edgecmg/engine_file.py checks of the
+// file's layout (prefix, sizes, checksums, versions, no repeated top-level key); it does not validate
+// the rest of the header's JSON or its other fields.
 //
 //   edgecmg::EngineFile f = edgecmg::read_engine_file("part.engine");
 //   nvinfer1::ICudaEngine* e = runtime->deserializeCudaEngine(f.plan.data(), f.plan.size());
+//
+// C++14 or later; POSIX stat() (Linux, macOS) to tell a regular file from a pipe or directory before
+// opening it. No state is shared between calls: threads may read engine files at the same time.
 #pragma once
 
-#include <array>
-#include <cctype>
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <iterator>
-#include <sstream>
+#include <istream>
+#include <limits>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 namespace edgecmg {
@@ -27,6 +37,9 @@ namespace edgecmg {
 constexpr char kEngineMagic[8] = {'E', 'D', 'G', 'E', 'C', 'M', 'G', 'E'};
 constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine_file.ENGINE_FORMAT_VERSION
 constexpr std::uint32_t kHeaderChecksumSinceFormat = 3;  // edgecmg.engine_file.HEADER_SHA_SINCE_FORMAT
+// The largest header read (edgecmg.artifact.MAX_HEADER_BYTES; a real one is a few KB): a damaged length
+// field must not make the reader allocate, read and parse most of the file.
+constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t(16) << 20;
 
 struct EngineFile {
     std::uint32_t format_version = 0;
@@ -88,8 +101,42 @@ inline std::string sha256_hex(const char* data, std::size_t size) {
     return out;
 }
 
+// File content quoted in an error message: at most about `limit` characters of it, with control and
+// non-ASCII bytes written \xNN, so a damaged or forged header can neither flood a log nor send
+// escape sequences to a terminal.
+inline std::string quoted(const std::string& text, std::size_t limit = 80) {
+    static const char hex[] = "0123456789abcdef";
+    std::string out = "'";
+    std::size_t used = 0;
+    for (; used < text.size(); ++used) {
+        const unsigned char c = static_cast<unsigned char>(text[used]);
+        const std::size_t width = c < 0x20 || c >= 0x7f ? 4 : 1;
+        if (out.size() - 1 + width > limit) break;
+        if (width == 1) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out += "\\x";
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 0xf]);
+        }
+    }
+    out.push_back('\'');
+    if (used < text.size()) out += "... (" + std::to_string(text.size()) + " bytes in all)";
+    return out;
+}
+
+inline std::string os_error(int err) { return std::generic_category().message(err); }
+
+inline bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+inline std::size_t skip_space(const std::string& json, std::size_t i) {
+    while (i < json.size() && is_json_space(json[i])) ++i;
+    return i;
+}
+
 // Where one JSON value starting at json[i] ends (string, object, array or scalar); npos when the
-// text ends first. Enough structure to find the top-level keys; not a validating parser.
+// text ends first. Enough structure to find the top-level keys; not a validating parser. Linear in
+// the value's length, with no recursion into nested containers.
 inline std::size_t skip_value(const std::string& json, std::size_t i) {
     if (i >= json.size()) return std::string::npos;
     if (json[i] == '"') {
@@ -100,7 +147,7 @@ inline std::size_t skip_value(const std::string& json, std::size_t i) {
         return std::string::npos;
     }
     if (json[i] == '{' || json[i] == '[') {
-        int depth = 0;
+        std::size_t depth = 0;
         while (i < json.size()) {
             if (json[i] == '"') {
                 i = skip_value(json, i);
@@ -114,25 +161,86 @@ inline std::size_t skip_value(const std::string& json, std::size_t i) {
         return std::string::npos;
     }
     const std::size_t start = i;
-    while (i < json.size() && json[i] != ',' && json[i] != '}' && json[i] != ']' &&
-           !std::isspace(static_cast<unsigned char>(json[i]))) ++i;
+    while (i < json.size() && json[i] != ',' && json[i] != '}' && json[i] != ']' && !is_json_space(json[i])) ++i;
     return i == start ? std::string::npos : i;
 }
 
-inline std::size_t skip_space(const std::string& json, std::size_t i) {
-    while (i < json.size() && std::isspace(static_cast<unsigned char>(json[i]))) ++i;
-    return i;
+inline bool hex4(const std::string& json, std::size_t i, std::size_t end, std::uint32_t& value) {
+    if (i + 4 > end) return false;
+    value = 0;
+    for (std::size_t n = i; n < i + 4; ++n) {
+        const char c = json[n];
+        const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (digit < 0) return false;
+        value = value * 16 + static_cast<std::uint32_t>(digit);
+    }
+    return true;
+}
+
+inline void append_utf8(std::string& out, std::uint32_t cp) {
+    if (cp < 0x80) {
+        out.push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+        out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    } else if (cp < 0x10000) {
+        out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    } else {
+        out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+        out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    }
+}
+
+// The text of the JSON string json[begin, end) (between its quotes) with its escapes decoded, as
+// Python's json reads a key: "\u0065ngine" is the key "engine". False on a bad escape.
+inline bool decode_string(const std::string& json, std::size_t begin, std::size_t end, std::string& out) {
+    out.clear();
+    for (std::size_t i = begin; i < end; ++i) {
+        if (json[i] != '\\') { out.push_back(json[i]); continue; }
+        if (++i >= end) return false;
+        switch (json[i]) {
+            case '"': out.push_back('"'); break;
+            case '\\': out.push_back('\\'); break;
+            case '/': out.push_back('/'); break;
+            case 'b': out.push_back('\b'); break;
+            case 'f': out.push_back('\f'); break;
+            case 'n': out.push_back('\n'); break;
+            case 'r': out.push_back('\r'); break;
+            case 't': out.push_back('\t'); break;
+            case 'u': {
+                std::uint32_t unit = 0, low = 0;
+                if (!hex4(json, i + 1, end, unit)) return false;
+                i += 4;
+                if (unit >= 0xd800 && unit < 0xdc00 && i + 6 < end && json[i + 1] == '\\' && json[i + 2] == 'u' &&
+                    hex4(json, i + 3, end, low) && low >= 0xdc00 && low < 0xe000) {
+                    unit = 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00);
+                    i += 6;
+                }
+                append_utf8(out, unit);  // a lone surrogate as its own 3 bytes: a key of its own, as in Python
+                break;
+            }
+            default: return false;
+        }
+    }
+    return true;
 }
 
 struct Entry {
-    std::string key;
+    std::string key;  // escapes decoded
     std::size_t entry_start, value_start, value_end;  // [entry_start: the key's quote, value_end)
 };
 
 // The top-level entries of a JSON object, in file order; throws on a text that is not one object or
 // that repeats a key (Python's json keeps the last of duplicates: a reader must not see another value).
+// O(n log n) in the number of keys.
 inline std::vector<Entry> top_level_entries(const std::string& json, const std::string& what) {
     std::vector<Entry> entries;
+    std::set<std::string> seen;
     auto fail = [&](const std::string& why) { throw std::runtime_error(what + " is not a JSON object (" + why + ")"); };
     std::size_t i = skip_space(json, 0);
     if (i >= json.size() || json[i] != '{') fail("no opening brace");
@@ -145,45 +253,67 @@ inline std::vector<Entry> top_level_entries(const std::string& json, const std::
         if (i >= json.size() || json[i] != '"') fail("a key is not a string");
         const std::size_t key_end = skip_value(json, i);
         if (key_end == std::string::npos) fail("unterminated key");
-        Entry entry{json.substr(i + 1, key_end - i - 2), i, 0, 0};
+        Entry entry{std::string(), i, 0, 0};
+        if (!decode_string(json, i + 1, key_end - 1, entry.key))
+            fail("the key " + quoted(json.substr(i, key_end - i)) + " has a bad escape");
         i = skip_space(json, key_end);
-        if (i >= json.size() || json[i] != ':') fail("no ':' after key '" + entry.key + "'");
+        if (i >= json.size() || json[i] != ':') fail("no ':' after key " + quoted(entry.key));
         entry.value_start = skip_space(json, i + 1);
         entry.value_end = skip_value(json, entry.value_start);
-        if (entry.value_end == std::string::npos) fail("the value of '" + entry.key + "' is cut off");
-        for (const Entry& seen : entries)
-            if (seen.key == entry.key) fail("key '" + entry.key + "' appears twice");
-        entries.push_back(entry);
+        if (entry.value_end == std::string::npos) fail("the value of " + quoted(entry.key) + " is cut off");
+        if (!seen.insert(entry.key).second) fail("key " + quoted(entry.key) + " appears twice");
         i = skip_space(json, entry.value_end);
+        entries.push_back(std::move(entry));
         if (i < json.size() && json[i] == ',') { i = skip_space(json, i + 1); continue; }
         if (i < json.size() && json[i] == '}' && skip_space(json, i + 1) == json.size()) return entries;
-        fail("expected ',' or the closing brace after '" + entry.key + "'");
+        fail("expected ',' or the closing brace after " + quoted(entries.back().key));
     }
 }
 
-// The raw text of top-level key `key`'s value; empty when absent.
+inline const Entry* find_entry(const std::vector<Entry>& entries, const std::string& key) {
+    for (const Entry& entry : entries)
+        if (entry.key == key) return &entry;
+    return nullptr;
+}
+
+inline std::string value_text(const std::string& json, const Entry& entry) {
+    return json.substr(entry.value_start, entry.value_end - entry.value_start);
+}
+
+// The raw text of top-level key `key`'s value; empty when absent. Parses `json` on each call.
 inline std::string top_level_value(const std::string& json, const std::string& key, const std::string& what) {
-    for (const Entry& entry : top_level_entries(json, what))
-        if (entry.key == key) return json.substr(entry.value_start, entry.value_end - entry.value_start);
-    return "";
+    const std::vector<Entry> entries = top_level_entries(json, what);
+    const Entry* entry = find_entry(entries, key);
+    return entry == nullptr ? std::string() : value_text(json, *entry);
 }
 
 inline std::string unquote(const std::string& value) {
     return value.size() >= 2 && value.front() == '"' ? value.substr(1, value.size() - 2) : value;
 }
 
-// A JSON non-negative integer (digits only, no sign, fraction or exponent) that fits in 63 bits.
+// A JSON non-negative integer (digits only: no sign, fraction, exponent or leading zero) that fits in
+// 64 bits.
+inline bool parse_uint64(const std::string& text, std::uint64_t& value) {
+    if (text.empty() || text.size() > 20 || (text.size() > 1 && text[0] == '0')) return false;
+    value = 0;
+    for (const char c : text) {
+        if (c < '0' || c > '9') return false;
+        const std::uint64_t digit = static_cast<std::uint64_t>(c - '0');
+        if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
+        value = value * 10 + digit;
+    }
+    return true;
+}
+
 inline std::uint64_t parse_size(const std::string& text, const std::string& what) {
-    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos ||
-        (text.size() > 1 && text[0] == '0'))
-        throw std::runtime_error(what + " is not a byte count: '" + text + "'");
-    return std::stoull(text);
+    std::uint64_t value = 0;
+    if (!parse_uint64(text, value)) throw std::runtime_error(what + " is not a byte count: " + quoted(text));
+    return value;
 }
 
 // The header's own checksum: Python hashes its canonical JSON without the entry, which is the text on
 // disk with that one top-level entry (and the ", " that joins it) cut out. False when it has none.
-inline bool check_header_checksum(const std::string& json, const std::string& path) {
-    const std::vector<Entry> entries = top_level_entries(json, path + ": the engine header");
+inline bool check_header_checksum(const std::string& json, const std::vector<Entry>& entries, const std::string& path) {
     for (std::size_t n = 0; n < entries.size(); ++n) {
         if (entries[n].key != "header_sha256") continue;
         std::string rest;
@@ -193,8 +323,7 @@ inline bool check_header_checksum(const std::string& json, const std::string& pa
             rest = json.substr(0, entries[0].entry_start) + json.substr(entries[1].entry_start);
         else
             rest = "{}";
-        const std::string want = unquote(json.substr(entries[n].value_start, entries[n].value_end - entries[n].value_start));
-        if (sha256_hex(rest.data(), rest.size()) != want)
+        if (sha256_hex(rest.data(), rest.size()) != unquote(value_text(json, entries[n])))
             throw std::runtime_error(path + ": header checksum mismatch: the header (threshold, input size, model) "
                                      "was damaged or edited after the build; copy the engine again or rebuild it");
         return true;
@@ -202,23 +331,97 @@ inline bool check_header_checksum(const std::string& json, const std::string& pa
     return false;  // files from before the header had a checksum have none to check
 }
 
-inline void read_exactly(std::ifstream& in, char* target, std::uint64_t size) {
-    in.read(target, static_cast<std::streamsize>(size));
+// The header's "format_version" must be the prefix's: the prefix is outside every checksum, the
+// header's copy inside the header's (edgecmg.engine_file._check_fields).
+inline void check_format_version(const std::string& json, const std::vector<Entry>& entries, std::uint32_t version,
+                                 const std::string& path) {
+    const Entry* entry = find_entry(entries, "format_version");
+    if (entry == nullptr)
+        throw std::runtime_error(path + ": the header has no 'format_version' (the prefix says " +
+                                 std::to_string(version) + "): the file is corrupted");
+    const std::string text = value_text(json, *entry);
+    std::uint64_t header_version = 0;
+    if (!parse_uint64(text, header_version))
+        throw std::runtime_error(path + ": the header's 'format_version' is " + quoted(text) +
+                                 ", not an integer: the file is corrupted");
+    if (header_version != version)
+        throw std::runtime_error(path + ": the header's 'format_version' is " + text + " but the file's prefix says " +
+                                 std::to_string(version) + ": the prefix, which no checksum covers, was damaged or "
+                                 "edited; copy the engine again or rebuild it");
+}
+
+// Size and SHA-256 of payload `key` ("scorer" or "engine"), from the header's entry of that name.
+inline void payload_entry(const std::string& json, const std::vector<Entry>& entries, const std::string& key,
+                          const std::string& path, std::uint64_t& size, std::string& sha256) {
+    const Entry* entry = find_entry(entries, key);
+    if (entry == nullptr) throw std::runtime_error(path + ": header has no '" + key + "' entry: the file is corrupted");
+    const std::string what = path + ": the header's '" + key + "' entry";
+    const std::string text = value_text(json, *entry);
+    const std::vector<Entry> fields = top_level_entries(text, what);
+    const Entry* bytes = find_entry(fields, "bytes");
+    if (bytes == nullptr) throw std::runtime_error(what + " has no 'bytes' (the payload's size): the file is corrupted");
+    size = parse_size(value_text(text, *bytes), what + ": 'bytes'");
+    const Entry* sha = find_entry(fields, "sha256");
+    if (sha == nullptr)
+        throw std::runtime_error(what + " has no 'sha256' (the payload's checksum): the file is corrupted");
+    const std::string sha_text = value_text(text, *sha);
+    if (sha_text.size() < 2 || sha_text[0] != '"')
+        throw std::runtime_error(what + ": 'sha256' is " + quoted(sha_text) + ", not a string: the file is corrupted");
+    sha256 = unquote(sha_text);
+}
+
+// Read `size` bytes or throw: a read error (EIO: a failing disk or card) and a file that got shorter
+// since its size was taken are told apart from a damaged file.
+inline void read_exactly(std::istream& in, char* target, std::uint64_t size, const std::string& path,
+                         const std::string& what) {
+    std::uint64_t got = 0;
+    while (got < size) {
+        const std::uint64_t chunk = size - got < (std::uint64_t(1) << 30) ? size - got : (std::uint64_t(1) << 30);
+        errno = 0;
+        in.read(target + got, static_cast<std::streamsize>(chunk));
+        got += static_cast<std::uint64_t>(in.gcount());
+        if (in) continue;
+        const int err = errno;
+        if (in.bad())
+            throw std::runtime_error(path + ": read error in " + what + (err != 0 ? ": " + os_error(err) : std::string()) +
+                                     "; check the storage, or copy the engine again");
+        throw std::runtime_error(path + ": the file was cut while being read (" + std::to_string(got) + " of the " +
+                                 std::to_string(size) + " bytes of " + what + "); copy the engine again");
+    }
 }
 
 }  // namespace detail
 
 // Read and check an edgecmg engine file; throws std::runtime_error naming the file and the problem.
-// Each part is read straight into its own buffer: peak memory is the file's size.
+// Each part is read straight into its own buffer: peak memory is the file's size (the header at most
+// kMaxHeaderBytes), and every size is checked against the file's before anything is allocated.
 inline EngineFile read_engine_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) throw std::runtime_error(path + ": no such engine file");
-    const std::uint64_t file_size = static_cast<std::uint64_t>(in.tellg());
-    in.seekg(0);
+    // What the path names, before it is opened: opening a named pipe blocks until a writer comes, and a
+    // directory or device is no engine file (Python's reader asks Path.is_file()).
+    struct stat info;
+    if (::stat(path.c_str(), &info) != 0) {
+        const int err = errno;
+        if (err == ENOENT) throw std::runtime_error(path + ": no such engine file");
+        throw std::runtime_error(path + ": cannot read the engine file: " + detail::os_error(err));
+    }
+    if ((info.st_mode & S_IFMT) == S_IFDIR) throw std::runtime_error(path + ": is a directory, not an engine file");
+    if ((info.st_mode & S_IFMT) != S_IFREG)
+        throw std::runtime_error(path + ": is not a regular file (a pipe, socket or device), not an engine file");
+    const std::uint64_t file_size = static_cast<std::uint64_t>(info.st_size);
+    if (file_size == 0) throw std::runtime_error(path + ": is empty (0 bytes): not an edgecmg engine file");
+    errno = 0;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        const int err = errno;
+        throw std::runtime_error(path + ": cannot open the engine file" +
+                                 (err != 0 ? ": " + detail::os_error(err) : std::string()));
+    }
     const std::uint64_t prefix = 8 + 4 + 8;
-    unsigned char head[prefix];
-    if (file_size < prefix || !in.read(reinterpret_cast<char*>(head), prefix))
-        throw std::runtime_error(path + ": truncated: not an edgecmg engine file");
+    if (file_size < prefix)
+        throw std::runtime_error(path + ": truncated (" + std::to_string(file_size) + " bytes): not an edgecmg engine file");
+    char head_chars[prefix];
+    detail::read_exactly(in, head_chars, prefix, path, "the prefix");
+    const unsigned char* head = reinterpret_cast<const unsigned char*>(head_chars);
     if (std::memcmp(head, kEngineMagic, 8) != 0)
         throw std::runtime_error(path + ": not an edgecmg engine file (bad magic); a bare TensorRT plan lacks "
                                  "the model header: build it with `edgecmg build M.onnx -o M.engine`");
@@ -228,28 +431,38 @@ inline EngineFile read_engine_file(const std::string& path) {
     for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(head[12 + i]) << (8 * i);
     if (file.format_version > kEngineFormatVersion)
         throw std::runtime_error(path + ": engine file format " + std::to_string(file.format_version) +
-                                 " is newer than this reader understands; update it");
-    if (header_len > file_size - prefix)
-        throw std::runtime_error(path + ": truncated inside the header; copy the engine again");
-    file.header_json.resize(header_len);
-    detail::read_exactly(in, &file.header_json[0], header_len);
-    const bool sealed = detail::check_header_checksum(file.header_json, path);
-    std::uint64_t left = file_size - prefix - header_len;
-    for (const char* key : {"scorer", "engine"}) {
-        const std::string what = path + ": the header's '" + key + "' entry";
-        const std::string entry = detail::top_level_value(file.header_json, key, path + ": the engine header");
-        if (entry.empty()) throw std::runtime_error(path + ": header has no '" + key + "' entry: the file is corrupted");
-        const std::uint64_t size = detail::parse_size(detail::top_level_value(entry, "bytes", what), what + " bytes");
-        const std::string sha = detail::unquote(detail::top_level_value(entry, "sha256", what));
-        if (size > left)
-            throw std::runtime_error(path + ": truncated " + key + " payload (" + std::to_string(left) + " of " +
-                                     std::to_string(size) + " bytes); copy the engine again");
-        std::vector<char>& target = std::string(key) == "scorer" ? file.scorer : file.plan;
-        target.resize(size);
-        detail::read_exactly(in, target.data(), size);
-        if (detail::sha256_hex(target.data(), size) != sha)
-            throw std::runtime_error(path + ": " + key + " payload checksum mismatch: the file is corrupted");
-        left -= size;
+                                 " is newer than this reader understands (" + std::to_string(kEngineFormatVersion) +
+                                 "); update it");
+    std::uint64_t left = file_size - prefix;
+    if (header_len > left)
+        throw std::runtime_error(path + ": truncated inside the header (it claims " + std::to_string(header_len) +
+                                 " bytes, the file holds " + std::to_string(left) +
+                                 " after its 20-byte prefix); copy the engine again");
+    if (header_len > kMaxHeaderBytes)
+        throw std::runtime_error(path + ": the prefix gives a " + std::to_string(header_len) + "-byte header, more than "
+                                 "the " + std::to_string(kMaxHeaderBytes) + " an engine header can be: the file is "
+                                 "damaged; copy the engine again");
+    file.header_json.resize(static_cast<std::size_t>(header_len));
+    detail::read_exactly(in, &file.header_json[0], header_len, path, "the header");
+    left -= header_len;
+
+    // The header is parsed once; its checksum, then every size against the file's (as Python checks
+    // them, in its order), before any payload is allocated or read.
+    const std::vector<detail::Entry> entries = detail::top_level_entries(file.header_json, path + ": the engine header");
+    const bool sealed = detail::check_header_checksum(file.header_json, entries, path);
+    struct Payload {
+        const char* key;
+        std::vector<char>* target;
+        std::uint64_t size;
+        std::string sha256;
+    };
+    Payload payloads[2] = {{"scorer", &file.scorer, 0, std::string()}, {"engine", &file.plan, 0, std::string()}};
+    for (Payload& payload : payloads) {
+        detail::payload_entry(file.header_json, entries, payload.key, path, payload.size, payload.sha256);
+        if (payload.size > left)
+            throw std::runtime_error(path + ": truncated " + payload.key + " payload (" + std::to_string(left) + " of " +
+                                     std::to_string(payload.size) + " bytes); copy the engine again");
+        left -= payload.size;
     }
     if (left != 0) throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
     // Every engine of the format that brought the checksum has one (as the Python reader requires).
@@ -257,6 +470,14 @@ inline EngineFile read_engine_file(const std::string& path) {
         throw std::runtime_error(path + ": the header has no 'header_sha256', which every format-" +
                                  std::to_string(file.format_version) + " engine carries: it was removed after "
                                  "the build; rebuild the engine");
+    detail::check_format_version(file.header_json, entries, file.format_version, path);
+
+    for (Payload& payload : payloads) {
+        payload.target->resize(static_cast<std::size_t>(payload.size));
+        detail::read_exactly(in, payload.target->data(), payload.size, path, std::string("the ") + payload.key + " payload");
+        if (detail::sha256_hex(payload.target->data(), payload.target->size()) != payload.sha256)
+            throw std::runtime_error(path + ": " + payload.key + " payload checksum mismatch: the file is corrupted");
+    }
     return file;
 }
 
