@@ -427,7 +427,9 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
                         "(needs edgecmg's clip extra, open_clip_torch, with a torchvision built for your torch: see the "
                         "README); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
-    p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size, help="memory bank size cap")
+    p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size,
+                   help="memory bank size cap; the coreset's fit time grows with it (23,400 on 1,000 images: 335 s "
+                        "against about 20 s at the default, 2-core CPU)")
     p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
                    help="image score = mean of this share of the map's hottest pixels (0: the hottest one)")
     p.add_argument("--seed", type=int, default=ModelConfig.seed,
@@ -547,7 +549,9 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
                         "auto (default): latest for cameras and network streams (and recordings paced with "
                         "--realtime), all for files and folders")
-    p.add_argument("--batch", type=int, default=1, help="frames per inference call")
+    p.add_argument("--batch", type=int, default=1,
+                   help="frames per inference call; each frame of a batch is held at its capture size, so large "
+                        "frames cost memory per frame (8000x8000: about 0.9 GB each)")
     p.add_argument("--max-queue", type=int, default=4,
                    help="frames buffered between capture and inference (default 4); 'latest' judges the newest "
                         "and drops the older ones")
