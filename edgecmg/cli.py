@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from contextlib import ExitStack, nullcontext
@@ -27,7 +28,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
-from edgecmg.fileio import JsonLinesFile, point_at_devnull
+from edgecmg.fileio import JsonLinesFile, atomic_write_bytes, point_at_devnull
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -80,32 +81,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from edgecmg.detector import Detector
-    from edgecmg.imageio import list_images, read_image
+    from edgecmg.imageio import list_images, read_image, warn_subfolders_not_read
+    from edgecmg.model.backbone import file_sha256
     from edgecmg.visualize import save_png
 
     check_model_first(args.images, "an image", "predict MODEL IMAGES... --out DIR")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the earlier run in --out and --overwrite replaces it: give one of them")
     paths: list[Path] = []
     for item in args.images:
-        paths.extend(list_images(item))
-    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"), overwrite=args.overwrite) as out:
+        found = list_images(item)
+        if Path(item).is_dir():  # read without its sub-folders: those that hold images are named
+            warn_subfolders_not_read(item, "judged", found[0].suffix)
+        paths.extend(found)
+    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"),
+                       overwrite=args.overwrite or args.resume) as out:
+        skipped_path = out / "skipped.jsonl"
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+        model_sha256 = file_sha256(args.model)
+        earlier_run = earlier_predict_run(out, args.model, model_sha256) if args.resume else None
         overlay_names = unique_overlay_names(paths)
         # Unreadable files go to skipped.jsonl, apart from results.jsonl, whose every line is a verdict:
         # a script tells "not judged" from "not given" without meeting records that hold no score.
-        # Both are written line by line, so they hold everything done whatever ends the run.
-        skipped_path = out / "skipped.jsonl"
-        skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
-        remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
+        # Both are written line by line, so they hold everything done whatever ends the run, which
+        # --resume then continues: (position, path) of the inputs left to judge.
+        todo = list(enumerate(paths))
+        if args.resume:
+            todo = resume_predict(out, earlier_run, detector.threshold, todo, overlay_names)
+        else:
+            skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
+            remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
+        if earlier_run is None:  # what --resume checks a later run against
+            atomic_write_bytes(out / PREDICT_RUN, json.dumps(
+                {"by": "edgecmg predict", "version": __version__, "model": str(Path(args.model).resolve()),
+                 "model_sha256": model_sha256, "threshold": float(detector.threshold), "backend": detector.backend,
+                 "cwd": os.getcwd(), "started": datetime.now().astimezone().isoformat(timespec="seconds")},
+                indent=2).encode("utf-8"), what="the run's record", sync=False)
         skipped, skipped_file = 0, None
-        with JsonLinesFile(out / "results.jsonl", "the results") as jsonl, ExitStack() as closing:
-            for index, path in enumerate(tqdm(paths, desc="predict", unit="img", disable=not args.progress_bars)):
+        with JsonLinesFile(out / "results.jsonl", "the results", append=args.resume) as jsonl, ExitStack() as closing:
+            for index, path in tqdm(todo, desc="predict", unit="img", disable=not args.progress_bars,
+                                    total=len(paths), initial=len(paths) - len(todo)):
                 try:
                     frame = read_image(path)
                 except EdgeCMGError as exc:
                     log.warning("skipped: %s", exc)
                     skipped += 1
                     skipped_file = skipped_file or closing.enter_context(
-                        JsonLinesFile(skipped_path, "the list of unreadable files"))
+                        JsonLinesFile(skipped_path, "the list of unreadable files", append=args.resume))
                     skipped_file.write({"file": str(path), "frame_index": index, "error": str(exc)})
                     continue
                 result = detector.predict(frame)
@@ -128,13 +150,110 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 # Let go of this image before the next is read: held through its decode and predict, a
                 # folder of large images peaked at two images' worth.
                 frame = result = overlay = None
-    judged = len(paths) - skipped
-    print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped; results in {out / 'results.jsonl'}"
+    judged, before = len(todo) - skipped, len(paths) - len(todo)
+    print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped"
+          + (f" ({before} done before, kept)" if args.resume else "") + f"; results in {out / 'results.jsonl'}"
           + (f", unreadable files in {skipped_path}" if skipped else ""))
-    if skipped == len(paths):  # a script must not mistake "nothing could be read" for success
+    if todo and skipped == len(todo):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
         return 1
     return 0
+
+
+PREDICT_RUN = "predict_run.json"  # the model and threshold predict --out judged with, which --resume checks
+
+
+def earlier_predict_run(out: Path, model: str, model_sha256: str) -> Optional[dict]:
+    """What ``out``'s predict_run.json says of the run that predict --resume continues; None where there
+    is none to read (no earlier run, or one from an edgecmg before --resume). Refused where that run
+    judged with another model than ``model`` (compared by SHA-256: a model moved or copied is the same)."""
+    path = out / PREDICT_RUN
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        recorded = run["model_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s cannot be read (%s): the model of the run it records is not checked", path, exc)
+        return None
+    if recorded != model_sha256:
+        raise ConfigError(f"--resume: the earlier run in {out} judged with {run.get('model')} (SHA-256 "
+                          f"{str(recorded)[:12]}), not {model} ({model_sha256[:12]}); resume with that model, or give "
+                          "another --out (or --overwrite to start again)")
+    return run
+
+
+def resume_predict(out: Path, run: Optional[dict], threshold: float, inputs: list[tuple[int, Path]],
+                   overlay_names: list[str]) -> list[tuple[int, Path]]:
+    """predict --resume: the ``inputs`` (position, path) that ``out``'s results.jsonl and skipped.jsonl
+    do not hold yet, by resolved path (a record's relative path from the folder its run started in).
+    Refused where the earlier run judged at another threshold. A last line cut short (the run was killed
+    while writing it) is cut off its file, so every line stays a whole record, and its image is judged
+    again. ``overlay_names`` of the images left to judge are changed where the earlier run's records
+    name an overlay of that name."""
+    results, results_end = whole_records(out / "results.jsonl")
+    unreadable, unreadable_end = whole_records(out / "skipped.jsonl")
+    earlier = run.get("threshold") if run else None
+    if not isinstance(earlier, (int, float)):  # no run file: the threshold the records were judged at
+        earlier = next((r["threshold"] for r in results if isinstance(r.get("threshold"), (int, float))), None)
+    if earlier is not None and not math.isclose(float(earlier), threshold, rel_tol=1e-9, abs_tol=1e-6):
+        raise ConfigError(f"--resume: the earlier run in {out} judged at threshold {earlier}, and this one would "
+                          f"judge at {threshold:.6g}; add --threshold {earlier} to continue it, or give another --out")
+    if run is None and (results or unreadable):
+        log.warning("%s: the earlier run left no readable %s (an edgecmg before --resume), so the model it judged "
+                    "with is not checked: resume only with the same model", out, PREDICT_RUN)
+    for path, end in ((out / "results.jsonl", results_end), (out / "skipped.jsonl", unreadable_end)):
+        if end is not None:
+            log.warning("%s: its last line was cut short (the run was stopped while writing it) and is removed; "
+                        "that image is judged again", path)
+            os.truncate(path, end)
+    base = Path(run["cwd"]) if run and isinstance(run.get("cwd"), str) else Path.cwd()
+    done = {resolved(base / record["file"]) for record in (*results, *unreadable)}
+    todo = [(index, path) for index, path in inputs if resolved(path) not in done]
+    if not (results or unreadable):
+        log.info("--resume: %s holds no earlier records; judging all %d image(s)", out, len(inputs))
+    else:
+        log.info("--resume: %d of the %d image(s) given are done already in %s (%d judged in results.jsonl, %d "
+                 "unreadable in skipped.jsonl); judging the other %d", len(inputs) - len(todo), len(inputs), out,
+                 len(results), len(unreadable), len(todo))
+    kept = {Path(r["overlay"]).name for r in results if isinstance(r.get("overlay"), str)}
+    taken = kept | set(overlay_names)
+    for index, _ in todo:  # an overlay of another image of the same name, kept: this one takes another name
+        name = overlay_names[index]
+        if name in kept:
+            stem, number = name[:-len("_overlay.png")], 1
+            while f"{stem}_{number}_overlay.png" in taken:
+                number += 1
+            overlay_names[index] = f"{stem}_{number}_overlay.png"
+            taken.add(overlay_names[index])
+    return todo
+
+
+def whole_records(path: Path) -> tuple[list[dict], Optional[int]]:
+    """The records (with a "file") of the JSON-lines file ``path``, none where it is missing, and where
+    its last line is cut short, the length of the whole lines before it (None otherwise)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], None
+    end = data.rfind(b"\n") + 1
+    records = []
+    for line in data[:end].decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("file"), str):
+            records.append(record)
+    return records, (end if end < len(data) else None)
+
+
+def resolved(path: Path) -> Path:
+    """``path`` absolute, through its links where it exists (a file given by two names is one)."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def remove_earlier_overlays(out: Path) -> None:
@@ -187,7 +306,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.evaluation import threshold_from_good
-    from edgecmg.imageio import list_images, unique_files
+    from edgecmg.imageio import list_images, unique_files, warn_subfolders_not_read
 
     check_model_first(args.good, "an image", "threshold MODEL GOOD_IMAGES...")
     if args.output is not None:  # checked before any frame is judged
@@ -204,7 +323,12 @@ def cmd_threshold(args: argparse.Namespace) -> int:
             log.warning("%s exists; it is replaced when the threshold is set", args.output)
     # Each file once: a folder given twice (or a file inside a folder also given) weighed its images
     # twice in the quantile and hid the few-images warning.
-    listed = [path for item in args.good for path in list_images(item)]
+    listed = []
+    for item in args.good:
+        found = list_images(item)
+        if Path(item).is_dir():  # read without its sub-folders: those that hold images are named
+            warn_subfolders_not_read(item, "judged", found[0].suffix)
+        listed.extend(found)
     paths = unique_files(listed)
     if len(paths) < len(listed):
         log.info("%d image(s) named more than once are judged once", len(listed) - len(paths))
@@ -236,7 +360,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.datasets import MVTecDataset
     from edgecmg.detector import Detector
-    from edgecmg.evaluation import evaluate_detector, write_report
+    from edgecmg.evaluation import EVAL_BYTES_PER_PIXEL, eval_memory_per_image, evaluate_detector, write_report
 
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed
@@ -245,6 +369,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
           if args.out is not None else nullcontext()):
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
+        height, width = detector.input_size
+        per_image = eval_memory_per_image(detector.input_size)
+        args.out_of_memory_hint = (  # main's out-of-memory message, with this model's and this test set's sizes
+            f"eval holds each test image's anomaly map and mask at the model's input size for the pixel metrics, "
+            f"{EVAL_BYTES_PER_PIXEL:g} bytes per pixel (measured): {per_image / 1e6:.2f} MB per image at {height}x"
+            f"{width}, about {per_image * len(samples) / 1e6:.0f} MB for these {len(samples)} test images; evaluate "
+            "fewer test images per run, use a model fitted with a smaller --input-size, or close other programs")
         metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None)
         # Which model judged which data, when, at which threshold: metrics.json is read long after.
         metrics.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
@@ -260,9 +391,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skipped = f", {len(metrics['skipped'])} unreadable skipped" if metrics["skipped"] else ""
         print(f"{metrics['images']} test images{skipped}; backend {metrics['backend']}, precision "
               f"{metrics['precision']}")
+        missing = ("n/a (out of memory: see pixel_metrics_error)" if metrics.get("pixel_metrics_error")
+                   else "n/a (no masks)")
         for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
-            print(f"{key:>16}: {'n/a (no masks)' if value is None else f'{value:.4f}'}")
+            print(f"{key:>16}: {missing if value is None else f'{value:.4f}'}")
         covered = metrics.get("pixel_metrics_over")
         if covered and covered["images"]:
             without = covered["defect_images_without_mask"]
@@ -453,6 +586,10 @@ def _add_predict(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's results.jsonl in --out, and remove the overlays it lists "
                         "(refused without it)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an earlier run in --out that was stopped: the images its results.jsonl and "
+                        "skipped.jsonl hold are not judged again, the new records are added to them and its overlays "
+                        "kept (refused where it used another model or threshold)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -674,8 +811,9 @@ _OUT_OF_MEMORY_HINTS = {
     "fit": "fit's peak memory grows by about 0.5 to 0.7 MB per training image at the default input size "
            "(measured): fit on fewer images (a few hundred good parts set a reliable threshold), lower "
            "--max-side, or close other programs",
-    "eval": "eval's peak memory grows by about 0.6 MB per test image at the default input size (measured; "
-            "the pixel metrics need every map at once): evaluate a smaller test set, or close other programs",
+    "eval": "eval holds every test image's anomaly map and mask at the model's input size for the pixel metrics: "
+            "evaluate fewer test images per run, use a model fitted with a smaller --input-size, or close other "
+            "programs",
     "stream": "a smaller --batch or --max-queue, smaller frames, or closing other programs may help",
     "bench": "a smaller --batch, or closing other programs, may help",
     "": "smaller images, or closing other programs, may help",
@@ -721,8 +859,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # Minutes of work can end here (fit holds every image's features): say what to change.
             log.debug("out of memory", exc_info=True)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"edgecmg {args.command}: error: out of memory ({reason}); "
-                  f"{_OUT_OF_MEMORY_HINTS.get(args.command, _OUT_OF_MEMORY_HINTS[''])}", file=sys.stderr)
+            # A command that knows its model's sizes by now (eval) sets a hint of its own.
+            hint = getattr(args, "out_of_memory_hint", None) or _OUT_OF_MEMORY_HINTS.get(args.command,
+                                                                                        _OUT_OF_MEMORY_HINTS[""])
+            print(f"edgecmg {args.command}: error: out of memory ({reason}); {hint}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):  # a results file on a full or read-only disk: the OS's reason, not a traceback
             print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)

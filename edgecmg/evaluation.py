@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
-from edgecmg.errors import ConfigError, DataError
+from edgecmg.errors import ConfigError, DataError, EdgeCMGError, out_of_memory
 from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
@@ -31,6 +31,20 @@ _CELL_HEIGHT = 320  # pixels per picture in hardest.png
 #: white background reads as defect everywhere but the defect.
 MOSTLY_DEFECT = 0.5
 _NAMED_MASKS = 3  # masks named in that warning; the rest are counted
+#: What eval holds per test image with a mask, in bytes per pixel of the model's input: its anomaly map
+#: (float32, 4 bytes) and mask (1 byte), kept for the pixel metrics, which then need little more (their
+#: normal scores are sorted in the maps' own memory). Measured from eval's peak RSS (2-core x86 VM, ONNX
+#: Runtime): 5.09 bytes per pixel between 2,000 and 5,000 KolektorSDD test images at 416x160, 5.20 between
+#: 500 and 2,000 at 800x320 (before the metrics sorted in place: 10.1).
+EVAL_BYTES_PER_PIXEL = 5.2
+_PIXEL_METRICS_ADVICE = ("evaluate fewer test images per run, use a model fitted with a smaller --input-size, or "
+                         "run on a machine with more memory")
+
+
+def eval_memory_per_image(input_size: tuple[int, int]) -> float:
+    """Bytes eval holds per test image with a mask, for a model whose input is ``input_size`` (h, w)."""
+    height, width = input_size
+    return EVAL_BYTES_PER_PIXEL * height * width
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -50,7 +64,9 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
     ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks. Masks
     whose defect covers more than half their image, most likely inverted, are used as they are, named
-    in one warning and listed under ``masks_mostly_defect``.
+    in one warning and listed under ``masks_mostly_defect``. Where memory runs out for the pixel metrics
+    (the maps and masks take :data:`EVAL_BYTES_PER_PIXEL` per pixel of the model's input, per test image),
+    they are None and ``pixel_metrics_error`` says why (warned); the image metrics are kept.
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
@@ -68,8 +84,16 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     # held twice, and 3,000 test images peaked at 3.4 GB). A defect image whose mask is unknown
     # takes no row: only its image score counts.
     rows = len(samples) if has_masks else 0
-    maps = np.empty((rows, height, width), np.float32)
-    masks = np.zeros((rows, height, width), bool)
+    pixel_error = None  # why the pixel metrics could not be taken, where memory ran out
+    try:
+        maps = np.empty((rows, height, width), np.float32)
+        masks = np.zeros((rows, height, width), bool)
+    except MemoryError as exc:  # said now, before the images are judged; the image metrics still are
+        pixel_error = _pixel_memory_error(exc, f"holding the anomaly maps and masks of {rows} test images at "
+                                               f"{height}x{width} needs {rows * height * width * 5 / 1e6:.0f} MB "
+                                               f"({height * width * 5 / 1e6:.2f} MB each)")
+        has_masks, rows = False, 0
+        maps, masks = np.empty((0, height, width), np.float32), np.zeros((0, height, width), bool)
     filled, unknown_masks, defect_rows = 0, 0, 0
     for sample in tqdm(samples, desc="eval", unit="img", disable=not show_progress(progress)):
         try:
@@ -123,7 +147,17 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             log.warning("pixel metrics: %d defect image(s) without a mask left out", unknown_masks)
         if filled:
             log.info("pixel metrics over %d maps of %dx%d (height x width)", filled, height, width)
-        metrics.update(pixel_metrics(masks[:filled], maps[:filled]))  # None for both (said) without a defect pixel
+        try:  # None for both (said) without a defect pixel; the maps are no longer needed, so sorted in place
+            metrics.update(pixel_metrics(masks[:filled], maps[:filled], overwrite_maps=True))
+        except Exception as exc:
+            if isinstance(exc, EdgeCMGError) or not out_of_memory(exc):
+                raise
+            defect_pixels = int(np.count_nonzero(masks[:filled]))
+            held = filled * height * width * 5  # float32 map + bool mask per pixel
+            pixel_error = _pixel_memory_error(
+                exc, f"{filled} maps and masks of {height}x{width} took {held / 1e6:.0f} MB and their metrics "
+                     f"need about {defect_pixels * 8 / 1e6:.0f} MB more ({defect_pixels} defect pixels)")
+        del maps, masks  # no longer needed: the report and hardest.png come next
         # What the pixel figures cover and how they were taken: a report read later must say so.
         metrics["pixel_metrics_over"] = {
             "images": filled, "defect_images": defect_rows, "defect_images_without_mask": unknown_masks,
@@ -139,9 +173,21 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         "latency_ms_mean": float(latency.mean()), "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
     })
+    if pixel_error is not None:
+        metrics.update({"pixel_auroc": None, "aupro": None, "pixel_metrics_error": pixel_error})
     if per_image:
         metrics["per_image"] = records
     return metrics
+
+
+def _pixel_memory_error(exc: BaseException, needed: str) -> str:
+    """Warns that the pixel metrics are left out for want of memory (``needed``: what they needed) and
+    returns the reason, for ``pixel_metrics_error`` in the metrics."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    error = f"out of memory ({reason}): {needed}"
+    log.warning("pixel metrics left out (pixel_auroc and aupro are null; image AUROC, F1 and the scores are "
+                "kept): %s. For pixel metrics, %s", error, _PIXEL_METRICS_ADVICE)
+    return error
 
 
 def warn_mostly_defect_masks(paths: Sequence[str], masks_read: int) -> None:

@@ -467,10 +467,13 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
         far[:] = False
     left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:
-        log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s; the "
+        # Named highest first, five of them: up to 5% of the scores are left out, 100 names at 2,000 images.
+        highest = sorted(left_out, key=lambda i: -values[i])
+        more = f" and {len(highest) - 5} more" if len(highest) > 5 else ""
+        log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s%s; the "
                     "others score up to %.4g): a defect among the good images, or a part unlike the rest; look at "
                     "them", len(left_out), len(values),
-                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in left_out), float(values[~far].max()))
+                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in highest[:5]), more, float(values[~far].max()))
     return float(np.quantile(values[~far], quantile)), [names[i] for i in left_out]
 
 

@@ -23,6 +23,7 @@ import io
 import logging
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -34,7 +35,7 @@ from edgecmg.errors import DataError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
            "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
-           "unique_files"]
+           "unique_files", "warn_subfolders_not_read"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -271,25 +272,76 @@ def _is_link_loop(path: Path) -> bool:
     return False
 
 
+#: Pillow's own DecompressionBombWarning, which it prints with a path into its source for every file
+#: between MAX_IMAGE_PIXELS and twice that (89 to 179 megapixels by default): edgecmg filters it
+#: (:func:`_pillow_image`) and says it in its own words (:func:`_note_large_image`).
+_PILLOW_BOMB_WARNING = r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels"
+
+
+def _pillow_image() -> Any:
+    """``PIL.Image``, with a filter on Pillow's DecompressionBombWarning (only that warning, only from
+    ``PIL.Image``) in place. A filter rather than ``warnings.catch_warnings`` around each open, which is
+    not thread-safe (fit decodes on threads): it is added once, and again if something put the filters
+    back (``catch_warnings`` elsewhere), so the warning stays off in this process for Pillow's own
+    callers too; the refusal past twice the limit is untouched."""
+    from PIL import Image
+
+    if not any(category is Image.DecompressionBombWarning and message is not None
+               and message.pattern == _PILLOW_BOMB_WARNING for _, message, category, _, _ in warnings.filters):
+        warnings.filterwarnings("ignore", message=_PILLOW_BOMB_WARNING, category=Image.DecompressionBombWarning,
+                                module=r"PIL\.Image")
+    return Image
+
+
+_large_said: set[str] = set()  # the files _note_large_image named (once each: a looped stream reads them again)
+
+
+def _note_large_image(path: Path, pixels: int, size: Optional[tuple[int, int]], limit: int) -> None:
+    """Say, once per file, that ``path`` holds more pixels than Pillow's decompression-bomb warning
+    limit (``limit``) and is read in full all the same: its megapixels and what that costs."""
+    if str(path) in _large_said:
+        return
+    _large_said.add(str(path))
+    shape = f" (width {size[0]}, height {size[1]})" if size else ""
+    # About 8 bytes a pixel: predict peaked at 1,589 MB on a 144-megapixel JPEG, 823 MB at 64 (from 370 MB).
+    _log.warning("%s is a %s-megapixel image%s: it is read in full, and takes about %.2g GB of memory to judge; "
+                 "images over %s megapixels are refused (Pillow's decompression-bomb limit). Downscale it first if "
+                 "that is more than this machine can spare", path, _megapixels(pixels), shape, 8 * pixels / 1e9,
+                 _megapixels(2 * limit))
+
+
+def _megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels for a message: 169, 89.5 -> 90, 0.62 (below 10: two digits)."""
+    value = pixels / 1e6
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
 def _check_pixel_count(path: Path, data: np.ndarray) -> None:
     """Refuse a file whose header declares more pixels than Pillow's decompression-bomb limit
     (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 megapixels by default), before anything decodes it:
     OpenCV, which decodes first, would fill memory with a 30000x30000 picture from a file of a
     few hundred kilobytes. Only the header is parsed; formats Pillow cannot parse are left to the
-    decoders."""
-    from PIL import Image
-
+    decoders. Between the limit and twice it (89 to 179 megapixels), where Pillow only warns, the
+    image is read and :func:`_note_large_image` names it."""
+    Image = _pillow_image()
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        # Between 1x and 2x the limit Pillow only warns (once per place, by Python's default filter):
-        # left as it is, since warnings.catch_warnings is not thread-safe and fit decodes on threads.
-        Image.open(io.BytesIO(data)).close()
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"image {path} is too large to decode ({str(exc).rstrip('.')}): a damaged header, or a picture that "
-            "would take gigabytes of memory; downscale or tile it, or raise Pillow's limit "
-            "(PIL.Image.MAX_IMAGE_PIXELS) if it is a real picture") from exc
+            "would take gigabytes of memory; downscale it or cut it into tiles first and judge those (from Python, "
+            "raising PIL.Image.MAX_IMAGE_PIXELS lets a real picture this large through)") from exc
+    except Image.DecompressionBombWarning as exc:  # a filter put ahead of ours turned it into an error
+        counted = re.match(r"Image size \((\d+) pixels\)", str(exc))
+        if counted and limit:
+            _note_large_image(path, int(counted.group(1)), None, limit)
+        return
     except Exception:  # noqa: BLE001  (not Pillow's format, or a damaged header: the decoders decide)
         return
+    if limit and width * height > limit:
+        _note_large_image(path, width * height, (width, height), limit)
 
 
 def _decode(path: Path) -> tuple[np.ndarray, str]:
@@ -307,8 +359,9 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
 
 
 def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = _pillow_image()
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             im.load()
@@ -488,7 +541,7 @@ def _palette_indices(path: Path) -> Optional[np.ndarray]:
     are read with Pillow instead. A file Pillow cannot identify (missing, a folder, not an image, a
     decompression bomb) gives None, and :func:`_decode` then reports it by name as for any image.
     """
-    from PIL import Image
+    Image = _pillow_image()
 
     try:
         im = Image.open(path)
@@ -596,6 +649,24 @@ def subfolders_with_images(folder: PathLike) -> list[str]:
             return False
 
     return [sub.name for sub in sorted(Path(folder).iterdir()) if sub.is_dir() and holds_images(sub)]
+
+
+def warn_subfolders_not_read(folder: PathLike, done: str, suffix: str = ".png") -> list[str]:
+    """Name, in one warning, the sub-folders of ``folder`` (given to a command that reads it with
+    :func:`list_images`) whose images are left unread, the first three of them, and the quoted glob
+    that reads them too; ``done``: what the command does to images ("judged", "read"), ``suffix``: the
+    images' (the glob's). Returns the sub-folders' names (empty where there are none)."""
+    try:
+        nested = subfolders_with_images(folder)
+    except OSError:  # the listing already read it; an unreadable folder is said there
+        return []
+    if nested:
+        more = f" and {len(nested) - 3} more" if len(nested) > 3 else ""
+        _log.warning("%s: the images in its sub-folder%s %s%s are not %s (a folder's own images are, not its "
+                     "sub-folders'); to include them, pass a quoted glob such as '%s'", folder,
+                     "s" if len(nested) > 1 else "", ", ".join(nested[:3]), more, done,
+                     os.path.join(str(folder), "**", f"*{suffix}"))
+    return nested
 
 
 def warn_unreadable(path: PathLike, reason: str) -> None:

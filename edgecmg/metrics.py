@@ -15,16 +15,18 @@ Conventions (the ones MVTec AD and most anomaly-detection papers use):
 - ``f1_max`` is the best F1 over all thresholds ``score >= t``.
 
 Memory: the pixel metrics never build float64 copies of the maps nor an argsort of all pixels.
-``pixel_auroc`` sorts one copy of the scores split by class (in the maps' own dtype) and counts
-with chunked ``searchsorted``; ``aupro`` sorts the normal-pixel scores once and then works image
-by image with histograms. Peak extra memory is about 1.3x the maps given as [N,H,W] arrays (150 maps
-of 640x256 float32: ~130 MB extra, ~1-2 s each on one CPU core); lists of maps are stacked into one
-array first, a copy more.
+The maps are split image by image into the normal pixels' scores, sorted once, and the defect
+pixels' scores (with their region for AUPRO); AUROC counts with chunked ``searchsorted`` and AUPRO
+with histograms of the defect pixels alone. ``pixel_auroc`` and ``aupro`` take one copy of the normal
+scores (the maps' own dtype, so about 1x the maps given as [N,H,W] arrays); ``pixel_metrics(...,
+overwrite_maps=True)`` gathers them in the maps' own buffer instead, so it needs only the defect
+pixels' scores and regions beyond the arrays given (about 8 bytes per defect pixel for float32 maps).
+Lists of maps are stacked into one array first, a copy more.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -61,9 +63,18 @@ def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
             raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
         arr = arr.astype(np.float64)  # float32 would tie integers above 2**24
-    if np.isnan(arr).any():
+    if _has_nan(arr):
         raise DataError(f"{name} contain NaN values; fix the model output or drop those samples")
     return arr
+
+
+def _has_nan(arr: np.ndarray) -> bool:
+    """Whether ``arr`` holds a NaN, looked for in chunks: ``np.isnan(maps)`` whole would be a bool
+    array as large as every map at once."""
+    if arr.ndim > 1 and not arr.flags.c_contiguous:
+        return any(_has_nan(part) for part in arr)
+    flat = arr.reshape(-1)
+    return any(np.isnan(flat[start:start + _CHUNK]).any() for start in range(0, flat.size, _CHUNK))
 
 
 def _check_same_length(labels: np.ndarray, scores: np.ndarray) -> None:
@@ -117,17 +128,26 @@ def _auc_u(labels: np.ndarray, scores: np.ndarray) -> float:
     ``2U = sum(2P - left - right)``. Sorted needles keep ``searchsorted`` cache-friendly.
     """
     n_pos = int(np.count_nonzero(labels))
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        only = "normal (0)" if n_pos == 0 else "anomalous (1)"
-        raise DataError(
-            f"AUROC is undefined: all {labels.size} samples are {only}; "
-            "evaluate on a set that contains both normal and anomalous samples"
-        )
+    _check_both_classes(n_pos, labels.size - n_pos)
     pos = scores[labels]
     pos.sort()
     neg = scores[~labels]
     neg.sort()
+    return _auc_sorted(pos, neg)
+
+
+def _check_both_classes(n_pos: int, n_neg: int) -> None:
+    if n_pos == 0 or n_neg == 0:
+        only = "normal (0)" if n_pos == 0 else "anomalous (1)"
+        raise DataError(
+            f"AUROC is undefined: all {n_pos + n_neg} samples are {only}; "
+            "evaluate on a set that contains both normal and anomalous samples"
+        )
+
+
+def _auc_sorted(pos: np.ndarray, neg: np.ndarray) -> float:
+    """:func:`_auc_u` of the ascending scores of the positives and of the negatives (both non-empty)."""
+    n_pos, n_neg = pos.size, neg.size
     search_pos = n_pos <= n_neg
     haystack, needles = (neg, pos) if search_pos else (pos, neg)
     twice_u = 0
@@ -197,7 +217,66 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
         DataError: shapes differ, NaN in maps, or all pixels belong to one class.
     """
     m, a = _as_masks_maps(masks, maps)
-    return _auc_u(m.reshape(-1), a.reshape(-1))
+    n_defect = int(np.count_nonzero(m))
+    _check_both_classes(n_defect, m.size - n_defect)
+    pixels = _split_pixels(m, a, regions=False, overwrite=False)
+    pixels.defect.sort()
+    return _auc_sorted(pixels.defect, pixels.normal)
+
+
+class _Pixels(NamedTuple):
+    """The pixels of [N,H,W] masks and maps as the pixel metrics use them."""
+
+    normal: np.ndarray  # the normal pixels' scores, ascending
+    defect: np.ndarray  # the defect pixels' scores, image after image, each image's in row-major order
+    region: Optional[np.ndarray]  # per defect pixel: its region (an index into inverse_size)
+    inverse_size: np.ndarray  # per region (8-connected component of a mask): 1 / its pixel count
+    per_image: np.ndarray  # defect pixels per image
+
+
+def _split_pixels(m: np.ndarray, a: np.ndarray, *, regions: bool, overwrite: bool) -> _Pixels:
+    """Splits the maps ``a`` by the masks ``m`` image by image, without a temporary as large as all maps.
+
+    ``regions``: also label each image's defect regions (AUPRO). ``overwrite``: gather the normal
+    scores in the front of ``a``'s own buffer (its contents are lost) rather than in a new array;
+    only a C-contiguous writable ``a`` is overwritten, any other is left as it is.
+    """
+    import cv2  # local import: only AUPRO's regions need OpenCV
+
+    n_defect = int(np.count_nonzero(m))
+    n_normal = m.size - n_defect
+    in_place = overwrite and a.flags.c_contiguous and a.flags.writeable
+    normal = a.reshape(-1)[:n_normal] if in_place else np.empty(n_normal, a.dtype)
+    defect = np.empty(n_defect, a.dtype)
+    region = np.empty(n_defect, np.int32 if n_defect < 2 ** 31 else np.int64) if regions else None
+    inverse_sizes: list[np.ndarray] = []
+    per_image = np.zeros(len(m), np.int64)
+    written = taken = n_regions = 0
+    for i, (mask_i, map_i) in enumerate(zip(m, a)):
+        flat_mask, flat_map = mask_i.reshape(-1), map_i.reshape(-1)
+        count = int(np.count_nonzero(flat_mask))
+        if count:
+            # Taken out before the normal scores are written: in place they may land on this image's own pixels.
+            defect[taken:taken + count] = flat_map[flat_mask]
+            if regions:
+                n_lab, comp = cv2.connectedComponents(mask_i.astype(np.uint8), connectivity=8)
+                comp = comp.reshape(-1)
+                sizes = np.bincount(comp, minlength=n_lab).astype(np.float64)
+                inverse_sizes.append(1.0 / sizes[1:])
+                region[taken:taken + count] = comp[flat_mask] - 1 + n_regions
+                n_regions += n_lab - 1
+            taken += count
+            kept = flat_map[~flat_mask]
+        else:
+            kept = flat_map
+        # In place, ``written`` never passes this image's first pixel, so no image still to be read is
+        # overwritten (numpy copies overlapping ranges as if through a buffer).
+        normal[written:written + kept.size] = kept
+        written += kept.size
+        per_image[i] = count
+    normal.sort()  # in place: no buffer the size of the maps
+    inverse_size = np.concatenate(inverse_sizes) if inverse_sizes else np.zeros(0)
+    return _Pixels(normal, defect, region, inverse_size, per_image)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,46 +333,43 @@ def aupro(
     Raises:
         DataError: shape mismatch, NaN, no defect pixel or no normal pixel.
     """
-    import cv2  # local import: only AUPRO needs OpenCV
-
     if not 0.0 < float(fpr_limit) <= 1.0:
         raise DataError(f"fpr_limit={fpr_limit} must be in (0, 1]; MVTec AD uses 0.3")
     if num_thresholds is not None and int(num_thresholds) < 2:
         raise DataError(f"num_thresholds={num_thresholds} must be >= 2 (or None for exact)")
     m, a = _as_masks_maps(masks, maps)
+    _check_aupro_defined(m)
+    return _aupro(_split_pixels(m, a, regions=True, overwrite=False), float(fpr_limit), num_thresholds)
+
+
+def _check_aupro_defined(m: np.ndarray) -> None:
     n_defect = int(np.count_nonzero(m))
     if n_defect == 0:
         raise DataError("AUPRO is undefined: the masks contain no defect pixel; evaluate on defect images with masks")
     if n_defect == m.size:
         raise DataError("AUPRO is undefined: every pixel is a defect pixel, so the FPR cannot be measured")
 
-    normal_sorted = a[~m]  # one copy of the normal scores, in the maps' own dtype
-    normal_sorted.sort()
-    thresholds = _pro_thresholds(normal_sorted, float(fpr_limit), num_thresholds)
-    n_normal = normal_sorted.size
-    del normal_sorted
 
+def _aupro(pixels: _Pixels, fpr_limit: float, num_thresholds: Optional[int]) -> float:
+    """:func:`aupro` of split pixels (``regions=True``; both classes present)."""
+    thresholds = _pro_thresholds(pixels.normal, fpr_limit, num_thresholds)
+    n_normal = pixels.normal.size
     k = thresholds.size
-    # hist[j]: pixels whose score lies in [t_{j-1}, t_j) (bin 0 = below every threshold).
-    fp_hist = np.zeros(k + 1, dtype=np.int64)
+    # Normal pixels scoring >= t_j, counted in the sorted normal scores.
+    fp_at = n_normal - np.searchsorted(pixels.normal, thresholds, side="left")
+    # pro_hist[j]: region shares of the defect pixels whose score lies in [t_{j-1}, t_j) (bin 0 = below
+    # every threshold), summed image by image.
     pro_hist = np.zeros(k + 1, dtype=np.float64)
-    n_regions = 0
-    for mask_i, map_i in zip(m, a):
-        bins = np.searchsorted(thresholds, map_i.reshape(-1), side="right")
-        flat_mask = mask_i.reshape(-1)
-        fp_hist += np.bincount(bins[~flat_mask], minlength=k + 1)
-        if not flat_mask.any():
-            continue
-        n_lab, comp = cv2.connectedComponents(mask_i.astype(np.uint8), connectivity=8)
-        comp = comp.reshape(-1)
-        sizes = np.bincount(comp, minlength=n_lab).astype(np.float64)
-        inv = np.zeros_like(sizes)
-        inv[1:] = 1.0 / sizes[1:]
-        pro_hist += np.bincount(bins[flat_mask], weights=inv[comp[flat_mask]], minlength=k + 1)
-        n_regions += n_lab - 1
+    start = 0
+    for count in pixels.per_image.tolist():
+        if count:
+            part = slice(start, start + count)
+            bins = np.searchsorted(thresholds, pixels.defect[part], side="right")
+            pro_hist += np.bincount(bins, weights=pixels.inverse_size[pixels.region[part]], minlength=k + 1)
+            start += count
+    n_regions = pixels.inverse_size.size
 
-    # Count of pixels with score >= t_j is the sum of bins j+1..k (reverse cumulative sum).
-    fp_at = np.cumsum(fp_hist[::-1])[::-1][1:]
+    # Share of region pixels with score >= t_j is the sum of bins j+1..k (reverse cumulative sum).
     pro_at = np.cumsum(pro_hist[::-1])[::-1][1:]
     # Thresholds ascend, so walk them in reverse to get FPR ascending; prepend the (0, 0) origin.
     fpr = np.concatenate([[0.0], fp_at[::-1] / n_normal])
@@ -406,13 +482,26 @@ def evaluate(
     return out
 
 
-def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3) -> dict[str, Optional[float]]:
+def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3,
+                  overwrite_maps: bool = False) -> dict[str, Optional[float]]:
     """``{"pixel_auroc", "aupro"}`` of [N,H,W] masks and maps (every mask known; a normal image's is
-    all False), both ``None`` (logged) when no mask has a defect pixel."""
+    all False), both ``None`` (logged) when no mask has a defect pixel. The same figures as
+    :func:`pixel_auroc` and :func:`aupro`, from one pass over the maps.
+
+    overwrite_maps: the maps' buffer may be used to sort the normal pixels' scores (their contents
+    are then lost), so the metrics need memory only for the defect pixels beyond what the masks and
+    maps take; otherwise a copy of the normal scores is made.
+    """
     if not np.asarray(masks).any():
         _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
         return {"pixel_auroc": None, "aupro": None}
-    return {"pixel_auroc": pixel_auroc(masks, maps), "aupro": aupro(masks, maps, fpr_limit=fpr_limit)}
+    m, a = _as_masks_maps(masks, maps)
+    n_defect = int(np.count_nonzero(m))
+    _check_both_classes(n_defect, m.size - n_defect)
+    pixels = _split_pixels(m, a, regions=True, overwrite=overwrite_maps)
+    area = _aupro(pixels, float(fpr_limit), 1000)
+    pixels.defect.sort()  # after AUPRO, which takes each defect pixel with its region
+    return {"pixel_auroc": _auc_sorted(pixels.defect, pixels.normal), "aupro": area}
 
 
 def _select_pixel_inputs(lab: np.ndarray, masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -303,6 +304,57 @@ def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, ca
     column_w = sheet.shape[1] // 4
     assert all(magenta[:cell_h, c * column_w:(c + 1) * column_w].any() for c in range(4))
     assert not magenta[cell_h:].any()
+
+
+def test_eval_keeps_its_report_when_the_pixel_metrics_run_out_of_memory(mvtec_subset, tmp_path, capsys,
+                                                                        small_artifact, monkeypatch):
+    """Memory runs out in the pixel metrics, after every image was judged: the --out folder keeps
+    metrics.json (image metrics, the pixel ones null with the reason) and scores.csv, and eval exits 0."""
+    import csv
+
+    import edgecmg.evaluation as evaluation
+
+    def run_out(masks, maps, **kwargs):  # a real failed allocation, as a test set too large for the RAM meets it
+        return np.empty(1 << 50, dtype=np.uint8)
+
+    monkeypatch.setattr(evaluation, "pixel_metrics", run_out)
+    out = tmp_path / "report"
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--json", "--backend", "torch",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed, written = json.loads(captured.out), json.loads((out / "metrics.json").read_text())
+    for metrics in (printed, written):
+        assert metrics["pixel_auroc"] is None and metrics["aupro"] is None and 0 <= metrics["image_auroc"] <= 1
+        assert metrics["pixel_metrics_error"].startswith("out of memory (Unable to allocate")
+    assert "pixel metrics left out" in captured.err and "fewer test images per run" in captured.err
+    with (out / "scores.csv").open(newline="") as scores_csv:
+        assert len(list(csv.DictReader(scores_csv))) == 10
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--backend", "torch"]) == 0
+    text = capsys.readouterr().out
+    assert "pixel_auroc: n/a (out of memory: see pixel_metrics_error)" in text
+    assert f"image_auroc: {printed['image_auroc']:.4f}" in text
+
+
+def test_eval_out_of_memory_says_what_each_test_image_takes_at_the_models_input_size(
+        mvtec_subset, tmp_path, capsys, small_artifact, monkeypatch):
+    import edgecmg.evaluation as evaluation
+    from edgecmg.artifact import read_header
+
+    def run_out(detector, samples, **kwargs):  # a real failed allocation while judging
+        return np.empty(1 << 50, dtype=np.uint8)
+
+    monkeypatch.setattr(evaluation, "evaluate_detector", run_out)
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    h, w = read_header(small_artifact)[0]["input_size"]  # 256x96 here: a quarter of the pixels of 416x160
+    assert err.startswith("edgecmg eval: error: out of memory (Unable to allocate")
+    found = re.search(r" ([\d.]+) bytes per pixel \(measured\): ([\d.]+) MB per image at (\d+)x(\d+), about (\d+) MB "
+                      r"for these 10 test images; ", err)
+    assert found, err
+    per_pixel = float(found[1])
+    assert 5.0 <= per_pixel <= 5.5 and (int(found[3]), int(found[4])) == (h, w)  # a float32 map and a bool mask
+    assert found[2] == f"{per_pixel * h * w / 1e6:.2f}" and found[5] == f"{per_pixel * h * w * 10 / 1e6:.0f}"
+    assert "use a model fitted with a smaller --input-size" in err and "0.6 MB" not in err
 
 
 def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys):
@@ -1219,6 +1271,51 @@ def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_roo
     assert metrics["images"] == 4 and metrics["skipped"] == [str(broken)]
     assert "eval: 100%" in captured.err and "5/5" in captured.err  # the progress bar, on stderr
     assert "skipped: cannot decode image" in caplog.text and "zz_broken.png" in caplog.text  # named
+
+
+def test_predict_and_threshold_name_the_sub_folders_they_do_not_read(small_artifact, kolektor_root, tmp_path, capsys,
+                                                                     caplog):
+    """A folder is read without its sub-folders; those that hold images (at any depth) are named in one
+    warning, the first three and a count, with the quoted glob that reads them, which then works."""
+    good = sorted((kolektor_root / "test" / "good").iterdir())[:6]
+    folder = tmp_path / "line"
+    places = [folder, folder, folder / "sub1", folder / "sub2", folder / "sub3", folder / "sub4" / "deeper"]
+    for place, path in zip(places, good):
+        place.mkdir(parents=True, exist_ok=True)
+        (place / path.name).symlink_to(path)
+    (folder / "empty").mkdir()  # no images: not named
+    said = (f"{folder}: the images in its sub-folders sub1, sub2, sub3 and 1 more are not judged (a folder's own "
+            f"images are, not its sub-folders'); to include them, pass a quoted glob such as "
+            f"'{folder / '**' / '*.jpg'}'")
+    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(tmp_path / "out"), "--backend",
+                 "torch", "--overlays", "none"]) == 0
+    assert capsys.readouterr().out.startswith("2 images judged, 0 skipped")
+    assert caplog.text.count(said) == 1, caplog.text
+    caplog.clear()
+    assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
+    assert "2 good images judged" in capsys.readouterr().out and caplog.text.count(said) == 1, caplog.text
+    caplog.clear()
+    assert main(["-q", "predict", str(small_artifact), str(folder / "**" / "*.jpg"), "--out", str(tmp_path / "all"),
+                 "--backend", "torch", "--overlays", "none"]) == 0
+    assert capsys.readouterr().out.startswith("6 images judged, 0 skipped") and "sub-folder" not in caplog.text
+
+
+def test_threshold_names_the_first_five_images_left_out_and_counts_the_rest(caplog):
+    """Up to 5% of the scores are left out as far above the rest: at 2,000 images, 83 names made one
+    log line of 2,875 characters. The five highest are named, the rest counted."""
+    from edgecmg.fit import threshold_from_scores
+
+    rng = np.random.default_rng(0)
+    scores = list(rng.normal(3.0, 0.2, 192)) + [20.0 + i for i in range(8)]  # 8 strays of 200: under 5%
+    names = [f"line/frame_{i:04d}.png" for i in range(200)]
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        _, left_out = threshold_from_scores(scores, 0.99, names)
+    assert left_out == names[192:]  # all of them, in the result
+    (line,) = [r.getMessage() for r in caplog.records if "left out of the threshold" in r.getMessage()]
+    assert ("8 of 200 good image(s) score far above the others and are left out of the threshold (line/frame_0199.png: "
+            "27, line/frame_0198.png: 26, line/frame_0197.png: 25, line/frame_0196.png: 24, line/frame_0195.png: 23 "
+            "and 3 more; the others score up to") in line, line
+    assert "frame_0194" not in line and len(line) < 400
 
 
 def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_artifact, kolektor_root, tmp_path,

@@ -170,13 +170,121 @@ def test_predict_overwrite_removes_the_earlier_overlays_from_another_folder_and_
     assert all(os.path.isfile(path) for path in overlays)
     monkeypatch.chdir(second)  # the same folder, by another path from another folder
     assert main([*base, "--out", os.path.join("..", "first", "out"), "--overlays", "none", "--overwrite"]) == 0
-    assert sorted(path.name for path in out.iterdir()) == ["results.jsonl"]
+    assert sorted(path.name for path in out.iterdir()) == ["predict_run.json", "results.jsonl"]
     # the folder moved between two runs
     assert main([*base, "--out", str(out), "--overwrite"]) == 0
     moved = tmp_path / "moved"
     out.rename(moved)
     assert main([*base, "--out", str(moved), "--overlays", "none", "--overwrite"]) == 0
-    assert sorted(path.name for path in moved.iterdir()) == ["results.jsonl"]
+    assert sorted(path.name for path in moved.iterdir()) == ["predict_run.json", "results.jsonl"]
+
+
+def test_predict_resume_judges_only_what_a_stopped_run_left_and_keeps_its_work(small_artifact, kolektor_root,
+                                                                             tmp_path, monkeypatch, capsys, caplog):
+    """Stopped (Ctrl-C) at the third verdict of five, then a record cut short as a killed run leaves
+    it: --resume, from another folder and with the inputs named another way, judges the three left
+    once each, appends to results.jsonl, and keeps the earlier records, unreadable files and overlays
+    as they were. An image of a name already judged, from another folder, gets an overlay of its own."""
+    from edgecmg import fileio
+
+    images = tmp_path / "in"
+    links = _images(kolektor_root, "good", 5, images)
+    (images / "broken.png").write_bytes(b"\x89PNG not really")  # sorted first: skipped.jsonl
+    real_write = fileio.JsonLinesFile.write
+
+    def stop_at_the_third_verdict(self, record):
+        if self.path.name == "results.jsonl" and self.records == 2:
+            raise KeyboardInterrupt
+        real_write(self, record)
+
+    monkeypatch.chdir(tmp_path)  # the first run names its inputs and --out relative to here
+    monkeypatch.setattr(fileio.JsonLinesFile, "write", stop_at_the_third_verdict)
+    assert main(["-q", "predict", str(small_artifact), "in", "--out", "out", "--backend", "torch"]) == 130
+    monkeypatch.setattr(fileio.JsonLinesFile, "write", real_write)
+    out = tmp_path / "out"
+    first = _whole_lines(out / "results.jsonl")
+    assert [r["file"] for r in first] == [os.path.join("in", p.name) for p in links[:2]]
+    overlays = {r["overlay"]: os.stat(out / Path(r["overlay"]).name) for r in first}
+    assert os.path.isfile(out / f"{links[2].stem}_overlay.png")  # saved, but its record never written
+    with open(out / "results.jsonl", "ab") as results:  # then killed while writing the third record
+        results.write(json.dumps({"file": os.path.join("in", links[2].name)}).encode()[:25])
+    earlier = (out / "results.jsonl").read_bytes()
+    earlier_whole = earlier[:earlier.rindex(b"\n") + 1]
+    unreadable = (out / "skipped.jsonl").read_bytes()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    base = ["-q", "predict", str(small_artifact), "--out", str(out), "--backend", "torch", "--resume"]
+    assert main([*base, str(images)]) == 0
+    assert "3 images judged, 0 skipped (3 done before, kept)" in capsys.readouterr().out
+    assert "its last line was cut short" in caplog.text
+    assert "3 of the 6 image(s) given are done already" in caplog.text
+    records = _whole_lines(out / "results.jsonl")
+    assert (out / "results.jsonl").read_bytes().startswith(earlier_whole)
+    assert [os.path.basename(r["file"]) for r in records] == [p.name for p in links[:5]]
+    assert [r["frame_index"] for r in records] == [1, 2, 3, 4, 5]  # positions among the inputs, "broken" first
+    assert (out / "skipped.jsonl").read_bytes() == unreadable  # not read again
+    for overlay, stat in overlays.items():  # the earlier overlays, untouched
+        assert os.stat(out / Path(overlay).name).st_mtime_ns == stat.st_mtime_ns
+    assert all(os.path.isfile(out / Path(r["overlay"]).name) for r in records)
+
+    # nothing left: said, nothing written; then an image named as one judged, from another folder
+    assert main([*base, str(images)]) == 0
+    assert "0 images judged, 0 skipped (6 done before, kept)" in capsys.readouterr().out
+    assert len(_whole_lines(out / "results.jsonl")) == 5
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink(sorted((kolektor_root / "test" / "good").iterdir())[5], other / links[0].name)
+    assert main([*base, str(other / links[0].name)]) == 0
+    records = _whole_lines(out / "results.jsonl")
+    assert len(records) == 6 and records[-1]["file"] == str(other / links[0].name)
+    names = [Path(r["overlay"]).name for r in records]
+    assert len(set(names)) == 6 and names[-1] == f"{links[0].stem}_1_overlay.png"
+    assert os.stat(out / names[0]).st_mtime_ns == overlays[os.path.join("out", names[0])].st_mtime_ns
+
+
+def test_predict_resume_refuses_another_model_or_threshold_and_overwrite(small_artifact, kolektor_root, tmp_path,
+                                                                         capsys, caplog):
+    from edgecmg import artifact
+
+    images = [str(path) for path in _images(kolektor_root, "good", 3, tmp_path / "in")]
+    out = tmp_path / "out"
+
+    def predict(*flags, model=small_artifact, inputs=images[:2]):
+        return main(["-q", "predict", str(model), *inputs, "--out", str(out), "--backend", "torch", "--overlays",
+                     "none", *flags])
+
+    assert predict() == 0
+    run = json.loads((out / "predict_run.json").read_text())
+    assert run["model"] == str(small_artifact.resolve()) and len(run["model_sha256"]) == 64
+    earlier = (out / "results.jsonl").read_bytes()
+    capsys.readouterr()
+
+    assert predict("--resume", "--overwrite") == 2
+    assert "--resume continues the earlier run in --out and --overwrite replaces it" in capsys.readouterr().err
+    # another model file (the same threshold, another header): refused, whatever its name
+    other = artifact.save_with_threshold(small_artifact, tmp_path / "other.edgecmg", run["threshold"], {"by": "test"})
+    assert predict("--resume", model=other) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: the earlier run in {out} judged with {small_artifact.resolve()} (SHA-256 " in err, err
+    assert f"not {other}" in err
+    # the same model at another threshold
+    assert predict("--resume", "--threshold", "1e6") == 2
+    err = capsys.readouterr().err
+    assert f"judged at threshold {run['threshold']}, and this one would judge at 1e+06; add --threshold " \
+           f"{run['threshold']} to continue it" in err, err
+    assert (out / "results.jsonl").read_bytes() == earlier
+    # a run from before --resume (no predict_run.json): its records' threshold is checked, the model is not
+    (out / "predict_run.json").unlink()
+    assert predict("--resume", "--threshold", "1e6") == 2
+    assert f"judged at threshold {round(run['threshold'], 6)}" in capsys.readouterr().err
+    assert predict("--resume", inputs=images) == 0
+    assert "1 image judged, 0 skipped (2 done before, kept)" in capsys.readouterr().out
+    assert "left no readable predict_run.json" in caplog.text
+    assert json.loads((out / "predict_run.json").read_text())["model_sha256"] == run["model_sha256"]
+    assert [r["file"] for r in _whole_lines(out / "results.jsonl")] == images
 
 
 def test_overwrite_deletes_only_overlay_names_inside_out(tmp_path):

@@ -225,3 +225,80 @@ def test_compare_detectors_counts_the_verdicts_each_gives_and_names_the_ones_tha
     with pytest.raises(DataError, match="none of the 1 image"):
         with Detector.load(small_artifact, backend="torch") as detector:
             compare_detectors(detector, detector, [broken])
+
+
+def _few_test_samples(kolektor_root):
+    from edgecmg.datasets import MVTecDataset
+
+    samples = MVTecDataset(kolektor_root).test_samples()
+    return [s for s in samples if s.label == 0][:3] + [s for s in samples if s.label == 1 and s.mask_path][:3]
+
+
+def test_pixel_metrics_that_run_out_of_memory_leave_the_image_metrics_and_say_what_they_needed(
+        small_artifact, kolektor_root, monkeypatch, caplog):
+    """Memory runs out at the very end, in the pixel metrics, after every image was judged: the image
+    metrics and scores are kept, the pixel figures are None with the reason, and the warning says what
+    they needed and what to change."""
+    import logging
+
+    import edgecmg.evaluation as evaluation
+    from edgecmg.detector import Detector
+
+    samples = _few_test_samples(kolektor_root)
+    detector = Detector.load(small_artifact, backend="torch")
+    whole = evaluation.evaluate_detector(detector, samples, progress=False, per_image=True)
+    assert whole["pixel_auroc"] is not None and "pixel_metrics_error" not in whole
+
+    def run_out(masks, maps, **kwargs):  # a real failed allocation, as a test set too large for the RAM meets it
+        return np.empty(1 << 50, dtype=np.uint8)
+
+    monkeypatch.setattr(evaluation, "pixel_metrics", run_out)
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    short = evaluation.evaluate_detector(detector, samples, progress=False, per_image=True)
+    assert short["pixel_auroc"] is None and short["aupro"] is None
+    for key in ("image_auroc", "f1_max", "images", "good_flagged", "defects_missed", "per_image", "pixel_metrics_over"):
+        assert short[key] == whole[key], key
+    h, w = detector.input_size
+    error = short["pixel_metrics_error"]
+    assert error.startswith("out of memory (Unable to allocate") and f"6 maps and masks of {h}x{w} took " in error
+    said = [r.getMessage() for r in caplog.records if "pixel metrics left out" in r.getMessage()]
+    assert len(said) == 1 and error in said[0]
+    assert ("evaluate fewer test images per run, use a model fitted with a smaller --input-size, or run on a "
+            "machine with more memory") in said[0]
+
+
+def test_maps_too_large_to_set_aside_are_said_before_any_image_is_judged(small_artifact, kolektor_root, caplog):
+    """The maps and masks are set aside before the first image: where that allocation fails (a memory
+    limit, or a model whose input is too large for the test set), the warning comes at once, and the
+    images are judged for the image metrics alone."""
+    import logging
+
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector
+
+    class HugeInput:  # the real model, said to take 8M x 8M inputs: 6 maps need about 1.7 PB
+        input_size = (1 << 23, 1 << 23)
+
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    samples = _few_test_samples(kolektor_root)
+    detector = Detector.load(small_artifact, backend="torch")
+    judged = []  # per image judged: the warnings said by then
+
+    def said():
+        return [r.getMessage() for r in caplog.records if "pixel metrics left out" in r.getMessage()]
+
+    detector.predict = lambda frame, _predict=detector.predict: judged.append(len(said())) or _predict(frame)
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    metrics = evaluate_detector(HugeInput(detector), samples, progress=False)
+    assert judged == [1] * 6 and len(said()) == 1  # said once, before the first image
+    assert (metrics["pixel_auroc"], metrics["aupro"]) == (None, None) and metrics["images"] == 6
+    assert metrics["image_auroc"] == evaluate_detector(detector, samples, progress=False)["image_auroc"]
+    error = metrics["pixel_metrics_error"]
+    assert error.startswith("out of memory (Unable to allocate") and error in said()[0]
+    assert "holding the anomaly maps and masks of 6 test images at 8388608x8388608 needs" in error
+    assert "pixel_metrics_over" not in metrics

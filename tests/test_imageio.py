@@ -209,6 +209,44 @@ def test_a_header_declaring_a_huge_picture_is_refused_before_decoding(tmp_path, 
     assert ok == [good] and [p for p, _ in skipped] == [bomb] and "bomb.png" in caplog.text
 
 
+def test_an_image_past_pillows_warning_limit_is_read_and_named_in_edgecmgs_words(kolektor_root, tmp_path,
+                                                                                 monkeypatch, caplog):
+    """Between Pillow's limit and twice it (89 to 179 megapixels by default) Pillow printed its own
+    DecompressionBombWarning, with a path into its source, for images then judged normally. A real
+    KolektorSDD part (500 x 1240: 0.62 megapixels) against a limit lowered to 0.4: read, with one
+    edgecmg line naming the file and its megapixels, and no Pillow warning, also for a file OpenCV
+    cannot decode (Pillow decodes it) and for a mask. Past twice the limit, the refusal says what a
+    command line can do."""
+    import warnings
+
+    part = tmp_path / "part.jpg"  # a path of this test's own: each file is named once a process
+    part.symlink_to(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    width, height = Image.open(part).size  # KolektorSDD parts are about 0.16 megapixels
+    as_gif = tmp_path / "part.gif"  # OpenCV decodes no GIF: Pillow does
+    Image.open(part).convert("L").save(as_gif)
+    mask = _save(tmp_path / "mask.png", np.zeros((height, width), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(width * height * 0.7))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="edgecmg"):
+        for path in (part, as_gif):
+            assert read_image(path).shape == (height, width, 3)
+        assert read_image(part).shape == (height, width, 3)  # said once a file
+        assert not read_mask(mask).any()
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)], \
+        [str(w.message) for w in caught]
+    said = [r.getMessage() for r in caplog.records if r.name == "edgecmg"]
+    megapixels = f"{width * height / 1e6:.2g}"
+    for path in (part, as_gif, mask):
+        assert [line for line in said if line.startswith(f"{path} is a {megapixels}-megapixel image (width {width}, "
+                                                         f"height {height}): it is read in full")] != [], said
+    assert len(said) == 3 and all("megapixels are refused (Pillow's decompression-bomb limit)" in line
+                                  for line in said), said
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(width * height * 0.4))
+    with pytest.raises(DataError, match="downscale it or cut it into tiles first and judge those") as refused:
+        read_image(part)
+    assert "raising PIL.Image.MAX_IMAGE_PIXELS" in str(refused.value) and "from Python" in str(refused.value)
+
+
 def test_truncated_png_is_a_data_error(tmp_path):
     full = _save(tmp_path / "full.png", _rgb(64, 64)).read_bytes()
     (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])

@@ -127,3 +127,27 @@ def test_a_broken_link_among_image_files_is_skipped_and_named_and_no_bar_goes_to
     assert sorted(p.name for p in out.iterdir()) == ["frame_000000.png", "frame_000001.png"]
     assert "gone.png" in caplog.text
     assert not re.search(r"capture:\s+\d+%", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["capture", "stream"])
+def test_a_folder_source_names_its_sub_folders_of_images_it_does_not_read(command, kolektor_root, small_artifact,
+                                                                          tmp_path, caplog, monkeypatch):
+    """A folder source is read without its sub-folders (one part at the top, two in a/): capture and
+    stream name those that hold images, with the quoted glob that reads them."""
+    good = sorted((kolektor_root / "test" / "good").iterdir())[:3]
+    folder = tmp_path / "onlysub"
+    (folder / "a").mkdir(parents=True)
+    for place, path in zip((folder, folder / "a", folder / "a"), good):
+        (place / path.name).symlink_to(path)
+    monkeypatch.chdir(tmp_path)  # stream writes its summary beside its --jsonl
+    argv = (["capture", str(folder), "-o", str(tmp_path / "out"), "--frames", "5", "-q"] if command == "capture"
+            else ["stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                  str(tmp_path / "frames.jsonl"), "-q"])
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert main(argv) == 0
+    assert (f"{folder}: the images in its sub-folder a are not read (a folder's own images are, not its "
+            f"sub-folders'); to include them, pass a quoted glob such as '{folder / '**' / '*.jpg'}'") in caplog.text
+    if command == "capture":
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["frame_000000.png"]
+    else:
+        assert len((tmp_path / "frames.jsonl").read_text().splitlines()) == 1
