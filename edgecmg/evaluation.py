@@ -238,6 +238,19 @@ def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
+def _readable(paths: Sequence[str | Path], desc: str, progress: Optional[bool], skipped: list[str]):
+    """(path, frame) of each readable image of ``paths``, with a ``desc`` progress bar; an unreadable
+    one is warned about and its path added to ``skipped``."""
+    for path in tqdm(paths, desc=desc, unit="img", disable=not show_progress(progress)):
+        try:
+            frame = read_image(path)
+        except DataError as exc:
+            log.warning("skipped: %s", exc)
+            skipped.append(str(path))
+            continue
+        yield path, frame
+
+
 def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | Path],
                         quantile: float = ModelConfig.threshold_quantile, *, progress: Optional[bool] = None) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
@@ -257,13 +270,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
         paths = list_images(paths)
     scores, names, skipped = [], [], []
-    for path in tqdm(paths, desc="threshold", unit="img", disable=not show_progress(progress)):
-        try:
-            frame = read_image(path)
-        except DataError as exc:
-            log.warning("skipped: %s", exc)
-            skipped.append(str(path))
-            continue
+    for path, frame in _readable(paths, "threshold", progress, skipped):
         scores.append(detector.predict(frame).score)
         names.append(str(path))
     if not scores:
@@ -297,13 +304,7 @@ def compare_detectors(reference: Detector, candidate: Detector, paths: Sequence[
     """
     changes, skipped, newly_flagged, newly_passed = [], [], [], []
     reference_flags = candidate_flags = 0
-    for path in tqdm(paths, desc="compare", unit="img", disable=not show_progress(progress)):
-        try:
-            frame = read_image(path)
-        except DataError as exc:
-            log.warning("skipped: %s", exc)
-            skipped.append(str(path))
-            continue
+    for path, frame in _readable(paths, "compare", progress, skipped):
         before, after = reference.predict(frame), candidate.predict(frame)
         reference_flags += before.is_anomaly
         candidate_flags += after.is_anomaly

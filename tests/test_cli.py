@@ -87,7 +87,7 @@ def test_predict_writes_overlays_of_the_flagged_images_only_or_none(mvtec_subset
 def test_unique_overlay_names():
     from pathlib import Path
 
-    from edgecmg.cli import unique_overlay_names
+    from edgecmg.commands.predict import unique_overlay_names
 
     assert unique_overlay_names([Path("a/x.png"), Path("b/y.png")]) == ["x_overlay.png", "y_overlay.png"]
     assert unique_overlay_names([Path("q/a.png"), Path("p/a.png")]) == ["q_a_overlay.png", "p_a_overlay.png"]
@@ -609,9 +609,9 @@ def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolekt
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "results.jsonl")
 
-    import edgecmg.cli
+    import edgecmg.commands.predict
 
-    monkeypatch.setattr(edgecmg.cli, "unique_overlay_names", disk_full)
+    monkeypatch.setattr(edgecmg.commands.predict, "unique_overlay_names", disk_full)
     assert main(["-q", "predict", str(small_artifact), images, "--out", str(tmp_path / "full")]) == 2
     err = capsys.readouterr().err
     assert "edgecmg predict: error: [Errno 28] No space left on device: 'results.jsonl'" in err
@@ -1009,7 +1009,7 @@ def test_predict_and_eval_refuse_an_earlier_runs_results_unless_overwrite(small_
 def test_overwrite_removes_only_the_earlier_overlays_inside_out(tmp_path):
     """An earlier results.jsonl naming an overlay outside --out (edited, or copied from another run)
     must not make predict --overwrite delete that file."""
-    from edgecmg.cli import remove_earlier_overlays
+    from edgecmg.commands.predict import remove_earlier_overlays
 
     out = tmp_path / "out"
     out.mkdir()

@@ -290,7 +290,7 @@ def test_predict_resume_refuses_another_model_or_threshold_and_overwrite(small_a
 def test_overwrite_deletes_only_overlay_names_inside_out(tmp_path):
     """A record's overlay is looked for by its name in --out; a name predict never gives an overlay
     (an edited record) and a file outside --out are left alone."""
-    from edgecmg.cli import remove_earlier_overlays
+    from edgecmg.commands.predict import remove_earlier_overlays
 
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()

@@ -8,7 +8,6 @@ import json
 import os
 import resource
 import shutil
-import stat
 import struct
 import subprocess
 import sys

@@ -7,12 +7,22 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
-from edgecmg.errors import ConfigError, OutputError
+from edgecmg.errors import ConfigError, EdgeCMGError, OutputError
 from edgecmg.fileio import check_writable
 
 log = logging.getLogger("edgecmg")
+
+
+def check_model_first(items: Sequence[str], what: str, usage: str) -> None:
+    """A model file given where ``what`` (images, data) goes is the two positionals swapped: say so,
+    rather than refusing it as an image without an image extension."""
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
+    for item in items:
+        if Path(item).suffix.lower() in KNOWN_SUFFIXES:
+            raise EdgeCMGError(f"{item} is a model file, not {what}: the model comes first (edgecmg {usage})")
 
 
 def warn_unused_capture_flags(args: Any, source: Any, *, realtime: Optional[bool] = None) -> None:
