@@ -147,15 +147,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{EVAL_BYTES_PER_PIXEL:g} bytes per pixel (measured): {per_image / 1e6:.2f} MB per image at {height}x"
             f"{width}, about {per_image * len(samples) / 1e6:.0f} MB for these {len(samples)} test images; evaluate "
             "fewer test images per run, use a model fitted with a smaller --input-size, or close other programs")
-        metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None)
-        # Which model judged which data, when, at which threshold: metrics.json is read long after.
-        metrics.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
-                        "threshold_from": "--threshold" if args.threshold is not None else "the model file",
-                        "evaluated": datetime.now().astimezone().isoformat(timespec="seconds")})
-        if args.out is not None:
-            records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
-            write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
-                         detector=detector, samples=samples)
+        # Until the report is written, each judged image's row is on disk in scores.partial.csv.
+        with PartialScores(Path(args.out), len(samples)) if args.out is not None else nullcontext() as partial:
+            metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None,
+                                        on_record=partial.write if partial is not None else None)
+            # Which model judged which data, when, at which threshold: metrics.json is read long after.
+            metrics.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+                            "threshold_from": "--threshold" if args.threshold is not None else "the model file",
+                            "evaluated": datetime.now().astimezone().isoformat(timespec="seconds")})
+            if args.out is not None:
+                records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
+                write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
+                             detector=detector, samples=samples)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -187,6 +190,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 value = "n/a" if kind["image_auroc"] is None else f"{kind['image_auroc']:.4f}"
                 print(f"  {name:<{width}}  {kind['images']:>4} images  AUROC {value}  missed {kind['missed']}")
     return 0
+
+
+class PartialScores:
+    """eval --out's scores.partial.csv: each judged image's row on disk as it comes, so a run stopped
+    part-way (Ctrl-C, SIGTERM, out of memory) keeps the scores it judged and says where they are. Removed
+    when the run ends in its report, and where it stopped before judging any image (its folder is
+    then left as empty as the run found it)."""
+
+    NAME = "scores.partial.csv"
+
+    def __init__(self, out: Path, images: int) -> None:
+        self.path, self.images, self.judged = out / self.NAME, images, 0
+
+    def __enter__(self) -> "PartialScores":
+        import csv
+
+        from edgecmg.evaluation import SCORE_FIELDS
+
+        self._handle = open(self.path, "w", newline="", encoding="utf-8", buffering=1)  # line by line
+        self._rows = csv.DictWriter(self._handle, fieldnames=SCORE_FIELDS)
+        self._rows.writeheader()
+        return self
+
+    def write(self, record: dict) -> None:
+        self._rows.writerow(record)
+        self.judged += 1
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._handle.close()
+        if kind is None or not self.judged:
+            self.path.unlink(missing_ok=True)
+        else:
+            log.warning("eval stopped after judging %d of the %d test images: their scores are in %s (no metrics); "
+                        "run eval again for the metrics", self.judged, self.images, self.path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +24,7 @@ from edgecmg.progress import show_progress
 
 log = logging.getLogger("edgecmg")
 
+SCORE_FIELDS = ["file", "defect_type", "label", "score", "is_anomaly"]  # scores.csv's columns, one row an image
 _TRUTH_RGB = (255, 0, 255)  # ground-truth outlines: magenta, absent from the JET heat map
 _CELL_HEIGHT = 320  # pixels per picture in hardest.png
 #: A ground-truth mask whose defect covers more than this fraction of its image is taken to be inverted:
@@ -58,7 +59,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: Optional[bool] = None,
-                      per_image: bool = False) -> dict:
+                      per_image: bool = False, on_record: Optional[Callable[[dict], None]] = None) -> dict:
     """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
 
     Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
@@ -69,6 +70,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     they are None and ``pixel_metrics_error`` says why (warned); the image metrics are kept.
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
+    on_record: called with each of those records as its image is judged (eval --out writes them to
+        disk at once, so a stopped run keeps what it judged).
     progress: a progress bar; by default where it can be seen (a terminal or a notebook), not in a log.
     Raises DataError before judging any image when ``samples`` are all good or all defective: image
     AUROC and F1 need both.
@@ -109,6 +112,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         scores.append(result.score)
         records.append({"file": str(sample.path), "defect_type": sample.defect_type, "label": int(sample.label),
                         "score": float(result.score), "is_anomaly": bool(result.is_anomaly)})
+        if on_record is not None:
+            on_record(records[-1])
         if has_masks:
             try:
                 mask = sample_mask(sample, frame.shape[:2])
@@ -403,7 +408,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
                        what="the report", sync=False)
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "defect_type", "label", "score", "is_anomaly"])
+        writer = csv.DictWriter(handle, fieldnames=SCORE_FIELDS)
         writer.writeheader()
         writer.writerows(records)
     auroc = metrics.get("image_auroc")

@@ -291,6 +291,7 @@ def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, ca
         rows = list(csv.DictReader(scores_csv))
     assert len(rows) == 10 and sum(row["label"] == "1" for row in rows) == 5
     assert {row["defect_type"] for row in rows} == {"good", "defect"}
+    assert not (out / "scores.partial.csv").exists()  # the whole report is written: the rows as they came go
     threshold = Detector.load(small_artifact, backend="torch").threshold
     assert all((row["is_anomaly"] == "True") == (float(row["score"]) >= threshold) for row in rows)
     picture = read_image(out / "scores.png")
@@ -304,6 +305,43 @@ def test_eval_out_writes_metrics_scores_and_histogram(mvtec_subset, tmp_path, ca
     column_w = sheet.shape[1] // 4
     assert all(magenta[:cell_h, c * column_w:(c + 1) * column_w].any() for c in range(4))
     assert not magenta[cell_h:].any()
+
+
+def test_an_eval_stopped_part_way_keeps_the_scores_it_judged(mvtec_subset, tmp_path, capsys, small_artifact,
+                                                              monkeypatch, caplog):
+    """Ctrl-C at the fourth test image removed --out with everything judged (a 5,000-image eval lost
+    minutes of work): the rows judged are kept in scores.partial.csv, and the log says where."""
+    import csv
+
+    import edgecmg.evaluation as evaluation
+
+    real_read, reads = evaluation.read_image, []
+
+    def stopped_at_the_fourth(path):
+        reads.append(path)
+        if len(reads) == 4:
+            raise KeyboardInterrupt
+        return real_read(path)
+
+    monkeypatch.setattr(evaluation, "read_image", stopped_at_the_fourth)
+    out = tmp_path / "report"
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--backend", "torch",
+                     "--out", str(out)]) == 130
+    with (out / "scores.partial.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["file"] for row in rows] == [str(path) for path in reads[:3]]
+    assert all(float(row["score"]) == float(row["score"]) for row in rows)  # judged: a number each
+    assert not (out / "scores.csv").exists() and not (out / "metrics.json").exists()
+    assert f"eval stopped after judging 3 of the 10 test images: their scores are in {out / 'scores.partial.csv'}" \
+        in caplog.text
+
+    # stopped before any image was judged: nothing is left behind, the folder included
+    reads.clear()
+    reads.extend([None] * 3)
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--backend", "torch",
+                 "--out", str(tmp_path / "none")]) == 130
+    assert not (tmp_path / "none").exists()
 
 
 def test_eval_keeps_its_report_when_the_pixel_metrics_run_out_of_memory(mvtec_subset, tmp_path, capsys,
