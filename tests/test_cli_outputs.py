@@ -496,3 +496,25 @@ def test_a_stop_signal_anywhere_after_a_frame_is_counted_leaves_its_record(small
     assert row["ended"] == "terminated (SIGTERM)"
     assert (row["frames_yielded"], len(records), saved) == (2, 2, 2), (where, row["frames_yielded"], records)
     assert [r["frame_index"] for r in records] == [0, 1]
+
+
+def test_two_streams_writing_beside_records_in_one_folder_keep_a_summary_row_each(small_artifact, kolektor_root,
+                                                                                  tmp_path):
+    """Two streams whose --jsonl sit in one folder wrote the same stream_summary.json: the second run's
+    summary replaced the first's. Each stream keeps its row; a stream run again replaces its own."""
+    first, second = tmp_path / "line1", tmp_path / "line2"
+    _images(kolektor_root, "good", 2, first)
+    _images(kolektor_root, "good", 3, second)
+    logs = tmp_path / "logs"
+
+    def run(images, name):
+        assert main(["-q", "stream", str(images), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                     str(logs / name)]) == 0
+        return json.loads((logs / "stream_summary.json").read_text())["rows"]
+
+    run(first, "line1.jsonl")
+    rows = run(second, "line2.jsonl")
+    assert [(Path(r["records"]).name, r["frames_yielded"]) for r in rows] == [("line1.jsonl", 2), ("line2.jsonl", 3)]
+    rows = run(first, "line1.jsonl")  # a restarted service: its own row replaced, the other kept
+    assert [(Path(r["records"]).name, r["frames_yielded"]) for r in rows] == [("line2.jsonl", 3), ("line1.jsonl", 2)]
+    assert len((logs / "stream_summary.csv").read_text().strip().splitlines()) == 3  # a header and a row each

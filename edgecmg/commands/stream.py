@@ -381,7 +381,10 @@ def open_window() -> None:
 def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     from edgecmg.stream.report import field_lines, write_report
 
-    stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended}
+    stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended,
+             # which stream the row is: the summary keeps one row per stream (see summary_rows)
+             "records": None if not args.jsonl or records_on_stdout(args.jsonl) else str(Path(args.jsonl).resolve()),
+             "video": str(Path(args.save).resolve()) if args.save else None}
     report_dir = summary_folder(args)
     say = sys.stderr if records_on_stdout(args.jsonl) else sys.stdout  # stdout may be the records' alone
     # One field a line: as a one-row table the 21 fields wrapped into a block no one could read.
@@ -389,7 +392,7 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
         print(field_lines(stats), end="", file=say)
     else:
         try:
-            write_report([stats], report_dir, "stream_summary")
+            write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary")
         finally:  # the output (a service's log) keeps what the files could not
             print(field_lines(stats), end="", file=say)
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)", file=say)
@@ -457,6 +460,25 @@ class OverlayVideo:
         if not whole:  # the records are kept, and the summary says what was judged
             raise OutputError(f"the overlay video {self.path} was not written whole (it cannot be read back: is the "
                               "disk full?); free space or choose another place for --save")
+
+
+def summary_rows(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows the summary at ``path`` holds after this run: the earlier rows of other streams, and
+    ``row``. A stream is its --jsonl file, else its --save video, else its source: a restarted service
+    replaces its own row, and two streams writing into one folder keep a row each (the second's
+    summary replaced the first's)."""
+    def stream(r: dict[str, Any]) -> Any:
+        return r.get("records") or r.get("video") or r.get("source")
+
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    except FileNotFoundError:
+        earlier = []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s cannot be read (%s): it is replaced by this run's summary alone", path, exc)
+        earlier = []
+    kept = [r for r in earlier if isinstance(r, dict) and stream(r) != stream(row)] if isinstance(earlier, list) else []
+    return [*kept, row]
 
 
 def summary_folder(args: argparse.Namespace) -> Path | None:
