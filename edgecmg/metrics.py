@@ -303,11 +303,14 @@ def _pro_thresholds(normal_sorted: np.ndarray, fpr_limit: float, num_thresholds:
     return np.unique(np.concatenate([normal_sorted[:1], picked, above]))
 
 
+AUPRO_THRESHOLDS = 1000  # aupro's default num_thresholds, which pixel_metrics uses too
+
+
 def aupro(
     masks: Any,
     maps: Any,
     fpr_limit: float = 0.3,
-    num_thresholds: Optional[int] = 1000,
+    num_thresholds: Optional[int] = AUPRO_THRESHOLDS,
 ) -> float:
     """Normalised area under the per-region-overlap curve up to ``fpr_limit`` (MVTec AD).
 
@@ -333,13 +336,17 @@ def aupro(
     Raises:
         DataError: shape mismatch, NaN, no defect pixel or no normal pixel.
     """
+    _check_aupro_args(fpr_limit, num_thresholds)
+    m, a = _as_masks_maps(masks, maps)
+    _check_aupro_defined(m)
+    return _aupro(_split_pixels(m, a, regions=True, overwrite=False), float(fpr_limit), num_thresholds)
+
+
+def _check_aupro_args(fpr_limit: float, num_thresholds: Optional[int]) -> None:
     if not 0.0 < float(fpr_limit) <= 1.0:
         raise DataError(f"fpr_limit={fpr_limit} must be in (0, 1]; MVTec AD uses 0.3")
     if num_thresholds is not None and int(num_thresholds) < 2:
         raise DataError(f"num_thresholds={num_thresholds} must be >= 2 (or None for exact)")
-    m, a = _as_masks_maps(masks, maps)
-    _check_aupro_defined(m)
-    return _aupro(_split_pixels(m, a, regions=True, overwrite=False), float(fpr_limit), num_thresholds)
 
 
 def _check_aupro_defined(m: np.ndarray) -> None:
@@ -495,11 +502,12 @@ def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3,
     if not np.asarray(masks).any():
         _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
         return {"pixel_auroc": None, "aupro": None}
+    _check_aupro_args(fpr_limit, AUPRO_THRESHOLDS)  # as aupro() checked it when pixel_metrics called it
     m, a = _as_masks_maps(masks, maps)
     n_defect = int(np.count_nonzero(m))
     _check_both_classes(n_defect, m.size - n_defect)
     pixels = _split_pixels(m, a, regions=True, overwrite=overwrite_maps)
-    area = _aupro(pixels, float(fpr_limit), 1000)
+    area = _aupro(pixels, float(fpr_limit), AUPRO_THRESHOLDS)
     pixels.defect.sort()  # after AUPRO, which takes each defect pixel with its region
     return {"pixel_auroc": _auc_sorted(pixels.defect, pixels.normal), "aupro": area}
 

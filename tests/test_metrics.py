@@ -380,3 +380,13 @@ def test_auroc_difference_interval_redraws_keep_each_class_count(monkeypatch):
     a, b = rng.normal(size=30) + labels, rng.normal(size=30)
     metrics.auroc_difference_interval(labels, a, b, rounds=200)
     assert len(counts) == 400 and set(counts) == {(3, 27)}
+
+
+def test_pixel_metrics_refuses_an_fpr_limit_outside_0_to_1_as_aupro_does():
+    from edgecmg.metrics import pixel_metrics
+
+    masks, _ = _blobs(0)
+    maps = masks.astype(np.float32)
+    for call in (lambda: aupro(masks, maps, fpr_limit=1.5), lambda: pixel_metrics(masks, maps, fpr_limit=1.5)):
+        with pytest.raises(DataError, match=r"fpr_limit=1.5 must be in \(0, 1\]"):
+            call()
