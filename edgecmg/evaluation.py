@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -38,6 +38,7 @@ _NAMED_MASKS = 3  # masks named in that warning; the rest are counted
 #: Runtime): 5.09 bytes per pixel between 2,000 and 5,000 KolektorSDD test images at 416x160, 5.20 between
 #: 500 and 2,000 at 800x320 (before the metrics sorted in place: 10.1).
 EVAL_BYTES_PER_PIXEL = 5.2
+_HELD_BYTES_PER_PIXEL = 5  # what the arrays themselves take: the float32 map and the bool mask
 _PIXEL_METRICS_ADVICE = ("evaluate fewer test images per run, use a model fitted with a smaller --input-size, or "
                          "run on a machine with more memory")
 
@@ -93,8 +94,8 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
         masks = np.zeros((rows, height, width), bool)
     except MemoryError as exc:  # said now, before the images are judged; the image metrics still are
         pixel_error = _pixel_memory_error(exc, f"holding the anomaly maps and masks of {rows} test images at "
-                                               f"{height}x{width} needs {rows * height * width * 5 / 1e6:.0f} MB "
-                                               f"({height * width * 5 / 1e6:.2f} MB each)")
+                                               f"{height}x{width} needs {rows * height * width * _HELD_BYTES_PER_PIXEL / 1e6:.0f} "
+                                               f"MB ({height * width * _HELD_BYTES_PER_PIXEL / 1e6:.2f} MB each)")
         has_masks, rows = False, 0
         maps, masks = np.empty((0, height, width), np.float32), np.zeros((0, height, width), bool)
     filled, unknown_masks, defect_rows = 0, 0, 0
@@ -158,7 +159,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
             if isinstance(exc, EdgeCMGError) or not out_of_memory(exc):
                 raise
             defect_pixels = int(np.count_nonzero(masks[:filled]))
-            held = filled * height * width * 5  # float32 map + bool mask per pixel
+            held = filled * height * width * _HELD_BYTES_PER_PIXEL
             pixel_error = _pixel_memory_error(
                 exc, f"{filled} maps and masks of {height}x{width} took {held / 1e6:.0f} MB and their metrics "
                      f"need about {defect_pixels * 8 / 1e6:.0f} MB more ({defect_pixels} defect pixels)")
@@ -243,7 +244,8 @@ def per_defect_type(records: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
-def _readable(paths: Sequence[str | Path], desc: str, progress: Optional[bool], skipped: list[str]):
+def _readable(paths: Sequence[str | Path], desc: str, progress: Optional[bool],
+              skipped: list[str]) -> Iterator[tuple[str | Path, np.ndarray]]:
     """(path, frame) of each readable image of ``paths``, with a ``desc`` progress bar; an unreadable
     one is warned about and its path added to ``skipped``."""
     for path in tqdm(paths, desc=desc, unit="img", disable=not show_progress(progress)):
