@@ -77,7 +77,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.evaluation import threshold_from_good
-    from edgecmg.imageio import list_images, unique_files, warn_subfolders_not_read
+    from edgecmg.imageio import list_images_naming_subfolders, unique_files
 
     check_model_first(args.good, "an image", "threshold MODEL GOOD_IMAGES...")
     if args.output is not None:  # checked before any frame is judged
@@ -94,12 +94,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
             log.warning("%s exists; it is replaced when the threshold is set", args.output)
     # Each file once: a folder given twice (or a file inside a folder also given) weighed its images
     # twice in the quantile and hid the few-images warning.
-    listed = []
-    for item in args.good:
-        found = list_images(item)
-        if Path(item).is_dir():  # read without its sub-folders: those that hold images are named
-            warn_subfolders_not_read(item, "judged", found[0].suffix)
-        listed.extend(found)
+    listed = [path for item in args.good for path in list_images_naming_subfolders(item, "judged")]
     paths = unique_files(listed)
     if len(paths) < len(listed):
         log.info("%d image(s) named more than once are judged once", len(listed) - len(paths))

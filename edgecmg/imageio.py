@@ -35,7 +35,7 @@ from edgecmg.errors import DataError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
            "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
-           "unique_files", "warn_subfolders_not_read"]
+           "unique_files", "list_images_naming_subfolders", "warn_subfolders_not_read"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -649,6 +649,16 @@ def subfolders_with_images(folder: PathLike) -> list[str]:
             return False
 
     return [sub.name for sub in sorted(Path(folder).iterdir()) if sub.is_dir() and holds_images(sub)]
+
+
+def list_images_naming_subfolders(item: PathLike, done: str) -> list[Path]:
+    """:func:`list_images` of ``item``; where it is a folder, its sub-folders that hold images (which
+    are not read) are named in one warning (:func:`warn_subfolders_not_read`; ``done``: what the
+    command does to images, "judged" or "read")."""
+    paths = list_images(item)
+    if Path(item).is_dir():
+        warn_subfolders_not_read(item, done, paths[0].suffix)
+    return paths
 
 
 def warn_subfolders_not_read(folder: PathLike, done: str, suffix: str = ".png") -> list[str]:

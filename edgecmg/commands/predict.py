@@ -28,7 +28,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from edgecmg.detector import Detector
-    from edgecmg.imageio import list_images, read_image, warn_subfolders_not_read
+    from edgecmg.imageio import list_images_naming_subfolders, read_image
     from edgecmg.model.backbone import file_sha256
     from edgecmg.visualize import save_png
 
@@ -37,10 +37,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--resume continues the earlier run in --out and --overwrite replaces it: give one of them")
     paths: list[Path] = []
     for item in args.images:
-        found = list_images(item)
-        if Path(item).is_dir():  # read without its sub-folders: those that hold images are named
-            warn_subfolders_not_read(item, "judged", found[0].suffix)
-        paths.extend(found)
+        paths.extend(list_images_naming_subfolders(item, "judged"))
     with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"),
                        overwrite=args.overwrite or args.resume) as out:
         skipped_path = out / "skipped.jsonl"

@@ -977,15 +977,13 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
     path = Path(s).expanduser()
     if s.isdigit() and not path.exists():
         return _open_camera(int(s), config, opener, live)
-    from edgecmg.imageio import IMAGE_EXTENSIONS, is_glob_pattern, list_images, warn_subfolders_not_read
+    from edgecmg.imageio import IMAGE_EXTENSIONS, is_glob_pattern, list_images_naming_subfolders
 
     if is_glob_pattern(str(path)) or path.is_dir():
-        try:
-            paths = list_images(s)
+        try:  # a folder is read without its sub-folders: those that hold images are named (stream, capture)
+            paths = list_images_naming_subfolders(s, "read")
         except DataError as exc:
             raise StreamError(str(exc)) from exc
-        if path.is_dir():  # read without its sub-folders: those that hold images are named (stream, capture)
-            warn_subfolders_not_read(s, "read", paths[0].suffix)
         return ImageFilesSource(paths, name=s, config=config, is_live=bool(live))
     if not path.exists():
         if s.startswith(("/dev/video", "/dev/v4l/")):
