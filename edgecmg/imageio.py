@@ -573,16 +573,22 @@ def is_image_file(p: Path) -> bool:
             and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
+def real_path(path: Path) -> Path:
+    """The file ``path`` leads to, through its links, so that one file given by two names is one; a
+    broken or looping link is itself (in its folder's real place)."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return path.parent.resolve() / path.name
+
+
 def unique_files(paths: Iterable[Path]) -> list[Path]:
     """``paths`` in order, without the ones that lead to a file listed before (by another name, a link,
     or the same folder given twice); a broken or looping link is kept once, so that reading it names it."""
     seen: set[Path] = set()
     kept = []
     for path in paths:
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            real = path.parent.resolve() / path.name
+        real = real_path(path)
         if real not in seen:
             seen.add(real)
             kept.append(path)

@@ -20,6 +20,7 @@ from edgecmg import __version__
 from edgecmg.commands import check_model_first, output_folder
 from edgecmg.errors import ConfigError, EdgeCMGError
 from edgecmg.fileio import JsonLinesFile, atomic_write_bytes
+from edgecmg.imageio import real_path
 
 log = logging.getLogger("edgecmg")
 
@@ -152,8 +153,8 @@ def resume_predict(out: Path, run: Optional[dict], threshold: float, inputs: lis
                         "that image is judged again", path)
             os.truncate(path, end)
     base = Path(run["cwd"]) if run and isinstance(run.get("cwd"), str) else Path.cwd()
-    done = {resolved(base / record["file"]) for record in (*results, *unreadable)}
-    todo = [(index, path) for index, path in inputs if resolved(path) not in done]
+    done = {real_path(base / record["file"]) for record in (*results, *unreadable)}
+    todo = [(index, path) for index, path in inputs if real_path(path) not in done]
     if not (results or unreadable):
         log.info("--resume: %s holds no earlier records; judging all %d image(s)", out, len(inputs))
     else:
@@ -190,14 +191,6 @@ def whole_records(path: Path) -> tuple[list[dict], Optional[int]]:
         if isinstance(record, dict) and isinstance(record.get("file"), str):
             records.append(record)
     return records, (end if end < len(data) else None)
-
-
-def resolved(path: Path) -> Path:
-    """``path`` absolute, through its links where it exists (a file given by two names is one)."""
-    try:
-        return path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
 
 
 def remove_earlier_overlays(out: Path) -> None:
