@@ -23,11 +23,14 @@ def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Pat
     return select_with_spares(data_dir, samples, seed)[0]
 
 
-def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int, seed: int = 0
-                       ) -> tuple[list[Path], list[Path]]:
+def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int, seed: int = 0, *,
+                       report: bool = True) -> tuple[list[Path], list[Path]]:
     """``select_images``' choice, and the folder's other images in a seeded order: the spares that
     stand in for chosen files that turn out unreadable, so calibration still sees ``samples``.
-    ``data_dir``: a folder (an MVTec root: its train/good), a glob pattern, or image paths."""
+    ``data_dir``: a folder (an MVTec root: its train/good), a glob pattern, or image paths.
+    report: log what the draw reads, leaves out or finds short; off for a second draw of the same
+    folder (calibrate's check), whose first draw has said it all already."""
+    info, warning = (log.info, log.warning) if report else (_unsaid, _unsaid)
     if samples < 1:
         raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
     if not isinstance(data_dir, (str, Path)):
@@ -35,22 +38,22 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
         paths = [path for path in given if path.is_file()]  # the data's fingerprint stats every file
         if len(paths) < len(given):
             missing = [str(path) for path in given if not path.is_file()]
-            log.warning("calibration: %d of the %d paths given are not files and are left out: %s",
+            warning("calibration: %d of the %d paths given are not files and are left out: %s",
                         len(missing), len(given), ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""))
         if not paths:
             raise DataError("no calibration images given: pass a folder, a glob or paths of image files of good parts")
-        return _choose(paths, samples, seed, "the image list")
+        return _choose(paths, samples, seed, "the image list", warning)
     folder = Path(data_dir)
     if (folder / "train" / "good").is_dir():
         # An MVTec root: the ranges come from the normal parts fit() used, not from the test defects
         # and ground-truth masks that a walk of every sub-folder would pick up.
-        log.info("%s is an MVTec-layout root: calibrating on its train/good images", folder)
+        info("%s is an MVTec-layout root: calibrating on its train/good images", folder)
         folder = folder / "train" / "good"
     try:
         paths = list_images(folder)
         nested = subfolders_with_images(folder) if folder.is_dir() else []  # a glob: what it matches was asked for
         if nested:  # a folder's own images win: say which images are not read, rather than drop them unsaid
-            log.info("calibration: %s holds images of its own, so its sub-folders (%s) are not read; give a folder "
+            info("calibration: %s holds images of its own, so its sub-folders (%s) are not read; give a folder "
                      "of sub-folders only, or a glob (%s/**/*.png), to calibrate on those too", folder,
                      ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else ""), folder)
     except DataError:
@@ -62,14 +65,18 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
             raise DataError(f"no image files in {folder} or its sub-folders (looked for "
                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); calibrate on a folder of images of good "
                             "parts") from None
-    return _choose(paths, samples, seed, str(folder))
+    return _choose(paths, samples, seed, str(folder), warning)
 
 
-def _choose(paths: list[Path], samples: int, seed: int, where: str) -> tuple[list[Path], list[Path]]:
+def _unsaid(*_args) -> None:
+    """A log call that says nothing: select_with_spares' notes when ``report`` is off."""
+
+
+def _choose(paths: list[Path], samples: int, seed: int, where: str, warning) -> tuple[list[Path], list[Path]]:
     if len(paths) < samples:
         # Ranges from a few frames may miss what the line shows later, and INT8 scores drift from FP32
         # (64 images were too few for the tensorrt profile on KolektorSDD: README, INT8 section).
-        log.warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
+        warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
                     "from those %d: add images of good parts (%d or more) if INT8 scores drift from FP32",
                     where, len(paths), samples, len(paths), samples)
     if len(paths) <= samples:

@@ -253,13 +253,7 @@ def _check_quantization(model: str, int8_path: Path, data, samples: int, progres
     from edgecmg.detector import Detector
     from edgecmg.evaluation import compare_detectors
 
-    quiet = logging.getLogger("edgecmg")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # calibrate made and logged this very draw (seed 0) already
-    try:
-        chosen, spares = select_with_spares(data, samples, 0)
-    finally:
-        quiet.setLevel(level)
+    chosen, spares = select_with_spares(data, samples, 0, report=False)  # calibrate's draw, logged there already
     images = (spares + chosen)[:CHECK_IMAGES]  # images the ranges never saw first, where there are any
     # Both on ONNX Runtime (which calibrate needs anyway): the scores then differ by quantisation alone.
     with Detector.load(model, backend="onnxruntime") as fp32, Detector.load(int8_path, backend="onnxruntime") as int8:

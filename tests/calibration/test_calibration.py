@@ -502,6 +502,22 @@ def test_fewer_images_than_asked_for_is_said(tmp_path, train_dir, caplog):
     assert caplog.text == ""
 
 
+def test_a_second_draw_without_report_says_nothing_and_draws_the_same(tmp_path, train_dir, caplog):
+    """calibrate's check draws calibrate's images again: its notes were logged by the first draw."""
+    for p in sorted(train_dir.iterdir())[:3]:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "sub").mkdir()
+    shutil.copy(next(train_dir.iterdir()), tmp_path / "sub" / "x.png")
+    with caplog.at_level("INFO", logger="edgecmg"):
+        first = select_with_spares(tmp_path, 8)
+    assert "fewer than the 8 asked for" in caplog.text and "sub-folders (sub) are not read" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="edgecmg"):
+        assert select_with_spares(tmp_path, 8, report=False) == first
+        select_with_spares([tmp_path / "gone.png", *first[0]], 8, report=False)  # a path left out, too few
+    assert caplog.text == ""
+
+
 def test_unreadable_calibration_images_are_replaced_by_spares(tmp_path, train_dir):
     for p in sorted(train_dir.iterdir())[:6]:
         shutil.copy(p, tmp_path / p.name)
