@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgecmg.errors import DataError
+from edgecmg.errors import DataError, name_some
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image, resize_to_input, subfolders_with_images
 from edgecmg.progress import show_progress
 from edgecmg.result import INPUT_NAME
@@ -39,7 +39,7 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
         if len(paths) < len(given):
             missing = [str(path) for path in given if not path.is_file()]
             warning("calibration: %d of the %d paths given are not files and are left out: %s",
-                        len(missing), len(given), ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""))
+                        len(missing), len(given), name_some(missing, 3))
         if not paths:
             raise DataError("no calibration images given: pass a folder, a glob or paths of image files of good parts")
         return _choose(paths, samples, seed, "the image list", warning)
@@ -55,7 +55,7 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
         if nested:  # a folder's own images win: say which images are not read, rather than drop them unsaid
             info("calibration: %s holds images of its own, so its sub-folders (%s) are not read; give a folder "
                      "of sub-folders only, or a glob (%s/**/*.png), to calibrate on those too", folder,
-                     ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else ""), folder)
+                     name_some(nested, 3), folder)
     except DataError:
         if not folder.is_dir():
             raise

@@ -27,7 +27,7 @@ from edgecmg.commands import (
     restore_handlers,
 )
 from edgecmg.config import ModelConfig, StreamConfig
-from edgecmg.errors import ConfigError, EdgeCMGError, out_of_memory
+from edgecmg.errors import ConfigError, EdgeCMGError, name_some, out_of_memory
 from edgecmg.fileio import point_at_devnull
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -263,12 +263,11 @@ def _check_quantization(model: str, int8_path: Path, data, samples: int, progres
           f"{found['median_change']:.4g}; threshold {found['candidate_threshold']:.4g}); flagged: FP32 "
           f"{found['reference_flags']}, INT8 {found['candidate_flags']}")
     if found["candidate_flags"] > found["reference_flags"]:
-        named = ", ".join(Path(p).name for p in found["newly_flagged"][:5])
-        log.warning("%s flags %d of these %d good images that the FP32 model passes (%s%s): its activation "
+        named = name_some([Path(p).name for p in found["newly_flagged"]], 5)
+        log.warning("%s flags %d of these %d good images that the FP32 model passes (%s): its activation "
                     "ranges cut off what these parts show. Calibrate again with --method minmax or on more "
                     "images (--samples), or set a threshold for it on good parts with `edgecmg threshold %s "
-                    "GOOD_IMAGES`", int8_path, len(found["newly_flagged"]), found["images"], named,
-                    ", ..." if len(found["newly_flagged"]) > 5 else "", int8_path)
+                    "GOOD_IMAGES`", int8_path, len(found["newly_flagged"]), found["images"], named, int8_path)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ConfigError, DataError, MissingFileError
+from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
 from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_mask, subfolders_with_images
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
@@ -113,7 +113,7 @@ class MVTecDataset:
                 hint = f"; {self.root} is a part of one, pass the folder above it: {parent}"
             elif subdirs:
                 hint = (
-                    f"; {self.root} looks like a folder of categories ({', '.join(subdirs[:5])}), "
+                    f"; {self.root} looks like a folder of categories ({name_some(subdirs, 5)}), "
                     "pass one category folder"
                 )
             raise DataError(f"no train/ or test/ folder under {self.root}: {_LAYOUT_HINT}{hint}")
@@ -161,8 +161,7 @@ class MVTecDataset:
             nested = subfolders_with_images(folder)
             if nested:  # said, as fit and calibrate say it: eval reads each test/<type> folder's own images
                 _log.warning("test folder %s: its sub-folders %s hold images, which are not evaluated; move them "
-                             "into %s (or a test/<type> folder of their own)", folder, ", ".join(nested[:3])
-                             + (", ..." if len(nested) > 3 else ""), folder)
+                             "into %s (or a test/<type> folder of their own)", folder, name_some(nested, 3), folder)
             try:
                 paths = list_images(folder)
             except DataError:

@@ -5,6 +5,7 @@ Messages say what was wrong (naming the file or value) and what to do about it.
 from __future__ import annotations
 
 import errno
+from typing import Sequence
 
 
 class EdgeCMGError(Exception):
@@ -53,6 +54,13 @@ class EngineIncompatibleError(EdgeCMGError):
 
 class StreamError(EdgeCMGError):
     """A frame source cannot be opened or failed beyond recovery."""
+
+
+def name_some(names: Sequence[str], count: int) -> str:
+    """The first ``count`` of ``names`` for a message, and how many more there are: "a, b, c and 4
+    more". Long lists (thousands of skipped images) are counted, not printed, so one line stays one line."""
+    shown = ", ".join(str(name) for name in names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
 # How each library says it ran out: torch's CPU allocator ("can't allocate memory"), torch.cuda

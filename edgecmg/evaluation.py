@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import Sample, sample_mask
 from edgecmg.detector import Detector
-from edgecmg.errors import ConfigError, DataError, EdgeCMGError, out_of_memory
+from edgecmg.errors import ConfigError, DataError, EdgeCMGError, name_some, out_of_memory
 from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
@@ -200,13 +200,12 @@ def warn_mostly_defect_masks(paths: Sequence[str], masks_read: int) -> None:
     """One warning for the ground-truth masks (``paths``, of ``masks_read`` read) whose defect covers
     more than :data:`MOSTLY_DEFECT` of their image: almost certainly inverted. Said, not refused: the
     image scores are right whatever the masks hold, and only the pixel metrics are off."""
-    named = ", ".join(f"{Path(p).parent.name}/{Path(p).name}" for p in paths[:_NAMED_MASKS])  # type/name
-    more = f" and {len(paths) - _NAMED_MASKS} more" if len(paths) > _NAMED_MASKS else ""
+    named = name_some([f"{Path(p).parent.name}/{Path(p).name}" for p in paths], _NAMED_MASKS)  # type/name
     log.warning("%d of %d ground-truth mask(s) mark more than %d%% of their image as defect, so are most likely "
-                "inverted (a white background around a black defect): %s%s (all listed under masks_mostly_defect "
+                "inverted (a white background around a black defect): %s (all listed under masks_mostly_defect "
                 "in the metrics). Defects must be nonzero on a zero (black) background; invert these masks "
                 "(255 - mask) and run eval again: this run's pixel metrics take them as they are",
-                len(paths), masks_read, round(MOSTLY_DEFECT * 100), named, more)
+                len(paths), masks_read, round(MOSTLY_DEFECT * 100), named)
 
 
 def check_both_labels(samples: Sequence[Sample]) -> None:

@@ -46,7 +46,7 @@ from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_
                               _field, model_spec)
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, name_some
 from edgecmg.fileio import atomic_path, check_file_suffix
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
@@ -341,7 +341,7 @@ def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
     foreign = sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in _nodes(proto.graph)
                       if n.domain not in ONNX_DOMAINS or not onnx.defs.has(n.op_type)})
     if foreign:
-        raise ArtifactError(f"{origin}: the graph uses operators edgecmg never exports ({', '.join(foreign[:5])}; "
+        raise ArtifactError(f"{origin}: the graph uses operators edgecmg never exports ({name_some(foreign, 5)}; "
                             "its exports use standard ONNX operators only, which ONNX Runtime and TensorRT run "
                             "without a custom-op library): it was edited after export or is not an edgecmg "
                             "export; export it again")

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
-from edgecmg.errors import DataError
+from edgecmg.errors import DataError, name_some
 from edgecmg.imageio import (is_glob_pattern, is_image_file, list_images, read_image, read_image_size,
                              resize_to_input, subfolders_with_images, to_rgb_uint8, warn_skipped_count,
                              warn_unreadable)
@@ -63,11 +63,6 @@ def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) ->
     return max(64, int(round(height / 32)) * 32), max(64, int(round(width / 32)) * 32)
 
 
-def _first(names: Sequence[str], count: int) -> str:
-    """The first ``count`` names for a log line, with ", ..." when there are more."""
-    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
-
-
 def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:
     """Name the training images whose height / width is off the median by more than ASPECT_TOLERANCE:
     the resize stretches their part against the others' (a rotated or uncropped frame among crops),
@@ -79,7 +74,7 @@ def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], s
         log.warning("%d of %d training image(s) have a height/width over %.2fx off the others' median %.2f, so "
                     "the resize to the model's %dx%d (height x width) stretches their part: %s; crop or rotate them as "
                     "the others are, or leave them out", len(odd), len(shapes), ASPECT_TOLERANCE, aspect,
-                    size[0], size[1], _first(odd, 5))
+                    size[0], size[1], name_some(odd, 5))
 
 
 def _warn_tiny(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:
@@ -92,7 +87,7 @@ def _warn_tiny(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tu
         log.warning("%d of %d training image(s) are under 1/%d of the model's %dx%d input (height x width) on a side, "
                     "so the resize blows them up more than %dx and they hold no detail of a part: %s; check the crop "
                     "that made them (an empty or misplaced one?), or leave them out", len(tiny), len(shapes),
-                    TINY_FRAME_FACTOR, size[0], size[1], TINY_FRAME_FACTOR, _first(tiny, 5))
+                    TINY_FRAME_FACTOR, size[0], size[1], TINY_FRAME_FACTOR, name_some(tiny, 5))
 
 
 def read_captions(folder: Path) -> dict[str, str]:
@@ -156,19 +151,19 @@ def read_captions(folder: Path) -> dict[str, str]:
         lines_of.setdefault(name, []).append(first)
     if unusable:
         log.warning("%s: %d row(s) without a file name or a text left out (their images get pseudo-text): %s",
-                    path, len(unusable), _first(unusable, 5))
+                    path, len(unusable), name_some(unusable, 5))
     if cut:
         log.warning("%s: %d row(s) have more fields than the header, and the extra ones are left out (only a caption "
                     "in the last column takes them back): %s; quote a caption holding commas (\"a, b\")",
-                    path, len(cut), _first(cut, 5))
+                    path, len(cut), name_some(cut, 5))
     if multiline:
         log.warning("%s: %d caption(s) run over several lines: %s; a quote left open takes the rows after it into "
                     "its caption, and their images lose theirs: close the quote (where the line break is meant, "
-                    "nothing is wrong)", path, len(multiline), _first(multiline, 5))
+                    "nothing is wrong)", path, len(multiline), name_some(multiline, 5))
     repeated = [f"{name} (lines {', '.join(map(str, lines))})" for name, lines in lines_of.items() if len(lines) > 1]
     if repeated:
         log.warning("%s: %d file(s) named by more than one row, and the last row's caption is used: %s; keep one row "
-                    "per file", path, len(repeated), _first(repeated, 5))
+                    "per file", path, len(repeated), name_some(repeated, 5))
     return captions
 
 
@@ -236,7 +231,7 @@ def training_images(data: str | Path) -> list[Path]:
     if nested:  # a folder's own images are read, not its sub-folders': say which images the fit leaves out
         log.warning("%s: the images in its sub-folder(s) %s are not read (fit reads a folder's own images); to train "
                     "on them too, where they are good parts only, pass a glob such as '%s/**/*%s'",
-                    folder, _first(nested, 3), folder, images[0].suffix)
+                    folder, name_some(nested, 3), folder, images[0].suffix)
     return images
 
 
@@ -248,14 +243,14 @@ def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]
     if not files:
         return None
     if not cmle:  # captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it
-        log.info("%s is not read: captions serve CMLE only, which is off", _first([str(f) for f in files], 3))
+        log.info("%s is not read: captions serve CMLE only, which is off", name_some([str(f) for f in files], 3))
         return None
     if len(folders) > 1:
         # A captions.csv names the files of its own folder; read from one folder of several (as the
         # first image's once was), its rows could caption another folder's files of the same name.
         log.warning("%s is not read: the images come from %d folders, and a captions.csv captions its own "
                     "folder's files; fit on one folder, or pass captions={file name: text} to fit() in Python",
-                    _first([str(f) for f in files], 3), len(folders))
+                    name_some([str(f) for f in files], 3), len(folders))
         return None
     return read_captions(folders[0])
 
@@ -400,7 +395,7 @@ def _warn_unmatched_captions(captions: dict[str, str], names: list[str]) -> None
     if absent:
         log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
                     "alone (e.g. %s), %d of %d images captioned", len(absent), len(captions),
-                    _first(absent, 3), names[0] if names else "-",
+                    name_some(absent, 3), names[0] if names else "-",
                     len(set(captions) & set(names)), len(names))
 
 
@@ -463,17 +458,16 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
         log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
                     "part, kept in the threshold (%.4g); look at them (%s), and fit on more of them, or set a "
                     "threshold per kind, or remove them if they are defects", count, len(values),
-                    float(np.quantile(values, quantile)), _first([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
+                    float(np.quantile(values, quantile)), name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
         far[:] = False
     left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:
         # Named highest first, five of them: up to 5% of the scores are left out, 100 names at 2,000 images.
         highest = sorted(left_out, key=lambda i: -values[i])
-        more = f" and {len(highest) - 5} more" if len(highest) > 5 else ""
-        log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s%s; the "
+        log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s; the "
                     "others score up to %.4g): a defect among the good images, or a part unlike the rest; look at "
                     "them", len(left_out), len(values),
-                    ", ".join(f"{names[i]}: {values[i]:.4g}" for i in highest[:5]), more, float(values[~far].max()))
+                    name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5), float(values[~far].max()))
     return float(np.quantile(values[~far], quantile)), [names[i] for i in left_out]
 
 
@@ -614,7 +608,7 @@ class _Training:
         if copies:
             log.warning("%d training image(s) left out as copies of others, pixel for pixel (%s): a copy on each "
                         "side of the held-out split would set the threshold too low", len(copies),
-                        _first([f"{copy} = {original}" for copy, original in copies], 3))
+                        name_some([f"{copy} = {original}" for copy, original in copies], 3))
         return unique
 
     def _keep_only(self, indices: list[int]) -> None:

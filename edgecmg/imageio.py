@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from edgecmg.errors import DataError, MissingFileError
+from edgecmg.errors import DataError, MissingFileError, name_some
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
            "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
@@ -677,10 +677,9 @@ def warn_subfolders_not_read(folder: PathLike, done: str, suffix: str = ".png") 
     except OSError:  # the listing already read it; an unreadable folder is said there
         return []
     if nested:
-        more = f" and {len(nested) - 3} more" if len(nested) > 3 else ""
-        _log.warning("%s: the images in its sub-folder%s %s%s are not %s (a folder's own images are, not its "
+        _log.warning("%s: the images in its sub-folder%s %s are not %s (a folder's own images are, not its "
                      "sub-folders'); to include them, pass a quoted glob such as '%s'", folder,
-                     "s" if len(nested) > 1 else "", ", ".join(nested[:3]), more, done,
+                     "s" if len(nested) > 1 else "", name_some(nested, 3), done,
                      os.path.join(str(folder), "**", f"*{suffix}"))
     return nested
 

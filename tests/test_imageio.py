@@ -545,3 +545,14 @@ def test_frames_that_are_no_image_are_refused_saying_what_they_are():
         read_image(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(DataError, match=r"read_image takes a file path, got a int$"):
         read_image(3)
+
+
+def test_name_some_names_the_first_and_counts_the_rest():
+    """Every "these files were left out" message: a line, however many there are."""
+    from edgecmg.errors import name_some
+
+    assert name_some([], 3) == ""
+    assert name_some(["a", "b"], 3) == "a, b"
+    assert name_some(["a", "b", "c"], 3) == "a, b, c"
+    assert name_some([f"f{i}.png" for i in range(5000)], 3) == "f0.png, f1.png, f2.png and 4997 more"
+    assert name_some([Path("x/y.png")], 1) == str(Path("x/y.png"))
