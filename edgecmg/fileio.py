@@ -179,6 +179,19 @@ def _ends_without_newline(path: Path) -> bool:
 _MODEL_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan")
 
 
+def same_file(a: Union[str, Path], b: Union[str, Path]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode where both exist (a hard link, a symbolic
+    link, another spelling of the path), else the same absolute path (an output not written yet). A
+    camera index or a URL is no file and matches only its own spelling."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either does not exist (yet); ValueError: a NUL in a path
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a symbolic-link loop (Python < 3.13)
+            return False
+
+
 def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path]) -> Path:
     """A cache file's path (TensorRT's timing cache, calibration ranges), checked before any work:
     writing the cache replaces the file, so a path that names a model file, or ``others`` (the
@@ -189,11 +202,7 @@ def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path
         raise ConfigError(f"{flag} {path}: that names a model file ({path.suffix}), which writing the cache would "
                           "replace; give the cache a name of its own (e.g. trt.cache, part.calib.json)")
     for other in others:
-        try:
-            same = os.path.samefile(path, other)
-        except OSError:  # either does not exist yet
-            same = path.resolve() == Path(other).resolve()
-        if same:
+        if same_file(path, other):
             raise ConfigError(f"{flag} {path} is also {other}, which writing the cache would replace; give the "
                               "cache a name of its own")
     if path.is_dir():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 
 import pytest
@@ -79,3 +80,18 @@ def test_sync_writes_the_data_to_the_disk_before_the_rename(tmp_path, monkeypatc
     assert synced == [10]
     atomic_write_bytes(tmp_path / "cache.json", b"y", sync=False)
     assert synced == [10]
+
+
+def test_same_file_knows_a_file_by_any_name_and_an_output_by_its_path(tmp_path, monkeypatch):
+    from edgecmg.fileio import same_file
+
+    real = tmp_path / "a.json"
+    real.write_text("{}")
+    (tmp_path / "link.json").symlink_to(real)
+    os.link(real, tmp_path / "hard.json")
+    monkeypatch.chdir(tmp_path)
+    assert same_file(real, "link.json") and same_file("hard.json", real) and same_file("./a.json", real)
+    assert same_file("new.json", tmp_path / "sub" / ".." / "new.json")  # neither written yet: by path
+    assert not same_file("new.json", real) and not same_file("0", "rtsp://host/live")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert not same_file("loop/x", real) and not same_file("a\0b", real)

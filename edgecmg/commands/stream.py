@@ -25,7 +25,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
-from edgecmg.fileio import JsonLinesFile, write_problem
+from edgecmg.fileio import JsonLinesFile, same_file, write_problem
 from edgecmg.stream.status_line import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
@@ -305,7 +305,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.save and Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:  # before any folder is made
         raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     for flag, output in (("--save", args.save), ("--jsonl", args.jsonl)):
-        read = next((source for source in args.source if output and _same_file(output, source)), None)
+        read = next((source for source in args.source if output and same_file(output, source)), None)
         if read is not None:  # --overwrite would replace the recording being judged with its own overlays
             raise ConfigError(f"{flag} {output} is the source being read ({read}); give the output another name")
     if args.save:
@@ -329,13 +329,6 @@ def records_on_stdout(jsonl: str | None) -> bool:
     except (OSError, ValueError, AttributeError):  # no such file yet, or no stdout with a descriptor
         return False
     return (named.st_dev, named.st_ino) == (stdout.st_dev, stdout.st_ino)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):  # either is no file (yet): a camera index, a URL, an output to be made
-        return False
 
 
 def open_records(jsonl: str):
