@@ -51,6 +51,16 @@ class Sample:
     defect_type: str
     mask_path: Optional[Path] = None
 
+    def __post_init__(self) -> None:
+        # Checked here, where a sample is made, rather than as a bare int() failure half-way through
+        # an evaluation; paths given as str become Paths (eval names their folders).
+        if not isinstance(self.label, (int, np.integer, np.bool_)) or self.label not in (0, 1):  # bools are 0 / 1
+            raise DataError(f"Sample {self.path}: label={self.label!r}; give 0 for a good part, 1 for a defect")
+        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "path", Path(self.path))
+        if self.mask_path is not None:
+            object.__setattr__(self, "mask_path", Path(self.mask_path))
+
 
 def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
     """Ground-truth mask of ``sample`` as ``bool [H, W]``.

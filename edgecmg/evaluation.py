@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edgecmg.config import ModelConfig
-from edgecmg.datasets import Sample, sample_mask
+from edgecmg.datasets import MVTecDataset, Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError, name_some, out_of_memory
 from edgecmg.fileio import atomic_write_bytes
@@ -59,9 +59,12 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
 
 
-def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress: Optional[bool] = None,
-                      per_image: bool = False, on_record: Optional[Callable[[dict], None]] = None) -> dict:
-    """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``.
+def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDataset | str | Path, *,
+                      progress: Optional[bool] = None, per_image: bool = False,
+                      on_record: Optional[Callable[[dict], None]] = None) -> dict:
+    """Image AUROC, pixel AUROC, AUPRO (30% FPR), F1-max and per-image latency (ms) over ``samples``:
+    :class:`Sample` s, or an MVTec-layout dataset (its root folder, or an :class:`MVTecDataset`), whose
+    test images are then judged.
 
     Unreadable images are skipped and listed under ``skipped``; an unreadable or mis-sized mask under
     ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks. Masks
@@ -77,6 +80,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample], *, progress
     Raises DataError before judging any image when ``samples`` are all good or all defective: image
     AUROC and F1 need both.
     """
+    samples = samples_to_evaluate(samples)
     check_both_labels(samples)
     labels, scores, latencies, skipped, records = [], [], [], [], []
     masks_skipped: list[str] = []
@@ -208,6 +212,23 @@ def warn_mostly_defect_masks(paths: Sequence[str], masks_read: int) -> None:
                 len(paths), masks_read, round(MOSTLY_DEFECT * 100), named)
 
 
+def samples_to_evaluate(given: Sequence[Sample] | MVTecDataset | str | Path) -> list[Sample]:
+    """The samples to evaluate: ``given`` itself (a sequence of :class:`Sample`), or the test samples of
+    an MVTec-layout dataset (an :class:`MVTecDataset`, or its root folder). Anything else is a
+    DataError that names what was given and what to pass (a list of paths has no labels)."""
+    if isinstance(given, (str, Path)):
+        given = MVTecDataset(given)
+    if isinstance(given, MVTecDataset):
+        return given.test_samples()
+    samples = list(given)
+    odd = next((item for item in samples if not isinstance(item, Sample)), None)
+    if odd is not None:
+        raise DataError(f"evaluation takes Samples (edgecmg.Sample(path, label, defect_type, mask_path)) or an "
+                        f"MVTec-layout folder, not a {type(odd).__name__} ({odd!r:.80}): wrap each image as "
+                        "Sample(path, 0 or 1, 'good' or its defect type), or pass the dataset's root folder")
+    return samples
+
+
 def check_both_labels(samples: Sequence[Sample]) -> None:
     """A DataError, said before any image is judged, when ``samples`` lack good or defective images:
     every figure eval reports compares the two, so the run would end in "undefined" after judging
@@ -257,6 +278,12 @@ def _readable(paths: Sequence[str | Path], desc: str, progress: Optional[bool],
         yield path, frame
 
 
+def _image_list(paths: str | Path | Sequence[str | Path]) -> Sequence[str | Path]:
+    """``paths`` as image files: one folder or glob pattern is listed (:func:`list_images`), not taken
+    for a sequence of one-character file names."""
+    return list_images(paths) if isinstance(paths, (str, Path)) else paths
+
+
 def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | Path],
                         quantile: float = ModelConfig.threshold_quantile, *, progress: Optional[bool] = None) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
@@ -273,8 +300,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     if not 0.0 < quantile <= 1.0:
         raise ConfigError(f"quantile={quantile} must be in (0, 1] (0.99: about 1 good part in 100 flagged; 1: the "
                           "highest of their scores)")
-    if isinstance(paths, (str, Path)):  # one folder or pattern, not a sequence of characters
-        paths = list_images(paths)
+    paths = _image_list(paths)
     scores, names, skipped = [], [], []
     for path, frame in _readable(paths, "threshold", progress, skipped):
         scores.append(detector.predict(frame).score)
@@ -297,7 +323,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
             "score_p50": float(np.median(values)), "score_max": float(values.max()), "backend": detector.backend}
 
 
-def compare_detectors(reference: Detector, candidate: Detector, paths: Sequence[str | Path], *,
+def compare_detectors(reference: Detector, candidate: Detector, paths: str | Path | Sequence[str | Path], *,
                       progress: Optional[bool] = None) -> dict:
     """How far ``candidate``'s image scores move from ``reference``'s on the same images, and which
     verdicts change: an INT8 file against the FP32 model it was calibrated from, before it is deployed
@@ -307,7 +333,10 @@ def compare_detectors(reference: Detector, candidate: Detector, paths: Sequence[
     skipped, reference_threshold, candidate_threshold, reference_flags, candidate_flags, newly_flagged,
     newly_passed (image paths), max_change, median_change (absolute score differences),
     reference_backend, candidate_backend}. Raises DataError when no image reads.
+
+    paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
     """
+    paths = _image_list(paths)
     changes, skipped, newly_flagged, newly_passed = [], [], [], []
     reference_flags = candidate_flags = 0
     for path, frame in _readable(paths, "compare", progress, skipped):

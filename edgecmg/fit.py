@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
+from edgecmg.datasets import MVTecDataset, Sample
 from edgecmg.errors import DataError, name_some
 from edgecmg.imageio import (is_glob_pattern, is_image_file, list_images, read_image, read_image_size,
                              resize_to_input, subfolders_with_images, to_rgb_uint8, warn_skipped_count,
@@ -273,13 +274,13 @@ def _mvtec_refusal(root: Path) -> Optional[str]:
     return None
 
 
-def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelConfig = ModelConfig(), *,
+def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | Sample], config: ModelConfig = ModelConfig(), *,
         captions: Optional[dict[str, str]] = None, progress: Optional[bool] = None,
         bgr: bool = False) -> tuple[CMGModel, dict]:
     """Fit a CMG detector on normal images.
 
-    images: a folder of good images, an MVTec root (its ``train/good``) or a glob pattern; or image
-        paths and arrays (uint8 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts: gray,
+    images: a folder of good images, an MVTec root (its ``train/good``; or an :class:`MVTecDataset`) or
+        a glob pattern; or image paths, good :class:`Sample` s (``elpv_dataset()``'s train list) and arrays (uint8 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts: gray,
         RGBA, 16-bit, floats in [0, 1]). Unreadable files are skipped and reported, and so are images
         that copy another pixel for pixel. Give images of different parts: near-copies (one part
         standing still before the camera) on both sides of the held-out split set the threshold too low.
@@ -299,6 +300,8 @@ def fit(images: str | Path | Iterable[str | Path | np.ndarray], config: ModelCon
     progress = show_progress(progress)
     started = time.perf_counter()
     source = ""  # where the images came from, for the too-few error
+    if isinstance(images, MVTecDataset):  # read as its root is: its train/good, and captions.csv there
+        images = images.root
     if isinstance(images, (str, Path)):
         source = f" in {images}"
         images = training_images(images)
@@ -528,6 +531,11 @@ class _Training:
         self.own_copies = iter(images) is images
         for i, item in enumerate(images):
             self.offered += 1
+            if isinstance(item, Sample):  # a dataset's own samples (elpv_dataset's train list): their files
+                if item.label != 0:
+                    raise DataError(f"training image {i} ({item.path}) is labelled a defect ({item.defect_type}): "
+                                    "fit on good parts only")
+                item = item.path
             if isinstance(item, (str, Path)):
                 if isinstance(item, str) and is_glob_pattern(item):
                     raise DataError(f"training image {i} is a glob pattern ({item!r}): pass the pattern itself, "

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -302,3 +304,65 @@ def test_maps_too_large_to_set_aside_are_said_before_any_image_is_judged(small_a
     assert error.startswith("out of memory (Unable to allocate") and error in said()[0]
     assert "holding the anomaly maps and masks of 6 test images at 8388608x8388608 needs" in error
     assert "pixel_metrics_over" not in metrics
+
+
+def _mini_mvtec(kolektor_root, root):
+    """An MVTec folder of three good and three defective KolektorSDD test parts, with their masks."""
+    import shutil
+
+    for sample in _few_test_samples(kolektor_root):
+        folder = root / "test" / sample.defect_type
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sample.path, folder / sample.path.name)
+        if sample.mask_path is not None:
+            masks = root / "ground_truth" / sample.defect_type
+            masks.mkdir(parents=True, exist_ok=True)
+            shutil.copy(sample.mask_path, masks / sample.mask_path.name)
+    (root / "train" / "good").mkdir(parents=True)
+    return root
+
+
+def test_evaluate_detector_takes_an_mvtec_root_or_dataset_as_well_as_samples(small_artifact, kolektor_root, tmp_path):
+    """The SDK's own dataset, or its folder, failed with AttributeError / TypeError."""
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.detector import Detector
+    from edgecmg.errors import DataError
+    from edgecmg.evaluation import evaluate_detector
+
+    root = _mini_mvtec(kolektor_root, tmp_path / "mini")
+    with Detector.load(small_artifact, backend="torch") as detector:
+        given = evaluate_detector(detector, MVTecDataset(root).test_samples(), progress=False)
+        for other in (root, str(root), MVTecDataset(root)):
+            found = evaluate_detector(detector, other, progress=False)
+            assert found["image_auroc"] == given["image_auroc"] and found["pixel_auroc"] == given["pixel_auroc"]
+        assert given["pixel_auroc"] is not None
+        paths = [s.path for s in MVTecDataset(root).test_samples()]
+        with pytest.raises(DataError, match=r"evaluation takes Samples .* not a PosixPath .*pass the dataset's root"):
+            evaluate_detector(detector, paths, progress=False)
+
+
+def test_a_sample_is_labelled_0_or_1_and_its_paths_are_paths():
+    from edgecmg.datasets import Sample
+    from edgecmg.errors import DataError
+
+    sample = Sample("a/b.png", True, "crack", "gt/b_mask.png")
+    assert sample.path == Path("a/b.png") and sample.label == 1 and type(sample.label) is int
+    assert sample.mask_path == Path("gt/b_mask.png") and Sample("a.png", np.int64(0), "good").label == 0
+    for label in ("good", 2, -1, 0.5, None):
+        with pytest.raises(DataError, match=rf"Sample a.png: label={label!r}; give 0 for a good part, 1 for a defect"):
+            Sample("a.png", label, "good")
+
+
+def test_compare_and_threshold_read_a_folder_or_glob_given_as_one_string(small_artifact, kolektor_root, tmp_path):
+    """compare_detectors("folder/") read the string as 39 one-character file names."""
+    import shutil
+
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import compare_detectors
+
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        shutil.copy(path, tmp_path / path.name)
+    with Detector.load(small_artifact, backend="torch") as detector:
+        for given in (tmp_path, str(tmp_path), str(tmp_path / "*.jpg")):
+            found = compare_detectors(detector, detector, given, progress=False)
+            assert found["images"] == 3 and found["skipped"] == []

@@ -744,3 +744,30 @@ def test_mvtec_folders_without_good_images_get_no_glob_hint(kolektor_train, tmp_
     (tmp_path / "plain" / "sub").mkdir(parents=True)
     with pytest.raises(DataError, match="pass a glob such as"):
         training_images(tmp_path / "plain")
+
+
+def test_fit_takes_the_sdks_own_dataset_and_samples(kolektor_root, kolektor_train, tmp_path):
+    """fit(MVTecDataset(root)) was 'not iterable', and elpv_dataset()'s train list 'dtype object'."""
+    import re
+    import shutil
+
+    from edgecmg.config import ModelConfig
+    from edgecmg.datasets import MVTecDataset, Sample
+    from edgecmg.errors import DataError
+    from edgecmg.fit import fit
+
+    root = tmp_path / "part"
+    (root / "train" / "good").mkdir(parents=True)
+    (root / "test" / "good").mkdir(parents=True)
+    for path in kolektor_train[:8]:
+        shutil.copy(path, root / "train" / "good" / path.name)
+    config = ModelConfig(prompt="a photo of a metal commutator", input_size=(64, 64), cmle=False, max_bank_size=50)
+    by_folder = fit(root, config, progress=False)[1]
+    by_dataset = fit(MVTecDataset(root), config, progress=False)[1]
+    by_samples = fit(MVTecDataset(root).train_samples(), config, progress=False)[1]
+    assert by_folder["threshold"] == by_dataset["threshold"] == by_samples["threshold"]
+    assert by_dataset["training"]["images"] == by_samples["training"]["images"] == 8
+    defect = Sample(kolektor_train[8], 1, "crack")
+    with pytest.raises(DataError, match=rf"training image 8 \({re.escape(str(kolektor_train[8]))}\) is labelled a "
+                                        r"defect \(crack\): fit on good parts only"):
+        fit([*MVTecDataset(root).train_samples(), defect], config, progress=False)
