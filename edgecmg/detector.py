@@ -30,6 +30,8 @@ from edgecmg.runtime.base import Runner, RunnerInactiveError
 log = logging.getLogger("edgecmg")
 
 if TYPE_CHECKING:
+    import PIL.Image
+
     from edgecmg.stream import StreamRun
 
 
@@ -225,9 +227,13 @@ class Detector:
                 "score; crop frames to the part as the training images were, or fit on frames of this camera",
                 self.runner.model_path, h, w, h / w, trained, stretch)
 
-    def predict(self, frame: np.ndarray | torch.Tensor, *, bgr: bool = False) -> Result:
+    def predict(self, frame: np.ndarray | torch.Tensor | PIL.Image.Image, *, bgr: bool = False) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
-        (gray, RGBA, 16-bit, floats in [0, 1]), as ``stream()`` takes them.
+        (gray, RGBA, 16-bit, floats in [0, 1], PIL images, torch tensors HxWxC), as ``stream()`` takes them.
+
+        The result's ``frame`` (what ``overlay()`` draws on) is your array itself where it was
+        contiguous uint8 RGB already, not a copy: a camera SDK that refills one buffer for every frame
+        changes it. Draw the overlay before the next capture, or pass ``frame.copy()``.
 
         bgr: the frame is in OpenCV's BGR order (``cv2.imread``, ``cv2.VideoCapture.read``); a colour
             part judged with its channels swapped scores differently. The result's ``frame`` and
@@ -236,10 +242,12 @@ class Detector:
         """
         return self._judge([frame], single=True, bgr=bgr)[0]
 
-    def predict_batch(self, frames: Sequence[np.ndarray | torch.Tensor] | np.ndarray, *, bgr: bool = False,
+    def predict_batch(self, frames: Sequence[np.ndarray | torch.Tensor | PIL.Image.Image] | np.ndarray, *,
+                      bgr: bool = False,
                       prepared: Optional[Sequence[np.ndarray]] = None, preprocess_ms: float = 0.0) -> list[Result]:
         """Judge several frames (a list, or an [N, H, W, C] array) in one inference call, same order
-        back. Frames may differ in size; each is converted as in :meth:`predict` (``bgr`` too).
+        back. Frames may differ in size; each is converted as in :meth:`predict` (``bgr`` too), and a
+        result's ``frame`` may be your array, as there (of an [N, H, W, C] array: a view into it).
 
         prepared / preprocess_ms: frames already converted and resized by :meth:`prepare`, and the
         time that took (streams prepare on their capture thread); ``frames`` are then used as given,
@@ -305,7 +313,7 @@ class Detector:
     def stream(self, source: Any, *, policy: Optional[str] = None, batch: Optional[int] = None,
                max_queue: Optional[int] = None, config: Optional[StreamConfig] = None,
                opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
-               stats_window: int = 10_000, bgr: bool = False) -> "StreamRun":
+               stats_window: int = 10_000, bgr: bool = False) -> "StreamRun[Result]":
         """Judge frames from a camera index, video file, image folder or glob, a list of image paths,
         rtsp/http URL, GStreamer pipeline, ``csi://N`` or any iterable of frames. Returns a
         :class:`~edgecmg.stream.StreamRun`: an iterator of Results (one pass over the source; its

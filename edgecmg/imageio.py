@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import cv2
 import numpy as np
 
-from edgecmg.errors import DataError, MissingFileError, name_some
+from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
            "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
@@ -69,7 +69,11 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
 
     Raises:
         DataError: the array is not an image (wrong shape, empty, non-numeric, out-of-range).
+        ConfigError: ``bgr`` is not a bool (``bgr="rgb"`` would be taken as True).
     """
+    if not isinstance(bgr, (bool, np.bool_)):
+        raise ConfigError(f"bgr={bgr!r}: give True for OpenCV's BGR order (cv2.imread, VideoCapture.read) or False "
+                          "for RGB")
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
         image = _tensor_as_array(image)
     elif _is_pil_image(image):

@@ -556,3 +556,16 @@ def test_name_some_names_the_first_and_counts_the_rest():
     assert name_some(["a", "b", "c"], 3) == "a, b, c"
     assert name_some([f"f{i}.png" for i in range(5000)], 3) == "f0.png, f1.png, f2.png and 4997 more"
     assert name_some([Path("x/y.png")], 1) == str(Path("x/y.png"))
+
+
+def test_bgr_must_be_a_bool():
+    """bgr="yes" (or "rgb") ran as True: a colour part then scores with its channels swapped."""
+    from edgecmg.errors import ConfigError
+    from edgecmg.imageio import to_rgb_uint8
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    frame[..., 2] = 200
+    assert to_rgb_uint8(frame, bgr=np.bool_(True))[0, 0, 0] == 200 and to_rgb_uint8(frame, bgr=False)[0, 0, 2] == 200
+    for odd in ("rgb", 1, None):
+        with pytest.raises(ConfigError, match=rf"bgr={odd!r}: give True for OpenCV's BGR order"):
+            to_rgb_uint8(frame, bgr=odd)

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Generator, Iterator, Optional, Sequence
+from typing import Any, Callable, Generator, Generic, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -518,7 +518,7 @@ class StreamPipeline:
         finally:
             self.close()
 
-    def run(self, infer_batch: Callable[[list[Frame], list[Any]], Sequence[Any]]) -> "StreamRun":
+    def run(self, infer_batch: Callable[[list[Frame], list[Any]], Sequence[Output]]) -> "StreamRun[Output]":
         """Run ``infer_batch(frames, preprocessed)`` per batch and yield its outputs one by one.
 
         ``infer_batch`` gets the batch's :class:`Frame` objects and their preprocessed payloads
@@ -588,7 +588,10 @@ class StreamPipeline:
         return f"StreamPipeline({self.source.name!r}, policy={cfg.policy!r}, batch={cfg.batch}, {state})"
 
 
-class StreamRun:
+Output = TypeVar("Output")  # what a run yields: Result, for Detector.stream()
+
+
+class StreamRun(Generic[Output]):
     """The iterator :meth:`StreamPipeline.run` returns: outputs one by one, plus ``stats``.
 
     Closing it (``close()``, leaving a ``with`` block, or dropping the last reference to it, as a
@@ -598,7 +601,7 @@ class StreamRun:
     results in a list, or call ``stream()`` again).
     """
 
-    def __init__(self, pipeline: StreamPipeline, gen: Iterator[Any]) -> None:
+    def __init__(self, pipeline: StreamPipeline, gen: Iterator[Output]) -> None:
         self.pipeline = pipeline
         self._gen = gen
 
@@ -606,17 +609,17 @@ class StreamRun:
     def stats(self) -> StreamStats:
         return self.pipeline.stats
 
-    def __iter__(self) -> "StreamRun":
+    def __iter__(self) -> "StreamRun[Output]":
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> Output:
         return next(self._gen)
 
     def close(self) -> None:
         self._gen.close()
         self.pipeline.close()
 
-    def __enter__(self) -> "StreamRun":
+    def __enter__(self) -> "StreamRun[Output]":
         return self
 
     def __exit__(self, *exc: object) -> None:
