@@ -60,7 +60,8 @@ class Result:
     score: image-level anomaly score (higher = more anomalous).
     is_anomaly: ``score >= threshold``; also True for a score that is not a number (NaN), which no
         good part gives: a part the model could not score is not passed.
-    anomaly_map: float32 [H, W] at the input frame's resolution, measured from the normal level: about
+    anomaly_map: float32 [H, W] at the input frame's resolution (at the model's input size where the
+        detector's ``map_size`` is "model"), measured from the normal level: about
         0 where the part scores as good parts do at that place, negative below, positive above.
     kept_mask: bool [g, g], the CMER grid cells that gate the image score (all True when CMER is off).
     timings: this frame's stage times; frames judged in one call (``predict_batch``, a stream's

@@ -572,3 +572,28 @@ def test_detector_device_is_the_runners(small_fit, monkeypatch):
     with Detector.from_model(model, metadata, device="cpu") as det:
         monkeypatch.setattr(det.runner, "device", "cuda:1")
         assert det.device == "cuda:1"
+
+
+def test_map_size_model_keeps_the_models_map_and_changes_nothing_else(small_artifact, small_fit, kolektor_root):
+    """At 12 MP the frame-sized map is 48 MB a frame of host work a line may not want."""
+    path = sorted((kolektor_root / "test" / "defect").iterdir())[0]
+    frame = read_image(path)
+    with Detector.load(small_artifact, backend="torch") as full, \
+            Detector.load(small_artifact, backend="torch", map_size="model") as own:
+        big, small = full.predict(frame), own.predict(frame)
+        assert big.anomaly_map.shape == frame.shape[:2] and small.anomaly_map.shape == own.input_size
+        assert small.score == big.score and small.anomaly_map.dtype == np.float32
+        np.testing.assert_array_equal(small.overlay(), big.overlay())  # overlay() resizes as predict did
+        assert [r.anomaly_map.shape for r in own.predict_batch([frame, frame[:200]])] == [own.input_size] * 2
+        with own.stream([frame]) as run:
+            assert next(run).anomaly_map.shape == own.input_size
+        own.map_size = "frame"
+        assert own.predict(frame).anomaly_map.shape == frame.shape[:2]
+        for odd in ("input", None, 256):
+            with pytest.raises(ConfigError, match=rf"map_size={odd!r}: give 'frame' .* or 'model'"):
+                own.map_size = odd
+    model, metadata = small_fit
+    with pytest.raises(ConfigError, match="map_size='full'"):
+        Detector.from_model(model, metadata, device="cpu", map_size="full")
+    assert Detector.from_model(model, metadata, device="cpu", map_size="model").predict(frame).anomaly_map.shape == \
+        tuple(metadata["input_size"])
