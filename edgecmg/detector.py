@@ -336,7 +336,8 @@ class Detector:
                opener: Optional[Any] = None, live: Optional[bool] = None, join_timeout_s: float = 5.0,
                stats_window: int = 10_000, bgr: bool = False) -> "StreamRun[Result]":
         """Judge frames from a camera index, video file, image folder or glob, a list of image paths,
-        rtsp/http URL, GStreamer pipeline, ``csi://N`` or any iterable of frames. Returns a
+        rtsp/http URL, GStreamer pipeline, ``csi://N``, a ``cv2.VideoCapture`` you opened and configured
+        (left open: see :func:`~edgecmg.stream.sources.open_source`) or any iterable of frames. Returns a
         :class:`~edgecmg.stream.StreamRun`: an iterator of Results (one pass over the source; its
         ``.stats`` count frames judged, dropped and skipped) that is also a context manager: use it
         in a ``with`` block (or call ``.close()``) so that leaving the loop stops the capture thread

@@ -56,6 +56,10 @@ class StreamError(EdgeCMGError):
     """A frame source cannot be opened or failed beyond recovery."""
 
 
+class MissingSourceError(StreamError, FileNotFoundError):
+    """A stream source names a file, folder or device that does not exist (also a FileNotFoundError)."""
+
+
 def name_some(names: Sequence[str], count: int) -> str:
     """The first ``count`` of ``names`` for a message, and how many more there are: "a, b, c and 4
     more". Long lists (thousands of skipped images) are counted, not printed, so one line stays one line."""

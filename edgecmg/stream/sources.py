@@ -9,7 +9,8 @@ OpenCV's BGR never leaks past this module.
 Live sources (cameras, network streams, GStreamer, CSI) are reopened with exponential back-off
 when they fail mid-stream; files simply end. Video-capture objects are created through an
 ``opener`` callable (default: ``cv2.VideoCapture`` with the right backend), which is also the
-seam tests use to inject captures that fail on purpose.
+seam tests use to inject captures that fail on purpose, and the way a capture the user opened
+(``open_source(cap)``) is read: its opener hands back the user's object instead of a new one.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from edgecmg.config import StreamConfig
 from edgecmg.distributions import major_minor
-from edgecmg.errors import ConfigError, DataError, StreamError
+from edgecmg.errors import ConfigError, DataError, MissingFileError, MissingSourceError, StreamError
 from edgecmg.imageio import to_rgb_uint8
 
 __all__ = [
@@ -112,7 +113,8 @@ class FrameSource(ABC):
     never sees a capture released under a running ``read``.
 
     Counters: ``frames_read``, ``corrupt_skipped`` (unreadable images / missing frames skipped),
-    ``reconnects`` (successful reopenings of a live source).
+    ``reconnects`` (successful reopenings of a live source; for a capture the user passed, which
+    cannot be reopened, the outages it came back from).
     """
 
     def __init__(self, name: str, *, is_live: bool, config: StreamConfig) -> None:
@@ -244,9 +246,12 @@ class CaptureSource(FrameSource):
     """Frames from a ``cv2.VideoCapture``-like object made by ``opener(target)``.
 
     kind: ``"camera"``, ``"file"``, ``"network"``, ``"gstreamer"`` or ``"csi"`` (for messages and
-    defaults). The first frame is read at open time so a device that opens but delivers nothing
-    fails here, with a message, rather than later in a background thread. For files that frame is
-    kept; for live sources it is discarded because it would be stale by the time it is consumed.
+    defaults), or ``"capture"`` for a capture the user opened and passed (see :func:`open_source`):
+    ``opener`` then returns that object, never releases it, and a "reconnect" reads it again. The
+    first frame is read at open time so a device that opens but delivers nothing fails here, with a
+    message, rather than later in a background thread. For files (and a user's capture of a
+    recording) that frame is kept; for live sources it is discarded because it would be stale by
+    the time it is consumed.
     """
 
     def __init__(
@@ -262,6 +267,9 @@ class CaptureSource(FrameSource):
     ) -> None:
         super().__init__(name, is_live=is_live, config=config)
         self.kind = kind
+        self._borrowed = kind == "capture"  # the user's own capture: not ours to release or reopen
+        # Read to its end, its frame count compared; looped by reopening (a user's capture refuses loop).
+        self._recording = kind == "file" or (self._borrowed and not is_live)
         self._target = target
         self._opener = opener
         self._cap: Optional[VideoCaptureLike] = None
@@ -288,7 +296,7 @@ class CaptureSource(FrameSource):
         except Exception as exc:
             opened, why = False, f"{type(exc).__name__}: {exc}"
         else:
-            why = "the capture backend could not open it"
+            why = "it is not open (isOpened() is False)" if self._borrowed else "the capture backend could not open it"
         if not opened:
             _safe_release(cap)
             return None, why
@@ -302,7 +310,7 @@ class CaptureSource(FrameSource):
         ok, raw, why = self._grab()
         if not ok:
             self._release_cap()
-            if self.kind == "file":
+            if self._recording:
                 raise StreamError(
                     f"{self.name} opened but holds no decodable video frame ({why}); the file is empty, "
                     "truncated or in a codec this OpenCV build lacks; re-encode it "
@@ -312,7 +320,7 @@ class CaptureSource(FrameSource):
         self._frames_since_open = 1
         # Read once here: later the capture thread owns the device (and may be reopening it).
         self._frame_rate = self._native_fps()
-        if self.kind == "file":
+        if self._recording:
             self._frame_count = self._container_frames()
         if not self.is_live:
             self._pending = self._convert(raw)
@@ -387,6 +395,10 @@ class CaptureSource(FrameSource):
                     self.corrupt_skipped += failed_reads
                     _log.warning("%s: skipped %d undecodable frame(s) after frame %d", self.name, failed_reads,
                                  last_good)
+                if self._outage_attempts and self._borrowed:
+                    # Nothing was reopened (see _reopen): the capture came back by itself.
+                    self.reconnects += 1
+                    _log.warning("%s: delivers frames again after %d attempt(s)", self.name, self._outage_attempts)
                 self._outage_attempts = 0
                 self._frames_since_open += 1
                 return self._convert(raw)
@@ -430,10 +442,18 @@ class CaptureSource(FrameSource):
         attempts = self.config.reconnect_attempts
         base = self.config.reconnect_backoff_s
         self._release_cap()
+        # A capture the user passed cannot be reopened: edgecmg does not know what it was opened on, nor
+        # how it was configured, and must not release it. Its "reopen" is the opener handing the same
+        # object back, so the same back-off and attempt budget decide: each attempt reads it again. A
+        # backend that recovers by itself (a triggered camera's read timeout, a network hiccup) goes on;
+        # one that does not ends in StreamError, as any live source lost beyond its reconnects (not in
+        # a quiet end of stream, which would read as a camera that merely stopped).
         if self._outage_attempts == 0:
             _log.warning(
-                "%s: stream failed after %d frames (%s); reconnecting (up to %d attempts)",
-                self.name, self.frames_read, reason, attempts,
+                "%s: stream failed after %d frames (%s); %s (up to %d attempts)",
+                self.name, self.frames_read, reason,
+                "reading it again: edgecmg cannot reopen a capture it was given" if self._borrowed
+                else "reconnecting", attempts,
             )
         waited = 0.0
         while self._outage_attempts < attempts:
@@ -443,6 +463,9 @@ class CaptureSource(FrameSource):
                 return False
             waited += delay
             cap, why = self._try_open()
+            if cap is not None and self._borrowed:
+                self._cap = cap  # the same object: counted as a reconnect only once it delivers (_next_image)
+                return True
             if cap is not None:
                 self._cap = cap
                 self._frames_since_open = 0
@@ -452,7 +475,18 @@ class CaptureSource(FrameSource):
                     self.name, self._outage_attempts, attempts, self.reconnects,
                 )
                 return True
+            if self._borrowed:  # closed (released by its owner?): no wait makes it open again
+                raise StreamError(f"capture source {self.name} failed ({reason}) and now reports it is closed "
+                                  "(isOpened() is False); edgecmg cannot reopen a capture it was given: open it "
+                                  "again and call stream() again")
             _log.warning("%s: reconnect attempt %d/%d failed: %s", self.name, self._outage_attempts, attempts, why)
+        if self._borrowed:
+            raise StreamError(
+                f"capture source {self.name} failed ({reason}) and could not be read again after {attempts} "
+                f"attempt(s) over {waited:.1f}s of back-off; edgecmg cannot reopen a capture it was given: open it "
+                "again and call stream() again, or pass the camera index, URL or pipeline so that edgecmg "
+                "reconnects it itself (allow more attempts with StreamConfig(reconnect_attempts=))"
+            )
         raise StreamError(
             f"{self.kind} source {self.name} failed ({reason}) and could not be reopened after "
             f"{attempts} attempt(s) over {waited:.1f}s of back-off; check the camera, cable or network, "
@@ -475,6 +509,31 @@ def _safe_release(cap: Any) -> None:
         cap.release()
     except Exception as exc:
         _log.debug("ignoring error from capture.release(): %s", exc)
+
+
+class _BorrowedCapture:
+    """A capture the user opened, as :class:`CaptureSource` reads it (the opener of ``kind="capture"``).
+
+    ``release()`` does nothing: the capture is the user's, who may read it again after the stream or
+    hand it to another one. An object with only ``read()`` counts as open (no ``isOpened()``) and
+    as having no properties (no ``get()``: no frame rate or count).
+    """
+
+    def __init__(self, cap: Any) -> None:
+        self.cap = cap
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's spelling)
+        is_opened = getattr(self.cap, "isOpened", None)
+        return True if is_opened is None else bool(is_opened())
+
+    def read(self) -> tuple[bool, Optional[np.ndarray]]:
+        return self.cap.read()
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)  # an AttributeError here reads as "no value" (CaptureSource._cap_value)
+
+    def release(self) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -837,12 +896,25 @@ def open_source(
             ``http(s)://``, ``udp://``, ``tcp://`` or ``srt://`` URL; a GStreamer pipeline string
             (contains ``!``, must end in ``appsink``); ``csi://N`` for Jetson CSI sensor N
             (options ``?width=&height=&fps=&flip=``); a list of image file paths; any iterable of
-            numpy frames (RGB); or an already open :class:`FrameSource` (returned unchanged).
+            numpy frames (RGB); an already open :class:`FrameSource` (returned unchanged); or a
+            capture you opened and configured yourself: a ``cv2.VideoCapture`` (exposure, size,
+            FOURCC set with ``cap.set``) or any other object, not itself iterable, whose ``read()``
+            returns ``(ok, frame)`` with BGR frames as OpenCV's does. Such a capture stays yours:
+            it is read from the stream's capture thread (do not read it elsewhere meanwhile), never
+            released (it is still open when the stream ends; release it yourself), and its settings
+            are left alone (``capture_size``/``capture_fps`` are not applied, nor the one-frame
+            ``CAP_PROP_BUFFERSIZE`` edgecmg gives the cameras it opens). It is live unless it
+            reports a frame count (a video file or image sequence opened with OpenCV, then read as
+            its path would be; ``StreamConfig.loop`` is refused, as it cannot be rewound). A live
+            one that fails is not reopened, which edgecmg cannot do: after each reconnect back-off
+            it is read again, and when no attempt brings a frame the stream ends in StreamError.
         config: stream settings (reconnects, loop, realtime, capture size/fps, timeouts).
         opener: makes a ``cv2.VideoCapture``-like object from the target (int index, path, URL
             or pipeline string) for capture-based sources; default: OpenCV with the right backend.
+            Refused with a capture you pass, which is read as it is.
         live: override whether the source counts as live (reconnected on failure, batches not
-            waited for). Default: cameras, URLs, GStreamer and CSI are live; files and iterables not.
+            waited for). Default: cameras, URLs, GStreamer and CSI are live; files and iterables not;
+            a capture you pass, unless it reports a frame count (see above).
         bgr: the frames of an iterable are in OpenCV's BGR order (``cap.read()`` of your own
             capture, ``cv2.imread``) and are swapped to RGB, as ``Detector.predict(bgr=True)`` does.
             Refused for every other source: edgecmg converts what it reads itself.
@@ -851,6 +923,8 @@ def open_source(
     camera index fails fast here; reconnects with back-off cover failures after that.
 
     Raises:
+        MissingSourceError: the source names a file, folder or camera device that does not exist
+            (a StreamError that is also a FileNotFoundError, as the SDK's loaders raise).
         StreamError: the source cannot be opened (message names it and says what to check).
         ConfigError: an invalid combination of options (e.g. loop over a one-shot generator).
     """
@@ -884,9 +958,51 @@ def open_source(
     if hasattr(source, "__iter__") or hasattr(source, "__next__"):
         name = f"frames:{type(source).__name__}"
         return IterableSource(source, name=name, is_live=bool(live), config=config, bgr=bgr)
+    if callable(getattr(source, "read", None)):
+        return _open_user_capture(source, config, opener, live)
     raise StreamError(
         f"cannot make a frame source from a {type(source).__name__}; pass a camera index, a video file, an "
-        "image folder or glob, an rtsp/http URL, a GStreamer pipeline, csi://N, or an iterable of numpy frames"
+        "image folder or glob, an rtsp/http URL, a GStreamer pipeline, csi://N, an opened cv2.VideoCapture, or "
+        "an iterable of numpy frames"
+    )
+
+
+def _open_user_capture(cap: Any, config: StreamConfig, opener: Optional[Opener],
+                       live: Optional[bool]) -> CaptureSource:
+    """A capture the user opened and configured (a ``cv2.VideoCapture`` with its exposure, size or
+    FOURCC set, or any object whose ``read()`` returns ``(ok, frame)`` as OpenCV's does; frames BGR),
+    read through the same :class:`CaptureSource` as edgecmg's own captures: its opener hands back the
+    user's object, which is never released (see ``kind="capture"`` there).
+
+    Live unless ``live`` says otherwise or the capture reports a frame count, as a video file or an
+    image sequence does (cameras, network streams and pipelines report none, 0 or -1): a recording
+    is then read as its path would be, every frame to its end.
+    """
+    if opener is not None:
+        raise ConfigError("opener= makes the captures of the sources edgecmg opens; a capture passed as the "
+                          "source is read as it is: leave opener out")
+    borrowed = _BorrowedCapture(cap)
+    try:
+        backend = str(cap.getBackendName())  # FFMPEG, V4L2, GSTREAMER...; raises where not open
+    except Exception:  # noqa: BLE001 - not open, or not an OpenCV capture
+        backend = type(cap).__name__
+    name = f"capture:{backend}"
+    if live is None:
+        try:
+            count = float(borrowed.get(cv2.CAP_PROP_FRAME_COUNT))
+        except Exception:  # noqa: BLE001 - no get(): nothing says it is a recording
+            count = 0.0
+        live = not (math.isfinite(count) and count >= 1)
+    if config.loop and not live:
+        raise ConfigError(f"{name}: StreamConfig.loop rewinds a file by opening it again, which edgecmg cannot do "
+                          "with a capture it was given; to loop a recording, pass the file's path")
+    if live and (config.capture_size is not None or config.capture_fps is not None):
+        _log.warning("%s: StreamConfig capture_size and capture_fps are asked of the cameras edgecmg opens, not of "
+                     "a capture passed to it; set them on the capture (cap.set(cv2.CAP_PROP_FRAME_WIDTH, ...))", name)
+    return CaptureSource(
+        name, name=name, kind="capture", is_live=live, config=config, opener=lambda _target: borrowed,
+        open_hint=("Check what the capture was opened on (a camera plugged in that no other program holds, a path "
+                   "that exists) and that its read() delivers frames."),
     )
 
 
@@ -982,14 +1098,16 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
     if is_glob_pattern(str(path)) or path.is_dir():
         try:  # a folder is read without its sub-folders: those that hold images are named (stream, capture)
             paths = list_images_naming_subfolders(s, "read")
+        except MissingFileError as exc:  # the folder went away since we looked
+            raise MissingSourceError(str(exc)) from exc
         except DataError as exc:
             raise StreamError(str(exc)) from exc
         return ImageFilesSource(paths, name=s, config=config, is_live=bool(live))
     if not path.exists():
         if s.startswith(("/dev/video", "/dev/v4l/")):
-            raise StreamError(f"camera {path} is not present: unplugged, not yet enumerated after a boot, or under "
-                              "another number; v4l2-ctl --list-devices lists the cameras")
-        raise StreamError(
+            raise MissingSourceError(f"camera {path} is not present: unplugged, not yet enumerated after a boot, or "
+                                     "under another number; v4l2-ctl --list-devices lists the cameras")
+        raise MissingSourceError(
             f"no such file or folder: {path}; pass a video file, an image folder or glob, a camera index, "
             "a URL or a GStreamer pipeline"
         )
