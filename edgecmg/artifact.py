@@ -96,20 +96,75 @@ def save_with_threshold(source: str | Path, out: str | Path, threshold: float, p
 
 
 def save(model: CMGModel, metadata: dict[str, Any], path: str | Path) -> Path:
-    """Write ``model`` and ``metadata`` to ``path`` atomically (a crash never leaves half a file);
-    missing parent folders are created. ``path`` must end in .edgecmg: loaders tell model files apart
-    by their suffix."""
+    """Write ``model`` and ``metadata`` (the pair ``edgecmg.fit.fit`` returns) to ``path`` atomically
+    (a crash never leaves half a file); missing parent folders are created. ``path`` must end in
+    .edgecmg: loaders tell model files apart by their suffix.
+
+    What would be written is first put through the loader's own checks (header fields, the header's
+    sizes against the tensors, the tensors against the model the header describes): a file
+    :func:`load` would refuse raises ConfigError here, naming ``path``, and nothing is written."""
     path = check_suffix(path)
-    payload = save_safetensors(_tensors_of(model))
+    try:
+        check_fitted_pair(model, metadata, "save(model, metadata, path)")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: not written: {exc}") from None
+    tensors = _tensors_of(model)
+    payload = save_safetensors(tensors)
     header = dict(metadata)
     header["format_version"] = FORMAT_VERSION
     header["features"] = model.geometry.features
     header["model"] = model_spec(model)
     header["matcher"] = model.featurizer.matcher.spec()
     header["payload"] = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
-    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    try:
+        header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # a value JSON has no form for (a Path, a numpy number), a cycle
+        raise ConfigError(f"{path}: not written: the metadata cannot be stored as JSON ({exc}); "
+                          f"{_PASS_FITS_METADATA}") from None
+    _refuse_what_load_would_refuse(path, header_bytes, tensors, model)
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
     return atomic_write_bytes(path, prefix + header_bytes + payload, what="the model file")
+
+
+_PASS_FITS_METADATA = ("pass the metadata fit returned with this model, as it returned it: "
+                       "model, metadata = fit(...); save(model, metadata, path)")
+
+
+def check_fitted_pair(model: Any, metadata: Any, call: str) -> None:
+    """Raise ConfigError unless ``model`` and ``metadata`` can be what ``edgecmg.fit.fit`` returns (a
+    CMGModel and a dict), naming the two given the other way round; ``call`` is how the caller is
+    called, e.g. "save(model, metadata, path)". Whether the metadata is the model's is checked apart
+    (save: the loader's checks)."""
+    name = call.split("(")[0]
+    if isinstance(model, dict) and isinstance(metadata, CMGModel):
+        raise ConfigError(f"{call}: the two are the other way round (fit returns (model, metadata) in that order)")
+    if not isinstance(model, CMGModel):
+        raise ConfigError(f"{name} takes the CMGModel that edgecmg.fit.fit returns, got {type(model).__name__}")
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{name} needs the metadata dict fit returned with the model, got {type(metadata).__name__}")
+
+
+def _refuse_what_load_would_refuse(path: Path, header_bytes: bytes, tensors: dict[str, torch.Tensor],
+                                   model: CMGModel) -> None:
+    """Run the checks :func:`load` runs on a file's header and payload on what :func:`save` is about to
+    write (``header_bytes``, ``tensors``): a ConfigError naming ``path`` where load would refuse it.
+    Not run: the checksums and sizes of the file (save computes them) and whether this install's
+    backbone weights are the header's (a property of the machine that loads the file)."""
+    try:
+        header = magic.loads_header(header_bytes)  # the header as the loader will read it back
+        _check_header(path, header, FORMAT_VERSION)
+        _check_sizes_against_tensors(path, header, tensors)
+        # The backbone's weights are not in the file (nor among _tensors_of's), so a bare module stands
+        # in for it (building the model must not touch the caller's); the matcher is the header's.
+        expected = _build_model(path, header, torch.nn.Module(), model.featurizer.matcher)
+        _check_tensors(path, tensors, _tensors_of(expected), expected.geometry)
+    except ArtifactError as exc:
+        if isinstance(exc, _FieldError):  # the metadata does not describe this model
+            raise ConfigError(f"{path}: not written, as loading it would fail: {exc.problem}; "
+                              f"{_PASS_FITS_METADATA}") from None
+        why = str(exc).removeprefix(f"{path}: ")
+        raise ConfigError(f"{path}: not written, as loading it would fail: {why} (this model's tensors are not "
+                          "those fit leaves: save the model fit returned, as it returned it)") from None
 
 
 def prepare_output(path: str | Path) -> Path:
@@ -149,9 +204,19 @@ _JSON_KINDS = {
 _ABSENT = object()
 
 
+class _FieldError(ArtifactError):
+    """An ArtifactError about one header field; ``problem`` is what is wrong with it, without the
+    file's path and the loader's advice (save refuses such metadata with advice of its own)."""
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
 def _bad_field(path: Path, field: str, why: str) -> ArtifactError:
-    return ArtifactError(f"{path}: header field '{field}' {why}: the metadata was edited or written wrongly; "
-                         "fit the model again or copy the original file")
+    problem = f"header field '{field}' {why}"
+    return _FieldError(f"{path}: {problem}: the metadata was edited or written wrongly; "
+                       "fit the model again or copy the original file", problem)
 
 
 def _field(path: Path, header: dict, field: str, kind: str, default: Any = _ABSENT) -> Any:
@@ -400,19 +465,12 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
         raise ArtifactError(f"{path}: the payload is not a valid safetensors buffer ({exc})") from exc
     _check_sizes_against_tensors(path, header, tensors)
     pretrained, _ = load_pretrained()  # checks the weights file's SHA-256 before unpickling it
-    spec = header["model"]
     geometry = Geometry.from_header(header)
     backbone = backbone or pretrained
     # Files written before matchers were recorded used the zero-shot matcher.
     matcher = build_matcher(header.get("matcher", {"kind": "zeroshot"}), backbone._fc,
                             clip_weights=None if clip_weights is None else str(clip_weights))
-    try:
-        model = CMGModel(backbone, geometry, feature_dim=spec["feature_dim"],
-                         bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
-                         knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher,
-                         score_top_fraction=score_top_fraction(spec))
-    except ConfigError as exc:  # sizes that pass one by one but not together (grid vs input size, ...)
-        raise ArtifactError(f"{path}: the header's model does not fit together: {exc}") from exc
+    model = _build_model(path, header, backbone, matcher)
     add_missing_normal_level(tensors, geometry, "scorer.normal_map")
     _check_tensors(path, tensors, _tensors_of(model), geometry)
     # Copies of other state are rebuilt from it, never read: the bank's squared norms (a forged copy,
@@ -425,6 +483,18 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     model.scorer.smoothing_taps = tensors["scorer.smoothing_taps"]  # its length is the file's: checked above
     model.load_state_dict({**model.state_dict(), **fitted, **derived}, strict=True)
     return model.eval(), header
+
+
+def _build_model(path: Path, header: dict[str, Any], backbone: torch.nn.Module, matcher: torch.nn.Module) -> CMGModel:
+    """The unfitted model the checked ``header`` describes, on ``backbone`` and ``matcher``."""
+    spec = header["model"]
+    try:
+        return CMGModel(backbone, Geometry.from_header(header), feature_dim=spec["feature_dim"],
+                        bank_size=spec["bank_size"], use_cmer=spec["use_cmer"], use_cmle=spec["use_cmle"],
+                        knn_k=spec["knn_k"], smoothing_sigma=1.0, matcher=matcher,
+                        score_top_fraction=score_top_fraction(spec))
+    except ConfigError as exc:  # sizes that pass one by one but not together (grid vs input size, ...)
+        raise ArtifactError(f"{path}: the header's model does not fit together: {exc}") from exc
 
 
 def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],

@@ -96,23 +96,18 @@ class Detector:
         threshold: overrides the threshold stored at fit time.
         map_size: see :attr:`map_size`.
         """
-        from edgecmg.model.detector import CMGModel
+        from edgecmg.artifact import check_fitted_pair
         from edgecmg.runtime.registry import check_torch_device, device_name, torch_cuda_available
         from edgecmg.runtime.torch_runner import TorchRunner
 
         if isinstance(model, (str, Path)):
             raise ConfigError(f"from_model takes the model fit returned, not a file ({model}): open files with "
                               "Detector.load(path)")
-        if isinstance(model, dict) and isinstance(metadata, CMGModel):
-            raise ConfigError("from_model(model, metadata): the two are the other way round (fit returns "
-                              "(model, metadata) in that order)")
-        if not isinstance(model, CMGModel):
-            raise ConfigError(f"from_model takes the CMGModel that edgecmg.fit.fit returns, got {type(model).__name__}")
-        missing = [key for key in ("input_size", "threshold") if not isinstance(metadata, dict) or key not in metadata]
+        check_fitted_pair(model, metadata, "from_model(model, metadata)")
+        missing = [key for key in ("input_size", "threshold") if key not in metadata]
         if missing:
             raise ConfigError(f"from_model needs the metadata dict fit returned with the model (it holds "
-                              f"{', '.join(missing)}), got {type(metadata).__name__}"
-                              + (f" without {', '.join(missing)}" if isinstance(metadata, dict) else ""))
+                              f"{', '.join(missing)}), got dict without {', '.join(missing)}")
         device = device_name(device)
         if device is None:
             device = "cuda" if torch_cuda_available() else "cpu"

@@ -669,3 +669,81 @@ def test_files_written_before_layouts_were_named_use_the_s8_layout():
     old = Geometry.from_header({"input_size": [256, 96], "grid": 2})
     assert old.features == "s8" and old.layout.blocks == (4, 7, 10) and old.patch_size == (32, 12)
     assert Geometry.from_header({"input_size": [256, 96], "grid": 2, "features": "s16"}).features == "s16"
+
+
+# --- save refuses what load would refuse --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_fit_metadata(kolektor_train):
+    """The metadata of another fit than small_fit's: 192x96 where small_fit's model is 256x96."""
+    from edgecmg.config import ModelConfig
+    from edgecmg.fit import fit
+
+    config = ModelConfig(prompt="a photo of a metal commutator", input_size=(192, 96), cmle_dim=32,
+                         max_bank_size=500)
+    return fit(kolektor_train[24:34], config, progress=False)[1]
+
+
+def _refusals(small_fit, other_fit_metadata):
+    """(what save is given, what its ConfigError says): each written, the loader would refuse it."""
+    import copy
+
+    model, metadata = small_fit
+    return {
+        "empty metadata": ((model, {}), r"header field 'backbone' is missing; pass the metadata fit returned "
+                                        r"with this model"),
+        "another fit's metadata": ((model, other_fit_metadata),
+                                   r"header field 'input_size' gives scorer\.normal_map the shape \(192, 96\), but "
+                                   r"the payload's is \(256, 96\); pass the metadata fit returned with this model"),
+        "swapped": ((metadata, model), r"save\(model, metadata, path\): the two are the other way round \(fit "
+                                       r"returns \(model, metadata\) in that order\)"),
+        "a threshold that is not a number": ((model, {**metadata, "threshold": float("nan")}),
+                                             r"header field 'threshold' is NaN, not a finite number"),
+        "metadata JSON cannot hold": ((model, {**metadata, "created": {"at": Path("here")}}),
+                                      r"the metadata cannot be stored as JSON \(Object of type \w*Path"),
+        "a model converted to float64": ((copy.deepcopy(model).double(), metadata),
+                                         r"tensor \S+ is torch\.float64, not the torch\.float32 edgecmg writes.*"
+                                         r"save the model fit returned"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty metadata", "another fit's metadata", "swapped",
+                                  "a threshold that is not a number", "metadata JSON cannot hold",
+                                  "a model converted to float64"])
+def test_save_refuses_what_its_loader_would_refuse_before_writing_anything(small_fit, other_fit_metadata,
+                                                                             tmp_path, case):
+    """Such a file was written and refused only when loaded (on the Jetson, maybe): save runs the
+    loader's checks first and writes nothing, no file, no temporary file, no folder."""
+    from edgecmg.errors import ConfigError
+
+    (model, metadata), says = _refusals(small_fit, other_fit_metadata)[case]
+    out = tmp_path / "new" / "s2.edgecmg"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(out))}: not written.*{says}"):
+        artifact.save(model, metadata, out)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_valid_save_round_trips_without_reading_the_backbone_weights(small_fit, tmp_path, monkeypatch):
+    """The checks build the header's model without the pretrained weights (save runs on every fit),
+    and leave the caller's model as it was; what they pass loads as the model saved."""
+    model, metadata = small_fit
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("save read the backbone weights")
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with monkeypatch.context() as patch:
+        patch.setattr(artifact, "load_pretrained", no_weights)
+        path = artifact.save(model, metadata, tmp_path / "part.edgecmg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.edgecmg"]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not model.training and not model.featurizer.backbone.training
+    loaded, header = artifact.load(path)
+    assert header["threshold"] == metadata["threshold"] and header["input_size"] == list(metadata["input_size"])
+    saved = artifact._tensors_of(model)
+    for name, tensor in artifact._tensors_of(loaded).items():
+        assert torch.equal(tensor, saved[name]), name
+    # and the copy the CLI's threshold command writes through save
+    moved = artifact.save_with_threshold(path, tmp_path / "line3.edgecmg", 7.25, {"by": "test"})
+    assert artifact.load(moved)[1]["threshold"] == 7.25

@@ -408,7 +408,7 @@ def test_from_model_refuses_what_is_not_a_fitted_model_by_name(small_fit, small_
                         ((metadata, model), "other way round"),
                         (("x", None), "not a file"),
                         ((42, metadata), "CMGModel that edgecmg.fit.fit returns, got int"),
-                        ((model, None), "metadata dict fit returned .*input_size, threshold.*got NoneType"),
+                        ((model, None), "from_model needs the metadata dict fit returned with the model, got NoneType"),
                         ((model, {}), "got dict without input_size, threshold")):
         with pytest.raises(ConfigError, match=match):
             Detector.from_model(*args)
