@@ -43,7 +43,7 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
         if not paths:
             raise DataError("no calibration images given: pass a folder, a glob or paths of image files of good parts")
         return _choose(paths, samples, seed, "the image list", warning)
-    folder = Path(data_dir)
+    folder = Path(data_dir).expanduser()
     if (folder / "train" / "good").is_dir():
         # An MVTec root: the ranges come from the normal parts fit() used, not from the test defects
         # and ground-truth masks that a walk of every sub-folder would pick up.

@@ -110,7 +110,7 @@ class MVTecDataset:
     """
 
     def __init__(self, root: PathLike) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         if not self.root.exists():
             raise MissingFileError(f"dataset folder not found: {self.root}; check the path")
         if not self.root.is_dir():

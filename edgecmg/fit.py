@@ -213,7 +213,7 @@ def _require_enough(count: int, source: str) -> None:
 def training_images(data: str | Path) -> list[Path]:
     """The good images of DATA: an MVTec root (its ``train/good``), a folder or a glob pattern. A
     folder is read non-recursively: its sub-folders that hold images are named, not read."""
-    root = Path(data)
+    root = Path(data).expanduser()
     good = root / "train" / "good"
     if good.is_dir():
         folder = good

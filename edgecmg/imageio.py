@@ -444,7 +444,8 @@ def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file as ``uint8`` ``[H, W, 3]`` RGB (see the module docstring for conversions).
+    """Read an image file as ``uint8`` ``[H, W, 3]`` RGB (see the module docstring for conversions);
+    a leading ``~`` is the home folder (as in :func:`list_images`, ``Detector.load`` and ``stream()``).
 
     Raises:
         DataError: the file is missing, a folder, empty, unreadable, corrupt or of an
@@ -454,7 +455,7 @@ def read_image(path: PathLike) -> np.ndarray:
         hint = ("; an array is converted with to_rgb_uint8" if hasattr(path, "shape") or _is_pil_image(path)
                 else "")
         raise DataError(f"read_image takes a file path, got a {type(path).__name__}{hint}")
-    p = Path(path)
+    p = Path(path).expanduser()  # "~/parts/a.png" as Detector.load and stream() take it
     raw, order = _decode(p)
     return _to_rgb8(raw, order, p)
 
@@ -471,7 +472,7 @@ def read_image_size(path: PathLike) -> tuple[int, int]:
     """
     from PIL import Image
 
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_file():
         try:
             with warnings.catch_warnings():
@@ -625,7 +626,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     Raises:
         DataError: the folder does not exist, or nothing matched.
     """
-    text = str(folder_or_glob)
+    text = os.path.expanduser(str(folder_or_glob))  # glob does not expand "~" itself
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
     if is_glob_pattern(text):
         found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p)))

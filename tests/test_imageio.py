@@ -569,3 +569,23 @@ def test_bgr_must_be_a_bool():
     for odd in ("rgb", 1, None):
         with pytest.raises(ConfigError, match=rf"bgr={odd!r}: give True for OpenCV's BGR order"):
             to_rgb_uint8(frame, bgr=odd)
+
+
+def test_a_leading_tilde_is_the_home_folder_where_images_are_read(tmp_path, monkeypatch):
+    """Detector.load("~/m.edgecmg") and stream("~/x.jpg") took it; read_image and lists did not."""
+    from edgecmg.datasets import MVTecDataset
+    from edgecmg.fit import training_images
+    from edgecmg.imageio import list_images, read_image, read_image_size
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "parts" / "train" / "good").mkdir(parents=True)
+    (tmp_path / "parts" / "test" / "good").mkdir(parents=True)
+    image = np.full((6, 8, 3), 90, np.uint8)
+    for folder in ("train/good", "test/good"):
+        cv2.imwrite(str(tmp_path / "parts" / folder / "a.png"), image)
+    assert read_image("~/parts/train/good/a.png").shape == (6, 8, 3)
+    assert read_image_size(Path("~/parts/train/good/a.png")) == (6, 8)
+    want = [tmp_path / "parts" / "train" / "good" / "a.png"]
+    assert list_images("~/parts/train/good") == want and list_images("~/parts/train/*/*.png") == want
+    assert training_images("~/parts") == want
+    assert MVTecDataset("~/parts").root == tmp_path / "parts"
