@@ -322,7 +322,9 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (action.option_strings and "%(default)" not in text and "default" not in text
+        # nargs 0: a flag (store_true / store_false), whose default says what happens without it, not
+        # what to type: --no-check's "(default: True)" read as "no check by default".
+        if (action.option_strings and action.nargs != 0 and "%(default)" not in text and "default" not in text
                 and not any(default is unset for unset in (None, False, argparse.SUPPRESS))):
             text += " (default: %(default)s)"
         return text
@@ -357,8 +359,8 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
                         "README); the model file records this path and its SHA-256")
     p.add_argument("--clip-arch", default=ModelConfig.clip_arch, help="open_clip model name of --clip-weights")
     p.add_argument("--bank-size", type=int, default=ModelConfig.max_bank_size,
-                   help="memory bank size cap; the coreset's fit time grows with it (23,400 on 1,000 images: 335 s "
-                        "against about 20 s at the default, 2-core CPU)")
+                   help=f"memory bank size cap (default {ModelConfig.max_bank_size:,}); the coreset's fit time grows "
+                        "with it (23,400 on 1,000 images: 335 s against about 20 s at the default, 2-core CPU)")
     p.add_argument("--score-top-fraction", type=float, default=ModelConfig.score_top_fraction,
                    help="image score = mean of this share of the map's hottest pixels (0: the hottest one)")
     p.add_argument("--seed", type=int, default=ModelConfig.seed,
@@ -369,7 +371,8 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
 
 
 def _add_predict(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    p = command("predict", "judge images; writes overlays (PNG), results.jsonl and skipped.jsonl (unreadable files)")
+    p = command("predict", "judge images; writes overlays (PNG), results.jsonl, predict_run.json (what --resume "
+                "checks) and skipped.jsonl (unreadable files)")
     p.add_argument("model", help="model file: .edgecmg, .onnx or .engine")
     p.add_argument("images", nargs="+", help="image files, folders or globs")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
@@ -450,8 +453,8 @@ def _add_calibrate(command: Callable[[str, str], argparse.ArgumentParser]) -> No
                    help="output file (*.onnx); the activation ranges are cached beside it as *.calib.json and "
                         "reused while the model, images and settings match (delete it to calibrate afresh)")
     p.add_argument("--no-check", dest="check", action="store_false",
-                   help=f"leave out the check that judges {CHECK_IMAGES} of the good images with the FP32 model "
-                        "and the INT8 file and warns where INT8 flags more of them")
+                   help=f"leave out the check (run by default) that judges {CHECK_IMAGES} of the good images with the "
+                        "FP32 model and the INT8 file and warns where INT8 flags more of them")
     p.set_defaults(func=cmd_calibrate)
 
 

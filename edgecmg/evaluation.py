@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import time
@@ -437,10 +438,11 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
                        what="the report", sync=False)
-    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SCORE_FIELDS)
-        writer.writeheader()
-        writer.writerows(records)
+    rows = io.StringIO(newline="")  # whole before it is written, as every file edgecmg writes
+    writer = csv.DictWriter(rows, fieldnames=SCORE_FIELDS)
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_bytes(out / "scores.csv", rows.getvalue().encode("utf-8"), what="the report", sync=False)
     auroc = metrics.get("image_auroc")
     title = f"{data_name}: {len(records)} test images" + ("" if auroc is None else f", image AUROC {auroc:.4f}")
     good = [r["score"] for r in records if r["label"] == 0]

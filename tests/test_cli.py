@@ -404,6 +404,12 @@ def test_help_shows_real_defaults_and_fit_defaults_are_the_model_configs(capsys)
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     assert f"(default: {ModelConfig.max_side})" in text and "(default: 0)" in text  # --seed 0 is a default too
     assert "(default: None)" not in text and "(default: False)" not in text
+    assert f"memory bank size cap (default {ModelConfig.max_bank_size:,})" in text
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # a flag's default is what happens without it: "--no-check ... (default: True)" read as "off by default"
+    assert "leave out the check (run by default)" in text and "(default: True)" not in text
     args = build_parser().parse_args(["fit", "data", "--prompt", "p", "-o", "m.edgecmg"])
     assert (args.max_side, args.grid, args.cmle_dim, args.bank_size, args.clip_arch, args.seed,
             args.score_top_fraction) == (

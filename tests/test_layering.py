@@ -63,7 +63,7 @@ def _layer(unit: str) -> int:
     for i, units in enumerate(LAYERS):
         if unit in units:
             return i
-    raise AssertionError(f"module unit {unit!r} has no layer in LAYERS: add it where DESIGN.md puts it")
+    raise AssertionError(f"module unit {unit!r} has no layer in LAYERS: add it where shared/DESIGN.md (beside the repository) puts it")
 
 
 def _imports(path: Path, modules: dict[str, Path], package: str = "") -> set[str]:
