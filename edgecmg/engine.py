@@ -12,7 +12,8 @@ typed: TensorRT 10.1 deprecated and 11 removed implicit calibration and the INT8
 float16 copy of the ONNX (``convert_to_fp16``, scales included) so that the layers left in float run
 in FP16; FP16 is the builder flag on 10.x and, where the flag no longer exists (11.x), the float16
 copy built strongly typed. Capabilities are detected on the imported module,
-not inferred from version numbers.
+not inferred from version numbers, except that a TensorRT 11 without the STRONGLY_TYPED flag
+(deprecated and ignored there: every network is strongly typed) builds without it.
 """
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ log = logging.getLogger("edgecmg")
 TENSORRT_INSTALL_HINT = (
     "on a Jetson TensorRT ships with JetPack 6.1 or later (TensorRT 10.3; sudo apt install nvidia-jetpack, "
     "then use the system python3-libnvinfer in a venv made with --system-site-packages); on an x86-64 Linux "
-    "desktop GPU `pip install tensorrt-cu12` (the CUDA major of your torch and onnxruntime-gpu; plain `tensorrt` "
+    "desktop GPU `pip install tensorrt-cu12` or `tensorrt-cu13` (the CUDA major of your torch and onnxruntime-gpu; "
+    "today TensorRT 11, which edgecmg builds for; `tensorrt-cu12<11` keeps 10; plain `tensorrt` "
     "follows NVIDIA's newest CUDA; its libraries may come from NVIDIA's package index, pypi.nvidia.com), or "
     "NVIDIA's tar/deb packages")
 # DLA by TensorRT release (NVIDIA's "Working with DLA"): TensorRT 10 up to 10.7 builds DLA engines from
-# precision flags; 11.4.1 (JetPack 7.2.2) is the first to place strongly typed networks on a DLA.
+# precision flags; 11.4.1 (JetPack 7.2.2, AGX Orin) places strongly typed networks on a DLA, and is the
+# last release for JetPack (11.5 has no DLA: its core count is 0, which build refuses first).
 STRONGLY_TYPED_DLA_SINCE = (11, 4, 1)
 DLA_RELEASES = "JetPack's TensorRT 10 up to 10.7, or 11.4.1"
 
@@ -311,13 +314,15 @@ def build_plan(network_bytes: bytes, config: EngineConfig, *, strongly_typed: bo
 
 
 def _network_flags(trt, caps: _Capabilities, strongly_typed: bool) -> int:
-    """create_network's flags: STRONGLY_TYPED when asked for, EXPLICIT_BATCH before TensorRT 10."""
+    """create_network's flags: STRONGLY_TYPED when asked for, EXPLICIT_BATCH before TensorRT 10.
+    TensorRT 11 makes every network strongly typed and keeps the flag only as deprecated and ignored:
+    a release that drops it builds the same network without it."""
     flags = 0
-    if strongly_typed:
-        if not caps.strongly_typed_flag:
-            raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
-                                   "needs TensorRT >= 10 (JetPack 6.1 or later; JetPack 6.0 ships TensorRT 8.6)")
+    if strongly_typed and caps.strongly_typed_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif strongly_typed and caps.major < 11:
+        raise EngineBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; this build "
+                               "needs TensorRT >= 10 (JetPack 6.1 or later; JetPack 6.0 ships TensorRT 8.6)")
     if caps.major < 10 and caps.explicit_batch_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     return flags
@@ -429,7 +434,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     # without the flag (TensorRT 11), and INT8's float layers in FP16 rather than FP32 (Q/DQ scales in
     # float16 too, so each DequantizeLinear still feeds its quantised op directly).
     fp16_cast = (config.precision == "fp16" and not caps.fp16_flag) or quantized
-    strongly = fp16_cast or (caps.major >= 11 and caps.strongly_typed_flag)  # fp16_cast covers quantized
+    strongly = fp16_cast or caps.major >= 11  # every TensorRT 11 network is; fp16_cast covers quantized
     if fp16_cast:
         model = convert_to_fp16(model, keep_fp32_ops=() if quantized else DEFAULT_FP32_OPS,
                                 keep_fp32_prefixes=(SCORER_PREFIX,))

@@ -52,6 +52,10 @@ class TorchCudaMemory:
         torch.cuda.set_device(self.device)
         self.stream = torch.cuda.Stream(device=self.device)
 
+    def make_current(self) -> None:
+        """Make this device the calling thread's current one (CUDA's is per thread)."""
+        self.torch.cuda.set_device(self.device)
+
     @property
     def stream_handle(self) -> int:
         return int(self.stream.cuda_stream)
@@ -93,9 +97,14 @@ class CudaPythonMemory:
         if self.cudart is None:
             raise BackendUnavailableError("tensorrt", "neither torch with CUDA nor cuda-python is installed",
                                           "pip install cuda-python (or the CUDA build of torch)")
-        self._check(self.cudart.cudaSetDevice(device_index(device)), "cudaSetDevice")
+        self._device_index = device_index(device)
+        self.make_current()
         self.stream = self._check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._live: list[int] = []
+
+    def make_current(self) -> None:
+        """Make this device the calling thread's current one (CUDA's is per thread)."""
+        self._check(self.cudart.cudaSetDevice(self._device_index), "cudaSetDevice")
 
     def _check(self, result, what: str):
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -238,6 +247,9 @@ class TensorRTRunner(Runner):
     def _run_batch(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         name = self._inputs[0]
         memory = self._memory
+        # The current CUDA device is per thread: a stream's inference thread, or any thread of the
+        # caller's, starts on device 0, and TensorRT enqueues on the current one (cuda:1 ran on 0).
+        memory.make_current()
         buffers = {name: memory.upload(frames.astype(self._dtypes[name], copy=False))}
         # False (not an exception) when the shape is outside the profile: running anyway would read
         # past the input buffer and return rows of garbage.

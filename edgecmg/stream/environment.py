@@ -118,7 +118,7 @@ def environment_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "torch": None,
         "onnxruntime": _onnxruntime_version(),
-        "tensorrt": _module_version("tensorrt", "tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
+        "tensorrt": _module_version("tensorrt", "tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
         "triton": _triton_version(),  # the kernels need 3.4 or later
         "opencv": _module_version("cv2"),
         "edgecmg": _dist_version("edgecmg"),

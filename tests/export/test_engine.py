@@ -334,10 +334,14 @@ def test_build_without_tensorrt_gives_the_install_hint(featurizer_onnx, tmp_path
     ("10", "fp16", False, ["FP16", "TF32"], False),
     ("11", "fp16", True, ["TF32"], True),
     ("11", "fp32", True, ["TF32"], False),
+    # a TensorRT 11 that dropped the deprecated, ignored STRONGLY_TYPED flag: every network still is
+    ("11-no-flag", "fp16", True, ["TF32"], True),
+    ("11-no-flag", "fp32", True, ["TF32"], False),
 ])
 def test_build_engine_precision_paths(fake_tensorrt, featurizer_onnx, artifact_path, tmp_path,
                                       flavour, precision, strongly, flags, cast_pass):
-    kwargs = {} if flavour == "10" else dict(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False)
+    kwargs = {} if flavour == "10" else dict(version="11.0.0.1", fp16_flag=False, int8_flag=False, explicit_batch=False,
+                                             strongly_typed=flavour == "11")
     trt = fake_tensorrt(**kwargs)
     cache = tmp_path / "timing.cache"
     out = build_engine(featurizer_onnx, EngineConfig(precision=precision, timing_cache=str(cache), max_batch=4),

@@ -35,6 +35,12 @@ class HostMemory:
         self.device = device
         self.stream_handle = 0
         self.closed = False
+        self.current_in: set[int] = set()  # the threads make_current was called in
+
+    def make_current(self) -> None:
+        import threading
+
+        self.current_in.add(threading.get_ident())
 
     def upload(self, array):
         return np.ascontiguousarray(array).copy()
@@ -255,8 +261,10 @@ def make(version: str = "10.3.0.26", *, fp16_flag: bool = True, int8_flag: bool 
             return IOptimizationProfile()
 
         def build_serialized_network(self, network, config):
-            strongly = bool(flags.get("STRONGLY_TYPED") is not None
-                            and network.flags & (1 << flags.get("STRONGLY_TYPED", 63)))
+            major = version.split(".")[0]
+            strongly = bool((major.isdigit() and int(major) >= 11)  # TensorRT 11: every network, flag or none
+                            or (flags.get("STRONGLY_TYPED") is not None
+                                and network.flags & (1 << flags.get("STRONGLY_TYPED", 63))))
             if strongly and config.flags & {getattr(trt.BuilderFlag, n, None) for n in ("FP16", "INT8")}:
                 return None  # TensorRT refuses precision flags on strongly typed networks
             record = {

@@ -177,3 +177,17 @@ def test_a_header_that_disagrees_with_the_plans_profile_is_refused_on_activate(f
     with pytest.raises(ArtifactError, match=r"lying\.engine: the plan takes 'image' from \[2, 256, 96, 3\] to "
                                             r"\[2, 256, 96, 3\], but its header gives \[1, 256, 96, 3\]"):
         TensorRTRunner(lying, memory=fake.HostMemory).activate()
+
+
+def test_each_thread_that_runs_the_engine_makes_its_device_current_first(fake_engine, frames_and_labels):
+    """CUDA's current device is per thread: a stream's inference thread started on device 0, and
+    TensorRT would have enqueued a cuda:1 engine there."""
+    import threading
+
+    frames, _ = frames_and_labels
+    with TensorRTRunner(fake_engine, memory=fake.HostMemory) as runner:
+        runner.infer(frames[:1])
+        other = threading.Thread(target=runner.infer, args=(frames[:1],))
+        other.start()
+        other.join()
+        assert runner._memory.current_in == {threading.get_ident(), other.ident}
