@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 from typing import Optional
 
+import numpy as np
 import torch
 
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
@@ -161,12 +163,13 @@ def knn(
     out: optional preallocated (D, I) with the output shape, float32 / int64, contiguous, on the
         queries' device; filled and returned.
     backend: "auto", "triton" or "torch"; see ``resolve_backend``.
+    The Triton path records no autograd history: its D does not require grad even when the queries
+    do (use backend="torch" to differentiate through the distances).
     Formula, algorithm and references: ``edgecmg.kernels.knn``.
     """
     _check_tensor("queries", queries, (2, 3))
     _check_tensor("bank", bank, (2,))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ConfigError(f"k={k!r} must be an integer in 1..{MAX_K}")
+    k = _check_k(k)
     if bank.shape[0] == 0:
         raise DataError("bank is empty (0 rows): fit the detector on good images before scoring")
     if bank.dtype not in _BANK_DTYPES:
@@ -223,13 +226,30 @@ def knn(
     return out
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_k(k) -> int:
+    """k as a Python int: any integer type (numpy's too, through ``__index__``) but a bool (numpy
+    before 2.0 still lets ``np.bool_`` pass as an index)."""
+    try:
+        value = None if isinstance(k, (bool, np.bool_)) else operator.index(k)
+    except TypeError:
+        value = None
+    if value is None or not 1 <= value <= MAX_K:
+        raise ConfigError(f"k={k!r} must be an integer in 1..{MAX_K}")
+    return value
+
+
 def _check_out(out, shape: tuple[int, ...], device: torch.device) -> None:
     if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
         raise DataError("out must be a (distances, indices) pair of tensors")
     for t, dtype, name in ((out[0], torch.float32, "distances"), (out[1], torch.int64, "indices")):
         if tuple(t.shape) != shape or t.dtype != dtype or t.device != device or not t.is_contiguous():
+            layout = "" if t.is_contiguous() else "a non-contiguous "
             raise DataError(f"out {name} must be a contiguous {dtype} tensor of shape {shape} on {device}; "
-                            f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+                            f"got {layout}{t.dtype} {tuple(t.shape)} on {t.device}")
 
 
 def masked_similarity(
@@ -253,6 +273,9 @@ def masked_similarity(
     params_checked: the caller has already had masks, weight, bias and text through this check and
         they have not changed since (a model's own head, text vector and masks are the same on every
         frame): only the features' values are read. Shapes, dtypes and devices are always checked.
+
+    An fp16/bf16 head rounds the features to its dtype (the kernel's tensor-core products), so features
+    beyond that dtype's range (fp16: 65,504) are refused, on either backend.
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}: choose one of {MODES}")
@@ -283,18 +306,29 @@ def masked_similarity(
         raise DataError(f"weight dtype {weight.dtype} unsupported: use float32, float16 or bfloat16")
     if masks.dtype != torch.bool and not masks.is_floating_point():
         raise DataError(f"masks must be bool or floating point, got {masks.dtype}")
+    # An fp16/bf16 head: the kernel rounds the features to the head's dtype before pooling, where a
+    # value beyond its range (fp16: 65,504) is Inf and every mask's score NaN. Checking the rounded
+    # features (as knn does for queries against an fp16 bank) covers NaN/Inf and range in one pass.
+    half_head = weight.dtype != torch.float32
     checked = [("features", features)]
     if not params_checked:
         checked += [("weight", weight), ("bias", bias), ("text", text)]
         if masks.dtype != torch.bool:
             checked.append(("masks", masks))
-    flags = [_finite_flag(t) for _, t in checked]
+    rounded = features.to(weight.dtype) if half_head else features
+    flags = [_finite_flag(rounded if t is features else t) for _, t in checked]
     if not params_checked:
         mask_w = masks.to(torch.float32)
         flags += [(mask_w >= 0).all(), (mask_w.sum(dim=1) > 0).all()]
     if not _all_true(flags):  # the slow path only finds out which check failed, for the message
         for name, t in checked:
             _raise_non_finite(name, t, "masks are keep-weights in [0, 1]" if name == "masks" else "check the inputs")
+        if half_head and not bool(torch.isfinite(rounded).all()):
+            limit = torch.finfo(weight.dtype).max
+            raise DataError(f"features exceed {_dtype_name(weight.dtype)}'s range (largest magnitude "
+                            f"{float(features.abs().max()):.4g} > {limit:.6g}), the dtype of the head (weight) that "
+                            "they are rounded to; check the feature extractor, scale the features down (and the "
+                            "head up), or use a float32 head")
         if not params_checked:
             if bool((mask_w < 0).any()):
                 raise DataError("masks contain negative weights; use 1 = keep, 0 = drop")

@@ -427,8 +427,11 @@ def _tile(block_n: int, block_m: int, num_warps: int) -> dict:
 
 # fp16 bank, k = 1, d <= 128 (the stream's case): the software-pipelined loop. On an H100 at n=1,024,
 # m=100k, d=128, 37 tile / warp / split combinations of the plain loop took 77-143 us; the pipelined
-# loop with 128 x 64 tiles 72.6 us (4 warps; 8 warps keep that tile spill-free on sm_87).
-_CANDIDATES_FP16_K1 = [_tile(128, 64, 8), _tile(64, 128, 8), _tile(64, 64, 4)]
+# loop with 128 x 64 tiles 72.6 us (4 warps; 8 warps keep that tile spill-free on sm_87). 64 x 64 tiles
+# with 4 warps spill on sm_87 with Triton 3.9 for fp16 and bf16 queries at d = 128 (255 registers and a
+# 40-byte stack; fp32 queries just fit, and 3.4 built all three clean), so they get 8 warps too: with
+# 3.4 and 3.9 at most 211 registers on sm_87, no stack, for fp32, fp16 and bf16 queries at d = 64 and 128.
+_CANDIDATES_FP16_K1 = [_tile(128, 64, 8), _tile(64, 128, 8), _tile(64, 64, 8)]
 # fp16 bank with k > 1 (the register top-k), or d streamed in chunks.
 _CANDIDATES_FP16 = [_tile(64, 32, 4), _tile(32, 32, 4)]
 # fp32 bank: three-pass TF32 carries hi/lo halves of both operands, about twice the registers. With

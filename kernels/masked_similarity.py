@@ -293,6 +293,28 @@ def _launch(features, masks, weight, bias, text, out, mode: str, cfg: dict, spli
             COSINE=cosine, S_PAD=next_pow2(splits), BLOCK_R=_MERGE_BLOCK_R, BLOCK_T=256, num_warps=4)
 
 
+def _masks_for_half_head(masks: torch.Tensor, head_dtype: torch.dtype) -> torch.Tensor:
+    """Soft masks for an fp16/bf16 head: each row divided by its largest weight in fp32, then rounded
+    to the head's dtype, [K, p].
+
+    The kernel rounds the mask weights to the head's dtype for the pooling's tensor-core product but
+    sums ``kept`` (the mean's divisor) from the weights as loaded. Raw weights can round badly there: a
+    mask scaled by 1e-8 flushed to 0 in fp16 while its fp32 sum did not (a pooled mean of 0), one scaled
+    by 1e5 overflowed to Inf (NaN scores). The kernel's masked mean (sum_p m_p F_p) / (sum_p m_p), both
+    sums over the same weights, is unchanged by scaling a row by any positive factor (the 1e-12 floor
+    on the divisor never acts here, every divisor is at least 1), so each row is divided by its
+    largest weight: that one becomes exactly 1 and the rest lie in [0, 1], which fp16 and bf16 hold to
+    their precision (below fp16's normal range, 6.1e-5, a weight is off by at most 3e-8, small beside a
+    divisor of at least 1). And as the kernel loads these already-rounded values, ``kept`` is summed
+    from exactly the weights the product uses. Done here rather than in the kernel, which stays one
+    load and cast per mask tile and gets no second pass for the row maxima. (ops refuses masks that
+    keep nothing; for direct callers the floor keeps such a row 0 instead of NaN.)
+    """
+    w = masks.to(torch.float32)
+    row_max = w.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    return (w / row_max).to(head_dtype)
+
+
 def masked_similarity_triton(
     features: torch.Tensor,
     masks: torch.Tensor,
@@ -309,8 +331,10 @@ def masked_similarity_triton(
     ``config`` override the class split count and the block sizes.
 
     One launch with one split, two otherwise, and no other device work when bias and text are
-    contiguous float32 (features, masks and weight may have any strides, e.g. the transposed views a
-    model passes): the eager call's cost is mostly the host's time to launch, so nothing else runs.
+    contiguous float32 and the masks bool or the head fp32 (features, masks and weight may have any
+    strides, e.g. the transposed views a model passes): the eager call's cost is mostly the host's time
+    to launch, so nothing else runs. Float masks with an fp16/bf16 head are first rescaled (a few small
+    torch ops, see ``_masks_for_half_head``).
     """
     require_triton()
     if mode not in MODES:
@@ -319,6 +343,18 @@ def masked_similarity_triton(
     K = masks.shape[0]
     C = weight.shape[1]
     R = b * K
+    if weight.dtype != torch.float32 and masks.dtype != torch.bool:
+        masks = _masks_for_half_head(masks, weight.dtype)
+    if weight.dtype == torch.bfloat16 and interpret_mode():
+        # Triton's interpreter (3.9 at least) keeps bf16 tensors as their raw uint16 bits and tl.dot
+        # multiplies those bits as integers: a bf16 head gives garbage there. That is the interpreter's
+        # bug, not the kernel's (compiled for a GPU the bf16 products are fine), so on the interpreter
+        # the operands of both products go in as fp32 holding the bf16 values the GPU would use: the
+        # head as it is, the features rounded to bf16 by torch, the masks already bf16 or bool (above).
+        # The kernel then runs the same maths in fp32 products, except that the pooled mean is not
+        # rounded to bf16 before the head; CI still checks the bf16 path's pooling, head and softmax.
+        weight = weight.to(torch.float32)
+        features = features.to(torch.bfloat16)
     if bias.dtype != torch.float32 or not bias.is_contiguous():
         bias = bias.to(torch.float32).contiguous()
     if text.dtype != torch.float32 or not text.is_contiguous():

@@ -26,6 +26,10 @@ from edgecmg.kernels import _common, knn, masked_similarity
 KNN_CASES = [
     # name, bank type, d (padded), k, query type; resident or streamed d follows knn._MAX_RESIDENT_D
     ("fp16-d128-k1", "*fp16", 128, 1, "*fp32"),  # the headline shape: the pipelined loop
+    # fp16 and bf16 queries: with Triton 3.9, 64 x 64 tiles with 4 warps built clean for fp32 queries
+    # but spilled for these on sm_87
+    ("fp16-d128-k1-fp16-queries", "*fp16", 128, 1, "*fp16"),
+    ("fp16-d128-k1-bf16-queries", "*fp16", 128, 1, "*bf16"),
     ("fp16-d64-k1", "*fp16", 64, 1, "*fp16"),
     ("fp16-d128-k16", "*fp16", 128, 16, "*fp16"),  # the while loop and padded slots, resident
     ("fp16-d256-k1", "*fp16", 256, 1, "*fp32"),  # d streamed in chunks
@@ -37,6 +41,10 @@ KNN_CASES = [
 MS_CASES = [
     # name, head type, mask type, cosine
     ("fp16-head-bool-masks-expectation", "*fp16", "*i1", False),
+    # float masks reach a half head rounded to its dtype (masked_similarity._masks_for_half_head)
+    ("fp16-head-fp16-masks-cosine", "*fp16", "*fp16", True),
+    ("bf16-head-bool-masks-expectation", "*bf16", "*i1", False),
+    ("bf16-head-bf16-masks-cosine", "*bf16", "*bf16", True),
     ("fp32-head-float-masks-cosine", "*fp32", "*fp32", True),
     ("fp32-head-float-masks-expectation", "*fp32", "*fp32", False),  # CMER at fit time (model/matcher.py)
 ]
@@ -131,7 +139,7 @@ def _jobs() -> dict:
                 jobs[f"knn-sm{arch}-{name}-{_tiles(cfg)}"] = {
                     "kernel": "knn", "arch": arch, "case": [bank_ty, d_pad, k, q_ty], "config": cfg}
         for name, *case in MS_CASES:
-            for cfg in _gpu_candidates(masked_similarity, 2 if case[0] == "*fp16" else 4):
+            for cfg in _gpu_candidates(masked_similarity, 4 if case[0] == "*fp32" else 2):
                 jobs[f"ms-sm{arch}-{name}-{_tiles(cfg)}"] = {"kernel": "ms", "arch": arch, "case": case, "config": cfg}
         jobs[f"knn-merge-sm{arch}"] = {"kernel": "knn-merge", "arch": arch}
         jobs[f"ms-merge-sm{arch}-cosine"] = {"kernel": "ms-merge", "arch": arch, "case": True}

@@ -53,18 +53,25 @@ KERNEL_SHAPES = [
 ]
 
 
+# fp16/bf16 heads: the kernel also rounds the features and the pooled mean to the head's dtype for the
+# tensor-core products (bf16 keeps 8 bits of mantissa, fp16 11).
+TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3),
+             torch.bfloat16: dict(atol=5e-3, rtol=5e-3)}
+
+
 @pytest.mark.parametrize("splits", [1, 3])
-@pytest.mark.parametrize("w_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("w_dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("b,K,p,c,C", KERNEL_SHAPES)
 def test_kernel_matches_reference(b, K, p, c, C, mode, w_dtype, splits, kernel_device):
+    # bf16: Triton 3.9's interpreter multiplies bf16 tl.dot operands as raw bits (scores of 0.84 for
+    # 0.46-0.51); the launcher gives it fp32 operands holding the bf16 values (see
+    # masked_similarity_triton), a compiled kernel the bf16 ones.
     args = [t.to(kernel_device) for t in _data(b, K, p, c, C, w_dtype=w_dtype, seed=b + K + C)]
     got = masked_similarity_triton(*args, mode=mode, splits=splits)
     ref = masked_similarity_reference(*args, mode=mode)
     assert got.shape == (b, K) and got.dtype == torch.float32
-    # fp16 head: the kernel also rounds the pooled features to fp16 for the tensor-core product
-    tol = dict(atol=1e-5, rtol=1e-5) if w_dtype == torch.float32 else dict(atol=2e-3, rtol=2e-3)
-    torch.testing.assert_close(got.cpu(), ref.cpu(), **tol)
+    torch.testing.assert_close(got.cpu(), ref.cpu(), **TOLERANCE[w_dtype])
     if w_dtype == torch.float32:
         cpu = [t.cpu() for t in args]
         torch.testing.assert_close(got.cpu().double(), brute_masked_similarity(*cpu, mode), atol=1e-5, rtol=1e-4)
@@ -152,6 +159,22 @@ def test_kernel_fp16_head_with_large_features_and_soft_masks(mode, kernel_device
     ref = masked_similarity_reference(features, masks, weight.float(), bias, text, mode=mode)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref, atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.parametrize("w_dtype", [torch.float16, torch.bfloat16])
+def test_kernel_half_head_soft_masks_of_any_scale(w_dtype, kernel_device):
+    """The masked mean does not change when a mask is scaled, and neither may the kernel's score with an
+    fp16/bf16 head, which rounds the mask weights to its dtype: scaled by 1e-8 they flushed to 0 in fp16
+    (while the divisor, summed from the unrounded weights, did not), by 1e5 they overflowed (NaN)."""
+    feats, masks, weight, bias, text = _data(2, 4, 20, 24, 40, w_dtype=w_dtype, bool_masks=False, seed=12)
+    scaled = masks * torch.tensor([1.0, 1e-8, 1e5, 1e-30])[:, None]
+    args = [t.to(kernel_device) for t in (feats, scaled, weight, bias, text)]
+    for mode in MODES:
+        want = masked_similarity_reference(feats, masks, weight, bias, text, mode=mode)
+        for splits in (1, 2):
+            got = masked_similarity_triton(*args, mode=mode, splits=splits).cpu()
+            assert torch.isfinite(got).all(), got
+            torch.testing.assert_close(got, want, **TOLERANCE[w_dtype])
 
 
 def test_kernel_reads_a_strided_text_vector_by_value(kernel_device):
