@@ -118,9 +118,19 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     print(f"threshold at their {found['quantile']:g} quantile{kept}: {found['threshold']:.4f} (flags {found['flags']}); "
           f"use it with --threshold {found['threshold']:.4f} (predict, eval, stream) or "
           f"Detector.load(..., threshold={found['threshold']:.4f})")
+    ratio = found["threshold"] / found["stored_threshold"] if found["stored_threshold"] > 0 else 1.0
+    if ratio > THRESHOLD_MOVE_TO_CHECK:
+        # Good images alone cannot say what a raised threshold costs: defects that scored between the
+        # two thresholds now pass (a test/good folder holding 5 defect-like parts raised it 5.5 times
+        # and eval then missed 44 of 52 defects instead of 9).
+        print(f"this is {ratio:.1f} times the stored threshold: parts scoring between the two now pass; check what it "
+              f"misses on defects first: edgecmg eval {args.model} DATA --threshold {found['threshold']:.4f}")
     if args.output is not None:
         print(f"wrote {args.output}: {args.model} with this threshold stored")
     return 0
+
+
+THRESHOLD_MOVE_TO_CHECK = 2.0  # threshold's new value this many times the stored one: said, with how to check it
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

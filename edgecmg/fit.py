@@ -459,9 +459,10 @@ def threshold_from_scores(scores: Sequence[float], quantile: float, names: Seque
         # threshold at a defect's score; only a look at them tells the two apart.
         highest = sorted(np.flatnonzero(far), key=lambda i: -values[i])
         log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
-                    "part, kept in the threshold (%.4g); look at them (%s), and fit on more of them, or set a "
-                    "threshold per kind, or remove them if they are defects", count, len(values),
-                    float(np.quantile(values, quantile)), name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
+                    "part, kept in the threshold (%.4g; %.4g without them); look at them (%s), and fit on more of "
+                    "them, or set a threshold per kind, or remove them if they are defects", count, len(values),
+                    float(np.quantile(values, quantile)), float(np.quantile(values[~far], quantile)),
+                    name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
         far[:] = False
     left_out = [int(i) for i in np.flatnonzero(far)]
     if left_out:

@@ -1281,7 +1281,18 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert "judge 20 or more" in caplog.text
 
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
-    assert "use it with --threshold" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    # The 0.99 quantile of 12 scores is their highest (10.6 here, a good part scoring far above the rest):
+    # a threshold far above the stored one lets defects through that good images cannot show, and it says so
+    assert "use it with --threshold" in said
+    assert re.search(r"this is \d+\.\d times the stored threshold: parts scoring between the two now pass; check "
+                     rf"what it misses on defects first: edgecmg eval {re.escape(str(small_artifact))} DATA "
+                     r"--threshold ", said), said
+    from edgecmg import artifact
+
+    high = artifact.save_with_threshold(small_artifact, tmp_path / "high.edgecmg", found["threshold"], {"by": "test"})
+    assert main(["-q", "threshold", str(high), str(folder), "--backend", "torch"]) == 0
+    assert "times the stored threshold" not in capsys.readouterr().out  # 0.99 against the 0.9 quantile: close
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "1.5"]) == 2
     assert "quantile=1.5 must be in (0, 1]" in capsys.readouterr().err
 

@@ -464,6 +464,7 @@ def test_a_good_image_scoring_far_above_the_rest_does_not_set_the_threshold(capl
         threshold, left_out = threshold_from_scores(two_kinds, 0.99, [f"p{i}" for i in range(100)])
     assert left_out == [] and threshold == pytest.approx(float(np.quantile(two_kinds, 0.99)))
     assert "20 of 100 good image(s) score far above the others, too many to be strays" in caplog.text
+    assert f"kept in the threshold ({threshold:.4g}; {np.quantile(two_kinds[:80], 0.99):.4g} without them)" in caplog.text
     assert "look at them (p99: 5.19, p98: 5.18, p97: 5.17, p96: 5.16, p95: 5.15 and 15 more)" in caplog.text  # highest first
     for bad in ([], [1.0, float("nan")], [1.0, float("inf")]):
         with pytest.raises(DataError, match="a threshold needs finite scores"):
