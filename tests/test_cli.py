@@ -142,6 +142,8 @@ def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small
             f"{out / 'skipped.jsonl'}") in printed
     verdicts = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [Path(v["file"]).name for v in verdicts] == [p.name for p in good] and all("score" in v for v in verdicts)
+    flagged = sum(v["is_anomaly"] for v in verdicts)  # said, so nobody counts overlays to learn it
+    assert f"\n{flagged} of them flagged (score >= threshold {verdicts[0]['threshold']:.4g})\n" in printed
     (skipped,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert skipped["file"] == str(folder / "broken.png") and skipped["frame_index"] == 0
     assert "cannot decode image" in skipped["error"]

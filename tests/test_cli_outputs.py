@@ -518,3 +518,21 @@ def test_two_streams_writing_beside_records_in_one_folder_keep_a_summary_row_eac
     rows = run(first, "line1.jsonl")  # a restarted service: its own row replaced, the other kept
     assert [(Path(r["records"]).name, r["frames_yielded"]) for r in rows] == [("line2.jsonl", 3), ("line1.jsonl", 2)]
     assert len((logs / "stream_summary.csv").read_text().strip().splitlines()) == 3  # a header and a row each
+
+
+def test_a_stream_that_flags_most_frames_ends_with_how_to_set_a_threshold_on_its_camera(small_artifact,
+                                                                                         kolektor_root, tmp_path,
+                                                                                         capsys):
+    """A camera's frames scored above the files the threshold was set on: 82 of 100 frames flagged, and
+    nothing said why or what to do."""
+    frames = tmp_path / "frames"
+    _images(kolektor_root, "good", 20, frames)
+    assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch",
+                 "--threshold=-1000"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert (f"20 of 20 frames were flagged at threshold -1000. If most of these parts were good, this camera's frames "
+            "score above the images the threshold was set on: set one on them (edgecmg capture SOURCE -o "
+            f"good_frames/ while good parts pass, then edgecmg threshold {small_artifact} good_frames/)") in said
+    assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch",
+                 "--threshold=1000"]) == 0
+    assert "were flagged" not in capsys.readouterr().out

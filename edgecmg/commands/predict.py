@@ -62,7 +62,7 @@ def run_predict(args: argparse.Namespace) -> int:
                  "model_sha256": model_sha256, "threshold": float(detector.threshold), "backend": detector.backend,
                  "cwd": os.getcwd(), "started": datetime.now().astimezone().isoformat(timespec="seconds")},
                 indent=2).encode("utf-8"), what="the run's record", sync=False)
-        skipped, skipped_file = 0, None
+        skipped, flagged, skipped_file = 0, 0, None
         with JsonLinesFile(out / "results.jsonl", "the results", append=args.resume) as jsonl, ExitStack() as closing:
             for index, path in tqdm(todo, desc="predict", unit="img", disable=not args.progress_bars,
                                     total=len(paths), initial=len(paths) - len(todo)):
@@ -76,6 +76,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     skipped_file.write({"file": str(path), "frame_index": index, "error": str(exc)})
                     continue
                 result = detector.predict(frame)
+                flagged += result.is_anomaly
                 overlay_path = None
                 if args.overlays == "all" or (args.overlays == "flagged" and result.is_anomaly):
                     overlay_path = str(out / overlay_names[index])
@@ -99,6 +100,8 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped"
           + (f" ({before} done before, kept)" if args.resume else "") + f"; results in {out / 'results.jsonl'}"
           + (f", unreadable files in {skipped_path}" if skipped else ""))
+    if judged:
+        print(f"{flagged} of them flagged (score >= threshold {detector.threshold:.4g})")
     if todo and skipped == len(todo):  # a script must not mistake "nothing could be read" for success
         log.error("no image could be read: nothing was judged")
         return 1

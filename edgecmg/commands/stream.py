@@ -137,6 +137,10 @@ def check_outputs_or_close(args: argparse.Namespace, run, detector) -> None:
         raise
 
 
+MOSTLY_FLAGGED = 0.5  # a stream that flags more than this share of its frames ends with how to set a threshold
+MOSTLY_FLAGGED_FRAMES = 20  # on fewer frames, a run of defects is as likely
+
+
 class RunTally:
     """What the summary reports of a run besides the stream's own figures: which model judged (a
     service's model is replaced between runs), the anomalies so far and what ended the run, kept up
@@ -392,6 +396,14 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     if not run.pipeline.source.is_live and not args.realtime:
         print("\nlatency counts the time frames waited in the queue: a recording is read as fast as it decodes; "
               "--realtime plays it at its frame rate, as a camera would deliver it", file=say)
+    judged = stats.get("frames_yielded") or 0
+    if judged >= MOSTLY_FLAGGED_FRAMES and tally.anomalies > MOSTLY_FLAGGED * judged:
+        # A camera's frames often score above the image files the threshold was set on (compression,
+        # light, a frame's crop), and then nearly every part is flagged, with nothing else to say why.
+        print(f"\n{tally.anomalies} of {judged} frames were flagged at threshold {tally.judged_by['threshold']:.4g}. "
+              "If most of these parts were good, this camera's frames score above the images the threshold was "
+              "set on: set one on them (edgecmg capture SOURCE -o good_frames/ while good parts pass, then "
+              f"edgecmg threshold {args.model} good_frames/)", file=say)
 
 
 class OverlayVideo:
