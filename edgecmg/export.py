@@ -625,7 +625,7 @@ def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
                         f"{', '.join(o.name for o in proto.graph.output)}")
     onnx.checker.check_model(proto)
     _save_atomic(proto, out_path)
-    log.info("exported %s graph to %s", graph, out_path)
+    log.debug("exported %s graph to %s", graph, out_path)  # the CLI says "wrote" itself
     return out_path
 
 

@@ -269,7 +269,7 @@ def _tensor_problems(lookups: _GraphLookups, max_batch: int, strict_shapes: bool
         if strict_shapes:
             problems.append(msg)
         else:
-            log.info(msg)
+            log.debug(msg)  # nothing for a user to do: the outputs' sizes follow the input's
     return problems
 
 

@@ -99,6 +99,9 @@ class LiveStatusLine:
         fps = getattr(stats, "recent_fps", None)
         if fps is None or not math.isfinite(fps):
             fps = getattr(stats, "fps", math.nan)
+        frames = getattr(stats, "frames_yielded", None)
+        if frames is not None and frames < 2:
+            fps = math.nan  # one frame's rate is its start-up time, not a rate (it read 85 fps at 10)
         return self.update(
             force=True,
             fps=fps,
@@ -106,7 +109,7 @@ class LiveStatusLine:
             p99_ms=lat.p99 if lat is not None else math.nan,
             drops=getattr(stats, "frames_dropped", 0),
             reconnects=getattr(stats, "reconnects", 0),
-            frames=getattr(stats, "frames_yielded", None),
+            frames=frames,
             extra=extra,
         )
 

@@ -286,6 +286,13 @@ def test_live_status_line_from_pipeline_stats():
     with LiveStatusLine(out, width=200) as line:
         assert line.update_from(pipe.stats, extra="cam0")
     assert "fps | p50" in out.getvalue() and "frames 5 | cam0" in out.getvalue()
+    # one frame gives no rate yet: its "fps" was the start-up time's inverse (85 fps on a 10 fps camera)
+    pipe = StreamPipeline([np.zeros((4, 4, 3), np.uint8)], StreamConfig(policy="all"))
+    list(pipe.run(lambda frames, pre: frames))
+    out = FakeTTY()
+    with LiveStatusLine(out, width=200) as line:
+        assert line.update_from(pipe.stats)
+    assert "\r- fps | p50" in out.getvalue() and "frames 1" in out.getvalue()
 
 
 def test_field_lines_put_one_field_a_line_aligned_with_cells_as_the_table_writes_them():
