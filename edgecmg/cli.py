@@ -141,8 +141,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed
     # again if the evaluation fails before writing into it).
-    with (output_folder(args.out, results=("metrics.json", "scores.csv"), overwrite=args.overwrite)
-          if args.out is not None else nullcontext()):
+    with (output_folder(args.out, results=("metrics.json", "scores.csv"), overwrite=args.overwrite,
+                        inputs=[args.data]) if args.out is not None else nullcontext()):
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
         height, width = detector.input_size

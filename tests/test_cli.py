@@ -1857,3 +1857,27 @@ def test_stream_refuses_a_fifo_as_its_model_instead_of_reading_it_for_ever(kolek
         worker.join(timeout=10)
         pytest.fail("stream blocked reading a FIFO given as its model")
     assert outcome == [2] and str(fifo) in capsys.readouterr().err
+
+
+def test_an_output_folder_inside_what_the_command_reads_is_refused_before_any_work(small_artifact, mvtec_subset,
+                                                                                   tmp_path, capsys):
+    """predict -o into its image folder judged its own overlays on the next run; eval's hardest.png
+    among the test images changed the metrics."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(mvtec_subset / "test" / "good", images)
+    before = sorted(images.iterdir())
+    for argv, out, given in (
+            (["predict", str(small_artifact), str(images)], images, images),
+            (["predict", str(small_artifact), str(images / "*.jpg")], images / "overlays", images / "*.jpg"),
+            (["predict", str(small_artifact), f"{images}/**/*.jpg"], images / "a" / "b", f"{images}/**/*.jpg"),
+            (["eval", str(small_artifact), str(mvtec_subset)], mvtec_subset / "test" / "good", mvtec_subset)):
+        assert main(["-q", *argv, "--out", str(out), "--backend", "torch"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} is inside {given}, which this command reads" in err, err
+    assert sorted(images.iterdir()) == before and not (images / "overlays").exists()
+    # a file's folder is not read: an output beside the images given one by one is fine
+    first = before[0]
+    assert main(["-q", "predict", str(small_artifact), str(first), "--out", str(images / "out"), "--backend",
+                 "torch"]) == 0

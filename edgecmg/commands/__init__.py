@@ -104,14 +104,17 @@ def restore_handlers(previous: dict[int, Any]) -> None:
 
 @contextmanager
 def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, ...] = (),
-                  overwrite: bool = False) -> Iterator[Path]:
+                  overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
     """Create the output folder ``path`` now, before any long work, so that a file in its place or
     an unwritable parent is a clear error naming it instead of a traceback after the run. A folder
     created here is removed again if the command fails before writing into it (a model that would
     not load leaves nothing behind); anything written is kept.
 
     results: the files a run writes there; a folder that already holds one of them holds an earlier
-    run's results, which are refused rather than replaced unless ``overwrite`` (``--overwrite``)."""
+    run's results, which are refused rather than replaced unless ``overwrite`` (``--overwrite``).
+    inputs: what the command reads (folders, globs, files): the folder may not be inside one of them
+    (:func:`check_out_outside_inputs`)."""
+    check_out_outside_inputs(path, flag, inputs)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path}: a file of that name is in the way of the output folder; "
@@ -131,6 +134,27 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     except BaseException:
         remove_empty_folders(created)
         raise
+
+
+def check_out_outside_inputs(out: str | Path, flag: str, inputs: Sequence[str | Path]) -> None:
+    """Refuse an output folder that is, or is inside, a folder the command reads (a folder given, an
+    MVTec root, a glob's fixed part): its outputs would be read as inputs by the next run (predict's
+    overlays judged as parts, eval's hardest.png among the test images, changing the metrics)."""
+    from edgecmg.imageio import is_glob_pattern
+
+    target = Path(out).expanduser().resolve()
+    for item in inputs:
+        path = Path(item).expanduser()
+        if is_glob_pattern(str(item)):  # the folder the pattern walks: its parts before the first wildcard
+            fixed = [part for part in path.parts[:next(i for i, part in enumerate(path.parts)
+                                                       if is_glob_pattern(part))]]
+            path = Path(*fixed) if fixed else Path(".")
+        elif not path.is_dir():
+            continue  # a file: the folder around it is not read
+        folder = path.resolve()
+        if target == folder or folder in target.parents:
+            raise ConfigError(f"{flag} {out} is inside {item}, which this command reads: its outputs would be read as "
+                              "inputs by the next run; give an output folder outside it")
 
 
 def missing_folders(path: Path) -> list[Path]:

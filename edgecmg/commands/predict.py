@@ -39,7 +39,7 @@ def run_predict(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images_naming_subfolders(item, "judged"))
-    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"),
+    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"), inputs=args.images,
                        overwrite=args.overwrite or args.resume) as out:
         skipped_path = out / "skipped.jsonl"
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
