@@ -111,7 +111,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     images = found["images"]
-    print(f"{images} good images judged ({len(found['skipped'])} unreadable skipped), backend {found['backend']}: "
+    print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), backend {found['backend']}: "
           f"scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
     print(f"stored threshold {found['stored_threshold']:.4f} flags {found['stored_flags']} of them")
     kept = f", {len(found['left_out'])} far above the rest left out" if found["left_out"] else ""
@@ -607,8 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
-                              parents=[common])
+        p = sub.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter,
+                           parents=[common])
+        p.set_defaults(subparser=p)  # main reports a mistyped option with this command's usage
+        return p
 
     for add in _SUBCOMMANDS:
         add(command)
@@ -631,7 +633,10 @@ _OUT_OF_MEMORY_HINTS = {
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     closed = _stand_in_for_closed_std_streams()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse says so with the top-level usage, which lists no option of the command
+        (getattr(args, "subparser", None) or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
     # unless -v asks for everything. Where stderr is not a terminal (a service's log, a file), each
     # line says when: docker's and plain files' logs add no time of their own.

@@ -118,6 +118,10 @@ class ModelConfig:
     # Smallest max_side: the backbone's head has stride 32 and 64 px (a 2 x 2 head map) is the
     # smallest side input_size accepts; below 64, choose_input_size would quietly clamp to 64 x 64.
     MIN_MAX_SIDE: ClassVar[int] = 64
+    # Largest: about 4 MP through the backbone a frame (its stride-8 features alone ~0.5 GB at 2048), and
+    # a fit holding every training image at that size; 100000 ended in OpenCV's out-of-memory error.
+    MAX_MAX_SIDE: ClassVar[int] = 2048
+    MAX_INPUT_SIDE: ClassVar[int] = 4096  # an input_size side (max_side 2048 at 1:4 gives 1024 x 4096)
     # The seeds torch.Generator.manual_seed and numpy's generators both take.
     MAX_SEED: ClassVar[int] = 2**64 - 1
 
@@ -134,6 +138,13 @@ class ModelConfig:
             h, w = self.input_size
             if h % 32 or w % 32 or h < 64 or w < 64:
                 raise ConfigError(f"input_size {self.input_size} must be >= 64 and multiples of 32 in both sides")
+            if h > self.MAX_INPUT_SIDE or w > self.MAX_INPUT_SIDE:
+                raise ConfigError(f"input_size {self.input_size}: sides of at most {self.MAX_INPUT_SIDE} (the model "
+                                  "sees each frame resized to it; crop the part's region for finer detail)")
+        if self.max_side > self.MAX_MAX_SIDE:
+            raise ConfigError(f"max_side={self.max_side} (--max-side) is too large: the input would have about "
+                              f"max_side**2 pixels; use at most {self.MAX_MAX_SIDE} (default 256, 256..512 typical; crop "
+                              "the part's region for finer detail)")
         if not self.max_side >= self.MIN_MAX_SIDE:
             raise ConfigError(f"max_side={self.max_side} (--max-side) is too small: the automatic input size has "
                               f"about max_side**2 pixels, in sides that are multiples of 32; use at least "

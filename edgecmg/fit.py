@@ -204,10 +204,14 @@ def _collect(model: CMGModel, frames: list[np.ndarray], batch_size: int, show: b
     return out
 
 
-def _require_enough(count: int, source: str) -> None:
+def _require_enough(count: int, source: str, offered: int) -> None:
+    """``count`` usable images of the ``offered``: enough to fit? Where files were lost (unreadable,
+    copies) that is said, not "add more" alone: nine text files named .png read as "found 0: add more"."""
     if count < MIN_TRAIN_IMAGES:
+        lost = f" of the {offered} given" if offered > count else ""
+        why = ": the others could not be read or copy another (named above); fix or replace them, or" if lost else ":"
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable, distinct images of good parts, found {count}"
-                        f"{source}: add more (a few hundred set a reliable threshold)")
+                        f"{lost}{source}{why} add more (a few hundred set a reliable threshold)")
 
 
 def training_images(data: str | Path) -> list[Path]:
@@ -308,12 +312,12 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
         if captions is None:
             captions = _folder_captions(images, config.cmle)
     training = _Training(images, bgr=bgr)
-    _require_enough(len(training.names), source)
+    _require_enough(len(training.names), source, training.offered)
     size = choose_input_size(training.shapes, config)
     frames = training.drop_copies(training.read_at(size, progress))
     # The size stays the one chosen before reading: a file that failed or was a copy only moves the
     # median aspect a little.
-    _require_enough(len(frames), source)
+    _require_enough(len(frames), source, training.offered)
     names, shapes = training.names, training.shapes
     if captions and config.cmle:
         _warn_unmatched_captions(captions, names)

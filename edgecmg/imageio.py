@@ -638,7 +638,7 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         raise MissingFileError(f"no such image file or folder: {p} (not found); check the path")
     if p.is_file():
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(f"{p} does not have an image extension ({exts}); rename it or pass its folder")
+            raise DataError(_not_an_image_file(p, exts))
         return [p]
     found = sorted(c for c in p.iterdir() if is_image_file(c))
     if not found:
@@ -647,6 +647,20 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
             "that folder or pass a glob such as 'folder/**/*.png'"
         )
     return found
+
+
+def _not_an_image_file(path: Path, exts: str) -> str:
+    """Why a file given as an image is not one: a model or calibrate's cache is a file in the wrong
+    place (the arguments mixed up), which "rename it" would make worse."""
+    from edgecmg.fileio import _MODEL_SUFFIXES
+
+    if path.suffix.lower() in _MODEL_SUFFIXES:
+        return (f"{path} is a model file ({path.suffix}), not an image: give it where the command takes its model "
+                "(see its --help), and images or their folder here")
+    if path.name.lower().endswith(".calib.json"):
+        return (f"{path} is calibrate's activation-range cache, not an image: give the images (or their folder) "
+                "it was made from here")
+    return f"{path} does not have an image extension ({exts}); rename it or pass its folder"
 
 
 def subfolders_with_images(folder: PathLike) -> list[str]:

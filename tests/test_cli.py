@@ -1881,3 +1881,14 @@ def test_an_output_folder_inside_what_the_command_reads_is_refused_before_any_wo
     first = before[0]
     assert main(["-q", "predict", str(small_artifact), str(first), "--out", str(images / "out"), "--backend",
                  "torch"]) == 0
+
+
+def test_a_mistyped_option_is_said_with_its_commands_usage(capsys):
+    """`predict ... --thresold 3` printed the top-level usage, which names no option of predict."""
+    for argv, command in ((["predict", "m.edgecmg", "a.png", "--out", "o", "--thresold", "3"], "predict"),
+                          (["info", "m.edgecmg", "--jsn"], "info")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: edgecmg {command} ") and "unrecognized arguments: --" in err, err

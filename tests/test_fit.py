@@ -1,5 +1,6 @@
 """fit(): the ablation settings of the benchmark (CMG parts switched off), and the normal level of the maps."""
 import logging
+import re
 import numpy as np
 import pytest
 import torch
@@ -105,6 +106,10 @@ def test_model_config_refuses_invalid_values_by_name():
                              (dict(max_side=0), "max_side=0 (--max-side) is too small"),
                              (dict(max_side=-5), "max_side=-5 (--max-side) is too small"),
                              (dict(max_side=63), "use at least 64"),
+                             # 100000 ended in OpenCV's out-of-memory error, with a hint about image counts
+                             (dict(max_side=100000), "max_side=100000 (--max-side) is too large"),
+                             (dict(max_side=2049), "use at most 2048"),
+                             (dict(input_size=(64, 4128)), "input_size (64, 4128): sides of at most 4096"),
                              (dict(max_bank_size=0), "max_bank_size=0 (--bank-size) must be >= 1"),
                              (dict(max_bank_size=-3), "max_bank_size=-3"),
                              (dict(smoothing_sigma=0.0), "smoothing_sigma=0.0 must be > 0"),
@@ -281,7 +286,8 @@ def test_too_few_images_names_the_folder_and_what_to_do(kolektor_train, tmp_path
     for path in kolektor_train[:5]:
         shutil.copy(path, tmp_path / path.name)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=rf"at least 8 readable, distinct images of good parts, found 5 in {re.escape(str(tmp_path))}: add more"):
+    with pytest.raises(DataError, match=rf"at least 8 readable, distinct images of good parts, found 5 of the 6 given "
+                                        rf"in {re.escape(str(tmp_path))}: the others could not be read"):
         fit(tmp_path, ModelConfig(prompt="a part"), progress=False)
 
 
@@ -772,3 +778,16 @@ def test_fit_takes_the_sdks_own_dataset_and_samples(kolektor_root, kolektor_trai
     with pytest.raises(DataError, match=rf"training image 8 \({re.escape(str(kolektor_train[8]))}\) is labelled a "
                                         r"defect \(crack\): fit on good parts only"):
         fit([*MVTecDataset(root).train_samples(), defect], config, progress=False)
+
+
+def test_too_few_images_says_how_many_were_given_and_lost(tmp_path):
+    """Nine text files named .png read as "found 0 in fakes: add more"."""
+    from edgecmg.config import ModelConfig
+    from edgecmg.errors import DataError
+    from edgecmg.fit import fit
+
+    for i in range(9):
+        (tmp_path / f"f{i}.png").write_text("not an image")
+    with pytest.raises(DataError, match=rf"found 0 of the 9 given in {re.escape(str(tmp_path))}: the others could "
+                                        r"not be read or copy another \(named above\); fix or replace them, or add more"):
+        fit(tmp_path, ModelConfig(prompt="a part", input_size=(64, 64)), progress=False)

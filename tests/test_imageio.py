@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -589,3 +590,17 @@ def test_a_leading_tilde_is_the_home_folder_where_images_are_read(tmp_path, monk
     assert list_images("~/parts/train/good") == want and list_images("~/parts/train/*/*.png") == want
     assert training_images("~/parts") == want
     assert MVTecDataset("~/parts").root == tmp_path / "parts"
+
+
+def test_a_model_or_range_cache_given_as_an_image_is_named_for_what_it_is(tmp_path):
+    """fit k.edgecmg, calibrate --data k.edgecmg and bench --images k.onnx said "rename it"."""
+    from edgecmg.errors import DataError
+    from edgecmg.imageio import list_images
+
+    for name, said in (("k.edgecmg", "is a model file (.edgecmg), not an image"),
+                       ("k.ONNX", "is a model file (.ONNX), not an image"),
+                       ("k.int8.calib.json", "is calibrate's activation-range cache, not an image"),
+                       ("notes.txt", "does not have an image extension")):
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(DataError, match=re.escape(f"{tmp_path / name} {said}")):
+            list_images(tmp_path / name)

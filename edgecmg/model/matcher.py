@@ -153,14 +153,14 @@ class ClipMatcher(nn.Module):
 
         ``expected_sha256`` (from an artifact header) refuses a different weights file.
         """
-        open_clip = _import_open_clip()
-        path = Path(weights).expanduser()
+        path = Path(weights).expanduser()  # the file before the library: a mistyped path is the likelier mistake
         if not path.is_file():
             raise ConfigError(f"CLIP weights {path}: no such file; pass the local .safetensors file of the "
                               f"{arch} model the detector was fitted with")
         if path.suffix != ".safetensors":
             raise ConfigError(f"CLIP weights {path}: only .safetensors files are read (no pickle); convert "
                               "the checkpoint once with safetensors.torch.save_file(model.state_dict(), ...)")
+        open_clip = _import_open_clip()
         sha = file_sha256(path)
         if expected_sha256 is not None and sha != expected_sha256:
             raise ArtifactError(f"CLIP weights {path} have SHA-256 {sha[:12]}, the model was fitted with "

@@ -32,6 +32,13 @@ def test_clip_without_open_clip_names_the_install_command(tmp_path):
         build_matcher({"kind": "clip", "arch": ARCH, "weights": str(weights)}, torch.nn.Linear(4, 2))
 
 
+def test_a_missing_clip_weights_file_is_said_before_whether_open_clip_is_installed(tmp_path):
+    """fit --clip-weights nope.safetensors said open_clip was missing, not the mistyped file."""
+    with pytest.raises(ConfigError, match=r"CLIP weights .*nope\.safetensors: no such file"):
+        build_matcher({"kind": "clip", "arch": ARCH, "weights": str(tmp_path / "nope.safetensors")},
+                      torch.nn.Linear(4, 2))
+
+
 def test_clip_config_needs_a_weights_file():
     with pytest.raises(ConfigError, match="clip_weights"):
         ModelConfig(matcher="clip")
