@@ -111,8 +111,8 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     images = found["images"]
-    print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), backend {found['backend']}: "
-          f"scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
+    print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), "
+          f"backend {found['backend']}: scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
     print(f"stored threshold {found['stored_threshold']:.4f} flags {found['stored_flags']} of them")
     kept = f", {len(found['left_out'])} far above the rest left out" if found["left_out"] else ""
     print(f"threshold at their {found['quantile']:g} quantile{kept}: {found['threshold']:.4f} (flags {found['flags']}); "
