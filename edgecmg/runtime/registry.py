@@ -60,6 +60,13 @@ def torch_cuda_available() -> bool:
         return False
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU: torch sees one, or the driver (desktop) or L4T (Jetson)
+    is there (a CPU-only torch beside cuda-python and TensorRT still counts)."""
+    return (torch_cuda_available() or Path("/proc/driver/nvidia/version").exists()
+            or Path("/etc/nv_tegra_release").exists())
+
+
 def has_module(name: str) -> bool:
     """Whether ``name`` can be imported here, without importing it."""
     try:
@@ -258,6 +265,12 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
                 failed = exc
     if failed is not None:  # the cause that matters, not "nothing else is available"
         raise failed
+    if suffix in ENGINE_SUFFIXES and not nvidia_gpu_present():
+        # Installing TensorRT (what the hint below says) cannot help a machine without the GPU.
+        raise BackendUnavailableError(specs[0].backend, f"{path} is a TensorRT engine, which runs only on an NVIDIA "
+                                      "GPU, and this machine has none",
+                                      "judge here with the .onnx it was built from (or the .edgecmg); build and run "
+                                      "engines on the target")
     if len(specs) == 1:
         reason = f"{specs[0].name} cannot run here ({specs[0].what} not available)"
     else:  # each candidate's own reason: the first alone (onnxruntime-cuda, where ONNX Runtime is not

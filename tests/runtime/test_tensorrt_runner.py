@@ -110,6 +110,23 @@ def test_missing_tensorrt_gives_the_jetpack_hint(fake_engine, monkeypatch):
         runner.activate()
 
 
+def test_an_engine_on_a_machine_without_an_nvidia_gpu_says_what_to_judge_with_here(fake_engine, monkeypatch):
+    """The error said to pip install TensorRT, which no machine without the GPU can use."""
+    from edgecmg.detector import Detector
+    from edgecmg.runtime import registry
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr(registry, "nvidia_gpu_present", lambda: False)
+    with pytest.raises(BackendUnavailableError, match=r"m\.engine is a TensorRT engine, which runs only on an NVIDIA "
+                                                      r"GPU, and this machine has none.*judge here with the \.onnx it "
+                                                      r"was built from \(or the \.edgecmg\)") as raised:
+        Detector.load(fake_engine)
+    assert "pip install" not in str(raised.value)
+    monkeypatch.setattr(registry, "nvidia_gpu_present", lambda: True)  # a GPU without TensorRT: install it
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        Detector.load(fake_engine)
+
+
 def test_runner_input_checks(fake_engine, tmp_path):
     with pytest.raises(DataError, match="CUDA device"):
         TensorRTRunner(fake_engine, device="cpu")
