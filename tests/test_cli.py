@@ -1892,3 +1892,15 @@ def test_a_mistyped_option_is_said_with_its_commands_usage(capsys):
         assert stop.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"usage: edgecmg {command} ") and "unrecognized arguments: --" in err, err
+
+
+def test_calibrate_on_an_mvtec_root_checks_on_its_test_good_parts(small_artifact, mvtec_subset, tmp_path, capsys):
+    """Its train/good are fit's own images, in the memory bank: they score low under both models, so a
+    check on them could not fail."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.int8.onnx"
+    assert main(["-q", "calibrate", str(small_artifact), "--data", str(mvtec_subset), "--samples", "4",
+                 "--profile", "cpu", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"checking on good images of {mvtec_subset / 'test' / 'good'} (unseen by fit and by calibration)" in printed
+    assert "check on 5 good images" in printed  # test/good's five, not train/good's twelve
