@@ -314,6 +314,9 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
     training = _Training(images, bgr=bgr)
     _require_enough(len(training.names), source, training.offered)
     size = choose_input_size(training.shapes, config)
+    # Said before the work: without a terminal (a log, CI) there are no progress bars, and a first fit
+    # loading the backbone and text model ran half a minute in silence.
+    log.info("fitting on %d images at %dx%d", len(training.names), size[0], size[1])
     frames = training.drop_copies(training.read_at(size, progress))
     # The size stays the one chosen before reading: a file that failed or was a copy only moves the
     # median aspect a little.

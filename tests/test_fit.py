@@ -753,7 +753,7 @@ def test_mvtec_folders_without_good_images_get_no_glob_hint(kolektor_train, tmp_
         training_images(tmp_path / "plain")
 
 
-def test_fit_takes_the_sdks_own_dataset_and_samples(kolektor_root, kolektor_train, tmp_path):
+def test_fit_takes_the_sdks_own_dataset_and_samples(kolektor_root, kolektor_train, tmp_path, caplog):
     """fit(MVTecDataset(root)) was 'not iterable', and elpv_dataset()'s train list 'dtype object'."""
     import re
     import shutil
@@ -769,7 +769,10 @@ def test_fit_takes_the_sdks_own_dataset_and_samples(kolektor_root, kolektor_trai
     for path in kolektor_train[:8]:
         shutil.copy(path, root / "train" / "good" / path.name)
     config = ModelConfig(prompt="a photo of a metal commutator", input_size=(64, 64), cmle=False, max_bank_size=50)
-    by_folder = fit(root, config, progress=False)[1]
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        by_folder = fit(root, config, progress=False)[1]
+    said = [r.getMessage() for r in caplog.records]  # what a log without progress bars shows, before the work
+    assert said.index("fitting on 8 images at 64x64") < next(i for i, m in enumerate(said) if m.startswith("fitted"))
     by_dataset = fit(MVTecDataset(root), config, progress=False)[1]
     by_samples = fit(MVTecDataset(root).train_samples(), config, progress=False)[1]
     assert by_folder["threshold"] == by_dataset["threshold"] == by_samples["threshold"]
