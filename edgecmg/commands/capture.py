@@ -11,7 +11,8 @@ import logging
 import re
 from pathlib import Path
 
-from edgecmg.commands import output_folder, source_from_args, warn_unused_capture_flags
+from edgecmg.commands import check_out_outside_inputs, output_folder, source_from_args, warn_unused_capture_flags
+from edgecmg.commands.stream import refuse_model_as_source
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError
 
@@ -37,11 +38,18 @@ def run_capture(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frames {args.frames}: give how many frames to save (1 or more)")
     if args.step < 1:
         raise ConfigError(f"--step {args.step}: give 1 to save every frame, or N to save every N-th")
+    # A model given as the source (stream's -m habit, or fit's model-first one) is named as one, rather
+    # than opened as a video OpenCV cannot decode.
+    refuse_model_as_source(args.source, "capture saves a camera's or a video's frames and takes no model",
+                           lambda model, others: f"edgecmg capture {' '.join(others) or 'SOURCE'} -o {args.out}")
+    sources = source_from_args(args.source, "capture")
+    # Checked before the source opens: frames saved into the folder being read would be read back.
+    check_out_outside_inputs(args.out, "-o/--out", args.source)
     config = StreamConfig(reconnect_attempts=args.reconnect_attempts,
                           capture_size=tuple(args.capture_size) if args.capture_size else None,
                           capture_fps=args.capture_fps)
     # The source opens first: a mistyped camera or path fails before the folder is made.
-    with open_source(source_from_args(args.source, "capture"), config) as source:
+    with open_source(sources, config) as source:
         warn_unused_capture_flags(args, source)
         with output_folder(args.out, "-o/--out") as out:
             first = next_frame_number(out)

@@ -18,7 +18,9 @@ from edgecmg.commands import (
     STOP_SIGNALS,
     Terminated,
     install_handlers,
+    missing_folders,
     output_file,
+    remove_empty_folders,
     restore_handlers,
     source_from_args,
     warn_unused_capture_flags,
@@ -33,18 +35,33 @@ log = logging.getLogger("edgecmg")
 WINDOW_NAME = "edgecmg"
 
 
-def stream_source(sources: list[str], model: str | None) -> str | list[str]:
-    """The source the command line names (see :func:`edgecmg.commands.source_from_args`). A model
-    file among them is named, since every other command takes the model first and stream takes it
-    by ``-m``."""
+def refuse_model_as_source(sources: list[str], takes: str, usage: Callable[[str, list[str]], str]) -> None:
+    """A model file among a command's sources (``edgecmg stream part.edgecmg ...``, every other command's
+    model-first habit; ``edgecmg capture part.edgecmg -o frames/``) is named, rather than opened as a video
+    OpenCV cannot decode: one error line, ``takes`` (what the command takes instead) and the command to
+    write, ``usage(model, other_sources)``."""
     from edgecmg.runtime.registry import KNOWN_SUFFIXES
 
     models = [s for s in sources if Path(s).suffix.lower() in KNOWN_SUFFIXES]
-    others = " ".join(s for s in sources if s not in models) or "SOURCE"
     if models:
-        raise ConfigError(f"{models[0]} is a model file, not a source: stream takes the model by -m "
-                          f"(edgecmg stream {others} -m {model or models[0]})")
+        others = [s for s in sources if s not in models]
+        raise ConfigError(f"{models[0]} is a model file, not a source: {takes} ({usage(models[0], others)})")
+
+
+def stream_source(sources: list[str], model: str | None) -> str | list[str]:
+    """The source the command line names (see :func:`edgecmg.commands.source_from_args`). A model
+    file among them is named, since every other command takes the model first and stream takes it
+    by ``-m``; where -m names the source instead (the two swapped), the command shown swaps them back."""
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
+    def usage(found: str, others: list[str]) -> str:
+        if model is None or Path(model).suffix.lower() in KNOWN_SUFFIXES:
+            return f"edgecmg stream {' '.join(others) or 'SOURCE'} -m {model or found}"
+        return f"edgecmg stream {' '.join([*others, model])} -m {found}"  # -m named the source: swapped
+
+    refuse_model_as_source(sources, "stream takes the model by -m", usage)
     if model is None:
+        others = " ".join(sources) or "SOURCE"
         raise ConfigError(f"no model given: stream takes the model by -m (edgecmg stream {others} -m MODEL)")
     return source_from_args(sources, "stream")
 
@@ -54,6 +71,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
     check_frame_limits(args)
     source = stream_source(args.source, args.model)
+    check_output_names(args)  # a --jsonl naming the model would be appended to: refused before it loads
     config = stream_config(args)  # checked before the model loads
     if args.show:
         open_window()
@@ -62,13 +80,15 @@ def run_stream(args: argparse.Namespace) -> int:
     tally = RunTally(detector, model_sha256)
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
     warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
-    check_outputs_or_close(args, run, detector)
+    created = CreatedOutputs(args)  # what is there before the outputs are made: a run that fails at once removes them
+    check_outputs_or_close(args, run, detector, created)
     # The video plays at the rate the frames came: the source's own, else the pace --realtime gave them.
     pace = run.pipeline.source.frame_rate or (args.capture_fps if args.realtime else None)
     video = OverlayVideo(args.save, pace) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
     finished = False  # the loop ended without an exception: a summary that cannot be written is then the error
+    stopped = False  # a stop signal (Ctrl-C, SIGTERM, SIGHUP) ended it: the summary says so, frames judged or not
     try:
         # Line-buffered: every judged frame's record is on disk, whatever ends the run.
         jsonl = open_records(args.jsonl) if args.jsonl else None
@@ -76,10 +96,10 @@ def run_stream(args: argparse.Namespace) -> int:
             judge_frames(args, run, stop, jsonl, video, status, tally)
         finished = True
     except Terminated as stop:
-        tally.ended = f"terminated ({stop.signal_name})"
+        tally.ended, stopped = f"terminated ({stop.signal_name})", True
         raise
     except KeyboardInterrupt:
-        tally.ended = "interrupted (Ctrl-C)"
+        tally.ended, stopped = "interrupted (Ctrl-C)", True
         raise
     except StreamError as exc:
         tally.ended = f"stream error: {exc}"
@@ -91,10 +111,18 @@ def run_stream(args: argparse.Namespace) -> int:
         tally.ended = f"error: {exc}"
         raise
     finally:
+        # A run that failed before judging a frame (no frame of the source could be decoded, the camera
+        # was lost before the first) never started: its error line is all it reports, and it leaves no
+        # file behind, neither an empty --jsonl nor a summary of nothing (which would replace the row of
+        # this stream's last real run). A stop signal's run is summarised even then: it ran until stopped.
+        started = finished or stopped or run.stats.frames_yielded > 0
         try:
-            close_run(status, video, jsonl, run, detector, finished)
+            close_run(status if started else None, video, jsonl, run, detector, finished)
         finally:  # a close that fails (a video on a full disk) still leaves the summary of what was judged
-            write_final_summary(args, run, tally, finished)
+            if started:
+                write_final_summary(args, run, tally, finished)
+            else:
+                created.remove()
     return 0
 
 
@@ -127,14 +155,38 @@ def start_run(detector, source, config: StreamConfig):
         raise
 
 
-def check_outputs_or_close(args: argparse.Namespace, run, detector) -> None:
-    """:func:`check_outputs`; the run and the detector are closed where an output is refused."""
+def check_outputs_or_close(args: argparse.Namespace, run, detector, created: CreatedOutputs) -> None:
+    """:func:`check_outputs`; the run and the detector are closed where an output is refused, and the
+    folders an output checked before it created are removed again."""
     try:
         check_outputs(args)  # after the source opened: a mistyped source leaves no folder behind
     except BaseException:
+        created.remove()
         run.close()
         detector.close()
         raise
+
+
+class CreatedOutputs:
+    """What the outputs of a run will create, noted before they are checked: the --jsonl file where
+    none was there, and the folders --save, --jsonl and --report are made in. :meth:`remove` takes
+    away what is still empty, for a run that ends before judging a frame (a file of records it never
+    wrote, a folder it never wrote into)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        records = args.jsonl if args.jsonl and not records_on_stdout(args.jsonl) else None
+        self.records = Path(records) if records and not os.path.lexists(records) else None
+        self.folders = [missing_folders(Path(path).parent) for path in (args.save, records) if path]
+        if args.report:
+            self.folders.append(missing_folders(Path(args.report)))
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):  # best effort: the run's own error is the one to report
+            if self.records is not None and self.records.is_file() and self.records.stat().st_size == 0:
+                self.records.unlink()
+        for folders in self.folders:
+            with contextlib.suppress(OSError):
+                remove_empty_folders(folders)
 
 
 MOSTLY_FLAGGED = 0.5  # a stream that flags more than this share of its frames ends with how to set a threshold
@@ -303,15 +355,48 @@ class StopBetweenRecords:
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")  # containers OpenCV writes MPEG-4 ("mp4v") into
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """--save, --jsonl and --report, checked before the first frame: a name OpenCV cannot write, an
-    unwritable folder or an earlier video would otherwise end the run after it."""
+#: What each output is, and what to give it instead of a name it may not take (check_output_names).
+_OUTPUT_GIVE = {
+    "--save": f"give the overlay video a file of its own (ending in {', '.join(VIDEO_SUFFIXES)})",
+    "--jsonl": "give the records a file of their own (e.g. frames.jsonl)",
+    "--report": "give the summary a folder of its own (e.g. report/)",
+}
+
+
+def check_output_names(args: argparse.Namespace) -> None:
+    """--save, --jsonl and --report, checked by name before the model loads or any file is opened:
+    --jsonl is appended to and --save replaced (with --overwrite), so a name that is the model being
+    run, a source, or any model, image or video file would be damaged by the run (``--jsonl
+    part.edgecmg`` appended the records to the model, and every later load failed); --report is the
+    folder for stream_summary.json, .csv and .md."""
+    from edgecmg.fileio import MODEL_FILE_SUFFIXES
+    from edgecmg.imageio import IMAGE_EXTENSIONS
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
     if args.save and Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:  # before any folder is made
         raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
-    for flag, output in (("--save", args.save), ("--jsonl", args.jsonl)):
-        read = next((source for source in args.source if output and same_file(output, source)), None)
+    kinds = ((set(KNOWN_SUFFIXES) | set(MODEL_FILE_SUFFIXES), "a model file"), (IMAGE_EXTENSIONS, "an image file"),
+             (VIDEO_SUFFIXES, "a video file"))
+    for flag, output in (("--save", args.save), ("--jsonl", args.jsonl), ("--report", args.report)):
+        if not output or (flag == "--jsonl" and output == "-"):
+            continue
+        if same_file(output, args.model):
+            raise ConfigError(f"{flag} {output} is the model being run (-m {args.model}); {_OUTPUT_GIVE[flag]}")
+        read = next((source for source in args.source if same_file(output, source)), None)
         if read is not None:  # --overwrite would replace the recording being judged with its own overlays
             raise ConfigError(f"{flag} {output} is the source being read ({read}); give the output another name")
+        suffix = Path(output).suffix.lower()
+        kind = next((kind for suffixes, kind in kinds if suffix in suffixes), None)
+        if flag != "--save" and kind is not None:
+            written = "the records would be appended to it" if flag == "--jsonl" else \
+                "--report takes the folder the summary is written into"
+            raise ConfigError(f"{flag} {output}: that names {kind} ({suffix}), and {written}; {_OUTPUT_GIVE[flag]}")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """--save, --jsonl and --report, checked before the first frame (their names were checked before
+    the model loaded, :func:`check_output_names`): an unwritable folder or an earlier video would
+    otherwise end the run after it."""
     if args.save:
         output_file(args.save, "--save", overwrite=args.overwrite)
     if args.jsonl and not records_on_stdout(args.jsonl):
