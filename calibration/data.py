@@ -15,6 +15,10 @@ from edgecmg.result import INPUT_NAME
 
 log = logging.getLogger("edgecmg")
 
+# Calibration images a run typically uses (samples' own check says so too): a count asked for above
+# this is not repeated back as advice when the folder holds fewer.
+TYPICAL_SAMPLES_MIN, TYPICAL_SAMPLES_MAX = 64, 512
+
 
 def select_images(data_dir: str | Path, samples: int, seed: int = 0) -> list[Path]:
     """Up to ``samples`` image files of ``data_dir`` (its images, else those of its sub-folders; of an
@@ -32,7 +36,8 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
     folder (calibrate's check), whose first draw has said it all already."""
     info, warning = (log.info, log.warning) if report else (_unsaid, _unsaid)
     if samples < 1:
-        raise DataError(f"samples={samples}: calibrate on at least 1 image (64-512 is typical)")
+        raise DataError(f"samples={samples}: calibrate on at least 1 image ({TYPICAL_SAMPLES_MIN}-{TYPICAL_SAMPLES_MAX} is "
+                        "typical)")
     if not isinstance(data_dir, (str, Path)):
         given = [Path(item) for item in data_dir]
         paths = [path for path in given if path.is_file()]  # the data's fingerprint stats every file
@@ -76,9 +81,15 @@ def _choose(paths: list[Path], samples: int, seed: int, where: str, warning) -> 
     if len(paths) < samples:
         # Ranges from a few frames may miss what the line shows later, and INT8 scores drift from FP32
         # (64 images were too few for the tensorrt profile on KolektorSDD: README, INT8 section).
-        warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
+        if samples <= TYPICAL_SAMPLES_MAX:
+            warning("calibration: %s holds %d images, fewer than the %d asked for; the activation ranges come "
                     "from those %d: add images of good parts (%d or more) if INT8 scores drift from FP32",
                     where, len(paths), samples, len(paths), samples)
+        else:  # a count far above what calibration needs (--samples 1000000) is not advice to echo back
+            more = (f": add images of good parts ({TYPICAL_SAMPLES_MIN}-{TYPICAL_SAMPLES_MAX} are typical) if INT8 "
+                    "scores drift from FP32" if len(paths) < TYPICAL_SAMPLES_MAX // 2 else "")
+            warning("calibration: %s holds %d images, fewer than asked for; the activation ranges come from the %d "
+                    "found%s", where, len(paths), len(paths), more)
     if len(paths) <= samples:
         return paths, []
     rng = np.random.default_rng(seed)

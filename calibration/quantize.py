@@ -251,6 +251,54 @@ def default_cache_path(out_path: str | Path) -> Path:
     return out.with_name(out.stem + ".calib.json")
 
 
+# What an output name given to calibrate may end in that its suggested name leaves out: another
+# kind of file (the model, its range cache) or the INT8 markers the suggestion adds back once.
+_NAME_TAILS = (".calib.json", ".json", ".edgecmg", ".onnx", ".engine", ".plan", ".int8", ".cpu", ".calib")
+
+
+def int8_output_name(path: str | Path, profile: str = "tensorrt") -> Path:
+    """A name for calibrate's INT8 file built from ``path``'s stem, as the README names them:
+    ``part.edgecmg``, ``part.onnx``, ``part.int8.calib.json`` all give ``part.int8.onnx`` (for the cpu
+    profile ``part.cpu.int8.onnx``): never ``part.onnx``, the FP32 export's name, nor a doubled tail."""
+    path = Path(path)
+    name = path.name
+    while True:
+        lowered = name.lower()
+        tail = next((t for t in _NAME_TAILS if lowered.endswith(t) and len(name) > len(t)), None)
+        if tail is None:
+            break
+        name = name[: -len(tail)]
+    return path.with_name(name + (".cpu.int8.onnx" if profile == "cpu" else ".int8.onnx"))
+
+
+def _free_output_name(out_path: Path, profile: str) -> Path:
+    """An output name to suggest instead of ``out_path``: :func:`int8_output_name`, numbered where that
+    file or its range cache is there already."""
+    first = int8_output_name(out_path, profile)
+    tail = ".cpu.int8.onnx" if profile == "cpu" else ".int8.onnx"
+    stem = first.name[: -len(tail)]
+    number = 1
+    candidate = first
+    while candidate == out_path or candidate.exists() or default_cache_path(candidate).exists():
+        number += 1
+        candidate = first.with_name(f"{stem}-{number}{tail}")
+    return candidate
+
+
+def _check_output_name(out_path: str | Path, profile: str) -> Path:
+    """calibrate's ``out_path`` before any work: a name not ending in .onnx is refused with one built
+    from its stem (``-o part.edgecmg`` suggested ``part.onnx``, which would replace the FP32 export,
+    and ``-o part.int8.calib.json`` ``part.int8.calib.json.onnx``); a folder or an empty name as
+    ``check_onnx_suffix`` says."""
+    from edgecmg.export import check_onnx_suffix
+
+    path = Path(out_path)
+    if path.name and not path.is_dir() and path.suffix.lower() != ".onnx":
+        raise ConfigError(f"{path}: calibrate writes an ONNX file, whose name must end in .onnx; use "
+                          f"{int8_output_name(path, profile)}")
+    return check_onnx_suffix(path)
+
+
 def _checked_method(profile: str, method: Optional[str]) -> str:
     """The range method to use (``method``, or the profile's default when None); an unknown profile or
     method is a ConfigError, raised before anything is read or written."""
@@ -388,15 +436,22 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     Returns ``out_path``.
     """
     from edgecmg import artifact
-    from edgecmg.export import _onnx, append_scorer, check_onnx_suffix, export_scorer_graph, graph_sha256
+    from edgecmg.export import _onnx, append_scorer, check_artifact_input, export_scorer_graph, graph_sha256
 
     method = _checked_method(profile, method)
+    check_artifact_input(artifact_path, "calibrate")  # an image or an export given as the model: said first
     # onnx and onnxruntime (which calibrates): where either is missing, said before any folder is made
     onnx = _onnx()
     _ort_quantization()
-    out_path = artifact.prepare_output(check_onnx_suffix(out_path))  # before any work, like the cache's place
+    out_path = artifact.prepare_output(_check_output_name(out_path, profile))  # before any work, like the cache's
     if cache_path is not None:  # written after calibrating: never over the model or the output
-        check_cache_path(cache_path, "cache_path", artifact_path, out_path)
+        check_cache_path(cache_path, "cache_path", artifact_path, out_path, example=default_cache_path(out_path).name)
+    elif default_cache_path(out_path).is_dir():
+        # The ranges go beside the output under its name: a folder of that name is in their way, and
+        # the CLI has no flag for another cache name, so another output name is what to give.
+        raise ConfigError(f"{default_cache_path(out_path)} is a folder, and calibrate keeps the activation ranges of "
+                          f"{out_path} under that name; give the output another name, e.g. "
+                          f"{_free_output_name(out_path, profile)}")
     cache_path = artifact.prepare_output(cache_path if cache_path is not None else default_cache_path(out_path))
     data, sha = artifact.read_file(artifact_path)  # the key's hash and the model from the same bytes
     model, header = artifact.load(artifact_path, data=data)

@@ -31,10 +31,12 @@ from edgecmg import __version__
 from edgecmg.config import EngineConfig, expect_config
 from edgecmg.engine_file import ENGINE_SUFFIXES, write_engine_file
 from edgecmg.errors import (
+    ArtifactError,
     BackendUnavailableError,
     ConfigError,
     EngineBuildError,
     EngineIncompatibleError,
+    MissingFileError,
 )
 from edgecmg.fileio import atomic_write_bytes, check_cache_path, check_writable
 from edgecmg.fp16_cast import DEFAULT_FP32_OPS, convert_to_fp16
@@ -408,13 +410,13 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     from edgecmg.export import GRAPH_FEATURIZER, SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header
 
     onnx_path = Path(onnx_path)
+    check_build_input(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
     if out_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
     # Both written after minutes of building: checked now (a read-only folder failed after the build).
     if config.timing_cache:
-        check_writable(check_cache_path(config.timing_cache, "timing cache", onnx_path, out_path),
-                       what="the timing cache")
+        check_writable(check_timing_cache_path(config.timing_cache, onnx_path, out_path), what="the timing cache")
     check_writable(out_path, what="the engine")
     model = _as_model(onnx_path)
     model_header = read_onnx_header(model, str(onnx_path))
@@ -464,6 +466,68 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
                  "after a copy; an engine of the whole detector keeps it on the GPU (build from the output "
                  "of export or calibrate with --with-scoring)", out_path)
     return out_path
+
+
+#: What build takes, and where it comes from: said by every refusal of another kind of file.
+BUILD_TAKES = "build takes an .onnx file (from `edgecmg export` or `edgecmg calibrate`)"
+CALIB_SUFFIX = ".calib.json"  # calibrate's activation-range cache, written beside its .onnx
+
+
+def check_build_input(onnx_path: Path) -> None:
+    """What is given to build, by its kind before anything is parsed: a folder, a missing file, or
+    one that is not an .onnx (an image, calibrate's .calib.json, the .edgecmg or an engine) is a
+    one-line error saying what build takes, not a protobuf parse error calling the file damaged. A
+    missing .onnx is left to the ONNX reader, which says so."""
+    if onnx_path.is_dir():
+        raise ConfigError(f"{onnx_path} is a folder, not an ONNX file: {BUILD_TAKES}; give that file")
+    name = onnx_path.name
+    if name.lower().endswith(CALIB_SUFFIX):
+        # calibrate -o part.int8.onnx writes part.int8.calib.json beside it: that .onnx is the model
+        beside = onnx_path.with_name(name[: -len(CALIB_SUFFIX)] + ".onnx")
+        there = "" if beside.is_file() else "; it is not there: calibrate again to write it"
+        raise ConfigError(f"{onnx_path} holds calibrate's activation ranges, not a model: build the INT8 .onnx "
+                          f"calibrate wrote beside it, {beside}{there}")
+    suffix = onnx_path.suffix.lower()
+    if suffix == ".onnx":
+        return
+    if not onnx_path.exists() and not onnx_path.is_symlink():
+        raise MissingFileError(f"{onnx_path}: no such file; {BUILD_TAKES}")
+    if suffix == ".edgecmg":
+        raise ArtifactError(f"{onnx_path} is an edgecmg model, not ONNX: export it first (`edgecmg export "
+                            f"{onnx_path} --format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
+    if suffix in ENGINE_SUFFIXES:
+        from edgecmg import magic
+
+        try:
+            with open(onnx_path, "rb") as handle:
+                ours = handle.read(len(magic.ENGINE)) == magic.ENGINE
+        except OSError:
+            ours = False
+        raise ArtifactError(f"{onnx_path} is a TensorRT engine{' built by edgecmg' if ours else ''}, not ONNX: it is "
+                            "already built; run it (Detector.load / edgecmg stream), or build again from its ONNX "
+                            "file")
+    from edgecmg.imageio import IMAGE_EXTENSIONS
+
+    if suffix in IMAGE_EXTENSIONS:
+        raise ConfigError(f"{onnx_path} is an image, not a model: {BUILD_TAKES}")
+    kind = f"a {suffix} file" if suffix else "a file without a suffix"
+    raise ConfigError(f"{onnx_path}: {BUILD_TAKES}, not {kind}")
+
+
+def check_timing_cache_path(path: str | Path, onnx_path: Path, out_path: Path) -> Path:
+    """``--timing-cache``'s file, before any work: writing it replaces the file, so a model file, the
+    input or the output (``check_cache_path``), an image, or calibrate's range cache is refused."""
+    path = Path(path)
+    example = "trt.cache"
+    if path.name.lower().endswith(CALIB_SUFFIX):
+        raise ConfigError(f"timing cache {path}: that names calibrate's activation-range cache ({CALIB_SUFFIX}), "
+                          f"which writing the timing cache would replace; give it a name of its own (e.g. {example})")
+    from edgecmg.imageio import IMAGE_EXTENSIONS
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ConfigError(f"timing cache {path}: that names an image ({path.suffix}), which writing the timing cache "
+                          f"would replace; give it a name of its own (e.g. {example})")
+    return check_cache_path(path, "timing cache", onnx_path, out_path, example=example)
 
 
 def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -> None:

@@ -46,7 +46,7 @@ from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_
                               _field, model_spec)
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, name_some
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, name_some
 from edgecmg.fileio import atomic_path, check_file_suffix
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
@@ -629,6 +629,33 @@ def export_model(model: CMGModel, header: dict[str, Any], out_path: str | Path,
     return out_path
 
 
+def check_artifact_input(path: str | Path, command: str) -> None:
+    """The model given to ``command`` (export, calibrate), by its suffix before it is read, as info and
+    predict check theirs: an image, an export, an engine or calibrate's range cache is a one-line error
+    saying what the command takes (not "bad magic" with the file's first bytes). A folder or a missing
+    file is left to the reader, which names it as such."""
+    path = Path(path)
+    if path.is_dir() or not (path.exists() or path.is_symlink()):
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".edgecmg":
+        return
+    takes = f"{command} takes a .edgecmg model file (from `edgecmg fit`)"
+    made_from = f"{command} takes the .edgecmg model (from `edgecmg fit`) it was made from"
+    if path.name.lower().endswith(".calib.json"):
+        raise DataError(f"{path} holds calibrate's activation ranges, not a model: {takes}")
+    if suffix == ".onnx":
+        raise DataError(f"{path} is an ONNX export, not an edgecmg model: {made_from}")
+    if suffix in (".engine", ".plan"):
+        raise DataError(f"{path} is a TensorRT engine, not an edgecmg model: {made_from}")
+    from edgecmg.imageio import IMAGE_EXTENSIONS
+
+    if suffix in IMAGE_EXTENSIONS:
+        raise DataError(f"{path} is an image, not a model: {takes}")
+    kind = f"a {suffix} file" if suffix else "a file without a suffix"
+    raise DataError(f"{path}: {takes}, not {kind}")
+
+
 def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportConfig = ExportConfig()) -> Path:
     """``edgecmg export M.edgecmg --format onnx [--with-scoring] -o M.onnx``: returns ``out_path``.
 
@@ -640,6 +667,7 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, config: ExportC
 
     config = expect_config(config, ExportConfig, "export_onnx")
 
+    check_artifact_input(artifact_path, "export")
     artifact.prepare_output(check_onnx_suffix(out_path))  # an unwritable place fails before the export
     data, sha = artifact.read_file(artifact_path)
     model, header = artifact.load(artifact_path, data=data)

@@ -192,19 +192,21 @@ def same_file(a: Union[str, Path], b: Union[str, Path]) -> bool:
             return False
 
 
-def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path]) -> Path:
+def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path], example: str = "") -> Path:
     """A cache file's path (TensorRT's timing cache, calibration ranges), checked before any work:
     writing the cache replaces the file, so a path that names a model file, or ``others`` (the
     command's input and output), is refused; a folder too. ``--timing-cache victim.onnx`` replaced
-    the model being built with the cache."""
+    the model being built with the cache. ``example``: a name of this cache's own kind that the
+    refusals suggest (``trt.cache`` for a timing cache; a timing cache named like calibrate's range
+    cache would be refused in its turn)."""
     path = Path(path)
+    own = f"give the cache a name of its own (e.g. {example})" if example else "give the cache a name of its own"
     if path.suffix.lower() in _MODEL_SUFFIXES:
         raise ConfigError(f"{flag} {path}: that names a model file ({path.suffix}), which writing the cache would "
-                          "replace; give the cache a name of its own (e.g. trt.cache, part.calib.json)")
+                          f"replace; {own}")
     for other in others:
         if same_file(path, other):
-            raise ConfigError(f"{flag} {path} is also {other}, which writing the cache would replace; give the "
-                              "cache a name of its own")
+            raise ConfigError(f"{flag} {path} is also {other}, which writing the cache would replace; {own}")
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give the cache file's name")
     return path

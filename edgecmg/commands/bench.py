@@ -164,28 +164,43 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgecmg.stream.report import write_report
 
     from edgecmg.commands import output_folder
+    from edgecmg.runtime.registry import check_model_file
 
     _check_counts(args)
     for kind, given in (("model file", args.model), ("backend", args.backends or [])):
         for twice in sorted({item for item in given if given.count(item) > 1}):
             log.warning("%s %s is given more than once: timed once", kind, twice)
     args.backends = list(dict.fromkeys(args.backends)) if args.backends else args.backends
-    # a file in the way fails now, not after every backend has run
-    with output_folder(args.out) as out:
-        models = list(dict.fromkeys(args.model))  # one or more files (nargs='+'), each once
+    models = list(dict.fromkeys(args.model))  # one or more files (nargs='+'), each once
+    refused: list[str] = []
+    # A mistyped name, a folder or a file of no model type (an image, a .calib.json) is named now, in
+    # info's words, before anything is timed: one alone is the error, one of several is skipped.
+    for model in models:
+        try:
+            check_model_file(Path(model).expanduser())
+        except EdgeCMGError as exc:
+            if len(models) == 1:
+                raise
+            _refuse(model, exc, refused)
+    if len(refused) == len(models):
+        raise EdgeCMGError(f"none of the {len(models)} model files could be timed (each is named above)")
+    # a file in the way fails now, not after every backend has run; --images' folder is read, not written
+    with output_folder(args.out, inputs=[args.images] if args.images else []) as out:
         frames, frames_note = _frames(args)
-        rows, samples, refused, skipped, lines = [], {}, [], [], Lines()
+        rows, samples, skipped, lines = [], {}, [], Lines()
         for model in models:
+            if str(model) in refused:
+                continue
             try:
                 bench_model(model, models, args, frames, rows, samples, skipped=skipped, lines=lines)
             except EdgeCMGError as exc:
                 if len(models) == 1:
                     raise
                 # One damaged file among several: the others' timings are still written.
-                log.error("skipped %s: %s", model, exc)
-                refused.append(str(model))
+                _refuse(model, exc, refused)
         if not rows:
-            raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}")
+            why = f": {'; '.join(skipped)}" if skipped else ""
+            raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}{why}")
         environment = environment_info()
         environment.update({"models": [str(m) for m in models], "inputs": frames_note})
         if refused:
@@ -203,18 +218,33 @@ def run_bench(args: argparse.Namespace) -> int:
     return 141 if lines.broken else 0
 
 
+def _refuse(model: str, exc: EdgeCMGError, refused: list[str]) -> None:
+    """Name a model file among several that cannot be timed, and why (the others are still timed)."""
+    why = str(exc)
+    for name in (str(model), str(Path(model).expanduser())):
+        if why.startswith(f"{name}: "):  # the reason names the file already: once is enough
+            why = why[len(name) + 2:]
+            break
+    log.error("skipped %s: %s", model, why)
+    refused.append(str(model))
+
+
 def bench_model(model: str, models: list[str], args: argparse.Namespace, frames: list[np.ndarray] | None,
                 rows: list[dict], samples: dict[str, list[float]], *, skipped: list[str], lines: Lines) -> None:
     """Time every backend asked for (or available) on ``model``, one of ``models``; adds to ``rows``
     (the report) and ``samples`` (the plot), and to ``skipped`` "<backend> on <model>: <why>" for each
     backend asked for that could not run it. ``lines``: where its row's line is printed."""
-    from edgecmg.runtime.registry import SPECS, runner_choices
+    from edgecmg.runtime.registry import SPECS, make_runner, runner_choices
 
     def skip(backend: str, why: str) -> None:
         log.warning("skipping %s on %s: %s", backend, model, why)
         skipped.append(f"{backend} on {model}: {why}")
 
     here = list(dict.fromkeys(b for b, _ in runner_choices(model)))
+    if not here and not args.backends:
+        # Nothing here runs this file (an engine without TensorRT, or a damaged engine header): the
+        # runner's own error says why, rather than the file silently getting no row.
+        make_runner(model)
     backends = here
     if args.backends:
         # A requested backend that cannot run the file here (torch on an .onnx, TensorRT not
