@@ -652,9 +652,9 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
 def _not_an_image_file(path: Path, exts: str) -> str:
     """Why a file given as an image is not one: a model or calibrate's cache is a file in the wrong
     place (the arguments mixed up), which "rename it" would make worse."""
-    from edgecmg.fileio import _MODEL_SUFFIXES
+    from edgecmg.fileio import MODEL_FILE_SUFFIXES
 
-    if path.suffix.lower() in _MODEL_SUFFIXES:
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         return (f"{path} is a model file ({path.suffix}), not an image: give it where the command takes its model "
                 "(see its --help), and images or their folder here")
     if path.name.lower().endswith(".calib.json"):

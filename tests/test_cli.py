@@ -440,6 +440,8 @@ def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx,
     assert report["environment"]["models"] == [str(small_artifact), str(featurizer_onnx)]
     for name in ("bench.csv", "bench.md", "bench_latency.png"):
         assert (out / name).stat().st_size > 0
+    # a stream's inference ran 2 to 4 times bench's figures: said, so bench is not read as a stream's
+    assert "frames judged back to back: a live stream's per-frame times also hold" in capsys.readouterr().out
 
 
 def test_bench_tells_a_backend_missing_here_from_one_that_never_runs_the_file(small_artifact, featurizer_onnx,

@@ -212,6 +212,10 @@ def run_bench(args: argparse.Namespace) -> int:
         plot_latency(samples, out / "bench_latency.png", title=title)
         lines.say(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, "
                   "bench.csv, bench.md, bench_latency.png")
+        # A stream's inference ran 2 to 4 times these figures on the same model: paced frames meet cold
+        # caches and a CPU clocked down between them, beside capture and the host's other work.
+        lines.say("frames judged back to back: a live stream's per-frame times also hold capture, queueing and "
+                  "caches cold between frames; its summary (edgecmg stream) gives those")
     if refused:
         log.error("%d of %d model files could not be timed: %s", len(refused), len(models), ", ".join(refused))
         return 1
