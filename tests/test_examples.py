@@ -36,7 +36,10 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
     rejects = tmp_path / "rejects"
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--rejects", str(rejects)]) == 0
     out = capsys.readouterr().out
-    assert [int(i) for i in re.findall(r"REJECT frame (\d+):", out)] == flagged
+    assert [int(i) for i in re.findall(r"REJECT frame (\d+) ", out)] == flagged
+    # a folder's frames are named by their file: the operator finds the part
+    assert [name for name in re.findall(r"REJECT frame \d+ \((.+?)\):", out)] == [str(line / f"{i:02d}{parts[i].suffix}")
+                                                                              for i in flagged]
     names = sorted(p.name for p in rejects.iterdir())
     assert [re.sub(r"^\d{8}-\d{6}_", "", name) for name in names] == [f"frame{i:06d}.png" for i in flagged]
     assert f"{len(parts)} frames judged, {len(flagged)} rejected, 0 dropped as stale" in out
@@ -44,7 +47,7 @@ def test_inspect_line_rejects_what_the_detector_flags(small_artifact, kolektor_r
 
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--max-frames", "3"]) == 0
     out = capsys.readouterr().out
-    assert "3 frames judged" in out and [int(i) for i in re.findall(r"REJECT frame (\d+):", out)] == [
+    assert "3 frames judged" in out and [int(i) for i in re.findall(r"REJECT frame (\d+) ", out)] == [
         i for i in flagged if i < 3]
     # a threshold above every score rejects nothing
     assert inspect_line.main([str(small_artifact), str(line), "--backend", "torch", "--threshold", "1e6"]) == 0
@@ -255,3 +258,29 @@ def test_inspect_line_stopped_while_starting_says_so_and_exits_130(small_artifac
         sender.join()  # no SIGTERM may arrive after pytest's own handler is back
         signal.signal(signal.SIGTERM, previous)
     assert "stopped (Ctrl-C or a stop signal) while starting or closing the stream" in capsys.readouterr().err
+
+
+def test_inspect_line_reports_what_it_judged_before_a_lost_cameras_error(small_artifact, kolektor_root, capsys,
+                                                                         monkeypatch):
+    """A camera lost beyond its reconnects went straight to the error line: no shift report, when an
+    operator needs it most."""
+    from edgecmg.detector import Detector
+    from edgecmg.errors import StreamError
+    from edgecmg.imageio import read_image
+
+    inspect_line = _load_example("inspect_line")
+    frame = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+
+    def camera():  # a live camera that delivers three frames, then is lost for good
+        yield from (frame.copy() for _ in range(3))
+        raise StreamError("camera 0 failed and could not be reopened after 2 attempt(s)")
+
+    real_stream = Detector.stream
+    monkeypatch.setattr(Detector, "stream", lambda self, source, **kw: real_stream(self, camera(), live=True, **kw))
+    assert inspect_line.main([str(small_artifact), "0", "--backend", "torch", "--threshold", "1e6"]) == 2
+    captured = capsys.readouterr()
+    judged = re.search(r"(\d+) frames judged, 0 rejected, (\d+) dropped as stale", captured.out)
+    assert judged and int(judged[1]) >= 1 and int(judged[1]) + int(judged[2]) == 3, captured.out  # live: "latest"
+    assert "(of it the model: p50" in captured.out
+    assert "a recording or folder is read ahead" not in captured.out  # live: no queue caveat
+    assert captured.err.startswith("inspect_line: error: ") and "could not be reopened" in captured.err
