@@ -119,10 +119,19 @@ def test_model_and_data_given_the_other_way_round_are_named_as_such(small_artifa
     assert not list(tmp_path.iterdir())
 
 
-def test_predict_fails_when_no_image_could_be_read(small_artifact, tmp_path, capsys, caplog):
+def test_predict_fails_when_no_image_could_be_read(small_artifact, kolektor_root, tmp_path, capsys, caplog):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     assert main(["-q", "predict", str(small_artifact), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o")]) == 1
-    assert "0 images judged, 1 skipped" in capsys.readouterr().out and "nothing was judged" in caplog.text
+    assert "0 images judged, 1 skipped; unreadable files in" in capsys.readouterr().out
+    assert "nothing was judged" in caplog.text
+    # no results kept (the empty results.jsonl refused the rerun with the file fixed), the list of what failed is
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["skipped.jsonl"]
+    import shutil
+
+    shutil.copy(sorted((kolektor_root / "test" / "good").iterdir())[0], tmp_path / "broken.png")  # fixed
+    assert main(["-q", "predict", str(small_artifact), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o"),
+                 "--backend", "torch"]) == 0
+    assert not (tmp_path / "o" / "skipped.jsonl").exists() and (tmp_path / "o" / "results.jsonl").stat().st_size
 
 
 def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small_artifact, kolektor_root, tmp_path,

@@ -39,7 +39,9 @@ def run_predict(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in args.images:
         paths.extend(list_images_naming_subfolders(item, "judged"))
-    with output_folder(args.out, results=("results.jsonl", "skipped.jsonl"), inputs=args.images,
+    # An earlier run is its results.jsonl: one that read nothing keeps only its list of unreadable files
+    # (below), which a new run may replace.
+    with output_folder(args.out, results=("results.jsonl",), inputs=args.images,
                        overwrite=args.overwrite or args.resume) as out:
         skipped_path = out / "skipped.jsonl"
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
@@ -97,9 +99,14 @@ def run_predict(args: argparse.Namespace) -> int:
                 # folder of large images peaked at two images' worth.
                 frame = result = overlay = None
     judged, before = len(todo) - skipped, len(paths) - len(todo)
+    read_nothing = not args.resume and todo and skipped == len(todo)
+    if read_nothing:  # no results to keep: a rerun into --out, the files fixed, is then not refused
+        for name in ("results.jsonl", PREDICT_RUN):
+            (out / name).unlink(missing_ok=True)
     print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped"
-          + (f" ({before} done before, kept)" if args.resume else "") + f"; results in {out / 'results.jsonl'}"
-          + (f", unreadable files in {skipped_path}" if skipped else ""))
+          + (f" ({before} done before, kept)" if args.resume else "")
+          + ("" if read_nothing else f"; results in {out / 'results.jsonl'}")
+          + (f"{';' if read_nothing else ','} unreadable files in {skipped_path}" if skipped else ""))
     if judged:
         print(f"{flagged} of them flagged (score >= threshold {detector.threshold:.4g})")
     if todo and skipped == len(todo):  # a script must not mistake "nothing could be read" for success
