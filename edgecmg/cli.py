@@ -21,6 +21,7 @@ from edgecmg.commands import (
     check_model_first,
     install_handlers,
     missing_folders,
+    opencv_warnings_held,
     output_folder,
     raise_terminated,
     remove_empty_folders,
@@ -318,13 +319,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from edgecmg.commands.stream import run_stream
 
-    return run_stream(args)
+    with opencv_warnings_held(args.verbose):
+        return run_stream(args)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from edgecmg.commands.capture import run_capture
 
-    return run_capture(args)
+    with opencv_warnings_held(args.verbose):
+        return run_capture(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -136,6 +136,34 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
         raise
 
 
+@contextmanager
+def opencv_warnings_held(verbose: bool) -> Iterator[None]:
+    """OpenCV's own log held at errors while a command runs (stream, capture), its level put back after:
+    a camera that is not there made OpenCV print two "[ WARN:0@0.013] ... can't open camera by index"
+    lines ahead of edgecmg's error, which says what to check (and again at each reconnect). Process-wide,
+    so only the command line does it (the process is the command's); left alone with -v (``verbose``),
+    where OPENCV_LOG_LEVEL is set (the user asked OpenCV for its level) and where this OpenCV cannot say
+    its level."""
+    import cv2
+
+    logs = getattr(getattr(cv2, "utils", None), "logging", None)
+    quiet = getattr(logs, "LOG_LEVEL_ERROR", None)
+    previous = None  # the level to put back; None: left alone
+    if quiet is not None and not verbose and not os.environ.get("OPENCV_LOG_LEVEL"):
+        try:
+            level = logs.getLogLevel()
+            if level > quiet:  # not SILENT, FATAL or ERROR already
+                logs.setLogLevel(quiet)
+                previous = level
+        except Exception:  # noqa: BLE001 - an OpenCV without them: its log is left as it is
+            previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            logs.setLogLevel(previous)
+
+
 def check_out_outside_inputs(out: str | Path, flag: str, inputs: Sequence[str | Path]) -> None:
     """Refuse an output folder that is, or is inside, a folder the command reads (a folder given, an
     MVTec root, a glob's fixed part): its outputs would be read as inputs by the next run (predict's

@@ -21,7 +21,6 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -818,37 +817,11 @@ def _open_camera_capture(target: Union[int, str]) -> VideoCaptureLike:
     """A camera by index or device path: through V4L2 on Linux where this OpenCV has it, else
     OpenCV's own choice. For an index, that choice is GStreamer when both are built in (JetPack's
     OpenCV), which ignores the one-frame buffer and reopens its pipeline for each size or rate asked.
-    OpenCV's warnings while it opens are kept back (:func:`_opencv_warnings_quiet`)."""
-    with _opencv_warnings_quiet():
-        if os.name == "posix" and _opencv_has_backend(cv2.CAP_V4L2):
-            return cv2.VideoCapture(target, cv2.CAP_V4L2)
-        return cv2.VideoCapture(target)
-
-
-@contextmanager
-def _opencv_warnings_quiet() -> Iterator[None]:
-    """OpenCV's log held at errors for the block, its level before put back after it: a camera that
-    is not there made OpenCV print two "[ WARN:0@0.013] ... can't open camera by index" lines ahead
-    of edgecmg's own error, which says what to check (and each reconnect attempt, which edgecmg logs,
-    printed them again). Left alone with -v (edgecmg's debug logging), where OpenCV's words may help,
-    where OPENCV_LOG_LEVEL is set (the user asked OpenCV for its level) and where this OpenCV cannot
-    say its level."""
-    logs = getattr(getattr(cv2, "utils", None), "logging", None)
-    quiet = getattr(logs, "LOG_LEVEL_ERROR", None)
-    previous = None  # the level to put back; None: left alone
-    if quiet is not None and not _log.isEnabledFor(logging.DEBUG) and not os.environ.get("OPENCV_LOG_LEVEL"):
-        try:
-            level = logs.getLogLevel()
-            if level > quiet:  # not SILENT, FATAL or ERROR already
-                logs.setLogLevel(quiet)
-                previous = level
-        except Exception:  # noqa: BLE001 - an OpenCV without them: its log is left as it is
-            previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            logs.setLogLevel(previous)
+    (OpenCV's own warnings as it fails are the process's to keep or not: the CLI holds them back,
+    :func:`edgecmg.commands.opencv_warnings_held`; a library must not change process-wide state.)"""
+    if os.name == "posix" and _opencv_has_backend(cv2.CAP_V4L2):
+        return cv2.VideoCapture(target, cv2.CAP_V4L2)
+    return cv2.VideoCapture(target)
 
 
 def _ask_capture_mode(cap: VideoCaptureLike, target: Union[int, str], config: StreamConfig, *,
