@@ -142,8 +142,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed
     # again if the evaluation fails before writing into it).
-    with (output_folder(args.out, results=("metrics.json", "scores.csv"), overwrite=args.overwrite,
-                        inputs=[args.data]) if args.out is not None else nullcontext()):
+    # Not under DATA/test: every folder there is read, and a new one is taken for a kind of defect.
+    reads = [os.path.join(args.data, "test", "**", "*")]
+    with (output_folder(args.out, results=("metrics.json", "scores.csv"), overwrite=args.overwrite, inputs=reads)
+          if args.out is not None else nullcontext()):
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         samples = MVTecDataset(args.data).test_samples()
         height, width = detector.input_size

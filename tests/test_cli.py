@@ -1879,19 +1879,28 @@ def test_an_output_folder_inside_what_the_command_reads_is_refused_before_any_wo
     images = tmp_path / "images"
     shutil.copytree(mvtec_subset / "test" / "good", images)
     before = sorted(images.iterdir())
+    reads_test = os.path.join(str(mvtec_subset), "test", "**", "*")
     for argv, out, given in (
             (["predict", str(small_artifact), str(images)], images, images),
-            (["predict", str(small_artifact), str(images / "*.jpg")], images / "overlays", images / "*.jpg"),
+            (["predict", str(small_artifact), str(images / "*.jpg")], images, images / "*.jpg"),
             (["predict", str(small_artifact), f"{images}/**/*.jpg"], images / "a" / "b", f"{images}/**/*.jpg"),
-            (["eval", str(small_artifact), str(mvtec_subset)], mvtec_subset / "test" / "good", mvtec_subset)):
+            (["eval", str(small_artifact), str(mvtec_subset)], mvtec_subset / "test" / "good", reads_test),
+            (["eval", str(small_artifact), str(mvtec_subset)], mvtec_subset / "test" / "report", reads_test)):
         assert main(["-q", *argv, "--out", str(out), "--backend", "torch"]) == 2
         err = capsys.readouterr().err
-        assert f"--out {out} is inside {given}, which this command reads" in err, err
-    assert sorted(images.iterdir()) == before and not (images / "overlays").exists()
-    # a file's folder is not read: an output beside the images given one by one is fine
-    first = before[0]
-    assert main(["-q", "predict", str(small_artifact), str(first), "--out", str(images / "out"), "--backend",
+        assert f"--out {out}: this command reads {given}, so the next run would read what it writes" in err, err
+    assert sorted(images.iterdir()) == before and not (mvtec_subset / "test" / "report").exists()
+    # Folders read without their sub-folders leave those (and their neighbours) free: a report inside the
+    # image folder, one beside the MVTec root's test/, a file's own folder
+    assert main(["-q", "predict", str(small_artifact), str(images), "--out", str(images / "out"), "--backend",
                  "torch"]) == 0
+    assert main(["-q", "predict", str(small_artifact), str(images / "*.jpg"), "--out", str(images / "out2"),
+                 "--backend", "torch"]) == 0
+    assert main(["-q", "predict", str(small_artifact), str(before[0]), "--out", str(images / "out3"), "--backend",
+                 "torch"]) == 0
+    assert main(["-q", "eval", str(small_artifact), str(mvtec_subset), "--out", str(mvtec_subset / "eval_report"),
+                 "--backend", "torch"]) == 0
+    shutil.rmtree(mvtec_subset / "eval_report")  # the fixture is shared by other tests
 
 
 def test_a_mistyped_option_is_said_with_its_commands_usage(capsys):

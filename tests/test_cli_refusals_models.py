@@ -96,11 +96,11 @@ def test_bench_refuses_an_output_folder_inside_its_images(featurizer_onnx, kolek
     for path in sorted((kolektor_root / "test" / "good").iterdir())[:2]:
         os.symlink(path, good / path.name)
     before = sorted(p.name for p in good.iterdir())
-    for out in (good, good / "bench"):
+    for out in (good,):  # a folder inside it is fine: --images reads it without its sub-folders
         assert main(["-q", "bench", str(featurizer_onnx), "--images", str(good), "--frames", "2", "--warmup", "0",
                      "-o", str(out)]) == 2
         line = _error_line(capsys.readouterr().err, "bench")
-        assert f"--out {out} is inside {good}, which this command reads" in line
+        assert f"--out {out}: this command reads {good}, so the next run would read what it writes" in line
     assert sorted(p.name for p in good.iterdir()) == before
 
 

@@ -1,6 +1,7 @@
 """The longer ``edgecmg`` subcommands (stream, capture, bench, info, env), and what every subcommand shares."""
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import signal
@@ -165,24 +166,31 @@ def opencv_warnings_held(verbose: bool) -> Iterator[None]:
 
 
 def check_out_outside_inputs(out: str | Path, flag: str, inputs: Sequence[str | Path]) -> None:
-    """Refuse an output folder that is, or is inside, a folder the command reads (a folder given, an
-    MVTec root, a glob's fixed part): its outputs would be read as inputs by the next run (predict's
-    overlays judged as parts, eval's hardest.png among the test images, changing the metrics)."""
+    """Refuse an output folder whose files the command would read on its next run (predict's overlays
+    judged as parts, eval's hardest.png among the test images, changing the metrics): a folder given
+    (listed without its sub-folders: the folder itself), the folders a glob's directory part matches,
+    or anything under the fixed part of a glob with ``**``. A folder beside or below one read without
+    its sub-folders is never read, and stays allowed."""
     from edgecmg.imageio import is_glob_pattern
 
     target = Path(out).expanduser().resolve()
+    written = os.path.abspath(os.path.expanduser(str(out)))
     for item in inputs:
-        path = Path(item).expanduser()
-        if is_glob_pattern(str(item)):  # the folder the pattern walks: its parts before the first wildcard
-            fixed = [part for part in path.parts[:next(i for i, part in enumerate(path.parts)
-                                                       if is_glob_pattern(part))]]
-            path = Path(*fixed) if fixed else Path(".")
-        elif not path.is_dir():
+        text = os.path.expanduser(str(item))
+        if is_glob_pattern(text) and "**" in text:  # recursive: everything under its fixed part
+            parts = Path(text).parts
+            fixed = Path(*parts[:next(i for i, part in enumerate(parts) if is_glob_pattern(part))] or ["."])
+            reads = target == fixed.resolve() or fixed.resolve() in target.parents
+        elif is_glob_pattern(text):  # the folders its directory part matches, each without sub-folders
+            folders = os.path.abspath(os.path.dirname(text) or ".")
+            reads = fnmatch.fnmatchcase(written, folders) or fnmatch.fnmatchcase(str(target), folders)
+        elif Path(text).is_dir():
+            reads = target == Path(text).resolve()
+        else:
             continue  # a file: the folder around it is not read
-        folder = path.resolve()
-        if target == folder or folder in target.parents:
-            raise ConfigError(f"{flag} {out} is inside {item}, which this command reads: its outputs would be read as "
-                              "inputs by the next run; give an output folder outside it")
+        if reads:
+            raise ConfigError(f"{flag} {out}: this command reads {item}, so the next run would read what it writes "
+                              "there as inputs; give an output folder of its own")
 
 
 def missing_folders(path: Path) -> list[Path]:
