@@ -54,9 +54,13 @@ class Sample:
     def __post_init__(self) -> None:
         # Checked here, where a sample is made, rather than as a bare int() failure half-way through
         # an evaluation; paths given as str become Paths (eval names their folders).
-        if not isinstance(self.label, (int, np.integer, np.bool_)) or self.label not in (0, 1):  # bools are 0 / 1
+        try:  # any number that is 0 or 1: bools, numpy scalars, pandas' floats (a column with a NaN), 0-d tensors
+            label = float(self.label) if not isinstance(self.label, (str, bytes)) else None
+        except (TypeError, ValueError):
+            label = None
+        if label not in (0.0, 1.0):
             raise DataError(f"Sample {self.path}: label={self.label!r}; give 0 for a good part, 1 for a defect")
-        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "label", int(label))
         object.__setattr__(self, "path", Path(self.path))
         if self.mask_path is not None:
             object.__setattr__(self, "mask_path", Path(self.mask_path))

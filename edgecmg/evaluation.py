@@ -221,13 +221,23 @@ def samples_to_evaluate(given: Sequence[Sample] | MVTecDataset | str | Path) -> 
         given = MVTecDataset(given)
     if isinstance(given, MVTecDataset):
         return given.test_samples()
-    samples = list(given)
+    samples = [_as_sample(item) for item in given]
     odd = next((item for item in samples if not isinstance(item, Sample)), None)
     if odd is not None:
         raise DataError(f"evaluation takes Samples (edgecmg.Sample(path, label, defect_type, mask_path)) or an "
                         f"MVTec-layout folder, not a {type(odd).__name__} ({odd!r:.80}): wrap each image as "
                         "Sample(path, 0 or 1, 'good' or its defect type), or pass the dataset's root folder")
     return samples
+
+
+def _as_sample(item: object) -> object:
+    """A record of the user's own with Sample's fields (a namedtuple, a dataclass: at least ``path``
+    and ``label``) as a Sample; anything else as it is, for the caller to name."""
+    if isinstance(item, Sample) or not (hasattr(item, "path") and hasattr(item, "label")):
+        return item
+    kind = getattr(item, "defect_type", None)
+    return Sample(item.path, item.label, kind if kind else ("good" if item.label == 0 else "defect"),
+                  getattr(item, "mask_path", None))
 
 
 def check_both_labels(samples: Sequence[Sample]) -> None:

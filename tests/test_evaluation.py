@@ -366,3 +366,25 @@ def test_compare_and_threshold_read_a_folder_or_glob_given_as_one_string(small_a
         for given in (tmp_path, str(tmp_path), str(tmp_path / "*.jpg")):
             found = compare_detectors(detector, detector, given, progress=False)
             assert found["images"] == 3 and found["skipped"] == []
+
+
+def test_samples_take_numeric_labels_and_records_of_the_users_own(small_artifact, kolektor_root, tmp_path):
+    """pandas gives float labels where a column holds a NaN, and a namedtuple with Sample's fields is
+    the natural record: both were refused after Sample began checking its label."""
+    from collections import namedtuple
+
+    import torch
+
+    from edgecmg.datasets import MVTecDataset, Sample
+    from edgecmg.detector import Detector
+    from edgecmg.evaluation import evaluate_detector
+
+    assert [Sample("a.png", label, "x").label for label in (1.0, np.float32(0), torch.tensor(1), np.bool_(True))] \
+        == [1, 0, 1, 1]
+    root = _mini_mvtec(kolektor_root, tmp_path / "mini")
+    samples = MVTecDataset(root).test_samples()
+    Record = namedtuple("Record", "path label")
+    with Detector.load(small_artifact, backend="torch") as detector:
+        given = evaluate_detector(detector, samples, progress=False)
+        as_records = evaluate_detector(detector, [Record(str(s.path), float(s.label)) for s in samples], progress=False)
+    assert as_records["image_auroc"] == given["image_auroc"] and as_records["pixel_auroc"] is None  # no masks given
