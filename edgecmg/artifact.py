@@ -36,6 +36,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgecmg import magic, ops
+from edgecmg.config import ModelConfig
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
 from edgecmg.kernels.knn import MAX_K
@@ -52,9 +53,9 @@ MAGIC = magic.ARTIFACT
 FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 SUFFIX = ".edgecmg"
-# Largest input side a header may give. fit picks about 256 (config max_side); this only stops an
-# edited size from allocating gigabytes before the payload's tensors are compared with it.
-MAX_INPUT_SIDE = 4096
+# Largest input side a header may give (fit never picks more; about 256 by default, config max_side):
+# it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
+MAX_INPUT_SIDE = ModelConfig.MAX_INPUT_SIDE
 MAX_GRID = 32  # fit accepts 2..8; older files stay readable down to 1
 # Longest JSON header read. fit's is a few KB (the held-out images' names make most of it); this
 # only stops an edited length from reading and hashing gigabytes before anything is checked.

@@ -121,7 +121,9 @@ class ModelConfig:
     # Largest: about 4 MP through the backbone a frame (its stride-8 features alone ~0.5 GB at 2048), and
     # a fit holding every training image at that size; 100000 ended in OpenCV's out-of-memory error.
     MAX_MAX_SIDE: ClassVar[int] = 2048
-    MAX_INPUT_SIDE: ClassVar[int] = 4096  # an input_size side (max_side 2048 at 1:4 gives 1024 x 4096)
+    # An input_size side, the longest a model file may have (the loader's limit too): choose_input_size
+    # shrinks a long line-scan frame's size to it, keeping the aspect.
+    MAX_INPUT_SIDE: ClassVar[int] = 4096
     # The seeds torch.Generator.manual_seed and numpy's generators both take.
     MAX_SEED: ClassVar[int] = 2**64 - 1
 

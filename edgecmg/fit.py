@@ -61,7 +61,12 @@ def choose_input_size(shapes: Sequence[tuple[int, int]], config: ModelConfig) ->
     area = config.max_side ** 2
     height = math.sqrt(area * aspect)
     width = height / aspect
-    return max(64, int(round(height / 32)) * 32), max(64, int(round(width / 32)) * 32)
+    # A long line-scan frame at a large max_side would pass the longest side a model file may have
+    # (the loader refuses it): both sides shrink together, the aspect kept.
+    shrink = min(1.0, config.MAX_INPUT_SIDE / max(height, width))
+    height, width = height * shrink, width * shrink
+    return (min(config.MAX_INPUT_SIDE, max(64, int(round(height / 32)) * 32)),
+            min(config.MAX_INPUT_SIDE, max(64, int(round(width / 32)) * 32)))
 
 
 def _warn_odd_aspects(shapes: Sequence[tuple[int, int]], names: Sequence[str], size: tuple[int, int]) -> None:

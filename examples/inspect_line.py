@@ -93,7 +93,7 @@ def inspect(args: argparse.Namespace) -> int:
                 judged += 1
                 if result.is_anomaly:
                     rejected += 1
-                    reject(result, args.source)
+                    reject(result, results.pipeline.source.name)
                     if args.rejects is not None:
                         save_png(args.rejects / f"{run_stamp}_frame{result.frame_index:06d}.png", result.overlay())
                 if judged == args.max_frames:

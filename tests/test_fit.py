@@ -170,6 +170,9 @@ def test_smallest_max_side_gives_the_smallest_input_size():
     from edgecmg.fit import choose_input_size
 
     assert choose_input_size([(100, 100)], ModelConfig(max_side=64)) == (64, 64)
+    # a line-scan camera's 500 x 8000 frames at the largest max_side: 512 x 8192 would pass the longest
+    # side a model file may have (the loader refuses it, at the end of the fit): shrunk, the aspect kept
+    assert choose_input_size([(500, 8000)], ModelConfig(max_side=2048)) == (256, 4096)
     assert choose_input_size([(647, 256)], ModelConfig()) == (416, 160)  # KolektorSDD: unchanged
 
 

@@ -483,7 +483,7 @@ class CaptureSource(FrameSource):
         if self._borrowed:
             raise StreamError(
                 f"capture source {self.name} failed ({reason}) and could not be read again after {attempts} "
-                f"attempt(s) over {waited:.1f}s of back-off; edgecmg cannot reopen a capture it was given: open it "
+                "attempt(s) with back-off between them; edgecmg cannot reopen a capture it was given: open it "
                 "again and call stream() again, or pass the camera index, URL or pipeline so that edgecmg "
                 "reconnects it itself (allow more attempts with StreamConfig(reconnect_attempts=))"
             )
