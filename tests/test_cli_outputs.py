@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -536,3 +537,20 @@ def test_a_stream_that_flags_most_frames_ends_with_how_to_set_a_threshold_on_its
     assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch",
                  "--threshold=1000"]) == 0
     assert "were flagged" not in capsys.readouterr().out
+
+
+def test_stream_records_name_their_runs_start_as_the_summary_does(small_artifact, kolektor_root, tmp_path):
+    """A restarted service appends to its --jsonl and counts frame_index from 0 again: each record says
+    which run it is of, as the summary row's "started" does."""
+    frames = tmp_path / "frames"
+    _images(kolektor_root, "good", 2, frames)
+    jsonl = tmp_path / "logs" / "frames.jsonl"
+    for _ in range(2):
+        assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                     str(jsonl)]) == 0
+    records = _whole_lines(jsonl)
+    (row,) = json.loads((jsonl.parent / "stream_summary.json").read_text())["rows"]  # the last run's
+    assert [r["frame_index"] for r in records] == [0, 1, 0, 1]
+    assert records[2]["run_started"] == records[3]["run_started"] == row["started"]
+    assert records[0]["run_started"] == records[1]["run_started"] <= row["started"]
+    datetime.fromisoformat(records[0]["run_started"])

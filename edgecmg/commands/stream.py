@@ -231,7 +231,9 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         tally.anomalies += result.is_anomaly
         if jsonl:
             try:
-                jsonl.write(result.to_dict())  # whole or not at all: a full disk leaves no half record
+                # run_started: a restarted service appends to the same file, and its frame_index starts
+                # at 0 again; the summary row of that run has the same "started"
+                jsonl.write({**result.to_dict(), "run_started": tally.judged_by["started"]})  # whole or not at all
             except OSError as exc:  # a full disk on a long run: the error names the file
                 if records_on_stdout(args.jsonl):  # the reader of a pipe went away: `| head` says it has enough
                     with contextlib.suppress(OSError):  # closed now: its close at the end would fail again
