@@ -39,7 +39,7 @@ from edgecmg import __version__
 from edgecmg.config import ExportConfig
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import BackendUnavailableError, ConfigError
-from edgecmg.fileio import check_cache_path
+from edgecmg.fileio import RANGE_CACHE_SUFFIX, check_cache_path
 
 from .cache import CalibrationCache
 from .data import ImageFolderReader, fingerprint, select_with_spares
@@ -248,12 +248,12 @@ def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[s
 
 def default_cache_path(out_path: str | Path) -> Path:
     out = Path(out_path)
-    return out.with_name(out.stem + ".calib.json")
+    return out.with_name(out.stem + RANGE_CACHE_SUFFIX)
 
 
 # What an output name given to calibrate may end in that its suggested name leaves out: another
 # kind of file (the model, its range cache) or the INT8 markers the suggestion adds back once.
-_NAME_TAILS = (".calib.json", ".json", ".edgecmg", ".onnx", ".engine", ".plan", ".int8", ".cpu", ".calib")
+_NAME_TAILS = (RANGE_CACHE_SUFFIX, ".json", ".edgecmg", ".onnx", ".engine", ".plan", ".int8", ".cpu", ".calib")
 
 
 def int8_output_name(path: str | Path, profile: str = "tensorrt") -> Path:
@@ -268,14 +268,19 @@ def int8_output_name(path: str | Path, profile: str = "tensorrt") -> Path:
         if tail is None:
             break
         name = name[: -len(tail)]
-    return path.with_name(name + (".cpu.int8.onnx" if profile == "cpu" else ".int8.onnx"))
+    return path.with_name(name + _int8_tail(profile))
+
+
+def _int8_tail(profile: str) -> str:
+    """How an INT8 file's name ends, by profile (the README's part.int8.onnx, part.cpu.int8.onnx)."""
+    return ".cpu.int8.onnx" if profile == "cpu" else ".int8.onnx"
 
 
 def _free_output_name(out_path: Path, profile: str) -> Path:
     """An output name to suggest instead of ``out_path``: :func:`int8_output_name`, numbered where that
     file or its range cache is there already."""
     first = int8_output_name(out_path, profile)
-    tail = ".cpu.int8.onnx" if profile == "cpu" else ".int8.onnx"
+    tail = _int8_tail(profile)
     stem = first.name[: -len(tail)]
     number = 1
     candidate = first

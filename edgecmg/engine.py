@@ -38,7 +38,7 @@ from edgecmg.errors import (
     EngineIncompatibleError,
     MissingFileError,
 )
-from edgecmg.fileio import atomic_write_bytes, check_cache_path, check_writable
+from edgecmg.fileio import RANGE_CACHE_SUFFIX, atomic_write_bytes, check_cache_path, check_writable, is_range_cache
 from edgecmg.fp16_cast import DEFAULT_FP32_OPS, convert_to_fp16
 from edgecmg.onnx_checks import _as_model, check_onnx_for_tensorrt, is_quantized
 
@@ -470,7 +470,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
 
 #: What build takes, and where it comes from: said by every refusal of another kind of file.
 BUILD_TAKES = "build takes an .onnx file (from `edgecmg export` or `edgecmg calibrate`)"
-CALIB_SUFFIX = ".calib.json"  # calibrate's activation-range cache, written beside its .onnx
 
 
 def check_build_input(onnx_path: Path) -> None:
@@ -481,9 +480,9 @@ def check_build_input(onnx_path: Path) -> None:
     if onnx_path.is_dir():
         raise ConfigError(f"{onnx_path} is a folder, not an ONNX file: {BUILD_TAKES}; give that file")
     name = onnx_path.name
-    if name.lower().endswith(CALIB_SUFFIX):
+    if is_range_cache(onnx_path):
         # calibrate -o part.int8.onnx writes part.int8.calib.json beside it: that .onnx is the model
-        beside = onnx_path.with_name(name[: -len(CALIB_SUFFIX)] + ".onnx")
+        beside = onnx_path.with_name(name[: -len(RANGE_CACHE_SUFFIX)] + ".onnx")
         there = "" if beside.is_file() else "; it is not there: calibrate again to write it"
         raise ConfigError(f"{onnx_path} holds calibrate's activation ranges, not a model: build the INT8 .onnx "
                           f"calibrate wrote beside it, {beside}{there}")
@@ -519,8 +518,8 @@ def check_timing_cache_path(path: str | Path, onnx_path: Path, out_path: Path) -
     input or the output (``check_cache_path``), an image, or calibrate's range cache is refused."""
     path = Path(path)
     example = "trt.cache"
-    if path.name.lower().endswith(CALIB_SUFFIX):
-        raise ConfigError(f"timing cache {path}: that names calibrate's activation-range cache ({CALIB_SUFFIX}), "
+    if is_range_cache(path):
+        raise ConfigError(f"timing cache {path}: that names calibrate's activation-range cache ({RANGE_CACHE_SUFFIX}), "
                           f"which writing the timing cache would replace; give it a name of its own (e.g. {example})")
     from edgecmg.imageio import IMAGE_EXTENSIONS
 

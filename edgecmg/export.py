@@ -47,7 +47,7 @@ from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, name_some
-from edgecmg.fileio import atomic_path, check_file_suffix
+from edgecmg.fileio import atomic_path, check_file_suffix, is_range_cache
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
@@ -642,7 +642,7 @@ def check_artifact_input(path: str | Path, command: str) -> None:
         return
     takes = f"{command} takes a .edgecmg model file (from `edgecmg fit`)"
     made_from = f"{command} takes the .edgecmg model (from `edgecmg fit`) it was made from"
-    if path.name.lower().endswith(".calib.json"):
+    if is_range_cache(path):
         raise DataError(f"{path} holds calibrate's activation ranges, not a model: {takes}")
     if suffix == ".onnx":
         raise DataError(f"{path} is an ONNX export, not an edgecmg model: {made_from}")

@@ -42,6 +42,12 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
 
 
 MODEL_FILE_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan", ".pt", ".pth", ".safetensors")
+RANGE_CACHE_SUFFIX = ".calib.json"  # calibrate's activation ranges, written beside its .onnx
+
+
+def is_range_cache(path: Union[str, Path]) -> bool:
+    """Whether ``path`` names calibrate's activation-range cache (``part.int8.calib.json``)."""
+    return Path(path).name.lower().endswith(RANGE_CACHE_SUFFIX)
 
 
 def check_file_suffix(path: Union[str, Path], suffix: str, *, name: str, files: str) -> Path:

@@ -652,12 +652,12 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
 def _not_an_image_file(path: Path, exts: str) -> str:
     """Why a file given as an image is not one: a model or calibrate's cache is a file in the wrong
     place (the arguments mixed up), which "rename it" would make worse."""
-    from edgecmg.fileio import MODEL_FILE_SUFFIXES
+    from edgecmg.fileio import MODEL_FILE_SUFFIXES, is_range_cache
 
     if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         return (f"{path} is a model file ({path.suffix}), not an image: give it where the command takes its model "
                 "(see its --help), and images or their folder here")
-    if path.name.lower().endswith(".calib.json"):
+    if is_range_cache(path):
         return (f"{path} is calibrate's activation-range cache, not an image: give the images (or their folder) "
                 "it was made from here")
     return f"{path} does not have an image extension ({exts}); rename it or pass its folder"
