@@ -95,3 +95,11 @@ def test_same_file_knows_a_file_by_any_name_and_an_output_by_its_path(tmp_path, 
     assert not same_file("new.json", real) and not same_file("0", "rtsp://host/live")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     assert not same_file("loop/x", real) and not same_file("a\0b", real)
+
+
+def test_model_file_suffixes_hold_every_suffix_edgecmg_loads():
+    """stream's output-name check and imageio's message know model files by MODEL_FILE_SUFFIXES alone."""
+    from edgecmg.fileio import MODEL_FILE_SUFFIXES
+    from edgecmg.runtime.registry import KNOWN_SUFFIXES
+
+    assert set(KNOWN_SUFFIXES) <= set(MODEL_FILE_SUFFIXES)

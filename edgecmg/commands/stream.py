@@ -371,13 +371,12 @@ def check_output_names(args: argparse.Namespace) -> None:
     run, a source, or any model, image or video file would be damaged by the run (``--jsonl
     part.edgecmg`` appended the records to the model, and every later load failed); --report is the
     folder for stream_summary.json, .csv and .md."""
-    from edgecmg.fileio import MODEL_FILE_SUFFIXES
+    from edgecmg.fileio import MODEL_FILE_SUFFIXES  # edgecmg's own (KNOWN_SUFFIXES) and other frameworks'
     from edgecmg.imageio import IMAGE_EXTENSIONS
-    from edgecmg.runtime.registry import KNOWN_SUFFIXES
 
     if args.save and Path(args.save).suffix.lower() not in VIDEO_SUFFIXES:  # before any folder is made
         raise ConfigError(f"--save {args.save}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
-    kinds = ((set(KNOWN_SUFFIXES) | set(MODEL_FILE_SUFFIXES), "a model file"), (IMAGE_EXTENSIONS, "an image file"),
+    kinds = ((MODEL_FILE_SUFFIXES, "a model file"), (IMAGE_EXTENSIONS, "an image file"),
              (VIDEO_SUFFIXES, "a video file"))
     for flag, output in (("--save", args.save), ("--jsonl", args.jsonl), ("--report", args.report)):
         if not output or (flag == "--jsonl" and output == "-"):
