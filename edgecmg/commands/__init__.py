@@ -8,9 +8,9 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from edgecmg.errors import ConfigError, EdgeCMGError, OutputError
+from edgecmg.errors import ConfigError, OutputError
 from edgecmg.fileio import check_writable
 
 log = logging.getLogger("edgecmg")
@@ -19,11 +19,19 @@ log = logging.getLogger("edgecmg")
 def check_model_first(items: Sequence[str], what: str, usage: str) -> None:
     """A model file given where ``what`` (images, data) goes is the two positionals swapped: say so,
     rather than refusing it as an image without an image extension."""
+    refuse_model_among(items, what, lambda model, others: f"the model comes first (edgecmg {usage})")
+
+
+def refuse_model_among(items: Sequence[str], what: str, says: Callable[[str, list[str]], str]) -> None:
+    """The first model file among a command's ``items`` (its images, data or sources) as one error line:
+    "M is a model file, not ``what``: ``says(M, the other items)``" (what to write instead), rather than
+    a refusal of it as an image without an image extension or a video OpenCV cannot decode."""
     from edgecmg.runtime.registry import KNOWN_SUFFIXES
 
-    for item in items:
-        if Path(item).suffix.lower() in KNOWN_SUFFIXES:
-            raise EdgeCMGError(f"{item} is a model file, not {what}: the model comes first (edgecmg {usage})")
+    models = [item for item in items if Path(item).suffix.lower() in KNOWN_SUFFIXES]
+    if models:
+        others = [item for item in items if item not in models]
+        raise ConfigError(f"{models[0]} is a model file, not {what}: {says(models[0], others)}")
 
 
 def warn_unused_capture_flags(args: Any, source: Any, *, realtime: Optional[bool] = None) -> None:

@@ -11,8 +11,8 @@ import logging
 import re
 from pathlib import Path
 
-from edgecmg.commands import check_out_outside_inputs, output_folder, source_from_args, warn_unused_capture_flags
-from edgecmg.commands.stream import refuse_model_as_source
+from edgecmg.commands import (check_out_outside_inputs, output_folder, refuse_model_among, source_from_args,
+                              warn_unused_capture_flags)
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError
 
@@ -40,8 +40,8 @@ def run_capture(args: argparse.Namespace) -> int:
         raise ConfigError(f"--step {args.step}: give 1 to save every frame, or N to save every N-th")
     # A model given as the source (stream's -m habit, or fit's model-first one) is named as one, rather
     # than opened as a video OpenCV cannot decode.
-    refuse_model_as_source(args.source, "capture saves a camera's or a video's frames and takes no model",
-                           lambda model, others: f"edgecmg capture {' '.join(others) or 'SOURCE'} -o {args.out}")
+    refuse_model_among(args.source, "a source", lambda model, others: "capture saves a camera's or a video's frames "
+                       f"and takes no model (edgecmg capture {' '.join(others) or 'SOURCE'} -o {args.out})")
     sources = source_from_args(args.source, "capture")
     # Checked before the source opens: frames saved into the folder being read would be read back.
     check_out_outside_inputs(args.out, "-o/--out", args.source)

@@ -20,6 +20,7 @@ from edgecmg.commands import (
     install_handlers,
     missing_folders,
     output_file,
+    refuse_model_among,
     remove_empty_folders,
     restore_handlers,
     source_from_args,
@@ -35,19 +36,6 @@ log = logging.getLogger("edgecmg")
 WINDOW_NAME = "edgecmg"
 
 
-def refuse_model_as_source(sources: list[str], takes: str, usage: Callable[[str, list[str]], str]) -> None:
-    """A model file among a command's sources (``edgecmg stream part.edgecmg ...``, every other command's
-    model-first habit; ``edgecmg capture part.edgecmg -o frames/``) is named, rather than opened as a video
-    OpenCV cannot decode: one error line, ``takes`` (what the command takes instead) and the command to
-    write, ``usage(model, other_sources)``."""
-    from edgecmg.runtime.registry import KNOWN_SUFFIXES
-
-    models = [s for s in sources if Path(s).suffix.lower() in KNOWN_SUFFIXES]
-    if models:
-        others = [s for s in sources if s not in models]
-        raise ConfigError(f"{models[0]} is a model file, not a source: {takes} ({usage(models[0], others)})")
-
-
 def stream_source(sources: list[str], model: str | None) -> str | list[str]:
     """The source the command line names (see :func:`edgecmg.commands.source_from_args`). A model
     file among them is named, since every other command takes the model first and stream takes it
@@ -59,7 +47,9 @@ def stream_source(sources: list[str], model: str | None) -> str | list[str]:
             return f"edgecmg stream {' '.join(others) or 'SOURCE'} -m {model or found}"
         return f"edgecmg stream {' '.join([*others, model])} -m {found}"  # -m named the source: swapped
 
-    refuse_model_as_source(sources, "stream takes the model by -m", usage)
+    # every other command's model-first habit (edgecmg stream part.edgecmg ...)
+    refuse_model_among(sources, "a source",
+                       lambda found, others: f"stream takes the model by -m ({usage(found, others)})")
     if model is None:
         others = " ".join(sources) or "SOURCE"
         raise ConfigError(f"no model given: stream takes the model by -m (edgecmg stream {others} -m MODEL)")
