@@ -181,10 +181,6 @@ def _ends_without_newline(path: Path) -> bool:
         return False
 
 
-#: What edgecmg's model files end in (runtime.registry.KNOWN_SUFFIXES, which sits far above this module).
-_MODEL_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan")
-
-
 def same_file(a: Union[str, Path], b: Union[str, Path]) -> bool:
     """Whether ``a`` and ``b`` name one file: the same inode where both exist (a hard link, a symbolic
     link, another spelling of the path), else the same absolute path (an output not written yet). A
@@ -207,7 +203,7 @@ def check_cache_path(path: Union[str, Path], flag: str, *others: Union[str, Path
     cache would be refused in its turn)."""
     path = Path(path)
     own = f"give the cache a name of its own (e.g. {example})" if example else "give the cache a name of its own"
-    if path.suffix.lower() in _MODEL_SUFFIXES:
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         raise ConfigError(f"{flag} {path}: that names a model file ({path.suffix}), which writing the cache would "
                           f"replace; {own}")
     for other in others:

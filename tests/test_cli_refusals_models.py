@@ -39,7 +39,7 @@ def test_bench_names_each_file_it_cannot_time_among_several_and_exits_1(featuriz
     file alone and exited 0, saying nothing of the other."""
     pytest.importorskip("onnxruntime")
     said = {"missing": "no such model file", "folder": "is a folder, not a model file",
-            "image": "unknown model file type '.jpg'"}
+            "image": "is an image (.jpg), not a model file"}
     for kind, why in said.items():
         bad = wrong_files[kind]
         out = tmp_path / f"bench_{kind}"
@@ -55,8 +55,9 @@ def test_bench_names_each_file_it_cannot_time_among_several_and_exits_1(featuriz
 
 def test_bench_of_one_file_it_cannot_time_says_why_not_that_no_backend_could_run_it(wrong_files, tmp_path,
                                                                                    capsys):
-    said = {"image": "unknown model file type '.jpg'; edgecmg runs .edgecmg artifacts",
-            "folder": "is a folder, not a model file", "calib": "unknown model file type '.json'",
+    said = {"image": "is an image (.jpg), not a model file; edgecmg runs .edgecmg artifacts",
+            "folder": "is a folder, not a model file",
+            "calib": "holds calibrate's activation ranges, not a model: give the INT8 .onnx calibrate wrote beside it",
             "missing": "no such model file"}
     for kind, why in said.items():
         out = tmp_path / f"bench_{kind}"

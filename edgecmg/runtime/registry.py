@@ -212,10 +212,20 @@ def check_model_file(path: Path) -> str:
                         f"{'/'.join(ENGINE_SUFFIXES)} file (edgecmg commands take the model first)")
     if not path.exists():  # before the suffix: a mistyped name is missing first of all
         raise MissingFileError(f"{path}: no such model file")
-    if suffix not in KNOWN_SUFFIXES:
-        raise DataError(f"{path}: unknown model file type {suffix!r}; edgecmg runs .edgecmg artifacts, .onnx "
-                        f"exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines")
-    return suffix
+    if suffix in KNOWN_SUFFIXES:
+        return suffix
+    runs = f"edgecmg runs .edgecmg artifacts, .onnx exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines"
+    from edgecmg.fileio import RANGE_CACHE_SUFFIX, is_range_cache
+    from edgecmg.imageio import IMAGE_EXTENSIONS
+
+    # the two files that sit beside models and get given in their place: named for what they are
+    if is_range_cache(path):
+        beside = path.with_name(path.name[: -len(RANGE_CACHE_SUFFIX)] + ONNX_SUFFIX)
+        raise DataError(f"{path} holds calibrate's activation ranges, not a model: give the INT8 .onnx calibrate "
+                        f"wrote beside it ({beside}), or the engine built from it; {runs}")
+    if suffix in IMAGE_EXTENSIONS:
+        raise DataError(f"{path} is an image ({suffix}), not a model file; {runs}")
+    raise DataError(f"{path}: unknown model file type {suffix!r}; {runs}")
 
 
 def candidate_specs(path: str | Path, backend: str = "auto", device: Optional[str] = None) -> list[RunnerSpec]:

@@ -603,8 +603,9 @@ def test_a_timing_cache_that_names_a_model_or_a_folder_is_refused_before_tensorr
 
     before = full_onnx.read_bytes()
     (tmp_path / "caches").mkdir()
+    # other frameworks' weights too (.pt was taken and would have been replaced)
     for cache, said in ((full_onnx, "that names a model file (.onnx)"), (tmp_path / "m.edgecmg", "(.edgecmg)"),
-                        (tmp_path / "caches", "is a folder")):
+                        (tmp_path / "weights.pt", "that names a model file (.pt)"), (tmp_path / "caches", "is a folder")):
         assert main(["-q", "build", str(full_onnx), "--timing-cache", str(cache), "-o",
                      str(tmp_path / "m.engine")]) == 2
         err = capsys.readouterr().err

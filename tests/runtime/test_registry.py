@@ -92,6 +92,14 @@ def test_errors_name_the_problem(artifact_path, featurizer_onnx, tmp_path):
         make_runner(tmp_path / "missing.onnx")
     with pytest.raises(DataError, match="is a folder, not a model file"):  # was "unknown model file type ''"
         make_runner(tmp_path)
+    # the files kept beside models are named for what they are (both were "unknown model file type")
+    (tmp_path / "m.int8.calib.json").write_text("{}")
+    with pytest.raises(DataError, match=r"m.int8.calib.json holds calibrate's activation ranges, not a model: give "
+                                        r"the INT8 .onnx calibrate wrote beside it \(.*m.int8.onnx\)"):
+        make_runner(tmp_path / "m.int8.calib.json")
+    (tmp_path / "part.PNG").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"part.PNG is an image \(.png\), not a model file; edgecmg runs"):
+        make_runner(tmp_path / "part.PNG")
 
 
 def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
