@@ -43,9 +43,14 @@ tl = None
 
 MODES = ("expectation", "cosine")
 _COS_EPS = 1e-8
+# The floor on a mask's sum (the mean's divisor): float32's smallest normal number, so that it only keeps
+# a row that keeps nothing at 0 instead of NaN. A larger floor (it was 1e-12) cut the mean of a row of
+# small soft weights short: a row summing to 1e-14 pooled to a hundredth of its mean.
+_MIN_KEPT = float(torch.finfo(torch.float32).tiny)
 # Constexpr globals of the kernels, bound (replaced by tl.constexpr) on first launch: kernel-only names.
-_KERNEL_CONSTS = {"_K_COS_EPS": _COS_EPS}
+_KERNEL_CONSTS = {"_K_COS_EPS": _COS_EPS, "_K_MIN_KEPT": _MIN_KEPT}
 _K_COS_EPS = _COS_EPS
+_K_MIN_KEPT = _MIN_KEPT
 # Classes per split are a multiple of this so every BLOCK_CLS (64, 128) divides a split.
 _CLASS_ALIGN = 128
 
@@ -53,7 +58,7 @@ _CLASS_ALIGN = 128
 def _pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Masked mean-pool, [b, K, c] float32. An all-zero mask pools to 0 (ops refuses such masks)."""
     w = masks.to(torch.float32)
-    w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    w = w / w.sum(dim=-1, keepdim=True).clamp_min(_MIN_KEPT)
     return torch.matmul(w, features.to(torch.float32))
 
 
@@ -123,7 +128,7 @@ def _masked_similarity_kernel(
         mk = tl.load(m_ptr + ks[:, None] * stride_mk + pp[None, :] * stride_mp,
                      mask=k_mask[:, None] & (pp[None, :] < p), other=0)
         kept += tl.sum(mk.to(tl.float32), axis=1)
-    inv_kept = 1.0 / tl.maximum(kept, 1e-12)  # ops refuses masks that keep nothing
+    inv_kept = 1.0 / tl.maximum(kept, _K_MIN_KEPT)  # ops refuses masks that keep nothing
 
     cls_lo = pid_s * classes_per_split
     cls_hi = tl.minimum(cls_lo + classes_per_split, C)
@@ -301,8 +306,8 @@ def _masks_for_half_head(masks: torch.Tensor, head_dtype: torch.dtype) -> torch.
     sums ``kept`` (the mean's divisor) from the weights as loaded. Raw weights can round badly there: a
     mask scaled by 1e-8 flushed to 0 in fp16 while its fp32 sum did not (a pooled mean of 0), one scaled
     by 1e5 overflowed to Inf (NaN scores). The kernel's masked mean (sum_p m_p F_p) / (sum_p m_p), both
-    sums over the same weights, is unchanged by scaling a row by any positive factor (the 1e-12 floor
-    on the divisor never acts here, every divisor is at least 1), so each row is divided by its
+    sums over the same weights, is unchanged by scaling a row by any positive factor (the floor on the
+    divisor, ``_MIN_KEPT``, never acts here: every divisor is at least 1), so each row is divided by its
     largest weight: that one becomes exactly 1 and the rest lie in [0, 1], which fp16 and bf16 hold to
     their precision (below fp16's normal range, 6.1e-5, a weight is off by at most 3e-8, small beside a
     divisor of at least 1). And as the kernel loads these already-rounded values, ``kept`` is summed

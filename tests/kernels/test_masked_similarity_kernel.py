@@ -161,16 +161,20 @@ def test_kernel_fp16_head_with_large_features_and_soft_masks(mode, kernel_device
     torch.testing.assert_close(got, ref, atol=5e-3, rtol=5e-3)
 
 
-@pytest.mark.parametrize("w_dtype", [torch.float16, torch.bfloat16])
-def test_kernel_half_head_soft_masks_of_any_scale(w_dtype, kernel_device):
-    """The masked mean does not change when a mask is scaled, and neither may the kernel's score with an
-    fp16/bf16 head, which rounds the mask weights to its dtype: scaled by 1e-8 they flushed to 0 in fp16
-    (while the divisor, summed from the unrounded weights, did not), by 1e5 they overflowed (NaN)."""
-    feats, masks, weight, bias, text = _data(2, 4, 20, 24, 40, w_dtype=w_dtype, bool_masks=False, seed=12)
-    scaled = masks * torch.tensor([1.0, 1e-8, 1e5, 1e-30])[:, None]
+@pytest.mark.parametrize("w_dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_kernel_soft_masks_of_any_scale(w_dtype, kernel_device):
+    """The masked mean does not change when a mask is scaled, and neither may either implementation's
+    score. An fp16/bf16 head rounds the mask weights to its dtype: scaled by 1e-8 they flushed to 0 in
+    fp16 (while the divisor, summed from the unrounded weights, did not), by 1e5 they overflowed (NaN).
+    The reference and the fp32 head floored the divisor at 1e-12, so a mask summing to less (1e-14,
+    1e-30) pooled to a fraction of its mean."""
+    feats, masks, weight, bias, text = _data(2, 5, 20, 24, 40, w_dtype=w_dtype, bool_masks=False, seed=12)
+    scaled = masks * torch.tensor([1.0, 1e-8, 1e5, 1e-30, 1e-14])[:, None]
     args = [t.to(kernel_device) for t in (feats, scaled, weight, bias, text)]
     for mode in MODES:
         want = masked_similarity_reference(feats, masks, weight, bias, text, mode=mode)
+        torch.testing.assert_close(masked_similarity_reference(feats, scaled, weight, bias, text, mode=mode), want,
+                                   atol=1e-5, rtol=1e-5)
         for splits in (1, 2):
             got = masked_similarity_triton(*args, mode=mode, splits=splits).cpu()
             assert torch.isfinite(got).all(), got
