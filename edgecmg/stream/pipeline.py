@@ -616,8 +616,17 @@ class StreamRun(Generic[Output]):
         return next(self._gen)
 
     def close(self) -> None:
-        self._gen.close()
+        """Stop the run: safe from any thread and from a signal handler (a service's stop), while
+        another thread or the interrupted frame is inside ``next()``. The pipeline is closed first,
+        which ends a loop running elsewhere (it finishes its frame and stops); the generator itself
+        can only be closed where it is not running (closing a running one raises ValueError)."""
         self.pipeline.close()
+        if getattr(self._gen, "gi_running", False):
+            return  # the loop running it ends now that the pipeline is closed, and closes it on its way out
+        try:
+            self._gen.close()
+        except ValueError:  # started running in another thread since the check: it ends as above
+            pass
 
     def __enter__(self) -> "StreamRun[Output]":
         return self

@@ -546,3 +546,47 @@ def test_the_longest_timeout_opencv_takes_is_accepted_and_one_past_it_refused():
     assert StreamConfig(timeout_s=MAX_TIMEOUT_S).timeout_s == MAX_TIMEOUT_S == 2_147_483  # int32 milliseconds
     with pytest.raises(ConfigError, match="must be > 0 and <= 2,147,483 seconds"):
         StreamConfig(timeout_s=MAX_TIMEOUT_S + 1)
+
+
+def test_a_run_closed_from_another_thread_stops_the_loop_that_iterates_it():
+    """The way a service stops its loop: `run.close()` from a control thread raised "generator already
+    executing" there and left the loop, the capture thread and the source running."""
+    run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
+                         live=True).run(lambda frames, pre: [f.index for f in frames])
+    seen, failed = [], []
+
+    def consume():
+        try:
+            for index in run:
+                seen.append(index)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            failed.append(exc)
+
+    consumer = threading.Thread(target=consume, daemon=True)  # a stuck one must not hold pytest open
+    consumer.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen, "no frame judged"
+    run.close()  # from this thread while the consumer is inside next()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive() and not failed, failed
+    assert run.pipeline.closed and not run.pipeline.running
+    assert not [t for t in threading.enumerate() if t.name.startswith("edgecmg-capture")]
+    run.close()  # again: nothing left to do
+
+
+def test_a_run_closed_by_a_signal_handler_inside_its_own_loop_ends_the_loop():
+    """SIGTERM handled with `run.close()` while the loop is inside next() ended it with a bare ValueError."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("needs signal.setitimer (POSIX)")
+    run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
+                         live=True).run(lambda frames, pre: [f.index for f in frames])
+    previous = signal.signal(signal.SIGALRM, lambda *_: run.close())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        count = sum(1 for _ in run)  # ends when the handler closes the run, whichever line it lands on
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert count > 0 and run.pipeline.closed and not run.pipeline.running
