@@ -189,7 +189,10 @@ class Detector:
         # pickle's "cannot pickle '_thread.RLock' object", which a process pool shows first.
         raise TypeError(f"a Detector cannot be pickled or copied: it holds a loaded {self.backend} session; give "
                         f"each worker process the model path and call Detector.load({str(self.runner.model_path)!r}) "
-                        "there (threads may share one Detector)")
+                        "there, in processes started with \"spawn\" (multiprocessing.get_context(\"spawn\"), or "
+                        "ProcessPoolExecutor(mp_context=multiprocessing.get_context(\"spawn\"))): torch and OpenMP "
+                        "are not fork-safe, and under Linux's default \"fork\" a worker that runs a model after the "
+                        "parent ran one can hang for good (threads may share one Detector)")
 
     def __enter__(self) -> "Detector":
         return self
@@ -214,7 +217,7 @@ class Detector:
         shape = (int(frame.shape[0]), int(frame.shape[1]))
         if shape not in self._frame_shapes_checked and len(self._frame_shapes_checked) < 64:
             self._frame_shapes_checked.add(shape)  # once per frame size: a stream's frames share one
-            self._warn_if_tiny(shape) or self._warn_if_stretched(shape)
+            self._warn_if_tiny(shape) or self._warn_if_stretched(shape, frame)
         return resize_to_input(frame, self.input_size)
 
     def _warn_if_tiny(self, shape: tuple[int, int]) -> bool:
@@ -230,7 +233,7 @@ class Detector:
             "misplaced one?)", self.runner.model_path, h, w, in_h, in_w, TINY_FRAME_FACTOR)
         return True
 
-    def _warn_if_stretched(self, shape: tuple[int, int]) -> None:
+    def _warn_if_stretched(self, shape: tuple[int, int], frame: Optional[np.ndarray] = None) -> None:
         trained = self.metadata.get("training", {}).get("aspect_hw")
         if not _is_number(trained) or trained <= 0:
             return  # a file from before fit recorded it
@@ -240,8 +243,9 @@ class Detector:
             log.warning(
                 "%s: a %dx%d frame (height x width) has height/width %.2f, the training images %.2f: the "
                 "resize to the model's input stretches the part %.2fx against what fit saw, which moves its "
-                "score; crop frames to the part as the training images were, or fit on frames of this camera",
-                self.runner.model_path, h, w, h / w, trained, stretch)
+                "score; crop frames to the part as the training images were, or fit on frames of this camera%s",
+                self.runner.model_path, h, w, h / w, trained, stretch,
+                _PLANAR_YUV_HINT if _looks_planar_yuv(shape, trained, frame) else "")
 
     def predict(self, frame: np.ndarray | torch.Tensor | PIL.Image.Image, *, bgr: bool = False) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts
@@ -374,16 +378,42 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+_PLANAR_YUV_HINT = ("; if this is a raw YUV (I420/NV12) camera buffer, whose top 2/3 (the luma) would match, convert "
+                    "it first, e.g. cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_NV12) (COLOR_YUV2RGB_I420 for I420)")
+
+
+def _looks_planar_yuv(shape: tuple[int, int], trained: float, frame: Optional[np.ndarray]) -> bool:
+    """Whether a frame of ``shape`` may be a planar 4:2:0 YUV buffer (I420, NV12: a camera's or
+    GStreamer's raw frame, (3H/2) x W uint8, one channel): gray (a 2-D frame converts to three equal
+    channels; this runs on the converted frame, as streams prepare it too), and 2/3 of its height
+    would match the training images' height/width within the stretch warning's tolerance."""
+    h, w = shape
+    if frame is None or h % 3 or aspect_stretch(h * 2 / 3 / w, trained) > ASPECT_TOLERANCE:
+        return False
+    return bool(np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 0], frame[..., 2]))
+
+
 def _not_an_array(value: Any) -> str:
     """What was given in an array's place, and how to get the array; short, whatever its size."""
     if isinstance(value, (bytes, bytearray)):
         return (f"{len(value):,} bytes (an encoded file?): decode them with cv2.imdecode(np.frombuffer(data, "
                 "np.uint8), cv2.IMREAD_COLOR) and convert BGR to RGB, or read files with edgecmg.imageio.read_image")
-    if value is None:
-        return "None; read files with edgecmg.imageio.read_image"
+    if value is None:  # most often a failed cv2.imread, which returns None rather than raising
+        return ("None (what cv2.imread returns for a file it cannot read: check the path); read files with "
+                "edgecmg.imageio.read_image, which names what is wrong")
     text = repr(str(value) if isinstance(value, Path) else value)
     return (f"the {type(value).__name__} {text[:120] + '...' if len(text) > 120 else text}; read files with "
             "edgecmg.imageio.read_image")
+
+
+_READ_PAIR = ("the (ok, frame) pair cv2.VideoCapture.read() returns; unpack it: ok, frame = cap.read(), then "
+              "predict(frame, bgr=True) where ok is True")
+
+
+def _is_read_pair(value: Any) -> bool:
+    """Whether ``value`` is what ``cv2.VideoCapture.read()`` returns, (ok, frame), passed whole."""
+    return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (bool, np.bool_))
+            and (value[1] is None or isinstance(value[1], np.ndarray)))
 
 
 def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list[np.ndarray]:
@@ -391,23 +421,33 @@ def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list
     (``single``: predict()'s one frame, named without an index)."""
     if single:
         frame = frames[0]
-        if isinstance(frame, (str, bytes, bytearray, Path)):
+        if frame is None or isinstance(frame, (str, bytes, bytearray, Path)):
             raise DataError(f"predict() takes an image array, got {_not_an_array(frame)}")
+        if _is_read_pair(frame):
+            raise DataError(f"predict() takes one frame, got {_READ_PAIR}")
         if isinstance(frame, (list, tuple)):
             raise DataError(f"predict() takes one frame, got a {type(frame).__name__} of {len(frame)}; judge "
                             "several with predict_batch(frames)")
         return [to_rgb_uint8(frame, bgr=bgr)]
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4:
+            # An N x H x W stack of gray frames has the shape of one H x W x C frame: which it is cannot be told
+            # where C is a channel count, so it is refused, saying how to pass either.
+            gray_stack = frames.ndim == 3 and frames.shape[-1] not in (1, 3, 4)
             raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "
-                            f"{frames.shape}; for one frame use predict(frame)")
+                            f"{frames.shape}; for one frame use predict(frame)"
+                            + ("; for N gray frames pass a list (list(x)) or x[..., None]" if gray_stack else ""))
         frames = list(frames)
     elif frames is None or isinstance(frames, (str, bytes, bytearray, Path)):
         raise DataError(f"predict_batch takes a list of image arrays, got {_not_an_array(frames)}")
+    elif _is_read_pair(frames):
+        raise DataError(f"predict_batch takes a list of frames, got {_READ_PAIR}")
     converted = []
     for i, frame in enumerate(frames):
-        if isinstance(frame, (str, bytes, bytearray, Path)):
+        if frame is None or isinstance(frame, (str, bytes, bytearray, Path)):
             raise DataError(f"frame {i} is not an image array: got {_not_an_array(frame)}")
+        if _is_read_pair(frame):
+            raise DataError(f"frame {i} is not an image array: got {_READ_PAIR}")
         try:
             converted.append(to_rgb_uint8(frame, bgr=bgr))
         except DataError as exc:

@@ -60,7 +60,8 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     one that is the same everywhere, opaque or a BGRx camera format's padding byte, is dropped:
     :func:`read_image` applies the same rule, so a frame judges as its file would). Dtypes:
     ``uint8``; ``uint16`` scaled ``65535 -> 255``; ``bool``; other integers that hold 0..255;
-    floats in [0, 1].
+    floats in [0, 1]; big-endian ones as their dtype. A Pillow image is converted by its mode, as its
+    file is read (mode ``I``, how Pillow opens 16-bit PGMs, as 16-bit data).
 
     Args:
         bgr: the channels are in OpenCV's BGR(A) order and are swapped to RGB.
@@ -74,17 +75,24 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if not isinstance(bgr, (bool, np.bool_)):
         raise ConfigError(f"bgr={bgr!r}: give True for OpenCV's BGR order (cv2.imread, VideoCapture.read) or False "
                           "for RGB")
+    pil = _is_pil_image(image)
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
         image = _tensor_as_array(image)
-    elif _is_pil_image(image):
+    elif pil:
         # A palette image's array holds indices and a CMYK one's four bytes are no RGBA: convert by mode,
         # as read_image does for files.
         image = _pil_in_array_modes(image)
+        if image.mode == "I":
+            image = _pil_int32_as_read(np.asarray(image))
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"a frame must be a numeric array, got dtype {arr.dtype} ({type(image).__name__})")
     if np.iscomplexobj(arr):  # numpy would drop the imaginary part with only a warning
         raise DataError(f"a frame must hold real numbers, got dtype {arr.dtype}; pass np.abs(x) or x.real")
+    if not arr.dtype.isnative:
+        # Big-endian data (Pillow's I;16B, a raw sensor dump read as '>u2') is its dtype all the same; the
+        # checks below compare dtypes, which tell '>u2' from uint16.
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
@@ -99,6 +107,8 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"a frame of shape {arr.shape} has no pixels")
+    if arr.ndim == 3 and arr.shape[2] == 2 and arr.dtype == np.uint8 and not pil and not _said["two_channel"]:
+        _note_two_channels(arr)
 
     if arr.dtype == np.uint16:
         if not _said["low_bit_depth"]:
@@ -176,6 +186,17 @@ def _pil_in_array_modes(im: Any) -> Any:
     return im
 
 
+def _pil_int32_as_read(arr: np.ndarray) -> np.ndarray:
+    """The int32 array of a Pillow mode "I" image, as read_image reads the file it came from. Pillow
+    opens 16-bit PGM / PPM files (and, in some versions, 16-bit PNG and TIFF files) in mode I, which OpenCV
+    decodes as uint16: values in 0..65535 are 16-bit data (scaled 65535 -> 255 even where all are <= 255,
+    as the file is), wider ones are scaled by int32's maximum, negatives clipped (read_image's _unit_top)."""
+    if not arr.size or (int(arr.min()) >= 0 and int(arr.max()) <= 65535):
+        return arr.astype(np.uint16)  # (an empty one is refused below, as any other)
+    top = _unit_top(arr)
+    return _by_rows(arr, lambda rows: _unit_to_rgb8(rows, top))
+
+
 def _tensor_as_array(tensor: Any) -> np.ndarray:
     """A torch tensor as a numpy array: one that requires grad or lives on a GPU is read as any other,
     bfloat16 (what autocast gives) as float32; what numpy cannot hold (a meta tensor) is a DataError."""
@@ -190,18 +211,34 @@ def _tensor_as_array(tensor: Any) -> np.ndarray:
 
 
 FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)
-_said = {"low_bit_depth": False}  # notes given once per process, not once per frame of a stream
+_said = {"low_bit_depth": False, "two_channel": False}  # notes given once per process, not once per frame
 
 
 def _note_low_bit_depth(arr: np.ndarray) -> None:
     """Say (once) when 16-bit data holds only 12 bits' worth: industrial cameras deliver Mono12 or
-    Mono10 in uint16, which the 65535 -> 255 scale turns nearly black."""
+    Mono10 in uint16, which the 65535 -> 255 scale turns nearly black; up to 255, the likelier cause is
+    an 8-bit image cast to uint16 (``frame.astype(np.uint16)``), which that scale turns black."""
     top = int(arr.max())
-    if 0 < top < 4096:
+    if 0 < top <= 255:
+        _said["low_bit_depth"] = True
+        _log.warning("a 16-bit frame holds values up to %d only: they look 8-bit (an 8-bit image cast to uint16?), "
+                     "and 16-bit data is scaled 65535 -> 255, so it comes out nearly black and scores differently; "
+                     "if they are 8-bit, pass frame.astype(np.uint8). Said once.", top)
+    elif 0 < top < 4096:
         _said["low_bit_depth"] = True
         _log.warning("a 16-bit frame holds values up to %d only: 16-bit data is scaled 65535 -> 255, so a 10- or "
                      "12-bit camera's frames come out dark and score differently; shift them to 16 bits first "
                      "(frame << 4 for 12-bit data, << 6 for 10-bit). Said once.", top)
+
+
+def _note_two_channels(arr: np.ndarray) -> None:
+    """Say (once) that an HxWx2 uint8 array is read as gray + alpha: a camera's packed YUYV (YUY2)
+    buffer, what V4L2 delivers with CAP_PROP_CONVERT_RGB off, has this shape too, and read so it
+    judges its luma masked by its chroma."""
+    _said["two_channel"] = True
+    _log.warning("a %dx%dx2 uint8 frame is read as gray + alpha; if it is a packed YUYV (YUY2) camera buffer, "
+                 "convert it first: cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_YUY2). Said once.",
+                 arr.shape[0], arr.shape[1])
 
 
 #: Pixels per band of :func:`_by_rows`: big enough to keep numpy's per-call cost negligible, small
