@@ -17,7 +17,6 @@ not inferred from version numbers, except that a TensorRT 11 without the STRONGL
 """
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import re
@@ -407,7 +406,8 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     gets its header, and the scorer for featurizer graphs, so it is self-sufficient.
     """
     config = expect_config(config, EngineConfig, "build_engine")
-    from edgecmg.export import GRAPH_FEATURIZER, SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header
+    from edgecmg.export import (GRAPH_FEATURIZER, SCORER_KEY, SCORER_PREFIX, metadata_props, read_onnx_header,
+                                scorer_payload)
 
     onnx_path = Path(onnx_path)
     check_build_input(onnx_path)
@@ -430,6 +430,12 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
         raise EngineBuildError(f"{onnx_path} was calibrated for ONNX Runtime on a CPU (`--profile cpu`: uint8 "
                                "activations, which TensorRT does not take); calibrate again with the default "
                                "`--profile tensorrt` and build that file")
+    # The scorer is checked against its export's checksum before TensorRT is imported or anything built:
+    # the engine file seals what it copies under a checksum of its own, so a damaged bank was loaded from
+    # it as sound (a character that is not base64 failed only after the build, in a traceback).
+    scorer = b""
+    if model_header["export"]["graph"] == GRAPH_FEATURIZER or SCORER_KEY in props:
+        scorer = scorer_payload(props, model_header, str(onnx_path))
     trt = import_tensorrt()
     caps = _capabilities(trt)
     # Strongly typed networks take their precision from the tensor types, not from builder flags: FP16
@@ -457,7 +463,6 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     platform = current_platform(trt)
     header = _engine_header(onnx_path, config, model_header, shapes, platform, strongly=strongly,
                             fp16_cast=fp16_cast, started=started)
-    scorer = base64.b64decode(props[SCORER_KEY]) if SCORER_KEY in props else b""
     write_engine_file(out_path, header, plan, scorer)
     log.info("built %s engine %s in %.1f s (%s)", config.precision, out_path, header["build_seconds"],
              platform.describe())

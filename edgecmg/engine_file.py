@@ -201,4 +201,16 @@ def load_scorer_from_engine(path: str | Path):
     if not scorer:
         raise ArtifactError(f"{path}: engine of a {header['graph']} graph carries no scorer "
                             "(full graphs score inside the engine)")
-    return scorer_from_bytes(header["model"], scorer, str(path)), header["model"]
+    bank = scorer_from_bytes(header["model"], scorer, str(path))
+    # The payload's own checksum (header["scorer"]) is the build's, of what it copied: an ONNX file
+    # damaged before the build sealed its damage in. The export's, in the model header, tells (compared
+    # only where the header has one). After the payload decodes, whose refusal is the more specific;
+    # read_engine_file takes the payload as opaque bytes, checked against its own checksum only.
+    recorded = header["model"]["export"].get("scorer_sha256")
+    if isinstance(recorded, str) and header["scorer"]["sha256"] != recorded:
+        source = header.get("source_onnx") or "its ONNX file"
+        raise ArtifactError(f"{path}: the scorer payload is not the one its ONNX export recorded (checksum "
+                            f"{header['scorer']['sha256'][:12]}..., the export's {recorded[:12]}...): {source} "
+                            "was damaged before this engine was built from it; export the model again and build "
+                            "the engine from the new file")
+    return bank, header["model"]

@@ -400,14 +400,28 @@ def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
     if SCORER_KEY not in props:
         raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind {header['export']['graph']}): a "
                             "full graph scores inside the graph; featurizer-only exports carry the scorer")
+    return scorer_from_bytes(header, scorer_payload(props, header, origin), origin), header
+
+
+def scorer_payload(props: dict[str, str], header: dict[str, Any], origin: str) -> bytes:
+    """The scorer payload in an export's metadata ``props``, decoded and checked against the checksum
+    its header (checked by ``read_onnx_header``) recorded at export. For host scoring and for
+    ``edgecmg build``, which copies it into the engine under a checksum of its own: unchecked there, a
+    damaged bank was sealed in and scored wrongly without a word. Raises ArtifactError naming ``origin``."""
+    if SCORER_KEY not in props:
+        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata, which every {GRAPH_FEATURIZER} export "
+                            "carries (the memory bank its host scoring searches): removed after export; export "
+                            "the model again")
     try:
         payload = base64.b64decode(props[SCORER_KEY], validate=True)
     except ValueError as exc:  # binascii.Error, or text that is not ASCII
-        raise ArtifactError(f"{origin}: '{SCORER_KEY}' metadata is not base64 ({exc}); export the model "
-                            "again") from exc
+        raise ArtifactError(f"{origin}: '{SCORER_KEY}' metadata is not base64 ({exc}): the file was damaged "
+                            "after export; copy it again or export the model again") from exc
     if hashlib.sha256(payload).hexdigest() != header["export"].get("scorer_sha256"):
-        raise ArtifactError(f"{origin}: scorer payload checksum mismatch; export the model again")
-    return scorer_from_bytes(header, payload, origin), header
+        raise ArtifactError(f"{origin}: scorer payload checksum mismatch: the '{SCORER_KEY}' metadata (the "
+                            "memory bank) was damaged or edited after export; copy the file again or export "
+                            "the model again")
+    return payload
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -8,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecmg import distributions
-from edgecmg.errors import BackendUnavailableError, ConfigError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 ORT_INSTALL_HINT = (f"for the CPU, {distributions.extra_install_hint('onnx')}; for the CUDA/TensorRT providers "
@@ -68,6 +69,35 @@ def available_providers() -> list[str]:
     except Exception:  # noqa: BLE001 - absent, or a module half removed by uninstalling one of two builds
         return []
     return [short for short, name in PROVIDERS.items() if name in have]
+
+
+# ONNX Runtime's errors for a model it cannot take (onnxruntime.capi.onnxruntime_pybind11_state): a file
+# onnx reads and edgecmg's checksums pass (ir_version and opset_import are outside them) whose version
+# fields are damaged, or newer than this ONNX Runtime. They say nothing of the install, unlike the rest
+# (a provider that cannot start, CUDA errors).
+_MODEL_ERRORS = ("InvalidGraph", "InvalidProtobuf", "NotImplemented")
+
+
+def _is_model_error(exc: Exception) -> bool:
+    """Whether an InferenceSession error is about the model file rather than this ONNX Runtime's setup.
+    FAIL is also what providers raise (a CUDA error): it counts only while the model is being loaded,
+    which ONNX Runtime's message then says ("Load model from ... failed")."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return False
+    name = type(exc).__name__
+    return name in _MODEL_ERRORS or (name == "Fail" and "Load model from" in str(exc))
+
+
+def _ort_message(exc: Exception) -> str:
+    """ONNX Runtime's first line without its status code, the path (named already) and the C++ source
+    location and signature it puts before the reason: "Unsupported model IR version: 72, max supported
+    IR version: 14" for a damaged ir_version."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
+    text = re.sub(r"^Load model from .*? failed:", "", text)
+    text = re.sub(r"^\S+:\d+ .*?\) ", "", text)  # /onnxruntime_src/...cc:256 onnxruntime::Model::Model(...)
+    text = text.strip().rstrip(".") or first
+    return text if len(text) <= 500 else text[:497].rsplit(" ", 1)[0] + "..."
 
 
 class OnnxRunner(Runner):
@@ -156,6 +186,11 @@ class OnnxRunner(Runner):
         try:
             self._session = ort.InferenceSession(self.path, options, providers=self._providers())
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            if _is_model_error(exc):
+                raise ArtifactError(f"{self.path}: the installed ONNX Runtime, {ort.__version__}, cannot load it "
+                                    f"({_ort_message(exc)}): the file is damaged, or was exported for a newer ONNX "
+                                    f"Runtime than {ort.__version__}; copy or export it again, or upgrade "
+                                    "onnxruntime") from exc
             raise BackendUnavailableError("onnxruntime", f"cannot open {self.path} with {wanted}: {exc}",
                                           provider_install_hint()) from exc
         active = self._session.get_providers()
