@@ -353,6 +353,13 @@ def _reusable_cache(cache_path: Path, key: dict[str, Any], needed: list[str]) ->
     if reason is not None:
         log.info("calibration: not reusing %s: %s", cache_path, reason)
         return None
+    if not cache.sealed:
+        # Without a checksum, ranges edited or damaged since (all of them a twentieth, say) look like
+        # any others, and reused they make an INT8 model that flags good parts run after run.
+        log.warning("calibration cache %s was written by an edgecmg that did not yet save a checksum of its "
+                    "ranges, so edits or damage to them cannot be told; recalibrating (the file is written again, "
+                    "with one)", cache_path)
+        return None
     log.info("calibration: reusing the ranges of %s", cache_path)
     return cache
 
@@ -373,9 +380,11 @@ def _measure_ranges(fp32_path: Path, images: list[Path], spares: list[Path], inp
 
 
 def _int8_header(fp32, profile: str, method: str, images_read: int, *, reduce_range: Optional[bool],
-                 float_convs: int, quantized_nodes: int, cache_name: str, with_scoring: bool) -> dict[str, Any]:
+                 float_convs: int, quantized_nodes: int, cache_name: str, cache_reused: bool,
+                 with_scoring: bool) -> dict[str, Any]:
     """The INT8 file's edgecmg header: the FP32 export's, with the precision, the graph the file holds
-    and how it was quantised."""
+    and how it was quantised (``cache_reused``: the ranges came from the cache an earlier run wrote,
+    which calibrate's check names where the model flags good parts: rerun alike, it is reused again)."""
     from edgecmg.export import GRAPH_FEATURIZER, GRAPH_FULL, read_onnx_header
     from edgecmg.result import OUTPUT_NAMES
 
@@ -386,7 +395,8 @@ def _int8_header(fp32, profile: str, method: str, images_read: int, *, reduce_ra
         "activations": "int8 per-tensor symmetric" if profile == "tensorrt" else "uint8 per-tensor asymmetric",
         "bias": "float", "reduce_range": profile == "cpu" if reduce_range is None else reduce_range,
         "float_convs": float_convs,
-        "quantized_nodes": quantized_nodes, "cache": cache_name, "edgecmg": __version__,
+        "quantized_nodes": quantized_nodes, "cache": cache_name, "cache_reused": cache_reused,
+        "edgecmg": __version__,
         "float_parts": ["pre-processing", "feature taps and projection", "matching head", "scoring head"],
     }
     if with_scoring:
@@ -428,7 +438,8 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
     scorer for host scoring, like an FP32 export) or, with ``with_scoring``, the full detector with
     the scoring head in float. The ranges go to ``cache_path`` (default: the output's name with
     ``.calib.json`` for ``.onnx``, e.g. ``part.int8.calib.json``) and are reused by later runs with
-    the same model, data, method and sample count.
+    the same model, data, method and sample count (not where they no longer match the checksum saved
+    with them, or the file has none: those are calibrated again, with a warning naming it).
 
     data_dir: a folder of good images (an MVTec root: its train/good; sub-folders are walked), a
         glob pattern, or a list of image paths; ``samples`` of them are drawn with ``seed``.
@@ -481,7 +492,7 @@ def calibrate(artifact_path: str | Path, data_dir: str | Path | Sequence[str | P
         quantized = quantize_graph(fp32, ranges, region, profile, reduce_range=reduce_range)
         onnx_header = _int8_header(fp32, profile, method, images_read, reduce_range=reduce_range,
                                    float_convs=float_convs, quantized_nodes=len(region), cache_name=cache_path.name,
-                                   with_scoring=with_scoring)
+                                   cache_reused=cache is not None, with_scoring=with_scoring)
         if with_scoring:  # the scoring head is appended after quantisation: float by construction
             scorer = onnx.load(str(export_scorer_graph(model, work / "scorer.onnx", export_config)))
             quantized = append_scorer(quantized, scorer)

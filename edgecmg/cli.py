@@ -296,10 +296,33 @@ def _check_quantization(model: str, int8_path: Path, data, samples: int, progres
           f"{found['reference_flags']}, INT8 {found['candidate_flags']}")
     if found["candidate_flags"] > found["reference_flags"]:
         named = name_some([Path(p).name for p in found["newly_flagged"]], 5)
-        log.warning("%s flags %d of these %d good images that the FP32 model passes (%s): its activation "
-                    "ranges cut off what these parts show. Calibrate again with --method minmax or on more "
-                    "images (--samples), or set a threshold for it on good parts with `edgecmg threshold %s "
-                    "GOOD_IMAGES`", int8_path, len(found["newly_flagged"]), found["images"], named, int8_path)
+        flags = (f"{int8_path} flags {len(found['newly_flagged'])} of these {found['images']} good images that the "
+                 f"FP32 model passes ({named})")
+        threshold = f"or set a threshold for it on good parts with `edgecmg threshold {int8_path} GOOD_IMAGES`"
+        cache = _reused_cache(int8_path)
+        if cache is None:
+            log.warning("%s: its activation ranges cut off what these parts show. Calibrate again with --method "
+                        "minmax or on more images (--samples), %s", flags, threshold)
+        else:
+            # A run with the same model, images and settings reuses that file again (there is no flag
+            # that skips it): the advice to calibrate again has to say to delete it.
+            log.warning("%s: its activation ranges, reused from %s (an earlier calibrate's, maybe edited or damaged "
+                        "since), cut off what these parts show, and a calibrate with the same settings reuses them "
+                        "again. Delete %s and calibrate again, or calibrate with --method minmax or on more images "
+                        "(--samples), %s", flags, cache, cache, threshold)
+
+
+def _reused_cache(int8_path: Path) -> Optional[Path]:
+    """The range cache calibrate took ``int8_path``'s ranges from (beside it: the CLI has no other
+    cache name), or None where they were measured in this run."""
+    from edgecmg.calibration import default_cache_path
+    from edgecmg.export import read_onnx_header
+
+    try:
+        reused = read_onnx_header(int8_path).get("quantization", {}).get("cache_reused")
+    except (EdgeCMGError, OSError):  # the file changed since the check read it: the warning stands without this
+        return None
+    return default_cache_path(int8_path) if reused is True else None
 
 
 def cmd_build(args: argparse.Namespace) -> int:
