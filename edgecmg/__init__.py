@@ -17,6 +17,7 @@ once anything imports it, so ``edgecmg.fit(...)`` would work or not depending on
 """
 from typing import TYPE_CHECKING
 
+import edgecmg.pixel_limit  # noqa: F401  (first: it sets OpenCV's decode limit, read as cv2 loads)
 from edgecmg.lazy import lazy_exports
 
 __version__ = "0.1.0"

@@ -104,6 +104,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
         has_masks, rows = False, 0
         maps, masks = np.empty((0, height, width), np.float32), np.zeros((0, height, width), bool)
     filled, unknown_masks, defect_rows = 0, 0, 0
+    unusable_masks: list[str] = []  # the masks of defect images that were found but could not be used
     for sample in tqdm(samples, desc="eval", unit="img", disable=not show_progress(progress)):
         try:
             frame = read_image(sample.path)
@@ -129,8 +130,11 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
                 log.warning("mask skipped, %s: %s", "a good part counts as defect-free" if sample.label == 0
                             else "pixel metrics leave this image out", exc)
                 masks_skipped.append(str(sample.mask_path))
+                if sample.label:
+                    unusable_masks.append(str(sample.mask_path))
+                    continue
                 mask = None
-            if mask is None and sample.label:
+            if mask is None and sample.label:  # no mask file: its pixels are unknown
                 unknown_masks += 1
                 continue
             if mask is not None and sample.mask_path is not None:
@@ -154,8 +158,15 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
     if mostly_defect:
         warn_mostly_defect_masks(mostly_defect, masks_read)
     if has_masks:
+        # A damaged mask is there to be fixed, a missing one to be made: counted as "without a mask", the
+        # damaged ones sent people looking for masks that were in place.
         if unknown_masks:
             log.warning("pixel metrics: %d defect image(s) without a mask left out", unknown_masks)
+        if unusable_masks:
+            named = name_some([f"{Path(m).parent.name}/{Path(m).name}" for m in unusable_masks], _NAMED_MASKS)
+            log.warning("pixel metrics: %d defect image(s) left out whose mask is damaged or not the size of its "
+                        "image, not missing: %s (each said above, all listed under masks_skipped); re-export those "
+                        "masks", len(unusable_masks), named)
         if filled:
             log.info("pixel metrics over %d maps of %dx%d (height x width)", filled, height, width)
         try:  # None for both (said) without a defect pixel; the maps are no longer needed, so sorted in place

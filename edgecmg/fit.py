@@ -317,6 +317,11 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
         if captions is None:
             captions = _folder_captions(images, config.cmle)
     training = _Training(images, bgr=bgr)
+    if 0 < len(training.names) < MIN_TRAIN_IMAGES:
+        # Too few headers read to fit on: the refusal counts the images that decode, and are distinct, not
+        # the headers a truncated file keeps (six unreadable files were "found 4 of the 6 given"). So few
+        # are read at once.
+        training.drop_copies(training.read_at(choose_input_size(training.shapes, config), progress))
     _require_enough(len(training.names), source, training.offered)
     size = choose_input_size(training.shapes, config)
     # Said before the work: without a terminal (a log, CI) there are no progress bars, and a first fit
@@ -400,7 +405,15 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
         "seconds": round(time.perf_counter() - started, 2),
     }
     metadata = _metadata(config, size, backbone_hash, threshold, margins, training_info)
-    log.info("fitted on %d images in %.1f s (bank %d x %d)", n, training_info["seconds"], bank_size, feature_dim)
+    # The count said before the work ("fitting on 54 images") is of the headers that read: where images were
+    # left out since, or before it, this line says how many of those given the model was fitted on.
+    copies = len(training.copies)
+    left_out = [f"{len(training.skipped)} unreadable"] if training.skipped else []
+    if copies:
+        left_out.append("1 as a copy of another" if copies == 1 else f"{copies} as copies of others")
+    given = f" of the {training.offered} given" if left_out else ""
+    log.info("fitted on %d images%s in %.1f s (bank %d x %d)%s", n, given, training_info["seconds"], bank_size,
+             feature_dim, f"; left out (named above): {', '.join(left_out)}" if left_out else "")
     return model.eval(), metadata
 
 

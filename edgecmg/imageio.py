@@ -12,8 +12,12 @@ Every reader returns plain numpy arrays:
 
 Decoding uses ``cv2.imdecode(np.fromfile(path), cv2.IMREAD_UNCHANGED)`` (works with non-ASCII
 paths on every OS) and falls back to Pillow for what OpenCV cannot decode. EXIF orientation is
-not applied (pixels come out as stored, like camera frames do). Any failure raises
-:class:`~edgecmg.errors.DataError` naming the file; ``load_images`` turns those into skips.
+not applied (pixels come out as stored, like camera frames do). A file whose header declares more than
+twice Pillow's ``MAX_IMAGE_PIXELS`` (179 megapixels by default) is refused before it is decoded: from
+the header Pillow parses or, in a format only OpenCV reads, by OpenCV's limit, which importing this
+module sets to the same through ``OPENCV_IO_MAX_IMAGE_PIXELS`` (unless that is set already, or cv2 was
+imported first). Files that are not regular files (FIFOs, devices) are refused unopened. Any failure
+raises :class:`~edgecmg.errors.DataError` naming the file; ``load_images`` turns those into skips.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import logging
 import math
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -32,6 +37,7 @@ import cv2
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
+from edgecmg.pixel_limit import OPENCV_PIXEL_LIMIT_VARIABLE, OPENCV_PIXELS
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
            "resize_to_input", "list_images", "load_images", "subfolders_with_images", "to_rgb_uint8",
@@ -294,6 +300,8 @@ def _read_bytes(path: Path) -> np.ndarray:
         raise MissingFileError(f"image file not found: {path}; check the path (and the working directory)")
     if path.is_dir():
         raise DataError(f"{path} is a folder, not an image file; pass a file, or use list_images() for folders")
+    if not path.is_file():  # never opened: a FIFO waits for a writer, /dev/zero never ends
+        raise DataError(_not_a_regular_file(path))
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -301,6 +309,22 @@ def _read_bytes(path: Path) -> np.ndarray:
     if data.size == 0:
         raise DataError(f"image file {path} is empty (0 bytes); re-export or remove it")
     return data
+
+
+def _not_a_regular_file(path: Path) -> str:
+    """Why ``path``, which exists but is neither a regular file nor a folder (a FIFO, a device, a socket,
+    or a link to one), is not read as an image: opening a FIFO blocks until something writes to it, and
+    reading a device such as /dev/zero never ends."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a file or folder")
+    if path.is_symlink():
+        kind = f"a link to {os.readlink(path)}, {kind}"
+    return f"{path} is not a regular file ({kind}); give image files or their folder"
 
 
 def _is_link_loop(path: Path) -> bool:
@@ -392,11 +416,28 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
     arr = None
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE" in str(exc):  # its header's size is over OpenCV's limits: no decoder reads it
+            raise DataError(_opencv_refusal(path, str(exc))) from None
         arr = None
     if arr is not None and arr.size > 0:
         return arr, "bgr"
     return _decode_pillow(path, data), "rgb"
+
+
+def _opencv_refusal(path: Path, error: str) -> str:
+    """The message for a file OpenCV refused before decoding it, its header declaring more pixels than
+    OPENCV_IO_MAX_IMAGE_PIXELS (``error``: OpenCV's, which names the limit broken, not the size): one in a
+    format Pillow does not parse, so _check_pixel_count could not refuse it first."""
+    if "CV_IO_MAX_IMAGE_PIXELS" in error:
+        limit = (f"{int(OPENCV_PIXELS):,} pixels" if OPENCV_PIXELS and OPENCV_PIXELS.isdigit()
+                 else "OpenCV's limit")
+        what = f"its header declares more pixels than OpenCV decodes ({limit}, {OPENCV_PIXEL_LIMIT_VARIABLE})"
+    else:  # CV_IO_MAX_IMAGE_WIDTH or _HEIGHT
+        what = "its header declares a side longer than OpenCV decodes (OPENCV_IO_MAX_IMAGE_WIDTH / _HEIGHT)"
+    return (f"image {path} is too large to decode: {what}: a damaged header, or a picture that would take gigabytes "
+            "of memory; downscale it or cut it into tiles first and judge those (a real picture this large is let "
+            f"through by setting {OPENCV_PIXEL_LIMIT_VARIABLE} higher in the environment before Python starts)")
 
 
 def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
@@ -583,6 +624,8 @@ def _palette_indices(path: Path) -> Optional[np.ndarray]:
     are read with Pillow instead. A file Pillow cannot identify (missing, a folder, not an image, a
     decompression bomb) gives None, and :func:`_decode` then reports it by name as for any image.
     """
+    if not path.is_file():  # _decode names it; Pillow would open a FIFO, and wait on it
+        return None
     Image = _pillow_image()
 
     try:
@@ -677,6 +720,9 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(_not_an_image_file(p, exts))
         return [p]
+    if not p.is_dir():  # a FIFO or a device (was "[Errno 20] Not a directory"); reading one would block or never end
+        raise DataError(_not_a_regular_file(p))
+    # A folder's FIFOs and devices are left out unopened: is_image_file only stats its entries.
     found = sorted(c for c in p.iterdir() if is_image_file(c))
     if not found:
         raise DataError(

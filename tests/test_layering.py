@@ -19,7 +19,8 @@ SOURCE_ROOTS = {"edgecmg": REPO / "edgecmg", "edgecmg.kernels": REPO / "kernels"
 LAYERS: list[set[str]] = [
     # __init__: __version__, and the public names (edgecmg.Detector, ...) imported by their module's
     # name on first access only, so importing the package loads nothing above it; the others: constants
-    {"errors", "__init__", "distributions", "magic", "lazy", "progress"},  # lazy: the first-use import of __init__'s names
+    {"errors", "__init__", "distributions", "magic", "lazy", "progress",  # lazy: the first-use import of __init__'s names
+     "pixel_limit"},                                    # OpenCV's decode limit, set by __init__ before cv2 loads
     {"fileio"},                                         # atomic writes: errors only
     {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
     {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
