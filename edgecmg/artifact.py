@@ -11,7 +11,7 @@ Layout (little endian):
 The prefix's version is outside every checksum, so it must equal the header's ``format_version``.
 The header's fields are checked for presence, JSON type and range, and its sizes against the
 payload's tensors, before anything is built from them; the tensors' dtypes, shapes and values
-(finite) before the model takes them.
+(finite), and the header's ``use_cmle`` against the projection they hold, before the model takes them.
 
 The backbone weights are not copied in: the header names the backbone and the SHA-256 of its
 pretrained weights file, and loading refuses a different file (that file, a pickle, is hashed
@@ -40,16 +40,17 @@ from edgecmg.config import ModelConfig
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
 from edgecmg.kernels.knn import MAX_K
-from edgecmg.model.backbone import BACKBONE_ID, WEIGHTS_SHA256, EfficientNetLite0, load_pretrained
+from edgecmg.model.backbone import (BACKBONE_ID, HEAD_CHANNELS, NUM_CLASSES, WEIGHTS_SHA256, EfficientNetLite0,
+                                    load_pretrained)
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = magic.ARTIFACT
 # 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
-# 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction"); files
-# without it load with the maximum, and an older edgecmg, which would score by the maximum against a
-# threshold set on the pool, refuses version 3.
+# 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction", in every
+# version 3 file: one without it is refused); older files load with the maximum, and an older edgecmg,
+# which would score by the maximum against a threshold set on the pool, refuses version 3.
 FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 SUFFIX = ".edgecmg"
@@ -153,12 +154,12 @@ def _refuse_what_load_would_refuse(path: Path, header_bytes: bytes, tensors: dic
     backbone weights are the header's (a property of the machine that loads the file)."""
     try:
         header = magic.loads_header(header_bytes)  # the header as the loader will read it back
-        _check_header(path, header, FORMAT_VERSION)
+        _check_header(path, header, FORMAT_VERSION, model_file=True)
         _check_sizes_against_tensors(path, header, tensors)
         # The backbone's weights are not in the file (nor among _tensors_of's), so a bare module stands
         # in for it (building the model must not touch the caller's); the matcher is the header's.
         expected = _build_model(path, header, torch.nn.Module(), model.featurizer.matcher)
-        _check_tensors(path, tensors, _tensors_of(expected), expected.geometry)
+        _check_against_model(path, header, tensors, expected)
     except ArtifactError as exc:
         if isinstance(exc, _FieldError):  # the metadata does not describe this model
             raise ConfigError(f"{path}: not written, as loading it would fail: {exc.problem}; "
@@ -245,8 +246,11 @@ def _int_field(path: Path, header: dict, field: str, low: int, high: int | None 
     return value
 
 
-def _check_header(path: Path, header: Any, prefix_version: int) -> None:
-    """Refuse a header whose fields are missing, of the wrong JSON type, or out of range."""
+def _check_header(path: Path, header: Any, prefix_version: int, *, model_file: bool = False) -> None:
+    """Refuse a header whose fields are missing, of the wrong JSON type, or out of range.
+
+    ``model_file``: the header is an .edgecmg file's own (load, save), not an export's copy of one,
+    and the fields its format version always writes are required (see below)."""
     if not isinstance(header, dict):
         raise ArtifactError(f"{path}: the header is a JSON {type(header).__name__}, not an object; "
                             "the file was edited or written wrongly")
@@ -288,6 +292,16 @@ def _check_header(path: Path, header: Any, prefix_version: int) -> None:
     bank_size = _int_field(path, header, "model.bank_size", 1)
     # The kNN search takes 1..MAX_K neighbours (ops.knn), and a bank holds at most bank_size.
     _int_field(path, header, "model.knn_k", 1, min(MAX_K, bank_size))
+    # Format 3 writes the image score's pool in every file, and its threshold was set on that pool:
+    # without the field a file would load scored by the map's maximum (other scores, the same
+    # threshold) without a word. Files of formats 1 and 2 have none and are scored by the maximum,
+    # as they were fitted. Not required of an export's copy (check_model_header): one with no
+    # format_version is taken as the current format, and in-memory exports made before format 3
+    # carry neither field.
+    required = model_file and version >= 3
+    if required and "score_top_fraction" not in header["model"]:
+        raise _bad_field(path, "model.score_top_fraction", f"is missing, which every format-{version} model file "
+                                                           "has (the threshold was set on the score it pools)")
     fraction = _field(path, header, "model.score_top_fraction", "a finite number", 0.0)
     if not 0.0 <= fraction < 1.0:
         raise _bad_field(path, "model.score_top_fraction", f"is {fraction}, not in [0, 1)")
@@ -386,7 +400,7 @@ def _check_head(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int
         header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # with a matching checksum: written wrongly, or forged
         raise ArtifactError(f"{path}: header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from exc
-    _check_header(path, header, version)
+    _check_header(path, header, version, model_file=True)
     declared = header["payload"]["bytes"]
     if size < end + declared:
         raise ArtifactError(
@@ -451,6 +465,52 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     """
     path = Path(path)
     header, payload = read_header(path, data=data)
+    tensors = _payload_tensors(path, header, payload)
+    pretrained, _ = load_pretrained()  # checks the weights file's SHA-256 before unpickling it
+    backbone = backbone or pretrained
+    matcher = build_matcher(_matcher_spec(header), backbone._fc,
+                            clip_weights=None if clip_weights is None else str(clip_weights))
+    model = _build_model(path, header, backbone, matcher)
+    add_missing_normal_level(tensors, model.geometry, "scorer.normal_map")
+    _check_against_model(path, header, tensors, model)
+    # Copies of other state are rebuilt from it, never read: the bank's squared norms (a forged copy,
+    # -1e6, passed every part; a copy compared instead would need a tolerance, as the fit's device
+    # rounds them its own way), the threshold the header gives the verdicts (CMER's rule must use the
+    # same), and the cells of the header's geometry, which the model was just built with.
+    derived = {"scorer.bank_sq_norms": ops.bank_sq_norms(tensors["scorer.memory_bank"]),
+               "scorer.threshold": torch.tensor(float(header["threshold"]))}
+    fitted = {k: v for k, v in tensors.items() if k not in ("scorer.pixel_cells", "featurizer.variant_masks")}
+    model.scorer.smoothing_taps = tensors["scorer.smoothing_taps"]  # its length is the file's: checked above
+    model.load_state_dict({**model.state_dict(), **fitted, **derived}, strict=True)
+    return model.eval(), header
+
+
+def check(path: str | Path, *, data: bytes | None = None) -> dict[str, Any]:
+    """The header of the model file at ``path`` once it passes every check :func:`load` runs on the
+    file (checksums, header fields, the backbone it names, the payload's tensors against the model
+    the header describes, a CLIP matcher's weights file): the error load would raise otherwise. For
+    ``edgecmg info``, which must not call a file fine that loading refuses.
+
+    Nothing is built from pretrained weights (a bare module stands in for the backbone, as in
+    :func:`save`'s checks, and a weightless matcher for the header's), so it costs milliseconds; not
+    checked is what only those weights tell: whether this install's backbone weights file is intact
+    (load_pretrained), and whether a CLIP weights file with the recorded SHA-256 builds its arch."""
+    path = Path(path)
+    header, payload = read_header(path, data=data)
+    tensors = _payload_tensors(path, header, payload)
+    expected = _build_model(path, header, torch.nn.Module(), _matcher_without_weights(header))
+    add_missing_normal_level(tensors, expected.geometry, "scorer.normal_map")  # as load: version 1 files have none
+    _check_against_model(path, header, tensors, expected)
+    return header
+
+
+def _matcher_spec(header: dict[str, Any]) -> dict[str, Any]:
+    return header.get("matcher", {"kind": "zeroshot"})  # files written before matchers were recorded
+
+
+def _payload_tensors(path: Path, header: dict[str, Any], payload: bytes) -> dict[str, torch.Tensor]:
+    """The payload's tensors, once the header names this edgecmg's backbone and its sizes are the
+    tensors' (load's steps before anything is built)."""
     backbone_info = header["backbone"]
     if backbone_info["id"] != BACKBONE_ID:
         raise ArtifactError(f"{path}: backbone {backbone_info['id']!r} is not supported (expected {BACKBONE_ID})")
@@ -465,25 +525,48 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     except SafetensorError as exc:  # the checksum matched: written wrongly, or edited and re-hashed
         raise ArtifactError(f"{path}: the payload is not a valid safetensors buffer ({exc})") from exc
     _check_sizes_against_tensors(path, header, tensors)
-    pretrained, _ = load_pretrained()  # checks the weights file's SHA-256 before unpickling it
-    geometry = Geometry.from_header(header)
-    backbone = backbone or pretrained
-    # Files written before matchers were recorded used the zero-shot matcher.
-    matcher = build_matcher(header.get("matcher", {"kind": "zeroshot"}), backbone._fc,
-                            clip_weights=None if clip_weights is None else str(clip_weights))
-    model = _build_model(path, header, backbone, matcher)
-    add_missing_normal_level(tensors, geometry, "scorer.normal_map")
-    _check_tensors(path, tensors, _tensors_of(model), geometry)
-    # Copies of other state are rebuilt from it, never read: the bank's squared norms (a forged copy,
-    # -1e6, passed every part; a copy compared instead would need a tolerance, as the fit's device
-    # rounds them its own way), the threshold the header gives the verdicts (CMER's rule must use the
-    # same), and the cells of the header's geometry, which the model was just built with.
-    derived = {"scorer.bank_sq_norms": ops.bank_sq_norms(tensors["scorer.memory_bank"]),
-               "scorer.threshold": torch.tensor(float(header["threshold"]))}
-    fitted = {k: v for k, v in tensors.items() if k not in ("scorer.pixel_cells", "featurizer.variant_masks")}
-    model.scorer.smoothing_taps = tensors["scorer.smoothing_taps"]  # its length is the file's: checked above
-    model.load_state_dict({**model.state_dict(), **fitted, **derived}, strict=True)
-    return model.eval(), header
+    return tensors
+
+
+def _matcher_without_weights(header: dict[str, Any]) -> torch.nn.Module:
+    """The header's matcher as far as the payload holds it (its fitted tensors' names and shapes),
+    built without pretrained weights: the zero-shot one on a weightless ImageNet head, a CLIP one
+    without its model. A CLIP weights file first gets the checks ClipMatcher.load runs before it
+    builds the model (ClipMatcher.check_weights): what load would refuse there is refused here."""
+    spec = _matcher_spec(header)
+    if spec["kind"] != "clip":
+        return build_matcher(spec, torch.nn.Linear(HEAD_CHANNELS, NUM_CLASSES, device="meta"))
+    from edgecmg.model.matcher import ClipMatcher
+
+    arch = spec["arch"]
+    weights, sha, open_clip = ClipMatcher.check_weights(arch, spec["weights"], expected_sha256=spec["sha256"])
+    return ClipMatcher(torch.nn.Module(), None, image_size=0, arch=arch, weights=str(weights.resolve()),
+                       embed_dim=int(open_clip.get_model_config(arch)["embed_dim"]), weights_sha256=sha)
+
+
+def _check_against_model(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor],
+                         model: CMGModel) -> None:
+    """The payload's ``tensors`` against the unfitted ``model`` the header describes: load's last
+    checks before the model takes them."""
+    _check_tensors(path, tensors, _tensors_of(model), model.geometry)
+    _check_cmle(path, header, tensors)
+
+
+def _check_cmle(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """The header's ``model.use_cmle`` must say what the payload's projection does. Every frame's
+    patches go through featurizer.projection (after featurizer.proj_mean is taken off) whatever the
+    flag says, which reports read (edgecmg info's "CMLE off"): without CMLE, fit stores the identity
+    over all the layout's channels and a zero mean; with it, a fitted projection, never that."""
+    projection, mean = tensors["featurizer.projection"], tensors["featurizer.proj_mean"]
+    identity = (projection.shape[0] == projection.shape[1] and not bool(mean.any())
+                and torch.equal(projection, torch.eye(projection.shape[0], dtype=projection.dtype)))
+    if header["model"]["use_cmle"] == identity:
+        why = ("true, but the payload's projection (featurizer.projection, featurizer.proj_mean) is the identity "
+               "fit stores without CMLE" if identity else
+               "false, but the payload's projection (featurizer.projection, featurizer.proj_mean) is a fitted "
+               "CMLE projection, which every frame would be projected with")
+        raise ArtifactError(f"{path}: header field 'model.use_cmle' is {why}; the file was edited or written "
+                            "wrongly: fit the model again or copy the original file")
 
 
 def _build_model(path: Path, header: dict[str, Any], backbone: torch.nn.Module, matcher: torch.nn.Module) -> CMGModel:

@@ -611,6 +611,7 @@ def test_files_without_a_recorded_score_pool_are_scored_by_the_maximum(small_fit
     map's maximum: they load with that rule (score_top_fraction 0), whatever today's default is."""
     model, metadata = small_fit
     full = artifact.model_spec
+    monkeypatch.setattr(artifact, "FORMAT_VERSION", 2)  # format 3 records the pool in every file
     monkeypatch.setattr(artifact, "model_spec",
                         lambda m: {k: v for k, v in full(m).items() if k != "score_top_fraction"})
     old = artifact.save(model, metadata, tmp_path / "old.edgecmg")

@@ -1,8 +1,10 @@
 """``edgecmg info``: what a model file is and whether it runs here, from its verified header alone.
 
 The file's checksums are checked as loading would check them (a damaged file is reported, not
-described), but nothing is run: no backbone, session or engine is created, so a TensorRT engine can
-be inspected on a machine without TensorRT or a GPU.
+described), and an .edgecmg file gets every check its loader runs on the header and the tensors
+(a file load refuses is reported with load's error, never described as fine), but nothing is run:
+no backbone, session or engine is created, so a TensorRT engine can be inspected on a machine
+without TensorRT or a GPU.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ def describe(path: str | Path) -> dict[str, Any]:
     engine_check = None
     checksums = "checksums ok"
     if suffix == ARTIFACT_SUFFIX:
-        from edgecmg.artifact import read_header
+        from edgecmg import artifact
 
-        header, _ = read_header(path)
+        # load's checks, not only the checksums: a file re-hashed after an edit (a NaN bank, a header
+        # size no tensor has, other backbone weights) passes those, and predict then refuses it.
+        header = artifact.check(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
         from edgecmg.export import GRAPH_SHA_KEY, _load_proto, metadata_props, read_onnx_header

@@ -146,13 +146,12 @@ class ClipMatcher(nn.Module):
         self.register_buffer("mean", torch.tensor(self.CLIP_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(self.CLIP_STD).view(1, 3, 1, 1))
 
-    @classmethod
-    def load(cls, arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None,
-             backbone_mean: float = 127.0, backbone_std: float = 128.0) -> "ClipMatcher":
-        """Build open_clip's ``arch`` and fill it from ``weights`` (a .safetensors state dict; no pickle).
-
-        ``expected_sha256`` (from an artifact header) refuses a different weights file.
-        """
+    @staticmethod
+    def check_weights(arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None) -> tuple[Path, str, Any]:
+        """What :meth:`load` checks before it builds the model, in its order: the weights file is there
+        and a .safetensors file, open_clip imports, the file's SHA-256 is ``expected_sha256`` (where
+        given) and ``arch`` is an open_clip model. Returns (path, its SHA-256, the open_clip module);
+        ``edgecmg info`` runs it to say what loading the model would say, without building it."""
         path = Path(weights).expanduser()  # the file before the library: a mistyped path is the likelier mistake
         if not path.is_file():
             raise ConfigError(f"CLIP weights {path}: no such file; pass the local .safetensors file of the "
@@ -167,6 +166,16 @@ class ClipMatcher(nn.Module):
                                 f"{expected_sha256[:12]}; point clip_weights at the file used at fit time")
         if arch not in open_clip.list_models():
             raise ConfigError(f"CLIP arch {arch!r} is not an open_clip model name (e.g. 'ViT-B-32')")
+        return path, sha, open_clip
+
+    @classmethod
+    def load(cls, arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None,
+             backbone_mean: float = 127.0, backbone_std: float = 128.0) -> "ClipMatcher":
+        """Build open_clip's ``arch`` and fill it from ``weights`` (a .safetensors state dict; no pickle).
+
+        ``expected_sha256`` (from an artifact header) refuses a different weights file.
+        """
+        path, sha, open_clip = cls.check_weights(arch, weights, expected_sha256=expected_sha256)
         from safetensors.torch import load_file
 
         # open_clip warns (on the root logger) that a model built without `pretrained` is random:

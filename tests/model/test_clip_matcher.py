@@ -120,6 +120,16 @@ def test_fit_save_load_with_clip_keeps_weights_out_of_the_artifact(clip_fit, cli
     assert torch.equal(got.kept_mask, expected.kept_mask)
     # Margins were fitted from the CLIP matcher's own gains, one per cell.
     assert model.scorer.cmer_margin.shape == (4,) and torch.all(model.scorer.cmer_margin >= 0)
+    # edgecmg info's check (load's checks, without building the CLIP model) passes the file as load does,
+    # and refuses it as load does once the weights file it names has changed
+    assert artifact.check(path)["matcher"]["kind"] == "clip"
+    original = clip_weights.read_bytes()
+    clip_weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the last weight
+    try:
+        with pytest.raises(ArtifactError, match="SHA-256"):
+            artifact.check(path)
+    finally:
+        clip_weights.write_bytes(original)
 
 
 @needs_open_clip
