@@ -387,14 +387,16 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, A
     return header
 
 
-def load_scorer_from_onnx(model_or_path) -> tuple[BankScorer, dict[str, Any]]:
+def load_scorer_from_onnx(model_or_path, *, origin: str | None = None) -> tuple[BankScorer, dict[str, Any]]:
     """(BankScorer, header) from a featurizer-only ONNX export, for host-side scoring.
 
     Raises ArtifactError when the file has no edgecmg metadata or no scorer (a full graph scores
     inside the graph and needs none), or when its scorer is damaged or does not fit its header.
+    ``origin`` names a parsed model in those errors (a path names itself).
     """
     proto = _load_proto(model_or_path)
-    origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
+    if origin is None:
+        origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     header = read_onnx_header(proto, origin)
     props = {p.key: p.value for p in proto.metadata_props}
     if SCORER_KEY not in props:

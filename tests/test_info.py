@@ -44,14 +44,16 @@ def test_info_shows_who_set_a_threshold(small_artifact, tmp_path):
 def test_info_does_not_claim_a_checksum_an_old_export_lacks(featurizer_onnx, tmp_path):
     import onnx
 
-    from edgecmg.export import HEADER_KEY, metadata_props
+    from edgecmg.export import HEADER_KEY, SCORER_KEY, metadata_props
 
     # An export of a format-2 model, from before the checksums (a format-3 one without them is refused).
     proto = onnx.load(str(featurizer_onnx))
-    header = json.loads(metadata_props(proto)[HEADER_KEY])
+    props = metadata_props(proto)
+    header = json.loads(props[HEADER_KEY])
     header["format_version"] = 2
     del proto.metadata_props[:]
     proto.metadata_props.add(key=HEADER_KEY, value=json.dumps(header))
+    proto.metadata_props.add(key=SCORER_KEY, value=props[SCORER_KEY])  # its memory bank, which host scoring reads
     old = tmp_path / "old.onnx"
     onnx.save(proto, str(old))
     assert describe(featurizer_onnx)["checksums"] == "checksums ok"

@@ -38,19 +38,24 @@ def describe(path: str | Path) -> dict[str, Any]:
         header = artifact.check(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
-        from edgecmg.export import GRAPH_SHA_KEY, _load_proto, metadata_props, read_onnx_header
+        from edgecmg.export import (GRAPH_FEATURIZER, GRAPH_SHA_KEY, _load_proto, load_scorer_from_onnx,
+                                    metadata_props, read_onnx_header)
 
         proto = _load_proto(path)  # parsed once: exports run to tens of MB
         header = read_onnx_header(proto, str(path))
+        if header.get("export", {}).get("graph") == GRAPH_FEATURIZER:
+            load_scorer_from_onnx(proto, origin=str(path))  # its memory bank, outside the graph's checksum: as bench would refuse it
         if GRAPH_SHA_KEY not in metadata_props(proto):
             checksums = "no graph checksum to check (exported by an older edgecmg; export it again to add one)"
         export = header.get("export", {})
         model = header
         kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
     else:
-        from edgecmg.engine_file import read_engine_file
+        from edgecmg.engine_file import load_scorer_from_engine, read_engine_file
 
-        header, _, _ = read_engine_file(path)  # both payloads' checksums, the plan's included
+        header, scorer, _ = read_engine_file(path)  # both payloads' checksums, the plan's included
+        if scorer:  # a featurizer engine's bank, against its export's checksum too, as running it would check
+            load_scorer_from_engine(path)
         model = header.get("model") or {}
         kind = f"TensorRT engine, {model.get('export', {}).get('graph', '?')} graph, {header.get('precision', '?')}"
         engine_check = _engine_check(header, path)

@@ -105,3 +105,26 @@ def test_an_onnx_file_onnx_runtime_cannot_load_is_damaged_not_a_missing_install(
     block_import("onnxruntime", "No module named 'onnxruntime'")
     with pytest.raises(BackendUnavailableError, match=r"cannot import onnxruntime .*install hint"):
         OnnxRunner(path).activate()
+
+
+def test_info_refuses_a_featurizer_export_or_engine_whose_scorer_running_it_would_refuse(featurizer_onnx, tmp_path,
+                                                                                        fake_tensorrt, capsys):
+    """`edgecmg info` said "checksums ok" of both (the bank is outside the graph's checksum, and an engine
+    built from a damaged export had sealed it in), while bench and Detector.load refused them."""
+    from edgecmg.cli import main
+
+    damaged = _damaged_scorer(featurizer_onnx, tmp_path / "damaged.onnx")
+    fake_tensorrt()
+    engine = build_engine(featurizer_onnx, EngineConfig(precision="fp32"), tmp_path / "m.engine")
+    header, scorer, plan = read_engine_file(engine)
+    tensors = load_safetensors(scorer)
+    tensors["memory_bank"] = tensors["memory_bank"].clone()
+    tensors["memory_bank"].view(-1)[-100] += torch.tensor(0.5, dtype=tensors["memory_bank"].dtype)
+    sealed = write_engine_file(tmp_path / "sealed.engine", header, plan, save_safetensors(tensors))
+    assert main(["info", str(featurizer_onnx), str(engine)]) == 0  # the sound ones are described
+    capsys.readouterr()
+    for path, said in ((damaged, "scorer payload checksum mismatch"),
+                       (sealed, "the scorer payload is not the one its ONNX export recorded")):
+        assert main(["info", str(path)]) == 2, path
+        err = capsys.readouterr().err
+        assert f"{path}: {said}" in err and "checksums ok" not in err, err
