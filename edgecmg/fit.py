@@ -134,6 +134,10 @@ def read_captions(folder: Path) -> dict[str, str]:
     if not {"file", "text"} <= set(header):
         raise DataError(f"{path} must have the header 'file,text' as its first line; it starts with "
                         f"{','.join(header)!r}")
+    twice = [name for name in ("file", "text") if header.count(name) > 1]
+    if twice:  # which column holds the captions would be a guess (it was the first, unsaid)
+        raise DataError(f"{path}: its header names the column {' and '.join(map(repr, twice))} more than once "
+                        f"({','.join(header)!r}); keep one 'file' and one 'text' column")
     file_at, text_at = header.index("file"), header.index("text")
     # Fields beyond the header's can only be the caption's rest when the caption is the last column.
     text_last = text_at == len(header) - 1
@@ -245,11 +249,25 @@ def training_images(data: str | Path) -> list[Path]:
     return images
 
 
+def _not_a_file(path: Path) -> str:
+    """What ``path``, which is there (or a link) but no regular file, is instead."""
+    if not path.exists():
+        return "a link to nothing"
+    return "a folder" if path.is_dir() else "not a regular file"
+
+
 def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]:
     """The captions of ``captions.csv`` beside ``images`` (see :func:`read_captions`), or None where
     there is none to read: CMLE is off, or the images (a glob's) come from several folders."""
     folders = list(dict.fromkeys(path.parent for path in images))
     files = [folder / "captions.csv" for folder in folders if (folder / "captions.csv").is_file()]
+    # A folder or a link to nothing by that name was meant as captions: without a word, the fit took
+    # pseudo-text for every image.
+    not_files = [f"{path} ({_not_a_file(path)})" for path in (folder / "captions.csv" for folder in folders)
+                 if (path.is_symlink() or path.exists()) and not path.is_file()]
+    if not_files:
+        log.warning("%s: not a file, so not read, and the images get pseudo-text instead of captions; put the "
+                    "file,text CSV there", name_some(not_files, 3))
     if not files:
         return None
     if not cmle:  # captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it

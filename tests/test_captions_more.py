@@ -1,0 +1,35 @@
+"""captions.csv given in a shape fit could only guess at: a header naming a column twice, and a
+captions.csv that is a folder or a link to nothing (each was read, or left, without a word)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edgecmg.errors import DataError
+from edgecmg.fit import _folder_captions, read_captions
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_read_by_its_first(tmp_path):
+    (tmp_path / "captions.csv").write_text("file,text,text\na.png,shiny,scratched\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"captions.csv: its header names the column 'text' more than once "
+                                        r"\('file,text,text'\); keep one 'file' and one 'text' column"):
+        read_captions(tmp_path)
+    (tmp_path / "captions.csv").write_text("file,file,text\na.png,b.png,shiny\n", encoding="utf-8")
+    with pytest.raises(DataError, match="names the column 'file' more than once"):
+        read_captions(tmp_path)
+
+
+@pytest.mark.parametrize("make,kind", [
+    (lambda path: path.mkdir(), "a folder"),
+    (lambda path: path.symlink_to(path.parent / "gone.csv"), "a link to nothing"),
+])
+def test_a_captions_csv_that_is_not_a_file_is_said_not_passed_over(tmp_path, caplog, make, kind):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")  # only its folder is looked at
+    make(tmp_path / "captions.csv")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert _folder_captions([image], cmle=True) is None
+    said = [r.getMessage() for r in caplog.records if "captions.csv" in r.getMessage()]
+    assert said and f"captions.csv ({kind}): not a file, so not read" in said[0], said
+    assert "pseudo-text" in said[0]
