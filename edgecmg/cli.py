@@ -3,10 +3,12 @@ info, env."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import warnings
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -681,6 +683,10 @@ _OUT_OF_MEMORY_HINTS = {
 }
 
 
+#: The commands that read image files (stream and capture hold OpenCV's warnings themselves).
+_READS_IMAGE_FILES = frozenset({"fit", "predict", "eval", "threshold", "calibrate", "bench"})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     closed = _stand_in_for_closed_std_streams()
     parser = build_parser()
@@ -702,7 +708,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = install_handlers(STOP_SIGNALS, raise_terminated)
     try:
         # Log lines go above the progress bars instead of into the middle of one (fit's skipped files).
-        with logging_redirect_tqdm():
+        # Commands reading image files name each they skip and why: OpenCV's own lines for it are held,
+        # and Pillow's warnings (its fallback decode of a damaged TIFF: "Corrupt EXIF data ...").
+        with logging_redirect_tqdm(), contextlib.ExitStack() as held:
+            if args.command in _READS_IMAGE_FILES:
+                held.enter_context(opencv_warnings_held(args.verbose, errors_too=True))
+                held.enter_context(warnings.catch_warnings())  # the filter below ends with the command
+                if not args.verbose:
+                    warnings.filterwarnings("ignore", module=r"PIL\.")
             return args.func(args)
     except EdgeCMGError as exc:
         print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)

@@ -146,22 +146,25 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
 
 
 @contextmanager
-def opencv_warnings_held(verbose: bool) -> Iterator[None]:
+def opencv_warnings_held(verbose: bool, *, errors_too: bool = False) -> Iterator[None]:
     """OpenCV's own log held at errors while a command runs (stream, capture), its level put back after:
     a camera that is not there made OpenCV print two "[ WARN:0@0.013] ... can't open camera by index"
-    lines ahead of edgecmg's error, which says what to check (and again at each reconnect). Process-wide,
-    so only the command line does it (the process is the command's); left alone with -v (``verbose``),
-    where OPENCV_LOG_LEVEL is set (the user asked OpenCV for its level) and where this OpenCV cannot say
-    its level."""
+    lines ahead of edgecmg's error, which says what to check (and again at each reconnect). With
+    ``errors_too`` (the commands that read image files) its errors are held too: a damaged TIFF printed
+    four "[ERROR:0@3.309] global grfmt_tiff.cpp:117 TIFF_Error ..." lines beside edgecmg's own line
+    naming the file it skips and why. Process-wide, so only the command line does it (the process is the
+    command's); left alone with -v (``verbose``), where OPENCV_LOG_LEVEL is set (the user asked OpenCV for
+    its level) and where this OpenCV cannot say its level. (Decoder libraries that print on their own,
+    as libpng and libjpeg do, are not OpenCV's log and still print.)"""
     import cv2
 
     logs = getattr(getattr(cv2, "utils", None), "logging", None)
-    quiet = getattr(logs, "LOG_LEVEL_ERROR", None)
+    quiet = getattr(logs, "LOG_LEVEL_SILENT" if errors_too else "LOG_LEVEL_ERROR", None)
     previous = None  # the level to put back; None: left alone
     if quiet is not None and not verbose and not os.environ.get("OPENCV_LOG_LEVEL"):
         try:
             level = logs.getLogLevel()
-            if level > quiet:  # not SILENT, FATAL or ERROR already
+            if level > quiet:  # not that quiet already
                 logs.setLogLevel(quiet)
                 previous = level
         except Exception:  # noqa: BLE001 - an OpenCV without them: its log is left as it is
