@@ -18,7 +18,7 @@ from edgecmg.errors import DataError
 # A fresh interpreter: OpenCV reads its pixel limit once, as cv2 loads, so only a process that has not
 # loaded it yet shows what importing edgecmg does to it.
 _READ_IN_A_CHILD = r"""
-import json, os, resource, sys
+import json, os, re, sys
 from edgecmg.errors import DataError
 from edgecmg.imageio import read_image
 try:
@@ -29,7 +29,8 @@ except DataError as exc:
 import PIL.Image
 print(json.dumps({"said": said, "limit": os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"),
                   "pillow_refuses_over": 2 * PIL.Image.MAX_IMAGE_PIXELS,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's, pytest's, across exec)
+                  "peak_mb": int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024}))
 """
 
 
