@@ -5,10 +5,17 @@
 //   scorer payload (safetensors, may be empty) | TensorRT serialized engine
 // The header's "scorer" and "engine" entries hold each payload's length and SHA-256; this reader
 // checks both and the header's own checksum ("header_sha256"), and that the header's "format_version"
-// is the prefix's (the prefix lies outside every checksum), so a damaged copy or an edited threshold
-// is refused before TensorRT deserializes the plan. It checks what edgecmg/engine_file.py checks of the
-// file's layout (prefix, sizes, checksums, versions, no repeated top-level key); it does not validate
-// the rest of the header's JSON or its other fields.
+// is the prefix's (the prefix lies outside every checksum), so a damaged copy is refused before TensorRT
+// deserializes the plan. The checksums tell damage, not a deliberate edit: whoever edits the header and
+// computes its checksum again gets past them. Formats older than the header checksum (1 and 2, before
+// any release) are refused: rebuild such an engine with this edgecmg.
+//
+// What it checks, and what it leaves to edgecmg/engine_file.py (which checks all of it): the file's
+// layout as Python checks it (prefix, sizes, checksums, versions), the top level of the header's JSON
+// (an object, no repeated key) and, of the "model" entry, that it is an object without a repeated key
+// whose "threshold", where present, is a finite number within float32's range. The rest of the JSON
+// (deeper objects: a repeated key there, a malformed value) and the other fields are not validated:
+// a header that passes here may still be refused by Python.
 //
 //   edgecmg::EngineFile f = edgecmg::read_engine_file("part.engine");
 //   nvinfer1::ICudaEngine* e = runtime->deserializeCudaEngine(f.plan.data(), f.plan.size());
@@ -20,7 +27,9 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <istream>
@@ -34,11 +43,16 @@
 
 namespace edgecmg {
 
+// The file's first 8 bytes. A namespace-scope constexpr object has internal linkage (a copy per
+// translation unit): the inline functions below compare with a literal and never refer to it, which
+// would make their definitions differ between translation units (an ODR violation).
 constexpr char kEngineMagic[8] = {'E', 'D', 'G', 'E', 'C', 'M', 'G', 'E'};
 constexpr std::uint32_t kEngineFormatVersion = 3;  // edgecmg.engine_file.ENGINE_FORMAT_VERSION
-constexpr std::uint32_t kHeaderChecksumSinceFormat = 3;  // edgecmg.engine_file.HEADER_SHA_SINCE_FORMAT
-// The largest header read (edgecmg.artifact.MAX_HEADER_BYTES; a real one is a few KB): a damaged length
-// field must not make the reader allocate, read and parse most of the file.
+// The format that brought the header's own checksum, and the oldest one read (formats 1 and 2 predate
+// any release): edgecmg.engine_file.HEADER_SHA_SINCE_FORMAT.
+constexpr std::uint32_t kHeaderChecksumSinceFormat = 3;
+// The largest header read (edgecmg.engine_file.MAX_HEADER_BYTES; a real one is a few KB): a damaged
+// length field must not make the reader allocate, read and parse most of the file.
 constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t(16) << 20;
 
 struct EngineFile {
@@ -126,6 +140,11 @@ inline std::string quoted(const std::string& text, std::size_t limit = 80) {
 }
 
 inline std::string os_error(int err) { return std::generic_category().message(err); }
+
+// What to do about a damaged file, after the message that says what is wrong with it.
+inline std::string corrupted() {
+    return ": the file is corrupted; copy the engine again or rebuild it with `edgecmg build`";
+}
 
 inline bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -241,7 +260,9 @@ struct Entry {
 inline std::vector<Entry> top_level_entries(const std::string& json, const std::string& what) {
     std::vector<Entry> entries;
     std::set<std::string> seen;
-    auto fail = [&](const std::string& why) { throw std::runtime_error(what + " is not a JSON object (" + why + ")"); };
+    auto fail = [&](const std::string& why) {
+        throw std::runtime_error(what + " is not a JSON object (" + why + ")" + corrupted());
+    };
     std::size_t i = skip_space(json, 0);
     if (i >= json.size() || json[i] != '{') fail("no opening brace");
     i = skip_space(json, i + 1);
@@ -261,7 +282,10 @@ inline std::vector<Entry> top_level_entries(const std::string& json, const std::
         entry.value_start = skip_space(json, i + 1);
         entry.value_end = skip_value(json, entry.value_start);
         if (entry.value_end == std::string::npos) fail("the value of " + quoted(entry.key) + " is cut off");
-        if (!seen.insert(entry.key).second) fail("key " + quoted(entry.key) + " appears twice");
+        if (!seen.insert(entry.key).second)
+            throw std::runtime_error(what + " has a duplicate key: the key " + quoted(entry.key) + " appears twice "
+                                     "(JSON readers differ in which value they take); the file was damaged or "
+                                     "edited: copy the engine again or rebuild it with `edgecmg build`");
         i = skip_space(json, entry.value_end);
         entries.push_back(std::move(entry));
         if (i < json.size() && json[i] == ',') { i = skip_space(json, i + 1); continue; }
@@ -307,8 +331,73 @@ inline bool parse_uint64(const std::string& text, std::uint64_t& value) {
 
 inline std::uint64_t parse_size(const std::string& text, const std::string& what) {
     std::uint64_t value = 0;
-    if (!parse_uint64(text, value)) throw std::runtime_error(what + " is not a byte count: " + quoted(text));
+    if (!parse_uint64(text, value))
+        throw std::runtime_error(what + " is not a byte count: " + quoted(text) + corrupted());
     return value;
+}
+
+// A size from the file as this platform's std::size_t, at most `max_size` (the buffer's max_size()):
+// on a 32-bit build a 64-bit size cast to std::size_t would wrap, and the read that follows would
+// overrun the buffer resized by it.
+inline std::size_t buffer_size(std::uint64_t size, std::size_t max_size, const std::string& path,
+                               const std::string& what) {
+    if (size > max_size)
+        throw std::runtime_error(path + ": " + what + " is " + std::to_string(size) + " bytes, more than a " +
+                                 std::to_string(sizeof(void*) * 8) + "-bit program can hold in memory (" +
+                                 std::to_string(max_size) + "): the file is damaged, or too large for this "
+                                 "platform; copy the engine again, or read it on a 64-bit machine");
+    return static_cast<std::size_t>(size);
+}
+
+// The value of the JSON number `text` as Python's json reads it (one past double's range is infinite
+// there); false when `text` is no JSON number (NaN, Infinity and -Infinity, which Python's json reads
+// too, included). Converted without the locale's decimal point: the digits without the point, and the
+// exponent moved to match.
+inline bool json_number(const std::string& text, double& value) {
+    const std::size_t n = text.size();
+    auto digit = [&](std::size_t at) { return at < n && text[at] >= '0' && text[at] <= '9'; };
+    std::size_t i = 0;
+    const bool negative = n > 0 && text[0] == '-';
+    if (negative) ++i;
+    if (!digit(i)) return false;
+    std::string digits;
+    long long shift = 0;  // the value is digits * 10^shift
+    if (text[i] == '0')
+        ++i;  // no leading zeros in JSON: "0" alone
+    else
+        while (digit(i)) digits.push_back(text[i++]);
+    if (i < n && text[i] == '.') {
+        if (!digit(++i)) return false;
+        while (digit(i)) {
+            digits.push_back(text[i++]);
+            --shift;
+        }
+    }
+    if (i < n && (text[i] == 'e' || text[i] == 'E')) {
+        const bool down = i + 1 < n && text[i + 1] == '-';
+        if (i + 1 < n && (text[i + 1] == '-' || text[i + 1] == '+')) ++i;
+        if (!digit(++i)) return false;
+        long long exponent = 0;
+        for (; digit(i); ++i)
+            if (exponent < 100000000) exponent = exponent * 10 + (text[i] - '0');  // past it: 0 or infinite
+        shift += down ? -exponent : exponent;
+    }
+    if (i != n) return false;
+    const std::size_t first = digits.find_first_not_of('0');
+    if (first == std::string::npos) {
+        value = 0.0;
+    } else {
+        digits.erase(0, first);
+        const long long magnitude = static_cast<long long>(digits.size()) + shift;  // value < 10^magnitude
+        if (magnitude > 400)
+            value = std::numeric_limits<double>::infinity();
+        else if (magnitude < -400)
+            value = 0.0;
+        else
+            value = std::strtod((digits + "e" + std::to_string(shift)).c_str(), nullptr);
+    }
+    if (negative) value = -value;
+    return true;
 }
 
 // The header's own checksum: Python hashes its canonical JSON without the entry, which is the text on
@@ -328,7 +417,7 @@ inline bool check_header_checksum(const std::string& json, const std::vector<Ent
                                      "was damaged or edited after the build; copy the engine again or rebuild it");
         return true;
     }
-    return false;  // files from before the header had a checksum have none to check
+    return false;  // refused by the caller: formats from before the checksum are no longer read
 }
 
 // The header's "format_version" must be the prefix's: the prefix is outside every checksum, the
@@ -338,12 +427,12 @@ inline void check_format_version(const std::string& json, const std::vector<Entr
     const Entry* entry = find_entry(entries, "format_version");
     if (entry == nullptr)
         throw std::runtime_error(path + ": the header has no 'format_version' (the prefix says " +
-                                 std::to_string(version) + "): the file is corrupted");
+                                 std::to_string(version) + ")" + corrupted());
     const std::string text = value_text(json, *entry);
     std::uint64_t header_version = 0;
     if (!parse_uint64(text, header_version))
         throw std::runtime_error(path + ": the header's 'format_version' is " + quoted(text) +
-                                 ", not an integer: the file is corrupted");
+                                 ", not an integer" + corrupted());
     if (header_version != version)
         throw std::runtime_error(path + ": the header's 'format_version' is " + text + " but the file's prefix says " +
                                  std::to_string(version) + ": the prefix, which no checksum covers, was damaged or "
@@ -354,20 +443,38 @@ inline void check_format_version(const std::string& json, const std::vector<Entr
 inline void payload_entry(const std::string& json, const std::vector<Entry>& entries, const std::string& key,
                           const std::string& path, std::uint64_t& size, std::string& sha256) {
     const Entry* entry = find_entry(entries, key);
-    if (entry == nullptr) throw std::runtime_error(path + ": header has no '" + key + "' entry: the file is corrupted");
+    if (entry == nullptr) throw std::runtime_error(path + ": header has no '" + key + "' entry" + corrupted());
     const std::string what = path + ": the header's '" + key + "' entry";
     const std::string text = value_text(json, *entry);
     const std::vector<Entry> fields = top_level_entries(text, what);
     const Entry* bytes = find_entry(fields, "bytes");
-    if (bytes == nullptr) throw std::runtime_error(what + " has no 'bytes' (the payload's size): the file is corrupted");
+    if (bytes == nullptr) throw std::runtime_error(what + " has no 'bytes' (the payload's size)" + corrupted());
     size = parse_size(value_text(text, *bytes), what + ": 'bytes'");
     const Entry* sha = find_entry(fields, "sha256");
     if (sha == nullptr)
-        throw std::runtime_error(what + " has no 'sha256' (the payload's checksum): the file is corrupted");
+        throw std::runtime_error(what + " has no 'sha256' (the payload's checksum)" + corrupted());
     const std::string sha_text = value_text(text, *sha);
     if (sha_text.size() < 2 || sha_text[0] != '"')
-        throw std::runtime_error(what + ": 'sha256' is " + quoted(sha_text) + ", not a string: the file is corrupted");
+        throw std::runtime_error(what + ": 'sha256' is " + quoted(sha_text) + ", not a string" + corrupted());
     sha256 = unquote(sha_text);
+}
+
+// The "model" entry, where it is an object: no repeated key, and its "threshold", where present, a
+// finite number within float32's range (as edgecmg.artifact checks it), which every verdict is
+// compared with: NaN passes no part and flags none. The rest of the model header is Python's to check.
+inline void check_threshold(const std::string& json, const std::vector<Entry>& entries, const std::string& path) {
+    const Entry* model = find_entry(entries, "model");
+    if (model == nullptr || json[model->value_start] != '{') return;
+    const std::string text = value_text(json, *model);
+    const std::vector<Entry> fields = top_level_entries(text, path + ": the header's 'model' entry");
+    const Entry* threshold = find_entry(fields, "threshold");
+    if (threshold == nullptr) return;
+    const std::string number = value_text(text, *threshold);
+    double value = 0.0;
+    if (!json_number(number, value) || !(std::fabs(value) <= std::numeric_limits<float>::max()))
+        throw std::runtime_error(path + ": the header's 'model.threshold' is " + quoted(number) + ", not a finite "
+                                 "number within float32's range: the engine was built from a damaged model, or its "
+                                 "header was edited; rebuild it with `edgecmg build` from a model that loads");
 }
 
 // Read `size` bytes or throw: a read error (EIO: a failing disk or card) and a file that got shorter
@@ -402,7 +509,9 @@ inline EngineFile read_engine_file(const std::string& path) {
     if (::stat(path.c_str(), &info) != 0) {
         const int err = errno;
         if (err == ENOENT) throw std::runtime_error(path + ": no such engine file");
-        throw std::runtime_error(path + ": cannot read the engine file: " + detail::os_error(err));
+        // A 32-bit build without large-file support cannot stat a file over 2 GiB.
+        const std::string hint = err == EOVERFLOW ? " (build the reader with -D_FILE_OFFSET_BITS=64)" : "";
+        throw std::runtime_error(path + ": cannot read the engine file: " + detail::os_error(err) + hint);
     }
     if ((info.st_mode & S_IFMT) == S_IFDIR) throw std::runtime_error(path + ": is a directory, not an engine file");
     if ((info.st_mode & S_IFMT) != S_IFREG)
@@ -422,7 +531,7 @@ inline EngineFile read_engine_file(const std::string& path) {
     char head_chars[prefix];
     detail::read_exactly(in, head_chars, prefix, path, "the prefix");
     const unsigned char* head = reinterpret_cast<const unsigned char*>(head_chars);
-    if (std::memcmp(head, kEngineMagic, 8) != 0)
+    if (std::memcmp(head, "EDGECMGE", 8) != 0)  // kEngineMagic (see there)
         throw std::runtime_error(path + ": not an edgecmg engine file (bad magic); a bare TensorRT plan lacks "
                                  "the model header: build it with `edgecmg build M.onnx -o M.engine`");
     EngineFile file;
@@ -455,28 +564,40 @@ inline EngineFile read_engine_file(const std::string& path) {
         std::vector<char>* target;
         std::uint64_t size;
         std::string sha256;
+        std::size_t length;  // size, as this platform's
     };
-    Payload payloads[2] = {{"scorer", &file.scorer, 0, std::string()}, {"engine", &file.plan, 0, std::string()}};
+    Payload payloads[2] = {{"scorer", &file.scorer, 0, std::string(), 0},
+                           {"engine", &file.plan, 0, std::string(), 0}};
     for (Payload& payload : payloads) {
         detail::payload_entry(file.header_json, entries, payload.key, path, payload.size, payload.sha256);
         if (payload.size > left)
             throw std::runtime_error(path + ": truncated " + payload.key + " payload (" + std::to_string(left) + " of " +
                                      std::to_string(payload.size) + " bytes); copy the engine again");
         left -= payload.size;
+        // A 32-bit program cannot hold every size a file can give: none may wrap when cast.
+        payload.length = detail::buffer_size(payload.size, payload.target->max_size(), path,
+                                             std::string("the ") + payload.key + " payload");
     }
-    if (left != 0) throw std::runtime_error(path + ": trailing bytes after the engine: the file is corrupted");
+    if (left != 0) throw std::runtime_error(path + ": trailing bytes after the engine" + detail::corrupted());
     // Every engine of the format that brought the checksum has one (as the Python reader requires).
     if (!sealed && file.format_version >= kHeaderChecksumSinceFormat)
         throw std::runtime_error(path + ": the header has no 'header_sha256', which every format-" +
                                  std::to_string(file.format_version) + " engine carries: it was removed after "
-                                 "the build; rebuild the engine");
+                                 "the build; rebuild the engine with `edgecmg build`");
     detail::check_format_version(file.header_json, entries, file.format_version, path);
+    // After the version check, which tells a format-3 file whose prefix was damaged to say 2.
+    if (file.format_version < kHeaderChecksumSinceFormat)
+        throw std::runtime_error(path + ": engine file format " + std::to_string(file.format_version) + " is older "
+                                 "than the oldest this reader accepts (" + std::to_string(kHeaderChecksumSinceFormat) +
+                                 ", the first whose header carries a checksum); rebuild the engine with this edgecmg "
+                                 "(`edgecmg build M.onnx -o M.engine`)");
+    detail::check_threshold(file.header_json, entries, path);
 
     for (Payload& payload : payloads) {
-        payload.target->resize(static_cast<std::size_t>(payload.size));
+        payload.target->resize(payload.length);
         detail::read_exactly(in, payload.target->data(), payload.size, path, std::string("the ") + payload.key + " payload");
         if (detail::sha256_hex(payload.target->data(), payload.target->size()) != payload.sha256)
-            throw std::runtime_error(path + ": " + payload.key + " payload checksum mismatch: the file is corrupted");
+            throw std::runtime_error(path + ": " + payload.key + " payload checksum mismatch" + detail::corrupted());
     }
     return file;
 }

@@ -38,10 +38,18 @@ ENGINE_MAGIC = magic.ENGINE
 # threshold set on the pool, refuses version 3.
 ENGINE_FORMAT_VERSION = 3
 # The header's own checksum, an entry of the header (older readers ignore it). It came with format 3 (the
-# same day, before any release): a format-3 header without it had it removed, and is refused; files of
-# formats 1 and 2 may predate it, and load without.
+# same day, before any release): a format-3 header without it had it removed, and is refused. Files of
+# formats 1 and 2, which may predate it (and whose header nothing would cover), are refused too: this is
+# the oldest format read (cpp/edgecmg_engine.hpp: kHeaderChecksumSinceFormat). The checksum tells damage,
+# not a deliberate edit that computes it again: the header's fields are checked too (_check_fields).
 HEADER_SHA_KEY = "header_sha256"
 HEADER_SHA_SINCE_FORMAT = 3
+# The largest engine header (a real one is a few KB; cpp/edgecmg_engine.hpp: kMaxHeaderBytes, and
+# edgecmg.artifact.MAX_HEADER_BYTES for model files): a damaged length field must not make a reader
+# allocate, read and parse most of the file, and no writer may write a header the readers refuse.
+MAX_HEADER_BYTES = 16 << 20
+# What to do about a damaged engine file, after what is wrong with it.
+_CORRUPTED = "the file is corrupted; copy the engine again or rebuild it with `edgecmg build`"
 _PREFIX = struct.Struct("<8sIQ")
 ENGINE_SUFFIXES = (".engine", ".plan")
 
@@ -56,6 +64,10 @@ def write_engine_file(path: str | Path, header: dict[str, Any], engine: bytes, s
     header["engine"] = {"bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
     header[HEADER_SHA_KEY] = _header_sha256(header)  # computed without its own entry
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    if len(header_bytes) > MAX_HEADER_BYTES:  # readers would refuse it as damaged
+        raise ArtifactError(f"{path}: the engine header would be {len(header_bytes)} bytes, more than the "
+                            f"{MAX_HEADER_BYTES} an engine header can be (readers refuse a longer one as damaged): "
+                            "its model header is too large; fit or export the model again with less metadata")
     with atomic_path(path, what="the engine file") as tmp:
         with open(tmp, "wb") as handle:
             handle.write(_PREFIX.pack(ENGINE_MAGIC, ENGINE_FORMAT_VERSION, len(header_bytes)))
@@ -91,14 +103,17 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
     if header_len > left:
         raise ArtifactError(f"{path}: truncated inside the header (it claims {header_len} bytes); "
                             "copy the engine again")
+    if header_len > MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: the prefix gives a {header_len}-byte header, more than the {MAX_HEADER_BYTES} "
+                            "an engine header can be: the file is damaged; copy the engine again")
     header_bytes = handle.read(header_len)
     try:
         header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
-        raise ArtifactError(f"{path}: engine header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") \
-            from exc
+        raise ArtifactError(f"{path}: engine header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]}): "
+                            f"{_CORRUPTED}") from exc
     if not isinstance(header, dict):
-        raise ArtifactError(f"{path}: engine header is not a JSON object: the file is corrupted")
+        raise ArtifactError(f"{path}: engine header is not a JSON object: {_CORRUPTED}")
     # The header holds the threshold, input size and model spec: a change there is refused like one in
     # the engine.
     if HEADER_SHA_KEY in header and header[HEADER_SHA_KEY] != _header_sha256(header):
@@ -110,16 +125,16 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
         entry = header.get(key) if isinstance(header.get(key), dict) else {}
         size = entry.get("bytes")
         if type(size) is not int or size < 0 or not isinstance(entry.get("sha256"), str):  # noqa: E721 - not bool
-            raise ArtifactError(f"{path}: the header's {key} entry has no byte count and checksum ({size!r}): the "
-                                "file is corrupted")
+            raise ArtifactError(f"{path}: the header's {key} entry has no byte count and checksum ({size!r}): "
+                                f"{_CORRUPTED}")
         if size > left:
             raise ArtifactError(f"{path}: truncated {key} payload ({left} of {size} bytes); copy the engine again")
         left -= size
     if left:
-        raise ArtifactError(f"{path}: trailing bytes after the engine: the file is corrupted")
+        raise ArtifactError(f"{path}: trailing bytes after the engine: {_CORRUPTED}")
     if not sealed and version >= HEADER_SHA_SINCE_FORMAT:
         raise ArtifactError(f"{path}: the header has no '{HEADER_SHA_KEY}', which every format-{version} engine "
-                            "carries: it was removed after the build; rebuild the engine")
+                            "carries: it was removed after the build; rebuild the engine with `edgecmg build`")
     _check_fields(path, header, version)
     return header
 
@@ -134,6 +149,11 @@ def _check_fields(path: Path, header: dict[str, Any], version: int) -> None:
     # The prefix's version is outside every checksum; the header's copy is covered by the header's.
     if _field(path, header, "format_version", "an integer") != version:
         raise _bad_field(path, "format_version", f"is {header['format_version']} but the file's prefix says {version}")
+    # After that check, which tells a format-3 file whose prefix was damaged to say 2 (as the C++ reader).
+    if version < HEADER_SHA_SINCE_FORMAT:
+        raise ArtifactError(f"{path}: engine file format {version} is older than the oldest this edgecmg reads "
+                            f"({HEADER_SHA_SINCE_FORMAT}, the first whose header carries a checksum); rebuild the "
+                            "engine with this edgecmg (`edgecmg build M.onnx -o M.engine`)")
     _field(path, header, "tensorrt", "a string")
     _field(path, header, "gpu", "an object")
     for key in ("name", "compute_capability"):
@@ -188,7 +208,7 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
                 raise ArtifactError(f"{path}: truncated {key} payload ({len(data)} of {size} bytes); "
                                     "copy the engine again")
             if hashlib.sha256(data).hexdigest() != header[key]["sha256"]:
-                raise ArtifactError(f"{path}: {key} payload checksum mismatch: the file is corrupted")
+                raise ArtifactError(f"{path}: {key} payload checksum mismatch: {_CORRUPTED}")
             parts.append(data)
     return header, parts[0], parts[1]
 

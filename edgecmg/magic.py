@@ -10,9 +10,12 @@ ENGINE = b"EDGECMGE"  # *.engine, edgecmg.engine_file
 
 
 def loads_header(text: str | bytes) -> Any:
-    """A file header's JSON, refusing an object that names a key twice (ValueError): json.loads keeps
-    the last, so a forged second "threshold" would be read where a tool showing the first sees
-    another, and the C++ engine reader refuses such a header; every reader must agree."""
+    """A file header's JSON, refusing an object that names a key twice, at any depth (ValueError):
+    json.loads keeps the last, so a second "threshold" would be read where a tool showing the first
+    sees another. The readers do not check the same: the C++ engine reader (cpp/edgecmg_engine.hpp)
+    refuses a repeated key only at the header's top level and in its "model" object, and validates no
+    deeper JSON, where Python's readers check all of it and every field. Header checksums tell damage,
+    not a deliberate edit that computes the checksum again."""
     return json.loads(text, object_pairs_hook=_one_value_per_key)
 
 

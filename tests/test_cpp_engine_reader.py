@@ -119,6 +119,8 @@ def _damaged(tmp_path: Path) -> dict[Path, str]:
     header_len = struct.unpack_from("<Q", data, 12)[0]
     files = {
         "flipped.engine": (data[:-1] + bytes([data[-1] ^ 1]), "engine payload checksum mismatch"),
+        "scorer.engine": (data[:20 + header_len] + bytes([data[20 + header_len] ^ 1]) + data[21 + header_len:],
+                          "scorer payload checksum mismatch"),
         "cut.engine": (data[:-10], "truncated engine payload (4990 of 5000 bytes)"),
         "trailing.engine": (data + b"x", "trailing bytes after the engine"),
         "plan.engine": (b"\x01plan" * 1000, "not an edgecmg engine file (bad magic)"),
@@ -137,7 +139,6 @@ def _damaged(tmp_path: Path) -> dict[Path, str]:
         out[tmp_path / name] = message
     s, p = _entry(b"s"), _entry(b"plan")
     crafted = {
-        "scorer.engine": ('{"engine": %s, "scorer": %s}' % (p, s), "scorer payload checksum mismatch", b"S"),
         "no-entry.engine": ('{"engine": %s}' % p, "header has no 'scorer' entry", b"s"),
         "not-object.engine": ("[1, 2]", "is not a JSON object", b"s"),
         "cut-json.engine": ('{"engine": %s, "scorer": {"bytes": 1' % p, "is not a JSON object", b"s"),
@@ -157,7 +158,8 @@ def _damaged(tmp_path: Path) -> dict[Path, str]:
     for size in ("9999999999999999999", "18446744073709551615"):
         crafted[f"bytes{size}.engine"] = ('{"engine": %s, "scorer": {"bytes": %s, "sha256": "x"}}' % (p, size),
                                           f"truncated scorer payload (5 of {size} bytes)", b"s")
-    for name, (text, message, scorer) in crafted.items():  # format 2: no header checksum needed
+    # format 2, without a header checksum: refused as older than the checksum, but after these checks
+    for name, (text, message, scorer) in crafted.items():
         out[_craft(tmp_path / name, text, scorer=scorer, version=2)] = message
     return out
 
@@ -169,11 +171,11 @@ def test_refuses_damaged_files(engine_info, tmp_path):
 
 
 def test_unsealed_header_by_format(engine_info, tmp_path):
-    """A header without a checksum: a file from before it (format 2) still reads, a current one is
-    refused (as the Python reader refuses it)."""
+    """A header without a checksum: a file from before it (format 2) is refused as too old (rebuild it),
+    a current one as damaged (as the Python reader refuses them)."""
     s, p = _entry(b"s"), _entry(b"plan")
-    done = _info(engine_info, _craft(tmp_path / "old.engine", '{"engine": %s, "scorer": %s}' % (p, s), version=2))
-    assert done.returncode == 0, done.stderr
+    _refused(engine_info, _craft(tmp_path / "old.engine", '{"engine": %s, "scorer": %s}' % (p, s), version=2),
+             "engine file format 2 is older than the oldest this reader accepts")
     _refused(engine_info, _craft(tmp_path / "unsealed.engine", '{"engine": %s, "scorer": %s}' % (p, s)),
              "the header has no 'header_sha256', which every format-3 engine carries")
 
@@ -214,9 +216,9 @@ def test_prefix_version_must_match_the_header(engine_info, tmp_path):
                                  % (p, s), version=2), "the header's 'format_version' is 'null', not an integer")
     path = _craft(tmp_path / "absent.engine", '{ "engine": %s, "scorer": %s}' % (p, s), version=2)  # none added
     _refused(engine_info, path, "the header has no 'format_version' (the prefix says 2)")
-    # a format-2 file whose header says 2 reads (files from before the header checksum)
-    done = _info(engine_info, _craft(tmp_path / "two.engine", '{"engine": %s, "scorer": %s}' % (p, s), version=2))
-    assert done.returncode == 0 and "format_version 2" in done.stdout, done.stderr
+    # a format-2 file whose header says 2: from before the header checksum, refused as too old
+    _refused(engine_info, _craft(tmp_path / "two.engine", '{"engine": %s, "scorer": %s}' % (p, s), version=2),
+             "engine file format 2 is older than the oldest this reader accepts")
 
 
 def test_refuses_what_is_not_a_regular_file(engine_info, tmp_path):

@@ -261,7 +261,7 @@ def test_a_custom_op_is_named_not_reported_as_a_missing_onnxruntime(full_onnx, t
 
 
 # --- G: checksums removed (the ONNX side is in test_export_onnx.test_damaged_or_unsealed_onnx_files) -------
-def test_a_format_3_engine_without_its_header_checksum_is_refused_older_formats_load(tmp_path):
+def test_a_format_3_engine_without_its_header_checksum_is_refused_older_formats_too(tmp_path):
     def unsealed(version: int) -> bytes:
         header = json.loads(json.dumps(models.ENGINE_HEADER))
         header.update(format="edgecmg-engine", format_version=version,
@@ -275,7 +275,9 @@ def test_a_format_3_engine_without_its_header_checksum_is_refused_older_formats_
                                             "engine carries"):
         read_engine_header(tmp_path / "v3.engine")
     (tmp_path / "v2.engine").write_bytes(unsealed(2))  # written before the header had a checksum
-    assert read_engine_file(tmp_path / "v2.engine")[2] == b"plan"
+    with pytest.raises(ArtifactError, match="v2.engine: engine file format 2 is older than the oldest this edgecmg "
+                                            "reads"):
+        read_engine_file(tmp_path / "v2.engine")
     # The prefix's version is outside the checksum: the header's own copy must agree with it.
     data = bytearray(_engine(tmp_path).read_bytes())
     struct.pack_into("<I", data, 8, 2)
