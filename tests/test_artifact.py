@@ -199,6 +199,8 @@ BAD_HEADERS = {  # name: (edit, what the error must say)
     "zero bank size": (_set("model.bank_size", 0), "'model.bank_size' is 0, not >= 1"),
     "string threshold": (_set("threshold", "abc"), "'threshold' is \"abc\", not a finite number"),
     "nan threshold": (_set("threshold", float("nan")), "'threshold' is NaN, not a finite number"),
+    # an integer past float's reach: math.isfinite raised OverflowError (a traceback)
+    "threshold of 400 digits": (_set("threshold", 10 ** 400), "'threshold' is 1000.*, not a finite number"),
     "bool knn_k": (_set("model.knn_k", True), "'model.knn_k' is true, not an integer"),
     "string use_cmer": (_set("model.use_cmer", "yes"), "'model.use_cmer' is \"yes\", not true or false"),
     "short input size": (_set("input_size", [256]), "'input_size' is \\[256\\]"),
