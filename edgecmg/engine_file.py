@@ -215,9 +215,15 @@ def read_engine_file(path: str | Path) -> tuple[dict[str, Any], bytes, bytes]:
 
 def load_scorer_from_engine(path: str | Path):
     """(BankScorer, model header) of a featurizer engine, for host-side scoring."""
+    header, scorer, _ = read_engine_file(path)
+    return scorer_of_engine(path, header, scorer), header["model"]
+
+
+def scorer_of_engine(path: str | Path, header: dict[str, Any], scorer: bytes):
+    """The BankScorer of an engine whose ``header`` and ``scorer`` payload :func:`read_engine_file`
+    read from ``path`` (named in errors): decoded, and checked against its export's checksum."""
     from edgecmg.export import scorer_from_bytes
 
-    header, scorer, _ = read_engine_file(path)
     if not scorer:
         raise ArtifactError(f"{path}: engine of a {header['graph']} graph carries no scorer "
                             "(full graphs score inside the engine)")
@@ -233,4 +239,4 @@ def load_scorer_from_engine(path: str | Path):
                             f"{header['scorer']['sha256'][:12]}..., the export's {recorded[:12]}...): {source} "
                             "was damaged before this engine was built from it; export the model again and build "
                             "the engine from the new file")
-    return bank, header["model"]
+    return bank

@@ -110,8 +110,21 @@ REFUSED_BY_LOAD = {
     # a file fitted on another install's backbone weights: info cannot read those, but load's refusal
     # reads only the header
     "other backbone weights": _with_header("backbone.sha256", "ab" * 32),
-    "CLIP weights file missing": _clip_without_weights,
 }
+
+
+def test_a_clip_model_whose_weights_are_not_here_is_described_with_why_it_does_not_run(small_artifact, tmp_path,
+                                                                                        capsys):
+    """A CLIP model names a weights file (and needs open_clip) that another machine may lack, as an
+    engine may lack TensorRT there: info describes it and says what loading it here says, never
+    "runs here"."""
+    path = _clip_without_weights(small_artifact, tmp_path / "clip.edgecmg")
+    with pytest.raises(EdgeCMGError) as refused:
+        artifact.load(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"runs here on none: loading it here fails: {refused.value}" in out, out
+    assert describe(path)["runs_here"] == []
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED_BY_LOAD))

@@ -12,30 +12,39 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgecmg.errors import EdgeCMGError
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """{"file", "kind", "bytes", "checksums", "header", "model", "runs_here", "engine_check"} for one model file.
+    """{"file", "kind", "bytes", "checksums", "header", "model", "runs_here", "engine_check", "not_here"} for
+    one model file.
 
     ``header``: the whole verified header; ``model``: the model's own header inside it (for an
     engine, the one of the ONNX file it was built from); ``runs_here``: the "backend (device)" pairs
-    this machine can run it on; ``engine_check``: for an engine, "ok" or why it cannot run here.
+    this machine can run it on; ``engine_check``: for an engine, "ok" or why it cannot run here;
+    ``not_here``: for a CLIP model whose weights file or open_clip this machine lacks, what loading
+    it says (None otherwise).
     """
     from edgecmg.runtime.registry import ARTIFACT_SUFFIX, ONNX_SUFFIX, check_model_file, runner_choices
 
     path = Path(path).expanduser()
     suffix = check_model_file(path)
     engine_check = None
+    not_here = None  # why a model file that is sound cannot run on this machine (a CLIP model's weights)
     checksums = "checksums ok"
     if suffix == ARTIFACT_SUFFIX:
         from edgecmg import artifact
 
         # load's checks, not only the checksums: a file re-hashed after an edit (a NaN bank, a header
-        # size no tensor has, other backbone weights) passes those, and predict then refuses it.
-        header = artifact.check(path)
+        # size no tensor has, other backbone weights) passes those, and predict then refuses it. A CLIP
+        # model names a weights file (and needs open_clip) that this machine may lack, as an engine may
+        # lack TensorRT: described all the same, with why it does not run here.
+        header, _ = artifact.read_header(path)
+        not_here = _clip_weights_problem(header)
+        if not_here is None:
+            header = artifact.check(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
         from edgecmg.export import (GRAPH_FEATURIZER, GRAPH_SHA_KEY, _load_proto, load_scorer_from_onnx,
@@ -51,17 +60,33 @@ def describe(path: str | Path) -> dict[str, Any]:
         model = header
         kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
     else:
-        from edgecmg.engine_file import load_scorer_from_engine, read_engine_file
+        from edgecmg.engine_file import read_engine_file, scorer_of_engine
 
         header, scorer, _ = read_engine_file(path)  # both payloads' checksums, the plan's included
         if scorer:  # a featurizer engine's bank, against its export's checksum too, as running it would check
-            load_scorer_from_engine(path)
+            scorer_of_engine(path, header, scorer)
         model = header.get("model") or {}
         kind = f"TensorRT engine, {model.get('export', {}).get('graph', '?')} graph, {header.get('precision', '?')}"
         engine_check = _engine_check(header, path)
-    runs_here = [f"{backend} ({device})" for backend, device in runner_choices(path)]
+    runs_here = [] if not_here else [f"{backend} ({device})" for backend, device in runner_choices(path)]
     return {"file": str(path), "kind": kind, "bytes": path.stat().st_size, "checksums": checksums, "header": header,
-            "model": model, "runs_here": runs_here, "engine_check": engine_check}
+            "model": model, "runs_here": runs_here, "engine_check": engine_check, "not_here": not_here}
+
+
+def _clip_weights_problem(header: dict[str, Any]) -> Optional[str]:
+    """Why the CLIP matcher a model's header names cannot be loaded here (its weights file missing or
+    another, open_clip not installed), or None: a zero-shot matcher's model, or one whose CLIP
+    weights pass the checks loading runs."""
+    spec = header.get("matcher") or {}
+    if spec.get("kind") != "clip":
+        return None
+    from edgecmg.model.matcher import ClipMatcher
+
+    try:
+        ClipMatcher.check_weights(spec["arch"], spec["weights"], expected_sha256=spec["sha256"])
+    except EdgeCMGError as exc:
+        return f"loading it here fails: {exc}"
+    return None
 
 
 def _engine_check(header: dict[str, Any], path: Path) -> str:
@@ -135,7 +160,7 @@ def format_description(info: dict[str, Any]) -> str:
         if header.get("dla_core") is not None:
             row("", f"DLA core {header['dla_core']}")
         row("engine here", info["engine_check"])
-    row("runs here on", ", ".join(info["runs_here"]) or "none: no backend that runs this file is available on this machine")
+    row("runs here on", ", ".join(info["runs_here"]) or f"none: {info.get('not_here') or 'no backend that runs this file is available on this machine'}")
     return "\n".join(lines)
 
 
