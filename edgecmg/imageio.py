@@ -381,13 +381,19 @@ def _megapixels(pixels: int) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
-def _check_pixel_count(path: Path, data: np.ndarray) -> None:
+def _check_pixel_count(path: Path, data: np.ndarray) -> bool:
     """Refuse a file whose header declares more pixels than Pillow's decompression-bomb limit
     (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 megapixels by default), before anything decodes it:
     OpenCV, which decodes first, would fill memory with a 30000x30000 picture from a file of a
     few hundred kilobytes. Only the header is parsed; formats Pillow cannot parse are left to the
     decoders. Between the limit and twice it (89 to 179 megapixels), where Pillow only warns, the
-    image is read and :func:`_note_large_image` names it."""
+    image is read and :func:`_note_large_image` names it.
+
+    Returns whether Pillow parsed the header and accepted its size under its limit as it is now (None:
+    no limit), which the program may have raised since OpenCV's was set from it: :func:`_decode` then
+    reads with Pillow a file OpenCV refuses as too large. False where Pillow could not size it (not its
+    format, a damaged header) and where a warnings filter ahead of ours made Pillow's warning an error
+    (Pillow would raise it again while decoding)."""
     Image = _pillow_image()
     limit = Image.MAX_IMAGE_PIXELS
     try:
@@ -402,22 +408,27 @@ def _check_pixel_count(path: Path, data: np.ndarray) -> None:
         counted = re.match(r"Image size \((\d+) pixels\)", str(exc))
         if counted and limit:
             _note_large_image(path, int(counted.group(1)), None, limit)
-        return
+        return False
     except Exception:  # noqa: BLE001  (not Pillow's format, or a damaged header: the decoders decide)
-        return
+        return False
     if limit and width * height > limit:
         _note_large_image(path, width * height, (width, height), limit)
+    return True
 
 
 def _decode(path: Path) -> tuple[np.ndarray, str]:
     """Decode to a raw array; returns (array, channel order "bgr" or "rgb")."""
     data = _read_bytes(path)
-    _check_pixel_count(path, data)
+    pillow_accepts = _check_pixel_count(path, data)
     arr = None
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        if "CV_IO_MAX_IMAGE" in str(exc):  # its header's size is over OpenCV's limits: no decoder reads it
+        # Its header's size is over OpenCV's limits, set at import from Pillow's limit as it was then. A file
+        # Pillow sized and accepted under its limit as it is now (the program raised PIL.Image.MAX_IMAGE_PIXELS,
+        # as the refusal in _check_pixel_count says to) is Pillow's to decode; one Pillow could not size is
+        # refused, OpenCV's limit being the only check it had.
+        if "CV_IO_MAX_IMAGE" in str(exc) and not pillow_accepts:
             raise DataError(_opencv_refusal(path, str(exc))) from None
         arr = None
     if arr is not None and arr.size > 0:
@@ -428,7 +439,9 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
 def _opencv_refusal(path: Path, error: str) -> str:
     """The message for a file OpenCV refused before decoding it, its header declaring more pixels than
     OPENCV_IO_MAX_IMAGE_PIXELS (``error``: OpenCV's, which names the limit broken, not the size): one in a
-    format Pillow does not parse, so _check_pixel_count could not refuse it first."""
+    format Pillow does not parse (or whose header it could not size), so _check_pixel_count could neither
+    refuse it first nor let Pillow decode it instead. Raising PIL.Image.MAX_IMAGE_PIXELS does nothing for
+    such a file: only OpenCV's limit, read from the environment once as cv2 loads, lets it through."""
     if "CV_IO_MAX_IMAGE_PIXELS" in error:
         limit = (f"{int(OPENCV_PIXELS):,} pixels" if OPENCV_PIXELS and OPENCV_PIXELS.isdigit()
                  else "OpenCV's limit")
@@ -437,7 +450,8 @@ def _opencv_refusal(path: Path, error: str) -> str:
         what = "its header declares a side longer than OpenCV decodes (OPENCV_IO_MAX_IMAGE_WIDTH / _HEIGHT)"
     return (f"image {path} is too large to decode: {what}: a damaged header, or a picture that would take gigabytes "
             "of memory; downscale it or cut it into tiles first and judge those (a real picture this large is let "
-            f"through by setting {OPENCV_PIXEL_LIMIT_VARIABLE} higher in the environment before Python starts)")
+            f"through by setting {OPENCV_PIXEL_LIMIT_VARIABLE} higher in the environment before Python starts: "
+            "Pillow does not read this file, so raising PIL.Image.MAX_IMAGE_PIXELS does not)")
 
 
 def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:

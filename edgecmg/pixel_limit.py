@@ -6,6 +6,12 @@ OpenCV reads (a Radiance HDR named .png) went to OpenCV's own limit of 1,074 meg
 file of 196 megapixels took 4.7 GB to read. OpenCV takes its limit from the environment variable
 ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, as cv2 loads (a static of its image codecs), so the package's
 ``__init__`` imports this module before any of its modules imports cv2.
+
+The variable is set process-wide: the program's own use of cv2 and any child process it starts get the
+same limit; to keep another (OpenCV's default of 2^30 pixels, say), set ``OPENCV_IO_MAX_IMAGE_PIXELS``
+yourself before importing edgecmg, and it is left as it is. A file in a format Pillow parses and accepts
+under ``PIL.Image.MAX_IMAGE_PIXELS`` as it is when read (a program may raise it after importing edgecmg)
+but which OpenCV refuses by this limit is decoded with Pillow instead.
 """
 from __future__ import annotations
 

@@ -242,3 +242,96 @@ def test_every_entry_point_sets_opencv_s_limit_before_cv2_loads(module):
                           env=environment, cwd=Path(__file__).parent)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["178956970", "178956970"], done.stdout  # (the CLI loads cv2 later, on use)
+
+
+
+# A fresh interpreter again, as above: the program lowers Pillow's limit before importing edgecmg (OpenCV's
+# is set from it then: twice 1,000 pixels) or sets OPENCV_IO_MAX_IMAGE_PIXELS itself, and may raise Pillow's
+# afterwards (as the refusal of a file over it says to). Each argument is PATH=PILLOW_LIMIT: the file is read
+# with Pillow's limit set so, and what read_image returned is saved beside it (PATH.npy).
+_READ_UNDER_LIMITS = r"""
+import json, os, sys
+import numpy as np
+from PIL import Image
+if os.environ.get("LOWER_PILLOW_FIRST"):
+    Image.MAX_IMAGE_PIXELS = 1000
+from edgecmg.errors import DataError
+from edgecmg.imageio import read_image
+said = []
+for item in sys.argv[1:]:
+    path, limit = item.rsplit("=", 1)
+    Image.MAX_IMAGE_PIXELS = None if limit == "None" else int(limit)
+    try:
+        np.save(path + ".npy", read_image(path))
+        said.append(None)
+    except DataError as exc:
+        said.append(str(exc))
+print(json.dumps({"limit": os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"), "said": said}))
+"""
+
+
+def _read_under_limits(folder: Path, items: list[str], **env: str) -> dict:
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("OPENCV_IO_MAX_IMAGE_PIXELS", "LOWER_PILLOW_FIRST")}
+    done = subprocess.run([sys.executable, "-c", _READ_UNDER_LIMITS, *items], capture_output=True, text=True,
+                          timeout=300, env={**environment, **env}, cwd=folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _picture(path: Path):
+    """Write a 100x100 picture (10,000 pixels) to ``path`` (its suffix picks the format); returns its pixels
+    as Pillow reads them back, RGB."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.random.default_rng(7).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_a_picture_pillow_accepts_is_read_with_pillow_where_opencv_s_limit_refuses_it(tmp_path, suffix):
+    """With OpenCV's limit (5,000 pixels) below a 10,000-pixel picture and Pillow's (its default) above it,
+    read_image raised "too large to decode" without trying Pillow: OpenCV's refusal was final even for a file
+    whose header Pillow had parsed and accepted. Pillow decodes it now."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path / f"picture{suffix}"
+    pillow_rgb = _picture(path)
+    got = _read_under_limits(tmp_path, [f"{path}=89478485"], OPENCV_IO_MAX_IMAGE_PIXELS="5000")
+    assert got["limit"] == "5000"
+    assert got["said"] == [None], got["said"]
+    read = np.load(f"{path}.npy")
+    assert read.dtype == np.uint8 and read.shape == (100, 100, 3)
+    assert np.array_equal(read, pillow_rgb)
+    if suffix != ".jpg":  # lossless: the same pixels OpenCV reads in this process, whose limit lets it
+        assert np.array_equal(read, cv2.imread(str(path))[:, :, ::-1])
+
+
+def test_raising_pillow_s_limit_after_import_lets_a_large_picture_through_as_its_refusal_says(tmp_path):
+    """The reviewer's case: a program lowered PIL.Image.MAX_IMAGE_PIXELS (to 1,000) before importing edgecmg,
+    so OpenCV's limit became 2,000 pixels. A 10,000-pixel PNG is refused by Pillow's limit, its message saying
+    that raising PIL.Image.MAX_IMAGE_PIXELS lets it through; raised (or turned off), OpenCV still refused it and
+    read_image said "too large to decode". A Radiance HDR, which Pillow cannot size, is still refused by OpenCV's
+    limit whatever Pillow's, its message naming the environment variable."""
+    import numpy as np
+
+    png = tmp_path / "picture.png"
+    pillow_rgb = _picture(png)
+    hdr = tmp_path / "picture.hdr.png"
+    hdr.write_bytes(_radiance_hdr(100, 100))
+    got = _read_under_limits(tmp_path, [f"{png}=1000", f"{png}=1000000", f"{png}=None", f"{hdr}=None"],
+                             LOWER_PILLOW_FIRST="1")
+    assert got["limit"] == "2000"
+    refused, raised, turned_off, hdr_said = got["said"]
+    assert refused is not None and "is too large to decode" in refused, refused
+    assert "raising PIL.Image.MAX_IMAGE_PIXELS lets a real picture this large through" in refused
+    assert raised is None and turned_off is None, got["said"]
+    assert np.array_equal(np.load(f"{png}.npy"), pillow_rgb)
+    assert hdr_said is not None and "is too large to decode" in hdr_said and "2,000 pixels" in hdr_said, hdr_said
+    assert "setting OPENCV_IO_MAX_IMAGE_PIXELS higher in the environment before Python starts" in hdr_said
+    assert "raising PIL.Image.MAX_IMAGE_PIXELS does not" in hdr_said
