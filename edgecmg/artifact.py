@@ -497,7 +497,8 @@ def check(path: str | Path, *, data: bytes | None = None) -> dict[str, Any]:
     ``edgecmg info``, which must not call a file fine that loading refuses.
 
     Nothing is built from pretrained weights (a bare module stands in for the backbone, as in
-    :func:`save`'s checks, and a weightless matcher for the header's), so it costs milliseconds; not
+    :func:`save`'s checks, and a weightless matcher for the header's), so it costs milliseconds (a
+    CLIP model's more: open_clip is imported and its weights file hashed, as load does); not
     checked is what only those weights tell: whether this install's backbone weights file is intact
     (load_pretrained), and whether a CLIP weights file with the recorded SHA-256 builds its arch."""
     path = Path(path)

@@ -81,11 +81,15 @@ _MODEL_ERRORS = ("InvalidGraph", "InvalidProtobuf", "NotImplemented")
 def _is_model_error(exc: Exception) -> bool:
     """Whether an InferenceSession error is about the model file rather than this ONNX Runtime's setup.
     FAIL is also what providers raise (a CUDA error): it counts only while the model is being loaded,
-    which ONNX Runtime's message then says ("Load model from ... failed")."""
+    which ONNX Runtime's message then says ("Load model from ... failed"). NOT_IMPLEMENTED is also what
+    a build of ONNX Runtime without some kernel raises ("Could not find an implementation for ..."):
+    it counts only where it names the file's IR version or an opset."""
     if not type(exc).__module__.startswith("onnxruntime"):
         return False
-    name = type(exc).__name__
-    return name in _MODEL_ERRORS or (name == "Fail" and "Load model from" in str(exc))
+    name, text = type(exc).__name__, str(exc)
+    if name == "NotImplemented":
+        return bool(re.search(r"IR version|opset", text, re.IGNORECASE))
+    return name in _MODEL_ERRORS or (name == "Fail" and "Load model from" in text)
 
 
 def _ort_message(exc: Exception) -> str:

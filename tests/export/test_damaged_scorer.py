@@ -98,9 +98,19 @@ def test_an_onnx_file_onnx_runtime_cannot_load_is_damaged_not_a_missing_install(
     def provider_failure(*args, **kwargs):
         raise fail("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 100: no CUDA-capable device is detected")
 
+    # Nor is a kernel missing from this build of ONNX Runtime (NOT_IMPLEMENTED, naming no version).
+    missing_kernel = ort.capi.onnxruntime_pybind11_state.NotImplemented
+
+    def kernel_missing(*args, **kwargs):
+        raise missing_kernel("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+                             "ConvInteger(10) node with name 'conv'")
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ort, "InferenceSession", provider_failure)
         with pytest.raises(BackendUnavailableError, match="CUDA failure 100.*install hint"):
+            runner.activate()
+        patch.setattr(ort, "InferenceSession", kernel_missing)
+        with pytest.raises(BackendUnavailableError, match="Could not find an implementation for ConvInteger"):
             runner.activate()
     block_import("onnxruntime", "No module named 'onnxruntime'")
     with pytest.raises(BackendUnavailableError, match=r"cannot import onnxruntime .*install hint"):
