@@ -399,9 +399,6 @@ def load_scorer_from_onnx(model_or_path, *, origin: str | None = None) -> tuple[
         origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
     header = read_onnx_header(proto, origin)
     props = {p.key: p.value for p in proto.metadata_props}
-    if SCORER_KEY not in props:
-        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind {header['export']['graph']}): a "
-                            "full graph scores inside the graph; featurizer-only exports carry the scorer")
     return scorer_from_bytes(header, scorer_payload(props, header, origin), origin), header
 
 
@@ -411,6 +408,10 @@ def scorer_payload(props: dict[str, str], header: dict[str, Any], origin: str) -
     ``edgecmg build``, which copies it into the engine under a checksum of its own: unchecked there, a
     damaged bank was sealed in and scored wrongly without a word. Raises ArtifactError naming ``origin``."""
     if SCORER_KEY not in props:
+        graph = header["export"]["graph"]
+        if graph != GRAPH_FEATURIZER:
+            raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind {graph}): a full graph scores "
+                                "inside the graph; featurizer-only exports carry the scorer")
         raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata, which every {GRAPH_FEATURIZER} export "
                             "carries (the memory bank its host scoring searches): removed after export; export "
                             "the model again")
