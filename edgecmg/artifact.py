@@ -58,9 +58,7 @@ SUFFIX = ".edgecmg"
 # it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
 MAX_INPUT_SIDE = ModelConfig.MAX_INPUT_SIDE
 MAX_GRID = 32  # fit accepts 2..8; older files stay readable down to 1
-# Longest JSON header read. fit's is a few KB (the held-out images' names make most of it); this
-# only stops an edited length from reading and hashing gigabytes before anything is checked.
-MAX_HEADER_BYTES = 16 << 20
+MAX_HEADER_BYTES = magic.MAX_HEADER_BYTES
 
 
 def _tensors_of(model: CMGModel) -> dict[str, torch.Tensor]:

@@ -44,10 +44,7 @@ ENGINE_FORMAT_VERSION = 3
 # not a deliberate edit that computes it again: the header's fields are checked too (_check_fields).
 HEADER_SHA_KEY = "header_sha256"
 HEADER_SHA_SINCE_FORMAT = 3
-# The largest engine header (a real one is a few KB; cpp/edgecmg_engine.hpp: kMaxHeaderBytes, and
-# edgecmg.artifact.MAX_HEADER_BYTES for model files): a damaged length field must not make a reader
-# allocate, read and parse most of the file, and no writer may write a header the readers refuse.
-MAX_HEADER_BYTES = 16 << 20
+MAX_HEADER_BYTES = magic.MAX_HEADER_BYTES
 # What to do about a damaged engine file, after what is wrong with it.
 _CORRUPTED = "the file is corrupted; copy the engine again or rebuild it with `edgecmg build`"
 _PREFIX = struct.Struct("<8sIQ")

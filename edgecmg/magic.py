@@ -7,6 +7,10 @@ from typing import Any
 
 ARTIFACT = b"EDGECMG\0"  # *.edgecmg, edgecmg.artifact
 ENGINE = b"EDGECMGE"  # *.engine, edgecmg.engine_file
+# The longest JSON header either kind may have (cpp/edgecmg_engine.hpp: kMaxHeaderBytes). A real one
+# is a few KB (the held-out images' names make most of it); this stops a damaged or edited length from
+# reading and hashing gigabytes before anything is checked, and no writer writes one a reader refuses.
+MAX_HEADER_BYTES = 16 << 20
 
 
 def loads_header(text: str | bytes) -> Any:
