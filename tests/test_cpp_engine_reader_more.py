@@ -32,6 +32,7 @@ from edgecmg.errors import ArtifactError
 cpp_build = base.cpp_build  # the reader built with CMake as the README says, once for this module
 engine_info = base.engine_info
 NEXT_STEP = "copy the engine again or rebuild it with `edgecmg build`"
+BUILD_TIMEOUT = 600  # seconds for a compile, link or CMake step: a hung tool fails the test, not the run
 
 
 def _genuine(tmp_path: Path, name: str = "m.engine", header: dict | None = None, plan: bytes = b"\x01plan" * 100,
@@ -102,7 +103,10 @@ def test_payload_past_a_32_bit_size_t_is_refused_not_overrun(tmp_path):
         os.truncate(path, path.stat().st_size + size)
     except OSError as exc:
         pytest.skip(f"no sparse 4 GiB file here: {exc}")
-    stderr = _refused(binary, path, f"the engine payload is {size} bytes, more than a 32-bit program can hold")
+    try:
+        stderr = _refused(binary, path, f"the engine payload is {size} bytes, more than a 32-bit program can hold")
+    finally:
+        path.unlink()  # 4 GiB to anything that copies pytest's kept temporary folders
     assert "damaged, or too large for this platform" in stderr, stderr
 
 
@@ -230,9 +234,12 @@ def test_python_caps_the_header_length_as_the_cpp_reader(engine_info, tmp_path):
         except OSError as exc:
             pytest.skip(f"no sparse file here: {exc}")
         message = f"the prefix gives a {length}-byte header, more than the {cap}"
-        _refused(engine_info, path, message)  # the same cap on both sides
-        with pytest.raises(ArtifactError, match=f"{path}: {message} an engine header can be: the file is damaged"):
-            read_engine_header(path)
+        try:
+            _refused(engine_info, path, message)  # the same cap on both sides
+            with pytest.raises(ArtifactError, match=f"{path}: {message} an engine header can be: the file is damaged"):
+                read_engine_header(path)
+        finally:
+            path.unlink()  # sparse here, gigabytes to anything that copies it
 
 
 def test_no_engine_header_is_written_that_the_readers_would_refuse(tmp_path):
@@ -318,18 +325,19 @@ def test_header_in_two_translation_units(tmp_path):
             obj = tmp_path / f"{source.stem}-{std}.o"
             done = subprocess.run([compiler, f"-std={std}", "-O0", "-Wall", "-Wextra", "-Werror",
                                    "-I", str(REPO / "cpp"), "-c", str(source), "-o", str(obj)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, timeout=BUILD_TIMEOUT)
             assert done.returncode == 0, done.stderr
             objects.append(str(obj))
         binary = tmp_path / f"two-{first}-{second}"
-        done = subprocess.run([compiler, *objects, "-o", str(binary)], capture_output=True, text=True)
+        done = subprocess.run([compiler, *objects, "-o", str(binary)], capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT)
         assert done.returncode == 0, done.stderr  # no duplicate symbols
         done = subprocess.run([str(binary), str(engine)], capture_output=True, text=True, timeout=TIMEOUT)
         assert done.returncode == 0 and done.stdout == "500 500 1\n", (first, second, done.stdout, done.stderr)
     # the assembly of a translation unit that calls the reader: a TU-local object (its mangled name has
     # an "L" after the namespace) may be defined there, but no function of the header may use it
     asm = subprocess.run([compiler, "-std=c++14", "-O0", "-S", "-o", "-", "-I", str(REPO / "cpp"), str(other)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     assert asm.returncode == 0, asm.stderr
     uses = [line.strip() for line in asm.stdout.splitlines()
             if "_ZN7edgecmgL" in line and not line.strip().startswith((".", "_ZN7edgecmgL"))]
@@ -359,7 +367,7 @@ def test_cmake_alias_target_and_tools_option(cpp_build, tmp_path):
         configure = [cmake, "-S", str(consumer), "-B", str(build)]
         configure += [f"-DEDGECMG_BUILD_TOOLS={tools}"] if tools else []
         for command in (configure, [cmake, "--build", str(build), "-j2"]):
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
             assert done.returncode == 0, done.stdout + done.stderr
         done = subprocess.run([str(build / "app"), str(engine)], capture_output=True, text=True, timeout=TIMEOUT)
         assert done.returncode == 0 and done.stdout == "500\n", done.stdout + done.stderr
