@@ -261,14 +261,8 @@ def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]
     there is none to read: CMLE is off, or the images (a glob's) come from several folders."""
     folders = list(dict.fromkeys(path.parent for path in images))
     files = [folder / "captions.csv" for folder in folders if (folder / "captions.csv").is_file()]
-    # A folder or a link to nothing by that name was meant as captions: without a word, the fit took
-    # pseudo-text for every image.
-    not_files = [f"{path} ({_not_a_file(path)})" for path in (folder / "captions.csv" for folder in folders)
-                 if (path.is_symlink() or path.exists()) and not path.is_file()]
-    if not_files:
-        log.warning("%s: not a file, so not read, and the images get pseudo-text instead of captions; put the "
-                    "file,text CSV there", name_some(not_files, 3))
     if not files:
+        _say_captions_not_a_file(images, cmle)
         return None
     if not cmle:  # captions serve CMLE alone: unread, a damaged file cannot stop a fit that would not use it
         log.info("%s is not read: captions serve CMLE only, which is off", name_some([str(f) for f in files], 3))
@@ -281,6 +275,19 @@ def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]
                     name_some([str(f) for f in files], 3), len(folders))
         return None
     return read_captions(folders[0])
+
+
+def _say_captions_not_a_file(images: list[Path], cmle: bool) -> None:
+    """Warn where the one folder ``images`` come from holds a captions.csv that is a folder or a link to
+    nothing (where it would be read: CMLE on): meant as captions, it left the fit on pseudo-text without
+    a word."""
+    folders = set(path.parent for path in images)
+    if not cmle or len(folders) != 1:
+        return  # captions.csv is not read there, whatever it is (said by _folder_captions where it is a file)
+    path = folders.pop() / "captions.csv"
+    if (path.is_symlink() or path.exists()) and not path.is_file():
+        log.warning("%s (%s): not a file, so not read, and the images get pseudo-text instead of captions; put "
+                    "the file,text CSV there", path, _not_a_file(path))
 
 
 def _mvtec_refusal(root: Path) -> Optional[str]:

@@ -33,3 +33,16 @@ def test_a_captions_csv_that_is_not_a_file_is_said_not_passed_over(tmp_path, cap
     said = [r.getMessage() for r in caplog.records if "captions.csv" in r.getMessage()]
     assert said and f"captions.csv ({kind}): not a file, so not read" in said[0], said
     assert "pseudo-text" in said[0]
+
+
+def test_a_captions_csv_that_is_not_a_file_is_not_warned_about_where_captions_are_not_read(tmp_path, caplog):
+    """Without CMLE, or with images from several folders, no captions.csv is read, a real one neither:
+    "the images get pseudo-text instead of captions" would be wrong there."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    images = [tmp_path / "a" / "x.png", tmp_path / "b" / "y.png"]
+    (tmp_path / "a" / "captions.csv").mkdir()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        assert _folder_captions(images[:1], cmle=False) is None
+        assert _folder_captions(images, cmle=True) is None
+    assert not [r for r in caplog.records if "not a file" in r.getMessage()]
