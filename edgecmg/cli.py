@@ -182,10 +182,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{key:>16}: {missing if value is None else f'{value:.4f}'}")
         covered = metrics.get("pixel_metrics_over")
         if covered and covered["images"]:
-            without = covered["defect_images_without_mask"]
+            without, unusable = covered["defect_images_without_mask"], covered["defect_images_mask_unusable"]
+            left_out = (f", {without} defects without a mask left out" if without else "") + (
+                f", {unusable} defects whose mask is damaged left out" if unusable else "")
             print(f"{'':>16}  (pixel metrics over {covered['images']} images, {covered['defect_images']} of them "
-                  f"defects{f', {without} defects without a mask left out' if without else ''}; at "
-                  f"{detector.input_size[0]}x{detector.input_size[1]}, the model's input)")
+                  f"defects{left_out}; at {detector.input_size[0]}x{detector.input_size[1]}, the model's input)")
         print(f"{'latency_ms':>16}: p50 {metrics['latency_ms_p50']:.1f}, p99 {metrics['latency_ms_p99']:.1f}, "
               f"mean {metrics['latency_ms_mean']:.1f} (batch 1, end to end)")
         kinds = metrics["defect_types"]

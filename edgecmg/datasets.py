@@ -23,7 +23,7 @@ import numpy as np
 
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
-from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image, read_mask, subfolders_with_images
+from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image_size, read_mask, subfolders_with_images
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
 
@@ -87,9 +87,10 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
 
 
 def _reads(image: Path) -> bool:
-    """Whether ``image`` reads (as eval reads it); only called on defect images without a mask."""
+    """Whether ``image``'s header reads (eval names one that does not as unreadable); only called on
+    defect images without a mask, and from the header alone: listing samples decodes nothing."""
     try:
-        read_image(image)
+        read_image_size(image)
     except DataError:
         return False
     return True
@@ -204,7 +205,7 @@ class MVTecDataset:
             # ground_truth/ is there, so masks were meant: say where they were looked for. Only for images
             # that read: eval skips an unreadable one as such, and counted here it was a mask missing twice
             # (eval's "4 defect test image(s) have no mask: looked for bad_bomb_png_15000_mask.png", an image
-            # it then refused as too large). Those images are read twice, then: only where masks are missing.
+            # it then refused as too large). Their headers are read, then: only where masks are missing.
             unmatched = [(image, looked_for) for image, looked_for in unmatched if _reads(image)]
             if unmatched:
                 folders = sorted(d.name for d in gt_root.iterdir() if d.is_dir())

@@ -183,6 +183,7 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
         # What the pixel figures cover and how they were taken: a report read later must say so.
         metrics["pixel_metrics_over"] = {
             "images": filled, "defect_images": defect_rows, "defect_images_without_mask": unknown_masks,
+            "defect_images_mask_unusable": len(unusable_masks),
             "resolution": f"{height}x{width}, the model's input: maps resized to it, masks area-resampled "
                           "(a pixel is a defect's where the defect covers any of it)"}
     latency = np.asarray(latencies)

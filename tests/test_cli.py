@@ -241,7 +241,7 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
 
     h, w = read_header(small_artifact)[0]["input_size"]
     assert metrics["pixel_metrics_over"] == {
-        "images": 10, "defect_images": 5, "defect_images_without_mask": 0,
+        "images": 10, "defect_images": 5, "defect_images_without_mask": 0, "defect_images_mask_unusable": 0,
         "resolution": f"{h}x{w}, the model's input: maps resized to it, masks area-resampled (a pixel is a "
                       "defect's where the defect covers any of it)"}
     assert (metrics["model"], metrics["data"], metrics["threshold_from"]) == (

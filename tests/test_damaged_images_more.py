@@ -223,6 +223,7 @@ def test_a_damaged_mask_is_named_as_damaged_not_counted_as_missing(small_artifac
     assert metrics["skipped"] == [str(root / "test" / "defect" / "a_bad.jpg")]
     assert metrics["masks_skipped"] == [str(damaged)]
     assert metrics["pixel_metrics_over"]["defect_images_without_mask"] == 1  # kos03_Part2 alone
+    assert metrics["pixel_metrics_over"]["defect_images_mask_unusable"] == 1  # counted apart, not lost
     assert metrics["pixel_metrics_over"]["defect_images"] == 1 and metrics["pixel_auroc"] is not None
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pixel metrics: ")]
     assert said == [
