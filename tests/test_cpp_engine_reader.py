@@ -78,18 +78,24 @@ def test_reads_what_python_writes(engine_info, tmp_path, scorer):
     assert header["model"] == HEADER["model"] and header["threshold"] == 1.25
 
 
+def _consumer_project(folder: Path, target: str, main_source: str) -> Path:
+    """A CMake project in ``folder`` that add_subdirectory()s the repository and links ``app`` (built
+    from ``main_source``) to ``target``, as another project would."""
+    folder.mkdir()
+    (folder / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(consumer LANGUAGES CXX)\n"
+        f'add_subdirectory("{REPO.as_posix()}" edgecmg)\n'
+        f"add_executable(app main.cpp)\ntarget_link_libraries(app PRIVATE {target})\n")
+    (folder / "main.cpp").write_text(main_source)
+    return folder
+
+
 def test_cmake_defaults_to_release_and_keeps_werror_to_itself(cpp_build, tmp_path):
     # built on its own with no build type (the README's command): optimised
     assert "CMAKE_BUILD_TYPE:STRING=Release" in (cpp_build / "CMakeCache.txt").read_text()
     # under another project's add_subdirectory: neither its build type nor -Werror is imposed
-    consumer = tmp_path / "consumer"
-    consumer.mkdir()
-    (consumer / "CMakeLists.txt").write_text(
-        "cmake_minimum_required(VERSION 3.16)\nproject(consumer LANGUAGES CXX)\n"
-        f'add_subdirectory("{REPO.as_posix()}" edgecmg)\n'
-        "add_executable(app main.cpp)\ntarget_link_libraries(app PRIVATE edgecmg_engine)\n")
-    (consumer / "main.cpp").write_text("#include <edgecmg_engine.hpp>\n"
-                                       "int main(int, char** argv) { return edgecmg::read_engine_file(argv[1]).plan.empty(); }\n")
+    consumer = _consumer_project(tmp_path / "consumer", "edgecmg_engine", "#include <edgecmg_engine.hpp>\n"
+                                 "int main(int, char** argv) { return edgecmg::read_engine_file(argv[1]).plan.empty(); }\n")
     done = subprocess.run([shutil.which("cmake"), "-S", str(consumer), "-B", str(tmp_path / "b")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

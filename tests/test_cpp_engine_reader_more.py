@@ -17,7 +17,7 @@ from pathlib import Path
 import edgecmg_testmodels as models
 import pytest
 import test_cpp_engine_reader as base
-from test_cpp_engine_reader import REPO, TIMEOUT, _compiler, _compiles, _info, _refused
+from test_cpp_engine_reader import REPO, TIMEOUT, _compiler, _compiles, _consumer_project, _info, _refused
 
 from edgecmg import engine_file
 from edgecmg.engine_file import (
@@ -351,16 +351,9 @@ def test_cmake_alias_target_and_tools_option(cpp_build, tmp_path):
     assert "-std=c++17" in flags and "gnu++" not in flags, flags
     assert (cpp_build / "edgecmg_engine_info").is_file()
     cmake = shutil.which("cmake")
-    consumer = tmp_path / "consumer"
-    consumer.mkdir()
-    (consumer / "CMakeLists.txt").write_text(
-        "cmake_minimum_required(VERSION 3.16)\nproject(consumer LANGUAGES CXX)\n"
-        f'add_subdirectory("{REPO.as_posix()}" edgecmg)\n'
-        "add_executable(app main.cpp)\ntarget_link_libraries(app PRIVATE edgecmg::engine)\n")
-    (consumer / "main.cpp").write_text("#include <edgecmg_engine.hpp>\n#include <cstdio>\n"
-                                       "int main(int, char** argv) {\n"
-                                       "  std::printf(\"%zu\\n\", edgecmg::read_engine_file(argv[1]).plan.size());\n"
-                                       "}\n")
+    consumer = _consumer_project(tmp_path / "consumer", "edgecmg::engine",
+                                 "#include <edgecmg_engine.hpp>\n#include <cstdio>\nint main(int, char** argv) {\n"
+                                 "  std::printf(\"%zu\\n\", edgecmg::read_engine_file(argv[1]).plan.size());\n}\n")
     engine = _genuine(tmp_path)
     for tools, built in ((None, False), ("ON", True)):
         build = tmp_path / f"build-{tools}"
