@@ -99,24 +99,26 @@ class _FrameQueue:
         self._cond = threading.Condition()
         self._ended = False
         self._stopped = False
+        # Set without the lock by request_stop(); read at each check and wait slice.
+        self._stop_requested = False
 
     def put(self, item: _Queued) -> bool:
-        """Insert; False if the queue was stopped."""
+        """Insert; False if the queue was stopped (or a stop requested)."""
         with self._cond:
             if self.keep_newest:
                 self._drop_oldest(keep=self._max - 1)
             else:
-                while len(self._items) >= self._max and not self._stopped:
+                while len(self._items) >= self._max and not (self._stopped or self._stop_requested):
                     self._cond.wait(_WAIT_SLICE_S)
-            if self._stopped:
+            if self._stopped or self._stop_requested:
                 return False
             self._items.append(item)
             self._cond.notify_all()
             return True
 
     def get(self, *, block: bool, room: int = 1, timeout_s: Optional[float] = None) -> Any:
-        """Next item; ``_END`` once ended/stopped and drained; ``_EMPTY`` if not blocking, or when
-        ``timeout_s`` passed without one.
+        """Next item; ``_END`` once ended/stopped and drained, or at once after a stop request;
+        ``_EMPTY`` if not blocking, or when ``timeout_s`` passed without one.
 
         room: frames the consumer still takes for its batch. With ``keep_newest``, frames older than
         the newest ``room`` are dropped first, so a slow consumer judges the newest frames.
@@ -124,6 +126,8 @@ class _FrameQueue:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while True:
+                if self._stop_requested:
+                    return _END
                 if self._items:
                     if self.keep_newest:
                         self._drop_oldest(keep=room)
@@ -141,6 +145,17 @@ class _FrameQueue:
         while len(self._items) > keep:
             self._items.popleft()
             self.dropped += 1
+
+    def request_stop(self) -> None:
+        """Ask both sides to stop, taking no lock and changing no item: safe from a signal handler
+        that interrupted this thread inside get() or put() (the lock is re-entrant there, so
+        stop() would clear the items under the interrupted call). get() then returns ``_END`` and
+        put() False, at their next check: within a wait slice. stop() still follows (shutdown)."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
 
     def end(self) -> None:
         with self._cond:
@@ -282,11 +297,15 @@ class _CaptureState:
         self.thread: Optional[threading.Thread] = None
         # Set by the capture thread as its last step; _shutdown waits on it, not on the thread (see there).
         self.done = threading.Event()
+        # The thread running _shutdown, and set once it has returned: a consumer whose loop ends while
+        # another thread shuts down waits for it (StreamPipeline._await_shutdown).
+        self.closing_thread: Optional[int] = None
+        self.shut = threading.Event()
 
 
 def _capture_loop(st: _CaptureState) -> None:
     try:
-        while not st.stop.is_set():
+        while not (st.stop.is_set() or st.queue.stop_requested):
             frame = st.source.read()
             if frame is None:
                 break
@@ -311,6 +330,14 @@ def _capture_loop(st: _CaptureState) -> None:
 
 
 def _shutdown(st: _CaptureState, join_timeout_s: float) -> None:
+    st.closing_thread = threading.get_ident()  # first: a consumer sees the stop only after this
+    try:
+        _stop_and_join(st, join_timeout_s)
+    finally:
+        st.shut.set()
+
+
+def _stop_and_join(st: _CaptureState, join_timeout_s: float) -> None:
     st.stop.set()
     st.queue.stop()  # wakes a producer blocked on a full queue
     st.source.close()  # wakes a reconnect back-off; thread-safe while a read is running
@@ -404,6 +431,7 @@ class StreamPipeline:
         self._preprocess_set = preprocess is not None
         self._state = _CaptureState(self.source, queue, preprocess, self.stats)
         self._consumed = False
+        self._join_timeout_s = join_timeout_s
         self._finalizer = weakref.finalize(self, _shutdown, self._state, join_timeout_s)
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -431,6 +459,14 @@ class StreamPipeline:
     def close(self) -> None:
         """Stop and join the capture thread and close the source (idempotent)."""
         self._finalizer()
+
+    def _await_shutdown(self) -> None:
+        """Where another thread is closing the pipeline (its close() came while this consumer's loop ran),
+        wait for it to join the capture thread and close the source: a loop that has ended has them
+        released. Never for a shutdown running on this thread (a signal handler's, below this frame)."""
+        st = self._state
+        if st.closing_thread not in (None, threading.get_ident()):
+            st.shut.wait(self._join_timeout_s + 1.0)
 
     def __enter__(self) -> "StreamPipeline":
         return self.start()
@@ -517,6 +553,7 @@ class StreamPipeline:
                 raise st.error
         finally:
             self.close()
+            self._await_shutdown()
 
     def run(self, infer_batch: Callable[[list[Frame], list[Any]], Sequence[Output]]) -> "StreamRun[Output]":
         """Run ``infer_batch(frames, preprocessed)`` per batch and yield its outputs one by one.
@@ -604,6 +641,7 @@ class StreamRun(Generic[Output]):
     def __init__(self, pipeline: StreamPipeline, gen: Iterator[Output]) -> None:
         self.pipeline = pipeline
         self._gen = gen
+        self._consumer: Optional[int] = None  # the thread that last asked for a result
 
     @property
     def stats(self) -> StreamStats:
@@ -613,16 +651,41 @@ class StreamRun(Generic[Output]):
         return self
 
     def __next__(self) -> Output:
+        self._consumer = threading.get_ident()  # a plain store: close() reads it without a lock
         return next(self._gen)
 
     def close(self) -> None:
-        """Stop the run: safe from any thread and from a signal handler (a service's stop), while
-        another thread or the interrupted frame is inside ``next()``. The pipeline is closed first,
-        which ends a loop running elsewhere (it finishes its frame and stops); the generator itself
-        can only be closed where it is not running (closing a running one raises ValueError)."""
-        self.pipeline.close()
+        """Stop the run (idempotent; a second call does nothing): safe from any thread, and from a
+        signal handler (a service's stop) whichever line of the loop it interrupts.
+
+        Called on the thread that iterates the run, between two results (or before any), it stops
+        and joins the capture thread, closes the source and ends the iterator before returning.
+        While a loop is inside ``next()`` (in another thread, or the frame a signal handler
+        interrupted), it only requests the stop, taking no lock: that loop finishes the batch in
+        hand (its remaining results are still yielded), then ends, and on its way out joins the
+        capture thread and closes the source. A loop in another thread that is between two results
+        ends the same way at its next ``next()``; here the pipeline is closed at once. Either way
+        a loop has released the capture thread and the source by the time it ends.
+
+        So close() from another thread returns before that thread's loop has ended, and its
+        inference may still be running: join that thread before closing the Detector.
+        """
+        queue = self.pipeline._state.queue
         if getattr(self._gen, "gi_running", False):
-            return  # the loop running it ends now that the pipeline is closed, and closes it on its way out
+            # A signal handler may have interrupted this very thread inside the queue's lock (re-entrant:
+            # taking it again here would clear the items under the interrupted get()), or inside the
+            # shutdown itself. The loop's own `finally` shuts down on its way out.
+            queue.request_stop()
+            return
+        consumer = self._consumer
+        if consumer is not None and consumer != threading.get_ident():
+            # Another thread's loop, between two results: it may call next() at any moment, and a generator
+            # closed here meanwhile would raise "generator already executing" in that thread. Stop the
+            # pipeline (thread-safe from here); the loop ends at its next next(), closing its generator
+            # once this shutdown has finished.
+            self.pipeline.close()
+            return
+        self.pipeline.close()
         try:
             self._gen.close()
         except ValueError:  # started running in another thread since the check: it ends as above

@@ -553,12 +553,14 @@ def test_a_run_closed_from_another_thread_stops_the_loop_that_iterates_it():
     executing" there and left the loop, the capture thread and the source running."""
     run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
                          live=True).run(lambda frames, pre: [f.index for f in frames])
-    seen, failed = [], []
+    seen, failed, at_end = [], [], []
 
     def consume():
         try:
             for index in run:
                 seen.append(index)
+            # What the loop's own end leaves: the capture thread joined, the source released.
+            at_end.append((run.pipeline.running, run.pipeline.source.closed, run.pipeline.closed))
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             failed.append(exc)
 
@@ -568,25 +570,165 @@ def test_a_run_closed_from_another_thread_stops_the_loop_that_iterates_it():
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert seen, "no frame judged"
-    run.close()  # from this thread while the consumer is inside next()
+    judged = len(seen)
+    run.close()  # from this thread while the consumer is inside next() (waiting 5 ms for each frame)
     consumer.join(timeout=10)
     assert not consumer.is_alive() and not failed, failed
+    assert at_end == [(False, True, True)]
+    assert len(seen) - judged <= 2  # the result being handed over, and at most the batch (1) in hand
     assert run.pipeline.closed and not run.pipeline.running
     assert not [t for t in threading.enumerate() if t.name.startswith("edgecmg-capture")]
     run.close()  # again: nothing left to do
+    assert list(run) == []
 
 
-def test_a_run_closed_by_a_signal_handler_inside_its_own_loop_ends_the_loop():
+def test_a_run_closed_by_a_signal_handler_inside_its_own_loop_ends_the_loop(helpers):
     """SIGTERM handled with `run.close()` while the loop is inside next() ended it with a bare ValueError."""
     if not hasattr(signal, "setitimer"):
         pytest.skip("needs signal.setitimer (POSIX)")
+    assert threading.current_thread() is threading.main_thread()
     run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
                          live=True).run(lambda frames, pre: [f.index for f in frames])
-    previous = signal.signal(signal.SIGALRM, lambda *_: run.close())
+    count, closed_at = 0, []
+
+    def on_alarm(*_):
+        closed_at.append(count)
+        run.close()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        count = sum(1 for _ in run)  # ends when the handler closes the run, whichever line it lands on
+        for _ in run:  # ends when the handler closes the run, whichever line it lands on
+            count += 1
+            if count == 1:
+                # Armed once a frame has come through, so a slow start on a loaded machine cannot outrun it.
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                deadline = time.monotonic() + 30
+            elif time.monotonic() > deadline:
+                break  # a run the close did not end: reported below
+        ended = (run.pipeline.running, run.pipeline.source.closed, run.pipeline.closed)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert count > 0 and run.pipeline.closed and not run.pipeline.running
+        run.close()
+    assert closed_at, "the timer never fired"
+    assert ended == (False, True, True), "the loop ended with the capture thread joined and the source released"
+    assert count - closed_at[0] <= 1  # at most the batch (1) in hand after the close
+    assert helpers.capture_threads() == []
+    run.close()  # again: nothing left to do
+
+
+def test_a_run_closed_from_another_thread_between_two_results_ends_at_the_next(helpers):
+    """A loop busy with its result (not inside next()) when another thread closes the run: the pipeline is
+    stopped at once, and the loop's next next() ends it without a "generator already executing" error,
+    once that close has joined the capture thread."""
+    for _ in range(5):
+        run = StreamPipeline(endless_frames(delay_s=0.001), StreamConfig(policy="latest", max_queue=2),
+                             live=True).run(lambda frames, pre: [f.index for f in frames])
+        seen, failed, at_end = [], [], []
+
+        def consume():
+            try:
+                for index in run:
+                    seen.append(index)
+                    time.sleep(0.01)  # the loop's own work: most closes land here
+                at_end.append((run.pipeline.running, run.pipeline.source.closed))
+            except BaseException as exc:  # noqa: BLE001 - the test reports it
+                failed.append(exc)
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        judged = len(seen)
+        run.close()
+        consumer.join(timeout=10)
+        assert judged >= 3 and not consumer.is_alive() and not failed, failed
+        assert at_end == [(False, True)] and len(seen) - judged <= 2
+        assert run.pipeline.closed and run.pipeline.source.closed and helpers.capture_threads() == []
+        run.close()
+
+
+def test_closes_from_a_signal_handler_on_a_source_that_never_waits_end_the_loop_cleanly(helpers, caplog):
+    """Stress: SIGALRM closes the run wherever the consumer is, at times inside the queue's lock in get()
+    (a frame source that never sleeps keeps it busy there). A close that took the (re-entrant) lock from
+    the handler cleared the queue under get(): "IndexError: pop from an empty deque", or a handler that
+    waited the join timeout for a capture thread blocked on that very lock ("still blocked in the
+    source", the thread left alive after the loop)."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("needs signal.setitimer (POSIX)")
+    assert threading.current_thread() is threading.main_thread()
+    current, alarms = [], []
+
+    def on_alarm(*_):
+        alarms[-1] += 1
+        if alarms[-1] > 20:  # 10 s of closes every 0.5 s: the loop does not end
+            raise TimeoutError("the close did not end the loop")
+        current[-1].close()  # again on each repeat of the timer: nothing left to do after the first
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    problems = []
+    t_start = time.monotonic()
+    try:
+        with caplog.at_level("WARNING", logger="edgecmg"):
+            for trial in range(250):
+                if time.monotonic() - t_start > 8:  # a bound on a very slow machine, never reached otherwise
+                    break
+                # Both policies; "all" keeps the consumer in get() most (the capture thread waits for room).
+                cfg = StreamConfig(policy=("all", "all", "latest")[trial % 3], batch=4, max_queue=4)
+                run = StreamPipeline(endless_frames(), cfg, live=True, join_timeout_s=0.5).run(
+                    lambda frames, pre: [f.index for f in frames])
+                current.append(run)
+                alarms.append(0)
+                try:
+                    signal.setitimer(signal.ITIMER_REAL, 0.001 * (1 + trial % 19), 0.5)  # many phases
+                    for _ in run:
+                        pass  # nothing here: the consumer's time is the pipeline's
+                    if run.pipeline.running or not run.pipeline.source.closed:
+                        problems.append((trial, "the loop ended before the capture thread was joined"))
+                except Exception as exc:  # noqa: BLE001 - the test reports it
+                    problems.append((trial, repr(exc)))
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    run.close()
+                    run.close()  # a second close: nothing left to do
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    stalls = [r.getMessage() for r in caplog.records if "still blocked" in r.getMessage()]
+    assert not problems and not stalls, (problems, stalls)
+    assert trial >= 20, "too few closes to mean anything"
+    assert helpers.capture_threads() == []
+
+
+def test_a_signal_handled_inside_the_queue_lock_only_requests_the_stop(helpers, caplog):
+    """The race above, made certain: the signal is raised in get() while it holds the queue's lock, between
+    seeing an item and taking it. The handler's close must leave the queue alone (it emptied it under get():
+    IndexError) and not wait for the capture thread (blocked on that lock: a stall of the join timeout)."""
+    if not hasattr(signal, "raise_signal"):
+        pytest.skip("needs signal.raise_signal")
+    assert threading.current_thread() is threading.main_thread()
+    run = StreamPipeline(endless_frames(delay_s=0.001), StreamConfig(policy="latest", max_queue=4), live=True,
+                         join_timeout_s=0.5).run(lambda frames, pre: [f.index for f in frames])
+    queue = run.pipeline._state.queue
+    drop_oldest, raised = queue._drop_oldest, []
+
+    def drop_oldest_then_a_signal(keep):  # called by get() (and put()) with the lock held
+        drop_oldest(keep)
+        if threading.current_thread() is threading.main_thread() and len(raised) == 2:
+            raised.append("signal")
+            signal.raise_signal(signal.SIGALRM)  # the handler runs here, inside get()
+        elif threading.current_thread() is threading.main_thread() and len(raised) < 2:
+            raised.append(None)  # a couple of frames first
+
+    queue._drop_oldest = drop_oldest_then_a_signal
+    previous = signal.signal(signal.SIGALRM, lambda *_: run.close())
+    try:
+        with caplog.at_level("WARNING", logger="edgecmg"):
+            count = sum(1 for _ in run)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert len(raised) == 3 and count == 3  # the frame taken when the signal came is handed over, then the end
+    assert "still blocked" not in caplog.text  # no wait for the join timeout inside the handler
+    assert run.pipeline.closed and not run.pipeline.running and run.pipeline.source.closed
+    assert helpers.capture_threads() == []
