@@ -548,28 +548,36 @@ def test_the_longest_timeout_opencv_takes_is_accepted_and_one_past_it_refused():
         StreamConfig(timeout_s=MAX_TIMEOUT_S + 1)
 
 
-def test_a_run_closed_from_another_thread_stops_the_loop_that_iterates_it():
-    """The way a service stops its loop: `run.close()` from a control thread raised "generator already
-    executing" there and left the loop, the capture thread and the source running."""
-    run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
-                         live=True).run(lambda frames, pre: [f.index for f in frames])
+def _consume_in_a_thread(run, *, results: int, work_s: float = 0.0):
+    """Iterate ``run`` in a daemon thread (a stuck one must not hold pytest open), ``work_s`` of the
+    loop's own work per result, until it has ``results``. Returns (thread, results seen, exceptions
+    raised in it, [what the loop's end left: (capture running, source closed, pipeline closed)])."""
     seen, failed, at_end = [], [], []
 
     def consume():
         try:
             for index in run:
                 seen.append(index)
-            # What the loop's own end leaves: the capture thread joined, the source released.
+                time.sleep(work_s)
             at_end.append((run.pipeline.running, run.pipeline.source.closed, run.pipeline.closed))
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             failed.append(exc)
 
-    consumer = threading.Thread(target=consume, daemon=True)  # a stuck one must not hold pytest open
+    consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
     deadline = time.monotonic() + 10
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert seen, "no frame judged"
+    while len(seen) < results and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(seen) >= results, "too few frames judged"
+    return consumer, seen, failed, at_end
+
+
+def test_a_run_closed_from_another_thread_stops_the_loop_that_iterates_it():
+    """The way a service stops its loop: `run.close()` from a control thread raised "generator already
+    executing" there and left the loop, the capture thread and the source running."""
+    run = StreamPipeline(endless_frames(delay_s=0.005), StreamConfig(policy="latest", max_queue=2),
+                         live=True).run(lambda frames, pre: [f.index for f in frames])
+    consumer, seen, failed, at_end = _consume_in_a_thread(run, results=1)
     judged = len(seen)
     run.close()  # from this thread while the consumer is inside next() (waiting 5 ms for each frame)
     consumer.join(timeout=10)
@@ -624,27 +632,12 @@ def test_a_run_closed_from_another_thread_between_two_results_ends_at_the_next(h
     for _ in range(5):
         run = StreamPipeline(endless_frames(delay_s=0.001), StreamConfig(policy="latest", max_queue=2),
                              live=True).run(lambda frames, pre: [f.index for f in frames])
-        seen, failed, at_end = [], [], []
-
-        def consume():
-            try:
-                for index in run:
-                    seen.append(index)
-                    time.sleep(0.01)  # the loop's own work: most closes land here
-                at_end.append((run.pipeline.running, run.pipeline.source.closed))
-            except BaseException as exc:  # noqa: BLE001 - the test reports it
-                failed.append(exc)
-
-        consumer = threading.Thread(target=consume, daemon=True)
-        consumer.start()
-        deadline = time.monotonic() + 10
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        consumer, seen, failed, at_end = _consume_in_a_thread(run, results=3, work_s=0.01)  # closes land in its work
         judged = len(seen)
         run.close()
         consumer.join(timeout=10)
-        assert judged >= 3 and not consumer.is_alive() and not failed, failed
-        assert at_end == [(False, True)] and len(seen) - judged <= 2
+        assert not consumer.is_alive() and not failed, failed
+        assert at_end == [(False, True, True)] and len(seen) - judged <= 2
         assert run.pipeline.closed and run.pipeline.source.closed and helpers.capture_threads() == []
         run.close()
 
