@@ -60,6 +60,10 @@ struct EngineFile {
     std::string header_json;         // the JSON header: TensorRT version, GPU, precision, inputs, model
     std::vector<char> scorer;        // host-side scorer (safetensors) of featurizer engines; empty otherwise
     std::vector<char> plan;          // what IRuntime::deserializeCudaEngine takes
+    // The header's "model.threshold", checked finite: a frame whose score is >= it is flagged (the
+    // stored threshold; `edgecmg threshold` prints one for another camera). NaN where the header has
+    // none (every engine edgecmg builds has one).
+    double threshold = std::numeric_limits<double>::quiet_NaN();
 };
 
 namespace detail {
@@ -276,21 +280,21 @@ inline std::vector<Entry> top_level_entries(const std::string& json, const std::
         if (key_end == std::string::npos) fail("unterminated key");
         Entry entry{std::string(), i, 0, 0};
         if (!decode_string(json, i + 1, key_end - 1, entry.key))
-            fail("the key " + quoted(json.substr(i, key_end - i)) + " has a bad escape");
+            fail("the key " + detail::quoted(json.substr(i, key_end - i)) + " has a bad escape");
         i = skip_space(json, key_end);
-        if (i >= json.size() || json[i] != ':') fail("no ':' after key " + quoted(entry.key));
+        if (i >= json.size() || json[i] != ':') fail("no ':' after key " + detail::quoted(entry.key));
         entry.value_start = skip_space(json, i + 1);
         entry.value_end = skip_value(json, entry.value_start);
-        if (entry.value_end == std::string::npos) fail("the value of " + quoted(entry.key) + " is cut off");
+        if (entry.value_end == std::string::npos) fail("the value of " + detail::quoted(entry.key) + " is cut off");
         if (!seen.insert(entry.key).second)
-            throw std::runtime_error(what + " has a duplicate key: the key " + quoted(entry.key) + " appears twice "
+            throw std::runtime_error(what + " has a duplicate key: the key " + detail::quoted(entry.key) + " appears twice "
                                      "(JSON readers differ in which value they take); the file was damaged or "
                                      "edited: copy the engine again or rebuild it with `edgecmg build`");
         i = skip_space(json, entry.value_end);
         entries.push_back(std::move(entry));
         if (i < json.size() && json[i] == ',') { i = skip_space(json, i + 1); continue; }
         if (i < json.size() && json[i] == '}' && skip_space(json, i + 1) == json.size()) return entries;
-        fail("expected ',' or the closing brace after " + quoted(entries.back().key));
+        fail("expected ',' or the closing brace after " + detail::quoted(entries.back().key));
     }
 }
 
@@ -332,7 +336,7 @@ inline bool parse_uint64(const std::string& text, std::uint64_t& value) {
 inline std::uint64_t parse_size(const std::string& text, const std::string& what) {
     std::uint64_t value = 0;
     if (!parse_uint64(text, value))
-        throw std::runtime_error(what + " is not a byte count: " + quoted(text) + corrupted());
+        throw std::runtime_error(what + " is not a byte count: " + detail::quoted(text) + corrupted());
     return value;
 }
 
@@ -431,7 +435,7 @@ inline void check_format_version(const std::string& json, const std::vector<Entr
     const std::string text = value_text(json, *entry);
     std::uint64_t header_version = 0;
     if (!parse_uint64(text, header_version))
-        throw std::runtime_error(path + ": the header's 'format_version' is " + quoted(text) +
+        throw std::runtime_error(path + ": the header's 'format_version' is " + detail::quoted(text) +
                                  ", not an integer" + corrupted());
     if (header_version != version)
         throw std::runtime_error(path + ": the header's 'format_version' is " + text + " but the file's prefix says " +
@@ -455,26 +459,29 @@ inline void payload_entry(const std::string& json, const std::vector<Entry>& ent
         throw std::runtime_error(what + " has no 'sha256' (the payload's checksum)" + corrupted());
     const std::string sha_text = value_text(text, *sha);
     if (sha_text.size() < 2 || sha_text[0] != '"')
-        throw std::runtime_error(what + ": 'sha256' is " + quoted(sha_text) + ", not a string" + corrupted());
+        throw std::runtime_error(what + ": 'sha256' is " + detail::quoted(sha_text) + ", not a string" + corrupted());
     sha256 = unquote(sha_text);
 }
 
 // The "model" entry, where it is an object: no repeated key, and its "threshold", where present, a
 // finite number within float32's range (as edgecmg.artifact checks it), which every verdict is
 // compared with: NaN passes no part and flags none. The rest of the model header is Python's to check.
-inline void check_threshold(const std::string& json, const std::vector<Entry>& entries, const std::string& path) {
+// Returns the threshold, NaN where there is none.
+inline double check_threshold(const std::string& json, const std::vector<Entry>& entries, const std::string& path) {
+    const double none = std::numeric_limits<double>::quiet_NaN();
     const Entry* model = find_entry(entries, "model");
-    if (model == nullptr || json[model->value_start] != '{') return;
+    if (model == nullptr || json[model->value_start] != '{') return none;
     const std::string text = value_text(json, *model);
     const std::vector<Entry> fields = top_level_entries(text, path + ": the header's 'model' entry");
     const Entry* threshold = find_entry(fields, "threshold");
-    if (threshold == nullptr) return;
+    if (threshold == nullptr) return none;
     const std::string number = value_text(text, *threshold);
     double value = 0.0;
     if (!json_number(number, value) || !(std::fabs(value) <= std::numeric_limits<float>::max()))
-        throw std::runtime_error(path + ": the header's 'model.threshold' is " + quoted(number) + ", not a finite "
+        throw std::runtime_error(path + ": the header's 'model.threshold' is " + detail::quoted(number) + ", not a finite "
                                  "number within float32's range: the engine was built from a damaged model, or its "
                                  "header was edited; rebuild it with `edgecmg build` from a model that loads");
+    return value;
 }
 
 // Read `size` bytes or throw: a read error (EIO: a failing disk or card) and a file that got shorter
@@ -591,7 +598,7 @@ inline EngineFile read_engine_file(const std::string& path) {
                                  "than the oldest this reader accepts (" + std::to_string(kHeaderChecksumSinceFormat) +
                                  ", the first whose header carries a checksum); rebuild the engine with this edgecmg "
                                  "(`edgecmg build M.onnx -o M.engine`)");
-    detail::check_threshold(file.header_json, entries, path);
+    file.threshold = detail::check_threshold(file.header_json, entries, path);
 
     for (Payload& payload : payloads) {
         payload.target->resize(payload.length);

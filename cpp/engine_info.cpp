@@ -1,6 +1,7 @@
 // edgecmg_engine_info M.engine: check an edgecmg engine file and print what it holds, with no Python
 // and no TensorRT (the same checks the C++ deployment runs before deserializing the plan).
 #include <exception>
+#include <iomanip>
 #include <iostream>
 #include <new>
 #include <string>
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
                   << "scorer_bytes " << file.scorer.size() << "\n"
                   << "precision " << value("precision") << "\n"
                   << "tensorrt " << value("tensorrt") << "\n"
+                  << "threshold " << std::setprecision(17) << file.threshold << "\n"
                   << "header " << printable(file.header_json) << "\n";
     } catch (const std::bad_alloc&) {
         std::cerr << "error: " << path << ": out of memory while reading the engine file (std::bad_alloc)\n";

@@ -366,3 +366,31 @@ def test_cmake_alias_target_and_tools_option(cpp_build, tmp_path):
         assert done.returncode == 0 and done.stdout == "500\n", done.stdout + done.stderr
         # the checker: built only when asked for under another project
         assert (build / "edgecmg" / "edgecmg_engine_info").is_file() == built
+
+
+def test_the_reader_hands_the_threshold_over_as_python_reads_it(engine_info, tmp_path):
+    """A C++ application needs the verdict's threshold: EngineFile::threshold holds model.threshold
+    (it had to parse header_json itself, with a JSON library of its own), to the last bit."""
+    header = json.loads(json.dumps(models.ENGINE_HEADER))
+    for value in (3.0787654321012345, 1e-7, 12345.678901234567):
+        header["model"]["threshold"] = value
+        path = _genuine(tmp_path, f"t{value}.engine", header=header)
+        done = _info(engine_info, path)
+        assert done.returncode == 0, done.stderr
+        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        assert float(lines["threshold"]) == read_engine_header(path)["model"]["threshold"] == value
+
+
+def test_the_header_compiles_after_iomanip(tmp_path):
+    """<iomanip> declares std::quoted, which argument-dependent lookup found for the header's own
+    unqualified quoted(std::string): a program including <iomanip> first did not compile."""
+    compiler = _compiler()
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    source = tmp_path / "iomanip_first.cpp"
+    source.write_text('#include <iomanip>\n#include <iostream>\n#include "edgecmg_engine.hpp"\n'
+                      "int main(int, char** argv) {\n"
+                      "  std::cout << std::setprecision(17) << edgecmg::read_engine_file(argv[1]).threshold << '\\n';\n"
+                      "}\n")
+    for std in ("c++14", "c++17"):
+        assert _compiles(compiler, [f"-std={std}", "-Wall", "-Wextra", "-Werror"], tmp_path, source), std
