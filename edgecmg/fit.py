@@ -22,9 +22,9 @@ from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
 from edgecmg.datasets import MVTecDataset, Sample
 from edgecmg.errors import DataError, name_some
-from edgecmg.imageio import (is_glob_pattern, is_image_file, list_images, read_image, read_image_size,
-                             resize_to_input, subfolders_with_images, to_rgb_uint8, warn_skipped_count,
-                             warn_unreadable)
+from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, list_images, read_image,
+                             read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
+                             warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
@@ -249,13 +249,6 @@ def training_images(data: str | Path) -> list[Path]:
     return images
 
 
-def _not_a_file(path: Path) -> str:
-    """What ``path``, which is there (or a link) but no regular file, is instead."""
-    if not path.exists():
-        return "a link to nothing"
-    return "a folder" if path.is_dir() else "not a regular file"
-
-
 def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]:
     """The captions of ``captions.csv`` beside ``images`` (see :func:`read_captions`), or None where
     there is none to read: CMLE is off, or the images (a glob's) come from several folders."""
@@ -287,7 +280,7 @@ def _say_captions_not_a_file(images: list[Path], cmle: bool) -> None:
     path = folders.pop() / "captions.csv"
     if (path.is_symlink() or path.exists()) and not path.is_file():
         log.warning("%s (%s): not a file, so not read, and the images get pseudo-text instead of captions; put "
-                    "the file,text CSV there", path, _not_a_file(path))
+                    "the file,text CSV there", path, kind_of_non_file(path))
 
 
 def _mvtec_refusal(root: Path) -> Optional[str]:

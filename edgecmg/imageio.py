@@ -14,9 +14,8 @@ Decoding uses ``cv2.imdecode(np.fromfile(path), cv2.IMREAD_UNCHANGED)`` (works w
 paths on every OS) and falls back to Pillow for what OpenCV cannot decode. EXIF orientation is
 not applied (pixels come out as stored, like camera frames do). A file whose header declares more than
 twice Pillow's ``MAX_IMAGE_PIXELS`` (179 megapixels by default) is refused before it is decoded: from
-the header Pillow parses or, in a format only OpenCV reads, by OpenCV's limit, which importing this
-module sets to the same through ``OPENCV_IO_MAX_IMAGE_PIXELS`` (unless that is set already, or cv2 was
-imported first). Files that are not regular files (FIFOs, devices) are refused unopened. Any failure
+the header Pillow parses or, in a format only OpenCV reads, by OpenCV's limit, which importing edgecmg
+sets to the same (``edgecmg.pixel_limit``; unless it is set already, or cv2 was imported first). Files that are not regular files (FIFOs, devices) are refused unopened. Any failure
 raises :class:`~edgecmg.errors.DataError` naming the file; ``load_images`` turns those into skips.
 """
 from __future__ import annotations
@@ -311,20 +310,28 @@ def _read_bytes(path: Path) -> np.ndarray:
     return data
 
 
-def _not_a_regular_file(path: Path) -> str:
-    """Why ``path``, which exists but is neither a regular file nor a folder (a FIFO, a device, a socket,
-    or a link to one), is not read as an image: opening a FIFO blocks until something writes to it, and
-    reading a device such as /dev/zero never ends."""
+def kind_of_non_file(path: Path) -> str:
+    """What ``path``, which is there (or a link) but no regular file, is instead: "a folder", "a FIFO",
+    "a character device", ..., "a link to nothing", or "a link to /dev/zero, a character device"."""
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing"
     try:
         mode = path.stat().st_mode
     except OSError:
         mode = 0
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "not a file or folder")
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a file or folder")
     if path.is_symlink():
         kind = f"a link to {os.readlink(path)}, {kind}"
-    return f"{path} is not a regular file ({kind}); give image files or their folder"
+    return kind
+
+
+def _not_a_regular_file(path: Path) -> str:
+    """Why ``path``, which exists but is neither a regular file nor a folder (a FIFO, a device, a socket,
+    or a link to one), is not read as an image: opening a FIFO blocks until something writes to it, and
+    reading a device such as /dev/zero never ends."""
+    return f"{path} is not a regular file ({kind_of_non_file(path)}); give image files or their folder"
 
 
 def _is_link_loop(path: Path) -> bool:
