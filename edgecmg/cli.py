@@ -30,7 +30,7 @@ from edgecmg.commands import (
     restore_handlers,
 )
 from edgecmg.config import ModelConfig, StreamConfig
-from edgecmg.errors import ConfigError, EdgeCMGError, name_some, out_of_memory
+from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, name_some, out_of_memory
 from edgecmg.fileio import point_at_devnull
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -49,7 +49,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if not output.is_dir():  # a folder: prepare_output says so
         artifact.check_suffix(output)
     config = ModelConfig(
-        prompt=args.prompt, input_size=tuple(args.input_size) if args.input_size else None,
+        prompt=_argument_text(args.prompt), input_size=tuple(args.input_size) if args.input_size else None,
         max_side=args.max_side, features=args.features, cmer=not args.no_cmer, grid=args.grid, cmle=not args.no_cmle,
         cmle_dim=args.cmle_dim, max_bank_size=args.bank_size, seed=args.seed,
         score_top_fraction=args.score_top_fraction,
@@ -60,7 +60,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         log.warning("%s exists; this fit replaces it when it ends (another -o keeps both)", output)
     try:
         model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too
-        path = artifact.save(model, metadata, args.output)
+        try:
+            path = artifact.save(model, metadata, args.output)
+        except OutputError as exc:
+            raise _model_rescued(model, metadata, output, exc) from exc
     except BaseException:  # a fit stopped or failed leaves no empty folder of its -o behind
         remove_empty_folders(created)
         raise
@@ -68,6 +71,37 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
           f"{metadata['training']['seconds']:.1f} s)")
     return 0
+
+
+def _model_rescued(model, metadata: dict, output: Path, failed: OutputError) -> OutputError:
+    """The error to raise where ``output`` could not be written (a disk that filled during the fit):
+    the fitted model saved into a new folder in the temporary directory, often another file system,
+    so that minutes of fitting are not lost; or ``failed`` as it was where that fails too."""
+    import tempfile
+
+    from edgecmg import artifact
+
+    try:
+        rescued = artifact.save(model, metadata, Path(tempfile.mkdtemp(prefix="edgecmg-fit-")) / output.name)
+    except (OutputError, OSError) as also:
+        log.debug("the fitted model could not be saved in the temporary directory either: %s", also)
+        return failed
+    return OutputError(f"{failed}; the fitted model was saved as {rescued} instead: move it to where it belongs "
+                       f"once that is mended (mv {rescued} {output})")
+
+
+def _argument_text(value: str) -> str:
+    """A command-line text as typed: under a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8
+    mode) Python hands over the bytes of "pièce" undecoded, and they are UTF-8 nearly always. Left as
+    given where they are not (ModelConfig names the prompt then)."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(value).decode("utf-8")
+        except UnicodeError:
+            return value
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -168,7 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if args.out is not None:
                 records = metrics.pop("per_image")  # in scores.csv, not in the printed metrics
                 write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
-                             detector=detector, samples=samples)
+                             detector=detector, samples=samples, written=partial.report)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -213,13 +247,15 @@ class PartialScores:
 
     def __init__(self, out: Path, images: int) -> None:
         self.path, self.images, self.judged = out / self.NAME, images, 0
+        self.report: list[str] = []  # the report's files written whole (write_report's ``written``)
 
     def __enter__(self) -> "PartialScores":
         import csv
 
         from edgecmg.evaluation import SCORE_FIELDS
 
-        self._handle = open(self.path, "w", newline="", encoding="utf-8", buffering=1)  # line by line
+        # Line by line; a file name that is not UTF-8 escaped as in scores.csv (write_report).
+        self._handle = open(self.path, "w", newline="", encoding="utf-8", errors="backslashreplace", buffering=1)
         self._rows = csv.DictWriter(self._handle, fieldnames=SCORE_FIELDS)
         self._rows.writeheader()
         return self
@@ -232,6 +268,10 @@ class PartialScores:
         self._handle.close()
         if kind is None or not self.judged:
             self.path.unlink(missing_ok=True)
+        elif self.report:  # stopped while writing the report (a full disk): said as it is on disk
+            log.warning("eval judged %d of the %d test images and wrote %s into %s before it stopped; every score is "
+                        "in %s; run eval again with --overwrite for the whole report", self.judged, self.images,
+                        " and ".join(self.report), self.path.parent, self.path)
         else:
             log.warning("eval stopped after judging %d of the %d test images: their scores are in %s (no metrics); "
                         "run eval again for the metrics", self.judged, self.images, self.path)
@@ -690,10 +730,19 @@ _READS_IMAGE_FILES = frozenset({"fit", "predict", "eval", "threshold", "calibrat
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     closed = _stand_in_for_closed_std_streams()
+    _print_any_name()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse says so with the top-level usage, which lists no option of the command
         (getattr(args, "subparser", None) or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # torch's import dies here with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", which
+        # reads as a broken install.
+        print(f"edgecmg {args.command}: error: the current folder no longer exists (it was deleted or moved "
+              "away); cd to an existing folder and run the command again", file=sys.stderr)
+        return 2
     # Our own INFO lines (fit summary, skipped files) show; other libraries' only from WARNING up,
     # unless -v asks for everything. Where stderr is not a terminal (a service's log, a file), each
     # line says when: docker's and plain files' logs add no time of their own.
@@ -764,6 +813,16 @@ def _stand_in_for_closed_std_streams() -> list[str]:
             setattr(sys, name, open(fd, "w", encoding="utf-8", buffering=1, closefd=False))
             replaced.append(name)
     return replaced
+
+
+def _print_any_name() -> None:
+    """Standard output and error write what they cannot encode as escapes: a file name in UTF-8, or one
+    that is not (a Latin-1 name from a Windows share), printed where the output is ASCII
+    (PYTHONIOENCODING=ascii, a service's log) raised UnicodeEncodeError after the work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; a test's StringIO has none
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _say_on_stderr(text: str) -> None:

@@ -133,6 +133,13 @@ class ModelConfig:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError(f"prompt={self.prompt!r}: the prompt must be a non-empty string describing the "
                               "normal part, e.g. 'a photo of a metal commutator'")
+        try:
+            self.prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates: bytes a terminal or shell in another encoding passed through undecoded
+            # (the tokenizer would fail after the whole feature pass).
+            raise ConfigError(f"prompt={self.prompt!r} holds characters that are not text (bytes that did not "
+                              "decode as UTF-8); write the prompt in UTF-8 or in plain ASCII") from None
         _check_field_types(self)
         if self.input_size is not None:
             if len(self.input_size) != 2:

@@ -451,27 +451,36 @@ def _hardest_row(detector: Detector, samples: list[Sample]) -> tuple[list[np.nda
 
 
 def write_report(out: Path, metrics: dict, records: list[dict], threshold: float, data_name: str, *,
-                 detector: Optional[Detector] = None, samples: Optional[Sequence[Sample]] = None) -> None:
+                 detector: Optional[Detector] = None, samples: Optional[Sequence[Sample]] = None,
+                 written: Optional[list[str]] = None) -> None:
     """metrics.json, scores.csv (``records``: evaluate_detector's ``per_image``) and scores.png, the
     histogram of good and defective image scores against ``threshold``, into the folder ``out``; with
-    ``detector`` and ``samples`` (those evaluated) also hardest.png (:func:`hardest_cases`)."""
+    ``detector`` and ``samples`` (those evaluated) also hardest.png (:func:`hardest_cases`).
+    written: a list each file's name is added to once it is whole, so that a caller can say what a
+    report that failed part-way (a full disk) left."""
     from edgecmg.visualize import save_png, score_histogram
 
+    written = [] if written is None else written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
                        what="the report", sync=False)
+    written.append("metrics.json")
     rows = io.StringIO(newline="")  # whole before it is written, as every file edgecmg writes
     writer = csv.DictWriter(rows, fieldnames=SCORE_FIELDS)
     writer.writeheader()
     writer.writerows(records)
-    atomic_write_bytes(out / "scores.csv", rows.getvalue().encode("utf-8"), what="the report", sync=False)
+    # A file name that is not UTF-8 (caf\xe9.jpg from Latin-1, legal on Linux) as metrics.json and stream's
+    # reports write it, caf\udce9.jpg: its raw byte would make the whole file unreadable to a UTF-8 reader.
+    atomic_write_bytes(out / "scores.csv", rows.getvalue().encode("utf-8", "backslashreplace"), what="the report",
+                       sync=False)
+    written.append("scores.csv")
     auroc = metrics.get("image_auroc")
     title = f"{data_name}: {len(records)} test images" + ("" if auroc is None else f", image AUROC {auroc:.4f}")
     good = [r["score"] for r in records if r["label"] == 0]
     defective = [r["score"] for r in records if r["label"] == 1]
     if records:
         save_png(out / "scores.png", score_histogram(good, defective, threshold, title=title))
-    written = ["metrics.json", "scores.csv", "scores.png"]
+        written.append("scores.png")
     sheet = None
     if detector is not None and samples is not None and records:
         sheet = hardest_cases(detector, samples, records)

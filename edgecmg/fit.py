@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
@@ -146,7 +147,7 @@ def read_captions(folder: Path) -> dict[str, str]:
     unusable, multiline, cut = [], [], []
     for first, last, fields in rows:
         fields = fields + [""] * (len(header) - len(fields))  # a short row: its missing cells are empty
-        name, text = fields[file_at].strip(), fields[text_at].strip()
+        name, text = caption_key(fields[file_at].strip()), fields[text_at].strip()
         extra = [field for field in fields[len(header):] if field.strip()]  # trailing empty cells say nothing
         if extra and text_last:
             text = ", ".join([text, *extra])  # skipinitialspace took the space after each comma
@@ -406,7 +407,7 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
     model.scorer.cmer_margin.copy_(margins)
 
     threshold, threshold_left_out = _fit_threshold(model, holdout_frames, holdout_names, config, progress)
-    captioned = len(set(captions) & set(names)) if captions and config.cmle else 0
+    captioned = len(set(captions) & {caption_key(name) for name in names}) if captions and config.cmle else 0
     training_info = {
         "images": n, "bank_images": int(len(bank_images)), "holdout_images": int(n_holdout),
         "copies_left_out": len(training.copies), "threshold_left_out": threshold_left_out,
@@ -435,8 +436,16 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
     return model.eval(), metadata
 
 
+def caption_key(name: str) -> str:
+    """A file name as captions.csv and the image files are matched on: its NFC form. "café" can be
+    written two ways, é as one character (what keyboards give, and captions.csv held) or as e and an
+    accent (what macOS file systems gave the file), which look the same in every message."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _warn_unmatched_captions(captions: dict[str, str], names: list[str]) -> None:
     """Captions are matched by file name: a path or another name leaves the image uncaptioned."""
+    names = [caption_key(name) for name in names]
     absent = sorted(set(captions) - set(names))
     if absent:
         log.warning("%d of %d caption(s) name no training image (%s): captions are matched by file name "
@@ -681,9 +690,10 @@ def _text_embeddings(names: list[str], captions: Optional[dict[str, str]], pseud
     if not captions:
         return pseudo
     pseudo = pseudo.clone()
-    have = [i for i, name in enumerate(names) if name in captions]
+    keys = [caption_key(name) for name in names]
+    have = [i for i, key in enumerate(keys) if key in captions]
     if have:
-        pseudo[have] = matcher.encode_texts([captions[names[i]] for i in have]).to(pseudo.dtype)
+        pseudo[have] = matcher.encode_texts([captions[keys[i]] for i in have]).to(pseudo.dtype)
     return pseudo
 
 

@@ -46,3 +46,25 @@ def test_a_captions_csv_that_is_not_a_file_is_not_warned_about_where_captions_ar
         assert _folder_captions(images[:1], cmle=False) is None
         assert _folder_captions(images, cmle=True) is None
     assert not [r for r in caplog.records if "not a file" in r.getMessage()]
+
+
+def test_a_caption_matches_its_file_whichever_way_its_accents_are_written(kolektor_train, tmp_path, caplog):
+    """"pièce.jpg" as a keyboard writes it (è one character) in captions.csv, and as macOS file systems
+    name the file (e and an accent): the warning said the caption named no training image, beside a
+    file whose name looked the same."""
+    import unicodedata
+
+    from edgecmg.config import ModelConfig
+    from edgecmg.fit import fit
+
+    folder = tmp_path / "good"
+    folder.mkdir()
+    decomposed = unicodedata.normalize("NFD", "pièce.jpg")
+    for number, path in enumerate(kolektor_train[:12]):
+        (folder / (decomposed if number == 0 else path.name)).symlink_to(path)
+    (folder / "captions.csv").write_text("file,text\npièce.jpg,a commutator with a bright scratch\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        _, metadata = fit(folder, ModelConfig(prompt="a photo of a metal commutator", input_size=(256, 96),
+                                              cmle_dim=8, max_bank_size=300), progress=False)
+    assert metadata["training"]["captioned_images"] == 1
+    assert "name no training image" not in caplog.text
