@@ -6,6 +6,8 @@ red is at twice the threshold or more, and colours mean the same thing on every 
 """
 from __future__ import annotations
 
+import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -23,9 +25,47 @@ _SHEET_BACKGROUND = 40  # gray level of contact-sheet borders and empty cells
 _CAPTION_LINE = 18  # pixels per caption line of a contact sheet
 
 
+#: Characters Unicode does not decompose into ASCII that have a usual ASCII spelling.
+_ASCII_SPELLINGS = {"µ": "u", "μ": "u", "°": "deg", "×": "x", "–": "-", "—": "-", "‘": "'", "’": "'", "“": '"',
+                    "”": '"', "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d",
+                    "Đ": "D"}
+
+
 def ascii_text(text: str) -> str:
-    """``text`` with non-ASCII characters as '?': cv2.putText only has ASCII glyphs."""
-    return text.encode("ascii", "replace").decode("ascii")
+    """``text`` in ASCII, the only glyphs cv2.putText has: accents dropped ("défaut" -> "defaut"; also
+    full-width letters and ligatures, by Unicode's compatibility decomposition), a few symbols spelled
+    out ("5µm" -> "5um"), and every other character as the JSON reports write it: "缺" as ``\\u7f3a``,
+    a file name's byte that is not UTF-8 as ``\\udce9``. A '?' for each made "缺陷.jpg" and "裂纹.jpg"
+    the same "??.jpg"; the escapes tell them apart and can be searched for in the reports.
+    """
+    return "".join(_ascii_char(char) for char in text)
+
+
+def _ascii_char(char: str) -> str:
+    if char.isascii():
+        return char
+    if char in _ASCII_SPELLINGS:
+        return _ASCII_SPELLINGS[char]
+    plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    # Character by character: a syllable that decomposes into other non-ASCII letters (Hangul) stays one.
+    return plain if plain.isascii() else json.dumps(char)[1:-1]
+
+
+def _fit_text(text: str, width: int, font_scale: float) -> str:
+    """``text``, or its start and end joined by '..' where it is wider than ``width`` pixels: a file
+    name keeps its number and extension, which tell the images apart, where the right edge of a
+    narrow cell cut them off."""
+    def fits(candidate: str) -> bool:
+        return cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] <= width
+
+    if fits(text):
+        return text
+    for keep in range(len(text) - 1, 1, -1):
+        head = keep // 2
+        short = f"{text[:head]}..{text[len(text) - (keep - head):]}"
+        if fits(short):
+            return short
+    return text  # not even two characters fit: the edge cuts it, as it always did
 
 
 def _frame_array(frame: Any) -> np.ndarray:
@@ -254,8 +294,8 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
         if captions is not None:
             cell = cv2.copyMakeBorder(cell, strip, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             for row, text in enumerate(lines[i]):
-                cv2.putText(cell, ascii_text(text), (4, _CAPTION_LINE * (row + 1) - 3), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.45, _TEXT_RGB, 1, cv2.LINE_AA)
+                cv2.putText(cell, _fit_text(ascii_text(text), width - 8, 0.45), (4, _CAPTION_LINE * (row + 1) - 3),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT_RGB, 1, cv2.LINE_AA)
         cells.append(cv2.copyMakeBorder(cell, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=(_SHEET_BACKGROUND,) * 3))
     cell_w = max(c.shape[1] for c in cells)
     cells = [cv2.copyMakeBorder(c, 0, 0, 0, cell_w - c.shape[1], cv2.BORDER_CONSTANT,

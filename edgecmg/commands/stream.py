@@ -530,17 +530,30 @@ class OverlayVideo:
         if self._writer is None:
             return
         self._writer.release()
-        # Its last frame must read back: a full disk leaves an .mp4 without its index (none reads), an empty
-        # .mkv, or one cut short whose first frames read (Matroska is made to survive a cut).
-        readable = cv2.VideoCapture(self.path)
-        try:
-            whole = readable.isOpened() and readable.set(cv2.CAP_PROP_POS_FRAMES, self.frames_written - 1) \
-                and readable.read()[0]
-        finally:
-            readable.release()
-        if not whole:  # the records are kept, and the summary says what was judged
-            raise OutputError(f"the overlay video {self.path} was not written whole (it cannot be read back: is the "
-                              "disk full?); free space or choose another place for --save")
+        # The records are kept, and the summary says what was judged.
+        if not video_holds_frames(self.path, self.frames_written):
+            raise OutputError(f"the overlay video {self.path} was not written whole (its last frame cannot be read "
+                              "back: is the disk full?); free space or choose another place for --save")
+
+
+def video_holds_frames(path: str, frames: int) -> bool:
+    """Whether the video at ``path`` reads back through its frame ``frames - 1``: OverlayVideo's check
+    that nothing was lost, as OpenCV's writer says nothing of a failed write.
+
+    A full disk leaves an .mp4 without its index (it does not open), or an .mkv or .avi cut short whose
+    first frames read: Matroska and AVI are made to survive a cut. When the cut also kept the writer
+    from filling in the header, the file has no length: OpenCV's seek then stops at frame 0, reports
+    success, and the read gives the first frame. So the position after the read must be ``frames``
+    (OpenCV's next frame), not just any frame read. One seek and one decode from the nearest key frame,
+    through the file's index: milliseconds for an hour of video too, where reading every frame back
+    would take about as long as writing them.
+    """
+    capture = cv2.VideoCapture(path)
+    try:
+        return (capture.isOpened() and capture.set(cv2.CAP_PROP_POS_FRAMES, frames - 1) and capture.read()[0]
+                and capture.get(cv2.CAP_PROP_POS_FRAMES) == frames)
+    finally:
+        capture.release()
 
 
 def summary_rows(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:

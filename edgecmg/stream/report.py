@@ -49,6 +49,15 @@ def _sanitize(obj: Any) -> Any:
     return obj
 
 
+def _as_utf8(text: str) -> str:
+    """``text`` with every character UTF-8 cannot hold written as the JSON report writes it: a file
+    name's byte that is not UTF-8 (``caf\\xe9.jpg`` from Latin-1, legal on Linux) comes to Python
+    as a lone surrogate, ``caf\\udce9.jpg``, which reads the same in the .json, .csv and .md and in a
+    terminal. Raw bytes would make the whole .csv unreadable to a UTF-8 reader (pandas, spreadsheets).
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _is_latency_summary(v: Any) -> bool:
     return isinstance(v, Mapping) and "p50_ms" in v and "p99_ms" in v
 
@@ -180,11 +189,11 @@ def write_report(
             c: (json.dumps(row[c], default=_json_default) if isinstance(row.get(c), (dict, list)) else row.get(c))
             for c in cols
         })
-    atomic_write_bytes(out / f"{stem}.csv", buf.getvalue().encode("utf-8"), what="the report", sync=False)
+    atomic_write_bytes(out / f"{stem}.csv", _as_utf8(buf.getvalue()).encode("utf-8"), what="the report", sync=False)
 
-    table = markdown_table(clean_rows, cols)
+    table = _as_utf8(markdown_table(clean_rows, cols))
     device = env.get("device") if env else None
-    header = f"# {stem}\n\n" + (f"Device: {device}\n\n" if device else "")
+    header = _as_utf8(f"# {stem}\n\n" + (f"Device: {device}\n\n" if device else ""))
     atomic_write_bytes(out / f"{stem}.md", (header + table).encode("utf-8"), what="the report", sync=False)
     if echo:
         print(table, end="")
