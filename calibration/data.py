@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -102,7 +103,10 @@ def fingerprint(paths: Sequence[Path]) -> str:
     """SHA-256 over the name, size and modification time of each file: changes when the data does."""
     digest = hashlib.sha256()
     for p in paths:
-        digest.update(f"{p.name}\0{_size_and_time(p)}\n".encode())
+        # The name's bytes as the file system holds them: a name that is not UTF-8 (Latin-1 "caf\xe9.jpg")
+        # is a str with surrogates that .encode() refused; for the others these are their UTF-8 bytes,
+        # as before, so existing caches keep their fingerprints.
+        digest.update(os.fsencode(p.name) + f"\0{_size_and_time(p)}\n".encode())
     return digest.hexdigest()
 
 

@@ -28,7 +28,7 @@ from edgecmg.export import (
     export_model,
     read_onnx_header,
 )
-from edgecmg.fileio import check_writable
+from edgecmg.fileio import NAME_MAX, check_writable, cut_to_bytes
 
 log = logging.getLogger("edgecmg")
 
@@ -61,14 +61,21 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                                      config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
-    # The name starts with the file's stem for whoever looks in the cache; the rest is the key.
+    # The name starts with the file's stem for whoever looks in the cache; the rest is the key. A long
+    # stem is cut (the key alone tells entries apart): a 233-byte model name made a name past NAME_MAX.
     key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
-    path = folder / f"{Path(artifact_path).stem}{key_part}"
+    stem = cut_to_bytes(Path(artifact_path).stem, _ENTRY_MAX_BYTES - len(key_part))
+    path = folder / f"{stem}{key_part}"
     with _EXPORT_LOCK:  # threads of one process opening one model export it once
-        if not path.is_file():  # the same model opened under another name (a copy per line) was exported
-            path = next((p for p in sorted(folder.glob(f"*{key_part}"))
-                         if _CACHE_ENTRY.fullmatch(p.name) and p.is_file()), path)
-        if path.is_file():
+        try:
+            if not path.is_file():  # the same model opened under another name (a copy per line) was exported
+                path = next((p for p in sorted(folder.glob(f"*{key_part}"))
+                             if _CACHE_ENTRY.fullmatch(p.name) and p.is_file()), path)
+            cached = path.is_file()
+        except OSError as exc:  # a cache folder this process may not look into: as one it may not write
+            raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
+                                          f"cached in {folder}, which cannot be read ({exc})", _CACHE_HINT) from exc
+        if cached:
             try:
                 proto = _load_proto(path)
                 # A cache entry from before graph checksums counts as stale: exported again, it gets one.
@@ -108,6 +115,10 @@ def _mark_used(path: Path) -> None:
     except OSError:  # a read-only cache: nothing is written to it, nothing is pruned
         pass
 
+
+#: The longest name cached_onnx gives an export, in bytes: room left under NAME_MAX for the whole of
+#: atomic_path's and check_writable's ".NAME.PID-TID-HEX.tmp" around it, which _CACHE_LEFTOVER matches.
+_ENTRY_MAX_BYTES = NAME_MAX - 64
 
 #: The names cached_onnx gives its exports: STEM-SHA12-GRAPH-KEY12.onnx. Only these are pruned, so a
 #: cache directory that is also a folder of the user's own models keeps them.

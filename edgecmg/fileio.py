@@ -17,7 +17,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
@@ -73,13 +73,13 @@ def atomic_path(path: Union[str, Path], *, what: str = "") -> Iterator[Path]:
     process and thread, and removed on any exception, Ctrl-C included. ``what`` names the file in
     the OutputError an OSError becomes (e.g. "the model file")."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _beside(path, f".{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(write_problem(path, exc, what)) from exc
+        raise OutputError(_link_or_write_problem(path, exc, what)) from exc
     finally:
         with contextlib.suppress(OSError):  # gone already after the replace
             tmp.unlink()
@@ -89,13 +89,69 @@ def check_writable(path: Union[str, Path], *, what: str = "") -> None:
     """Create ``path``'s folder and a file beside ``path`` (removed at once), so that an unwritable
     place fails before long work instead of after it; an OutputError naming ``path`` otherwise."""
     path = Path(path)
-    probe = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.probe")
+    probe = _beside(path, f".{os.getpid()}-{uuid.uuid4().hex[:8]}.probe")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise OutputError(write_problem(path, exc, what)) from exc
+        raise OutputError(_link_or_write_problem(path, exc, what)) from exc
+
+
+#: The longest file name, in bytes, that the usual file systems take (ext4, XFS, Btrfs, APFS; NTFS and
+#: exFAT count 255 UTF-16 units, which a name of 255 UTF-8 bytes never exceeds). A CJK character
+#: takes 3 bytes, so 85 of them are a whole name.
+NAME_MAX = 255
+
+
+def cut_to_bytes(text: str, budget: int) -> str:
+    """The longest start of ``text`` whose file-system encoding (``os.fsencode``) takes at most
+    ``budget`` bytes, cut between characters: a name cut to fit stays readable, never half a character."""
+    text = text[:max(budget, 0)]  # each character takes a byte at least
+    while len(os.fsencode(text)) > budget:
+        text = text[:-1]
+    return text
+
+
+def _beside(path: Path, unique: str) -> Path:
+    """A hidden name beside ``path``, ``.NAME`` followed by ``unique``: NAME cut (:func:`cut_to_bytes`)
+    where the whole would pass NAME_MAX, so that every name that is legal itself can be written
+    (a 238-byte -o name was refused: its temporary name was 40 bytes longer)."""
+    return path.with_name("." + cut_to_bytes(path.name, NAME_MAX - 1 - len(os.fsencode(unique))) + unique)
+
+
+def broken_link(path: Union[str, Path]) -> Optional[str]:
+    """What is wrong, and what to do, where ``path`` or a folder above it is a symbolic link that leads
+    nowhere: one that loops back on itself, or one to a place that does not exist. The OS says
+    neither in words of the link (mkdir's "File exists", pathlib's RuntimeError "Symlink loop").
+    None where no link on the way is broken."""
+    path = Path(path)
+    for part in (*reversed(path.parents), path):  # outermost first: the first broken link is the cause
+        try:
+            if not part.is_symlink():
+                continue
+            os.stat(part)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return (f"{part} is a symbolic link that leads round in a loop (to itself, or through links that "
+                        f"lead back to it: ls -l {part}); remove it or point it at a folder, or choose another place")
+            if exc.errno == errno.ENOENT:
+                with contextlib.suppress(OSError):
+                    target = os.path.join(os.path.dirname(part), os.readlink(part))
+                    return (f"{part} is a symbolic link to {target}, which does not exist; create {target}, or "
+                            "remove the link, or choose another place")
+    return None
+
+
+def _link_or_write_problem(path: Path, exc: OSError, what: str) -> str:
+    """:func:`write_problem`, or where the folder of ``path`` is reached through a broken symbolic link,
+    that link named (its errors read as "a part of its folder path is a file" or "File exists").
+    Only the folder is looked at: ``path`` itself, a link to a file not there yet, is replaced whole."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.ENOENT, errno.ELOOP):
+        problem = broken_link(path.parent)
+        if problem:
+            return f"cannot write {f'{what} {path}' if what else path}: {problem}"
+    return write_problem(path, exc, what)
 
 
 def atomic_write_bytes(path: Union[str, Path], data: Union[bytes, memoryview], *, what: str = "",

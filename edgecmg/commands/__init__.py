@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edgecmg.errors import ConfigError, OutputError
-from edgecmg.fileio import check_writable
+from edgecmg.fileio import broken_link, check_writable
 
 log = logging.getLogger("edgecmg")
 
@@ -128,21 +128,52 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path}: a file of that name is in the way of the output folder; "
                           "give a folder name (new or existing)")
-    earlier = [name for name in results if (path / name).exists()]
-    if earlier and not overwrite:
-        raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; give another folder, or "
-                          "add --overwrite to replace them")
     created = missing_folders(path)  # ``--out a/b`` may create ``a`` too
     try:
         check_writable(path / "results")  # creates the folder, and a file in it is tried at once
     except OutputError as exc:
         raise ConfigError(f"{flag} {path}: cannot write into the output folder ({exc.__cause__}); choose a "
                           "writable place") from exc
+    with _only_run_in(path, flag):  # refused: the folder is another run's, and is left as it is
+        try:
+            # Looked for once the folder is this run's: a run that ended a moment ago has left its results.
+            earlier = [name for name in results if (path / name).exists()]
+            if earlier and not overwrite:
+                raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; give another "
+                                  "folder, or add --overwrite to replace them")
+            yield path
+        except BaseException:
+            remove_empty_folders(created)
+            raise
+
+
+@contextmanager
+def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
+    """The output folder held for this run alone: two predicts started into one new --out both found
+    it empty, both wrote results.jsonl from its start, and both exited 0 over a file holding half of
+    each and a broken record. An advisory lock on the folder itself (no lock file is left; the OS lets
+    go of it whatever ends the process); where the system has no flock (Windows), nothing is held."""
     try:
-        yield path
-    except BaseException:
-        remove_empty_folders(created)
-        raise
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder that cannot be opened for reading (mode 0300) is written unheld
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{flag} {folder}: another edgecmg command is writing into this folder now; wait for "
+                              "it to end, or give another folder") from None
+        except OSError:  # a file system without locks (some network mounts): written unheld
+            pass
+        yield
+    finally:
+        os.close(handle)
 
 
 @contextmanager
@@ -184,6 +215,12 @@ def check_out_outside_inputs(out: str | Path, flag: str, inputs: Sequence[str | 
     its sub-folders is never read, and stays allowed."""
     from edgecmg.imageio import is_glob_pattern
 
+    # The first check of every output folder (output_folder, and capture before its source opens): a
+    # link loop made resolve() below raise a RuntimeError, and a link to a missing folder failed later
+    # as "File exists".
+    problem = broken_link(Path(out).expanduser())
+    if problem:
+        raise ConfigError(f"{flag} {out}: {problem}")
     target = Path(out).expanduser().resolve()
     written = os.path.abspath(os.path.expanduser(str(out)))
     for item in inputs:

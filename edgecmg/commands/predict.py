@@ -232,7 +232,25 @@ def unique_overlay_names(paths: list[Path]) -> list[str]:
     MVTec folders reuse names across defect types (``test/crack/000.png``, ``test/good/000.png``),
     so a clashing stem takes its folder's name in front; a clash that remains gets a number
     appended (the input's position).
+
+    A name longer than a file name may be (NAME_MAX bytes: 85 CJK characters) is cut, and a hash of
+    the whole stem added (``<start of stem>~<8 hex>_overlay.png``), so that two long stems that start
+    alike still differ; the same inputs give the same names on every run (--resume relies on it).
     """
+    import hashlib
+
+    from edgecmg.fileio import NAME_MAX, cut_to_bytes
+
+    tail = "_overlay.png"
+    # 8 bytes left over: resume_predict may add "_<number>" to a name that clashes with a kept overlay.
+    budget = NAME_MAX - 8
+
+    def fitting(stem: str) -> str:
+        if len(os.fsencode(stem + tail)) <= budget:
+            return stem + tail
+        mark = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+        return cut_to_bytes(stem, budget - len(mark + tail)) + mark + tail
+
     stem_counts: dict[str, int] = {}
     for path in paths:
         stem_counts[path.stem] = stem_counts.get(path.stem, 0) + 1
@@ -240,9 +258,9 @@ def unique_overlay_names(paths: list[Path]) -> list[str]:
     taken: set[str] = set()
     for index, path in enumerate(paths):
         stem = path.stem if stem_counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}"
-        name, suffix = f"{stem}_overlay.png", index
+        name, suffix = fitting(stem), index
         while name in taken:
-            name = f"{stem}_{suffix}_overlay.png"
+            name = fitting(f"{stem}_{suffix}")
             suffix += len(paths)
         taken.add(name)
         names.append(name)
