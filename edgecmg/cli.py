@@ -749,9 +749,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     on_terminal = sys.stderr.isatty()
     # Progress bars redraw with carriage returns, which turn a log file into one garbled line.
     args.progress_bars = on_terminal and not args.quiet
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format=("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")  # as the stream's status lines, which share the log
+    to_stderr = logging.StreamHandler()
+    to_stderr.setFormatter(_OneLineFormatter(("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: "
+                                             "%(message)s", "%Y-%m-%d %H:%M:%S"))  # as the stream's status lines
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[to_stderr])
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if "stdout" in closed:
         log.warning("standard output is closed: what this command prints goes nowhere (give it a file: > out.txt)")
@@ -813,6 +814,16 @@ def _stand_in_for_closed_std_streams() -> list[str]:
             setattr(sys, name, open(fd, "w", encoding="utf-8", buffering=1, closefd=False))
             replaced.append(name)
     return replaced
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Each log record on one line: a control character in a message (a file name may hold a newline)
+    written as an escape. "skipped: bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg is empty"
+    printed a line that looked like one of ours. A traceback (-v) keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = "".join(json.dumps(c)[1:-1] if c < " " or c == "\x7f" else c for c in record.message)
+        return super().formatMessage(record)
 
 
 def _print_any_name() -> None:

@@ -85,3 +85,17 @@ def test_a_model_that_cannot_be_written_where_asked_is_kept_in_the_temporary_dir
     assert f"the fitted model was saved as {rescued[0]} instead" in error and f"mv {rescued[0]} {output}" in error
     model, metadata = artifact.load(rescued[0])
     assert metadata["training"]["images"] == 10
+
+
+def test_a_file_name_holding_a_newline_cannot_forge_a_log_line(small_artifact, kolektor_train, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    shutil.copy(kolektor_train[0], folder / "good.jpg")
+    forged = "bad\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg"
+    (folder / forged).write_bytes(b"")  # empty: skipped, and named in a warning
+    run = subprocess.run([EDGECMG, "predict", str(small_artifact), str(folder), "--out", str(tmp_path / "out"),
+                          "--overlays", "none"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert not any(line.startswith("2026-12-07 06:00:00 INFO") for line in lines), run.stderr
+    assert any("bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg" in line for line in lines), run.stderr
