@@ -56,7 +56,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         matcher="clip" if args.clip_weights else "zeroshot", clip_weights=args.clip_weights, clip_arch=args.clip_arch)
     created = missing_folders(output.parent)
     artifact.prepare_output(output)  # before the fit, not after it
-    if output.is_file():  # said now, while Ctrl-C still keeps it (save replaces it by rename at the end)
+    if output.is_symlink():  # the rename at the end replaces the link, not the file it leads to
+        log.warning("%s is a link to %s; this fit replaces the link with the new model when it ends, and %s is kept "
+                    "as it is", output, os.readlink(output), os.readlink(output))
+    elif output.is_file():  # said now, while Ctrl-C still keeps it (save replaces it by rename at the end)
         log.warning("%s exists; this fit replaces it when it ends (another -o keeps both)", output)
     try:
         model, metadata = fit(Path(args.data), config, progress=args.progress_bars)  # its captions.csv too

@@ -99,3 +99,23 @@ def test_a_file_name_holding_a_newline_cannot_forge_a_log_line(small_artifact, k
     lines = run.stderr.splitlines()
     assert not any(line.startswith("2026-12-07 06:00:00 INFO") for line in lines), run.stderr
     assert any("bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg" in line for line in lines), run.stderr
+
+
+def test_fit_onto_a_link_says_the_link_is_replaced_and_its_file_kept(small_artifact, kolektor_train, tmp_path,
+                                                                      caplog):
+    from edgecmg.cli import main
+
+    data = tmp_path / "good"
+    data.mkdir()
+    for path in kolektor_train[:10]:
+        (data / path.name).symlink_to(path)
+    version1 = tmp_path / "v1.edgecmg"
+    shutil.copy(small_artifact, version1)
+    current = tmp_path / "current.edgecmg"
+    current.symlink_to("v1.edgecmg")
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert main(["-q", "fit", str(data), "--prompt", "a photo of a metal commutator", "--input-size", "256", "96",
+                     "--cmle-dim", "8", "-o", str(current)]) == 0
+    # Once: "current.edgecmg exists; this fit replaces it", where the file it named stayed as it was.
+    assert f"{current} is a link to v1.edgecmg; this fit replaces the link with the new model" in caplog.text
+    assert not current.is_symlink() and version1.read_bytes() == small_artifact.read_bytes()
