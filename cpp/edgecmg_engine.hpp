@@ -538,9 +538,14 @@ inline EngineFile read_engine_file(const std::string& path) {
     char head_chars[prefix];
     detail::read_exactly(in, head_chars, prefix, path, "the prefix");
     const unsigned char* head = reinterpret_cast<const unsigned char*>(head_chars);
+    if (std::memcmp(head, "EDGECMG\0", 8) == 0)  // the model file's magic (edgecmg/magic.py: ARTIFACT)
+        throw std::runtime_error(path + ": an edgecmg model file (.edgecmg), not an engine file: export it "
+                                 "(`edgecmg export M.edgecmg --with-scoring -o M.onnx`) and build the engine on "
+                                 "the device (`edgecmg build M.onnx -o M.engine`)");
     if (std::memcmp(head, "EDGECMGE", 8) != 0)  // kEngineMagic (see there)
-        throw std::runtime_error(path + ": not an edgecmg engine file (bad magic); a bare TensorRT plan lacks "
-                                 "the model header: build it with `edgecmg build M.onnx -o M.engine`");
+        throw std::runtime_error(path + ": not an edgecmg engine file (bad magic): neither an .onnx export nor "
+                                 "a bare TensorRT plan holds the model header; build the engine with "
+                                 "`edgecmg build M.onnx -o M.engine`");
     EngineFile file;
     std::uint64_t header_len = 0;
     for (int i = 0; i < 4; ++i) file.format_version |= std::uint32_t(head[8 + i]) << (8 * i);

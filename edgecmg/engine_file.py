@@ -89,9 +89,14 @@ def _read_prefix(handle, path: Path) -> dict[str, Any]:
     if len(prefix) < _PREFIX.size:
         raise ArtifactError(f"{path}: truncated ({len(prefix)} bytes): not an edgecmg engine file")
     tag, version, header_len = _PREFIX.unpack(prefix)
+    if tag == magic.ARTIFACT:  # as the C++ reader says it (cpp/edgecmg_engine.hpp)
+        raise ArtifactError(f"{path}: an edgecmg model file (.edgecmg), not an engine file: export it (`edgecmg "
+                            "export M.edgecmg --with-scoring -o M.onnx`) and build the engine on the device "
+                            "(`edgecmg build M.onnx -o M.engine`)")
     if tag != ENGINE_MAGIC:
-        raise ArtifactError(f"{path}: not an edgecmg engine file (bad magic {tag!r}); a bare TensorRT plan "
-                            "lacks the model header: build it with `edgecmg build M.onnx -o M.engine`")
+        raise ArtifactError(f"{path}: not an edgecmg engine file (bad magic {tag!r}): neither an .onnx export nor a "
+                            "bare TensorRT plan holds the model header; build the engine with `edgecmg build M.onnx "
+                            "-o M.engine`")
     if version > ENGINE_FORMAT_VERSION:
         raise ArtifactError(f"{path}: engine file format {version} is newer than this edgecmg understands "
                             f"({ENGINE_FORMAT_VERSION}); upgrade edgecmg")

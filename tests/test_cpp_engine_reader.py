@@ -129,7 +129,9 @@ def _damaged(tmp_path: Path) -> dict[Path, str]:
                           "scorer payload checksum mismatch"),
         "cut.engine": (data[:-10], "truncated engine payload (4990 of 5000 bytes)"),
         "trailing.engine": (data + b"x", "trailing bytes after the engine"),
-        "plan.engine": (b"\x01plan" * 1000, "not an edgecmg engine file (bad magic)"),
+        "plan.engine": (b"\x01plan" * 1000, "not an edgecmg engine file (bad magic): neither an .onnx export "
+                                            "nor a bare TensorRT plan holds the model header"),
+        "model.engine": (b"EDGECMG\0" + data[8:], "an edgecmg model file (.edgecmg), not an engine file: export it"),
         "newer.engine": (data[:8] + struct.pack("<I", ENGINE_FORMAT_VERSION + 1) + data[12:],
                          f"engine file format {ENGINE_FORMAT_VERSION + 1} is newer"),
         "short-header.engine": (data[:8 + 4 + 8 + 20], f"truncated inside the header (it claims {header_len} bytes"),
