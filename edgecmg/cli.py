@@ -177,6 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.datasets import MVTecDataset
     from edgecmg.detector import Detector
     from edgecmg.evaluation import EVAL_BYTES_PER_PIXEL, eval_memory_per_image, evaluate_detector, write_report
+    from edgecmg.model.backbone import file_sha256
 
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed
@@ -199,7 +200,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             metrics = evaluate_detector(detector, samples, progress=args.progress_bars, per_image=args.out is not None,
                                         on_record=partial.write if partial is not None else None)
             # Which model judged which data, when, at which threshold: metrics.json is read long after.
-            metrics.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+            # model_sha256: which model, where a path is reused for a refit (predict_run.json records it too).
+            metrics.update({"model": str(Path(args.model).resolve()), "model_sha256": file_sha256(args.model),
+                            "data": str(Path(args.data).resolve()),
                             "threshold_from": "--threshold" if args.threshold is not None else "the model file",
                             "evaluated": datetime.now().astimezone().isoformat(timespec="seconds")})
             if args.out is not None:
@@ -469,7 +472,9 @@ def _add_fit(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=ModelConfig.seed,
                    help="seeds the hold-out split and the coreset draw, 0..2**64-1: the same images and seed on the "
                         "same machine, with the same thread count, give the same model, bar its creation time and "
-                        "fit seconds (another thread count moves the threshold and bank a little)")
+                        "fit seconds (another thread count moves the threshold and bank a little). The split is "
+                        "drawn over the images in order of their paths: renamed or reordered, the same images draw "
+                        "another split, as another seed does")
     p.set_defaults(func=cmd_fit)
 
 

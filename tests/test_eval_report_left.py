@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -56,3 +57,5 @@ def test_eval_out_writes_a_file_name_that_is_not_utf8(kolektor_root, small_artif
     assert sum(Path(name).name == "caf\\udce9 part.jpg" for name in files) == 1, files
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["images"] == 4
+    # Which model judged: its path may hold a refit by now.
+    assert metrics["model_sha256"] == hashlib.sha256(small_artifact.read_bytes()).hexdigest()
