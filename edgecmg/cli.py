@@ -143,7 +143,9 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     if args.output is not None:
         provenance = {"quantile": found["quantile"], "images": found["images"], "previous": found["stored_threshold"],
                       "sources": [str(Path(item).resolve()) if Path(item).exists() else str(item) for item in args.good],
-                      "left_out": found["left_out"], "backend": found["backend"], "by": "edgecmg threshold",
+                      # resolved as "sources" are: the file's bytes must not depend on the folder it ran in
+                      "left_out": [str(Path(name).resolve()) for name in found["left_out"]],
+                      "backend": found["backend"], "by": "edgecmg threshold",
                       "time": datetime.now().astimezone().isoformat(timespec="seconds")}
         artifact.save_with_threshold(args.model, args.output, found["threshold"], provenance)
         found["written"] = str(args.output)
