@@ -22,13 +22,18 @@ from edgecmg.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time they are imported on first use
-    from edgecmg.artifact import save
-    from edgecmg.config import EngineConfig, ExportConfig, ModelConfig, StreamConfig
-    from edgecmg.detector import Detector
-    from edgecmg.errors import EdgeCMGError
-    from edgecmg.imageio import read_image
-    from edgecmg.result import Result
+# Type checkers and IDEs see the names; at run time they are imported on first use. "X as X" marks each
+# as re-exported: a strict checker (mypy --no-implicit-reexport) refused `from edgecmg import Detector`.
+if TYPE_CHECKING:
+    from edgecmg.artifact import save as save
+    from edgecmg.config import EngineConfig as EngineConfig
+    from edgecmg.config import ExportConfig as ExportConfig
+    from edgecmg.config import ModelConfig as ModelConfig
+    from edgecmg.config import StreamConfig as StreamConfig
+    from edgecmg.detector import Detector as Detector
+    from edgecmg.errors import EdgeCMGError as EdgeCMGError
+    from edgecmg.imageio import read_image as read_image
+    from edgecmg.result import Result as Result
 
 # public name -> the module that defines it
 _EXPORTS = {

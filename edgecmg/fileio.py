@@ -186,10 +186,14 @@ class JsonLinesFile:
         mode = os.O_APPEND if append else os.O_TRUNC
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        try:
             self._end = os.lseek(self._fd, 0, os.SEEK_END)  # where the last whole line ends
             if ends_cut:
                 self._end += os.write(self._fd, b"\n")
-        except OSError as exc:
+        except OSError as exc:  # a full disk: the descriptor is closed here, as no object holds it
+            os.close(self._fd)
             raise self._error(exc) from exc
 
     def write(self, record: dict) -> None:

@@ -26,7 +26,7 @@ Lists of maps are stacked into one array first, a copy more.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -87,12 +87,23 @@ def _check_same_length(labels: np.ndarray, scores: np.ndarray) -> None:
         raise DataError("labels and scores are empty; evaluate at least one normal and one anomalous sample")
 
 
+def _stacked(arrays: Sequence[Any], what: str) -> np.ndarray:
+    """A list of per-image arrays as one [N,H,W] array; arrays of different sizes are a DataError naming
+    the first that differs (numpy's own ValueError said only "all input arrays must have the same shape")."""
+    arrays = [np.asarray(a) for a in arrays]
+    for i, a in enumerate(arrays[1:], start=1):
+        if a.shape != arrays[0].shape:
+            raise DataError(f"{what} differ in size: #0 is {arrays[0].shape}, #{i} is {a.shape}; resize each to "
+                            "its image's map size (or the model's input size) first")
+    return np.stack(arrays)
+
+
 def _as_masks_maps(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate and return (bool masks [N,H,W], float maps [N,H,W]) without copying float maps."""
     if isinstance(masks, (list, tuple)):
-        masks = np.stack([np.asarray(m) for m in masks]) if len(masks) else np.zeros((0, 0, 0), bool)
+        masks = _stacked(masks, "masks") if len(masks) else np.zeros((0, 0, 0), bool)
     if isinstance(maps, (list, tuple)):
-        maps = np.stack([np.asarray(m) for m in maps]) if len(maps) else np.zeros((0, 0, 0), np.float32)
+        maps = _stacked(maps, "anomaly maps") if len(maps) else np.zeros((0, 0, 0), np.float32)
     m = np.asarray(masks)
     a = _as_scores(maps, "anomaly maps")
     if m.ndim == 2:
@@ -499,11 +510,12 @@ def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3,
     are then lost), so the metrics need memory only for the defect pixels beyond what the masks and
     maps take; otherwise a copy of the normal scores is made.
     """
-    if not np.asarray(masks).any():
+    # Checked and stacked first: a list of masks of different sizes raised numpy's ValueError here.
+    m, a = _as_masks_maps(masks, maps) if len(masks) else (None, None)
+    if m is None or not m.any():
         _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
         return {"pixel_auroc": None, "aupro": None}
     _check_aupro_args(fpr_limit, AUPRO_THRESHOLDS)  # as aupro() checked it when pixel_metrics called it
-    m, a = _as_masks_maps(masks, maps)
     n_defect = int(np.count_nonzero(m))
     _check_both_classes(n_defect, m.size - n_defect)
     pixels = _split_pixels(m, a, regions=True, overwrite=overwrite_maps)

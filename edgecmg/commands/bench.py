@@ -71,6 +71,8 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
                   batch: int) -> tuple[dict, list[float]]:
     """Latency (ms per frame) of one backend; returns the summary row and the raw samples.
     ``frames`` None: ``random_frames`` at the model's input size, whatever its file type."""
+    if n_frames < batch:
+        raise ConfigError(f"n_frames={n_frames}: time at least one batch of {batch} frames")
     import torch
 
     from edgecmg.detector import Detector
@@ -83,36 +85,37 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()  # what earlier rows left: not this row's
     detector = Detector.load(model, backend=backend)
-    if frames is None:
-        frames = random_frames(detector.input_size)
-        # Noise frames hold no part: the check for frames stretched against the training images'
-        # aspect (a model fitted with --input-size of another shape) is about real frames only.
-        detector._frame_shapes_checked.add(tuple(detector.input_size))
-    batches = [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(warmup + n_frames // batch)]
-    stats = LatencyStats()
-    started = None
-    for i, group in enumerate(batches):
-        if i == warmup:
-            started = time.perf_counter()
-        t0 = time.perf_counter()
-        detector.predict_batch(group)
-        elapsed = (time.perf_counter() - t0) * 1e3
-        if i >= warmup:
-            for _ in group:
-                stats.add(elapsed / batch)
-    wall = time.perf_counter() - started
-    measured = (len(batches) - warmup) * batch
-    row = {
-        "backend": backend, "device": detector.runner.device, "precision": detector.precision,
-        "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
-        "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
-        # torch's allocator sees only torch's own memory: reported for the torch runner on a GPU, not
-        # for ONNX Runtime or TensorRT (their memory is their own) nor for a CPU row.
-        "peak_device_mib": ((torch.cuda.max_memory_allocated() - allocated_before) / 2**20
-                            if cuda and detector.backend == "torch" and detector.runner.device.startswith("cuda")
-                            else None),
-    }
-    detector.close()
+    with detector:  # closed whatever ends the timing: the next backend's row must not meet its session
+        if frames is None:
+            frames = random_frames(detector.input_size)
+            # Noise frames hold no part: the check for frames stretched against the training images'
+            # aspect (a model fitted with --input-size of another shape) is about real frames only.
+            detector._frame_shapes_checked.add(tuple(detector.input_size))
+        batches = [[frames[(i * batch + j) % len(frames)] for j in range(batch)]
+                   for i in range(warmup + n_frames // batch)]
+        stats = LatencyStats()
+        started = None
+        for i, group in enumerate(batches):
+            if i == warmup:
+                started = time.perf_counter()
+            t0 = time.perf_counter()
+            detector.predict_batch(group)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if i >= warmup:
+                for _ in group:
+                    stats.add(elapsed / batch)
+        wall = time.perf_counter() - started
+        measured = (len(batches) - warmup) * batch
+        row = {
+            "backend": backend, "device": detector.runner.device, "precision": detector.precision,
+            "batch": batch, "frames": measured, "p50_ms": stats.p50, "p90_ms": stats.p90, "p99_ms": stats.p99,
+            "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
+            # torch's allocator sees only torch's own memory: reported for the torch runner on a GPU, not
+            # for ONNX Runtime or TensorRT (their memory is their own) nor for a CPU row.
+            "peak_device_mib": ((torch.cuda.max_memory_allocated() - allocated_before) / 2**20
+                                if cuda and detector.backend == "torch" and detector.runner.device.startswith("cuda")
+                                else None),
+        }
     return row, stats.samples().tolist()
 
 

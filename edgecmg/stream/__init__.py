@@ -13,23 +13,28 @@ from typing import TYPE_CHECKING
 
 from edgecmg.lazy import lazy_exports
 
-if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr__ imports them
-    from edgecmg.imageio import to_rgb_uint8
-    from edgecmg.stream.environment import environment_info
-    from edgecmg.stream.latency import LatencyStats
-    from edgecmg.stream.pipeline import StreamItem, StreamPipeline, StreamRun, StreamStats
-    from edgecmg.stream.plot import plot_latency
-    from edgecmg.stream.report import field_lines, markdown_table, write_report
-    from edgecmg.stream.sources import (
-        CaptureSource,
-        Frame,
-        FrameSource,
-        ImageFilesSource,
-        IterableSource,
-        csi_pipeline,
-        open_source,
-    )
-    from edgecmg.stream.status_line import LiveStatusLine
+# Type checkers and IDEs see the names; at run time __getattr__ imports them. "X as X" marks each as
+# re-exported, for strict checkers (mypy --no-implicit-reexport).
+if TYPE_CHECKING:
+    from edgecmg.imageio import to_rgb_uint8 as to_rgb_uint8
+    from edgecmg.stream.environment import environment_info as environment_info
+    from edgecmg.stream.latency import LatencyStats as LatencyStats
+    from edgecmg.stream.pipeline import StreamItem as StreamItem
+    from edgecmg.stream.pipeline import StreamPipeline as StreamPipeline
+    from edgecmg.stream.pipeline import StreamRun as StreamRun
+    from edgecmg.stream.pipeline import StreamStats as StreamStats
+    from edgecmg.stream.plot import plot_latency as plot_latency
+    from edgecmg.stream.report import field_lines as field_lines
+    from edgecmg.stream.report import markdown_table as markdown_table
+    from edgecmg.stream.report import write_report as write_report
+    from edgecmg.stream.sources import CaptureSource as CaptureSource
+    from edgecmg.stream.sources import Frame as Frame
+    from edgecmg.stream.sources import FrameSource as FrameSource
+    from edgecmg.stream.sources import ImageFilesSource as ImageFilesSource
+    from edgecmg.stream.sources import IterableSource as IterableSource
+    from edgecmg.stream.sources import csi_pipeline as csi_pipeline
+    from edgecmg.stream.sources import open_source as open_source
+    from edgecmg.stream.status_line import LiveStatusLine as LiveStatusLine
 
 # public name -> the module that defines it
 _EXPORTS = {
