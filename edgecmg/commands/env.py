@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sysconfig
 from typing import Any
 
 
@@ -135,7 +138,31 @@ def _triton_problems(cuda: bool) -> list[dict[str, str]]:
     if cuda and old_triton:
         return [{"problem": f"{old_triton}: the torch references run instead of the kernels",
                  "fix": _common.TRITON_INSTALL_HINT}]
+    if cuda and _common.triton_installed():
+        missing = triton_build_problem(sysconfig.get_paths()["include"], _c_compiler())
+        if missing:
+            return [{"problem": f"{missing}: the first Triton kernel launch compiles a small C launcher and would "
+                                "fail (every torch-backend run on the GPU with it)",
+                     "fix": "sudo apt install python3-dev build-essential (or set EDGECMG_KERNELS=torch)"}]
     return []
+
+
+def _c_compiler() -> str | None:
+    """The C compiler Triton's launcher build takes: $CC, else gcc, else clang."""
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+
+
+def triton_build_problem(include_dir: str, compiler: str | None) -> str | None:
+    """What Triton's first launch on a GPU lacks to compile its launcher (Python's headers in
+    ``include_dir``, a C ``compiler``), or None. Ubuntu's python3 ships neither, and a JetPack image
+    need not have them: edgecmg env said the kernels ran, and the first frame then failed in a gcc error
+    ("Python.h: No such file or directory")."""
+    lacks = []
+    if not os.path.isfile(os.path.join(include_dir, "Python.h")):
+        lacks.append(f"Python's headers ({include_dir}/Python.h)")
+    if not compiler:
+        lacks.append("a C compiler (gcc, or $CC)")
+    return "this machine lacks " + " and ".join(lacks) if lacks else None
 
 
 def _gstreamer_problems(jetson_l4t: str | None) -> list[dict[str, str]]:
