@@ -10,17 +10,14 @@ from edgecmg.engine_file import read_engine_header
 from edgecmg.errors import ArtifactError
 
 
-def test_a_model_file_read_as_an_engine_is_named_as_a_model_file(small_artifact, tmp_path):
+@pytest.mark.parametrize("fixture,message", [
+    ("small_artifact", r"part.engine: an edgecmg model file \(.edgecmg\), not an engine file: export it .* and "
+                       r"build the engine on the device"),
+    ("full_onnx", r"part.engine: not an edgecmg engine file \(bad magic .*\): neither an .onnx export nor a bare "
+                  r"TensorRT plan holds the model header; build the engine"),
+])
+def test_another_edgecmg_file_read_as_an_engine_is_named_for_what_it_is(fixture, message, request, tmp_path):
     renamed = tmp_path / "part.engine"
-    shutil.copy(small_artifact, renamed)
-    with pytest.raises(ArtifactError, match=r"part.engine: an edgecmg model file \(.edgecmg\), not an engine file: "
-                                            r"export it .* and build the engine on the device"):
-        read_engine_header(renamed)
-
-
-def test_an_onnx_export_read_as_an_engine_says_it_lacks_the_header(full_onnx, tmp_path):
-    renamed = tmp_path / "part.engine"
-    shutil.copy(full_onnx, renamed)
-    with pytest.raises(ArtifactError, match=r"not an edgecmg engine file \(bad magic .*\): neither an .onnx export "
-                                            r"nor a bare TensorRT plan holds the model header; build the engine"):
+    shutil.copy(request.getfixturevalue(fixture), renamed)
+    with pytest.raises(ArtifactError, match=message):
         read_engine_header(renamed)
