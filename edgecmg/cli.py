@@ -80,23 +80,30 @@ def _model_rescued(model, metadata: dict, output: Path, failed: OutputError) -> 
     """The error to raise where ``output`` could not be written (a disk that filled during the fit):
     the fitted model saved into a new folder in the temporary directory, often another file system,
     so that minutes of fitting are not lost; or ``failed`` as it was where that fails too."""
+    import shlex
     import tempfile
 
     from edgecmg import artifact
 
     try:
-        rescued = artifact.save(model, metadata, Path(tempfile.mkdtemp(prefix="edgecmg-fit-")) / output.name)
+        folder = Path(tempfile.mkdtemp(prefix="edgecmg-fit-"))
+    except OSError as also:
+        log.debug("no folder for the fitted model in the temporary directory: %s", also)
+        return failed
+    try:
+        rescued = artifact.save(model, metadata, folder / output.name)
     except (OutputError, OSError) as also:
         log.debug("the fitted model could not be saved in the temporary directory either: %s", also)
+        remove_empty_folders([folder])
         return failed
     return OutputError(f"{failed}; the fitted model was saved as {rescued} instead: move it to where it belongs "
-                       f"once that is mended (mv {rescued} {output})")
+                       f"once that is mended (mv {shlex.quote(str(rescued))} {shlex.quote(str(output))})")
 
 
 def _argument_text(value: str) -> str:
-    """A command-line text as typed: under a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8
-    mode) Python hands over the bytes of "pièce" undecoded, and they are UTF-8 nearly always. Left as
-    given where they are not (ModelConfig names the prompt then)."""
+    """A command-line text as typed: with Python's UTF-8 mode off (PYTHONUTF8=0) under an ASCII locale
+    (LC_ALL=C), Python hands over the bytes of "pièce" undecoded, and they are UTF-8 nearly always. Left
+    as given where they are not (ModelConfig names the prompt then)."""
     try:
         value.encode("utf-8")
         return value
@@ -779,7 +786,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     warnings.filterwarnings("ignore", module=r"PIL\.")
             return args.func(args)
     except EdgeCMGError as exc:
-        print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"edgecmg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except Terminated as stop:
         _say_on_stderr(f"edgecmg {args.command}: terminated ({stop.signal_name})")
@@ -803,7 +810,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"edgecmg {args.command}: error: out of memory ({reason}); {hint}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):  # a results file on a full or read-only disk: the OS's reason, not a traceback
-            print(f"edgecmg {args.command}: error: {exc}", file=sys.stderr)
+            print(f"edgecmg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
             return 2
         raise
     finally:
@@ -826,13 +833,19 @@ def _stand_in_for_closed_std_streams() -> list[str]:
     return replaced
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable written as an escape (a newline as \\n, a
+    terminal control sequence's ESC, U+2028): a file name holding a newline, printed in a log line or an
+    error, made a line that looked like one of edgecmg's own ("bad\\n2026-12-07 06:00:00 INFO edgecmg:
+    all fine.jpg")."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
 class _OneLineFormatter(logging.Formatter):
-    """Each log record on one line: a control character in a message (a file name may hold a newline)
-    written as an escape. "skipped: bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg is empty"
-    printed a line that looked like one of ours. A traceback (-v) keeps its lines."""
+    """Each log record's message on one line (:func:`_one_line`); a traceback (-v) keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = "".join(json.dumps(c)[1:-1] if c < " " or c == "\x7f" else c for c in record.message)
+        record.message = _one_line(record.message)
         return super().formatMessage(record)
 
 
@@ -842,7 +855,9 @@ def _print_any_name() -> None:
     (PYTHONIOENCODING=ascii, a service's log) raised UnicodeEncodeError after the work was done."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper; a test's StringIO has none
-        if reconfigure is not None:
+        # Only over "strict": where Python writes surrogates back as their bytes (surrogateescape: the C
+        # locale, UTF-8 mode), a name that is not UTF-8 prints as ls shows it.
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
             reconfigure(errors="backslashreplace")
 
 

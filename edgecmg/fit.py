@@ -335,6 +335,8 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
         images = training_images(images)
         if captions is None:
             captions = _folder_captions(images, config.cmle)
+    if captions:  # given or read: matched on one form of each name (caption_key)
+        captions = {caption_key(name): text for name, text in captions.items()}
     training = _Training(images, bgr=bgr)
     if 0 < len(training.names) < MIN_TRAIN_IMAGES:
         # Too few headers read to fit on: the refusal counts the images that decode, and are distinct, not

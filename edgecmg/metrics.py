@@ -510,12 +510,15 @@ def pixel_metrics(masks: Any, maps: Any, *, fpr_limit: float = 0.3,
     are then lost), so the metrics need memory only for the defect pixels beyond what the masks and
     maps take; otherwise a copy of the normal scores is made.
     """
-    # Checked and stacked first: a list of masks of different sizes raised numpy's ValueError here.
-    m, a = _as_masks_maps(masks, maps) if len(masks) else (None, None)
-    if m is None or not m.any():
+    # The masks stacked first (masks of different sizes raised numpy's ValueError at .any()); the maps
+    # are checked only where there is something to measure, as before.
+    if isinstance(masks, (list, tuple)) and len(masks):
+        masks = _stacked(masks, "masks")
+    if not np.asarray(masks).any():
         _log.warning("pixel metrics skipped: no image with a known mask contains a defect pixel")
         return {"pixel_auroc": None, "aupro": None}
     _check_aupro_args(fpr_limit, AUPRO_THRESHOLDS)  # as aupro() checked it when pixel_metrics called it
+    m, a = _as_masks_maps(masks, maps)
     n_defect = int(np.count_nonzero(m))
     _check_both_classes(n_defect, m.size - n_defect)
     pixels = _split_pixels(m, a, regions=True, overwrite=overwrite_maps)

@@ -68,3 +68,22 @@ def test_a_caption_matches_its_file_whichever_way_its_accents_are_written(kolekt
                                               cmle_dim=8, max_bank_size=300), progress=False)
     assert metadata["training"]["captioned_images"] == 1
     assert "name no training image" not in caplog.text
+
+
+def test_captions_given_to_fit_match_whichever_way_their_accents_are_written(kolektor_train, tmp_path):
+    """A captions= dict built from the names of files made on macOS (accents apart) matched no image once
+    the image names were compared in NFC alone."""
+    import unicodedata
+
+    from edgecmg.config import ModelConfig
+    from edgecmg.fit import fit
+
+    folder = tmp_path / "good"
+    folder.mkdir()
+    decomposed = unicodedata.normalize("NFD", "pièce.jpg")
+    for number, path in enumerate(kolektor_train[:12]):
+        (folder / (decomposed if number == 0 else path.name)).symlink_to(path)
+    _, metadata = fit(folder, ModelConfig(prompt="a photo of a metal commutator", input_size=(256, 96), cmle_dim=8,
+                                          max_bank_size=300),
+                      captions={decomposed: "a commutator with a bright scratch"}, progress=False)
+    assert metadata["training"]["captioned_images"] == 1

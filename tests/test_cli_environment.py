@@ -119,3 +119,27 @@ def test_fit_onto_a_link_says_the_link_is_replaced_and_its_file_kept(small_artif
     # Once: "current.edgecmg exists; this fit replaces it", where the file it named stayed as it was.
     assert f"{current} is a link to v1.edgecmg; this fit replaces the link with the new model" in caplog.text
     assert not current.is_symlink() and version1.read_bytes() == small_artifact.read_bytes()
+
+
+def test_an_error_naming_a_file_whose_name_holds_a_newline_stays_one_line(small_artifact, tmp_path):
+    forged = "bad.jpg\n2026-12-07 06:00:00 INFO edgecmg: all fine"
+    run = subprocess.run([EDGECMG, "predict", str(small_artifact), str(tmp_path / forged), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert not any(line.startswith("2026-12-07 06:00:00 INFO") for line in run.stderr.splitlines()), run.stderr
+    assert "bad.jpg\\n2026-12-07 06:00:00 INFO edgecmg: all fine" in run.stderr
+
+
+def test_fit_decodes_a_prompt_passed_as_undecoded_utf8_bytes(kolektor_train, tmp_path):
+    from edgecmg import artifact
+    from edgecmg.cli import main
+
+    data = tmp_path / "good"
+    data.mkdir()
+    for path in kolektor_train[:10]:
+        (data / path.name).symlink_to(path)
+    output = tmp_path / "part.edgecmg"
+    assert main(["-q", "fit", str(data), "--prompt", "une pi\udcc3\udca8ce", "--input-size", "256", "96",
+                 "--cmle-dim", "8", "-o", str(output)]) == 0
+    header, _ = artifact.read_header(output)
+    assert header["prompt"] == "une pièce"

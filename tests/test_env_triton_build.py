@@ -2,9 +2,6 @@
 headers, a C compiler): it said the kernels ran, and the first frame failed in a gcc error."""
 from __future__ import annotations
 
-import shutil
-import sysconfig
-
 import pytest
 
 from edgecmg.commands.env import triton_build_problem
@@ -16,14 +13,6 @@ def test_missing_python_headers_and_compiler_are_named(tmp_path):
     (tmp_path / "Python.h").write_text("/* headers */\n")
     assert triton_build_problem(str(tmp_path), None) == "this machine lacks a C compiler (gcc, or $CC)"
     assert triton_build_problem(str(tmp_path), "/usr/bin/gcc") is None
-
-
-def test_this_machine_has_what_triton_builds_with():
-    # The CI machine compiles kernels ahead of time in the tests: its Python has headers and a compiler.
-    compiler = shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
-        pytest.skip("no C compiler on this machine")
-    assert triton_build_problem(sysconfig.get_paths()["include"], compiler) is None
 
 
 def test_env_reports_it_on_a_gpu_machine_with_triton(tmp_path, monkeypatch):

@@ -160,7 +160,8 @@ def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
         return
     try:
         handle = os.open(folder, os.O_RDONLY)
-    except OSError:  # a folder that cannot be opened for reading (mode 0300) is written unheld
+    except OSError as exc:  # a folder that cannot be opened for reading (mode 0300)
+        log.debug("%s is written without the lock that keeps other commands out: %s", folder, exc)
         yield
         return
     try:
@@ -169,8 +170,8 @@ def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
         except BlockingIOError:
             raise ConfigError(f"{flag} {folder}: another edgecmg command is writing into this folder now; wait for "
                               "it to end, or give another folder") from None
-        except OSError:  # a file system without locks (some network mounts): written unheld
-            pass
+        except OSError as exc:  # NFS (flock there needs a file open for writing) and other mounts without locks
+            log.debug("%s is written without the lock that keeps other commands out: %s", folder, exc)
         yield
     finally:
         os.close(handle)

@@ -26,7 +26,7 @@ log = logging.getLogger("edgecmg")
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from edgecmg.progress import tqdm
 
     from edgecmg.detector import Detector
     from edgecmg.imageio import list_images_naming_subfolders, read_image
@@ -98,11 +98,11 @@ def run_predict(args: argparse.Namespace) -> int:
                 # Let go of this image before the next is read: held through its decode and predict, a
                 # folder of large images peaked at two images' worth.
                 frame = result = overlay = None
-    judged, before = len(todo) - skipped, len(paths) - len(todo)
-    read_nothing = not args.resume and todo and skipped == len(todo)
-    if read_nothing:  # no results to keep: a rerun into --out, the files fixed, is then not refused
-        for name in ("results.jsonl", PREDICT_RUN):
-            (out / name).unlink(missing_ok=True)
+        judged, before = len(todo) - skipped, len(paths) - len(todo)
+        read_nothing = not args.resume and todo and skipped == len(todo)
+        if read_nothing:  # no results to keep: a rerun into --out, the files fixed, is then not refused
+            for name in ("results.jsonl", PREDICT_RUN):  # while the folder is still this run's
+                (out / name).unlink(missing_ok=True)
     print(f"{judged} image{'' if judged == 1 else 's'} judged, {skipped} skipped"
           + (f" ({before} done before, kept)" if args.resume else "")
           + ("" if read_nothing else f"; results in {out / 'results.jsonl'}")
