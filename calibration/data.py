@@ -163,7 +163,7 @@ class ImageFolderReader:
             self._bar = None
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
-        from tqdm.auto import tqdm
+        from edgecmg.progress import tqdm
 
         if self._bar is None and self._index == 0:
             self._bar = tqdm(total=len(self.paths), desc=self.desc, unit="img", disable=not self.progress)

@@ -240,8 +240,24 @@ def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[s
     params = inspect.signature(q.QDQQuantizer.__init__).parameters
     if "mode" in params:  # onnxruntime < 1.18
         kwargs.update(mode=q.QuantizationMode.QLinearOps, static=True)
-    quantizer = q.QDQQuantizer(**kwargs)
-    quantizer.quantize_model()
+
+    def demote(record: logging.LogRecord) -> bool:
+        """ONNX Runtime's quantiser logs on the root logger itself (``logging.info``): ~60 lines of
+        "Increased scale[278] for weight ..." a model in any program logging at INFO. Those below
+        WARNING go to edgecmg's debug log instead; its warnings, and everyone else's records, pass."""
+        if (record.name != "root" or record.levelno >= logging.WARNING
+                or "/onnxruntime/quantization/" not in Path(record.pathname).as_posix()):
+            return True
+        log.debug("onnxruntime quantizer: %s", record.getMessage())
+        return False
+
+    root = logging.getLogger()
+    root.addFilter(demote)  # a logger's filters see the records logged on it, before any handler
+    try:
+        quantizer = q.QDQQuantizer(**kwargs)
+        quantizer.quantize_model()
+    finally:
+        root.removeFilter(demote)
     quantizer.model.topological_sort()
     return quantizer.model.model
 

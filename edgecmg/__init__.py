@@ -17,8 +17,9 @@ once anything imports it, so ``edgecmg.fit(...)`` would work or not depending on
 """
 from typing import TYPE_CHECKING
 
-import edgecmg.pixel_limit  # noqa: F401  (first: it sets OpenCV's decode limit, read as cv2 loads)
-from edgecmg.lazy import lazy_exports
+# Private names, kept out of tab completion: `import edgecmg.pixel_limit` bound `edgecmg` itself here.
+import edgecmg.pixel_limit as _pixel_limit  # noqa: F401  (first: it sets OpenCV's decode limit, read as cv2 loads)
+from edgecmg.lazy import lazy_exports as _lazy_exports
 
 __version__ = "0.1.0"
 
@@ -49,4 +50,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ Fitting, exporting and calibrating are functions of their own modules, not Detec
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 class Detector:
     """Anomaly detector behind one of the runtime backends.
 
+    Made with :meth:`load` (a model file: ``Detector.load("part.edgecmg")``) or :meth:`from_model`
+    (the model ``edgecmg.fit.fit`` returned, in memory); the constructor takes an opened runner.
+
     Threads may share one Detector (predict, predict_batch, several stream() runs); results are those
     of calls made one after another. close() waits for calls under way, then refuses new ones.
     """
@@ -47,6 +51,9 @@ class Detector:
     def __init__(self, runner: Runner, *, threshold: Optional[float] = None, scorer: Optional[Any] = None,
                  map_size: str = "frame") -> None:
         # Everything is checked before the runner opens its session or engine, so a refusal leaks nothing.
+        if isinstance(runner, (str, bytes, os.PathLike)):  # Detector("part.edgecmg") read like an open()
+            raise ConfigError(f"Detector({runner!r}) takes an opened runner, not a file: open a model file with "
+                              "Detector.load(path), or wrap a fitted model with Detector.from_model(model, metadata)")
         self.map_size = map_size
         self.metadata = runner.metadata
         self.input_size = tuple(self.metadata["input_size"])

@@ -11,7 +11,6 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import MVTecDataset, Sample, sample_mask
@@ -21,7 +20,7 @@ from edgecmg.fileio import atomic_write_bytes
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
-from edgecmg.progress import show_progress
+from edgecmg.progress import show_progress, tqdm
 
 log = logging.getLogger("edgecmg")
 

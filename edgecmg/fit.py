@@ -17,7 +17,6 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
@@ -31,7 +30,7 @@ from edgecmg.model import cmer, cmle
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
 from edgecmg.model.matcher import build_matcher
-from edgecmg.progress import show_progress
+from edgecmg.progress import show_progress, tqdm
 
 log = logging.getLogger("edgecmg")
 

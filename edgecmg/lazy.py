@@ -21,6 +21,9 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(namespace) | set(exports))
+        # What tab completion offers: the public names, not the package's helpers (TYPE_CHECKING, the
+        # submodules its imports bind); the dunders stay, as on any module.
+        dunders = {name for name in namespace if name.startswith("__") and name.endswith("__")}
+        return sorted(dunders | set(namespace.get("__all__", ())) | set(exports))
 
     return __getattr__, __dir__

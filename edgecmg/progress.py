@@ -3,8 +3,31 @@ notebook shows one moving line, a log file (a service's journal, a redirected st
 redraw as garbled text."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from typing import Optional
+
+from tqdm.std import tqdm as _text_bar
+
+
+def _bar_class() -> type[_text_bar]:
+    """tqdm.auto's bar (a widget in a Jupyter kernel) where ipywidgets is there to draw it, else tqdm's
+    text bar. Importing tqdm.auto in a kernel without ipywidgets warns "IProgress not found" at once,
+    on every import of fit, evaluation or calibration, bar or no bar (progress=False); the text bar is
+    what it would fall back to anyway. find_spec looks ipywidgets up without importing it."""
+    try:
+        widgets = importlib.util.find_spec("ipywidgets") is not None
+    except (ImportError, ValueError):  # a broken or stubbed-out ipywidgets in sys.modules
+        widgets = False
+    if not widgets:
+        return _text_bar
+    from tqdm.auto import tqdm as auto_bar
+
+    return auto_bar
+
+
+#: The progress bar class the library draws with (``tqdm(iterable, disable=not show_progress(...))``).
+tqdm = _bar_class()
 
 
 def show_progress(progress: Optional[bool] = None) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecmg.errors import DataError
+from edgecmg.errors import DataError, EdgeCMGError
 
 # Output names of every exported graph and engine, in order.
 OUTPUT_NAMES = ("score", "anomaly_map", "kept_mask")
@@ -95,6 +95,23 @@ class Result:
         return (f"Result(score={self.score:.4g}, threshold={self.threshold:.4g}, is_anomaly={self.is_anomaly}, "
                 f"map={h}x{w}, kept_cells={int(self.kept_mask.sum())}/{self.kept_mask.size}, "
                 f"total_ms={self.timings.total:.1f}, frame_index={self.frame_index}, source={self.source!r})")
+
+    def _repr_png_(self) -> Optional[bytes]:
+        """PNG of :meth:`overlay`, which Jupyter shows as the result's picture: the heat map over the
+        judged frame, or over black where the result carries no frame. None (the text repr is shown
+        instead) where nothing can be drawn: a repr must not raise."""
+        import cv2
+
+        try:
+            if self.frame is None:
+                black = np.zeros((*self.anomaly_map.shape[-2:], 3), np.uint8)
+                rgb = self.overlay(black, alpha=1.0)  # the heat map alone, with its outline and label
+            else:
+                rgb = self.overlay()
+            ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        except (EdgeCMGError, cv2.error, ValueError, TypeError):  # an empty or malformed map, a non-finite threshold
+            return None
+        return png.tobytes() if ok else None
 
     def overlay(self, frame: Optional[np.ndarray] = None, alpha: float = 0.45, *,
                 dst: Optional[np.ndarray] = None) -> np.ndarray:

@@ -29,7 +29,7 @@ def next_frame_number(folder: Path) -> int:
 
 
 def run_capture(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from edgecmg.progress import tqdm
 
     from edgecmg.stream.sources import open_source
     from edgecmg.visualize import save_png

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generator, Generic, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
@@ -59,7 +59,7 @@ class StreamItem:
     """
 
     frame: Frame
-    preprocessed: Any
+    preprocessed: Any = field(repr=False)  # an array or tensor of the whole frame: pages of repr
     capture_wait_ms: float
     preprocess_ms: float
     age_ms: float

@@ -21,7 +21,7 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Union
@@ -80,10 +80,14 @@ class Frame:
     source: the source's display name (credentials masked).
     """
 
-    image: np.ndarray
+    image: np.ndarray = field(repr=False)  # the whole array was some 70 lines of repr: its shape says enough
     index: int
     timestamp: float
     source: str
+
+    def __repr__(self) -> str:
+        return (f"Frame(index={self.index}, timestamp={self.timestamp!r}, source={self.source!r}, "
+                f"image_shape={getattr(self.image, 'shape', None)})")
 
 
 class VideoCaptureLike(Protocol):
