@@ -138,6 +138,9 @@ def broken_link(path: Union[str, Path]) -> Optional[str]:
             if exc.errno == errno.ENOENT:
                 with contextlib.suppress(OSError):
                     target = os.path.join(os.path.dirname(part), os.readlink(part))
+                    if os.path.islink(target):  # a chain: the target is there, as a link, and cannot be created
+                        return (f"{part} is a symbolic link to {target}, itself a link that leads to nothing "
+                                f"(ls -l {target}); point the links at a folder, or choose another place")
                     return (f"{part} is a symbolic link to {target}, which does not exist; create {target}, or "
                             "remove the link, or choose another place")
     return None

@@ -223,3 +223,14 @@ def test_the_calibration_fingerprint_takes_a_name_that_is_not_utf8(tmp_path):
     cjk.write_bytes(b"x")
     info = cjk.stat()
     assert fingerprint([cjk]) == hashlib.sha256(f"{CJK}.jpg\0{info.st_size}\0{info.st_mtime_ns}\n".encode()).hexdigest()
+
+
+def test_a_link_to_a_dangling_link_is_not_said_to_be_creatable(links):
+    """A -> B with B itself a link to nothing said "create B", which exists (as a link) and cannot be."""
+    from edgecmg.commands import output_folder
+
+    os.symlink("outlink", "chain")  # chain -> outlink -> missing_dir
+    with pytest.raises(ConfigError, match=r"--out chain: chain is a symbolic link to outlink, itself a link that "
+                                          r"leads to nothing \(ls -l outlink\)"):
+        with output_folder("chain"):
+            pass
