@@ -616,3 +616,9 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[
     if bool((kernel < 0).any()) or abs(float(kernel.sum()) - 1.0) > 1e-3:
         raise ArtifactError(f"{path}: tensor {taps} is not a smoothing kernel (non-negative, summing to 1; its sum "
                             f"is {float(kernel.sum()):.4g}): it would scale every score; the file was edited")
+    # Centred and falling off from its middle, as fit's Gaussian is: a one-hot at the first tap moved
+    # every map by the kernel's radius (a defect then scored a twentieth of itself, and no part was flagged).
+    rising = kernel[: kernel.numel() // 2 + 1]
+    if not (torch.allclose(kernel, kernel.flip(0), rtol=0, atol=1e-6) and bool((rising.diff() >= -1e-7).all())):
+        raise ArtifactError(f"{path}: tensor {taps} is not a smoothing kernel (symmetric, highest in its middle): it "
+                            "would move or double every anomaly map; the file was edited")

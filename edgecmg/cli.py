@@ -30,7 +30,7 @@ from edgecmg.commands import (
     restore_handlers,
 )
 from edgecmg.config import ModelConfig, StreamConfig
-from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, name_some, out_of_memory
+from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, name_some, one_line, out_of_memory
 from edgecmg.fileio import point_at_devnull
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
@@ -786,7 +786,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     warnings.filterwarnings("ignore", module=r"PIL\.")
             return args.func(args)
     except EdgeCMGError as exc:
-        print(f"edgecmg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"edgecmg {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except Terminated as stop:
         _say_on_stderr(f"edgecmg {args.command}: terminated ({stop.signal_name})")
@@ -810,7 +810,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"edgecmg {args.command}: error: out of memory ({reason}); {hint}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):  # a results file on a full or read-only disk: the OS's reason, not a traceback
-            print(f"edgecmg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+            print(f"edgecmg {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
             return 2
         raise
     finally:
@@ -833,19 +833,11 @@ def _stand_in_for_closed_std_streams() -> list[str]:
     return replaced
 
 
-def _one_line(text: str) -> str:
-    """``text`` with every character that is not printable written as an escape (a newline as \\n, a
-    terminal control sequence's ESC, U+2028): a file name holding a newline, printed in a log line or an
-    error, made a line that looked like one of edgecmg's own ("bad\\n2026-12-07 06:00:00 INFO edgecmg:
-    all fine.jpg")."""
-    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
-
-
 class _OneLineFormatter(logging.Formatter):
-    """Each log record's message on one line (:func:`_one_line`); a traceback (-v) keeps its lines."""
+    """Each log record's message on one line (:func:`edgecmg.errors.one_line`); a traceback (-v) keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _one_line(record.message)
+        record.message = one_line(record.message)
         return super().formatMessage(record)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -157,14 +158,16 @@ def _version_key(version: str) -> tuple[str, ...]:
 def rebuild_command(header: dict[str, Any], engine_path: str | Path, dla_cores: Optional[int] = None) -> str:
     """The build command for this engine's source. Its DLA core where this device has it (``dla_cores``:
     None when not known), else core 0 where there is one, else no --dla (the GPU)."""
-    source = header.get("source_onnx") or "M.onnx"
-    cmd = f"edgecmg build {source} --precision {header.get('precision', 'fp16')}"
+    # The header's words go into a command a person may paste: the source's file name alone, each word
+    # quoted (a crafted file's "x.onnx; rm -rf ~" stays one file name).
+    source = Path(str(header.get("source_onnx") or "")).name or "M.onnx"
+    cmd = f"edgecmg build {shlex.quote(source)} --precision {shlex.quote(str(header.get('precision', 'fp16')))}"
     core = header.get("dla_core")
     if core is not None and dla_cores is not None and core >= dla_cores:
         core = 0 if dla_cores > 0 else None
     if core is not None:
-        cmd += f" --dla {core}"
-    return cmd + f" -o {engine_path}"
+        cmd += f" --dla {int(core)}"
+    return cmd + f" -o {shlex.quote(str(engine_path))}"
 
 
 def check_engine_compatible(header: dict[str, Any], current: Optional[Platform] = None, *,

@@ -5,6 +5,7 @@ Messages say what was wrong (naming the file or value) and what to do about it.
 from __future__ import annotations
 
 import errno
+import json
 from typing import Sequence
 
 
@@ -58,6 +59,14 @@ class StreamError(EdgeCMGError):
 
 class MissingSourceError(StreamError, FileNotFoundError):
     """A stream source names a file, folder or device that does not exist (also a FileNotFoundError)."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable written as an escape (a newline as \\n, a
+    terminal control sequence's ESC, U+2028): a file name holding a newline, or a header string of a
+    crafted file, printed in a log line, an error or ``edgecmg info``, made lines that looked like
+    edgecmg's own ("bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg") or cleared the terminal."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
 
 
 def name_some(names: Sequence[str], count: int) -> str:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from edgecmg.errors import EdgeCMGError
+from edgecmg.errors import EdgeCMGError, one_line
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -121,10 +121,12 @@ def format_description(info: dict[str, Any]) -> str:
     spec = model.get("model", {})
     training = model.get("training", {})
     created = model.get("created", {})
-    lines = [f"{info['file']}: {info['kind']}, {info['bytes'] / 1e6:.1f} MB, {info['checksums']}"]
+    # Every line through one_line: a crafted file's header strings (created.host, a GPU name, held-out
+    # names) carrying terminal escapes or newlines cleared the screen or printed lines of their own.
+    lines = [one_line(f"{info['file']}: {info['kind']}, {info['bytes'] / 1e6:.1f} MB, {info['checksums']}")]
 
     def row(name: str, value: Any) -> None:
-        lines.append(f"  {name:<12} {value}")
+        lines.append(one_line(f"  {name:<12} {value}"))
 
     height, width = model.get("input_size", ["?", "?"])
     row("input", f"{height}x{width} (height x width), {model.get('normalization', {}).get('layout', '?')}")
@@ -182,7 +184,7 @@ def run_info(args: argparse.Namespace) -> int:
         try:
             info = describe(path)
         except EdgeCMGError as exc:
-            print(f"edgecmg info: error: {exc}", file=sys.stderr)
+            print(f"edgecmg info: error: {one_line(str(exc))}", file=sys.stderr)
             entries.append({"file": str(path), "error": str(exc)})
             failed += 1
             continue
