@@ -62,3 +62,20 @@ def test_a_rebuild_command_from_a_crafted_engine_header_stays_one_file_name():
         "edgecmg build 'x.onnx; rm -rf ~' --precision int8 -o 'line 3.engine'"
     assert rebuild_command({"source_onnx": "/models/part.int8.onnx", "precision": "fp16"}, "M.engine") == \
         "edgecmg build part.int8.onnx --precision fp16 -o M.engine"
+
+
+def test_a_file_without_its_pixel_to_cell_map_is_refused_before_the_model_is_built(small_artifact, tmp_path,
+                                                                                   monkeypatch):
+    """The map ties the header's input size to the file's size: without it, a 590 KB file declaring
+    4096x4096 had the model built at that size (503 MB) before its tensor set was refused."""
+    import edgecmg.artifact as artifact_module
+
+    built = []
+    real_build = artifact_module._build_model
+    monkeypatch.setattr(artifact_module, "_build_model", lambda *args: built.append(1) or real_build(*args))
+    path = _edit_payload(small_artifact, tmp_path / "no-cells.edgecmg",
+                         lambda tensors: tensors.pop("scorer.pixel_cells"))
+    with pytest.raises(ArtifactError, match=re.escape(f"{path}: the payload has no pixel-to-cell map "
+                                                      "(scorer.pixel_cells); copy the file again")):
+        artifact.load(path)
+    assert built == []
