@@ -105,16 +105,6 @@ def _on_off(flag: Any) -> str:
     return "on" if flag else "off"
 
 
-def _quoted(value: Any) -> str:
-    """``value`` in double quotes as JSON writes it, but its printable characters as they are: a
-    prompt in another script or with an emoji reads as typed, not as ``\\ud83d\\udd29``. A newline,
-    tab or other invisible character (a zero-width space, a byte of a name that is not UTF-8) stays
-    an escape, so the line shows all the prompt holds, on one line."""
-    if not isinstance(value, str):
-        return json.dumps(value)
-    return '"' + "".join(c if c.isprintable() and c not in '"\\' else json.dumps(c)[1:-1] for c in value) + '"'
-
-
 def format_description(info: dict[str, Any]) -> str:
     """The human-readable summary ``edgecmg info`` prints."""
     header, model = info["header"], info["model"]
@@ -130,7 +120,8 @@ def format_description(info: dict[str, Any]) -> str:
 
     height, width = model.get("input_size", ["?", "?"])
     row("input", f"{height}x{width} (height x width), {model.get('normalization', {}).get('layout', '?')}")
-    row("prompt", _quoted(model.get("prompt", "?")))
+    # As typed (not "\ud83d\udd29" for an emoji); row()'s one_line escapes what cannot be seen.
+    row("prompt", json.dumps(model.get("prompt", "?"), ensure_ascii=False))
     threshold = model.get("threshold")
     set_by = model.get("threshold_set")
     row("threshold", f"{threshold:.6g}" if isinstance(threshold, (int, float)) else repr(threshold))
