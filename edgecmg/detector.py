@@ -24,7 +24,7 @@ import torch
 
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, StreamConfig, aspect_stretch, expect_config
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
-from edgecmg.imageio import resize_to_input, to_rgb_uint8
+from edgecmg.imageio import is_pil_image, resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner, RunnerInactiveError
 
@@ -46,6 +46,14 @@ class Detector:
 
     Threads may share one Detector (predict, predict_batch, several stream() runs); results are those
     of calls made one after another. close() waits for calls under way, then refuses new ones.
+
+    Attributes:
+        input_size: the model's input as (height, width) in pixels, numpy's order; every frame is
+            resized to it (:meth:`prepare`).
+        metadata: the model file's header as a dict (what ``edgecmg info`` shows: input size,
+            normalisation, prompt, threshold, how it was built); read it, do not edit it.
+        threshold: the image score above which a frame is anomalous (see :attr:`threshold`).
+        map_size: "frame" or "model", the size of each Result's anomaly map (see :attr:`map_size`).
     """
 
     def __init__(self, runner: Runner, *, threshold: Optional[float] = None, scorer: Optional[Any] = None,
@@ -70,7 +78,7 @@ class Detector:
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", *, device: str | int | torch.device | None = None,
+    def load(cls, path: str | os.PathLike[str], backend: str = "auto", *, device: str | int | torch.device | None = None,
              threshold: Optional[float] = None, threads: Optional[int] = None, map_size: str = "frame") -> "Detector":
         """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
 
@@ -89,7 +97,8 @@ class Detector:
             if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
             threads = int(threads)
-        runner = make_runner(str(path), backend=backend, device=device, threads=threads)
+        # os.fspath for any path-like object (str() of one that is not a pathlib.Path is its repr)
+        runner = make_runner(os.fspath(path) if isinstance(path, os.PathLike) else str(path), backend=backend, device=device, threads=threads)
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer, map_size=map_size)
 
@@ -107,7 +116,7 @@ class Detector:
         from edgecmg.runtime.registry import check_torch_device, device_name, torch_cuda_available
         from edgecmg.runtime.torch_runner import TorchRunner
 
-        if isinstance(model, (str, Path)):
+        if isinstance(model, (str, os.PathLike)):
             raise ConfigError(f"from_model takes the model fit returned, not a file ({model}): open files with "
                               "Detector.load(path)")
         check_fitted_pair(model, metadata, "from_model(model, metadata)")
@@ -156,6 +165,7 @@ class Detector:
 
     @property
     def backend(self) -> str:
+        """The backend running the model: "torch", "onnxruntime" or "tensorrt" (what "auto" chose)."""
         return self.runner.backend
 
     @property
@@ -178,6 +188,7 @@ class Detector:
 
     @property
     def closed(self) -> bool:
+        """True after :meth:`close` (or the end of a ``with`` block): the Detector judges no more frames."""
         return not self.runner.active
 
     def _check_open(self) -> None:
@@ -350,8 +361,9 @@ class Detector:
         and releases the source at once; a run left without either stops only when it is
         garbage-collected. Unusable frames (unreadable files, empty buffers) are skipped with a
         warning and counted in ``.stats.corrupt_skipped``; a result's ``frame_index`` is its frame's
-        position in the source, the skipped ones counted. Sources OpenCV reads are converted from
-        its BGR order; an iterable's frames are taken as :meth:`predict` takes them: RGB, or BGR with
+        position in the source, the skipped ones counted (a live source's from the first frame after
+        the one read at open to check it delivers, which is stale by then and not judged). Sources
+        OpenCV reads are converted from its BGR order; an iterable's frames are taken as :meth:`predict` takes them: RGB, or BGR with
         ``bgr=True`` (the frames of your own ``cv2.VideoCapture``; refused for any other source).
 
         policy "latest" drops stale frames (counted in ``.stats.frames_dropped``) to stay real time;
@@ -417,6 +429,10 @@ _READ_PAIR = ("the (ok, frame) pair cv2.VideoCapture.read() returns; unpack it: 
               "predict(frame, bgr=True) where ok is True")
 
 
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
 def _is_read_pair(value: Any) -> bool:
     """Whether ``value`` is what ``cv2.VideoCapture.read()`` returns, (ok, frame), passed whole."""
     return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (bool, np.bool_))
@@ -436,14 +452,24 @@ def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list
             raise DataError(f"predict() takes one frame, got a {type(frame).__name__} of {len(frame)}; judge "
                             "several with predict_batch(frames)")
         return [to_rgb_uint8(frame, bgr=bgr)]
-    if isinstance(frames, np.ndarray):
+    if is_pil_image(frames):  # iterating a Pillow image fails deep inside Pillow
+        raise DataError("predict_batch takes a list of frames, got one Pillow image; for one frame use "
+                        "predict(image), for several pass a list")
+    if isinstance(frames, np.ndarray) or _is_tensor(frames):
+        # A tensor is checked as an array is: iterated, a C x H x W one would be judged as C gray frames.
         if frames.ndim != 4:
             # An N x H x W stack of gray frames has the shape of one H x W x C frame: which it is cannot be told
             # where C is a channel count, so it is refused, saying how to pass either.
             gray_stack = frames.ndim == 3 and frames.shape[-1] not in (1, 3, 4)
-            raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got an array of shape "
-                            f"{frames.shape}; for one frame use predict(frame)"
-                            + ("; for N gray frames pass a list (list(x)) or x[..., None]" if gray_stack else ""))
+            kind = "tensor" if _is_tensor(frames) else "array"
+            channels_first = kind == "tensor" and frames.ndim == 3 and frames.shape[0] in (1, 3, 4)
+            raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got a{'n' * (kind == 'array')} "
+                            f"{kind} of shape {tuple(frames.shape)}; for one frame use predict(frame)"
+                            + ("; it looks channels-first (C x H x W, as torchvision's ToTensor gives): pass "
+                               "x.permute(1, 2, 0) to predict, or a list of such frames to predict_batch"
+                               if channels_first else "")
+                            + ("; for N gray frames pass a list (list(x)) or x[..., None]"
+                               if gray_stack and not channels_first else ""))
         frames = list(frames)
     elif frames is None or isinstance(frames, (str, bytes, bytearray, Path)):
         raise DataError(f"predict_batch takes a list of image arrays, got {_not_an_array(frames)}")

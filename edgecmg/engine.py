@@ -72,6 +72,7 @@ def import_tensorrt():
 
 
 def tensorrt_available() -> bool:
+    """Whether TensorRT's Python package imports here (JetPack, or NVIDIA's wheels on a desktop GPU)."""
     try:
         import_tensorrt()
     except BackendUnavailableError:

@@ -80,7 +80,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if not isinstance(bgr, (bool, np.bool_)):
         raise ConfigError(f"bgr={bgr!r}: give True for OpenCV's BGR order (cv2.imread, VideoCapture.read) or False "
                           "for RGB")
-    pil = _is_pil_image(image)
+    pil = is_pil_image(image)
     if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
         image = _tensor_as_array(image)
     elif pil:
@@ -116,7 +116,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         _note_two_channels(arr)
 
     if arr.dtype == np.uint16:
-        if not _said["low_bit_depth"]:
+        if not (_said["eight_bits_in_sixteen"] and _said["low_bit_camera"]):
             _note_low_bit_depth(arr)
         # Rounded integer rescale; exact at both ends (0 -> 0, 65535 -> 255).
         arr = _by_rows(arr, lambda rows: ((rows.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
@@ -170,7 +170,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     return out
 
 
-def _is_pil_image(value: Any) -> bool:
+def is_pil_image(value: Any) -> bool:
     """A Pillow image, recognised without importing Pillow (the import costs a stream nothing then)."""
     return type(value).__module__.startswith("PIL.") and hasattr(value, "mode") and hasattr(value, "convert")
 
@@ -216,7 +216,9 @@ def _tensor_as_array(tensor: Any) -> np.ndarray:
 
 
 FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)
-_said = {"low_bit_depth": False, "two_channel": False}  # notes given once per process, not once per frame
+# Notes given once per process, not once per frame; each mistake has its own, so that one said does
+# not silence another (an 8-bit cast and a 12-bit camera can both happen in one program).
+_said = {"eight_bits_in_sixteen": False, "low_bit_camera": False, "two_channel": False}
 
 
 def _note_low_bit_depth(arr: np.ndarray) -> None:
@@ -225,12 +227,16 @@ def _note_low_bit_depth(arr: np.ndarray) -> None:
     an 8-bit image cast to uint16 (``frame.astype(np.uint16)``), which that scale turns black."""
     top = int(arr.max())
     if 0 < top <= 255:
-        _said["low_bit_depth"] = True
+        if _said["eight_bits_in_sixteen"]:
+            return
+        _said["eight_bits_in_sixteen"] = True
         _log.warning("a 16-bit frame holds values up to %d only: they look 8-bit (an 8-bit image cast to uint16?), "
                      "and 16-bit data is scaled 65535 -> 255, so it comes out nearly black and scores differently; "
                      "if they are 8-bit, pass frame.astype(np.uint8). Said once.", top)
     elif 0 < top < 4096:
-        _said["low_bit_depth"] = True
+        if _said["low_bit_camera"]:
+            return
+        _said["low_bit_camera"] = True
         _log.warning("a 16-bit frame holds values up to %d only: 16-bit data is scaled 65535 -> 255, so a 10- or "
                      "12-bit camera's frames come out dark and score differently; shift them to 16 bits first "
                      "(frame << 4 for 12-bit data, << 6 for 10-bit). Said once.", top)
@@ -551,7 +557,7 @@ def read_image(path: PathLike) -> np.ndarray:
             unsupported layout; the message names the file.
     """
     if not isinstance(path, (str, os.PathLike)):
-        hint = ("; an array is converted with to_rgb_uint8" if hasattr(path, "shape") or _is_pil_image(path)
+        hint = ("; an array is converted with to_rgb_uint8" if hasattr(path, "shape") or is_pil_image(path)
                 else "")
         raise DataError(f"read_image takes a file path, got a {type(path).__name__}{hint}")
     p = Path(path).expanduser()  # "~/parts/a.png" as Detector.load and stream() take it

@@ -465,7 +465,8 @@ def test_sixteen_bit_data_holding_twelve_bits_is_said_once(monkeypatch, caplog):
     from edgecmg import imageio
     from edgecmg.imageio import to_rgb_uint8
 
-    monkeypatch.setitem(imageio._said, "low_bit_depth", False)
+    for key in ("eight_bits_in_sixteen", "low_bit_camera"):
+        monkeypatch.setitem(imageio._said, key, False)
     full = np.full((8, 8), 60000, np.uint16)
     twelve_bit = np.full((8, 8), 4095, np.uint16)
     with caplog.at_level(logging.WARNING, logger="edgecmg"):
@@ -476,6 +477,13 @@ def test_sixteen_bit_data_holding_twelve_bits_is_said_once(monkeypatch, caplog):
         to_rgb_uint8(twelve_bit)
     assert caplog.text.count("a 16-bit frame holds values up to 4095 only") == 1
     assert "frame << 4 for 12-bit data" in caplog.text
+
+    # The other mistake is still said after this one (they shared one flag: the second was silent).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        to_rgb_uint8(np.full((8, 8), 200, np.uint16))
+        to_rgb_uint8(np.full((8, 8), 200, np.uint16))
+    assert caplog.text.count("they look 8-bit (an 8-bit image cast to uint16?)") == 1
 
 
 def test_a_float_frame_off_its_range_by_rounding_is_clipped_not_refused():

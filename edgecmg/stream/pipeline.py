@@ -645,6 +645,8 @@ class StreamRun(Generic[Output]):
 
     @property
     def stats(self) -> StreamStats:
+        """The run's counts so far (frames captured, judged, dropped, skipped as unusable) and its
+        latency figures; read it during the loop or after it."""
         return self.pipeline.stats
 
     def __iter__(self) -> "StreamRun[Output]":

@@ -33,7 +33,7 @@ import numpy as np
 from edgecmg.config import StreamConfig
 from edgecmg.distributions import major_minor
 from edgecmg.errors import ConfigError, DataError, MissingFileError, MissingSourceError, StreamError
-from edgecmg.imageio import to_rgb_uint8
+from edgecmg.imageio import is_pil_image, to_rgb_uint8
 
 __all__ = [
     "Frame",
@@ -75,7 +75,8 @@ class Frame:
     index: the frame's position in its source, from 0: the items and frames the source skipped
         (unreadable files, ``None`` or unusable items, undecodable video frames) are counted, so
         the index names the item of a list or the frame of a video file; monotonic across
-        reconnects and loops.
+        reconnects and loops. A live source's index starts at the first frame after the one read
+        at open to check it delivers (not delivered: stale by the time it would be judged).
     timestamp: ``time.time()`` when the frame was captured (wall clock, for logs and results).
     source: the source's display name (credentials masked).
     """
@@ -952,11 +953,19 @@ def open_source(
         return _open_text(os.fspath(source), config, opener, live)
     if isinstance(source, (bytes, bytearray)):
         raise StreamError("source is bytes; pass a path as str, or decode the image to a numpy array first")
-    if isinstance(source, np.ndarray) and source.ndim != 4:
+    tensor = hasattr(source, "detach") and hasattr(source, "ndim")  # torch, duck-typed: no torch import here
+    if (isinstance(source, np.ndarray) or tensor) and source.ndim != 4:
+        # Iterated, a C x H x W tensor would be judged as C gray frames and an H x W x C one as H rows.
         raise StreamError(
-            f"a single numpy array of shape {source.shape} is ambiguous as a source; pass [frame] for one "
-            "frame, or an N x H x W x C array / a list of frames for a sequence"
+            f"a single {'tensor' if tensor else 'numpy array'} of shape {tuple(source.shape)} is ambiguous as a "
+            "source; pass [frame] for one frame (H x W x C; a C x H x W tensor: x.permute(1, 2, 0)), or an "
+            "N x H x W x C array / a list of frames for a sequence"
         )
+    if tensor and source.ndim == 4 and source.shape[1] in (1, 3, 4) and source.shape[-1] not in (1, 2, 3, 4):
+        raise StreamError(f"a tensor of shape {tuple(source.shape)} looks channels-first (N x C x H x W); pass "
+                          "x.permute(0, 2, 3, 1) for the N x H x W x C frames a stream takes")
+    if is_pil_image(source):
+        raise StreamError("source is one Pillow image; pass [image] for one frame, or a list of images")
     if _paths_listed(source):
         # Image files named one by one: read like a folder's, the unreadable ones skipped and counted.
         return ImageFilesSource([Path(s) for s in source], name=f"files:{len(source)}", config=config,
