@@ -789,10 +789,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"edgecmg {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except Terminated as stop:
-        _say_on_stderr(f"edgecmg {args.command}: terminated ({stop.signal_name})")
+        _say_on_stderr(f"edgecmg {args.command}: terminated ({stop.signal_name}){_stop_note(args)}")
         return stop.exit_status
     except KeyboardInterrupt:
-        _say_on_stderr(f"edgecmg {args.command}: interrupted")
+        _say_on_stderr(f"edgecmg {args.command}: interrupted{_stop_note(args)}")
         return 130
     except BrokenPipeError:
         # The reader went away (`edgecmg info M | head`): not an error of ours, and Python's own
@@ -851,6 +851,18 @@ def _print_any_name() -> None:
         # locale, UTF-8 mode), a name that is not UTF-8 prints as ls shows it.
         if reconfigure is not None and getattr(stream, "errors", None) == "strict":
             reconfigure(errors="backslashreplace")
+
+
+def _stop_note(args: argparse.Namespace) -> str:
+    """What a stopped command kept and how to go on ("; ..."), where the command set ``args.stop_note``
+    (a callable, asked only now: it counts what was done up to the stop), else ""."""
+    note_of = getattr(args, "stop_note", None)
+    try:
+        note = note_of() if note_of is not None else None
+    except Exception:  # the stop is said whatever the note does
+        log.debug("the stop note failed", exc_info=True)
+        return ""
+    return f"; {one_line(note)}" if note else ""
 
 
 def _say_on_stderr(text: str) -> None:

@@ -113,14 +113,16 @@ def restore_handlers(previous: dict[int, Any]) -> None:
 
 @contextmanager
 def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, ...] = (),
-                  overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
+                  overwrite: bool = False, inputs: Sequence[str | Path] = (),
+                  continued_by: Optional[str] = None) -> Iterator[Path]:
     """Create the output folder ``path`` now, before any long work, so that a file in its place or
     an unwritable parent is a clear error naming it instead of a traceback after the run. A folder
     created here is removed again if the command fails before writing into it (a model that would
     not load leaves nothing behind); anything written is kept.
 
     results: the files a run writes there; a folder that already holds one of them holds an earlier
-    run's results, which are refused rather than replaced unless ``overwrite`` (``--overwrite``).
+    run's results, which are refused rather than replaced unless ``overwrite`` (``--overwrite``);
+    ``continued_by``: the flag that continues such a run instead (predict's ``--resume``), named first.
     inputs: what the command reads (folders, globs, files): the folder may not be inside one of them
     (:func:`check_out_outside_inputs`)."""
     check_out_outside_inputs(path, flag, inputs)
@@ -139,8 +141,11 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
             # Looked for once the folder is this run's: a run that ended a moment ago has left its results.
             earlier = [name for name in results if (path / name).exists()]
             if earlier and not overwrite:
-                raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; give another "
-                                  "folder, or add --overwrite to replace them")
+                # An interrupted run's folder: the flag that continues it comes first, since --overwrite
+                # deletes what that run did.
+                go_on = f"continue that run with {continued_by}, " if continued_by else ""
+                raise ConfigError(f"{flag} {path} holds an earlier run's {' and '.join(earlier)}; {go_on}give "
+                                  "another folder, or add --overwrite to replace them")
             yield path
         except BaseException:
             remove_empty_folders(created)

@@ -191,30 +191,42 @@ def run_bench(args: argparse.Namespace) -> int:
     with output_folder(args.out, inputs=[args.images] if args.images else []) as out:
         frames, frames_note = _frames(args)
         rows, samples, skipped, lines = [], {}, [], Lines()
-        for model in models:
-            if str(model) in refused:
-                continue
-            try:
-                bench_model(model, models, args, frames, rows, samples, skipped=skipped, lines=lines)
-            except EdgeCMGError as exc:
-                if len(models) == 1:
-                    raise
-                # One damaged file among several: the others' timings are still written.
-                _refuse(model, exc, refused)
+
+        def write(stopped: str | None = None) -> str:
+            environment = environment_info()
+            environment.update({"models": [str(m) for m in models], "inputs": frames_note})
+            if refused:
+                environment["refused"] = refused
+            if skipped:  # a backend asked for that is not in the table: the report says why
+                environment["skipped"] = skipped
+            if stopped:
+                environment["stopped"] = stopped
+            table = write_report(rows, out, "bench", environment=environment)
+            title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
+            plot_latency(samples, out / "bench_latency.png", title=title)
+            return f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}"
+
+        try:
+            for model in models:
+                if str(model) in refused:
+                    continue
+                try:
+                    bench_model(model, models, args, frames, rows, samples, skipped=skipped, lines=lines)
+                except EdgeCMGError as exc:
+                    if len(models) == 1:
+                        raise
+                    # One damaged file among several: the others' timings are still written.
+                    _refuse(model, exc, refused)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): the rows timed so far are written
+            if rows:
+                write(stopped=f"stopped by the user after {len(rows)} backend row(s); the rest were not timed")
+                args.stop_note = lambda: (f"the {len(rows)} row(s) timed before the stop are written to {out}/bench.json, "
+                                          "bench.csv, bench.md")
+            raise
         if not rows:
             why = f": {'; '.join(skipped)}" if skipped else ""
             raise EdgeCMGError(f"no backend could run {', '.join(map(str, models))}{why}")
-        environment = environment_info()
-        environment.update({"models": [str(m) for m in models], "inputs": frames_note})
-        if refused:
-            environment["refused"] = refused
-        if skipped:  # a backend asked for that is not in the table: the report says why
-            environment["skipped"] = skipped
-        table = write_report(rows, out, "bench", environment=environment)
-        title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
-        plot_latency(samples, out / "bench_latency.png", title=title)
-        lines.say(f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}\nwrote {out}/bench.json, "
-                  "bench.csv, bench.md, bench_latency.png")
+        lines.say(f"{write()}\nwrote {out}/bench.json, bench.csv, bench.md, bench_latency.png")
         # A stream's inference ran 2 to 4 times these figures on the same model: paced frames meet cold
         # caches and a CPU clocked down between them, beside capture and the host's other work.
         lines.say("frames judged back to back: a live stream's per-frame times also hold capture, queueing and "

@@ -42,7 +42,7 @@ def run_predict(args: argparse.Namespace) -> int:
     # An earlier run is its results.jsonl: one that read nothing keeps only its list of unreadable files
     # (below), which a new run may replace.
     with output_folder(args.out, results=("results.jsonl",), inputs=args.images,
-                       overwrite=args.overwrite or args.resume) as out:
+                       overwrite=args.overwrite or args.resume, continued_by="--resume") as out:
         skipped_path = out / "skipped.jsonl"
         detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
         model_sha256 = file_sha256(args.model)
@@ -65,6 +65,11 @@ def run_predict(args: argparse.Namespace) -> int:
                  "cwd": os.getcwd(), "started": datetime.now().astimezone().isoformat(timespec="seconds")},
                 indent=2).encode("utf-8"), what="the run's record", sync=False)
         skipped, flagged, skipped_file = 0, 0, None
+        written = [len(paths) - len(todo)]  # images with a record (kept from before, or this run's)
+        # What a stop (Ctrl-C, SIGTERM) says: the records are kept, and --resume, not --overwrite (which
+        # the next run's refusal also offers), is what continues them.
+        args.stop_note = lambda: (f"{written[0]} of the {len(paths)} images are done, their records kept in {out}; "
+                                  "add --resume to the same command to judge the rest") if written[0] else None
         with JsonLinesFile(out / "results.jsonl", "the results", append=args.resume) as jsonl, ExitStack() as closing:
             for index, path in tqdm(todo, desc="predict", unit="img", disable=not args.progress_bars,
                                     total=len(paths), initial=len(paths) - len(todo)):
@@ -76,6 +81,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     skipped_file = skipped_file or closing.enter_context(
                         JsonLinesFile(skipped_path, "the list of unreadable files", append=args.resume))
                     skipped_file.write({"file": str(path), "frame_index": index, "error": str(exc)})
+                    written[0] += 1
                     continue
                 result = detector.predict(frame)
                 flagged += result.is_anomaly
@@ -95,6 +101,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     result = None
                     save_png(overlay_path, overlay, in_place=True)
                 jsonl.write(record)
+                written[0] += 1
                 # Let go of this image before the next is read: held through its decode and predict, a
                 # folder of large images peaked at two images' worth.
                 frame = result = overlay = None
