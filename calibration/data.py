@@ -37,8 +37,8 @@ def select_with_spares(data_dir: str | Path | Sequence[str | Path], samples: int
     folder (calibrate's check), whose first draw has said it all already."""
     info, warning = (log.info, log.warning) if report else (_unsaid, _unsaid)
     if samples < 1:
-        raise DataError(f"samples={samples}: calibrate on at least 1 image ({TYPICAL_SAMPLES_MIN}-{TYPICAL_SAMPLES_MAX} is "
-                        "typical)")
+        raise DataError(f"samples={samples} (--samples): calibrate on at least 1 image ({TYPICAL_SAMPLES_MIN}-"
+                        f"{TYPICAL_SAMPLES_MAX} is typical)")
     if not isinstance(data_dir, (str, Path)):
         given = [Path(item) for item in data_dir]
         paths = [path for path in given if path.is_file()]  # the data's fingerprint stats every file

@@ -401,7 +401,8 @@ def _check_head(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int
     _, version, _, header_sha = _PREFIX.unpack_from(data)
     header_bytes = data[start:end]
     if hashlib.sha256(header_bytes).digest() != header_sha:
-        raise ArtifactError(f"{path}: header checksum mismatch: the metadata was corrupted or edited")
+        raise ArtifactError(f"{path}: header checksum mismatch: the metadata was corrupted or edited; copy the "
+                            "original file again or fit the model again")
     try:
         header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # with a matching checksum: written wrongly, or forged
@@ -457,7 +458,8 @@ def read_header(path: str | Path, *, data: bytes | None = None) -> tuple[dict[st
     header, start = _check_head(path, data, len(data))
     payload = data[start:]
     if hashlib.sha256(payload).hexdigest() != header["payload"]["sha256"]:
-        raise ArtifactError(f"{path}: payload checksum mismatch: the tensors were corrupted or tampered with")
+        raise ArtifactError(f"{path}: payload checksum mismatch: the tensors were corrupted or tampered with; "
+                            "copy the original file again or fit the model again")
     return header, payload
 
 

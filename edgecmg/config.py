@@ -62,6 +62,19 @@ def _check_field_types(config: Any) -> None:
         object.__setattr__(config, spec.name, value)  # frozen: the normalised value replaces the given one
 
 
+def _valid_sizes_near(h: int, w: int, largest: int) -> str:
+    """The input sizes nearest (h, w) that ModelConfig takes (sides of 64..largest, multiples of 32):
+    the one below and the one above, as Python and CLI write them, e.g. "(96, 96) or (128, 128)
+    (--input-size 96 96 or 128 128)"."""
+    def side(value: int, up: bool) -> int:
+        rounded = (value + 31) // 32 * 32 if up else value // 32 * 32
+        return min(max(rounded, 64), largest // 32 * 32)
+
+    sizes = list(dict.fromkeys((side(h, up), side(w, up)) for up in (False, True)))
+    return (f"{' or '.join(str(size) for size in sizes)} (--input-size "
+            f"{' or '.join(f'{a} {b}' for a, b in sizes)})")
+
+
 def expect_config(value: Any, cls: type, where: str) -> Any:
     """``value`` if it is a ``cls``, else a ConfigError saying how to make one (a prompt passed where
     fit takes a ModelConfig is the usual slip)."""
@@ -142,13 +155,15 @@ class ModelConfig:
                               "decode as UTF-8); write the prompt in UTF-8 or in plain ASCII") from None
         _check_field_types(self)
         if self.input_size is not None:
+            given = f"input_size={tuple(self.input_size)} (--input-size {' '.join(map(str, self.input_size))})"
             if len(self.input_size) != 2:
-                raise ConfigError(f"input_size {self.input_size} must be (height, width)")
+                raise ConfigError(f"{given} must be (height, width): two sides, e.g. (256, 256) (--input-size 256 256)")
             h, w = self.input_size
             if h % 32 or w % 32 or h < 64 or w < 64:
-                raise ConfigError(f"input_size {self.input_size} must be >= 64 and multiples of 32 in both sides")
+                raise ConfigError(f"{given} must be >= 64 and multiples of 32 in both sides; the nearest that are: "
+                                  f"{_valid_sizes_near(h, w, self.MAX_INPUT_SIDE)}")
             if h > self.MAX_INPUT_SIDE or w > self.MAX_INPUT_SIDE:
-                raise ConfigError(f"input_size {self.input_size}: sides of at most {self.MAX_INPUT_SIDE} (the model "
+                raise ConfigError(f"{given}: sides of at most {self.MAX_INPUT_SIDE} (the model "
                                   "sees each frame resized to it; crop the part's region for finer detail)")
         if self.max_side > self.MAX_MAX_SIDE:
             raise ConfigError(f"max_side={self.max_side} (--max-side) is too large: the input would have about "
@@ -160,7 +175,7 @@ class ModelConfig:
                               f"{self.MIN_MAX_SIDE} (a 2 x 2 map of the stride-32 head; default 256, 256..512 typical)")
         feature_layout(self.features)
         if not 2 <= self.grid <= 8:  # 1 would leave CMER one cell, whose drop-one variant keeps nothing
-            raise ConfigError(f"grid={self.grid} must be between 2 and 8")
+            raise ConfigError(f"grid={self.grid} (--grid) must be between 2 and 8 (default 2)")
         if not self.cmer_slack >= 0.0:
             raise ConfigError(f"cmer_slack={self.cmer_slack} must be >= 0 (1 = a cell's margin sits above its largest "
                               "normal gain by that gain's distance from the median)")
@@ -171,10 +186,10 @@ class ModelConfig:
         if not 1 <= self.knn_k <= 16:
             raise ConfigError(f"knn_k={self.knn_k} must be in 1..16")
         if not 0.0 <= self.score_top_fraction <= 0.25:
-            raise ConfigError(f"score_top_fraction={self.score_top_fraction} must be in [0, 0.25] "
-                              "(0 = the map's maximum; 0.01 = the mean of its hottest 1% of pixels)")
+            raise ConfigError(f"score_top_fraction={self.score_top_fraction} (--score-top-fraction) must be in "
+                              "[0, 0.25] (0 = the map's maximum; 0.01 = the mean of its hottest 1% of pixels)")
         if not 8 <= self.cmle_dim <= 1024:
-            raise ConfigError(f"cmle_dim={self.cmle_dim} must be in 8..1024")
+            raise ConfigError(f"cmle_dim={self.cmle_dim} (--cmle-dim) must be in 8..1024 (default 128)")
         if self.cmle_neighbors < 1:
             raise ConfigError(f"cmle_neighbors={self.cmle_neighbors} must be >= 1 (default 10)")
         # Checked here, not after the feature pass: 0 would end a long fit in an IndexError, and a
@@ -227,7 +242,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         _check_field_types(self)
         if not 17 <= self.opset <= 20:
-            raise ConfigError(f"opset={self.opset}: choose 17..20 (TensorRT 10/11 and torch's exporter cover these)")
+            raise ConfigError(f"opset={self.opset} (--opset): choose 17..20 (TensorRT 10/11 and torch's exporter cover "
+                              "these; default 17)")
         if self.batch < 1 or self.max_batch < 1:
             raise ConfigError(f"batch={self.batch} and max_batch={self.max_batch} must be >= 1")
         if not self.dynamic_batch and self.batch > self.max_batch:
@@ -276,7 +292,8 @@ class EngineConfig:
             if self.dla_core < 0:
                 raise ConfigError(f"dla_core={self.dla_core} must be >= 0 (Jetson Orin has DLA cores 0 and 1)")
             if self.precision == "fp32":
-                raise ConfigError("DLA runs fp16 or int8 only: use --precision fp16 or int8 with --dla")
+                raise ConfigError(f"DLA runs fp16 or int8 only: with dla_core={self.dla_core} (--dla {self.dla_core}) "
+                                  "use precision='fp16' or 'int8' (--precision fp16 or int8)")
             if self.min_batch != self.max_batch:
                 # With a dynamic profile TensorRT puts every layer on the GPU (GPU fallback): a "DLA"
                 # engine that never uses the DLA.
@@ -353,18 +370,22 @@ class StreamConfig:
             raise ConfigError(f"policy={self.policy!r}: choose 'latest' (drop stale frames), 'all' (lose none) "
                               "or 'auto' (latest for live sources, all for files)")
         if self.batch < 1:
-            raise ConfigError(f"batch={self.batch} must be >= 1")
+            raise ConfigError(f"batch={self.batch} (--batch) must be >= 1 (default 1)")
         if self.max_queue < 1:
-            raise ConfigError(f"max_queue={self.max_queue} must be >= 1")
+            raise ConfigError(f"max_queue={self.max_queue} (--max-queue) must be >= 1 (default 4)")
         if self.reconnect_attempts < 0:
-            raise ConfigError(f"reconnect_attempts={self.reconnect_attempts} must be >= 0 (0 = never reconnect)")
+            raise ConfigError(f"reconnect_attempts={self.reconnect_attempts} (--reconnect-attempts) must be >= 0 "
+                              "(0 = never reconnect; default 7)")
         if not self.reconnect_backoff_s >= 0:
             raise ConfigError(f"reconnect_backoff_s={self.reconnect_backoff_s} must be >= 0 seconds")
         if self.capture_size is not None:
             if len(self.capture_size) != 2 or min(self.capture_size) < 1:
-                raise ConfigError(f"capture_size={self.capture_size} must be (width, height), both >= 1")
+                raise ConfigError(f"capture_size={tuple(self.capture_size)} (--capture-size "
+                                  f"{' '.join(map(str, self.capture_size))}) must be (width, height), both >= 1, e.g. "
+                                  "(1920, 1080) (--capture-size 1920 1080)")
         if self.capture_fps is not None and not self.capture_fps > 0:
-            raise ConfigError(f"capture_fps={self.capture_fps} must be > 0 (or None for the device default)")
+            raise ConfigError(f"capture_fps={self.capture_fps} (--capture-fps) must be > 0, or leave it unset (leave "
+                              "--capture-fps out) for the device's default")
         if not 0 < self.timeout_s <= MAX_TIMEOUT_S:  # OpenCV takes milliseconds as a 32-bit int
             raise ConfigError(f"timeout_s={self.timeout_s} must be > 0 and <= {MAX_TIMEOUT_S:,} seconds")
         if self.stall_warn_s is not None and not self.stall_warn_s > 0:

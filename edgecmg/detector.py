@@ -70,6 +70,9 @@ class Detector:
                             f"({self.metadata.get('threshold')!r}); pass threshold= or fit the model again")
         self.threshold = self.metadata["threshold"] if threshold is None else threshold
         self._frame_shapes_checked: set[tuple[int, int]] = set()
+        # The stretch warning, once per height/width to a tenth: a folder of 139 photos turned 90 degrees,
+        # each a few pixels apart in size, said the same thing 23 times.
+        self._stretches_said: set[tuple[float, bool]] = set()
         # Host-side BankScorer for runners whose graph stops after the featurizer.
         self._scorer = scorer
         if runner.produces_features and scorer is None:
@@ -93,6 +96,9 @@ class Detector:
         """
         from edgecmg.runtime.registry import make_runner
 
+        if not isinstance(path, (str, os.PathLike)):  # None or 5 read as "None: no such model file"
+            raise ConfigError(f"Detector.load takes the path of a model file (.edgecmg, .onnx or .engine), got "
+                              f"{path!r:.60} ({type(path).__name__})")
         if threads is not None:
             if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
@@ -153,13 +159,13 @@ class Detector:
     @threshold.setter
     def threshold(self, value: float) -> None:
         if not _is_number(value):
-            raise ConfigError(f"threshold={value!r} must be a number (an image score)")
+            raise ConfigError(f"threshold={value!r} (--threshold) must be a number (an image score)")
         number = float(value)
         if np.isnan(number):
-            raise ConfigError("threshold=nan: no score is ever at or above NaN, so nothing would be flagged; "
+            raise ConfigError("threshold=nan (--threshold): no score is ever at or above NaN, so nothing would be flagged; "
                               "give a number (an image score)")
         if np.isinf(number):
-            raise ConfigError(f"threshold={number}: every part would be {'passed' if number > 0 else 'flagged'}; "
+            raise ConfigError(f"threshold={number} (--threshold): every part would be {'passed' if number > 0 else 'flagged'}; "
                               "give a finite image score")
         self._threshold = number
 
@@ -257,13 +263,17 @@ class Detector:
             return  # a file from before fit recorded it
         h, w = shape
         stretch = aspect_stretch(h / w, trained)
-        if stretch > ASPECT_TOLERANCE:
+        if stretch <= ASPECT_TOLERANCE:
+            return
+        yuv_hint = _PLANAR_YUV_HINT if _looks_planar_yuv(shape, trained, frame) else ""
+        said_as = (round(h / w, 1), bool(yuv_hint))  # a colour frame of an I420 buffer's shape is told apart
+        if said_as not in self._stretches_said:
+            self._stretches_said.add(said_as)
             log.warning(
                 "%s: a %dx%d frame (height x width) has height/width %.2f, the training images %.2f: the "
                 "resize to the model's input stretches the part %.2fx against what fit saw, which moves its "
                 "score; crop frames to the part as the training images were, or fit on frames of this camera%s",
-                self.runner.model_path, h, w, h / w, trained, stretch,
-                _PLANAR_YUV_HINT if _looks_planar_yuv(shape, trained, frame) else "")
+                self.runner.model_path, h, w, h / w, trained, stretch, yuv_hint)
 
     def predict(self, frame: np.ndarray | torch.Tensor | PIL.Image.Image, *, bgr: bool = False) -> Result:
         """Judge one frame: uint8 HxWx3 RGB, or what :func:`edgecmg.imageio.to_rgb_uint8` converts

@@ -375,9 +375,10 @@ def _use_dla(trt, builder, bconfig, network, dla_core: int, source: str, strongl
         raise EngineBuildError(
             f"{source}: INT8 on DLA core {dla_core} needs TensorRT {'.'.join(map(str, STRONGLY_TYPED_DLA_SINCE))} "
             f"or later: edgecmg builds INT8 engines as strongly typed networks, which TensorRT {trt.__version__} "
-            f"cannot place on a DLA. Build an FP16 engine for the DLA from the FP32 export (edgecmg export "
-            f"M.edgecmg --with-scoring -o M.onnx; edgecmg build M.onnx --precision fp16 --dla {dla_core}), "
-            "or this INT8 model without --dla, on the GPU")
+            f"cannot place on a DLA. Build an FP16 engine, precision='fp16' (--precision fp16), for the DLA from "
+            f"the FP32 export (edgecmg export M.edgecmg --with-scoring -o M.onnx; edgecmg build M.onnx --precision "
+            f"fp16 --dla {dla_core}), "
+            f"or this INT8 model without dla_core={dla_core} (--dla {dla_core}), on the GPU")
     bconfig.default_device_type = trt.DeviceType.DLA
     bconfig.DLA_core = int(dla_core)
     bconfig.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -385,7 +386,7 @@ def _use_dla(trt, builder, bconfig, network, dla_core: int, source: str, strongl
     on_dla = sum(bool(bconfig.can_run_on_DLA(network.get_layer(i))) for i in range(layers))
     if on_dla == 0:
         raise EngineBuildError(f"none of the {layers} layers of {source} can run on a DLA: the engine would run "
-                               "on the GPU alone; build it without --dla")
+                               f"on the GPU alone; build it without dla_core={dla_core} (--dla {dla_core})")
     log.info("%d of %d layers can run on DLA core %d; the others run on the GPU", on_dla, layers, dla_core)
 
 
@@ -433,7 +434,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
         # after a warning a node (about 130 of them) in the build's log.
         raise EngineBuildError(f"{onnx_path} was calibrated for ONNX Runtime on a CPU (`--profile cpu`: uint8 "
                                "activations, which TensorRT does not take); calibrate again with the default "
-                               "`--profile tensorrt` and build that file")
+                               "profile='tensorrt' (`--profile tensorrt`) and build that file")
     # The scorer is checked against its export's checksum before TensorRT is imported or anything built:
     # the engine file seals what it copies under a checksum of its own, so a damaged bank was loaded from
     # it as sound (a character that is not base64 failed only after the build, in a traceback).
@@ -485,7 +486,7 @@ def check_build_input(onnx_path: Path) -> None:
     """What is given to build, by its kind before anything is parsed: a folder, a missing file, or
     one that is not an .onnx (an image, calibrate's .calib.json, the .edgecmg or an engine) is a
     one-line error saying what build takes, not a protobuf parse error calling the file damaged. A
-    missing .onnx is left to the ONNX reader, which says so."""
+    missing file, .onnx or not, is a MissingFileError (ArtifactError is for a damaged file)."""
     if onnx_path.is_dir():
         raise ConfigError(f"{onnx_path} is a folder, not an ONNX file: {BUILD_TAKES}; give that file")
     name = onnx_path.name
@@ -496,10 +497,10 @@ def check_build_input(onnx_path: Path) -> None:
         raise ConfigError(f"{onnx_path} holds calibrate's activation ranges, not a model: build the INT8 .onnx "
                           f"calibrate wrote beside it, {beside}{there}")
     suffix = onnx_path.suffix.lower()
+    if not onnx_path.exists() and (suffix == ".onnx" or not onnx_path.is_symlink()):
+        raise MissingFileError(f"{onnx_path}: no such file; {BUILD_TAKES}")
     if suffix == ".onnx":
         return
-    if not onnx_path.exists() and not onnx_path.is_symlink():
-        raise MissingFileError(f"{onnx_path}: no such file; {BUILD_TAKES}")
     if suffix == ".edgecmg":
         raise ArtifactError(f"{onnx_path} is an edgecmg model, not ONNX: export it first (`edgecmg export "
                             f"{onnx_path} --format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
@@ -546,7 +547,8 @@ def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -
             "(TensorRT 10.1 deprecated and 11 removed implicit calibration). Make one with "
             f"`edgecmg calibrate M.edgecmg --data DIR -o M.int8.onnx`, then build that file")
     if quantized and precision != "int8":
-        raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with --precision int8")
+        raise EngineBuildError(f"{onnx_path} is quantised (Q/DQ nodes): build it with precision='int8' "
+                               "(--precision int8)")
 
 
 def _engine_header(onnx_path: Path, config: EngineConfig, model_header: dict[str, Any], shapes: dict[str, Any],

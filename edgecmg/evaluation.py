@@ -235,8 +235,8 @@ def samples_to_evaluate(given: Sequence[Sample] | MVTecDataset | str | Path) -> 
     samples = [_as_sample(item) for item in given]
     odd = next((item for item in samples if not isinstance(item, Sample)), None)
     if odd is not None:
-        raise DataError(f"evaluation takes Samples (edgecmg.Sample(path, label, defect_type, mask_path)) or an "
-                        f"MVTec-layout folder, not a {type(odd).__name__} ({odd!r:.80}): wrap each image as "
+        raise DataError(f"evaluation takes Samples (edgecmg.datasets.Sample(path, label, defect_type, mask_path)) "
+                        f"or an MVTec-layout folder, not a {type(odd).__name__} ({odd!r:.80}): wrap each image as "
                         "Sample(path, 0 or 1, 'good' or its defect type), or pass the dataset's root folder")
     return samples
 
@@ -320,8 +320,8 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
     """
     if not 0.0 < quantile <= 1.0:
-        raise ConfigError(f"quantile={quantile} must be in (0, 1] (0.99: about 1 good part in 100 flagged; 1: the "
-                          "highest of their scores)")
+        raise ConfigError(f"quantile={quantile} (--quantile) must be in (0, 1] (0.99: about 1 good part in 100 "
+                          "flagged; 1: the highest of their scores)")
     paths = _image_list(paths)
     scores, names, skipped = [], [], []
     for path, frame in _readable(paths, "threshold", progress, skipped):

@@ -46,7 +46,7 @@ from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_
                               _field, model_spec)
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, name_some
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, MissingFileError, name_some
 from edgecmg.fileio import atomic_path, check_file_suffix, is_range_cache
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
@@ -227,8 +227,12 @@ def _load_proto(model_or_path):
     onnx = _onnx()
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
+        if not path.exists():  # a missing input, not a damaged file (as artifact.load says for a .edgecmg)
+            raise MissingFileError(f"{path}: no such ONNX file; check the path, or export the model first "
+                                   "(`edgecmg export M.edgecmg --format onnx -o M.onnx`)")
         if not path.is_file():
-            raise ArtifactError(f"{path}: no such ONNX file")
+            raise ConfigError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, not an ONNX "
+                              "file; give the .onnx file")
         try:
             with open(path, "rb") as handle:
                 head = handle.read(8)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from edgecmg import __version__
 from edgecmg.config import ExportConfig
-from edgecmg.errors import ArtifactError, BackendUnavailableError, OutputError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, MissingFileError, OutputError
 from edgecmg.export import (
     _EXPORT_LOCK,
     GRAPH_FEATURIZER,
@@ -33,7 +33,7 @@ from edgecmg.fileio import NAME_MAX, check_writable, cut_to_bytes
 log = logging.getLogger("edgecmg")
 
 _CACHE_HINT = ("set EDGECMG_CACHE_DIR to a writable folder with space, or export once (edgecmg export M.edgecmg "
-               "--format onnx --with-scoring -o M.onnx) and load the .onnx, or use backend='torch'")
+               "--format onnx --with-scoring -o M.onnx) and load the .onnx, or use backend='torch' (--backend torch)")
 
 
 def cache_dir() -> Path:
@@ -85,7 +85,7 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
                     _mark_used(path)
                     return path, onnx_header
                 log.info("cached export %s is stale; exporting again", path)
-            except ArtifactError as exc:
+            except (ArtifactError, MissingFileError) as exc:  # damaged, or removed meanwhile (another prune)
                 log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
         # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
         # killed exports) must not be what makes the export fail and stay for good.

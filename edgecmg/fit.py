@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch
 from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
 from edgecmg.datasets import MVTecDataset, Sample
-from edgecmg.errors import DataError, name_some
+from edgecmg.errors import ConfigError, DataError, name_some
 from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, list_images, read_image,
                              read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
                              warn_skipped_count, warn_unreadable)
@@ -218,7 +218,8 @@ def _require_enough(count: int, source: str, offered: int) -> None:
     copies) that is said, not "add more" alone: nine text files named .png read as "found 0: add more"."""
     if count < MIN_TRAIN_IMAGES:
         lost = f" of the {offered} given" if offered > count else ""
-        why = ": the others could not be read or copy another (named above); fix or replace them, or" if lost else ":"
+        why = (": the others could not be read or are copies of another (named above); fix or replace them, or"
+               if lost else ":")
         raise DataError(f"fit needs at least {MIN_TRAIN_IMAGES} readable, distinct images of good parts, found {count}"
                         f"{lost}{source}{why} add more (a few hundred set a reliable threshold)")
 
@@ -324,6 +325,13 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     config = expect_config(config, ModelConfig, "fit(images, config)")
+    if config.matcher == "clip":  # a mistyped weights path or a missing open_clip: said before any image is read
+        from edgecmg.model.matcher import ClipMatcher
+
+        ClipMatcher.check_weights(config.clip_arch, config.clip_weights, fitting=True)
+    if captions is not None and not isinstance(captions, Mapping):
+        raise ConfigError(f"captions= takes a dict of image file name -> text, got a {type(captions).__name__}; "
+                          "or put a captions.csv (file,text) in the training folder")
     progress = show_progress(progress)
     started = time.perf_counter()
     source = ""  # where the images came from, for the too-few error
@@ -572,6 +580,9 @@ class _Training:
         if isinstance(images, np.ndarray) and images.ndim != 4:
             raise DataError(f"fit takes a folder, or a list of image paths or arrays (or an [N, H, W, C] array), "
                             f"got one array of shape {images.shape}")
+        if images is None or not hasattr(images, "__iter__"):  # iterated below, a None or a number was a TypeError
+            raise ConfigError(f"fit takes a folder, a glob, or a list of image paths or arrays, got "
+                              f"{'None' if images is None else 'a value of type ' + type(images).__name__}")
         self.sources: list[Path | np.ndarray] = []
         self.names: list[str] = []  # file names; ``array<i>`` for arrays
         self.shapes: list[tuple[int, int]] = []  # (height, width) as given, before the resize

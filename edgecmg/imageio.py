@@ -559,7 +559,9 @@ def read_image(path: PathLike) -> np.ndarray:
     if not isinstance(path, (str, os.PathLike)):
         hint = ("; an array is converted with to_rgb_uint8" if hasattr(path, "shape") or is_pil_image(path)
                 else "")
-        raise DataError(f"read_image takes a file path, got a {type(path).__name__}{hint}")
+        given = (f"{type(path).__name__} of shape {tuple(path.shape)}" if hasattr(path, "shape")
+                 else f"{path!r:.60} ({type(path).__name__})")
+        raise DataError(f"read_image takes a file path (str or pathlib.Path), got {given}{hint}")
     p = Path(path).expanduser()  # "~/parts/a.png" as Detector.load and stream() take it
     raw, order = _decode(p)
     return _to_rgb8(raw, order, p)
@@ -742,6 +744,10 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
         return found
     p = Path(text)
     if not p.exists():
+        if p.is_symlink() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            # A broken link named on its own is an unreadable image, as one in a folder is: read, it is
+            # skipped and named with where it points, and the others given beside it are still judged.
+            return [p]
         raise MissingFileError(f"no such image file or folder: {p} (not found); check the path")
     if p.is_file():
         if p.suffix.lower() not in IMAGE_EXTENSIONS:

@@ -71,3 +71,11 @@ def test_any_path_like_object_opens_a_model(small_artifact):
 
     with Detector.load(ModelPath(), backend="torch") as det:
         assert det.input_size == tuple(np.asarray(det.metadata["input_size"]).tolist())
+
+
+@pytest.mark.parametrize("path", [None, 5])
+def test_a_model_path_that_is_not_a_path_is_named_as_such(path):
+    from edgecmg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"Detector.load takes the path of a model file .*, got {path} "):
+        Detector.load(path)

@@ -566,7 +566,7 @@ def test_log_lines_say_when_where_stderr_is_not_a_terminal(small_artifact, tmp_p
     done = subprocess.run([str(Path(sys.executable).parent / "edgecmg"), "predict", str(small_artifact), str(broken),
                            "--out", str(tmp_path / "out"), "--backend", "torch"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
-    lines = [line for line in done.stderr.splitlines() if "edgecmg:" in line and "skipped" in line]
+    lines = [line for line in done.stderr.splitlines() if "edgecmg: skipped" in line]
     assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d WARNING edgecmg: skipped", line)
                          for line in lines), done.stderr
 
@@ -660,7 +660,9 @@ def test_a_write_failure_is_an_error_line_not_a_traceback(small_artifact, kolekt
 
     monkeypatch.setattr(edgecmg.fileio.Path, "touch", read_only)
     assert main(["-q", "predict", str(small_artifact), images, "--out", str(tmp_path / "ro")]) == 2
-    assert f"--out {tmp_path / 'ro'}: cannot write into the output folder" in capsys.readouterr().err
+    # the OS's reason in words, not OSError's "[Errno 30] ..." repr
+    assert (f"--out {tmp_path / 'ro'}: cannot write into the output folder (Read-only file system); choose a "
+            "writable place") in capsys.readouterr().err
     monkeypatch.undo()
 
     def disk_full(*args, **kwargs):
@@ -821,7 +823,7 @@ def test_stream_takes_several_image_files_and_names_a_model_given_as_a_source(sm
                  "--realtime"]) == 0
     assert "--capture-fps" not in caplog.text  # it paces the images
     assert main(["-q", "stream", files[0], "-m", str(small_artifact), "--capture-fps", "0"]) == 2
-    assert "capture_fps=0.0 must be > 0" in capsys.readouterr().err
+    assert "capture_fps=0.0 (--capture-fps) must be > 0" in capsys.readouterr().err
 
 
 def test_backend_flag_lists_its_choices_ignores_case_and_every_output_folder_takes_o():
@@ -1049,7 +1051,8 @@ def test_predict_and_eval_refuse_an_earlier_runs_results_unless_overwrite(small_
         marked.write_text("the earlier run's\n")
         capsys.readouterr()
         assert main(["-q", *argv, "--out", str(out), "--backend", "torch"]) == 2
-        assert f"--out {out} holds an earlier run's {earlier}; give another folder, or add --overwrite" in \
+        resume = "continue that run with --resume, " if argv[0] == "predict" else ""
+        assert f"--out {out} holds an earlier run's {earlier}; {resume}give another folder, or add --overwrite" in \
             capsys.readouterr().err
         assert marked.read_text() == "the earlier run's\n"
         if argv[0] == "predict":  # an overlay of the earlier run that this run does not write
@@ -1289,6 +1292,8 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert found["stored_threshold"] == pytest.approx(detector.threshold)
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12
+    assert found["ratio_to_stored"] == pytest.approx(found["threshold"] / found["stored_threshold"])
+    assert (found["check"] is None) == (found["ratio_to_stored"] <= 2.0)  # what the text output prints, also in JSON
     # 12 images are too few for a quantile to mean much, and it says so (as fit does for its held-out)
     assert "the threshold is set on 12 good image(s): the 0.9 quantile of fewer than 20 scores" in caplog.text
     assert "judge 20 or more" in caplog.text
@@ -1301,13 +1306,14 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert re.search(r"this is \d+\.\d times the stored threshold: parts scoring between the two now pass; check "
                      rf"what it misses on defects first: edgecmg eval {re.escape(str(small_artifact))} DATA "
                      r"--threshold ", said), said
+    assert "if the line changed since fit (exposure, position, focus, camera), fit again on good frames" in said
     from edgecmg import artifact
 
     high = artifact.save_with_threshold(small_artifact, tmp_path / "high.edgecmg", found["threshold"], {"by": "test"})
     assert main(["-q", "threshold", str(high), str(folder), "--backend", "torch"]) == 0
     assert "times the stored threshold" not in capsys.readouterr().out  # 0.99 against the 0.9 quantile: close
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "1.5"]) == 2
-    assert "quantile=1.5 must be in (0, 1]" in capsys.readouterr().err
+    assert "quantile=1.5 (--quantile) must be in (0, 1]" in capsys.readouterr().err
 
     # eval judges at the threshold it is given: the verdict counts follow it
     for threshold in (found["threshold"], -1e6):

@@ -149,7 +149,7 @@ def test_too_few_images_are_counted_by_what_decodes_not_by_their_headers(kolekto
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_text("not an image")
     with pytest.raises(DataError, match=rf"found 0 of the 6 given in {re.escape(str(tmp_path))}: the others could not "
-                                        "be read or copy another"):
+                                        "be read or are copies of another"):
         fit(tmp_path, ModelConfig(prompt="a part", input_size=(64, 64)), progress=False)
 
 

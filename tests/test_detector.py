@@ -119,9 +119,9 @@ def test_threshold_must_be_a_finite_number_and_is_checked_before_the_backend_ope
 
     opened = []
     monkeypatch.setattr(TorchRunner, "_activate", lambda self: opened.append(self))  # nothing leaks on refusal
-    for value, match in ((float("nan"), "threshold=nan: no score is ever at or above NaN"),
-                         (float("inf"), "threshold=inf: every part would be passed"),
-                         (float("-inf"), "threshold=-inf: every part would be flagged"),
+    for value, match in ((float("nan"), "threshold=nan \\(--threshold\\): no score is ever at or above NaN"),
+                         (float("inf"), "threshold=inf \\(--threshold\\): every part would be passed"),
+                         (float("-inf"), "threshold=-inf \\(--threshold\\): every part would be flagged"),
                          ("2.5", "must be a number")):
         with pytest.raises(ConfigError, match=match):
             Detector.load(small_artifact, backend="torch", threshold=value)

@@ -100,7 +100,7 @@ def test_model_config_refuses_invalid_values_by_name():
 
     from edgecmg.errors import ConfigError
 
-    for kwargs, expected in ((dict(grid=1), "grid=1 must be between 2 and 8"),
+    for kwargs, expected in ((dict(grid=1), "grid=1 (--grid) must be between 2 and 8"),
                              (dict(prompt=123), "prompt=123: the prompt must be a non-empty string"),
                              (dict(prompt="  "), "the prompt must be a non-empty string"),
                              (dict(max_side=0), "max_side=0 (--max-side) is too small"),
@@ -109,7 +109,7 @@ def test_model_config_refuses_invalid_values_by_name():
                              # 100000 ended in OpenCV's out-of-memory error, with a hint about image counts
                              (dict(max_side=100000), "max_side=100000 (--max-side) is too large"),
                              (dict(max_side=2049), "use at most 2048"),
-                             (dict(input_size=(64, 4128)), "input_size (64, 4128): sides of at most 4096"),
+                             (dict(input_size=(64, 4128)), "input_size=(64, 4128) (--input-size 64 4128): sides of at most 4096"),
                              (dict(max_bank_size=0), "max_bank_size=0 (--bank-size) must be >= 1"),
                              (dict(max_bank_size=-3), "max_bank_size=-3"),
                              (dict(smoothing_sigma=0.0), "smoothing_sigma=0.0 must be > 0"),
@@ -122,8 +122,8 @@ def test_model_config_refuses_invalid_values_by_name():
                              (dict(max_side="256"), "max_side='256' must be an integer, got str"),
                              (dict(knn_k=17), "knn_k=17 must be in 1..16"),
                              (dict(knn_k=0), "knn_k=0 must be in 1..16"),
-                             (dict(input_size=(32, 64)), "input_size (32, 64) must be >= 64 and multiples of 32"),
-                             (dict(input_size=(64, 80)), "input_size (64, 80) must be >= 64 and multiples of 32"),
+                             (dict(input_size=(32, 64)), "input_size=(32, 64) (--input-size 32 64) must be >= 64 and multiples of 32"),
+                             (dict(input_size=(64, 80)), "input_size=(64, 80) (--input-size 64 80) must be >= 64 and multiples of 32"),
                              (dict(grid=2.5), "grid=2.5 must be an integer"),
                              (dict(cmer="yes"), "cmer='yes' must be True or False"),
                              (dict(coreset_ratio="0.1"), "coreset_ratio='0.1' must be a number")):
@@ -155,10 +155,10 @@ def test_model_config_range_ends_and_unknown_choices():
     ModelConfig(cmle_dim=1024, grid=2, score_top_fraction=0.0)
     for kwargs, expected in ((dict(coreset_ratio=0.0), "coreset_ratio=0.0 must be in (0, 1]"),
                              (dict(coreset_ratio=1.5), "coreset_ratio=1.5"),
-                             (dict(score_top_fraction=0.26), "score_top_fraction=0.26 must be in [0, 0.25]"),
-                             (dict(cmle_dim=7), "cmle_dim=7 must be in 8..1024"),
+                             (dict(score_top_fraction=0.26), "score_top_fraction=0.26 (--score-top-fraction) must be in [0, 0.25]"),
+                             (dict(cmle_dim=7), "cmle_dim=7 (--cmle-dim) must be in 8..1024"),
                              (dict(cmle_dim=1025), "cmle_dim=1025"),
-                             (dict(grid=9), "grid=9 must be between 2 and 8"),
+                             (dict(grid=9), "grid=9 (--grid) must be between 2 and 8"),
                              (dict(cmer_slack=-0.1), "cmer_slack=-0.1 must be >= 0"),
                              (dict(cmer_quantile=0.0), "cmer_quantile=0.0 must be in (0, 1]"),
                              (dict(matcher="clip-ish"), "matcher='clip-ish': choose 'zeroshot'"),
@@ -795,5 +795,6 @@ def test_too_few_images_says_how_many_were_given_and_lost(tmp_path):
     for i in range(9):
         (tmp_path / f"f{i}.png").write_text("not an image")
     with pytest.raises(DataError, match=rf"found 0 of the 9 given in {re.escape(str(tmp_path))}: the others could "
-                                        r"not be read or copy another \(named above\); fix or replace them, or add more"):
+                                        r"not be read or are copies of another \(named above\); fix or replace "
+                                        r"them, or add more"):
         fit(tmp_path, ModelConfig(prompt="a part", input_size=(64, 64)), progress=False)

@@ -549,10 +549,10 @@ def test_frames_that_are_no_image_are_refused_saying_what_they_are():
     with pytest.raises(DataError, match="looks channels-first") as refused:
         to_rgb_uint8(np.zeros((3, 6, 5), np.uint8))
     assert "batch" not in str(refused.value)
-    with pytest.raises(DataError, match=r"read_image takes a file path, got a ndarray; an array is converted "
-                                        "with to_rgb_uint8"):
+    with pytest.raises(DataError, match=r"read_image takes a file path \(str or pathlib.Path\), got ndarray of "
+                                        r"shape \(4, 4, 3\); an array is converted with to_rgb_uint8"):
         read_image(np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(DataError, match=r"read_image takes a file path, got a int$"):
+    with pytest.raises(DataError, match=r"read_image takes a file path \(str or pathlib.Path\), got 3 \(int\)$"):
         read_image(3)
 
 

@@ -134,7 +134,9 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     try:
         check_writable(path / "results")  # creates the folder, and a file in it is tried at once
     except OutputError as exc:
-        raise ConfigError(f"{flag} {path}: cannot write into the output folder ({exc.__cause__}); choose a "
+        cause = exc.__cause__  # the OS's reason in words ("Permission denied"), not OSError's repr of it
+        reason = (getattr(cause, "strerror", None) or cause) if cause is not None else exc
+        raise ConfigError(f"{flag} {path}: cannot write into the output folder ({reason}); choose a "
                           "writable place") from exc
     with _only_run_in(path, flag):  # refused: the folder is another run's, and is left as it is
         try:

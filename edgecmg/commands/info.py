@@ -169,7 +169,8 @@ def format_description(info: dict[str, Any]) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     """Describe every model file given; a damaged one is an error naming it, after the others (with
-    --json also an entry ``{"file", "error"}`` in its place, so a script sees which file failed)."""
+    --json also an entry ``{"file", "error"}`` in its place, so a script sees which file failed).
+    Exit status as bench's: 1 where some files were described and others not, 2 where none was."""
     described, entries, failed = [], [], 0
     for path in args.model:
         try:
@@ -185,4 +186,4 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2))
     elif described:
         print("\n\n".join(format_description(info) for info in described))
-    return 2 if failed else 0
+    return 0 if not failed else 1 if described else 2

@@ -117,7 +117,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if judged:
         print(f"{flagged} of them flagged (score >= threshold {detector.threshold:.4g})")
     if todo and skipped == len(todo):  # a script must not mistake "nothing could be read" for success
-        log.error("no image could be read: nothing was judged")
+        log.error("no image could be read: nothing was judged; each file is named above with why (and in %s): "
+                  "fix or replace them, or check that the paths are the images meant", skipped_path)
         return 1
     return 0
 

@@ -80,7 +80,7 @@ def fit_projection(features: torch.Tensor, weights: torch.Tensor, dim: int, *, s
     spanned = int((singular > 1e-6 * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
     if spanned == 0:
         raise DataError("CMLE: the training images' features do not vary (every image alike?); fit on "
-                        "distinct good parts, or turn CMLE off (--no-cmle)")
+                        "distinct good parts, or turn CMLE off: cmle=False (--no-cmle)")
     out_dim = dim
     if spanned < dim:
         # The output keeps its size (the model was built for it); the extra columns are zero, so

@@ -152,7 +152,8 @@ class BankScorer(nn.Module):
             raise ConfigError(
                 f"score_top_fraction={score_top_fraction} pools {self.score_pixels} pixels, more than the "
                 f"smallest CMER cell holds ({smallest_cell} at grid {geometry.grid} on "
-                f"{geometry.input_size[0]}x{geometry.input_size[1]}); use a smaller fraction or grid")
+                f"{geometry.input_size[0]}x{geometry.input_size[1]}); use a smaller score_top_fraction "
+                "(--score-top-fraction) or grid (--grid)")
         self.register_buffer("pixel_cells", pixel_cells)
         self.register_buffer("cmer_margin", torch.zeros(geometry.grid ** 2))  # one margin per cell
         self.register_buffer("memory_bank", torch.zeros(bank_size, feature_dim, dtype=torch.float16))

@@ -28,7 +28,7 @@ from torch import nn
 
 from edgecmg import ops
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, MissingFileError
 from edgecmg.model.backbone import file_sha256
 
 CLIP_INSTALL_HINT = (extra_install_hint("clip") + ", with a torchvision built for your torch (in the clone, "
@@ -147,15 +147,20 @@ class ClipMatcher(nn.Module):
         self.register_buffer("std", torch.tensor(self.CLIP_STD).view(1, 3, 1, 1))
 
     @staticmethod
-    def check_weights(arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None) -> tuple[Path, str, Any]:
+    def check_weights(arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None,
+                      fitting: bool = False) -> tuple[Path, str, Any]:
         """What :meth:`load` checks before it builds the model, in its order: the weights file is there
         and a .safetensors file, open_clip imports, the file's SHA-256 is ``expected_sha256`` (where
         given) and ``arch`` is an open_clip model. Returns (path, its SHA-256, the open_clip module);
-        ``edgecmg info`` runs it to say what loading the model would say, without building it."""
+        ``edgecmg info`` runs it to say what loading the model would say, without building it, and
+        fit before it reads any image (``fitting``: the messages speak of the weights to fit with)."""
         path = Path(weights).expanduser()  # the file before the library: a mistyped path is the likelier mistake
+        if not path.exists():
+            which = (f"the {arch} model to fit with (clip_weights, --clip-weights)" if fitting
+                     else f"the {arch} model the detector was fitted with")
+            raise MissingFileError(f"CLIP weights {path}: no such file; pass the local .safetensors file of {which}")
         if not path.is_file():
-            raise ConfigError(f"CLIP weights {path}: no such file; pass the local .safetensors file of the "
-                              f"{arch} model the detector was fitted with")
+            raise ConfigError(f"CLIP weights {path} is not a file; pass the .safetensors file itself")
         if path.suffix != ".safetensors":
             raise ConfigError(f"CLIP weights {path}: only .safetensors files are read (no pickle); convert "
                               "the checkpoint once with safetensors.torch.save_file(model.state_dict(), ...)")

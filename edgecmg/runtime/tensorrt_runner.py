@@ -162,6 +162,19 @@ def default_memory(device: str):
         return CudaPythonMemory(device)
 
 
+def _smaller_batch_hint(header: dict[str, Any]) -> str:
+    """How to rebuild ``header``'s engine for less activation memory: a smaller largest batch, in the
+    Python and the CLI spelling, halved from the one it was built for where the header says it."""
+    try:
+        built = max(int(shape["max"][0]) for shape in header["inputs"].values())
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        built = 0
+    if built > 1:
+        return (f"rebuild it with a smaller batch than its {built}: max_batch={built // 2} "
+                f"(--max-batch {built // 2})")
+    return "rebuild it with a smaller max_batch (--max-batch)"
+
+
 class TensorRTRunner(Runner):
     """Runs an edgecmg engine file; ``metadata`` is the model header plus an ``engine`` section."""
 
@@ -220,7 +233,7 @@ class TensorRTRunner(Runner):
             raise EdgeCMGError(
                 f"{self.path}: TensorRT could not create an execution context (see the TensorRT log); the "
                 "usual cause is device memory: on a Jetson the GPU shares RAM with the CPU, so close other "
-                "GPU programs, or rebuild with a smaller --max-batch")
+                f"GPU programs, or {_smaller_batch_hint(header)}")
         self._inputs, self._outputs = [], []
         for i in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(i)

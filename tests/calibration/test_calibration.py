@@ -161,7 +161,7 @@ def test_a_quantised_onnx_is_built_as_int8_only(fake_tensorrt, int8_featurizer, 
 
     trt = fake_tensorrt()
     for precision in ("fp16", "fp32"):
-        with pytest.raises(EngineBuildError, match="is quantised .Q/DQ nodes.: build it with --precision int8"):
+        with pytest.raises(EngineBuildError, match="is quantised .Q/DQ nodes.: build it with precision='int8' .--precision int8."):
             build_engine(int8_featurizer, EngineConfig(precision=precision), tmp_path / "m.engine")
     assert not trt.builds and not (tmp_path / "m.engine").exists()
 

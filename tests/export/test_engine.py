@@ -456,7 +456,7 @@ def test_a_dla_build_says_how_many_layers_the_dla_takes_and_refuses_none(fake_te
     assert f"{convs} of {layers} layers can run on DLA core 0; the others run on the GPU" in caplog.text
     trt.dla_runs = lambda name: False
     with pytest.raises(EngineBuildError, match=f"none of the {layers} layers of .* can run on a DLA: the engine "
-                                               "would run on the GPU alone; build it without --dla"):
+                                               "would run on the GPU alone; build it without dla_core=0 .--dla 0."):
         build_engine(featurizer_onnx, EngineConfig(precision="fp16", dla_core=0), tmp_path / "n.engine")
     assert not (tmp_path / "n.engine").exists()
     with pytest.raises(ConfigError, match="dla_core=-1 must be >= 0"):

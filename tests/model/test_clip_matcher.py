@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from edgecmg.config import ModelConfig
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, MissingFileError
 from edgecmg.model.matcher import build_matcher
 
 HAVE_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
@@ -34,7 +34,7 @@ def test_clip_without_open_clip_names_the_install_command(tmp_path):
 
 def test_a_missing_clip_weights_file_is_said_before_whether_open_clip_is_installed(tmp_path):
     """fit --clip-weights nope.safetensors said open_clip was missing, not the mistyped file."""
-    with pytest.raises(ConfigError, match=r"CLIP weights .*nope\.safetensors: no such file"):
+    with pytest.raises(MissingFileError, match=r"CLIP weights .*nope\.safetensors: no such file"):
         build_matcher({"kind": "clip", "arch": ARCH, "weights": str(tmp_path / "nope.safetensors")},
                       torch.nn.Linear(4, 2))
 
@@ -146,7 +146,7 @@ def test_a_different_clip_weights_file_is_refused(clip_fit, clip_weights, tmp_pa
     save_file(state, str(other))
     with pytest.raises(ArtifactError, match="SHA-256"):
         artifact.load(path, clip_weights=other)
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(MissingFileError, match="no such file"):
         artifact.load(path, clip_weights=tmp_path / "missing.safetensors")
     pickled = tmp_path / "clip.pt"
     pickled.write_bytes(b"not read")

@@ -525,15 +525,15 @@ def test_run_handle_exposes_stats_and_shuts_down_when_dropped(helpers):
 def test_stream_config_refuses_values_that_would_stall_or_spin_by_name():
     import re
 
-    for kwargs, expected in ((dict(max_queue=0), "max_queue=0 must be >= 1"),
-                             (dict(batch=0), "batch=0 must be >= 1"),
+    for kwargs, expected in ((dict(max_queue=0), "max_queue=0 (--max-queue) must be >= 1"),
+                             (dict(batch=0), "batch=0 (--batch) must be >= 1"),
                              (dict(stall_warn_s=0.0), "stall_warn_s=0.0 must be > 0 seconds, or None"),
                              (dict(timeout_s=0.0), "timeout_s=0.0 must be > 0 and <= 2,147,483 seconds"),
                              (dict(timeout_s=float("inf")), "timeout_s=inf must be > 0"),  # OpenCV takes an int32
-                             (dict(reconnect_attempts=-1), "reconnect_attempts=-1 must be >= 0"),
+                             (dict(reconnect_attempts=-1), "reconnect_attempts=-1 (--reconnect-attempts) must be >= 0"),
                              (dict(reconnect_backoff_s=-0.5), "reconnect_backoff_s=-0.5 must be >= 0"),
-                             (dict(capture_fps=0.0), "capture_fps=0.0 must be > 0"),
-                             (dict(capture_size=(640, 0)), "capture_size=(640, 0) must be (width, height)"),
+                             (dict(capture_fps=0.0), "capture_fps=0.0 (--capture-fps) must be > 0"),
+                             (dict(capture_size=(640, 0)), "capture_size=(640, 0) (--capture-size 640 0) must be (width, height)"),
                              (dict(policy="newest"), "policy='newest': choose 'latest'")):
         with pytest.raises(ConfigError, match=re.escape(expected)):
             StreamConfig(**kwargs)
