@@ -8,7 +8,7 @@ COMMA := ,
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-peer clean
+.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-robustness bench-peer clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,9 @@ bench-soak: $(VENV)/.installed
 # The README's `eval --out` walkthrough: its figures and docs/eval_*_kolektor.png.
 bench-eval: $(VENV)/.installed
 	$(PY) benchmarks/bench_eval.py
+
+bench-robustness: $(VENV)/.installed
+	$(PY) benchmarks/bench_robustness.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) $(OLDEST_VENV) build *.egg-info .pytest_cache

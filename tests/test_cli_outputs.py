@@ -533,7 +533,9 @@ def test_a_stream_that_flags_most_frames_ends_with_how_to_set_a_threshold_on_its
     said = " ".join(capsys.readouterr().out.split())
     assert (f"20 of 20 frames were flagged at threshold -1000. If most of these parts were good, this camera's frames "
             "score above the images the threshold was set on: set one on them (edgecmg capture SOURCE -o "
-            f"good_frames/ while good parts pass, then edgecmg threshold {small_artifact} good_frames/)") in said
+            f"good_frames/ while good parts pass, then edgecmg threshold {small_artifact} good_frames/); if the line "
+            "changed since fit (light, position, focus), defects' scores rose too: fit again on good frames taken "
+            "now") in said
     assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch",
                  "--threshold=1000"]) == 0
     assert "were flagged" not in capsys.readouterr().out

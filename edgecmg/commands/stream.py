@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -181,6 +182,10 @@ class CreatedOutputs:
 
 MOSTLY_FLAGGED = 0.5  # a stream that flags more than this share of its frames ends with how to set a threshold
 MOSTLY_FLAGGED_FRAMES = 20  # on fewer frames, a run of defects is as likely
+#: Frames a running stream looks back over to say, while it runs (a service runs for days before its
+#: end would say it), that most frames are flagged: the line's light, position or focus drifting since
+#: fit raises good parts' scores until nearly all are (KolektorSDD 30% brighter: 78% of good parts).
+RECENT_FRAMES = 200
 
 
 class RunTally:
@@ -196,6 +201,28 @@ class RunTally:
                           "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.ended = "the source ended"
+        self.recent: deque[bool] = deque(maxlen=RECENT_FRAMES)  # the last frames' verdicts
+        self.recent_flagged = 0
+        self.drift_said = False  # the mostly-flagged warning: said once per run, again after it recovered
+
+    def count(self, is_anomaly: bool) -> None:
+        """One judged frame's verdict; warns when most of the last RECENT_FRAMES frames are flagged: once,
+        and again only after the flagged share has fallen under a quarter (a share hovering at half
+        would otherwise repeat it every few frames)."""
+        self.anomalies += is_anomaly
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_flagged -= self.recent[0]
+        self.recent.append(bool(is_anomaly))
+        self.recent_flagged += bool(is_anomaly)
+        mostly = len(self.recent) == self.recent.maxlen and self.recent_flagged > MOSTLY_FLAGGED * len(self.recent)
+        if mostly and not self.drift_said:
+            log.warning("%d of the last %d frames were flagged at threshold %.4g: if these parts are good, the "
+                        "line changed since fit (light, position, focus, camera) or this camera's frames differ "
+                        "from the images fit read; fit again on good frames taken now (edgecmg capture) and check "
+                        "it with edgecmg eval on defects", self.recent_flagged, len(self.recent),
+                        self.judged_by["threshold"])
+        recovered = self.recent_flagged < MOSTLY_FLAGGED / 2 * len(self.recent)
+        self.drift_said = mostly or (self.drift_said and not recovered)
 
 
 def file_sha256_or_none(path: str) -> str | None:
@@ -218,7 +245,7 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         # A SIGTERM or Ctrl-C from the frame's count in the pipeline on (StopBetweenRecords' counted),
         # not only from here, waits until this frame's record is written.
         stop.hold()
-        tally.anomalies += result.is_anomaly
+        tally.count(result.is_anomaly)
         if jsonl:
             try:
                 # run_started: a restarted service appends to the same file, and its frame_index starts
@@ -238,7 +265,7 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
             tally.ended = "stopped from the window (q)"
             break
         if status:
-            status.update_from(run.stats)
+            status.update_from(run.stats, extra=f"flagged {tally.anomalies}")
         if args.max_frames and count >= args.max_frames:
             tally.ended = f"--max-frames {args.max_frames} reached"
             break
@@ -479,7 +506,8 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
         print(f"\n{tally.anomalies} of {judged} frames were flagged at threshold {tally.judged_by['threshold']:.4g}. "
               "If most of these parts were good, this camera's frames score above the images the threshold was "
               "set on: set one on them (edgecmg capture SOURCE -o good_frames/ while good parts pass, then "
-              f"edgecmg threshold {args.model} good_frames/)", file=say)
+              f"edgecmg threshold {args.model} good_frames/); if the line changed since fit (light, position, "
+              "focus), defects' scores rose too: fit again on good frames taken now", file=say)
 
 
 class OverlayVideo:

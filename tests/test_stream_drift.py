@@ -1,0 +1,71 @@
+"""A running stream says when most recent frames are flagged (a line drifting since fit: KolektorSDD
+30% brighter flagged 78% of its good parts, and a service said nothing until it was stopped), and its
+status line counts the frames flagged."""
+import logging
+
+import pytest
+
+from edgecmg.cli import main
+from edgecmg.commands.stream import RECENT_FRAMES, RunTally
+from edgecmg.detector import Detector
+
+
+@pytest.fixture(scope="module")
+def detector(small_artifact):
+    with Detector.load(small_artifact, backend="torch") as det:
+        yield det
+
+
+def test_most_recent_frames_flagged_is_said_once_and_again_after_a_recovery(detector, caplog):
+    tally = RunTally(detector, None)
+    said = "frames were flagged at threshold"
+    with caplog.at_level(logging.WARNING, logger="edgecmg"):
+        for _ in range(RECENT_FRAMES - 1):
+            tally.count(False)
+        for _ in range(RECENT_FRAMES // 2):  # half flagged, not most: nothing said
+            tally.count(True)
+        assert said not in caplog.text
+        tally.count(True)  # now most of the last RECENT_FRAMES
+        assert caplog.text.count(said) == 1
+        assert f"{RECENT_FRAMES // 2 + 1} of the last {RECENT_FRAMES} frames" in caplog.text
+        assert "fit again on good frames taken now (edgecmg capture)" in caplog.text
+        for _ in range(RECENT_FRAMES):  # still mostly flagged, then hovering around half: said once
+            tally.count(True)
+        for _ in range(RECENT_FRAMES // 2 + 10):
+            tally.count(False)
+        assert caplog.text.count(said) == 1
+        for _ in range(RECENT_FRAMES):  # recovered (none flagged) ...
+            tally.count(False)
+        for _ in range(RECENT_FRAMES // 2 + 1):  # ... and drifting again: said again
+            tally.count(True)
+        assert caplog.text.count(said) == 2
+    assert tally.anomalies == 2 * (RECENT_FRAMES // 2 + 1) + RECENT_FRAMES
+
+
+def test_the_status_line_counts_the_frames_flagged(small_artifact, kolektor_root, tmp_path, capsys):
+    import os
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:2]:
+        os.symlink(path, frames / path.name)
+    assert main(["stream", str(frames), "-m", str(small_artifact), "--backend", "torch", "--threshold=-1000"]) == 0
+    status = capsys.readouterr().err
+    assert "| flagged 1" in status or "| flagged 2" in status, status
+
+
+def test_the_stretch_warning_is_said_once_per_aspect_not_per_frame_size(small_artifact, kolektor_root, caplog):
+    """A folder of photos turned 90 degrees, each a few pixels apart in size, said it 23 times in 139 images."""
+    import cv2
+
+    from edgecmg.imageio import read_image
+
+    part = read_image(sorted((kolektor_root / "test" / "good").iterdir())[0])
+    turned = cv2.rotate(part, cv2.ROTATE_90_CLOCKWISE)  # wide where the training images are tall
+    with Detector.load(small_artifact, backend="torch") as det, caplog.at_level(logging.WARNING, logger="edgecmg"):
+        for extra in range(5):  # five sizes of the same aspect, as a camera's crops vary
+            det.prepare(cv2.resize(turned, (640 + 4 * extra, 256 + 2 * extra)))
+        det.prepare(cv2.resize(turned, (640, 320)))  # another aspect: said for it too
+    said = [r.getMessage() for r in caplog.records if "stretches the part" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "a 256x640 frame" in said[0] and "a 320x640 frame" in said[1]
