@@ -419,6 +419,8 @@ def hardest_cases(detector: Detector, samples: Sequence[Sample], records: list[d
 
 def _hardest_row(detector: Detector, samples: list[Sample]) -> tuple[list[np.ndarray], list[str]]:
     """hardest_cases' overlays and captions of one group of samples."""
+    from edgecmg.visualize import overlay_heatmap
+
     overlays, captions = [], []
     for sample in samples:
         try:
@@ -430,7 +432,9 @@ def _hardest_row(detector: Detector, samples: list[Sample]) -> tuple[list[np.nda
         # Scaled to the sheet's cell height before the outline is drawn, so the outline stays crisp.
         height, width = frame.shape[:2]
         size = (max(1, round(width * _CELL_HEIGHT / height)), _CELL_HEIGHT)
-        overlay = cv2.resize(result.overlay(), size, interpolation=cv2.INTER_AREA)
+        # No label in the picture: shrunk to the cell it was 4-pixel type repeating the caption above it.
+        overlay = cv2.resize(overlay_heatmap(frame, result.anomaly_map, result.threshold), size,
+                             interpolation=cv2.INTER_AREA)
         try:
             mask = sample_mask(sample, frame.shape[:2]) if sample.label == 1 else None
         except DataError as exc:

@@ -130,8 +130,13 @@ class Result:
             from edgecmg.imageio import to_rgb_uint8
 
             frame = to_rgb_uint8(frame)  # 16-bit or float, as predict() took it (dst= draws into uint8 only)
-        return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha,
-                               label=f"{self.score:.3f}{' ANOMALY' if self.is_anomaly else ''}", dst=dst)
+        return overlay_heatmap(frame, self.anomaly_map, self.threshold, alpha=alpha, label=self.label, dst=dst)
+
+    @property
+    def label(self) -> str:
+        """What :meth:`overlay` writes in the corner: the verdict first (what a small frame keeps when
+        the rest is cut), then the score against the threshold, e.g. ``ANOMALY 5.814 (threshold 3.08)``."""
+        return f"{'ANOMALY' if self.is_anomaly else 'ok'} {self.score:.3f} (threshold {self.threshold:.3g})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the map itself is left out; save it with ``overlay`` or numpy)."""

@@ -142,7 +142,8 @@ def overlay_heatmap(
             scale, twice it to red. At or below 0 (a setting that flags every part) it gives no
             scale, and the map's own maximum is red instead.
         alpha: heat-map weight in [0, 1].
-        label: optional text drawn in the top-left corner (ASCII; other characters become '?').
+        label: optional text drawn in the top-left corner (ASCII; other characters are spelled or
+            escaped), in smaller type on a narrow frame, and cut after its last word that fits.
         contour: draw a white outline where ``map >= threshold``.
         dst: a contiguous ``uint8`` HxWx3 array of the frame's size to draw into, as OpenCV's
             ``dst``; it may be ``frame`` itself (an RGB frame the caller is done with): a frame-sized
@@ -188,8 +189,18 @@ def overlay_heatmap(
         font = cv2.FONT_HERSHEY_SIMPLEX
         font_scale = 0.45 * scale
         thick = max(1, scale)
-        (tw, th), base = cv2.getTextSize(text, font, font_scale, thick)
         pad = 3 * scale
+        # Fitted to the frame: smaller type down to a legible size, then the label's later words left out
+        # (a 40-pixel frame showed "12.38" of "12.385 ANOMALY", which read as a part that passed).
+        def fits(candidate: str) -> bool:
+            return cv2.getTextSize(candidate, font, font_scale, thick)[0][0] + 2 * pad <= w
+
+        while font_scale > 0.3 and not fits(text):
+            font_scale = max(0.3, font_scale * 0.85)
+        words = text.split(" ")
+        shorter = [" ".join(words[:n]) for n in range(len(words), 0, -1)]
+        text = next((c for c in shorter if c.count("(") == c.count(")") and fits(c)), words[0])  # no half "(...)"
+        (tw, th), base = cv2.getTextSize(text, font, font_scale, thick)
         x1, y1 = min(w - 1, tw + 2 * pad), min(h - 1, th + base + 2 * pad)
         roi = out[:y1, :x1]
         roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken behind the text
@@ -268,11 +279,15 @@ def save_png(path: Union[str, Path], rgb: Any, *, in_place: bool = False) -> Pat
     return p
 
 
+MAX_CELL_ASPECT = 4  # a contact sheet's cell is at most this many cell heights wide
+
+
 def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, *, columns: int = 4,
                   cell_height: int = 256) -> np.ndarray:
     """Tile uint8 RGB images (e.g. overlays) into one picture, each scaled to ``cell_height``
-    (aspect kept) with an optional caption strip above it (``"\\n"`` starts a new line; every strip
-    is as tall as the longest caption); returns uint8 RGB.
+    (aspect kept; one wider than ``MAX_CELL_ASPECT`` cell heights is scaled to that width instead,
+    centred in its cell) with an optional caption strip above it (``"\\n"`` starts a new line;
+    every strip is as tall as the longest caption); returns uint8 RGB.
 
     Raises:
         ConfigError: no images, ``columns`` < 1, ``cell_height`` < 16, or captions of another length.
@@ -290,7 +305,16 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
         rgb = _frame_rgb(image)
         h, w = rgb.shape[:2]
         width = max(1, round(w * cell_height / h))
-        cell = cv2.resize(rgb, (width, cell_height), interpolation=cv2.INTER_AREA)
+        if width > MAX_CELL_ASPECT * cell_height:
+            # Every cell is padded to the widest: one 2000x100 image made a sheet 25,616 pixels wide.
+            width = MAX_CELL_ASPECT * cell_height
+            height = max(1, round(h * width / w))
+            cell = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            top = (cell_height - height) // 2
+            cell = cv2.copyMakeBorder(cell, top, cell_height - height - top, 0, 0, cv2.BORDER_CONSTANT,
+                                      value=(_SHEET_BACKGROUND,) * 3)
+        else:
+            cell = cv2.resize(rgb, (width, cell_height), interpolation=cv2.INTER_AREA)
         if captions is not None:
             cell = cv2.copyMakeBorder(cell, strip, 0, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             for row, text in enumerate(lines[i]):

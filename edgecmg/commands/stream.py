@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import cv2
+import numpy as np
 
 from edgecmg.commands import (
     STOP_SIGNALS,
@@ -510,12 +511,27 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
               "focus), defects' scores rose too: fit again on good frames taken now", file=say)
 
 
+def letterboxed(rgb, size: tuple[int, int]):
+    """``rgb`` scaled to fit ``size`` (width, height) with its proportions kept, centred on black: an image
+    folder's frames of other shapes were stretched to the first one's (a portrait part became a band)."""
+    width, height = size
+    h, w = rgb.shape[:2]
+    scale = min(width / w, height / h)
+    inner = (max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale))))
+    out = np.zeros((height, width, 3), np.uint8)
+    left, top = (width - inner[0]) // 2, (height - inner[1]) // 2
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out[top:top + inner[1], left:left + inner[0]] = cv2.resize(rgb, inner, interpolation=interpolation)
+    return out
+
+
 class OverlayVideo:
     """The ``--save`` video: MPEG-4 at the source's frame rate (25 fps when it has none).
 
     It plays at the source's speed: a frame judged after frames the "latest" policy dropped is held
     for their time. Every frame is written at the first frame's size (OpenCV's writer silently drops
-    frames of any other size, and image folders mix sizes), scaled down to MAX_VIDEO_SIDE. OpenCV's
+    frames of any other size, and image folders mix sizes; another shape is fitted in, letterboxed),
+    scaled down to MAX_VIDEO_SIDE. OpenCV's
     writer says nothing of a failed write either: the file is read back when it is closed.
     """
 
@@ -546,7 +562,7 @@ class OverlayVideo:
                 raise StreamError(f"cannot write the overlay video {self.path}: OpenCV could not open it for "
                                   f"MPEG-4 output; use a {', '.join(VIDEO_SUFFIXES)} name in a writable folder")
         if (w, h) != self._size:
-            overlay_rgb = cv2.resize(overlay_rgb, self._size, interpolation=cv2.INTER_AREA)
+            overlay_rgb = letterboxed(overlay_rgb, self._size)
         repeats = 1 if self._last_index is None else max(1, frame_index - self._last_index)
         self._last_index = frame_index
         frame_bgr = cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR)
