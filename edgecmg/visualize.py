@@ -7,6 +7,7 @@ red is at twice the threshold or more, and colours mean the same thing on every 
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -51,12 +52,12 @@ def _ascii_char(char: str) -> str:
     return plain if plain.isascii() else json.dumps(char)[1:-1]
 
 
-def _fit_text(text: str, width: int, font_scale: float) -> str:
+def _fit_text(text: str, width: int, font_scale: float, thickness: int = 1) -> str:
     """``text``, or its start and end joined by '..' where it is wider than ``width`` pixels: a file
     name keeps its number and extension, which tell the images apart, where the right edge of a
     narrow cell cut them off."""
     def fits(candidate: str) -> bool:
-        return cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] <= width
+        return cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)[0][0] <= width
 
     if fits(text):
         return text
@@ -330,6 +331,9 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Optional[Sequence[str]
     return cv2.vconcat([cv2.hconcat(row) for row in rows])
 
 
+#: A threshold this many score ranges beyond every score is drawn as a mark at the histogram's edge.
+OFF_SCALE_SPANS = 2.0
+
 # Good parts blue, defective parts orange (Okabe-Ito, colour-blind safe), the threshold red; RGB.
 _GOOD_RGB, _DEFECT_RGB, _THRESHOLD_RGB, _INK_RGB = (0, 114, 178), (230, 159, 0), (213, 94, 0), (40, 40, 40)
 
@@ -349,10 +353,20 @@ def score_histogram(good: Sequence[float], defective: Sequence[float], threshold
     every = np.concatenate([good_scores, defect_scores])
     if every.size == 0:
         raise DataError("score_histogram: no finite score to draw")
-    lo, hi = float(min(every.min(), threshold)), float(max(every.max(), threshold))
+    # A threshold far outside the scores (a --threshold for another model) is marked at the axis's edge
+    # instead of being taken in: taken in, 1e5 squeezed 130 scores into two bars at the left.
+    span = float(every.max() - every.min()) or 1.0
+    off_scale = threshold > every.max() + OFF_SCALE_SPANS * span or threshold < every.min() - OFF_SCALE_SPANS * span
+    lo = float(every.min() if off_scale else min(every.min(), threshold))
+    hi = float(every.max() if off_scale else max(every.max(), threshold))
     pad = (hi - lo) * 0.04 or 1.0  # all scores equal: still a visible range
     lo, hi = lo - pad, hi + pad
-    edges = np.linspace(lo, hi, bins + 1)
+    if off_scale:
+        edges = np.linspace(lo, hi, bins + 1)
+    else:  # bin edges on the threshold: no bar holds parts on both sides of it
+        step = (hi - lo) / bins
+        edges = threshold + step * np.arange(math.floor((lo - threshold) / step), math.ceil((hi - threshold) / step) + 1)
+        lo, hi, bins = float(edges[0]), float(edges[-1]), len(edges) - 1
     good_counts, _ = np.histogram(good_scores, edges)
     defect_counts, _ = np.histogram(defect_scores, edges)
 
@@ -383,11 +397,21 @@ def score_histogram(good: Sequence[float], defective: Sequence[float], threshold
         cv2.putText(img, label, (x, axis_y + 8 + th), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
     cv2.putText(img, str(peak), (8, top + 10), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
     cv2.putText(img, "0", (8, axis_y), font, 0.45, _INK_RGB, 1, cv2.LINE_AA)
-    tx = x_of(threshold)
-    cv2.line(img, (tx, top - 6), (tx, axis_y), _THRESHOLD_RGB, 2)
-    cv2.putText(img, f"threshold {threshold:.4g}", (min(tx + 5, width - 150), top + 4), font, 0.45,
-                _THRESHOLD_RGB, 1, cv2.LINE_AA)
-    cv2.putText(img, ascii_text(title), (left, 28), font, 0.65, _INK_RGB, 2, cv2.LINE_AA)
+    cv2.putText(img, "parts", (8, top - 8), font, 0.4, _INK_RGB, 1, cv2.LINE_AA)  # what the bars count
+    if off_scale:
+        above = threshold > hi
+        text = f"threshold {threshold:.4g} >>" if above else f"<< threshold {threshold:.4g}"
+        (tw, _), _ = cv2.getTextSize(text, font, 0.45, 1)
+        cv2.putText(img, text, (width - right - tw if above else left + 4, top + 4), font, 0.45, _THRESHOLD_RGB, 1,
+                    cv2.LINE_AA)
+    else:
+        tx = x_of(threshold)
+        cv2.line(img, (tx, top - 6), (tx, axis_y), _THRESHOLD_RGB, 2)
+        cv2.putText(img, f"threshold {threshold:.4g}", (min(tx + 5, width - 150), top + 4), font, 0.45,
+                    _THRESHOLD_RGB, 1, cv2.LINE_AA)
+    # A long dataset name ran off the right edge: cut in its middle, as contact-sheet captions are.
+    cv2.putText(img, _fit_text(ascii_text(title), width - left - 10, 0.65, 2), (left, 28), font, 0.65, _INK_RGB, 2,
+                cv2.LINE_AA)
     missed = int(np.count_nonzero(defect_scores < threshold))  # Result.is_anomaly: score >= threshold
     alarms = int(np.count_nonzero(good_scores >= threshold))
     legend = [(f"good: {good_scores.size} ({alarms} flagged)", _GOOD_RGB),

@@ -158,13 +158,42 @@ def test_score_histogram_draws_the_threshold_and_refuses_no_scores():
     # the threshold line is drawn in its own colour; a threshold outside every score widens the axis
     assert (picture == np.array([213, 94, 0], np.uint8)).all(axis=2).any()
     threshold_rgb = np.array([213, 94, 0], np.uint8)
-    for threshold in (5.0, -3.0):  # above or below every score: the axis takes it in, and its line shows
+    for threshold in (2.0, 0.0):  # above or below every score, near them: the axis takes it in, and its line shows
         picture = score_histogram([1.0, 1.0], [1.5], threshold=threshold)
         assert picture.shape == (420, 900, 3)
         line = (picture[100:300, 60:880] == threshold_rgb).all(axis=2)  # inside the plot, below the legend
         assert line.any(axis=0).sum() >= 2 and line.all(axis=0).any(), threshold
+    for threshold, side in ((5.0, slice(600, 880)), (-3.0, slice(60, 340))):  # far off: a mark at that edge
+        picture = score_histogram([1.0, 1.0], [1.5], threshold=threshold)
+        line = (picture[100:300, 60:880] == threshold_rgb).all(axis=2)
+        assert not line.all(axis=0).any(), threshold  # no line across the plot
+        mark = (picture[60:80] == threshold_rgb).all(axis=2)
+        assert mark[:, side].any() and not np.delete(mark, np.arange(900)[side], axis=1).any(), threshold
     with pytest.raises(DataError, match="no finite score"):
         score_histogram([float("nan")], [], threshold=0.0)
+
+
+def test_score_histogram_bars_never_hold_parts_on_both_sides_of_the_threshold():
+    """Bin edges fall on the threshold: a bar at the line mixed passed and flagged parts."""
+    from edgecmg import visualize
+
+    edges_used = []
+    real_histogram = visualize.np.histogram
+
+    def histogram(values, edges):
+        edges_used.append(np.asarray(edges))
+        return real_histogram(values, edges)
+
+    rng = np.random.default_rng(0)
+    good, defective = rng.normal(2.0, 1.0, 400), rng.normal(6.0, 2.0, 100)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(visualize.np, "histogram", histogram)
+        score_histogram(good, defective, threshold=3.7312)
+    edges = edges_used[0]
+    assert np.isclose(edges, 3.7312, rtol=0, atol=1e-9).any()
+    long_title = score_histogram(good, defective, threshold=3.7312, title="KolektorSDD " + "x" * 150)
+    assert (long_title[5:40, 892:] == 255).all()  # cut in its middle, not off the picture's edge
+    assert edges[0] <= min(good.min(), defective.min()) and edges[-1] >= max(good.max(), defective.max())
 
 
 def test_an_anomaly_map_with_leading_batch_and_channel_axes_is_accepted():
