@@ -61,3 +61,25 @@ def test_a_saved_stream_fits_frames_of_another_shape_in_without_stretching_them(
     ys, xs = np.nonzero(tiny[..., 0])
     assert ys.max() - ys.min() + 1 == xs.max() - xs.min() + 1 == 200
     assert cv2.countNonZero(tiny[..., 0]) == 200 * 200
+
+
+def test_a_saved_stream_of_image_files_plays_each_part_for_half_a_second(small_artifact, kolektor_root, tmp_path):
+    """Written at 25 frames a second, a folder of 12 parts played as a half-second flash."""
+    import os
+
+    from edgecmg.cli import main
+    from edgecmg.commands.stream import STILLS_FPS
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
+        os.symlink(path, folder / path.name)
+    video = tmp_path / "parts.avi"
+    assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--save",
+                 str(video)]) == 0
+    check = cv2.VideoCapture(str(video))
+    try:
+        fps, frames = check.get(cv2.CAP_PROP_FPS), check.get(cv2.CAP_PROP_FRAME_COUNT)
+    finally:
+        check.release()
+    assert fps == STILLS_FPS == 2.0 and frames == 3

@@ -31,6 +31,7 @@ from edgecmg.commands import (
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
 from edgecmg.fileio import JsonLinesFile, same_file, write_problem
+from edgecmg.stream.sources import ImageFilesSource
 from edgecmg.stream.status_line import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
@@ -76,6 +77,8 @@ def run_stream(args: argparse.Namespace) -> int:
     check_outputs_or_close(args, run, detector, created)
     # The video plays at the rate the frames came: the source's own, else the pace --realtime gave them.
     pace = run.pipeline.source.frame_rate or (args.capture_fps if args.realtime else None)
+    if pace is None and isinstance(run.pipeline.source, ImageFilesSource):
+        pace = STILLS_FPS  # at 25 a second, a folder of 12 parts played as a half-second flash
     video = OverlayVideo(args.save, pace) if args.save else None
     jsonl = None
     status = None if args.quiet else LiveStatusLine()
@@ -187,6 +190,7 @@ MOSTLY_FLAGGED_FRAMES = 20  # on fewer frames, a run of defects is as likely
 #: end would say it), that most frames are flagged: the line's light, position or focus drifting since
 #: fit raises good parts' scores until nearly all are (KolektorSDD 30% brighter: 78% of good parts).
 RECENT_FRAMES = 200
+STILLS_FPS = 2.0  # --save's frame rate for image files read without --realtime: each part on screen half a second
 
 
 class RunTally:
