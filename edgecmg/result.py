@@ -135,8 +135,10 @@ class Result:
     @property
     def label(self) -> str:
         """What :meth:`overlay` writes in the corner: the verdict first (what a small frame keeps when
-        the rest is cut), then the score against the threshold, e.g. ``ANOMALY 5.814 (threshold 3.08)``."""
-        return f"{'ANOMALY' if self.is_anomaly else 'ok'} {self.score:.3f} (threshold {self.threshold:.3g})"
+        the rest is cut), then the score against the threshold, e.g. ``ANOMALY 5.8141 (threshold 3.08)``.
+        Both in one format: rounding is monotonic, so a score never reads as on the other side of the
+        threshold than its verdict (12.385 against 12.38 read "12.385 (threshold 12.4)")."""
+        return f"{'ANOMALY' if self.is_anomaly else 'ok'} {self.score:.5g} (threshold {self.threshold:.5g})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the map itself is left out; save it with ``overlay`` or numpy)."""

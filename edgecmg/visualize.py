@@ -201,6 +201,8 @@ def overlay_heatmap(
         words = text.split(" ")
         shorter = [" ".join(words[:n]) for n in range(len(words), 0, -1)]
         text = next((c for c in shorter if c.count("(") == c.count(")") and fits(c)), words[0])  # no half "(...)"
+        while font_scale > 0.2 and not fits(text):  # the first word (the verdict) alone: smaller still
+            font_scale = max(0.2, font_scale * 0.85)
         (tw, th), base = cv2.getTextSize(text, font, font_scale, thick)
         x1, y1 = min(w - 1, tw + 2 * pad), min(h - 1, th + base + 2 * pad)
         roi = out[:y1, :x1]

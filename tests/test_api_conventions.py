@@ -35,6 +35,11 @@ def test_a_channels_first_tensor_is_refused_by_predict_batch_and_stream_as_by_pr
         detector.stream(chw)
     with pytest.raises(StreamError, match=r"N x C x H x W.*permute\(0, 2, 3, 1\)"):
         detector.stream(chw[None])
+    for batch in (chw[None], chw[None].numpy()):  # a batch, tensor or array: said once, not per frame
+        with pytest.raises(DataError, match=r"predict_batch takes N x H x W x C frames, got shape \(1, 3, "):
+            detector.predict_batch(batch)
+    with pytest.raises(StreamError, match=r"an array of shape \(1, 3, \d+, \d+\) looks channels-first"):
+        detector.stream(chw[None].numpy())
 
 
 def test_one_hwc_tensor_given_where_a_batch_goes_is_refused_not_split_into_rows(detector, part):

@@ -1293,7 +1293,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12
     assert found["ratio_to_stored"] == pytest.approx(found["threshold"] / found["stored_threshold"])
-    assert (found["check"] is None) == (found["ratio_to_stored"] <= 2.0)  # what the text output prints, also in JSON
+    assert (found["check"] is None) == (found["ratio_to_stored"] <= 1.5)  # what the text output prints, also in JSON
     # 12 images are too few for a quantile to mean much, and it says so (as fit does for its held-out)
     assert "the threshold is set on 12 good image(s): the 0.9 quantile of fewer than 20 scores" in caplog.text
     assert "judge 20 or more" in caplog.text
@@ -1418,7 +1418,7 @@ def test_threshold_writes_a_copy_that_stores_it_and_export_carries_it_on(small_a
                  "--json", "--backend", "torch", "-o", str(copy)]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 12
     assert artifact.read_header(copy)[0]["threshold_set"]["sources"][0] == str(folder.resolve())
-    assert f"{copy} exists; it is replaced when the threshold is set" in caplog.text
+    assert f"{copy} exists; this threshold replaces it when it ends (another -o keeps both)" in caplog.text
     assert Detector.load(copy, backend="torch").threshold == pytest.approx(found["threshold"])
     onnx_path = export_onnx(copy, tmp_path / "line3.onnx")
     assert Detector.load(onnx_path, backend="onnxruntime").threshold == pytest.approx(found["threshold"])

@@ -117,7 +117,7 @@ def test_fit_onto_a_link_says_the_link_is_replaced_and_its_file_kept(small_artif
         assert main(["-q", "fit", str(data), "--prompt", "a photo of a metal commutator", "--input-size", "256", "96",
                      "--cmle-dim", "8", "-o", str(current)]) == 0
     # Once: "current.edgecmg exists; this fit replaces it", where the file it named stayed as it was.
-    assert f"{current} is a link to v1.edgecmg; this fit replaces the link with the new model" in caplog.text
+    assert f"{current} is a link to v1.edgecmg; this fit replaces the link with the new file" in caplog.text
     assert not current.is_symlink() and version1.read_bytes() == small_artifact.read_bytes()
 
 

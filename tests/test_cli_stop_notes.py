@@ -47,6 +47,21 @@ def test_an_interrupted_predict_says_what_it_kept_and_that_resume_continues_it(s
     assert main([*command, "--resume"]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
 
+    # Stopped again, under --overwrite: adding --resume to that command would be refused ("give one of them")
+    monkeypatch.setattr(fileio.JsonLinesFile, "write", stop_before_the_third_record)
+    assert main([*command, "--overwrite"]) == 130
+    assert "run it again with --resume in place of --overwrite to judge the rest" in capsys.readouterr().err
+
+    def stop_at_the_first_record(self, record):
+        if self.path.name == "results.jsonl":
+            raise KeyboardInterrupt
+        real_write(self, record)
+
+    monkeypatch.setattr(fileio.JsonLinesFile, "write", stop_at_the_first_record)
+    assert main([*command, "--resume"]) == 130  # stopped while resuming: the same command again continues
+    assert ("2 of the 4 images are done, their records kept in "
+            f"{out}; run the same command again to judge the rest") in capsys.readouterr().err
+
 
 def test_a_predict_stopped_before_its_first_record_says_nothing_was_kept(small_artifact, kolektor_root, tmp_path,
                                                                         monkeypatch, capsys):

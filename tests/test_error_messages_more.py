@@ -95,3 +95,9 @@ def test_export_over_an_existing_file_says_it_replaces_it(small_artifact, tmp_pa
     assert "exists" not in caplog.text
     assert main(["-q", "export", str(small_artifact), "-o", str(out)]) == 0
     assert f"{out} exists; this export replaces it when it ends (another -o keeps both)" in caplog.text
+    link = tmp_path / "link.onnx"
+    link.symlink_to(out)
+    caplog.clear()
+    assert main(["-q", "export", str(small_artifact), "-o", str(link)]) == 0
+    assert f"{link} is a link to {out}; this export replaces the link with the new file when it ends" in caplog.text
+    assert out.is_file() and not link.is_symlink()

@@ -93,8 +93,9 @@ def reference_overlay(frame: np.ndarray, anomaly_map: np.ndarray, threshold: flo
     if label:
         font, font_scale, thick, pad = cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, max(1, scale), 3 * scale
         # smaller type where the label is wider than the frame (the labels here are one word: none is cut)
-        while font_scale > 0.3 and cv2.getTextSize(label, font, font_scale, thick)[0][0] + 2 * pad > w:
-            font_scale = max(0.3, font_scale * 0.85)
+        for smallest in (0.3, 0.2):  # down to 0.3 for the whole label, to 0.2 for its first word alone
+            while font_scale > smallest and cv2.getTextSize(label, font, font_scale, thick)[0][0] + 2 * pad > w:
+                font_scale = max(smallest, font_scale * 0.85)
         (tw, th), base = cv2.getTextSize(label, font, font_scale, thick)
         roi = out[:min(h - 1, th + base + 2 * pad), :min(w - 1, tw + 2 * pad)]
         roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)

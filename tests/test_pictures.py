@@ -17,8 +17,12 @@ def _result(score, threshold=3.08, size=(40, 40)):
 
 
 def test_the_label_says_the_verdict_first_and_the_threshold():
-    assert _result(5.8141).label == "ANOMALY 5.814 (threshold 3.08)"
-    assert _result(1.96).label == "ok 1.960 (threshold 3.08)"
+    assert _result(5.8141).label == "ANOMALY 5.8141 (threshold 3.08)"
+    assert _result(1.96).label == "ok 1.96 (threshold 3.08)"
+    # a score a hair either side of the threshold never reads as on its other side
+    assert _result(12.385, threshold=12.38).label == "ANOMALY 12.385 (threshold 12.38)"
+    assert _result(3.082, threshold=3.084).label == "ok 3.082 (threshold 3.084)"
+    assert _result(9.9961, threshold=9.9962).label == "ok 9.9961 (threshold 9.9962)"
 
 
 def test_on_a_small_frame_the_label_keeps_its_verdict_and_drops_what_does_not_fit(monkeypatch):
@@ -27,16 +31,18 @@ def test_on_a_small_frame_the_label_keeps_its_verdict_and_drops_what_does_not_fi
     drawn = []
     real_put_text = cv2.putText
 
-    def put_text(image, text, *args, **kwargs):
-        drawn.append(text)
-        return real_put_text(image, text, *args, **kwargs)
+    def put_text(image, text, origin, font, font_scale, *args, **kwargs):
+        drawn.append((text, font_scale))
+        return real_put_text(image, text, origin, font, font_scale, *args, **kwargs)
 
     monkeypatch.setattr(visualize.cv2, "putText", put_text)
     label = "ANOMALY 12.385 (threshold 3.08)"
     for width, kept in ((40, "ANOMALY"), (120, "ANOMALY 12.385"), (150, label), (400, label)):
         drawn.clear()
         overlay_heatmap(np.full((60, width, 3), 128, np.uint8), np.zeros((60, width), np.float32), 3.08, label=label)
-        assert drawn == [kept], (width, drawn)  # never half of "(threshold 3.08)"
+        assert [text for text, _ in drawn] == [kept], (width, drawn)  # never half of "(threshold 3.08)"
+        (text, font_scale), = drawn
+        assert cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] + 6 <= width  # all of it shows
 
 
 def test_one_very_wide_image_does_not_widen_every_cell_of_a_sheet():

@@ -68,8 +68,10 @@ def run_predict(args: argparse.Namespace) -> int:
         written = [len(paths) - len(todo)]  # images with a record (kept from before, or this run's)
         # What a stop (Ctrl-C, SIGTERM) says: the records are kept, and --resume, not --overwrite (which
         # the next run's refusal also offers), is what continues them.
+        go_on = ("run the same command again" if args.resume else "run it again with --resume in place of --overwrite"
+                 if args.overwrite else "add --resume to the same command")
         args.stop_note = lambda: (f"{written[0]} of the {len(paths)} images are done, their records kept in {out}; "
-                                  "add --resume to the same command to judge the rest") if written[0] else None
+                                  f"{go_on} to judge the rest") if written[0] else None
         with JsonLinesFile(out / "results.jsonl", "the results", append=args.resume) as jsonl, ExitStack() as closing:
             for index, path in tqdm(todo, desc="predict", unit="img", disable=not args.progress_bars,
                                     total=len(paths), initial=len(paths) - len(todo)):

@@ -961,9 +961,11 @@ def open_source(
             "source; pass [frame] for one frame (H x W x C; a C x H x W tensor: x.permute(1, 2, 0)), or an "
             "N x H x W x C array / a list of frames for a sequence"
         )
-    if tensor and source.ndim == 4 and source.shape[1] in (1, 3, 4) and source.shape[-1] not in (1, 2, 3, 4):
-        raise StreamError(f"a tensor of shape {tuple(source.shape)} looks channels-first (N x C x H x W); pass "
-                          "x.permute(0, 2, 3, 1) for the N x H x W x C frames a stream takes")
+    if ((tensor or isinstance(source, np.ndarray)) and source.ndim == 4 and source.shape[1] in (1, 3, 4)
+            and source.shape[-1] not in (1, 2, 3, 4)):
+        raise StreamError(f"a{' tensor' if tensor else 'n array'} of shape {tuple(source.shape)} looks channels-first "
+                          "(N x C x H x W); pass x.permute(0, 2, 3, 1) (torch) or x.transpose(0, 2, 3, 1) (numpy) "
+                          "for the N x H x W x C frames a stream takes")
     if is_pil_image(source):
         raise StreamError("source is one Pillow image; pass [image] for one frame, or a list of images")
     if _paths_listed(source):
