@@ -783,9 +783,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     on_terminal = sys.stderr.isatty()
     # Progress bars redraw with carriage returns, which turn a log file into one garbled line.
     args.progress_bars = on_terminal and not args.quiet
+    from edgecmg.stream.status_line import LOG_TIME
+
     to_stderr = logging.StreamHandler()
     to_stderr.setFormatter(_OneLineFormatter(("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: "
-                                             "%(message)s", "%Y-%m-%d %H:%M:%S"))  # as the stream's status lines
+                                             "%(message)s", LOG_TIME))  # as the stream's status lines
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[to_stderr])
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if "stdout" in closed:

@@ -567,7 +567,7 @@ def test_log_lines_say_when_where_stderr_is_not_a_terminal(small_artifact, tmp_p
                            "--out", str(tmp_path / "out"), "--backend", "torch"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     lines = [line for line in done.stderr.splitlines() if "edgecmg: skipped" in line]
-    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d WARNING edgecmg: skipped", line)
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} WARNING edgecmg: skipped", line)
                          for line in lines), done.stderr
 
 

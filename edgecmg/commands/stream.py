@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections import deque
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from edgecmg.commands import (
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
 from edgecmg.fileio import JsonLinesFile, same_file, write_problem
-from edgecmg.stream.sources import ImageFilesSource
+from edgecmg.stream.sources import DEFAULT_PACE_FPS, ImageFilesSource
 from edgecmg.stream.status_line import LiveStatusLine
 
 log = logging.getLogger("edgecmg")
@@ -76,7 +77,7 @@ def run_stream(args: argparse.Namespace) -> int:
     created = CreatedOutputs(args)  # what is there before the outputs are made: a run that fails at once removes them
     check_outputs_or_close(args, run, detector, created)
     # The video plays at the rate the frames came: the source's own, else the pace --realtime gave them.
-    pace = run.pipeline.source.frame_rate or (args.capture_fps if args.realtime else None)
+    pace = run.pipeline.source.frame_rate or ((args.capture_fps or DEFAULT_PACE_FPS) if args.realtime else None)
     if pace is None and isinstance(run.pipeline.source, ImageFilesSource):
         pace = STILLS_FPS  # at 25 a second, a folder of 12 parts played as a half-second flash
     video = OverlayVideo(args.save, pace) if args.save else None
@@ -201,7 +202,10 @@ class RunTally:
     def __init__(self, detector, model_sha256: str | None) -> None:
         # When and with what: a restarted service's summary replaces the one before it, and a model
         # file replaced under the same name is told apart by its hash.
+        # run_id: two starts within a second, or a Jetson without a clock battery booting to the same
+        # time before NTP sets it, share "started"; the id tells their records apart.
         self.judged_by = {"started": datetime.now().astimezone().isoformat(timespec="seconds"),
+                          "run_id": uuid.uuid4().hex[:12],
                           "model": str(Path(detector.runner.model_path).resolve()), "model_sha256": model_sha256,
                           "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
@@ -253,9 +257,10 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         tally.count(result.is_anomaly)
         if jsonl:
             try:
-                # run_started: a restarted service appends to the same file, and its frame_index starts
-                # at 0 again; the summary row of that run has the same "started"
-                jsonl.write({**result.to_dict(), "run_started": tally.judged_by["started"]})  # whole or not at all
+                # run_started and run_id: a restarted service appends to the same file, and its frame_index
+                # starts at 0 again; the summary row of that run has the same "started" and "run_id"
+                jsonl.write({**result.to_dict(), "run_started": tally.judged_by["started"],
+                             "run_id": tally.judged_by["run_id"]})  # whole or not at all
             except OSError as exc:  # a full disk on a long run: the error names the file
                 if records_on_stdout(args.jsonl):  # the reader of a pipe went away: `| head` says it has enough
                     with contextlib.suppress(OSError):  # closed now: its close at the end would fail again
@@ -487,6 +492,9 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     from edgecmg.stream.report import field_lines, write_report
 
     stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended,
+             # when, on the wall clock (elapsed_s is the monotonic clock's: a clock set by NTP mid-run
+             # would otherwise leave the run nowhere in time)
+             "ended_at": datetime.now().astimezone().isoformat(timespec="seconds"),
              # which stream the row is: the summary keeps one row per stream (see summary_rows)
              "records": None if not args.jsonl or records_on_stdout(args.jsonl) else str(Path(args.jsonl).resolve()),
              "video": str(Path(args.save).resolve()) if args.save else None}

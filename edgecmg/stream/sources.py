@@ -101,6 +101,10 @@ class VideoCaptureLike(Protocol):
     def release(self) -> None: ...
 
 
+#: Frames a second --realtime (``StreamConfig.realtime``) plays a source without a rate of its own at
+#: (image files, an iterable, a video whose container says none) where capture_fps is not given.
+DEFAULT_PACE_FPS = 30.0
+
 #: Makes a capture object from a target: an int camera index, a path, a URL or a pipeline string.
 Opener = Callable[[Union[int, str]], VideoCaptureLike]
 
@@ -330,7 +334,7 @@ class CaptureSource(FrameSource):
         if not self.is_live:
             self._pending = self._convert(raw)
             if self.config.realtime:
-                self._pace_fps = self._frame_rate or self.config.capture_fps or 30.0
+                self._pace_fps = self._frame_rate or self.config.capture_fps or DEFAULT_PACE_FPS
 
     @property
     def frame_rate(self) -> Optional[float]:
@@ -560,7 +564,7 @@ class ImageFilesSource(FrameSource):
         self._good_this_pass = 0
         self._last_path: Optional[Path] = None
         if config.realtime and not is_live:
-            self._pace_fps = config.capture_fps or 30.0
+            self._pace_fps = config.capture_fps or DEFAULT_PACE_FPS
 
     def _next_image(self) -> Optional[np.ndarray]:
         from edgecmg.imageio import read_image
@@ -626,7 +630,7 @@ class IterableSource(FrameSource):
         self._passes = 0
         self._unusable = 0  # items that were neither a frame nor None
         if config.realtime and not is_live:
-            self._pace_fps = config.capture_fps or 30.0
+            self._pace_fps = config.capture_fps or DEFAULT_PACE_FPS
 
     def _next_image(self) -> Optional[np.ndarray]:
         while not self._closed.is_set():

@@ -15,6 +15,11 @@ from edgecmg.errors import ConfigError
 __all__ = ["LiveStatusLine"]
 
 
+#: How log and status lines say when: local time with its UTC offset (+0200), so that a log read in
+#: another zone, or the hour a daylight-saving change repeats, is not ambiguous.
+LOG_TIME = "%Y-%m-%d %H:%M:%S%z"
+
+
 class LiveStatusLine:
     """One self-overwriting terminal line: ``12.3 fps | p50 41.2 ms | p99 80.4 ms | drops 3``.
 
@@ -121,7 +126,7 @@ class LiveStatusLine:
             self._put("\r" + text + "\x1b[K")
             self._dirty = self._lost is None
         else:  # a log file or a service's log: each line says when (not every log adds a time)
-            self._put(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+            self._put(f"{time.strftime(LOG_TIME)} {text}\n")
 
     def _put(self, text: str) -> None:
         """Write and flush; an output that fails (the pipe's reader gone, a full disk, a closed terminal)

@@ -240,7 +240,7 @@ def test_live_status_line_writes_whole_lines_when_not_a_terminal():
     line.close()
     assert "\r" not in out.getvalue() and out.getvalue().count("\n") == 2
     # each line starts with the time: a service's log shows when the figures were true
-    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +1\.0 fps \| p50", row) for row in out.getvalue().splitlines())
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} +1\.0 fps \| p50", row) for row in out.getvalue().splitlines())
 
 
 def test_a_status_line_whose_reader_is_gone_goes_quiet_instead_of_stopping_the_stream():
