@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -30,8 +31,9 @@ from edgecmg.commands import (
     restore_handlers,
 )
 from edgecmg.config import ModelConfig, StreamConfig
-from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, name_some, one_line, out_of_memory
-from edgecmg.fileio import point_at_devnull
+from edgecmg.errors import (NO_THREAD_HINT, ConfigError, EdgeCMGError, OutputError, name_some, no_thread, one_line,
+                            out_of_memory)
+from edgecmg.fileio import point_at_devnull, write_problem
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 
 log = logging.getLogger("edgecmg")
@@ -828,8 +830,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                                         _OUT_OF_MEMORY_HINTS[""])
             print(f"edgecmg {args.command}: error: out of memory ({reason}); {hint}", file=sys.stderr)
             return 2
+        if no_thread(exc):  # a process or pids limit: a traceback said only "can't start new thread"
+            log.debug("no thread", exc_info=True)
+            print(f"edgecmg {args.command}: error: {NO_THREAD_HINT}", file=sys.stderr)
+            return 2
         if isinstance(exc, OSError):  # a results file on a full or read-only disk: the OS's reason, not a traceback
-            print(f"edgecmg {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+            print(f"edgecmg {args.command}: error: {_os_problem(exc)}", file=sys.stderr)
             return 2
         raise
     finally:
@@ -870,6 +876,22 @@ def _print_any_name() -> None:
         # locale, UTF-8 mode), a name that is not UTF-8 prints as ls shows it.
         if reconfigure is not None and getattr(stream, "errors", None) == "strict":
             reconfigure(errors="backslashreplace")
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError that reached main, in words, with what to do where the limit is the process's own:
+    out of file descriptors (ulimit -n), or past the file-size limit (ulimit -f, FAT32's 4 GB)."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        try:
+            import resource
+
+            held = f"this process may hold {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} at once (ulimit -n)"
+        except ImportError:  # no resource module (Windows)
+            held = "the open-file limit is reached"
+        return f"too many open files ({exc.filename or exc.strerror}): {held}; raise the limit, e.g. ulimit -n 1024"
+    if exc.errno == errno.EFBIG:
+        return write_problem(Path(exc.filename or "a file"), exc)
+    return one_line(str(exc))
 
 
 def _stop_note(args: argparse.Namespace) -> str:

@@ -77,9 +77,26 @@ def name_some(names: Sequence[str], count: int) -> str:
 
 
 # How each library says it ran out: torch's CPU allocator ("can't allocate memory"), torch.cuda
-# ("out of memory"), ONNX Runtime's arena ("failed to allocate memory"), OpenCV ("Insufficient memory").
+# ("out of memory"), ONNX Runtime's arena ("failed to allocate memory"), OpenCV ("Insufficient memory"),
+# an mmap under an address-space limit ("Cannot allocate memory"), and the dynamic loader, which maps a
+# library only as it is first imported ("failed to map segment from shared object": ulimit -v).
 _OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory", "failed to allocate memory",
-                        "insufficient memory")
+                        "insufficient memory", "cannot allocate memory", "failed to map segment")
+
+# How a thread that could not start says so: Python's threading, and the pthread_create errors ONNX
+# Runtime and OpenMP print (EAGAIN, error code 11) under a process limit (ulimit -u, a container's pids).
+_NO_THREAD_TEXTS = ("can't start new thread", "pthread_create failed")
+
+
+def no_thread(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a thread could not be started: the process limit (RLIMIT_NPROC, which
+    counts threads) or a container's pids limit is reached."""
+    return isinstance(exc, RuntimeError | OSError) and any(text in str(exc).lower() for text in _NO_THREAD_TEXTS)
+
+
+#: What to do when a thread cannot start, for every message that says so.
+NO_THREAD_HINT = ("a thread could not be started: the process limit (ulimit -u) or the container's pids limit "
+                  "is reached; set OMP_NUM_THREADS=1 (fewer threads) or raise that limit")
 
 
 def out_of_memory(exc: BaseException) -> bool:

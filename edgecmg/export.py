@@ -46,7 +46,8 @@ from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_
                               _field, model_spec)
 from edgecmg.config import ExportConfig, expect_config
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, MissingFileError, name_some
+from edgecmg.errors import (ArtifactError, BackendUnavailableError, ConfigError, DataError, MissingFileError, name_some,
+                            out_of_memory)
 from edgecmg.fileio import atomic_path, check_file_suffix, is_range_cache
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
@@ -249,6 +250,8 @@ def _load_proto(model_or_path):
         try:
             return onnx.load(str(path))
         except Exception as exc:  # DecodeError and friends
+            if out_of_memory(exc):  # a sound file read under a memory limit is not a damaged one
+                raise
             raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); the file is "
                                 "damaged or incomplete: export or copy it again") from exc
     return model_or_path

@@ -36,6 +36,9 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir or open under a path whose folder part is a file
         blocker = f"{exc.filename}" if exc.filename and Path(exc.filename).is_file() else "a part of its folder path"
         return f"cannot write {target}: {blocker} is a file, not a folder; choose another place"
+    if exc.errno == errno.EFBIG:  # ulimit -f, or FAT32's 4 GB on a USB stick
+        return (f"cannot write {target}: it would pass this system's largest file size (the file-size limit, "
+                "ulimit -f, or 4 GB on a FAT32 drive); raise the limit or write to another file system")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"
     return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"  # not the probe's name

