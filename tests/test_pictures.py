@@ -4,6 +4,7 @@ very wide image no longer pads every cell of a contact sheet (hardest.png was 25
 saved stream's frames of another shape are fitted in, not stretched."""
 import cv2
 import numpy as np
+import pytest
 
 from edgecmg.commands.stream import letterboxed
 from edgecmg.result import Result, Timings
@@ -69,12 +70,15 @@ def test_a_saved_stream_fits_frames_of_another_shape_in_without_stretching_them(
     assert cv2.countNonZero(tiny[..., 0]) == 200 * 200
 
 
-def test_a_saved_stream_of_image_files_plays_each_part_for_half_a_second(small_artifact, kolektor_root, tmp_path):
-    """Written at 25 frames a second, a folder of 12 parts played as a half-second flash."""
+@pytest.mark.parametrize("realtime", [False, True])
+def test_a_saved_stream_of_image_files_plays_at_the_pace_it_ran(small_artifact, kolektor_root, tmp_path, realtime):
+    """Written at 25 frames a second, a folder of 12 parts played as a half-second flash: 2 a second now;
+    with --realtime (30 a second without --capture-fps), at that pace (it was written at 2)."""
     import os
 
     from edgecmg.cli import main
     from edgecmg.commands.stream import STILLS_FPS
+    from edgecmg.stream.sources import DEFAULT_PACE_FPS
 
     folder = tmp_path / "parts"
     folder.mkdir()
@@ -82,10 +86,11 @@ def test_a_saved_stream_of_image_files_plays_each_part_for_half_a_second(small_a
         os.symlink(path, folder / path.name)
     video = tmp_path / "parts.avi"
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--save",
-                 str(video)]) == 0
+                 str(video)] + (["--realtime"] if realtime else [])) == 0
     check = cv2.VideoCapture(str(video))
     try:
         fps, frames = check.get(cv2.CAP_PROP_FPS), check.get(cv2.CAP_PROP_FRAME_COUNT)
     finally:
         check.release()
-    assert fps == STILLS_FPS == 2.0 and frames == 3
+    assert fps == (DEFAULT_PACE_FPS if realtime else STILLS_FPS) and frames == 3
+    assert (STILLS_FPS, DEFAULT_PACE_FPS) == (2.0, 30.0)

@@ -90,25 +90,3 @@ def test_two_runs_appending_to_one_log_are_told_apart_by_their_id(small_artifact
     assert len(set(ids)) == 2 and ids[0] == ids[1] and ids[2] == ids[3]
     (row,) = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
     assert row["run_id"] == ids[2] and row["ended_at"] >= row["started"]
-
-
-def test_a_saved_realtime_stream_of_image_files_plays_at_the_pace_it_ran(small_artifact, kolektor_root, tmp_path):
-    """--realtime paces image files at 30 a second without --capture-fps; the video was written at 2."""
-    import os
-
-    from edgecmg.stream.sources import DEFAULT_PACE_FPS
-
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for path in sorted((kolektor_root / "test" / "good").iterdir())[:3]:
-        os.symlink(path, frames / path.name)
-    video = tmp_path / "frames.avi"
-    assert main(["-q", "stream", str(frames), "-m", str(small_artifact), "--backend", "torch", "--realtime",
-                 "--save", str(video)]) == 0
-    import cv2
-
-    check = cv2.VideoCapture(str(video))
-    try:
-        assert check.get(cv2.CAP_PROP_FPS) == DEFAULT_PACE_FPS == 30.0
-    finally:
-        check.release()
