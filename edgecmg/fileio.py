@@ -182,18 +182,27 @@ class JsonLinesFile:
     whatever ends the run.
 
     append: keep the earlier records and add after them; a last line an earlier run left cut short
-    (killed mid-write) is ended first, so the new records start on lines of their own."""
+    (killed mid-write) is ended first, so the new records start on lines of their own.
+    alone: refuse (ConfigError, naming ``flag``) a file another process holds so now: two streams given
+    one --jsonl interleaved their records, and a failed write, cut back to this writer's last line,
+    would drop the other's records after it (an advisory lock, let go whatever ends the process; where
+    the system has none, Windows and some network mounts, nothing is held)."""
 
-    def __init__(self, path: Path, what: str, *, append: bool = False) -> None:
+    def __init__(self, path: Path, what: str, *, append: bool = False, alone: bool = False,
+                 flag: str = "") -> None:
         self.path, self.what = Path(path), what  # what: e.g. "the results", for the error message
         self.records = 0
-        ends_cut = append and _ends_without_newline(self.path)
         # O_BINARY (Windows): the byte count kept in _end must be the bytes in the file, "\n" included.
         mode = os.O_APPEND if append else os.O_TRUNC
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as exc:
             raise self._error(exc) from exc
+        if alone and not _held_alone(self._fd):
+            os.close(self._fd)
+            raise ConfigError(f"{flag} {self.path}: another run is writing its records into this file now; give "
+                              "each stream a --jsonl of its own")
+        ends_cut = append and _ends_without_newline(self.path)  # looked at once the file is this run's
         try:
             self._end = os.lseek(self._fd, 0, os.SEEK_END)  # where the last whole line ends
             if ends_cut:
@@ -233,6 +242,21 @@ class JsonLinesFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _held_alone(fd: int) -> bool:
+    """An exclusive advisory lock on the open file ``fd``: False where another process holds one."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: nothing is held
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:  # a mount without locks
+        _log.debug("%s is written without the lock that keeps other runs out: %s", fd, exc)
+    return True
 
 
 def _ends_without_newline(path: Path) -> bool:

@@ -90,3 +90,61 @@ def test_two_runs_appending_to_one_log_are_told_apart_by_their_id(small_artifact
     assert len(set(ids)) == 2 and ids[0] == ids[1] and ids[2] == ids[3]
     (row,) = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
     assert row["run_id"] == ids[2] and row["ended_at"] >= row["started"]
+
+
+def test_two_streams_given_one_jsonl_at_once_are_refused(tmp_path):
+    """Two streams appending to one --jsonl interleaved their records, and one's summary row was lost."""
+    from edgecmg.commands.stream import open_appending
+    from edgecmg.errors import ConfigError
+
+    log = tmp_path / "frames.jsonl"
+    with open_appending(str(log)) as first:
+        first.write({"frame_index": 0})
+        with pytest.raises(ConfigError, match=r"--jsonl .*frames.jsonl: another run is writing its records into this "
+                                              r"file now; give each stream a --jsonl of its own"):
+            open_appending(str(log))
+    with open_appending(str(log)) as again:  # let go when the first run closed it
+        again.write({"frame_index": 1})
+    assert log.read_text().count("\n") == 2
+
+
+def test_streams_ending_together_keep_each_their_summary_row(tmp_path):
+    """Streams stopped at the same moment (a box shutting down) each read the rows, and the last to write
+    dropped the others'. Four processes update one summary at once, each its own row."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from edgecmg.commands import held_while_updating
+        from edgecmg.commands.stream import summary_rows
+        from edgecmg.stream.report import write_report
+        folder, name = Path(sys.argv[1]), sys.argv[2]
+        with held_while_updating(folder):
+            rows = summary_rows(folder / "stream_summary.json", {"records": name, "model_sha256": "m"})
+            time.sleep(0.3)  # the window in which another run read the same rows
+            write_report(rows, folder, "stream_summary")
+    """)
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"line{i}.jsonl"], cwd=tmp_path)
+            for i in range(4)]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0, 0, 0]
+    rows = json.loads((tmp_path / "stream_summary.json").read_text())["rows"]
+    assert sorted(row["records"] for row in rows) == [f"line{i}.jsonl" for i in range(4)]
+
+
+def test_a_stream_judged_by_another_model_keeps_its_own_summary_row(tmp_path):
+    """Two parts judged on one camera, one after the other: the second model's row replaced the first's."""
+    from edgecmg.commands.stream import summary_rows
+    from edgecmg.stream.report import write_report
+
+    path = tmp_path / "stream_summary.json"
+    first = {"records": "/l/frames.jsonl", "model_sha256": "aaa", "frames_yielded": 3}
+    write_report(summary_rows(path, first), tmp_path, "stream_summary")
+    second = {"records": "/l/frames.jsonl", "model_sha256": "bbb", "frames_yielded": 5}
+    write_report(summary_rows(path, second), tmp_path, "stream_summary")
+    restarted = {"records": "/l/frames.jsonl", "model_sha256": "aaa", "frames_yielded": 7}
+    rows = summary_rows(path, restarted)  # the first model again: its own row replaced
+    assert [(r["model_sha256"], r["frames_yielded"]) for r in rows] == [("bbb", 5), ("aaa", 7)]

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -179,6 +180,43 @@ def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
                               "it to end, or give another folder") from None
         except OSError as exc:  # NFS (flock there needs a file open for writing) and other mounts without locks
             log.debug("%s is written without the lock that keeps other commands out: %s", folder, exc)
+        yield
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def held_while_updating(folder: Path, wait_s: float = 30.0) -> Iterator[None]:
+    """``folder`` held while a file in it is read and written again (stream's summary rows): other runs
+    updating it wait their turn, up to ``wait_s`` seconds, after which the update goes ahead with a
+    warning (a run stuck holding it must not cost this one its summary). Where there is no flock
+    (Windows, some network mounts), nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("%s is updated without a lock: %s", folder, exc)
+        yield
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("%s: another run held this folder for over %g s; its summary is updated without "
+                                "waiting longer", folder, wait_s)
+                    break
+                time.sleep(0.05)
+            except OSError as exc:  # a mount without locks
+                log.debug("%s is updated without a lock: %s", folder, exc)
+                break
         yield
     finally:
         os.close(handle)

@@ -20,6 +20,7 @@ import numpy as np
 from edgecmg.commands import (
     STOP_SIGNALS,
     Terminated,
+    held_while_updating,
     install_handlers,
     missing_folders,
     output_file,
@@ -73,6 +74,7 @@ def run_stream(args: argparse.Namespace) -> int:
     detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
     tally = RunTally(detector, model_sha256)
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
+    tally.source = run.pipeline.source.name  # what its warnings name: several streams may share one log
     warn_unused_capture_flags(args, run.pipeline.source, realtime=args.realtime)
     created = CreatedOutputs(args)  # what is there before the outputs are made: a run that fails at once removes them
     check_outputs_or_close(args, run, detector, created)
@@ -113,7 +115,7 @@ def run_stream(args: argparse.Namespace) -> int:
         # this stream's last real run). A stop signal's run is summarised even then: it ran until stopped.
         started = finished or stopped or run.stats.frames_yielded > 0
         try:
-            close_run(status if started else None, video, jsonl, run, detector, finished)
+            close_run(status if started else None, video, jsonl, run, detector, finished, tally)
         finally:  # a close that fails (a video on a full disk) still leaves the summary of what was judged
             if started:
                 write_final_summary(args, run, tally, finished)
@@ -209,6 +211,7 @@ class RunTally:
                           "model": str(Path(detector.runner.model_path).resolve()), "model_sha256": model_sha256,
                           "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
+        self.source = "the stream"  # set to the source's name once it is open
         self.ended = "the source ended"
         self.recent: deque[bool] = deque(maxlen=RECENT_FRAMES)  # the last frames' verdicts
         self.recent_flagged = 0
@@ -225,10 +228,10 @@ class RunTally:
         self.recent_flagged += bool(is_anomaly)
         mostly = len(self.recent) == self.recent.maxlen and self.recent_flagged > MOSTLY_FLAGGED * len(self.recent)
         if mostly and not self.drift_said:
-            log.warning("%d of the last %d frames were flagged at threshold %.4g: if these parts are good, the "
+            log.warning("%s: %d of the last %d frames were flagged at threshold %.4g: if these parts are good, the "
                         "line changed since fit (light, position, focus, camera) or this camera's frames differ "
                         "from the images fit read; fit again on good frames taken now (edgecmg capture) and check "
-                        "it with edgecmg eval on defects", self.recent_flagged, len(self.recent),
+                        "it with edgecmg eval on defects", self.source, self.recent_flagged, len(self.recent),
                         self.judged_by["threshold"])
         recovered = self.recent_flagged < MOSTLY_FLAGGED / 2 * len(self.recent)
         self.drift_said = mostly or (self.drift_said and not recovered)
@@ -295,14 +298,15 @@ def show_and_save_overlay(result, video: OverlayVideo | None, show: bool) -> boo
 
 
 def close_run(status: LiveStatusLine | None, video: OverlayVideo | None, jsonl, run, detector,
-              finished: bool) -> None:
+              finished: bool, tally: RunTally) -> None:
     """Closes the status line (with the final figures), the video, --jsonl, the run and the detector;
     each is closed even where one before it fails. The first failure is raised after a run that
     ``finished``; after one that failed (a stop signal, a lost camera) it is logged, so the run's own
     error, and its exit status, is the one that ends the command."""
     closes = []
     if status:
-        closes += [lambda: status.update_from(run.stats, force=True), status.close]  # the final figures
+        closes += [lambda: status.update_from(run.stats, force=True, extra=f"flagged {tally.anomalies}"),
+                   status.close]  # the final figures
     if video:
         closes.append(video.close)
     if jsonl:
@@ -459,7 +463,7 @@ def open_records(jsonl: str):
 def open_appending(path: str) -> JsonLinesFile:
     """--jsonl, appended to record by record, each whole or not at all (a full disk cuts it back to its
     last whole line); a last line an earlier run left cut short is ended first."""
-    return JsonLinesFile(Path(path), "the --jsonl records", append=True)
+    return JsonLinesFile(Path(path), "the --jsonl records", append=True, alone=True, flag="--jsonl")
 
 
 class StdoutRecords:
@@ -505,7 +509,10 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
         print(field_lines(stats), end="", file=say)
     else:
         try:
-            write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary")
+            # Held while the rows are read and written again: streams stopped together (a box shutting
+            # down) each read the rows, and the last to write dropped the others'.
+            with held_while_updating(report_dir):
+                write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary")
         finally:  # the output (a service's log) keeps what the files could not
             print(field_lines(stats), end="", file=say)
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)", file=say)
@@ -616,9 +623,9 @@ def summary_rows(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows the summary at ``path`` holds after this run: the earlier rows of other streams, and
     ``row``. A stream is its --jsonl file, else its --save video, else its source: a restarted service
     replaces its own row, and two streams writing into one folder keep a row each (the second's
-    summary replaced the first's)."""
-    def stream(r: dict[str, Any]) -> Any:
-        return r.get("records") or r.get("video") or r.get("source")
+    summary replaced the first's); a stream judged by another model keeps a row of its own."""
+    def stream(r: dict[str, Any]) -> Any:  # and the model: two parts judged on one camera keep a row each
+        return r.get("records") or r.get("video") or r.get("source"), r.get("model_sha256")
 
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))["rows"]
