@@ -201,7 +201,7 @@ def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_t
                                      augmented_model_path=str(work_dir / "augmented.onnx"),
                                      calibrate_method=cal_method, extra_options=options)
     chatter = io.StringIO()  # ONNX Runtime's histogram calibrators print their progress
-    with contextlib.redirect_stdout(chatter):
+    with _prints_of_calibrate_into(chatter):
         _collect_in_chunks(calibrator, reader, CHUNK_IMAGES)
         data = calibrator.compute_data()
     if chatter.getvalue().strip():
@@ -211,6 +211,26 @@ def compute_ranges(fp32_path: Path, reader: ImageFolderReader, method: str, op_t
         lo, hi = (td.range_value if hasattr(td, "range_value") else (td.lowest, td.highest))
         ranges[name] = (float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0]))
     return ranges
+
+
+@contextlib.contextmanager
+def _prints_of_calibrate_into(chatter: io.StringIO):
+    """ONNX Runtime's calibrate module's print() calls written into ``chatter`` while this holds, by a
+    ``print`` in that module's own namespace: redirect_stdout swapped sys.stdout for the whole process,
+    and a host application's threads printing meanwhile lost their lines."""
+    import builtins
+
+    from onnxruntime.quantization import calibrate as ort_calibrate
+
+    def to_chatter(*values: Any, **options: Any) -> None:
+        options.pop("file", None)
+        builtins.print(*values, file=chatter, **options)
+
+    ort_calibrate.print = to_chatter  # a module global: found before the builtin by that module's code
+    try:
+        yield
+    finally:
+        del ort_calibrate.print
 
 
 def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[str], profile: str, *,
@@ -253,11 +273,19 @@ def quantize_graph(model, ranges: dict[str, tuple[float, float]], region: list[s
 
     root = logging.getLogger()
     root.addFilter(demote)  # a logger's filters see the records logged on it, before any handler
+    # logging.info on a root logger without handlers runs basicConfig() itself, which left a handler on
+    # a host application's root logger and made its own basicConfig later do nothing: one is there
+    # while the quantiser runs, taken away after.
+    placeholder = logging.NullHandler() if not root.handlers else None
+    if placeholder is not None:
+        root.addHandler(placeholder)
     try:
         quantizer = q.QDQQuantizer(**kwargs)
         quantizer.quantize_model()
     finally:
         root.removeFilter(demote)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
     quantizer.model.topological_sort()
     return quantizer.model.model
 

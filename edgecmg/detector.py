@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -71,6 +72,7 @@ class Detector:
                             f"({self.metadata.get('threshold')!r}); pass threshold= or fit the model again")
         self.threshold = self.metadata["threshold"] if threshold is None else threshold
         self._frame_shapes_checked: set[tuple[int, int]] = set()
+        self._runs: weakref.WeakSet = weakref.WeakSet()  # its stream() runs, closed with it
         # The stretch warning, once per height/width to about 10%: a folder of 139 photos turned 90 degrees,
         # each a few pixels apart in size, said the same thing 23 times.
         self._stretches_said: set[tuple[int, bool]] = set()
@@ -190,7 +192,10 @@ class Detector:
         return "fp32"
 
     def close(self) -> None:
-        """Release the backend (sessions, engines, device memory); the Detector cannot judge frames after it."""
+        """Release the backend (sessions, engines, device memory); the Detector cannot judge frames after it.
+        Its stream() runs still open are closed first: their capture threads stop and release their sources."""
+        for run in list(self._runs):
+            run.close()
         self.runner.deactivate()
 
     @property
@@ -402,8 +407,10 @@ class Detector:
                               f"instead (e.g. StreamConfig({', '.join(f'{k}={v!r}' for k, v in given.items())}))")
         pipeline = StreamPipeline(source, config, preprocess=self.prepare, opener=opener, live=live,
                                   join_timeout_s=join_timeout_s, stats_window=stats_window, bgr=bgr)
-        return pipeline.run(lambda frames, prepared: self.predict_batch(
+        run = pipeline.run(lambda frames, prepared: self.predict_batch(
             [f.image for f in frames], prepared=prepared))
+        self._runs.add(run)  # close() ends it: its capture thread held the camera after the Detector closed
+        return run
 
 
 def _is_number(value: Any) -> bool:

@@ -38,11 +38,15 @@ class BackendUnavailableError(EdgeCMGError, ImportError):
 
     def __init__(self, backend: str, reason: str, install_hint: str = "") -> None:
         self.backend = backend
+        self.reason = reason
         self.install_hint = install_hint
         message = f"backend {backend!r} is unavailable: {reason}"
         if install_hint:
             message += f" (install hint: {install_hint})"
         super().__init__(message)
+
+    def __reduce__(self):  # rebuilt from its three parts: a process pool's worker raising it hung the pool
+        return type(self), (self.backend, self.reason, self.install_hint)
 
 
 class EngineBuildError(EdgeCMGError):

