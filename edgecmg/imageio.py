@@ -437,6 +437,7 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
     """Decode to a raw array; returns (array, channel order "bgr" or "rgb")."""
     data = _read_bytes(path)
     pillow_accepts = _check_pixel_count(path, data)
+    _check_radiance_size(path, data)
     arr = None
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -451,6 +452,27 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
     if arr is not None and arr.size > 0:
         return arr, "bgr"
     return _decode_pillow(path, data), "rgb"
+
+
+#: OpenCV's own default for OPENCV_IO_MAX_IMAGE_PIXELS, where the environment sets none.
+_OPENCV_DEFAULT_PIXELS = 1 << 30
+
+
+def _check_radiance_size(path: Path, data: np.ndarray) -> None:
+    """Refuse a Radiance HDR file whose header declares more pixels than OpenCV decodes, before OpenCV
+    sees it: its HDR decoder reads from a file, so imdecode writes the bytes to /tmp/__opencv_temp.* and,
+    refusing the size, leaves that copy there (11 MB for a 13400 x 13400 header, every time it is read;
+    a looping stream over a folder holding one would fill /tmp). Pillow reads no HDR files."""
+    head = data[:4096].tobytes()
+    if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
+        return
+    # The header's lines end at an empty line; the resolution line follows: "-Y 480 +X 640" and the like.
+    found = re.search(rb"\n\n[-+][XY] (\d+) [-+][XY] (\d+)\n", head)
+    if found is None:
+        return  # OpenCV's decoder says what is wrong with it
+    limit = int(OPENCV_PIXELS) if OPENCV_PIXELS and OPENCV_PIXELS.isdigit() else _OPENCV_DEFAULT_PIXELS
+    if int(found.group(1)) * int(found.group(2)) > limit:
+        raise DataError(_opencv_refusal(path, "CV_IO_MAX_IMAGE_PIXELS"))
 
 
 def _opencv_refusal(path: Path, error: str) -> str:

@@ -60,7 +60,10 @@ def test_a_bomb_in_a_format_pillow_cannot_parse_is_refused_before_opencv_decodes
     was 1,074 megapixels. Importing edgecmg sets OpenCV's limit to Pillow's refusal limit."""
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_radiance_hdr(13400, 13400))  # 179.6 megapixels, just over 2 * 89,478,485; 11 MB
-    got = _read_in_a_child(bomb)
+    opencv_temp = tmp_path / "opencv_temp"  # where OpenCV's imdecode copies an HDR file to decode it
+    opencv_temp.mkdir()
+    got = _read_in_a_child(bomb, OPENCV_TEMP_PATH=str(opencv_temp))
+    assert list(opencv_temp.iterdir()) == []  # refused before OpenCV: its copy was left there, 11 MB a read
     assert got["limit"] == str(got["pillow_refuses_over"]) == "178956970"
     assert got["said"] is not None and str(bomb) in got["said"], got["said"]
     assert "is too large to decode" in got["said"] and "178,956,970 pixels" in got["said"], got["said"]
