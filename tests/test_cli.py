@@ -1643,7 +1643,7 @@ def test_the_summary_counts_flagged_frames_and_the_status_line_ends_on_the_final
     flagged = [json.loads(line)["is_anomaly"] for line in jsonl.read_text().splitlines()]
     assert row["frames_yielded"] == 3 and row["anomalies"] == sum(flagged) == 3
     status = [line for line in capsys.readouterr().err.splitlines() if " fps | p50 " in line]
-    assert status and status[-1].endswith("| frames 3"), status
+    assert status and status[-1].endswith("| frames 3 | flagged 3"), status
 
 
 def test_a_stop_between_records_holds_nothing_after_its_block():

@@ -38,7 +38,7 @@ def test_on_a_small_frame_the_label_keeps_its_verdict_and_drops_what_does_not_fi
 
     monkeypatch.setattr(visualize.cv2, "putText", put_text)
     label = "ANOMALY 12.385 (threshold 3.08)"
-    for width, kept in ((40, "ANOMALY"), (120, "ANOMALY 12.385"), (150, label), (400, label)):
+    for width, kept in ((40, "ANOMALY"), (120, "ANOMALY 12.385"), (200, label), (400, label)):
         drawn.clear()
         overlay_heatmap(np.full((60, width, 3), 128, np.uint8), np.zeros((60, width), np.float32), 3.08, label=label)
         assert [text for text, _ in drawn] == [kept], (width, drawn)  # never half of "(threshold 3.08)"
