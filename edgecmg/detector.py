@@ -26,7 +26,7 @@ import torch
 
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, StreamConfig, aspect_stretch, expect_config
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
-from edgecmg.imageio import is_pil_image, resize_to_input, to_rgb_uint8
+from edgecmg.imageio import channels_first_batch, is_pil_image, is_tensor, resize_to_input, to_rgb_uint8
 from edgecmg.result import Result, Timings
 from edgecmg.runtime.base import Runner, RunnerInactiveError
 
@@ -106,8 +106,8 @@ class Detector:
             if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
             threads = int(threads)
-        # os.fspath for any path-like object (str() of one that is not a pathlib.Path is its repr)
-        runner = make_runner(os.fspath(path) if isinstance(path, os.PathLike) else str(path), backend=backend, device=device, threads=threads)
+        # os.fspath, not str(): str() of a path-like object that is not a pathlib.Path is its repr
+        runner = make_runner(os.fspath(path), backend=backend, device=device, threads=threads)
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer, map_size=map_size)
 
@@ -449,10 +449,6 @@ _READ_PAIR = ("the (ok, frame) pair cv2.VideoCapture.read() returns; unpack it: 
               "predict(frame, bgr=True) where ok is True")
 
 
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, torch.Tensor)
-
-
 def _is_read_pair(value: Any) -> bool:
     """Whether ``value`` is what ``cv2.VideoCapture.read()`` returns, (ok, frame), passed whole."""
     return (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (bool, np.bool_))
@@ -475,13 +471,13 @@ def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list
     if is_pil_image(frames):  # iterating a Pillow image fails deep inside Pillow
         raise DataError("predict_batch takes a list of frames, got one Pillow image; for one frame use "
                         "predict(image), for several pass a list")
-    if isinstance(frames, np.ndarray) or _is_tensor(frames):
+    if isinstance(frames, np.ndarray) or is_tensor(frames):
         # A tensor is checked as an array is: iterated, a C x H x W one would be judged as C gray frames.
         if frames.ndim != 4:
             # An N x H x W stack of gray frames has the shape of one H x W x C frame: which it is cannot be told
             # where C is a channel count, so it is refused, saying how to pass either.
             gray_stack = frames.ndim == 3 and frames.shape[-1] not in (1, 3, 4)
-            kind = "tensor" if _is_tensor(frames) else "array"
+            kind = "tensor" if is_tensor(frames) else "array"
             channels_first = kind == "tensor" and frames.ndim == 3 and frames.shape[0] in (1, 3, 4)
             raise DataError(f"predict_batch takes a list of frames or an [N, H, W, C] array, got a{'n' * (kind == 'array')} "
                             f"{kind} of shape {tuple(frames.shape)}; for one frame use predict(frame)"
@@ -490,7 +486,7 @@ def _as_rgb_frames(frames: Any, single: bool = False, bgr: bool = False) -> list
                                if channels_first else "")
                             + ("; for N gray frames pass a list (list(x)) or x[..., None]"
                                if gray_stack and not channels_first else ""))
-        if frames.shape[1] in (1, 3, 4) and frames.shape[-1] not in (1, 2, 3, 4):  # said once, not per frame
+        if channels_first_batch(frames.shape):  # said once, not per frame
             raise DataError(f"predict_batch takes N x H x W x C frames, got shape {tuple(frames.shape)}, which looks "
                             "channels-first (N x C x H x W); pass x.permute(0, 2, 3, 1) (torch) or "
                             "x.transpose(0, 2, 3, 1) (numpy)")

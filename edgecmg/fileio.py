@@ -21,8 +21,8 @@ from typing import Iterator, Optional, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
-__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_cache_path", "check_writable", "point_at_devnull",
-           "write_problem"]
+__all__ = ["JsonLinesFile", "atomic_path", "atomic_write_bytes", "check_cache_path", "check_writable", "held_alone",
+           "point_at_devnull", "write_problem"]
 
 _log = logging.getLogger("edgecmg")
 
@@ -198,7 +198,7 @@ class JsonLinesFile:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as exc:
             raise self._error(exc) from exc
-        if alone and not _held_alone(self._fd):
+        if alone and not held_alone(self._fd, self.path):
             os.close(self._fd)
             raise ConfigError(f"{flag} {self.path}: another run is writing its records into this file now; give "
                               "each stream a --jsonl of its own")
@@ -244,18 +244,21 @@ class JsonLinesFile:
         self.close()
 
 
-def _held_alone(fd: int) -> bool:
-    """An exclusive advisory lock on the open file ``fd``: False where another process holds one."""
+def held_alone(fd: int, name: Union[str, Path]) -> bool:
+    """An exclusive advisory lock (flock) on ``fd``, an open file or folder named ``name``: False where
+    another process holds one now; True once held, and where nothing can be held (Windows has no flock;
+    NFS and other mounts refuse it, which is logged at debug). Let go when ``fd`` is closed, whatever
+    ends the process."""
     try:
         import fcntl
-    except ImportError:  # Windows: nothing is held
+    except ImportError:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError as exc:  # a mount without locks
-        _log.debug("%s is written without the lock that keeps other runs out: %s", fd, exc)
+    except OSError as exc:
+        _log.debug("%s is written without the lock that keeps other runs out: %s", name, exc)
     return True
 
 

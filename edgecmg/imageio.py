@@ -30,7 +30,7 @@ import re
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -81,7 +81,7 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
         raise ConfigError(f"bgr={bgr!r}: give True for OpenCV's BGR order (cv2.imread, VideoCapture.read) or False "
                           "for RGB")
     pil = is_pil_image(image)
-    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor (duck-typed: no torch import here)
+    if is_tensor(image):
         image = _tensor_as_array(image)
     elif pil:
         # A palette image's array holds indices and a CMYK one's four bytes are no RGBA: convert by mode,
@@ -168,6 +168,18 @@ def to_rgb_uint8(image: Any, *, bgr: bool = False, copy: bool = False) -> np.nda
     if copy and np.may_share_memory(out, image):
         out = out.copy()
     return out
+
+
+def is_tensor(value: Any) -> bool:
+    """A torch tensor, recognised without importing torch (duck-typed)."""
+    return hasattr(value, "detach") and hasattr(value, "cpu")
+
+
+def channels_first_batch(shape: Sequence[int]) -> bool:
+    """Whether an array or tensor of ``shape`` looks like PyTorch's N x C x H x W batch: iterated, its
+    frames would each be refused (or, 3-D, judged as gray frames), so predict_batch and stream say it
+    once, for the whole batch."""
+    return len(shape) == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 2, 3, 4)
 
 
 def is_pil_image(value: Any) -> bool:

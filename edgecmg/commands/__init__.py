@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edgecmg.errors import ConfigError, OutputError
-from edgecmg.fileio import broken_link, check_writable
+from edgecmg.fileio import broken_link, check_writable, held_alone
 
 log = logging.getLogger("edgecmg")
 
@@ -161,28 +161,11 @@ def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
     it empty, both wrote results.jsonl from its start, and both exited 0 over a file holding half of
     each and a broken record. An advisory lock on the folder itself (no lock file is left; the OS lets
     go of it whatever ends the process); where the system has no flock (Windows), nothing is held."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError as exc:  # a folder that cannot be opened for reading (mode 0300)
-        log.debug("%s is written without the lock that keeps other commands out: %s", folder, exc)
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _opened_folder(folder) as handle:
+        if handle is not None and not held_alone(handle, folder):
             raise ConfigError(f"{flag} {folder}: another edgecmg command is writing into this folder now; wait for "
-                              "it to end, or give another folder") from None
-        except OSError as exc:  # NFS (flock there needs a file open for writing) and other mounts without locks
-            log.debug("%s is written without the lock that keeps other commands out: %s", folder, exc)
+                              "it to end, or give another folder")
         yield
-    finally:
-        os.close(handle)
 
 
 @contextmanager
@@ -191,33 +174,29 @@ def held_while_updating(folder: Path, wait_s: float = 30.0) -> Iterator[None]:
     updating it wait their turn, up to ``wait_s`` seconds, after which the update goes ahead with a
     warning (a run stuck holding it must not cost this one its summary). Where there is no flock
     (Windows, some network mounts), nothing is held."""
-    try:
-        import fcntl
-    except ImportError:
+    with _opened_folder(folder) as handle:
+        deadline = time.monotonic() + wait_s
+        while handle is not None and not held_alone(handle, folder):
+            if time.monotonic() > deadline:
+                log.warning("%s: another run held this folder for over %g s; its summary is updated without "
+                            "waiting longer", folder, wait_s)
+                break
+            time.sleep(0.05)
         yield
-        return
+
+
+@contextmanager
+def _opened_folder(folder: Path) -> Iterator[Optional[int]]:
+    """A descriptor of ``folder`` to lock (:func:`edgecmg.fileio.held_alone`), closed after; None where the
+    folder cannot be opened for reading (mode 0300), which leaves it unlocked."""
     try:
         handle = os.open(folder, os.O_RDONLY)
     except OSError as exc:
-        log.debug("%s is updated without a lock: %s", folder, exc)
-        yield
+        log.debug("%s is written without the lock that keeps other runs out: %s", folder, exc)
+        yield None
         return
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("%s: another run held this folder for over %g s; its summary is updated without "
-                                "waiting longer", folder, wait_s)
-                    break
-                time.sleep(0.05)
-            except OSError as exc:  # a mount without locks
-                log.debug("%s is updated without a lock: %s", folder, exc)
-                break
-        yield
+        yield handle
     finally:
         os.close(handle)
 

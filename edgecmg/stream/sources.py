@@ -33,7 +33,7 @@ import numpy as np
 from edgecmg.config import StreamConfig
 from edgecmg.distributions import major_minor
 from edgecmg.errors import ConfigError, DataError, MissingFileError, MissingSourceError, StreamError
-from edgecmg.imageio import is_pil_image, to_rgb_uint8
+from edgecmg.imageio import channels_first_batch, is_pil_image, is_tensor, to_rgb_uint8
 
 __all__ = [
     "Frame",
@@ -957,7 +957,7 @@ def open_source(
         return _open_text(os.fspath(source), config, opener, live)
     if isinstance(source, (bytes, bytearray)):
         raise StreamError("source is bytes; pass a path as str, or decode the image to a numpy array first")
-    tensor = hasattr(source, "detach") and hasattr(source, "ndim")  # torch, duck-typed: no torch import here
+    tensor = is_tensor(source)
     if (isinstance(source, np.ndarray) or tensor) and source.ndim != 4:
         # Iterated, a C x H x W tensor would be judged as C gray frames and an H x W x C one as H rows.
         raise StreamError(
@@ -965,8 +965,7 @@ def open_source(
             "source; pass [frame] for one frame (H x W x C; a C x H x W tensor: x.permute(1, 2, 0)), or an "
             "N x H x W x C array / a list of frames for a sequence"
         )
-    if ((tensor or isinstance(source, np.ndarray)) and source.ndim == 4 and source.shape[1] in (1, 3, 4)
-            and source.shape[-1] not in (1, 2, 3, 4)):
+    if (tensor or isinstance(source, np.ndarray)) and channels_first_batch(source.shape):
         raise StreamError(f"a{' tensor' if tensor else 'n array'} of shape {tuple(source.shape)} looks channels-first "
                           "(N x C x H x W); pass x.permute(0, 2, 3, 1) (torch) or x.transpose(0, 2, 3, 1) (numpy) "
                           "for the N x H x W x C frames a stream takes")
