@@ -148,12 +148,14 @@ class ClipMatcher(nn.Module):
 
     @staticmethod
     def check_weights(arch: str, weights: str | Path, *, expected_sha256: Optional[str] = None,
-                      fitting: bool = False) -> tuple[Path, str, Any]:
+                      fitting: bool = False) -> tuple[Path, Optional[str], Any]:
         """What :meth:`load` checks before it builds the model, in its order: the weights file is there
         and a .safetensors file, open_clip imports, the file's SHA-256 is ``expected_sha256`` (where
         given) and ``arch`` is an open_clip model. Returns (path, its SHA-256, the open_clip module);
         ``edgecmg info`` runs it to say what loading the model would say, without building it, and
-        fit before it reads any image (``fitting``: the messages speak of the weights to fit with)."""
+        fit before it reads any image (``fitting``: the messages speak of the weights to fit with, and
+        the SHA-256 is None: the file is hashed once, when fit loads it, not twice; seconds for a large
+        model)."""
         path = Path(weights).expanduser()  # the file before the library: a mistyped path is the likelier mistake
         if not path.exists():
             which = (f"the {arch} model to fit with (clip_weights, --clip-weights)" if fitting
@@ -165,7 +167,7 @@ class ClipMatcher(nn.Module):
             raise ConfigError(f"CLIP weights {path}: only .safetensors files are read (no pickle); convert "
                               "the checkpoint once with safetensors.torch.save_file(model.state_dict(), ...)")
         open_clip = _import_open_clip()
-        sha = file_sha256(path)
+        sha = None if fitting and expected_sha256 is None else file_sha256(path)
         if expected_sha256 is not None and sha != expected_sha256:
             raise ArtifactError(f"CLIP weights {path} have SHA-256 {sha[:12]}, the model was fitted with "
                                 f"{expected_sha256[:12]}; point clip_weights at the file used at fit time")

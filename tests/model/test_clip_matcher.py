@@ -227,3 +227,26 @@ def test_int8_calibration_keeps_the_clip_matcher_in_float(clip_fit, kolektor_tra
     frame = np.random.default_rng(2).integers(0, 256, (256, 128, 3), dtype=np.uint8)
     result = Detector.load(out).predict(frame)
     assert np.isfinite(result.score)
+
+
+@needs_open_clip
+def test_fit_hashes_the_clip_weights_file_once(clip_weights, kolektor_train, monkeypatch):
+    """fit's early check of --clip-weights hashed the file, and loading it hashed it again (seconds
+    for a 600 MB file): the early check leaves the hash to the load."""
+    from edgecmg.fit import fit
+    from edgecmg.model import matcher
+
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(path)
+        return real_sha256(path)
+
+    real_sha256 = matcher.file_sha256
+    monkeypatch.setattr(matcher, "file_sha256", counting_sha256)
+    config = ModelConfig(prompt="a photo of a metal commutator", input_size=(128, 64), matcher="clip",
+                         clip_arch=ARCH, clip_weights=str(clip_weights), cmle=False, cmer=False,
+                         max_bank_size=200)
+    model, _ = fit(kolektor_train[:10], config, progress=False)
+    assert len(hashed) == 1
+    assert model.featurizer.matcher.spec()["sha256"] == hashlib.sha256(clip_weights.read_bytes()).hexdigest()
