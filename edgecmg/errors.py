@@ -34,7 +34,8 @@ class OutputError(EdgeCMGError):
 
 
 class BackendUnavailableError(EdgeCMGError, ImportError):
-    """An optional backend cannot be used here; the message carries the install hint."""
+    """An optional backend cannot be used here; the message ends with what to do (``install_hint``:
+    mostly a pip command, sometimes other advice, such as judging with the .onnx on a machine with no GPU)."""
 
     def __init__(self, backend: str, reason: str, install_hint: str = "") -> None:
         self.backend = backend
@@ -42,7 +43,7 @@ class BackendUnavailableError(EdgeCMGError, ImportError):
         self.install_hint = install_hint
         message = f"backend {backend!r} is unavailable: {reason}"
         if install_hint:
-            message += f" (install hint: {install_hint})"
+            message += f"; {install_hint}"  # no "install hint:" label: some hints are not installs
         super().__init__(message)
 
     def __reduce__(self):  # rebuilt from its three parts: a process pool's worker raising it hung the pool

@@ -106,7 +106,7 @@ def test_unavailable_backend_raises_with_hint(featurizer_onnx, monkeypatch):
     import edgecmg.runtime.registry as registry
 
     monkeypatch.setattr(registry, "available_providers", lambda: [])
-    with pytest.raises(BackendUnavailableError, match="install hint"):
+    with pytest.raises(BackendUnavailableError, match=r"; for the CPU, pip install"):
         make_runner(featurizer_onnx, "onnxruntime", "cpu")
     # onnxruntime asked for on no device in particular, where it is not installed: both of its runners
     # are named, and the hint is the CPU build's (it named the CUDA provider alone, with the GPU hint)
