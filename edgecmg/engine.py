@@ -38,7 +38,8 @@ from edgecmg.errors import (
     EngineIncompatibleError,
     MissingFileError,
 )
-from edgecmg.fileio import RANGE_CACHE_SUFFIX, atomic_write_bytes, check_cache_path, check_writable, is_range_cache
+from edgecmg.fileio import (RANGE_CACHE_SUFFIX, atomic_write_bytes, check_cache_path, check_file_suffix, check_writable,
+                            is_range_cache)
 from edgecmg.fp16_cast import DEFAULT_FP32_OPS, convert_to_fp16
 from edgecmg.onnx_checks import _as_model, check_onnx_for_tensorrt, is_quantized
 
@@ -417,8 +418,7 @@ def build_engine(onnx_path: str | Path, config: EngineConfig = EngineConfig(),
     onnx_path = Path(onnx_path)
     check_build_input(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
-    if out_path.suffix.lower() not in ENGINE_SUFFIXES:
-        raise ConfigError(f"engine path {out_path} must end in {' or '.join(ENGINE_SUFFIXES)}")
+    check_file_suffix(out_path, ENGINE_SUFFIXES, name="an engine file", files="TensorRT engines")
     # Both written after minutes of building: checked now (a read-only folder failed after the build).
     if config.timing_cache:
         check_writable(check_timing_cache_path(config.timing_cache, onnx_path, out_path), what="the timing cache")

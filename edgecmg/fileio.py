@@ -44,7 +44,7 @@ def write_problem(path: Path, exc: OSError, what: str = "") -> str:
     return f"cannot write {target}: {exc.strerror or exc}; choose a writable place"  # not the probe's name
 
 
-MODEL_FILE_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan", ".pt", ".pth", ".safetensors")
+MODEL_FILE_SUFFIXES = (".edgecmg", ".onnx", ".engine", ".plan", ".trt", ".pt", ".pth", ".safetensors")
 RANGE_CACHE_SUFFIX = ".calib.json"  # calibrate's activation ranges, written beside its .onnx
 
 
@@ -53,19 +53,22 @@ def is_range_cache(path: Union[str, Path]) -> bool:
     return Path(path).name.lower().endswith(RANGE_CACHE_SUFFIX)
 
 
-def check_file_suffix(path: Union[str, Path], suffix: str, *, name: str, files: str) -> Path:
-    """``path`` if it names a file ending in ``suffix`` (any case); a ConfigError otherwise, before any
-    work: loaders tell model files apart by their suffix, so the file would be written and then refused.
-    ``name`` says what one such file is ("a model file"), ``files`` what they are ("edgecmg model files")."""
+def check_file_suffix(path: Union[str, Path], suffix: Union[str, tuple[str, ...]], *, name: str, files: str) -> Path:
+    """``path`` if it names a file ending in ``suffix`` (any case; a tuple: any of them, the first
+    suggested); a ConfigError otherwise, before any work: loaders tell model files apart by their
+    suffix, so the file would be written and then refused. ``name`` says what one such file is ("a
+    model file"), ``files`` what they are ("edgecmg model files")."""
     path = Path(path)
+    accepted = (suffix,) if isinstance(suffix, str) else tuple(suffix)
+    first = accepted[0]
     if not path.name or path.is_dir():  # -o "" or a folder: no name to put the suffix on
         given = f"{path} is a folder," if path.name else "an empty name is"
-        raise ConfigError(f"{given} not {name} name; give one ending in {suffix}, e.g. {path / ('part' + suffix)}")
-    if path.suffix.lower() != suffix:
+        raise ConfigError(f"{given} not {name} name; give one ending in {first}, e.g. {path / ('part' + first)}")
+    if path.suffix.lower() not in accepted:
         # part.onnx given for a model: part.edgecmg, not part.onnx.edgecmg; part.v2 keeps its ".v2"
         other_model_file = path.suffix.lower() in MODEL_FILE_SUFFIXES
-        fixed = path.with_suffix(suffix) if other_model_file else path.with_name(path.name + suffix)
-        raise ConfigError(f"{path}: {files} must end in {suffix}; use {fixed}")
+        fixed = path.with_suffix(first) if other_model_file else path.with_name(path.name + first)
+        raise ConfigError(f"{path}: {files} must end in {' or '.join(accepted)}; use {fixed}")
     return path
 
 

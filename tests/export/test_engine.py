@@ -422,8 +422,11 @@ def test_build_int8_rules(fake_tensorrt, featurizer_onnx, tmp_path):
     fake_tensorrt()
     with pytest.raises(EngineBuildError, match="edgecmg calibrate"):
         build_engine(featurizer_onnx, EngineConfig(precision="int8"), tmp_path / "m.engine")
-    with pytest.raises(ConfigError, match="must end in"):
+    # the refusal names a path that would do: .trt (trtexec's habit) replaced, another suffix kept
+    with pytest.raises(ConfigError, match=r"m\.trt: TensorRT engines must end in \.engine or \.plan; use .*m\.engine$"):
         build_engine(featurizer_onnx, EngineConfig(), tmp_path / "m.trt")
+    with pytest.raises(ConfigError, match=r"use .*m\.v2\.engine$"):
+        build_engine(featurizer_onnx, EngineConfig(), tmp_path / "m.v2")
 
 
 def test_build_dla(fake_tensorrt, featurizer_onnx, tmp_path):
