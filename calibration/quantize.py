@@ -37,7 +37,7 @@ import numpy as np
 
 from edgecmg import __version__
 from edgecmg.config import ExportConfig
-from edgecmg.distributions import extra_install_hint
+from edgecmg.distributions import extra_install_hint, onnxruntime_telemetry_off
 from edgecmg.errors import BackendUnavailableError, ConfigError
 from edgecmg.fileio import RANGE_CACHE_SUFFIX, check_cache_path
 
@@ -80,6 +80,7 @@ DEFAULT_SAMPLES = 256
 
 
 def _ort_quantization():
+    onnxruntime_telemetry_off()
     try:
         from onnxruntime import quantization
     except ImportError as exc:
@@ -89,6 +90,7 @@ def _ort_quantization():
 
 
 def _ort_version() -> str:
+    onnxruntime_telemetry_off()
     import onnxruntime
 
     return str(onnxruntime.__version__)

@@ -7,6 +7,7 @@ environment report (``edgecmg.stream.environment``) has to work where torch does
 """
 import functools
 import importlib.metadata
+import os
 import re
 from typing import Optional
 
@@ -53,3 +54,15 @@ def extra_install_hint(extra: str, *only: str) -> str:
     if not packages:
         return f"{clone} in the edgecmg clone"
     return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (edgecmg's [{extra}] extra; in a clone: {clone})"
+
+
+# ONNX Runtime's official builds (1.2x on Linux) send usage events to Microsoft over HTTPS and keep a
+# device id and an event database under ~/.cache/Microsoft unless this is "1" when it initialises,
+# which is at import. A factory line's SDK should not call out: edgecmg sets it where the user has not
+# set it either way ("0" turns ONNX Runtime's telemetry back on).
+ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY"
+
+
+def onnxruntime_telemetry_off() -> None:
+    """Called before every import of onnxruntime by edgecmg; a no-op where the variable is set."""
+    os.environ.setdefault(ORT_TELEMETRY_VARIABLE, "1")

@@ -25,13 +25,15 @@ PROVIDERS = {
 
 
 def import_onnxruntime():
+    distributions.onnxruntime_telemetry_off()
     try:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailableError("onnxruntime", f"cannot import onnxruntime ({exc})", ORT_INSTALL_HINT) from exc
     if hasattr(onnxruntime, "set_default_logger_severity"):
-        # The process-wide logger's warnings (e.g. "Failed to persist telemetry device ID" where HOME is
-        # read-only), in colour codes, filled a service's log on every run; sessions set their own level.
+        # The process-wide logger's warnings, in colour codes, filled a service's log on every run;
+        # sessions set their own level. (Its telemetry's "Failed to persist telemetry device ID" where
+        # HOME is read-only comes during the import: onnxruntime_telemetry_off prevents it.)
         onnxruntime.set_default_logger_severity(3)
     if not hasattr(onnxruntime, "InferenceSession"):  # the files one build shared with another were removed
         raise BackendUnavailableError("onnxruntime", "the onnxruntime module is broken (no InferenceSession): two "
