@@ -54,6 +54,10 @@ def test_truncated_file_is_refused(small_artifact, tmp_path):
     tiny.write_bytes(b"EDGE")
     with pytest.raises(ArtifactError, match="truncated"):
         artifact.load(tiny)
+    # cut inside the header: a copy that stopped early, said as such (not as an edited header)
+    cut = _rewrite(small_artifact, tmp_path / "h.edgecmg", lambda d: d.__delitem__(slice(artifact._PREFIX.size + 10, None)))
+    with pytest.raises(ArtifactError, match="truncated inside the header; the file is incomplete, copy it again"):
+        artifact.load(cut)
 
 
 def test_corrupted_payload_is_refused(small_artifact, tmp_path):

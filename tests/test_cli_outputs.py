@@ -243,6 +243,13 @@ def test_predict_resume_judges_only_what_a_stopped_run_left_and_keeps_its_work(s
     assert len(records) == 6 and records[-1]["file"] == str(other / links[0].name)
     names = [Path(r["overlay"]).name for r in records]
     assert len(set(names)) == 6 and names[-1] == f"{links[0].stem}_1_overlay.png"
+    # a third of that name, from a third folder: the next free number, not the _1 just taken
+    third = tmp_path / "third"
+    third.mkdir()
+    os.symlink(sorted((kolektor_root / "test" / "good").iterdir())[6], third / links[0].name)
+    assert main([*base, str(third / links[0].name)]) == 0
+    names = [Path(r["overlay"]).name for r in _whole_lines(out / "results.jsonl")]
+    assert len(set(names)) == 7 and names[-1] == f"{links[0].stem}_2_overlay.png"
     assert os.stat(out / names[0]).st_mtime_ns == overlays[os.path.join("out", names[0])].st_mtime_ns
 
 
@@ -276,6 +283,7 @@ def test_predict_resume_refuses_another_model_or_threshold_and_overwrite(small_a
     err = capsys.readouterr().err
     assert f"judged at threshold {run['threshold']}, and this one would judge at 1e+06; add --threshold " \
            f"{run['threshold']} to continue it" in err, err
+    assert predict("--resume", "--threshold", repr(run["threshold"] * 1.001)) == 2  # 0.1% off mixes verdicts too
     assert (out / "results.jsonl").read_bytes() == earlier
     # a run from before --resume (no predict_run.json): its records' threshold is checked, the model is not
     (out / "predict_run.json").unlink()
