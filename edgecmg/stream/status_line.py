@@ -79,7 +79,8 @@ class LiveStatusLine:
         return " | ".join(parts)
 
     def update(self, *, force: bool = False, **fields: Any) -> bool:
-        """Render if ``min_interval_s`` has passed (or ``force``); True if something was written.
+        """Render if ``min_interval_s`` has passed (or ``force``); True if something was written (in a
+        log, not a line the same as the one before it).
 
         Fields: ``fps``, ``p50_ms``, ``p99_ms``, ``drops``, optional ``reconnects``, ``frames``,
         ``extra`` (see :meth:`format`).
@@ -88,9 +89,7 @@ class LiveStatusLine:
         if not force and self._last is not None and now - self._last < self.interval_s:
             return False
         self._last = now
-        text = self.format(**fields)
-        self._write(text)
-        return True
+        return self._write(self.format(**fields))
 
     def update_from(self, stats: Any, *, force: bool = False, extra: str = "") -> bool:
         """Render from a StreamStats-like object (``fps``/``recent_fps``, ``latency_ms`` or
@@ -118,7 +117,11 @@ class LiveStatusLine:
             extra=extra,
         )
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str) -> bool:
+        """Show ``text``; False where a log already ends with it (a log keeps every line: the end's
+        forced update repeated the last periodic one; a terminal's line is redrawn in place either way)."""
+        if not self.is_tty and text == self._last_text:
+            return False
         self._last_text = text
         if self.is_tty:
             cols = self._width or shutil.get_terminal_size((100, 20)).columns
@@ -127,6 +130,7 @@ class LiveStatusLine:
             self._dirty = self._lost is None
         else:  # a log file or a service's log: each line says when (not every log adds a time)
             self._put(f"{time.strftime(LOG_TIME)} {text}\n")
+        return True
 
     def _put(self, text: str) -> None:
         """Write and flush; an output that fails (the pipe's reader gone, a full disk, a closed terminal)

@@ -236,11 +236,13 @@ def test_live_status_line_writes_whole_lines_when_not_a_terminal():
     now[0] = 1.0
     assert not line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)  # logs get a slower rate
     now[0] = 6.0
-    assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)
+    assert line.update(fps=2.0, p50_ms=1.0, p99_ms=2.0, drops=0)
+    # the end's forced update, the figures unchanged: a log already has that line (it was written twice)
+    assert not line.update(force=True, fps=2.0, p50_ms=1.0, p99_ms=2.0, drops=0)
     line.close()
     assert "\r" not in out.getvalue() and out.getvalue().count("\n") == 2
     # each line starts with the time: a service's log shows when the figures were true
-    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} +1\.0 fps \| p50", row) for row in out.getvalue().splitlines())
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} +[12]\.0 fps \| p50", row) for row in out.getvalue().splitlines())
 
 
 def test_a_status_line_whose_reader_is_gone_goes_quiet_instead_of_stopping_the_stream():
@@ -254,7 +256,7 @@ def test_a_status_line_whose_reader_is_gone_goes_quiet_instead_of_stopping_the_s
     line = LiveStatusLine(out, min_interval_s=0.0, clock=lambda: now[0])
     assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)  # written, or given up: never raised
     now[0] = 10.0
-    assert line.update(fps=1.0, p50_ms=1.0, p99_ms=2.0, drops=0)
+    assert line.update(fps=2.0, p50_ms=1.0, p99_ms=2.0, drops=0)
     line.close()
     assert isinstance(line.lost, BrokenPipeError)
     closed = io.StringIO()
