@@ -35,6 +35,7 @@ from edgecmg.errors import (NO_THREAD_HINT, ConfigError, EdgeCMGError, OutputErr
                             out_of_memory)
 from edgecmg.fileio import point_at_devnull, write_problem
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
+from edgecmg.progress import show_progress
 
 log = logging.getLogger("edgecmg")
 
@@ -71,7 +72,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
           f"{metadata['training']['seconds']:.1f} s)")
-    return 0
+    return _partly_used(metadata["training"]["unreadable_skipped"])
 
 
 def _model_rescued(model, metadata: dict, output: Path, failed: OutputError) -> OutputError:
@@ -166,7 +167,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
                       "fit again on good frames taken the new way" if ratio > THRESHOLD_MOVE_TO_CHECK else None)
     if args.json:
         print(json.dumps(found, indent=2))
-        return 0
+        return _partly_used(len(found["skipped"]))
     images = found["images"]
     print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), "
           f"backend {found['backend']}: scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
@@ -179,7 +180,14 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         print(found["check"])
     if args.output is not None:
         print(f"wrote {args.output}: {args.model} with this threshold stored")
-    return 0
+    return _partly_used(len(found["skipped"]))
+
+
+def _partly_used(unreadable: int) -> int:
+    """The exit status of a command that did its work with ``unreadable`` of its inputs skipped (each
+    named in the log as it was skipped): 1 where any was, so that `set -e` and CI jobs do not take a
+    folder of half-corrupt images for a clean run; 0 otherwise."""
+    return 1 if unreadable else 0
 
 
 THRESHOLD_MOVE_TO_CHECK = 1.5  # threshold's new value this many times the stored one: said, with how to check it
@@ -252,7 +260,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for name, kind in kinds.items():
                 value = "n/a" if kind["image_auroc"] is None else f"{kind['image_auroc']:.4f}"
                 print(f"  {name:<{width}}  {kind['images']:>4} images  AUROC {value}  missed {kind['missed']}")
-    return 0
+    return _partly_used(len(metrics["skipped"]))
 
 
 class PartialScores:
@@ -720,11 +728,14 @@ _SUBCOMMANDS = (_add_fit, _add_predict, _add_eval, _add_threshold, _add_export, 
                 _add_capture, _add_bench, _add_info, _add_env)
 
 
+QUIET_HELP = "warnings and errors only: no progress bars (shown only on a terminal), stream status lines or info lines"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgecmg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgecmg {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars (shown only on a terminal) and no stream status lines")
+                        help=QUIET_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     # -q / -v also after the subcommand (`edgecmg fit ... -q`). Their default here is SUPPRESS: a
@@ -732,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -q given before the subcommand. The main parser's default (False) stands when neither gives it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars (shown only on a terminal) and no stream status lines")
+                        help=QUIET_HELP)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
@@ -784,14 +795,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # line says when: docker's and plain files' logs add no time of their own.
     on_terminal = sys.stderr.isatty()
     # Progress bars redraw with carriage returns, which turn a log file into one garbled line.
-    args.progress_bars = on_terminal and not args.quiet
+    args.progress_bars = show_progress() and not args.quiet  # a terminal, not a dumb one
     from edgecmg.stream.status_line import LOG_TIME
 
     to_stderr = logging.StreamHandler()
     to_stderr.setFormatter(_OneLineFormatter(("" if on_terminal else "%(asctime)s ") + "%(levelname)s %(name)s: "
                                              "%(message)s", LOG_TIME))  # as the stream's status lines
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[to_stderr])
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # -q: warnings and errors only (a cron job's or CI log's "quiet"); what a command prints on stdout stays.
+    log.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     if "stdout" in closed:
         log.warning("standard output is closed: what this command prints goes nowhere (give it a file: > out.txt)")
     previous = install_handlers(STOP_SIGNALS, raise_terminated)

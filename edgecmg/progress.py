@@ -4,6 +4,7 @@ redraw as garbled text."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from typing import Optional
 
@@ -36,4 +37,6 @@ def show_progress(progress: Optional[bool] = None) -> bool:
     if progress is not None:
         return bool(progress)
     isatty = getattr(sys.stderr, "isatty", None)  # None under pythonw; replaced streams may lack it
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    # A dumb terminal (TERM=dumb: an editor's shell, some CI consoles) prints each redraw as a new line.
+    on_terminal = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+    return on_terminal or "ipykernel" in sys.modules

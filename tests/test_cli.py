@@ -32,8 +32,10 @@ def mvtec_subset(kolektor_root, tmp_path_factory):
 
 def test_fit_eval_predict(mvtec_subset, tmp_path, capsys):
     model = tmp_path / "m.edgecmg"
+    # exit 1: the model is written from the readable images, and the unreadable broken.png makes it "part of
+    # what it was given could not be used" (README, exit status), so `set -e` scripts notice
     assert main(["-q", "fit", str(mvtec_subset), "--prompt", "a photo of a metal commutator", "-o", str(model),
-                 "--input-size", "256", "96", "--bank-size", "1000", "--cmle-dim", "16"]) == 0
+                 "--input-size", "256", "96", "--bank-size", "1000", "--cmle-dim", "16"]) == 1
     assert model.is_file()
     out = tmp_path / "pred"
     assert main(["-q", "predict", str(model), str(mvtec_subset / "test" / "defect"), "--out", str(out),
@@ -145,7 +147,8 @@ def test_predict_lists_the_files_it_could_not_read_apart_from_its_verdicts(small
         shutil.copy(path, folder / path.name)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "o"
-    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 0
+    # exit 1: judged what it could read, skipped one (a script's `set -e` must not take that for a clean run)
+    assert main(["-q", "predict", str(small_artifact), str(folder), "--out", str(out), "--backend", "torch"]) == 1
     printed = capsys.readouterr().out
     assert (f"2 images judged, 1 skipped; results in {out / 'results.jsonl'}, unreadable files in "
             f"{out / 'skipped.jsonl'}") in printed
@@ -1282,7 +1285,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
         (folder / path.name).symlink_to(path)
     (folder / "broken.png").write_bytes(b"not a png")
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "0.9", "--json",
-                 "--backend", "torch"]) == 0
+                 "--backend", "torch"]) == 1  # the threshold is set, broken.png could not be used
     found = json.loads(capsys.readouterr().out)
     detector = Detector.load(small_artifact, backend="torch")
     scores = np.array([detector.predict(read_image(path)).score for path in good])
@@ -1298,7 +1301,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert "the threshold is set on 12 good image(s): the 0.9 quantile of fewer than 20 scores" in caplog.text
     assert "judge 20 or more" in caplog.text
 
-    assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 0
+    assert main(["-q", "threshold", str(small_artifact), str(folder), "--backend", "torch"]) == 1  # broken.png
     said = capsys.readouterr().out
     # The 0.99 quantile of 12 scores is their highest (10.6 here, a good part scoring far above the rest):
     # a threshold far above the stored one lets defects through that good images cannot show, and it says so
@@ -1310,7 +1313,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     from edgecmg import artifact
 
     high = artifact.save_with_threshold(small_artifact, tmp_path / "high.edgecmg", found["threshold"], {"by": "test"})
-    assert main(["-q", "threshold", str(high), str(folder), "--backend", "torch"]) == 0
+    assert main(["-q", "threshold", str(high), str(folder), "--backend", "torch"]) == 1  # broken.png again
     assert "times the stored threshold" not in capsys.readouterr().out  # 0.99 against the 0.9 quantile: close
     assert main(["-q", "threshold", str(small_artifact), str(folder), "--quantile", "1.5"]) == 2
     assert "quantile=1.5 (--quantile) must be in (0, 1]" in capsys.readouterr().err
@@ -1336,10 +1339,11 @@ def test_eval_shows_its_progress_and_names_an_unreadable_test_image(kolektor_roo
             (data / "test" / kind / path.name).symlink_to(path)
     broken = data / "test" / "good" / "zz_broken.png"
     broken.write_bytes(b"not a png")
-    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 0  # no -q
+    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 1  # no -q; 1: one skipped
     assert "eval:" not in capsys.readouterr().err  # stderr is not a terminal here
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 0
+    monkeypatch.setenv("TERM", "xterm")  # not a dumb terminal, which gets no bar
+    assert main(["eval", str(small_artifact), str(data), "--json", "--backend", "torch"]) == 1
     captured = capsys.readouterr()
     metrics = json.loads(captured.out)
     assert metrics["images"] == 4 and metrics["skipped"] == [str(broken)]
@@ -1679,6 +1683,7 @@ def test_progress_bars_show_on_a_terminal_only_and_never_with_quiet(small_artifa
     assert main(["predict", str(small_artifact), *images, "-o", str(tmp_path / "log"), "--backend", "torch"]) == 0
     assert "predict:" not in capsys.readouterr().err  # stderr is not a terminal here
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")  # not a dumb terminal, which gets no bar
     assert main(["-q", "predict", str(small_artifact), *images, "-o", str(tmp_path / "quiet"), "--backend",
                  "torch"]) == 0
     assert "predict:" not in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_a_file_name_holding_a_newline_cannot_forge_a_log_line(small_artifact, k
     (folder / forged).write_bytes(b"")  # empty: skipped, and named in a warning
     run = subprocess.run([EDGECMG, "predict", str(small_artifact), str(folder), "--out", str(tmp_path / "out"),
                           "--overlays", "none"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr  # good.jpg judged, the empty file skipped
     lines = run.stderr.splitlines()
     assert not any(line.startswith("2026-12-07 06:00:00 INFO") for line in lines), run.stderr
     assert any("bad\\n2026-12-07 06:00:00 INFO edgecmg: all fine.jpg" in line for line in lines), run.stderr

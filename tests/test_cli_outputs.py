@@ -217,7 +217,7 @@ def test_predict_resume_judges_only_what_a_stopped_run_left_and_keeps_its_work(s
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
-    base = ["-q", "predict", str(small_artifact), "--out", str(out), "--backend", "torch", "--resume"]
+    base = ["predict", str(small_artifact), "--out", str(out), "--backend", "torch", "--resume"]  # no -q: info lines
     assert main([*base, str(images)]) == 0
     assert "3 images judged, 0 skipped (3 done before, kept)" in capsys.readouterr().out
     assert "its last line was cut short" in caplog.text

@@ -59,7 +59,7 @@ def test_a_broken_link_named_on_the_command_line_is_skipped_as_in_a_folder(small
     os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
     out = tmp_path / "out"
     assert main(["-q", "predict", str(small_artifact), str(good), str(tmp_path / "dangling.png"), "--out", str(out),
-                 "--backend", "torch", "--overlays", "none"]) == 0
+                 "--backend", "torch", "--overlays", "none"]) == 1  # one judged, one skipped
     assert "1 image judged, 1 skipped" in capsys.readouterr().out
     assert f"dangling.png is a symbolic link to {tmp_path / 'gone.png'}, which does not exist" in caplog.text
 

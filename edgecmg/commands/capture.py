@@ -74,8 +74,9 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def _say_saved(saved: list[Path], out: Path, source: str) -> None:
+    """What was saved, on stdout as other commands' results are (fit's "wrote ..."): under -q too."""
     if saved:
         names = saved[0].name if len(saved) == 1 else f"{saved[0].name} to {saved[-1].name}"
-        log.info("saved %d frame%s of %s to %s (%s)", len(saved), "" if len(saved) == 1 else "s", source, out, names)
+        print(f"saved {len(saved)} frame{'' if len(saved) == 1 else 's'} of {source} to {out} ({names})", flush=True)
     else:
-        log.info("no frame of %s saved", source)
+        print(f"no frame of {source} saved", flush=True)

@@ -122,7 +122,7 @@ def run_predict(args: argparse.Namespace) -> int:
         log.error("no image could be read: nothing was judged; each file is named above with why (and in %s): "
                   "fix or replace them, or check that the paths are the images meant", skipped_path)
         return 1
-    return 0
+    return 1 if skipped else 0  # some judged, some not: exit 1 as every command where part of its input was unusable
 
 
 PREDICT_RUN = "predict_run.json"  # the model and threshold predict --out judged with, which --resume checks
