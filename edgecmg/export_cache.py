@@ -22,8 +22,10 @@ from edgecmg.errors import ArtifactError, BackendUnavailableError, MissingFileEr
 from edgecmg.export import (
     _EXPORT_LOCK,
     GRAPH_FEATURIZER,
+    EXPORT_REVISION,
     GRAPH_FULL,
     GRAPH_SHA_KEY,
+    HEADER_SHA_KEY,
     _load_proto,
     export_model,
     read_onnx_header,
@@ -49,8 +51,9 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     """(path, header) of the ONNX export of ``artifact_path``, exported once and kept in the cache
     directory. The header is returned already checked, so a runner need not read the file again.
 
-    Keyed by the artifact's SHA-256, the export settings and the edgecmg version, so an edited
-    or refitted artifact, or a new edgecmg, exports afresh.
+    Keyed by the artifact's SHA-256, the export settings, the edgecmg version and the exported graph's
+    revision (``edgecmg.export.EXPORT_REVISION``), so an edited or refitted artifact, or an edgecmg that
+    exports another graph, exports afresh.
     """
     from edgecmg import artifact
 
@@ -58,7 +61,8 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     # even if the file is replaced meanwhile (else an entry could hold another model under this key).
     data, sha = artifact.read_file(artifact_path)
     key = hashlib.sha256(json.dumps([sha, config.opset, config.with_scoring, config.dynamic_batch, config.batch,
-                                     config.max_batch, config.max_chunk_elements, __version__]).encode()).hexdigest()
+                                     config.max_batch, config.max_chunk_elements, __version__, EXPORT_REVISION]
+                                    ).encode()).hexdigest()
     folder = Path(directory) if directory is not None else cache_dir() / "onnx"
     graph = GRAPH_FULL if config.with_scoring else GRAPH_FEATURIZER
     # The name starts with the file's stem for whoever looks in the cache; the rest is the key. A long
@@ -78,8 +82,9 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         if cached:
             try:
                 proto = _load_proto(path)
-                # A cache entry from before graph checksums counts as stale: exported again, it gets one.
-                sealed = any(p.key == GRAPH_SHA_KEY for p in proto.metadata_props)
+                # A cache entry from before the checksums counts as stale: exported again, it gets them
+                # (with the graph's alone, each run warned that the header could not be checked).
+                sealed = {GRAPH_SHA_KEY, HEADER_SHA_KEY} <= {p.key for p in proto.metadata_props}
                 onnx_header = read_onnx_header(proto) if sealed else {}
                 if onnx_header.get("export", {}).get("artifact_sha256") == sha:
                     _mark_used(path)

@@ -38,6 +38,32 @@ def test_cached_export_is_reused_and_keyed_by_artifact(tmp_path, artifact_path, 
     assert GRAPH_SHA_KEY in metadata_props(cached_onnx(artifact_path)[0])
 
 
+def test_an_entry_an_older_edgecmg_exported_is_exported_again(tmp_path, artifact_path, monkeypatch, caplog):
+    """A new edgecmg that exports another graph does not run the export an older one cached (the
+    version, 0.1.0 throughout, did not tell them apart: a fixed constant never reached a cached
+    export); an entry with the graph's checksum but not the header's warned on every run that its
+    header could not be checked, and stayed."""
+    import logging
+
+    import edgecmg.export_cache as export_cache
+    from edgecmg.export import GRAPH_SHA_KEY, HEADER_SHA_KEY, metadata_props
+
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    first = cached_onnx(artifact_path)[0]
+    proto = onnx.load(str(first))
+    kept = [p for p in proto.metadata_props if p.key != HEADER_SHA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(first))
+    with caplog.at_level(logging.INFO, logger="edgecmg"):
+        again = cached_onnx(artifact_path)[0]
+    assert again == first and {GRAPH_SHA_KEY, HEADER_SHA_KEY} <= set(metadata_props(again))
+    assert "is stale; exporting again" in caplog.text and "cannot be checked" not in caplog.text
+    monkeypatch.setattr(export_cache, "EXPORT_REVISION", export_cache.EXPORT_REVISION + 1)
+    newer = cached_onnx(artifact_path)[0]
+    assert newer != first and newer.is_file()
+
+
 def test_cached_exports_unused_for_30_days_are_removed_when_another_is_written(tmp_path, artifact_path, caplog):
     """Each export is 10 to 25 MB and a model refitted every week exports again: without pruning the
     cache grew for ever. Use marks an entry (its modification time); a new export removes the stale ones."""
