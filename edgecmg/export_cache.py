@@ -21,8 +21,8 @@ from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, MissingFileError, OutputError
 from edgecmg.export import (
     _EXPORT_LOCK,
-    GRAPH_FEATURIZER,
     EXPORT_REVISION,
+    GRAPH_FEATURIZER,
     GRAPH_FULL,
     GRAPH_SHA_KEY,
     HEADER_SHA_KEY,
