@@ -19,7 +19,8 @@ IMPORTS = {
 
 def _import_in_a_fresh_process(code: str, home, **env) -> tuple[bool, str]:
     """(whether ONNX Runtime left its telemetry folder in ``home``, the process's stderr)."""
-    environment = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+    # ONNX Runtime keeps its telemetry off by itself where CI is set (as .ci/run sets it): not here.
+    environment = {key: value for key, value in os.environ.items() if key not in ("ORT_DISABLE_TELEMETRY", "CI")}
     environment.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env)
     done = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"],
                           cwd=home, env=environment, capture_output=True, text=True, timeout=120)
