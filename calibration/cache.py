@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from edgecmg.fileio import atomic_write_bytes
+from edgecmg.fileio import atomic_write_bytes, not_ours
 
 log = logging.getLogger("edgecmg")
 
@@ -82,6 +82,10 @@ class CalibrationCache:
         """The cache at ``path``, or None when absent, unreadable or changed since it was written (logged)."""
         path = Path(path)
         if not path.is_file():
+            return None
+        foreign = not_ours(path)
+        if foreign is not None:  # its checksum tells damage, not who wrote it: another user's ranges are not used
+            log.warning("calibration cache %s %s; recalibrating (the file is written again)", path, foreign)
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -255,11 +255,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{metrics['images'] - defects} good parts flagged, {metrics['defects_missed']} of {defects} "
               "defects missed")
         if len(kinds) > 1:  # with one kind its row would repeat the figures above
-            width = max(len(name) for name in kinds)
+            width = max(len(one_line(name)) for name in kinds)
             print("by defect type (image AUROC against the good parts; missed at the threshold):")
             for name, kind in kinds.items():
                 value = "n/a" if kind["image_auroc"] is None else f"{kind['image_auroc']:.4f}"
-                print(f"  {name:<{width}}  {kind['images']:>4} images  AUROC {value}  missed {kind['missed']}")
+                # one_line: a folder of someone else's dataset named with a terminal escape sequence
+                # ("\e[2J ... ALL GOOD") cleared the screen and printed over the figures
+                print(f"  {one_line(name):<{width}}  {kind['images']:>4} images  AUROC {value}  "
+                      f"missed {kind['missed']}")
     return _partly_used(len(metrics["skipped"]))
 
 

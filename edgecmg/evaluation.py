@@ -16,7 +16,7 @@ from edgecmg.config import ModelConfig
 from edgecmg.datasets import MVTecDataset, Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError, name_some, out_of_memory
-from edgecmg.fileio import atomic_write_bytes
+from edgecmg.fileio import atomic_write_bytes, spreadsheet_cell
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
@@ -471,7 +471,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
     rows = io.StringIO(newline="")  # whole before it is written, as every file edgecmg writes
     writer = csv.DictWriter(rows, fieldnames=SCORE_FIELDS)
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows({key: spreadsheet_cell(value) for key, value in record.items()} for record in records)
     # A file name that is not UTF-8 (caf\xe9.jpg from Latin-1, legal on Linux) as metrics.json and stream's
     # reports write it, caf\udce9.jpg: its raw byte would make the whole file unreadable to a UTF-8 reader.
     atomic_write_bytes(out / "scores.csv", rows.getvalue().encode("utf-8", "backslashreplace"), what="the report",

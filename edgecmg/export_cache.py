@@ -7,6 +7,7 @@ written, with what a killed export left half-written.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from edgecmg.export import (
     export_model,
     read_onnx_header,
 )
-from edgecmg.fileio import NAME_MAX, check_writable, cut_to_bytes
+from edgecmg.fileio import NAME_MAX, check_writable, cut_to_bytes, not_ours
 
 log = logging.getLogger("edgecmg")
 
@@ -39,11 +40,14 @@ _CACHE_HINT = ("set EDGECMG_CACHE_DIR to a writable folder with space, or export
 
 
 def cache_dir() -> Path:
-    """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``."""
+    """``$EDGECMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgecmg``, else ``~/.cache/edgecmg``. A leading
+    ``~`` is expanded (systemd's ``Environment=`` passes it as it is: a folder named "~" was made), and a
+    relative XDG_CACHE_HOME is ignored, as the XDG specification says."""
     if os.environ.get("EDGECMG_CACHE_DIR"):
-        return Path(os.environ["EDGECMG_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgecmg"
+        return Path(os.environ["EDGECMG_CACHE_DIR"]).expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or "").expanduser()
+    base = xdg if xdg.is_absolute() else Path.home() / ".cache"
+    return base / "edgecmg"
 
 
 def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig(),
@@ -74,12 +78,15 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         try:
             if not path.is_file():  # the same model opened under another name (a copy per line) was exported
                 path = next((p for p in sorted(folder.glob(f"*{key_part}"))
-                             if _CACHE_ENTRY.fullmatch(p.name) and p.is_file()), path)
+                             if _CACHE_ENTRY.fullmatch(p.name) and p.is_file() and not_ours(p) is None), path)
             cached = path.is_file()
         except OSError as exc:  # a cache folder this process may not look into: as one it may not write
             raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
                                           f"cached in {folder}, which cannot be read ({exc})", _CACHE_HINT) from exc
-        if cached:
+        foreign = not_ours(path) if cached else None
+        if foreign is not None:  # exported again, and the new file replaces it (by rename)
+            log.warning("cached export %s %s: not used; exporting again", path, foreign)
+        elif cached:
             try:
                 proto = _load_proto(path)
                 # A cache entry from before the checksums counts as stale: exported again, it gets them
@@ -98,6 +105,10 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         # A read-only root file system is common on embedded targets, and a full disk as unusable:
         # either is a backend that cannot run here (auto goes on to torch), said before the export's
         # seconds of work where it can be.
+        # Private where edgecmg makes it: an export holds the model's memory bank, and an entry written by
+        # another user is not used (above).
+        with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             check_writable(path, what="the export cache")
             model, header = artifact.load(artifact_path, data=data)

@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -177,6 +178,49 @@ def atomic_write_bytes(path: Union[str, Path], data: Union[bytes, memoryview], *
     return path
 
 
+#: What makes a spreadsheet read a cell as a formula (Excel, LibreOffice: "=cmd|' calc'!A0" runs a command).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value):
+    """``value`` for a CSV cell: a text that a spreadsheet would take for a formula (a folder of a
+    supplier's dataset named "=HYPERLINK(...)", a crafted file name) gets a leading apostrophe, which
+    spreadsheets show as text; numbers and other texts are kept as they are."""
+    if isinstance(value, str) and len(value) > 1 and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def not_ours(path: Union[str, Path]) -> Optional[str]:
+    """Why a cached file at ``path`` (an ONNX export, calibration ranges) is not to be used, or None:
+    it is a link, or another user wrote it. Its checksums tell damage, not intent: whoever can write a
+    shared cache folder could put there an entry, checksums recomputed, that judges another user's parts
+    with a threshold of their choosing."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return f"is a symbolic link (to {os.readlink(path)})"
+    own_uid = getattr(os, "geteuid", None)  # POSIX; Windows has no owners to compare
+    if own_uid is not None and info.st_uid != own_uid():
+        return f"belongs to another user (uid {info.st_uid})"
+    return None
+
+
+def refuse_link(path: Union[str, Path], flag: str = "") -> None:
+    """A ConfigError where ``path`` is a symbolic link, for the files edgecmg writes in place rather
+    than by rename (JSON lines appended to, a video): written through, a link that whoever can write
+    the folder planted (a shared results folder) would have edgecmg create, empty or append to any file
+    its user may write. Files written by rename replace a link instead, and need no check."""
+    path = Path(path)
+    if path.is_symlink():
+        target = os.readlink(path)
+        raise ConfigError(f"{flag + ' ' if flag else ''}{path} is a symbolic link (to {target}): edgecmg writes "
+                          "no records or video through a link, which anyone who can write the folder could aim at "
+                          "another file; remove the link, or give the file's own path")
+
+
 class JsonLinesFile:
     """A JSON-lines file (predict's results.jsonl and skipped.jsonl, written anew; stream's --jsonl,
     appended to), each record whole or not at all. A write that fails (a full disk) cuts the file
@@ -197,9 +241,13 @@ class JsonLinesFile:
         self.records = 0
         # O_BINARY (Windows): the byte count kept in _end must be the bytes in the file, "\n" included.
         mode = os.O_APPEND if append else os.O_TRUNC
+        refuse_link(self.path, flag)  # said with the link's target; O_NOFOLLOW closes the race after it
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0), 0o666)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0)
+                               | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link planted since the check above
+                refuse_link(self.path, flag)
             raise self._error(exc) from exc
         if alone and not held_alone(self._fd, self.path):
             os.close(self._fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edgecmg.errors import ConfigError, OutputError
-from edgecmg.fileio import broken_link, check_writable, held_alone
+from edgecmg.fileio import broken_link, check_writable, held_alone, refuse_link
 
 log = logging.getLogger("edgecmg")
 
@@ -142,7 +142,8 @@ def output_folder(path: str | Path, flag: str = "--out", *, results: tuple[str, 
     with _only_run_in(path, flag):  # refused: the folder is another run's, and is left as it is
         try:
             # Looked for once the folder is this run's: a run that ended a moment ago has left its results.
-            earlier = [name for name in results if (path / name).exists()]
+            # A link counts (one left dangling too): predict writes its records in place, not through it.
+            earlier = [name for name in results if (path / name).exists() or (path / name).is_symlink()]
             if earlier and not overwrite:
                 # An interrupted run's folder: the flag that continues it comes first, since --overwrite
                 # deletes what that run did.
@@ -287,6 +288,7 @@ def output_file(path: str | Path, flag: str, *, overwrite: bool | None = None) -
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: that is a folder; give a file name")
+    refuse_link(path, flag)
     if overwrite is False and path.exists():
         raise ConfigError(f"{flag} {path} exists (an earlier run's?); give another name, or add --overwrite to "
                           "replace it")

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgecmg.commands import (check_out_outside_inputs, output_folder, refuse_model_among, source_from_args,
                               warn_unused_capture_flags)
 from edgecmg.config import StreamConfig
-from edgecmg.errors import ConfigError
+from edgecmg.errors import ConfigError, one_line
 
 log = logging.getLogger("edgecmg")
 
@@ -77,6 +77,7 @@ def _say_saved(saved: list[Path], out: Path, source: str) -> None:
     """What was saved, on stdout as other commands' results are (fit's "wrote ..."): under -q too."""
     if saved:
         names = saved[0].name if len(saved) == 1 else f"{saved[0].name} to {saved[-1].name}"
-        print(f"saved {len(saved)} frame{'' if len(saved) == 1 else 's'} of {source} to {out} ({names})", flush=True)
+        print(one_line(f"saved {len(saved)} frame{'' if len(saved) == 1 else 's'} of {source} to {out} ({names})"),
+              flush=True)
     else:
-        print(f"no frame of {source} saved", flush=True)
+        print(one_line(f"no frame of {source} saved"), flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import html
 import io
 import json
 import math
@@ -15,8 +16,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgecmg.errors import ConfigError, DataError
-from edgecmg.fileio import atomic_write_bytes
+from edgecmg.errors import ConfigError, DataError, one_line
+from edgecmg.fileio import atomic_write_bytes, spreadsheet_cell
 from edgecmg.stream.environment import environment_info
 
 __all__ = ["write_report", "markdown_table", "field_lines"]
@@ -103,7 +104,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence
     cols = list(columns) if columns is not None else _columns(rows)
 
     def esc(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        # HTML escaped (a name "<img src=x onerror=...>" is markup to a Markdown viewer), control
+        # characters written as escapes (an ESC sequence rewrites a terminal that cats the file).
+        return one_line(html.escape(text, quote=False).replace("\n", " ")).replace("|", "\\|")
 
     lines = ["| " + " | ".join(esc(_column_title(rows, c)) for c in cols) + " |"]
     lines.append("|" + "|".join("---:" if _numeric_column(rows, c) else "---" for c in cols) + "|")
@@ -186,7 +189,8 @@ def write_report(
     writer.writeheader()
     for row in clean_rows:
         writer.writerow({
-            c: (json.dumps(row[c], default=_json_default) if isinstance(row.get(c), (dict, list)) else row.get(c))
+            c: spreadsheet_cell(json.dumps(row[c], default=_json_default) if isinstance(row.get(c), (dict, list))
+                                else row.get(c))
             for c in cols
         })
     atomic_write_bytes(out / f"{stem}.csv", _as_utf8(buf.getvalue()).encode("utf-8"), what="the report", sync=False)
