@@ -44,6 +44,7 @@ from edgecmg.model.backbone import (BACKBONE_ID, HEAD_CHANNELS, NUM_CLASSES, WEI
                                     load_pretrained)
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
+from edgecmg.model import forking
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = magic.ARTIFACT
@@ -474,6 +475,7 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     path = Path(path)
     header, payload = read_header(path, data=data)
     tensors = _payload_tensors(path, header, payload)
+    forking.note_torch_work()  # building the model runs torch: a child forked from here needs one thread
     pretrained, _ = load_pretrained()  # checks the weights file's SHA-256 before unpickling it
     backbone = backbone or pretrained
     matcher = build_matcher(_matcher_spec(header), backbone._fc,

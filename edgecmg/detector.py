@@ -220,9 +220,9 @@ class Detector:
         raise TypeError(f"a Detector cannot be pickled or copied: it holds a loaded {self.backend} session; give "
                         f"each worker process the model path and call Detector.load({str(self.runner.model_path)!r}) "
                         "there, in processes started with \"spawn\" (multiprocessing.get_context(\"spawn\"), or "
-                        "ProcessPoolExecutor(mp_context=multiprocessing.get_context(\"spawn\"))): torch and OpenMP "
-                        "are not fork-safe, and under Linux's default \"fork\" a worker that runs a model after the "
-                        "parent ran one can hang for good (threads may share one Detector)")
+                        "ProcessPoolExecutor(mp_context=multiprocessing.get_context(\"spawn\"))): under Linux's "
+                        "default \"fork\" a worker's torch runs on one thread once the parent loaded a model (threads "
+                        "may share one Detector)")
 
     def __enter__(self) -> "Detector":
         return self

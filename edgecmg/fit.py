@@ -26,7 +26,7 @@ from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, l
                              read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
                              warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
-from edgecmg.model import cmer, cmle
+from edgecmg.model import cmer, cmle, forking
 from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
 from edgecmg.model.matcher import build_matcher
@@ -325,6 +325,7 @@ def fit(images: str | Path | MVTecDataset | Iterable[str | Path | np.ndarray | S
     metadata, "part.edgecmg")``, or judge frames at once with ``Detector.from_model(model, metadata)``.
     """
     config = expect_config(config, ModelConfig, "fit(images, config)")
+    forking.note_torch_work()  # a child forked after a fit needs one torch thread (edgecmg.model.forking)
     if config.matcher == "clip":  # a mistyped weights path or a missing open_clip: said before any image is read
         from edgecmg.model.matcher import ClipMatcher
 

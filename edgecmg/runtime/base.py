@@ -12,7 +12,9 @@ model's BankScorer. ``metadata`` is the artifact header (threshold, input size, 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -60,6 +62,16 @@ class RunnerInactiveError(EdgeCMGError):
     """infer() on a runner that is not active (never activated, or closed)."""
 
 
+def _runners_after_fork() -> None:
+    for runner in list(_LIVE_RUNNERS):
+        runner._after_fork_in_child()
+
+
+_LIVE_RUNNERS: "weakref.WeakSet[Runner]" = weakref.WeakSet()  # for the after-fork handler, no more
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_runners_after_fork)
+
+
 class Runner(ABC):
     """Base of all runners; subclasses implement ``_activate``, ``_infer`` and ``_deactivate``."""
 
@@ -82,6 +94,15 @@ class Runner(ABC):
         self._release_pending = False  # a close was interrupted: the last call under way releases
         # activate() and the whole of deactivate() one at a time: a second close waits for the first
         # to have released, and an activation cannot land between a close's wait and its release.
+        self._lifecycle = threading.Lock()
+        _LIVE_RUNNERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a process forked from this runner's: its locks anew. A lock another thread of the parent
+        held at the fork (a predict under way) stays held in the child, where no thread will release it:
+        the child's first call waited for ever (9 of 10 forks, an audit). Subclasses add their own."""
+        self._calls = threading.Condition()
+        self._in_flight = []
         self._lifecycle = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
 from __future__ import annotations
 
+import ctypes
 import re
 from importlib import metadata
 from pathlib import Path
@@ -230,6 +231,15 @@ class OnnxRunner(Runner):
     def _run(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         values = self._session.run(None, {self._input_name: np.ascontiguousarray(frames)})
         return dict(zip(self._outputs, values))
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        if self._session is not None:
+            # A session made before the fork judges in the child, but freeing it there waits for ever
+            # for the thread pool it was made with, whose threads stayed in the parent: close() and the
+            # child's normal exit hung (4 of 5 forks, an audit). The child keeps a reference for good, so
+            # that neither frees it; the memory is the parent's pages, shared until written.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._session))
 
     def _deactivate(self) -> None:
         self._session = None

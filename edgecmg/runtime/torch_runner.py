@@ -26,6 +26,10 @@ class TorchRunner(Runner):
         # Graph replays share their output tensors: one infer at a time reads them to the end.
         self._lock = threading.Lock()
 
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._lock = threading.Lock()
+
     def _activate(self) -> None:
         if self._model is None:
             from edgecmg import artifact
