@@ -208,17 +208,24 @@ def not_ours(path: Union[str, Path]) -> Optional[str]:
     return None
 
 
-def refuse_link(path: Union[str, Path], flag: str = "") -> None:
-    """A ConfigError where ``path`` is a symbolic link, for the files edgecmg writes in place rather
-    than by rename (JSON lines appended to, a video): written through, a link that whoever can write
-    the folder planted (a shared results folder) would have edgecmg create, empty or append to any file
-    its user may write. Files written by rename replace a link instead, and need no check."""
-    path = Path(path)
-    if path.is_symlink():
-        target = os.readlink(path)
-        raise ConfigError(f"{flag + ' ' if flag else ''}{path} is a symbolic link (to {target}): edgecmg writes "
-                          "no records or video through a link, which anyone who can write the folder could aim at "
-                          "another file; remove the link, or give the file's own path")
+def refuse_link(path: Union[str, Path], flag: str = "") -> bool:
+    """For the files edgecmg writes in place rather than by rename (JSON lines appended to, a video):
+    a ConfigError where ``path`` is a symbolic link another user made (in a shared results folder, a link
+    planted under an output's name had edgecmg create, empty or append to any file its user may write);
+    True where it is a link of this user's own (a "current.jsonl" pointing at today's log), which is
+    followed; False where it is no link. Files written by rename replace a link instead."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISLNK(info.st_mode):
+        return False
+    own_uid = getattr(os, "geteuid", None)  # POSIX; Windows has no owners to compare
+    if own_uid is None or info.st_uid == own_uid():
+        return True
+    raise ConfigError(f"{flag + ' ' if flag else ''}{path} is a symbolic link to {os.readlink(path)} that another "
+                      f"user made (uid {info.st_uid}): edgecmg writes no records or video through it, since whoever "
+                      "can write the folder could aim it at any file; remove the link, or give the file's own path")
 
 
 class JsonLinesFile:
@@ -241,10 +248,11 @@ class JsonLinesFile:
         self.records = 0
         # O_BINARY (Windows): the byte count kept in _end must be the bytes in the file, "\n" included.
         mode = os.O_APPEND if append else os.O_TRUNC
-        refuse_link(self.path, flag)  # said with the link's target; O_NOFOLLOW closes the race after it
+        # Another user's link is refused, naming where it leads; one's own is followed. Where there was no
+        # link, O_NOFOLLOW refuses one planted between the check and the open.
+        no_follow = 0 if refuse_link(self.path, flag) else getattr(os, "O_NOFOLLOW", 0)
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0)
-                               | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_BINARY", 0) | no_follow, 0o666)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # a link planted since the check above
                 refuse_link(self.path, flag)

@@ -23,13 +23,24 @@ def _good_images(kolektor_root, count: int, folder):
     return folder
 
 
+OTHER_USER = 65534  # nobody
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a link another user made needs root to make here")
+
+
+def _planted_link(link, target) -> None:
+    """A link as another user of a shared folder would leave it (owned by them, not by this process)."""
+    link.symlink_to(target)
+    os.lchown(link, OTHER_USER, OTHER_USER)
+
+
+@needs_root
 def test_predict_writes_no_records_through_a_link_planted_in_its_out_folder(small_artifact, kolektor_root, tmp_path,
                                                                              capsys):
     images = _good_images(kolektor_root, 2, tmp_path / "in")
     out = tmp_path / "shared"
     out.mkdir()
     victim = tmp_path / "victim.txt"
-    (out / "results.jsonl").symlink_to(victim)  # dangling: predict would create the file it names
+    _planted_link(out / "results.jsonl", victim)  # dangling: predict would create the file it names
     base = ["-q", "predict", str(small_artifact), str(images), "--out", str(out), "--backend", "torch",
             "--overlays", "none"]
     assert main(base) == 2
@@ -37,21 +48,34 @@ def test_predict_writes_no_records_through_a_link_planted_in_its_out_folder(smal
     assert not victim.exists()
     victim.write_text("someone's notes\n")
     assert main([*base, "--overwrite"]) == 2
-    assert f"{out / 'results.jsonl'} is a symbolic link (to {victim})" in capsys.readouterr().err
+    assert f"{out / 'results.jsonl'} is a symbolic link to {victim} that another user made (uid 65534)" in \
+        capsys.readouterr().err
     assert victim.read_text() == "someone's notes\n"
 
 
-def test_stream_appends_no_records_and_saves_no_video_through_a_link(small_artifact, kolektor_root, tmp_path, capsys):
+@needs_root
+def test_stream_appends_no_records_and_saves_no_video_through_another_users_link(small_artifact, kolektor_root,
+                                                                                 tmp_path, capsys):
     images = _good_images(kolektor_root, 2, tmp_path / "in")
     victim = tmp_path / "victim.txt"
     victim.write_text("someone's notes\n")
     for flag, name in (("--jsonl", "frames.jsonl"), ("--save", "line.mkv")):
         link = tmp_path / name
-        link.symlink_to(victim)
+        _planted_link(link, victim)
         assert main(["-q", "stream", str(images), "-m", str(small_artifact), "--backend", "torch", flag, str(link),
                      "--overwrite"]) == 2
-        assert f"{flag} {link} is a symbolic link (to {victim})" in capsys.readouterr().err
+        assert f"{flag} {link} is a symbolic link to {victim} that another user made" in capsys.readouterr().err
     assert victim.read_text() == "someone's notes\n"
+
+
+def test_a_link_of_ones_own_is_followed(small_artifact, kolektor_root, tmp_path):
+    """A "current.jsonl" pointing at today's log, made by the user who runs the stream, is written through."""
+    images = _good_images(kolektor_root, 2, tmp_path / "in")
+    today = tmp_path / "2026-12-07.jsonl"
+    (tmp_path / "current.jsonl").symlink_to(today)
+    assert main(["-q", "stream", str(images), "-m", str(small_artifact), "--backend", "torch", "--jsonl",
+                 str(tmp_path / "current.jsonl")]) == 0
+    assert len(today.read_text().splitlines()) == 2 and (tmp_path / "current.jsonl").is_symlink()
 
 
 def test_eval_reports_keep_a_datasets_folder_names_from_acting_as_formulas_or_escapes(small_artifact, kolektor_root,
