@@ -40,11 +40,11 @@ from edgecmg.config import ModelConfig
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
 from edgecmg.kernels.knn import MAX_K
+from edgecmg.model import forking
 from edgecmg.model.backbone import (BACKBONE_ID, HEAD_CHANNELS, NUM_CLASSES, WEIGHTS_SHA256, EfficientNetLite0,
                                     load_pretrained)
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 from edgecmg.model.layouts import FEATURE_LAYOUTS
-from edgecmg.model import forking
 from edgecmg.model.matcher import build_matcher
 
 MAGIC = magic.ARTIFACT

@@ -26,6 +26,7 @@ from edgecmg.commands import (
     missing_folders,
     opencv_warnings_held,
     output_folder,
+    partly_used,
     raise_terminated,
     remove_empty_folders,
     restore_handlers,
@@ -72,7 +73,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"wrote {path} (input {metadata['input_size']}, bank {metadata['training']['bank_size']} x "
           f"{metadata['training']['feature_dim']}, threshold {metadata['threshold']:.4f}, "
           f"{metadata['training']['seconds']:.1f} s)")
-    return _partly_used(metadata["training"]["unreadable_skipped"])
+    return partly_used(metadata["training"]["unreadable_skipped"])
 
 
 def _model_rescued(model, metadata: dict, output: Path, failed: OutputError) -> OutputError:
@@ -167,7 +168,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
                       "fit again on good frames taken the new way" if ratio > THRESHOLD_MOVE_TO_CHECK else None)
     if args.json:
         print(json.dumps(found, indent=2))
-        return _partly_used(len(found["skipped"]))
+        return partly_used(len(found["skipped"]))
     images = found["images"]
     print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), "
           f"backend {found['backend']}: scores median {found['score_p50']:.4f}, max {found['score_max']:.4f}")
@@ -180,14 +181,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         print(found["check"])
     if args.output is not None:
         print(f"wrote {args.output}: {args.model} with this threshold stored")
-    return _partly_used(len(found["skipped"]))
-
-
-def _partly_used(unreadable: int) -> int:
-    """The exit status of a command that did its work with ``unreadable`` of its inputs skipped (each
-    named in the log as it was skipped): 1 where any was, so that `set -e` and CI jobs do not take a
-    folder of half-corrupt images for a clean run; 0 otherwise."""
-    return 1 if unreadable else 0
+    return partly_used(len(found["skipped"]))
 
 
 THRESHOLD_MOVE_TO_CHECK = 1.5  # threshold's new value this many times the stored one: said, with how to check it
@@ -263,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 # ("\e[2J ... ALL GOOD") cleared the screen and printed over the figures
                 print(f"  {one_line(name):<{width}}  {kind['images']:>4} images  AUROC {value}  "
                       f"missed {kind['missed']}")
-    return _partly_used(len(metrics["skipped"]))
+    return partly_used(len(metrics["skipped"]))
 
 
 class PartialScores:

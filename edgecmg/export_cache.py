@@ -102,13 +102,13 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
         # killed exports) must not be what makes the export fail and stay for good.
         _prune_cache(folder, keep=path)
-        # A read-only root file system is common on embedded targets, and a full disk as unusable:
-        # either is a backend that cannot run here (auto goes on to torch), said before the export's
-        # seconds of work where it can be.
         # Private where edgecmg makes it: an export holds the model's memory bank, and an entry written by
         # another user is not used (above).
         with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A read-only root file system is common on embedded targets, and a full disk as unusable:
+        # either is a backend that cannot run here (auto goes on to torch), said before the export's
+        # seconds of work where it can be.
         try:
             check_writable(path, what="the export cache")
             model, header = artifact.load(artifact_path, data=data)

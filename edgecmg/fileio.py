@@ -202,10 +202,16 @@ def not_ours(path: Union[str, Path]) -> Optional[str]:
         return None
     if stat.S_ISLNK(info.st_mode):
         return f"is a symbolic link (to {os.readlink(path)})"
-    own_uid = getattr(os, "geteuid", None)  # POSIX; Windows has no owners to compare
-    if own_uid is not None and info.st_uid != own_uid():
+    if _another_users(info):
         return f"belongs to another user (uid {info.st_uid})"
     return None
+
+
+def _another_users(info: os.stat_result) -> bool:
+    """Whether the file ``info`` (an lstat) belongs to a user other than this process's; POSIX only:
+    Windows has no owners to compare."""
+    own_uid = getattr(os, "geteuid", None)
+    return own_uid is not None and info.st_uid != own_uid()
 
 
 def refuse_link(path: Union[str, Path], flag: str = "") -> bool:
@@ -220,8 +226,7 @@ def refuse_link(path: Union[str, Path], flag: str = "") -> bool:
         return False
     if not stat.S_ISLNK(info.st_mode):
         return False
-    own_uid = getattr(os, "geteuid", None)  # POSIX; Windows has no owners to compare
-    if own_uid is None or info.st_uid == own_uid():
+    if not _another_users(info):
         return True
     raise ConfigError(f"{flag + ' ' if flag else ''}{path} is a symbolic link to {os.readlink(path)} that another "
                       f"user made (uid {info.st_uid}): edgecmg writes no records or video through it, since whoever "

@@ -169,6 +169,13 @@ def _only_run_in(folder: Path, flag: str) -> Iterator[None]:
         yield
 
 
+def partly_used(unreadable: int) -> int:
+    """The exit status of a command that did its work with ``unreadable`` of its inputs skipped (each
+    named in the log as it was skipped): 1 where any was, so that `set -e` and CI jobs do not take a
+    folder of half-corrupt images for a clean run; 0 otherwise."""
+    return 1 if unreadable else 0
+
+
 @contextmanager
 def held_while_updating(folder: Path, wait_s: float = 30.0) -> Iterator[None]:
     """``folder`` held while a file in it is read and written again (stream's summary rows): other runs

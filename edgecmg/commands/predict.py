@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgecmg import __version__
-from edgecmg.commands import check_model_first, output_folder
+from edgecmg.commands import check_model_first, output_folder, partly_used
 from edgecmg.errors import ConfigError, EdgeCMGError
 from edgecmg.fileio import JsonLinesFile, atomic_write_bytes
 from edgecmg.imageio import real_path
@@ -122,7 +122,7 @@ def run_predict(args: argparse.Namespace) -> int:
         log.error("no image could be read: nothing was judged; each file is named above with why (and in %s): "
                   "fix or replace them, or check that the paths are the images meant", skipped_path)
         return 1
-    return 1 if skipped else 0  # some judged, some not: exit 1 as every command where part of its input was unusable
+    return partly_used(skipped)  # some judged, some not
 
 
 PREDICT_RUN = "predict_run.json"  # the model and threshold predict --out judged with, which --resume checks
