@@ -10,7 +10,10 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-robustness bench-peer clean
 
+# Space each step needs, checked before it starts (tools/need_space.py): an environment's own size plus
+# what pip unpacks on the way; a test run's temporary folders (only failed tests' are kept).
 $(VENV)/.installed: pyproject.toml Makefile
+	@$(PYTHON) tools/need_space.py 4 "$(VENV) (torch and edgecmg's dependencies)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
@@ -20,11 +23,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 venv: $(VENV)/.installed
 
 # Environments with a torch of their own (torchvision 0.29.1 needs torch 2.14.1, .venv has 2.13.0).
-# $(call side-venv,DIR,REQUIREMENTS,EXTRAS): the pinned requirements first, then edgecmg on top with
+# $(call side-venv,DIR,REQUIREMENTS,EXTRAS,GB): the pinned requirements first, then edgecmg on top with
 # them as constraints (-c), so that resolving edgecmg's extras can never move torch. pyproject.toml
 # asks only torch>=2.5.0a0, so no --no-deps is needed.
 SIDE_PYTHON ?= $(PYTHON)
 define side-venv
+	@$(PYTHON) tools/need_space.py $(4) "$(1) (a torch of its own)"
 	$(SIDE_PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install --quiet --upgrade pip
 	$(1)/bin/python -m pip install --quiet -r $(2)
@@ -34,12 +38,13 @@ endef
 
 # The optional CLIP matcher's tests: open_clip needs torchvision (see tests/requirements-clip.txt).
 $(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
-	$(call side-venv,$(CLIP_VENV),tests/requirements-clip.txt,test$(COMMA)clip)
+	$(call side-venv,$(CLIP_VENV),tests/requirements-clip.txt,test$(COMMA)clip,8)
 
 # The whole suite in .venv, then the optional CLIP matcher in .venv-clip (a torch of its own, above).
 # The pytest command, not `python -m pytest`: that would put the repository root on sys.path, where
 # kernels/ hides Hugging Face's `kernels` package, which transformers imports (see edgecmg/model/text.py).
 test: $(VENV)/.installed $(CLIP_VENV)/.installed
+	@$(PYTHON) tools/need_space.py 3 "the test run"
 	$(VENV)/bin/pytest -q -ra
 	$(CLIP_VENV)/bin/pytest -q -ra tests/model/test_clip_matcher.py
 
@@ -53,10 +58,11 @@ $(OLDEST_VENV)/.installed: override SIDE_PYTHON = $(PYTHON310)
 $(OLDEST_VENV)/.installed: tests/requirements-oldest.txt pyproject.toml Makefile
 	@$(PYTHON310) -c "import sys; sys.exit(sys.version_info[:2] != (3, 10))" 2>/dev/null || \
 		{ echo "test-oldest needs Python 3.10: PYTHON310=/path/to/python3.10 make test-oldest"; exit 2; }
-	$(call side-venv,$(OLDEST_VENV),tests/requirements-oldest.txt,text$(COMMA)onnx$(COMMA)demo)
+	$(call side-venv,$(OLDEST_VENV),tests/requirements-oldest.txt,text$(COMMA)onnx$(COMMA)demo,7)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps "triton==3.4.0"
 
 test-oldest: $(OLDEST_VENV)/.installed
+	@$(PYTHON) tools/need_space.py 3 "the test run"
 	$(OLDEST_VENV)/bin/pytest -q -ra
 
 demo: $(VENV)/.installed
@@ -96,7 +102,7 @@ clean:
 PEER_VENV ?= .venv-peer
 
 $(PEER_VENV)/.installed: benchmarks/requirements-peer.txt pyproject.toml
-	$(call side-venv,$(PEER_VENV),benchmarks/requirements-peer.txt,text$(COMMA)onnx)
+	$(call side-venv,$(PEER_VENV),benchmarks/requirements-peer.txt,text$(COMMA)onnx,9)
 
 bench-peer: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python benchmarks/bench_peer.py --out benchmarks/results/peer.md
