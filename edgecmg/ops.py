@@ -1,6 +1,6 @@
 """The one place that decides which implementation of a hot op runs: Triton kernel or torch reference.
 
-Everything else in edgecmg calls ``edgecmg.ops.knn`` / ``edgecmg.ops.masked_similarity`` and never
+Everything else in edgecmg calls ``edgecmg.ops.knn`` (or ``knn_distances``) / ``edgecmg.ops.masked_similarity`` and never
 imports a kernel directly. Selection, in order:
 
 1. ``backend="torch"`` or ``backend="triton"`` passed by the caller;
@@ -25,12 +25,12 @@ import torch
 
 from edgecmg.errors import BackendUnavailableError, ConfigError, DataError
 from edgecmg.kernels import _common
-from edgecmg.kernels.knn import MAX_K, bank_sq_norms_reference, knn_reference, knn_triton
+from edgecmg.kernels.knn import MAX_K, bank_sq_norms_reference, knn_distances_reference, knn_reference, knn_triton
 from edgecmg.kernels.masked_similarity import MODES, masked_similarity_reference, masked_similarity_triton
 
 log = logging.getLogger("edgecmg")
 
-__all__ = ["BACKENDS", "ENV_VAR", "bank_sq_norms", "knn", "masked_similarity", "resolve_backend"]
+__all__ = ["BACKENDS", "ENV_VAR", "bank_sq_norms", "knn", "knn_distances", "masked_similarity", "resolve_backend"]
 
 BACKENDS = ("auto", "triton", "torch")
 ENV_VAR = "EDGECMG_KERNELS"
@@ -165,8 +165,47 @@ def knn(
     backend: "auto", "triton" or "torch"; see ``resolve_backend``.
     The Triton path records no autograd history: its D does not require grad even when the queries
     do (use backend="torch" to differentiate through the distances).
-    Formula, algorithm and references: ``edgecmg.kernels.knn``.
+    Formula, algorithm and references: ``edgecmg.kernels.knn``. Only the distances needed:
+    ``knn_distances``, cheaper on a CPU.
     """
+    k, bank_sq_norms = _checked_knn_inputs(queries, bank, k, bank_sq_norms)
+    out_shape = tuple(queries.shape[:-1]) + (k,)
+    if out is not None:
+        _check_out(out, out_shape, queries.device)
+
+    impl = resolve_backend(backend, queries.device)
+    if impl == "triton":
+        return knn_triton(queries, bank, k, bank_sq_norms=bank_sq_norms, out=out)
+    dist, idx = knn_reference(queries, bank, k, bank_sq_norms=bank_sq_norms)
+    if out is None:
+        return dist, idx
+    out[0].copy_(dist)
+    out[1].copy_(idx)
+    return out
+
+
+def knn_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int = 1,
+    *,
+    bank_sq_norms: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``knn(...)[0]``, the same values bit for bit, for callers that never look at which bank rows
+    they are (scoring): the torch path then keeps no indices, which made it several times cheaper
+    per bank chunk on a CPU (``edgecmg.kernels.knn.knn_distances_reference``). Same arguments,
+    checks and errors as ``knn``; D float32, queries.shape[:-1] + (k,).
+    """
+    k, bank_sq_norms = _checked_knn_inputs(queries, bank, k, bank_sq_norms)
+    if resolve_backend(backend, queries.device) == "triton":
+        return knn_triton(queries, bank, k, bank_sq_norms=bank_sq_norms)[0]
+    return knn_distances_reference(queries, bank, k, bank_sq_norms=bank_sq_norms)
+
+
+def _checked_knn_inputs(queries: torch.Tensor, bank: torch.Tensor, k,
+                        bank_sq_norms: Optional[torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """knn's input checks: (k as an int, the bank's norms, computed and checked where not given)."""
     _check_tensor("queries", queries, (2, 3))
     _check_tensor("bank", bank, (2,))
     k = _check_k(k)
@@ -211,19 +250,7 @@ def knn(
                             "store the bank as float32")
         if computed:
             _raise_non_finite("bank", bank_sq_norms, _BANK_ADVICE, "row(s)")
-    out_shape = tuple(queries.shape[:-1]) + (k,)
-    if out is not None:
-        _check_out(out, out_shape, queries.device)
-
-    impl = resolve_backend(backend, queries.device)
-    if impl == "triton":
-        return knn_triton(queries, bank, k, bank_sq_norms=bank_sq_norms, out=out)
-    dist, idx = knn_reference(queries, bank, k, bank_sq_norms=bank_sq_norms)
-    if out is None:
-        return dist, idx
-    out[0].copy_(dist)
-    out[1].copy_(idx)
-    return out
+    return k, bank_sq_norms
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 # Triton fixes its interpreter mode when first imported (see kernels/_common.py); the Triton-backend
 # tests below run on CPU tensors, so ask for the interpreter before anything imports Triton.
@@ -246,6 +247,28 @@ def test_knn_refuses_bad_shapes_and_dtypes():
         ops.knn(q, bank, 2, out=(torch.empty(30, 2), torch.empty(30, 2, dtype=torch.int32)))
 
 
+def test_knn_distances_refuses_what_knn_refuses_in_the_same_words():
+    q, bank = _knn_data()
+    nan_q = q.clone()
+    nan_q[3, 4] = float("nan")
+    bad_calls = [((q, torch.empty(0, 12)), {}), ((q, bank), {"k": 17}), ((q[:, :5], bank), {}),
+                 ((q, bank), {"bank_sq_norms": torch.ones(3)}), ((nan_q, bank), {}),
+                 ((q, bank), {"backend": "cuda"})]
+    for args, kwargs in bad_calls:
+        with pytest.raises(EdgeCMGError) as by_knn:
+            ops.knn(*args, **kwargs)
+        with pytest.raises(type(by_knn.value), match="^" + re.escape(str(by_knn.value)) + "$"):
+            ops.knn_distances(*args, **kwargs)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_knn_distances_are_knns_distances(k):
+    q, bank = _knn_data(dtype=torch.float16)
+    qb = torch.stack([q, q + 1])
+    norms = ops.bank_sq_norms(bank)
+    assert torch.equal(ops.knn_distances(qb, bank, k, bank_sq_norms=norms), ops.knn(qb, bank, k)[0])
+
+
 def test_knn_triton_backend_through_ops():
     _needs_interpreter()
     q, bank = _knn_data(n=20, m=45, d=10, dtype=torch.float16)
@@ -254,6 +277,7 @@ def test_knn_triton_backend_through_ops():
     d_r, i_r = ops.knn(qb, bank, 4, backend="torch")
     torch.testing.assert_close(d_t, d_r, atol=1e-3, rtol=1e-5)
     assert torch.equal(i_t, i_r)  # same fp16 rounding of the queries, same tie rule: the same neighbours
+    assert torch.equal(ops.knn_distances(qb, bank, 4, backend="triton"), d_t)
 
 
 # ------------------------------------------------------------------------------- masked_similarity

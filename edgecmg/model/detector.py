@@ -179,7 +179,7 @@ class BankScorer(nn.Module):
         bank, norms = self.memory_bank, self.bank_sq_norms
         if bank_rows is not None:
             bank, norms = bank[bank_rows], norms[bank_rows]
-        distances, _ = ops.knn(embeddings, bank, k=self.knn_k, bank_sq_norms=norms)
+        distances = ops.knn_distances(embeddings, bank, k=self.knn_k, bank_sq_norms=norms)
         return distances.clamp_min(0).sqrt().mean(dim=-1)
 
     def maps_from_patch_scores(self, patch_scores: torch.Tensor) -> torch.Tensor:

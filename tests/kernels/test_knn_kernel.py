@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecmg.kernels.knn import bank_sq_norms_reference, knn_reference, knn_triton
+from edgecmg.kernels.knn import bank_sq_norms_reference, knn_distances_reference, knn_reference, knn_triton
 from kernel_checks import assert_knn_equivalent, tolerance
 
 DTYPES = [torch.float32, torch.float16]
@@ -187,6 +187,20 @@ def test_reference_ties_at_the_kth_place_go_to_the_lower_index_across_chunks():
     for chunk_elements in (1 << 23, 200, 30):
         dist, idx = knn_reference(q[:1], bank, 4, chunk_elements=chunk_elements)
         assert idx.tolist() == [[450, 470, 0, 1]], chunk_elements
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 3, 16])
+@pytest.mark.parametrize("chunk_elements", [None, 30, 400])
+def test_distances_alone_are_knn_references_distances_bit_for_bit(dtype, k, chunk_elements):
+    # Scoring keeps only D: the same numbers whatever the chunking, the bank size against k (m < k
+    # pads with inf) or ties (a tie changes which index, never the value), batched frames too.
+    cases = [_data(33, 301, 17, dtype, seed=2), _data(5, 7, 4, dtype, seed=3, lead=(2,)), _tied_bank(dtype)]
+    for q, bank in cases:
+        want, _ = knn_reference(q, bank, k, chunk_elements=chunk_elements)
+        got = knn_distances_reference(q, bank, k, chunk_elements=chunk_elements)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert torch.equal(got, want), (dtype, k, chunk_elements, tuple(q.shape), tuple(bank.shape))
 
 
 # ---------------------------------------------------------------- GPU launch planning (no GPU needed)
