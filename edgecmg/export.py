@@ -71,8 +71,9 @@ CHECKSUMS_SINCE_FORMAT = 3
 # The exported graph's revision: raise it with every change to what export writes for the same model
 # (an op, a constant, a checksum). The ONNX Runtime export cache keys its entries on it, so a new edgecmg
 # exports afresh instead of running an export an older one made (__version__ does not move between
-# releases). 2: the masked-similarity floor of 2026-12 (1e-12 -> float32's smallest normal).
-EXPORT_REVISION = 2
+# releases). 2: the masked-similarity floor of 2026-12 (1e-12 -> float32's smallest normal). 3: the
+# anomaly map as two MatMuls (bank.map_operator) instead of Resize, Slice, Pad and two Convs.
+EXPORT_REVISION = 3
 # The op domains edgecmg's exports use: the default ONNX domain only (TensorRT parses no other). A node
 # of another domain, or not a standard operator, is refused by name when the file is read: ONNX
 # Runtime's own error for it, at session start, read as a missing install.

@@ -160,10 +160,25 @@ class BankScorer(nn.Module):
         self.register_buffer("bank_sq_norms", torch.zeros(bank_size))
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self.register_buffer("smoothing_taps", bank_ops.gaussian_kernel1d(smoothing_sigma))
+        # raw_maps' operator per axis (bank.map_operator), derived from the taps: not written to files,
+        # made anew here and whenever a state dict is loaded (which is how a file's taps arrive).
+        self.register_buffer("map_rows", torch.empty(0), persistent=False)
+        self.register_buffer("map_cols_t", torch.empty(0), persistent=False)
+        self.make_map_operators()
+        self.register_load_state_dict_post_hook(lambda scorer, _incompatible: scorer.make_map_operators())
         # What normal parts score at each pixel (fit: the mean map of unseen normal images). Edges,
         # texture and the frame's border score high on every part; subtracting this level judges
         # each pixel against what is normal at that place. Zeros (no change) until fitted.
         self.register_buffer("normal_map", torch.zeros(geometry.input_size))
+
+    def make_map_operators(self) -> None:
+        """Build ``map_rows`` [H, ph] and ``map_cols_t`` [pw, W] from the geometry and the taps."""
+        (ph, pw), (height, width) = self.geometry.patch_size, self.geometry.input_size
+        # One shift for both axes, clamped as bank.shift_up_left clamps it on the 2-D map.
+        offset = min(self.geometry.layout.response_offset, height - 1, width - 1)
+        with torch.no_grad():
+            self.map_rows = bank_ops.map_operator(ph, height, offset, self.smoothing_taps)
+            self.map_cols_t = bank_ops.map_operator(pw, width, offset, self.smoothing_taps).t().contiguous()
 
     def set_bank(self, memory_bank: torch.Tensor) -> None:
         self.memory_bank = memory_bank.half()
@@ -187,13 +202,11 @@ class BankScorer(nn.Module):
         return self.raw_maps(patch_scores) - self.normal_map
 
     def raw_maps(self, patch_scores: torch.Tensor) -> torch.Tensor:
-        """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W], aligned with the image."""
+        """[B, P] kNN distances -> upsampled, smoothed maps [B, H, W], aligned with the image: each score
+        drawn where the content it responds to is, not on its grid cell (see FeatureLayout). One
+        matrix per axis does all three steps (bank.map_operator)."""
         ph, pw = self.geometry.patch_size
-        maps = patch_scores.reshape(-1, 1, ph, pw)
-        maps = F.interpolate(maps, size=self.geometry.input_size, mode="bilinear", align_corners=False)
-        # Draw each score where the content it responds to is, not on its grid cell (see FeatureLayout).
-        maps = bank_ops.shift_up_left(maps, self.geometry.layout.response_offset)
-        return bank_ops.smooth(maps, self.smoothing_taps)[:, 0]
+        return self.map_rows @ patch_scores.reshape(-1, ph, pw) @ self.map_cols_t
 
     def kept_cells(self, match_scores: torch.Tensor) -> torch.Tensor:
         """CMER decision [B, K] bool (all True when CMER is off)."""

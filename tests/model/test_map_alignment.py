@@ -100,3 +100,49 @@ def test_an_anomaly_map_of_a_patch_ramp_rises_linearly():
         row = scorer.raw_maps(scores)[0, 32]
     steps = row.diff()[16:192]
     torch.testing.assert_close(steps, torch.full_like(steps, 1 / 16))
+
+
+def _two_d_steps(scorer, patch_scores):
+    """raw_maps as it was written before the map operators: resize, shift, smooth on the full map."""
+    import torch.nn.functional as F
+
+    ph, pw = scorer.geometry.patch_size
+    maps = F.interpolate(patch_scores.reshape(-1, 1, ph, pw), size=scorer.geometry.input_size, mode="bilinear",
+                         align_corners=False)
+    maps = bank.shift_up_left(maps, scorer.geometry.layout.response_offset)
+    return bank.smooth(maps, scorer.smoothing_taps)[:, 0]
+
+
+@pytest.mark.parametrize("layout", sorted(FEATURE_LAYOUTS))
+@pytest.mark.parametrize("input_size,sigma", [((800, 320), 4.0), ((64, 256), 0.5), ((32, 32), 4.0), ((416, 160), 2.0)])
+def test_the_map_operators_do_what_the_resize_shift_and_smoothing_do(layout, input_size, sigma):
+    # (32, 32): the smallest map a model takes; the smoothing reaches past both ends.
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    scorer = BankScorer(Geometry(input_size, 1 if input_size == (32, 32) else 2, layout), feature_dim=2, bank_size=1, use_cmer=False, knn_k=1,
+                        smoothing_sigma=sigma)
+    ph, pw = scorer.geometry.patch_size
+    scores = torch.rand(3, ph * pw, generator=torch.Generator().manual_seed(0)) * 20
+    with torch.no_grad():
+        got, want = scorer.raw_maps(scores), _two_d_steps(scorer, scores)
+    assert got.shape == want.shape == (3, *input_size)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-6)
+
+
+def test_the_map_operators_follow_the_taps_a_state_dict_brings():
+    # A file's taps arrive through load_state_dict; operators built from the constructor's taps
+    # would draw every map with the wrong blur.
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    def scorer():
+        return BankScorer(Geometry((128, 96), 2, "s16"), feature_dim=2, bank_size=1, use_cmer=False, knn_k=1,
+                          smoothing_sigma=2.0)
+
+    source, target = scorer(), scorer()
+    taps = torch.rand(source.smoothing_taps.numel(), generator=torch.Generator().manual_seed(1))
+    source.smoothing_taps = taps / taps.sum()
+    assert "map_rows" not in source.state_dict()  # derived, never written to a file
+    target.load_state_dict(source.state_dict())
+    scores = torch.rand(1, 8 * 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(target.raw_maps(scores), _two_d_steps(source, scores), atol=2e-5, rtol=1e-6)
