@@ -331,8 +331,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     path = calibrate(args.model, args.data, args.output, method=args.method, samples=samples,
                      profile=args.profile, with_scoring=args.with_scoring, progress=args.progress_bars)
     print(f"wrote {path}")
-    if args.check:
-        _check_quantization(args.model, path, args.data, samples, args.progress_bars)
+    # A script deploys what calibrate wrote when it exits 0: an INT8 file that fails good parts the
+    # FP32 model passes must stop it (the file is kept, for `edgecmg threshold` or a look).
+    if args.check and _check_quantization(args.model, path, args.data, samples, args.progress_bars):
+        return 1
     return 0
 
 
@@ -350,10 +352,10 @@ def _list_images_or_none(folder: Path) -> list[Path]:
         return []
 
 
-def _check_quantization(model: str, int8_path: Path, data, samples: int, progress: Optional[bool]) -> None:
+def _check_quantization(model: str, int8_path: Path, data, samples: int, progress: Optional[bool]) -> bool:
     """Judges a few of the calibration folder's good images with the FP32 model and the INT8 file and
     says how far the scores moved; warns where INT8 flags more of them (ranges that clip what good
-    parts show flag them all, and nothing else would say so before the line does)."""
+    parts show flag them all, and nothing else would say so before the line does), and then returns True."""
     from edgecmg.calibration.data import select_with_spares
     from edgecmg.detector import Detector
     from edgecmg.evaluation import compare_detectors
@@ -375,22 +377,24 @@ def _check_quantization(model: str, int8_path: Path, data, samples: int, progres
           f"{found['candidate_backend']}): scores moved by up to {found['max_change']:.4g} (median "
           f"{found['median_change']:.4g}; threshold {found['candidate_threshold']:.4g}); flagged: FP32 "
           f"{found['reference_flags']}, INT8 {found['candidate_flags']}")
-    if found["candidate_flags"] > found["reference_flags"]:
-        named = name_some([Path(p).name for p in found["newly_flagged"]], 5)
-        flags = (f"{int8_path} flags {len(found['newly_flagged'])} of these {found['images']} good images that the "
-                 f"FP32 model passes ({named})")
-        threshold = f"or set a threshold for it on good parts with `edgecmg threshold {int8_path} GOOD_IMAGES`"
-        cache = _reused_cache(int8_path)
-        if cache is None:
-            log.warning("%s: its activation ranges cut off what these parts show. Calibrate again with --method "
-                        "minmax or on more images (--samples), %s", flags, threshold)
-        else:
-            # A run with the same model, images and settings reuses that file again (there is no flag
-            # that skips it): the advice to calibrate again has to say to delete it.
-            log.warning("%s: its activation ranges, reused from %s (an earlier calibrate's, maybe edited or damaged "
-                        "since), cut off what these parts show, and a calibrate with the same settings reuses them "
-                        "again. Delete %s and calibrate again, or calibrate with --method minmax or on more images "
-                        "(--samples), %s", flags, cache, cache, threshold)
+    if found["candidate_flags"] <= found["reference_flags"]:
+        return False
+    named = name_some([Path(p).name for p in found["newly_flagged"]], 5)
+    flags = (f"{int8_path} flags {len(found['newly_flagged'])} of these {found['images']} good images that the "
+             f"FP32 model passes ({named})")
+    threshold = f"or set a threshold for it on good parts with `edgecmg threshold {int8_path} GOOD_IMAGES`"
+    cache = _reused_cache(int8_path)
+    if cache is None:
+        log.warning("%s: its activation ranges cut off what these parts show. Calibrate again with --method "
+                    "minmax or on more images (--samples), %s", flags, threshold)
+    else:
+        # A run with the same model, images and settings reuses that file again (there is no flag
+        # that skips it): the advice to calibrate again has to say to delete it.
+        log.warning("%s: its activation ranges, reused from %s (an earlier calibrate's, maybe edited or damaged "
+                    "since), cut off what these parts show, and a calibrate with the same settings reuses them "
+                    "again. Delete %s and calibrate again, or calibrate with --method minmax or on more images "
+                    "(--samples), %s", flags, cache, cache, threshold)
+    return True
 
 
 def _reused_cache(int8_path: Path) -> Optional[Path]:
@@ -595,7 +599,7 @@ def _add_calibrate(command: Callable[[str, str], argparse.ArgumentParser]) -> No
                         "reused while the model, images and settings match (delete it to calibrate afresh)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help=f"leave out the check (run by default) that judges {CHECK_IMAGES} of the good images with the "
-                        "FP32 model and the INT8 file and warns where INT8 flags more of them")
+                        "FP32 model and the INT8 file and warns, exiting 1, where INT8 flags more of them")
     p.set_defaults(func=cmd_calibrate)
 
 

@@ -878,8 +878,10 @@ def test_cli_calibrate_judges_good_images_with_both_models_and_warns_where_int8_
     cache.save(cache_path)
     caplog.clear()
     with caplog.at_level("WARNING", logger="edgecmg"):
+        # exit 1: a `set -e` script must not go on to build and deploy it (the file is kept)
         assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
-                     "--method", "minmax", "-o", str(out)]) == 0
+                     "--method", "minmax", "-o", str(out)]) == 1
+    assert out.is_file()
     checked = re.search(r"flagged: FP32 (\d+), INT8 (\d+)", capsys.readouterr().out)
     assert int(checked[2]) > int(checked[1])
     assert f"{out} flags" in caplog.text and "that the FP32 model passes" in caplog.text
