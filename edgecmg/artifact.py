@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import stat
@@ -54,6 +55,11 @@ MAGIC = magic.ARTIFACT
 # which would score by the maximum against a threshold set on the pool, refuses version 3.
 FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
+# Maps are drawn where the content is (layouts.response_offset) from this commit's time on; a format 1
+# file fitted before it holds a threshold and maps set 24 px off (16x16 cells) from where defects are.
+MAP_ALIGNMENT = "2026-11-24T06:27:20+00:00"
+
+log = logging.getLogger("edgecmg")
 SUFFIX = ".edgecmg"
 # Largest input side a header may give (fit never picks more; about 256 by default, config max_side):
 # it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
@@ -492,7 +498,31 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     fitted = {k: v for k, v in tensors.items() if k not in ("scorer.pixel_cells", "featurizer.variant_masks")}
     model.scorer.smoothing_taps = tensors["scorer.smoothing_taps"]  # its length is the file's: checked above
     model.load_state_dict({**model.state_dict(), **fitted, **derived}, strict=True)
+    if fitted_before_map_alignment(header):
+        log.warning("%s was fitted on %s, before edgecmg drew anomaly maps where the content is (%s): its maps "
+                    "are drawn aligned now, but its threshold was set on the old ones. Fit it again for "
+                    "verdicts you can trust", path, header["created"]["time"], MAP_ALIGNMENT[:10])
     return model.eval(), header
+
+
+def fitted_before_map_alignment(header: dict[str, Any]) -> bool:
+    """True for a format 1 file whose creation time is before ``MAP_ALIGNMENT`` (later formats all
+    came after it; a file without a readable time is not judged)."""
+    from datetime import datetime
+
+    if header.get("format_version") != 1:
+        return False
+    created = header.get("created")
+    time = created.get("time") if isinstance(created, dict) else None
+    if not isinstance(time, str):
+        return False
+    # Format 1 wrote "+0000", which Python 3.10's fromisoformat does not read; later files "+00:00".
+    for parse in (datetime.fromisoformat, lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z")):
+        try:
+            return parse(time) < datetime.fromisoformat(MAP_ALIGNMENT)
+        except (TypeError, ValueError):  # not a time, or one without a zone (not comparable)
+            continue
+    return False
 
 
 def check(path: str | Path, *, data: bytes | None = None) -> dict[str, Any]:

@@ -754,3 +754,33 @@ def test_a_valid_save_round_trips_without_reading_the_backbone_weights(small_fit
     # and the copy the CLI's threshold command writes through save
     moved = artifact.save_with_threshold(path, tmp_path / "line3.edgecmg", 7.25, {"by": "test"})
     assert artifact.load(moved)[1]["threshold"] == 7.25
+
+
+@pytest.mark.parametrize("created,warned", [
+    ("2026-11-24T05:59:00+0000", True),        # format 1 as written then (time.strftime's %z)
+    ("2026-11-24T07:20:00+0100", True),        # 06:20 UTC: the zone counts
+    ("2026-11-24T07:40:00+0100", False),       # 06:40 UTC, after the alignment
+    ("2026-11-24T09:00:00+00:00", False),      # format 1, fitted after the alignment
+    ("2026-11-24T05:00:00", False),            # no zone: not judged
+    (None, False),
+])
+def test_a_format_1_file_fitted_before_the_map_alignment_says_to_fit_again(small_fit, tmp_path, monkeypatch, caplog,
+                                                                           created, warned):
+    model, metadata = small_fit
+    metadata = {**metadata, "created": {**metadata.get("created", {}), "time": created}}
+    path = _save_as_version_1(model, metadata, tmp_path / "old.edgecmg", monkeypatch)
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        artifact.load(path)
+    said = [r.getMessage() for r in caplog.records if "before edgecmg drew anomaly maps" in r.getMessage()]
+    assert bool(said) == warned, (created, said)
+    if warned:
+        assert said[0].startswith(f"{path} was fitted on {created}") and "Fit it again" in said[0]
+
+
+def test_only_format_1_files_are_judged_by_their_fitting_time(small_fit, tmp_path, caplog):
+    model, metadata = small_fit
+    metadata = {**metadata, "created": {**metadata.get("created", {}), "time": "2026-11-20T00:00:00+00:00"}}
+    path = artifact.save(model, metadata, tmp_path / "current.edgecmg")  # format 3 came after the alignment
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        artifact.load(path)
+    assert "before edgecmg drew anomaly maps" not in caplog.text
