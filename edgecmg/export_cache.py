@@ -15,7 +15,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from edgecmg import __version__
 from edgecmg.config import ExportConfig
@@ -74,7 +74,12 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
     stem = cut_to_bytes(Path(artifact_path).stem, _ENTRY_MAX_BYTES - len(key_part))
     path = folder / f"{stem}{key_part}"
-    with _EXPORT_LOCK:  # threads of one process opening one model export it once
+    # Private where edgecmg makes it: an export holds the model's memory bank, and an entry written by
+    # another user is not used (below).
+    with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Threads of one process, and processes sharing the cache, opening one model export it once.
+    with _EXPORT_LOCK, _one_export_at_a_time(folder):
         try:
             if not path.is_file():  # the same model opened under another name (a copy per line) was exported
                 path = next((p for p in sorted(folder.glob(f"*{key_part}"))
@@ -102,10 +107,6 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
         # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
         # killed exports) must not be what makes the export fail and stay for good.
         _prune_cache(folder, keep=path)
-        # Private where edgecmg makes it: an export holds the model's memory bank, and an entry written by
-        # another user is not used (above).
-        with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # A read-only root file system is common on embedded targets, and a full disk as unusable:
         # either is a backend that cannot run here (auto goes on to torch), said before the export's
         # seconds of work where it can be.
@@ -117,6 +118,47 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
             raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
                                           f"cached in {folder}: {exc}", _CACHE_HINT) from exc
         return path, read_onnx_header(path)
+
+
+#: How long a process waits for another's export in the same cache before it exports by itself: an
+#: export takes under a minute, so a lock held longer is a stuck or hostile process, not an export.
+EXPORT_WAIT_S = 180.0
+
+
+@contextlib.contextmanager
+def _one_export_at_a_time(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the cache folder: workers started or forked together with an empty
+    cache (a prefork server, a multiprocessing pool) then export a model once, the others finding it
+    when they get the lock, instead of each spending seconds of every core on the same export.
+    Where no lock can be had (no folder yet, no flock on this system or mount) it goes ahead without."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        deadline = time.monotonic() + EXPORT_WAIT_S
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("another process has held the export cache %s for %.0f s; exporting without "
+                                "waiting for it", folder, EXPORT_WAIT_S)
+                    break
+                if not waiting:
+                    log.info("waiting for another process's export in %s", folder)
+                    waiting = True
+                time.sleep(0.1)
+            except OSError:  # a mount without flock
+                break
+        yield
+    finally:
+        os.close(fd)  # lets the lock go
 
 
 #: Cached exports no process has used for this long are removed when another is exported: each is

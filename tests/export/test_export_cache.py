@@ -240,3 +240,35 @@ def test_pruning_goes_by_30_days_takes_both_graphs_and_leaves_other_names_and_fo
     assert [path.name for path in stale if path.exists()] == []
     assert recent.exists() and users.exists() and backup.exists() and unfinished.exists()
     assert all(folder.is_dir() for folder in folders)
+
+
+_EXPORT_ONCE_CHILD = """
+import sys
+import edgecmg.export_cache as export_cache
+real_export_model = export_cache.export_model
+def counted(*args, **kwargs):
+    print("EXPORTED", flush=True)
+    return real_export_model(*args, **kwargs)
+export_cache.export_model = counted
+path, _ = export_cache.cached_onnx(sys.argv[1], directory=sys.argv[2])
+print("PATH", path, flush=True)
+"""
+
+
+def test_processes_sharing_an_empty_cache_export_a_model_once(tmp_path, artifact_path):
+    """Workers of a prefork server or a multiprocessing pool, started together on an empty cache, each
+    exported the model (seconds of every core each, three times over): one exports, the others wait
+    for its lock and find the entry."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(_EXPORT_ONCE_CHILD)
+    cache = tmp_path / "cache"
+    children = [subprocess.Popen([sys.executable, str(script), str(artifact_path), str(cache)], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    printed = "".join(out for out, _ in outputs)
+    assert printed.count("EXPORTED") == 1, printed
+    assert len({line for line in printed.splitlines() if line.startswith("PATH ")}) == 1, printed
