@@ -48,6 +48,8 @@ from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level,
 from edgecmg.model.layouts import FEATURE_LAYOUTS
 from edgecmg.model.matcher import build_matcher
 
+log = logging.getLogger("edgecmg")
+
 MAGIC = magic.ARTIFACT
 # 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
 # 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction", in every
@@ -55,11 +57,9 @@ MAGIC = magic.ARTIFACT
 # which would score by the maximum against a threshold set on the pool, refuses version 3.
 FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
-# Maps are drawn where the content is (layouts.response_offset) from this commit's time on; a format 1
+# Maps are drawn where the content is (layouts.response_offset) from this time on; a format 1
 # file fitted before it holds a threshold and maps set 24 px off (16x16 cells) from where defects are.
 MAP_ALIGNMENT = "2026-11-24T06:27:20+00:00"
-
-log = logging.getLogger("edgecmg")
 SUFFIX = ".edgecmg"
 # Largest input side a header may give (fit never picks more; about 256 by default, config max_side):
 # it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
@@ -513,13 +513,13 @@ def fitted_before_map_alignment(header: dict[str, Any]) -> bool:
     if header.get("format_version") != 1:
         return False
     created = header.get("created")
-    time = created.get("time") if isinstance(created, dict) else None
-    if not isinstance(time, str):
+    fitted_at = created.get("time") if isinstance(created, dict) else None
+    if not isinstance(fitted_at, str):
         return False
     # Format 1 wrote "+0000", which Python 3.10's fromisoformat does not read; later files "+00:00".
     for parse in (datetime.fromisoformat, lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z")):
         try:
-            return parse(time) < datetime.fromisoformat(MAP_ALIGNMENT)
+            return parse(fitted_at) < datetime.fromisoformat(MAP_ALIGNMENT)
         except (TypeError, ValueError):  # not a time, or one without a zone (not comparable)
             continue
     return False
