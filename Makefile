@@ -44,7 +44,7 @@ $(CLIP_VENV)/.installed: tests/requirements-clip.txt pyproject.toml
 # The pytest command, not `python -m pytest`: that would put the repository root on sys.path, where
 # kernels/ hides Hugging Face's `kernels` package, which transformers imports (see edgecmg/model/text.py).
 test: $(VENV)/.installed $(CLIP_VENV)/.installed
-	@$(PYTHON) tools/need_space.py 3 "the test run"
+	@$(PY) tools/need_space.py 3 "the test run"
 	$(VENV)/bin/pytest -q -ra
 	$(CLIP_VENV)/bin/pytest -q -ra tests/model/test_clip_matcher.py
 
@@ -62,7 +62,7 @@ $(OLDEST_VENV)/.installed: tests/requirements-oldest.txt pyproject.toml Makefile
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --no-deps "triton==3.4.0"
 
 test-oldest: $(OLDEST_VENV)/.installed
-	@$(PYTHON) tools/need_space.py 3 "the test run"
+	@$(OLDEST_VENV)/bin/python tools/need_space.py 3 "the test run"
 	$(OLDEST_VENV)/bin/pytest -q -ra
 
 demo: $(VENV)/.installed

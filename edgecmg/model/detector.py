@@ -165,7 +165,7 @@ class BankScorer(nn.Module):
         self.register_buffer("map_rows", torch.empty(0), persistent=False)
         self.register_buffer("map_cols_t", torch.empty(0), persistent=False)
         self.make_map_operators()
-        self.register_load_state_dict_post_hook(lambda scorer, _incompatible: scorer.make_map_operators())
+        self.register_load_state_dict_post_hook(_remake_map_operators)  # a module-level function: picklable
         # What normal parts score at each pixel (fit: the mean map of unseen normal images). Edges,
         # texture and the frame's border score high on every part; subtracting this level judges
         # each pixel against what is normal at that place. Zeros (no change) until fitted.
@@ -176,9 +176,10 @@ class BankScorer(nn.Module):
         (ph, pw), (height, width) = self.geometry.patch_size, self.geometry.input_size
         # One shift for both axes, clamped as bank.shift_up_left clamps it on the 2-D map.
         offset = min(self.geometry.layout.response_offset, height - 1, width - 1)
-        with torch.no_grad():
-            self.map_rows = bank_ops.map_operator(ph, height, offset, self.smoothing_taps)
-            self.map_cols_t = bank_ops.map_operator(pw, width, offset, self.smoothing_taps).t().contiguous()
+        taps = self.smoothing_taps
+        with torch.no_grad():  # built in float32, kept in the taps' dtype (a scorer made .half() stays half)
+            self.map_rows = bank_ops.map_operator(ph, height, offset, taps).to(taps.dtype)
+            self.map_cols_t = bank_ops.map_operator(pw, width, offset, taps).t().contiguous().to(taps.dtype)
 
     def set_bank(self, memory_bank: torch.Tensor) -> None:
         self.memory_bank = memory_bank.half()
@@ -246,6 +247,11 @@ def score_top_fraction(spec: dict) -> float:
     """The image-score pooling of a file's model spec. Files written before it was recorded were scored
     by the map's maximum, and their thresholds were set on that: 0."""
     return float(spec.get("score_top_fraction", 0.0))
+
+
+def _remake_map_operators(scorer: BankScorer, _incompatible_keys) -> None:
+    """load_state_dict post hook: the map operators follow the taps the state dict brought."""
+    scorer.make_map_operators()
 
 
 def add_missing_normal_level(tensors: dict[str, torch.Tensor], geometry: Geometry, key: str) -> None:

@@ -891,3 +891,29 @@ def test_cli_calibrate_judges_good_images_with_both_models_and_warns_where_int8_
     assert main(["-q", "calibrate", str(artifact_path), "--data", str(train_dir), "--samples", "4",
                  "--method", "minmax", "-o", str(out), "--no-check"]) == 0
     assert "check on" not in capsys.readouterr().out and "flags" not in caplog.text
+
+
+def test_the_check_fails_where_int8_flags_a_good_image_even_as_it_passes_another(monkeypatch, tmp_path, caplog):
+    """Counts alone hid it: INT8 flagging one good image the FP32 model passes while passing one it
+    flags left the totals equal, and calibrate exited 0 without a word."""
+    import contextlib
+
+    import edgecmg.detector
+    import edgecmg.evaluation
+    from edgecmg import cli
+
+    good = tmp_path / "test" / "good"  # an MVTec root: the check judges its test/good
+    good.mkdir(parents=True)
+    monkeypatch.setattr(edgecmg.detector.Detector, "load",
+                        classmethod(lambda cls, path, backend="auto": contextlib.nullcontext(path)))
+    found = {"images": 16, "skipped": [], "reference_backend": "onnxruntime", "candidate_backend": "onnxruntime",
+             "reference_threshold": 5.0, "candidate_threshold": 5.0, "reference_flags": 1, "candidate_flags": 1,
+             "newly_flagged": [str(good / "a.png")], "newly_passed": [str(good / "b.png")],
+             "max_change": 0.9, "median_change": 0.1}
+    monkeypatch.setattr(edgecmg.evaluation, "compare_detectors", lambda *args, **kwargs: found)
+    monkeypatch.setattr(cli, "_list_images_or_none", lambda folder: [good / "a.png", good / "b.png"])
+    with caplog.at_level("WARNING", logger="edgecmg"):
+        assert cli._check_quantization("m.edgecmg", tmp_path / "m.int8.onnx", tmp_path, 4, False) is True
+    assert "flags 1 of these 16 good images that the FP32 model passes (a.png)" in caplog.text
+    found.update(newly_flagged=[], candidate_flags=0)
+    assert cli._check_quantization("m.edgecmg", tmp_path / "m.int8.onnx", tmp_path, 4, False) is False

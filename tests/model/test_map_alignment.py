@@ -146,3 +146,25 @@ def test_the_map_operators_follow_the_taps_a_state_dict_brings():
     scores = torch.rand(1, 8 * 6, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(target.raw_maps(scores), _two_d_steps(source, scores), atol=2e-5, rtol=1e-6)
+
+
+def test_a_scorer_with_map_operators_pickles_and_keeps_its_dtype_through_a_load():
+    # torch.save(model) and spawn-based pools pickle the module: a lambda hook made that fail; and a
+    # scorer made .half() rebuilt float32 operators on load, which a half map cannot multiply.
+    import pickle
+
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    scorer = BankScorer(Geometry((128, 96), 2, "s16"), feature_dim=2, bank_size=1, use_cmer=False, knn_k=1,
+                        smoothing_sigma=2.0)
+    scores = torch.rand(2, 8 * 6, generator=torch.Generator().manual_seed(3))
+    copy = pickle.loads(pickle.dumps(scorer))
+    copy.load_state_dict(scorer.state_dict())  # the hook came along
+    with torch.no_grad():
+        assert torch.equal(copy.raw_maps(scores), scorer.raw_maps(scores))
+    half = scorer.half()
+    half.load_state_dict(half.state_dict())
+    with torch.no_grad():
+        got = half.raw_maps(scores.half())
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), copy.raw_maps(scores), atol=0.05, rtol=0.01)
