@@ -78,46 +78,70 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     # another user is not used (below).
     with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Threads of one process, and processes sharing the cache, opening one model export it once.
-    with _EXPORT_LOCK, _one_export_at_a_time(folder):
+    with _EXPORT_LOCK:  # threads of one process opening one model export it once
+        path, onnx_header = _look_up(path, folder, key_part, sha, artifact_path, say=True)
+        if onnx_header is not None:
+            return path, onnx_header
+        # Processes sharing the cache export one at a time (a model already cached never waits): one
+        # that waited finds what the other exported.
+        with _one_export_at_a_time(folder):
+            path, onnx_header = _look_up(path, folder, key_part, sha, artifact_path, say=False)
+            if onnx_header is not None:
+                return path, onnx_header
+            return _export_into_cache(artifact_path, data, sha, config, path, folder)
+
+
+def _look_up(path: Path, folder: Path, key_part: str, sha: str, artifact_path: str | Path, *,
+             say: bool) -> tuple[Path, Optional[dict[str, Any]]]:
+    """(the entry, its checked header) where the cache holds a usable export of the model; else (the
+    path to export to, None), with why in the log where ``say`` (a second look says nothing again)."""
+    warn = log.warning if say else log.debug
+    try:
+        if not path.is_file():  # the same model opened under another name (a copy per line) was exported
+            path = next((p for p in sorted(folder.glob(f"*{key_part}"))
+                         if _CACHE_ENTRY.fullmatch(p.name) and p.is_file() and not_ours(p) is None), path)
+        cached = path.is_file()
+    except OSError as exc:  # a cache folder this process may not look into: as one it may not write
+        raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
+                                      f"cached in {folder}, which cannot be read ({exc})", _CACHE_HINT) from exc
+    foreign = not_ours(path) if cached else None
+    if foreign is not None:  # exported again, and the new file replaces it (by rename)
+        warn("cached export %s %s: not used; exporting again", path, foreign)
+    elif cached:
         try:
-            if not path.is_file():  # the same model opened under another name (a copy per line) was exported
-                path = next((p for p in sorted(folder.glob(f"*{key_part}"))
-                             if _CACHE_ENTRY.fullmatch(p.name) and p.is_file() and not_ours(p) is None), path)
-            cached = path.is_file()
-        except OSError as exc:  # a cache folder this process may not look into: as one it may not write
-            raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
-                                          f"cached in {folder}, which cannot be read ({exc})", _CACHE_HINT) from exc
-        foreign = not_ours(path) if cached else None
-        if foreign is not None:  # exported again, and the new file replaces it (by rename)
-            log.warning("cached export %s %s: not used; exporting again", path, foreign)
-        elif cached:
-            try:
-                proto = _load_proto(path)
-                # A cache entry from before the checksums counts as stale: exported again, it gets them
-                # (with the graph's alone, each run warned that the header could not be checked).
-                sealed = {GRAPH_SHA_KEY, HEADER_SHA_KEY} <= {p.key for p in proto.metadata_props}
-                onnx_header = read_onnx_header(proto) if sealed else {}
-                if onnx_header.get("export", {}).get("artifact_sha256") == sha:
-                    _mark_used(path)
-                    return path, onnx_header
-                log.info("cached export %s is stale; exporting again", path)
-            except (ArtifactError, MissingFileError) as exc:  # damaged, or removed meanwhile (another prune)
-                log.warning("cached export %s is unreadable (%s); exporting again", path, exc)
-        # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
-        # killed exports) must not be what makes the export fail and stay for good.
-        _prune_cache(folder, keep=path)
-        # A read-only root file system is common on embedded targets, and a full disk as unusable:
-        # either is a backend that cannot run here (auto goes on to torch), said before the export's
-        # seconds of work where it can be.
-        try:
-            check_writable(path, what="the export cache")
-            model, header = artifact.load(artifact_path, data=data)
-            export_model(model, header, path, config, source_sha256=sha)
-        except OutputError as exc:
-            raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
-                                          f"cached in {folder}: {exc}", _CACHE_HINT) from exc
-        return path, read_onnx_header(path)
+            proto = _load_proto(path)
+            # A cache entry from before the checksums counts as stale: exported again, it gets them
+            # (with the graph's alone, each run warned that the header could not be checked).
+            sealed = {GRAPH_SHA_KEY, HEADER_SHA_KEY} <= {p.key for p in proto.metadata_props}
+            onnx_header = read_onnx_header(proto) if sealed else {}
+            if onnx_header.get("export", {}).get("artifact_sha256") == sha:
+                _mark_used(path)
+                return path, onnx_header
+            (log.info if say else log.debug)("cached export %s is stale; exporting again", path)
+        except (ArtifactError, MissingFileError) as exc:  # damaged, or removed meanwhile (another prune)
+            warn("cached export %s is unreadable (%s); exporting again", path, exc)
+    return path, None
+
+
+def _export_into_cache(artifact_path: str | Path, data: bytes, sha: str, config: ExportConfig, path: Path,
+                       folder: Path) -> tuple[Path, dict[str, Any]]:
+    """Export the model (``data``, the bytes hashed to ``sha``) to ``path`` in the cache; (path, header)."""
+    from edgecmg import artifact
+
+    # Pruned before the export, not after: what filled the disk (a month of refits, the leftovers of
+    # killed exports) must not be what makes the export fail and stay for good.
+    _prune_cache(folder, keep=path)
+    # A read-only root file system is common on embedded targets, and a full disk as unusable:
+    # either is a backend that cannot run here (auto goes on to torch), said before the export's
+    # seconds of work where it can be.
+    try:
+        check_writable(path, what="the export cache")
+        model, header = artifact.load(artifact_path, data=data)
+        export_model(model, header, path, config, source_sha256=sha)
+    except OutputError as exc:
+        raise BackendUnavailableError("onnxruntime", f"{artifact_path} runs on ONNX Runtime through an export "
+                                      f"cached in {folder}: {exc}", _CACHE_HINT) from exc
+    return path, read_onnx_header(path)
 
 
 #: How long a process waits for another's export in the same cache before it exports by itself: an
@@ -138,6 +162,7 @@ def _one_export_at_a_time(folder: Path) -> Iterator[None]:
     except (ImportError, OSError):
         yield
         return
+    _HELD_LOCKS.add(fd)
     try:
         deadline = time.monotonic() + EXPORT_WAIT_S
         waiting = False
@@ -158,7 +183,25 @@ def _one_export_at_a_time(folder: Path) -> Iterator[None]:
                 break
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # lets the lock go
+
+
+# The lock descriptors open now. A child forked meanwhile (by another thread) closes its copies: the
+# lock, shared with it, would otherwise last as long as the child does, and other processes would wait.
+# Closing a copy leaves the parent's lock in place.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 #: Cached exports no process has used for this long are removed when another is exported: each is

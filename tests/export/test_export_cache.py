@@ -272,3 +272,57 @@ def test_processes_sharing_an_empty_cache_export_a_model_once(tmp_path, artifact
     printed = "".join(out for out, _ in outputs)
     assert printed.count("EXPORTED") == 1, printed
     assert len({line for line in printed.splitlines() if line.startswith("PATH ")}) == 1, printed
+
+
+def test_a_cached_model_never_waits_for_another_processs_export(tmp_path, artifact_path, monkeypatch, caplog):
+    """The lock is for exporting: a worker whose model is cached goes on while another process holds
+    it for an export of its own, and one whose model is not waits at most EXPORT_WAIT_S, then exports."""
+    import fcntl
+
+    import edgecmg.export_cache as export_cache
+
+    cache = tmp_path / "cache"
+    cached_onnx(artifact_path, directory=cache)
+    monkeypatch.setattr(export_cache, "EXPORT_WAIT_S", 1.0)
+    holder = os.open(cache, os.O_RDONLY)  # another open file: conflicts as another process's would
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with caplog.at_level("INFO", logger="edgecmg"):
+            path, _ = cached_onnx(artifact_path, directory=cache)
+        assert time.monotonic() - started < 0.9 and "waiting" not in caplog.text
+        caplog.clear()
+        with caplog.at_level("INFO", logger="edgecmg"):
+            other, _ = cached_onnx(artifact_path, ExportConfig(dynamic_batch=False, batch=1), directory=cache)
+        assert other != path and other.is_file()
+        assert "waiting for another process's export in" in caplog.text
+        assert "has held the export cache" in caplog.text and "exporting without waiting" in caplog.text
+    finally:
+        os.close(holder)
+
+
+def test_a_child_forked_during_an_export_does_not_keep_the_cache_locked(tmp_path):
+    import fcntl
+
+    import edgecmg.export_cache as export_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    started, running = os.pipe()
+    with export_cache._one_export_at_a_time(cache):
+        child = os.fork()
+        if child == 0:  # a forked worker living on after the parent's export ended
+            os.write(running, b"1")  # fork's handlers have run by the time fork returns here
+            time.sleep(3)
+            os._exit(0)
+    os.read(started, 1)
+    try:
+        probe = os.open(cache, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the child held it
+        finally:
+            os.close(probe)
+    finally:
+        os.waitpid(child, 0)
+        os.close(started)
+        os.close(running)
