@@ -226,8 +226,10 @@ def test_other_errors_are_not_taken_for_running_out_of_memory(monkeypatch, tmp_p
 def test_calibrate_honours_quiet(small_artifact, kolektor_root, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "m.int8.onnx"
+    # --no-check: the INT8 check's verdict (exit 1 where it flags a good image the FP32 model passes, as
+    # this small model's borderline image is on ONNX Runtime 1.20) is not what this test is about
     assert main(["-q", "calibrate", str(small_artifact), "--data", str(kolektor_root / "train" / "good"),
-                 "--samples", "8", "--method", "minmax", "-o", str(out)]) == 0
+                 "--samples", "8", "--method", "minmax", "-o", str(out), "--no-check"]) == 0
     assert out.is_file() and "calibration (minmax)" not in capsys.readouterr().err  # no progress bar
 
 
