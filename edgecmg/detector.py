@@ -85,7 +85,8 @@ class Detector:
     # --- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike[str], backend: str = "auto", *, device: str | int | torch.device | None = None,
-             threshold: Optional[float] = None, threads: Optional[int] = None, map_size: str = "frame") -> "Detector":
+             threshold: Optional[float] = None, threads: Optional[int] = None, spin: Optional[bool] = None,
+             map_size: str = "frame") -> "Detector":
         """Open an ``.edgecmg`` artifact, an exported ``.onnx`` file or a TensorRT ``.engine``.
 
         backend: "auto" (fastest available), "torch", "onnxruntime" or "tensorrt".
@@ -95,6 +96,12 @@ class Detector:
         threshold: overrides the threshold stored at fit time.
         threads: ONNX Runtime intra-op threads (default: its own choice); the torch backend follows
             ``torch.set_num_threads``.
+        spin: whether ONNX Runtime's idle threads spin-wait between frames. None: its default
+            (spinning) for whole-detector graphs, off for featurizer graphs scored on the host.
+            Spinning is for the lowest latency on cores nothing else needs; ``False`` takes a third of
+            the CPU per frame on a paced stream and is faster where other work shares the cores (see
+            the README's "CPU use between frames"). Other backends take no setting (for torch:
+            ``OMP_WAIT_POLICY``).
         map_size: see :attr:`map_size`.
         """
         from edgecmg.runtime.registry import make_runner
@@ -106,8 +113,11 @@ class Detector:
             if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
                 raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for the backend's default)")
             threads = int(threads)
+        if spin is not None and not isinstance(spin, (bool, np.bool_)):
+            raise ConfigError(f"spin={spin!r} must be True, False or None (ONNX Runtime's default)")
         # os.fspath, not str(): str() of a path-like object that is not a pathlib.Path is its repr
-        runner = make_runner(os.fspath(path), backend=backend, device=device, threads=threads)
+        runner = make_runner(os.fspath(path), backend=backend, device=device, threads=threads,
+                             spin=None if spin is None else bool(spin))
         scorer = runner.host_scorer() if runner.produces_features else None
         return cls(runner, threshold=threshold, scorer=scorer, map_size=map_size)
 

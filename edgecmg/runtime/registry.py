@@ -115,7 +115,8 @@ def _torch_runner(path: Path, device: str, **_: Any) -> Runner:
 
 
 def _onnx_runner(provider: str) -> Callable[..., Runner]:
-    def create(path: Path, device: str, *, threads: Optional[int] = None, export_config=None, **_: Any) -> Runner:
+    def create(path: Path, device: str, *, threads: Optional[int] = None, spin: Optional[bool] = None,
+               export_config=None, **_: Any) -> Runner:
         if path.suffix.lower() == ARTIFACT_SUFFIX:
             from edgecmg.config import ExportConfig
             from edgecmg.export_cache import cached_onnx
@@ -123,10 +124,10 @@ def _onnx_runner(provider: str) -> Callable[..., Runner]:
             # The whole detector in one graph: no host round trip for the bank scoring, which on a
             # 2-core CPU made the featurizer-only export 40% slower per frame (benchmarks/results/bench.md).
             onnx_path, header = cached_onnx(path, export_config or ExportConfig(with_scoring=True))
-            runner = OnnxRunner(onnx_path, header, device, provider=provider, threads=threads)
+            runner = OnnxRunner(onnx_path, header, device, provider=provider, threads=threads, spin=spin)
             runner.model_path = str(path)
             return runner
-        return OnnxRunner(path, None, device, provider=provider, threads=threads)
+        return OnnxRunner(path, None, device, provider=provider, threads=threads, spin=spin)
 
     return create
 
@@ -240,12 +241,13 @@ def candidate_specs(path: str | Path, backend: str = "auto", device: Optional[st
 
 
 def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] = None, *,
-                threads: Optional[int] = None, export_config=None) -> Runner:
+                threads: Optional[int] = None, spin: Optional[bool] = None, export_config=None) -> Runner:
     """The runner for a model file (not yet active: use ``with runner:``).
 
     backend: "auto" (fastest available, see the module table), "torch", "onnxruntime" or "tensorrt".
     device: None (the backend's best), "cpu", "cuda" or "cuda:N".
-    threads: ONNX Runtime intra-op threads. export_config: how an .edgecmg is exported for onnxruntime.
+    threads, spin: ONNX Runtime's intra-op threads and spin-waiting (``OnnxRunner``); other runners take
+    neither. export_config: how an .edgecmg is exported for onnxruntime.
     """
     path = Path(path).expanduser()
     suffix = check_model_file(path)
@@ -267,7 +269,8 @@ def make_runner(path: str | Path, backend: str = "auto", device: Optional[str] =
     for spec in specs:
         if spec.available():
             try:
-                return spec.create(path, _device_for(spec, device), threads=threads, export_config=export_config)
+                return spec.create(path, _device_for(spec, device), threads=threads, spin=spin,
+                                   export_config=export_config)
             except BackendUnavailableError as exc:
                 if backend != "auto":
                     raise
