@@ -98,9 +98,9 @@ class Detector:
             ``torch.set_num_threads``.
         spin: whether ONNX Runtime's idle threads spin-wait between frames. None: its default
             (spinning) for whole-detector graphs, off for featurizer graphs scored on the host.
-            Spinning is for the lowest latency on cores nothing else needs; ``False`` takes a third of
-            the CPU per frame on a paced stream and is faster where other work shares the cores (see
-            the README's "CPU use between frames"). Other backends take no setting (for torch:
+            Spinning is for the lowest latency on cores nothing else needs; ``False`` uses about a third
+            of the CPU per frame that spinning does on a paced stream, and is faster where other work
+            shares the cores (see the README's "CPU use between frames"). Other backends take no setting (for torch:
             ``OMP_WAIT_POLICY``).
         map_size: see :attr:`map_size`.
         """
