@@ -629,6 +629,10 @@ def _add_stream(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
                         "in appsink; or several image files (what an unquoted glob expands to), in the order given")
     p.add_argument("-m", "--model", help="model file: .edgecmg, .onnx or .engine (required)")
     _add_backend(p)
+    p.add_argument("--no-spin", dest="spin", action="store_false", default=None,
+                   help="ONNX Runtime's threads sleep between frames instead of spin-waiting: about a third of "
+                        "the CPU per frame on a paced camera, and faster where other work shares the cores; a "
+                        "little slower on cores nothing else uses (for the torch backend set OMP_WAIT_POLICY=PASSIVE)")
     p.add_argument("--policy", default="auto", choices=["auto", "latest", "all"],
                    help="latest: drop stale frames to stay real time; all: judge every frame; "
                         "auto (default): latest for cameras and network streams (and recordings paced with "

@@ -1937,3 +1937,30 @@ def test_calibrate_on_an_mvtec_root_checks_on_its_test_good_parts(small_artifact
     printed = capsys.readouterr().out
     assert f"checking on good images of {mvtec_subset / 'test' / 'good'} (unseen by fit and by calibration)" in printed
     assert "check on 5 good images" in printed  # test/good's five, not train/good's twelve
+
+
+def test_stream_no_spin_loads_onnx_runtime_without_spin_waiting(small_artifact, kolektor_root, tmp_path, monkeypatch):
+    """A paced camera on spinning threads takes about three times the CPU per frame (README, "CPU use
+    between frames"): --no-spin is the command line's way to Detector.load(spin=False)."""
+    pytest.importorskip("onnxruntime")
+    from edgecmg.detector import Detector
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGECMG_CACHE_DIR", str(tmp_path / "cache"))
+    real_load = Detector.load.__func__
+    settings = []
+
+    def load_and_look(cls, *args, **kwargs):
+        detector = real_load(cls, *args, **kwargs)
+        options = detector.runner._session.get_session_options()
+        try:
+            settings.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+        except RuntimeError:  # not set: ONNX Runtime's default, spinning
+            settings.append("default")
+        return detector
+
+    monkeypatch.setattr(Detector, "load", classmethod(load_and_look))
+    for flags in (["--no-spin"], []):
+        assert main(["-q", "stream", *_good_parts(kolektor_root, 2), "-m", str(small_artifact), "--backend",
+                     "onnxruntime", "--report", str(tmp_path / f"report{len(flags)}"), *flags]) == 0
+    assert settings == ["0", "default"]

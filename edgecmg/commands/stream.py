@@ -71,7 +71,7 @@ def run_stream(args: argparse.Namespace) -> int:
     if args.show:
         open_window()
     model_sha256 = file_sha256_or_none(args.model)  # before it loads: what the summary names
-    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold)
+    detector = Detector.load(args.model, backend=args.backend, threshold=args.threshold, spin=args.spin)
     tally = RunTally(detector, model_sha256)
     run = start_run(detector, source, config)  # before any output: a mistyped source creates no file
     tally.source = run.pipeline.source.name  # what its warnings name: several streams may share one log
