@@ -28,6 +28,7 @@ import math
 import os
 import stat
 import struct
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 # Maps are drawn where the content is (layouts.response_offset) from this time on; a format 1
 # file fitted before it holds a threshold and maps set 24 px off (16x16 cells) from where defects are.
-MAP_ALIGNMENT = "2026-11-24T06:27:20+00:00"
+MAP_ALIGNMENT = datetime(2026, 11, 24, 6, 27, 20, tzinfo=timezone.utc)
 SUFFIX = ".edgecmg"
 # Largest input side a header may give (fit never picks more; about 256 by default, config max_side):
 # it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
@@ -501,15 +502,13 @@ def load(path: str | Path, *, backbone: EfficientNetLite0 | None = None,
     if fitted_before_map_alignment(header):
         log.warning("%s was fitted on %s, before edgecmg drew anomaly maps where the content is (%s): its maps "
                     "are drawn aligned now, but its threshold was set on the old ones. Fit it again for "
-                    "verdicts you can trust", path, header["created"]["time"], MAP_ALIGNMENT[:10])
+                    "verdicts you can trust", path, header["created"]["time"], MAP_ALIGNMENT.date())
     return model.eval(), header
 
 
 def fitted_before_map_alignment(header: dict[str, Any]) -> bool:
     """True for a format 1 file whose creation time is before ``MAP_ALIGNMENT`` (later formats all
     came after it; a file without a readable time is not judged)."""
-    from datetime import datetime
-
     if header.get("format_version") != 1:
         return False
     created = header.get("created")
@@ -519,7 +518,7 @@ def fitted_before_map_alignment(header: dict[str, Any]) -> bool:
     # Format 1 wrote "+0000", which Python 3.10's fromisoformat does not read; later files "+00:00".
     for parse in (datetime.fromisoformat, lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z")):
         try:
-            return parse(fitted_at) < datetime.fromisoformat(MAP_ALIGNMENT)
+            return parse(fitted_at) < MAP_ALIGNMENT
         except (TypeError, ValueError):  # not a time, or one without a zone (not comparable)
             continue
     return False

@@ -100,8 +100,8 @@ class Detector:
             (spinning) for whole-detector graphs, off for featurizer graphs scored on the host.
             Spinning is for the lowest latency on cores nothing else needs; ``False`` uses about a third
             of the CPU per frame that spinning does on a paced stream, and is faster where other work
-            shares the cores (see the README's "CPU use between frames"). Other backends take no setting (for torch:
-            ``OMP_WAIT_POLICY``).
+            shares the cores (see the README's "CPU use between frames"). Other backends take no
+            setting (for torch: ``OMP_WAIT_POLICY``).
         map_size: see :attr:`map_size`.
         """
         from edgecmg.runtime.registry import make_runner

@@ -74,14 +74,14 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
     stem = cut_to_bytes(Path(artifact_path).stem, _ENTRY_MAX_BYTES - len(key_part))
     path = folder / f"{stem}{key_part}"
-    # Private where edgecmg makes it: an export holds the model's memory bank, and an entry written by
-    # another user is not used (below).
-    with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _EXPORT_LOCK:  # threads of one process opening one model export it once
         path, onnx_header = _look_up(path, folder, key_part, sha, artifact_path, say=True)
         if onnx_header is not None:
             return path, onnx_header
+        # Made only for an export (and its lock), private where edgecmg makes it: an export holds the
+        # model's memory bank, and an entry written by another user is not used (_look_up).
+        with contextlib.suppress(OSError):  # a folder that cannot be made: check_writable says why
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Processes sharing the cache export one at a time (a model already cached never waits): one
         # that waited finds what the other exported.
         with _one_export_at_a_time(folder):
