@@ -49,13 +49,20 @@ def source_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
-    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once per code version and reused."""
+def kolektor_model(work: Path, input_size: tuple[int, int]) -> Path:
+    """The benchmark model at ``input_size`` in ``work``, fitted once per code version and reused (also
+    used by bench_cpu_use.py)."""
     work = work / f"code-{source_hash()}"
     work.mkdir(parents=True, exist_ok=True)
     model = work / f"kolektor_{input_size[0]}x{input_size[1]}.edgecmg"
     if not model.is_file():
         fit_kolektor(model, input_size)
+    return model
+
+
+def model_files(work: Path, input_size: tuple[int, int]) -> list[Path]:
+    """(artifact, FP32 full-graph ONNX, INT8 full-graph ONNX), made once per code version and reused."""
+    model = kolektor_model(work, input_size)
     fp32 = model.with_suffix(".onnx")
     if not fp32.is_file():
         export_onnx(model, fp32, ExportConfig(with_scoring=True))

@@ -80,20 +80,16 @@ def main() -> None:
         print(json.dumps(measure(model, backend, spin, args.frames, args.frames // 2, 1.0 / args.fps)))
         return
 
-    from bench_backends import fit_kolektor, source_hash
+    from bench_backends import kolektor_model
 
     from edgecmg.stream.environment import environment_info
 
-    work = Path(args.work) / f"code-{source_hash()}"
-    work.mkdir(parents=True, exist_ok=True)
-    model = work / f"kolektor_{INPUT_SIZE[0]}x{INPUT_SIZE[1]}.edgecmg"
-    if not model.is_file():
-        fit_kolektor(model, INPUT_SIZE)
+    model = kolektor_model(Path(args.work), INPUT_SIZE)
     rows = []
     for busy in (0, args.busy):
         for label, backend, spin, extra_env in SETTINGS:
             env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            env.update(extra_env, EDGECMG_CACHE_DIR=str(work / "cache"))
+            env.update(extra_env, EDGECMG_CACHE_DIR=str(model.parent / "cache"))
             others = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
             try:
                 done = subprocess.run([sys.executable, __file__, "--child", json.dumps([str(model), backend, spin]),
