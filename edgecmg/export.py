@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import threading
 import warnings
@@ -461,8 +462,22 @@ def _attention_fastpath_off():
 
 # torch.onnx.export (and warnings.catch_warnings) keep process-wide state: two threads exporting at
 # once failed ("GLOBALS.in_onnx_export must be True"). Re-entrant: cached_onnx holds it around its
-# check-then-export, so threads opening one model export it once.
+# check-then-export, so threads opening one model export it once. Always read as ``export._EXPORT_LOCK``
+# (not imported by name): a forked child gets a new one, below.
 _EXPORT_LOCK = threading.RLock()
+
+
+def _new_export_lock_in_child() -> None:
+    """A child forked while another thread of its parent exported (a worker pool started beside a
+    model's first load) inherits the lock taken by a thread it does not have: its first export, or
+    even its look into the export cache, would wait forever. The child runs no export yet: a new,
+    free lock is the right state."""
+    global _EXPORT_LOCK
+    _EXPORT_LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_export_lock_in_child)
 
 
 def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],

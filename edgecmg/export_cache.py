@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from edgecmg import __version__
+from edgecmg import __version__, export
 from edgecmg.config import ExportConfig
 from edgecmg.errors import ArtifactError, BackendUnavailableError, MissingFileError, OutputError
 from edgecmg.export import (
-    _EXPORT_LOCK,
     EXPORT_REVISION,
     GRAPH_FEATURIZER,
     GRAPH_FULL,
@@ -74,7 +73,7 @@ def cached_onnx(artifact_path: str | Path, config: ExportConfig = ExportConfig()
     key_part = f"-{sha[:12]}-{graph}-{key[:12]}.onnx"
     stem = cut_to_bytes(Path(artifact_path).stem, _ENTRY_MAX_BYTES - len(key_part))
     path = folder / f"{stem}{key_part}"
-    with _EXPORT_LOCK:  # threads of one process opening one model export it once
+    with export._EXPORT_LOCK:  # threads of one process opening one model export it once
         path, onnx_header = _look_up(path, folder, key_part, sha, artifact_path, say=True)
         if onnx_header is not None:
             return path, onnx_header

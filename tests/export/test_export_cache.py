@@ -326,3 +326,38 @@ def test_a_child_forked_during_an_export_does_not_keep_the_cache_locked(tmp_path
         os.waitpid(child, 0)
         os.close(started)
         os.close(running)
+
+
+def test_a_child_forked_while_another_thread_exports_can_export(tmp_path):
+    """The in-process export lock held by a parent's thread (an export under way) is free in a child
+    forked meanwhile: taken over, the child's first model load waited forever."""
+    import threading
+
+    import edgecmg.export as export
+
+    taken, release = threading.Event(), threading.Event()
+
+    def exporting():  # stands in for a thread inside cached_onnx's export
+        with export._EXPORT_LOCK:
+            taken.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=exporting)
+    thread.start()
+    try:
+        assert taken.wait(30)
+        answer_read, answer_write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            got = export._EXPORT_LOCK.acquire(timeout=5)
+            os.write(answer_write, b"1" if got else b"0")
+            os._exit(0)
+        os.close(answer_write)
+        try:
+            assert os.read(answer_read, 1) == b"1"
+        finally:
+            os.waitpid(child, 0)
+            os.close(answer_read)
+    finally:
+        release.set()
+        thread.join()
