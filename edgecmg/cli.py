@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import logging
 import os
 import sys
@@ -34,7 +33,7 @@ from edgecmg.commands import (
 from edgecmg.config import ModelConfig, StreamConfig
 from edgecmg.errors import (NO_THREAD_HINT, ConfigError, EdgeCMGError, OutputError, name_some, no_thread, one_line,
                             out_of_memory)
-from edgecmg.fileio import point_at_devnull, write_problem
+from edgecmg.fileio import json_text, point_at_devnull, write_problem
 from edgecmg.model.layouts import DEFAULT_LAYOUT, FEATURE_LAYOUTS
 from edgecmg.progress import show_progress
 
@@ -167,7 +166,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
                       f"{found['threshold']:.4f}; if the line changed since fit (exposure, position, focus, camera), "
                       "fit again on good frames taken the new way" if ratio > THRESHOLD_MOVE_TO_CHECK else None)
     if args.json:
-        print(json.dumps(found, indent=2))
+        print(json_text(found, indent=2))
         return partly_used(len(found["skipped"]))
     images = found["images"]
     print(f"{images} good image{'' if images == 1 else 's'} judged ({len(found['skipped'])} unreadable skipped), "
@@ -224,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 write_report(Path(args.out), metrics, records, detector.threshold, Path(args.data).resolve().name,
                              detector=detector, samples=samples, written=partial.report)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json_text(metrics, indent=2))
     else:
         skipped = f", {len(metrics['skipped'])} unreadable skipped" if metrics["skipped"] else ""
         print(f"{metrics['images']} test images{skipped}; backend {metrics['backend']}, precision "

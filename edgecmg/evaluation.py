@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,11 +11,12 @@ from typing import Callable, Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
+from edgecmg import __version__
 from edgecmg.config import ModelConfig
 from edgecmg.datasets import MVTecDataset, Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError, name_some, out_of_memory
-from edgecmg.fileio import atomic_write_bytes, spreadsheet_cell
+from edgecmg.fileio import atomic_write_bytes, json_text, spreadsheet_cell
 from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
@@ -57,6 +57,12 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     height, width = size
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
+
+
+#: The ``schema`` of evaluate_detector's metrics (eval --json, metrics.json) and of threshold_from_good's
+#: result (threshold --json); docs/outputs.md lists their keys.
+EVAL_SCHEMA = "edgecmg.eval.v1"
+THRESHOLD_SCHEMA = "edgecmg.threshold.v1"
 
 
 def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDataset | str | Path, *,
@@ -153,7 +159,9 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
             raise DataError(f"none of the {len(given)} {kind} test image(s) could be read (the first: {given[0].path}; "
                             "each is named in the warnings above): AUROC needs good and defective images; replace "
                             "or re-export them")
-    metrics = evaluate(labels, scores)
+    # schema: what a script checks before it reads the keys (docs/outputs.md); it changes when a key is
+    # renamed, removed or changes meaning, not when one is added.
+    metrics = {"schema": EVAL_SCHEMA, "edgecmg": __version__, **evaluate(labels, scores)}
     if mostly_defect:
         warn_mostly_defect_masks(mostly_defect, masks_read)
     if has_masks:
@@ -314,7 +322,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
     on. Images fit trained on score low (their patches are in the memory bank) and would set it too low.
 
-    Returns {threshold, quantile, images, skipped, left_out, stored_threshold, stored_flags (of these images),
+    Returns {schema, edgecmg (the version), threshold, quantile, images, skipped, left_out, stored_threshold, stored_flags (of these images),
     flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
 
     paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
@@ -338,7 +346,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
                     len(scores), quantile, enough, enough)
     values = np.asarray(scores)
     threshold, left_out = threshold_from_scores(values, quantile, names)
-    return {"threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,
+    return {"schema": THRESHOLD_SCHEMA, "edgecmg": __version__, "threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,
             "left_out": left_out,
             "stored_threshold": float(detector.threshold),
             "stored_flags": int((values >= detector.threshold).sum()), "flags": int((values >= threshold).sum()),
@@ -465,7 +473,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], threshold: float
 
     written = [] if written is None else written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"),
+    atomic_write_bytes(out / "metrics.json", (json_text(metrics, indent=2) + "\n").encode("utf-8"),
                        what="the report", sync=False)
     written.append("metrics.json")
     rows = io.StringIO(newline="")  # whole before it is written, as every file edgecmg writes

@@ -13,12 +13,14 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import stat
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from edgecmg.errors import ConfigError, OutputError
 
@@ -233,6 +235,28 @@ def refuse_link(path: Union[str, Path], flag: str = "") -> bool:
                       "can write the folder could aim it at any file; remove the link, or give the file's own path")
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: NaN and infinities become null (json.dumps writes them as
+    NaN and Infinity, which JavaScript, strict parsers and newer jq refuse: one inf score made a
+    whole metrics.json unreadable), numpy scalars and arrays Python numbers and lists, tuples lists,
+    keys strings. Every JSON output goes through it (see docs/outputs.md)."""
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # no numpy import here: duck-typed
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value: Any, *, indent: Optional[int] = None) -> str:
+    """``value`` (through :func:`json_ready`) as strict JSON text; ``allow_nan=False`` makes a value
+    json_ready missed an error here rather than an unreadable file."""
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False)
+
+
 class JsonLinesFile:
     """A JSON-lines file (predict's results.jsonl and skipped.jsonl, written anew; stream's --jsonl,
     appended to), each record whole or not at all. A write that fails (a full disk) cuts the file
@@ -276,7 +300,7 @@ class JsonLinesFile:
             raise self._error(exc) from exc
 
     def write(self, record: dict) -> None:
-        data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+        data = memoryview((json_text(record) + "\n").encode("utf-8"))
         done = 0
         try:
             while done < len(data):

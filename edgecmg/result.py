@@ -156,7 +156,9 @@ class Result:
 
 
 def _json_number(value: Any) -> Optional[float]:
-    """A float rounded for a JSON line, or None for NaN and infinities, which JSON has no words for
-    (json.dumps writes them as NaN, which jq and most parsers refuse)."""
+    """A float for a JSON line, or None for NaN and infinities, which JSON has no words for (json.dumps
+    writes them as NaN, which jq and most parsers refuse). Not rounded: a score rounded with its
+    threshold could come out equal to it while ``is_anomaly`` said no (``score >= threshold`` in a
+    script then disagreed with the record's own verdict), and read differently from scores.csv."""
     number = float(value)
-    return round(number, 6) if math.isfinite(number) else None
+    return number if math.isfinite(number) else None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edgecmg
 from edgecmg.cli import main
 
 
@@ -241,6 +242,7 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert 0 <= metrics["image_auroc"] <= 1 and 0 <= metrics["pixel_auroc"] <= 1 and metrics["images"] == 10
     assert 0 <= metrics["aupro"] <= 1 and 0 < metrics["f1_max"] <= 1  # AUPRO up to 30% FPR, F1-max
     assert (metrics["backend"], metrics["precision"]) == ("torch", "fp32")  # as the text says them
+    assert (metrics["schema"], metrics["edgecmg"]) == ("edgecmg.eval.v1", edgecmg.__version__)  # docs/outputs.md
     # What the pixel figures cover, how they were taken, and what judged what when: read long after.
     from edgecmg.artifact import read_header
 
@@ -446,6 +448,7 @@ def test_bench_puts_several_models_side_by_side(small_artifact, featurizer_onnx,
     # torch never runs ONNX files, on any machine: not "it cannot run this file here"
     assert f"skipping torch on {featurizer_onnx}: torch does not run .onnx files" in caplog.text
     report = json.loads((out / "bench.json").read_text())
+    assert report["schema"] == "edgecmg.bench.v1"
     pairs = {(row["model"], row["backend"]) for row in report["rows"]}
     # the artifact runs on both backends; the ONNX file only on ONNX Runtime (torch cannot run it)
     assert pairs == {(small_artifact.name, "torch"), (small_artifact.name, "onnxruntime"),
@@ -495,6 +498,7 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0, abs=0.01)  # the source's rate, plays at real speed
     cap.release()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
+    assert summary["schema"] == "edgecmg.stream_summary.v1"
     assert summary["rows"][0]["frames_yielded"] == 12 and summary["rows"][0]["frames_dropped"] == 0
     assert "latency counts the time frames waited in the queue" in capsys.readouterr().out
     # --realtime plays the recording at its 10 fps, as a camera would: 12 frames take about 1.2 s
@@ -1294,6 +1298,7 @@ def test_threshold_is_the_quantile_of_unseen_good_parts_and_eval_takes_it(small_
     assert found["threshold"] == pytest.approx(np.quantile(scores, 0.9), rel=1e-6)
     assert found["images"] == len(good) and found["skipped"] == [str(folder / "broken.png")]
     assert found["left_out"] == []  # none of these scores far above the rest
+    assert (found["schema"], found["edgecmg"]) == ("edgecmg.threshold.v1", edgecmg.__version__)
     assert found["stored_threshold"] == pytest.approx(detector.threshold)
     assert found["stored_flags"] == int((scores >= detector.threshold).sum())
     assert found["flags"] == int((scores >= found["threshold"]).sum()) == 2  # the top 10% of 12

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import edgecmg
 from edgecmg.cli import main
 
 EDGECMG = str(Path(sys.executable).parent / "edgecmg")
@@ -267,6 +268,7 @@ def test_predict_resume_refuses_another_model_or_threshold_and_overwrite(small_a
     assert predict() == 0
     run = json.loads((out / "predict_run.json").read_text())
     assert run["model"] == str(small_artifact.resolve()) and len(run["model_sha256"]) == 64
+    assert (run["schema"], run["edgecmg"]) == ("edgecmg.predict_run.v1", edgecmg.__version__)
     earlier = (out / "results.jsonl").read_bytes()
     capsys.readouterr()
 

@@ -27,6 +27,7 @@ def test_env_describes_this_machine(capsys):
         assert "problems: none found" in out
     assert main(["env", "--json"]) == status
     printed = json.loads(capsys.readouterr().out)
+    assert printed["schema"] == "edgecmg.env.v1"
     assert printed["backends"] == report["backends"] and printed["problems"] == report["problems"]
     assert {b["backend"] for b in printed["backends"] if b["available"]} >= {"torch"}
     assert printed["environment"]["torch"] == torch.__version__

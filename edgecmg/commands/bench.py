@@ -201,7 +201,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 environment["skipped"] = skipped
             if stopped:
                 environment["stopped"] = stopped
-            table = write_report(rows, out, "bench", environment=environment)
+            table = write_report(rows, out, "bench", environment=environment, schema="edgecmg.bench.v1")
             title = f"edgecmg bench: {Path(models[0]).stem.split('.')[0]} on {environment.get('device')}"
             plot_latency(samples, out / "bench_latency.png", title=title)
             return f"\ndevice: {environment.get('device')}  ({frames_note})\n{table}"

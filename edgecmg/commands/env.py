@@ -7,11 +7,12 @@ not imported. Exit status 1 when a problem was found, so a provisioning script c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sysconfig
 from typing import Any
+
+from edgecmg.fileio import json_text
 
 
 def _numpy_abi_problem() -> str | None:
@@ -291,5 +292,5 @@ def format_environment(report: dict[str, Any]) -> str:
 
 def run_env(args: argparse.Namespace) -> int:
     report = check_environment()
-    print(json.dumps(report, indent=2) if args.json else format_environment(report))
+    print(json_text({"schema": "edgecmg.env.v1", **report}, indent=2) if args.json else format_environment(report))
     return 1 if report["problems"] else 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgecmg.errors import EdgeCMGError, one_line
+from edgecmg.fileio import json_text
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def run_info(args: argparse.Namespace) -> int:
         described.append(info)
         entries.append({k: v for k, v in info.items() if k != "model"})
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print(json_text(entries, indent=2))
     elif described:
         print("\n\n".join(format_description(info) for info in described))
     return 0 if not failed else 1 if described else 2

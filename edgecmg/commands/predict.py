@@ -19,7 +19,7 @@ from typing import Optional
 from edgecmg import __version__
 from edgecmg.commands import check_model_first, output_folder, partly_used
 from edgecmg.errors import ConfigError, EdgeCMGError
-from edgecmg.fileio import JsonLinesFile, atomic_write_bytes
+from edgecmg.fileio import JsonLinesFile, atomic_write_bytes, json_text
 from edgecmg.imageio import real_path
 
 log = logging.getLogger("edgecmg")
@@ -59,8 +59,8 @@ def run_predict(args: argparse.Namespace) -> int:
             skipped_path.unlink(missing_ok=True)  # an earlier run's list (--overwrite)
             remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
         if earlier_run is None:  # what --resume checks a later run against
-            atomic_write_bytes(out / PREDICT_RUN, json.dumps(
-                {"by": "edgecmg predict", "version": __version__, "model": str(Path(args.model).resolve()),
+            atomic_write_bytes(out / PREDICT_RUN, json_text(
+                {"schema": "edgecmg.predict_run.v1", "by": "edgecmg predict", "edgecmg": __version__, "model": str(Path(args.model).resolve()),
                  "model_sha256": model_sha256, "threshold": float(detector.threshold), "backend": detector.backend,
                  "cwd": os.getcwd(), "started": datetime.now().astimezone().isoformat(timespec="seconds")},
                 indent=2).encode("utf-8"), what="the run's record", sync=False)

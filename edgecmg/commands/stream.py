@@ -32,7 +32,7 @@ from edgecmg.commands import (
 )
 from edgecmg.config import StreamConfig
 from edgecmg.errors import ConfigError, EdgeCMGError, OutputError, StreamError
-from edgecmg.fileio import JsonLinesFile, same_file, write_problem
+from edgecmg.fileio import JsonLinesFile, json_text, same_file, write_problem
 from edgecmg.stream.sources import DEFAULT_PACE_FPS, ImageFilesSource
 from edgecmg.stream.status_line import LiveStatusLine
 
@@ -474,7 +474,7 @@ class StdoutRecords:
         self._handle = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1, closefd=False)
 
     def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record) + "\n")
+        self._handle.write(json_text(record) + "\n")
 
     def close(self) -> None:
         self._handle.close()
@@ -512,7 +512,8 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
             # Held while the rows are read and written again: streams stopped together (a box shutting
             # down) each read the rows, and the last to write dropped the others'.
             with held_while_updating(report_dir):
-                write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary")
+                write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary",
+                             schema="edgecmg.stream_summary.v1")
         finally:  # the output (a service's log) keeps what the files could not
             print(field_lines(stats), end="", file=say)
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)", file=say)

@@ -136,6 +136,10 @@ def _numeric_column(rows: Sequence[Mapping[str, Any]], col: str) -> bool:
     )
 
 
+#: ``schema`` of a report whose rows are the caller's own; stream's summary and bench name theirs.
+REPORT_SCHEMA = "edgecmg.report.v1"
+
+
 def write_report(
     rows: Sequence[Mapping[str, Any]],
     out_dir: Union[str, os.PathLike],
@@ -143,10 +147,11 @@ def write_report(
     *,
     environment: Optional[Mapping[str, Any]] = None,
     echo: bool = False,
+    schema: str = REPORT_SCHEMA,
 ) -> str:
     """Write ``<out_dir>/<stem>.json``, ``.csv`` and ``.md``; return the markdown table.
 
-    The JSON holds ``{"created", "environment", "rows"}`` so a result is never separated from
+    The JSON holds ``{"schema", "created", "environment", "rows"}`` so a result is never separated from
     the machine it was measured on; the CSV holds the rows only (one column per key, first-seen
     order; nested values JSON-encoded), for spreadsheets.
 
@@ -155,6 +160,7 @@ def write_report(
         environment: what to record as the environment; default :func:`environment_info`.
             Pass ``{}`` to leave it out.
         echo: also print the table to stdout.
+        schema: the JSON's ``schema`` (what a script checks before it reads the rows; docs/outputs.md).
 
     Raises:
         DataError: a row is not a mapping.
@@ -176,6 +182,7 @@ def write_report(
     clean_rows = [_sanitize(dict(r)) for r in rows]
     env = environment_info() if environment is None else dict(environment)
     payload = {
+        "schema": schema,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "environment": _sanitize(env),
         "rows": clean_rows,
