@@ -500,6 +500,7 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     assert summary["schema"] == "edgecmg.stream_summary.v1"
     assert summary["rows"][0]["frames_yielded"] == 12 and summary["rows"][0]["frames_dropped"] == 0
+    assert summary["rows"][0]["ended_by"] == "source_ended"
     assert "latency counts the time frames waited in the queue" in capsys.readouterr().out
     # --realtime plays the recording at its 10 fps, as a camera would: 12 frames take about 1.2 s
     started = time.perf_counter()
@@ -516,7 +517,8 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     assert judged >= 1 and row["frames_yielded"] == judged and judged + row["frames_dropped"] == 12
 
 
-def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolektor_root, capsys, monkeypatch):
+def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolektor_root, capsys, monkeypatch,
+                                                           tmp_path):
     """--stall-warn S reaches StreamConfig; 0 turns it off (a triggered camera is silent between parts)."""
     from edgecmg.detector import Detector
 
@@ -531,8 +533,10 @@ def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolek
     folder = str(kolektor_root / "test" / "good")
     for flag, expected in ((["--stall-warn", "0"], None), (["--stall-warn", "2.5"], 2.5), ([], 10.0)):
         assert main(["-q", "stream", folder, "-m", str(small_artifact), "--backend", "torch", "--max-frames", "1",
-                     *flag]) == 0
+                     *flag, "--report", str(tmp_path)]) == 0
         assert seen.pop() == expected
+    row = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
+    assert (row["ended_by"], row["ended"]) == ("max_frames", "--max-frames 1 reached")  # for a script, for a person
     assert main(["-q", "stream", folder, "-m", str(small_artifact), "--stall-warn", "-1"]) == 2
     assert "--stall-warn -1.0: give seconds >= 0" in capsys.readouterr().err
 
@@ -561,7 +565,7 @@ def test_sigterm_stops_a_stream_as_ctrl_c_does(small_artifact, kolektor_root, tm
     assert process.returncode == status and ended.encode() in err and b"Traceback" not in err, err.decode()
     summary = json.loads((tmp_path / "stream_summary.json").read_text())
     records = jsonl.read_text().splitlines()
-    assert summary["rows"][0]["ended"] == ended
+    assert (summary["rows"][0]["ended"], summary["rows"][0]["ended_by"]) == (ended, "signal")
     assert 1 <= len(records) == summary["rows"][0]["frames_yielded"] < 87  # every judged frame written
 
 
@@ -734,6 +738,7 @@ def test_a_full_disk_under_jsonl_ends_the_stream_naming_the_file(small_artifact,
     assert f"cannot write the --jsonl records {jsonl}: the disk is full" in err, err
     summary = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
     assert summary["frames_yielded"] == 1 and summary["ended"].startswith("error: cannot write the --jsonl records")
+    assert summary["ended_by"] == "error"
     # which model judged: a service's model is replaced between runs
     assert (summary["model"], summary["backend"], summary["device"]) == (str(small_artifact.resolve()), "torch", "cpu")
     assert summary["model_sha256"] == hashlib.sha256(small_artifact.read_bytes()).hexdigest()
@@ -988,7 +993,7 @@ def test_stream_interrupted_still_writes_its_summary(small_artifact, kolektor_ro
     assert main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch", "--policy", "all",
                  "--save", str(tmp_path / "out" / "o.mp4"), "--jsonl", str(jsonl)]) == 130
     row = json.loads((tmp_path / "out" / "stream_summary.json").read_text())["rows"][0]
-    assert row["ended"] == "interrupted (Ctrl-C)"
+    assert (row["ended"], row["ended_by"]) == ("interrupted (Ctrl-C)", "interrupt")
     assert row["frames_yielded"] >= 3
     assert len(jsonl.read_text().splitlines()) == 3  # what was judged before Ctrl-C is kept
 

@@ -94,19 +94,21 @@ def run_stream(args: argparse.Namespace) -> int:
             judge_frames(args, run, stop, jsonl, video, status, tally)
         finished = True
     except Terminated as stop:
-        tally.ended, stopped = f"terminated ({stop.signal_name})", True
+        tally.end("signal", f"terminated ({stop.signal_name})")
+        stopped = True
         raise
     except KeyboardInterrupt:
-        tally.ended, stopped = "interrupted (Ctrl-C)", True
+        tally.end("interrupt", "interrupted (Ctrl-C)")
+        stopped = True
         raise
     except StreamError as exc:
-        tally.ended = f"stream error: {exc}"
+        tally.end("stream_error", f"stream error: {exc}")
         raise
     except BrokenPipeError:  # --jsonl - into `| head`: its reader has what it wanted
-        tally.ended = "the reader of the --jsonl records went away (a closed pipe)"
+        tally.end("reader_gone", "the reader of the --jsonl records went away (a closed pipe)")
         raise
     except Exception as exc:  # e.g. --jsonl on a full disk: the summary says what stopped the run
-        tally.ended = f"error: {exc}"
+        tally.end("error", f"error: {exc}")
         raise
     finally:
         # A run that failed before judging a frame (no frame of the source could be decoded, the camera
@@ -196,6 +198,10 @@ RECENT_FRAMES = 200
 STILLS_FPS = 2.0  # --save's frame rate for image files read without --realtime: each part on screen half a second
 
 
+#: A summary row's ``ended_by``: what ended the run, for a script (``ended`` says it in words).
+ENDED_BY = ("source_ended", "max_frames", "window", "signal", "interrupt", "stream_error", "reader_gone", "error")
+
+
 class RunTally:
     """What the summary reports of a run besides the stream's own figures: which model judged (a
     service's model is replaced between runs), the anomalies so far and what ended the run, kept up
@@ -212,10 +218,14 @@ class RunTally:
                           "backend": detector.backend, "device": detector.device, "threshold": detector.threshold}
         self.anomalies = 0
         self.source = "the stream"  # set to the source's name once it is open
-        self.ended = "the source ended"
+        self.ended_by, self.ended = "source_ended", "the source ended"
         self.recent: deque[bool] = deque(maxlen=RECENT_FRAMES)  # the last frames' verdicts
         self.recent_flagged = 0
         self.drift_said = False  # the mostly-flagged warning: said once per run, again after it recovered
+
+    def end(self, code: str, text: str) -> None:
+        """What ended the run: ``code`` for a script (one of ENDED_BY), ``text`` for a person."""
+        self.ended_by, self.ended = code, text
 
     def count(self, is_anomaly: bool) -> None:
         """One judged frame's verdict; warns when most of the last RECENT_FRAMES frames are flagged: once,
@@ -275,12 +285,12 @@ def judge_frames(args: argparse.Namespace, run, stop: StopBetweenRecords, jsonl,
         stopped_from_window = bool(video or args.show) and show_and_save_overlay(result, video, args.show)
         stop.release()
         if stopped_from_window:
-            tally.ended = "stopped from the window (q)"
+            tally.end("window", "stopped from the window (q)")
             break
         if status:
             status.update_from(run.stats, extra=f"flagged {tally.anomalies}")
         if args.max_frames and count >= args.max_frames:
-            tally.ended = f"--max-frames {args.max_frames} reached"
+            tally.end("max_frames", f"--max-frames {args.max_frames} reached")
             break
 
 
@@ -495,7 +505,8 @@ def open_window() -> None:
 def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
     from edgecmg.stream.report import field_lines, write_report
 
-    stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended": tally.ended,
+    stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended_by": tally.ended_by,
+             "ended": tally.ended,
              # when, on the wall clock (elapsed_s is the monotonic clock's: a clock set by NTP mid-run
              # would otherwise leave the run nowhere in time)
              "ended_at": datetime.now().astimezone().isoformat(timespec="seconds"),
