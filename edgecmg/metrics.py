@@ -444,9 +444,10 @@ def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
 
 def verdict_counts(labels: Any, scores: Any, threshold: float) -> dict[str, int]:
     """{good_flagged, defects_missed} at ``threshold``, by ``Result.is_anomaly``'s rule (anomalous
-    when ``score >= threshold``): the errors a detector makes at one fixed threshold."""
+    when ``score >= threshold``, or not finite): the errors a detector makes at one fixed threshold."""
     lab = _as_labels(labels)
-    flagged = _as_scores(scores).reshape(-1) >= threshold
+    values = _as_scores(scores).reshape(-1)
+    flagged = (values >= threshold) | ~np.isfinite(values)
     _check_same_length(lab, flagged)
     return {"good_flagged": int((flagged & ~lab).sum()), "defects_missed": int((~flagged & lab).sum())}
 

@@ -58,8 +58,9 @@ class Result:
     """What a detector says about one frame.
 
     score: image-level anomaly score (higher = more anomalous).
-    is_anomaly: ``score >= threshold``; also True for a score that is not a number (NaN), which no
-        good part gives: a part the model could not score is not passed.
+    is_anomaly: ``score >= threshold``; also True for a score that is not a finite number (NaN, or an
+        infinity of either sign: a computation that overflowed), which no good part gives: a part the
+        model could not score is not passed.
     anomaly_map: float32 [H, W] at the input frame's resolution (at the model's input size where the
         detector's ``map_size`` is "model"), measured from the normal level: about
         0 where the part scores as good parts do at that place, negative below, positive above.
@@ -86,8 +87,8 @@ class Result:
 
     @property
     def is_anomaly(self) -> bool:
-        # `NaN >= t` is False: a broken input or model would pass every part. Fail safe instead.
-        return bool(self.score >= self.threshold) or math.isnan(self.score)
+        # `NaN >= t` and `-inf >= t` are False: a broken input or model would pass every part. Fail safe instead.
+        return bool(self.score >= self.threshold) or not math.isfinite(self.score)
 
     def __repr__(self) -> str:
         # Short on purpose: the dataclass default would print the whole map.

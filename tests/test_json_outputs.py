@@ -60,6 +60,11 @@ def test_a_records_numbers_agree_with_its_verdict(threshold):
 
 
 def test_a_record_of_a_score_json_cannot_hold_is_null_and_flagged():
-    for score in (float("nan"), float("inf")):
+    """-inf too: an overflow of either sign is a part the model could not score (it passed)."""
+    from edgecmg.metrics import verdict_counts
+
+    for score in (float("nan"), float("inf"), -float("inf")):
         record = strict_loads(json_text(_result(score, 2.5).to_dict()))
         assert record["score"] is None and record["is_anomaly"] is True
+    # eval's counts follow the same rule (it refuses NaN scores before they are counted)
+    assert verdict_counts([0, 0, 1, 1], [1.0, -np.inf, np.inf, 3.0], 2.5) == {"good_flagged": 1, "defects_missed": 0}
