@@ -158,7 +158,7 @@ def write_report(
     Args:
         rows: one dict per measured configuration (e.g. backend x batch size).
         environment: what to record as the environment; default :func:`environment_info`.
-            Pass ``{}`` to leave it out.
+            Pass ``{}`` to record none (the JSON then holds an empty ``environment``).
         echo: also print the table to stdout.
         schema: the JSON's ``schema`` (what a script checks before it reads the rows; docs/outputs.md).
 
