@@ -125,7 +125,7 @@ def evaluate_variant(path: Path, frames, labels, masks, threads: int, engine_net
     import json
 
     from edgecmg.export import read_onnx_header
-    from edgecmg.model.backbone import file_sha256
+    from edgecmg.fileio import file_sha256
 
     key = {"sha256": file_sha256(path), "frames": len(frames), "masks": masks is not None,
            "engine_network": engine_network, "decisions": True}

@@ -38,34 +38,23 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgecmg import magic, ops
-from edgecmg.config import ModelConfig
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
-from edgecmg.kernels.knn import MAX_K
+from edgecmg.header_checks import FORMAT_VERSION, FieldError, bad_field, check_header
 from edgecmg.model import forking
 from edgecmg.model.backbone import (BACKBONE_ID, HEAD_CHANNELS, NUM_CLASSES, WEIGHTS_SHA256, EfficientNetLite0,
                                     load_pretrained)
 from edgecmg.model.detector import CMGModel, Geometry, add_missing_normal_level, score_top_fraction
-from edgecmg.model.layouts import FEATURE_LAYOUTS
 from edgecmg.model.matcher import build_matcher
 
 log = logging.getLogger("edgecmg")
 
 MAGIC = magic.ARTIFACT
-# 2 (2026-11-24): the scorer carries a fitted normal level; version 1 files load with level 0.
-# 3 (2026-11-24): the image score may pool the hottest pixels (model spec "score_top_fraction", in every
-# version 3 file: one without it is refused); older files load with the maximum, and an older edgecmg,
-# which would score by the maximum against a threshold set on the pool, refuses version 3.
-FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<8sIQ32s")
 # Maps are drawn where the content is (layouts.response_offset) from this time on; a format 1
 # file fitted before it holds a threshold and maps set 24 px off (16x16 cells) from where defects are.
 MAP_ALIGNMENT = datetime(2026, 11, 24, 6, 27, 20, tzinfo=timezone.utc)
 SUFFIX = ".edgecmg"
-# Largest input side a header may give (fit never picks more; about 256 by default, config max_side):
-# it stops an edited size from allocating gigabytes before the payload's tensors are compared with it.
-MAX_INPUT_SIDE = ModelConfig.MAX_INPUT_SIDE
-MAX_GRID = 32  # fit accepts 2..8; older files stay readable down to 1
 MAX_HEADER_BYTES = magic.MAX_HEADER_BYTES
 
 
@@ -160,14 +149,14 @@ def _refuse_what_load_would_refuse(path: Path, header_bytes: bytes, tensors: dic
     backbone weights are the header's (a property of the machine that loads the file)."""
     try:
         header = magic.loads_header(header_bytes)  # the header as the loader will read it back
-        _check_header(path, header, FORMAT_VERSION, model_file=True)
+        check_header(path, header, FORMAT_VERSION, model_file=True)
         _check_sizes_against_tensors(path, header, tensors)
         # The backbone's weights are not in the file (nor among _tensors_of's), so a bare module stands
         # in for it (building the model must not touch the caller's); the matcher is the header's.
         expected = _build_model(path, header, torch.nn.Module(), model.featurizer.matcher)
         _check_against_model(path, header, tensors, expected)
     except ArtifactError as exc:
-        if isinstance(exc, _FieldError):  # the metadata does not describe this model
+        if isinstance(exc, FieldError):  # the metadata does not describe this model
             raise ConfigError(f"{path}: not written, as loading it would fail: {exc.problem}; "
                               f"{_PASS_FITS_METADATA}") from None
         why = str(exc).removeprefix(f"{path}: ")
@@ -192,141 +181,6 @@ def prepare_output(path: str | Path) -> Path:
 # tool): every field load uses is checked here, so such a file gives an ArtifactError naming the
 # field instead of a KeyError or an allocation sized by the edit.
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
-
-
-def _is_number(value: Any) -> bool:
-    if not (_is_int(value) or isinstance(value, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer past float's reach (JSON has no limit on digits)
-        return False
-
-
-_JSON_KINDS = {
-    "an object": lambda v: isinstance(v, dict),
-    "a string": lambda v: isinstance(v, str),
-    "true or false": lambda v: isinstance(v, bool),
-    "an integer": _is_int,
-    "a finite number": _is_number,
-    "a list": lambda v: isinstance(v, list),
-    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
-}
-_ABSENT = object()
-
-
-class _FieldError(ArtifactError):
-    """An ArtifactError about one header field; ``problem`` is what is wrong with it, without the
-    file's path and the loader's advice (save refuses such metadata with advice of its own)."""
-
-    def __init__(self, message: str, problem: str = "") -> None:
-        super().__init__(message)
-        self.problem = problem or message
-
-
-def _bad_field(path: Path, field: str, why: str) -> ArtifactError:
-    problem = f"header field '{field}' {why}"
-    return _FieldError(f"{path}: {problem}: the metadata was edited or written wrongly; "
-                       "fit the model again or copy the original file", problem)
-
-
-def _field(path: Path, header: dict, field: str, kind: str, default: Any = _ABSENT) -> Any:
-    """``header``'s ``field`` (dotted: "model.bank_size"; its parents already checked as objects),
-    which must be of JSON kind ``kind``; ``default`` where it may be absent."""
-    table = header
-    *parents, key = field.split(".")
-    for parent in parents:
-        table = table[parent]
-    if key not in table:
-        if default is _ABSENT:
-            raise _bad_field(path, field, "is missing")
-        return default
-    value = table[key]
-    if not _JSON_KINDS[kind](value):
-        raise _bad_field(path, field, f"is {json.dumps(value)[:40]}, not {kind}")
-    return value
-
-
-def _int_field(path: Path, header: dict, field: str, low: int, high: int | None = None) -> int:
-    value = _field(path, header, field, "an integer")
-    if value < low or (high is not None and value > high):
-        limits = f">= {low}" if high is None else f"in {low}..{high}"
-        raise _bad_field(path, field, f"is {value}, not {limits}")
-    return value
-
-
-def _check_header(path: Path, header: Any, prefix_version: int, *, model_file: bool = False) -> None:
-    """Refuse a header whose fields are missing, of the wrong JSON type, or out of range.
-
-    ``model_file``: the header is an .edgecmg file's own (load, save), not an export's copy of one,
-    and the fields its format version always writes are required (see below)."""
-    if not isinstance(header, dict):
-        raise ArtifactError(f"{path}: the header is a JSON {type(header).__name__}, not an object; "
-                            "the file was edited or written wrongly")
-    version = _int_field(path, header, "format_version", 1)
-    # The prefix's version is outside every checksum; the header's copy is covered by the header's.
-    if version != prefix_version:
-        raise _bad_field(path, "format_version", f"is {version} but the file's prefix says {prefix_version}")
-    _field(path, header, "payload", "an object")
-    _int_field(path, header, "payload.bytes", 0)
-    _field(path, header, "payload.sha256", "a string")
-    _field(path, header, "backbone", "an object")
-    _field(path, header, "backbone.id", "a string")
-    _field(path, header, "backbone.sha256", "a string")
-    input_size = _field(path, header, "input_size", "a list")
-    if len(input_size) != 2 or not all(_is_int(side) and 64 <= side <= MAX_INPUT_SIDE and side % 32 == 0
-                                       for side in input_size):
-        raise _bad_field(path, "input_size", f"is {json.dumps(input_size)[:40]}, not [height, width] in "
-                                             f"multiples of 32 from 64 to {MAX_INPUT_SIDE}")
-    _int_field(path, header, "grid", 1, MAX_GRID)
-    threshold = _field(path, header, "threshold", "a finite number")
-    # The scorer holds it as float32 for CMER's rule: beyond that range it would be infinite there.
-    if abs(threshold) > torch.finfo(torch.float32).max:
-        raise _bad_field(path, "threshold", f"is {threshold}, beyond float32's range")
-    if _field(path, header, "features", "a string", None) not in (None, *FEATURE_LAYOUTS):
-        raise _bad_field(path, "features", f"is {header['features']!r}, not one of {sorted(FEATURE_LAYOUTS)}")
-    if _field(path, header, "matcher", "an object", None) is not None:
-        kind = _field(path, header, "matcher.kind", "a string")
-        if kind not in ("zeroshot", "clip"):
-            raise _bad_field(path, "matcher.kind", f"is {kind!r}, not 'zeroshot' or 'clip'")
-        if kind == "clip":
-            for key in ("arch", "weights", "sha256"):
-                _field(path, header, f"matcher.{key}", "a string")
-    _field(path, header, "model", "an object")
-    for key in ("use_cmer", "use_cmle"):
-        _field(path, header, f"model.{key}", "true or false")
-    # CMLE projects the layout's channels to at most as many dims (without CMLE, to all of them).
-    _int_field(path, header, "model.feature_dim", 1, Geometry.from_header(header).layout.channels)
-    # Positive here; bounded by the payload's bank tensor, which load compares it with.
-    bank_size = _int_field(path, header, "model.bank_size", 1)
-    # The kNN search takes 1..MAX_K neighbours (ops.knn), and a bank holds at most bank_size.
-    _int_field(path, header, "model.knn_k", 1, min(MAX_K, bank_size))
-    # Format 3 writes the image score's pool in every file, and its threshold was set on that pool:
-    # without the field a file would load scored by the map's maximum (other scores, the same
-    # threshold) without a word. Files of formats 1 and 2 have none and are scored by the maximum,
-    # as they were fitted. Not required of an export's copy (check_model_header): one with no
-    # format_version is taken as the current format, and in-memory exports made before format 3
-    # carry neither field.
-    required = model_file and version >= 3
-    if required and "score_top_fraction" not in header["model"]:
-        raise _bad_field(path, "model.score_top_fraction", f"is missing, which every format-{version} model file "
-                                                           "has (the threshold was set on the score it pools)")
-    fraction = _field(path, header, "model.score_top_fraction", "a finite number", 0.0)
-    if not 0.0 <= fraction < 1.0:
-        raise _bad_field(path, "model.score_top_fraction", f"is {fraction}, not in [0, 1)")
-    # Read only for reports and warnings (edgecmg info, the Detector's stretch warning), and absent
-    # from older files: of the JSON type their readers take where present.
-    for section in ("normalization", "training", "created", "threshold_set", "export", "quantization"):
-        _field(path, header, section, "an object", None)
-    if "training" in header:
-        _field(path, header, "training.aspect_hw", "a finite number", None)
-        _field(path, header, "training.threshold_left_out", "a list of strings", None)
-    if "export" in header:
-        _field(path, header, "export.outputs", "a list of strings", None)
-
-
 def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, torch.Tensor]) -> None:
     """The header's sizes must be those of the payload's tensors, checked before the model is built
     from them (the build allocates by the header; a file's tensors are only as large as the file)."""
@@ -347,7 +201,7 @@ def _check_sizes_against_tensors(path: Path, header: dict, tensors: dict[str, to
             raise ArtifactError(f"{path}: the payload has no {what} ({name}); copy the file again")
     for name, (shape, field) in expected.items():
         if name in tensors and tuple(tensors[name].shape) != shape:
-            raise _bad_field(path, field, f"gives {name} the shape {shape}, but the payload's is "
+            raise bad_field(path, field, f"gives {name} the shape {shape}, but the payload's is "
                                           f"{tuple(tensors[name].shape)}")
 
 
@@ -415,7 +269,7 @@ def _check_head(path: Path, data: bytes, size: int) -> tuple[dict[str, Any], int
         header = magic.loads_header(header_bytes)
     except (ValueError, RecursionError) as exc:  # with a matching checksum: written wrongly, or forged
         raise ArtifactError(f"{path}: header is not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from exc
-    _check_header(path, header, version, model_file=True)
+    check_header(path, header, version, model_file=True)
     declared = header["payload"]["bytes"]
     if size < end + declared:
         raise ArtifactError(

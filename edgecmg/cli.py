@@ -190,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgecmg.datasets import MVTecDataset
     from edgecmg.detector import Detector
     from edgecmg.evaluation import EVAL_BYTES_PER_PIXEL, eval_memory_per_image, evaluate_detector, write_report
-    from edgecmg.model.backbone import file_sha256
+    from edgecmg.fileio import file_sha256
 
     check_model_first([args.data], "an MVTec data folder", "eval MODEL DATA")
     # The report is written after the whole evaluation: its folder is checked first (and removed

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, StreamConfig, aspect_stretch, expect_config
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError
@@ -34,8 +33,10 @@ log = logging.getLogger("edgecmg")
 
 MAP_SIZES = ("frame", "model")  # Detector.map_size: the anomaly map at each frame's size, or the model's
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a torch model runs: a process running an .onnx or an
+    # engine never loads it (1.3-1.6 s and about 200 MB at every start of a service, measured on 2 cores)
     import PIL.Image
+    import torch
 
     from edgecmg.stream import StreamRun
 
@@ -342,7 +343,9 @@ class Detector:
         except RunnerInactiveError:
             self._check_open()  # closed by another thread since the check above: say that
             raise
-        if self._scorer is not None:
+        if self._scorer is not None:  # a featurizer-only graph: its memory bank is scored here, in torch
+            import torch
+
             with torch.inference_mode():
                 scored = self._scorer(torch.from_numpy(outputs["embeddings"]),
                                       torch.from_numpy(outputs["match_scores"]))

@@ -554,7 +554,7 @@ def _check_precision_matches(onnx_path: Path, precision: str, quantized: bool) -
 def _engine_header(onnx_path: Path, config: EngineConfig, model_header: dict[str, Any], shapes: dict[str, Any],
                    platform: Platform, *, strongly: bool, fp16_cast: bool, started: float) -> dict[str, Any]:
     """The engine file's JSON header; build_seconds counts from ``started`` to now."""
-    from edgecmg.model.backbone import file_sha256
+    from edgecmg.fileio import file_sha256
 
     export_info = model_header.get("export", {})
     return {

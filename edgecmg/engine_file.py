@@ -145,43 +145,43 @@ def _check_fields(path: Path, header: dict[str, Any], version: int) -> None:
     """Refuse an engine header whose fields are missing, of the wrong JSON type, or disagree with its model
     header (itself checked as an export's) or with each other: the runner and check_engine_compatible
     read them as checked here."""
-    from edgecmg.artifact import _bad_field, _field, _int_field, _is_int
-    from edgecmg.export import check_model_header
+    from edgecmg.header_checks import bad_field, header_field, int_field, is_int
+    from edgecmg.onnx_header import check_model_header
 
     # The prefix's version is outside every checksum; the header's copy is covered by the header's.
-    if _field(path, header, "format_version", "an integer") != version:
-        raise _bad_field(path, "format_version", f"is {header['format_version']} but the file's prefix says {version}")
+    if header_field(path, header, "format_version", "an integer") != version:
+        raise bad_field(path, "format_version", f"is {header['format_version']} but the file's prefix says {version}")
     # After that check, which tells a format-3 file whose prefix was damaged to say 2 (as the C++ reader).
     if version < HEADER_SHA_SINCE_FORMAT:
         raise ArtifactError(f"{path}: engine file format {version} is older than the oldest this edgecmg reads "
                             f"({HEADER_SHA_SINCE_FORMAT}, the first whose header carries a checksum); rebuild the "
                             "engine with this edgecmg (`edgecmg build M.onnx -o M.engine`)")
-    _field(path, header, "tensorrt", "a string")
-    _field(path, header, "gpu", "an object")
+    header_field(path, header, "tensorrt", "a string")
+    header_field(path, header, "gpu", "an object")
     for key in ("name", "compute_capability"):
-        _field(path, header, f"gpu.{key}", "a string")
-    if _field(path, header, "precision", "a string") not in ("fp32", "fp16", "int8"):
-        raise _bad_field(path, "precision", f"is {header['precision']!r}, not 'fp32', 'fp16' or 'int8'")
+        header_field(path, header, f"gpu.{key}", "a string")
+    if header_field(path, header, "precision", "a string") not in ("fp32", "fp16", "int8"):
+        raise bad_field(path, "precision", f"is {header['precision']!r}, not 'fp32', 'fp16' or 'int8'")
     if header.get("dla_core") is not None:
-        _int_field(path, header, "dla_core", 0)
-    _field(path, header, "source_onnx", "a string", None)  # named in the rebuild command (M.onnx without)
-    check_model_header(f"{path}: its 'model' section", _field(path, header, "model", "an object"))
+        int_field(path, header, "dla_core", 0)
+    header_field(path, header, "source_onnx", "a string", None)  # named in the rebuild command (M.onnx without)
+    check_model_header(f"{path}: its 'model' section", header_field(path, header, "model", "an object"))
     export = header["model"]["export"]
     for key in ("graph", "outputs"):  # as the ONNX file it was built from gave them
         if header.get(key) != export[key]:
-            raise _bad_field(path, key, f"is {json.dumps(header.get(key))[:80]}, but its model's export.{key} "
+            raise bad_field(path, key, f"is {json.dumps(header.get(key))[:80]}, but its model's export.{key} "
                                         f"is {json.dumps(export[key])}")
-    inputs = _field(path, header, "inputs", "an object")
+    inputs = header_field(path, header, "inputs", "an object")
     if list(inputs) != [export["input"]]:
-        raise _bad_field(path, "inputs", f"names {list(inputs)[:4]}, not the one input '{export['input']}'")
+        raise bad_field(path, "inputs", f"names {list(inputs)[:4]}, not the one input '{export['input']}'")
     height, width = header["model"]["input_size"]
     field = f"inputs.{export['input']}"
-    _field(path, header, field, "an object")
-    shapes = [_field(path, header, f"{field}.{end}", "a list") for end in ("min", "opt", "max")]
+    header_field(path, header, field, "an object")
+    shapes = [header_field(path, header, f"{field}.{end}", "a list") for end in ("min", "opt", "max")]
     batches = [shape[0] if shape else None for shape in shapes]
     if not all(shape[1:] == [height, width, 3] for shape in shapes) or \
-            not all(_is_int(b) for b in batches) or not 1 <= batches[0] <= batches[1] <= batches[2]:
-        raise _bad_field(path, field, f"is {json.dumps(inputs[export['input']])[:120]}, not batch ranges "
+            not all(is_int(b) for b in batches) or not 1 <= batches[0] <= batches[1] <= batches[2]:
+        raise bad_field(path, field, f"is {json.dumps(inputs[export['input']])[:120]}, not batch ranges "
                                       f"1 <= min <= opt <= max of [batch, {height}, {width}, 3] (the model's "
                                       "input size)")
 

@@ -42,45 +42,42 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from edgecmg import __version__, magic, ops
-from edgecmg.artifact import (FORMAT_VERSION, _bad_field, _check_header, _check_sizes_against_tensors, _check_tensors,
-                              _field, model_spec)
+from edgecmg import __version__, ops
+from edgecmg.artifact import _check_sizes_against_tensors, _check_tensors, model_spec
 from edgecmg.config import ExportConfig, expect_config
-from edgecmg.distributions import extra_install_hint
-from edgecmg.errors import (ArtifactError, BackendUnavailableError, ConfigError, DataError, MissingFileError, name_some,
-                            out_of_memory)
+from edgecmg.errors import ArtifactError, ConfigError, DataError
 from edgecmg.fileio import atomic_path, check_file_suffix, is_range_cache
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
+# Reading and checking an export needs no torch (edgecmg.onnx_header); its names stay importable from
+# here, where they were defined before.
+from edgecmg.onnx_header import (  # noqa: F401 (metadata_props: imported from here elsewhere)
+    FEATURIZER_OUTPUTS,
+    GRAPH_FEATURIZER,
+    GRAPH_FULL,
+    GRAPH_SHA_KEY,
+    HEADER_KEY,
+    HEADER_SHA_KEY,
+    SCORER_KEY,
+    _load_proto,
+    _onnx,
+    graph_sha256,
+    header_sha256,
+    metadata_props,
+    read_onnx_header,
+    scorer_payload,
+    set_metadata_props,
+)
 from edgecmg.result import INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger("edgecmg")
 
-FEATURIZER_OUTPUTS = ("embeddings", "match_scores")  # same names as edgecmg.runtime.base
-HEADER_KEY = "edgecmg.header"
-SCORER_KEY = "edgecmg.scorer"
-# SHA-256 of the serialised graph (nodes, weights, memory bank), written on save and checked on
-# load, so a file damaged in transfer or on a flash card is refused before a session runs it.
-GRAPH_SHA_KEY = "edgecmg.graph_sha256"
-# SHA-256 of the header entry (threshold, input size, model spec), written and checked the same way.
-HEADER_SHA_KEY = "edgecmg.header_sha256"
-GRAPH_FEATURIZER = "featurizer"
-GRAPH_FULL = "full"
-# Both checksums came before format-3 models (the same day, before any release): every export of a
-# format-3 model has them, and one without had them removed, which is refused. Exports of older
-# formats may come from an edgecmg older than the checksums, and load with a warning.
-CHECKSUMS_SINCE_FORMAT = 3
 # The exported graph's revision: raise it with every change to what export writes for the same model
 # (an op, a constant, a checksum). The ONNX Runtime export cache keys its entries on it, so a new edgecmg
 # exports afresh instead of running an export an older one made (__version__ does not move between
 # releases). 2: the masked-similarity floor of 2026-12 (1e-12 -> float32's smallest normal). 3: the
 # anomaly map as two MatMuls (bank.map_operator) instead of Resize, Slice, Pad and two Convs.
 EXPORT_REVISION = 3
-# The op domains edgecmg's exports use: the default ONNX domain only (TensorRT parses no other). A node
-# of another domain, or not a standard operator, is refused by name when the file is read: ONNX
-# Runtime's own error for it, at session start, read as a missing install.
-ONNX_DOMAINS = ("", "ai.onnx")
 SCORER_PREFIX = "scorer/"
-ONNX_INSTALL_HINT = extra_install_hint("onnx", "onnx")  # onnx alone: ONNX Runtime may be a GPU build
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,184 +220,6 @@ def scorer_from_bytes(header: dict[str, Any], payload: bytes, origin: str = "mod
 # --------------------------------------------------------------------------------------------------
 # ONNX metadata
 # --------------------------------------------------------------------------------------------------
-def _onnx():
-    try:
-        import onnx
-    except ImportError as exc:
-        raise BackendUnavailableError("onnx", f"cannot import onnx ({exc})", ONNX_INSTALL_HINT) from exc
-    return onnx
-
-
-def _load_proto(model_or_path):
-    onnx = _onnx()
-    if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if not path.exists():  # a missing input, not a damaged file (as artifact.load says for a .edgecmg)
-            raise MissingFileError(f"{path}: no such ONNX file; check the path, or export the model first "
-                                   "(`edgecmg export M.edgecmg --format onnx -o M.onnx`)")
-        if not path.is_file():
-            raise ConfigError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, not an ONNX "
-                              "file; give the .onnx file")
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(8)
-        except OSError as exc:
-            raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions") from exc
-        if not head:
-            raise ArtifactError(f"{path}: empty file (0 bytes), not an ONNX model; export or copy it again")
-        if head == magic.ARTIFACT:  # the most likely mix-up: the fitted model instead of its export
-            raise ArtifactError(f"{path} is an edgecmg model, not ONNX: export it first (`edgecmg export {path} "
-                                "--format onnx -o M.onnx`, or `edgecmg calibrate` for INT8) and use that file")
-        if head == magic.ENGINE:
-            raise ArtifactError(f"{path} is a TensorRT engine built by edgecmg, not ONNX: it is already built; "
-                                "run it (Detector.load / edgecmg stream), or build again from its ONNX file")
-        try:
-            return onnx.load(str(path))
-        except Exception as exc:  # DecodeError and friends
-            if out_of_memory(exc):  # a sound file read under a memory limit is not a damaged one
-                raise
-            raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); the file is "
-                                "damaged or incomplete: export or copy it again") from exc
-    return model_or_path
-
-
-def metadata_props(model_or_path) -> dict[str, str]:
-    """All metadata_props of an ONNX model (path or ModelProto) as a dict."""
-    proto = _load_proto(model_or_path)
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def set_metadata_props(model, props: dict[str, str]) -> None:
-    """Set (add or replace) metadata_props entries of a ModelProto in place."""
-    current = {p.key: p.value for p in model.metadata_props}
-    current.update(props)
-    del model.metadata_props[:]
-    for key, value in current.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def graph_sha256(model) -> str:
-    """SHA-256 of a ModelProto's graph, serialised deterministically (metadata is not part of it)."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
-
-
-def header_sha256(header_text: str) -> str:
-    """SHA-256 of the ``edgecmg.header`` metadata as stored (the JSON text)."""
-    return hashlib.sha256(header_text.encode("utf-8")).hexdigest()
-
-
-def check_model_header(origin: str | Path, header: Any) -> None:
-    """Refuse the model header of an ONNX export (also an engine file's ``model`` section) whose fields
-    are missing, of the wrong JSON type or out of range: the checks an .edgecmg header gets, then its
-    ``export`` section. Checksums only tell damage: an edited header sealed again must fail here, before
-    anything is sized or run by it."""
-    path = Path(origin)
-    version = FORMAT_VERSION
-    if isinstance(header, dict):
-        # format_version and payload describe the .edgecmg file the export was made from; an export of a
-        # model fit() returned in memory has neither, and is of the current format.
-        header = {"format_version": FORMAT_VERSION, "payload": {"bytes": 0, "sha256": ""}, **header}
-        version = header["format_version"]  # an artifact's prefix holds a second copy; an export has none
-    _check_header(path, header, version)
-    if header["format_version"] > FORMAT_VERSION:
-        raise ArtifactError(f"{path}: exported from a format-{header['format_version']} model, newer than this "
-                            f"edgecmg understands ({FORMAT_VERSION}); upgrade edgecmg")
-    _field(path, header, "export", "an object")
-    graph = _field(path, header, "export.graph", "a string")
-    if graph not in (GRAPH_FEATURIZER, GRAPH_FULL):
-        raise _bad_field(path, "export.graph", f"is {graph!r}, not '{GRAPH_FEATURIZER}' or '{GRAPH_FULL}'")
-    contract = list(FEATURIZER_OUTPUTS if graph == GRAPH_FEATURIZER else OUTPUT_NAMES)
-    if _field(path, header, "export.outputs", "a list") != contract:
-        raise _bad_field(path, "export.outputs", f"is {json.dumps(header['export']['outputs'])[:80]}, not "
-                                                 f"{contract} (a {graph} graph's)")
-    if _field(path, header, "export.input", "a string") != INPUT_NAME:
-        raise _bad_field(path, "export.input", f"is {header['export']['input']!r}, not '{INPUT_NAME}'")
-    if _field(path, header, "export.precision", "a string") not in ("fp32", "int8"):
-        raise _bad_field(path, "export.precision", f"is {header['export']['precision']!r}, not 'fp32' or 'int8'")
-    if graph == GRAPH_FEATURIZER:  # written since the first export: the scorer payload is checked against it
-        _field(path, header, "export.scorer_sha256", "a string")
-
-
-def _nodes(graph):
-    """Every node of ``graph``, those of its subgraphs (If, Loop, Scan) included."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _nodes(sub)
-
-
-def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
-    """The graph must be the one its header describes: the contract's outputs (a missing one was a
-    KeyError at the first frame), one uint8 input at the header's input size (another size was blamed on
-    every frame), and standard ONNX operators only (all that edgecmg exports use)."""
-    onnx = _onnx()
-    outputs = [o.name for o in proto.graph.output]
-    if sorted(outputs) != sorted(header["export"]["outputs"]):  # the contract's, by check_model_header
-        raise ArtifactError(f"{origin}: the graph's outputs {outputs} are not the {header['export']['outputs']} its "
-                            "header gives: the graph was edited or written wrongly; export it again")
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in initializers]
-    height, width = header["input_size"]
-    shape = None
-    if len(inputs) == 1 and inputs[0].name == INPUT_NAME and \
-            inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8:
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if shape is None or shape[1:] != [height, width, 3]:
-        given = [f"'{v.name}' {onnx.helper.printable_type(v.type)}" for v in inputs]
-        raise ArtifactError(f"{origin}: the graph's input {', '.join(given) or 'list is empty'} is not the uint8 "
-                            f"[batch, {height}, {width}, 3] '{INPUT_NAME}' its header gives: the graph was edited "
-                            "or written wrongly; export it again")
-    foreign = sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in _nodes(proto.graph)
-                      if n.domain not in ONNX_DOMAINS or not onnx.defs.has(n.op_type)})
-    if foreign:
-        raise ArtifactError(f"{origin}: the graph uses operators edgecmg never exports ({name_some(foreign, 5)}; "
-                            "its exports use standard ONNX operators only, which ONNX Runtime and TensorRT run "
-                            "without a custom-op library): it was edited after export or is not an edgecmg "
-                            "export; export it again")
-
-
-def read_onnx_header(model_or_path, origin: Optional[str] = None) -> dict[str, Any]:
-    """The edgecmg header of an exported ONNX model, checked: its checksums, its fields
-    (``check_model_header``) and the graph's inputs and outputs against it.
-
-    Raises ArtifactError when the file has no header, or its graph or header does not match the
-    checksum written at export (damaged or edited since), or says what the graph is not. Files
-    exported before checksums existed load with a warning. ``origin``: the file a ModelProto was
-    read from, named in the errors.
-    """
-    proto = _load_proto(model_or_path)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if origin is None:
-        origin = str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model"
-    if HEADER_KEY not in props:
-        raise ArtifactError(f"{origin}: no '{HEADER_KEY}' metadata: not exported by edgecmg "
-                            "(export it with `edgecmg export M.edgecmg --format onnx`)")
-    if HEADER_SHA_KEY in props and header_sha256(props[HEADER_KEY]) != props[HEADER_SHA_KEY]:
-        raise ArtifactError(f"{origin}: header checksum mismatch: the '{HEADER_KEY}' metadata (threshold, input "
-                            "size, model) was damaged or edited after export; copy the file again or export it "
-                            "again")
-    try:
-        header = magic.loads_header(props[HEADER_KEY])
-    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
-        raise ArtifactError(f"{origin}: '{HEADER_KEY}' metadata is not valid JSON ({type(exc).__name__}: "
-                            f"{str(exc)[:100]})") from exc
-    check_model_header(origin, header)
-    unsealed = [key for key in (GRAPH_SHA_KEY, HEADER_SHA_KEY) if key not in props]
-    if unsealed and header.get("format_version", FORMAT_VERSION) >= CHECKSUMS_SINCE_FORMAT:
-        raise ArtifactError(f"{origin}: no {' or '.join(unsealed)} metadata, which every export of a format-"
-                            f"{CHECKSUMS_SINCE_FORMAT} model carries: removed after export; export it again")
-    if unsealed:
-        log.warning("%s: no %s (exported by an edgecmg older than the checksums): it cannot be checked for "
-                    "damage; export it again to add them", origin, " or ".join(unsealed))
-    if GRAPH_SHA_KEY in props and graph_sha256(proto) != props[GRAPH_SHA_KEY]:
-        raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
-                            "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")
-    _check_graph(origin, proto, header)
-    return header
-
-
 def load_scorer_from_onnx(model_or_path, *, origin: str | None = None) -> tuple[BankScorer, dict[str, Any]]:
     """(BankScorer, header) from a featurizer-only ONNX export, for host-side scoring.
 
@@ -414,31 +233,6 @@ def load_scorer_from_onnx(model_or_path, *, origin: str | None = None) -> tuple[
     header = read_onnx_header(proto, origin)
     props = {p.key: p.value for p in proto.metadata_props}
     return scorer_from_bytes(header, scorer_payload(props, header, origin), origin), header
-
-
-def scorer_payload(props: dict[str, str], header: dict[str, Any], origin: str) -> bytes:
-    """The scorer payload in an export's metadata ``props``, decoded and checked against the checksum
-    its header (checked by ``read_onnx_header``) recorded at export. For host scoring and for
-    ``edgecmg build``, which copies it into the engine under a checksum of its own: unchecked there, a
-    damaged bank was sealed in and scored wrongly without a word. Raises ArtifactError naming ``origin``."""
-    if SCORER_KEY not in props:
-        graph = header["export"]["graph"]
-        if graph != GRAPH_FEATURIZER:
-            raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata (graph kind {graph}): a full graph scores "
-                                "inside the graph; featurizer-only exports carry the scorer")
-        raise ArtifactError(f"{origin}: no '{SCORER_KEY}' metadata, which every {GRAPH_FEATURIZER} export "
-                            "carries (the memory bank its host scoring searches): removed after export; export "
-                            "the model again")
-    try:
-        payload = base64.b64decode(props[SCORER_KEY], validate=True)
-    except ValueError as exc:  # binascii.Error, or text that is not ASCII
-        raise ArtifactError(f"{origin}: '{SCORER_KEY}' metadata is not base64 ({exc}): the file was damaged "
-                            "after export; copy it again or export the model again") from exc
-    if hashlib.sha256(payload).hexdigest() != header["export"].get("scorer_sha256"):
-        raise ArtifactError(f"{origin}: scorer payload checksum mismatch: the '{SCORER_KEY}' metadata (the "
-                            "memory bank) was damaged or edited after export; copy the file again or export "
-                            "the model again")
-    return payload
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -233,6 +234,15 @@ def refuse_link(path: Union[str, Path], flag: str = "") -> bool:
     raise ConfigError(f"{flag + ' ' if flag else ''}{path} is a symbolic link to {os.readlink(path)} that another "
                       f"user made (uid {info.st_uid}): edgecmg writes no records or video through it, since whoever "
                       "can write the folder could aim it at any file; remove the link, or give the file's own path")
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (weights and model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def json_ready(value: Any) -> Any:

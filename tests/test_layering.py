@@ -24,6 +24,8 @@ LAYERS: list[set[str]] = [
     {"fileio"},                                         # atomic writes: errors only
     {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
     {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
+    {"header_checks"},                                  # a model header's fields: no torch
+    {"onnx_header"},                                    # an export's header and checks: no torch
     {"model"},                                          # pure torch, over ops
     {"artifact", "fit"},
     {"export"},
@@ -184,3 +186,35 @@ def test_type_checkers_see_every_public_name_as_re_exported(package):
                     assert alias.asname == alias.name, f"{package}: {alias.name} imported without 'as {alias.name}'"
                     seen[alias.name] = statement.module
     assert seen == module._EXPORTS
+
+
+def test_a_process_running_an_exported_onnx_never_imports_torch(full_onnx, kolektor_root, tmp_path):
+    """Reading, checking and running a whole-detector .onnx on ONNX Runtime needs no torch: imported,
+    it cost every start of a service 1.3-1.6 s and about 200 MB (measured on 2 cores), more on a
+    Jetson's cores. The API and the CLI's predict, each in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    image = sorted((kolektor_root / "test" / "good").iterdir())[0]
+    probe = ("import sys, cv2\nfrom edgecmg import Detector\n"
+             f"detector = Detector.load({str(full_onnx)!r}, backend='onnxruntime')\n"
+             f"result = detector.predict(cv2.imread({str(image)!r}), bgr=True)\n"
+             "print(result.score > -1e9, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["True", "False"], out.stderr
+    cli = ("import sys\nfrom edgecmg.cli import main\n"
+           f"status = main(['-q', 'predict', {str(full_onnx)!r}, {str(image)!r}, '--out', 'out', '--backend', "
+           "'onnxruntime'])\nprint(status, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.splitlines()[-1].split() == ["0", "False"], out.stdout + out.stderr
+
+
+def test_the_torch_free_header_checks_hold_the_kernels_limits():
+    """header_checks keeps its own copy of the kNN limit (importing kernels.knn loads torch)."""
+    import numpy as np
+
+    from edgecmg.header_checks import FLOAT32_MAX, MAX_KNN_K
+    from edgecmg.kernels.knn import MAX_K
+
+    assert MAX_KNN_K == MAX_K and FLOAT32_MAX == float(np.finfo(np.float32).max)

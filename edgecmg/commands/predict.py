@@ -30,7 +30,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from edgecmg.detector import Detector
     from edgecmg.imageio import list_images_naming_subfolders, read_image
-    from edgecmg.model.backbone import file_sha256
+    from edgecmg.fileio import file_sha256
     from edgecmg.visualize import save_png
 
     check_model_first(args.images, "an image", "predict MODEL IMAGES... --out DIR")

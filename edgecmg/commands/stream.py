@@ -249,7 +249,7 @@ class RunTally:
 
 def file_sha256_or_none(path: str) -> str | None:
     """The model file's SHA-256, None where it cannot be read (loading it then says why)."""
-    from edgecmg.model.backbone import file_sha256
+    from edgecmg.fileio import file_sha256
 
     if not Path(path).is_file():  # a FIFO or /dev/zero would be read for ever; the loader refuses them
         return None

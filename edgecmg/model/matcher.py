@@ -29,7 +29,7 @@ from torch import nn
 from edgecmg import ops
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ArtifactError, BackendUnavailableError, ConfigError, MissingFileError
-from edgecmg.model.backbone import file_sha256
+from edgecmg.fileio import file_sha256
 
 CLIP_INSTALL_HINT = (extra_install_hint("clip") + ", with a torchvision built for your torch (in the clone, "
                      "-c tests/requirements-clip.txt pins a matching pair)")

@@ -131,7 +131,7 @@ class OnnxRunner(Runner):
                  provider: Optional[str] = None, threads: Optional[int] = None, fp16: Optional[bool] = None,
                  trt_cache_dir: Optional[str | Path] = None, spin: Optional[bool] = None) -> None:
         if metadata is None:
-            from edgecmg.export import read_onnx_header
+            from edgecmg.onnx_header import read_onnx_header  # no torch for a file that needs none
 
             metadata = read_onnx_header(path)
         provider = provider or ("cuda" if str(device).startswith("cuda") else "cpu")
