@@ -8,7 +8,7 @@ COMMA := ,
 # The CPU build of torch; pinned here (not in pyproject) so Jetson and CUDA users keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-robustness bench-cpu-use bench-peer clean
+.PHONY: venv test test-oldest demo bench-core bench-kernels bench-int8 bench-backends bench-stream bench-soak bench-eval bench-robustness bench-cpu-use bench-startup bench-peer clean
 
 # Space each step needs, checked before it starts (tools/need_space.py): an environment's own size plus
 # what pip unpacks on the way; a test run's temporary folders (only failed tests' are kept).
@@ -97,6 +97,9 @@ bench-robustness: $(VENV)/.installed
 # The README's "CPU use between frames": spin-waiting threads, alone and beside busy processes.
 bench-cpu-use: $(VENV)/.installed
 	$(PY) benchmarks/bench_cpu_use.py
+
+bench-startup: $(VENV)/.installed
+	$(PY) benchmarks/bench_startup.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) $(CLIP_VENV) $(OLDEST_VENV) build *.egg-info .pytest_cache
