@@ -188,7 +188,7 @@ def test_type_checkers_see_every_public_name_as_re_exported(package):
     assert seen == module._EXPORTS
 
 
-def test_a_process_running_an_exported_onnx_never_imports_torch(full_onnx, kolektor_root, tmp_path):
+def test_a_process_running_an_exported_onnx_imports_neither_torch_nor_onnx(full_onnx, kolektor_root, tmp_path):
     """Reading, checking and running a whole-detector .onnx on ONNX Runtime needs no torch: imported,
     it cost every start of a service 1.3-1.6 s and about 200 MB (measured on 2 cores), more on a
     Jetson's cores. The API and the CLI's predict, each in a fresh interpreter."""
@@ -200,14 +200,15 @@ def test_a_process_running_an_exported_onnx_never_imports_torch(full_onnx, kolek
     probe = ("import sys, cv2\nfrom edgecmg import Detector\n"
              f"detector = Detector.load({str(full_onnx)!r}, backend='onnxruntime')\n"
              f"result = detector.predict(cv2.imread({str(image)!r}), bgr=True)\n"
-             "print(result.score > -1e9, 'torch' in sys.modules)\n")
+             "print(result.score > -1e9, 'torch' in sys.modules, 'onnx' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
-    assert out.stdout.split() == ["True", "False"], out.stderr
+    # nor the onnx package (a second more: onnx_header reads a sealed export without it)
+    assert out.stdout.split() == ["True", "False", "False"], out.stderr
     cli = ("import sys\nfrom edgecmg.cli import main\n"
            f"status = main(['-q', 'predict', {str(full_onnx)!r}, {str(image)!r}, '--out', 'out', '--backend', "
-           "'onnxruntime'])\nprint(status, 'torch' in sys.modules)\n")
+           "'onnxruntime'])\nprint(status, 'torch' in sys.modules, 'onnx' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
-    assert out.stdout.splitlines()[-1].split() == ["0", "False"], out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1].split() == ["0", "False", "False"], out.stdout + out.stderr
 
 
 def test_the_torch_free_header_checks_hold_the_kernels_limits():

@@ -133,7 +133,9 @@ class OnnxRunner(Runner):
         if metadata is None:
             from edgecmg.onnx_header import read_onnx_header  # no torch for a file that needs none
 
-            metadata = read_onnx_header(path)
+            # No operator check: the session refuses an operator ONNX Runtime lacks by itself, and the
+            # file is then read without the onnx package (a second of every start).
+            metadata = read_onnx_header(path, operators=False)
         provider = provider or ("cuda" if str(device).startswith("cuda") else "cpu")
         if provider not in PROVIDERS:
             raise ConfigError(f"provider={provider!r}: choose one of {', '.join(PROVIDERS)}")
@@ -198,6 +200,11 @@ class OnnxRunner(Runner):
             self._session = ort.InferenceSession(self.path, options, providers=self._providers())
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             if _is_model_error(exc):
+                # The file was read without its operator check (__init__): where that check finds why
+                # (an operator edgecmg never exports), its words name it; else ONNX Runtime's own.
+                from edgecmg.onnx_header import read_onnx_header
+
+                read_onnx_header(self.path)
                 raise ArtifactError(f"{self.path}: the installed ONNX Runtime, {ort.__version__}, cannot load it "
                                     f"({_ort_message(exc)}): the file is damaged, or was exported for a newer ONNX "
                                     f"Runtime than {ort.__version__}; copy or export it again, or upgrade "

@@ -917,3 +917,13 @@ def test_the_check_fails_where_int8_flags_a_good_image_even_as_it_passes_another
     assert "flags 1 of these 16 good images that the FP32 model passes (a.png)" in caplog.text
     found.update(newly_flagged=[], candidate_flags=0)
     assert cli._check_quantization("m.edgecmg", tmp_path / "m.int8.onnx", tmp_path, 4, False) is False
+
+
+def test_int8_files_read_without_onnx_as_with_it(int8_featurizer, int8_full):
+    """ONNX Runtime's runner reads a sealed export without the onnx package (onnx_header._sealed_header):
+    the quantised graphs calibrate wrote give the very header the whole check gives."""
+    from edgecmg.onnx_header import _sealed_header
+
+    for path in (int8_featurizer, int8_full):
+        header = _sealed_header(Path(path), str(path))
+        assert header is not None and header == read_onnx_header(path)
