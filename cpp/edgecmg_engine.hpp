@@ -60,9 +60,9 @@ struct EngineFile {
     std::string header_json;         // the JSON header: TensorRT version, GPU, precision, inputs, model
     std::vector<char> scorer;        // host-side scorer (safetensors) of featurizer engines; empty otherwise
     std::vector<char> plan;          // what IRuntime::deserializeCudaEngine takes
-    // The header's "model.threshold", checked finite: a frame whose score is >= it is flagged (the
-    // stored threshold; `edgecmg threshold` prints one for another camera). NaN where the header has
-    // none (every engine edgecmg builds has one).
+    // The header's "model.threshold", checked finite: a frame whose score is >= it, or not finite
+    // (NaN, an overflow), is flagged (the stored threshold; `edgecmg threshold` prints one for another
+    // camera). NaN where the header has none (every engine edgecmg builds has one).
     double threshold = std::numeric_limits<double>::quiet_NaN();
 };
 

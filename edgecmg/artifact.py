@@ -40,7 +40,8 @@ from safetensors.torch import save as save_safetensors
 from edgecmg import magic, ops
 from edgecmg.errors import ArtifactError, ConfigError, MissingFileError
 from edgecmg.fileio import atomic_write_bytes, check_file_suffix, check_writable
-from edgecmg.header_checks import FORMAT_VERSION, FieldError, bad_field, check_header
+# MAX_GRID, MAX_INPUT_SIDE: defined here before, and still importable from here
+from edgecmg.header_checks import FORMAT_VERSION, MAX_GRID, MAX_INPUT_SIDE, FieldError, bad_field, check_header  # noqa
 from edgecmg.model import forking
 from edgecmg.model.backbone import (BACKBONE_ID, HEAD_CHANNELS, NUM_CLASSES, WEIGHTS_SHA256, EfficientNetLite0,
                                     load_pretrained)

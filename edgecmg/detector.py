@@ -33,8 +33,8 @@ log = logging.getLogger("edgecmg")
 
 MAP_SIZES = ("frame", "model")  # Detector.map_size: the anomaly map at each frame's size, or the model's
 
-if TYPE_CHECKING:  # torch is imported where a torch model runs: a process running an .onnx or an
-    # engine never loads it (1.3-1.6 s and about 200 MB at every start of a service, measured on 2 cores)
+if TYPE_CHECKING:  # torch is imported where torch runs something: a process running a whole-detector
+    # .onnx on ONNX Runtime never loads it (about 1.5 s and 200 MB at every start, measured on 2 cores)
     import PIL.Image
     import torch
 

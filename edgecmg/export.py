@@ -50,16 +50,20 @@ from edgecmg.fileio import atomic_path, check_file_suffix, is_range_cache
 from edgecmg.model.detector import BankScorer, CMGModel, Geometry, add_missing_normal_level, score_top_fraction
 # Reading and checking an export needs no torch (edgecmg.onnx_header); its names stay importable from
 # here, where they were defined before.
-from edgecmg.onnx_header import (  # noqa: F401 (metadata_props: imported from here elsewhere)
+from edgecmg.onnx_header import (  # noqa: F401 (kept importable from here)
+    CHECKSUMS_SINCE_FORMAT,
     FEATURIZER_OUTPUTS,
     GRAPH_FEATURIZER,
     GRAPH_FULL,
     GRAPH_SHA_KEY,
     HEADER_KEY,
     HEADER_SHA_KEY,
+    ONNX_DOMAINS,
+    ONNX_INSTALL_HINT,
     SCORER_KEY,
     _load_proto,
     _onnx,
+    check_model_header,
     graph_sha256,
     header_sha256,
     metadata_props,
@@ -261,17 +265,28 @@ def _attention_fastpath_off():
 _EXPORT_LOCK = threading.RLock()
 
 
-def _new_export_lock_in_child() -> None:
-    """A child forked while another thread of its parent exported (a worker pool started beside a
-    model's first load) inherits the lock taken by a thread it does not have: its first export, or
-    even its look into the export cache, would wait forever. The child runs no export yet: a new,
-    free lock is the right state."""
-    global _EXPORT_LOCK
+# Held while torch.onnx.export runs, and taken by a fork (below): the export's process-wide state
+# (torch's "in an export" flag, the warning filters, attention's fast path) is half-set during it,
+# and a child forked then failed every export of its own ("GLOBALS.in_onnx_export must be False").
+# A fork waits for the export under way (seconds); never held around anything else, and re-entrant
+# so that a fork from inside an export (none is known) does not wait for itself.
+_TORCH_EXPORT_RUNNING = threading.RLock()
+
+
+def _export_locks_in_child() -> None:
+    """A child forked while another thread of its parent was inside cached_onnx (a worker pool started
+    beside a model's first load) inherits _EXPORT_LOCK taken by a thread it does not have: its first
+    export, or even its look into the export cache, would wait forever. The child runs no export
+    yet: new, free locks are the right state."""
+    global _EXPORT_LOCK, _TORCH_EXPORT_RUNNING
     _EXPORT_LOCK = threading.RLock()
+    _TORCH_EXPORT_RUNNING = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_new_export_lock_in_child)
+    os.register_at_fork(before=lambda: _TORCH_EXPORT_RUNNING.acquire(),
+                        after_in_parent=lambda: _TORCH_EXPORT_RUNNING.release(),
+                        after_in_child=_export_locks_in_child)
 
 
 def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -279,7 +294,7 @@ def _torch_export(module: nn.Module, args: tuple, path: Path, input_names: list[
     """torch.onnx.export through the TorchScript tracer (deterministic names, constant folding)."""
     kwargs = dict(input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                   opset_version=opset, do_constant_folding=True)
-    with _EXPORT_LOCK, warnings.catch_warnings():
+    with _EXPORT_LOCK, _TORCH_EXPORT_RUNNING, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -251,7 +251,9 @@ def json_ready(value: Any) -> Any:
     whole metrics.json unreadable), numpy scalars and arrays Python numbers and lists, tuples lists,
     keys strings. Every JSON output goes through it (see docs/outputs.md)."""
     if isinstance(value, Mapping):
-        return {str(key): json_ready(item) for key, item in value.items()}
+        # keys as json.dumps writes them (True as "true", None as "null")
+        return {key if isinstance(key, str) else json.dumps(key) if isinstance(key, (bool, type(None))) else str(key):
+                json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(item) for item in value]
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # no numpy import here: duck-typed

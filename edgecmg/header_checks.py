@@ -1,6 +1,6 @@
 """The checks of an edgecmg model header's fields (an .edgecmg file's, and the copy every export and
-engine carries): each field's JSON kind and range, refused by name. No torch: a process that runs an
-exported .onnx or a TensorRT engine reads and checks its header without loading it.
+engine carries): each field's JSON kind and range, refused by name. No torch: a process that runs a
+whole-detector .onnx on ONNX Runtime reads and checks its header without loading it.
 """
 from __future__ import annotations
 

@@ -225,6 +225,8 @@ class RunTally:
 
     def end(self, code: str, text: str) -> None:
         """What ended the run: ``code`` for a script (one of ENDED_BY), ``text`` for a person."""
+        if code not in ENDED_BY:  # a script matches on these: a new one goes into the tuple (and the docs)
+            raise ValueError(f"ended_by {code!r} is not one of {ENDED_BY}")
         self.ended_by, self.ended = code, text
 
     def count(self, is_anomaly: bool) -> None:

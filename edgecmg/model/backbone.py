@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgecmg.errors import ArtifactError, BackendUnavailableError
+from edgecmg.fileio import file_sha256  # noqa: F401 (defined here before; fileio needs no torch)
 from edgecmg.model.layouts import LITE0_STAGES
 
 HEAD_CHANNELS = 1280

@@ -361,3 +361,41 @@ def test_a_child_forked_while_another_thread_exports_can_export(tmp_path):
     finally:
         release.set()
         thread.join()
+
+
+def test_a_fork_waits_for_a_torch_export_under_way(tmp_path, monkeypatch):
+    """torch.onnx.export leaves process-wide state half-set while it runs (its "in an export" flag): a
+    child forked then failed every export of its own. A fork now waits until the export is done."""
+    import threading
+
+    import torch
+
+    import edgecmg.export as export
+
+    started, finished = threading.Event(), []
+
+    def slow_export(*args, **kwargs):  # stands in for torch's export: seconds inside, state half-set
+        started.set()
+        time.sleep(1.0)
+        finished.append(True)
+
+    monkeypatch.setattr(torch.onnx, "export", slow_export)
+    thread = threading.Thread(target=export._torch_export,
+                              args=(torch.nn.Identity(), (torch.zeros(1),), tmp_path / "x.onnx", ["a"], ["b"], None, 17))
+    thread.start()
+    try:
+        assert started.wait(30)
+        answer_read, answer_write = os.pipe()
+        child = os.fork()  # from this thread, while the other one is inside the export
+        if child == 0:
+            got = export._TORCH_EXPORT_RUNNING.acquire(timeout=5) and export._EXPORT_LOCK.acquire(timeout=5)
+            os.write(answer_write, b"1" if finished and got else b"0")
+            os._exit(0)
+        os.close(answer_write)
+        try:
+            assert os.read(answer_read, 1) == b"1"  # forked after the export ended, with free locks
+        finally:
+            os.waitpid(child, 0)
+            os.close(answer_read)
+    finally:
+        thread.join()
