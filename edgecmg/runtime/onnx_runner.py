@@ -1,6 +1,7 @@
 """ONNX Runtime runner: an exported ``.onnx`` on the CPU, CUDA or TensorRT execution provider."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
 from importlib import metadata
@@ -204,7 +205,8 @@ class OnnxRunner(Runner):
                 # (an operator edgecmg never exports), its words name it; else ONNX Runtime's own.
                 from edgecmg.onnx_header import read_onnx_header
 
-                read_onnx_header(self.path)
+                with contextlib.suppress(BackendUnavailableError):  # no onnx package here: ONNX Runtime's words
+                    read_onnx_header(self.path)
                 raise ArtifactError(f"{self.path}: the installed ONNX Runtime, {ort.__version__}, cannot load it "
                                     f"({_ort_message(exc)}): the file is damaged, or was exported for a newer ONNX "
                                     f"Runtime than {ort.__version__}; copy or export it again, or upgrade "

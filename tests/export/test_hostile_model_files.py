@@ -260,6 +260,27 @@ def test_a_custom_op_is_named_not_reported_as_a_missing_onnxruntime(full_onnx, t
         Detector.load(path, backend="onnxruntime")
 
 
+def test_without_the_onnx_package_a_refused_file_gets_onnx_runtimes_words(full_onnx, tmp_path, monkeypatch):
+    """A sealed export runs without the onnx package (onnx_header reads it from its bytes); where ONNX
+    Runtime then refuses it, the missing package must not be what the error says."""
+    import edgecmg.onnx_header as onnx_header
+    from edgecmg.errors import BackendUnavailableError
+
+    def add_custom_op(graph):
+        for node in graph.node:
+            node.output[:] = ["score_pre" if name == "score" else name for name in node.output]
+        graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], domain="evil.ops", name="pwn"))
+
+    path = sealed_copy(full_onnx, tmp_path / "custom.onnx", edit_graph=add_custom_op)
+
+    def no_onnx():
+        raise BackendUnavailableError("onnx", "cannot import onnx (No module named 'onnx')", "pip install onnx")
+
+    monkeypatch.setattr(onnx_header, "_onnx", no_onnx)
+    with pytest.raises(ArtifactError, match=rf"^{path}: the installed ONNX Runtime, .*, cannot load it"):
+        Detector.load(path, backend="onnxruntime")
+
+
 # --- G: checksums removed (the ONNX side is in test_export_onnx.test_damaged_or_unsealed_onnx_files) -------
 def test_a_format_3_engine_without_its_header_checksum_is_refused_older_formats_too(tmp_path):
     def unsealed(version: int) -> bytes:
