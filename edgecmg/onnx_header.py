@@ -152,23 +152,37 @@ def _nodes(graph):
                 yield from _nodes(sub)
 
 
+def _graph_io_problem(inputs: list[tuple[str, Optional[int], list]], outputs: list[str],
+                      header: dict[str, Any]) -> Optional[str]:
+    """Where a graph's inputs and outputs disagree with its (checked) header: "outputs" (not the
+    contract's), "input" (not one uint8 [batch, H, W, 3] input at the header's size), or None. The one
+    rule of both readers, with onnx (_check_graph) and without (_sealed_header). ``inputs``: (name,
+    element type, dims) of the inputs that are not initializers, a dim None where it has no value."""
+    if sorted(outputs) != sorted(header["export"]["outputs"]):  # the contract's, by check_model_header
+        return "outputs"
+    height, width = header["input_size"]
+    if len(inputs) != 1 or inputs[0][:2] != (INPUT_NAME, _UINT8) or inputs[0][2][1:] != [height, width, 3]:
+        return "input"
+    return None
+
+
 def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
     """The graph must be the one its header describes: the contract's outputs (a missing one was a
     KeyError at the first frame), one uint8 input at the header's input size (another size was blamed on
     every frame), and standard ONNX operators only (all that edgecmg exports use)."""
     onnx = _onnx()
     outputs = [o.name for o in proto.graph.output]
-    if sorted(outputs) != sorted(header["export"]["outputs"]):  # the contract's, by check_model_header
-        raise ArtifactError(f"{origin}: the graph's outputs {outputs} are not the {header['export']['outputs']} its "
-                            "header gives: the graph was edited or written wrongly; export it again")
     initializers = {i.name for i in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initializers]
-    height, width = header["input_size"]
-    shape = None
-    if len(inputs) == 1 and inputs[0].name == INPUT_NAME and \
-            inputs[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8:
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if shape is None or shape[1:] != [height, width, 3]:
+    described = [(v.name, v.type.tensor_type.elem_type,
+                  [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim])
+                 for v in inputs]
+    problem = _graph_io_problem(described, outputs, header)
+    if problem == "outputs":
+        raise ArtifactError(f"{origin}: the graph's outputs {outputs} are not the {header['export']['outputs']} its "
+                            "header gives: the graph was edited or written wrongly; export it again")
+    if problem == "input":
+        height, width = header["input_size"]
         given = [f"'{v.name}' {onnx.helper.printable_type(v.type)}" for v in inputs]
         raise ArtifactError(f"{origin}: the graph's input {', '.join(given) or 'list is empty'} is not the uint8 "
                             f"[batch, {height}, {width}, 3] '{INPUT_NAME}' its header gives: the graph was edited "
@@ -293,6 +307,8 @@ def _varint(data: memoryview, at: int) -> tuple[int, int]:
 def _fields(data: memoryview):
     """(field number, value) of each field of one serialised protobuf message: an int for a varint,
     the bytes (a view, not a copy) for a length-delimited field, None for a fixed-width one."""
+    if not isinstance(data, memoryview):  # a field read as a message that is a number in these bytes
+        raise _NotPlain("a message field that is not length-delimited")
     at = 0
     while at < len(data):
         key, at = _varint(data, at)
@@ -319,6 +335,12 @@ def _text(value: Any) -> str:
     return bytes(value).decode("utf-8")
 
 
+def _string(data: memoryview, number: int) -> str:
+    """String field ``number`` of a message, "" where it is absent (protobuf's default)."""
+    value = _one(data, number)
+    return "" if value is None else _text(value)
+
+
 def _one(data: memoryview, number: int) -> Any:
     """The last value of field ``number`` (protobuf's rule for a repeated singular field), or None."""
     found = None
@@ -334,13 +356,14 @@ def _graph_inputs_outputs(graph: memoryview) -> tuple[list[tuple[str, Optional[i
     initializers, inputs, outputs = set(), [], []
     for number, value in _fields(graph):
         if number == _GRAPH_INITIALIZER:
-            initializers.add(_text(_one(value, _TENSOR_NAME) or memoryview(b"")))
+            initializers.add(_string(value, _TENSOR_NAME))
         elif number in (_GRAPH_INPUT, _GRAPH_OUTPUT):
-            name = _text(_one(value, _VALUE_NAME) or memoryview(b""))
+            name = _string(value, _VALUE_NAME)
             if number == _GRAPH_OUTPUT:
                 outputs.append(name)
                 continue
-            tensor = _one(_one(value, _VALUE_TYPE) or memoryview(b""), _TYPE_TENSOR)
+            value_type = _one(value, _VALUE_TYPE)
+            tensor = None if value_type is None else _one(value_type, _TYPE_TENSOR)
             elem_type, dims = None, []
             if isinstance(tensor, memoryview):
                 elem_type = _one(tensor, _TENSOR_ELEM_TYPE)
@@ -367,8 +390,7 @@ def _sealed_header(path: Path, origin: str) -> Optional[dict[str, Any]]:
             if number == _MODEL_GRAPH:
                 graph = value
             elif number == _MODEL_METADATA:
-                props[_text(_one(value, _ENTRY_KEY) or memoryview(b""))] = _text(_one(value, _ENTRY_VALUE)
-                                                                             or memoryview(b""))
+                props[_string(value, _ENTRY_KEY)] = _string(value, _ENTRY_VALUE)
         if not isinstance(graph, memoryview) or not {HEADER_KEY, HEADER_SHA_KEY, GRAPH_SHA_KEY} <= set(props):
             return None
         if header_sha256(props[HEADER_KEY]) != props[HEADER_SHA_KEY]:
@@ -380,11 +402,5 @@ def _sealed_header(path: Path, origin: str) -> Optional[dict[str, Any]]:
         inputs, outputs = _graph_inputs_outputs(graph)
     except (OSError, ValueError, RecursionError, ArtifactError):  # _NotPlain and UnicodeDecodeError are ValueErrors
         return None
-    height, width = header["input_size"]
-    if sorted(outputs) != sorted(header["export"]["outputs"]) or len(inputs) != 1:
-        return None
-    name, elem_type, dims = inputs[0]
-    if name != INPUT_NAME or elem_type != _UINT8 or dims[1:] != [height, width, 3]:
-        return None
-    return header
+    return header if _graph_io_problem(inputs, outputs, header) is None else None
 

@@ -34,3 +34,12 @@ def test_anything_else_gets_the_whole_checks_errors(full_onnx, tmp_path):
         read_onnx_header(cut, operators=False)
     shutil.copy(full_onnx, tmp_path / "copy.onnx")  # and a sound copy still reads
     assert _sealed_header(tmp_path / "copy.onnx", "copy.onnx") == read_onnx_header(full_onnx)
+
+
+def test_a_field_of_the_wrong_wire_type_is_not_plain_not_a_crash():
+    """A GraphProto whose input (field 11) is written as a number, not a message: the plain read gives
+    up (a ValueError, which _sealed_header turns into the whole check) instead of a TypeError."""
+    from edgecmg.onnx_header import _graph_inputs_outputs
+
+    with pytest.raises(ValueError, match="not length-delimited"):
+        _graph_inputs_outputs(memoryview(bytes([11 << 3, 1])))
