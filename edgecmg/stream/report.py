@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError, one_line
-from edgecmg.fileio import atomic_write_bytes, spreadsheet_cell
+from edgecmg.fileio import atomic_write_bytes, json_ready, spreadsheet_cell
 from edgecmg.stream.environment import environment_info
 
 __all__ = ["write_report", "markdown_table", "field_lines"]
@@ -35,19 +35,6 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
     return str(obj)
-
-
-def _sanitize(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON has no NaN), numpy scalars -> Python."""
-    if isinstance(obj, Mapping):
-        return {str(k): _sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_sanitize(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _as_utf8(text: str) -> str:
@@ -84,7 +71,7 @@ def _fmt_cell(v: Any) -> str:
         # A latency summary reads as its median and tail; the JSON and CSV keep every quantile.
         return f"{_fmt_cell(v['p50_ms'])} / {_fmt_cell(v['p99_ms'])}"
     if isinstance(v, (dict, list, tuple)):
-        return json.dumps(_sanitize(v), default=_json_default)
+        return json.dumps(json_ready(v), default=_json_default)
     return str(v)
 
 
@@ -179,12 +166,12 @@ def write_report(
     except OSError as exc:
         raise ConfigError(f"cannot create the report folder {out}: {exc}; choose a writable out_dir") from exc
 
-    clean_rows = [_sanitize(dict(r)) for r in rows]
+    clean_rows = [json_ready(dict(r)) for r in rows]
     env = environment_info() if environment is None else dict(environment)
     payload = {
         "schema": schema,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "environment": _sanitize(env),
+        "environment": json_ready(env),
         "rows": clean_rows,
     }
     text = json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n"
