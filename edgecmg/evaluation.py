@@ -322,8 +322,8 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
     capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
     on. Images fit trained on score low (their patches are in the memory bank) and would set it too low.
 
-    Returns {schema, edgecmg (the version), threshold, quantile, images, skipped, left_out, stored_threshold, stored_flags (of these images),
-    flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
+    Returns {schema, edgecmg (the version), threshold, quantile, images, skipped, left_out, stored_threshold,
+    stored_flags (of these images), flags (at the new threshold), score_p50, score_max, backend}. Raises DataError when no image reads.
 
     paths: image files, or one folder or glob pattern (as :func:`edgecmg.imageio.list_images` takes).
     """
@@ -346,8 +346,8 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
                     len(scores), quantile, enough, enough)
     values = np.asarray(scores)
     threshold, left_out = threshold_from_scores(values, quantile, names)
-    return {"schema": THRESHOLD_SCHEMA, "edgecmg": __version__, "threshold": threshold, "quantile": quantile, "images": len(scores), "skipped": skipped,
-            "left_out": left_out,
+    return {"schema": THRESHOLD_SCHEMA, "edgecmg": __version__, "threshold": threshold, "quantile": quantile,
+            "images": len(scores), "skipped": skipped, "left_out": left_out,
             "stored_threshold": float(detector.threshold),
             "stored_flags": int((values >= detector.threshold).sum()), "flags": int((values >= threshold).sum()),
             "score_p50": float(np.median(values)), "score_max": float(values.max()), "backend": detector.backend}

@@ -60,7 +60,8 @@ def run_predict(args: argparse.Namespace) -> int:
             remove_earlier_overlays(out)  # --overwrite: what results.jsonl listed goes with it
         if earlier_run is None:  # what --resume checks a later run against
             atomic_write_bytes(out / PREDICT_RUN, json_text(
-                {"schema": "edgecmg.predict_run.v1", "by": "edgecmg predict", "edgecmg": __version__, "model": str(Path(args.model).resolve()),
+                {"schema": "edgecmg.predict_run.v1", "by": "edgecmg predict", "edgecmg": __version__,
+                 "model": str(Path(args.model).resolve()),
                  "model_sha256": model_sha256, "threshold": float(detector.threshold), "backend": detector.backend,
                  "cwd": os.getcwd(), "started": datetime.now().astimezone().isoformat(timespec="seconds")},
                 indent=2).encode("utf-8"), what="the run's record", sync=False)
