@@ -6,6 +6,8 @@ here even when it only runs on a rarely used path.
 from __future__ import annotations
 
 import ast
+import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -163,13 +165,26 @@ def test_dir_lists_the_public_names_before_any_is_imported():
     import subprocess
     import sys
 
-    probe = ("import edgecmg, edgecmg.stream; print(sorted(set(edgecmg.__all__) - set(dir(edgecmg))), "
-             "sorted(set(edgecmg.stream.__all__) - set(dir(edgecmg.stream))))")
+    probe = ("import edgecmg, edgecmg.stream, edgecmg.kernels as k; print(sorted(set(edgecmg.__all__) - "
+             "set(dir(edgecmg))), sorted(set(edgecmg.stream.__all__) - set(dir(edgecmg.stream))), "
+             "sorted(set(k.__all__) - set(dir(k))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO / "tests")
-    assert out.stdout.strip() == "[] []"
+    assert out.stdout.strip() == "[] [] []"
 
 
-@pytest.mark.parametrize("package", ["edgecmg", "edgecmg.stream"])
+def test_which_triton_is_installed_is_asked_without_torch():
+    """edgecmg.kernels loads its kernels on first use: ``env`` and a stream's summary ask kernels._common
+    which Triton is installed, which imported torch with the kernels before."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, edgecmg.kernels\nfrom edgecmg.kernels import _common\n_common.triton_installed()\n"
+             "print('torch' in sys.modules, callable(edgecmg.kernels.knn_reference), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO / "tests")
+    assert out.stdout.split() == ["False", "True", "True"], out.stderr
+
+
+@pytest.mark.parametrize("package", ["edgecmg", "edgecmg.stream", "edgecmg.kernels"])
 def test_type_checkers_see_every_public_name_as_re_exported(package):
     """The names under ``if TYPE_CHECKING:`` are what type checkers know of the lazy exports: each must be
     there, as ``from M import X as X`` from the module the table names (a strict checker, mypy
@@ -209,6 +224,18 @@ def test_a_process_running_an_exported_onnx_imports_neither_torch_nor_onnx(full_
            "'onnxruntime'])\nprint(status, 'torch' in sys.modules, 'onnx' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.splitlines()[-1].split() == ["0", "False", "False"], out.stdout + out.stderr
+    # and `edgecmg stream`, to the summary it writes at the end (whose environment asked torch before)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / image.name).write_bytes(image.read_bytes())
+    cli = ("import sys\nfrom edgecmg.cli import main\n"
+           f"status = main(['-q', 'stream', 'frames', '-m', {str(full_onnx)!r}, '--backend', 'onnxruntime', "
+           "'--report', 'report'])\nprint(status, 'torch' in sys.modules, 'onnx' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.splitlines()[-1].split() == ["0", "False", "False"], out.stdout + out.stderr
+    summary = json.loads((tmp_path / "report" / "stream_summary.json").read_text(encoding="utf-8"))
+    assert summary["environment"]["torch"] == metadata.version("torch")
+    assert summary["rows"][0]["frames_yielded"] == 1
 
 
 def test_the_torch_free_header_checks_hold_the_kernels_limits():

@@ -505,6 +505,7 @@ def open_window() -> None:
 
 
 def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
+    from edgecmg.stream.environment import environment_info
     from edgecmg.stream.report import field_lines, write_report
 
     stats = {**run.stats.to_dict(), **tally.judged_by, "anomalies": tally.anomalies, "ended_by": tally.ended_by,
@@ -525,8 +526,9 @@ def write_summary(args: argparse.Namespace, run, tally: RunTally) -> None:
             # Held while the rows are read and written again: streams stopped together (a box shutting
             # down) each read the rows, and the last to write dropped the others'.
             with held_while_updating(report_dir):
+                # torch's details only where the run loaded torch: an .onnx or an engine ends without it
                 write_report(summary_rows(report_dir / "stream_summary.json", stats), report_dir, "stream_summary",
-                             schema="edgecmg.stream_summary.v1")
+                             environment=environment_info(import_torch=False), schema="edgecmg.stream_summary.v1")
         finally:  # the output (a service's log) keeps what the files could not
             print(field_lines(stats), end="", file=say)
         print(f"summary: {report_dir / 'stream_summary.json'} (.csv, .md)", file=say)

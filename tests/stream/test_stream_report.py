@@ -7,6 +7,8 @@ import io
 import json
 import math
 import re
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -115,6 +117,60 @@ def test_environment_info_describes_this_machine():
 
     assert (env["triton"] is not None) == _common.triton_installed()
     json.dumps(env)  # must be JSON-serialisable as is
+
+
+def test_environment_info_without_torch_loads_none_and_takes_its_version_from_the_package():
+    """A stream of an .onnx writes its summary with import_torch=False: torch (1.5 s, 200 MB) is
+    not loaded for a run it had no part in; its version still comes from the package's metadata."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    probe = ("import json, sys\nfrom edgecmg.stream.environment import environment_info\n"
+             "env = environment_info(import_torch=False)\nprint(json.dumps([env['torch'], env['cuda_runtime'], "
+             "env['triton'] is not None, 'torch' in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert json.loads(out.stdout) == [metadata.version("torch"), None, True, False], out.stderr
+
+
+def test_environment_info_without_torch_asks_torch_where_the_process_has_it():
+    pytest.importorskip("torch")  # imported in this process: the details are torch's, as with import_torch
+
+    assert environment_info(import_torch=False) == environment_info()
+
+
+def test_the_gpu_is_named_by_the_driver_without_torch(tmp_path, monkeypatch):
+    from edgecmg.stream import environment
+
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:c1:00.0").mkdir(parents=True)
+    (gpus / "0000:c1:00.0" / "information").write_text("Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 112\n")
+    (gpus / "0000:01:00.0").mkdir()
+    (gpus / "0000:01:00.0" / "information").write_text("Model: \t\t NVIDIA RTX 4000 Ada Generation\n")
+    assert environment._nvidia_gpu_name(str(gpus)) == "NVIDIA RTX 4000 Ada Generation"  # the first by bus
+    # no driver file: nvidia-smi's first line
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho \"$1\" > " + str(tmp_path / "asked") + "\nprintf 'NVIDIA L4\\nNVIDIA L4\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(smi.parent))
+    assert environment._nvidia_gpu_name(str(tmp_path / "none")) == "NVIDIA L4"
+    assert (tmp_path / "asked").read_text().strip() == "--query-gpu=name"
+    smi.write_text("#!/bin/sh\nexit 9\n")  # a driver that fails: no name, no error
+    assert environment._nvidia_gpu_name(str(tmp_path / "none")) is None
+
+
+def test_without_torch_the_summary_names_the_gpu_the_driver_names(monkeypatch):
+    from edgecmg.stream import environment
+
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that never imported it
+    monkeypatch.setattr(environment, "_nvidia_gpu_name", lambda: "NVIDIA L4")
+    monkeypatch.setattr(environment, "_nvidia_driver", lambda: "580.1")
+    env = environment.environment_info(import_torch=False)
+    assert (env["device"], env["device_type"], env["nvidia_driver"], env["cudnn"]) == ("NVIDIA L4", "cuda", "580.1", None)
+    monkeypatch.setattr(environment, "_nvidia_gpu_name", lambda: None)
+    env = environment.environment_info(import_torch=False)
+    assert (env["device"], env["device_type"], env["nvidia_driver"]) == (env["cpu"], "cpu", None)
 
 
 # ---------------------------------------------------------------------------- report files
