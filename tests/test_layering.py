@@ -236,6 +236,16 @@ def test_a_process_running_an_exported_onnx_imports_neither_torch_nor_onnx(full_
     summary = json.loads((tmp_path / "report" / "stream_summary.json").read_text(encoding="utf-8"))
     assert summary["environment"]["torch"] == metadata.version("torch")
     assert summary["rows"][0]["frames_yielded"] == 1
+    # `edgecmg bench` times it without torch too (its device memory is torch's, reported for torch rows
+    # only), and `edgecmg info` describes it without torch (with the onnx package: its whole check)
+    for command, loads_onnx in ((["bench", str(full_onnx), "--backends", "onnxruntime", "--frames", "4",
+                                  "--warmup", "1", "--out", "bench"], False), (["info", str(full_onnx)], True)):
+        cli = f"import sys\nfrom edgecmg.cli import main\nstatus = main(['-q', *{command!r}])\n" \
+              "print(status, 'torch' in sys.modules, 'onnx' in sys.modules)\n"
+        out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
+        assert out.stdout.splitlines()[-1].split() == ["0", "False", str(loads_onnx)], out.stdout + out.stderr
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text(encoding="utf-8"))
+    assert bench["rows"][0]["peak_device_mib"] is None and bench["environment"]["cuda_runtime"] is None
 
 
 def test_the_torch_free_header_checks_hold_the_kernels_limits():

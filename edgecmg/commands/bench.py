@@ -73,15 +73,16 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
     ``frames`` None: ``random_frames`` at the model's input size, whatever its file type."""
     if n_frames < batch:
         raise ConfigError(f"n_frames={n_frames}: time at least one batch of {batch} frames")
-    import torch
-
     from edgecmg.detector import Detector
     from edgecmg.stream.latency import LatencyStats
 
     gc.collect()
     _reset_peak_rss()
-    cuda = torch.cuda.is_available()
-    if cuda:
+    # torch only where something loaded it (an earlier row, or this model's loader below): an .onnx timed
+    # on ONNX Runtime runs without it. Where torch is not loaded yet, it holds no memory from before.
+    torch = sys.modules.get("torch")
+    allocated_before = 0
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()  # what earlier rows left: not this row's
     detector = Detector.load(model, backend=backend)
@@ -112,8 +113,8 @@ def bench_backend(model: str, backend: str, frames: list[np.ndarray] | None, *, 
             "max_ms": stats.max, "fps": measured / wall, "peak_host_mib": peak_rss_mib(),
             # torch's allocator sees only torch's own memory: reported for the torch runner on a GPU, not
             # for ONNX Runtime or TensorRT (their memory is their own) nor for a CPU row.
-            "peak_device_mib": ((torch.cuda.max_memory_allocated() - allocated_before) / 2**20
-                                if cuda and detector.backend == "torch" and detector.runner.device.startswith("cuda")
+            "peak_device_mib": ((sys.modules["torch"].cuda.max_memory_allocated() - allocated_before) / 2**20
+                                if detector.backend == "torch" and detector.runner.device.startswith("cuda")
                                 else None),
         }
     return row, stats.samples().tolist()
@@ -193,7 +194,7 @@ def run_bench(args: argparse.Namespace) -> int:
         rows, samples, skipped, lines = [], {}, [], Lines()
 
         def write(stopped: str | None = None) -> str:
-            environment = environment_info()
+            environment = environment_info(import_torch=False)  # torch's details where a row loaded it
             environment.update({"models": [str(m) for m in models], "inputs": frames_note})
             if refused:
                 environment["refused"] = refused

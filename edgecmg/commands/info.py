@@ -48,12 +48,14 @@ def describe(path: str | Path) -> dict[str, Any]:
             header = artifact.check(path)
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
-        from edgecmg.export import (GRAPH_FEATURIZER, GRAPH_SHA_KEY, _load_proto, load_scorer_from_onnx,
-                                    metadata_props, read_onnx_header)
+        # onnx_header, not export (torch): a whole-detector file is described without torch, as it runs
+        from edgecmg.onnx_header import GRAPH_FEATURIZER, GRAPH_SHA_KEY, _load_proto, metadata_props, read_onnx_header
 
         proto = _load_proto(path)  # parsed once: exports run to tens of MB
         header = read_onnx_header(proto, str(path))
         if header.get("export", {}).get("graph") == GRAPH_FEATURIZER:
+            from edgecmg.export import load_scorer_from_onnx
+
             load_scorer_from_onnx(proto, origin=str(path))  # its memory bank, outside the graph's checksum: as bench would refuse it
         if GRAPH_SHA_KEY not in metadata_props(proto):
             checksums = "no graph checksum to check (exported by an older edgecmg; export it again to add one)"
