@@ -78,8 +78,3 @@ def fit_margin(train_gain: torch.Tensor, quantile: float, slack: float = 1.0) ->
     top = torch.quantile(gains, quantile, dim=0)
     typical = torch.quantile(gains, 0.5, dim=0)
     return (top + slack * (top - typical).clamp_min(0.0)).clamp_min(0.0)
-
-
-def expand_cells(kept: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """[B, K] cell mask -> [B, P] position mask through the cell index of each position."""
-    return kept[:, cells]

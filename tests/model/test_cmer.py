@@ -233,3 +233,39 @@ def test_a_pool_as_large_as_the_smallest_cell_is_allowed():
     with torch.no_grad():
         score = scorer.image_score(maps, kept)
     assert float(score[0]) == pytest.approx(float(maps[0, :32, :32].mean()))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace: the tracer ONNX export uses
+def test_every_kept_cell_pattern_scores_as_a_mask_through_the_pixel_to_cell_map():
+    """image_score expands the kept cells to pixels by a broadcast of the head cells, and skips the gated
+    pool where no frame of the batch uses it (eager runs only; a traced graph pools twice). Against the
+    pixel-to-cell map, on a frame that is not square with a grid of 3 (cells of unequal sizes), every
+    one of the 512 kept-cell patterns, below the threshold, as alarms, and mixed in one batch."""
+    from edgecmg.model.detector import BankScorer, Geometry
+
+    geometry = Geometry((160, 96), 3, "s16")  # head map 5 x 3
+    scorer = BankScorer(geometry, feature_dim=2, bank_size=1, use_cmer=True, knn_k=1, smoothing_sigma=0.5,
+                        score_top_fraction=0.01)
+    patterns = torch.tensor([[bool(p >> c & 1) for c in range(9)] for p in range(1, 512)])  # never all dropped
+    maps = torch.rand(len(patterns), 160, 96, generator=torch.Generator().manual_seed(5)) - 0.5
+    flat = maps.flatten(1)
+
+    def reference(kept, threshold):
+        pixel_keep = kept[:, scorer.pixel_cells]
+        gated = flat.masked_fill(~pixel_keep, float("-inf")).topk(scorer.score_pixels, dim=1).values.mean(dim=1)
+        ungated = flat.topk(scorer.score_pixels, dim=1).values.mean(dim=1)
+        return torch.where(ungated >= threshold, ungated, gated)
+
+    # traced on frames that keep every cell: the graph must still hold the gated pool for other frames
+    traced = torch.jit.trace(lambda m, k: scorer.image_score(m, k), (maps, torch.ones_like(patterns)))
+    with torch.no_grad():
+        for threshold in (float("inf"), float("-inf"), 0.45):  # gated; all alarms; mixed
+            scorer.threshold.fill_(threshold)
+            expected = reference(patterns, threshold)
+            torch.testing.assert_close(scorer.image_score(maps, patterns), expected, rtol=0, atol=0)
+            torch.testing.assert_close(traced(maps, patterns), expected, rtol=0, atol=0)
+        scorer.threshold.fill_(float("inf"))
+        every_cell = torch.ones_like(patterns)
+        torch.testing.assert_close(scorer.image_score(maps, every_cell), reference(every_cell, float("inf")),
+                                   rtol=0, atol=0)
+    assert 0 < int((reference(patterns, float("inf")) < reference(patterns, float("-inf"))).sum()) < len(patterns)
