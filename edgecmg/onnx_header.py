@@ -342,11 +342,15 @@ def _string(data: memoryview, number: int) -> str:
 
 
 def _one(data: memoryview, number: int) -> Any:
-    """The last value of field ``number`` (protobuf's rule for a repeated singular field), or None."""
-    found = None
+    """The value of the singular field ``number``, or None where it is absent. A second occurrence is
+    not plain: protobuf merges repeated message fields (and takes the last scalar), so the message that
+    runs could differ from the one this read vouches for; onnx never writes a singular field twice."""
+    found, seen = None, False
     for field, value in _fields(data):
         if field == number:
-            found = value
+            if seen:
+                raise _NotPlain(f"field {number} written twice")
+            found, seen = value, True
     return found
 
 
@@ -388,6 +392,8 @@ def _sealed_header(path: Path, origin: str) -> Optional[dict[str, Any]]:
         graph, props = None, {}
         for number, value in _fields(data):
             if number == _MODEL_GRAPH:
+                if graph is not None:  # protobuf would merge the two: the graph that runs holds both
+                    return None
                 graph = value
             elif number == _MODEL_METADATA:
                 props[_string(value, _ENTRY_KEY)] = _string(value, _ENTRY_VALUE)

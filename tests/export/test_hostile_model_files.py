@@ -22,6 +22,7 @@ from edgecmg.engine_file import load_scorer_from_engine, read_engine_file, read_
 from edgecmg.errors import ArtifactError
 from edgecmg.export import (HEADER_KEY, SCORER_KEY, _save_atomic, load_scorer_from_onnx, metadata_props,
                             read_onnx_header, set_metadata_props)
+from edgecmg.onnx_header import _sealed_header
 from edgecmg.result import OUTPUT_NAMES
 
 pytest.importorskip("onnxruntime")
@@ -168,8 +169,10 @@ def test_an_engine_scorer_that_does_not_decode_is_refused(tmp_path):
 def test_deeply_nested_headers_are_refused(full_onnx, tmp_path):
     deep = "[" * 100_000 + "]" * 100_000
     path = sealed_copy(full_onnx, tmp_path / "deep.onnx", header_text=deep)
-    with pytest.raises(ArtifactError, match=rf"^{path}: 'edgecmg.header' metadata is not valid JSON \(RecursionError"):
-        read_onnx_header(path)
+    for operators in (True, False):  # False: ONNX Runtime's runner, whose plain read gives up to the whole check
+        with pytest.raises(ArtifactError, match=rf"^{path}: 'edgecmg.header' metadata is not valid JSON "
+                                                r"\(RecursionError"):
+            read_onnx_header(path, operators=operators)
     data = deep.encode()
     engine = tmp_path / "deep.engine"
     engine.write_bytes(struct.pack("<8sIQ", b"EDGECMGE", 3, len(data)) + data)
@@ -216,11 +219,19 @@ def _resize_input(graph, height, width):
     # reported at every frame as "frames are 256x96 but ... takes 320x128: resize them first"
     (lambda g: _resize_input(g, 320, 128), "the graph's input 'image' UINT8, batchx320x128x3 is not the uint8 "
                                            "[batch, 256, 96, 3] 'image' its header gives"),
+    # a grey or RGBA input, a float input, a second input: each failed at the first frame instead
+    (lambda g: setattr(g.input[0].type.tensor_type.shape.dim[3], "dim_value", 1), "the graph's input 'image' "
+                                                                                 "UINT8, batchx256x96x1 is not"),
+    (lambda g: setattr(g.input[0].type.tensor_type, "elem_type", onnx.TensorProto.FLOAT), "the graph's input "
+                                                                                          "'image' FLOAT,"),
+    (lambda g: g.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1])),
+     "the graph's input 'image' UINT8, batchx256x96x3, 'extra' FLOAT, 1 is not"),
 ])
 def test_a_graph_that_is_not_what_its_header_says_is_refused_at_load(full_onnx, tmp_path, edit, message):
     path = sealed_copy(full_onnx, tmp_path / "graph.onnx", edit_graph=edit)
     with pytest.raises(ArtifactError, match=rf"^{path}: {re.escape(message)}"):
-        Detector.load(path, backend="onnxruntime")
+        Detector.load(path, backend="onnxruntime")  # the plain read (no onnx package) gives up; the whole check
+    assert _sealed_header(path, str(path)) is None
 
 
 def test_an_engine_whose_plan_is_not_what_its_header_says_is_refused_on_activate(fake_tensorrt, featurizer_onnx,
@@ -258,6 +269,35 @@ def test_a_custom_op_is_named_not_reported_as_a_missing_onnxruntime(full_onnx, t
     with pytest.raises(ArtifactError, match=rf"^{path}: the graph uses operators edgecmg never exports "
                                             r"\(evil\.ops:Pwn;"):
         Detector.load(path, backend="onnxruntime")
+
+
+def _reroute_score(graph):
+    for node in graph.node:
+        node.output[:] = ["score_pre" if name == "score" else name for name in node.output]
+
+
+def _unknown_default_domain_op(graph):  # a name no opset defines, in ONNX's own domain
+    _reroute_score(graph)
+    graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], name="pwn"))
+
+
+def _custom_op_in_a_branch(graph):  # inside an If's branch, where a flat walk of the nodes does not look
+    _reroute_score(graph)
+    branch = onnx.helper.make_graph(
+        [onnx.helper.make_node("Pwn", ["score_pre"], ["branch_score"], domain="evil.ops")], "branch", [],
+        [onnx.helper.make_tensor_value_info("branch_score", onnx.TensorProto.FLOAT, None)])
+    condition = onnx.helper.make_tensor("always", onnx.TensorProto.BOOL, [], [True])
+    graph.node.append(onnx.helper.make_node("Constant", [], ["always"], value=condition))
+    graph.node.append(onnx.helper.make_node("If", ["always"], ["score"], then_branch=branch, else_branch=branch))
+
+
+@pytest.mark.parametrize("edit,named", [(_unknown_default_domain_op, "ai.onnx:Pwn"),
+                                        (_custom_op_in_a_branch, "evil.ops:Pwn")])
+def test_operators_no_opset_defines_are_named_in_the_graph_and_its_branches(full_onnx, tmp_path, edit, named):
+    path = sealed_copy(full_onnx, tmp_path / "ops.onnx", edit_graph=edit)
+    with pytest.raises(ArtifactError, match=rf"^{path}: the graph uses operators edgecmg never exports "
+                                            rf"\({re.escape(named)}"):
+        read_onnx_header(path)
 
 
 def test_without_the_onnx_package_a_refused_file_gets_onnx_runtimes_words(full_onnx, tmp_path, monkeypatch):

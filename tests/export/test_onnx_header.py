@@ -43,3 +43,42 @@ def test_a_field_of_the_wrong_wire_type_is_not_plain_not_a_crash():
 
     with pytest.raises(ValueError, match="not length-delimited"):
         _graph_inputs_outputs(memoryview(bytes([11 << 3, 1])))
+
+
+def _key(number, wire):
+    return bytes([number << 3 | wire])
+
+
+def test_the_plain_reader_steps_over_fixed_width_fields_and_gives_up_on_anything_else():
+    from edgecmg.onnx_header import _fields, _one
+
+    message = _key(1, 5) + bytes(4) + _key(2, 1) + bytes(8) + _key(3, 0) + bytes([5])
+    assert [(n, v) for n, v in _fields(memoryview(message))] == [(1, None), (2, None), (3, 5)]
+    for bad in (_key(1, 3) + _key(1, 4),      # a group: no ONNX field is one
+                _key(1, 5) + bytes(2),        # a fixed32 cut short
+                _key(1, 2) + bytes([5]) + b"ab"):  # a length past the message
+        with pytest.raises(ValueError):
+            list(_fields(memoryview(bad)))
+    # a singular field written twice: protobuf would merge (or take the last), so the read gives up
+    with pytest.raises(ValueError, match="written twice"):
+        _one(memoryview(_key(1, 2) + b"\x01a" + _key(1, 2) + b"\x01b"), 1)
+    assert bytes(_one(memoryview(_key(1, 2) + b"\x01a" + _key(2, 0) + b"\x07"), 1)) == b"a"
+
+
+def test_a_second_graph_before_a_sealed_one_is_not_vouched_for(full_onnx, tmp_path):
+    """Protobuf merges a model's repeated graph field, so a graph put in front of a sealed export's runs
+    with it (here an operator of a foreign domain); the plain read checked the last graph's bytes only
+    and vouched for the file. Now it gives up, and the whole check refuses it."""
+    import onnx
+
+    extra = onnx.helper.make_graph([onnx.helper.make_node("Pwn", ["image"], ["score"], domain="evil.ops")],
+                                   "extra", [], [])
+    graph_bytes = extra.SerializeToString()
+    field = _key(7, 2) + bytes([len(graph_bytes)]) if len(graph_bytes) < 128 else None
+    assert field is not None
+    path = tmp_path / "two_graphs.onnx"
+    path.write_bytes(field + graph_bytes + full_onnx.read_bytes())
+    assert any(n.domain == "evil.ops" for n in onnx.load(str(path)).graph.node)  # what would run
+    assert _sealed_header(path, str(path)) is None
+    with pytest.raises(ArtifactError):
+        read_onnx_header(path, operators=False)
