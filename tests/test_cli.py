@@ -1849,13 +1849,16 @@ def test_a_stream_whose_stdout_reader_leaves_ends_as_a_pipe_does(small_artifact,
     folder = _six_good_parts(kolektor_root, tmp_path)
     process = subprocess.Popen([str(Path(sys.executable).parent / "edgecmg"), "-q", "stream", str(folder), "-m",
                                 str(small_artifact), "--backend", "torch", "--realtime", "--capture-fps", "2",
-                                "--jsonl", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+                                "--jsonl", "-", "--report", "report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=tmp_path)
     first = process.stdout.readline()
     process.stdout.close()  # as head -1 does
     _, err = process.communicate(timeout=120)
     assert json.loads(first)["frame_index"] == 0
     assert process.returncode == 141 and b"Traceback" not in err and b"ERROR" not in err, err.decode()
     assert b"the reader of the --jsonl records went away" in err
+    summary = json.loads((tmp_path / "report" / "stream_summary.json").read_text(encoding="utf-8"))
+    assert summary["rows"][0]["ended_by"] == "reader_gone"  # the code a script matches on
 
 
 def test_commands_run_with_stderr_or_stdout_closed(small_artifact, tmp_path):
@@ -1974,3 +1977,29 @@ def test_stream_no_spin_loads_onnx_runtime_without_spin_waiting(small_artifact, 
         assert main(["-q", "stream", *_good_parts(kolektor_root, 2), "-m", str(small_artifact), "--backend",
                      "onnxruntime", "--report", str(tmp_path / f"report{len(flags)}"), *flags]) == 0
     assert settings == ["0", "default"]
+
+
+def test_a_stream_whose_source_fails_mid_run_says_so_in_its_summary_code(small_artifact, kolektor_root, tmp_path,
+                                                                         monkeypatch):
+    """ended_by is what a script matches on: a source that fails after some frames (a camera gone for
+    good) ends the run as stream_error, after the frames it judged."""
+    from edgecmg.errors import StreamError
+    from edgecmg.stream.sources import ImageFilesSource
+
+    folder = _six_good_parts(kolektor_root, tmp_path)
+    real_next = ImageFilesSource._next_image
+    read = []
+
+    def fails_after_two(self):
+        read.append(True)
+        if len(read) > 2:
+            raise StreamError(f"{self.name}: the source went away")
+        return real_next(self)
+
+    monkeypatch.setattr(ImageFilesSource, "_next_image", fails_after_two)
+    status = main(["-q", "stream", str(folder), "-m", str(small_artifact), "--backend", "torch",
+                   "--report", str(tmp_path / "report")])
+    assert status != 0
+    row = json.loads((tmp_path / "report" / "stream_summary.json").read_text(encoding="utf-8"))["rows"][0]
+    assert (row["ended_by"], row["frames_yielded"]) == ("stream_error", 2)
+    assert row["ended"].startswith("stream error:") and "the source went away" in row["ended"]

@@ -68,3 +68,29 @@ def test_a_record_of_a_score_json_cannot_hold_is_null_and_flagged():
         assert record["score"] is None and record["is_anomaly"] is True
     # eval's counts follow the same rule (it refuses NaN scores before they are counted)
     assert verdict_counts([0, 0, 1, 1], [1.0, -np.inf, np.inf, 3.0], 2.5) == {"good_flagged": 1, "defects_missed": 0}
+
+
+def test_json_ready_takes_tuples_and_spells_keys_as_json_does():
+    assert json_ready((1.0, math.inf, (math.nan,))) == [1.0, None, [None]]
+    assert json_ready({True: 1, None: 2, 3: 4, 1.5: 5}) == {"true": 1, "null": 2, "3": 4, "1.5": 5}
+
+
+def test_a_report_with_infinities_in_its_environment_or_nested_cells_is_still_json(tmp_path):
+    from edgecmg.stream.report import markdown_table, write_report
+
+    write_report([{"a": 1, "b": {"c": math.inf}}], tmp_path, "r", environment={"x": math.inf})
+    written = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert written["environment"]["x"] is None and written["rows"][0]["b"] == {"c": None}
+    assert "Infinity" not in markdown_table([{"a": {"b": math.inf}}], ["a"])
+
+
+def test_file_sha256_reads_past_its_first_block(tmp_path):
+    """Models run to tens of MB, read in blocks: the digest is the whole file's (the suite's test model
+    is smaller than one block)."""
+    import hashlib
+
+    from edgecmg.fileio import file_sha256
+
+    data = np.random.default_rng(0).integers(0, 256, 3 * 2**20 + 7, dtype=np.uint8).tobytes()
+    (tmp_path / "model.bin").write_bytes(data)
+    assert file_sha256(tmp_path / "model.bin") == hashlib.sha256(data).hexdigest()

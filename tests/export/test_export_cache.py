@@ -388,8 +388,14 @@ def test_a_fork_waits_for_a_torch_export_under_way(tmp_path, monkeypatch):
         answer_read, answer_write = os.pipe()
         child = os.fork()  # from this thread, while the other one is inside the export
         if child == 0:
-            got = export._TORCH_EXPORT_RUNNING.acquire(timeout=5) and export._EXPORT_LOCK.acquire(timeout=5)
-            os.write(answer_write, b"1" if finished and got else b"0")
+            # from a thread of the child's own (a worker pool that exports): the forking thread alone would
+            # get the re-entrant lock the fork took even if the child kept it
+            got = []
+            taker = threading.Thread(target=lambda: got.append(export._TORCH_EXPORT_RUNNING.acquire(timeout=5)
+                                                               and export._EXPORT_LOCK.acquire(timeout=5)))
+            taker.start()
+            taker.join()
+            os.write(answer_write, b"1" if finished and got == [True] else b"0")
             os._exit(0)
         os.close(answer_write)
         try:
