@@ -12,16 +12,7 @@ from edgecmg import artifact
 from edgecmg.errors import ArtifactError
 from edgecmg.header_checks import check_header
 from edgecmg.onnx_header import check_model_header, read_onnx_header
-
-
-def _set(path: str, value):
-    def edit(header):
-        *parents, last = path.split(".")
-        node = header
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    return edit
+from test_artifact import _set  # sets a dotted header field, in place
 
 
 def _clip(header):
