@@ -230,7 +230,7 @@ def _resize_input(graph, height, width):
 def test_a_graph_that_is_not_what_its_header_says_is_refused_at_load(full_onnx, tmp_path, edit, message):
     path = sealed_copy(full_onnx, tmp_path / "graph.onnx", edit_graph=edit)
     with pytest.raises(ArtifactError, match=rf"^{path}: {re.escape(message)}"):
-        Detector.load(path, backend="onnxruntime")  # the plain read (no onnx package) gives up; the whole check
+        Detector.load(path, backend="onnxruntime")  # its plain read gives up: the whole check refuses it
     assert _sealed_header(path, str(path)) is None
 
 
@@ -259,26 +259,22 @@ def test_an_engine_whose_plan_is_not_what_its_header_says_is_refused_on_activate
 
 
 # --- F: operators ONNX Runtime cannot run without a custom-op library -----------------------------------------
-def test_a_custom_op_is_named_not_reported_as_a_missing_onnxruntime(full_onnx, tmp_path):
-    def add_custom_op(graph):  # on the score output, as the audit's file had it
-        for node in graph.node:
-            node.output[:] = ["score_pre" if name == "score" else name for name in node.output]
-        graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], domain="evil.ops", name="pwn"))
-
-    path = sealed_copy(full_onnx, tmp_path / "custom.onnx", edit_graph=add_custom_op)
-    with pytest.raises(ArtifactError, match=rf"^{path}: the graph uses operators edgecmg never exports "
-                                            r"\(evil\.ops:Pwn;"):
-        Detector.load(path, backend="onnxruntime")
-
-
 def _reroute_score(graph):
+    """The node writing the score writes score_pre instead, for a node appended after it to write score."""
     for node in graph.node:
         node.output[:] = ["score_pre" if name == "score" else name for name in node.output]
 
 
-def _unknown_default_domain_op(graph):  # a name no opset defines, in ONNX's own domain
+def _pwn_on_score(graph, domain="evil.ops"):  # on the score output, as the audit's file had it
     _reroute_score(graph)
-    graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], name="pwn"))
+    graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], domain=domain, name="pwn"))
+
+
+def test_a_custom_op_is_named_not_reported_as_a_missing_onnxruntime(full_onnx, tmp_path):
+    path = sealed_copy(full_onnx, tmp_path / "custom.onnx", edit_graph=_pwn_on_score)
+    with pytest.raises(ArtifactError, match=rf"^{path}: the graph uses operators edgecmg never exports "
+                                            r"\(evil\.ops:Pwn;"):
+        Detector.load(path, backend="onnxruntime")
 
 
 def _custom_op_in_a_branch(graph):  # inside an If's branch, where a flat walk of the nodes does not look
@@ -291,7 +287,7 @@ def _custom_op_in_a_branch(graph):  # inside an If's branch, where a flat walk o
     graph.node.append(onnx.helper.make_node("If", ["always"], ["score"], then_branch=branch, else_branch=branch))
 
 
-@pytest.mark.parametrize("edit,named", [(_unknown_default_domain_op, "ai.onnx:Pwn"),
+@pytest.mark.parametrize("edit,named", [(lambda graph: _pwn_on_score(graph, domain=""), "ai.onnx:Pwn"),
                                         (_custom_op_in_a_branch, "evil.ops:Pwn")])
 def test_operators_no_opset_defines_are_named_in_the_graph_and_its_branches(full_onnx, tmp_path, edit, named):
     path = sealed_copy(full_onnx, tmp_path / "ops.onnx", edit_graph=edit)
@@ -306,12 +302,7 @@ def test_without_the_onnx_package_a_refused_file_gets_onnx_runtimes_words(full_o
     import edgecmg.onnx_header as onnx_header
     from edgecmg.errors import BackendUnavailableError
 
-    def add_custom_op(graph):
-        for node in graph.node:
-            node.output[:] = ["score_pre" if name == "score" else name for name in node.output]
-        graph.node.append(onnx.helper.make_node("Pwn", ["score_pre"], ["score"], domain="evil.ops", name="pwn"))
-
-    path = sealed_copy(full_onnx, tmp_path / "custom.onnx", edit_graph=add_custom_op)
+    path = sealed_copy(full_onnx, tmp_path / "custom.onnx", edit_graph=_pwn_on_score)
 
     def no_onnx():
         raise BackendUnavailableError("onnx", "cannot import onnx (No module named 'onnx')", "pip install onnx")

@@ -123,7 +123,6 @@ def test_environment_info_without_torch_loads_none_and_takes_its_version_from_th
     """A stream of an .onnx writes its summary with import_torch=False: torch (1.5 s, 200 MB) is
     not loaded for a run it had no part in; its version still comes from the package's metadata."""
     import subprocess
-    import sys
     from importlib import metadata
 
     probe = ("import json, sys\nfrom edgecmg.stream.environment import environment_info\n"
