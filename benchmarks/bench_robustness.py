@@ -28,7 +28,8 @@ from tqdm import tqdm
 import edgecmg
 from data_paths import KOLEKTOR, REPO  # benchmarks/ is on sys.path when a script here runs
 from edgecmg.datasets import MVTecDataset
-from edgecmg.fit import fit, threshold_from_scores, training_images
+from edgecmg.fit import fit, training_images
+from edgecmg.thresholds import threshold_from_scores
 from edgecmg.metrics import auroc, verdict_counts
 from edgecmg.stream.environment import environment_info
 

@@ -120,13 +120,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
-    from edgecmg import artifact
     from edgecmg.detector import Detector
     from edgecmg.evaluation import threshold_from_good
     from edgecmg.imageio import list_images_naming_subfolders, unique_files
 
     check_model_first(args.good, "an image", "threshold MODEL GOOD_IMAGES...")
     if args.output is not None:  # checked before any frame is judged
+        # Only here: artifact imports torch, which judging good frames with an .onnx or an engine does without.
+        from edgecmg import artifact
+
         if Path(args.model).suffix.lower() != artifact.SUFFIX:
             raise EdgeCMGError(f"-o writes .edgecmg files: give the .edgecmg that {args.model} was made from, then "
                                "export, calibrate or build again from the copy; or pass --threshold when you run it")

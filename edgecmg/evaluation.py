@@ -17,7 +17,7 @@ from edgecmg.datasets import MVTecDataset, Sample, sample_mask
 from edgecmg.detector import Detector
 from edgecmg.errors import ConfigError, DataError, EdgeCMGError, name_some, out_of_memory
 from edgecmg.fileio import atomic_write_bytes, json_text, spreadsheet_cell
-from edgecmg.fit import FEW_THRESHOLD_IMAGES, threshold_from_scores
+from edgecmg.thresholds import FEW_THRESHOLD_IMAGES, threshold_from_scores
 from edgecmg.imageio import list_images, read_image
 from edgecmg.metrics import auroc, evaluate, pixel_metrics, verdict_counts
 from edgecmg.progress import show_progress, tqdm
@@ -318,7 +318,7 @@ def threshold_from_good(detector: Detector, paths: str | Path | Sequence[str | P
                         quantile: float = ModelConfig.threshold_quantile, *, progress: Optional[bool] = None) -> dict:
     """A threshold set on good images the model has not seen, by fit's rule: the ``quantile`` of their
     image scores, so about 1 - quantile of such parts are flagged, leaving out (and naming) images
-    that score far above the rest (see :func:`edgecmg.fit.threshold_from_scores`). For frames from the line's own
+    that score far above the rest (see :func:`edgecmg.thresholds.threshold_from_scores`). For frames from the line's own
     capture pipeline, or an INT8 file, whose scores sit apart from those fit set the stored threshold
     on. Images fit trained on score low (their patches are in the memory bank) and would set it too low.
 

@@ -31,15 +31,12 @@ from edgecmg.model.backbone import BACKBONE_ID, MEAN, STD, load_pretrained
 from edgecmg.model.detector import CMGModel, Geometry
 from edgecmg.model.matcher import build_matcher
 from edgecmg.progress import show_progress, tqdm
+from edgecmg.thresholds import FEW_THRESHOLD_IMAGES, threshold_from_scores
 
 log = logging.getLogger("edgecmg")
 
 # Share of the training images held out of the bank to set the threshold on unseen normal data.
 HOLDOUT_FRACTION = 0.1
-FEW_THRESHOLD_IMAGES = 20  # fewer held-out images than this: fit warns that the threshold is rough
-OUTLIER_FENCE = 3.0  # good images' scores beyond Q3 + 3 x IQR are left out of a threshold (Tukey's "far out")
-MIN_SCORES_FOR_OUTLIERS = 8  # below this the quartiles say too little to call a score far out
-OUTLIER_SHARE = 0.05  # at most this share of the scores (at least one) is left out as strays
 # Bank images averaged into the normal level of the maps (evenly spread; more adds time, not accuracy).
 NORMAL_LEVEL_IMAGES = 64
 MIN_TRAIN_IMAGES = 8
@@ -496,45 +493,6 @@ def _fit_cmle(model: CMGModel, text: torch.Tensor, image_features: torch.Tensor,
     mean, projection = cmle.fit_projection(image_features, weights, feature_dim)
     model.featurizer.proj_mean.copy_(mean)
     model.featurizer.projection.copy_(cmle.unit_directions(projection))
-
-
-def threshold_from_scores(scores: Sequence[float], quantile: float, names: Sequence[str]) -> tuple[float, list[str]]:
-    """The threshold that good images' ``scores`` set: their ``quantile``, leaving out the few scores
-    far above the rest (Tukey's far-out fence, Q3 + 3 x IQR, from 8 scores on; at most 5% of them,
-    at least one), whose ``names`` are returned and said. The 0.99 quantile of a few dozen scores is
-    about their maximum, so one image unlike the others (a defect among the good images) would
-    otherwise set it: a KolektorSDD holdout scoring 28.8 beside 24 others up to 5.5 set 23.2, and the
-    model then missed 50 of 52 defects. More scores than that past the fence are a second kind of
-    good part rather than strays: all are kept, and that is said."""
-    values = np.asarray(scores, dtype=np.float64)
-    if len(values) == 0 or len(names) != len(values) or not np.isfinite(values).all():
-        raise DataError(f"a threshold needs finite scores, one name each: got {len(values)} score(s) "
-                        f"({int((~np.isfinite(values)).sum())} not finite) for {len(names)} name(s)")
-    far = np.zeros(len(values), dtype=bool)
-    if len(values) >= MIN_SCORES_FOR_OUTLIERS:
-        q1, q3 = np.quantile(values, [0.25, 0.75])
-        if q3 > q1:  # scores that are all alike have no spread to measure "far above" by
-            far = values > q3 + OUTLIER_FENCE * (q3 - q1)
-    count, most = int(far.sum()), max(1, int(OUTLIER_SHARE * len(values)))
-    if count > most:
-        # Named, highest first: three defects among 40 good parts read as "a second kind" and set the
-        # threshold at a defect's score; only a look at them tells the two apart.
-        highest = sorted(np.flatnonzero(far), key=lambda i: -values[i])
-        log.warning("%d of %d good image(s) score far above the others, too many to be strays: a second kind of good "
-                    "part, kept in the threshold (%.4g; %.4g without them); look at them (%s), and fit on more of "
-                    "them, or set a threshold per kind, or remove them if they are defects", count, len(values),
-                    float(np.quantile(values, quantile)), float(np.quantile(values[~far], quantile)),
-                    name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5))
-        far[:] = False
-    left_out = [int(i) for i in np.flatnonzero(far)]
-    if left_out:
-        # Named highest first, five of them: up to 5% of the scores are left out, 100 names at 2,000 images.
-        highest = sorted(left_out, key=lambda i: -values[i])
-        log.warning("%d of %d good image(s) score far above the others and are left out of the threshold (%s; the "
-                    "others score up to %.4g): a defect among the good images, or a part unlike the rest; look at "
-                    "them", len(left_out), len(values),
-                    name_some([f"{names[i]}: {values[i]:.4g}" for i in highest], 5), float(values[~far].max()))
-    return float(np.quantile(values[~far], quantile)), [names[i] for i in left_out]
 
 
 def _fit_threshold(model: CMGModel, holdout_frames: list[np.ndarray], holdout_names: list[str], config: ModelConfig,

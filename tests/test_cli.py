@@ -1393,7 +1393,7 @@ def test_predict_and_threshold_name_the_sub_folders_they_do_not_read(small_artif
 def test_threshold_names_the_first_five_images_left_out_and_counts_the_rest(caplog):
     """Up to 5% of the scores are left out as far above the rest: at 2,000 images, 83 names made one
     log line of 2,875 characters. The five highest are named, the rest counted."""
-    from edgecmg.fit import threshold_from_scores
+    from edgecmg.thresholds import threshold_from_scores
 
     rng = np.random.default_rng(0)
     scores = list(rng.normal(3.0, 0.2, 192)) + [20.0 + i for i in range(8)]  # 8 strays of 200: under 5%

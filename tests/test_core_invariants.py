@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgecmg.commands.stream import RECENT_FRAMES, RunTally
-from edgecmg.fit import threshold_from_scores
+from edgecmg.thresholds import threshold_from_scores
 from edgecmg.metrics import aupro
 from edgecmg.model import bank
 from edgecmg.model.cmle import lle_weights

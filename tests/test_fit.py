@@ -447,7 +447,7 @@ def test_a_good_image_scoring_far_above_the_rest_does_not_set_the_threshold(capl
     """The held-out scores of KolektorSDD's default model (254 images, seed 0): kos23_Part1.jpg, a
     'good' training part with a bright blob on it, scored 28.8 beside 24 others up to 5.45; the
     0.99 quantile of all 25 was 23.2, at which the model missed 50 of 52 test defects."""
-    from edgecmg.fit import threshold_from_scores
+    from edgecmg.thresholds import threshold_from_scores
 
     scores = [0.86, 0.9, 1.04, 1.15, 1.16, 1.18, 1.21, 1.29, 1.38, 1.49, 2.02, 2.1, 2.21, 2.25, 2.28, 2.29, 2.7,
               2.92, 3.26, 3.43, 3.57, 3.69, 3.77, 5.45, 28.82]
@@ -505,7 +505,7 @@ def test_fit_sets_its_threshold_by_that_rule_on_the_named_held_out_images(kolekt
 def test_strays_are_left_out_from_eight_scores_and_a_score_on_the_fence_stays():
     """From MIN_SCORES_FOR_OUTLIERS (8) scores on, one stray is left out (5% of 8 rounds down to 0:
     'at least one'); the fence itself is not 'far above'."""
-    from edgecmg.fit import threshold_from_scores
+    from edgecmg.thresholds import threshold_from_scores
 
     eight = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 90.0]
     names = [f"p{i}" for i in range(9)]

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"errors", "__init__", "distributions", "magic", "lazy", "progress",  # lazy: the first-use import of __init__'s names
      "pixel_limit"},                                    # OpenCV's decode limit, set by __init__ before cv2 loads
     {"fileio"},                                         # atomic writes: errors only
-    {"model.layouts", "visualize", "imageio", "metrics", "kernels"},  # leaves: errors only
+    {"model.layouts", "visualize", "imageio", "metrics", "thresholds", "kernels"},  # leaves: errors only
     {"config", "result", "datasets", "ops"},            # config checks a layout name against the table
     {"header_checks"},                                  # a model header's fields: no torch
     {"onnx_header"},                                    # an export's header and checks: no torch
@@ -206,7 +206,7 @@ def test_type_checkers_see_every_public_name_as_re_exported(package):
 def test_a_process_running_an_exported_onnx_imports_neither_torch_nor_onnx(full_onnx, kolektor_root, tmp_path):
     """Reading, checking and running a whole-detector .onnx on ONNX Runtime needs no torch: imported,
     it cost every start of a service 1.3-1.6 s and about 200 MB (measured on 2 cores), more on a
-    Jetson's cores. The API and the CLI's predict, each in a fresh interpreter."""
+    Jetson's cores. The API and the CLI's commands that run a model, each in a fresh interpreter."""
     import subprocess
     import sys
 
@@ -237,15 +237,21 @@ def test_a_process_running_an_exported_onnx_imports_neither_torch_nor_onnx(full_
     assert summary["environment"]["torch"] == metadata.version("torch")
     assert summary["rows"][0]["frames_yielded"] == 1
     # `edgecmg bench` times it without torch too (its device memory is torch's, reported for torch rows
-    # only), and `edgecmg info` describes it without torch (with the onnx package: its whole check)
+    # only), `edgecmg info` describes it without torch (with the onnx package: its whole check), and
+    # `edgecmg threshold` and `eval` judge good frames and a test set with it (both imported torch before)
     for command, loads_onnx in ((["bench", str(full_onnx), "--backends", "onnxruntime", "--frames", "4",
-                                  "--warmup", "1", "--out", "bench"], False), (["info", str(full_onnx)], True)):
+                                  "--warmup", "1", "--out", "bench"], False), (["info", str(full_onnx)], True),
+                                (["threshold", str(full_onnx), "frames", "--backend", "onnxruntime"], False),
+                                (["eval", str(full_onnx), str(kolektor_root), "--backend", "onnxruntime",
+                                  "--out", "eval"], False)):
         cli = f"import sys\nfrom edgecmg.cli import main\nstatus = main(['-q', *{command!r}])\n" \
               "print(status, 'torch' in sys.modules, 'onnx' in sys.modules)\n"
         out = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True, cwd=tmp_path)
         assert out.stdout.splitlines()[-1].split() == ["0", "False", str(loads_onnx)], out.stdout + out.stderr
     bench = json.loads((tmp_path / "bench" / "bench.json").read_text(encoding="utf-8"))
     assert bench["rows"][0]["peak_device_mib"] is None and bench["environment"]["cuda_runtime"] is None
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["backend"] == "onnxruntime" and metrics["image_auroc"] > 0.5
 
 
 def test_the_torch_free_header_checks_hold_the_kernels_limits():
