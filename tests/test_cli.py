@@ -517,6 +517,27 @@ def test_stream_writes_overlay_video_and_json_lines(small_artifact, kolektor_roo
     assert judged >= 1 and row["frames_yielded"] == judged and judged + row["frames_dropped"] == 12
 
 
+def test_q_in_the_show_window_ends_a_stream_after_that_frames_record(small_artifact, kolektor_root, tmp_path,
+                                                                    monkeypatch):
+    """--show on a machine without a display cannot open a window, so OpenCV's window calls are stood in
+    for: q pressed on the second frame ends the run there, with both records written and the summary's
+    ended_by "window" (what a script matches on)."""
+    import cv2
+
+    shown, keys = [], iter([-1, ord("q"), -1])
+    monkeypatch.setattr(cv2, "namedWindow", lambda name, flags=0: None)
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda name: None)
+    monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append(image.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay=0: next(keys))
+    jsonl = tmp_path / "records.jsonl"
+    assert main(["-q", "stream", str(kolektor_root / "test" / "good"), "-m", str(small_artifact), "--backend",
+                 "torch", "--show", "--jsonl", str(jsonl), "--report", str(tmp_path)]) == 0
+    assert len(shown) == 2 and len(jsonl.read_text().splitlines()) == 2
+    row = json.loads((tmp_path / "stream_summary.json").read_text())["rows"][0]
+    assert (row["ended_by"], row["ended"]) == ("window", "stopped from the window (q)")
+
+
 def test_stream_stall_warning_is_set_from_the_command_line(small_artifact, kolektor_root, capsys, monkeypatch,
                                                            tmp_path):
     """--stall-warn S reaches StreamConfig; 0 turns it off (a triggered camera is silent between parts)."""
