@@ -231,7 +231,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{metrics['images']} test images{skipped}; backend {metrics['backend']}, precision "
               f"{metrics['precision']}")
         missing = ("n/a (out of memory: see pixel_metrics_error)" if metrics.get("pixel_metrics_error")
-                   else "n/a (no masks)")
+                   # masks there but each damaged or not its image's size: named in the warnings above
+                   else "n/a (no usable masks: see masks_skipped)" if metrics["masks_skipped"] else "n/a (no masks)")
         for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
             print(f"{key:>16}: {missing if value is None else f'{value:.4f}'}")

@@ -9,6 +9,9 @@ MVTec layout (one category per root)::
 
 A defect image without a mask file gets ``mask_path=None``; metrics then leave it out of the
 pixel-level scores (see :func:`edgecmg.metrics.evaluate`).
+
+MVTec AD 2 is read as it comes: without ``test/``, its labelled ``test_public/<good|bad>`` is the test
+set and ``test_public/ground_truth/<type>/`` holds the masks.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ import numpy as np
 
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
-from edgecmg.imageio import IMAGE_EXTENSIONS, list_images, read_image_size, read_mask, subfolders_with_images
+from edgecmg.imageio import (IMAGE_EXTENSIONS, list_images, masks_beside_images, read_image_size, read_mask,
+                              subfolders_with_images)
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
 
@@ -34,6 +38,12 @@ GOOD = "good"
 _LAYOUT_HINT = (
     "expected the MVTec layout train/good, test/<type>, ground_truth/<type>/<name>_mask.png"
 )
+AD2_TEST = "test_public"  # MVTec AD 2's labelled test set, its masks inside it (ground_truth/)
+# test/ folders whose name says "good part" in another dataset's words (BTAD's ok, "normal", a
+# capital G): taken as a defect type, their good parts would count as defects in every metric.
+_GOOD_ALIASES = {"ok", "normal", "nominal", "good", "defect_free", "no_defect", "nodefect", "non_defective"}
+# test/ folders named as masks are: taken as a defect type, the masks would be scored as defect images.
+_MASK_FOLDER_NAMES = {"ground_truth", "groundtruth", "gt", "masks", "mask"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ class MVTecDataset:
             raise MissingFileError(f"dataset folder not found: {self.root}; check the path")
         if not self.root.is_dir():
             raise DataError(f"{self.root} is a file, not a dataset folder; {_LAYOUT_HINT}")
-        if not (self.root / "train").is_dir() and not (self.root / "test").is_dir():
+        if not any((self.root / part).is_dir() for part in ("train", "test", AD2_TEST)):
             subdirs = sorted(d.name for d in self.root.iterdir() if d.is_dir() and (d / "train").is_dir())
             hint = ""
             parent = self.root.resolve().parent
@@ -160,11 +170,35 @@ class MVTecDataset:
         """Sub-folder names of ``test/`` other than ``good``, sorted."""
         return [t for t in self._test_types() if t != GOOD]
 
-    def _test_types(self) -> list[str]:
+    def _test_dir(self) -> Path:
+        """``test/``; without it, MVTec AD 2's ``test_public/`` where there is one."""
         test = self.root / "test"
+        if not test.is_dir() and (self.root / AD2_TEST).is_dir():
+            return self.root / AD2_TEST
+        return test
+
+    def _mask_root(self) -> Path:
+        test = self._test_dir()
+        return test / "ground_truth" if test.name == AD2_TEST else self.root / "ground_truth"
+
+    def _test_types(self) -> list[str]:
+        test = self._test_dir()
         if not test.is_dir():
             raise DataError(f"no test folder under {self.root}: {_LAYOUT_HINT}")
-        return sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith("."))
+        types = sorted(d.name for d in test.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if test.name == AD2_TEST:
+            return [t for t in types if t != "ground_truth"]
+        masks = [t for t in types if t.lower() in _MASK_FOLDER_NAMES]
+        if masks:
+            raise DataError(f"{test / masks[0]} is a folder of masks inside test/, where each folder is a kind of "
+                            f"test image: its masks would be scored as defect images; move it next to test/ as "
+                            f"{self.root / 'ground_truth'} (one sub-folder of masks per defect type)")
+        good_alike = [t for t in types if t.lower() in _GOOD_ALIASES and t != GOOD]
+        if good_alike:
+            raise DataError(f"{test / good_alike[0]}: only test/{GOOD} holds good parts; every other folder of test/ "
+                            f"is a defect type, and its images would count as defects; if they are good parts, "
+                            f"rename the folder to {GOOD} (or move its images into test/{GOOD})")
+        return types
 
     def test_samples(self) -> list[Sample]:
         """Test images of every ``test/<type>`` folder: ``good`` -> label 0, others -> label 1.
@@ -174,13 +208,14 @@ class MVTecDataset:
         missing masks give ``mask_path=None``. Empty type folders are skipped with a warning.
         """
         types = self._test_types()
+        test = self._test_dir()
         if not types:
-            raise DataError(f"test folder {self.root / 'test'} has no sub-folders: {_LAYOUT_HINT}")
+            raise DataError(f"test folder {test} has no sub-folders: {_LAYOUT_HINT}")
         samples: list[Sample] = []
         unmatched: list[tuple[Path, Path]] = []  # (defect image without a mask, where its mask was looked for)
-        gt_root = self.root / "ground_truth"
+        gt_root = self._mask_root()
         for dtype in types:
-            folder = self.root / "test" / dtype
+            folder = test / dtype
             nested = subfolders_with_images(folder)
             if nested:  # said, as fit and calibrate say it: eval reads each test/<type> folder's own images
                 _log.warning("test folder %s: its sub-folders %s hold images, which are not evaluated; move them "
@@ -190,6 +225,12 @@ class MVTecDataset:
             except DataError:
                 _log.warning("test folder %s has no images; skipped", folder)
                 continue
+            beside = masks_beside_images(paths)
+            if beside:  # KolektorSDD's <name>_label.bmp, KolektorSDD 2's <name>_GT.png: scored, a mask is an image
+                _log.warning("test folder %s: %d file(s) named as masks of the images beside them are not judged "
+                             "(%s); eval reads masks from %s", folder, len(beside), name_some([b.name for b in beside], 3),
+                             gt_root / dtype)
+                paths = sorted(set(paths) - set(beside))
             label = 0 if dtype == GOOD else 1
             gt_dir = gt_root / dtype
             for p in paths:
@@ -200,13 +241,20 @@ class MVTecDataset:
                         unmatched.append((p, gt_dir / f"{p.stem}_mask.png"))
                 samples.append(Sample(p, label, dtype, mask))
         if not samples:
-            raise DataError(f"no test images under {self.root / 'test'}: {_LAYOUT_HINT}")
+            raise DataError(f"no test images under {test}: {_LAYOUT_HINT}")
         if unmatched and gt_root.is_dir():
             # ground_truth/ is there, so masks were meant: say where they were looked for. Only for images
             # that read: eval skips an unreadable one as such, and counted here it was a mask missing twice
             # (eval's "4 defect test image(s) have no mask: looked for bad_bomb_png_15000_mask.png", an image
             # it then refused as too large). Their headers are read, then: only where masks are missing.
             unmatched = [(image, looked_for) for image, looked_for in unmatched if _reads(image)]
+            per_image = [image for image, looked_for in unmatched if (looked_for.parent / image.stem).is_dir()]
+            if per_image:  # MVTec LOCO: ground_truth/<type>/<image's stem>/000.png, ...: one folder per image
+                _log.warning("%d defect test image(s) have a folder of masks rather than a mask file (%s; the MVTec "
+                             "LOCO layout): not read, pixel metrics skip them; merge each folder's masks into one "
+                             "<name>_mask.png beside it", len(per_image), gt_root / per_image[0].parent.name /
+                             per_image[0].stem)
+                unmatched = [(image, looked_for) for image, looked_for in unmatched if image not in per_image]
             if unmatched:
                 folders = sorted(d.name for d in gt_root.iterdir() if d.is_dir())
                 _log.warning("%d defect test image(s) have no mask under %s, pixel metrics skip them: looked for %s "

@@ -22,8 +22,8 @@ from edgecmg import __version__
 from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, aspect_stretch, expect_config
 from edgecmg.datasets import MVTecDataset, Sample
 from edgecmg.errors import ConfigError, DataError, name_some
-from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, list_images, read_image,
-                             read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
+from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, list_images, masks_beside_images,
+                             read_image, read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
                              warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle, forking
@@ -233,18 +233,55 @@ def training_images(data: str | Path) -> list[Path]:
     elif root.is_dir():
         folder, refusal = root, _mvtec_refusal(root)
     else:
-        return list_images(data)  # a glob pattern or one image file: what it matches was asked for
+        return _leave_out_masks(list_images(data))  # a glob pattern or one image file: what it matches was asked for
     # In an MVTec layout list_images' hint for a folder without images, a glob over it, would train on
     # test/'s defects (or ground_truth/'s masks): those folders get a refusal of their own.
     if refusal and not any(is_image_file(p) for p in folder.iterdir()):
         raise DataError(refusal)
-    images = list_images(folder)
     nested = subfolders_with_images(folder)
+    if nested and not any(is_image_file(p) for p in folder.iterdir()):
+        # list_images' hint, a glob over every sub-folder, trained VisA's Data/ on its anomalies and masks
+        raise DataError(f"{folder} holds no image files of its own, only sub-folders that do ({name_some(nested, 5)}): "
+                        "fit reads the folder it is given; pass the one that holds good parts only")
+    images = _leave_out_masks(list_images(folder))
     if nested:  # a folder's own images are read, not its sub-folders': say which images the fit leaves out
         log.warning("%s: the images in its sub-folder(s) %s are not read (fit reads a folder's own images); to train "
                     "on them too, where they are good parts only, pass a glob such as '%s/**/*%s'",
                     folder, name_some(nested, 3), folder, images[0].suffix)
     return images
+
+
+def _leave_out_masks(images: list[Path]) -> list[Path]:
+    """``images`` less the masks saved beside their images (``<name>_GT.png`` beside ``<name>.png``),
+    named; and a warning where the rest come from a dataset's defects or masks."""
+    beside = masks_beside_images(images)
+    if beside:
+        log.warning("%d file(s) named as masks of the images beside them are not trained on: %s", len(beside),
+                    name_some([str(path) for path in beside], 3))
+        images = sorted(set(images) - set(beside))
+    unlikely = [path for path in images if _defects_or_masks_folder(path)]
+    if unlikely:
+        log.warning("%d of the %d training images are in a dataset's folders of defects or masks (the first: %s): fit "
+                    "takes every image as a good part, and the defects it learns are then judged normal; fit on the "
+                    "good parts alone (an MVTec root's train/good)", len(unlikely), len(images), unlikely[0])
+    return images
+
+
+def _defects_or_masks_folder(path: Path) -> Optional[Path]:
+    """The folder near ``path`` that holds defects or masks in a known layout, or None: MVTec's
+    test/<defect type>/ (beside test/good) and ground_truth/, VisA's Anomaly/ (beside Normal/) and
+    Masks/ (beside Images/)."""
+    for level, folder in enumerate(path.parents):
+        if level > 2:
+            return None
+        name, above = folder.name.lower(), folder.parent
+        if name == "ground_truth" or (name == "masks" and (above / "Images").is_dir()):
+            return folder
+        if name == "anomaly" and (above / "Normal").is_dir():
+            return folder
+        if level == 1 and name == "test" and (folder / "good").is_dir() and path.parent.name != "good":
+            return path.parent
+    return None
 
 
 def _folder_captions(images: list[Path], cmle: bool) -> Optional[dict[str, str]]:
@@ -286,8 +323,15 @@ def _mvtec_refusal(root: Path) -> Optional[str]:
     part of one (else None), and what to pass instead."""
     here = root.resolve()
     if (root / "test").is_dir():
+        train = root / "train"
+        holds = sorted(sub.name for sub in train.iterdir() if sub.is_dir()) if train.is_dir() else []
+        found = f" (train/ holds {name_some(holds, 3)}: rename the folder of good parts to good)" if holds else ""
         return (f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good images to fit "
-                f"on; put them there, or pass the folder of good images itself")
+                f"on{found}; put them there, or pass the folder of good images itself")
+    categories = sorted(sub.name for sub in root.iterdir() if sub.is_dir() and (sub / "train").is_dir())
+    if categories:
+        return (f"{root} looks like a folder of categories ({name_some(categories, 5)}): fit one model per "
+                f"category; pass one category folder (e.g. {root / categories[0]})")
     if here.name == "train" and (root / "good").is_dir():
         return (f"{root} is the train/ folder of an MVTec layout: pass the MVTec root, the folder above it "
                 f"({here.parent}), or {root / 'good'}")

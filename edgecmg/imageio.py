@@ -230,7 +230,7 @@ def _tensor_as_array(tensor: Any) -> np.ndarray:
 FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)
 # Notes given once per process, not once per frame; each mistake has its own, so that one said does
 # not silence another (an 8-bit cast and a 12-bit camera can both happen in one program).
-_said = {"eight_bits_in_sixteen": False, "low_bit_camera": False, "two_channel": False}
+_said = {"eight_bits_in_sixteen": False, "low_bit_camera": False, "two_channel": False, "low_bit_file": False}
 
 
 def _note_low_bit_depth(arr: np.ndarray) -> None:
@@ -252,6 +252,21 @@ def _note_low_bit_depth(arr: np.ndarray) -> None:
         _log.warning("a 16-bit frame holds values up to %d only: 16-bit data is scaled 65535 -> 255, so a 10- or "
                      "12-bit camera's frames come out dark and score differently; shift them to 16 bits first "
                      "(frame << 4 for 12-bit data, << 6 for 10-bit). Said once.", top)
+
+
+def _note_low_bit_file(arr: np.ndarray, path: Path) -> None:
+    """Say (once) when a 16-bit image file holds 12 bits' worth or less (a 10- or 12-bit camera's
+    frames saved as 16-bit TIFF or PNG): read 65535 -> 255 they come out dark, so a model fitted on
+    8-bit images (or on frames shifted to 16 bits) flags every one of them."""
+    if _said["low_bit_file"] or arr.dtype != np.uint16 or not arr.size:
+        return
+    top = int(arr.max())
+    if 0 < top < 4096:
+        _said["low_bit_file"] = True
+        _log.warning("%s is a 16-bit image with values up to %d only (10- or 12-bit data?): 16-bit files are read "
+                     "65535 -> 255, so it comes out dark; judge such files with a model fitted on files saved the "
+                     "same way, or save them shifted to 16 bits (<< 4 for 12-bit data, << 6 for 10-bit). Said once.",
+                     path, top)
 
 
 def _note_two_channels(arr: np.ndarray) -> None:
@@ -568,6 +583,7 @@ def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
         raise DataError(f"image {path} has unsupported shape {arr.shape}; save it as gray, RGB or RGBA")
+    _note_low_bit_file(arr, path)
 
     if arr.ndim == 3 and arr.shape[2] in (2, 4) and not _alpha_varies(arr[:, :, -1]):
         if arr.dtype == np.uint8 and arr.shape[2] == 4:  # one conversion, not a copy of the view and another
@@ -654,7 +670,9 @@ def read_mask(path: PathLike) -> np.ndarray:
     """Read a ground-truth mask as ``bool`` ``[H, W]``; any nonzero colour value is a defect (in a
     JPEG, whose compression blurs edges into small nonzero values: above half its brightest value).
 
-    An alpha channel, if present, is ignored (only the colour channels count).
+    An alpha channel counts only where the colour is the same everywhere and the alpha is not (a
+    paint tool's overlay: one colour, the defect drawn in alpha); then a nonzero alpha is a defect.
+    Otherwise only the colour channels count.
 
     A palette image (PNG, GIF, BMP or TIFF of Pillow's mode ``P`` / ``PA``) is read by its palette
     *index*: index 0 is the background, any other index a defect, whatever colours the palette
@@ -672,9 +690,12 @@ def read_mask(path: PathLike) -> np.ndarray:
         return indices != 0
     raw, _ = _decode(p)
     if raw.ndim == 3:
-        if raw.shape[2] in (2, 4):  # drop alpha
-            raw = raw[:, :, :-1]
-        raw = raw.max(axis=2)
+        if raw.shape[2] in (2, 4):
+            colour, alpha = raw[:, :, :-1], raw[:, :, -1]
+            # One colour all over: read by colour, a black overlay was an empty mask and a white one all defect.
+            raw = alpha if colour.min() == colour.max() and _alpha_varies(alpha) else colour
+        if raw.ndim == 3:
+            raw = raw.max(axis=2)
     if raw.ndim != 2:
         raise DataError(f"mask {path} has unsupported shape {raw.shape}; save masks as single-channel PNG")
     if p.suffix.lower() in _LOSSY_EXTENSIONS and raw.size:
@@ -717,6 +738,19 @@ def _palette_indices(path: Path) -> Optional[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # listing and batch loading
 # --------------------------------------------------------------------------------------------
+MASK_NAME_ENDINGS = ("_mask", "_gt", "_label")  # a mask saved beside its image: <name>_GT.png beside <name>.png
+
+
+def masks_beside_images(paths: Sequence[Path]) -> list[Path]:
+    """Those of ``paths`` named as the mask of another of ``paths`` in the same folder (``<name>_mask``,
+    ``_GT`` or ``_label`` beside ``<name>``, any case and extension): KolektorSDD 2 and the original
+    KolektorSDD keep each mask beside its image, where a folder's listing reads it as an image."""
+    stems = {(path.parent, path.stem.lower()) for path in paths}
+    return [path for path in paths
+            if any(path.stem.lower().endswith(end) and (path.parent, path.stem.lower()[:-len(end)]) in stems
+                   for end in MASK_NAME_ENDINGS)]
+
+
 def is_image_file(p: Path) -> bool:
     """Whether :func:`list_images` lists ``p``: an image suffix, not hidden, a file or a broken link."""
     # Hidden files (e.g. macOS "._name.png" resource forks) are not images even with the suffix.
