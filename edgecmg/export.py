@@ -79,8 +79,9 @@ log = logging.getLogger("edgecmg")
 # (an op, a constant, a checksum). The ONNX Runtime export cache keys its entries on it, so a new edgecmg
 # exports afresh instead of running an export an older one made (__version__ does not move between
 # releases). 2: the masked-similarity floor of 2026-12 (1e-12 -> float32's smallest normal). 3: the
-# anomaly map as two MatMuls (bank.map_operator) instead of Resize, Slice, Pad and two Convs.
-EXPORT_REVISION = 3
+# anomaly map as two MatMuls (bank.map_operator) instead of Resize, Slice, Pad and two Convs. 4: CMER's
+# kept cells broadcast to the pixels instead of gathered by a per-pixel index (the same scores, faster).
+EXPORT_REVISION = 4
 SCORER_PREFIX = "scorer/"
 
 

@@ -196,6 +196,16 @@ def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
                             "export; export it again")
 
 
+_SAID_UNSEALED: set[str] = set()  # exports whose missing checksums were said (once a file, a process)
+
+
+def remake_hint(header: dict[str, Any]) -> str:
+    """How to write an export of ``header`` again: an INT8 file comes from calibrate, not export."""
+    if header.get("export", {}).get("precision") == "int8":
+        return "calibrate it again (edgecmg calibrate)"
+    return "export it again (edgecmg export)"
+
+
 def read_onnx_header(model_or_path, origin: Optional[str] = None, *, operators: bool = True) -> dict[str, Any]:
     """The edgecmg header of an exported ONNX model, checked: its checksums, its fields
     (``check_model_header``) and the graph's inputs and outputs against it, and (``operators``) that
@@ -236,9 +246,10 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None, *, operators: 
     if unsealed and header.get("format_version", FORMAT_VERSION) >= CHECKSUMS_SINCE_FORMAT:
         raise ArtifactError(f"{origin}: no {' or '.join(unsealed)} metadata, which every export of a format-"
                             f"{CHECKSUMS_SINCE_FORMAT} model carries: removed after export; export it again")
-    if unsealed:
+    if unsealed and origin not in _SAID_UNSEALED:  # once a file: loading a featurizer export reads its header twice
+        _SAID_UNSEALED.add(origin)
         log.warning("%s: no %s (exported by an edgecmg older than the checksums): it cannot be checked for "
-                    "damage; export it again to add them", origin, " or ".join(unsealed))
+                    "damage; %s to add them", origin, " or ".join(unsealed), remake_hint(header))
     if GRAPH_SHA_KEY in props and graph_sha256(proto) != props[GRAPH_SHA_KEY]:
         raise ArtifactError(f"{origin}: graph checksum mismatch: the file was damaged or edited after export; "
                             "copy it again or export it again (`edgecmg export` / `edgecmg calibrate`)")

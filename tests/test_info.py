@@ -44,7 +44,7 @@ def test_info_shows_who_set_a_threshold(small_artifact, tmp_path):
 def test_info_does_not_claim_a_checksum_an_old_export_lacks(featurizer_onnx, tmp_path):
     import onnx
 
-    from edgecmg.export import HEADER_KEY, SCORER_KEY, metadata_props
+    from edgecmg.export import GRAPH_SHA_KEY, HEADER_KEY, SCORER_KEY, metadata_props
 
     # An export of a format-2 model, from before the checksums (a format-3 one without them is refused).
     proto = onnx.load(str(featurizer_onnx))
@@ -57,7 +57,12 @@ def test_info_does_not_claim_a_checksum_an_old_export_lacks(featurizer_onnx, tmp
     old = tmp_path / "old.onnx"
     onnx.save(proto, str(old))
     assert describe(featurizer_onnx)["checksums"] == "checksums ok"
-    assert "no graph checksum to check" in format_description(describe(old)).splitlines()[0]
+    assert "no graph or header checksum to check" in format_description(describe(old)).splitlines()[0]
+    # the graph's checksum kept, the header's not: not "checksums ok" either
+    proto.metadata_props.add(key=GRAPH_SHA_KEY, value=props[GRAPH_SHA_KEY])
+    onnx.save(proto, str(old))
+    assert describe(old)["checksums"] == ("no header checksum to check (exported by an older edgecmg; export it again "
+                                          "(edgecmg export) to add them)")
 
 
 def test_info_names_a_damaged_file_and_still_describes_the_rest(small_artifact, tmp_path, capsys):

@@ -49,7 +49,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         model, kind = header, f"edgecmg model, format {header.get('format_version', '?')}"
     elif suffix == ONNX_SUFFIX:
         # onnx_header, not export (torch): a whole-detector file is described without torch, as it runs
-        from edgecmg.onnx_header import GRAPH_FEATURIZER, GRAPH_SHA_KEY, _load_proto, metadata_props, read_onnx_header
+        from edgecmg.onnx_header import (GRAPH_FEATURIZER, GRAPH_SHA_KEY, HEADER_SHA_KEY, _load_proto, metadata_props,
+                                         read_onnx_header, remake_hint)
 
         proto = _load_proto(path)  # parsed once: exports run to tens of MB
         header = read_onnx_header(proto, str(path))
@@ -57,8 +58,11 @@ def describe(path: str | Path) -> dict[str, Any]:
             from edgecmg.export import load_scorer_from_onnx
 
             load_scorer_from_onnx(proto, origin=str(path))  # its memory bank, outside the graph's checksum: as bench would refuse it
-        if GRAPH_SHA_KEY not in metadata_props(proto):
-            checksums = "no graph checksum to check (exported by an older edgecmg; export it again to add one)"
+        props = metadata_props(proto)
+        unsealed = [name for key, name in ((GRAPH_SHA_KEY, "graph"), (HEADER_SHA_KEY, "header")) if key not in props]
+        if unsealed:  # "checksums ok" under the warning that the file cannot be checked read as a contradiction
+            checksums = (f"no {' or '.join(unsealed)} checksum to check (exported by an older edgecmg; "
+                         f"{remake_hint(header)} to add them)")
         export = header.get("export", {})
         model = header
         kind = f"ONNX, {export.get('graph', '?')} graph, {export.get('precision', '?')}"
