@@ -150,6 +150,10 @@ class MVTecDataset:
                     f"; {self.root} looks like a folder of categories ({name_some(subdirs, 5)}), "
                     "pass one category folder"
                 )
+            elif (self.root / "Data" / "Images").is_dir():
+                hint = (f"; {self.root} is in VisA's own layout (Data/Images, Data/Masks): lay it out as MVTec by "
+                        "VisA's split_csv/1cls.csv (its train rows in train/good; test rows in test/good or "
+                        "test/bad, their masks in ground_truth/bad), e.g. with edgecmg.datasets.materialize_mvtec")
             raise DataError(f"no train/ or test/ folder under {self.root}: {_LAYOUT_HINT}{hint}")
 
     def __repr__(self) -> str:

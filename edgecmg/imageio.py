@@ -792,6 +792,17 @@ def _once_each(paths: list[Path]) -> list[Path]:
     return kept
 
 
+def _other_case_hint(pattern: str) -> str:
+    """Where ``pattern``'s extension in the other case matches images (``*.jpg`` for VisA's ``.JPG``
+    files: glob is case-sensitive here), a hint naming that pattern; else nothing."""
+    stem, dot, extension = pattern.rpartition(".")
+    if not dot or not extension or any(char in extension for char in "/\\"):
+        return ""
+    other = f"{stem}.{extension.swapcase()}"
+    count = sum(1 for path in glob.glob(other, recursive=True) if is_image_file(Path(path)))
+    return f"; {other!r} matches {count} image file(s): patterns are case-sensitive" if count else ""
+
+
 def is_glob_pattern(text: str) -> bool:
     """Whether ``text`` is a glob pattern (``parts/*.png``) rather than the name of a file or folder
     that holds such characters."""
@@ -812,7 +823,8 @@ def list_images(folder_or_glob: PathLike) -> list[Path]:
     if is_glob_pattern(text):
         found = _once_each(sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p)))
         if not found:
-            raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern")
+            raise DataError(f"no image files match the pattern {text!r} (image extensions: {exts}); check the pattern"
+                            f"{_other_case_hint(text)}")
         return found
     p = Path(text)
     if not p.exists():

@@ -210,3 +210,23 @@ def test_eval_says_the_masks_were_unusable_rather_than_missing(small_artifact, k
     assert main(["-q", "eval", str(small_artifact), str(root), "--backend", "torch"]) == 0
     out = capsys.readouterr().out
     assert "pixel_auroc: n/a (no usable masks: see masks_skipped)" in out and "(no masks)" not in out
+
+
+def test_a_pattern_whose_extension_is_in_the_other_case_names_the_one_that_matches(kolektor_root, tmp_path):
+    from edgecmg.imageio import list_images
+
+    _copy(sorted((kolektor_root / "test" / "good").iterdir())[:2], tmp_path / "Normal",
+          rename=lambda name: name.rsplit(".", 1)[0] + ".JPG")  # VisA's upper-case extension
+    with pytest.raises(DataError, match=r"no image files match the pattern .*\*\.jpg.*; '.*Normal/\*\.JPG' matches 2 "
+                                        r"image file\(s\): patterns are case-sensitive"):
+        list_images(str(tmp_path / "Normal" / "*.jpg"))
+    with pytest.raises(DataError, match=r"check the pattern$"):  # nothing in either case: no hint
+        list_images(str(tmp_path / "Normal" / "*.png"))
+
+
+def test_visas_own_layout_is_named_with_how_to_lay_it_out(kolektor_root, tmp_path):
+    visa = tmp_path / "candle"
+    _copy(sorted((kolektor_root / "test" / "good").iterdir())[:2], visa / "Data" / "Images" / "Normal")
+    with pytest.raises(DataError, match=r"in VisA's own layout \(Data/Images, Data/Masks\): lay it out as MVTec by "
+                                        r"VisA's split_csv/1cls.csv"):
+        MVTecDataset(visa)
