@@ -705,6 +705,19 @@ def read_mask(path: PathLike) -> np.ndarray:
     return raw != 0
 
 
+def image_frame_count(path: PathLike) -> int:
+    """How many frames an image file holds (an animated GIF or WebP, a multi-page TIFF: more than 1),
+    from its header; 1 where Pillow cannot tell (a format only OpenCV reads, an unreadable file)."""
+    if not Path(path).is_file():  # Pillow would open a FIFO named x.gif, and wait on it
+        return 1
+    Image = _pillow_image()
+    try:
+        with Image.open(path) as im:
+            return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - unreadable here: read_image names it when it is read
+        return 1
+
+
 def _palette_indices(path: Path) -> Optional[np.ndarray]:
     """The palette indices (uint8 ``[H, W]``) of a palette image file, or None for any other file.
 

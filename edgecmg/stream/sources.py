@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import stat
 import threading
 import time
@@ -53,6 +54,15 @@ V4L2_MAJOR = 81  # Linux's character-device major number of video4linux (/dev/vi
 
 #: URL schemes opened through FFmpeg as live network streams.
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+# A URL whose path names one of these is a recording served over the network where its capture counts
+# frames: read to its end, every frame, as a local file is (read as a live camera, each end of the file
+# was an outage, and each "reconnect" replayed it from frame 0, for ever).
+RECORDING_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
+# Containers without a frame index, whose frame count OpenCV estimates as duration x frame rate.
+ESTIMATED_COUNT_SUFFIXES = (".mkv", ".webm", ".ts", ".m2ts", ".mts", ".flv")
+# Files a folder may hold that stream reads only when given one by one (named where a folder is given).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".flv", ".mjpeg", ".h264",
+                  ".h265", ".hevc")
 
 # Back-off doubles per attempt; past this it stops growing so a long outage is still polled
 # (unless the user's own base delay is longer, which we respect).
@@ -273,9 +283,12 @@ class CaptureSource(FrameSource):
         config: StreamConfig,
         opener: Opener,
         open_hint: str = "",
+        counted_is_recording: bool = False,
     ) -> None:
         super().__init__(name, is_live=is_live, config=config)
         self.kind = kind
+        # A network URL naming a video file: a recording where the opened capture counts its frames.
+        self._counted_is_recording = counted_is_recording
         self._borrowed = kind == "capture"  # the user's own capture: not ours to release or reopen
         # Read to its end, its frame count compared; looped by reopening (a user's capture refuses loop).
         self._recording = kind == "file" or (self._borrowed and not is_live)
@@ -327,6 +340,10 @@ class CaptureSource(FrameSource):
                 )
             raise StreamError(f"{self.kind} source {self.name} opened but delivered no frame ({why}). {hint}".rstrip())
         self._frames_since_open = 1
+        if self._counted_is_recording and self._container_frames() is not None:
+            self.is_live, self._recording = False, True  # a camera's stream counts no frames
+            _log.info("%s: a recording (its container counts %d frames): read to its end, every frame", self.name,
+                      self._container_frames())
         # Read once here: later the capture thread owns the device (and may be reopening it).
         self._frame_rate = self._native_fps()
         if self._recording:
@@ -368,9 +385,15 @@ class CaptureSource(FrameSource):
         # the count is estimated from duration x fps (MKV, WebM, TS, variable frame rates).
         if self._frame_count is not None and not self._short_warned and seen < 0.95 * self._frame_count - 2:
             self._short_warned = True
-            _log.warning("%s: ended after %d of the %d frames its container lists; the file looks truncated "
-                         "or damaged (check it plays to the end, or copy it again)", self.name, seen,
-                         self._frame_count)
+            if urlsplit(str(self._target)).path.lower().endswith(ESTIMATED_COUNT_SUFFIXES):
+                # a complete file whose frame rate varies (a 10 s pause in a recording) reads short of it too
+                _log.warning("%s: ended after %d of about %d frames (its duration x frame rate: this container "
+                             "holds no frame count); the file may be truncated (check it plays to the end), or "
+                             "its frame rate varies", self.name, seen, self._frame_count)
+            else:
+                _log.warning("%s: ended after %d of the %d frames its container lists; the file looks truncated "
+                             "or damaged (check it plays to the end, or copy it again)", self.name, seen,
+                             self._frame_count)
 
     # ---- reading --------------------------------------------------------------------------
     def _grab(self) -> tuple[bool, Optional[np.ndarray], str]:
@@ -1068,6 +1091,12 @@ def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional
     )
 
 
+def _natural_order(path: Path) -> tuple:
+    """Sort key: the runs of digits in ``path`` compared as numbers (frame_2 before frame_10)."""
+    parts = re.split(r"(\d+)", str(path))
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
+
+
 def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: Optional[bool]) -> FrameSource:
     s = text.strip()
     if not s:
@@ -1097,6 +1126,7 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
                 f"Check the URL, the credentials and that the camera is reachable (open/read timeout "
                 f"{config.timeout_s:g}s); try it with ffplay."
             ),
+            counted_is_recording=live is None and urlsplit(s).path.lower().endswith(RECORDING_SUFFIXES),
         )
     if "!" in s and not Path(s).expanduser().exists():  # a folder or file may have a "!" in its name
         first = s.split("!", 1)[0].strip().split(" ", 1)[0] or "pipeline"
@@ -1113,25 +1143,46 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
     path = Path(s).expanduser()
     if s.isdigit() and not path.exists():
         return _open_camera(int(s), config, opener, live)
-    from edgecmg.imageio import IMAGE_EXTENSIONS, is_glob_pattern, list_images_naming_subfolders
+    from edgecmg.imageio import IMAGE_EXTENSIONS, image_frame_count, is_glob_pattern, list_images_naming_subfolders
 
     if is_glob_pattern(str(path)) or path.is_dir():
+        try:
+            videos = sorted(f.name for f in path.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if path.is_dir() else []
+        except OSError:  # unreadable: the listing below says so
+            videos = []
+        one = f"edgecmg stream {path / videos[0]}" if videos else ""
         try:  # a folder is read without its sub-folders: those that hold images are named (stream, capture)
             paths = list_images_naming_subfolders(s, "read")
         except MissingFileError as exc:  # the folder went away since we looked
             raise MissingSourceError(str(exc)) from exc
         except DataError as exc:
-            raise StreamError(str(exc)) from exc
+            held = f"; it holds video file(s), {', '.join(videos[:3])}: give one as the source ({one})" if videos else ""
+            raise StreamError(f"{exc}{held}") from exc
+        if videos:
+            _log.warning("%s: its video file(s) %s are not read (a folder's images are); give a video as the source "
+                         "of its own (%s)", s, ", ".join(videos[:3]) + (" ..." if len(videos) > 3 else ""), one)
+        # In natural order (img_2 before img_10): a folder of frames is a sequence in time. The list is a
+        # snapshot: images added while it streams are not judged.
+        paths = sorted(paths, key=_natural_order)
         return ImageFilesSource(paths, name=s, config=config, is_live=bool(live))
     if not path.exists():
         if s.startswith(("/dev/video", "/dev/v4l/")):
             raise MissingSourceError(f"camera {path} is not present: unplugged, not yet enumerated after a boot, or "
                                      "under another number; v4l2-ctl --list-devices lists the cameras")
+        numbered = re.sub(r"%0?\d*d", "*", s)
+        if numbered != s:  # OpenCV's image-sequence pattern: the glob reads the same files, in order
+            raise MissingSourceError(f"no such file or folder: {path}; for a numbered sequence of images pass a "
+                                     f"glob: '{numbered}' (quoted)")
         raise MissingSourceError(
             f"no such file or folder: {path}; pass a video file, an image folder or glob, a camera index, "
             "a URL or a GStreamer pipeline"
         )
     if path.suffix.lower() in IMAGE_EXTENSIONS:
+        frames = image_frame_count(path)
+        if frames > 1:  # an animated GIF or a multi-page TIFF: read_image decodes the first
+            _log.warning("%s holds %d frames (an animation or a multi-page file): only its first is judged; to "
+                         "judge every one, make it a video (ffmpeg -i %s out.mp4) or a folder of images",
+                         path, frames, path.name)
         return ImageFilesSource([path], name=str(path), config=config, is_live=bool(live))
     if path.is_char_device():  # /dev/video0 and its udev names: a camera, live, not a file to read to its end
         if not _is_v4l2_device(path):
