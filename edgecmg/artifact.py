@@ -235,6 +235,9 @@ def _header_length(path: Path, data: bytes, size: int) -> int:
         raise ArtifactError(f"{path}: truncated ({len(data)} bytes), not an edgecmg model; fit or copy it again")
     head, version, header_len, _ = _PREFIX.unpack_from(data)
     if head != MAGIC:
+        pointer = magic.git_lfs_pointer(path, bytes(data[:len(magic.GIT_LFS_POINTER)]))
+        if pointer:  # export and calibrate read the model here, past the runtime's check
+            raise ArtifactError(pointer)
         hint = ""
         if path.suffix.lower() in (".onnx", ".engine", ".plan"):
             # An exported or built file: it runs through Detector.load, but export/calibrate need the source.

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
+from edgecmg.magic import GIT_LFS_POINTER, git_lfs_pointer
 from edgecmg.pixel_limit import OPENCV_PIXEL_LIMIT_VARIABLE, OPENCV_PIXELS
 
 __all__ = ["IMAGE_EXTENSIONS", "is_glob_pattern", "is_image_file", "read_image", "read_image_size", "read_mask",
@@ -529,6 +530,9 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
             im.load()
             arr = np.array(_pil_in_array_modes(im))
     except UnidentifiedImageError as exc:
+        pointer = git_lfs_pointer(path, data[:len(GIT_LFS_POINTER)].tobytes())
+        if pointer:  # a dataset kept in Git LFS, cloned without its files: every image is one
+            raise DataError(pointer) from exc
         # Pillow's own message only names its in-memory buffer; the path says more.
         raise DataError(
             f"cannot decode image {path}: neither OpenCV nor Pillow recognises its format (corrupt, "

@@ -3,6 +3,7 @@ of every kind can tell one from another (a model given where an engine goes, a r
 importing each other: engine_file.py is above artifact.py, and imports no torch. Also the one way
 their JSON headers are parsed."""
 import json
+import os
 from typing import Any
 
 ARTIFACT = b"EDGECMG\0"  # *.edgecmg, edgecmg.artifact
@@ -11,6 +12,26 @@ ENGINE = b"EDGECMGE"  # *.engine, edgecmg.engine_file
 # is a few KB (the held-out images' names make most of it); this stops a damaged or edited length from
 # reading and hashing gigabytes before anything is checked, and no writer writes one a reader refuses.
 MAX_HEADER_BYTES = 16 << 20
+
+
+# A Git LFS pointer: the ~130-byte text a clone holds in a large file's place until `git lfs pull`.
+GIT_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def git_lfs_pointer(path: str | os.PathLike, first_bytes: bytes | None = None) -> str:
+    """The sentence for a file that is a Git LFS pointer (its ``first_bytes``, read from ``path`` where
+    not given), or "": a model or images kept in Git LFS and cloned without their files is refused as
+    damaged otherwise ("bad magic b'version '"), which sends people copying the file again."""
+    if first_bytes is None:
+        try:
+            with open(path, "rb") as handle:
+                first_bytes = handle.read(len(GIT_LFS_POINTER))
+        except OSError:
+            return ""
+    if not first_bytes.startswith(GIT_LFS_POINTER):
+        return ""
+    return (f"{path} is a Git LFS pointer, not the file itself: the repository was cloned or copied without its "
+            "LFS files; fetch them (git lfs install, then git lfs pull in the clone) and use the file again")
 
 
 def loads_header(text: str | bytes) -> Any:

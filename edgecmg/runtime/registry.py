@@ -214,6 +214,11 @@ def check_model_file(path: Path) -> str:
     if not path.exists():  # before the suffix: a mistyped name is missing first of all
         raise MissingFileError(f"{path}: no such model file")
     if suffix in KNOWN_SUFFIXES:
+        from edgecmg.magic import git_lfs_pointer
+
+        pointer = git_lfs_pointer(path)
+        if pointer:  # before any reader calls it damaged
+            raise DataError(pointer)
         return suffix
     runs = f"edgecmg runs .edgecmg artifacts, .onnx exports and {'/'.join(ENGINE_SUFFIXES)} TensorRT engines"
     from edgecmg.fileio import RANGE_CACHE_SUFFIX, is_range_cache

@@ -35,6 +35,7 @@ from edgecmg.config import StreamConfig
 from edgecmg.distributions import major_minor
 from edgecmg.errors import ConfigError, DataError, MissingFileError, MissingSourceError, StreamError
 from edgecmg.imageio import channels_first_batch, is_pil_image, is_tensor, to_rgb_uint8
+from edgecmg.magic import git_lfs_pointer
 
 __all__ = [
     "Frame",
@@ -1189,6 +1190,12 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
             raise StreamError(f"{path} is a device, but not a V4L2 camera (video4linux); pass a camera's "
                               "/dev/videoN (v4l2-ctl --list-devices lists them), its index, or csi://N")
         return _open_camera(str(path), config, opener, live)
+    if path.is_file() and path.stat().st_size == 0:  # named as such, not as a codec OpenCV may lack
+        raise StreamError(f"{path} is empty (0 bytes): a recording that never started or a copy cut short; copy it "
+                          "again or record it again")
+    pointer = git_lfs_pointer(path)
+    if pointer:
+        raise StreamError(pointer)
     return CaptureSource(
         str(path), name=str(path), kind="file", is_live=bool(live), config=config,
         opener=opener or _default_opener("file", config),

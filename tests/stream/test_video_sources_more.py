@@ -109,3 +109,13 @@ def test_a_short_read_of_a_container_without_a_frame_index_is_said_as_maybe_trun
     assert 0 < len(read) < 36
     assert (f"ended after {len(read)} of about 40 frames (its duration x frame rate: this container holds no frame "
             "count); the file may be truncated") in caplog.text
+
+
+def test_an_empty_video_file_and_a_git_lfs_pointer_are_named_as_such(tmp_path):
+    empty = tmp_path / "line.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(StreamError, match=r"line.mp4 is empty \(0 bytes\): a recording that never started"):
+        open_source(str(empty), config=StreamConfig())
+    empty.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 9000\n")
+    with pytest.raises(StreamError, match=r"line.mp4 is a Git LFS pointer, not the file itself"):
+        open_source(str(empty), config=StreamConfig())
