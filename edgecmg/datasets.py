@@ -230,10 +230,10 @@ class MVTecDataset:
                 _log.warning("test folder %s has no images; skipped", folder)
                 continue
             beside = masks_beside_images(paths)
-            if beside:  # KolektorSDD's <name>_label.bmp, KolektorSDD 2's <name>_GT.png: left in, each was judged as a test image
+            if beside:  # KolektorSDD's <name>_label.bmp, KolektorSDD 2's <name>_GT.png: each was judged as an image
                 _log.warning("test folder %s: %d file(s) named as masks of the images beside them are not judged "
-                             "(%s); eval reads masks from %s", folder, len(beside), name_some([b.name for b in beside], 3),
-                             gt_root / dtype)
+                             "(%s); eval reads masks from %s", folder, len(beside),
+                             name_some([b.name for b in beside], 3), gt_root / dtype)
                 paths = sorted(set(paths) - set(beside))
             label = 0 if dtype == GOOD else 1
             gt_dir = gt_root / dtype

@@ -76,9 +76,10 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
     ``masks_skipped`` (its image keeps its image score). Pixel metrics are None without masks. Masks
     whose defect covers more than half their image, most likely inverted, are used as they are, named
     in one warning and listed under ``masks_mostly_defect``; a defect image's mask that marks no pixel
-    at all is used too (its pixels count as defect-free), named and listed under ``masks_empty``. Where memory runs out for the pixel metrics
-    (the maps and masks take :data:`EVAL_BYTES_PER_PIXEL` per pixel of the model's input, per test image),
-    they are None and ``pixel_metrics_error`` says why (warned); the image metrics are kept.
+    at all is used too (its pixels count as defect-free), named and listed under ``masks_empty``.
+    Where memory runs out for the pixel metrics (the maps and masks take :data:`EVAL_BYTES_PER_PIXEL`
+    per pixel of the model's input, per test image), they are None and ``pixel_metrics_error`` says
+    why (warned); the image metrics are kept.
     ``defect_types``: which kinds of defect the detector finds (:func:`per_defect_type`).
     per_image: also return ``per_image``, one {file, defect_type, label, score, is_anomaly} per image.
     on_record: called with each of those records as its image is judged (eval --out writes them to

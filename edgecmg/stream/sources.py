@@ -1148,7 +1148,8 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
 
     if is_glob_pattern(str(path)) or path.is_dir():
         try:
-            videos = sorted(f.name for f in path.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if path.is_dir() else []
+            videos = sorted(f.name for f in path.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if path.is_dir() \
+                else []
         except OSError:  # unreadable: the listing below says so
             videos = []
         one = f"edgecmg stream {path / videos[0]}" if videos else ""
@@ -1157,7 +1158,8 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
         except MissingFileError as exc:  # the folder went away since we looked
             raise MissingSourceError(str(exc)) from exc
         except DataError as exc:
-            held = f"; it holds video file(s), {', '.join(videos[:3])}: give one as the source ({one})" if videos else ""
+            held = f"; it holds video file(s), {', '.join(videos[:3])}: give one as the source ({one})" if videos \
+                else ""
             raise StreamError(f"{exc}{held}") from exc
         if videos:
             _log.warning("%s: its video file(s) %s are not read (a folder's images are); give a video as the source "
