@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
 import sys
 import warnings
@@ -235,7 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    else "n/a (no usable masks: see masks_skipped)" if metrics["masks_skipped"] else "n/a (no masks)")
         for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max"):
             value = metrics.get(key)
-            print(f"{key:>16}: {missing if value is None else f'{value:.4f}'}")
+            print(f"{key:>16}: {missing if value is None else f'{value:.4f}'}"
+                  + (_at_threshold(metrics.get("f1_threshold")) if key == "f1_max" else ""))
         covered = metrics.get("pixel_metrics_over")
         if covered and covered["images"]:
             without, unusable = covered["defect_images_without_mask"], covered["defect_images_mask_unusable"]
@@ -260,6 +262,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 print(f"  {one_line(name):<{width}}  {kind['images']:>4} images  AUROC {value}  "
                       f"missed {kind['missed']}")
     return partly_used(len(metrics["skipped"]))
+
+
+def _at_threshold(threshold: Optional[float]) -> str:
+    """Where eval's best F1 is reached, as the option that sets it: the number alone left people
+    without the threshold to use (it was in --json only)."""
+    if threshold is None or not math.isfinite(threshold):  # best with every part flagged: no threshold to give
+        return ""
+    return f" (at --threshold {threshold:.4g})"
 
 
 class PartialScores:
