@@ -12,7 +12,9 @@ Every reader returns plain numpy arrays:
 
 Decoding uses ``cv2.imdecode(np.fromfile(path), cv2.IMREAD_UNCHANGED)`` (works with non-ASCII
 paths on every OS) and falls back to Pillow for what OpenCV cannot decode. EXIF orientation is
-not applied (pixels come out as stored, like camera frames do). A file whose header declares more than
+not applied (pixels come out as stored, like camera frames do), except in TIFF files, whose
+orientation tag OpenCV's decoder applies. A PGM/PPM is scaled by the maximum its header gives (a
+12-bit camera's 4095). ICC colour profiles are not applied. A file whose header declares more than
 twice Pillow's ``MAX_IMAGE_PIXELS`` (179 megapixels by default) is refused before it is decoded: from
 the header Pillow parses or, in a format only OpenCV reads, by OpenCV's limit, which importing edgecmg
 sets to the same (``edgecmg.pixel_limit``; unless it is set already, or cv2 was imported first). Files that are not regular files (FIFOs, devices) are refused unopened. Any failure
@@ -47,11 +49,12 @@ _log = logging.getLogger("edgecmg")
 
 #: Lower-case file suffixes treated as images by :func:`list_images`.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".gif"}
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".pbm",
+     ".gif", ".jp2"}
 )
 
 PathLike = Union[str, Path]
-_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})  # masks saved this way are thresholded, not "nonzero"
+_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})  # masks saved so are thresholded, not "nonzero"
 _GLOB_CHARS = set("*?[")
 
 
@@ -231,7 +234,8 @@ def _tensor_as_array(tensor: Any) -> np.ndarray:
 FLOAT_SLACK = 1e-3  # how far outside [0, 1] a float frame may stray by rounding (clipped, not refused)
 # Notes given once per process, not once per frame; each mistake has its own, so that one said does
 # not silence another (an 8-bit cast and a 12-bit camera can both happen in one program).
-_said = {"eight_bits_in_sixteen": False, "low_bit_camera": False, "two_channel": False, "low_bit_file": False}
+_said = {"eight_bits_in_sixteen": False, "low_bit_camera": False, "two_channel": False, "low_bit_file": False,
+         "float_range_file": False}
 
 
 def _note_low_bit_depth(arr: np.ndarray) -> None:
@@ -268,6 +272,23 @@ def _note_low_bit_file(arr: np.ndarray, path: Path) -> None:
                      "65535 -> 255, so it comes out dark; judge such files with a model fitted on files saved the "
                      "same way, or save them shifted to 16 bits (<< 4 for 12-bit data, << 6 for 10-bit). Said once.",
                      path, top)
+
+
+def _note_float_range_file(arr: np.ndarray, path: Path) -> None:
+    """Say (once) when a floating-point image file holds values outside [0, 1] or not finite (a float
+    TIFF of raw counts, a Radiance HDR): read as 0..1 and clipped, it comes out washed out, where the
+    same array passed in is refused (to_rgb_uint8)."""
+    if _said["float_range_file"] or not np.issubdtype(arr.dtype, np.floating) or not arr.size:
+        return
+    finite = np.isfinite(arr)
+    low = float(np.min(arr, initial=0.0, where=finite))
+    high = float(np.max(arr, initial=0.0, where=finite))
+    if finite.all() and low >= -FLOAT_SLACK and high <= 1 + FLOAT_SLACK:
+        return
+    _said["float_range_file"] = True
+    _log.warning("%s holds floating-point values from %.4g to %.4g%s: float images are read as 0..1 and clipped, so "
+                 "it comes out washed out; save it as 8- or 16-bit, or scaled to [0, 1]. Said once.", path, low, high,
+                 "" if finite.all() else " and values that are not numbers (read as 0)")
 
 
 def _note_two_channels(arr: np.ndarray) -> None:
@@ -478,8 +499,25 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
             raise DataError(_opencv_refusal(path, str(exc))) from None
         arr = None
     if arr is not None and arr.size > 0:
-        return arr, "bgr"
+        return _to_pnm_range(arr, data), "bgr"
     return _decode_pillow(path, data), "rgb"
+
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"}
+
+
+def _to_pnm_range(arr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """``arr`` scaled to its dtype's full range where ``data`` is a PGM/PPM whose header gives another
+    maximum (12-bit cameras write 4095): OpenCV returns the raw counts, which a 65535 -> 255 scale made
+    nearly black (and a maximum of 100 in 8 bits, 100 -> 255, came out dim), with the range in the header."""
+    found = re.match(rb"P[2356]\s+(?:#[^\n]*\s+)*\d+\s+(?:#[^\n]*\s+)*\d+\s+(?:#[^\n]*\s+)*(\d+)\s",
+                     data[:1024].tobytes())
+    if found is None or not np.issubdtype(arr.dtype, np.unsignedinteger):
+        return arr
+    top, full = int(found.group(1)), np.iinfo(arr.dtype).max
+    if not 0 < top < full or arr.max() > top:  # above the header's maximum: a decoder that scaled already
+        return arr
+    return np.rint(arr.astype(np.float32) * (full / top)).astype(arr.dtype)
 
 
 #: OpenCV's own default for OPENCV_IO_MAX_IMAGE_PIXELS, where the environment sets none.
@@ -533,6 +571,9 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
         pointer = git_lfs_pointer(path, data[:len(GIT_LFS_POINTER)].tobytes())
         if pointer:  # a dataset kept in Git LFS, cloned without its files: every image is one
             raise DataError(pointer) from exc
+        if data[4:8].tobytes() == b"ftyp" and data[8:12].tobytes() in _HEIF_BRANDS:  # sound, not "corrupt"
+            raise DataError(f"cannot decode image {path}: HEIC/HEIF (a phone's photo format) is not read here; "
+                            "convert it to JPEG or PNG (or set the camera to save JPEG)") from exc
         # Pillow's own message only names its in-memory buffer; the path says more.
         raise DataError(
             f"cannot decode image {path}: neither OpenCV nor Pillow recognises its format (corrupt, "
@@ -588,6 +629,7 @@ def _to_rgb8(arr: np.ndarray, order: str, path: Path) -> np.ndarray:
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
         raise DataError(f"image {path} has unsupported shape {arr.shape}; save it as gray, RGB or RGBA")
     _note_low_bit_file(arr, path)
+    _note_float_range_file(arr, path)
 
     if arr.ndim == 3 and arr.shape[2] in (2, 4) and not _alpha_varies(arr[:, :, -1]):
         if arr.dtype == np.uint8 and arr.shape[2] == 4:  # one conversion, not a copy of the view and another
