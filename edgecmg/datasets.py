@@ -96,6 +96,13 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
     return mask
 
 
+def _subfolder_names(folder: Path) -> set[str]:
+    try:
+        return {sub.name for sub in folder.iterdir() if sub.is_dir()}
+    except OSError:  # unreadable: nothing to point at
+        return set()
+
+
 def _reads(image: Path) -> bool:
     """Whether ``image``'s header reads (eval names one that does not as unreadable); only called on
     defect images without a mask, and from the header alone: listing samples decodes nothing."""
@@ -266,8 +273,16 @@ class MVTecDataset:
                              len(unmatched), gt_root, unmatched[0][1], ", ".join(folders) or "none")
         elif unmatched:
             # Not read to count them (no masks were meant): the unreadable ones are named when eval reads them.
-            _log.info("no ground_truth/ folder under %s: the defect test images have no masks, and pixel metrics "
-                      "are not taken", self.root)
+            defect_types = {dtype for dtype in types if dtype != GOOD}
+            elsewhere = [d for d in sorted(gt_root.parent.iterdir()) if d.is_dir() and d.name not in ("train", "test")
+                         and defect_types & _subfolder_names(d)]
+            if elsewhere:  # masks/<defect type>/: meant as masks, said where -q hides an info line
+                _log.warning("no ground_truth/ folder under %s, but %s holds folders named as its defect types: the "
+                             "defect test images get no masks, and pixel metrics are not taken; if it holds the "
+                             "masks, rename it to ground_truth", self.root, elsewhere[0])
+            else:
+                _log.info("no ground_truth/ folder under %s: the defect test images have no masks, and pixel metrics "
+                          "are not taken", self.root)
         return samples
 
 

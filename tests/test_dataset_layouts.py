@@ -230,3 +230,14 @@ def test_visas_own_layout_is_named_with_how_to_lay_it_out(kolektor_root, tmp_pat
     with pytest.raises(DataError, match=r"in VisA's own layout \(Data/Images, Data/Masks\): lay it out as MVTec by "
                                         r"VisA's split_csv/1cls.csv"):
         MVTecDataset(visa)
+
+
+def test_masks_in_a_folder_not_named_ground_truth_are_pointed_at(kolektor_root, tmp_path, caplog):
+    root = _layout(kolektor_root, tmp_path / "d", masks="masks")
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    samples = MVTecDataset(root).test_samples()
+    assert [s.mask_path for s in samples if s.label] == [None, None]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"no ground_truth/ folder under {root}, but {root / 'masks'} holds folders named as its defect "
+                    "types: the defect test images get no masks, and pixel metrics are not taken; if it holds the "
+                    "masks, rename it to ground_truth"]
