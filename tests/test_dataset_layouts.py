@@ -181,25 +181,6 @@ def test_an_empty_mask_of_a_defect_is_named_and_listed(small_artifact, kolektor_
                     "out"]
 
 
-def test_a_16_bit_file_of_12_bit_data_is_named_once(tmp_path, caplog, monkeypatch):
-    from edgecmg import imageio
-
-    monkeypatch.setitem(imageio._said, "low_bit_file", False)
-    frame = np.arange(40 * 100, dtype=np.uint16).reshape(40, 100)  # up to 3999: 12-bit data
-    first, second = tmp_path / "a.png", tmp_path / "b.png"
-    assert cv2.imwrite(str(first), frame) and cv2.imwrite(str(second), frame)
-    caplog.set_level(logging.WARNING, logger="edgecmg")
-    imageio.read_image(first)
-    imageio.read_image(second)
-    said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and said[0].startswith(f"{first} is a 16-bit image with values up to 3999 only"), said
-    monkeypatch.setitem(imageio._said, "low_bit_file", False)
-    caplog.clear()
-    assert cv2.imwrite(str(first), frame * 16)  # shifted to 16 bits: nothing to say
-    imageio.read_image(first)
-    assert not caplog.records
-
-
 def test_eval_says_the_masks_were_unusable_rather_than_missing(small_artifact, kolektor_root, tmp_path, capsys):
     from edgecmg.cli import main
 

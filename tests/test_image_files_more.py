@@ -28,20 +28,28 @@ def test_a_pgm_is_read_by_the_maximum_its_header_gives(tmp_path, top):
     assert image.shape == (40, 30, 3) and np.abs(image[:, :, 0] - expected).max() <= 1  # was 0..16 at 4095
 
 
-def test_a_float_file_outside_0_to_1_is_named_once(tmp_path, caplog, monkeypatch):
-    monkeypatch.setitem(imageio._said, "float_range_file", False)
-    counts = np.linspace(0, 4095, 40 * 30, dtype=np.float32).reshape(40, 30)
-    first, second = tmp_path / "raw.tiff", tmp_path / "raw2.tiff"
-    assert cv2.imwrite(str(first), counts) and cv2.imwrite(str(second), counts)
+@pytest.mark.parametrize("key, suffix, frame, fine, said", [
+    # 12-bit data in a 16-bit file: read 65535 -> 255, nearly black
+    ("low_bit_file", ".png", np.arange(40 * 100, dtype=np.uint16).reshape(40, 100), lambda frame: frame * 16,
+     "is a 16-bit image with values up to 3999 only"),
+    # raw counts in a float file: read as 0..1 and clipped, nearly white
+    ("float_range_file", ".tiff", np.linspace(0, 4095, 40 * 30, dtype=np.float32).reshape(40, 30),
+     lambda frame: frame / 4095, "holds floating-point values from 0 to 4095: float images are read as 0..1 and "
+                                 "clipped"),
+])
+def test_a_file_outside_its_types_usual_range_is_named_once(tmp_path, caplog, monkeypatch, key, suffix, frame, fine,
+                                                             said):
+    monkeypatch.setitem(imageio._said, key, False)
+    first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    assert cv2.imwrite(str(first), frame) and cv2.imwrite(str(second), frame)
     caplog.set_level(logging.WARNING, logger="edgecmg")
     imageio.read_image(first)
     imageio.read_image(second)
-    said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and said[0].startswith(f"{first} holds floating-point values from 0 to 4095: float images "
-                                                 "are read as 0..1 and clipped"), said
-    monkeypatch.setitem(imageio._said, "float_range_file", False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(f"{first} {said}"), messages
+    monkeypatch.setitem(imageio._said, key, False)
     caplog.clear()
-    assert cv2.imwrite(str(first), counts / 4095)  # in [0, 1]: nothing to say
+    assert cv2.imwrite(str(first), fine(frame))  # in the type's usual range: nothing to say
     imageio.read_image(first)
     assert not caplog.records
 
