@@ -269,7 +269,7 @@ def _at_threshold(threshold: Optional[float]) -> str:
     without the threshold to use (it was in --json only)."""
     if threshold is None or not math.isfinite(threshold):  # best with every part flagged: no threshold to give
         return ""
-    return f" (at --threshold {threshold:.4g})"
+    return f" (at --threshold {float(threshold)!r})"  # exact: rounded up, it passed the defect that sets it
 
 
 class PartialScores:

@@ -239,8 +239,8 @@ class MVTecDataset:
             beside = masks_beside_images(paths)
             if beside:  # KolektorSDD's <name>_label.bmp, KolektorSDD 2's <name>_GT.png: each was judged as an image
                 _log.warning("test folder %s: %d file(s) named as masks of the images beside them are not judged "
-                             "(%s); eval reads masks from %s", folder, len(beside),
-                             name_some([b.name for b in beside], 3), gt_root / dtype)
+                             "(%s)%s", folder, len(beside), name_some([b.name for b in beside], 3),
+                             "" if dtype == GOOD else f"; eval reads masks from {gt_root / dtype}")
                 paths = sorted(set(paths) - set(beside))
             label = 0 if dtype == GOOD else 1
             gt_dir = gt_root / dtype
@@ -274,7 +274,9 @@ class MVTecDataset:
         elif unmatched:
             # Not read to count them (no masks were meant): the unreadable ones are named when eval reads them.
             defect_types = {dtype for dtype in types if dtype != GOOD}
-            elsewhere = [d for d in sorted(gt_root.parent.iterdir()) if d.is_dir() and d.name not in ("train", "test")
+            # named as masks are (a copy of test/ beside it, test_old/, is not pointed at)
+            elsewhere = [d for d in sorted(gt_root.parent.iterdir()) if d.is_dir()
+                         and any(word in d.name.lower() for word in ("mask", "gt", "label", "annot", "truth"))
                          and defect_types & _subfolder_names(d)]
             if elsewhere:  # masks/<defect type>/: meant as masks, said where -q hides an info line
                 _log.warning("no ground_truth/ folder under %s, but %s holds folders named as its defect types: the "

@@ -228,21 +228,25 @@ def training_images(data: str | Path) -> list[Path]:
     good = root / "train" / "good"
     if good.is_dir():
         folder = good
-        refusal = (f"{good} holds no image files to fit on: put the images of good parts in it (fit {root} reads "
-                   f"that folder alone), or pass a folder of them")
     elif root.is_dir():
-        folder, refusal = root, _mvtec_refusal(root)
+        folder = root
     else:
         return _leave_out_masks(list_images(data))  # a glob pattern or one image file: what it matches was asked for
-    # In an MVTec layout list_images' hint for a folder without images, a glob over it, would train on
-    # test/'s defects (or ground_truth/'s masks): those folders get a refusal of their own.
-    if refusal and not any(is_image_file(p) for p in folder.iterdir()):
-        raise DataError(refusal)
     nested = subfolders_with_images(folder)
-    if nested and not any(is_image_file(p) for p in folder.iterdir()):
-        # list_images' hint, a glob over every sub-folder, trained VisA's Data/ on its anomalies and masks
-        raise DataError(f"{folder} holds no image files of its own, only sub-folders that do ({name_some(nested, 5)}): "
-                        "fit reads the folder it is given; pass the one that holds good parts only")
+    if not any(is_image_file(p) for p in folder.iterdir()):
+        # In an MVTec layout list_images' hint for a folder without images, a glob over it, would train on
+        # test/'s defects (or ground_truth/'s masks): those folders get a refusal of their own.
+        if folder == good:
+            raise DataError(f"{good} holds no image files to fit on: put the images of good parts in it (fit {root} "
+                            "reads that folder alone), or pass a folder of them")
+        refusal = _mvtec_refusal(root)
+        if refusal:
+            raise DataError(refusal)
+        if nested:  # a glob over every sub-folder trained VisA's Data/ on its anomalies and masks
+            raise DataError(f"{folder} holds no image files of its own, only sub-folders that do "
+                            f"({name_some(nested, 5)}): fit reads the folder it is given; pass the one that holds good "
+                            f"parts only, or, where every sub-folder holds good parts only (one a day, say), a glob "
+                            f"such as '{folder}/**/*.png'")
     images = _leave_out_masks(list_images(folder))
     if nested:  # a folder's own images are read, not its sub-folders': say which images the fit leaves out
         log.warning("%s: the images in its sub-folder(s) %s are not read (fit reads a folder's own images); to train "
@@ -318,17 +322,24 @@ def _say_captions_not_a_file(images: list[Path], cmle: bool) -> None:
                     "the file,text CSV there", path, kind_of_non_file(path))
 
 
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # Python 3.11 raises on a folder it may not enter (lost+found): not one of ours
+        return False
+
+
 def _mvtec_refusal(root: Path) -> Optional[str]:
     """Why ``root`` cannot be fitted on when it holds no images of its own and is an MVTec root or a
     part of one (else None), and what to pass instead."""
     here = root.resolve()
     if (root / "test").is_dir():
         train = root / "train"
-        holds = sorted(sub.name for sub in train.iterdir() if sub.is_dir()) if train.is_dir() else []
+        holds = sorted(sub.name for sub in train.iterdir() if _is_folder(sub)) if train.is_dir() else []
         found = f" (train/ holds {name_some(holds, 3)}: rename the folder of good parts to good)" if holds else ""
         return (f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good images to fit "
                 f"on{found}; put them there, or pass the folder of good images itself")
-    categories = sorted(sub.name for sub in root.iterdir() if sub.is_dir() and (sub / "train").is_dir())
+    categories = sorted(sub.name for sub in root.iterdir() if _is_folder(sub / "train"))
     if categories:
         return (f"{root} looks like a folder of categories ({name_some(categories, 5)}): fit one model per "
                 f"category; pass one category folder (e.g. {root / categories[0]})")

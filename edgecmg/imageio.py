@@ -573,7 +573,7 @@ def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
             raise DataError(pointer) from exc
         if data[4:8].tobytes() == b"ftyp" and data[8:12].tobytes() in _HEIF_BRANDS:  # sound, not "corrupt"
             raise DataError(f"cannot decode image {path}: HEIC/HEIF (a phone's photo format) is not read here; "
-                            "convert it to JPEG or PNG (or set the camera to save JPEG)") from exc
+                            "convert it to JPEG or PNG (or set the camera to save JPEG)") from exc  # mif1: AVIF too
         # Pillow's own message only names its in-memory buffer; the path says more.
         raise DataError(
             f"cannot decode image {path}: neither OpenCV nor Pillow recognises its format (corrupt, "
@@ -919,6 +919,8 @@ def _not_an_image_file(path: Path, exts: str) -> str:
     if is_range_cache(path):
         return (f"{path} is calibrate's activation-range cache, not an image: give the images (or their folder) "
                 "it was made from here")
+    if path.suffix.lower() in (".heic", ".heif"):
+        return f"{path}: HEIC/HEIF (a phone's photo format) is not read here; convert it to JPEG or PNG"
     return f"{path} does not have an image extension ({exts}); rename it or pass its folder"
 
 

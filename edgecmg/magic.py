@@ -4,6 +4,7 @@ importing each other: engine_file.py is above artifact.py, and imports no torch.
 their JSON headers are parsed."""
 import json
 import os
+import stat
 from typing import Any
 
 ARTIFACT = b"EDGECMG\0"  # *.edgecmg, edgecmg.artifact
@@ -24,6 +25,8 @@ def git_lfs_pointer(path: str | os.PathLike, first_bytes: bytes | None = None) -
     damaged otherwise ("bad magic b'version '"), which sends people copying the file again."""
     if first_bytes is None:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read (and lose its bytes)
+                return ""
             with open(path, "rb") as handle:
                 first_bytes = handle.read(len(GIT_LFS_POINTER))
         except OSError:

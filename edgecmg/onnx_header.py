@@ -196,7 +196,7 @@ def _check_graph(origin: str, proto, header: dict[str, Any]) -> None:
                             "export; export it again")
 
 
-_SAID_UNSEALED: set[tuple[str, str]] = set()  # (origin, header) of exports whose missing checksums were said
+_SAID_UNSEALED: set[tuple[str, int]] = set()  # (origin, header's hash) of exports whose missing checksums were said
 
 
 def remake_hint(header: dict[str, Any]) -> str:
@@ -246,7 +246,7 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None, *, operators: 
     if unsealed and header.get("format_version", FORMAT_VERSION) >= CHECKSUMS_SINCE_FORMAT:
         raise ArtifactError(f"{origin}: no {' or '.join(unsealed)} metadata, which every export of a format-"
                             f"{CHECKSUMS_SINCE_FORMAT} model carries: removed after export; export it again")
-    said = (origin, props[HEADER_KEY])  # the header too: models passed in memory share one origin
+    said = (origin, hash(props[HEADER_KEY]))  # the header too: models passed in memory share one origin
     if unsealed and said not in _SAID_UNSEALED:  # once a file: loading a featurizer export reads its header twice
         _SAID_UNSEALED.add(said)
         log.warning("%s: no %s (exported by an edgecmg older than the checksums): it cannot be checked for "

@@ -260,7 +260,7 @@ def test_eval_prints_metrics_json(mvtec_subset, tmp_path, capsys, small_artifact
     assert f"image_auroc: {metrics['image_auroc']:.4f}" in text and "latency_ms: p50 " in text
     assert f"(pixel metrics over 10 images, 5 of them defects; at {h}x{w}, the model's input)" in text
     # the best F1 with the threshold that reaches it, as the option that sets it (it was in --json only)
-    assert f"f1_max: {metrics['f1_max']:.4f} (at --threshold {metrics['f1_threshold']:.4g})\n" in text
+    assert f"f1_max: {metrics['f1_max']:.4f} (at --threshold {metrics['f1_threshold']!r})\n" in text
 
 
 def test_eval_reports_each_defect_type_and_the_errors_at_the_threshold(mvtec_subset, tmp_path, capsys,

@@ -222,3 +222,44 @@ def test_masks_in_a_folder_not_named_ground_truth_are_pointed_at(kolektor_root, 
     assert said == [f"no ground_truth/ folder under {root}, but {root / 'masks'} holds folders named as its defect "
                     "types: the defect test images get no masks, and pixel metrics are not taken; if it holds the "
                     "masks, rename it to ground_truth"]
+
+
+def test_review_followups_on_layouts(kolektor_root, tmp_path, caplog, monkeypatch):
+    """A folder of per-day sub-folders gets the glob; a folder fit may not enter (lost+found) is passed
+    over, not a PermissionError; a copy of test/ beside it is not taken for masks; a good part's
+    file named as another's mask is not said to have its masks under ground_truth/good."""
+    from pathlib import Path
+
+    from edgecmg.fit import training_images
+
+    days = tmp_path / "days"
+    for day in ("day1", "day2"):
+        _copy(sorted((kolektor_root / "train" / "good").iterdir())[:1], days / day)
+    with pytest.raises(DataError, match=r"where every sub-folder holds good parts only \(one a day, say\), a glob "
+                                        r"such as '.*days/\*\*/\*\.png'"):
+        training_images(days)
+    shelf = tmp_path / "shelf"
+    _copy(sorted((kolektor_root / "train" / "good").iterdir())[:8], shelf)
+    (shelf / "lost+found").mkdir()
+    real_is_dir = Path.is_dir
+
+    def no_entry(path):  # what Python 3.11 does for a folder it may not enter (tests run as root here)
+        if path.parent.name == "lost+found":  # the folder itself is listed; what is inside it is not
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_dir(path)
+
+    monkeypatch.setattr(Path, "is_dir", no_entry)
+    assert len(training_images(shelf)) == 8
+    monkeypatch.undo()
+    root = _layout(kolektor_root, tmp_path / "d", masks="masks")
+    shutil.copytree(root / "test", root / "test_old")
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    MVTecDataset(root).test_samples()
+    assert f"but {root / 'masks'} holds folders" in caplog.text and "test_old" not in caplog.text
+    caplog.clear()
+    good = root / "test" / "good"
+    first = sorted(good.iterdir())[0]
+    shutil.copy(first, good / f"{first.stem}_label{first.suffix}")
+    MVTecDataset(root).test_samples()
+    said = [r.getMessage() for r in caplog.records if "named as masks" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(f"({first.stem}_label{first.suffix})"), said

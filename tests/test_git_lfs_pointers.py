@@ -36,3 +36,30 @@ def test_export_of_a_pointer_and_an_image_that_is_one_say_so(tmp_path):
     image.write_bytes(POINTER)
     with pytest.raises(DataError, match=f"part_001.png {SAID}"):
         read_image(image)
+
+
+def test_a_model_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+    import threading
+
+    from edgecmg import Detector
+
+    fifo = tmp_path / "part.edgecmg"
+    os.mkfifo(fifo)
+    raised = []
+
+    def load():
+        try:
+            Detector.load(fifo)
+        except EdgeCMGError as exc:
+            raised.append(str(exc))
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # blocked opening the FIFO: let it go (a writer opens and closes it) and fail
+        with open(fifo, "wb"):
+            pass
+        worker.join(5)
+        pytest.fail("Detector.load waited on a FIFO given as a model file")
+    assert raised and "FIFO" in raised[0], raised

@@ -22,6 +22,7 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
+from decimal import Decimal
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -386,7 +387,8 @@ class CaptureSource(FrameSource):
         # the count is estimated from duration x fps (MKV, WebM, TS, variable frame rates).
         if self._frame_count is not None and not self._short_warned and seen < 0.95 * self._frame_count - 2:
             self._short_warned = True
-            if urlsplit(str(self._target)).path.lower().endswith(ESTIMATED_COUNT_SUFFIXES):
+            target = str(self._target)  # a URL's path; a local file's name may hold '#' or '?'
+            if (urlsplit(target).path if self.kind == "network" else target).lower().endswith(ESTIMATED_COUNT_SUFFIXES):
                 # a complete file whose frame rate varies (a 10 s pause in a recording) reads short of it too
                 _log.warning("%s: ended after %d of about %d frames (its duration x frame rate: this container "
                              "holds no frame count); the file may be truncated (check it plays to the end), or "
@@ -1093,9 +1095,10 @@ def _open_camera(device: Union[int, str], config: StreamConfig, opener: Optional
 
 
 def _natural_order(path: Path) -> tuple:
-    """Sort key: the runs of digits in ``path`` compared as numbers (frame_2 before frame_10)."""
-    parts = re.split(r"(\d+)", str(path))
-    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
+    """Sort key: the numbers in ``path`` compared as numbers (frame_2 before frame_10; a time stamp's
+    fraction as a fraction: 1733600000.25 before 1733600000.5)."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(path))
+    return tuple(Decimal(part) if index % 2 else part for index, part in enumerate(parts))
 
 
 def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: Optional[bool]) -> FrameSource:
@@ -1158,9 +1161,10 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
         except MissingFileError as exc:  # the folder went away since we looked
             raise MissingSourceError(str(exc)) from exc
         except DataError as exc:
-            held = f"; it holds video file(s), {', '.join(videos[:3])}: give one as the source ({one})" if videos \
-                else ""
-            raise StreamError(f"{exc}{held}") from exc
+            if videos:  # not the listing's advice (images in the folder, or a glob): what it holds is videos
+                raise StreamError(f"{path} holds no image files but video file(s), {', '.join(videos[:3])}: give one "
+                                  f"as the source ({one})") from exc
+            raise StreamError(str(exc)) from exc
         if videos:
             _log.warning("%s: its video file(s) %s are not read (a folder's images are); give a video as the source "
                          "of its own (%s)", s, ", ".join(videos[:3]) + (" ..." if len(videos) > 3 else ""), one)
@@ -1184,8 +1188,8 @@ def _open_text(text: str, config: StreamConfig, opener: Optional[Opener], live: 
         frames = image_frame_count(path)
         if frames > 1:  # an animated GIF or a multi-page TIFF: read_image decodes the first
             _log.warning("%s holds %d frames (an animation or a multi-page file): only its first is judged; to "
-                         "judge every one, make it a video (ffmpeg -i %s out.mp4) or a folder of images",
-                         path, frames, path.name)
+                         "judge every one, make it a video (ffmpeg -i '%s' out.mp4) or a folder of images",
+                         path, frames, path)
         return ImageFilesSource([path], name=str(path), config=config, is_live=bool(live))
     if path.is_char_device():  # /dev/video0 and its udev names: a camera, live, not a file to read to its end
         if not _is_v4l2_device(path):

@@ -79,7 +79,7 @@ def test_video_files_in_a_folder_are_named(tmp_path, caplog):
     folder = tmp_path / "clips"
     folder.mkdir()
     write_video(folder / "line1.mp4", 3, "mp4v")
-    with pytest.raises(StreamError, match=r"no image files in .*; it holds video file\(s\), line1.mp4: give one as "
+    with pytest.raises(StreamError, match=r"clips holds no image files but video file\(s\), line1.mp4: give one as "
                                           r"the source \(edgecmg stream .*clips/line1.mp4\)"):
         open_source(str(folder), config=StreamConfig())
     assert cv2.imwrite(str(folder / "still.png"), make_bgr(1))
@@ -119,3 +119,36 @@ def test_an_empty_video_file_and_a_git_lfs_pointer_are_named_as_such(tmp_path):
     empty.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"ab" * 32 + b"\nsize 9000\n")
     with pytest.raises(StreamError, match=r"line.mp4 is a Git LFS pointer, not the file itself"):
         open_source(str(empty), config=StreamConfig())
+
+
+def test_review_followups_on_sources(tmp_path, caplog):
+    """Time stamps with fractions in their natural order; a folder of videos alone named as such; the
+    GIF hint's ffmpeg command with the whole path; a FIFO named as a video is not read ahead."""
+    import os
+
+    folder = tmp_path / "stamps"
+    folder.mkdir()
+    for stamp in ("1733600000.5", "1733600000.25", "1733600001.0"):
+        assert cv2.imwrite(str(folder / f"{stamp}.png"), make_bgr(1))
+    frames = _all_frames(open_source(str(folder), config=StreamConfig()))
+    assert [f.source.rsplit("/", 1)[1] for f in frames] == ["1733600000.25.png", "1733600000.5.png",
+                                                            "1733600001.0.png"]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "a.mp4", 2, "mp4v")
+    with pytest.raises(StreamError, match=r"clips holds no image files but video file\(s\), a.mp4: give one as the "
+                                          r"source"):
+        open_source(str(clips), config=StreamConfig())
+    from PIL import Image
+
+    gif = tmp_path / "anim.gif"
+    frames = [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(3)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    caplog.set_level(logging.WARNING, logger="edgecmg")
+    _all_frames(open_source(str(gif), config=StreamConfig()))
+    assert f"(ffmpeg -i '{gif}' out.mp4)" in caplog.text
+    from edgecmg.magic import git_lfs_pointer
+
+    fifo = tmp_path / "live.mp4"
+    os.mkfifo(fifo)
+    assert git_lfs_pointer(fifo) == ""  # returned at once: opening a FIFO to read would wait for a writer
