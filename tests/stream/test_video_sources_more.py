@@ -97,6 +97,7 @@ def test_an_animation_says_only_its_first_frame_is_judged(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="edgecmg")
     assert len(_all_frames(open_source(str(path), config=StreamConfig()))) == 1
     assert f"{path} holds 5 frames (an animation or a multi-page file): only its first is judged" in caplog.text
+    assert f"(ffmpeg -i '{path}' out.mp4)" in caplog.text  # the whole path: it runs from any folder
 
 
 def test_a_short_read_of_a_container_without_a_frame_index_is_said_as_maybe_truncated(tmp_path, caplog):
@@ -121,10 +122,13 @@ def test_an_empty_video_file_and_a_git_lfs_pointer_are_named_as_such(tmp_path):
         open_source(str(empty), config=StreamConfig())
 
 
-def test_review_followups_on_sources(tmp_path, caplog):
-    """Time stamps with fractions in their natural order; a folder of videos alone named as such; the
-    GIF hint's ffmpeg command with the whole path; a FIFO named as a video is not read ahead."""
+def test_time_stamps_with_fractions_stream_in_time_order_and_a_fifo_is_not_read_ahead(tmp_path):
+    """Frames saved as f"{time.time()}.png": a time stamp's fraction is a fraction (the digit-run order
+    put .5 before .25); and the Git LFS check returns at once on a FIFO named as a video (opening it to
+    read waited for a writer, and took the container's first bytes from it)."""
     import os
+
+    from edgecmg.magic import git_lfs_pointer
 
     folder = tmp_path / "stamps"
     folder.mkdir()
@@ -133,22 +137,6 @@ def test_review_followups_on_sources(tmp_path, caplog):
     frames = _all_frames(open_source(str(folder), config=StreamConfig()))
     assert [f.source.rsplit("/", 1)[1] for f in frames] == ["1733600000.25.png", "1733600000.5.png",
                                                             "1733600001.0.png"]
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    write_video(clips / "a.mp4", 2, "mp4v")
-    with pytest.raises(StreamError, match=r"clips holds no image files but video file\(s\), a.mp4: give one as the "
-                                          r"source"):
-        open_source(str(clips), config=StreamConfig())
-    from PIL import Image
-
-    gif = tmp_path / "anim.gif"
-    frames = [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(3)]
-    frames[0].save(gif, save_all=True, append_images=frames[1:])
-    caplog.set_level(logging.WARNING, logger="edgecmg")
-    _all_frames(open_source(str(gif), config=StreamConfig()))
-    assert f"(ffmpeg -i '{gif}' out.mp4)" in caplog.text
-    from edgecmg.magic import git_lfs_pointer
-
     fifo = tmp_path / "live.mp4"
     os.mkfifo(fifo)
-    assert git_lfs_pointer(fifo) == ""  # returned at once: opening a FIFO to read would wait for a writer
+    assert git_lfs_pointer(fifo) == ""
