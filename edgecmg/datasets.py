@@ -27,7 +27,7 @@ import numpy as np
 from edgecmg.distributions import extra_install_hint
 from edgecmg.errors import ConfigError, DataError, MissingFileError, name_some
 from edgecmg.imageio import (IMAGE_EXTENSIONS, list_images, masks_beside_images, read_image_size, read_mask,
-                              subfolders_with_images)
+                              subfolder_names, subfolders_with_images)
 
 __all__ = ["Sample", "MVTecDataset", "sample_mask", "elpv_dataset", "materialize_mvtec"]
 
@@ -94,13 +94,6 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> Optional[np.ndarray]:
             f"{shape[0]}x{shape[1]} (height x width); masks must have the size of their image"
         )
     return mask
-
-
-def _subfolder_names(folder: Path) -> set[str]:
-    try:
-        return {sub.name for sub in folder.iterdir() if sub.is_dir()}
-    except OSError:  # unreadable: nothing to point at
-        return set()
 
 
 def _reads(image: Path) -> bool:
@@ -277,7 +270,7 @@ class MVTecDataset:
             # named as masks are (a copy of test/ beside it, test_old/, is not pointed at)
             elsewhere = [d for d in sorted(gt_root.parent.iterdir()) if d.is_dir()
                          and any(word in d.name.lower() for word in ("mask", "gt", "label", "annot", "truth"))
-                         and defect_types & _subfolder_names(d)]
+                         and defect_types & subfolder_names(d)]
             if elsewhere:  # masks/<defect type>/: meant as masks, said where -q hides an info line
                 _log.warning("no ground_truth/ folder under %s, but %s holds folders named as its defect types: the "
                              "defect test images get no masks, and pixel metrics are not taken; if it holds the "

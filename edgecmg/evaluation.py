@@ -32,6 +32,11 @@ _CELL_HEIGHT = 320  # pixels per picture in hardest.png
 #: white background reads as defect everywhere but the defect.
 MOSTLY_DEFECT = 0.5
 _NAMED_MASKS = 3  # masks named in that warning; the rest are counted
+
+
+def _named_masks(paths: Sequence[str]) -> str:
+    """The first few mask files of ``paths`` as defect type/name, the rest counted (eval's warnings)."""
+    return name_some([f"{Path(p).parent.name}/{Path(p).name}" for p in paths], _NAMED_MASKS)
 #: What eval holds per test image with a mask, in bytes per pixel of the model's input: its anomaly map
 #: (float32, 4 bytes) and mask (1 byte), kept for the pixel metrics, which then need little more (their
 #: normal scores are sorted in the maps' own memory). Measured from eval's peak RSS (2-core x86 VM, ONNX
@@ -175,15 +180,14 @@ def evaluate_detector(detector: Detector, samples: Sequence[Sample] | MVTecDatas
         log.warning("%d defect test image(s) have a mask that marks no defect pixel: %s (all listed under masks_empty "
                     "in the metrics); this run's pixel metrics take their pixels as defect-free; draw the defect "
                     "in them (nonzero on a zero background), or remove them to leave those images out",
-                    len(empty_defect_masks), name_some([f"{Path(p).parent.name}/{Path(p).name}"
-                                                        for p in empty_defect_masks], _NAMED_MASKS))
+                    len(empty_defect_masks), _named_masks(empty_defect_masks))
     if has_masks:
         # A damaged mask is there to be fixed, a missing one to be made: counted as "without a mask", the
         # damaged ones sent people looking for masks that were in place.
         if unknown_masks:
             log.warning("pixel metrics: %d defect image(s) without a mask left out", unknown_masks)
         if unusable_masks:
-            named = name_some([f"{Path(m).parent.name}/{Path(m).name}" for m in unusable_masks], _NAMED_MASKS)
+            named = _named_masks(unusable_masks)
             log.warning("pixel metrics: %d defect image(s) left out whose mask is damaged or not the size of its "
                         "image, not missing: %s (each said above, all listed under masks_skipped); re-export those "
                         "masks", len(unusable_masks), named)
@@ -237,7 +241,7 @@ def warn_mostly_defect_masks(paths: Sequence[str], masks_read: int) -> None:
     """One warning for the ground-truth masks (``paths``, of ``masks_read`` read) whose defect covers
     more than :data:`MOSTLY_DEFECT` of their image: almost certainly inverted. Said, not refused: the
     image scores are right whatever the masks hold, and only the pixel metrics are off."""
-    named = name_some([f"{Path(p).parent.name}/{Path(p).name}" for p in paths], _NAMED_MASKS)  # type/name
+    named = _named_masks(paths)
     log.warning("%d of %d ground-truth mask(s) mark more than %d%% of their image as defect, so are most likely "
                 "inverted (a white background around a black defect): %s (all listed under masks_mostly_defect "
                 "in the metrics). Defects must be nonzero on a zero (black) background; invert these masks "

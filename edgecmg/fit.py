@@ -23,7 +23,8 @@ from edgecmg.config import ASPECT_TOLERANCE, TINY_FRAME_FACTOR, ModelConfig, asp
 from edgecmg.datasets import MVTecDataset, Sample
 from edgecmg.errors import ConfigError, DataError, name_some
 from edgecmg.imageio import (is_glob_pattern, is_image_file, kind_of_non_file, list_images, masks_beside_images,
-                             read_image, read_image_size, resize_to_input, subfolders_with_images, to_rgb_uint8,
+                             read_image, read_image_size, resize_to_input, subfolder_names, subfolders_with_images,
+                             to_rgb_uint8,
                              warn_skipped_count, warn_unreadable)
 from edgecmg.model import bank as bank_ops
 from edgecmg.model import cmer, cmle, forking
@@ -334,8 +335,7 @@ def _mvtec_refusal(root: Path) -> Optional[str]:
     part of one (else None), and what to pass instead."""
     here = root.resolve()
     if (root / "test").is_dir():
-        train = root / "train"
-        holds = sorted(sub.name for sub in train.iterdir() if _is_folder(sub)) if train.is_dir() else []
+        holds = sorted(subfolder_names(root / "train"))
         found = f" (train/ holds {name_some(holds, 3)}: rename the folder of good parts to good)" if holds else ""
         return (f"{root} looks like an MVTec root (it has test/) but has no train/good folder of good images to fit "
                 f"on{found}; put them there, or pass the folder of good images itself")

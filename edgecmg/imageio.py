@@ -924,6 +924,14 @@ def _not_an_image_file(path: Path, exts: str) -> str:
     return f"{path} does not have an image extension ({exts}); rename it or pass its folder"
 
 
+def subfolder_names(folder: PathLike) -> set[str]:
+    """Names of ``folder``'s sub-folders; none where it cannot be listed (missing, unreadable)."""
+    try:
+        return {sub.name for sub in Path(folder).iterdir() if sub.is_dir()}
+    except OSError:  # unreadable, or a folder inside it that may not be entered: nothing to name
+        return set()
+
+
 def subfolders_with_images(folder: PathLike) -> list[str]:
     """Names of ``folder``'s sub-folders (sorted) that hold image files at any depth: what
     :func:`list_images`, which lists a folder non-recursively, leaves unread there (fit and

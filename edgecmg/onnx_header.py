@@ -246,9 +246,10 @@ def read_onnx_header(model_or_path, origin: Optional[str] = None, *, operators: 
     if unsealed and header.get("format_version", FORMAT_VERSION) >= CHECKSUMS_SINCE_FORMAT:
         raise ArtifactError(f"{origin}: no {' or '.join(unsealed)} metadata, which every export of a format-"
                             f"{CHECKSUMS_SINCE_FORMAT} model carries: removed after export; export it again")
-    said = (origin, hash(props[HEADER_KEY]))  # the header too: models passed in memory share one origin
-    if unsealed and said not in _SAID_UNSEALED:  # once a file: loading a featurizer export reads its header twice
-        _SAID_UNSEALED.add(said)
+    # Once a file: loading a featurizer export reads its header twice. Keyed on the header too: models
+    # passed in memory share one origin.
+    if unsealed and (origin, hash(props[HEADER_KEY])) not in _SAID_UNSEALED:
+        _SAID_UNSEALED.add((origin, hash(props[HEADER_KEY])))
         log.warning("%s: no %s (exported by an edgecmg older than the checksums): it cannot be checked for "
                     "damage; %s to add them", origin, " or ".join(unsealed), remake_hint(header))
     if GRAPH_SHA_KEY in props and graph_sha256(proto) != props[GRAPH_SHA_KEY]:

@@ -20,6 +20,8 @@ from edgecmg.model import cmer
 from edgecmg.model.backbone import EfficientNetLite0
 from edgecmg.model.layouts import LEGACY_LAYOUT, FeatureLayout, feature_layout
 
+HEAD_STRIDE = 32  # pixels per cell of the head map (the backbone's last block, stride 32), each way
+
 
 class DetectorOutput(NamedTuple):
     score: torch.Tensor        # [B] float32
@@ -51,7 +53,7 @@ class Geometry:
 
     @property
     def head_size(self) -> tuple[int, int]:
-        return self.input_size[0] // 32, self.input_size[1] // 32
+        return self.input_size[0] // HEAD_STRIDE, self.input_size[1] // HEAD_STRIDE
 
 
 class Featurizer(nn.Module):
@@ -144,7 +146,7 @@ class BankScorer(nn.Module):
         hh, hw = geometry.head_size
         # Cell of each output pixel, through the head map so pixel and head cells agree.
         head_cells = cmer.cell_index(hh, hw, geometry.grid).view(hh, hw)
-        pixel_cells = head_cells.repeat_interleave(32, 0).repeat_interleave(32, 1).flatten()
+        pixel_cells = head_cells.repeat_interleave(HEAD_STRIDE, 0).repeat_interleave(HEAD_STRIDE, 1).flatten()
         self.score_top_fraction = score_top_fraction
         self.score_pixels = score_pixel_count(geometry.input_size, score_top_fraction)
         smallest_cell = int(torch.bincount(pixel_cells).min())
@@ -156,7 +158,7 @@ class BankScorer(nn.Module):
                 "(--score-top-fraction) or grid (--grid)")
         self.register_buffer("pixel_cells", pixel_cells)
         # The cells at the head map's resolution, from which image_score expands a frame's kept cells to its
-        # pixels (32 x 32 each) by a broadcast: gathering one index per pixel from pixel_cells cost ONNX
+        # pixels (HEAD_STRIDE x HEAD_STRIDE each) by a broadcast: gathering one index per pixel from pixel_cells cost ONNX
         # Runtime 0.9 ms of a 416x160 frame. Made from the geometry, not written to files.
         self.register_buffer("head_cells", head_cells.flatten(), persistent=False)
         self.register_buffer("cmer_margin", torch.zeros(geometry.grid ** 2))  # one margin per cell
@@ -242,7 +244,8 @@ class BankScorer(nn.Module):
             # exported graph has no branch and always pools twice.
             return ungated
         hh, hw = self.geometry.head_size
-        pixel_keep = kept[:, self.head_cells].view(-1, hh, 1, hw, 1).expand(-1, hh, 32, hw, 32).reshape(values.shape)
+        pixel_keep = (kept[:, self.head_cells].view(-1, hh, 1, hw, 1).expand(-1, hh, HEAD_STRIDE, hw, HEAD_STRIDE)
+                      .reshape(values.shape))
         # Maps can be negative (below the normal level), so dropped pixels become -inf, not 0.
         gated = self.pool(values.masked_fill(~pixel_keep, float("-inf")))
         return torch.where(alarm, ungated, gated)

@@ -63,8 +63,8 @@ RECORDING_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
 # Containers without a frame index, whose frame count OpenCV estimates as duration x frame rate.
 ESTIMATED_COUNT_SUFFIXES = (".mkv", ".webm", ".ts", ".m2ts", ".mts", ".flv")
 # Files a folder may hold that stream reads only when given one by one (named where a folder is given).
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".flv", ".mjpeg", ".h264",
-                  ".h265", ".hevc")
+VIDEO_SUFFIXES = tuple(dict.fromkeys(RECORDING_SUFFIXES + ESTIMATED_COUNT_SUFFIXES + (".mjpeg", ".h264", ".h265",
+                                                                                   ".hevc")))
 
 # Back-off doubles per attempt; past this it stops growing so a long outage is still polled
 # (unless the user's own base delay is longer, which we respect).
@@ -342,10 +342,11 @@ class CaptureSource(FrameSource):
                 )
             raise StreamError(f"{self.kind} source {self.name} opened but delivered no frame ({why}). {hint}".rstrip())
         self._frames_since_open = 1
-        if self._counted_is_recording and self._container_frames() is not None:
+        counted = self._container_frames() if self._counted_is_recording else None
+        if counted is not None:
             self.is_live, self._recording = False, True  # a camera's stream counts no frames
             _log.info("%s: a recording (its container counts %d frames): read to its end, every frame", self.name,
-                      self._container_frames())
+                      counted)
         # Read once here: later the capture thread owns the device (and may be reopening it).
         self._frame_rate = self._native_fps()
         if self._recording:
